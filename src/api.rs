@@ -1,0 +1,191 @@
+//! Kafka API handlers, one module per API family.
+//!
+//! Overview: [`handle_frame`] turns one request frame into at most one
+//! response frame: parse the header, check the version against what
+//! [`versions::SUPPORTED`] advertises, decode the body with the
+//! `kafka-protocol` crate, dispatch, encode. Each family module follows the
+//! same rhythm: decode -> check -> apply -> respond.
+//!
+//! Errors: malformed frames, unknown API keys and versions outside the
+//! advertised range close the connection (as Kafka does), except ApiVersions,
+//! which answers an unknown version with UNSUPPORTED_VERSION in the v0 layout
+//! (KIP-511). Per-partition failures are Kafka error codes in the response.
+
+pub mod admin;
+pub mod cluster;
+pub mod configs;
+pub mod error;
+pub mod fetch;
+pub mod metadata;
+pub mod offsets;
+pub mod produce;
+pub mod producer_id;
+pub mod versions;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::broker::Broker;
+
+/// What the connection does after a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send this response frame body.
+    Reply(Bytes),
+    /// Send nothing (acks=0 produce).
+    NoReply,
+    /// Close the connection (malformed or unsupported request).
+    Close,
+}
+
+/// Decodes, handles and encodes one request.
+pub async fn handle_frame(broker: &Broker, mut frame: Bytes) -> Outcome {
+    if frame.len() < 8 {
+        tracing::warn!(
+            len = frame.len(),
+            "request frame too short for a header; closing connection"
+        );
+        return Outcome::Close;
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(api_key) = ApiKey::try_from(raw_key) else {
+        tracing::warn!(api_key = raw_key, "unknown api key; closing connection");
+        return Outcome::Close;
+    };
+    let Some(range) = versions::supported(api_key) else {
+        tracing::warn!(api = ?api_key, version, "api not supported; closing connection");
+        return Outcome::Close;
+    };
+    if api_key == ApiKey::ApiVersions && version > range.1 {
+        return versions::unsupported_version_response(correlation_id);
+    }
+    if version < range.0 || version > range.1 || version < api_key.valid_versions().min {
+        tracing::warn!(api = ?api_key, version, "unsupported api version; closing connection");
+        return Outcome::Close;
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = match decode_guarded(|| RequestHeader::decode(&mut frame, header_version)) {
+        Some(h) => h,
+        None => {
+            tracing::warn!(api = ?api_key, version, "malformed request header; closing connection");
+            return Outcome::Close;
+        }
+    };
+    let request = match decode_guarded(|| RequestKind::decode(api_key, &mut frame, version)) {
+        Some(r) => r,
+        None => {
+            tracing::warn!(api = ?api_key, version, correlation_id, "malformed request body; closing connection");
+            return Outcome::Close;
+        }
+    };
+    let client_id = header.client_id.as_ref().map(|s| s.as_str()).unwrap_or("");
+    let span = tracing::debug_span!("request", api = ?api_key, version, correlation_id, client_id);
+    let _entered = span.enter();
+    drop(_entered);
+    let response = dispatch(broker, &header, request).await;
+    match response {
+        Some(r) => encode_response(api_key, version, correlation_id, &r),
+        None => Outcome::NoReply,
+    }
+}
+
+/// Runs a decoder, turning both errors and panics inside the decoder into
+/// `None`: network input must never take the process down.
+fn decode_guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "decode failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    r: &ResponseKind,
+) -> Outcome {
+    let mut buf = BytesMut::with_capacity(256);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let hv = api_key.response_header_version(version);
+    if let Err(e) = header.encode(&mut buf, hv) {
+        tracing::error!(api = ?api_key, version, error = %e, "cannot encode response header");
+        return Outcome::Close;
+    }
+    if let Err(e) = r.encode(&mut buf, version) {
+        tracing::error!(api = ?api_key, version, error = %e, "cannot encode response");
+        return Outcome::Close;
+    }
+    Outcome::Reply(buf.freeze())
+}
+
+async fn dispatch(
+    broker: &Broker,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> Option<ResponseKind> {
+    let v = header.request_api_version;
+    Some(match request {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(versions::handle(r, v)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, v).await),
+        RequestKind::Produce(r) => {
+            return produce::handle(broker, r, v)
+                .await
+                .map(ResponseKind::Produce)
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(offsets::list_offsets(broker, r, v))
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(broker, r, v))
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(broker, r, v).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(admin::create_partitions(broker, r, v).await)
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(admin::delete_records(broker, r, v))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe(broker, r, v))
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(configs::alter(broker, r, v).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r, v).await)
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(cluster::describe_cluster(broker, r, v))
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(broker, r, v))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producer_id::handle(broker, r, v).await)
+        }
+        other => {
+            // versions::supported() keeps us from getting here.
+            tracing::warn!(request = ?std::mem::discriminant(&other), "request with no handler");
+            return None;
+        }
+    })
+}
+
+/// Reads a big-endian i16 at `pos`, if there.
+pub fn peek_i16(b: &[u8], pos: usize) -> Option<i16> {
+    let mut s = b.get(pos..pos + 2)?;
+    Some(s.get_i16())
+}

@@ -1,0 +1,453 @@
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions and
+//! DeleteRecords. Topic changes are proposed to the metadata quorum; the
+//! broker then reconciles its local partitions with the new view before it
+//! answers, so a client that sees success can use the topic at once.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::configs::config_source;
+use super::error::{partition_error_code, Code, NONE};
+use super::metadata::validate_topic_name;
+use crate::broker::Broker;
+use crate::config::validate_topic_config;
+use crate::metadata::{Command, CommandResult, TopicInfo};
+
+/// Most partitions one topic may have (a guard against absurd requests).
+pub const MAX_PARTITIONS: i32 = 100_000;
+
+/// A failed admin operation: Kafka error code and message.
+pub type AdminError = (i16, String);
+
+fn err(code: Code, msg: impl Into<String>) -> AdminError {
+    (code.code(), msg.into())
+}
+
+/// A topic to create, after request parsing.
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Checks a topic creation against Kafka's rules without applying it.
+pub fn check_new_topic(broker: &Broker, t: &NewTopic) -> Result<(), AdminError> {
+    validate_topic_name(&t.name).map_err(|m| err(Code::InvalidTopicException, m))?;
+    if broker.view().topic(&t.name).is_some() {
+        return Err(err(
+            Code::TopicAlreadyExists,
+            format!("topic already exists. topic={}", t.name),
+        ));
+    }
+    if t.partitions < 1 || t.partitions > MAX_PARTITIONS {
+        return Err(err(
+            Code::InvalidPartitions,
+            format!(
+                "number of partitions must be between 1 and {MAX_PARTITIONS}. partitions={}",
+                t.partitions
+            ),
+        ));
+    }
+    let brokers = broker.view().brokers.len().max(1) as i16;
+    if t.replication_factor < 1 || t.replication_factor > brokers {
+        return Err(err(
+            Code::InvalidReplicationFactor,
+            format!(
+                "replication factor must be between 1 and the number of brokers ({brokers}). replication_factor={}",
+                t.replication_factor
+            ),
+        ));
+    }
+    for (k, v) in &t.configs {
+        validate_topic_config(k, v).map_err(|m| err(Code::InvalidConfig, m))?;
+    }
+    Ok(())
+}
+
+/// Creates a topic through the metadata quorum and opens its partitions.
+pub async fn create_topic(broker: &Broker, t: NewTopic) -> Result<TopicInfo, AdminError> {
+    check_new_topic(broker, &t)?;
+    let result = broker
+        .metadata
+        .propose(Command::CreateTopic {
+            name: t.name.clone(),
+            id: Uuid::new_v4(),
+            partitions: t.partitions,
+            replication_factor: t.replication_factor,
+            configs: t.configs,
+        })
+        .await
+        .map_err(|e| err(Code::NotController, e.to_string()))?;
+    match result {
+        CommandResult::Ok => {}
+        CommandResult::TopicAlreadyExists => {
+            return Err(err(
+                Code::TopicAlreadyExists,
+                format!("topic already exists. topic={}", t.name),
+            ))
+        }
+        other => return Err(err(Code::InvalidRequest, format!("{other:?}"))),
+    }
+    broker
+        .reconcile()
+        .await
+        .map_err(|e| err(Code::KafkaStorageError, e.to_string()))?;
+    broker.view().topic(&t.name).cloned().ok_or_else(|| {
+        err(
+            Code::UnknownTopicOrPartition,
+            "topic vanished after creation",
+        )
+    })
+}
+
+/// Auto-creation on first use with the broker's defaults.
+pub async fn auto_create(broker: &Broker, name: &str) -> Result<TopicInfo, AdminError> {
+    let t = NewTopic {
+        name: name.to_string(),
+        partitions: broker.config.num_partitions,
+        replication_factor: 1,
+        configs: BTreeMap::new(),
+    };
+    match create_topic(broker, t).await {
+        // Lost a race with another creator: use theirs.
+        Err((code, _)) if code == Code::TopicAlreadyExists.code() => broker
+            .view()
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| err(Code::UnknownTopicOrPartition, "topic vanished")),
+        other => other,
+    }
+}
+
+pub async fn create_topics(
+    broker: &Broker,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let mut results = Vec::new();
+    for ct in req.topics {
+        let name = ct.name.0.to_string();
+        let mut configs = BTreeMap::new();
+        let mut config_error = None;
+        for c in &ct.configs {
+            match &c.value {
+                Some(v) => {
+                    configs.insert(c.name.to_string(), v.to_string());
+                }
+                None => {
+                    config_error = Some(err(
+                        Code::InvalidConfig,
+                        format!("null value for topic config. key={}", c.name.as_str()),
+                    ))
+                }
+            }
+        }
+        let (partitions, replication_factor) = if !ct.assignments.is_empty() {
+            if ct.num_partitions != -1 || ct.replication_factor != -1 {
+                config_error.get_or_insert(err(
+                    Code::InvalidRequest,
+                    "both replica assignments and partitions/replication factor were given",
+                ));
+            }
+            let rf = ct.assignments[0].broker_ids.len() as i16;
+            let known = broker.view();
+            if let Some(bad) = ct
+                .assignments
+                .iter()
+                .flat_map(|a| a.broker_ids.iter())
+                .find(|b| !known.brokers.contains_key(&b.0))
+            {
+                config_error.get_or_insert(err(
+                    Code::InvalidReplicaAssignment,
+                    format!("unknown broker in replica assignment. broker={}", bad.0),
+                ));
+            }
+            (ct.assignments.len() as i32, rf)
+        } else {
+            (
+                if ct.num_partitions == -1 {
+                    broker.config.num_partitions
+                } else {
+                    ct.num_partitions
+                },
+                if ct.replication_factor == -1 {
+                    1
+                } else {
+                    ct.replication_factor
+                },
+            )
+        };
+        let new = NewTopic {
+            name: name.clone(),
+            partitions,
+            replication_factor,
+            configs,
+        };
+        let outcome = match config_error {
+            Some(e) => Err(e),
+            None if req.validate_only => check_new_topic(broker, &new).map(|_| None),
+            None => create_topic(broker, new).await.map(Some),
+        };
+        let mut r = CreatableTopicResult::default().with_name(ct.name.clone());
+        match outcome {
+            Ok(created) => {
+                r.num_partitions = partitions;
+                r.replication_factor = replication_factor;
+                if let Some(t) = &created {
+                    if version >= 7 {
+                        r.topic_id = t.id;
+                    }
+                }
+                if version >= 5 {
+                    let topic_configs = created
+                        .as_ref()
+                        .map(|t| t.configs.clone())
+                        .unwrap_or_default();
+                    let probe = TopicInfo {
+                        name: name.clone(),
+                        id: Uuid::nil(),
+                        partitions: vec![],
+                        configs: topic_configs,
+                    };
+                    let eff = broker.effective_topic_config(&probe);
+                    r.configs = Some(
+                        eff.into_iter()
+                            .map(|(k, v)| {
+                                let source = config_source(&probe, &k);
+                                CreatableTopicConfigs::default()
+                                    .with_name(StrBytes::from_string(k))
+                                    .with_value(Some(StrBytes::from_string(v)))
+                                    .with_config_source(source)
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            Err((code, msg)) => {
+                tracing::info!(topic = %name, code, %msg, "create topic refused");
+                r.error_code = code;
+                if version >= 1 {
+                    r.error_message = Some(StrBytes::from_string(msg));
+                }
+                if version >= 5 {
+                    r.num_partitions = -1;
+                    r.replication_factor = -1;
+                }
+            }
+        }
+        results.push(r);
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+pub async fn delete_topics(
+    broker: &Broker,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    // v0-v5 name topics in `topic_names`; v6+ in `topics` (by name or id).
+    let mut wanted: Vec<(Option<String>, Uuid)> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+        .collect();
+    wanted.extend(
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
+    let mut responses = Vec::new();
+    let mut changed = false;
+    for (name, id) in wanted {
+        let view = broker.view();
+        let topic = match (&name, id.is_nil()) {
+            (Some(n), _) => view.topic(n).cloned(),
+            (None, false) => view.topic_by_id(id).cloned(),
+            (None, true) => None,
+        };
+        let mut r = DeletableTopicResult::default()
+            .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))));
+        if version >= 6 {
+            r.topic_id = id;
+        }
+        match topic {
+            None => {
+                r.error_code = if name.is_none() {
+                    Code::UnknownTopicId.code()
+                } else {
+                    Code::UnknownTopicOrPartition.code()
+                };
+            }
+            Some(t) => {
+                if version >= 6 {
+                    r.topic_id = t.id;
+                    r.name = Some(TopicName(StrBytes::from_string(t.name.clone())));
+                }
+                match broker
+                    .metadata
+                    .propose(Command::DeleteTopic { id: t.id })
+                    .await
+                {
+                    Ok(CommandResult::Ok) => changed = true,
+                    Ok(CommandResult::UnknownTopic) => {
+                        r.error_code = Code::UnknownTopicOrPartition.code()
+                    }
+                    Ok(other) => {
+                        r.error_code = Code::UnknownServerError.code();
+                        r.error_message = Some(StrBytes::from_string(format!("{other:?}")));
+                    }
+                    Err(e) => {
+                        r.error_code = Code::NotController.code();
+                        r.error_message = Some(StrBytes::from_string(e.to_string()));
+                    }
+                }
+            }
+        }
+        if version < 5 {
+            r.error_message = None;
+        }
+        responses.push(r);
+    }
+    if changed {
+        if let Err(e) = broker.reconcile().await {
+            tracing::warn!(error = %e, "reconcile after topic deletion failed");
+        }
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub async fn create_partitions(
+    broker: &Broker,
+    req: CreatePartitionsRequest,
+    _version: i16,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::new();
+    let mut changed = false;
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let view = broker.view();
+        let outcome: Result<(), AdminError> = match view.topic(&name) {
+            None => Err(err(
+                Code::UnknownTopicOrPartition,
+                format!("unknown topic. topic={name}"),
+            )),
+            Some(topic) if t.count <= topic.partitions.len() as i32 => Err(err(
+                Code::InvalidPartitions,
+                format!(
+                    "topic has {} partitions; the count can only grow. requested={}",
+                    topic.partitions.len(),
+                    t.count
+                ),
+            )),
+            Some(_) if t.count > MAX_PARTITIONS => Err(err(
+                Code::InvalidPartitions,
+                format!(
+                    "too many partitions. requested={}, max={MAX_PARTITIONS}",
+                    t.count
+                ),
+            )),
+            Some(topic)
+                if t.assignments
+                    .as_ref()
+                    .is_some_and(|a| a.len() as i32 != t.count - topic.partitions.len() as i32) =>
+            {
+                Err(err(
+                    Code::InvalidReplicaAssignment,
+                    "assignments must cover exactly the new partitions",
+                ))
+            }
+            Some(_) if req.validate_only => Ok(()),
+            Some(_) => match broker
+                .metadata
+                .propose(Command::CreatePartitions {
+                    name: name.clone(),
+                    total_count: t.count,
+                })
+                .await
+            {
+                Ok(CommandResult::Ok) => {
+                    changed = true;
+                    Ok(())
+                }
+                Ok(CommandResult::InvalidPartitions { reason }) => {
+                    Err(err(Code::InvalidPartitions, reason))
+                }
+                Ok(CommandResult::UnknownTopic) => {
+                    Err(err(Code::UnknownTopicOrPartition, "unknown topic"))
+                }
+                Ok(other) => Err(err(Code::UnknownServerError, format!("{other:?}"))),
+                Err(e) => Err(err(Code::NotController, e.to_string())),
+            },
+        };
+        let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if let Err((code, msg)) = outcome {
+            r.error_code = code;
+            r.error_message = Some(StrBytes::from_string(msg));
+        }
+        results.push(r);
+    }
+    if changed {
+        if let Err(e) = broker.reconcile().await {
+            tracing::warn!(error = %e, "reconcile after partition creation failed");
+        }
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+pub fn delete_records(
+    broker: &Broker,
+    req: DeleteRecordsRequest,
+    _version: i16,
+) -> DeleteRecordsResponse {
+    let view = broker.view();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = view.topic(t.name.0.as_str());
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut r = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_low_watermark(-1);
+                    match topic.and_then(|tp| broker.partition(tp.id, p.partition_index)) {
+                        None => r.error_code = Code::UnknownTopicOrPartition.code(),
+                        Some(part) => match part.delete_records(p.offset) {
+                            Ok(low) => {
+                                r.error_code = NONE;
+                                r.low_watermark = low;
+                            }
+                            Err(e) => {
+                                tracing::info!(partition = %part.name(), error = %e, "delete records refused");
+                                r.error_code = partition_error_code(&e);
+                            }
+                        },
+                    }
+                    r
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DeleteRecordsResponse::default().with_topics(topics)
+}

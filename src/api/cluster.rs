@@ -1,0 +1,101 @@
+//! DescribeCluster and DescribeLogDirs.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::error::Code;
+use super::metadata::broker_list;
+use crate::broker::Broker;
+
+/// Endpoint type 1: brokers (2, controllers, is not served here).
+const ENDPOINT_BROKERS: i8 = 1;
+
+pub fn describe_cluster(
+    broker: &Broker,
+    req: DescribeClusterRequest,
+    version: i16,
+) -> DescribeClusterResponse {
+    let view = broker.view();
+    let mut resp = DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(view.cluster_id.clone()))
+        .with_controller_id(BrokerId(view.controller_id))
+        .with_cluster_authorized_operations(i32::MIN);
+    if version >= 1 {
+        resp.endpoint_type = ENDPOINT_BROKERS;
+        if req.endpoint_type != ENDPOINT_BROKERS {
+            resp.error_code = Code::UnsupportedEndpointType.code();
+            resp.error_message = Some(StrBytes::from_string(format!(
+                "only broker endpoints are described. endpoint_type={}",
+                req.endpoint_type
+            )));
+            return resp;
+        }
+    }
+    resp.brokers = broker_list(broker)
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(b.node_id)
+                .with_host(b.host)
+                .with_port(b.port)
+                .with_rack(b.rack)
+        })
+        .collect();
+    resp
+}
+
+pub fn describe_log_dirs(
+    broker: &Broker,
+    req: DescribeLogDirsRequest,
+    _version: i16,
+) -> DescribeLogDirsResponse {
+    let view = broker.view();
+    let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions))
+            .collect()
+    });
+    let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
+    for p in broker.all_partitions() {
+        if view.topic_by_id(p.topic_id).is_none() {
+            continue;
+        }
+        if let Some(w) = &wanted {
+            match w.get(&p.topic) {
+                Some(parts) if parts.contains(&p.index) => {}
+                _ => continue,
+            }
+        }
+        by_topic.entry(p.topic.clone()).or_default().push(
+            DescribeLogDirsPartition::default()
+                .with_partition_index(p.index)
+                .with_partition_size(p.size_bytes() as i64)
+                .with_offset_lag(0),
+        );
+    }
+    let topics = by_topic
+        .into_iter()
+        .map(|(name, mut partitions)| {
+            partitions.sort_by_key(|p| p.partition_index);
+            DescribeLogDirsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    let dir = std::path::absolute(&broker.config.data_dir)
+        .unwrap_or_else(|_| broker.config.data_dir.clone());
+    DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
+        .with_log_dir(StrBytes::from_string(dir.display().to_string()))
+        .with_topics(topics)
+        .with_total_bytes(-1)
+        .with_usable_bytes(-1)])
+}

@@ -1,0 +1,386 @@
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
+//!
+//! Topic configs use Kafka's names and report their source: DYNAMIC_TOPIC_CONFIG
+//! for values set on the topic, DEFAULT_CONFIG for the broker's defaults.
+//! Broker configs are described read-only (STATIC_BROKER_CONFIG); changing
+//! them at run time is refused.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncResponse;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::error::Code;
+use crate::broker::Broker;
+use crate::config::{validate_topic_config, TOPIC_CONFIG_KEYS};
+use crate::metadata::{Command, CommandResult, TopicInfo};
+
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// Where a topic's effective value of `key` comes from.
+pub fn config_source(topic: &TopicInfo, key: &str) -> i8 {
+    if topic.configs.contains_key(key) {
+        SOURCE_DYNAMIC_TOPIC
+    } else {
+        SOURCE_DEFAULT
+    }
+}
+
+/// Kafka's config type codes, for DescribeConfigs v3+.
+fn config_type(key: &str) -> i8 {
+    match key {
+        "cleanup.policy" => 7,
+        "compression.type"
+        | "message.timestamp.type"
+        | "log.dirs"
+        | "listeners"
+        | "advertised.listeners" => 2,
+        "index.interval.bytes"
+        | "max.message.bytes"
+        | "min.insync.replicas"
+        | "num.partitions"
+        | "node.id"
+        | "socket.request.max.bytes"
+        | "message.max.bytes" => 3,
+        "auto.create.topics.enable" => 1,
+        _ => 5,
+    }
+}
+
+fn entry(
+    name: &str,
+    value: String,
+    source: i8,
+    read_only: bool,
+    version: i16,
+) -> DescribeConfigsResourceResult {
+    let mut e = DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_string(name.to_string()))
+        .with_value(Some(StrBytes::from_string(value)))
+        .with_read_only(read_only)
+        .with_config_source(source);
+    if version >= 3 {
+        e.config_type = config_type(name);
+    }
+    e
+}
+
+fn broker_configs(broker: &Broker) -> BTreeMap<String, String> {
+    let c = &broker.config;
+    let mut m = BTreeMap::new();
+    m.insert("node.id".into(), c.node_id.to_string());
+    m.insert("log.dirs".into(), c.data_dir.display().to_string());
+    m.insert("listeners".into(), format!("PLAINTEXT://{}", c.listen));
+    m.insert(
+        "advertised.listeners".into(),
+        format!(
+            "PLAINTEXT://{}:{}",
+            broker.advertised.0, broker.advertised.1
+        ),
+    );
+    m.insert(
+        "auto.create.topics.enable".into(),
+        c.auto_create_topics.to_string(),
+    );
+    m.insert("num.partitions".into(), c.num_partitions.to_string());
+    m.insert(
+        "socket.request.max.bytes".into(),
+        c.socket_request_max_bytes.to_string(),
+    );
+    m.insert("message.max.bytes".into(), c.message_max_bytes.to_string());
+    m.insert("log.segment.bytes".into(), c.log_segment_bytes.to_string());
+    m.insert("log.retention.ms".into(), c.log_retention_ms.to_string());
+    m.insert(
+        "log.retention.check.interval.ms".into(),
+        c.log_retention_check_interval_ms.to_string(),
+    );
+    m
+}
+
+pub fn describe(
+    broker: &Broker,
+    req: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
+    let view = broker.view();
+    let results = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let keys: Option<Vec<String>> = res
+                .configuration_keys
+                .as_ref()
+                .map(|ks| ks.iter().map(|k| k.to_string()).collect());
+            let wanted = |k: &str| keys.as_ref().is_none_or(|ks| ks.iter().any(|x| x == k));
+            let mut r = DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            match res.resource_type {
+                RESOURCE_TOPIC => match view.topic(res.resource_name.as_str()) {
+                    Some(topic) => {
+                        r.configs = broker
+                            .effective_topic_config(topic)
+                            .into_iter()
+                            .filter(|(k, _)| wanted(k))
+                            .map(|(k, v)| entry(&k, v, config_source(topic, &k), false, version))
+                            .collect();
+                    }
+                    None => {
+                        r.error_code = Code::UnknownTopicOrPartition.code();
+                        r.error_message = Some(StrBytes::from_string(format!(
+                            "unknown topic. topic={}",
+                            res.resource_name.as_str()
+                        )));
+                    }
+                },
+                RESOURCE_BROKER => {
+                    let name = res.resource_name.as_str();
+                    if name.is_empty() || name == broker.node_id().to_string() {
+                        r.configs = broker_configs(broker)
+                            .into_iter()
+                            .filter(|(k, _)| wanted(k))
+                            .map(|(k, v)| entry(&k, v, SOURCE_STATIC_BROKER, true, version))
+                            .collect();
+                    } else {
+                        r.error_code = Code::InvalidRequest.code();
+                        r.error_message = Some(StrBytes::from_string(format!(
+                            "unknown broker. broker={name}"
+                        )));
+                    }
+                }
+                other => {
+                    r.error_code = Code::InvalidRequest.code();
+                    r.error_message = Some(StrBytes::from_string(format!(
+                        "unsupported resource type. type={other}"
+                    )));
+                }
+            }
+            r
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Validates and applies a new set of explicit topic configs.
+async fn apply_topic_configs(
+    broker: &Broker,
+    name: &str,
+    new: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    if broker.view().topic(name).is_none() {
+        return Err((
+            Code::UnknownTopicOrPartition.code(),
+            format!("unknown topic. topic={name}"),
+        ));
+    }
+    for (k, v) in &new {
+        validate_topic_config(k, v).map_err(|m| (Code::InvalidConfig.code(), m))?;
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let result = broker
+        .metadata
+        .propose(Command::AlterTopicConfigs {
+            name: name.to_string(),
+            set: new,
+            delete: vec![],
+            replace: true,
+        })
+        .await
+        .map_err(|e| (Code::NotController.code(), e.to_string()))?;
+    match result {
+        CommandResult::Ok => {}
+        CommandResult::UnknownTopic => {
+            return Err((
+                Code::UnknownTopicOrPartition.code(),
+                format!("unknown topic. topic={name}"),
+            ))
+        }
+        other => return Err((Code::UnknownServerError.code(), format!("{other:?}"))),
+    }
+    broker
+        .reconcile()
+        .await
+        .map_err(|e| (Code::KafkaStorageError.code(), e.to_string()))
+}
+
+fn refuse_broker_change(name: &str) -> (i16, String) {
+    (
+        Code::InvalidRequest.code(),
+        format!(
+            "broker configs cannot be changed at run time; restart with new flags. broker={name}"
+        ),
+    )
+}
+
+pub async fn alter(
+    broker: &Broker,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> AlterConfigsResponse {
+    let mut responses = Vec::new();
+    for res in req.resources {
+        let name = res.resource_name.to_string();
+        let outcome = match res.resource_type {
+            RESOURCE_TOPIC => {
+                let mut new = BTreeMap::new();
+                let mut bad = None;
+                for c in &res.configs {
+                    match &c.value {
+                        Some(v) => {
+                            new.insert(c.name.to_string(), v.to_string());
+                        }
+                        None => {
+                            bad = Some((
+                                Code::InvalidConfig.code(),
+                                format!("null value for topic config. key={}", c.name.as_str()),
+                            ))
+                        }
+                    }
+                }
+                match bad {
+                    Some(e) => Err(e),
+                    None => apply_topic_configs(broker, &name, new, req.validate_only).await,
+                }
+            }
+            RESOURCE_BROKER => Err(refuse_broker_change(&name)),
+            other => Err((
+                Code::InvalidRequest.code(),
+                format!("unsupported resource type. type={other}"),
+            )),
+        };
+        let mut r = AlterConfigsResourceResponse::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        if let Err((code, msg)) = outcome {
+            r.error_code = code;
+            r.error_message = Some(StrBytes::from_string(msg));
+        }
+        responses.push(r);
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+pub async fn incremental_alter(
+    broker: &Broker,
+    req: IncrementalAlterConfigsRequest,
+    _version: i16,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::new();
+    for res in req.resources {
+        let name = res.resource_name.to_string();
+        let outcome = match res.resource_type {
+            RESOURCE_TOPIC => match broker.view().topic(&name) {
+                None => Err((
+                    Code::UnknownTopicOrPartition.code(),
+                    format!("unknown topic. topic={name}"),
+                )),
+                Some(topic) => {
+                    let mut new = topic.configs.clone();
+                    let mut bad = None;
+                    for c in &res.configs {
+                        let key = c.name.to_string();
+                        if !TOPIC_CONFIG_KEYS.contains(&key.as_str()) {
+                            bad = Some((
+                                Code::InvalidConfig.code(),
+                                format!("unknown topic config. key={key}"),
+                            ));
+                            break;
+                        }
+                        match (c.config_operation, &c.value) {
+                            (OP_SET, Some(v)) => {
+                                new.insert(key, v.to_string());
+                            }
+                            (OP_DELETE, _) => {
+                                new.remove(&key);
+                            }
+                            (OP_APPEND | OP_SUBTRACT, _) if key != "cleanup.policy" => {
+                                bad = Some((
+                                    Code::InvalidConfig.code(),
+                                    format!(
+                                        "append/subtract apply only to list configs. key={key}"
+                                    ),
+                                ));
+                            }
+                            (OP_APPEND, Some(v)) => {
+                                let cur = broker
+                                    .effective_topic_config(topic)
+                                    .get(&key)
+                                    .cloned()
+                                    .unwrap_or_default();
+                                let mut items: Vec<String> = cur
+                                    .split(',')
+                                    .filter(|s| !s.is_empty())
+                                    .map(String::from)
+                                    .collect();
+                                for item in v.split(',') {
+                                    if !items.iter().any(|i| i == item) {
+                                        items.push(item.to_string());
+                                    }
+                                }
+                                new.insert(key, items.join(","));
+                            }
+                            (OP_SUBTRACT, Some(v)) => {
+                                let cur = broker
+                                    .effective_topic_config(topic)
+                                    .get(&key)
+                                    .cloned()
+                                    .unwrap_or_default();
+                                let drop: Vec<&str> = v.split(',').collect();
+                                let items: Vec<&str> = cur
+                                    .split(',')
+                                    .filter(|s| !s.is_empty() && !drop.contains(s))
+                                    .collect();
+                                new.insert(key, items.join(","));
+                            }
+                            (op, _) => {
+                                bad = Some((
+                                    Code::InvalidConfig.code(),
+                                    format!("invalid config operation or null value. key={key}, op={op}"),
+                                ));
+                            }
+                        }
+                    }
+                    match bad {
+                        Some(e) => Err(e),
+                        None => apply_topic_configs(broker, &name, new, req.validate_only).await,
+                    }
+                }
+            },
+            RESOURCE_BROKER => Err(refuse_broker_change(&name)),
+            other => Err((
+                Code::InvalidRequest.code(),
+                format!("unsupported resource type. type={other}"),
+            )),
+        };
+        let mut r = IncResponse::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        if let Err((code, msg)) = outcome {
+            r.error_code = code;
+            r.error_message = Some(StrBytes::from_string(msg));
+        }
+        responses.push(r);
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}

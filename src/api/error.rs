@@ -1,0 +1,41 @@
+//! The one mapping from Strata's errors to Kafka error codes.
+
+pub use kafka_protocol::error::ResponseError as Code;
+
+use crate::log::batch::BatchError;
+use crate::log::LogError;
+use crate::partition::PartitionError;
+
+/// The Kafka code for "no error".
+pub const NONE: i16 = 0;
+
+/// Kafka error code for a partition-level failure.
+pub fn partition_error_code(e: &PartitionError) -> i16 {
+    match e {
+        PartitionError::Batch(b) => batch_error_code(b),
+        PartitionError::Log(l) => log_error_code(l),
+        PartitionError::DuplicateSequence { .. } => Code::DuplicateSequenceNumber.code(),
+        PartitionError::OutOfOrderSequence { .. } => Code::OutOfOrderSequenceNumber.code(),
+        PartitionError::InvalidProducerEpoch { .. } => Code::InvalidProducerEpoch.code(),
+        PartitionError::OffsetOutOfRange { .. } => Code::OffsetOutOfRange.code(),
+        PartitionError::Sync { .. } => Code::KafkaStorageError.code(),
+        PartitionError::Closed { .. } => Code::NotLeaderOrFollower.code(),
+    }
+}
+
+/// Kafka error code for a record-batch validation failure.
+pub fn batch_error_code(e: &BatchError) -> i16 {
+    match e {
+        BatchError::TooLarge { .. } => Code::MessageTooLarge.code(),
+        BatchError::UnsupportedMagic { .. } => Code::UnsupportedForMessageFormat.code(),
+        _ => Code::CorruptMessage.code(),
+    }
+}
+
+/// Kafka error code for a log failure.
+pub fn log_error_code(e: &LogError) -> i16 {
+    match e {
+        LogError::OffsetOutOfRange { .. } => Code::OffsetOutOfRange.code(),
+        _ => Code::KafkaStorageError.code(),
+    }
+}

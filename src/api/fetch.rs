@@ -1,0 +1,199 @@
+//! Fetch: whole batches from the local log, up to the high watermark.
+//!
+//! A fetch long-polls: when fewer than `min_bytes` are available it waits,
+//! woken by a high-watermark change of any partition it asked for (not by
+//! sleeping), until `max_wait_ms` runs out. The first partition with data
+//! always gets at least one whole batch even above the byte limits (KIP-74).
+//! Fetch sessions (KIP-227) are not kept: every response carries session id
+//! 0, which tells clients to send full fetch requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::error::{partition_error_code, Code};
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+const READ_COMMITTED: i8 = 1;
+
+struct Target {
+    topic_idx: usize,
+    index: i32,
+    offset: i64,
+    max_bytes: i32,
+    current_leader_epoch: i32,
+    partition: Result<Arc<Partition>, i16>,
+}
+
+pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+    if req.session_id != 0 {
+        return FetchResponse::default()
+            .with_error_code(Code::FetchSessionIdNotFound.code())
+            .with_session_id(0);
+    }
+    let view = broker.view();
+    let mut topics: Vec<(TopicName, Uuid)> = Vec::new();
+    let mut targets = Vec::new();
+    for ft in &req.topics {
+        let (topic, unknown) = if version >= 13 {
+            (view.topic_by_id(ft.topic_id), Code::UnknownTopicId.code())
+        } else {
+            (
+                view.topic(ft.topic.0.as_str()),
+                Code::UnknownTopicOrPartition.code(),
+            )
+        };
+        topics.push((ft.topic.clone(), ft.topic_id));
+        for fp in &ft.partitions {
+            let partition = match topic {
+                None => Err(unknown),
+                Some(t) => broker
+                    .partition(t.id, fp.partition)
+                    .ok_or(Code::UnknownTopicOrPartition.code()),
+            };
+            targets.push(Target {
+                topic_idx: topics.len() - 1,
+                index: fp.partition,
+                offset: fp.fetch_offset,
+                max_bytes: fp.partition_max_bytes,
+                current_leader_epoch: fp.current_leader_epoch,
+                partition,
+            });
+        }
+    }
+    let mut watches: Vec<watch::Receiver<i64>> = targets
+        .iter()
+        .filter_map(|t| t.partition.as_ref().ok().map(|p| p.watch_high_watermark()))
+        .collect();
+    let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let read_committed = version >= 4 && req.isolation_level == READ_COMMITTED;
+    loop {
+        for w in &mut watches {
+            w.borrow_and_update();
+        }
+        let (parts, bytes, any_error) = read_all(&targets, req.max_bytes, read_committed, version);
+        let done = bytes >= req.min_bytes.max(0) as usize
+            || any_error
+            || watches.is_empty()
+            || tokio::time::Instant::now() >= deadline;
+        if done {
+            return build_response(topics, parts, version);
+        }
+        let changed = futures::future::select_all(watches.iter_mut().map(|w| w.changed().boxed()));
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn read_all(
+    targets: &[Target],
+    max_bytes: i32,
+    read_committed: bool,
+    version: i16,
+) -> (Vec<(usize, PartitionData)>, usize, bool) {
+    let mut remaining = if max_bytes <= 0 {
+        i32::MAX as usize
+    } else {
+        max_bytes as usize
+    };
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut out = Vec::with_capacity(targets.len());
+    for t in targets {
+        let mut pd = PartitionData::default()
+            .with_partition_index(t.index)
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1)
+            .with_preferred_read_replica(BrokerId(-1));
+        match &t.partition {
+            Err(code) => {
+                pd.error_code = *code;
+                any_error = true;
+            }
+            Ok(p) => {
+                if t.current_leader_epoch >= 0 && t.current_leader_epoch != p.leader_epoch {
+                    pd.error_code = if t.current_leader_epoch > p.leader_epoch {
+                        Code::UnknownLeaderEpoch.code()
+                    } else {
+                        Code::FencedLeaderEpoch.code()
+                    };
+                    any_error = true;
+                } else {
+                    // Past the byte budget only partitions before the first
+                    // batch may still read (KIP-74 needs just one).
+                    let budget = (t.max_bytes.max(0) as usize).min(remaining);
+                    let res = if budget == 0 && total > 0 {
+                        p.read(t.offset, 0).map(|mut r| {
+                            r.data = Bytes::new();
+                            r
+                        })
+                    } else {
+                        p.read(t.offset, budget)
+                    };
+                    match res {
+                        Ok(r) => {
+                            let n = r.data.len();
+                            total += n;
+                            remaining = remaining.saturating_sub(n);
+                            pd.high_watermark = r.high_watermark;
+                            pd.last_stable_offset = r.high_watermark;
+                            pd.log_start_offset = r.log_start_offset;
+                            if read_committed {
+                                pd.aborted_transactions = Some(vec![]);
+                            }
+                            pd.records = Some(r.data);
+                        }
+                        Err(e) => {
+                            pd.error_code = partition_error_code(&e);
+                            pd.high_watermark = p.high_watermark();
+                            pd.log_start_offset = p.log_start_offset();
+                            pd.last_stable_offset = pd.high_watermark;
+                            any_error = true;
+                        }
+                    }
+                }
+            }
+        }
+        if version < 4 {
+            pd.last_stable_offset = -1;
+        }
+        out.push((t.topic_idx, pd));
+    }
+    (out, total, any_error)
+}
+
+fn build_response(
+    topics: Vec<(TopicName, Uuid)>,
+    parts: Vec<(usize, PartitionData)>,
+    version: i16,
+) -> FetchResponse {
+    let mut responses: Vec<FetchableTopicResponse> = topics
+        .into_iter()
+        .map(|(name, id)| {
+            let mut t = FetchableTopicResponse::default();
+            if version >= 13 {
+                t.topic_id = id;
+            } else {
+                t.topic = name;
+            }
+            t
+        })
+        .collect();
+    for (i, pd) in parts {
+        responses[i].partitions.push(pd);
+    }
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses)
+}

@@ -1,0 +1,177 @@
+//! Metadata: brokers, topics, partitions and leaders; auto-creates topics
+//! when `auto.create.topics.enable` and the request allow it.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::admin;
+use super::error::Code;
+use crate::broker::Broker;
+use crate::metadata::TopicInfo;
+
+/// Kafka's rules for a legal topic name.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name cannot be {name:?}"));
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "topic name is longer than 249 characters. len={}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "topic name contains an illegal character (legal: ASCII alphanumerics, '.', '_', '-'). char={c:?}"
+        ));
+    }
+    Ok(())
+}
+
+pub fn broker_list(broker: &Broker) -> Vec<MetadataResponseBroker> {
+    let (host, port) = &broker.advertised;
+    let view = broker.view();
+    let mut out: Vec<MetadataResponseBroker> = view
+        .brokers
+        .values()
+        .filter(|b| b.node_id != broker.node_id())
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    out.push(
+        MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.node_id()))
+            .with_host(StrBytes::from_string(host.clone()))
+            .with_port(*port as i32),
+    );
+    out.sort_by_key(|b| b.node_id.0);
+    out
+}
+
+fn topic_entry(topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            MetadataResponsePartition::default()
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect())
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(if version >= 10 { topic.id } else { Uuid::nil() })
+        .with_is_internal(topic.name.starts_with("__"))
+        .with_partitions(partitions)
+}
+
+fn error_entry(name: Option<String>, id: Uuid, code: i16) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(code)
+        .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
+        .with_topic_id(id)
+}
+
+pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let mut topics = Vec::new();
+    match req.topics {
+        None => {
+            for t in broker.view().topics.values() {
+                topics.push(topic_entry(t, version));
+            }
+        }
+        Some(requested) => {
+            // v4+ carries the client's wish; v0-v3 always allowed auto-creation.
+            let allow_auto = version < 4 || req.allow_auto_topic_creation;
+            for rt in requested {
+                let view = broker.view();
+                if let Some(name) = rt.name.as_ref().map(|n| n.0.to_string()) {
+                    if let Some(t) = view.topic(&name) {
+                        topics.push(topic_entry(t, version));
+                        continue;
+                    }
+                    if let Err(msg) = validate_topic_name(&name) {
+                        tracing::debug!(topic = %name, %msg, "metadata for an illegal topic name");
+                        topics.push(error_entry(
+                            Some(name),
+                            Uuid::nil(),
+                            Code::InvalidTopicException.code(),
+                        ));
+                        continue;
+                    }
+                    if allow_auto && broker.config.auto_create_topics {
+                        match admin::auto_create(broker, &name).await {
+                            Ok(t) => {
+                                // Kafka answers LEADER_NOT_AVAILABLE until the
+                                // leader is up; ours is up once created.
+                                topics.push(topic_entry(&t, version));
+                            }
+                            Err((code, msg)) => {
+                                tracing::warn!(topic = %name, code, %msg, "auto-create failed");
+                                topics.push(error_entry(Some(name), Uuid::nil(), code));
+                            }
+                        }
+                    } else {
+                        topics.push(error_entry(
+                            Some(name),
+                            Uuid::nil(),
+                            Code::UnknownTopicOrPartition.code(),
+                        ));
+                    }
+                } else if !rt.topic_id.is_nil() {
+                    match view.topic_by_id(rt.topic_id) {
+                        Some(t) => topics.push(topic_entry(t, version)),
+                        None => {
+                            topics.push(error_entry(None, rt.topic_id, Code::UnknownTopicId.code()))
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let view = broker.view();
+    MetadataResponse::default()
+        .with_brokers(broker_list(broker))
+        .with_cluster_id(if version >= 2 {
+            Some(StrBytes::from_string(view.cluster_id.clone()))
+        } else {
+            None
+        })
+        .with_controller_id(BrokerId(if version >= 1 { view.controller_id } else { -1 }))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(i32::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1_a-b").is_ok());
+        for bad in ["", ".", "..", "a b", "a/b", "ü"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+    }
+}

@@ -1,0 +1,181 @@
+//! Produce: validate batches, append them to the partition leaders, wait for
+//! `acks`.
+//!
+//! acks=0 gets no response, acks=1 is answered after the local append and
+//! acks=all (-1) after the high watermark covers the batch and an fsync shared
+//! with concurrent appends has made it durable (group commit). Errors are per
+//! partition, with Kafka's codes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::error::{partition_error_code, Code};
+use crate::broker::{now_ms, Broker};
+use crate::partition::Partition;
+
+fn failed(index: i32, code: i16, msg: Option<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(msg.map(StrBytes::from_string))
+}
+
+pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    let view = broker.view();
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    // Partitions that must be made durable before answering acks=all.
+    let mut pending: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    for td in req.topic_data {
+        let topic = if version >= 13 {
+            view.topic_by_id(td.topic_id)
+        } else {
+            view.topic(td.name.0.as_str())
+        };
+        let unknown = if version >= 13 {
+            Code::UnknownTopicId.code()
+        } else {
+            Code::UnknownTopicOrPartition.code()
+        };
+        let mut parts = Vec::with_capacity(td.partition_data.len());
+        for pd in &td.partition_data {
+            let code_msg: Option<(i16, String)> = if req.transactional_id.is_some() {
+                Some((
+                    Code::TransactionalIdAuthorizationFailed.code(),
+                    "transactions are not supported by this broker yet".into(),
+                ))
+            } else if !(-1..=1).contains(&acks) {
+                Some((
+                    Code::InvalidRequiredAcks.code(),
+                    format!("acks must be 0, 1 or -1. acks={acks}"),
+                ))
+            } else {
+                None
+            };
+            if let Some((code, msg)) = code_msg {
+                parts.push(failed(pd.index, code, Some(msg)));
+                continue;
+            }
+            let Some(topic) = topic else {
+                parts.push(failed(pd.index, unknown, None));
+                continue;
+            };
+            let Some(partition) = broker.partition(topic.id, pd.index) else {
+                parts.push(failed(pd.index, Code::UnknownTopicOrPartition.code(), None));
+                continue;
+            };
+            if acks == -1 {
+                let min_isr = broker
+                    .effective_topic_config(topic)
+                    .get("min.insync.replicas")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(1);
+                let isr = topic
+                    .partitions
+                    .get(pd.index as usize)
+                    .map(|p| p.isr.len())
+                    .unwrap_or(0);
+                if isr < min_isr {
+                    parts.push(failed(
+                        pd.index,
+                        Code::NotEnoughReplicas.code(),
+                        Some(format!(
+                            "in-sync replicas {isr} < min.insync.replicas {min_isr}"
+                        )),
+                    ));
+                    continue;
+                }
+            }
+            let Some(records) = pd.records.as_ref().filter(|r| !r.is_empty()) else {
+                parts.push(failed(
+                    pd.index,
+                    Code::CorruptMessage.code(),
+                    Some("no records".into()),
+                ));
+                continue;
+            };
+            match partition.append(records, now_ms()) {
+                Ok(r) => {
+                    if acks == -1 {
+                        pending.push((
+                            responses.len(),
+                            parts.len(),
+                            partition.clone(),
+                            r.last_offset + 1,
+                        ));
+                    }
+                    parts.push(
+                        PartitionProduceResponse::default()
+                            .with_index(pd.index)
+                            .with_base_offset(r.base_offset)
+                            .with_log_append_time_ms(r.log_append_time)
+                            .with_log_start_offset(r.log_start_offset),
+                    );
+                }
+                Err(e) => {
+                    let code = partition_error_code(&e);
+                    if code == Code::KafkaStorageError.code() {
+                        tracing::error!(partition = %partition.name(), error = %e, "append failed");
+                    } else {
+                        tracing::debug!(partition = %partition.name(), error = %e, "append refused");
+                    }
+                    parts.push(failed(pd.index, code, Some(e.to_string())));
+                }
+            }
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(if version >= 13 {
+                    TopicName::default()
+                } else {
+                    td.name.clone()
+                })
+                .with_topic_id(if version >= 13 {
+                    td.topic_id
+                } else {
+                    uuid::Uuid::nil()
+                })
+                .with_partition_responses(parts),
+        );
+    }
+    if acks == 0 {
+        // Nothing to send; durability is not waited for.
+        return None;
+    }
+    if !pending.is_empty() {
+        let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+        let waits = pending.iter().map(|(_, _, p, off)| {
+            let p = p.clone();
+            let off = *off;
+            async move { tokio::time::timeout(timeout, p.wait_durable(off)).await }
+        });
+        let results = futures::future::join_all(waits).await;
+        for ((t, i, p, _), res) in pending.iter().zip(results) {
+            let code = match res {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => {
+                    tracing::error!(partition = %p.name(), error = %e, "fsync for acks=all failed");
+                    partition_error_code(&e)
+                }
+                Err(_) => Code::RequestTimedOut.code(),
+            };
+            let r = &mut responses[*t].partition_responses[*i];
+            r.error_code = code;
+        }
+    }
+    if version < 8 {
+        for t in &mut responses {
+            for p in &mut t.partition_responses {
+                p.error_message = None;
+            }
+        }
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}

@@ -1,0 +1,33 @@
+//! InitProducerId for idempotent producers.
+//!
+//! Every call without a transactional id gets a fresh producer id with epoch
+//! 0, taken from a block the controller allocated to this broker, as Kafka
+//! does. Transactional ids are refused until transactions exist.
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::error::Code;
+use crate::broker::Broker;
+
+pub async fn handle(
+    broker: &Broker,
+    req: InitProducerIdRequest,
+    _version: i16,
+) -> InitProducerIdResponse {
+    let resp = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if req.transactional_id.is_some() {
+        tracing::info!(
+            "InitProducerId with a transactional id refused: transactions are not supported yet"
+        );
+        return resp.with_error_code(Code::TransactionalIdAuthorizationFailed.code());
+    }
+    match broker.next_producer_id().await {
+        Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Err(e) => {
+            tracing::warn!(error = %e, "producer id allocation failed");
+            resp.with_error_code(Code::CoordinatorNotAvailable.code())
+        }
+    }
+}

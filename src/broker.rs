@@ -1,0 +1,329 @@
+//! The broker's shared state: configuration, the metadata handle, the local
+//! partition replicas and the tier.
+//!
+//! Overview: request handlers get an `Arc<Broker>`. The set of local
+//! partitions follows the metadata view: [`Broker::reconcile`] opens a log
+//! for every partition this node leads and closes and deletes the ones whose
+//! topic is gone. It runs at start, after every metadata change this broker
+//! proposes, and from a watcher on the metadata log.
+//!
+//! Consistency: reconciliation is serialised by a mutex; the partition map
+//! itself is read under a short read lock and hands out `Arc<Partition>`s.
+//!
+//! Crash safety: a topic is deleted in metadata first, then its directories
+//! are renamed to `*.deleted` and removed. At start, directories whose
+//! `partition.metadata` names a topic id that metadata no longer has are
+//! removed the same way, so a crash between the two steps leaves no
+//! resurrected data.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Mutex as AsyncMutex;
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::log::LogConfig;
+use crate::metadata::{ClusterView, Metadata, TopicInfo};
+use crate::partition::{self, Partition, PartitionConfig, PartitionError};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Errors of broker-level operations.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
+    #[error("data dir io failed. path={path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type PartitionKey = (Uuid, i32);
+
+/// The shared state every request handler sees.
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub metadata: Metadata,
+    pub tier: tiering::TierStore,
+    /// host and port clients are told to connect to.
+    pub advertised: (String, u16),
+    partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
+    reconcile_lock: AsyncMutex<()>,
+    producer_ids: std::sync::Mutex<(i64, i64)>,
+    ready: AtomicBool,
+}
+
+impl Broker {
+    pub fn new(
+        config: BrokerConfig,
+        metadata: Metadata,
+        tier: tiering::TierStore,
+        advertised: (String, u16),
+    ) -> Broker {
+        Broker {
+            config,
+            metadata,
+            tier,
+            advertised,
+            partitions: RwLock::new(HashMap::new()),
+            reconcile_lock: AsyncMutex::new(()),
+            producer_ids: std::sync::Mutex::new((0, 0)),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.metadata.view()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// The local replica of `topic_id`/`index`, if this node hosts it.
+    pub fn partition(&self, topic_id: Uuid, index: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(topic_id, index))
+            .cloned()
+    }
+
+    /// Every local replica.
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Effective topic configs: defaults overlaid with the topic's own.
+    pub fn effective_topic_config(&self, topic: &TopicInfo) -> BTreeMap<String, String> {
+        let mut m: BTreeMap<String, String> = self
+            .config
+            .topic_defaults()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        for (k, v) in &topic.configs {
+            m.insert(k.clone(), v.clone());
+        }
+        m
+    }
+
+    fn partition_config(&self, topic: &TopicInfo) -> PartitionConfig {
+        let c = self.effective_topic_config(topic);
+        let int = |k: &str, d: i64| c.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(d);
+        let opt = |v: i64| if v < 0 { None } else { Some(v) };
+        PartitionConfig {
+            log: LogConfig {
+                segment_bytes: int("segment.bytes", self.config.log_segment_bytes as i64).max(14)
+                    as u64,
+                segment_ms: opt(int("segment.ms", 7 * 24 * 3600 * 1000)),
+                retention_ms: opt(int("retention.ms", self.config.log_retention_ms)),
+                retention_bytes: opt(int("retention.bytes", -1)),
+                index_interval_bytes: int("index.interval.bytes", 4096).clamp(0, u32::MAX as i64)
+                    as u32,
+            },
+            max_message_bytes: int("max.message.bytes", self.config.message_max_bytes as i64).max(0)
+                as usize,
+            log_append_time: c.get("message.timestamp.type").map(String::as_str)
+                == Some("LogAppendTime"),
+        }
+    }
+
+    /// Brings the local partitions in line with the metadata view.
+    pub async fn reconcile(&self) -> Result<(), BrokerError> {
+        let _guard = self.reconcile_lock.lock().await;
+        let view = self.view();
+        let me = self.node_id();
+        let mut wanted: HashMap<PartitionKey, (&TopicInfo, i32)> = HashMap::new();
+        for topic in view.topics.values() {
+            for (i, p) in topic.partitions.iter().enumerate() {
+                if p.leader == me || p.replicas.contains(&me) {
+                    wanted.insert((topic.id, i as i32), (topic, p.leader_epoch));
+                }
+            }
+        }
+        // Close and delete partitions whose topic is gone.
+        let stale: Vec<Arc<Partition>> = {
+            let mut map = self.partitions.write().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<PartitionKey> = map
+                .keys()
+                .filter(|k| !wanted.contains_key(k))
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        for p in stale {
+            if let Err(e) = p.close() {
+                tracing::warn!(partition = %p.name(), error = %e, "closing deleted partition failed");
+            }
+            remove_partition_dir(p.dir());
+        }
+        // Open new ones (blocking file I/O: recovery may scan segments).
+        for (key, (topic, epoch)) in &wanted {
+            if let Some(existing) = self.partition(key.0, key.1) {
+                existing.set_config(self.partition_config(topic));
+                continue;
+            }
+            let data_dir = self.config.data_dir.clone();
+            let dir = data_dir.join(partition::dir_name(&topic.name, key.1));
+            if let Some(old) = partition::read_topic_id(&dir) {
+                if old != topic.id {
+                    tracing::info!(dir = %dir.display(), old_topic_id = %old, "removing data of a deleted topic with the same name");
+                    remove_partition_dir(&dir);
+                }
+            }
+            let (name, id, index, epoch, cfg) = (
+                topic.name.clone(),
+                topic.id,
+                key.1,
+                *epoch,
+                self.partition_config(topic),
+            );
+            let p = tokio::task::spawn_blocking(move || {
+                Partition::open(&data_dir, &name, id, index, epoch, cfg)
+            })
+            .await
+            .map_err(|e| BrokerError::Io {
+                path: dir.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+            self.partitions
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(*key, Arc::new(p));
+        }
+        Ok(())
+    }
+
+    /// Removes partition directories that no topic in metadata owns (left by a
+    /// crash during a topic deletion).
+    pub fn remove_orphan_dirs(&self) -> Result<(), BrokerError> {
+        let view = self.view();
+        let dir = &self.config.data_dir;
+        let entries = std::fs::read_dir(dir).map_err(|source| BrokerError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".deleted") {
+                remove_partition_dir(&path);
+                continue;
+            }
+            if let Some(id) = partition::read_topic_id(&path) {
+                if view.topic_by_id(id).is_none() {
+                    tracing::info!(dir = %path.display(), topic_id = %id, "removing partition of a deleted topic");
+                    remove_partition_dir(&path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands out the next producer id, taking a new block from the
+    /// controller when the current one is used up.
+    pub async fn next_producer_id(&self) -> Result<i64, BrokerError> {
+        {
+            let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+            if ids.0 < ids.1 {
+                let id = ids.0;
+                ids.0 += 1;
+                return Ok(id);
+            }
+        }
+        let block = self
+            .metadata
+            .propose(crate::metadata::Command::AllocateProducerIds { count: 1000 })
+            .await?;
+        let (first, count) = match block {
+            crate::metadata::CommandResult::ProducerIdBlock { first, count } => (first, count),
+            other => {
+                return Err(BrokerError::Io {
+                    path: "producer-id-block".into(),
+                    source: std::io::Error::other(format!("unexpected metadata result {other:?}")),
+                })
+            }
+        };
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+        *ids = (first + 1, first + count);
+        Ok(first)
+    }
+
+    /// Runs retention on every partition.
+    pub fn apply_retention(&self) {
+        let now = now_ms();
+        for p in self.all_partitions() {
+            match p.apply_retention(now) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(partition = %p.name(), segments = n, "retention deleted segments")
+                }
+                Err(e) => tracing::warn!(partition = %p.name(), error = %e, "retention failed"),
+            }
+        }
+    }
+
+    /// Flushes and closes every partition (clean shutdown).
+    pub fn close_all(&self) {
+        for p in self.all_partitions() {
+            if let Err(e) = p.close() {
+                tracing::warn!(partition = %p.name(), error = %e, "closing partition failed");
+            }
+        }
+    }
+}
+
+fn remove_partition_dir(dir: &std::path::Path) {
+    let target = if dir
+        .file_name()
+        .map(|n| n.to_string_lossy().ends_with(".deleted"))
+        .unwrap_or(false)
+    {
+        dir.to_path_buf()
+    } else {
+        let mut name = dir.as_os_str().to_owned();
+        name.push(format!(".{}.deleted", Uuid::new_v4().simple()));
+        let renamed = std::path::PathBuf::from(name);
+        match std::fs::rename(dir, &renamed) {
+            Ok(()) => renamed,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot rename partition dir for deletion");
+                dir.to_path_buf()
+            }
+        }
+    };
+    if let Err(e) = std::fs::remove_dir_all(&target) {
+        tracing::warn!(dir = %target.display(), error = %e, "cannot remove partition dir");
+    }
+}

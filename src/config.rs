@@ -1,0 +1,457 @@
+//! Broker configuration.
+//!
+//! Overview: `strata serve` runs with no arguments on embedded defaults. A TOML
+//! file (`--config`), `STRATA_*` environment variables and command-line flags
+//! override the defaults, in that order (a flag beats its environment
+//! variable, which beats the file). Every value is validated once at start; an
+//! invalid one fails with a message that names the key.
+//!
+//! Topic configs (`retention.ms`, `segment.bytes`, …) use Kafka's names; the
+//! broker-wide defaults for them live here and are resolved per topic by
+//! [`TopicConfig`].
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Errors found while loading or validating configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file. path={path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file. path={path}: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {message}. value={value:?}")]
+    Invalid {
+        key: String,
+        value: String,
+        message: String,
+    },
+    #[error("unknown config key. key={key}")]
+    UnknownKey { key: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: &str, value: impl ToString, message: impl ToString) -> Self {
+        ConfigError::Invalid {
+            key: key.to_string(),
+            value: value.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Flags of `strata serve`. Every field is optional so that the merge order
+/// (defaults < file < env < flag) can be applied after parsing.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeArgs {
+    /// TOML config file; its keys are the long flag names (e.g. `data-dir = "/var/lib/strata"`).
+    #[arg(long, env = "STRATA_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Directory holding partition logs and metadata [default: ./data]
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Kafka listener address [default: 127.0.0.1:9092]
+    #[arg(long, env = "STRATA_LISTEN")]
+    pub listen: Option<String>,
+    /// Address clients are told to connect to [default: the bound Kafka listener]
+    #[arg(long, env = "STRATA_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// Admin HTTP listener (/health, /ready) [default: 127.0.0.1:9644]
+    #[arg(long, env = "STRATA_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// This broker's node id [default: 1]
+    #[arg(long, env = "STRATA_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Create topics on first use by Metadata/Produce (auto.create.topics.enable) [default: true]
+    #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of an auto-created topic (num.partitions) [default: 1]
+    #[arg(long, env = "STRATA_NUM_PARTITIONS")]
+    pub num_partitions: Option<i32>,
+    /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600]
+    #[arg(long, env = "STRATA_SOCKET_REQUEST_MAX_BYTES")]
+    pub socket_request_max_bytes: Option<u32>,
+    /// Default largest record batch (message.max.bytes) [default: 1048588]
+    #[arg(long, env = "STRATA_MESSAGE_MAX_BYTES")]
+    pub message_max_bytes: Option<u32>,
+    /// Default segment size (log.segment.bytes) [default: 1073741824]
+    #[arg(long, env = "STRATA_LOG_SEGMENT_BYTES")]
+    pub log_segment_bytes: Option<u64>,
+    /// Default time retention in ms, -1 for none (log.retention.ms) [default: 604800000]
+    #[arg(long, env = "STRATA_LOG_RETENTION_MS")]
+    pub log_retention_ms: Option<i64>,
+    /// How often retention and segment.ms are checked (log.retention.check.interval.ms) [default: 300000]
+    #[arg(long, env = "STRATA_LOG_RETENTION_CHECK_INTERVAL_MS")]
+    pub log_retention_check_interval_ms: Option<u64>,
+    /// Object-store URL of the tier: file:///path or memory:// [default: file://<data-dir>/tier]
+    #[arg(long, env = "STRATA_TIER_URL")]
+    pub tier_url: Option<String>,
+    /// Log filter, e.g. `info` or `strata=debug` [default: info]
+    #[arg(long, env = "STRATA_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "STRATA_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated broker configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertised_listener: Option<(String, u16)>,
+    pub admin_listen: SocketAddr,
+    pub node_id: i32,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub socket_request_max_bytes: u32,
+    pub message_max_bytes: u32,
+    pub log_segment_bytes: u64,
+    pub log_retention_ms: i64,
+    pub log_retention_check_interval_ms: u64,
+    pub tier_url: String,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+impl BrokerConfig {
+    /// Merges the file named by `--config` (if any) under the flags and
+    /// environment already parsed into `args`, applies defaults and validates.
+    pub fn load(args: ServeArgs) -> Result<BrokerConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                toml::from_str::<ServeArgs>(&text).map_err(|e| ConfigError::ParseFile {
+                    path: path.clone(),
+                    message: e.message().to_string(),
+                })?
+            }
+            None => ServeArgs::default(),
+        };
+        let merged = args.merge_over(file);
+        BrokerConfig::from_args(merged)
+    }
+
+    fn from_args(a: ServeArgs) -> Result<BrokerConfig, ConfigError> {
+        let data_dir = a.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("data-dir", "", "must not be empty"));
+        }
+        let listen = resolve_addr("listen", a.listen.as_deref().unwrap_or("127.0.0.1:9092"))?;
+        let admin_listen = resolve_addr(
+            "admin-listen",
+            a.admin_listen.as_deref().unwrap_or("127.0.0.1:9644"),
+        )?;
+        let advertised_listener = match a.advertised_listener {
+            Some(v) => Some(parse_host_port("advertised-listener", &v)?),
+            None => None,
+        };
+        let node_id = a.node_id.unwrap_or(1);
+        if node_id < 0 {
+            return Err(ConfigError::invalid("node-id", node_id, "must be >= 0"));
+        }
+        let num_partitions = a.num_partitions.unwrap_or(1);
+        if num_partitions < 1 {
+            return Err(ConfigError::invalid(
+                "num-partitions",
+                num_partitions,
+                "must be >= 1",
+            ));
+        }
+        let socket_request_max_bytes = a.socket_request_max_bytes.unwrap_or(100 * 1024 * 1024);
+        if socket_request_max_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "socket-request-max-bytes",
+                socket_request_max_bytes,
+                "must be >= 1024",
+            ));
+        }
+        let message_max_bytes = a.message_max_bytes.unwrap_or(1_048_588);
+        if message_max_bytes < 64 {
+            return Err(ConfigError::invalid(
+                "message-max-bytes",
+                message_max_bytes,
+                "must be >= 64",
+            ));
+        }
+        let log_segment_bytes = a.log_segment_bytes.unwrap_or(1 << 30);
+        if log_segment_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "log-segment-bytes",
+                log_segment_bytes,
+                "must be >= 1024",
+            ));
+        }
+        let log_retention_ms = a.log_retention_ms.unwrap_or(7 * 24 * 3600 * 1000);
+        if log_retention_ms < -1 {
+            return Err(ConfigError::invalid(
+                "log-retention-ms",
+                log_retention_ms,
+                "must be >= -1",
+            ));
+        }
+        let log_retention_check_interval_ms = a.log_retention_check_interval_ms.unwrap_or(300_000);
+        if log_retention_check_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "log-retention-check-interval-ms",
+                0,
+                "must be > 0",
+            ));
+        }
+        let tier_url = match a.tier_url {
+            Some(u) => u,
+            None => {
+                let abs = absolute(&data_dir).join("tier");
+                format!("file://{}", abs.display())
+            }
+        };
+        let log_format = match a.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::invalid(
+                    "log-format",
+                    other,
+                    "expected text or json",
+                ))
+            }
+        };
+        Ok(BrokerConfig {
+            data_dir,
+            listen,
+            advertised_listener,
+            admin_listen,
+            node_id,
+            auto_create_topics: a.auto_create_topics.unwrap_or(true),
+            num_partitions,
+            socket_request_max_bytes,
+            message_max_bytes,
+            log_segment_bytes,
+            log_retention_ms,
+            log_retention_check_interval_ms,
+            tier_url,
+            log_level: a.log_level.unwrap_or_else(|| "info".to_string()),
+            log_format,
+        })
+    }
+
+    /// Broker-level defaults for topic configs, as (name, value) pairs.
+    pub fn topic_defaults(&self) -> BTreeMap<&'static str, String> {
+        let mut m = BTreeMap::new();
+        for key in TOPIC_CONFIG_KEYS {
+            let v = match *key {
+                "cleanup.policy" => "delete".to_string(),
+                "retention.ms" => self.log_retention_ms.to_string(),
+                "retention.bytes" => "-1".to_string(),
+                "segment.bytes" => self.log_segment_bytes.to_string(),
+                "segment.ms" => (7 * 24 * 3600 * 1000i64).to_string(),
+                "max.message.bytes" => self.message_max_bytes.to_string(),
+                "message.timestamp.type" => "CreateTime".to_string(),
+                "min.insync.replicas" => "1".to_string(),
+                "index.interval.bytes" => "4096".to_string(),
+                "compression.type" => "producer".to_string(),
+                _ => continue,
+            };
+            m.insert(*key, v);
+        }
+        m
+    }
+}
+
+impl ServeArgs {
+    /// Values set in `self` (flags/env) win over `file`.
+    fn merge_over(self, file: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            config: self.config,
+            data_dir: self.data_dir.or(file.data_dir),
+            listen: self.listen.or(file.listen),
+            advertised_listener: self.advertised_listener.or(file.advertised_listener),
+            admin_listen: self.admin_listen.or(file.admin_listen),
+            node_id: self.node_id.or(file.node_id),
+            auto_create_topics: self.auto_create_topics.or(file.auto_create_topics),
+            num_partitions: self.num_partitions.or(file.num_partitions),
+            socket_request_max_bytes: self
+                .socket_request_max_bytes
+                .or(file.socket_request_max_bytes),
+            message_max_bytes: self.message_max_bytes.or(file.message_max_bytes),
+            log_segment_bytes: self.log_segment_bytes.or(file.log_segment_bytes),
+            log_retention_ms: self.log_retention_ms.or(file.log_retention_ms),
+            log_retention_check_interval_ms: self
+                .log_retention_check_interval_ms
+                .or(file.log_retention_check_interval_ms),
+            tier_url: self.tier_url.or(file.tier_url),
+            log_level: self.log_level.or(file.log_level),
+            log_format: self.log_format.or(file.log_format),
+        }
+    }
+}
+
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn parse_host_port(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| ConfigError::invalid(key, value, "expected HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(ConfigError::invalid(key, value, "host must not be empty"));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ConfigError::invalid(key, value, "port must be a number 0-65535"))?;
+    Ok((host.to_string(), port))
+}
+
+fn resolve_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let (host, port) = parse_host_port(key, value)?;
+    (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| ConfigError::invalid(key, value, e))?
+        .next()
+        .ok_or_else(|| ConfigError::invalid(key, value, "host does not resolve"))
+}
+
+/// Topic config keys Strata understands (Kafka's names).
+pub const TOPIC_CONFIG_KEYS: &[&str] = &[
+    "cleanup.policy",
+    "compression.type",
+    "index.interval.bytes",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "min.insync.replicas",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
+
+/// Checks one topic config entry; returns a message for INVALID_CONFIG.
+pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
+    fn int(key: &str, value: &str, min: i64) -> Result<(), String> {
+        match value.parse::<i64>() {
+            Ok(v) if v >= min => Ok(()),
+            _ => Err(format!(
+                "invalid value for {key}: expected an integer >= {min}. value={value:?}"
+            )),
+        }
+    }
+    match key {
+        "cleanup.policy" => match value {
+            "delete" => Ok(()),
+            "compact" | "compact,delete" | "delete,compact" => Err(format!(
+                "invalid value for cleanup.policy: compaction is not implemented yet. value={value:?}"
+            )),
+            _ => Err(format!(
+                "invalid value for cleanup.policy: expected delete. value={value:?}"
+            )),
+        },
+        "compression.type" => match value {
+            "producer" => Ok(()),
+            _ => Err(format!(
+                "invalid value for compression.type: only producer is supported (batches are stored as sent). value={value:?}"
+            )),
+        },
+        "index.interval.bytes" => int(key, value, 0),
+        "max.message.bytes" => int(key, value, 0),
+        "message.timestamp.type" => match value {
+            "CreateTime" | "LogAppendTime" => Ok(()),
+            _ => Err(format!(
+                "invalid value for message.timestamp.type: expected CreateTime or LogAppendTime. value={value:?}"
+            )),
+        },
+        "min.insync.replicas" => int(key, value, 1),
+        "retention.bytes" => int(key, value, -1),
+        "retention.ms" => int(key, value, -1),
+        "segment.bytes" => int(key, value, 14),
+        "segment.ms" => int(key, value, 1),
+        _ => Err(format!("unknown topic config. key={key}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_embedded() {
+        let c = BrokerConfig::from_args(ServeArgs::default()).expect("defaults are valid");
+        assert_eq!(c.listen.port(), 9092);
+        assert_eq!(c.admin_listen.port(), 9644);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.tier_url.starts_with("file://") && c.tier_url.ends_with("/tier"));
+        assert!(c.auto_create_topics);
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let a = ServeArgs {
+            listen: Some("nonsense".into()),
+            ..Default::default()
+        };
+        let e = BrokerConfig::from_args(a).unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let a = ServeArgs {
+            num_partitions: Some(0),
+            ..Default::default()
+        };
+        let e = BrokerConfig::from_args(a).unwrap_err().to_string();
+        assert!(e.contains("num-partitions"), "{e}");
+        let a = ServeArgs {
+            log_format: Some("xml".into()),
+            ..Default::default()
+        };
+        let e = BrokerConfig::from_args(a).unwrap_err().to_string();
+        assert!(e.contains("log-format"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let flags = ServeArgs {
+            node_id: Some(7),
+            ..Default::default()
+        };
+        let file: ServeArgs =
+            toml::from_str("node-id = 3\nnum-partitions = 4\n").expect("valid toml");
+        let merged = BrokerConfig::from_args(flags.merge_over(file)).expect("valid");
+        assert_eq!(merged.node_id, 7);
+        assert_eq!(merged.num_partitions, 4);
+    }
+
+    #[test]
+    fn unknown_file_key_is_rejected() {
+        let r = toml::from_str::<ServeArgs>("no-such-key = 1\n");
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn topic_config_validation() {
+        assert!(validate_topic_config("retention.ms", "1000").is_ok());
+        assert!(validate_topic_config("retention.ms", "-2").is_err());
+        assert!(validate_topic_config("retention.ms", "abc").is_err());
+        assert!(validate_topic_config("nope", "1").is_err());
+        assert!(validate_topic_config("cleanup.policy", "compact").is_err());
+    }
+}

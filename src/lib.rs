@@ -1,0 +1,14 @@
+//! Strata: a Kafka-compatible event streaming broker with tiered storage.
+//!
+//! See ARCHITECTURE.md for the map of modules and the path of a produce and
+//! a fetch through them.
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod log;
+pub mod metadata;
+pub mod partition;
+pub mod run;
+pub mod server;
+pub mod telemetry;

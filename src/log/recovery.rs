@@ -1,0 +1,191 @@
+//! Loading a partition directory: list segments, trust or rebuild their
+//! indexes, truncate a torn or corrupt tail.
+//!
+//! # Overview
+//!
+//! Segments are loaded in base-offset order. A segment is scanned batch by
+//! batch (header, CRC-32C, contiguous offsets) when the last shutdown was not
+//! clean and it may hold offsets at or above the recovery point: in practice
+//! the active segment, plus any segment rolled after the last checkpoint. Other
+//! segments are opened from their index files, and scanned only if those are
+//! missing or inconsistent.
+//!
+//! # Consistency
+//!
+//! At the first torn or corrupt batch the file is cut at the last valid batch
+//! boundary, a warning names the file, offset and byte position, and every
+//! later segment is deleted: offsets stay contiguous. A scanned segment that
+//! does not end where the next one begins is treated the same way. Nothing
+//! before the damage is touched.
+//!
+//! # Crash safety
+//!
+//! Loading is idempotent: a crash while loading leaves files that the next
+//! load repairs the same way. Leftover `*.tmp` files and index files without a
+//! log file are removed.
+
+use std::fs;
+use std::path::Path;
+
+use super::checkpoint::{sync_dir, RecoveryCheckpoint, TMP_SUFFIX};
+use super::segment::{
+    file_name, load_with_indexes, parse_file_name, remove_if_exists, scan, LoadedSegment,
+    INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use super::LogError;
+
+/// Loads every segment of `dir`, oldest first; the last one is the active
+/// segment. Empty when the directory holds no segment.
+pub(crate) fn load(
+    dir: &Path,
+    index_interval: u32,
+    checkpoint: Option<RecoveryCheckpoint>,
+) -> Result<Vec<LoadedSegment>, LogError> {
+    let bases = list_segments(dir)?;
+    let (recovery_point, clean) =
+        checkpoint.map_or((0, false), |c| (c.recovery_point, c.clean_shutdown));
+    let mut loaded = Vec::with_capacity(bases.len());
+    let mut changed_dir = false;
+    for (i, &base) in bases.iter().enumerate() {
+        let next_base = bases.get(i + 1).copied();
+        let is_last = next_base.is_none();
+        let needs_scan = !clean && next_base.is_none_or(|next| next > recovery_point);
+        let (mut segment, damage, rebuilt) = if needs_scan {
+            let (segment, damage) = scan(dir, base, index_interval)?;
+            (segment, damage, true)
+        } else {
+            match load_with_indexes(dir, base, next_base) {
+                Ok(segment) => (segment, None, false),
+                Err(reason) => {
+                    tracing::warn!(
+                        file = %dir.join(file_name(base, LOG_SUFFIX)).display(),
+                        reason = %reason,
+                        "rebuilding segment indexes"
+                    );
+                    let (segment, damage) = scan(dir, base, index_interval)?;
+                    (segment, damage, true)
+                }
+            }
+        };
+        let mut drop_later = false;
+        if let Some(damage) = damage {
+            tracing::warn!(
+                file = %segment.path().display(),
+                offset = damage.offset,
+                position = damage.position,
+                reason = %damage.reason,
+                "truncating torn or corrupt log tail"
+            );
+            segment.truncate_file(damage.position)?;
+            drop_later = true;
+        } else if let Some(next) = next_base {
+            if segment.state.next_offset != next {
+                tracing::warn!(
+                    file = %segment.path().display(),
+                    next_offset = segment.state.next_offset,
+                    next_segment = next,
+                    "segment does not end where the next one begins"
+                );
+                drop_later = true;
+            }
+        }
+        let keeps_sealed = !is_last && !drop_later;
+        if rebuilt && keeps_sealed {
+            segment.finish_time_index();
+            segment.write_index_files()?;
+        }
+        loaded.push(segment);
+        if drop_later {
+            for &later in &bases[i + 1..] {
+                tracing::warn!(
+                    file = %dir.join(file_name(later, LOG_SUFFIX)).display(),
+                    "deleting segment after damaged data"
+                );
+                delete_segment_files(dir, later)?;
+                changed_dir = true;
+            }
+            break;
+        }
+    }
+    if changed_dir {
+        sync_dir(dir).map_err(|e| LogError::io("sync", dir, e))?;
+    }
+    Ok(loaded)
+}
+
+fn delete_segment_files(dir: &Path, base: i64) -> Result<(), LogError> {
+    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        remove_if_exists(&dir.join(file_name(base, suffix)))?;
+    }
+    Ok(())
+}
+
+/// Base offsets of the `.log` files in `dir`, sorted. Removes `*.tmp` files
+/// and index files that have no log file.
+fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let mut logs = Vec::new();
+    let mut indexes = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| LogError::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if name.ends_with(TMP_SUFFIX) {
+            remove_if_exists(&entry.path())?;
+        } else if let Some(base) = parse_file_name(name, LOG_SUFFIX) {
+            logs.push(base);
+        } else if let Some(base) =
+            parse_file_name(name, INDEX_SUFFIX).or_else(|| parse_file_name(name, TIME_INDEX_SUFFIX))
+        {
+            indexes.push((base, entry.path()));
+        }
+    }
+    logs.sort_unstable();
+    for (base, path) in indexes {
+        if logs.binary_search(&base).is_err() {
+            remove_if_exists(&path)?;
+        }
+    }
+    Ok(logs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_cleans_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let touch = |name: &str| fs::write(dir.path().join(name), b"").unwrap();
+        touch("00000000000000000100.log");
+        touch("00000000000000000007.log");
+        touch("00000000000000000007.index");
+        touch("00000000000000000005.index");
+        touch("00000000000000000005.timeindex");
+        touch("00000000000000000007.index.tmp");
+        touch("log-start-offset");
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![7, 100]);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![
+                "00000000000000000007.index",
+                "00000000000000000007.log",
+                "00000000000000000100.log",
+                "log-start-offset"
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_dir_loads_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path(), 4096, None).unwrap().is_empty());
+    }
+}

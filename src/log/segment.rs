@@ -1,0 +1,981 @@
+//! Segments: one `.log` file of whole batches plus its two sparse indexes.
+//!
+//! # Overview
+//!
+//! A segment is named by its base offset: `<base_offset:020>.log`, `.index`,
+//! `.timeindex`. [`ActiveSegment`] is the one segment a log appends to; it owns
+//! the write path. [`SealedSegment`] is read-only. Rolling turns the first into
+//! the second ([`ActiveSegment::prepare_seal`] then
+//! [`ActiveSegment::into_sealed`]). Both read through [`SegmentCore`] with
+//! positional reads (`read_at`), so reads need only `&self`, and hold the file
+//! as an `Arc<File>` for a future sendfile path.
+//!
+//! [`SegmentState`] is the pure bookkeeping (size, next offset, max timestamp,
+//! indexes) shared by the append path and by recovery, so both index a
+//! segment the same way.
+//!
+//! # Consistency
+//!
+//! Offsets within a segment are contiguous: each batch's base offset is the
+//! previous batch's last offset + 1, and the first is the segment's base
+//! offset (there is no compaction yet). Recovery treats anything else as
+//! corruption. File positions fit in an i32 as in Kafka, so a segment never
+//! grows past 2 GiB.
+//!
+//! # Crash safety
+//!
+//! Appends go to the page cache. Sealing fsyncs the log file and writes both
+//! index files atomically. The index files of the active segment are written
+//! only when it is sealed or the log closes; after a crash they are rebuilt by
+//! [`scan`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+
+use super::batch::{verify_crc, BatchError, BatchHeader, BATCH_HEADER_LEN, NO_TIMESTAMP};
+use super::checkpoint::{sync_dir, write_atomic};
+use super::index::{OffsetIndex, TimeIndex};
+use super::{LogConfig, LogError};
+
+pub(crate) const LOG_SUFFIX: &str = "log";
+pub(crate) const INDEX_SUFFIX: &str = "index";
+pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+
+/// Largest segment, so that every position fits Kafka's i32 index field.
+pub(crate) const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
+/// Largest span of offsets in one segment (relative offsets are i32 in Kafka).
+pub(crate) const MAX_RELATIVE_OFFSET: i64 = i32::MAX as i64;
+
+/// Read size when walking headers near an index entry.
+const WALK_BLOCK: usize = 8 * 1024;
+/// Read size when scanning a whole segment.
+const SCAN_BLOCK: usize = 1024 * 1024;
+
+/// `<base_offset:020>.<suffix>`.
+pub(crate) fn file_name(base_offset: i64, suffix: &str) -> String {
+    format!("{base_offset:020}.{suffix}")
+}
+
+/// The base offset of a `<base_offset:020>.log` file name.
+pub(crate) fn parse_file_name(name: &str, suffix: &str) -> Option<i64> {
+    let stem = name.strip_suffix(suffix)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+fn corrupt(path: &Path, position: u64, reason: impl Into<String>) -> LogError {
+    LogError::Corrupt {
+        path: path.to_path_buf(),
+        position,
+        source: BatchError::Corrupt {
+            reason: reason.into(),
+        },
+    }
+}
+
+/// Buffered positional reads over `[0, end)` of a file.
+struct BlockReader<'a> {
+    file: &'a File,
+    end: u64,
+    block: usize,
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+impl<'a> BlockReader<'a> {
+    fn new(file: &'a File, end: u64, block: usize) -> Self {
+        BlockReader {
+            file,
+            end,
+            block,
+            buf: Vec::new(),
+            buf_start: 0,
+        }
+    }
+
+    /// Bytes `[pos, pos + len)`, or None when that range passes `end`.
+    fn get(&mut self, pos: u64, len: usize) -> io::Result<Option<&[u8]>> {
+        let len_u64 = len as u64;
+        let Some(want_end) = pos.checked_add(len_u64).filter(|e| *e <= self.end) else {
+            return Ok(None);
+        };
+        let buf_end = self.buf_start + self.buf.len() as u64;
+        if pos < self.buf_start || want_end > buf_end {
+            let read_len = len_u64.max(self.block as u64).min(self.end - pos);
+            let read_len = usize::try_from(read_len).unwrap_or(len);
+            self.buf.resize(read_len, 0);
+            self.file.read_exact_at(&mut self.buf, pos)?;
+            self.buf_start = pos;
+        }
+        let from = usize::try_from(pos - self.buf_start).unwrap_or(0);
+        Ok(self.buf.get(from..from + len))
+    }
+}
+
+/// Iterates batch headers of `[start, end)` of a segment file. Data below the
+/// log end offset is trusted to be well formed; anything else is an error.
+struct HeaderWalker<'a> {
+    reader: BlockReader<'a>,
+    path: &'a Path,
+    pos: u64,
+    end: u64,
+}
+
+impl<'a> HeaderWalker<'a> {
+    fn new(file: &'a File, path: &'a Path, start: u64, end: u64) -> Self {
+        HeaderWalker {
+            reader: BlockReader::new(file, end, WALK_BLOCK),
+            path,
+            pos: start,
+            end,
+        }
+    }
+
+    fn next_header(&mut self) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let pos = self.pos;
+        if pos >= self.end {
+            return Ok(None);
+        }
+        let avail = usize::try_from((self.end - pos).min(BATCH_HEADER_LEN as u64)).unwrap_or(0);
+        let bytes = self
+            .reader
+            .get(pos, avail)
+            .map_err(|e| LogError::io("read", self.path, e))?
+            .unwrap_or_default();
+        let header = BatchHeader::parse(bytes).map_err(|source| LogError::Corrupt {
+            path: self.path.to_path_buf(),
+            position: pos,
+            source,
+        })?;
+        let next = pos + header.total_len() as u64;
+        if next > self.end {
+            return Err(corrupt(
+                self.path,
+                pos,
+                format!(
+                    "batch extends past segment end. size={}, end={}",
+                    header.total_len(),
+                    self.end
+                ),
+            ));
+        }
+        self.pos = next;
+        Ok(Some((pos, header)))
+    }
+}
+
+/// Bookkeeping of one segment: no I/O.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentState {
+    pub(crate) base_offset: i64,
+    /// One past the last offset in the segment.
+    pub(crate) next_offset: i64,
+    /// Bytes of whole batches.
+    pub(crate) size: u64,
+    /// Largest batch max timestamp, [`NO_TIMESTAMP`] if none.
+    pub(crate) max_timestamp: i64,
+    /// Base offset of the first batch that reached `max_timestamp`, -1 if none.
+    pub(crate) offset_of_max_timestamp: i64,
+    bytes_since_index_entry: u64,
+    pub(crate) offset_index: OffsetIndex,
+    pub(crate) time_index: TimeIndex,
+}
+
+impl SegmentState {
+    pub(crate) fn new(base_offset: i64) -> Self {
+        SegmentState {
+            base_offset,
+            next_offset: base_offset,
+            size: 0,
+            max_timestamp: NO_TIMESTAMP,
+            offset_of_max_timestamp: -1,
+            bytes_since_index_entry: 0,
+            offset_index: OffsetIndex::new(base_offset),
+            time_index: TimeIndex::new(base_offset),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Accounts for the batch `header` written at `position` (after the
+    /// previous one). Adds index entries every `index_interval` bytes.
+    pub(crate) fn on_batch(&mut self, position: u64, header: &BatchHeader, index_interval: u32) {
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.offset_of_max_timestamp = header.base_offset;
+        }
+        if self.bytes_since_index_entry >= u64::from(index_interval) {
+            if let Ok(position) = u32::try_from(position) {
+                self.offset_index.append(header.base_offset, position);
+                self.time_index
+                    .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+            }
+            self.bytes_since_index_entry = 0;
+        }
+        let len = header.total_len() as u64;
+        self.bytes_since_index_entry += len;
+        self.size = position + len;
+        self.next_offset = header.next_offset();
+    }
+
+    /// Adds the final time index entry (Kafka does this when a segment stops
+    /// being active), so the segment's max timestamp survives a reopen.
+    fn finish_time_index(&mut self) {
+        if self.offset_of_max_timestamp >= self.base_offset {
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+        }
+    }
+
+    /// The max timestamp and its batch's base offset, if any batch has one.
+    pub(crate) fn max_timestamp(&self) -> Option<(i64, i64)> {
+        (self.offset_of_max_timestamp >= 0)
+            .then_some((self.max_timestamp, self.offset_of_max_timestamp))
+    }
+}
+
+/// A segment's file and state; the read path of both segment kinds.
+#[derive(Debug)]
+pub(crate) struct SegmentCore {
+    path: PathBuf,
+    file: Arc<File>,
+    pub(crate) state: SegmentState,
+}
+
+impl SegmentCore {
+    pub(crate) fn base_offset(&self) -> i64 {
+        self.state.base_offset
+    }
+
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.state.next_offset
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.state.size
+    }
+
+    pub(crate) fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// Position and header of the batch containing `offset`, walking headers
+    /// forward from the offset index. None if `offset` is past this segment.
+    pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let (_, start) = self.state.offset_index.lookup(offset);
+        let mut walker =
+            HeaderWalker::new(&self.file, &self.path, u64::from(start), self.state.size);
+        while let Some((pos, header)) = walker.next_header()? {
+            if header.last_offset() >= offset {
+                return Ok(Some((pos, header)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whole batches from the one containing `offset`, stopping before a batch
+    /// with base offset `>= max_offset` and after `max_bytes` (but at least one
+    /// batch). None if `offset` is past this segment.
+    pub(crate) fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<Option<Bytes>, LogError> {
+        let Some((start, first)) = self.find_batch(offset)? else {
+            return Ok(None);
+        };
+        if first.base_offset >= max_offset {
+            return Ok(Some(Bytes::new()));
+        }
+        // No batch at or after an index entry with offset >= max_offset is
+        // returned, so there is no need to read past its position.
+        let limit = self
+            .state
+            .offset_index
+            .first_position_at_or_after(max_offset)
+            .map_or(self.state.size, |p| u64::from(p).min(self.state.size))
+            .max(start);
+        let want = (limit - start).min(max_bytes as u64);
+        let mut buf = vec![0u8; usize::try_from(want).unwrap_or(0)];
+        self.file
+            .read_exact_at(&mut buf, start)
+            .map_err(|e| LogError::io("read", &self.path, e))?;
+        let mut end = 0usize;
+        while let Some(rest) = buf.get(end..).filter(|r| r.len() >= BATCH_HEADER_LEN) {
+            let header = BatchHeader::parse(rest).map_err(|source| LogError::Corrupt {
+                path: self.path.clone(),
+                position: start + end as u64,
+                source,
+            })?;
+            if header.base_offset >= max_offset || header.total_len() > rest.len() {
+                break;
+            }
+            end += header.total_len();
+        }
+        if end == 0 {
+            // KIP-74: the first batch is returned whole even above max_bytes.
+            let len = first.total_len();
+            if start + len as u64 > self.state.size {
+                return Err(corrupt(&self.path, start, "batch extends past segment end"));
+            }
+            buf.resize(len, 0);
+            self.file
+                .read_exact_at(&mut buf, start)
+                .map_err(|e| LogError::io("read", &self.path, e))?;
+            end = len;
+        }
+        buf.truncate(end);
+        Ok(Some(Bytes::from(buf)))
+    }
+
+    /// The first batch with max timestamp `>= timestamp` and last offset
+    /// `>= min_offset`, as (max(base offset, min_offset), batch max timestamp).
+    pub(crate) fn find_timestamp(
+        &self,
+        timestamp: i64,
+        min_offset: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
+        if self.state.max_timestamp < timestamp || self.state.next_offset <= min_offset {
+            return Ok(None);
+        }
+        let from_time = self
+            .state
+            .time_index
+            .lookup(timestamp)
+            .map_or(self.state.base_offset, |(_, offset)| offset);
+        let (_, start) = self.state.offset_index.lookup(from_time.max(min_offset));
+        let mut walker =
+            HeaderWalker::new(&self.file, &self.path, u64::from(start), self.state.size);
+        while let Some((_, header)) = walker.next_header()? {
+            if header.last_offset() >= min_offset && header.max_timestamp >= timestamp {
+                return Ok(Some((
+                    header.base_offset.max(min_offset),
+                    header.max_timestamp,
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.path.with_extension(INDEX_SUFFIX)
+    }
+
+    fn time_index_path(&self) -> PathBuf {
+        self.path.with_extension(TIME_INDEX_SUFFIX)
+    }
+
+    /// Writes both index files whole, atomically and durably.
+    fn write_index_files(&self) -> Result<(), LogError> {
+        let index = self.index_path();
+        write_atomic(&index, &self.state.offset_index.encode())
+            .map_err(|e| LogError::io("write", &index, e))?;
+        let time_index = self.time_index_path();
+        write_atomic(&time_index, &self.state.time_index.encode())
+            .map_err(|e| LogError::io("write", &time_index, e))
+    }
+
+    fn delete_files(&self) -> Result<(), LogError> {
+        for path in [self.path.clone(), self.index_path(), self.time_index_path()] {
+            remove_if_exists(&path)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), LogError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LogError::io("remove", path, e)),
+    }
+}
+
+/// The segment a log appends to.
+#[derive(Debug)]
+pub(crate) struct ActiveSegment {
+    core: SegmentCore,
+    /// When the segment.ms clock started: the first append's `now_ms`, or
+    /// after a reopen the first batch's max timestamp (Kafka's rule).
+    rolling_base_ms: Option<i64>,
+}
+
+impl ActiveSegment {
+    /// Creates an empty segment at `base_offset` in `dir`.
+    pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Self, LogError> {
+        let path = dir.join(file_name(base_offset, LOG_SUFFIX));
+        let file = open_rw(&path, true)?;
+        let len = file
+            .metadata()
+            .map_err(|e| LogError::io("stat", &path, e))?
+            .len();
+        if len != 0 {
+            return Err(LogError::io(
+                "create",
+                &path,
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "segment file already holds data",
+                ),
+            ));
+        }
+        let core = SegmentCore {
+            path,
+            file: Arc::new(file),
+            state: SegmentState::new(base_offset),
+        };
+        // Stale indexes of an earlier segment with this base would be wrong.
+        remove_if_exists(&core.index_path())?;
+        remove_if_exists(&core.time_index_path())?;
+        sync_dir(dir).map_err(|e| LogError::io("sync", dir, e))?;
+        Ok(ActiveSegment {
+            core,
+            rolling_base_ms: None,
+        })
+    }
+
+    /// Wraps a loaded segment.
+    pub(crate) fn from_loaded(loaded: LoadedSegment) -> Result<Self, LogError> {
+        let core = loaded.into_core();
+        let mut rolling_base_ms = None;
+        if !core.state.is_empty() {
+            let mut walker = HeaderWalker::new(&core.file, &core.path, 0, core.state.size);
+            if let Some((_, first)) = walker.next_header()? {
+                rolling_base_ms = (first.max_timestamp >= 0).then_some(first.max_timestamp);
+            }
+        }
+        Ok(ActiveSegment {
+            core,
+            rolling_base_ms,
+        })
+    }
+
+    pub(crate) fn core(&self) -> &SegmentCore {
+        &self.core
+    }
+
+    /// Whether an append of `bytes` ending at `last_offset` must go to a new
+    /// segment. An empty segment takes any append.
+    pub(crate) fn should_roll(
+        &self,
+        bytes: u64,
+        last_offset: i64,
+        now_ms: i64,
+        config: &LogConfig,
+    ) -> bool {
+        let state = &self.core.state;
+        if state.is_empty() {
+            return false;
+        }
+        let max_bytes = config.segment_bytes.min(MAX_SEGMENT_BYTES);
+        let too_big = state.size.saturating_add(bytes) > max_bytes;
+        let too_many_offsets = last_offset.saturating_sub(state.base_offset) > MAX_RELATIVE_OFFSET;
+        let too_old = match (config.segment_ms, self.rolling_base_ms) {
+            (Some(segment_ms), Some(base)) => now_ms.saturating_sub(base) >= segment_ms,
+            _ => false,
+        };
+        too_big || too_many_offsets || too_old
+    }
+
+    /// Writes `buf` at the end of the segment. `headers` are its batches after
+    /// offset assignment. On a failed write the file is cut back (best effort)
+    /// and the segment is unchanged.
+    pub(crate) fn append(
+        &mut self,
+        buf: &[u8],
+        headers: &[BatchHeader],
+        now_ms: i64,
+        index_interval: u32,
+    ) -> Result<(), LogError> {
+        let start = self.core.state.size;
+        if let Err(e) = self.core.file.write_all_at(buf, start) {
+            if let Err(cut) = self.core.file.set_len(start) {
+                tracing::warn!(file = %self.core.path.display(), error = %cut, "cannot cut back a failed append");
+            }
+            return Err(LogError::io("append", &self.core.path, e));
+        }
+        let mut pos = start;
+        for header in headers {
+            self.core.state.on_batch(pos, header, index_interval);
+            pos += header.total_len() as u64;
+        }
+        self.rolling_base_ms.get_or_insert(now_ms);
+        Ok(())
+    }
+
+    /// fdatasync of the log file.
+    pub(crate) fn sync(&self) -> Result<(), LogError> {
+        self.core
+            .file
+            .sync_data()
+            .map_err(|e| LogError::io("sync", &self.core.path, e))
+    }
+
+    /// Makes the segment durable: final time index entry, fsync of the log,
+    /// both index files written. Idempotent; the segment stays appendable.
+    pub(crate) fn prepare_seal(&mut self) -> Result<(), LogError> {
+        self.core.state.finish_time_index();
+        self.sync()?;
+        self.core.write_index_files()
+    }
+
+    /// Call after [`ActiveSegment::prepare_seal`].
+    pub(crate) fn into_sealed(self) -> SealedSegment {
+        SealedSegment { core: self.core }
+    }
+
+    /// Drops the batch containing `offset` and everything after it. Returns
+    /// the new next offset (the dropped batch's base offset).
+    pub(crate) fn truncate_to(&mut self, offset: i64) -> Result<i64, LogError> {
+        let Some((cut, header)) = self.core.find_batch(offset)? else {
+            return Ok(self.core.state.next_offset);
+        };
+        self.core
+            .file
+            .set_len(cut)
+            .map_err(|e| LogError::io("truncate", &self.core.path, e))?;
+        let state = &mut self.core.state;
+        let new_next = header.base_offset;
+        state.offset_index.truncate_to(new_next);
+        state.time_index.truncate_to(new_next);
+        (state.max_timestamp, state.offset_of_max_timestamp) =
+            state.time_index.last().unwrap_or((NO_TIMESTAMP, -1));
+        // Batches before the last index entry are covered by the time index;
+        // walk the rest.
+        let start = state
+            .offset_index
+            .last()
+            .map_or(0, |(_, pos)| u64::from(pos));
+        let mut walker = HeaderWalker::new(&self.core.file, &self.core.path, start, cut);
+        while let Some((_, h)) = walker.next_header()? {
+            if h.max_timestamp > state.max_timestamp {
+                state.max_timestamp = h.max_timestamp;
+                state.offset_of_max_timestamp = h.base_offset;
+            }
+        }
+        state.bytes_since_index_entry = cut - start;
+        state.size = cut;
+        state.next_offset = new_next;
+        if cut == 0 {
+            self.rolling_base_ms = None;
+        }
+        Ok(new_next)
+    }
+
+    pub(crate) fn delete(self) -> Result<(), LogError> {
+        self.core.delete_files()
+    }
+}
+
+/// A read-only segment below the active one.
+#[derive(Debug)]
+pub(crate) struct SealedSegment {
+    core: SegmentCore,
+}
+
+impl SealedSegment {
+    pub(crate) fn from_loaded(loaded: LoadedSegment) -> Self {
+        SealedSegment {
+            core: loaded.into_core(),
+        }
+    }
+
+    pub(crate) fn core(&self) -> &SegmentCore {
+        &self.core
+    }
+
+    /// The time retention compares: the max timestamp, or the file's
+    /// modification time when no batch has a timestamp (as Kafka does).
+    pub(crate) fn retention_timestamp(&self) -> Option<i64> {
+        if let Some((timestamp, _)) = self.core.state.max_timestamp() {
+            return Some(timestamp);
+        }
+        let modified = self.core.file.metadata().and_then(|m| m.modified()).ok()?;
+        let since_epoch = modified.duration_since(UNIX_EPOCH).ok()?;
+        i64::try_from(since_epoch.as_millis()).ok()
+    }
+
+    /// Makes this the active segment again (for truncation). The file was
+    /// opened read-write, so this cannot fail.
+    pub(crate) fn into_active(self) -> ActiveSegment {
+        ActiveSegment {
+            core: self.core,
+            rolling_base_ms: None,
+        }
+    }
+
+    pub(crate) fn delete(self) -> Result<(), LogError> {
+        self.core.delete_files()
+    }
+}
+
+fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| LogError::io("open", path, e))
+}
+
+/// A segment found on disk, with its state loaded or rebuilt.
+#[derive(Debug)]
+pub(crate) struct LoadedSegment {
+    path: PathBuf,
+    file: File,
+    pub(crate) state: SegmentState,
+}
+
+impl LoadedSegment {
+    fn into_core(self) -> SegmentCore {
+        SegmentCore {
+            path: self.path,
+            file: Arc::new(self.file),
+            state: self.state,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes both index files (after a rebuild).
+    pub(crate) fn write_index_files(&self) -> Result<(), LogError> {
+        let index = self.path.with_extension(INDEX_SUFFIX);
+        write_atomic(&index, &self.state.offset_index.encode())
+            .map_err(|e| LogError::io("write", &index, e))?;
+        let time_index = self.path.with_extension(TIME_INDEX_SUFFIX);
+        write_atomic(&time_index, &self.state.time_index.encode())
+            .map_err(|e| LogError::io("write", &time_index, e))
+    }
+
+    /// Cuts the file at `size` (after a scan found damage there) and fsyncs.
+    pub(crate) fn truncate_file(&self, size: u64) -> Result<(), LogError> {
+        self.file
+            .set_len(size)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| LogError::io("truncate", &self.path, e))
+    }
+
+    /// Seals a segment whose state came from a scan: index entries for the
+    /// final max timestamp, like a roll.
+    pub(crate) fn finish_time_index(&mut self) {
+        self.state.finish_time_index();
+    }
+}
+
+/// Where a scan stopped before the end of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// Byte position of the first bad batch (= bytes of valid data).
+    pub(crate) position: u64,
+    /// The offset that batch should have started at.
+    pub(crate) offset: i64,
+    pub(crate) reason: String,
+}
+
+/// Opens the segment with base `base_offset` in `dir` and rebuilds its state
+/// by validating every batch (header, CRC, contiguous offsets). Stops at the
+/// first torn or corrupt batch and reports it; the file is not modified.
+pub(crate) fn scan(
+    dir: &Path,
+    base_offset: i64,
+    index_interval: u32,
+) -> Result<(LoadedSegment, Option<Damage>), LogError> {
+    let path = dir.join(file_name(base_offset, LOG_SUFFIX));
+    let file = open_rw(&path, false)?;
+    let size = file
+        .metadata()
+        .map_err(|e| LogError::io("stat", &path, e))?
+        .len();
+    let mut state = SegmentState::new(base_offset);
+    let damage = {
+        let mut reader = BlockReader::new(&file, size, SCAN_BLOCK);
+        let mut pos = 0u64;
+        loop {
+            if pos >= size {
+                break None;
+            }
+            match check_batch(&mut reader, pos, size, state.next_offset) {
+                Ok(Ok(header)) => {
+                    state.on_batch(pos, &header, index_interval);
+                    pos += header.total_len() as u64;
+                }
+                Ok(Err(reason)) => {
+                    break Some(Damage {
+                        position: pos,
+                        offset: state.next_offset,
+                        reason,
+                    })
+                }
+                Err(e) => return Err(LogError::io("read", &path, e)),
+            }
+        }
+    };
+    Ok((LoadedSegment { path, file, state }, damage))
+}
+
+/// Validates the batch at `pos`: Ok(Err(reason)) if it is torn or corrupt.
+fn check_batch(
+    reader: &mut BlockReader<'_>,
+    pos: u64,
+    size: u64,
+    expected_offset: i64,
+) -> io::Result<Result<BatchHeader, String>> {
+    if pos > MAX_SEGMENT_BYTES {
+        return Ok(Err(format!(
+            "segment larger than the position limit. max={MAX_SEGMENT_BYTES}"
+        )));
+    }
+    let avail = usize::try_from((size - pos).min(BATCH_HEADER_LEN as u64)).unwrap_or(0);
+    let Some(bytes) = reader.get(pos, avail)? else {
+        return Ok(Err("header past end of file".to_string()));
+    };
+    let header = match BatchHeader::parse(bytes) {
+        Ok(header) => header,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let len = header.total_len();
+    if (size - pos) < len as u64 {
+        return Ok(Err(format!(
+            "incomplete batch. size={len}, available={}",
+            size - pos
+        )));
+    }
+    if header.base_offset != expected_offset {
+        return Ok(Err(format!(
+            "batch offset is not contiguous. base_offset={}, expected={expected_offset}",
+            header.base_offset
+        )));
+    }
+    let Some(batch) = reader.get(pos, len)? else {
+        return Ok(Err("batch past end of file".to_string()));
+    };
+    if let Err(e) = verify_crc(batch) {
+        return Ok(Err(e.to_string()));
+    }
+    Ok(Ok(header))
+}
+
+/// Opens a segment trusting its index files (a segment below the recovery
+/// point, or the last one after a clean shutdown). `next_base` is the next
+/// segment's base offset; for the last segment the tail after the last index
+/// entry is walked to find the end. Err(reason) means: rebuild with [`scan`].
+pub(crate) fn load_with_indexes(
+    dir: &Path,
+    base_offset: i64,
+    next_base: Option<i64>,
+) -> Result<LoadedSegment, String> {
+    let path = dir.join(file_name(base_offset, LOG_SUFFIX));
+    let file = open_rw(&path, false).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    if size > MAX_SEGMENT_BYTES {
+        return Err(format!(
+            "segment larger than the position limit. size={size}"
+        ));
+    }
+    let read = |suffix: &str| {
+        fs::read(path.with_extension(suffix)).map_err(|e| format!("{suffix} file unreadable: {e}"))
+    };
+    let offset_index =
+        OffsetIndex::decode(base_offset, &read(INDEX_SUFFIX)?).map_err(|e| e.to_string())?;
+    let time_index =
+        TimeIndex::decode(base_offset, &read(TIME_INDEX_SUFFIX)?).map_err(|e| e.to_string())?;
+    offset_index
+        .check_bounds(size, next_base)
+        .map_err(|e| e.to_string())?;
+    let (mut max_timestamp, mut offset_of_max_timestamp) =
+        time_index.last().unwrap_or((NO_TIMESTAMP, -1));
+    let (walk_offset, walk_start) = offset_index
+        .last()
+        .map_or((base_offset, 0), |(o, p)| (o, u64::from(p)));
+    let next_offset = match next_base {
+        Some(next) => next,
+        None => {
+            let mut walker = HeaderWalker::new(&file, &path, walk_start, size);
+            let mut next = walk_offset;
+            while let Some((_, header)) = walker.next_header().map_err(|e| e.to_string())? {
+                if header.base_offset != next {
+                    return Err(format!(
+                        "batch offset is not contiguous. base_offset={}, expected={next}",
+                        header.base_offset
+                    ));
+                }
+                if header.max_timestamp > max_timestamp {
+                    max_timestamp = header.max_timestamp;
+                    offset_of_max_timestamp = header.base_offset;
+                }
+                next = header.next_offset();
+            }
+            next
+        }
+    };
+    time_index
+        .check_bounds(next_offset)
+        .map_err(|e| e.to_string())?;
+    let state = SegmentState {
+        base_offset,
+        next_offset,
+        size,
+        max_timestamp,
+        offset_of_max_timestamp,
+        bytes_since_index_entry: size - walk_start,
+        offset_index,
+        time_index,
+    };
+    Ok(LoadedSegment { path, file, state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::batch::{assign_offsets, build_batch, validate_batches};
+    use super::*;
+
+    fn batch_at(offset: i64, ts: i64, value_len: usize) -> (Vec<u8>, BatchHeader) {
+        let value = vec![b'x'; value_len];
+        let mut batch = build_batch(&[
+            (None, Some(value.as_slice()), ts),
+            (None, Some(b"y".as_slice()), ts - 1),
+        ]);
+        let headers = validate_batches(&batch, usize::MAX).unwrap();
+        assign_offsets(&mut batch, &headers, offset, 0, None);
+        let header = BatchHeader::parse(&batch).unwrap();
+        (batch, header)
+    }
+
+    fn filled(dir: &Path, base: i64, batches: usize, interval: u32) -> ActiveSegment {
+        let mut segment = ActiveSegment::create(dir, base).unwrap();
+        let mut offset = base;
+        for i in 0..batches {
+            let (batch, header) = batch_at(offset, 1_000 + i as i64, 100);
+            segment.append(&batch, &[header], 0, interval).unwrap();
+            offset = header.next_offset();
+        }
+        segment
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(file_name(1200, LOG_SUFFIX), "00000000000000001200.log");
+        assert_eq!(
+            parse_file_name("00000000000000001200.log", LOG_SUFFIX),
+            Some(1200)
+        );
+        assert_eq!(parse_file_name("0000000000000001200.log", LOG_SUFFIX), None);
+        assert_eq!(
+            parse_file_name("00000000000000001200.index", LOG_SUFFIX),
+            None
+        );
+        assert_eq!(
+            parse_file_name("0000000000000000120x.log", LOG_SUFFIX),
+            None
+        );
+    }
+
+    #[test]
+    fn append_indexes_and_finds_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = filled(dir.path(), 50, 40, 500);
+        let core = segment.core();
+        assert_eq!(core.next_offset(), 50 + 80);
+        assert!(core.state.offset_index.len() > 3);
+        for offset in 50..130 {
+            let (_, header) = core.find_batch(offset).unwrap().unwrap();
+            assert!(header.base_offset <= offset && offset <= header.last_offset());
+        }
+        assert!(core.find_batch(130).unwrap().is_none());
+        // Time index: strictly increasing max timestamps at index points.
+        assert_eq!(core.state.max_timestamp(), Some((1_039, 128)));
+        assert_eq!(core.find_timestamp(1_010, 0).unwrap(), Some((70, 1_010)));
+        assert_eq!(core.find_timestamp(0, 0).unwrap(), Some((50, 1_000)));
+        assert_eq!(core.find_timestamp(0, 61).unwrap(), Some((61, 1_005)));
+        assert_eq!(core.find_timestamp(1_040, 0).unwrap(), None);
+    }
+
+    #[test]
+    fn read_respects_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = filled(dir.path(), 0, 10, 0);
+        let core = segment.core();
+        let one = core.find_batch(0).unwrap().unwrap().1.total_len();
+        let all = core.read(0, usize::MAX, i64::MAX).unwrap().unwrap();
+        assert_eq!(all.len(), 10 * one);
+        let two = core.read(3, 2 * one + 5, i64::MAX).unwrap().unwrap();
+        assert_eq!(two.len(), 2 * one);
+        assert_eq!(BatchHeader::parse(&two).unwrap().base_offset, 2);
+        let kip74 = core.read(0, 1, i64::MAX).unwrap().unwrap();
+        assert_eq!(kip74.len(), one);
+        let hwm = core.read(0, usize::MAX, 6).unwrap().unwrap();
+        assert_eq!(hwm.len(), 3 * one);
+        let empty = core.read(6, usize::MAX, 6).unwrap().unwrap();
+        assert!(empty.is_empty());
+        assert!(core.read(20, usize::MAX, i64::MAX).unwrap().is_none());
+    }
+
+    #[test]
+    fn truncate_recomputes_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = filled(dir.path(), 0, 30, 300);
+        assert_eq!(segment.truncate_to(21).unwrap(), 20);
+        let state = &segment.core().state;
+        assert_eq!(state.next_offset, 20);
+        assert_eq!(state.max_timestamp(), Some((1_009, 18)));
+        let size = state.size;
+        assert_eq!(segment.core().file().metadata().unwrap().len(), size);
+        let (loaded, damage) = scan(dir.path(), 0, 300).unwrap();
+        assert!(damage.is_none());
+        assert_eq!(loaded.state.offset_index, state.offset_index);
+        assert_eq!(loaded.state.max_timestamp(), state.max_timestamp());
+        assert_eq!(segment.truncate_to(0).unwrap(), 0);
+        assert!(segment.core().state.is_empty());
+        assert_eq!(segment.core().state.max_timestamp(), None);
+    }
+
+    #[test]
+    fn seal_writes_indexes_that_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = filled(dir.path(), 10, 25, 256);
+        segment.prepare_seal().unwrap();
+        let expected = segment.core().state.clone();
+        let sealed = segment.into_sealed();
+        let loaded = load_with_indexes(dir.path(), 10, Some(expected.next_offset)).unwrap();
+        assert_eq!(loaded.state.offset_index, expected.offset_index);
+        assert_eq!(loaded.state.time_index, expected.time_index);
+        assert_eq!(loaded.state.max_timestamp(), expected.max_timestamp());
+        let tail = load_with_indexes(dir.path(), 10, None).unwrap();
+        assert_eq!(tail.state.next_offset, expected.next_offset);
+        assert_eq!(tail.state.size, expected.size);
+        assert!(sealed.retention_timestamp().is_some());
+        assert!(load_with_indexes(dir.path(), 10, Some(20)).is_err());
+        sealed.delete().unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn scan_reports_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = filled(dir.path(), 0, 5, 4096);
+        let size = segment.core().size();
+        let path = dir.path().join(file_name(0, LOG_SUFFIX));
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(size - 3).unwrap();
+        let (loaded, damage) = scan(dir.path(), 0, 4096).unwrap();
+        let damage = damage.unwrap();
+        assert_eq!(loaded.state.next_offset, 8);
+        assert_eq!(damage.offset, 8);
+        assert_eq!(damage.position, loaded.state.size);
+        assert!(damage.reason.contains("incomplete"), "{}", damage.reason);
+    }
+}

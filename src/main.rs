@@ -1,0 +1,69 @@
+//! The `strata` command: `strata serve` runs a broker.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use strata::config::{BrokerConfig, ServeArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Kafka-compatible event streaming broker with tiered storage"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (defaults: ./data, Kafka on 127.0.0.1:9092, admin HTTP on 127.0.0.1:9644)
+    Serve(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match BrokerConfig::load(args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {}", error_chain(&e));
+                    return ExitCode::from(2);
+                }
+            };
+            strata::telemetry::init(&config);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("strata")
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(strata::run::serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("broker failed: {e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

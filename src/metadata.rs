@@ -1,0 +1,615 @@
+//! Cluster metadata on openraft.
+//!
+//! # Overview
+//!
+//! Cluster metadata (registered brokers, topics with their ids, partitions,
+//! replica assignment and dynamic configs, producer-id blocks, the cluster id)
+//! is a replicated state machine on `openraft`, like KRaft. Every change is a
+//! [`Command`] proposed with [`Metadata::propose`]; once the command is
+//! committed, [`ClusterView::apply`] applies it. `apply` is a pure function of
+//! the current view and the command: it validates deterministically and
+//! returns a [`CommandResult`], so every replica reaches the same state and the
+//! same answer.
+//!
+//! Readers never take a lock: [`Metadata::view`] returns the latest
+//! `Arc<ClusterView>`, swapped in (`arc_swap`) after every applied batch, and
+//! [`Metadata::subscribe`] yields the last applied log index for watchers.
+//!
+//! A single node is a one-voter raft cluster from day one: [`Metadata::open`]
+//! on an empty directory initializes a membership holding only this node, so
+//! more controllers join through a membership change, not a rewrite. The one
+//! missing piece for that is the controller transport: the raft network
+//! (`network.rs`) answers every RPC with `Unreachable`. A one-voter cluster
+//! never sends an RPC, so nothing calls it today; a second controller plugs
+//! its RPC client in there (and its server on the controller listener).
+//!
+//! Files in the metadata directory (all records CRC-32C framed JSON, each file
+//! with a `version` field; see `store.rs`): `raft.log` (log entries), `vote`,
+//! `committed`, `snapshot` (state machine, last applied log id, membership).
+//!
+//! # Consistency
+//!
+//! [`Metadata::propose`] returns once the command is committed by a quorum
+//! (this node) and applied; the returned [`CommandResult`] is the one every
+//! replica computes. A [`Metadata::view`] taken after `propose` returns
+//! includes the command. Views are immutable snapshots: a reader sees either
+//! all of an applied batch or none of it. `controller_id` in the view is the
+//! current raft leader (-1 when unknown); it is not part of the replicated
+//! state.
+//!
+//! # Crash safety
+//!
+//! The vote, the committed log id and snapshots are written to a temporary
+//! file, fsync'd and renamed over the old file (then the directory is
+//! fsync'd). Log entries are appended and fsync'd before openraft is told they
+//! are durable, so nothing acknowledged is lost. On open, a torn last record of
+//! the log (a crash mid-append) is dropped; a log that ends before the
+//! persisted committed index is reported as corrupt instead of silently
+//! losing committed commands. The state machine lives in memory: on restart it
+//! is restored from the last snapshot and openraft re-applies the committed
+//! log after it (a snapshot is taken every `SNAPSHOT_EVERY` logs).
+//!
+//! # Cancellation
+//!
+//! Dropping a `propose` future does not withdraw the command: it may still
+//! commit and apply. [`Metadata::shutdown`] stops the leader watcher and the
+//! raft core and waits (bounded) until the storage is released, so the
+//! directory can be reopened.
+
+mod apply;
+mod network;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::storage::Adaptor;
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+pub use apply::{MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LEN};
+
+/// Raft node id of a controller. Equal to the broker id of the node.
+pub type NodeId = u64;
+
+/// Logs between two snapshots of the state machine.
+const SNAPSHOT_EVERY: u64 = 1000;
+/// Logs already in a snapshot that are kept (for slow followers) before purge.
+const KEEP_LOGS_IN_SNAPSHOT: u64 = 1000;
+/// How long `open` waits for this node to become leader.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `shutdown` waits for the storage to be released.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A registered broker.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// One partition of a topic.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// A topic; `partitions[i]` is partition `i`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<PartitionInfo>,
+    /// Only explicitly set (dynamic) topic configs; defaults live in the
+    /// broker config.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The applied cluster metadata, as request handlers see it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClusterView {
+    pub cluster_id: String,
+    /// The current metadata leader, -1 when unknown. Not replicated: stamped
+    /// on by the node that publishes the view.
+    pub controller_id: i32,
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    pub topics: BTreeMap<String, TopicInfo>,
+    pub topic_names_by_id: HashMap<Uuid, String>,
+    /// The first producer id of the next block handed out.
+    pub next_producer_id: i64,
+}
+
+impl ClusterView {
+    /// The topic called `name`.
+    pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
+        self.topics.get(name)
+    }
+
+    /// The topic with id `id`.
+    pub fn topic_by_id(&self, id: Uuid) -> Option<&TopicInfo> {
+        self.topic_names_by_id
+            .get(&id)
+            .and_then(|name| self.topics.get(name))
+    }
+}
+
+/// A change to the cluster metadata. The serialized form is the payload of
+/// the persisted raft log: rename nothing, only add variants and optional
+/// fields.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Command {
+    /// Registers a broker, or replaces its registration (upsert).
+    RegisterBroker(BrokerInfo),
+    /// Creates a topic. Replicas are assigned round-robin over the registered
+    /// brokers; the first replica leads with leader epoch 0, ISR = replicas.
+    CreateTopic {
+        name: String,
+        id: Uuid,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    },
+    /// Deletes the topic with this id.
+    DeleteTopic { id: Uuid },
+    /// Grows a topic to `total_count` partitions (never shrinks).
+    CreatePartitions { name: String, total_count: i32 },
+    /// Changes dynamic topic configs. With `replace`, the result is exactly
+    /// `set` (Kafka's AlterConfigs); without it, `delete` keys are removed and
+    /// `set` keys are upserted (IncrementalAlterConfigs).
+    AlterTopicConfigs {
+        name: String,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+        replace: bool,
+    },
+    /// Hands out the next `count` producer ids.
+    AllocateProducerIds { count: i64 },
+    /// Sets the cluster id if none is set yet; later proposals are no-ops.
+    /// `Metadata::open` proposes it once on a new cluster.
+    InitCluster { cluster_id: String },
+}
+
+/// The outcome of applying a [`Command`]; identical on every replica.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CommandResult {
+    Ok,
+    /// Producer ids `first..first + count` now belong to the caller.
+    ProducerIdBlock {
+        first: i64,
+        count: i64,
+    },
+    TopicAlreadyExists,
+    UnknownTopic,
+    InvalidPartitions {
+        reason: String,
+    },
+    InvalidReplicationFactor {
+        reason: String,
+    },
+    /// The topic name is not a legal Kafka topic name.
+    InvalidTopic {
+        reason: String,
+    },
+    /// Any other malformed command (bad broker id, non-positive count, ...).
+    InvalidRequest {
+        reason: String,
+    },
+}
+
+openraft::declare_raft_types!(
+    /// openraft types of the metadata log.
+    pub(crate) TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// Errors of the metadata subsystem.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata io failed. op={op}, path={}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metadata file corrupt. path={}, offset={offset}, reason={reason}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("metadata file has an unsupported version. path={}, version={version}, supported={supported}", path.display())]
+    UnsupportedVersion {
+        path: PathBuf,
+        version: u32,
+        supported: u32,
+    },
+    #[error("metadata encoding failed. what={what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("metadata record too large. what={what}, len={len}, max={max}")]
+    RecordTooLarge {
+        what: &'static str,
+        len: usize,
+        max: u32,
+    },
+    #[error("metadata state machine poisoned by an earlier panic")]
+    Poisoned,
+    #[error("node id does not fit a kafka broker id. node_id={node_id}")]
+    InvalidNodeId { node_id: NodeId },
+    #[error("node is not a voter of the persisted metadata membership. node_id={node_id}, voters={voters:?}")]
+    NotAVoter {
+        node_id: NodeId,
+        voters: Vec<NodeId>,
+    },
+    #[error("this node is not the metadata leader. leader={leader:?}")]
+    NotLeader { leader: Option<NodeId> },
+    #[error(
+        "timed out waiting to become metadata leader. node_id={node_id}, waited_ms={waited_ms}"
+    )]
+    LeaderTimeout { node_id: NodeId, waited_ms: u128 },
+    #[error("no controller transport to reach a peer. target={target}, addr={addr}")]
+    NoTransport { target: NodeId, addr: String },
+    #[error("metadata raft failed. op={op}")]
+    Raft {
+        op: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+impl MetadataError {
+    fn raft<E>(op: &'static str) -> impl FnOnce(E) -> MetadataError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |e| MetadataError::Raft {
+            op,
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Knobs that tests turn down; production uses [`Tuning::default`].
+#[derive(Clone, Debug)]
+pub(crate) struct Tuning {
+    pub(crate) snapshot_every: u64,
+    pub(crate) keep_logs_in_snapshot: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            snapshot_every: SNAPSHOT_EVERY,
+            keep_logs_in_snapshot: KEEP_LOGS_IN_SNAPSHOT,
+        }
+    }
+}
+
+impl Tuning {
+    fn raft_config(&self) -> Result<Config, MetadataError> {
+        Config {
+            cluster_name: "strata".to_string(),
+            heartbeat_interval: 50,
+            election_timeout_min: 150,
+            election_timeout_max: 300,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_logs_in_snapshot,
+            // Purging rewrites the log file: do it in batches.
+            purge_batch_size: self.snapshot_every.max(1),
+            ..Config::default()
+        }
+        .validate()
+        .map_err(MetadataError::raft("validate config"))
+    }
+}
+
+/// Publishes applied views to lock-free readers. Shared by the state machine
+/// (which publishes after every applied batch) and the leader watcher (which
+/// stamps `controller_id`).
+pub(crate) struct Publisher {
+    view: ArcSwap<ClusterView>,
+    applied: watch::Sender<u64>,
+    /// Serializes writers; holds the current controller id.
+    controller: Mutex<i32>,
+}
+
+impl Publisher {
+    pub(crate) fn new() -> Publisher {
+        let view = ClusterView {
+            controller_id: -1,
+            ..ClusterView::default()
+        };
+        Publisher {
+            view: ArcSwap::from_pointee(view),
+            applied: watch::channel(0).0,
+            controller: Mutex::new(-1),
+        }
+    }
+
+    /// Publishes `view` (stamped with the current controller) as applied up
+    /// to `last_applied`.
+    pub(crate) fn publish(&self, view: &ClusterView, last_applied: Option<u64>) {
+        {
+            let controller = self
+                .controller
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut view = view.clone();
+            view.controller_id = *controller;
+            self.view.store(Arc::new(view));
+        }
+        if let Some(index) = last_applied {
+            self.applied.send_replace(index);
+        }
+    }
+
+    fn set_controller(&self, controller_id: i32) {
+        let mut controller = self
+            .controller
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *controller == controller_id {
+            return;
+        }
+        *controller = controller_id;
+        let mut view = ClusterView::clone(&self.view.load());
+        view.controller_id = controller_id;
+        self.view.store(Arc::new(view));
+    }
+
+    fn view(&self) -> Arc<ClusterView> {
+        self.view.load_full()
+    }
+}
+
+/// This node's handle on the replicated cluster metadata. Call
+/// [`Metadata::shutdown`] before dropping it: dropping alone leaves the raft
+/// tasks running until the runtime stops.
+pub struct Metadata {
+    node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    publisher: Arc<Publisher>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    /// Closed once the storage (and everything holding it) is dropped.
+    store_released: tokio::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+impl Metadata {
+    /// Opens (or creates) the metadata store in `dir`.
+    ///
+    /// On a fresh directory, initializes a one-voter cluster holding this
+    /// node and a new random cluster id (persisted through the log); on
+    /// restart, restores state from the persisted log and snapshot without
+    /// re-initializing. Returns when this node is leader and the state
+    /// machine has applied everything in the log.
+    pub async fn open(
+        dir: &Path,
+        node_id: NodeId,
+        raft_addr: String,
+    ) -> Result<Metadata, MetadataError> {
+        Metadata::open_with(dir, node_id, raft_addr, Tuning::default()).await
+    }
+
+    pub(crate) async fn open_with(
+        dir: &Path,
+        node_id: NodeId,
+        raft_addr: String,
+        tuning: Tuning,
+    ) -> Result<Metadata, MetadataError> {
+        let broker_id =
+            i32::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
+        let config = Arc::new(tuning.raft_config()?);
+        let publisher = Arc::new(Publisher::new());
+        let (alive, store_released) = mpsc::channel(1);
+        let store = store::Store::open(dir, Arc::clone(&publisher), alive)?;
+        if let Some(voters) = store.last_voters() {
+            if !voters.contains(&node_id) {
+                return Err(MetadataError::NotAVoter {
+                    node_id,
+                    voters: voters.into_iter().collect(),
+                });
+            }
+        }
+        let (log_store, state_machine) = Adaptor::new(store);
+        let raft = Raft::new(node_id, config, network::Network, log_store, state_machine)
+            .await
+            .map_err(MetadataError::raft("start raft"))?;
+
+        let metadata = Metadata {
+            node_id,
+            raft,
+            publisher,
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            store_released: tokio::sync::Mutex::new(store_released),
+        };
+        match metadata.start(broker_id, raft_addr).await {
+            Ok(()) => Ok(metadata),
+            Err(e) => {
+                if let Err(shutdown) = metadata.shutdown().await {
+                    tracing::warn!(error = %shutdown, "metadata shutdown after a failed open failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Initializes (first start) or elects (restart) this node, waits until
+    /// it leads and has applied the log, then makes sure a cluster id exists.
+    async fn start(&self, broker_id: i32, raft_addr: String) -> Result<(), MetadataError> {
+        let node_id = self.node_id;
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(MetadataError::raft("check initialized"))?;
+        if initialized {
+            // A single voter need not wait for an election timeout.
+            self.raft
+                .trigger()
+                .elect()
+                .await
+                .map_err(MetadataError::raft("trigger election"))?;
+        } else {
+            tracing::info!(node_id, %raft_addr, "initializing a new one-voter metadata cluster");
+            let members = BTreeMap::from([(node_id, BasicNode::new(raft_addr))]);
+            self.raft
+                .initialize(members)
+                .await
+                .map_err(MetadataError::raft("initialize"))?;
+        }
+
+        self.raft
+            .wait(Some(OPEN_TIMEOUT))
+            .metrics(
+                |m| m.state == ServerState::Leader && m.current_leader == Some(node_id),
+                "metadata leader",
+            )
+            .await
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(waited, _) => MetadataError::LeaderTimeout {
+                    node_id,
+                    waited_ms: waited.as_millis(),
+                },
+                other => MetadataError::raft("wait for leadership")(other),
+            })?;
+        self.raft.ensure_linearizable().await.map_err(|e| match e {
+            RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
+                MetadataError::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            other => MetadataError::raft("wait for apply")(other),
+        })?;
+        self.publisher.set_controller(broker_id);
+        self.spawn_leader_watcher();
+
+        if self.view().cluster_id.is_empty() {
+            let cluster_id = new_cluster_id();
+            tracing::info!(%cluster_id, "assigning cluster id");
+            self.propose(Command::InitCluster { cluster_id }).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `controller_id` in published views equal to the raft leader.
+    fn spawn_leader_watcher(&self) {
+        let mut metrics = self.raft.metrics();
+        let publisher = Arc::clone(&self.publisher);
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let leader = metrics.borrow_and_update().current_leader;
+                let controller_id = leader.and_then(|l| i32::try_from(l).ok()).unwrap_or(-1);
+                publisher.set_controller(controller_id);
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    changed = metrics.changed() => if changed.is_err() { break },
+                }
+            }
+        });
+    }
+
+    /// Proposes `cmd`; returns its result once it is committed and applied.
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResult, MetadataError> {
+        match self.raft.client_write(cmd).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(MetadataError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(MetadataError::raft("propose")(e)),
+        }
+    }
+
+    /// The latest applied view; lock-free.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.publisher.view()
+    }
+
+    /// The last applied log index, for watchers of metadata changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.publisher.applied.subscribe()
+    }
+
+    /// Stops the leader watcher and raft, then waits (bounded) until the
+    /// storage is released. Idempotent.
+    pub async fn shutdown(&self) -> Result<(), MetadataError> {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.raft
+            .shutdown()
+            .await
+            .map_err(MetadataError::raft("shutdown raft"))?;
+        self.tasks.wait().await;
+        let mut released = self.store_released.lock().await;
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, released.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout_ms = SHUTDOWN_TIMEOUT.as_millis(),
+                "metadata storage still held after raft shutdown"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A Kafka-style cluster id: a random v4 uuid, base64url without padding,
+/// never starting with '-' (Kafka's `Uuid.randomUuid` rule).
+fn new_cluster_id() -> String {
+    loop {
+        let id = base64url(Uuid::new_v4().as_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            let sextet = (n >> (18 - 6 * i)) & 0x3f;
+            out.push(char::from(ALPHABET[sextet as usize]));
+        }
+    }
+    out
+}

@@ -1,0 +1,672 @@
+//! The metadata state machine: a pure function from (view, command) to
+//! (view', result). Deterministic (no clock, no randomness, no I/O), so every
+//! replica that applies the same log reaches the same view and result.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::{BrokerInfo, ClusterView, Command, CommandResult, PartitionInfo, TopicInfo};
+
+/// Largest partition count of one topic. Guards the state machine against a
+/// command that would allocate without bound on every replica, forever.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
+
+/// Longest legal topic name (Kafka's limit).
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+impl ClusterView {
+    /// Applies `cmd`. An invalid command leaves the view unchanged and says
+    /// why in the result.
+    pub fn apply(&mut self, cmd: &Command) -> CommandResult {
+        match cmd {
+            Command::RegisterBroker(broker) => self.register_broker(broker),
+            Command::CreateTopic {
+                name,
+                id,
+                partitions,
+                replication_factor,
+                configs,
+            } => self.create_topic(name, *id, *partitions, *replication_factor, configs),
+            Command::DeleteTopic { id } => self.delete_topic(*id),
+            Command::CreatePartitions { name, total_count } => {
+                self.create_partitions(name, *total_count)
+            }
+            Command::AlterTopicConfigs {
+                name,
+                set,
+                delete,
+                replace,
+            } => self.alter_topic_configs(name, set, delete, *replace),
+            Command::AllocateProducerIds { count } => self.allocate_producer_ids(*count),
+            Command::InitCluster { cluster_id } => self.init_cluster(cluster_id),
+        }
+    }
+
+    fn register_broker(&mut self, broker: &BrokerInfo) -> CommandResult {
+        if broker.node_id < 0 {
+            return invalid_request(format!(
+                "broker id must not be negative. node_id={}",
+                broker.node_id
+            ));
+        }
+        if !(0..=65535).contains(&broker.port) {
+            return invalid_request(format!("broker port out of range. port={}", broker.port));
+        }
+        self.brokers.insert(broker.node_id, broker.clone());
+        CommandResult::Ok
+    }
+
+    fn create_topic(
+        &mut self,
+        name: &str,
+        id: Uuid,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &BTreeMap<String, String>,
+    ) -> CommandResult {
+        if let Err(reason) = validate_topic_name(name) {
+            return CommandResult::InvalidTopic { reason };
+        }
+        if self.topics.contains_key(name) || self.topic_names_by_id.contains_key(&id) {
+            return CommandResult::TopicAlreadyExists;
+        }
+        if let Some(other) = self.colliding_topic(name) {
+            return CommandResult::InvalidTopic {
+                reason: format!(
+                    "topic name collides with an existing topic ('.' and '_' are equivalent). name={name}, existing={other}"
+                ),
+            };
+        }
+        if id.is_nil() {
+            return invalid_request(format!("topic id must not be nil. name={name}"));
+        }
+        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
+            return CommandResult::InvalidPartitions {
+                reason: format!(
+                    "number of partitions out of range. partitions={partitions}, min=1, max={MAX_PARTITIONS_PER_TOPIC}"
+                ),
+            };
+        }
+        let rf = match self.replication_factor(replication_factor) {
+            Ok(rf) => rf,
+            Err(result) => return result,
+        };
+        let brokers: Vec<i32> = self.brokers.keys().copied().collect();
+        let partitions = (0..partitions)
+            .map(|p| assign_partition(&brokers, id, p, rf))
+            .collect();
+        self.topics.insert(
+            name.to_string(),
+            TopicInfo {
+                name: name.to_string(),
+                id,
+                partitions,
+                configs: configs.clone(),
+            },
+        );
+        self.topic_names_by_id.insert(id, name.to_string());
+        CommandResult::Ok
+    }
+
+    /// Checks a requested replication factor against the registered brokers.
+    fn replication_factor(&self, requested: i16) -> Result<usize, CommandResult> {
+        if requested < 1 {
+            return Err(CommandResult::InvalidReplicationFactor {
+                reason: format!(
+                    "replication factor must be at least 1. replication_factor={requested}"
+                ),
+            });
+        }
+        let rf = usize::from(requested.unsigned_abs());
+        if rf > self.brokers.len() {
+            return Err(CommandResult::InvalidReplicationFactor {
+                reason: format!(
+                    "replication factor larger than the registered brokers. replication_factor={requested}, brokers={}",
+                    self.brokers.len()
+                ),
+            });
+        }
+        Ok(rf)
+    }
+
+    /// An existing topic whose name equals `name` once '.' and '_' are
+    /// treated alike (Kafka rejects these: their metric names collide).
+    fn colliding_topic(&self, name: &str) -> Option<&str> {
+        let normalized = name.replace('.', "_");
+        self.topics
+            .keys()
+            .find(|existing| existing.replace('.', "_") == normalized)
+            .map(String::as_str)
+    }
+
+    fn delete_topic(&mut self, id: Uuid) -> CommandResult {
+        match self.topic_names_by_id.remove(&id) {
+            Some(name) => {
+                self.topics.remove(&name);
+                CommandResult::Ok
+            }
+            None => CommandResult::UnknownTopic,
+        }
+    }
+
+    fn create_partitions(&mut self, name: &str, total_count: i32) -> CommandResult {
+        let Some(topic) = self.topics.get(name) else {
+            return CommandResult::UnknownTopic;
+        };
+        let current = topic.partitions.len();
+        let requested = usize::try_from(total_count).unwrap_or(0);
+        if requested == current {
+            return CommandResult::InvalidPartitions {
+                reason: format!(
+                    "topic already has the requested partitions. name={name}, partitions={current}"
+                ),
+            };
+        }
+        if requested < current {
+            return CommandResult::InvalidPartitions {
+                reason: format!(
+                    "partitions can only grow. name={name}, current={current}, requested={total_count}"
+                ),
+            };
+        }
+        if total_count > MAX_PARTITIONS_PER_TOPIC {
+            return CommandResult::InvalidPartitions {
+                reason: format!(
+                    "number of partitions out of range. partitions={total_count}, max={MAX_PARTITIONS_PER_TOPIC}"
+                ),
+            };
+        }
+        let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+        if rf > self.brokers.len() {
+            return CommandResult::InvalidReplicationFactor {
+                reason: format!(
+                    "replication factor larger than the registered brokers. name={name}, replication_factor={rf}, brokers={}",
+                    self.brokers.len()
+                ),
+            };
+        }
+        let brokers: Vec<i32> = self.brokers.keys().copied().collect();
+        let id = topic.id;
+        // `current` and `total_count` are both <= MAX_PARTITIONS_PER_TOPIC.
+        let first_new = i32::try_from(current).unwrap_or(i32::MAX);
+        let added: Vec<PartitionInfo> = (first_new..total_count)
+            .map(|p| assign_partition(&brokers, id, p, rf))
+            .collect();
+        if let Some(topic) = self.topics.get_mut(name) {
+            topic.partitions.extend(added);
+        }
+        CommandResult::Ok
+    }
+
+    fn alter_topic_configs(
+        &mut self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+        replace: bool,
+    ) -> CommandResult {
+        let Some(topic) = self.topics.get_mut(name) else {
+            return CommandResult::UnknownTopic;
+        };
+        if replace {
+            topic.configs = set.clone();
+        } else {
+            for key in delete {
+                topic.configs.remove(key);
+            }
+            topic
+                .configs
+                .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        CommandResult::Ok
+    }
+
+    fn allocate_producer_ids(&mut self, count: i64) -> CommandResult {
+        if count < 1 {
+            return invalid_request(format!("producer id count must be positive. count={count}"));
+        }
+        let first = self.next_producer_id;
+        let Some(next) = first.checked_add(count) else {
+            return invalid_request(format!(
+                "producer ids exhausted. next_producer_id={first}, count={count}"
+            ));
+        };
+        self.next_producer_id = next;
+        CommandResult::ProducerIdBlock { first, count }
+    }
+
+    fn init_cluster(&mut self, cluster_id: &str) -> CommandResult {
+        if cluster_id.is_empty() {
+            return invalid_request("cluster id must not be empty".to_string());
+        }
+        if self.cluster_id.is_empty() {
+            self.cluster_id = cluster_id.to_string();
+        }
+        CommandResult::Ok
+    }
+}
+
+fn invalid_request(reason: String) -> CommandResult {
+    CommandResult::InvalidRequest { reason }
+}
+
+/// Partition `partition` of topic `id`: `rf` consecutive brokers (in id
+/// order), starting at an offset derived from the topic id so that the
+/// leaders of different topics spread over the brokers. The first replica
+/// leads. `brokers` is sorted and `rf <= brokers.len()`.
+fn assign_partition(brokers: &[i32], id: Uuid, partition: i32, rf: usize) -> PartitionInfo {
+    let n = brokers.len().max(1);
+    let start = (id.as_u128() % n as u128) as usize;
+    let p = usize::try_from(partition).unwrap_or(0);
+    let replicas: Vec<i32> = (0..rf)
+        .filter_map(|r| brokers.get((start + p + r) % n).copied())
+        .collect();
+    PartitionInfo {
+        leader: replicas.first().copied().unwrap_or(-1),
+        leader_epoch: 0,
+        isr: replicas.clone(),
+        replicas,
+    }
+}
+
+/// Kafka's topic name rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not
+/// `.` or `..`.
+fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name must not be empty".to_string());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name must not be '.' or '..'. name={name}"));
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err(format!(
+            "topic name too long. len={}, max={MAX_TOPIC_NAME_LEN}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name has an illegal character, legal are [a-zA-Z0-9._-]. name={name}, char={c:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(id: i32) -> BrokerInfo {
+        BrokerInfo {
+            node_id: id,
+            host: "localhost".to_string(),
+            port: 9092 + id,
+            rack: None,
+        }
+    }
+
+    fn view_with_brokers(ids: &[i32]) -> ClusterView {
+        let mut view = ClusterView::default();
+        for &id in ids {
+            assert_eq!(
+                view.apply(&Command::RegisterBroker(broker(id))),
+                CommandResult::Ok
+            );
+        }
+        view
+    }
+
+    fn create(name: &str, id: Uuid, partitions: i32, rf: i16) -> Command {
+        Command::CreateTopic {
+            name: name.to_string(),
+            id,
+            partitions,
+            replication_factor: rf,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn register_broker_upserts() {
+        let mut view = view_with_brokers(&[1]);
+        let mut moved = broker(1);
+        moved.host = "other".to_string();
+        moved.rack = Some("r1".to_string());
+        assert_eq!(
+            view.apply(&Command::RegisterBroker(moved.clone())),
+            CommandResult::Ok
+        );
+        assert_eq!(view.brokers.len(), 1);
+        assert_eq!(view.brokers[&1], moved);
+    }
+
+    #[test]
+    fn register_broker_rejects_bad_id_and_port() {
+        let mut view = ClusterView::default();
+        assert!(matches!(
+            view.apply(&Command::RegisterBroker(broker(-1))),
+            CommandResult::InvalidRequest { .. }
+        ));
+        let mut b = broker(1);
+        b.port = 70000;
+        assert!(matches!(
+            view.apply(&Command::RegisterBroker(b)),
+            CommandResult::InvalidRequest { .. }
+        ));
+        assert!(view.brokers.is_empty());
+    }
+
+    #[test]
+    fn create_topic_on_one_broker() {
+        let mut view = view_with_brokers(&[1]);
+        let mut configs = BTreeMap::new();
+        configs.insert("retention.ms".to_string(), "1000".to_string());
+        let cmd = Command::CreateTopic {
+            name: "orders".to_string(),
+            id: id(7),
+            partitions: 3,
+            replication_factor: 1,
+            configs: configs.clone(),
+        };
+        assert_eq!(view.apply(&cmd), CommandResult::Ok);
+        let topic = view.topic("orders").expect("created");
+        assert_eq!(topic.id, id(7));
+        assert_eq!(topic.configs, configs);
+        assert_eq!(topic.partitions.len(), 3);
+        for p in &topic.partitions {
+            assert_eq!(
+                p,
+                &PartitionInfo {
+                    leader: 1,
+                    leader_epoch: 0,
+                    replicas: vec![1],
+                    isr: vec![1],
+                }
+            );
+        }
+        assert_eq!(
+            view.topic_by_id(id(7)).map(|t| t.name.as_str()),
+            Some("orders")
+        );
+    }
+
+    #[test]
+    fn create_topic_round_robin_over_brokers() {
+        let mut view = view_with_brokers(&[1, 2, 3]);
+        // id 0 mod 3 brokers: start at the first broker.
+        assert_eq!(view.apply(&create("t", id(3), 4, 2)), CommandResult::Ok);
+        let replicas: Vec<Vec<i32>> = view.topics["t"]
+            .partitions
+            .iter()
+            .map(|p| p.replicas.clone())
+            .collect();
+        assert_eq!(
+            replicas,
+            vec![vec![1, 2], vec![2, 3], vec![3, 1], vec![1, 2]]
+        );
+        let leaders: Vec<i32> = view.topics["t"]
+            .partitions
+            .iter()
+            .map(|p| p.leader)
+            .collect();
+        assert_eq!(leaders, vec![1, 2, 3, 1]);
+        // Another topic starts elsewhere.
+        assert_eq!(view.apply(&create("u", id(4), 1, 3)), CommandResult::Ok);
+        assert_eq!(view.topics["u"].partitions[0].replicas, vec![2, 3, 1]);
+        assert_eq!(view.topics["u"].partitions[0].isr, vec![2, 3, 1]);
+    }
+
+    #[test]
+    fn create_topic_duplicates() {
+        let mut view = view_with_brokers(&[1]);
+        assert_eq!(view.apply(&create("t", id(1), 1, 1)), CommandResult::Ok);
+        let before = view.clone();
+        assert_eq!(
+            view.apply(&create("t", id(2), 1, 1)),
+            CommandResult::TopicAlreadyExists
+        );
+        assert_eq!(
+            view.apply(&create("other", id(1), 1, 1)),
+            CommandResult::TopicAlreadyExists
+        );
+        assert_eq!(view, before);
+    }
+
+    #[test]
+    fn create_topic_validation() {
+        let mut view = view_with_brokers(&[1]);
+        assert!(matches!(
+            view.apply(&create("t", id(1), 0, 1)),
+            CommandResult::InvalidPartitions { .. }
+        ));
+        assert!(matches!(
+            view.apply(&create("t", id(1), MAX_PARTITIONS_PER_TOPIC + 1, 1)),
+            CommandResult::InvalidPartitions { .. }
+        ));
+        assert!(matches!(
+            view.apply(&create("t", id(1), 1, 0)),
+            CommandResult::InvalidReplicationFactor { .. }
+        ));
+        assert!(matches!(
+            view.apply(&create("t", id(1), 1, 2)),
+            CommandResult::InvalidReplicationFactor { .. }
+        ));
+        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
+            assert!(
+                matches!(
+                    view.apply(&create(bad, id(1), 1, 1)),
+                    CommandResult::InvalidTopic { .. }
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        assert!(matches!(
+            view.apply(&create("t", Uuid::nil(), 1, 1)),
+            CommandResult::InvalidRequest { .. }
+        ));
+        assert!(view.topics.is_empty());
+        assert!(view.topic_names_by_id.is_empty());
+
+        assert_eq!(view.apply(&create("a.b", id(1), 1, 1)), CommandResult::Ok);
+        assert!(matches!(
+            view.apply(&create("a_b", id(2), 1, 1)),
+            CommandResult::InvalidTopic { .. }
+        ));
+    }
+
+    #[test]
+    fn create_topic_without_brokers() {
+        let mut view = ClusterView::default();
+        assert!(matches!(
+            view.apply(&create("t", id(1), 1, 1)),
+            CommandResult::InvalidReplicationFactor { .. }
+        ));
+    }
+
+    #[test]
+    fn delete_topic() {
+        let mut view = view_with_brokers(&[1]);
+        assert_eq!(view.apply(&create("t", id(1), 1, 1)), CommandResult::Ok);
+        assert_eq!(
+            view.apply(&Command::DeleteTopic { id: id(1) }),
+            CommandResult::Ok
+        );
+        assert!(view.topic("t").is_none());
+        assert!(view.topic_by_id(id(1)).is_none());
+        assert_eq!(
+            view.apply(&Command::DeleteTopic { id: id(1) }),
+            CommandResult::UnknownTopic
+        );
+        // The name can be reused with a new id.
+        assert_eq!(view.apply(&create("t", id(2), 1, 1)), CommandResult::Ok);
+        assert_eq!(view.topic("t").map(|t| t.id), Some(id(2)));
+    }
+
+    #[test]
+    fn create_partitions_grows_only() {
+        let mut view = view_with_brokers(&[1, 2]);
+        assert_eq!(view.apply(&create("t", id(2), 2, 2)), CommandResult::Ok);
+        let grow = |n| Command::CreatePartitions {
+            name: "t".to_string(),
+            total_count: n,
+        };
+        assert_eq!(view.apply(&grow(4)), CommandResult::Ok);
+        let topic = &view.topics["t"];
+        assert_eq!(topic.partitions.len(), 4);
+        assert_eq!(topic.partitions[2].replicas, vec![1, 2]);
+        assert_eq!(topic.partitions[3].replicas, vec![2, 1]);
+        for n in [4, 3, 0, -1] {
+            assert!(
+                matches!(
+                    view.apply(&grow(n)),
+                    CommandResult::InvalidPartitions { .. }
+                ),
+                "{n} accepted"
+            );
+        }
+        assert!(matches!(
+            view.apply(&grow(MAX_PARTITIONS_PER_TOPIC + 1)),
+            CommandResult::InvalidPartitions { .. }
+        ));
+        assert_eq!(view.topics["t"].partitions.len(), 4);
+        assert_eq!(
+            view.apply(&Command::CreatePartitions {
+                name: "nope".to_string(),
+                total_count: 5
+            }),
+            CommandResult::UnknownTopic
+        );
+    }
+
+    #[test]
+    fn create_partitions_needs_enough_brokers() {
+        let mut view = view_with_brokers(&[1, 2]);
+        assert_eq!(view.apply(&create("t", id(1), 1, 2)), CommandResult::Ok);
+        view.brokers.remove(&2);
+        assert!(matches!(
+            view.apply(&Command::CreatePartitions {
+                name: "t".to_string(),
+                total_count: 2
+            }),
+            CommandResult::InvalidReplicationFactor { .. }
+        ));
+    }
+
+    #[test]
+    fn alter_topic_configs_incremental_and_replace() {
+        let mut view = view_with_brokers(&[1]);
+        assert_eq!(view.apply(&create("t", id(1), 1, 1)), CommandResult::Ok);
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let alter =
+            |set: BTreeMap<String, String>, delete: &[&str], replace| Command::AlterTopicConfigs {
+                name: "t".to_string(),
+                set,
+                delete: delete.iter().map(|s| s.to_string()).collect(),
+                replace,
+            };
+        assert_eq!(
+            view.apply(&alter(map(&[("a", "1"), ("b", "2")]), &[], false)),
+            CommandResult::Ok
+        );
+        assert_eq!(
+            view.apply(&alter(
+                map(&[("c", "3"), ("a", "9")]),
+                &["b", "missing"],
+                false
+            )),
+            CommandResult::Ok
+        );
+        assert_eq!(view.topics["t"].configs, map(&[("a", "9"), ("c", "3")]));
+        assert_eq!(
+            view.apply(&alter(map(&[("z", "0")]), &[], true)),
+            CommandResult::Ok
+        );
+        assert_eq!(view.topics["t"].configs, map(&[("z", "0")]));
+        assert_eq!(
+            view.apply(&alter(BTreeMap::new(), &[], true)),
+            CommandResult::Ok
+        );
+        assert!(view.topics["t"].configs.is_empty());
+        let unknown = Command::AlterTopicConfigs {
+            name: "nope".to_string(),
+            set: BTreeMap::new(),
+            delete: vec![],
+            replace: false,
+        };
+        assert_eq!(view.apply(&unknown), CommandResult::UnknownTopic);
+    }
+
+    #[test]
+    fn producer_ids_are_handed_out_in_blocks() {
+        let mut view = ClusterView::default();
+        assert_eq!(
+            view.apply(&Command::AllocateProducerIds { count: 1000 }),
+            CommandResult::ProducerIdBlock {
+                first: 0,
+                count: 1000
+            }
+        );
+        assert_eq!(
+            view.apply(&Command::AllocateProducerIds { count: 10 }),
+            CommandResult::ProducerIdBlock {
+                first: 1000,
+                count: 10
+            }
+        );
+        assert_eq!(view.next_producer_id, 1010);
+        for count in [0, -5] {
+            assert!(matches!(
+                view.apply(&Command::AllocateProducerIds { count }),
+                CommandResult::InvalidRequest { .. }
+            ));
+        }
+        view.next_producer_id = i64::MAX - 5;
+        assert!(matches!(
+            view.apply(&Command::AllocateProducerIds { count: 10 }),
+            CommandResult::InvalidRequest { .. }
+        ));
+        assert_eq!(view.next_producer_id, i64::MAX - 5);
+    }
+
+    #[test]
+    fn init_cluster_sets_the_id_once() {
+        let mut view = ClusterView::default();
+        assert!(matches!(
+            view.apply(&Command::InitCluster {
+                cluster_id: String::new()
+            }),
+            CommandResult::InvalidRequest { .. }
+        ));
+        for id in ["first", "second"] {
+            assert_eq!(
+                view.apply(&Command::InitCluster {
+                    cluster_id: id.to_string()
+                }),
+                CommandResult::Ok
+            );
+        }
+        assert_eq!(view.cluster_id, "first");
+    }
+
+    #[test]
+    fn view_round_trips_through_json() {
+        let mut view = view_with_brokers(&[1]);
+        assert_eq!(view.apply(&create("t", id(1), 2, 1)), CommandResult::Ok);
+        let json = serde_json::to_vec(&view).expect("serialize");
+        let back: ClusterView = serde_json::from_slice(&json).expect("deserialize");
+        assert_eq!(back, view);
+    }
+}

@@ -1,0 +1,279 @@
+//! End-to-end tests of [`Metadata`]: open, propose, restart, recovery.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use uuid::Uuid;
+
+use super::*;
+
+const ADDR: &str = "127.0.0.1:9093";
+
+async fn open(dir: &Path) -> Metadata {
+    Metadata::open(dir, 1, ADDR.to_string())
+        .await
+        .expect("open")
+}
+
+fn broker(id: i32) -> Command {
+    Command::RegisterBroker(BrokerInfo {
+        node_id: id,
+        host: "localhost".to_string(),
+        port: 9092,
+        rack: None,
+    })
+}
+
+fn create(name: &str, id: Uuid, partitions: i32, configs: &[(&str, &str)]) -> Command {
+    Command::CreateTopic {
+        name: name.to_string(),
+        id,
+        partitions,
+        replication_factor: 1,
+        configs: configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+async fn producer_block(md: &Metadata, count: i64) -> i64 {
+    match md
+        .propose(Command::AllocateProducerIds { count })
+        .await
+        .expect("allocate")
+    {
+        CommandResult::ProducerIdBlock { first, count: c } => {
+            assert_eq!(c, count);
+            first
+        }
+        other => panic!("unexpected result {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fresh_open_initializes_one_voter_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = open(dir.path()).await;
+    let view = md.view();
+    assert_eq!(view.cluster_id.len(), 22, "{}", view.cluster_id);
+    assert_eq!(view.controller_id, 1);
+    assert!(view.topics.is_empty());
+
+    let mut applied = md.subscribe();
+    let before = *applied.borrow_and_update();
+    assert_eq!(
+        md.propose(broker(1)).await.expect("register"),
+        CommandResult::Ok
+    );
+    assert!(applied.has_changed().expect("sender alive"));
+    assert!(*applied.borrow_and_update() > before);
+    assert!(md.view().brokers.contains_key(&1));
+    md.shutdown().await.expect("shutdown");
+    md.shutdown().await.expect("shutdown is idempotent");
+    assert!(md.propose(broker(1)).await.is_err());
+}
+
+#[tokio::test]
+async fn restart_keeps_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (orders, events) = (Uuid::new_v4(), Uuid::new_v4());
+    let md = open(dir.path()).await;
+    assert_eq!(
+        md.propose(broker(1)).await.expect("register"),
+        CommandResult::Ok
+    );
+    let created = md
+        .propose(create("orders", orders, 3, &[("retention.ms", "1000")]))
+        .await
+        .expect("create");
+    assert_eq!(created, CommandResult::Ok);
+    let created = md
+        .propose(create("events", events, 1, &[]))
+        .await
+        .expect("create");
+    assert_eq!(created, CommandResult::Ok);
+    let dup = md
+        .propose(create("orders", Uuid::new_v4(), 1, &[]))
+        .await
+        .expect("duplicate");
+    assert_eq!(dup, CommandResult::TopicAlreadyExists);
+    let alter = Command::AlterTopicConfigs {
+        name: "events".to_string(),
+        set: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        delete: vec![],
+        replace: false,
+    };
+    assert_eq!(md.propose(alter).await.expect("alter"), CommandResult::Ok);
+    let grow = Command::CreatePartitions {
+        name: "events".to_string(),
+        total_count: 2,
+    };
+    assert_eq!(md.propose(grow).await.expect("grow"), CommandResult::Ok);
+    let first_block = producer_block(&md, 1000).await;
+    let before = md.view();
+    md.shutdown().await.expect("shutdown");
+
+    let md = open(dir.path()).await;
+    let after = md.view();
+    assert_eq!(after.cluster_id, before.cluster_id);
+    assert_eq!(after.topics, before.topics);
+    assert_eq!(after.brokers, before.brokers);
+    assert_eq!(
+        after.topic_by_id(orders).map(|t| t.name.as_str()),
+        Some("orders")
+    );
+    assert_eq!(
+        after.topic("orders").map(|t| t.configs.clone()),
+        Some(BTreeMap::from([(
+            "retention.ms".to_string(),
+            "1000".to_string()
+        )]))
+    );
+    assert_eq!(after.topic("events").map(|t| t.partitions.len()), Some(2));
+    assert_eq!(after.controller_id, 1);
+    let second_block = producer_block(&md, 1000).await;
+    assert!(
+        second_block >= first_block + 1000,
+        "{second_block} after {first_block}"
+    );
+    md.shutdown().await.expect("shutdown");
+
+    // A third generation sees the second one's writes too.
+    let md = open(dir.path()).await;
+    assert!(producer_block(&md, 1).await >= second_block + 1000);
+    assert_eq!(md.view().cluster_id, before.cluster_id);
+    md.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn restart_from_snapshot_and_purged_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tuning = Tuning {
+        snapshot_every: 5,
+        keep_logs_in_snapshot: 2,
+    };
+    let md = Metadata::open_with(dir.path(), 1, ADDR.to_string(), tuning.clone())
+        .await
+        .expect("open");
+    assert_eq!(
+        md.propose(broker(1)).await.expect("register"),
+        CommandResult::Ok
+    );
+    let mut last = 0;
+    for i in 0..30 {
+        last = producer_block(&md, 10).await;
+        assert_eq!(
+            md.propose(create(&format!("t{i}"), Uuid::new_v4(), 1, &[]))
+                .await
+                .expect("create"),
+            CommandResult::Ok
+        );
+    }
+    // Let openraft build a snapshot and purge.
+    let metrics = md
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.snapshot.is_some() && m.purged.is_some(),
+            "snapshot and purge",
+        )
+        .await
+        .expect("snapshot taken and log purged");
+    assert!(metrics.purged.is_some());
+    let before = md.view();
+    md.shutdown().await.expect("shutdown");
+    assert!(dir.path().join("snapshot").exists());
+
+    let md = Metadata::open_with(dir.path(), 1, ADDR.to_string(), tuning)
+        .await
+        .expect("reopen");
+    let after = md.view();
+    assert_eq!(after.cluster_id, before.cluster_id);
+    assert_eq!(after.topics, before.topics);
+    assert_eq!(after.topics.len(), 30);
+    assert_eq!(after.next_producer_id, before.next_producer_id);
+    assert!(producer_block(&md, 1).await > last);
+    md.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn torn_last_log_record_is_dropped_on_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = open(dir.path()).await;
+    assert_eq!(
+        md.propose(broker(1)).await.expect("register"),
+        CommandResult::Ok
+    );
+    let id = Uuid::new_v4();
+    assert_eq!(
+        md.propose(create("t", id, 1, &[])).await.expect("create"),
+        CommandResult::Ok
+    );
+    let before = md.view();
+    md.shutdown().await.expect("shutdown");
+
+    // A crash in the middle of appending one more record: a frame header
+    // promising more bytes than made it to disk.
+    let log = dir.path().join("raft.log");
+    let mut bytes = std::fs::read(&log).expect("read log");
+    let intact = bytes.len();
+    bytes.extend_from_slice(&200u32.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(b"{\"log_id\":");
+    std::fs::write(&log, &bytes).expect("tear");
+
+    let md = open(dir.path()).await;
+    let after = md.view();
+    assert_eq!(after.topics, before.topics);
+    assert_eq!(after.cluster_id, before.cluster_id);
+    assert_eq!(
+        md.propose(broker(2)).await.expect("register"),
+        CommandResult::Ok
+    );
+    md.shutdown().await.expect("shutdown");
+    let len = std::fs::metadata(&log).expect("stat").len();
+    assert!(len > intact as u64, "appends continue after the cut");
+    let md = open(dir.path()).await;
+    assert!(md.view().brokers.contains_key(&2));
+    md.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn reopen_with_another_node_id_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let md = open(dir.path()).await;
+    md.shutdown().await.expect("shutdown");
+    match Metadata::open(dir.path(), 2, ADDR.to_string()).await {
+        Err(MetadataError::NotAVoter { node_id: 2, voters }) => assert_eq!(voters, vec![1]),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("opened as a non-voter"),
+    }
+}
+
+#[tokio::test]
+async fn node_id_must_fit_a_broker_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let too_big = u64::from(u32::MAX);
+    assert!(matches!(
+        Metadata::open(dir.path(), too_big, ADDR.to_string()).await,
+        Err(MetadataError::InvalidNodeId { .. })
+    ));
+}
+
+#[test]
+fn cluster_ids_look_like_kafka_uuids() {
+    for _ in 0..100 {
+        let id = new_cluster_id();
+        assert_eq!(id.len(), 22);
+        assert!(!id.starts_with('-'));
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+    // RFC 4648 test vectors, unpadded url-safe alphabet.
+    assert_eq!(base64url(b"foobar"), "Zm9vYmFy");
+    assert_eq!(base64url(b"fooba"), "Zm9vYmE");
+    assert_eq!(base64url(b"foob"), "Zm9vYg");
+    assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+}

@@ -1,0 +1,480 @@
+//! A partition replica: the local log plus the state that sits around it.
+//!
+//! Overview: [`Partition`] owns one [`Log`] behind a mutex (one writer per
+//! partition, no global lock), the idempotent-producer table, and two
+//! watermarks published through `watch` channels: the high watermark, which
+//! wakes long-polling fetches, and the durable offset, which `acks=all`
+//! produce requests wait on.
+//!
+//! Consistency: on a single replica the high watermark is the log end offset
+//! (every in-sync replica, i.e. the leader, has the data). Appends, producer
+//! checks and watermark updates happen under one lock, so offsets are assigned
+//! in order and a fetch never sees an offset above the high watermark.
+//!
+//! Crash safety: `acks=all` is answered only after an fsync that covers the
+//! batch. fsyncs are shared: while one runs, later appends wait for the next
+//! one, which then covers all of them (group commit). The fsync itself runs
+//! outside the partition lock, on a blocking thread, so appends continue
+//! while it runs.
+
+pub mod producer_state;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::log::batch::{validate_batches, BatchError, BatchHeader};
+use crate::log::{Log, LogConfig, LogError};
+use producer_state::{BatchIdentity, ProducerStateTable, SequenceCheck};
+
+/// Errors of partition operations, mapped to Kafka codes by the API layer.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("duplicate sequence number. producer_id={producer_id}")]
+    DuplicateSequence { producer_id: i64 },
+    #[error(
+        "out of order sequence number. producer_id={producer_id}, expected={expected}, got={got}"
+    )]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error("producer epoch is fenced. producer_id={producer_id}, current={current}, got={got}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
+    #[error("offset out of range. offset={offset}, log_start={log_start}, high_watermark={high_watermark}")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        high_watermark: i64,
+    },
+    #[error("fsync failed. partition={partition}")]
+    Sync {
+        partition: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("partition is closed. partition={partition}")]
+    Closed { partition: String },
+}
+
+/// Per-topic settings that the partition applies beside the log's own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionConfig {
+    pub log: LogConfig,
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+}
+
+/// Result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+/// What a fetch gets back.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub data: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+struct State {
+    log: Option<Log>,
+    producers: ProducerStateTable,
+    config: PartitionConfig,
+}
+
+/// One partition replica (always the leader on a single node).
+pub struct Partition {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub index: i32,
+    pub leader_epoch: i32,
+    dir: PathBuf,
+    state: Mutex<State>,
+    high_watermark: watch::Sender<i64>,
+    durable: watch::Sender<(i64, u64)>,
+    syncing: AtomicBool,
+}
+
+/// The name of a partition's directory: `<topic>-<partition>`, as in Kafka.
+pub fn dir_name(topic: &str, index: i32) -> String {
+    format!("{topic}-{index}")
+}
+
+const PARTITION_METADATA: &str = "partition.metadata";
+
+/// Reads the topic id stored in a partition directory, if any.
+pub fn read_topic_id(dir: &Path) -> Option<Uuid> {
+    let text = std::fs::read_to_string(dir.join(PARTITION_METADATA)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("topic_id: "))
+        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+}
+
+impl Partition {
+    /// Opens (recovering if needed) the partition's log under `data_dir`.
+    pub fn open(
+        data_dir: &Path,
+        topic: &str,
+        topic_id: Uuid,
+        index: i32,
+        leader_epoch: i32,
+        config: PartitionConfig,
+    ) -> Result<Partition, PartitionError> {
+        let dir = data_dir.join(dir_name(topic, index));
+        let log = Log::open(&dir, config.log.clone())?;
+        let meta = format!("version: 0\ntopic_id: {topic_id}\n");
+        if read_topic_id(&dir) != Some(topic_id) {
+            std::fs::write(dir.join(PARTITION_METADATA), meta).map_err(|source| {
+                PartitionError::Sync {
+                    partition: dir_name(topic, index),
+                    source,
+                }
+            })?;
+        }
+        let producers = rebuild_producer_state(&log)?;
+        let leo = log.log_end_offset();
+        let (high_watermark, _) = watch::channel(leo);
+        let (durable, _) = watch::channel((leo, 0));
+        Ok(Partition {
+            topic: topic.to_string(),
+            topic_id,
+            index,
+            leader_epoch,
+            dir,
+            state: Mutex::new(State {
+                log: Some(log),
+                producers,
+                config,
+            }),
+            high_watermark,
+            durable,
+            syncing: AtomicBool::new(false),
+        })
+    }
+
+    pub fn name(&self) -> String {
+        dir_name(&self.topic, self.index)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a consistent log (appends are
+        // single writes); keep serving rather than poisoning the partition.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_log<T>(
+        &self,
+        f: impl FnOnce(&mut Log, &mut ProducerStateTable, &PartitionConfig) -> Result<T, PartitionError>,
+    ) -> Result<T, PartitionError> {
+        let mut st = self.lock();
+        let State {
+            log,
+            producers,
+            config,
+        } = &mut *st;
+        match log.as_mut() {
+            Some(log) => f(log, producers, config),
+            None => Err(PartitionError::Closed {
+                partition: self.name(),
+            }),
+        }
+    }
+
+    /// Validates and appends a produce payload (one or more record batches).
+    pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendResult, PartitionError> {
+        let max = self.lock().config.max_message_bytes;
+        let headers = validate_batches(records, max)?;
+        let mut buf = BytesMut::from(&records[..]);
+        let result = self.with_log(|log, producers, config| {
+            let ids: Vec<BatchIdentity> = headers.iter().map(identity).collect();
+            for (i, id) in ids.iter().enumerate() {
+                match producers.check(id) {
+                    SequenceCheck::Append => {}
+                    SequenceCheck::Duplicate {
+                        base_offset,
+                        last_offset,
+                    } if headers.len() == 1 => {
+                        let _ = i;
+                        return Ok(AppendResult {
+                            base_offset,
+                            last_offset,
+                            log_append_time: -1,
+                            log_start_offset: log.log_start_offset(),
+                        });
+                    }
+                    SequenceCheck::Duplicate { .. } | SequenceCheck::DuplicateSequence => {
+                        return Err(PartitionError::DuplicateSequence {
+                            producer_id: id.producer_id,
+                        })
+                    }
+                    SequenceCheck::OutOfOrder { expected, got } => {
+                        return Err(PartitionError::OutOfOrderSequence {
+                            producer_id: id.producer_id,
+                            expected,
+                            got,
+                        })
+                    }
+                    SequenceCheck::InvalidEpoch { current, got } => {
+                        return Err(PartitionError::InvalidProducerEpoch {
+                            producer_id: id.producer_id,
+                            current,
+                            got,
+                        })
+                    }
+                }
+            }
+            let info = log.append(
+                &mut buf,
+                &headers,
+                self.leader_epoch,
+                now_ms,
+                config.log_append_time,
+            )?;
+            let mut next = info.base_offset;
+            for (h, id) in headers.iter().zip(&ids) {
+                let last = next + h.last_offset_delta as i64;
+                producers.observe(id, next, last);
+                next = last + 1;
+            }
+            let leo = log.log_end_offset();
+            self.high_watermark.send_replace(leo);
+            Ok(AppendResult {
+                base_offset: info.base_offset,
+                last_offset: info.last_offset,
+                log_append_time: info.log_append_time,
+                log_start_offset: info.log_start_offset,
+            })
+        })?;
+        Ok(result)
+    }
+
+    /// Waits until everything below `offset` is on stable storage, sharing
+    /// one fsync among all appends that arrive while another runs.
+    pub async fn wait_durable(&self, offset: i64) -> Result<(), PartitionError> {
+        let mut rx = self.durable.subscribe();
+        loop {
+            if rx.borrow_and_update().0 >= offset {
+                return Ok(());
+            }
+            if !self.syncing.swap(true, Ordering::AcqRel) {
+                let res = self.sync_once().await;
+                // Clear the flag before publishing, so a waiter woken by the
+                // publication can start the next fsync.
+                self.syncing.store(false, Ordering::Release);
+                let end = res.as_ref().map(|e| *e).unwrap_or(i64::MIN);
+                self.durable.send_modify(|(d, generation)| {
+                    *d = (*d).max(end);
+                    *generation += 1;
+                });
+                res?;
+                continue;
+            }
+            // Another task's fsync is running; it publishes when done, and
+            // that may or may not cover `offset`: loop either way.
+            if rx.changed().await.is_err() {
+                return Err(PartitionError::Closed {
+                    partition: self.name(),
+                });
+            }
+        }
+    }
+
+    /// One fsync of the active segment, outside the lock; returns the offset
+    /// it made durable.
+    async fn sync_once(&self) -> Result<i64, PartitionError> {
+        let (file, end) = self.with_log(|log, _, _| Ok(log.sync_handle()))?;
+        let name = self.name();
+        let res = tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| PartitionError::Sync {
+                partition: name.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        res.map_err(|source| PartitionError::Sync {
+            partition: name,
+            source,
+        })?;
+        Ok(end)
+    }
+
+    /// Reads whole batches from `offset`, up to the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, PartitionError> {
+        self.with_log(|log, _, _| {
+            let hwm = *self.high_watermark.borrow();
+            let log_start = log.log_start_offset();
+            if offset < log_start || offset > hwm {
+                return Err(PartitionError::OffsetOutOfRange {
+                    offset,
+                    log_start,
+                    high_watermark: hwm,
+                });
+            }
+            let data = if offset == hwm {
+                Bytes::new()
+            } else {
+                log.read(offset, max_bytes, hwm)?.data
+            };
+            Ok(ReadResult {
+                data,
+                high_watermark: hwm,
+                log_start_offset: log_start,
+                log_end_offset: log.log_end_offset(),
+            })
+        })
+    }
+
+    /// Subscribes to high-watermark changes (fetch long-poll).
+    pub fn watch_high_watermark(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.with_log(|log, _, _| Ok(log.log_start_offset()))
+            .unwrap_or(0)
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.with_log(|log, _, _| Ok(log.log_end_offset()))
+            .unwrap_or(0)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.with_log(|log, _, _| Ok(log.size_bytes())).unwrap_or(0)
+    }
+
+    /// ListOffsets by timestamp: the first offset whose timestamp is at
+    /// least `ts`, with that timestamp.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, PartitionError> {
+        self.with_log(|log, _, _| {
+            let hwm = *self.high_watermark.borrow();
+            Ok(log
+                .offset_for_timestamp(ts)?
+                .filter(|(offset, _)| *offset < hwm))
+        })
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: (timestamp, offset) of the largest timestamp.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.with_log(|log, _, _| Ok(log.max_timestamp()))
+            .ok()
+            .flatten()
+    }
+
+    /// DeleteRecords: moves the log start to `offset` (-1: the high watermark).
+    pub fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
+        self.with_log(|log, _, _| {
+            let hwm = *self.high_watermark.borrow();
+            let target = if offset == -1 { hwm } else { offset };
+            if target < 0 || target > hwm {
+                return Err(PartitionError::OffsetOutOfRange {
+                    offset,
+                    log_start: log.log_start_offset(),
+                    high_watermark: hwm,
+                });
+            }
+            if target <= log.log_start_offset() {
+                return Ok(log.log_start_offset());
+            }
+            Ok(log.delete_records_before(target)?)
+        })
+    }
+
+    /// Applies a changed topic config.
+    pub fn set_config(&self, config: PartitionConfig) {
+        let mut st = self.lock();
+        if st.config != config {
+            if let Some(log) = st.log.as_mut() {
+                log.set_config(config.log.clone());
+            }
+            st.config = config;
+        }
+    }
+
+    /// Time-based housekeeping: retention (and rolling by segment.ms, which
+    /// the log does on its next append).
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
+        self.with_log(|log, _, _| Ok(log.apply_retention(now_ms)?))
+    }
+
+    /// Flushes and closes the log; later calls fail with `Closed`.
+    pub fn close(&self) -> Result<(), PartitionError> {
+        let log = self.lock().log.take();
+        match log {
+            Some(log) => Ok(log.close()?),
+            None => Ok(()),
+        }
+    }
+}
+
+fn identity(h: &BatchHeader) -> BatchIdentity {
+    BatchIdentity::new(
+        h.producer_id,
+        h.producer_epoch,
+        h.base_sequence,
+        h.last_offset_delta + 1,
+    )
+}
+
+/// Replays the batch headers of the log into a fresh producer table, so
+/// retries after a restart are still recognised as duplicates.
+fn rebuild_producer_state(log: &Log) -> Result<ProducerStateTable, PartitionError> {
+    let mut table = ProducerStateTable::new();
+    let end = log.log_end_offset();
+    let mut offset = log.log_start_offset();
+    while offset < end {
+        let slice = log.read(offset, 1 << 20, end)?;
+        if slice.data.is_empty() {
+            break;
+        }
+        let mut pos = 0;
+        let data = &slice.data[..];
+        let mut advanced = false;
+        while pos < data.len() {
+            let Ok(h) = BatchHeader::parse(&data[pos..]) else {
+                break;
+            };
+            let len = h.total_len();
+            if len == 0 || pos + len > data.len() {
+                break;
+            }
+            if h.producer_id >= 0 {
+                table.observe(&identity(&h), h.base_offset, h.last_offset());
+            }
+            offset = h.last_offset() + 1;
+            advanced = true;
+            pos += len;
+        }
+        if !advanced {
+            break;
+        }
+    }
+    Ok(table)
+}

@@ -1,0 +1,283 @@
+//! Idempotent-producer state of one partition.
+//!
+//! Overview: for every producer id that wrote to the partition we keep its
+//! epoch, the sequence of the last batch and the last few batches' sequence
+//! and offset ranges. A new batch is checked against it before the append:
+//! a retry of one of the cached batches is answered with the offsets it got
+//! the first time (nothing is appended again), an older sequence is a
+//! DUPLICATE_SEQUENCE_NUMBER, a gap is an OUT_OF_ORDER_SEQUENCE_NUMBER and an
+//! older epoch is INVALID_PRODUCER_EPOCH.
+//!
+//! Consistency: pure data, mutated only under the partition's lock, in append
+//! order.
+//!
+//! Crash safety: nothing is persisted here; the state is rebuilt at start by
+//! replaying the batch headers of the local log ([`ProducerStateTable::observe`]).
+
+use std::collections::{HashMap, VecDeque};
+
+/// How many recent batches per producer are kept for duplicate detection
+/// (Kafka allows 5 in-flight requests per idempotent producer).
+pub const CACHED_BATCHES: usize = 5;
+
+const NO_PRODUCER_ID: i64 = -1;
+
+/// One appended batch as far as idempotence is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchIdentity {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub last_sequence: i32,
+}
+
+impl BatchIdentity {
+    pub fn new(producer_id: i64, producer_epoch: i16, base_sequence: i32, count: i32) -> Self {
+        // Sequences wrap at i32::MAX like Kafka's.
+        let last = if count <= 0 {
+            base_sequence
+        } else {
+            ((base_sequence as i64 + count as i64 - 1) % (i32::MAX as i64 + 1)) as i32
+        };
+        BatchIdentity {
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            last_sequence: last,
+        }
+    }
+
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id != NO_PRODUCER_ID && self.base_sequence >= 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CachedBatch {
+    base_sequence: i32,
+    last_sequence: i32,
+    base_offset: i64,
+    last_offset: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ProducerEntry {
+    epoch: i16,
+    recent: VecDeque<CachedBatch>,
+}
+
+impl ProducerEntry {
+    fn last_sequence(&self) -> Option<i32> {
+        self.recent.back().map(|b| b.last_sequence)
+    }
+}
+
+/// The outcome of checking a batch before it is appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Append it.
+    Append,
+    /// Already appended: answer with these offsets, append nothing.
+    Duplicate { base_offset: i64, last_offset: i64 },
+    /// A sequence older than the cached batches.
+    DuplicateSequence,
+    /// A gap in the sequence.
+    OutOfOrder { expected: i32, got: i32 },
+    /// The producer has been fenced by a newer epoch.
+    InvalidEpoch { current: i16, got: i16 },
+}
+
+/// Producer states of one partition.
+#[derive(Debug, Default, Clone)]
+pub struct ProducerStateTable {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+fn next_sequence(seq: i32) -> i32 {
+    if seq == i32::MAX {
+        0
+    } else {
+        seq + 1
+    }
+}
+
+impl ProducerStateTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// Checks `batch` against the producer's state; does not change it.
+    pub fn check(&self, batch: &BatchIdentity) -> SequenceCheck {
+        if !batch.is_idempotent() {
+            return SequenceCheck::Append;
+        }
+        let Some(entry) = self.producers.get(&batch.producer_id) else {
+            // Unknown producer (new, or its state left the log): accept.
+            return SequenceCheck::Append;
+        };
+        if batch.producer_epoch < entry.epoch {
+            return SequenceCheck::InvalidEpoch {
+                current: entry.epoch,
+                got: batch.producer_epoch,
+            };
+        }
+        if batch.producer_epoch > entry.epoch {
+            // A bumped epoch restarts sequences at 0.
+            return if batch.base_sequence == 0 {
+                SequenceCheck::Append
+            } else {
+                SequenceCheck::OutOfOrder {
+                    expected: 0,
+                    got: batch.base_sequence,
+                }
+            };
+        }
+        if let Some(c) = entry.recent.iter().find(|c| {
+            c.base_sequence == batch.base_sequence && c.last_sequence == batch.last_sequence
+        }) {
+            return SequenceCheck::Duplicate {
+                base_offset: c.base_offset,
+                last_offset: c.last_offset,
+            };
+        }
+        let Some(last) = entry.last_sequence() else {
+            return SequenceCheck::Append;
+        };
+        let expected = next_sequence(last);
+        if batch.base_sequence == expected {
+            return SequenceCheck::Append;
+        }
+        // Not the next one: older than what we hold is a duplicate we can no
+        // longer answer with offsets; anything else is a gap.
+        let oldest = entry.recent.front().map(|c| c.base_sequence).unwrap_or(0);
+        if batch.base_sequence < expected
+            && batch.base_sequence >= 0
+            && batch.base_sequence < oldest
+            || (batch.base_sequence < expected && batch.last_sequence <= last)
+        {
+            SequenceCheck::DuplicateSequence
+        } else {
+            SequenceCheck::OutOfOrder {
+                expected,
+                got: batch.base_sequence,
+            }
+        }
+    }
+
+    /// Records an appended batch (after a successful append, and while
+    /// replaying the log at start).
+    pub fn observe(&mut self, batch: &BatchIdentity, base_offset: i64, last_offset: i64) {
+        if !batch.is_idempotent() {
+            return;
+        }
+        let entry = self.producers.entry(batch.producer_id).or_default();
+        if batch.producer_epoch != entry.epoch {
+            entry.epoch = batch.producer_epoch;
+            entry.recent.clear();
+        }
+        entry.recent.push_back(CachedBatch {
+            base_sequence: batch.base_sequence,
+            last_sequence: batch.last_sequence,
+            base_offset,
+            last_offset,
+        });
+        while entry.recent.len() > CACHED_BATCHES {
+            entry.recent.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(seq: i32, count: i32) -> BatchIdentity {
+        BatchIdentity::new(7, 0, seq, count)
+    }
+
+    #[test]
+    fn in_order_batches_append() {
+        let mut t = ProducerStateTable::new();
+        assert_eq!(t.check(&b(0, 5)), SequenceCheck::Append);
+        t.observe(&b(0, 5), 0, 4);
+        assert_eq!(t.check(&b(5, 5)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn retry_of_cached_batch_is_a_duplicate_with_offsets() {
+        let mut t = ProducerStateTable::new();
+        t.observe(&b(0, 5), 10, 14);
+        t.observe(&b(5, 5), 15, 19);
+        assert_eq!(
+            t.check(&b(0, 5)),
+            SequenceCheck::Duplicate {
+                base_offset: 10,
+                last_offset: 14
+            }
+        );
+    }
+
+    #[test]
+    fn gap_is_out_of_order() {
+        let mut t = ProducerStateTable::new();
+        t.observe(&b(0, 5), 0, 4);
+        assert_eq!(
+            t.check(&b(7, 1)),
+            SequenceCheck::OutOfOrder {
+                expected: 5,
+                got: 7
+            }
+        );
+    }
+
+    #[test]
+    fn old_sequence_beyond_cache_is_duplicate_sequence() {
+        let mut t = ProducerStateTable::new();
+        for i in 0..10 {
+            t.observe(&b(i, 1), i as i64, i as i64);
+        }
+        assert_eq!(t.check(&b(1, 1)), SequenceCheck::DuplicateSequence);
+    }
+
+    #[test]
+    fn older_epoch_is_fenced_and_new_epoch_restarts_at_zero() {
+        let mut t = ProducerStateTable::new();
+        t.observe(&BatchIdentity::new(7, 2, 0, 1), 0, 0);
+        assert_eq!(
+            t.check(&BatchIdentity::new(7, 1, 1, 1)),
+            SequenceCheck::InvalidEpoch { current: 2, got: 1 }
+        );
+        assert_eq!(
+            t.check(&BatchIdentity::new(7, 3, 0, 1)),
+            SequenceCheck::Append
+        );
+        assert!(matches!(
+            t.check(&BatchIdentity::new(7, 3, 4, 1)),
+            SequenceCheck::OutOfOrder { .. }
+        ));
+    }
+
+    #[test]
+    fn non_idempotent_batches_are_not_tracked() {
+        let mut t = ProducerStateTable::new();
+        let plain = BatchIdentity::new(-1, -1, -1, 3);
+        assert_eq!(t.check(&plain), SequenceCheck::Append);
+        t.observe(&plain, 0, 2);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn sequence_wraps() {
+        let mut t = ProducerStateTable::new();
+        t.observe(&b(i32::MAX, 1), 0, 0);
+        assert_eq!(t.check(&b(0, 1)), SequenceCheck::Append);
+    }
+}

@@ -1,0 +1,197 @@
+//! Broker start-up and shutdown.
+//!
+//! Start: bind the listeners (so port 0 resolves and both addresses are
+//! printed at once), serve the admin endpoints (not ready yet), open the
+//! metadata quorum, register this broker, probe the tier, recover every local
+//! partition, then accept Kafka connections and report ready.
+//!
+//! Shutdown (SIGTERM/SIGINT) is ordered and infallible: stop accepting and
+//! let in-flight requests finish (bounded), stop background tasks, flush and
+//! close every partition, stop raft.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::metadata::{BrokerInfo, Command, Metadata};
+use crate::server;
+
+/// Runs a broker until SIGTERM or SIGINT.
+pub async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        signal_token.cancel();
+    });
+    serve_until(config, shutdown).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs a broker until `shutdown` is cancelled.
+pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir. path={}", config.data_dir.display()))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot bind kafka listener. listen={}", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot bind admin listener. admin-listen={}",
+                config.admin_listen
+            )
+        })?;
+    let kafka_addr = listener.local_addr().context("kafka listener address")?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .context("admin listener address")?;
+    println!("kafka listener bound to {kafka_addr}");
+    println!("admin listener bound to {admin_addr}");
+    tracing::info!(%kafka_addr, %admin_addr, data_dir = %config.data_dir.display(), "strata starting");
+
+    let admin_state = server::admin::AdminState::default();
+    let admin_task = tokio::spawn(server::admin::run(
+        admin_listener,
+        admin_state.clone(),
+        shutdown.child_token(),
+    ));
+
+    let advertised = match &config.advertised_listener {
+        Some((h, p)) => (h.clone(), if *p == 0 { kafka_addr.port() } else { *p }),
+        None => {
+            let ip = kafka_addr.ip();
+            let host = if ip.is_unspecified() {
+                tracing::warn!("listening on an unspecified address; advertising 127.0.0.1 (set --advertised-listener)");
+                "127.0.0.1".to_string()
+            } else {
+                ip.to_string()
+            };
+            (host, kafka_addr.port())
+        }
+    };
+
+    let metadata = Metadata::open(
+        &config.data_dir.join("__cluster_metadata"),
+        config.node_id as u64,
+        kafka_addr.to_string(),
+    )
+    .await
+    .context("cannot open cluster metadata")?;
+    let me = BrokerInfo {
+        node_id: config.node_id,
+        host: advertised.0.clone(),
+        port: advertised.1 as i32,
+        rack: None,
+    };
+    if metadata.view().brokers.get(&config.node_id) != Some(&me) {
+        metadata
+            .propose(Command::RegisterBroker(me))
+            .await
+            .context("cannot register broker in metadata")?;
+    }
+
+    let tier = tiering::TierStore::from_url(&config.tier_url).context("invalid tier url")?;
+    tier.probe(&format!(
+        "node-{}-{}",
+        config.node_id,
+        uuid::Uuid::new_v4().simple()
+    ))
+    .await
+    .with_context(|| format!("tier is not usable. tier-url={}", config.tier_url))?;
+
+    let broker = Arc::new(Broker::new(config.clone(), metadata, tier, advertised));
+    admin_state.set_broker(broker.clone());
+    broker
+        .remove_orphan_dirs()
+        .context("cannot scan data dir")?;
+    broker.reconcile().await.context("cannot open partitions")?;
+    tracing::info!(
+        partitions = broker.all_partitions().len(),
+        "log recovery done"
+    );
+
+    let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(watch_metadata(broker.clone(), shutdown.child_token()));
+    tasks.spawn(retention_loop(broker.clone(), shutdown.child_token()));
+    let server_task = tokio::spawn(server::run(
+        broker.clone(),
+        listener,
+        shutdown.child_token(),
+    ));
+    broker.set_ready();
+    tracing::info!("strata ready");
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(15), server_task).await;
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+    let b = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || b.close_all()).await;
+    if let Err(e) = broker.metadata.shutdown().await {
+        tracing::warn!(error = %e, "metadata shutdown failed");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    tracing::info!("strata stopped");
+    Ok(())
+}
+
+/// Keeps local partitions in line with metadata changes.
+async fn watch_metadata(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let mut rx = broker.metadata.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if let Err(e) = broker.reconcile().await {
+                    tracing::warn!(error = %e, "reconcile after metadata change failed");
+                }
+            }
+        }
+    }
+}
+
+/// Applies retention every `log.retention.check.interval.ms`.
+async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let every = Duration::from_millis(broker.config.log_retention_check_interval_ms);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
+            }
+        }
+    }
+}

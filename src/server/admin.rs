@@ -1,0 +1,55 @@
+//! The admin HTTP listener: `/health` (the process is alive) and `/ready`
+//! (metadata loaded, logs recovered, Kafka listener up).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+
+/// Readiness as the admin endpoint reports it. Set once the broker is built.
+#[derive(Clone, Default)]
+pub struct AdminState {
+    broker: Arc<std::sync::OnceLock<Arc<Broker>>>,
+}
+
+impl AdminState {
+    pub fn set_broker(&self, broker: Arc<Broker>) {
+        let _ = self.broker.set(broker);
+    }
+
+    fn ready(&self) -> bool {
+        self.broker.get().map(|b| b.is_ready()).unwrap_or(false)
+    }
+}
+
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Serves the admin endpoints until `shutdown` is cancelled.
+pub async fn run(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "admin listener failed");
+    }
+}

@@ -1,0 +1,205 @@
+//! The admin surface: HTTP /health and /ready, topic administration through
+//! AdminClient, and the CLI flags / environment variables of `strata serve`.
+
+mod common;
+
+use common::clients::{self, TestRecord};
+use common::Broker;
+use rdkafka::types::RDKafkaErrorCode;
+
+#[test]
+fn health_and_ready() {
+    let broker = Broker::start();
+    let (code, body) = broker.admin_get("/health");
+    assert_eq!(code, 200, "/health: {body}");
+    // Ready may lag the "bound to" lines a little (metadata leader election).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (code, body) = broker.admin_get("/ready");
+        if code == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready still {code} after 10 s: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // And once ready, a client can use it at once.
+    clients::smoke(&broker.bootstrap());
+    broker.assert_no_error_logs();
+}
+
+#[test]
+fn create_list_describe_alter_topics() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let a = common::topic_name("admin-a");
+    let b = common::topic_name("admin-b");
+    clients::create_topic(&bs, &a, 6, &[]);
+    clients::create_topic(&bs, &b, 1, &[("retention.ms", "3600000")]);
+
+    // Listed through Metadata with the right partition counts.
+    let c = clients::consumer(&bs, &[]);
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&c, None, clients::OP_TIMEOUT).unwrap();
+    let names: Vec<&str> = md.topics().iter().map(|t| t.name()).collect();
+    assert!(
+        names.contains(&a.as_str()) && names.contains(&b.as_str()),
+        "topics: {names:?}"
+    );
+    assert_eq!(md.brokers().len(), 1, "one broker in metadata");
+    let port: i32 = bs.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(md.brokers()[0].port(), port, "advertised port");
+    drop(c);
+    assert_eq!(clients::partition_count(&bs, &a), Some(6));
+
+    // Creating it again fails with TOPIC_ALREADY_EXISTS.
+    assert_eq!(
+        clients::try_create_topic(&bs, &a, 3, &[]),
+        Err(RDKafkaErrorCode::TopicAlreadyExists)
+    );
+
+    // DescribeConfigs: the override set at creation, and defaults.
+    let cfg = clients::describe_topic_configs(&bs, &b);
+    let (v, src) = cfg.get("retention.ms").expect("retention.ms described");
+    assert_eq!(v.as_deref(), Some("3600000"));
+    assert!(
+        clients::is_topic_override(src),
+        "retention.ms source {src:?}"
+    );
+    let cfg = clients::describe_topic_configs(&bs, &a);
+    let (_, src) = cfg.get("retention.ms").expect("retention.ms described");
+    assert!(
+        !clients::is_topic_override(src),
+        "default retention.ms has source {src:?}"
+    );
+    for key in ["cleanup.policy", "max.message.bytes", "segment.bytes"] {
+        assert!(
+            cfg.contains_key(key),
+            "{key} not described; got {:?}",
+            cfg.keys()
+        );
+    }
+
+    // AlterConfigs then DescribeConfigs.
+    clients::alter_topic_configs(&bs, &a, &[("retention.ms", "86400000")]);
+    let cfg = clients::describe_topic_configs(&bs, &a);
+    let (v, src) = cfg.get("retention.ms").unwrap();
+    assert_eq!(v.as_deref(), Some("86400000"));
+    assert!(
+        clients::is_topic_override(src),
+        "altered retention.ms source {src:?}"
+    );
+    broker.assert_no_error_logs();
+}
+
+#[test]
+fn auto_create_uses_num_partitions_flag() {
+    let broker = Broker::builder().args(["--num-partitions", "3"]).start();
+    let bs = broker.bootstrap();
+    let topic = common::topic_name("auto");
+    // Producing to a topic that does not exist creates it (default
+    // auto.create.topics.enable=true).
+    let at = clients::produce(&bs, &topic, &[TestRecord::value("hello").in_partition(2)]);
+    assert_eq!(at, vec![(2, 0)]);
+    assert_eq!(clients::partition_count(&bs, &topic), Some(3));
+    broker.assert_no_error_logs();
+}
+
+#[test]
+fn settings_from_environment() {
+    let broker = Broker::builder()
+        .env("STRATA_NUM_PARTITIONS", "5")
+        .env("STRATA_AUTO_CREATE_TOPICS", "true")
+        .start();
+    let bs = broker.bootstrap();
+    let topic = common::topic_name("env");
+    clients::produce(&bs, &topic, &[TestRecord::value("hello")]);
+    assert_eq!(clients::partition_count(&bs, &topic), Some(5));
+    broker.assert_no_error_logs();
+}
+
+#[test]
+fn invalid_flag_value_fails_at_start_naming_the_key() {
+    let out = std::process::Command::new(common::strata_bin())
+        .args(["serve", "--num-partitions", "not-a-number"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .current_dir(tempfile::tempdir().unwrap().path())
+        .output()
+        .expect("run strata");
+    assert!(
+        !out.status.success(),
+        "strata accepted --num-partitions not-a-number"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("num-partitions"),
+        "error does not name the key: {stderr}"
+    );
+}
+
+#[test]
+fn advertised_listener_is_what_metadata_returns() {
+    let broker = Broker::builder()
+        .args(["--advertised-listener", "localhost:19092", "--node-id", "7"])
+        .start();
+    let c = clients::consumer(&broker.bootstrap(), &[]);
+    // Only the bootstrap connection is used for this one request.
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&c, None, clients::OP_TIMEOUT).unwrap();
+    let brokers: Vec<(i32, String, i32)> = md
+        .brokers()
+        .iter()
+        .map(|b| (b.id(), b.host().to_owned(), b.port()))
+        .collect();
+    assert_eq!(brokers, vec![(7, "localhost".to_owned(), 19092)]);
+    drop(c);
+    broker.assert_no_error_logs();
+}
+
+#[test]
+fn config_file_env_and_flag_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("strata.toml");
+    std::fs::write(&file, "num-partitions = 4\nauto-create-topics = true\n").unwrap();
+    let file = file.to_str().unwrap().to_owned();
+
+    // The file alone.
+    let broker = Broker::builder().args(["--config", &file]).start();
+    let topic = common::topic_name("toml");
+    clients::produce(&broker.bootstrap(), &topic, &[TestRecord::value("x")]);
+    assert_eq!(
+        clients::partition_count(&broker.bootstrap(), &topic),
+        Some(4),
+        "from the file"
+    );
+    broker.assert_no_error_logs();
+    drop(broker);
+
+    // The environment beats the file.
+    let broker = Broker::builder()
+        .args(["--config", &file])
+        .env("STRATA_NUM_PARTITIONS", "2")
+        .start();
+    let topic = common::topic_name("toml-env");
+    clients::produce(&broker.bootstrap(), &topic, &[TestRecord::value("x")]);
+    assert_eq!(
+        clients::partition_count(&broker.bootstrap(), &topic),
+        Some(2),
+        "env over file"
+    );
+    drop(broker);
+
+    // A flag beats both.
+    let broker = Broker::builder()
+        .args(["--config", &file, "--num-partitions", "3"])
+        .env("STRATA_NUM_PARTITIONS", "2")
+        .start();
+    let topic = common::topic_name("toml-flag");
+    clients::produce(&broker.bootstrap(), &topic, &[TestRecord::value("x")]);
+    assert_eq!(
+        clients::partition_count(&broker.bootstrap(), &topic),
+        Some(3),
+        "flag over env"
+    );
+    broker.assert_no_error_logs();
+}

@@ -1,0 +1,307 @@
+//! Bad network input over a raw TcpStream: the broker answers with Kafka's
+//! error codes or closes the connection, never dies, and keeps serving
+//! well-behaved clients afterwards.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::clients::{self, TestRecord};
+use common::raw::{self, RawConn, XorShift};
+use common::Broker;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::records::Compression;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+const CLOSE_WITHIN: Duration = Duration::from_secs(10);
+
+/// After a bad request: the process lives, a fresh rdkafka client produces
+/// and consumes, and nothing was logged at ERROR.
+fn assert_still_serving(broker: &mut Broker) {
+    broker.assert_running();
+    clients::smoke(&broker.bootstrap());
+    broker.assert_running();
+    broker.assert_no_error_logs();
+}
+
+fn api_versions_frame(conn: &mut RawConn, version: i16, header_version: i16) -> (Vec<u8>, i32) {
+    let req = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("strata-it"))
+        .with_client_software_version(StrBytes::from_static_str("0.1"));
+    let (buf, corr) = conn.encode_request(ApiKey::ApiVersions, version, header_version, &req, 3);
+    (buf.to_vec(), corr)
+}
+
+#[test]
+fn random_bytes() {
+    let mut broker = Broker::start();
+    let bs = broker.bootstrap();
+
+    // Unframed garbage, then EOF.
+    let mut rng = XorShift::new(0x5eed);
+    let mut c = RawConn::connect(&bs);
+    let _ = c.write_raw(&rng.bytes(64 * 1024));
+    c.shutdown_write();
+    c.wait_closed(CLOSE_WITHIN)
+        .unwrap_or_else(|e| panic!("unframed random bytes + EOF: {e}"));
+
+    // A well-framed request with an API key that does not exist.
+    let mut c = RawConn::connect(&bs);
+    let mut body = vec![0x7f, 0xff, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+    body.extend(rng.bytes(500));
+    let _ = c.write_frame(&body);
+    c.wait_closed(CLOSE_WITHIN)
+        .unwrap_or_else(|e| panic!("unknown api key 32767: {e}"));
+
+    // Well-framed garbage bodies for real API keys and random versions:
+    // an error response or a close are both fine; the broker must survive.
+    for seed in 1..=40u64 {
+        let mut rng = XorShift::new(seed);
+        let mut body = rng.bytes(64 + (seed as usize * 37) % 2000);
+        let key = (seed % 70) as i16;
+        body[0..2].copy_from_slice(&key.to_be_bytes());
+        let mut c = RawConn::connect(&bs);
+        let _ = c.write_frame(&body);
+        let _ = c.wait_closed(Duration::from_millis(300));
+    }
+    assert_still_serving(&mut broker);
+}
+
+#[test]
+fn truncated_frame_then_close() {
+    let mut broker = Broker::start();
+    let bs = broker.bootstrap();
+
+    // Length prefix and half of a valid ApiVersions body, then EOF.
+    let mut c = RawConn::connect(&bs);
+    let (body, _) = api_versions_frame(&mut c, 3, 2);
+    let mut bytes = (body.len() as i32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&body[..body.len() / 2]);
+    c.write_raw(&bytes).unwrap();
+    c.shutdown_write();
+    c.wait_closed(CLOSE_WITHIN)
+        .unwrap_or_else(|e| panic!("half a frame + EOF: {e}"));
+
+    // Half a length prefix, then EOF.
+    let mut c = RawConn::connect(&bs);
+    c.write_raw(&[0, 0]).unwrap();
+    c.shutdown_write();
+    c.wait_closed(CLOSE_WITHIN)
+        .unwrap_or_else(|e| panic!("half a length prefix + EOF: {e}"));
+
+    // Half a frame, then drop the socket without a FIN handshake on our side.
+    let mut c = RawConn::connect(&bs);
+    c.write_raw(&bytes).unwrap();
+    drop(c);
+    assert_still_serving(&mut broker);
+}
+
+#[test]
+fn oversized_or_negative_frame_length_closes_connection() {
+    let mut broker = Broker::start();
+    let bs = broker.bootstrap();
+    for len in [200 << 20, (100 << 20) + 1, i32::MAX, -1, i32::MIN] {
+        let mut c = RawConn::connect(&bs);
+        let mut bytes = len.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0u8; 1024]);
+        let _ = c.write_raw(&bytes);
+        c.wait_closed(CLOSE_WITHIN)
+            .unwrap_or_else(|e| panic!("frame length {len}: {e}"));
+    }
+    assert_still_serving(&mut broker);
+}
+
+#[test]
+fn api_versions_unknown_version_gets_v0_error_layout() {
+    let mut broker = Broker::start();
+    let bs = broker.bootstrap();
+    let mut c = RawConn::connect(&bs);
+    // A client from the future: ApiVersions v99 with a flexible (v2) header.
+    let (body, corr) = api_versions_frame(&mut c, 99, 2);
+    c.write_frame(&body).unwrap();
+    let mut frame = c.read_frame().expect("a response to ApiVersions v99");
+    let header = ResponseHeader::decode(&mut frame, 0).expect("v0 response header");
+    assert_eq!(header.correlation_id, corr);
+    let resp = ApiVersionsResponse::decode(&mut frame, 0)
+        .unwrap_or_else(|e| panic!("ApiVersions v99 response is not in the v0 layout: {e}"));
+    assert!(
+        frame.is_empty(),
+        "ApiVersions v99 response has {} bytes after the v0 body (not the v0 layout)",
+        frame.len()
+    );
+    assert_eq!(
+        resp.error_code,
+        raw::ERR_UNSUPPORTED_VERSION,
+        "error code for v99"
+    );
+    let av = resp
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::ApiVersions as i16)
+        .unwrap_or_else(|| panic!("v99 error response lists no ApiVersions range: {resp:?}"));
+    assert!(
+        av.min_version <= 3 && av.max_version >= 3,
+        "ApiVersions range {av:?}"
+    );
+
+    // As KIP-511 clients do, retry on the same connection with v3.
+    let resp = c.api_versions();
+    assert_eq!(resp.error_code, 0, "ApiVersions v3 after the v99 attempt");
+    assert_still_serving(&mut broker);
+}
+
+#[test]
+fn api_versions_v3_advertises_consistent_ranges() {
+    let mut broker = Broker::start();
+    let mut c = RawConn::connect(&broker.bootstrap());
+    let resp = c.api_versions();
+    assert_eq!(resp.error_code, 0);
+    for k in &resp.api_keys {
+        assert!(k.min_version <= k.max_version, "bad range {k:?}");
+    }
+    let get = |key: ApiKey| {
+        resp.api_keys
+            .iter()
+            .find(|k| k.api_key == key as i16)
+            .unwrap_or_else(|| panic!("{key:?} not advertised"))
+    };
+    // DESIGN.md: Produce is reported from v0 (like Kafka 4.0, for old
+    // librdkafka's compression), ApiVersions up to v3 at least.
+    assert_eq!(get(ApiKey::Produce).min_version, 0, "Produce min version");
+    assert!(get(ApiKey::Produce).max_version >= 9, "Produce max version");
+    assert!(get(ApiKey::ApiVersions).max_version >= 3);
+    assert!(get(ApiKey::Metadata).max_version >= 12);
+    assert!(get(ApiKey::Fetch).max_version >= 12);
+    assert_still_serving(&mut broker);
+}
+
+#[test]
+fn produce_with_bad_crc_gets_corrupt_message() {
+    let mut broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = common::topic_name("bad-crc");
+    clients::create_topic(&bs, &topic, 1, &[]);
+    let mut c = RawConn::connect(&bs);
+    let v = c.produce_version();
+    let ts = clients::now_ms();
+    let records = [
+        raw::record(0, Some(b"k0"), Some(b"valid record"), ts),
+        raw::record(1, Some(b"k1"), Some(b"another valid record"), ts),
+    ];
+    let good = raw::batch(&records, Compression::None);
+
+    // The same encoding unchanged is accepted (so the request itself is right).
+    let (err, base) = c.produce(v, &topic, 0, good.clone(), -1);
+    assert_eq!((err, base), (raw::ERR_NONE, 0), "valid batch, Produce v{v}");
+
+    // Flip one byte of the last record's value: the CRC-32C no longer matches.
+    let mut bad = good.to_vec();
+    let n = bad.len();
+    bad[n - 3] ^= 0x55;
+    let (err, _) = c.produce(v, &topic, 0, Bytes::from(bad), -1);
+    assert_eq!(
+        err,
+        raw::ERR_CORRUPT_MESSAGE,
+        "batch with a wrong CRC, Produce v{v}"
+    );
+
+    // And a wrong CRC field itself.
+    let mut bad = good.to_vec();
+    bad[17] ^= 0x01;
+    let (err, _) = c.produce(v, &topic, 0, Bytes::from(bad), 1);
+    assert_eq!(
+        err,
+        raw::ERR_CORRUPT_MESSAGE,
+        "batch with a flipped CRC field"
+    );
+
+    // Nothing of the bad batches was stored.
+    assert_eq!(clients::watermarks(&bs, &topic, 0), (0, 2));
+    let got = clients::consume_ranges(&bs, &topic, &[(0, 0, 2)], clients::OP_TIMEOUT);
+    assert_eq!(
+        got[1].record.value.as_deref(),
+        Some(&b"another valid record"[..])
+    );
+    assert_still_serving(&mut broker);
+}
+
+#[test]
+fn record_larger_than_max_message_bytes_is_rejected() {
+    let mut broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = common::topic_name("too-large");
+    clients::create_topic(&bs, &topic, 1, &[("max.message.bytes", "10000")]);
+
+    let mut c = RawConn::connect(&bs);
+    let v = c.produce_version();
+    let ts = clients::now_ms();
+    let big = vec![b'x'; 20_000];
+    let batch = raw::batch(&[raw::record(0, None, Some(&big), ts)], Compression::None);
+    let (err, _) = c.produce(v, &topic, 0, batch, -1);
+    assert_eq!(
+        err,
+        raw::ERR_MESSAGE_TOO_LARGE,
+        "20 kB batch, max.message.bytes=10000"
+    );
+
+    let small = vec![b'y'; 5_000];
+    let batch = raw::batch(&[raw::record(0, None, Some(&small), ts)], Compression::None);
+    let (err, base) = c.produce(v, &topic, 0, batch, -1);
+    assert_eq!(
+        (err, base),
+        (raw::ERR_NONE, 0),
+        "5 kB batch under the limit"
+    );
+
+    // librdkafka surfaces the same error to the application.
+    let p = clients::producer(&bs, &[("message.timeout.ms", "10000")]);
+    let f = clients::enqueue(&p, &topic, &TestRecord::value(big.clone()));
+    match clients::await_delivery(f) {
+        Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {}
+        other => panic!("rdkafka produce of 20 kB to max.message.bytes=10000: {other:?}"),
+    }
+    drop(p);
+    assert_eq!(clients::watermarks(&bs, &topic, 0), (0, 1));
+    assert_still_serving(&mut broker);
+}
+
+#[test]
+fn unknown_topic_without_auto_create() {
+    let mut broker = Broker::builder()
+        .args(["--auto-create-topics", "false"])
+        .start();
+    let bs = broker.bootstrap();
+    let topic = common::topic_name("nope");
+
+    // Metadata with allow_auto_topic_creation=true must not create it either.
+    let c = clients::consumer(&bs, &[("allow.auto.create.topics", "true")]);
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&c, Some(&topic), clients::OP_TIMEOUT)
+        .expect("metadata");
+    let t = md.topics().iter().find(|t| t.name() == topic);
+    assert!(
+        t.is_none_or(|t| t.error().is_some()),
+        "topic {topic} was auto-created despite --auto-create-topics false"
+    );
+    drop(c);
+
+    let mut raw_conn = RawConn::connect(&bs);
+    let v = raw_conn.produce_version();
+    let batch = raw::batch(
+        &[raw::record(0, None, Some(b"to nowhere"), clients::now_ms())],
+        Compression::None,
+    );
+    let (err, _) = raw_conn.produce(v, &topic, 0, batch, -1);
+    assert_eq!(
+        err,
+        raw::ERR_UNKNOWN_TOPIC_OR_PARTITION,
+        "produce to unknown topic"
+    );
+    assert_eq!(
+        clients::partition_count(&bs, &topic),
+        None,
+        "topic exists after produce"
+    );
+    assert_still_serving(&mut broker);
+}

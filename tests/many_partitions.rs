@@ -1,0 +1,84 @@
+//! One topic with 1,000 partitions: created, produced to, consumed.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::clients::{self, TestRecord};
+use common::Broker;
+
+const PARTITIONS: i32 = 1_000;
+const PER_PARTITION: i64 = 3;
+
+#[test]
+fn thousand_partitions() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = common::topic_name("wide");
+    clients::create_topic(&bs, &topic, PARTITIONS, &[]);
+
+    let c = clients::consumer(&bs, &[]);
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&c, Some(&topic), clients::OP_TIMEOUT)
+        .expect("metadata");
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .expect("topic in metadata");
+    assert_eq!(t.partitions().len(), PARTITIONS as usize);
+    for p in t.partitions() {
+        assert!(
+            p.error().is_none(),
+            "partition {} error {:?}",
+            p.id(),
+            p.error()
+        );
+        assert!(p.leader() >= 0, "partition {} has no leader", p.id());
+    }
+    drop(c);
+
+    let ts = clients::now_ms() - 10_000;
+    let records: Vec<TestRecord> = (0..PARTITIONS)
+        .flat_map(|p| {
+            (0..PER_PARTITION).map(move |i| {
+                TestRecord::keyed(format!("p{p}"), format!("partition {p} record {i}"))
+                    .in_partition(p)
+                    .at(ts + i)
+            })
+        })
+        .collect();
+    let at = clients::produce(&bs, &topic, &records);
+    let mut expected: HashMap<(i32, i64), &TestRecord> = HashMap::new();
+    for (r, (p, o)) in records.iter().zip(&at) {
+        assert_eq!(Some(*p), r.partition);
+        assert!((0..PER_PARTITION).contains(o), "partition {p}: offset {o}");
+        expected.insert((*p, *o), r);
+    }
+
+    let ranges: Vec<(i32, i64, i64)> = (0..PARTITIONS).map(|p| (p, 0, PER_PARTITION)).collect();
+    let got = clients::consume_ranges(&bs, &topic, &ranges, Duration::from_secs(120));
+    assert_eq!(got.len(), records.len());
+    for c in &got {
+        expected[&(c.partition, c.offset)]
+            .matches(c)
+            .unwrap_or_else(|e| panic!("{}/{}: {e}", c.partition, c.offset));
+    }
+
+    // Kafka's layout: one directory per partition.
+    let dirs = std::fs::read_dir(broker.data_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(&format!("{topic}-")))
+                .is_some_and(|p| p.parse::<i32>().is_ok())
+        })
+        .count();
+    assert_eq!(
+        dirs, PARTITIONS as usize,
+        "partition directories in the data dir"
+    );
+    broker.assert_no_error_logs();
+}

@@ -1,0 +1,358 @@
+//! Produce and fetch with a real client (rdkafka / librdkafka 2.12):
+//! byte-identical round trips in every codec, per-key order across
+//! partitions, replay from an offset and from a timestamp.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::clients::{self, Consumed, TestRecord};
+use common::segments;
+use common::Broker;
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+
+const RECORDS: usize = 100_000;
+const PARTITIONS: i32 = 16;
+const KEYS: usize = 1_000;
+
+/// Record `i` of the codec test: its key's sequence number is `i / KEYS`.
+fn codec_record(i: usize, base_ts: i64) -> TestRecord {
+    let key = format!("key-{:04}", i % KEYS);
+    let seq = i / KEYS;
+    let value = if i % 997 == 0 {
+        None // a tombstone now and then
+    } else {
+        let mut v = format!("id={i} key={key} seq={seq} ").into_bytes();
+        // Binary filler of varying length, some of it incompressible-ish.
+        let len = (i * 7919) % 300;
+        v.extend((0..len).map(|j| ((i * 31 + j * j * 7) % 251) as u8));
+        Some(v)
+    };
+    let mut headers = vec![
+        ("id".to_owned(), Some(i.to_string().into_bytes())),
+        ("seq".to_owned(), Some(seq.to_string().into_bytes())),
+    ];
+    if i % 3 == 0 {
+        headers.push(("null-header".to_owned(), None));
+    }
+    if i % 5 == 0 {
+        headers.push((
+            "bin".to_owned(),
+            Some(vec![0, 255, 1, 254, (i % 256) as u8]),
+        ));
+        headers.push(("empty".to_owned(), Some(Vec::new())));
+    }
+    TestRecord {
+        key: Some(key.into_bytes()),
+        value,
+        headers,
+        timestamp: Some(base_ts + i as i64),
+        partition: None,
+    }
+}
+
+fn header_usize(c: &Consumed, name: &str) -> usize {
+    let v = c
+        .record
+        .headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.as_ref())
+        .unwrap_or_else(|| {
+            panic!(
+                "partition {} offset {}: no {name:?} header in {:?}",
+                c.partition, c.offset, c.record.headers
+            )
+        });
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "partition {} offset {}: bad {name:?} header {v:?}",
+                c.partition, c.offset
+            )
+        })
+}
+
+fn codec_roundtrip(codec: &str) {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = common::topic_name(&format!("codec-{codec}"));
+    clients::create_topic(&bs, &topic, PARTITIONS, &[]);
+
+    let base_ts = clients::now_ms() - 3_600_000;
+    let records: Vec<TestRecord> = (0..RECORDS).map(|i| codec_record(i, base_ts)).collect();
+    let producer = clients::producer(
+        &bs,
+        &[
+            ("compression.type", codec),
+            ("linger.ms", "20"),
+            ("acks", "all"),
+        ],
+    );
+    let delivered = clients::produce_all(&producer, &topic, &records);
+
+    // Consume every partition from offset 0 up to its high watermark.
+    let got = clients::consume_all(&bs, &topic, PARTITIONS, Duration::from_secs(240));
+    assert_eq!(
+        got.len(),
+        RECORDS,
+        "consumed {} of {RECORDS} records",
+        got.len()
+    );
+
+    let mut seen = vec![false; RECORDS];
+    let mut last_seq: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut key_partition: HashMap<Vec<u8>, i32> = HashMap::new();
+    let mut next_offset: HashMap<i32, i64> = HashMap::new();
+    for c in &got {
+        let id = header_usize(c, "id");
+        assert!(
+            id < RECORDS,
+            "partition {} offset {}: id {id} out of range",
+            c.partition,
+            c.offset
+        );
+        assert!(
+            !seen[id],
+            "record id {id} consumed twice (partition {} offset {})",
+            c.partition, c.offset
+        );
+        seen[id] = true;
+        records[id].matches(c).unwrap_or_else(|e| {
+            panic!(
+                "{codec}: record id {id} at {}/{}: {e}",
+                c.partition, c.offset
+            )
+        });
+        assert_eq!(
+            delivered[id],
+            (c.partition, c.offset),
+            "record id {id}: delivery report vs consumed position"
+        );
+        // Offsets within a partition are dense.
+        let n = next_offset.entry(c.partition).or_insert(0);
+        assert_eq!(c.offset, *n, "partition {}: offset gap", c.partition);
+        *n += 1;
+        // Per-key order and a key's single partition.
+        let key = c.record.key.clone().expect("keyed record");
+        let seq = header_usize(c, "seq");
+        if let Some(prev) = last_seq.insert(key.clone(), seq) {
+            assert!(
+                seq > prev,
+                "key {:?}: seq {seq} after {prev} in partition {}",
+                String::from_utf8_lossy(&key),
+                c.partition
+            );
+        }
+        let p = *key_partition.entry(key.clone()).or_insert(c.partition);
+        assert_eq!(
+            p,
+            c.partition,
+            "key {:?} in two partitions",
+            String::from_utf8_lossy(&key)
+        );
+    }
+    assert!(seen.iter().all(|s| *s), "some records missing");
+    let used: HashSet<i32> = key_partition.values().copied().collect();
+    assert!(
+        used.len() > 8,
+        "1000 keys landed in only {} of 16 partitions",
+        used.len()
+    );
+
+    // The broker stores batches as they came: compressed on disk.
+    let want = match codec {
+        "none" => 0,
+        "gzip" => 1,
+        "snappy" => 2,
+        "lz4" => 3,
+        "zstd" => 4,
+        other => panic!("unknown codec {other}"),
+    };
+    for p in 0..PARTITIONS {
+        for b in segments::partition_batches(broker.data_dir(), &topic, p) {
+            assert_eq!(
+                b.magic, 2,
+                "partition {p}: batch at {} not magic v2",
+                b.position
+            );
+            assert_eq!(
+                b.compression(),
+                want,
+                "partition {p}: batch at offset {} stored with codec {} instead of {want} ({codec})",
+                b.base_offset,
+                b.compression()
+            );
+        }
+    }
+    broker.assert_no_error_logs();
+}
+
+#[test]
+fn roundtrip_100k_none() {
+    codec_roundtrip("none");
+}
+
+#[test]
+fn roundtrip_100k_gzip() {
+    codec_roundtrip("gzip");
+}
+
+#[test]
+fn roundtrip_100k_snappy() {
+    codec_roundtrip("snappy");
+}
+
+#[test]
+fn roundtrip_100k_lz4() {
+    codec_roundtrip("lz4");
+}
+
+#[test]
+fn roundtrip_100k_zstd() {
+    codec_roundtrip("zstd");
+}
+
+/// Three partitions of 100 records each; record `i` of a partition has
+/// timestamp `base + i * 1000`.
+fn replay_fixture(bs: &str, topic: &str, base_ts: i64) -> Vec<Vec<TestRecord>> {
+    clients::create_topic(bs, topic, 3, &[]);
+    let per_partition: Vec<Vec<TestRecord>> = (0..3)
+        .map(|p| {
+            (0..100)
+                .map(|i| {
+                    TestRecord::keyed(format!("p{p}-k{i}"), format!("p{p} record {i}"))
+                        .in_partition(p)
+                        .at(base_ts + i * 1000)
+                })
+                .collect()
+        })
+        .collect();
+    let all: Vec<TestRecord> = per_partition.iter().flatten().cloned().collect();
+    let at = clients::produce(bs, topic, &all);
+    for (r, (p, o)) in all.iter().zip(&at) {
+        assert_eq!(Some(*p), r.partition);
+        let i = (r.timestamp.unwrap() - base_ts) / 1000;
+        assert_eq!(*o, i, "partition {p}: record {i} got offset {o}");
+    }
+    per_partition
+}
+
+#[test]
+fn replay_from_offset() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = common::topic_name("replay-offset");
+    let base_ts = clients::now_ms() - 600_000;
+    let data = replay_fixture(&bs, &topic, base_ts);
+
+    for (p, start) in [(0, 0), (1, 37), (2, 99)] {
+        let got = clients::consume_ranges(&bs, &topic, &[(p, start, 100)], clients::OP_TIMEOUT);
+        assert_eq!(
+            got.len(),
+            (100 - start) as usize,
+            "partition {p} from {start}"
+        );
+        for (k, c) in got.iter().enumerate() {
+            let i = start as usize + k;
+            assert_eq!(c.offset, i as i64);
+            data[p as usize][i]
+                .matches(c)
+                .unwrap_or_else(|e| panic!("partition {p} offset {i}: {e}"));
+        }
+    }
+
+    // Replaying the same range twice gives the same records.
+    let a = clients::consume_ranges(&bs, &topic, &[(1, 10, 20)], clients::OP_TIMEOUT);
+    let b = clients::consume_ranges(&bs, &topic, &[(1, 10, 20)], clients::OP_TIMEOUT);
+    let strip = |v: &[Consumed]| {
+        v.iter()
+            .map(|c| (c.offset, c.record.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&a), strip(&b));
+
+    // Offset::OffsetTail(5) -> ListOffsets(latest) - 5.
+    let c = clients::consumer(&bs, &[]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 2, Offset::OffsetTail(5))
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let first = match c.poll(clients::OP_TIMEOUT) {
+        Some(Ok(m)) => Consumed::from_message(&m),
+        Some(Err(e)) => panic!("tail read: {e}"),
+        None => panic!("tail read: nothing within {:?}", clients::OP_TIMEOUT),
+    };
+    assert_eq!(
+        first.offset, 95,
+        "OffsetTail(5) started at {}",
+        first.offset
+    );
+    drop(c);
+
+    // Earliest / latest.
+    for p in 0..3 {
+        assert_eq!(clients::watermarks(&bs, &topic, p), (0, 100));
+    }
+    broker.assert_no_error_logs();
+}
+
+#[test]
+fn replay_from_timestamp() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = common::topic_name("replay-ts");
+    let base_ts = clients::now_ms() - 600_000;
+    let data = replay_fixture(&bs, &topic, base_ts);
+
+    let c = clients::consumer(&bs, &[]);
+    let cases: [(i32, i64, Offset); 6] = [
+        (0, base_ts - 1_000_000, Offset::Offset(0)),
+        (0, base_ts, Offset::Offset(0)),
+        (1, base_ts + 50_000, Offset::Offset(50)),
+        (1, base_ts + 49_500, Offset::Offset(50)),
+        (2, base_ts + 99_000, Offset::Offset(99)),
+        (2, base_ts + 99_001, Offset::End),
+    ];
+    for (p, ts, want) in cases {
+        let mut one = TopicPartitionList::new();
+        one.add_partition_offset(&topic, p, Offset::Offset(ts))
+            .unwrap();
+        let res = c
+            .offsets_for_times(one, clients::OP_TIMEOUT)
+            .unwrap_or_else(|e| panic!("offsets_for_times({p}, {ts}): {e}"));
+        let e = res.find_partition(&topic, p).expect("partition in result");
+        e.error()
+            .unwrap_or_else(|err| panic!("offsets_for_times({p}, {ts}): {err}"));
+        assert_eq!(
+            e.offset(),
+            want,
+            "offsets_for_times(partition {p}, base + {} ms)",
+            ts - base_ts
+        );
+    }
+
+    // Replay partition 1 from the offset found for base + 50 s.
+    let mut one = TopicPartitionList::new();
+    one.add_partition_offset(&topic, 1, Offset::Offset(base_ts + 50_000))
+        .unwrap();
+    let res = c.offsets_for_times(one, clients::OP_TIMEOUT).unwrap();
+    let start = match res.find_partition(&topic, 1).unwrap().offset() {
+        Offset::Offset(o) => o,
+        other => panic!("offsets_for_times gave {other:?}"),
+    };
+    let got = clients::consume_ranges_with(&c, &topic, &[(1, start, 100)], clients::OP_TIMEOUT);
+    assert_eq!(got.len(), 50);
+    for c in &got {
+        let i = c.offset as usize;
+        data[1][i]
+            .matches(c)
+            .unwrap_or_else(|e| panic!("offset {i}: {e}"));
+        assert!(c.record.timestamp.unwrap() >= base_ts + 50_000);
+    }
+    broker.assert_no_error_logs();
+}

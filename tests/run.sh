@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The one test command: lint, build, Rust tests (unit + integration), Python
+# client tests. Installs what it needs (kcat, a Python venv, cargo-nextest)
+# when missing. Works in a fresh clone, with CI=true and no stdin.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export DEBIAN_FRONTEND=noninteractive
+
+step() { printf '\n==> %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# 1. Lints first: fail fast.
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# 2. Tools.
+if ! command -v kcat >/dev/null 2>&1; then
+  step "installing kcat"
+  $SUDO apt-get update -q </dev/null
+  $SUDO apt-get install -y -q kcat </dev/null
+fi
+command -v kcat >/dev/null 2>&1 || { echo "kcat is still missing after apt-get install" >&2; exit 1; }
+
+REQ="tests/python/requirements.txt"
+STAMP=".venv/.requirements.sha256"
+want_hash="$(sha256sum "$REQ" | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want_hash" ]; then
+  step "creating .venv from $REQ"
+  if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+  .venv/bin/pip install --quiet --disable-pip-version-check -r "$REQ" </dev/null
+  echo "$want_hash" > "$STAMP"
+fi
+
+USE_NEXTEST=1
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "installing cargo-nextest"
+  if ! cargo install cargo-nextest --locked </dev/null; then
+    echo "cargo-nextest could not be installed; falling back to cargo test" >&2
+    USE_NEXTEST=0
+  fi
+fi
+
+# 3. One build of everything (the tests use target/debug/strata).
+step "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
+
+# 4. Tests. Run both suites, then report.
+rust_rc=0
+if [ "$USE_NEXTEST" = 1 ]; then
+  step "cargo nextest run --workspace --no-fail-fast"
+  cargo nextest run --workspace --no-fail-fast --config-file tests/nextest.toml || rust_rc=$?
+else
+  step "cargo test --workspace --no-fail-fast"
+  cargo test --workspace --no-fail-fast -- --test-threads=2 || rust_rc=$?
+fi
+
+step "pytest tests/python"
+py_rc=0
+STRATA_BIN="$ROOT/target/debug/strata" .venv/bin/pytest -q --timeout=600 tests/python || py_rc=$?
+
+step "summary"
+echo "rust tests: $([ "$rust_rc" = 0 ] && echo passed || echo "FAILED (exit $rust_rc)")"
+echo "python tests: $([ "$py_rc" = 0 ] && echo passed || echo "FAILED (exit $py_rc)")"
+if [ "$rust_rc" != 0 ] || [ "$py_rc" != 0 ]; then
+  exit 1
+fi
