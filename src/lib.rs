@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map of modules and the path of a produce and
 //! a fetch through them.
 
+pub mod alloc;
 pub mod api;
 pub mod broker;
 pub mod config;

@@ -269,10 +269,13 @@ impl Log {
         let mut pos = 0usize;
         for header in headers {
             let batch = buf.get(pos..).unwrap_or_default();
-            let parsed = BatchHeader::parse(batch).map_err(|_| LogError::AppendMismatch {
-                buf_len: buf.len(),
-                headers_len,
-            })?;
+            let parsed = BatchHeader::parse(batch)
+                .ok()
+                .filter(|parsed| parsed.total_len() == header.total_len())
+                .ok_or(LogError::AppendMismatch {
+                    buf_len: buf.len(),
+                    headers_len,
+                })?;
             pos += header.total_len();
             assigned.push(parsed);
         }

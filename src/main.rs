@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use strata::config::{BrokerConfig, ServeArgs};
 
+#[global_allocator]
+static ALLOC: strata::alloc::GuardedAlloc = strata::alloc::GuardedAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "strata",

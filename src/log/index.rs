@@ -32,6 +32,8 @@
 //! Indexes can always be rebuilt from the log. A file that fails to decode or
 //! points past its segment is rebuilt by the loader, never trusted.
 
+use std::fmt;
+
 use thiserror::Error;
 
 use super::batch::NO_TIMESTAMP;
@@ -75,7 +77,7 @@ fn relative(base_offset: i64, offset: i64) -> Option<u32> {
 }
 
 /// The sparse offset -> position index of one segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OffsetIndex {
     base_offset: i64,
     entries: Vec<OffsetEntry>,
@@ -221,7 +223,7 @@ impl OffsetIndex {
 }
 
 /// The sparse timestamp -> offset index of one segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TimeIndex {
     base_offset: i64,
     entries: Vec<TimeEntry>,
@@ -338,6 +340,27 @@ impl TimeIndex {
 
     pub fn entries(&self) -> &[TimeEntry] {
         &self.entries
+    }
+}
+
+// Summaries: an index can hold hundreds of thousands of entries.
+impl fmt::Debug for OffsetIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OffsetIndex")
+            .field("base_offset", &self.base_offset)
+            .field("entries", &self.entries.len())
+            .field("last", &self.last())
+            .finish()
+    }
+}
+
+impl fmt::Debug for TimeIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimeIndex")
+            .field("base_offset", &self.base_offset)
+            .field("entries", &self.entries.len())
+            .field("last", &self.last())
+            .finish()
     }
 }
 

@@ -376,14 +376,8 @@ impl SegmentCore {
         self.path.with_extension(TIME_INDEX_SUFFIX)
     }
 
-    /// Writes both index files whole, atomically and durably.
     fn write_index_files(&self) -> Result<(), LogError> {
-        let index = self.index_path();
-        write_atomic(&index, &self.state.offset_index.encode())
-            .map_err(|e| LogError::io("write", &index, e))?;
-        let time_index = self.time_index_path();
-        write_atomic(&time_index, &self.state.time_index.encode())
-            .map_err(|e| LogError::io("write", &time_index, e))
+        write_indexes(&self.path, &self.state)
     }
 
     fn delete_files(&self) -> Result<(), LogError> {
@@ -392,6 +386,17 @@ impl SegmentCore {
         }
         Ok(())
     }
+}
+
+/// Writes both index files of the segment at `log_path` whole, atomically
+/// and durably.
+fn write_indexes(log_path: &Path, state: &SegmentState) -> Result<(), LogError> {
+    let index = log_path.with_extension(INDEX_SUFFIX);
+    write_atomic(&index, &state.offset_index.encode())
+        .map_err(|e| LogError::io("write", &index, e))?;
+    let time_index = log_path.with_extension(TIME_INDEX_SUFFIX);
+    write_atomic(&time_index, &state.time_index.encode())
+        .map_err(|e| LogError::io("write", &time_index, e))
 }
 
 pub(crate) fn remove_if_exists(path: &Path) -> Result<(), LogError> {
@@ -653,12 +658,7 @@ impl LoadedSegment {
 
     /// Writes both index files (after a rebuild).
     pub(crate) fn write_index_files(&self) -> Result<(), LogError> {
-        let index = self.path.with_extension(INDEX_SUFFIX);
-        write_atomic(&index, &self.state.offset_index.encode())
-            .map_err(|e| LogError::io("write", &index, e))?;
-        let time_index = self.path.with_extension(TIME_INDEX_SUFFIX);
-        write_atomic(&time_index, &self.state.time_index.encode())
-            .map_err(|e| LogError::io("write", &time_index, e))
+        write_indexes(&self.path, &self.state)
     }
 
     /// Cuts the file at `size` (after a scan found damage there) and fsyncs.
