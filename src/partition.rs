@@ -321,7 +321,8 @@ impl Partition {
         Ok(end)
     }
 
-    /// Reads whole batches from `offset`, up to the high watermark.
+    /// Reads whole batches from `offset`, up to the high watermark; at least
+    /// one batch when one is there, unless `max_bytes` is 0 (watermarks only).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, PartitionError> {
         self.with_log(|log, _, _| {
             let hwm = *self.high_watermark.borrow();
@@ -333,7 +334,7 @@ impl Partition {
                     high_watermark: hwm,
                 });
             }
-            let data = if offset == hwm {
+            let data = if offset == hwm || max_bytes == 0 {
                 Bytes::new()
             } else {
                 log.read(offset, max_bytes, hwm)?.data
@@ -371,21 +372,38 @@ impl Partition {
     }
 
     /// ListOffsets by timestamp: the first offset whose timestamp is at
-    /// least `ts`, with that timestamp.
+    /// least `ts`, with that timestamp. The log finds the batch; the batch
+    /// is decoded (decompressing if needed) to find the exact record, as
+    /// Kafka answers per record, not per batch.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, PartitionError> {
         self.with_log(|log, _, _| {
             let hwm = *self.high_watermark.borrow();
-            Ok(log
-                .offset_for_timestamp(ts)?
-                .filter(|(offset, _)| *offset < hwm))
+            let Some((batch_offset, batch_ts)) = log.offset_for_timestamp(ts)? else {
+                return Ok(None);
+            };
+            if batch_offset >= hwm {
+                return Ok(None);
+            }
+            let exact = first_record_matching(log, batch_offset, hwm, |r| r.timestamp >= ts);
+            Ok(Some(exact.unwrap_or((batch_offset, batch_ts))))
         })
     }
 
-    /// ListOffsets MAX_TIMESTAMP: (timestamp, offset) of the largest timestamp.
+    /// ListOffsets MAX_TIMESTAMP: (timestamp, offset) of the first record
+    /// with the largest timestamp.
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        self.with_log(|log, _, _| Ok(log.max_timestamp()))
-            .ok()
-            .flatten()
+        self.with_log(|log, _, _| {
+            let hwm = *self.high_watermark.borrow();
+            let Some((ts, batch_offset)) = log.max_timestamp() else {
+                return Ok(None);
+            };
+            let exact = first_record_matching(log, batch_offset, hwm, |r| r.timestamp == ts);
+            Ok(Some(
+                exact.map(|(o, t)| (t, o)).unwrap_or((ts, batch_offset)),
+            ))
+        })
+        .ok()
+        .flatten()
     }
 
     /// DeleteRecords: moves the log start to `offset` (-1: the high watermark).
@@ -432,6 +450,24 @@ impl Partition {
             None => Ok(()),
         }
     }
+}
+
+/// Decodes the batch holding `offset` and returns (offset, timestamp) of its
+/// first record that satisfies `pred`, at or after `offset`.
+fn first_record_matching(
+    log: &Log,
+    offset: i64,
+    hwm: i64,
+    pred: impl Fn(&kafka_protocol::records::Record) -> bool,
+) -> Option<(i64, i64)> {
+    let slice = log.read(offset, 1, hwm).ok()?;
+    let mut data = slice.data;
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut data).ok()?;
+    set.records
+        .iter()
+        .filter(|r| r.offset >= offset && !r.control)
+        .find(|r| pred(r))
+        .map(|r| (r.offset, r.timestamp))
 }
 
 fn identity(h: &BatchHeader) -> BatchIdentity {

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
@@ -133,14 +132,8 @@ fn read_all(
                     // Past the byte budget only partitions before the first
                     // batch may still read (KIP-74 needs just one).
                     let budget = (t.max_bytes.max(0) as usize).min(remaining);
-                    let res = if budget == 0 && total > 0 {
-                        p.read(t.offset, 0).map(|mut r| {
-                            r.data = Bytes::new();
-                            r
-                        })
-                    } else {
-                        p.read(t.offset, budget)
-                    };
+                    // Out of budget after the first data: watermarks only.
+                    let res = p.read(t.offset, if total > 0 { budget } else { budget.max(1) });
                     match res {
                         Ok(r) => {
                             let n = r.data.len();
