@@ -22,11 +22,14 @@ pub mod produce;
 pub mod producer_id;
 pub mod versions;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use tracing::Instrument;
+
 use crate::broker::Broker;
+use error::Code;
 
 /// What the connection does after a request.
 #[derive(Debug)]
@@ -82,14 +85,72 @@ pub async fn handle_frame(broker: &Broker, mut frame: Bytes) -> Outcome {
         }
     };
     let client_id = header.client_id.as_ref().map(|s| s.as_str()).unwrap_or("");
-    let span = tracing::debug_span!("request", api = ?api_key, version, correlation_id, client_id);
-    let _entered = span.enter();
-    drop(_entered);
-    let response = dispatch(broker, &header, request).await;
+    let span = tracing::info_span!(
+        "request",
+        api = ?api_key,
+        version,
+        correlation_id,
+        client_id,
+    );
+    let started = std::time::Instant::now();
+    let response = dispatch(broker, &header, request).instrument(span).await;
+    let api = format!("{api_key:?}");
+    broker
+        .metrics
+        .observe_request(&api, version, started.elapsed().as_secs_f64());
     match response {
-        Some(r) => encode_response(api_key, version, correlation_id, &r),
+        Some(r) => {
+            for code in error_codes(&r) {
+                if let Some(e) = Code::try_from_code(code) {
+                    broker.metrics.observe_error(&api, &format!("{e:?}"));
+                }
+            }
+            encode_response(api_key, version, correlation_id, &r)
+        }
         None => Outcome::NoReply,
     }
+}
+
+/// The non-zero error codes in a response, for the error counters.
+fn error_codes(r: &ResponseKind) -> Vec<i16> {
+    let codes: Vec<i16> = match r {
+        ResponseKind::Produce(r) => r
+            .responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseKind::Fetch(r) => std::iter::once(r.error_code)
+            .chain(
+                r.responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+            )
+            .collect(),
+        ResponseKind::Metadata(r) => r.topics.iter().map(|t| t.error_code).collect(),
+        ResponseKind::ListOffsets(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseKind::CreateTopics(r) => r.topics.iter().map(|t| t.error_code).collect(),
+        ResponseKind::DeleteTopics(r) => r.responses.iter().map(|t| t.error_code).collect(),
+        ResponseKind::CreatePartitions(r) => r.results.iter().map(|t| t.error_code).collect(),
+        ResponseKind::DeleteRecords(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseKind::DescribeConfigs(r) => r.results.iter().map(|t| t.error_code).collect(),
+        ResponseKind::AlterConfigs(r) => r.responses.iter().map(|t| t.error_code).collect(),
+        ResponseKind::IncrementalAlterConfigs(r) => {
+            r.responses.iter().map(|t| t.error_code).collect()
+        }
+        ResponseKind::InitProducerId(r) => vec![r.error_code],
+        ResponseKind::ApiVersions(r) => vec![r.error_code],
+        ResponseKind::DescribeCluster(r) => vec![r.error_code],
+        _ => vec![],
+    };
+    codes.into_iter().filter(|c| *c != 0).collect()
 }
 
 /// Runs a decoder, turning both errors and panics inside the decoder into
@@ -182,10 +243,4 @@ async fn dispatch(
             return None;
         }
     })
-}
-
-/// Reads a big-endian i16 at `pos`, if there.
-pub fn peek_i16(b: &[u8], pos: usize) -> Option<i16> {
-    let mut s = b.get(pos..pos + 2)?;
-    Some(s.get_i16())
 }

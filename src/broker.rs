@@ -61,6 +61,7 @@ pub struct Broker {
     pub tier: tiering::TierStore,
     /// host and port clients are told to connect to.
     pub advertised: (String, u16),
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     reconcile_lock: AsyncMutex<()>,
     producer_ids: std::sync::Mutex<(i64, i64)>,
@@ -79,6 +80,7 @@ impl Broker {
             metadata,
             tier,
             advertised,
+            metrics: Arc::new(crate::telemetry::metrics::Metrics::new()),
             partitions: RwLock::new(HashMap::new()),
             reconcile_lock: AsyncMutex::new(()),
             producer_ids: std::sync::Mutex::new((0, 0)),
@@ -278,6 +280,37 @@ impl Broker {
         let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
         *ids = (first + 1, first + count);
         Ok(first)
+    }
+
+    /// Refreshes the per-partition gauges before a scrape.
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        m.log_end_offset.clear();
+        m.log_start_offset.clear();
+        m.log_size_bytes.clear();
+        let parts = self.all_partitions();
+        m.partitions.set(parts.len() as i64);
+        let view = self.view();
+        let under = view
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.leader == self.node_id() && p.isr.len() < p.replicas.len())
+            .count();
+        m.under_replicated.set(under as i64);
+        for p in parts {
+            let l = crate::telemetry::metrics::PartitionLabels {
+                topic: p.topic.clone(),
+                partition: p.index.to_string(),
+            };
+            m.log_end_offset.get_or_create(&l).set(p.log_end_offset());
+            m.log_start_offset
+                .get_or_create(&l)
+                .set(p.log_start_offset());
+            m.log_size_bytes
+                .get_or_create(&l)
+                .set(p.size_bytes() as i64);
+        }
     }
 
     /// Runs retention on every partition.

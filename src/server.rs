@@ -44,7 +44,9 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancellat
                     let shutdown = shutdown.clone();
                     tracker.spawn(async move {
                         tracing::debug!(%peer, "connection opened");
-                        serve_connection(broker, stream, shutdown).await;
+                        broker.metrics.connections.inc();
+                        serve_connection(broker.clone(), stream, shutdown).await;
+                        broker.metrics.connections.dec();
                         tracing::debug!(%peer, "connection closed");
                     });
                 }

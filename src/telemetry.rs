@@ -1,6 +1,8 @@
 //! Logging set-up: `tracing` to stderr as text or JSON, filtered by
 //! `--log-level` (an `EnvFilter` directive such as `info` or `strata=debug`).
 
+pub mod metrics;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::error::{partition_error_code, Code};
 use crate::broker::Broker;
 use crate::partition::Partition;
+use crate::telemetry::metrics::count_records;
 
 const READ_COMMITTED: i8 = 1;
 
@@ -84,6 +85,14 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
             || watches.is_empty()
             || tokio::time::Instant::now() >= deadline;
         if done {
+            for (i, pd) in &parts {
+                if let Some(data) = pd.records.as_ref().filter(|d| !d.is_empty()) {
+                    let name = &topic_name(&topics, *i, &view);
+                    broker
+                        .metrics
+                        .topic_out(name, data.len() as u64, count_records(data));
+                }
+            }
             return build_response(topics, parts, version);
         }
         let changed = futures::future::select_all(watches.iter_mut().map(|w| w.changed().boxed()));
@@ -164,6 +173,21 @@ fn read_all(
         out.push((t.topic_idx, pd));
     }
     (out, total, any_error)
+}
+
+/// The topic name of response topic `i` (requests by id carry no name).
+fn topic_name(
+    topics: &[(TopicName, Uuid)],
+    i: usize,
+    view: &crate::metadata::ClusterView,
+) -> String {
+    let (name, id) = &topics[i];
+    if !name.0.is_empty() {
+        return name.0.to_string();
+    }
+    view.topic_by_id(*id)
+        .map(|t| t.name.clone())
+        .unwrap_or_default()
 }
 
 fn build_response(

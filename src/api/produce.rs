@@ -103,6 +103,11 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Optio
             };
             match partition.append(records, now_ms()) {
                 Ok(r) => {
+                    broker.metrics.topic_in(
+                        &topic.name,
+                        records.len() as u64,
+                        (r.last_offset - r.base_offset + 1).max(0) as u64,
+                    );
                     if acks == -1 {
                         pending.push((
                             responses.len(),

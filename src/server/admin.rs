@@ -1,5 +1,6 @@
-//! The admin HTTP listener: `/health` (the process is alive) and `/ready`
-//! (metadata loaded, logs recovered, Kafka listener up).
+//! The admin HTTP listener: `/health` (the process is alive), `/ready`
+//! (metadata loaded, logs recovered, Kafka listener up) and `/metrics`
+//! (Prometheus).
 
 use std::sync::Arc;
 
@@ -32,6 +33,30 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
+async fn metrics(
+    State(state): State<AdminState>,
+) -> (
+    StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    String,
+) {
+    let body = match state.broker.get() {
+        Some(b) => {
+            b.refresh_gauges();
+            b.metrics.encode()
+        }
+        None => String::new(),
+    };
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
+
 async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     if state.ready() {
         (StatusCode::OK, "ready\n")
@@ -45,6 +70,7 @@ pub async fn run(listener: TcpListener, state: AdminState, shutdown: Cancellatio
     let app = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
