@@ -1,0 +1,105 @@
+# Broker instances: fixed instances spread over the subnets (so each keeps a
+# stable node id and its own hot-tier volume), each with a gp3 data volume
+# that outlives the instance, started by cloud-init.
+
+resource "aws_cloudwatch_log_group" "broker" {
+  name              = local.log_group_name
+  retention_in_days = var.log_retention_days
+  kms_key_id        = local.kms_key_arn
+  tags              = local.tags
+
+  # The key policy must allow CloudWatch Logs before the group can use it.
+  depends_on = [aws_kms_key.tier]
+}
+
+# The hot tier. A separate volume, not part of the instance, so replacing a
+# broker (new AMI, new strata version) keeps its log segments.
+# No snapshot schedule: a snapshot of a live broker volume is not consistent
+# with the log; sealed segments are in S3 and replication will cover the tail.
+resource "aws_ebs_volume" "data" {
+  count = var.broker_count
+
+  availability_zone = local.brokers[count.index].az
+  type              = "gp3"
+  size              = var.data_volume_size_gib
+  iops              = var.data_volume_iops
+  throughput        = var.data_volume_throughput_mibps
+  encrypted         = true
+  kms_key_id        = local.kms_key_arn
+  tags              = merge(local.tags, { Name = "${var.name}-broker-${local.brokers[count.index].node_id}-data" })
+}
+
+resource "aws_instance" "broker" {
+  count = var.broker_count
+
+  ami                         = local.ami_id
+  instance_type               = var.instance_type
+  subnet_id                   = local.brokers[count.index].subnet_id
+  vpc_security_group_ids      = [aws_security_group.broker.id]
+  iam_instance_profile        = aws_iam_instance_profile.broker.name
+  associate_public_ip_address = false
+  ebs_optimized               = true
+  monitoring                  = var.enable_detailed_monitoring
+
+  user_data_base64 = base64gzip(templatefile("${path.module}/templates/cloud-init.yaml.tftpl", {
+    node_id            = local.brokers[count.index].node_id
+    data_volume_id     = aws_ebs_volume.data[count.index].id
+    tier_url           = local.tier_url
+    region             = local.region
+    advertised_host    = local.brokers[count.index].dns_name
+    kafka_port         = local.kafka_port
+    admin_port         = local.admin_port
+    auto_create_topics = var.auto_create_topics
+    num_partitions     = var.num_partitions
+    log_level          = var.log_level
+    extra_config       = var.extra_config
+    artifact_url       = var.strata_artifact_url
+    artifact_sha256    = var.strata_artifact_sha256
+    log_group_name     = local.log_group_name
+    strata_service     = file("${path.module}/files/strata.service")
+    strata_bootstrap   = file("${path.module}/files/strata-bootstrap.sh")
+    cloudwatch_dropin  = file("${path.module}/files/cloudwatch.conf")
+    strata_logrotate   = file("${path.module}/files/strata.logrotate")
+  }))
+  # Cloud-init runs once per instance: a new configuration or binary takes a
+  # new instance. The data volume is re-attached to it.
+  user_data_replace_on_change = true
+
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+    instance_metadata_tags      = "disabled"
+  }
+
+  root_block_device {
+    volume_type           = "gp3"
+    volume_size           = var.root_volume_size_gib
+    encrypted             = true
+    kms_key_id            = local.kms_key_arn
+    delete_on_termination = true
+  }
+
+  tags        = merge(local.tags, { Name = "${var.name}-broker-${local.brokers[count.index].node_id}", "strata:node-id" = tostring(local.brokers[count.index].node_id) })
+  volume_tags = merge(local.tags, { Name = "${var.name}-broker-${local.brokers[count.index].node_id}-root" })
+
+  lifecycle {
+    # A newer Amazon Linux image must not replace every broker at once.
+    ignore_changes = [ami]
+
+    precondition {
+      condition     = var.route53_zone_id == null || var.dns_domain != null
+      error_message = "dns_domain is required when route53_zone_id is set."
+    }
+  }
+}
+
+resource "aws_volume_attachment" "data" {
+  count = var.broker_count
+
+  device_name = "/dev/sdf"
+  volume_id   = aws_ebs_volume.data[count.index].id
+  instance_id = aws_instance.broker[count.index].id
+  # Stop the broker cleanly (SIGTERM, fsync) before its volume goes away.
+  stop_instance_before_detaching = true
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# First-boot set-up of a Strata broker on EC2, run once by cloud-init
+# (templates/cloud-init.yaml.tftpl writes this file and its settings,
+# /etc/strata/bootstrap.env). Steps:
+#   1. the `strata` system user;
+#   2. the hot-tier EBS volume: wait for it, format it if blank, mount it at
+#      /var/lib/strata;
+#   3. the strata binary: download, check its SHA-256, install;
+#   4. the advertised listener (DNS name, else the private address);
+#   5. the CloudWatch agent for the log group (best effort);
+#   6. start strata.service.
+set -euo pipefail
+
+# shellcheck source=/dev/null
+. /etc/strata/bootstrap.env
+
+log() { echo "strata-bootstrap: $*" >&2; }
+
+retry() {
+  local n
+  for n in 1 2 3 4 5 6 7 8 9 10; do
+    if "$@"; then return 0; fi
+    log "attempt $n of: $* failed; retrying"
+    sleep $((n * 3))
+  done
+  return 1
+}
+
+imds() {
+  local token
+  token=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' \
+    http://169.254.169.254/latest/api/token)
+  curl -fsS -H "X-aws-ec2-metadata-token: $token" \
+    "http://169.254.169.254/latest/meta-data/$1"
+}
+
+# 1. User.
+if ! id strata >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /var/lib/strata \
+    --shell /sbin/nologin strata
+fi
+
+# 2. Data volume. Terraform attaches it after the instance starts, so wait.
+# On Nitro instances it appears as an NVMe device named by its volume id.
+dev=""
+for _ in $(seq 1 180); do
+  for candidate in \
+    "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${STRATA_DATA_VOLUME_ID//-/}" \
+    /dev/sdf /dev/xvdf; do
+    if [ -b "$candidate" ]; then
+      dev=$(readlink -f "$candidate")
+      break 2
+    fi
+  done
+  sleep 5
+done
+if [ -z "$dev" ]; then
+  log "data volume $STRATA_DATA_VOLUME_ID was not attached within 15 minutes"
+  exit 1
+fi
+if ! blkid "$dev" >/dev/null 2>&1; then
+  log "formatting blank data volume $dev"
+  mkfs.xfs -q -L strata-data "$dev"
+fi
+uuid=$(blkid -s UUID -o value "$dev")
+mkdir -p /var/lib/strata
+if ! grep -q "UUID=$uuid" /etc/fstab; then
+  echo "UUID=$uuid /var/lib/strata xfs defaults,noatime,nofail 0 2" >>/etc/fstab
+fi
+mountpoint -q /var/lib/strata || mount /var/lib/strata
+chown strata:strata /var/lib/strata
+chmod 0750 /var/lib/strata
+
+# 3. Binary.
+tmp=$(mktemp)
+case "$STRATA_ARTIFACT_URL" in
+  s3://*) retry aws s3 cp --only-show-errors "$STRATA_ARTIFACT_URL" "$tmp" ;;
+  *) retry curl -fsSL -o "$tmp" "$STRATA_ARTIFACT_URL" ;;
+esac
+if ! echo "$STRATA_ARTIFACT_SHA256  $tmp" | sha256sum --check --quiet -; then
+  log "the binary at $STRATA_ARTIFACT_URL does not match its SHA-256; not installing it"
+  exit 1
+fi
+install -m 0755 -o root -g root "$tmp" /usr/local/bin/strata
+rm -f "$tmp"
+
+# 4. Advertised listener: flags and env beat the config file, so it goes in
+# strata.env next to the region the S3 client needs.
+host="$STRATA_ADVERTISED_HOST"
+if [ -z "$host" ]; then host=$(retry imds local-ipv4); fi
+umask 022
+cat >/etc/strata/strata.env <<ENV
+STRATA_ADVERTISED_LISTENER=$host:$STRATA_KAFKA_PORT
+AWS_REGION=$AWS_REGION
+ENV
+
+# 5. CloudWatch agent. The broker runs without it; say so loudly.
+if command -v dnf >/dev/null 2>&1 && dnf install -y -q amazon-cloudwatch-agent logrotate; then
+  /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl \
+    -a fetch-config -m ec2 -s -c file:/etc/strata/cloudwatch-agent.json
+else
+  log "warning: amazon-cloudwatch-agent could not be installed; logs stay in /var/log/strata"
+fi
+
+# 6. Service.
+systemctl daemon-reload
+systemctl enable --now strata.service
+log "strata node $STRATA_NODE_ID started"

@@ -1,0 +1,186 @@
+"""Shared helpers for the deployment checks (terraform/, infra/).
+
+Terraform's providers cannot be downloaded where these tests run, so nothing
+here calls `terraform init`. HCL is parsed with python-hcl2; expressions that
+need Terraform's own functions (variable validations, the cloud-init
+template) are evaluated with `terraform console` in a scratch directory that
+declares no provider, which needs no init.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import hcl2
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TERRAFORM_DIR = ROOT / "terraform"
+MODULE_DIR = TERRAFORM_DIR / "modules" / "strata-cluster"
+EXAMPLES_DIR = TERRAFORM_DIR / "examples"
+INFRA_DIR = ROOT / "infra"
+
+
+def terraform_bin() -> str:
+    found = os.environ.get("TERRAFORM") or shutil.which("terraform")
+    if not found:
+        pytest.fail("terraform is not on PATH (set TERRAFORM=/path/to/terraform)")
+    return found
+
+
+def terraform_env(tmp: Path) -> dict[str, str]:
+    """An environment that reads no user CLI config and phones nowhere."""
+    cfg = tmp / "terraformrc"
+    cfg.write_text("")
+    env = dict(os.environ)
+    env.update(TF_CLI_CONFIG_FILE=str(cfg), CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1")
+    return env
+
+
+def _unquote(value):
+    if isinstance(value, str) and len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def _normalise(node):
+    """python-hcl2 8 keeps the quotes of string literals and labels and marks
+    blocks with __is_block__; strip both so tests compare plain values."""
+    if isinstance(node, dict):
+        return {
+            _unquote(k): _normalise(v)
+            for k, v in node.items()
+            if k not in ("__is_block__", "__comments__", "__inline_comments__")
+        }
+    if isinstance(node, list):
+        return [_normalise(v) for v in node]
+    return _unquote(node)
+
+
+class TfConfig:
+    """The blocks of one Terraform module (all .tf files of a directory)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.files = sorted(directory.glob("*.tf"))
+        self.resources: dict[tuple[str, str], dict] = {}
+        self.data: dict[tuple[str, str], dict] = {}
+        self.variables: dict[str, dict] = {}
+        self.outputs: dict[str, dict] = {}
+        self.locals: dict[str, object] = {}
+        self.modules: dict[str, dict] = {}
+        self.terraform: list[dict] = []
+        self.providers: list[tuple[str, dict]] = []
+        for path in self.files:
+            with path.open() as f:
+                doc = _normalise(hcl2.load(f))
+            for block in doc.get("resource", []):
+                for rtype, named in block.items():
+                    for name, body in named.items():
+                        self.resources[(rtype, name)] = body
+            for block in doc.get("data", []):
+                for dtype, named in block.items():
+                    for name, body in named.items():
+                        self.data[(dtype, name)] = body
+            for block in doc.get("variable", []):
+                self.variables.update(block)
+            for block in doc.get("output", []):
+                self.outputs.update(block)
+            for block in doc.get("locals", []):
+                self.locals.update(block)
+            for block in doc.get("module", []):
+                self.modules.update(block)
+            self.terraform.extend(doc.get("terraform", []))
+            for block in doc.get("provider", []):
+                self.providers.extend(block.items())
+
+    def of_type(self, rtype: str) -> dict[str, dict]:
+        return {name: body for (t, name), body in self.resources.items() if t == rtype}
+
+    def text(self) -> str:
+        return "\n".join(p.read_text() for p in self.files)
+
+
+def tf_dirs() -> list[Path]:
+    """Every directory under terraform/ that holds .tf files."""
+    return sorted({p.parent for p in TERRAFORM_DIR.rglob("*.tf") if ".terraform" not in p.parts})
+
+
+def one(block):
+    """A nested block parsed as a one-element list, as python-hcl2 returns it."""
+    assert isinstance(block, list) and len(block) == 1, block
+    return block[0]
+
+
+class Console:
+    """Evaluates expressions with `terraform console` in a directory that
+    declares only the given locals (no provider, so no init). Piped input is
+    read as one expression, so all of them go into one local."""
+
+    def __init__(self, tmp: Path, locals_hcl: str = ""):
+        self.tmp = tmp
+        self.dir = tmp / "console"
+        self.dir.mkdir(exist_ok=True)
+        self.locals_hcl = locals_hcl
+
+    def eval_json(self, expressions: list[str]) -> list[object]:
+        joined = ",\n".join(f"    {e}" for e in expressions)
+        (self.dir / "main.tf").write_text(f"locals {{\n{self.locals_hcl}\n  results__ = [\n{joined}\n  ]\n}}\n")
+        proc = subprocess.run(
+            [terraform_bin(), "console", "-no-color"],
+            cwd=self.dir,
+            input="jsonencode(local.results__)\n",
+            capture_output=True,
+            text=True,
+            env=terraform_env(self.tmp),
+            timeout=120,
+        )
+        assert proc.returncode == 0, f"terraform console failed:\n{proc.stderr}\n{proc.stdout}"
+        results = json.loads(json.loads(proc.stdout))
+        assert len(results) == len(expressions), proc.stdout
+        return results
+
+
+@pytest.fixture(scope="session")
+def module() -> TfConfig:
+    return TfConfig(MODULE_DIR)
+
+
+@pytest.fixture(scope="session")
+def examples() -> dict[str, TfConfig]:
+    return {d.name: TfConfig(d) for d in sorted(EXAMPLES_DIR.iterdir()) if d.is_dir()}
+
+
+DASHBOARDS_DIR = INFRA_DIR / "grafana" / "dashboards"
+ALERTS_FILE = INFRA_DIR / "prometheus" / "alerts.yml"
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(where, PromQL) for every panel target and template-variable query of
+    every dashboard under infra/grafana/dashboards, and every alert rule."""
+    import yaml
+
+    from metrics_catalog import label_values_query
+
+    found = []
+    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
+        dash = json.loads(path.read_text())
+        panels = list(dash["panels"])
+        for p in dash["panels"]:
+            panels.extend(p.get("panels", []))  # collapsed rows nest theirs
+        for p in panels:
+            for t in p.get("targets", []):
+                found.append((f"{path.name}: panel {p['title']!r} {t['refId']}", t["expr"]))
+        for v in dash.get("templating", {}).get("list", []):
+            if v["type"] == "query":
+                query = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+                lv = label_values_query(query)
+                found.append((f"{path.name}: variable {v['name']}", f"{lv[0]}{{{lv[1]}!=\"\"}}" if lv else query))
+    for group in yaml.safe_load(ALERTS_FILE.read_text())["groups"]:
+        for rule in group["rules"]:
+            found.append((f"alerts.yml: {rule['alert']}", str(rule["expr"])))
+    return found

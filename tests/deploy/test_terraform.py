@@ -1,0 +1,443 @@
+"""Static checks of terraform/: formatting, and the security invariants of the
+strata-cluster module read from its parsed HCL (python-hcl2)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from conftest import (
+    EXAMPLES_DIR,
+    MODULE_DIR,
+    TERRAFORM_DIR,
+    Console,
+    TfConfig,
+    one,
+    terraform_bin,
+    terraform_env,
+    tf_dirs,
+)
+
+KAFKA, CONTROLLER, ADMIN = 9092, 9093, 9644
+BUCKET = "aws_s3_bucket.tier"
+OPEN_CIDRS = {"0.0.0.0/0", "::/0"}
+
+
+def test_terraform_fmt(tmp_path):
+    proc = subprocess.run(
+        [terraform_bin(), "fmt", "-check", "-recursive", "-diff", str(TERRAFORM_DIR)],
+        capture_output=True,
+        text=True,
+        env=terraform_env(tmp_path),
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"terraform fmt -check found unformatted files:\n{proc.stdout}{proc.stderr}"
+
+
+@pytest.mark.parametrize("directory", tf_dirs(), ids=lambda d: str(d.relative_to(TERRAFORM_DIR)))
+def test_every_tf_file_parses(directory):
+    cfg = TfConfig(directory)
+    assert cfg.files, directory
+    assert cfg.resources or cfg.modules, f"{directory} declares nothing"
+
+
+# --- The tier bucket -------------------------------------------------------------
+
+
+def _for_bucket(module, rtype):
+    found = [body for body in module.of_type(rtype).values() if body.get("bucket") == f"${{{BUCKET}.id}}"]
+    assert len(found) == 1, f"expected one {rtype} for {BUCKET}, found {len(found)}"
+    return found[0]
+
+
+def test_module_has_exactly_one_bucket(module):
+    assert list(module.of_type("aws_s3_bucket")) == ["tier"]
+
+
+def test_bucket_encrypted_with_kms(module):
+    rule = one(_for_bucket(module, "aws_s3_bucket_server_side_encryption_configuration")["rule"])
+    default = one(rule["apply_server_side_encryption_by_default"])
+    assert default["sse_algorithm"] == "aws:kms"
+    assert default["kms_master_key_id"] == "${local.kms_key_arn}"
+    assert rule["bucket_key_enabled"] is True
+    # The key is the one passed in, or one the module creates with rotation.
+    assert module.locals["kms_key_arn"] == "${var.kms_key_arn != null ? var.kms_key_arn : aws_kms_key.tier[0].arn}"
+    key = module.of_type("aws_kms_key")["tier"]
+    assert key["enable_key_rotation"] is True
+    assert key["count"] == "${var.kms_key_arn == null ? 1 : 0}"
+
+
+def test_bucket_public_access_blocked(module):
+    pab = _for_bucket(module, "aws_s3_bucket_public_access_block")
+    for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"):
+        assert pab[flag] is True, flag
+    ownership = one(_for_bucket(module, "aws_s3_bucket_ownership_controls")["rule"])
+    assert ownership["object_ownership"] == "BucketOwnerEnforced"
+
+
+def test_bucket_versioning_is_a_choice(module):
+    versioning = one(_for_bucket(module, "aws_s3_bucket_versioning")["versioning_configuration"])
+    assert versioning["status"] == '${var.bucket_versioning ? "Enabled" : "Suspended"}'
+    var = module.variables["bucket_versioning"]
+    assert var["type"] == "bool" and var["default"] is True
+
+
+def _policy_doc(module, ref):
+    m = re.fullmatch(r"\$\{data\.aws_iam_policy_document\.(\w+)\.json\}", ref)
+    assert m, f"policy is not an aws_iam_policy_document: {ref}"
+    return module.data[("aws_iam_policy_document", m.group(1))]
+
+
+def test_bucket_policy_denies_plain_http(module):
+    policy = _for_bucket(module, "aws_s3_bucket_policy")
+    doc = _policy_doc(module, policy["policy"])
+    tls_only = [
+        s
+        for s in doc["statement"]
+        if s["effect"] == "Deny"
+        and s["actions"] == ["s3:*"]
+        and set(s["resources"]) == {f"${{{BUCKET}.arn}}", f"${{{BUCKET}.arn}}/*"}
+        and one(s["principals"]) == {"type": "*", "identifiers": ["*"]}
+        and any(
+            c == {"test": "Bool", "variable": "aws:SecureTransport", "values": ["false"]}
+            for c in s.get("condition", [])
+        )
+    ]
+    assert len(tls_only) == 1, doc["statement"]
+
+
+def test_lifecycle_aborts_incomplete_multipart_uploads(module):
+    lifecycle = _for_bucket(module, "aws_s3_bucket_lifecycle_configuration")
+    aborts = [r for r in lifecycle["rule"] if "abort_incomplete_multipart_upload" in r]
+    assert len(aborts) == 1
+    rule = aborts[0]
+    assert rule["status"] == "Enabled"
+    # An empty filter: the rule covers the whole bucket.
+    assert rule["filter"] == [{}]
+    days = one(rule["abort_incomplete_multipart_upload"])["days_after_initiation"]
+    assert days == "${var.abort_incomplete_multipart_upload_days}"
+    assert module.variables["abort_incomplete_multipart_upload_days"]["default"] == 1
+
+
+# --- Encryption elsewhere, instances ---------------------------------------------
+
+
+def test_volumes_and_logs_encrypted(module):
+    for name, vol in module.of_type("aws_ebs_volume").items():
+        assert vol["encrypted"] is True and vol["type"] == "gp3", name
+        assert vol["kms_key_id"] == "${local.kms_key_arn}", name
+    broker = module.of_type("aws_instance")["broker"]
+    root = one(broker["root_block_device"])
+    assert root["encrypted"] is True and root["kms_key_id"] == "${local.kms_key_arn}"
+    for name, group in module.of_type("aws_cloudwatch_log_group").items():
+        assert group["kms_key_id"] == "${local.kms_key_arn}", name
+
+
+def test_instances_private_with_imdsv2(module):
+    broker = module.of_type("aws_instance")["broker"]
+    assert broker["associate_public_ip_address"] is False
+    metadata = one(broker["metadata_options"])
+    assert metadata["http_tokens"] == "required"
+    assert metadata["http_put_response_hop_limit"] == 1
+    assert broker["vpc_security_group_ids"] == ["${aws_security_group.broker.id}"]
+    assert broker["iam_instance_profile"] == "${aws_iam_instance_profile.broker.name}"
+
+
+# --- IAM -------------------------------------------------------------------------
+
+TIER_OBJECTS = "${aws_s3_bucket.tier.arn}/${var.tier_prefix}/*"
+S3_OBJECT_ACTIONS = {
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+}
+
+
+def _role_policy_statements(module):
+    policies = module.of_type("aws_iam_role_policy")
+    assert policies, "the broker role has no inline policy"
+    statements = []
+    for body in policies.values():
+        assert body["role"] == "${aws_iam_role.broker.id}"
+        doc = _policy_doc(module, body["policy"])
+        statements.extend(doc["statement"])
+        statements.extend(d["statement"]["content"][0] for d in doc.get("dynamic", []) if "statement" in d)
+    return statements
+
+
+def test_iam_is_scoped_to_the_bucket_prefix(module):
+    statements = _role_policy_statements(module)
+    sids = {s["sid"] for s in statements}
+    assert {"ListTierPrefix", "ReadWriteTierObjects", "UseTierKeyThroughS3", "WriteBrokerLogs"} <= sids
+    for s in statements:
+        assert s["effect"] == "Allow", s
+        resources = s["resources"] if isinstance(s["resources"], list) else [s["resources"]]
+        assert "*" not in resources, f"{s['sid']} grants on every resource"
+        for action in s["actions"]:
+            assert "*" not in action, f"{s['sid']} uses a wildcard action {action}"
+        if s["sid"] == "ListTierPrefix":
+            assert s["actions"] == ["s3:ListBucket"] and resources == [f"${{{BUCKET}.arn}}"]
+            cond = one(s["condition"])
+            assert cond["variable"] == "s3:prefix" and cond["test"] == "StringLike"
+            assert cond["values"] == ["${var.tier_prefix}", "${var.tier_prefix}/*"]
+        elif s["sid"] == "ReadWriteTierObjects":
+            assert set(s["actions"]) == S3_OBJECT_ACTIONS
+            assert resources == [TIER_OBJECTS]
+        elif s["sid"] == "UseTierKeyThroughS3":
+            assert set(s["actions"]) == {"kms:Decrypt", "kms:GenerateDataKey"}
+            assert resources == ["${local.kms_key_arn}"]
+            cond = one(s["condition"])
+            assert cond["variable"] == "kms:ViaService"
+            assert cond["values"] == ["s3.${local.region}.amazonaws.com"]
+        elif s["sid"] == "WriteBrokerLogs":
+            assert all(a.startswith("logs:") for a in s["actions"])
+            assert resources == ["${aws_cloudwatch_log_group.broker.arn}:*"]
+        elif s["sid"] == "DownloadStrataBinary":
+            assert s["actions"] == ["s3:GetObject"] and resources == ["${local.artifact_s3_arns}"]
+        else:
+            pytest.fail(f"unexpected statement {s['sid']} in the broker policy")
+        # No statement but the tier ones touches the tier bucket.
+        if s["sid"] not in ("ListTierPrefix", "ReadWriteTierObjects"):
+            assert not any(BUCKET in r for r in resources), s["sid"]
+
+
+def test_only_managed_policy_is_optional_ssm(module):
+    attachments = module.of_type("aws_iam_role_policy_attachment")
+    assert set(attachments) == {"ssm"}
+    ssm = attachments["ssm"]
+    assert ssm["policy_arn"].endswith(":iam::aws:policy/AmazonSSMManagedInstanceCore")
+    assert ssm["count"] == "${var.enable_ssm ? 1 : 0}"
+
+
+def test_role_only_assumable_by_ec2(module):
+    role = module.of_type("aws_iam_role")["broker"]
+    doc = _policy_doc(module, role["assume_role_policy"])
+    statement = one(doc["statement"])
+    assert statement["actions"] == ["sts:AssumeRole"]
+    assert one(statement["principals"]) == {"type": "Service", "identifiers": ["ec2.amazonaws.com"]}
+
+
+# --- Network ---------------------------------------------------------------------
+
+
+def test_security_groups_have_no_inline_rules(module):
+    for name, sg in module.of_type("aws_security_group").items():
+        assert "ingress" not in sg and "egress" not in sg, f"aws_security_group.{name}: use rule resources"
+
+
+def test_ingress_only_on_strata_ports_from_declared_sources(module):
+    rules = module.of_type("aws_vpc_security_group_ingress_rule")
+    assert rules
+    port_refs = {"${local.kafka_port}": KAFKA, "${local.controller_port}": CONTROLLER, "${local.admin_port}": ADMIN}
+    assert module.locals["kafka_port"] == KAFKA
+    assert module.locals["controller_port"] == CONTROLLER
+    assert module.locals["admin_port"] == ADMIN
+    for name, rule in rules.items():
+        assert rule["ip_protocol"] == "tcp", name
+        assert rule["description"], name
+        if rule["from_port"] == "${each.value}":
+            # for_each over {name = port}: every port must be a Strata port.
+            ports = set(re.findall(r"local\.(\w+_port)", rule["for_each"]))
+            assert ports and all(f"${{local.{p}}}" in port_refs for p in ports), name
+        else:
+            assert rule["from_port"] == rule["to_port"] and rule["from_port"] in port_refs, name
+        assert "cidr_ipv6" not in rule, name
+        if "cidr_ipv4" in rule:
+            assert rule["cidr_ipv4"] == "${each.value}", f"{name}: literal CIDR"
+            assert rule["for_each"] in (
+                "${toset(var.client_cidrs)}",
+                "${toset(var.admin_cidrs)}",
+                "${var.create_load_balancer ? toset(var.client_cidrs) : toset([])}",
+            ), name
+        else:
+            assert rule["referenced_security_group_id"].startswith("${aws_security_group."), name
+    # The controller port is open to the cluster's own members only.
+    controller = [r for r in rules.values() if r["from_port"] == "${local.controller_port}"]
+    assert controller and all(
+        r["referenced_security_group_id"] == "${aws_security_group.broker.id}" for r in controller
+    )
+
+
+def test_no_open_cidr_anywhere_in_ingress(module):
+    for name, rule in module.of_type("aws_vpc_security_group_ingress_rule").items():
+        assert not OPEN_CIDRS & set(str(v) for v in rule.values()), name
+    # Defaults of the ingress CIDR variables open nothing.
+    for var in ("client_cidrs", "admin_cidrs"):
+        assert module.variables[var]["default"] == [], var
+    # Nothing but the egress default and the validations that refuse it names it.
+    allowed = {"egress_cidrs", "client_cidrs", "admin_cidrs"}
+    others = [module.resources, module.data, module.locals, module.outputs]
+    others += [v for n, v in module.variables.items() if n not in allowed]
+    assert not any(c in s for s in _values(others) for c in OPEN_CIDRS)
+
+
+def test_cidr_validation_refuses_the_internet(module, tmp_path):
+    cases = [
+        ("client_cidrs", '["10.0.0.0/16"]', True),
+        ("client_cidrs", "[]", True),
+        ("client_cidrs", '["0.0.0.0/0"]', False),
+        ("client_cidrs", '["10.0.0.0/8", "0.0.0.0/0"]', False),
+        ("client_cidrs", '["not-a-cidr"]', False),
+        ("admin_cidrs", '["192.168.1.0/24"]', True),
+        ("admin_cidrs", '["0.0.0.0/0"]', False),
+    ]
+    assert _validations(module, tmp_path, cases) == [ok for _, _, ok in cases]
+
+
+def test_other_validations(module, tmp_path):
+    cases = [
+        ("name", '"prod-east"', True),
+        ("name", '"Prod"', False),
+        ("name", '"a-name-that-is-much-too-long-for-it"', False),
+        ("tier_prefix", '"strata"', True),
+        ("tier_prefix", '"a/b.c_d-e"', True),
+        ("tier_prefix", '"/strata"', False),
+        ("tier_prefix", '"strata/"', False),
+        ("tier_prefix", '"a//b"', False),
+        ("kms_key_arn", "null", True),
+        ("kms_key_arn", '"arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"', True),
+        ("kms_key_arn", '"alias/strata"', False),
+        ("strata_artifact_url", '"s3://my-artifacts/strata/0.1.0/strata"', True),
+        ("strata_artifact_url", '"https://example.com/strata"', True),
+        ("strata_artifact_url", '"http://example.com/strata"', False),
+        ("strata_artifact_url", "\"https://example.com/st'rata\"", False),
+        ("strata_artifact_sha256", '"' + "ab" * 32 + '"', True),
+        ("strata_artifact_sha256", '"abc"', False),
+        ("broker_count", "3", True),
+        ("broker_count", "0", False),
+        ("broker_count", "1.5", False),
+        ("data_volume_iops", "2000", False),
+        ("data_volume_throughput_mibps", "1001", False),
+        ("log_retention_days", "365", True),
+        ("log_retention_days", "100", False),
+        ("extra_config", '{"log-segment-bytes" = "536870912"}', True),
+        ("extra_config", '{"tier-url" = "\\"s3://x/y\\""}', False),
+        ("extra_config", '{"Bad_Key" = "1"}', False),
+        ("subnet_ids", "[]", False),
+        ("subnet_ids", '["subnet-0a1b"]', True),
+        ("dns_domain", '"kafka.internal.example.com"', True),
+        ("dns_domain", '"example.com."', False),
+    ]
+    assert _validations(module, tmp_path, cases) == [ok for _, _, ok in cases]
+
+
+def _validations(module, tmp_path, cases):
+    """Evaluates each variable's validation conditions with terraform console,
+    the variable replaced by the case's value."""
+    lines, expressions = [], []
+    for i, (var, value, _) in enumerate(cases):
+        conditions = [v["condition"] for v in module.variables[var].get("validation", [])]
+        assert conditions, f"variable {var} has no validation"
+        lines.append(f"  v{i} = {value}")
+        exprs = [re.sub(rf"\bvar\.{var}\b", f"local.v{i}", c[2:-1]) for c in conditions]
+        expressions.append(" && ".join(f"({e})" for e in exprs))
+    return Console(tmp_path, "\n".join(lines)).eval_json(expressions)
+
+
+def test_variables_documented_typed_and_validated(module):
+    for name, var in module.variables.items():
+        assert var.get("description", "").strip(), f"variable {name} has no description"
+        assert var.get("type"), f"variable {name} has no type"
+    must_validate = {
+        "name", "vpc_id", "subnet_ids", "broker_count", "instance_type", "architecture", "ami_id",
+        "data_volume_size_gib", "data_volume_iops", "data_volume_throughput_mibps",
+        "strata_artifact_url", "strata_artifact_sha256", "num_partitions", "extra_config",
+        "bucket_name", "tier_prefix", "kms_key_arn", "abort_incomplete_multipart_upload_days",
+        "client_cidrs", "admin_cidrs", "egress_cidrs", "dns_domain", "log_retention_days",
+    }  # fmt: skip
+    missing = sorted(v for v in must_validate if not module.variables[v].get("validation"))
+    assert not missing, f"variables without validation: {missing}"
+
+
+def test_outputs(module):
+    for name in ("bootstrap_servers", "bucket_name", "bucket_arn", "tier_url", "broker_addresses"):
+        assert name in module.outputs, name
+    for name, out in module.outputs.items():
+        assert out.get("description", "").strip(), f"output {name} has no description"
+
+
+# --- References (what `terraform validate` would catch, without providers) -------
+
+META_ARGS = {"source", "version", "count", "for_each", "providers", "depends_on"}
+
+
+def _values(node):
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _values(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _values(v)
+    elif isinstance(node, str):
+        yield node
+
+
+def _all_expressions(cfg: TfConfig):
+    blocks = [cfg.resources, cfg.data, cfg.variables, cfg.outputs, cfg.locals, cfg.modules]
+    return [s for b in blocks for s in _values(b)]
+
+
+def test_module_references_resolve(module):
+    exprs = "\n".join(_all_expressions(module))
+    for var in set(re.findall(r"\bvar\.(\w+)", exprs)):
+        assert var in module.variables, f"var.{var} is not declared"
+    for local in set(re.findall(r"\blocal\.(\w+)", exprs)):
+        assert local in module.locals, f"local.{local} is not declared"
+    for dtype, name in set(re.findall(r"\bdata\.(aws_\w+)\.(\w+)", exprs)):
+        assert (dtype, name) in module.data, f"data.{dtype}.{name} is not declared"
+    for rtype, name in set(re.findall(r"(?<![.\w])(aws_\w+)\.(\w+)", exprs)):
+        assert (rtype, name) in module.resources, f"{rtype}.{name} is not declared"
+
+
+def test_examples_call_the_module_correctly(module, examples):
+    assert set(examples) == {"aws", "localstack"}
+    required = {n for n, v in module.variables.items() if "default" not in v}
+    for name, example in examples.items():
+        calls = [m for m in example.modules.values() if m["source"] == "../../modules/strata-cluster"]
+        assert len(calls) == 1, f"examples/{name} must call the module once"
+        args = set(calls[0]) - META_ARGS
+        assert not args - set(module.variables), f"examples/{name}: unknown inputs {args - set(module.variables)}"
+        assert required <= args, f"examples/{name}: missing inputs {required - args}"
+        for out in re.findall(r"\bmodule\.strata\.(\w+)", "\n".join(_all_expressions(example))):
+            assert out in module.outputs, f"examples/{name} reads missing output {out}"
+        for block in example.terraform:
+            providers = one(block["required_providers"])
+            assert providers["aws"]["source"] == "hashicorp/aws"
+        for var in set(re.findall(r"\bvar\.(\w+)", "\n".join(_all_expressions(example)))):
+            assert var in example.variables, f"examples/{name}: var.{var} is not declared"
+
+
+def test_localstack_example_points_at_localstack(examples):
+    providers = dict(examples["localstack"].providers)
+    aws = providers["aws"]
+    endpoints = one(aws["endpoints"])
+    for service in ("s3", "iam", "kms", "ec2", "elbv2", "logs", "sts", "ssm"):
+        assert endpoints.get(service) == "${var.localstack_endpoint}", service
+    assert aws["s3_use_path_style"] is True
+    assert examples["localstack"].variables["localstack_endpoint"]["default"] == "http://localhost:4566"
+
+
+def test_templatefile_inputs_match_template(module):
+    """brokers.tf passes exactly the names the cloud-init template uses."""
+    text = (MODULE_DIR / "brokers.tf").read_text()
+    call = re.search(r"templatefile\([^,]+,\s*\{(.*?)\n\s*\}\)\)", text, re.S)
+    assert call
+    passed = set(re.findall(r"^\s*(\w+)\s*=", call.group(1), re.M))
+    template = (MODULE_DIR / "templates" / "cloud-init.yaml.tftpl").read_text()
+    used = set(re.findall(r"\$\{\s*(?:indent\(\d+,\s*)?(\w+)", template))
+    used |= set(re.findall(r"%\{\s*for\s+\w+,\s*\w+\s+in\s+(\w+)", template))
+    used |= set(re.findall(r"=\s*([a-z_]+)\s*$", template, re.M))  # inside jsonencode({...})
+    loop_vars = set(re.findall(r"%\{\s*for\s+(\w+),\s*(\w+)\s+in", template)[0]) if "%{" in template else set()
+    used -= {"jsonencode", "indent"} | loop_vars
+    assert passed == used, f"passed but unused: {passed - used}; used but not passed: {used - passed}"
+
+
+def test_no_provider_or_backend_credentials_in_module(module):
+    assert not module.providers, "a reusable module declares no provider block"
+    text = module.text()
+    assert not re.search(r"AKIA[0-9A-Z]{16}", text)
+    assert EXAMPLES_DIR.is_dir()
