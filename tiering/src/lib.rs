@@ -1,18 +1,80 @@
 //! Strata's object-store tier.
 //!
-//! Overview: this crate owns everything that touches object storage. The
-//! broker never sees `object_store` types; it names a tier by URL and talks to
-//! it through [`TierStore`]. Today the crate builds the store from a URL
-//! (`file:///path`, the embedded default, and `memory://` for tests) and
-//! checks at start that it can write, read back and delete an object. The
-//! upload pipeline, manifests, remote reads and the cache build on this.
+//! # Overview
 //!
-//! Consistency: every object is written whole (a single PUT); readers never see
-//! a partial object.
+//! This crate owns everything that touches object storage; the broker never
+//! sees `object_store` types. It sees a sealed segment as files plus a small
+//! description ([`SegmentUpload`]) and never depends on the broker crate.
 //!
-//! Crash safety: the start-up probe object is written under a unique name and
-//! removed after the check; a crash in between leaves one small orphan that a
-//! later probe does not depend on.
+//! - [`TierStore`]: the store named by a URL (`file:///abs`, `memory://`,
+//!   `s3://bucket/prefix`) with the shared read cache and [`TierMetrics`].
+//!   [`TierStore::from_url`] uses [`TierOptions::default`];
+//!   [`TierStore::from_url_with`] takes options (S3 endpoint, region,
+//!   credentials, allow-http; cache sizes; chunk size). `put`/`get`/`delete`/
+//!   `probe` work on raw objects relative to the prefix.
+//! - [`RemotePartition`] (`TierStore::partition(PartitionKey)`): one
+//!   partition's remote log under
+//!   `<prefix>/<cluster_id>/<topic>-<topic_id hex>/<partition>/`, holding
+//!   `manifest.json` and `<base:020>-<upload id>.{log,index,timeindex,
+//!   snapshot,epochs,txnindex,crcs}` objects (format: `docs/tier-format.md`).
+//!   - uploads: [`RemotePartition::upload_segment`] (direct) or through the
+//!     [`Uploader`] pipeline (bounded concurrency and bandwidth, retries with
+//!     backoff, cancellation; [`Uploader::try_enqueue`] never waits);
+//!   - reads: [`RemotePartition::read`] returns whole record batches from the
+//!     batch holding an offset (at least one, KIP-74), every byte checked;
+//!   - offsets: [`RemotePartition::log_start_offset`],
+//!     [`RemotePartition::last_uploaded_offset`],
+//!     [`RemotePartition::offset_for_timestamp`], [`RemotePartition::tier_bytes`];
+//!   - deletion: [`RemotePartition::apply_retention`],
+//!     [`RemotePartition::delete_before`] (DeleteRecords),
+//!     [`RemotePartition::collect_orphans`], [`RemotePartition::delete_partition`].
+//! - Restore: [`TierStore::list_remote_topics`] lists what a bucket holds for
+//!   a cluster; a [`RemotePartition`] on an empty broker loads the manifest on
+//!   first use and serves reads from it.
+//! - [`faults::FaultyStore`] injects errors, delays, truncated and corrupted
+//!   bodies (deterministic by seed) for tests; [`testkit`] writes real Kafka
+//!   segments.
+//!
+//! How the broker is expected to call it: at start, `from_url_with` + `probe`;
+//! per partition (leader or not) a `RemotePartition` from the cluster id, the
+//! topic name and id and the partition; the leader calls
+//! `Uploader::try_enqueue(partition, upload)` for each sealed segment whose last
+//! offset is below the high watermark (again later if it answers `QueueFull`),
+//! deletes local segments up to `last_uploaded_offset()` by its local retention,
+//! calls `apply_retention`/`collect_orphans` on a timer and `delete_before` for
+//! DeleteRecords; Fetch below the local log start calls `read`; ListOffsets
+//! uses `log_start_offset` (earliest) and `offset_for_timestamp`.
+//!
+//! # Consistency
+//!
+//! The manifest is the only source of truth: an object is part of the log
+//! once the manifest names it. Objects are written first under names never
+//! used before, then the manifest is replaced by a conditional PUT
+//! (`PutMode::Create` when absent, `PutMode::Update` with the e-tag/version
+//! read otherwise; on the local file system an e-tag check under a process
+//! lock, see [`ConditionalPut`]). A writer whose leader epoch is below the
+//! manifest's is refused ([`TierError::Fenced`]), so a deposed leader can
+//! never overwrite a newer leader's manifest. A lost race re-reads and
+//! re-applies the change. Each object's CRC-32C is in the manifest; readers
+//! check whole-object CRCs of indexes, per-chunk CRCs of logs and each
+//! returned batch's CRC. A mismatch is an error and a metric, never data.
+//!
+//! # Crash safety
+//!
+//! A crash between object writes and the manifest write leaves objects no
+//! manifest names: orphans, invisible to readers and removed by
+//! [`RemotePartition::collect_orphans`] after a grace period longer than any
+//! upload. Deletion goes manifest first, objects second, so a crash leaves
+//! orphans, never a manifest naming missing objects. A manifest write whose
+//! outcome is unknown makes the handle forget its cached copy and re-read.
+//!
+//! # Cancellation
+//!
+//! Uploads take a `tokio_util` [`CancellationToken`](tokio_util::sync::CancellationToken);
+//! every store call of an upload races it and a multipart upload is aborted
+//! on failure. A cancelled upload leaves at most orphans. Reads are plain
+//! futures: dropping one abandons it; a cache fill it started completes for
+//! the other waiters or is dropped with the last of them.
 
 use std::sync::Arc;
 
@@ -20,136 +82,194 @@ use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-/// Errors from the tier.
-#[derive(Debug, thiserror::Error)]
-pub enum TierError {
-    #[error("invalid tier url: {message}. url={url}")]
-    InvalidUrl { url: String, message: String },
-    #[error("cannot create tier directory. path={path}")]
-    CreateDir {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("object store request failed. op={op}, path={path}")]
-    Store {
-        op: &'static str,
-        path: String,
-        #[source]
-        source: object_store::Error,
-    },
-    #[error("object read back differs from what was written. path={path}")]
-    Mismatch { path: String },
+mod batch;
+mod cache;
+mod error;
+pub mod faults;
+mod index;
+mod layout;
+pub mod manifest;
+mod metrics;
+mod partition;
+mod store;
+pub mod testkit;
+mod throttle;
+mod upload_queue;
+mod uploader;
+
+pub use error::TierError;
+pub use layout::PartitionKey;
+pub use manifest::{Manifest, ObjectKind, ObjectRef, SegmentMeta};
+pub use metrics::TierMetrics;
+pub use partition::{
+    DeleteOutcome, OrphanReport, RemotePartition, RetentionPolicy, SegmentUpload, TimestampOffset,
+    UploadOutcome,
+};
+pub use store::{ConditionalPut, S3Options, TierOptions};
+pub use throttle::{Backoff, RateLimiter, TokenBucket};
+pub use upload_queue::{QueueLimits, UploadQueue};
+pub use uploader::{UploadTicket, Uploader, UploaderConfig};
+
+use error::store_err;
+
+/// A topic found in the tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteTopic {
+    pub topic: String,
+    pub topic_id: [u8; 16],
+    /// Partition numbers with a directory in the tier, ascending.
+    pub partitions: Vec<i32>,
 }
 
-/// A handle on the object store that holds the tier.
+pub(crate) struct StoreInner {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: ObjectPath,
+    pub url: String,
+    pub conditional: ConditionalPut,
+    /// Serializes manifest compare-and-swaps under [`ConditionalPut::ProcessLock`].
+    pub manifest_lock: tokio::sync::Mutex<()>,
+    pub options: TierOptions,
+    pub cache: cache::ReadCache,
+    pub metrics: Arc<TierMetrics>,
+}
+
+/// A handle on the object store that holds the tier. Clones share the
+/// store, the read cache and the metrics.
 #[derive(Clone)]
 pub struct TierStore {
-    store: Arc<dyn ObjectStore>,
-    prefix: ObjectPath,
-    url: String,
+    pub(crate) inner: Arc<StoreInner>,
 }
 
 impl std::fmt::Debug for TierStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TierStore").field("url", &self.url).finish()
+        f.debug_struct("TierStore")
+            .field("url", &self.inner.url)
+            .finish()
     }
 }
 
 impl TierStore {
-    /// Builds the store named by `url`: `file:///abs/path` (created if
-    /// missing) or `memory://`.
+    /// Builds the store named by `url` with default options: `file:///abs/path`
+    /// (created if missing), `memory://`, or `s3://bucket/prefix` (settings
+    /// from the standard `AWS_*` environment variables).
     pub fn from_url(url: &str) -> Result<TierStore, TierError> {
-        let invalid = |message: &str| TierError::InvalidUrl {
-            url: url.to_string(),
-            message: message.to_string(),
-        };
-        let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
-        match parsed.scheme() {
-            "file" => {
-                let path = parsed
-                    .to_file_path()
-                    .map_err(|_| invalid("file url must hold an absolute path"))?;
-                std::fs::create_dir_all(&path).map_err(|source| TierError::CreateDir {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(&path).map_err(
-                    |source| TierError::Store {
-                        op: "open",
-                        path: path.display().to_string(),
-                        source,
-                    },
-                )?;
-                Ok(TierStore {
-                    store: Arc::new(fs),
-                    prefix: ObjectPath::default(),
-                    url: url.to_string(),
-                })
-            }
-            "memory" => Ok(TierStore {
-                store: Arc::new(object_store::memory::InMemory::new()),
-                prefix: ObjectPath::default(),
+        Self::from_url_with(url, TierOptions::default())
+    }
+
+    /// Builds the store named by `url` with `options`.
+    pub fn from_url_with(url: &str, options: TierOptions) -> Result<TierStore, TierError> {
+        let built = store::build(url, &options)?;
+        Self::assemble(built.store, built.prefix, url, built.conditional, options)
+    }
+
+    /// Wraps an existing store (tests: a [`faults::FaultyStore`] around
+    /// `InMemory` or `LocalFileSystem`). `conditional` must match what the
+    /// store supports.
+    pub fn from_object_store(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        conditional: ConditionalPut,
+        options: TierOptions,
+    ) -> Result<TierStore, TierError> {
+        let url = format!("custom://{store}/{prefix}");
+        Self::assemble(store, ObjectPath::from(prefix), &url, conditional, options)
+    }
+
+    fn assemble(
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+        url: &str,
+        conditional: ConditionalPut,
+        options: TierOptions,
+    ) -> Result<TierStore, TierError> {
+        options.validate()?;
+        let metrics = Arc::new(TierMetrics::default());
+        let cache = cache::ReadCache::new(
+            options.memory_cache_bytes,
+            options.disk_cache_dir.clone(),
+            options.disk_cache_bytes,
+            metrics.clone(),
+        )?;
+        Ok(TierStore {
+            inner: Arc::new(StoreInner {
+                store,
+                prefix,
                 url: url.to_string(),
+                conditional,
+                manifest_lock: tokio::sync::Mutex::new(()),
+                options,
+                cache,
+                metrics,
             }),
-            "s3" => Err(invalid(
-                "s3 tiers are not supported by this build yet; use file:// or memory://",
-            )),
-            other => Err(invalid(&format!("unsupported scheme {other:?}"))),
-        }
+        })
     }
 
     /// The URL this store was built from.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.inner.url
+    }
+
+    /// The tier's metrics (shared by every clone and partition handle).
+    pub fn metrics(&self) -> Arc<TierMetrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// The options the store was built with.
+    pub fn options(&self) -> &TierOptions {
+        &self.inner.options
+    }
+
+    /// Bytes in the in-memory read cache.
+    pub async fn cache_memory_bytes(&self) -> u64 {
+        self.inner.cache.memory_bytes().await
+    }
+
+    /// Bytes in the disk read cache.
+    pub async fn cache_disk_bytes(&self) -> u64 {
+        self.inner.cache.disk_bytes().await
+    }
+
+    /// A handle on one partition's remote log (no I/O).
+    pub fn partition(&self, key: PartitionKey) -> RemotePartition {
+        RemotePartition::new(self.clone(), key)
     }
 
     fn path(&self, name: &str) -> ObjectPath {
         let name = ObjectPath::from(name);
-        ObjectPath::from_iter(self.prefix.parts().chain(name.parts()))
+        ObjectPath::from_iter(self.inner.prefix.parts().chain(name.parts()))
     }
 
     /// Writes one whole object.
     pub async fn put(&self, name: &str, data: Bytes) -> Result<(), TierError> {
         let path = self.path(name);
-        self.store
+        self.inner
+            .store
             .put(&path, PutPayload::from(data))
             .await
-            .map_err(|source| TierError::Store {
-                op: "put",
-                path: path.to_string(),
-                source,
-            })?;
+            .map_err(store_err("put", &path))?;
         Ok(())
     }
 
     /// Reads one whole object.
     pub async fn get(&self, name: &str) -> Result<Bytes, TierError> {
         let path = self.path(name);
-        let store_err = |source| TierError::Store {
-            op: "get",
-            path: path.to_string(),
-            source,
-        };
-        let result = self.store.get(&path).await.map_err(store_err)?;
-        result.bytes().await.map_err(|source| TierError::Store {
-            op: "get",
-            path: path.to_string(),
-            source,
-        })
+        let result = self
+            .inner
+            .store
+            .get(&path)
+            .await
+            .map_err(store_err("get", &path))?;
+        result.bytes().await.map_err(store_err("get", &path))
     }
 
     /// Deletes one object.
     pub async fn delete(&self, name: &str) -> Result<(), TierError> {
         let path = self.path(name);
-        self.store
+        self.inner
+            .store
             .delete(&path)
             .await
-            .map_err(|source| TierError::Store {
-                op: "delete",
-                path: path.to_string(),
-                source,
-            })
+            .map_err(store_err("delete", &path))
     }
 
     /// Start-up check: write, read back and delete a probe object, so a
@@ -163,6 +283,50 @@ impl TierStore {
             return Err(TierError::Mismatch { path: name });
         }
         self.delete(&name).await
+    }
+
+    /// Topics (and their partitions) the tier holds for `cluster_id`, for
+    /// restoring a cluster from the bucket alone. Directories whose names do
+    /// not parse as `<topic>-<32 hex digits>` are skipped.
+    pub async fn list_remote_topics(
+        &self,
+        cluster_id: &str,
+    ) -> Result<Vec<RemoteTopic>, TierError> {
+        let store = &self.inner.store;
+        let root = ObjectPath::from_iter(
+            self.inner
+                .prefix
+                .parts()
+                .chain([object_store::path::PathPart::from(cluster_id)]),
+        );
+        let listing = store
+            .list_with_delimiter(Some(&root))
+            .await
+            .map_err(store_err("list", &root))?;
+        let mut topics = Vec::new();
+        for dir in listing.common_prefixes {
+            let Some(name) = dir.filename() else { continue };
+            let Some((topic, topic_id)) = layout::parse_topic_dir(name) else {
+                continue;
+            };
+            let parts = store
+                .list_with_delimiter(Some(&dir))
+                .await
+                .map_err(store_err("list", &dir))?;
+            let mut partitions: Vec<i32> = parts
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename()?.parse().ok())
+                .collect();
+            partitions.sort_unstable();
+            topics.push(RemoteTopic {
+                topic,
+                topic_id,
+                partitions,
+            });
+        }
+        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+        Ok(topics)
     }
 }
 
@@ -190,8 +354,23 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused() {
-        for u in ["not a url", "ftp://x/y", "file://relative"] {
+        for u in [
+            "not a url",
+            "ftp://x/y",
+            "file://relative",
+            "s3:///nobucket",
+        ] {
             assert!(TierStore::from_url(u).is_err(), "{u}");
         }
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let o = TierOptions {
+            chunk_size: 10,
+            ..TierOptions::default()
+        };
+        let e = TierStore::from_url_with("memory://", o).expect_err("tiny chunk");
+        assert!(e.to_string().contains("key=chunk_size"), "{e}");
     }
 }

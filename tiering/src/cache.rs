@@ -1,0 +1,400 @@
+//! The read cache: chunks of segment objects and whole index objects in a
+//! byte-bounded `moka` cache, over an optional byte-bounded disk directory.
+//!
+//! Concurrent misses on one key share one fill (`try_get_with`), so N
+//! readers of a cold chunk cause one GET. Disk entries carry their key and a
+//! CRC-32C of their data, so a torn or foreign file is a miss, never data.
+//! The disk directory is emptied when the cache is built (entries are not
+//! reused across restarts).
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use moka::future::Cache;
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, GetRange, ObjectStore};
+
+use crate::error::store_err;
+use crate::metrics::TierMetrics;
+use crate::TierError;
+
+/// Chunk number that marks a whole object.
+const WHOLE: u64 = u64::MAX;
+
+/// Overhead charged per entry on top of its bytes.
+const ENTRY_OVERHEAD: u64 = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKey {
+    pub path: Arc<str>,
+    pub chunk: u64,
+}
+
+#[derive(Debug, Clone)]
+struct DiskEntry {
+    file: PathBuf,
+    size: u64,
+}
+
+struct DiskCache {
+    dir: PathBuf,
+    index: Cache<CacheKey, DiskEntry>,
+    seq: AtomicU64,
+}
+
+pub(crate) struct ReadCache {
+    mem: Cache<CacheKey, Bytes>,
+    disk: Option<Arc<DiskCache>>,
+    metrics: Arc<TierMetrics>,
+}
+
+fn weigh(key: &CacheKey, len: u64) -> u32 {
+    u32::try_from(len + key.path.len() as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+}
+
+impl ReadCache {
+    pub fn new(
+        memory_bytes: u64,
+        disk_dir: Option<PathBuf>,
+        disk_bytes: u64,
+        metrics: Arc<TierMetrics>,
+    ) -> Result<ReadCache, TierError> {
+        let mem = Cache::builder()
+            .max_capacity(memory_bytes)
+            .weigher(|k: &CacheKey, v: &Bytes| weigh(k, v.len() as u64))
+            .build();
+        let disk = match disk_dir {
+            None => None,
+            Some(dir) => {
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(|source| TierError::Io {
+                        op: "clear disk cache",
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+                }
+                std::fs::create_dir_all(&dir).map_err(|source| TierError::CreateDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+                let index = Cache::builder()
+                    .max_capacity(disk_bytes)
+                    .weigher(|k: &CacheKey, v: &DiskEntry| weigh(k, v.size))
+                    .eviction_listener(|_k, v: DiskEntry, _cause| {
+                        // Every write has its own file name, so removing the
+                        // evicted entry's file never removes a newer one.
+                        let _ = std::fs::remove_file(&v.file);
+                    })
+                    .build();
+                Some(Arc::new(DiskCache {
+                    dir,
+                    index,
+                    seq: AtomicU64::new(0),
+                }))
+            }
+        };
+        Ok(ReadCache { mem, disk, metrics })
+    }
+
+    /// Bytes held in memory (after pending maintenance).
+    pub async fn memory_bytes(&self) -> u64 {
+        self.mem.run_pending_tasks().await;
+        self.mem.weighted_size()
+    }
+
+    /// Bytes held on disk (after pending maintenance).
+    pub async fn disk_bytes(&self) -> u64 {
+        match &self.disk {
+            None => 0,
+            Some(d) => {
+                d.index.run_pending_tasks().await;
+                d.index.weighted_size()
+            }
+        }
+    }
+
+    pub async fn invalidate(&self, key: &CacheKey) {
+        self.mem.invalidate(key).await;
+        if let Some(d) = &self.disk {
+            d.index.invalidate(key).await;
+        }
+    }
+
+    /// Chunk `chunk` (of `chunk_size` bytes) of the object at `path` whose
+    /// size is `object_size`. Errors if the store returns a short body.
+    pub async fn chunk(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        path: &ObjectPath,
+        object_size: u64,
+        chunk: u64,
+        chunk_size: u64,
+        expected_crc: Option<u32>,
+    ) -> Result<Bytes, TierError> {
+        let start = chunk * chunk_size;
+        let end = (start + chunk_size).min(object_size);
+        let key = CacheKey {
+            path: Arc::from(path.as_ref()),
+            chunk,
+        };
+        let check = match expected_crc {
+            Some(crc) => Check::Crc {
+                crc,
+                position: start,
+            },
+            None => Check::Nothing,
+        };
+        self.get_or_fill(key, store, path, Some(start..end), check)
+            .await
+    }
+
+    /// The whole object at `path`, checked against its size and CRC-32C.
+    pub async fn whole(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        path: &ObjectPath,
+        size: u64,
+        crc: u32,
+    ) -> Result<Bytes, TierError> {
+        let key = CacheKey {
+            path: Arc::from(path.as_ref()),
+            chunk: WHOLE,
+        };
+        self.get_or_fill(key, store, path, None, Check::Whole { size, crc })
+            .await
+    }
+
+    pub fn chunk_key(path: &ObjectPath, chunk: u64) -> CacheKey {
+        CacheKey {
+            path: Arc::from(path.as_ref()),
+            chunk,
+        }
+    }
+
+    pub fn whole_key(path: &ObjectPath) -> CacheKey {
+        Self::chunk_key(path, WHOLE)
+    }
+
+    async fn get_or_fill(
+        &self,
+        key: CacheKey,
+        store: &Arc<dyn ObjectStore>,
+        path: &ObjectPath,
+        range: Option<std::ops::Range<u64>>,
+        check: Check,
+    ) -> Result<Bytes, TierError> {
+        if let Some(hit) = self.mem.get(&key).await {
+            TierMetrics::add(&self.metrics.cache_hits, 1);
+            return Ok(hit);
+        }
+        TierMetrics::add(&self.metrics.cache_misses, 1);
+        let fill_key = key.clone();
+        let fill = async move {
+            let key = fill_key;
+            if let Some(disk) = &self.disk {
+                if let Some(bytes) = disk.read(&key).await {
+                    TierMetrics::add(&self.metrics.disk_cache_hits, 1);
+                    return Ok(bytes);
+                }
+            }
+            let bytes = fetch(store, path, range.clone(), &self.metrics).await?;
+            check.verify(path, &bytes, &self.metrics)?;
+            if let Some(disk) = &self.disk {
+                let disk = Arc::clone(disk);
+                let (key, bytes) = (key.clone(), bytes.clone());
+                tokio::spawn(async move { disk.write(key, bytes).await });
+            }
+            Ok(bytes)
+        };
+        self.mem
+            .try_get_with(key, fill)
+            .await
+            .map_err(TierError::from_shared)
+    }
+}
+
+/// What a fill checks before the bytes enter the cache.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    Nothing,
+    /// A whole object: its size and CRC-32C.
+    Whole {
+        size: u64,
+        crc: u32,
+    },
+    /// A chunk starting at `position`: its CRC-32C.
+    Crc {
+        crc: u32,
+        position: u64,
+    },
+}
+
+impl Check {
+    fn verify(
+        self,
+        path: &ObjectPath,
+        bytes: &[u8],
+        metrics: &TierMetrics,
+    ) -> Result<(), TierError> {
+        let (expected, position) = match self {
+            Check::Nothing => return Ok(()),
+            Check::Whole { size, crc } => {
+                if bytes.len() as u64 != size {
+                    return Err(TierError::ShortRead {
+                        path: path.to_string(),
+                        expected: size,
+                        actual: bytes.len() as u64,
+                    });
+                }
+                (crc, 0)
+            }
+            Check::Crc { crc, position } => (crc, position),
+        };
+        let actual = crc32c::crc32c(bytes);
+        if actual != expected {
+            TierMetrics::add(&metrics.crc_mismatches, 1);
+            return Err(TierError::Corrupt {
+                path: path.to_string(),
+                position,
+                expected,
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One GET (ranged when `range` is set), checking the body's length.
+pub(crate) async fn fetch(
+    store: &Arc<dyn ObjectStore>,
+    path: &ObjectPath,
+    range: Option<std::ops::Range<u64>>,
+    metrics: &TierMetrics,
+) -> Result<Bytes, TierError> {
+    TierMetrics::add(&metrics.get_requests, 1);
+    let opts = GetOptions::new().with_range(range.clone().map(GetRange::Bounded));
+    let result = async {
+        let r = store
+            .get_opts(path, opts)
+            .await
+            .map_err(store_err("get", path))?;
+        r.bytes().await.map_err(store_err("get", path))
+    }
+    .await;
+    let bytes = match result {
+        Ok(b) => b,
+        Err(e) => {
+            TierMetrics::add(&metrics.store_errors, 1);
+            return Err(e);
+        }
+    };
+    if let Some(r) = range {
+        let want = r.end - r.start;
+        if bytes.len() as u64 != want {
+            return Err(TierError::ShortRead {
+                path: path.to_string(),
+                expected: want,
+                actual: bytes.len() as u64,
+            });
+        }
+    }
+    TierMetrics::add(&metrics.bytes_downloaded, bytes.len() as u64);
+    Ok(bytes)
+}
+
+impl DiskCache {
+    fn file_for(&self, key: &CacheKey) -> PathBuf {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("{:016x}-{seq}", h.finish()))
+    }
+
+    async fn read(&self, key: &CacheKey) -> Option<Bytes> {
+        let entry = self.index.get(key).await?;
+        let raw = tokio::fs::read(&entry.file).await.ok()?;
+        match decode_entry(key, Bytes::from(raw)) {
+            Some(b) => Some(b),
+            None => {
+                self.index.invalidate(key).await;
+                None
+            }
+        }
+    }
+
+    async fn write(&self, key: CacheKey, bytes: Bytes) {
+        let file = self.file_for(&key);
+        let tmp = file.with_extension("tmp");
+        let body = encode_entry(&key, &bytes);
+        let written = async {
+            tokio::fs::write(&tmp, &body).await?;
+            tokio::fs::rename(&tmp, &file).await
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                let size = body.len() as u64;
+                self.index.insert(key, DiskEntry { file, size }).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, path = %tmp.display(), "disk cache write failed");
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+        }
+    }
+}
+
+/// `[key_len u32][key][chunk u64][crc32c u32][data]`.
+fn encode_entry(key: &CacheKey, data: &[u8]) -> Vec<u8> {
+    let mut b = BytesMut::with_capacity(16 + key.path.len() + data.len());
+    b.put_u32(key.path.len() as u32);
+    b.put_slice(key.path.as_bytes());
+    b.put_u64(key.chunk);
+    b.put_u32(crc32c::crc32c(data));
+    b.put_slice(data);
+    b.to_vec()
+}
+
+fn decode_entry(key: &CacheKey, mut raw: Bytes) -> Option<Bytes> {
+    if raw.len() < 4 {
+        return None;
+    }
+    let klen = raw.get_u32() as usize;
+    if raw.len() < klen + 12 || &raw[..klen] != key.path.as_bytes() {
+        return None;
+    }
+    raw.advance(klen);
+    if raw.get_u64() != key.chunk {
+        return None;
+    }
+    let crc = raw.get_u32();
+    (crc32c::crc32c(&raw) == crc).then_some(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_entries_round_trip_and_reject_foreign_or_torn() {
+        let k = CacheKey {
+            path: Arc::from("a/b.log"),
+            chunk: 3,
+        };
+        let e = Bytes::from(encode_entry(&k, b"hello"));
+        assert_eq!(decode_entry(&k, e.clone()).as_deref(), Some(&b"hello"[..]));
+        let other = CacheKey {
+            path: Arc::from("a/c.log"),
+            chunk: 3,
+        };
+        assert!(decode_entry(&other, e.clone()).is_none());
+        assert!(decode_entry(&k, e.slice(..e.len() - 1)).is_none());
+        let mut flipped = e.to_vec();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xff;
+        assert!(decode_entry(&k, Bytes::from(flipped)).is_none());
+    }
+}

@@ -1,0 +1,231 @@
+//! The tier's one error enum and its retry classification.
+
+use std::sync::Arc;
+
+/// Errors from the tier.
+///
+/// Messages are lowercase with values after the text. [`TierError::is_retriable`]
+/// tells the retry loops (the upload pipeline, the reader's re-fetch) which
+/// errors may go away on their own.
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    #[error("invalid tier url: {message}. url={url}")]
+    InvalidUrl { url: String, message: String },
+    #[error("invalid tier option: {message}. key={key}")]
+    InvalidOption { key: &'static str, message: String },
+    #[error("cannot create tier directory. path={path}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("object store request failed. op={op}, path={path}")]
+    Store {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("local file i/o failed. op={op}, path={path}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("object read back differs from what was written. path={path}")]
+    Mismatch { path: String },
+    #[error("manifest was changed by another writer. path={path}")]
+    ManifestConflict { path: String },
+    #[error(
+        "manifest is owned by a newer leader. partition={partition}, manifest_epoch={manifest_epoch}, writer_epoch={writer_epoch}"
+    )]
+    Fenced {
+        partition: String,
+        manifest_epoch: i32,
+        writer_epoch: i32,
+    },
+    #[error("manifest cannot be decoded: {message}. path={path}")]
+    ManifestFormat { path: String, message: String },
+    #[error("manifest version is not supported. path={path}, version={version}")]
+    UnsupportedManifestVersion { path: String, version: u64 },
+    #[error("segment description is invalid: {message}. partition={partition}, base_offset={base_offset}")]
+    InvalidSegment {
+        partition: String,
+        base_offset: i64,
+        message: String,
+    },
+    #[error(
+        "offset is not in the tier. offset={offset}, log_start_offset={start}, last_offset={last}"
+    )]
+    OffsetOutOfRange { offset: i64, start: i64, last: i64 },
+    #[error("object data failed its checksum. path={path}, position={position}, expected={expected:#010x}, actual={actual:#010x}")]
+    Corrupt {
+        path: String,
+        position: u64,
+        expected: u32,
+        actual: u32,
+    },
+    #[error("record batch in a tiered segment is malformed: {message}. path={path}, position={position}")]
+    BadBatch {
+        path: String,
+        position: u64,
+        message: String,
+    },
+    #[error("object store returned fewer bytes than asked. path={path}, expected={expected}, actual={actual}")]
+    ShortRead {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("upload queue is full. pending={pending}, pending_bytes={pending_bytes}")]
+    QueueFull { pending: usize, pending_bytes: u64 },
+    #[error(
+        "segment is already queued for upload. partition={partition}, base_offset={base_offset}"
+    )]
+    AlreadyQueued { partition: String, base_offset: i64 },
+    #[error("upload pipeline is shut down")]
+    ShutDown,
+    #[error("operation was cancelled")]
+    Cancelled,
+    /// An error shared by every waiter of one cache fill (one GET serves them all).
+    #[error(transparent)]
+    Shared(Arc<TierError>),
+}
+
+impl TierError {
+    /// True when the same operation may succeed if tried again later:
+    /// network and server errors, a lost manifest race, a short or corrupt
+    /// body (re-fetched), a full queue. False for what a retry cannot fix:
+    /// fencing, missing objects, bad configuration, malformed manifests.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            TierError::Store { source, .. } => store_error_is_retriable(source),
+            TierError::Io { source, .. } => !matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ),
+            TierError::ManifestConflict { .. }
+            | TierError::Corrupt { .. }
+            | TierError::ShortRead { .. }
+            | TierError::QueueFull { .. }
+            | TierError::Mismatch { .. } => true,
+            TierError::Shared(inner) => inner.is_retriable(),
+            TierError::InvalidUrl { .. }
+            | TierError::InvalidOption { .. }
+            | TierError::CreateDir { .. }
+            | TierError::Fenced { .. }
+            | TierError::ManifestFormat { .. }
+            | TierError::UnsupportedManifestVersion { .. }
+            | TierError::InvalidSegment { .. }
+            | TierError::OffsetOutOfRange { .. }
+            | TierError::BadBatch { .. }
+            | TierError::AlreadyQueued { .. }
+            | TierError::ShutDown
+            | TierError::Cancelled => false,
+        }
+    }
+
+    /// True for [`TierError::Cancelled`], also behind a shared error.
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            TierError::Cancelled => true,
+            TierError::Shared(inner) => inner.is_cancelled(),
+            _ => false,
+        }
+    }
+
+    /// True for a checksum failure or a short body, which the reader answers
+    /// by dropping the cached copy and fetching again once.
+    pub(crate) fn is_integrity(&self) -> bool {
+        match self {
+            TierError::Corrupt { .. }
+            | TierError::ShortRead { .. }
+            | TierError::BadBatch { .. } => true,
+            TierError::Shared(inner) => inner.is_integrity(),
+            _ => false,
+        }
+    }
+
+    /// Unwraps an error shared by a cache fill into an owned one where possible.
+    pub(crate) fn from_shared(e: Arc<TierError>) -> TierError {
+        match Arc::try_unwrap(e) {
+            Ok(owned) => owned,
+            Err(shared) => TierError::Shared(shared),
+        }
+    }
+}
+
+fn store_error_is_retriable(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    !matches!(
+        e,
+        E::NotFound { .. }
+            | E::InvalidPath { .. }
+            | E::NotSupported { .. }
+            | E::AlreadyExists { .. }
+            | E::Precondition { .. }
+            | E::NotModified { .. }
+            | E::NotImplemented { .. }
+            | E::PermissionDenied { .. }
+            | E::Unauthenticated { .. }
+            | E::UnknownConfigurationKey { .. }
+    )
+}
+
+/// Builds a [`TierError::Store`] for `op` on `path`.
+pub(crate) fn store_err<'a>(
+    op: &'static str,
+    path: &'a object_store::path::Path,
+) -> impl FnOnce(object_store::Error) -> TierError + 'a {
+    move |source| TierError::Store {
+        op,
+        path: path.to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_classification() {
+        let generic = TierError::Store {
+            op: "get",
+            path: "x".into(),
+            source: object_store::Error::Generic {
+                store: "test",
+                source: "boom".into(),
+            },
+        };
+        assert!(generic.is_retriable());
+        let missing = TierError::Store {
+            op: "get",
+            path: "x".into(),
+            source: object_store::Error::NotFound {
+                path: "x".into(),
+                source: "gone".into(),
+            },
+        };
+        assert!(!missing.is_retriable());
+        let fenced = TierError::Fenced {
+            partition: "t-0".into(),
+            manifest_epoch: 3,
+            writer_epoch: 2,
+        };
+        assert!(!fenced.is_retriable());
+        assert_eq!(
+            fenced.to_string(),
+            "manifest is owned by a newer leader. partition=t-0, manifest_epoch=3, writer_epoch=2"
+        );
+        let shared = TierError::Shared(Arc::new(TierError::ShortRead {
+            path: "p".into(),
+            expected: 2,
+            actual: 1,
+        }));
+        assert!(shared.is_retriable());
+        assert!(shared.is_integrity());
+        assert!(TierError::Shared(Arc::new(TierError::Cancelled)).is_cancelled());
+    }
+}

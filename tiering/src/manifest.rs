@@ -1,0 +1,426 @@
+//! The per-partition manifest: the source of truth for what the tier holds.
+//!
+//! One `manifest.json` per partition lists its segments in offset order.
+//! Every change is a pure function from one manifest to the next (this
+//! module), written with a conditional PUT by [`crate::RemotePartition`].
+//! The format is versioned and described in `docs/tier-format.md`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::TierError;
+
+/// The manifest format version this build writes and reads.
+pub const MANIFEST_VERSION: u64 = 1;
+
+/// What a segment object holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectKind {
+    /// The segment's record batches (`.log`).
+    Log,
+    /// Sparse offset index (`.index`).
+    Index,
+    /// Sparse time index (`.timeindex`).
+    Timeindex,
+    /// Producer-state snapshot at the segment's end (`.snapshot`).
+    Snapshot,
+    /// Leader epochs the segment spans (`.epochs`).
+    Epochs,
+    /// Aborted-transaction index (`.txnindex`).
+    Txnindex,
+    /// CRC-32C of each fixed-size chunk of the log object (`.crcs`),
+    /// big-endian u32s; written by the tier itself.
+    Crcs,
+}
+
+impl ObjectKind {
+    /// File extension of this kind, also used in object names.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ObjectKind::Log => "log",
+            ObjectKind::Index => "index",
+            ObjectKind::Timeindex => "timeindex",
+            ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Epochs => "epochs",
+            ObjectKind::Txnindex => "txnindex",
+            ObjectKind::Crcs => "crcs",
+        }
+    }
+}
+
+/// One object of a segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// Object name relative to the partition directory.
+    pub name: String,
+    pub size: u64,
+    /// CRC-32C (Castagnoli) of the whole object.
+    pub crc32c: u32,
+}
+
+/// One tiered segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentMeta {
+    /// Unique id of this upload; part of every object name.
+    pub id: String,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub first_timestamp: Option<i64>,
+    pub max_timestamp: i64,
+    /// Bytes of the `.log` object.
+    pub size: u64,
+    /// Leader epoch of the broker that uploaded it.
+    pub leader_epoch: i32,
+    /// Wall-clock milliseconds when the manifest first named it.
+    pub uploaded_at_ms: i64,
+    /// Chunk size of the `crcs` object: reads of this segment fetch chunks
+    /// of this size and check each against its CRC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<u64>,
+    pub objects: BTreeMap<ObjectKind, ObjectRef>,
+}
+
+impl SegmentMeta {
+    /// The object of `kind`, if the segment has one.
+    pub fn object(&self, kind: ObjectKind) -> Option<&ObjectRef> {
+        self.objects.get(&kind)
+    }
+}
+
+/// The whole manifest of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u64,
+    pub cluster_id: String,
+    pub topic: String,
+    /// Topic id, 32 lowercase hex digits.
+    pub topic_id: String,
+    pub partition: i32,
+    /// Highest leader epoch that ever wrote this manifest; writers with a
+    /// lower epoch are fenced.
+    pub leader_epoch: i32,
+    /// Bumped by one on every write.
+    pub generation: u64,
+    /// First offset readers may see; at or after the first segment's base.
+    pub log_start_offset: i64,
+    /// Segments in offset order, `last_offset` strictly increasing.
+    pub segments: Vec<SegmentMeta>,
+}
+
+/// The result of adding a segment to a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddOutcome {
+    /// The manifest now names the segment.
+    Added(Manifest),
+    /// The manifest already covers these offsets (a retried or duplicate
+    /// upload); nothing to write, the new objects are unused.
+    AlreadyCovered,
+}
+
+impl Manifest {
+    /// An empty manifest for a partition.
+    pub fn empty(cluster_id: &str, topic: &str, topic_id: &str, partition: i32) -> Manifest {
+        Manifest {
+            version: MANIFEST_VERSION,
+            cluster_id: cluster_id.to_string(),
+            topic: topic.to_string(),
+            topic_id: topic_id.to_string(),
+            partition,
+            leader_epoch: -1,
+            generation: 0,
+            log_start_offset: 0,
+            segments: Vec::new(),
+        }
+    }
+
+    /// Decodes a manifest, refusing unknown versions.
+    pub fn decode(path: &str, bytes: &[u8]) -> Result<Manifest, TierError> {
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: u64,
+        }
+        let v: VersionOnly =
+            serde_json::from_slice(bytes).map_err(|e| TierError::ManifestFormat {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?;
+        if v.version != MANIFEST_VERSION {
+            return Err(TierError::UnsupportedManifestVersion {
+                path: path.to_string(),
+                version: v.version,
+            });
+        }
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| TierError::ManifestFormat {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        m.check().map_err(|message| TierError::ManifestFormat {
+            path: path.to_string(),
+            message,
+        })?;
+        Ok(m)
+    }
+
+    /// Encodes the manifest (pretty JSON, so operators can read it).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a manifest always serializes to json")
+    }
+
+    /// Checks the invariants readers rely on.
+    pub fn check(&self) -> Result<(), String> {
+        let mut prev: Option<&SegmentMeta> = None;
+        for s in &self.segments {
+            if s.last_offset < s.base_offset {
+                return Err(format!(
+                    "segment ends before it starts. base_offset={}",
+                    s.base_offset
+                ));
+            }
+            if !s.objects.contains_key(&ObjectKind::Log) {
+                return Err(format!(
+                    "segment has no log object. base_offset={}",
+                    s.base_offset
+                ));
+            }
+            if let Some(p) = prev {
+                if s.last_offset <= p.last_offset || s.base_offset < p.base_offset {
+                    return Err(format!(
+                        "segments out of order. base_offset={}",
+                        s.base_offset
+                    ));
+                }
+            }
+            prev = Some(s);
+        }
+        if let Some(last) = self.segments.last() {
+            if self.log_start_offset > last.last_offset + 1 {
+                return Err(format!(
+                    "log start offset past the last segment. log_start_offset={}",
+                    self.log_start_offset
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Offset after the last tiered record, if any segment is tiered.
+    pub fn last_offset(&self) -> Option<i64> {
+        self.segments.last().map(|s| s.last_offset)
+    }
+
+    /// Bytes of all `.log` objects.
+    pub fn total_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    /// Refuses a writer whose epoch is below the manifest's.
+    pub fn check_fence(&self, writer_epoch: i32, partition: &str) -> Result<(), TierError> {
+        if self.leader_epoch > writer_epoch {
+            return Err(TierError::Fenced {
+                partition: partition.to_string(),
+                manifest_epoch: self.leader_epoch,
+                writer_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// The segment to read `offset` from: the first whose last offset is at or
+    /// after it (its base may be past `offset` where the log has a gap).
+    pub fn segment_for(&self, offset: i64) -> Option<&SegmentMeta> {
+        let i = self.segments.partition_point(|s| s.last_offset < offset);
+        self.segments.get(i)
+    }
+
+    /// The manifest with `seg` appended by a writer at `writer_epoch`.
+    pub fn with_segment(
+        &self,
+        seg: SegmentMeta,
+        writer_epoch: i32,
+        partition: &str,
+    ) -> Result<AddOutcome, TierError> {
+        self.check_fence(writer_epoch, partition)?;
+        if let Some(last) = self.last_offset() {
+            if seg.last_offset <= last {
+                return Ok(AddOutcome::AlreadyCovered);
+            }
+            if seg.base_offset < self.segments.last().map_or(0, |s| s.base_offset) {
+                return Err(TierError::InvalidSegment {
+                    partition: partition.to_string(),
+                    base_offset: seg.base_offset,
+                    message: "segment starts before the last tiered segment".into(),
+                });
+            }
+        }
+        let mut next = self.clone();
+        if next.segments.is_empty() {
+            if seg.last_offset < self.log_start_offset {
+                // Deleted (DeleteRecords) before it was ever tiered.
+                return Ok(AddOutcome::AlreadyCovered);
+            }
+            next.log_start_offset = self.log_start_offset.max(seg.base_offset);
+        }
+        next.segments.push(seg);
+        next.leader_epoch = next.leader_epoch.max(writer_epoch);
+        next.generation += 1;
+        Ok(AddOutcome::Added(next))
+    }
+
+    /// The manifest without segments wholly below `offset` and with its start
+    /// offset raised to `offset` (never lowered, never past the tier's end).
+    /// Returns the new manifest and the removed segments.
+    pub fn without_before(&self, offset: i64) -> (Manifest, Vec<SegmentMeta>) {
+        let mut next = self.clone();
+        let keep_from = next.segments.partition_point(|s| s.last_offset < offset);
+        let removed: Vec<SegmentMeta> = next.segments.drain(..keep_from).collect();
+        let end = self.last_offset().map_or(offset, |l| l + 1);
+        next.log_start_offset = self.log_start_offset.max(offset.min(end));
+        if let Some(first) = next.segments.first() {
+            next.log_start_offset = next.log_start_offset.max(first.base_offset);
+        }
+        (next, removed)
+    }
+
+    /// The offset retention would move the start to: past every segment
+    /// whose max timestamp is older than `now_ms - retention_ms`, and past the
+    /// oldest segments while the size (tier plus `extra_bytes` held only
+    /// locally) exceeds `retention_bytes` by at least that segment's size.
+    /// Negative limits mean unlimited. `None` when nothing expires.
+    pub fn retention_offset(
+        &self,
+        retention_ms: i64,
+        retention_bytes: i64,
+        extra_bytes: u64,
+        now_ms: i64,
+    ) -> Option<i64> {
+        let mut expired = 0usize;
+        if retention_ms >= 0 {
+            let cutoff = now_ms.saturating_sub(retention_ms);
+            expired = self
+                .segments
+                .iter()
+                .take_while(|s| s.max_timestamp < cutoff)
+                .count();
+        }
+        if retention_bytes >= 0 {
+            let mut excess =
+                (self.total_bytes() + extra_bytes) as i128 - i128::from(retention_bytes);
+            let mut by_size = 0usize;
+            for s in &self.segments {
+                if excess - i128::from(s.size) < 0 {
+                    break;
+                }
+                excess -= i128::from(s.size);
+                by_size += 1;
+            }
+            expired = expired.max(by_size);
+        }
+        if expired == 0 {
+            return None;
+        }
+        Some(self.segments[expired - 1].last_offset + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn seg(base: i64, last: i64, ts: i64, size: u64) -> SegmentMeta {
+        let mut objects = BTreeMap::new();
+        objects.insert(
+            ObjectKind::Log,
+            ObjectRef {
+                name: format!("{base:020}-x.log"),
+                size,
+                crc32c: 0,
+            },
+        );
+        SegmentMeta {
+            id: "x".into(),
+            base_offset: base,
+            last_offset: last,
+            first_timestamp: None,
+            max_timestamp: ts,
+            size,
+            leader_epoch: 0,
+            uploaded_at_ms: 0,
+            chunk_size: None,
+            objects,
+        }
+    }
+
+    fn add(m: &Manifest, s: SegmentMeta, epoch: i32) -> Manifest {
+        match m.with_segment(s, epoch, "t-0").expect("add") {
+            AddOutcome::Added(m) => m,
+            AddOutcome::AlreadyCovered => panic!("covered"),
+        }
+    }
+
+    #[test]
+    fn add_fence_and_lookup() {
+        let m = Manifest::empty("c", "t", "00", 0);
+        let m = add(&m, seg(0, 9, 100, 10), 1);
+        let m = add(&m, seg(10, 19, 200, 10), 2);
+        assert_eq!(m.leader_epoch, 2);
+        assert_eq!(m.generation, 2);
+        assert!(matches!(
+            m.with_segment(seg(20, 29, 300, 10), 1, "t-0"),
+            Err(TierError::Fenced { .. })
+        ));
+        assert_eq!(
+            m.with_segment(seg(10, 19, 200, 10), 2, "t-0").expect("dup"),
+            AddOutcome::AlreadyCovered
+        );
+        // Overlapping a new leader's differently-cut segment is accepted.
+        let m = add(&m, seg(15, 25, 300, 10), 2);
+        assert_eq!(m.segment_for(0).map(|s| s.base_offset), Some(0));
+        assert_eq!(m.segment_for(12).map(|s| s.base_offset), Some(10));
+        assert_eq!(m.segment_for(20).map(|s| s.base_offset), Some(15));
+        assert!(m.segment_for(26).is_none());
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode("p", &bytes).expect("decode"), m);
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let mut m = Manifest::empty("c", "t", "00", 0);
+        m.version = 99;
+        assert!(matches!(
+            Manifest::decode("p", &m.encode()),
+            Err(TierError::UnsupportedManifestVersion { version: 99, .. })
+        ));
+        assert!(matches!(
+            Manifest::decode("p", b"{nope"),
+            Err(TierError::ManifestFormat { .. })
+        ));
+    }
+
+    #[test]
+    fn retention_and_delete_before() {
+        let mut m = Manifest::empty("c", "t", "00", 0);
+        for i in 0..5 {
+            m = add(&m, seg(i * 10, i * 10 + 9, 1000 + i * 100, 100), 0);
+        }
+        assert_eq!(m.retention_offset(-1, -1, 0, 5000), None);
+        // Time: segments with max ts < 5000 - 3800 = 1200 -> first two.
+        assert_eq!(m.retention_offset(3800, -1, 0, 5000), Some(20));
+        // Size: 500 bytes, keep >= 250: remove two (excess 250 -> 150 -> 50).
+        assert_eq!(m.retention_offset(-1, 250, 0, 5000), Some(20));
+        assert_eq!(m.retention_offset(-1, 250, 100, 5000), Some(30));
+        assert_eq!(m.retention_offset(-1, 0, 0, 5000), Some(50));
+        let (n, removed) = m.without_before(25);
+        assert_eq!(removed.len(), 2);
+        assert_eq!(n.log_start_offset, 25);
+        assert_eq!(n.segments.first().map(|s| s.base_offset), Some(20));
+        let (n2, removed) = n.without_before(10);
+        assert!(removed.is_empty());
+        assert_eq!(n2.log_start_offset, 25);
+        let (n3, _) = n.without_before(1000);
+        assert!(n3.segments.is_empty());
+        assert_eq!(n3.log_start_offset, 50);
+        assert!(n3.check().is_ok());
+    }
+}

@@ -1,0 +1,465 @@
+//! One partition's remote log: its manifest, uploads, reads and deletions.
+//!
+//! A [`RemotePartition`] is a cheap handle (clone it freely) on
+//! `<prefix>/<cluster_id>/<topic>-<topic_id>/<partition>/`. It caches the
+//! last manifest it read or wrote; reads use that copy, writes re-check it
+//! with a conditional PUT. [`RemotePartition::refresh`] re-reads it (a
+//! follower or a read-only cluster calls it when it wants news).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, UpdateVersion};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::store_err;
+use crate::layout::{self, PartitionKey, MANIFEST_NAME};
+use crate::manifest::{Manifest, SegmentMeta};
+use crate::metrics::TierMetrics;
+use crate::store::{cancellable, put_conditional};
+use crate::{TierError, TierStore};
+
+mod read;
+mod upload;
+
+pub use upload::{SegmentUpload, UploadOutcome};
+
+/// How many times a manifest update re-reads and re-applies after losing a race.
+const MAX_CAS_ATTEMPTS: usize = 8;
+
+/// A manifest as read from (or written to) the store, with its version.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub manifest: Arc<Manifest>,
+    /// `None` when no manifest object exists yet.
+    pub version: Option<UpdateVersion>,
+}
+
+/// Remote retention limits. Negative values mean unlimited, as in Kafka.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionPolicy {
+    /// `retention.ms`: segments whose max timestamp is older expire.
+    pub retention_ms: i64,
+    /// `retention.bytes`: the oldest segments expire while the partition is
+    /// larger than this by at least their size.
+    pub retention_bytes: i64,
+    /// Bytes of the partition held only locally (not yet tiered), counted
+    /// towards `retention_bytes` so the limit covers the whole log.
+    pub local_only_bytes: u64,
+}
+
+/// What a deletion (retention or DeleteRecords) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    /// The tier's start offset after the deletion.
+    pub log_start_offset: Option<i64>,
+    pub segments_removed: usize,
+    pub bytes_removed: u64,
+    /// Objects whose deletion failed; they are orphans now.
+    pub objects_left: usize,
+}
+
+/// What orphan collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrphanReport {
+    pub deleted: usize,
+    /// Unnamed objects younger than the grace period (maybe uploads in flight).
+    pub kept_young: usize,
+}
+
+/// The first batch at or after a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    /// Base offset of the first batch whose max timestamp is `>= ts`
+    /// (raised to the log start offset).
+    pub offset: i64,
+    /// That batch's max timestamp.
+    pub timestamp: i64,
+}
+
+pub(crate) struct PartitionInner {
+    pub tier: TierStore,
+    pub key: PartitionKey,
+    pub name: String,
+    pub dir: ObjectPath,
+    pub manifest_path: ObjectPath,
+    pub loaded: Mutex<Option<Arc<Loaded>>>,
+    pub write_lock: tokio::sync::Mutex<()>,
+    /// End of the last read: (segment id, byte position) for prefetch.
+    pub last_read: Mutex<Option<(String, u64)>>,
+}
+
+/// A handle on one partition's remote log.
+#[derive(Clone)]
+pub struct RemotePartition {
+    pub(crate) inner: Arc<PartitionInner>,
+}
+
+impl std::fmt::Debug for RemotePartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemotePartition")
+            .field("dir", &self.inner.dir.to_string())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RemotePartition {
+    pub(crate) fn new(tier: TierStore, key: PartitionKey) -> RemotePartition {
+        let dir = key.dir(&tier.inner.prefix);
+        let manifest_path = layout::child(&dir, MANIFEST_NAME);
+        RemotePartition {
+            inner: Arc::new(PartitionInner {
+                name: key.display_name(),
+                tier,
+                key,
+                dir,
+                manifest_path,
+                loaded: Mutex::new(None),
+                write_lock: tokio::sync::Mutex::new(()),
+                last_read: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn key(&self) -> &PartitionKey {
+        &self.inner.key
+    }
+
+    /// The partition's directory in the store (for messages and tests).
+    pub fn dir(&self) -> String {
+        self.inner.dir.to_string()
+    }
+
+    fn metrics(&self) -> &TierMetrics {
+        &self.inner.tier.inner.metrics
+    }
+
+    /// The manifest this handle holds, without I/O (`None` before the first
+    /// load, or after a write whose outcome is unknown).
+    pub fn cached_manifest(&self) -> Option<Arc<Manifest>> {
+        lock(&self.inner.loaded)
+            .as_ref()
+            .map(|l| l.manifest.clone())
+    }
+
+    /// The manifest, read from the store if this handle holds none.
+    pub async fn manifest(&self) -> Result<Arc<Manifest>, TierError> {
+        Ok(self.loaded().await?.manifest.clone())
+    }
+
+    /// Re-reads the manifest from the store.
+    pub async fn refresh(&self) -> Result<Arc<Manifest>, TierError> {
+        Ok(self.reload().await?.manifest.clone())
+    }
+
+    pub(crate) async fn loaded(&self) -> Result<Arc<Loaded>, TierError> {
+        if let Some(l) = lock(&self.inner.loaded).clone() {
+            return Ok(l);
+        }
+        self.reload().await
+    }
+
+    pub(crate) async fn reload(&self) -> Result<Arc<Loaded>, TierError> {
+        let loaded = Arc::new(self.fetch_manifest().await?);
+        *lock(&self.inner.loaded) = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    fn forget_manifest(&self) {
+        *lock(&self.inner.loaded) = None;
+    }
+
+    async fn fetch_manifest(&self) -> Result<Loaded, TierError> {
+        let path = &self.inner.manifest_path;
+        let store = &self.inner.tier.inner.store;
+        let result = match store.get(path).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                let k = &self.inner.key;
+                return Ok(Loaded {
+                    manifest: Arc::new(Manifest::empty(
+                        &k.cluster_id,
+                        &k.topic,
+                        &k.topic_id_hex(),
+                        k.partition,
+                    )),
+                    version: None,
+                });
+            }
+            Err(e) => {
+                TierMetrics::add(&self.metrics().store_errors, 1);
+                return Err(store_err("get", path)(e));
+            }
+        };
+        let version = UpdateVersion {
+            e_tag: result.meta.e_tag.clone(),
+            version: result.meta.version.clone(),
+        };
+        let expected_size = result.meta.size;
+        let bytes = result.bytes().await.map_err(store_err("get", path))?;
+        if bytes.len() as u64 != expected_size {
+            return Err(TierError::ShortRead {
+                path: path.to_string(),
+                expected: expected_size,
+                actual: bytes.len() as u64,
+            });
+        }
+        let manifest = Manifest::decode(path.as_ref(), &bytes)?;
+        let k = &self.inner.key;
+        if manifest.cluster_id != k.cluster_id
+            || manifest.topic != k.topic
+            || manifest.topic_id != k.topic_id_hex()
+            || manifest.partition != k.partition
+        {
+            return Err(TierError::ManifestFormat {
+                path: path.to_string(),
+                message: "manifest names another partition".into(),
+            });
+        }
+        Ok(Loaded {
+            manifest: Arc::new(manifest),
+            version: Some(version),
+        })
+    }
+
+    /// Applies `f` to the current manifest and writes the result with a
+    /// conditional PUT, re-reading and re-applying after a lost race. `f`
+    /// returns `None` for "nothing to change". Writers at an epoch below the
+    /// manifest's are refused with [`TierError::Fenced`].
+    pub(crate) async fn update_manifest<T>(
+        &self,
+        writer_epoch: i32,
+        cancel: Option<&CancellationToken>,
+        f: impl Fn(&Manifest) -> Result<Option<(Manifest, T)>, TierError>,
+    ) -> Result<Option<(Arc<Manifest>, T)>, TierError> {
+        let _writer = self.inner.write_lock.lock().await;
+        let mut current = cancellable(cancel, self.loaded()).await?;
+        let tier = &self.inner.tier.inner;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            if let Err(e) = current.manifest.check_fence(writer_epoch, &self.inner.name) {
+                TierMetrics::add(&self.metrics().fenced_writes, 1);
+                return Err(e);
+            }
+            let Some((mut next, extra)) = f(&current.manifest)? else {
+                return Ok(None);
+            };
+            next.leader_epoch = current.manifest.leader_epoch.max(writer_epoch);
+            next.generation = current.manifest.generation + 1;
+            let body = bytes::Bytes::from(next.encode());
+            let put = put_conditional(
+                tier.store.as_ref(),
+                tier.conditional,
+                &tier.manifest_lock,
+                &self.inner.manifest_path,
+                body,
+                current.version.clone(),
+            );
+            match cancellable(cancel, put).await {
+                Ok(version) => {
+                    let manifest = Arc::new(next);
+                    let loaded = Arc::new(Loaded {
+                        manifest: manifest.clone(),
+                        version: Some(version),
+                    });
+                    *lock(&self.inner.loaded) = Some(loaded);
+                    return Ok(Some((manifest, extra)));
+                }
+                Err(TierError::ManifestConflict { .. }) => {
+                    TierMetrics::add(&self.metrics().manifest_conflicts, 1);
+                    current = cancellable(cancel, self.reload()).await?;
+                }
+                Err(e) => {
+                    // The write may or may not have landed: read it again next time.
+                    self.forget_manifest();
+                    TierMetrics::add(&self.metrics().store_errors, 1);
+                    return Err(e);
+                }
+            }
+        }
+        Err(TierError::ManifestConflict {
+            path: self.inner.manifest_path.to_string(),
+        })
+    }
+
+    /// The tier's first readable offset, `None` while nothing is tiered.
+    pub async fn log_start_offset(&self) -> Result<Option<i64>, TierError> {
+        let m = self.manifest().await?;
+        Ok((!m.segments.is_empty()).then_some(m.log_start_offset))
+    }
+
+    /// The last offset in the tier, `None` while nothing is tiered.
+    pub async fn last_uploaded_offset(&self) -> Result<Option<i64>, TierError> {
+        Ok(self.manifest().await?.last_offset())
+    }
+
+    /// Bytes of the tiered `.log` objects.
+    pub async fn tier_bytes(&self) -> Result<u64, TierError> {
+        Ok(self.manifest().await?.total_bytes())
+    }
+
+    /// DeleteRecords: raises the tier's start offset to `offset` and removes
+    /// the segments wholly below it. Manifest first, objects second; objects
+    /// that fail to delete become orphans.
+    pub async fn delete_before(
+        &self,
+        offset: i64,
+        leader_epoch: i32,
+    ) -> Result<DeleteOutcome, TierError> {
+        let updated = self
+            .update_manifest(leader_epoch, None, |m| {
+                if offset <= m.log_start_offset {
+                    return Ok(None);
+                }
+                Ok(Some(m.without_before(offset)))
+            })
+            .await?;
+        match updated {
+            None => {
+                let m = self.manifest().await?;
+                Ok(DeleteOutcome {
+                    log_start_offset: (!m.segments.is_empty()).then_some(m.log_start_offset),
+                    ..DeleteOutcome::default()
+                })
+            }
+            Some((m, removed)) => Ok(self.finish_delete(&m, removed).await),
+        }
+    }
+
+    /// Remote retention: removes the segments that `policy` expires at
+    /// `now_ms` (manifest first, then objects) and advances the start offset.
+    pub async fn apply_retention(
+        &self,
+        policy: RetentionPolicy,
+        now_ms: i64,
+        leader_epoch: i32,
+    ) -> Result<DeleteOutcome, TierError> {
+        let updated = self
+            .update_manifest(leader_epoch, None, |m| {
+                let Some(offset) = m.retention_offset(
+                    policy.retention_ms,
+                    policy.retention_bytes,
+                    policy.local_only_bytes,
+                    now_ms,
+                ) else {
+                    return Ok(None);
+                };
+                Ok(Some(m.without_before(offset)))
+            })
+            .await?;
+        match updated {
+            None => {
+                let m = self.manifest().await?;
+                Ok(DeleteOutcome {
+                    log_start_offset: (!m.segments.is_empty()).then_some(m.log_start_offset),
+                    ..DeleteOutcome::default()
+                })
+            }
+            Some((m, removed)) => Ok(self.finish_delete(&m, removed).await),
+        }
+    }
+
+    async fn finish_delete(&self, m: &Manifest, removed: Vec<SegmentMeta>) -> DeleteOutcome {
+        let mut out = DeleteOutcome {
+            log_start_offset: (!m.segments.is_empty()).then_some(m.log_start_offset),
+            segments_removed: removed.len(),
+            bytes_removed: removed.iter().map(|s| s.size).sum(),
+            objects_left: 0,
+        };
+        for seg in &removed {
+            for obj in seg.objects.values() {
+                let path = layout::child(&self.inner.dir, &obj.name);
+                match self.inner.tier.inner.store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                        TierMetrics::add(&self.metrics().objects_deleted, 1);
+                        self.inner
+                            .tier
+                            .inner
+                            .cache
+                            .invalidate(&crate::cache::ReadCache::whole_key(&path))
+                            .await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, path = %path, "tiered object not deleted; left as orphan");
+                        TierMetrics::add(&self.metrics().store_errors, 1);
+                        out.objects_left += 1;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes objects under the partition that the manifest does not name
+    /// and that are older than `grace` at `now_ms` (wall clock). The grace
+    /// period must exceed the longest upload, whose objects exist before the
+    /// manifest names them.
+    pub async fn collect_orphans(
+        &self,
+        grace: Duration,
+        now_ms: i64,
+    ) -> Result<OrphanReport, TierError> {
+        // The freshest manifest, so objects named by a write this handle has
+        // not seen are kept.
+        let manifest = self.refresh().await?;
+        let named: HashSet<&str> = manifest
+            .segments
+            .iter()
+            .flat_map(|s| s.objects.values().map(|o| o.name.as_str()))
+            .collect();
+        let store = &self.inner.tier.inner.store;
+        let mut listing = store.list(Some(&self.inner.dir));
+        let mut report = OrphanReport::default();
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        while let Some(item) = listing.next().await {
+            let meta = item.map_err(store_err("list", &self.inner.dir))?;
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            if name == MANIFEST_NAME || named.contains(name) {
+                continue;
+            }
+            if now_ms.saturating_sub(meta.last_modified.timestamp_millis()) < grace_ms {
+                report.kept_young += 1;
+                continue;
+            }
+            match store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    TierMetrics::add(&self.metrics().orphans_deleted, 1);
+                    report.deleted += 1;
+                }
+                Err(e) => return Err(store_err("delete", &meta.location)(e)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes the whole partition from the tier (topic deletion): the
+    /// manifest first, then every object under the partition directory.
+    pub async fn delete_partition(&self) -> Result<usize, TierError> {
+        let _writer = self.inner.write_lock.lock().await;
+        let store = &self.inner.tier.inner.store;
+        match store.delete(&self.inner.manifest_path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store_err("delete", &self.inner.manifest_path)(e)),
+        }
+        self.forget_manifest();
+        let mut listing = store.list(Some(&self.inner.dir));
+        let mut deleted = 0;
+        while let Some(item) = listing.next().await {
+            let meta = item.map_err(store_err("list", &self.inner.dir))?;
+            match store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => return Err(store_err("delete", &meta.location)(e)),
+            }
+        }
+        TierMetrics::add(&self.metrics().objects_deleted, deleted as u64);
+        Ok(deleted)
+    }
+}

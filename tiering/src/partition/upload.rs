@@ -1,0 +1,432 @@
+//! Uploading one sealed segment: objects first, then the manifest.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::RemotePartition;
+use crate::error::store_err;
+use crate::layout;
+use crate::manifest::{AddOutcome, ObjectKind, ObjectRef, SegmentMeta};
+use crate::metrics::TierMetrics;
+use crate::store::cancellable;
+use crate::throttle::RateLimiter;
+use crate::TierError;
+
+/// A sealed segment as the broker describes it: offsets, timestamps, epoch
+/// and the paths of its files. The tier reads the files; it never changes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentUpload {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub first_timestamp: Option<i64>,
+    pub max_timestamp: i64,
+    /// Epoch of the leader uploading it (fences the manifest write).
+    pub leader_epoch: i32,
+    /// Bytes of the `.log` file; checked against the file.
+    pub size: u64,
+    pub log: PathBuf,
+    pub offset_index: PathBuf,
+    pub time_index: PathBuf,
+    pub producer_snapshot: Option<PathBuf>,
+    pub leader_epochs: Option<PathBuf>,
+    pub txn_index: Option<PathBuf>,
+}
+
+impl SegmentUpload {
+    fn files(&self) -> Vec<(ObjectKind, &Path)> {
+        let mut v = vec![
+            (ObjectKind::Log, self.log.as_path()),
+            (ObjectKind::Index, self.offset_index.as_path()),
+            (ObjectKind::Timeindex, self.time_index.as_path()),
+        ];
+        for (kind, p) in [
+            (ObjectKind::Snapshot, &self.producer_snapshot),
+            (ObjectKind::Epochs, &self.leader_epochs),
+            (ObjectKind::Txnindex, &self.txn_index),
+        ] {
+            if let Some(p) = p {
+                v.push((kind, p.as_path()));
+            }
+        }
+        v
+    }
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadOutcome {
+    /// The manifest names the segment now.
+    Uploaded(SegmentMeta),
+    /// The tier already held these offsets (a repeated upload); nothing new
+    /// is named and any objects written for it were removed.
+    AlreadyCovered,
+}
+
+/// CRC-32C per fixed-size chunk of a stream.
+struct ChunkCrcs {
+    chunk: u64,
+    crc: u32,
+    filled: u64,
+    out: Vec<u32>,
+}
+
+impl ChunkCrcs {
+    fn new(chunk: u64) -> Self {
+        ChunkCrcs {
+            chunk,
+            crc: 0,
+            filled: 0,
+            out: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = (self.chunk - self.filled) as usize;
+            let take = room.min(data.len());
+            self.crc = crc32c::crc32c_append(self.crc, &data[..take]);
+            self.filled += take as u64;
+            data = &data[take..];
+            if self.filled == self.chunk {
+                self.out.push(self.crc);
+                self.crc = 0;
+                self.filled = 0;
+            }
+        }
+    }
+
+    fn finish(mut self) -> Bytes {
+        if self.filled > 0 {
+            self.out.push(self.crc);
+        }
+        self.out
+            .iter()
+            .flat_map(|c| c.to_be_bytes())
+            .collect::<Vec<u8>>()
+            .into()
+    }
+}
+
+struct Written {
+    size: u64,
+    crc: u32,
+    chunk_crcs: Option<Bytes>,
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TierError + 'a {
+    move |source| TierError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl RemotePartition {
+    /// Uploads a sealed segment with no cancellation and no bandwidth limit.
+    pub async fn upload_segment(&self, upload: &SegmentUpload) -> Result<UploadOutcome, TierError> {
+        self.upload_segment_with(upload, &CancellationToken::new(), &RateLimiter::unlimited())
+            .await
+    }
+
+    /// Uploads a sealed segment: every file under a fresh unique name, then
+    /// the manifest naming them (conditional PUT fenced by
+    /// `upload.leader_epoch`). A repeated upload of tiered offsets is
+    /// [`UploadOutcome::AlreadyCovered`]. On a failure after objects were
+    /// written, the objects are removed when the manifest surely does not
+    /// name them and otherwise left for orphan collection.
+    pub async fn upload_segment_with(
+        &self,
+        upload: &SegmentUpload,
+        cancel: &CancellationToken,
+        limiter: &RateLimiter,
+    ) -> Result<UploadOutcome, TierError> {
+        let invalid = |message: &str| TierError::InvalidSegment {
+            partition: self.inner.name.clone(),
+            base_offset: upload.base_offset,
+            message: message.to_string(),
+        };
+        if upload.last_offset < upload.base_offset || upload.base_offset < 0 {
+            return Err(invalid("last offset is below base offset"));
+        }
+        let on_disk = tokio::fs::metadata(&upload.log)
+            .await
+            .map_err(io_err("stat", &upload.log))?
+            .len();
+        if on_disk != upload.size {
+            return Err(invalid(&format!(
+                "log file size differs from the description. file_size={on_disk}, size={}",
+                upload.size
+            )));
+        }
+        // Cheap early checks on the cached manifest: fenced or already tiered.
+        let current = cancellable(Some(cancel), self.manifest()).await?;
+        current.check_fence(upload.leader_epoch, &self.inner.name)?;
+        if current
+            .last_offset()
+            .is_some_and(|l| upload.last_offset <= l)
+        {
+            return Ok(UploadOutcome::AlreadyCovered);
+        }
+
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut objects = BTreeMap::new();
+        let mut written: Vec<ObjectPath> = Vec::new();
+        let chunk_size = self.inner.tier.inner.options.chunk_size;
+        let put_tried = std::sync::atomic::AtomicBool::new(false);
+        let result = async {
+            for (kind, file) in upload.files() {
+                let name = layout::object_name(upload.base_offset, &id, kind);
+                let dest = layout::child(&self.inner.dir, &name);
+                let chunked = (kind == ObjectKind::Log).then_some(chunk_size);
+                written.push(dest.clone());
+                let w = self.put_file(file, &dest, chunked, cancel, limiter).await?;
+                if kind == ObjectKind::Log && w.size != upload.size {
+                    return Err(invalid("log file changed while it was uploaded"));
+                }
+                if let Some(crcs) = w.chunk_crcs {
+                    let name = layout::object_name(upload.base_offset, &id, ObjectKind::Crcs);
+                    let dest = layout::child(&self.inner.dir, &name);
+                    written.push(dest.clone());
+                    let crc = crc32c::crc32c(&crcs);
+                    let size = crcs.len() as u64;
+                    self.put_small(&dest, crcs, cancel, limiter).await?;
+                    objects.insert(
+                        ObjectKind::Crcs,
+                        ObjectRef {
+                            name,
+                            size,
+                            crc32c: crc,
+                        },
+                    );
+                }
+                objects.insert(
+                    kind,
+                    ObjectRef {
+                        name,
+                        size: w.size,
+                        crc32c: w.crc,
+                    },
+                );
+            }
+            let meta = SegmentMeta {
+                id: id.clone(),
+                base_offset: upload.base_offset,
+                last_offset: upload.last_offset,
+                first_timestamp: upload.first_timestamp,
+                max_timestamp: upload.max_timestamp,
+                size: upload.size,
+                leader_epoch: upload.leader_epoch,
+                uploaded_at_ms: now_ms(),
+                chunk_size: Some(chunk_size),
+                objects: objects.clone(),
+            };
+            let name = self.inner.name.clone();
+            let committed = self
+                .update_manifest(upload.leader_epoch, Some(cancel), |m| {
+                    match m.with_segment(meta.clone(), upload.leader_epoch, &name)? {
+                        AddOutcome::Added(next) => {
+                            put_tried.store(true, std::sync::atomic::Ordering::Relaxed);
+                            Ok(Some((next, ())))
+                        }
+                        AddOutcome::AlreadyCovered => Ok(None),
+                    }
+                })
+                .await?;
+            Ok(committed.map(|_| meta))
+        }
+        .await;
+
+        match result {
+            Ok(Some(meta)) => {
+                TierMetrics::add(&self.metrics().segments_uploaded, 1);
+                Ok(UploadOutcome::Uploaded(meta))
+            }
+            Ok(None) => {
+                self.remove_objects(&written).await;
+                Ok(UploadOutcome::AlreadyCovered)
+            }
+            Err(e) => {
+                // Remove the objects only when the manifest surely does not
+                // name them: the manifest PUT was never tried, or refused.
+                let surely_unnamed = !put_tried.load(std::sync::atomic::Ordering::Relaxed)
+                    || matches!(
+                        e,
+                        TierError::Fenced { .. } | TierError::ManifestConflict { .. }
+                    );
+                if surely_unnamed && !e.is_cancelled() {
+                    self.remove_objects(&written).await;
+                }
+                TierMetrics::add(&self.metrics().upload_errors, 1);
+                Err(e)
+            }
+        }
+    }
+
+    async fn remove_objects(&self, paths: &[ObjectPath]) {
+        for p in paths {
+            if let Err(e) = self.inner.tier.inner.store.delete(p).await {
+                if !matches!(e, object_store::Error::NotFound { .. }) {
+                    tracing::debug!(error = %e, path = %p, "unused object not deleted; left as orphan");
+                }
+            }
+        }
+    }
+
+    async fn put_small(
+        &self,
+        dest: &ObjectPath,
+        body: Bytes,
+        cancel: &CancellationToken,
+        limiter: &RateLimiter,
+    ) -> Result<(), TierError> {
+        let len = body.len() as u64;
+        limiter.acquire(len, Some(cancel)).await?;
+        let store = &self.inner.tier.inner.store;
+        cancellable(Some(cancel), async {
+            store
+                .put(dest, PutPayload::from(body))
+                .await
+                .map_err(store_err("put", dest))
+        })
+        .await?;
+        TierMetrics::add(&self.metrics().bytes_uploaded, len);
+        Ok(())
+    }
+
+    /// Writes one local file to `dest`, in parts when it is large, computing
+    /// its CRC-32C (and per-chunk CRCs when `chunked`) from the bytes sent.
+    async fn put_file(
+        &self,
+        file: &Path,
+        dest: &ObjectPath,
+        chunked: Option<u64>,
+        cancel: &CancellationToken,
+        limiter: &RateLimiter,
+    ) -> Result<Written, TierError> {
+        let opts = &self.inner.tier.inner.options;
+        let mut f = tokio::fs::File::open(file)
+            .await
+            .map_err(io_err("open", file))?;
+        let len = f.metadata().await.map_err(io_err("stat", file))?.len();
+        let mut chunk_crcs = chunked.map(ChunkCrcs::new);
+        if len < opts.multipart_threshold {
+            let mut buf = Vec::with_capacity(len as usize);
+            f.read_to_end(&mut buf)
+                .await
+                .map_err(io_err("read", file))?;
+            let body = Bytes::from(buf);
+            if let Some(c) = chunk_crcs.as_mut() {
+                c.update(&body);
+            }
+            let crc = crc32c::crc32c(&body);
+            let size = body.len() as u64;
+            self.put_small(dest, body, cancel, limiter).await?;
+            return Ok(Written {
+                size,
+                crc,
+                chunk_crcs: chunk_crcs.map(ChunkCrcs::finish),
+            });
+        }
+        let store = &self.inner.tier.inner.store;
+        let upload = cancellable(Some(cancel), async {
+            store
+                .put_multipart(dest)
+                .await
+                .map_err(store_err("put_multipart", dest))
+        })
+        .await?;
+        let part = opts.multipart_part_size;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
+        let mut crc = 0u32;
+        let mut size = 0u64;
+        let sent = async {
+            loop {
+                let mut buf = BytesMut::zeroed(part);
+                let mut filled = 0;
+                while filled < part {
+                    let n = f
+                        .read(&mut buf[filled..])
+                        .await
+                        .map_err(io_err("read", file))?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    break;
+                }
+                buf.truncate(filled);
+                crc = crc32c::crc32c_append(crc, &buf);
+                if let Some(c) = chunk_crcs.as_mut() {
+                    c.update(&buf);
+                }
+                size += filled as u64;
+                limiter.acquire(filled as u64, Some(cancel)).await?;
+                cancellable(Some(cancel), async {
+                    writer
+                        .wait_for_capacity(opts.multipart_concurrency)
+                        .await
+                        .map_err(store_err("put_part", dest))
+                })
+                .await?;
+                writer.put(buf.freeze());
+                if filled < part {
+                    break;
+                }
+            }
+            Ok::<(), TierError>(())
+        }
+        .await;
+        if let Err(e) = sent {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        cancellable(Some(cancel), async {
+            writer
+                .finish()
+                .await
+                .map_err(store_err("complete_multipart", dest))
+        })
+        .await?;
+        TierMetrics::add(&self.metrics().bytes_uploaded, size);
+        Ok(Written {
+            size,
+            crc,
+            chunk_crcs: chunk_crcs.map(ChunkCrcs::finish),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_crcs_split_at_boundaries() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let mut c = ChunkCrcs::new(4096);
+        for piece in data.chunks(777) {
+            c.update(piece);
+        }
+        let out = c.finish();
+        let expect: Vec<u8> = data
+            .chunks(4096)
+            .flat_map(|ch| crc32c::crc32c(ch).to_be_bytes())
+            .collect();
+        assert_eq!(&out[..], &expect[..]);
+    }
+}
