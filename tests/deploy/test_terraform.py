@@ -441,3 +441,9 @@ def test_no_provider_or_backend_credentials_in_module(module):
     text = module.text()
     assert not re.search(r"AKIA[0-9A-Z]{16}", text)
     assert EXAMPLES_DIR.is_dir()
+
+
+def test_deploy_guide_documents_every_variable_and_output(module):
+    guide = (TERRAFORM_DIR.parent / "docs" / "deploy.md").read_text()
+    for name in list(module.variables) + list(module.outputs):
+        assert f"`{name}`" in guide, f"docs/deploy.md does not mention `{name}`"

@@ -1,0 +1,192 @@
+"""Checks against the real broker binary (STRATA_BIN, default
+target/debug/strata): every metric a dashboard panel or alert queries is one
+its /metrics exports; the settings the deployment files pass are flags the
+binary knows; the Docker HEALTHCHECK probe works against its admin port."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+import tomllib
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import INFRA_DIR, ROOT, dashboard_queries
+from metrics_catalog import metrics_in
+from test_cloud_init import render
+from test_infra import dockerfile_instructions
+
+BOUND_RE = re.compile(r"^(kafka|admin) listener bound to (\S+)$")
+
+
+def strata_bin() -> Path:
+    path = Path(os.environ.get("STRATA_BIN", ROOT / "target" / "debug" / "strata"))
+    if not path.exists():
+        pytest.fail(f"{path} does not exist: run `cargo build` first (or set STRATA_BIN)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    data = tmp_path_factory.mktemp("strata-data")
+    log = data.parent / "strata.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [str(strata_bin()), "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0",
+             "--admin-listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("STRATA_")},
+        )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    bound: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    try:
+        while len(bound) < 2:
+            if proc.poll() is not None:
+                pytest.fail(f"strata exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"strata did not print its listeners within 60 s:\n{log.read_text()[-4000:]}")
+            m = BOUND_RE.match(line.strip())
+            if m:
+                bound[m.group(1)] = m.group(2)
+        yield bound
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def http_get(url: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.read().decode()
+        except OSError as e:  # not ready yet, or refused
+            if time.monotonic() > deadline:
+                raise AssertionError(f"GET {url} kept failing: {e}") from e
+            time.sleep(0.2)
+
+
+def exported_names(exposition: str) -> set[str]:
+    """Series names a query can select, from the Prometheus or OpenMetrics
+    text: sample names, plus what each declared family yields even before it
+    has a sample (counters' _total, histograms' _bucket/_sum/_count)."""
+    names = set()
+    for line in exposition.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, family, kind = line.split(maxsplit=3)
+            if kind == "counter":
+                names |= {family if family.endswith("_total") else family + "_total"}
+            elif kind == "histogram":
+                names |= {family + s for s in ("_bucket", "_sum", "_count")}
+            else:
+                names.add(family)
+        elif line and not line.startswith("#"):
+            names.add(re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0))
+    return names
+
+
+def drive_traffic(bootstrap: str) -> None:
+    """Labelled families appear on /metrics only once they have a sample:
+    create a topic (twice, for an error), produce, fetch, commit."""
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic, records = "deploy-metrics", 200
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for attempt in range(2):
+        try:
+            admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(30)
+        except KafkaException:
+            assert attempt == 1, "the first CreateTopics must succeed"
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    for i in range(records):
+        producer.produce(topic, key=str(i).encode(), value=b"v" * 100)
+    assert producer.flush(60) == 0, "records still unacknowledged after 60 s"
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "deploy-metrics", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(2)])
+    got, deadline = 0, time.monotonic() + 60
+    while got < records and time.monotonic() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is not None and msg.error() is None:
+            got += 1
+    try:  # committed offsets feed consumer-group lag, where groups exist
+        consumer.commit(asynchronous=False)
+    except KafkaException:
+        pass
+    consumer.close()
+    assert got == records, f"fetched {got} of {records} records"
+
+
+def test_dashboard_metrics_are_exported(broker):
+    # Before the broker is ready /metrics answers 200 with an empty body.
+    http_get(f"http://{broker['admin']}/ready", timeout=60)
+    drive_traffic(broker["kafka"])
+    exposition = http_get(f"http://{broker['admin']}/metrics")
+    exported = exported_names(exposition)
+    missing: dict[str, list[str]] = {}
+    for where, expr in dashboard_queries():
+        for metric in sorted(metrics_in(expr)):
+            if metric not in exported:
+                missing.setdefault(metric, []).append(where)
+    report = "\n".join(f"  {m}  (used by {len(w)}: {w[0]}{', …' if len(w) > 1 else ''})" for m, w in sorted(missing.items()))
+    assert not missing, f"{len(missing)} metrics queried by infra/ are not on /metrics:\n{report}"
+
+
+def serve_flags() -> set[str]:
+    out = subprocess.run([str(strata_bin()), "serve", "--help"], capture_output=True, text=True, check=True).stdout
+    return set(re.findall(r"--([a-z][a-z0-9-]+)", out)) - {"help", "version"}
+
+
+def test_cloud_init_config_keys_are_broker_flags(tmp_path):
+    doc = render(tmp_path)
+    config = tomllib.loads(doc["files"]["/etc/strata/strata.toml"]["content"])
+    unknown = set(config) - serve_flags()
+    assert not unknown, f"strata serve would refuse these keys: {sorted(unknown)}"
+    env = doc["files"]["/etc/systemd/system/strata.service"]["content"]
+    assert "--config /etc/strata/strata.toml" in env
+
+
+def test_compose_env_names_are_broker_settings():
+    compose = yaml.safe_load((INFRA_DIR / "docker-compose.yml").read_text())
+    flags = serve_flags()
+    for name in compose["services"]["strata"]["environment"]:
+        if name.startswith("STRATA_"):
+            assert name[len("STRATA_") :].lower().replace("_", "-") in flags, name
+    instr = dockerfile_instructions(INFRA_DIR / "Dockerfile")
+    for keyword, rest in instr:
+        if keyword == "ENV":
+            for name in re.findall(r"(STRATA_[A-Z_]+)=", rest):
+                assert name[len("STRATA_") :].lower().replace("_", "-") in flags, name
+
+
+def test_docker_healthcheck_probe_answers(broker):
+    """The image's HEALTHCHECK (bash /dev/tcp, no curl) against a live /ready."""
+    instr = dockerfile_instructions(INFRA_DIR / "Dockerfile")
+    (health,) = [rest for k, rest in instr if k == "HEALTHCHECK"]
+    cmd = json.loads(health[health.index("CMD") + 3 :].strip())
+    host, port = broker["admin"].rsplit(":", 1)
+    cmd = [c.replace("127.0.0.1/9644", f"{host}/{port}") for c in cmd]
+    http_get(f"http://{broker['admin']}/ready")  # wait until it answers at all
+    deadline = time.monotonic() + 30
+    while subprocess.run(cmd, timeout=10).returncode != 0:
+        assert time.monotonic() < deadline, "the HEALTHCHECK command never succeeded against /ready"
+        time.sleep(0.5)
