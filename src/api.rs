@@ -16,6 +16,8 @@ pub mod cluster;
 pub mod configs;
 pub mod error;
 pub mod fetch;
+pub mod group;
+pub mod group_offsets;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -91,6 +93,8 @@ pub async fn handle_frame(broker: &Broker, mut frame: Bytes) -> Outcome {
         version,
         correlation_id,
         client_id,
+        topic = tracing::field::Empty,
+        partition = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
     let response = dispatch(broker, &header, request).instrument(span).await;
@@ -108,6 +112,18 @@ pub async fn handle_frame(broker: &Broker, mut frame: Bytes) -> Outcome {
             encode_response(api_key, version, correlation_id, &r)
         }
         None => Outcome::NoReply,
+    }
+}
+
+/// Records the topic (and partition) on the current request span when a
+/// request touches exactly one.
+pub fn record_target(topics: &[(String, Vec<i32>)]) {
+    if let [(topic, partitions)] = topics {
+        let span = tracing::Span::current();
+        span.record("topic", topic.as_str());
+        if let [p] = partitions.as_slice() {
+            span.record("partition", *p);
+        }
     }
 }
 
@@ -236,6 +252,31 @@ async fn dispatch(
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(producer_id::handle(broker, r, v).await)
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(group::find_coordinator(broker, r, v))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(group::join_group(broker, header, r, v).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(group::sync_group(broker, r, v).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group::heartbeat(broker, r, v)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(group::leave_group(broker, r, v)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(group::describe_groups(broker, r, v))
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list_groups(broker, r, v)),
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(group::delete_groups(broker, r, v).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(group_offsets::offset_commit(broker, r, v).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(group_offsets::offset_fetch(broker, r, v))
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(group_offsets::offset_delete(broker, r, v).await)
         }
         other => {
             // versions::supported() keeps us from getting here.

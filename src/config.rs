@@ -102,6 +102,24 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]
     #[arg(long, env = "STRATA_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Shortest session timeout a group member may ask for (group.min.session.timeout.ms) [default: 6000]
+    #[arg(long, env = "STRATA_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Longest session timeout a group member may ask for (group.max.session.timeout.ms) [default: 1800000]
+    #[arg(long, env = "STRATA_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// How long the first rebalance of an empty group waits for more members (group.initial.rebalance.delay.ms) [default: 3000]
+    #[arg(long, env = "STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// How long committed offsets of an empty group are kept (offsets.retention.minutes) [default: 10080]
+    #[arg(long, env = "STRATA_OFFSETS_RETENTION_MINUTES")]
+    pub offsets_retention_minutes: Option<i64>,
+    /// How often expired offsets are removed (offsets.retention.check.interval.ms) [default: 600000]
+    #[arg(long, env = "STRATA_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
+    pub offsets_retention_check_interval_ms: Option<u64>,
+    /// OTLP/HTTP endpoint for trace export, e.g. http://127.0.0.1:4318 [default: OTEL_EXPORTER_OTLP_ENDPOINT, else off]
+    #[arg(long, env = "STRATA_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Log output format.
@@ -129,6 +147,12 @@ pub struct BrokerConfig {
     pub tier_url: String,
     pub log_level: String,
     pub log_format: LogFormat,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub offsets_retention_minutes: i64,
+    pub offsets_retention_check_interval_ms: u64,
+    pub otlp_endpoint: Option<String>,
 }
 
 impl BrokerConfig {
@@ -219,6 +243,34 @@ impl BrokerConfig {
                 "must be > 0",
             ));
         }
+        let group_min_session_timeout_ms = a.group_min_session_timeout_ms.unwrap_or(6_000);
+        let group_max_session_timeout_ms = a.group_max_session_timeout_ms.unwrap_or(1_800_000);
+        if group_min_session_timeout_ms < 1
+            || group_min_session_timeout_ms > group_max_session_timeout_ms
+        {
+            return Err(ConfigError::invalid(
+                "group-min-session-timeout-ms",
+                group_min_session_timeout_ms,
+                format!("must be between 1 and group-max-session-timeout-ms ({group_max_session_timeout_ms})"),
+            ));
+        }
+        let offsets_retention_minutes = a.offsets_retention_minutes.unwrap_or(7 * 24 * 60);
+        if offsets_retention_minutes < 1 {
+            return Err(ConfigError::invalid(
+                "offsets-retention-minutes",
+                offsets_retention_minutes,
+                "must be >= 1",
+            ));
+        }
+        let offsets_retention_check_interval_ms =
+            a.offsets_retention_check_interval_ms.unwrap_or(600_000);
+        if offsets_retention_check_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "offsets-retention-check-interval-ms",
+                0,
+                "must be > 0",
+            ));
+        }
         let tier_url = match a.tier_url {
             Some(u) => u,
             None => {
@@ -253,6 +305,28 @@ impl BrokerConfig {
             tier_url,
             log_level: a.log_level.unwrap_or_else(|| "info".to_string()),
             log_format,
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms,
+            group_initial_rebalance_delay_ms: a.group_initial_rebalance_delay_ms.unwrap_or(3_000),
+            offsets_retention_minutes,
+            offsets_retention_check_interval_ms,
+            otlp_endpoint: match a
+                .otlp_endpoint
+                .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+            {
+                Some(e) if e.is_empty() => None,
+                Some(e) => {
+                    if !(e.starts_with("http://") || e.starts_with("https://")) {
+                        return Err(ConfigError::invalid(
+                            "otlp-endpoint",
+                            e,
+                            "expected an http:// or https:// URL",
+                        ));
+                    }
+                    Some(e)
+                }
+                None => None,
+            },
         })
     }
 
@@ -303,6 +377,22 @@ impl ServeArgs {
             tier_url: self.tier_url.or(file.tier_url),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
+            group_min_session_timeout_ms: self
+                .group_min_session_timeout_ms
+                .or(file.group_min_session_timeout_ms),
+            group_max_session_timeout_ms: self
+                .group_max_session_timeout_ms
+                .or(file.group_max_session_timeout_ms),
+            group_initial_rebalance_delay_ms: self
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms),
+            offsets_retention_minutes: self
+                .offsets_retention_minutes
+                .or(file.offsets_retention_minutes),
+            offsets_retention_check_interval_ms: self
+                .offsets_retention_check_interval_ms
+                .or(file.offsets_retention_check_interval_ms),
+            otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The `strata` command: `strata serve` runs a broker.
+//! The `strata` command: `strata serve` runs a broker; `strata topic`,
+//! `group`, `produce` and `consume` talk to one (see `strata::cli`).
 
 use std::process::ExitCode;
 
@@ -23,10 +24,12 @@ struct Cli {
 enum Command {
     /// Run a broker (defaults: ./data, Kafka on 127.0.0.1:9092, admin HTTP on 127.0.0.1:9644)
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(strata::cli::Command),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = strata::cli::parse_args();
     match cli.command {
         Command::Serve(args) => {
             let config = match BrokerConfig::load(args) {
@@ -36,7 +39,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            strata::telemetry::init(&config);
+            let _telemetry = strata::telemetry::init(&config);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("strata")
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Client(cmd) => strata::cli::run(cmd),
     }
 }
 

@@ -39,6 +39,21 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
             .with_session_id(0);
     }
     let view = broker.view();
+    super::record_target(
+        &req.topics
+            .iter()
+            .map(|t| {
+                let name = if version >= 13 {
+                    view.topic_by_id(t.topic_id)
+                        .map(|x| x.name.clone())
+                        .unwrap_or_default()
+                } else {
+                    t.topic.0.to_string()
+                };
+                (name, t.partitions.iter().map(|p| p.partition).collect())
+            })
+            .collect::<Vec<_>>(),
+    );
     let mut topics: Vec<(TopicName, Uuid)> = Vec::new();
     let mut targets = Vec::new();
     for ft in &req.topics {

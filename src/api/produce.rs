@@ -30,6 +30,21 @@ fn failed(index: i32, code: i16, msg: Option<String>) -> PartitionProduceRespons
 pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let acks = req.acks;
     let view = broker.view();
+    super::record_target(
+        &req.topic_data
+            .iter()
+            .map(|t| {
+                let name = if version >= 13 {
+                    view.topic_by_id(t.topic_id)
+                        .map(|x| x.name.clone())
+                        .unwrap_or_default()
+                } else {
+                    t.name.0.to_string()
+                };
+                (name, t.partition_data.iter().map(|p| p.index).collect())
+            })
+            .collect::<Vec<_>>(),
+    );
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // Partitions that must be made durable before answering acks=all.
     let mut pending: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
