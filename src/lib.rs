@@ -6,6 +6,8 @@
 pub mod alloc;
 pub mod api;
 pub mod broker;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod log;
 pub mod metadata;

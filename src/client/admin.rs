@@ -1,0 +1,347 @@
+//! Topic and config administration: CreateTopics, DeleteTopics,
+//! DescribeConfigs, IncrementalAlterConfigs.
+
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest,
+};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::data::duration_ms;
+use super::error::{self, ClientError, KafkaCode};
+use super::{topic_name, Client};
+
+/// A topic to create.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    /// `None`: the broker's default (`num.partitions`).
+    pub num_partitions: Option<i32>,
+    /// `None`: the broker's default.
+    pub replication_factor: Option<i16>,
+    pub configs: Vec<(String, String)>,
+}
+
+/// What the broker created (partitions and replication factor are -1 when
+/// the broker's CreateTopics version does not report them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedTopic {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+}
+
+/// Something that has configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigResource {
+    Topic(String),
+    Broker(i32),
+}
+
+impl ConfigResource {
+    fn wire_type(&self) -> i8 {
+        match self {
+            ConfigResource::Topic(_) => 2,
+            ConfigResource::Broker(_) => 4,
+        }
+    }
+
+    fn wire_name(&self) -> String {
+        match self {
+            ConfigResource::Topic(t) => t.clone(),
+            ConfigResource::Broker(id) => id.to_string(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ConfigResource::Topic(t) => format!("topic={t}"),
+            ConfigResource::Broker(id) => format!("broker={id}"),
+        }
+    }
+}
+
+/// One config value as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    /// `None` for sensitive or unset values.
+    pub value: Option<String>,
+    pub read_only: bool,
+    pub sensitive: bool,
+    /// Kafka's ConfigSource id; see [`ConfigEntry::source_name`].
+    pub source: i8,
+}
+
+impl ConfigEntry {
+    /// Kafka's name of the config source.
+    pub fn source_name(&self) -> &'static str {
+        match self.source {
+            1 => "DYNAMIC_TOPIC_CONFIG",
+            2 => "DYNAMIC_BROKER_CONFIG",
+            3 => "DYNAMIC_DEFAULT_BROKER_CONFIG",
+            4 => "STATIC_BROKER_CONFIG",
+            5 => "DEFAULT_CONFIG",
+            6 => "DYNAMIC_BROKER_LOGGER_CONFIG",
+            7 => "CLIENT_METRICS_CONFIG",
+            8 => "GROUP_CONFIG",
+            _ => "UNKNOWN",
+        }
+    }
+
+    /// True unless the value was set on the resource itself.
+    pub fn is_default(&self) -> bool {
+        !matches!(self.source, 1 | 2)
+    }
+}
+
+/// One change for IncrementalAlterConfigs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlterOp {
+    Set(String, String),
+    /// Back to the default.
+    Delete(String),
+    /// Add to a list config.
+    Append(String, String),
+    /// Remove from a list config.
+    Subtract(String, String),
+}
+
+impl AlterOp {
+    fn wire(&self) -> AlterableConfig {
+        let (name, op, value) = match self {
+            AlterOp::Set(n, v) => (n, 0, Some(v)),
+            AlterOp::Delete(n) => (n, 1, None),
+            AlterOp::Append(n, v) => (n, 2, Some(v)),
+            AlterOp::Subtract(n, v) => (n, 3, Some(v)),
+        };
+        AlterableConfig::default()
+            .with_name(StrBytes::from_string(name.clone()))
+            .with_config_operation(op)
+            .with_value(value.map(|v| StrBytes::from_string(v.clone())))
+    }
+}
+
+impl Client {
+    /// Create one topic.
+    pub async fn create_topic(&self, topic: &NewTopic) -> Result<CreatedTopic, ClientError> {
+        let mut r = self.create_topics(std::slice::from_ref(topic)).await?;
+        r.pop()
+            .map(|(_, res)| res)
+            .unwrap_or_else(|| Err(ClientError::InvalidArgument("no topic created".into())))
+    }
+
+    /// Create topics; each has its own outcome, in the order given.
+    #[allow(clippy::type_complexity)]
+    pub async fn create_topics(
+        &self,
+        topics: &[NewTopic],
+    ) -> Result<Vec<(String, Result<CreatedTopic, ClientError>)>, ClientError> {
+        let conn = self.admin_conn().await?;
+        let version = conn.version::<CreateTopicsRequest>()?;
+        let mut creatable = Vec::with_capacity(topics.len());
+        for t in topics {
+            let needs_v4 = t.num_partitions.is_none() || t.replication_factor.is_none();
+            if needs_v4 && version < 4 {
+                return Err(ClientError::InvalidArgument(format!(
+                    "the broker needs explicit partitions and replication factor. topic={}",
+                    t.name
+                )));
+            }
+            creatable.push(
+                CreatableTopic::default()
+                    .with_name(topic_name(&t.name))
+                    .with_num_partitions(t.num_partitions.unwrap_or(-1))
+                    .with_replication_factor(t.replication_factor.unwrap_or(-1))
+                    .with_configs(
+                        t.configs
+                            .iter()
+                            .map(|(k, v)| {
+                                CreatableTopicConfig::default()
+                                    .with_name(StrBytes::from_string(k.clone()))
+                                    .with_value(Some(StrBytes::from_string(v.clone())))
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+        let req = CreateTopicsRequest::default()
+            .with_topics(creatable)
+            .with_timeout_ms(duration_ms(self.options.request_timeout));
+        let resp = conn.send(&req).await?;
+        self.lock().topics.clear();
+        Ok(topics
+            .iter()
+            .map(|t| {
+                let outcome = match resp.topics.iter().find(|r| r.name.0.as_str() == t.name) {
+                    None => Err(ClientError::Protocol {
+                        what: format!("create topics response lacks topic={}", t.name),
+                        addr: conn.addr().to_owned(),
+                    }),
+                    Some(r) => match KafkaCode::from_code(r.error_code) {
+                        Some(code) => Err(ClientError::kafka(
+                            "create topic",
+                            format!("topic={}", t.name),
+                            code,
+                            r.error_message.as_ref().map(|m| m.as_str()),
+                        )),
+                        None => Ok(CreatedTopic {
+                            name: t.name.clone(),
+                            topic_id: r.topic_id,
+                            num_partitions: if version >= 5 { r.num_partitions } else { -1 },
+                            replication_factor: if version >= 5 {
+                                r.replication_factor
+                            } else {
+                                -1
+                            },
+                        }),
+                    },
+                };
+                (t.name.clone(), outcome)
+            })
+            .collect())
+    }
+
+    /// Delete topics by name; each has its own outcome, in the order given.
+    #[allow(clippy::type_complexity)]
+    pub async fn delete_topics(
+        &self,
+        names: &[&str],
+    ) -> Result<Vec<(String, Result<(), ClientError>)>, ClientError> {
+        let conn = self.admin_conn().await?;
+        let version = conn.version::<DeleteTopicsRequest>()?;
+        let mut req = DeleteTopicsRequest::default()
+            .with_timeout_ms(duration_ms(self.options.request_timeout));
+        if version >= 6 {
+            req = req.with_topics(
+                names
+                    .iter()
+                    .map(|n| DeleteTopicState::default().with_name(Some(topic_name(n))))
+                    .collect(),
+            );
+        } else {
+            req = req.with_topic_names(names.iter().map(|n| topic_name(n)).collect());
+        }
+        let resp = conn.send(&req).await?;
+        {
+            let mut st = self.lock();
+            for n in names {
+                st.topics.remove(*n);
+            }
+        }
+        Ok(names
+            .iter()
+            .map(|n| {
+                let found = resp
+                    .responses
+                    .iter()
+                    .find(|r| r.name.as_ref().is_some_and(|x| x.0.as_str() == *n));
+                let outcome = match found {
+                    None => Err(ClientError::Protocol {
+                        what: format!("delete topics response lacks topic={n}"),
+                        addr: conn.addr().to_owned(),
+                    }),
+                    Some(r) => error::check(
+                        r.error_code,
+                        "delete topic",
+                        || format!("topic={n}"),
+                        r.error_message.as_ref().map(|m| m.as_str()),
+                    ),
+                };
+                ((*n).to_owned(), outcome)
+            })
+            .collect())
+    }
+
+    /// Configs of one resource (`keys`: `None` for all), sorted by name.
+    pub async fn describe_configs(
+        &self,
+        resource: &ConfigResource,
+        keys: Option<&[&str]>,
+    ) -> Result<Vec<ConfigEntry>, ClientError> {
+        let conn = match resource {
+            ConfigResource::Broker(id) => self.node_conn(*id).await?,
+            ConfigResource::Topic(_) => self.any_conn().await?,
+        };
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(resource.wire_type())
+                .with_resource_name(StrBytes::from_string(resource.wire_name()))
+                .with_configuration_keys(keys.map(|ks| {
+                    ks.iter()
+                        .map(|k| StrBytes::from_string((*k).to_owned()))
+                        .collect()
+                })),
+        ]);
+        let resp = conn.send(&req).await?;
+        let r = resp
+            .results
+            .into_iter()
+            .find(|r| r.resource_name.as_str() == resource.wire_name())
+            .ok_or_else(|| ClientError::Protocol {
+                what: format!("describe configs response lacks {}", resource.describe()),
+                addr: conn.addr().to_owned(),
+            })?;
+        error::check(
+            r.error_code,
+            "describe configs",
+            || resource.describe(),
+            r.error_message.as_ref().map(|m| m.as_str()),
+        )?;
+        let mut entries: Vec<ConfigEntry> = r
+            .configs
+            .into_iter()
+            .map(|c| ConfigEntry {
+                name: c.name.as_str().to_owned(),
+                value: c.value.map(|v| v.as_str().to_owned()),
+                read_only: c.read_only,
+                sensitive: c.is_sensitive,
+                source: c.config_source,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// Change configs of one resource.
+    pub async fn incremental_alter_configs(
+        &self,
+        resource: &ConfigResource,
+        ops: &[AlterOp],
+        validate_only: bool,
+    ) -> Result<(), ClientError> {
+        let conn = match resource {
+            ConfigResource::Broker(id) => self.node_conn(*id).await?,
+            ConfigResource::Topic(_) => self.admin_conn().await?,
+        };
+        let req = IncrementalAlterConfigsRequest::default()
+            .with_validate_only(validate_only)
+            .with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(resource.wire_type())
+                .with_resource_name(StrBytes::from_string(resource.wire_name()))
+                .with_configs(ops.iter().map(AlterOp::wire).collect())]);
+        let resp = conn.send(&req).await?;
+        let r = resp
+            .responses
+            .iter()
+            .find(|r| r.resource_name.as_str() == resource.wire_name())
+            .ok_or_else(|| ClientError::Protocol {
+                what: format!("alter configs response lacks {}", resource.describe()),
+                addr: conn.addr().to_owned(),
+            })?;
+        error::check(
+            r.error_code,
+            "alter configs",
+            || resource.describe(),
+            r.error_message.as_ref().map(|m| m.as_str()),
+        )
+    }
+}
