@@ -97,7 +97,8 @@ impl TierError {
     /// True when the same operation may succeed if tried again later:
     /// network and server errors, a lost manifest race, a short or corrupt
     /// body (re-fetched), a full queue. False for what a retry cannot fix:
-    /// fencing, missing objects, bad configuration, malformed manifests.
+    /// fencing, missing objects, bad configuration. An undecodable manifest
+    /// counts as retriable: its body may have been damaged in flight.
     pub fn is_retriable(&self) -> bool {
         match self {
             TierError::Store { source, .. } => store_error_is_retriable(source),
@@ -109,13 +110,13 @@ impl TierError {
             | TierError::Corrupt { .. }
             | TierError::ShortRead { .. }
             | TierError::QueueFull { .. }
+            | TierError::ManifestFormat { .. }
             | TierError::Mismatch { .. } => true,
             TierError::Shared(inner) => inner.is_retriable(),
             TierError::InvalidUrl { .. }
             | TierError::InvalidOption { .. }
             | TierError::CreateDir { .. }
             | TierError::Fenced { .. }
-            | TierError::ManifestFormat { .. }
             | TierError::UnsupportedManifestVersion { .. }
             | TierError::InvalidSegment { .. }
             | TierError::OffsetOutOfRange { .. }
@@ -141,7 +142,8 @@ impl TierError {
         match self {
             TierError::Corrupt { .. }
             | TierError::ShortRead { .. }
-            | TierError::BadBatch { .. } => true,
+            | TierError::BadBatch { .. }
+            | TierError::ManifestFormat { .. } => true,
             TierError::Shared(inner) => inner.is_integrity(),
             _ => false,
         }
@@ -151,8 +153,51 @@ impl TierError {
     pub(crate) fn from_shared(e: Arc<TierError>) -> TierError {
         match Arc::try_unwrap(e) {
             Ok(owned) => owned,
-            Err(shared) => TierError::Shared(shared),
+            Err(shared) => shared.clone_plain().unwrap_or(TierError::Shared(shared)),
         }
+    }
+
+    /// A copy of the variants that hold plain data (the integrity errors
+    /// callers match on); `None` for those wrapping a non-cloneable source.
+    fn clone_plain(&self) -> Option<TierError> {
+        Some(match self {
+            TierError::Corrupt {
+                path,
+                position,
+                expected,
+                actual,
+            } => TierError::Corrupt {
+                path: path.clone(),
+                position: *position,
+                expected: *expected,
+                actual: *actual,
+            },
+            TierError::ShortRead {
+                path,
+                expected,
+                actual,
+            } => TierError::ShortRead {
+                path: path.clone(),
+                expected: *expected,
+                actual: *actual,
+            },
+            TierError::BadBatch {
+                path,
+                position,
+                message,
+            } => TierError::BadBatch {
+                path: path.clone(),
+                position: *position,
+                message: message.clone(),
+            },
+            TierError::ManifestFormat { path, message } => TierError::ManifestFormat {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            TierError::Cancelled => TierError::Cancelled,
+            TierError::Shared(inner) => return inner.clone_plain(),
+            _ => return None,
+        })
     }
 }
 

@@ -135,37 +135,56 @@ impl Manifest {
         }
     }
 
-    /// Decodes a manifest, refusing unknown versions.
+    /// Decodes a manifest: checks its CRC-32C first (a damaged body is
+    /// [`TierError::Corrupt`]), then its version, then its invariants.
     pub fn decode(path: &str, bytes: &[u8]) -> Result<Manifest, TierError> {
-        #[derive(Deserialize)]
-        struct VersionOnly {
-            version: u64,
-        }
-        let v: VersionOnly =
-            serde_json::from_slice(bytes).map_err(|e| TierError::ManifestFormat {
-                path: path.to_string(),
-                message: e.to_string(),
-            })?;
-        if v.version != MANIFEST_VERSION {
-            return Err(TierError::UnsupportedManifestVersion {
-                path: path.to_string(),
-                version: v.version,
-            });
-        }
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| TierError::ManifestFormat {
-            path: path.to_string(),
-            message: e.to_string(),
-        })?;
-        m.check().map_err(|message| TierError::ManifestFormat {
+        let format = |message: String| TierError::ManifestFormat {
             path: path.to_string(),
             message,
-        })?;
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format(e.to_string()))?;
+        let obj = value
+            .as_object_mut()
+            .ok_or_else(|| format("manifest is not a json object".into()))?;
+        let stored = obj
+            .remove("crc32c")
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| format("manifest has no crc32c".into()))?;
+        let actual =
+            crc32c::crc32c(&serde_json::to_vec(&value).map_err(|e| format(e.to_string()))?);
+        if actual != stored {
+            return Err(TierError::Corrupt {
+                path: path.to_string(),
+                position: 0,
+                expected: stored,
+                actual,
+            });
+        }
+        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if version != MANIFEST_VERSION {
+            return Err(TierError::UnsupportedManifestVersion {
+                path: path.to_string(),
+                version,
+            });
+        }
+        let m: Manifest = serde_json::from_value(value).map_err(|e| format(e.to_string()))?;
+        m.check().map_err(format)?;
         Ok(m)
     }
 
-    /// Encodes the manifest (pretty JSON, so operators can read it).
+    /// Encodes the manifest as pretty JSON (operators read it) with a
+    /// `crc32c` field: the CRC-32C of the compact JSON of every other field,
+    /// keys sorted.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).expect("a manifest always serializes to json")
+        let mut value = serde_json::to_value(self).expect("a manifest always serializes to json");
+        let compact = serde_json::to_vec(&value).expect("a json value always serializes");
+        let crc = crc32c::crc32c(&compact);
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("crc32c".into(), serde_json::Value::from(crc));
+        }
+        serde_json::to_vec_pretty(&value).expect("a json value always serializes")
     }
 
     /// Checks the invariants readers rely on.
@@ -396,6 +415,29 @@ mod tests {
             Manifest::decode("p", b"{nope"),
             Err(TierError::ManifestFormat { .. })
         ));
+    }
+
+    #[test]
+    fn damaged_manifest_is_detected() {
+        let mut m = Manifest::empty("c", "t", "00", 0);
+        m = add(&m, seg(1234, 1300, 100, 10), 1);
+        let good = m.encode();
+        let text = String::from_utf8(good.clone()).expect("utf8");
+        let bad = text.replace("1234", "1235");
+        assert!(matches!(
+            Manifest::decode("p", bad.as_bytes()),
+            Err(TierError::Corrupt { .. })
+        ));
+        // Flip every bit of every byte: never a different valid manifest.
+        for i in 0..good.len() {
+            for bit in 0..8 {
+                let mut b = good.clone();
+                b[i] ^= 1 << bit;
+                if let Ok(d) = Manifest::decode("p", &b) {
+                    assert_eq!(d, m, "byte {i} bit {bit}");
+                }
+            }
+        }
     }
 
     #[test]

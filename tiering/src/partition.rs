@@ -177,6 +177,16 @@ impl RemotePartition {
     }
 
     async fn fetch_manifest(&self) -> Result<Loaded, TierError> {
+        match self.fetch_manifest_once().await {
+            Err(e) if e.is_integrity() => {
+                TierMetrics::add(&self.metrics().crc_mismatches, 1);
+                self.fetch_manifest_once().await
+            }
+            r => r,
+        }
+    }
+
+    async fn fetch_manifest_once(&self) -> Result<Loaded, TierError> {
         let path = &self.inner.manifest_path;
         let store = &self.inner.tier.inner.store;
         let result = match store.get(path).await {

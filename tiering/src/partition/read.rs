@@ -195,6 +195,12 @@ impl RemotePartition {
     /// re-reading the manifest.
     pub async fn read(&self, offset: i64, max_bytes: u64) -> Result<Bytes, TierError> {
         match self.read_once(offset, max_bytes).await {
+            Err(TierError::OffsetOutOfRange { last, .. }) if offset > last => {
+                // Another broker may have tiered more since this handle's
+                // manifest was read.
+                self.refresh().await?;
+                self.read_once(offset, max_bytes).await
+            }
             Err(e) if e.is_integrity() => self.read_once(offset, max_bytes).await,
             Err(TierError::Store {
                 source: object_store::Error::NotFound { .. },
