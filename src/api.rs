@@ -24,6 +24,8 @@ pub mod produce;
 pub mod producer_id;
 pub mod versions;
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -44,46 +46,65 @@ pub enum Outcome {
     Close,
 }
 
-/// Decodes, handles and encodes one request.
-pub async fn handle_frame(broker: &Broker, mut frame: Bytes) -> Outcome {
+/// A response still being worked on: it resolves to what the connection
+/// does next. Connections keep these in request order.
+pub type Pending = futures::future::BoxFuture<'static, Outcome>;
+
+/// What a handler returns: the response now, or a future that completes it
+/// (an `acks=all` produce waiting for durability, a long-polling fetch).
+pub enum Handled {
+    Now(Option<ResponseKind>),
+    Later(futures::future::BoxFuture<'static, Option<ResponseKind>>),
+}
+
+fn ready(o: Outcome) -> Pending {
+    Box::pin(std::future::ready(o))
+}
+
+/// Decodes and handles one request. Everything that must happen in request
+/// order (appends, metadata changes) happens before this returns; the
+/// returned future only waits (for durability or for data) and encodes.
+/// The connection calls this for one frame at a time, so two produce
+/// requests pipelined on a connection are appended in the order they came.
+pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
     if frame.len() < 8 {
         tracing::warn!(
             len = frame.len(),
             "request frame too short for a header; closing connection"
         );
-        return Outcome::Close;
+        return ready(Outcome::Close);
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let Ok(api_key) = ApiKey::try_from(raw_key) else {
         tracing::warn!(api_key = raw_key, "unknown api key; closing connection");
-        return Outcome::Close;
+        return ready(Outcome::Close);
     };
     let Some(range) = versions::supported(api_key) else {
         tracing::warn!(api = ?api_key, version, "api not supported; closing connection");
-        return Outcome::Close;
+        return ready(Outcome::Close);
     };
     if api_key == ApiKey::ApiVersions && version > range.1 {
-        return versions::unsupported_version_response(correlation_id);
+        return ready(versions::unsupported_version_response(correlation_id));
     }
     if version < range.0 || version > range.1 || version < api_key.valid_versions().min {
         tracing::warn!(api = ?api_key, version, "unsupported api version; closing connection");
-        return Outcome::Close;
+        return ready(Outcome::Close);
     }
     let header_version = api_key.request_header_version(version);
     let header = match decode_guarded(|| RequestHeader::decode(&mut frame, header_version)) {
         Some(h) => h,
         None => {
             tracing::warn!(api = ?api_key, version, "malformed request header; closing connection");
-            return Outcome::Close;
+            return ready(Outcome::Close);
         }
     };
     let request = match decode_guarded(|| RequestKind::decode(api_key, &mut frame, version)) {
         Some(r) => r,
         None => {
             tracing::warn!(api = ?api_key, version, correlation_id, "malformed request body; closing connection");
-            return Outcome::Close;
+            return ready(Outcome::Close);
         }
     };
     let client_id = header.client_id.as_ref().map(|s| s.as_str()).unwrap_or("");
@@ -97,21 +118,57 @@ pub async fn handle_frame(broker: &Broker, mut frame: Bytes) -> Outcome {
         partition = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
-    let response = dispatch(broker, &header, request).instrument(span).await;
-    let api = format!("{api_key:?}");
-    broker
-        .metrics
-        .observe_request(&api, version, started.elapsed().as_secs_f64());
-    match response {
-        Some(r) => {
-            for code in error_codes(&r) {
-                if let Some(e) = Code::try_from_code(code) {
-                    broker.metrics.observe_error(&api, &format!("{e:?}"));
-                }
-            }
-            encode_response(api_key, version, correlation_id, &r)
+    let handled = match request {
+        RequestKind::Produce(r) => {
+            produce::handle(broker, r, version)
+                .instrument(span.clone())
+                .await
         }
-        None => Outcome::NoReply,
+        RequestKind::Fetch(r) => {
+            let b = broker.clone();
+            Handled::Later(Box::pin(
+                async move { Some(ResponseKind::Fetch(fetch::handle(&b, r, version).await)) }
+                    .instrument(span.clone()),
+            ))
+        }
+        other => Handled::Now(
+            dispatch(broker, &header, other)
+                .instrument(span.clone())
+                .await,
+        ),
+    };
+    let finish = {
+        let broker = broker.clone();
+        move |response: Option<ResponseKind>| {
+            let api = format!("{api_key:?}");
+            broker
+                .metrics
+                .observe_request(&api, version, started.elapsed().as_secs_f64());
+            match response {
+                Some(r) => {
+                    for code in error_codes(&r) {
+                        if let Some(e) = Code::try_from_code(code) {
+                            broker.metrics.observe_error(&api, &format!("{e:?}"));
+                        }
+                    }
+                    encode_response(api_key, version, correlation_id, &r)
+                }
+                None => Outcome::NoReply,
+            }
+        }
+    };
+    match handled {
+        Handled::Now(r) => ready(finish(r)),
+        Handled::Later(f) => {
+            // Run it now, concurrently with later requests of the connection.
+            let task = tokio::spawn(async move { finish(f.await) });
+            Box::pin(async move {
+                task.await.unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "request completion failed; closing connection");
+                    Outcome::Close
+                })
+            })
+        }
     }
 }
 
@@ -211,12 +268,6 @@ async fn dispatch(
     Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(versions::handle(r, v)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, v).await),
-        RequestKind::Produce(r) => {
-            return produce::handle(broker, r, v)
-                .await
-                .map(ResponseKind::Produce)
-        }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, v).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(offsets::list_offsets(broker, r, v))
         }
@@ -279,7 +330,8 @@ async fn dispatch(
             ResponseKind::OffsetDelete(group_offsets::offset_delete(broker, r, v).await)
         }
         other => {
-            // versions::supported() keeps us from getting here.
+            // versions::supported() keeps us from getting here; Produce and
+            // Fetch are handled in handle_frame.
             tracing::warn!(request = ?std::mem::discriminant(&other), "request with no handler");
             return None;
         }

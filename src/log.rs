@@ -46,10 +46,11 @@
 //! offset durable; sealed segments are fsynced when they roll. On
 //! [`Log::open`] after an unclean shutdown, the segments at or after the
 //! recovery point are scanned batch by batch; the first torn or corrupt batch
-//! and everything after it is dropped (see `recovery`). After a clean
-//! shutdown nothing is scanned: the active segment's indexes and end are
-//! trusted from its index files and checked. Index files are rebuilt from the
-//! log whenever they are missing or inconsistent.
+//! and everything after it is dropped (see `recovery`). The active segment
+//! is scanned the same way after a clean shutdown too (damage after a stop
+//! is still caught); sealed segments below the recovery point are trusted
+//! from their index files. Index files are rebuilt from the log whenever
+//! they are missing or inconsistent.
 
 pub mod batch;
 mod checkpoint;

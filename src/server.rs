@@ -3,9 +3,11 @@
 //! Overview: [`run`] accepts connections on the Kafka listener until the
 //! shutdown token fires. Each connection reads 4-byte length-prefixed frames;
 //! a frame above `socket.request.max.bytes` closes the connection with a log
-//! line. Every request is handled in its own task, so a long-polling fetch
-//! does not hold up the requests pipelined behind it, and a writer task sends
-//! the responses in request order (Kafka's guarantee).
+//! line. Requests are handled one at a time in arrival order, so pipelined
+//! produce requests append in order; the waiting parts (acks=all
+//! durability, fetch long-polls) run concurrently, so they do not hold up
+//! the requests pipelined behind them. A writer task sends the responses in
+//! request order (Kafka's guarantee).
 //!
 //! Consistency: responses leave in the order requests arrived; requests that
 //! get no response (`acks=0` produce) still take their turn.
@@ -67,8 +69,7 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, shutdown: Canc
         .map(|a| a.to_string())
         .unwrap_or_default();
     let (mut reader, writer) = stream.into_split();
-    let (tx, rx) =
-        mpsc::channel::<tokio::task::JoinHandle<api::Outcome>>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let (tx, rx) = mpsc::channel::<api::Pending>(MAX_IN_FLIGHT_PER_CONNECTION);
     // The writer cancels this when it stops (peer gone, or a request that
     // must close the connection), which stops the reader too.
     let closed = shutdown.child_token();
@@ -91,9 +92,11 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, shutdown: Canc
                 break;
             }
         };
-        let broker = broker.clone();
-        let handle = tokio::spawn(async move { api::handle_frame(&broker, frame).await });
-        if tx.send(handle).await.is_err() {
+        // Handled one at a time: what must happen in order (appends) is done
+        // when this returns; waiting for durability or data continues in
+        // the returned future while the next request is read.
+        let pending = api::handle_frame(&broker, frame).await;
+        if tx.send(pending).await.is_err() {
             break;
         }
     }
@@ -103,21 +106,13 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, shutdown: Canc
 
 async fn write_responses(
     writer: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<tokio::task::JoinHandle<api::Outcome>>,
+    mut rx: mpsc::Receiver<api::Pending>,
     closed: CancellationToken,
 ) {
     let _close_on_exit = closed.drop_guard();
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some(handle) = rx.recv().await {
-        let response = match handle.await {
-            Ok(r) => r,
-            Err(e) => {
-                // A handler panicked: the connection's order is broken, close it.
-                tracing::error!(error = %e, "request handler failed; closing connection");
-                break;
-            }
-        };
-        let body = match response {
+    while let Some(pending) = rx.recv().await {
+        let body = match pending.await {
             api::Outcome::Reply(b) => b,
             api::Outcome::NoReply => continue,
             api::Outcome::Close => break,

@@ -13,7 +13,10 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use kafka_protocol::messages::ResponseKind;
+
 use super::error::{partition_error_code, Code};
+use super::Handled;
 use crate::broker::{now_ms, Broker};
 use crate::partition::Partition;
 
@@ -27,7 +30,9 @@ fn failed(index: i32, code: i16, msg: Option<String>) -> PartitionProduceRespons
         .with_error_message(msg.map(StrBytes::from_string))
 }
 
-pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+/// Appends now (in request order); an `acks=all` answer waits for the
+/// fsync in the returned continuation.
+pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handled {
     let acks = req.acks;
     let view = broker.view();
     super::record_target(
@@ -167,10 +172,13 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Optio
     }
     if acks == 0 {
         // Nothing to send; durability is not waited for.
-        return None;
+        return Handled::Now(None);
     }
-    if !pending.is_empty() {
-        let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    if pending.is_empty() {
+        return Handled::Now(Some(ResponseKind::Produce(finish(responses, version))));
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    Handled::Later(Box::pin(async move {
         let waits = pending.iter().map(|(_, _, p, off)| {
             let p = p.clone();
             let off = *off;
@@ -189,7 +197,11 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Optio
             let r = &mut responses[*t].partition_responses[*i];
             r.error_code = code;
         }
-    }
+        Some(ResponseKind::Produce(finish(responses, version)))
+    }))
+}
+
+fn finish(mut responses: Vec<TopicProduceResponse>, version: i16) -> ProduceResponse {
     if version < 8 {
         for t in &mut responses {
             for p in &mut t.partition_responses {
@@ -197,5 +209,5 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Optio
             }
         }
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    ProduceResponse::default().with_responses(responses)
 }

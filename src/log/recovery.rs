@@ -4,9 +4,10 @@
 //! # Overview
 //!
 //! Segments are loaded in base-offset order. A segment is scanned batch by
-//! batch (header, CRC-32C, contiguous offsets) when the last shutdown was not
-//! clean and it may hold offsets at or above the recovery point: in practice
-//! the active segment, plus any segment rolled after the last checkpoint. Other
+//! batch (header, CRC-32C, contiguous offsets) when it is the active (last)
+//! segment, or when the last shutdown was not clean and it may hold offsets
+//! at or above the recovery point (segments rolled after the last
+//! checkpoint). Other
 //! segments are opened from their index files, and scanned only if those are
 //! missing or inconsistent.
 //!
@@ -49,7 +50,10 @@ pub(crate) fn load(
     for (i, &base) in bases.iter().enumerate() {
         let next_base = bases.get(i + 1).copied();
         let is_last = next_base.is_none();
-        let needs_scan = !clean && next_base.is_none_or(|next| next > recovery_point);
+        // The active segment is always scanned, even after a clean shutdown:
+        // it is the one most likely damaged (a torn write, a bad sector under
+        // the newest data), and it is bounded by segment.bytes.
+        let needs_scan = is_last || (!clean && next_base.is_none_or(|next| next > recovery_point));
         let (mut segment, damage, rebuilt) = if needs_scan {
             let (segment, damage) = scan(dir, base, index_interval)?;
             (segment, damage, true)
