@@ -509,7 +509,8 @@ fn group_describe_shows_committed_offsets_and_lag() {
             seen += 1;
         }
     }
-    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+    let position = c.position().expect("consumer position");
+    c.commit(&position, CommitMode::Sync).expect("commit");
     let d = ok(
         &bs,
         &["group", "describe", &group2, "--output", "json"],

@@ -167,10 +167,16 @@ fn kcat_produce_consume_every_codec() {
         // librdkafka 2.0.2 really compressed, and the broker kept it so.
         let batches = segments::partition_batches(broker.data_dir(), &topic, 0);
         assert!(!batches.is_empty(), "{codec}: no batches on disk");
+        // (librdkafka may send a tiny batch uncompressed; ours are 500 lines.)
         assert!(
-            batches.iter().all(|b| b.compression() == id),
-            "{codec}: stored batch codecs {:?}, want all {id}",
-            batches.iter().map(|b| b.compression()).collect::<Vec<_>>()
+            batches
+                .iter()
+                .all(|b| b.compression() == id || (b.record_count < 20 && b.compression() == 0)),
+            "{codec}: stored batches (records, codec) {:?}, want codec {id}",
+            batches
+                .iter()
+                .map(|b| (b.record_count, b.compression()))
+                .collect::<Vec<_>>()
         );
         let n = clients::partition_count(&bs, &topic);
         assert_eq!(n, Some(1), "{codec}: auto-created topic partitions");

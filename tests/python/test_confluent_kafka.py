@@ -30,14 +30,15 @@ def admin(broker):
 
 
 def create_topic(broker, name, partitions, config=None):
-    futures = admin(broker).create_topics(
+    a = admin(broker)  # keep the client alive until its futures complete
+    futures = a.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
         operation_timeout=TIMEOUT,
     )
     futures[name].result(TIMEOUT)
     deadline = time.time() + TIMEOUT
     while time.time() < deadline:
-        md = admin(broker).list_topics(name, timeout=TIMEOUT)
+        md = a.list_topics(name, timeout=TIMEOUT)
         t = md.topics.get(name)
         if t is not None and t.error is None and len(t.partitions) == partitions:
             return
@@ -138,20 +139,21 @@ def test_admin_create_list_describe(broker, topic_name):
     name = topic_name("py-admin")
     create_topic(broker, name, 3, {"retention.ms": "3600000"})
 
-    md = admin(broker).list_topics(timeout=TIMEOUT)
+    a = admin(broker)
+    md = a.list_topics(timeout=TIMEOUT)
     assert name in md.topics
     assert len(md.topics[name].partitions) == 3
     assert len(md.brokers) == 1
 
     res = ConfigResource(ResourceType.TOPIC, name)
-    entries = admin(broker).describe_configs([res])[res].result(TIMEOUT)
+    entries = a.describe_configs([res])[res].result(TIMEOUT)
     assert entries["retention.ms"].value == "3600000"
     src = entries["retention.ms"].source
     assert getattr(src, "value", src) == ConfigSource.DYNAMIC_TOPIC_CONFIG.value, src
     assert "cleanup.policy" in entries
 
     # Creating it again is TOPIC_ALREADY_EXISTS.
-    fut = admin(broker).create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])[name]
+    fut = a.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])[name]
     with pytest.raises(Exception) as e:
         fut.result(TIMEOUT)
     assert e.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
