@@ -62,6 +62,8 @@ pub struct Broker {
     /// host and port clients are told to connect to.
     pub advertised: (String, u16),
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    /// The group coordinator (consumer groups and committed offsets).
+    pub groups: crate::group::Coordinator,
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     reconcile_lock: AsyncMutex<()>,
     producer_ids: std::sync::Mutex<(i64, i64)>,
@@ -75,7 +77,10 @@ impl Broker {
         tier: tiering::TierStore,
         advertised: (String, u16),
     ) -> Broker {
+        let groups =
+            crate::group::Coordinator::new(crate::group::GroupConfig::from_broker(&config));
         Broker {
+            groups,
             config,
             metadata,
             tier,

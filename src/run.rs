@@ -134,8 +134,23 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         partitions = broker.all_partitions().len(),
         "log recovery done"
     );
+    let groups = broker
+        .groups
+        .load(&*broker)
+        .await
+        .context("cannot load consumer groups from __consumer_offsets")?;
+    tracing::info!(
+        groups = groups.groups,
+        offsets = groups.offsets,
+        records = groups.records,
+        "consumer groups loaded"
+    );
 
     let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(crate::group::run_timers(
+        broker.clone(),
+        shutdown.child_token(),
+    ));
     tasks.spawn(watch_metadata(broker.clone(), shutdown.child_token()));
     tasks.spawn(retention_loop(broker.clone(), shutdown.child_token()));
     let server_task = tokio::spawn(server::run(
@@ -148,6 +163,8 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
+    // Parked JoinGroup/SyncGroup requests would hold the listener's drain.
+    broker.groups.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(15), server_task).await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;

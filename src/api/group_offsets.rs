@@ -1,0 +1,330 @@
+//! Committed offsets: OffsetCommit, OffsetFetch (single group, and several
+//! groups in v8+) and OffsetDelete.
+//!
+//! OffsetCommit checks each partition at the edge (the topic and partition
+//! exist; metadata fits `offset.metadata.max.bytes`), then the coordinator
+//! checks the member and generation and answers only once the records are
+//! durable in `__consumer_offsets`. Partitions that fail a check get their
+//! own error; the others are committed.
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::error::NONE;
+use super::group::{group_error_code, log_error};
+use crate::broker::Broker;
+use crate::group::coordinator::TopicOffsets;
+use crate::group::records::OffsetValue;
+use crate::group::GroupError;
+use crate::metadata::ClusterView;
+
+fn partition_exists(view: &ClusterView, topic: &str, partition: i32) -> bool {
+    view.topic(topic)
+        .is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len())
+}
+
+// ----- OffsetCommit --------------------------------------------------------
+
+pub async fn offset_commit(
+    broker: &Broker,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    let group_id = req.group_id.0.to_string();
+    let view = broker.view();
+    let now = broker.groups.now().wall_ms;
+    let max_metadata = broker.groups.config().offset_metadata_max_bytes;
+    let expire = (version <= 4 && req.retention_time_ms >= 0)
+        .then(|| now.saturating_add(req.retention_time_ms));
+    // (topic index, partition index) of each partition that passed the edge
+    // checks, with its offset; the others already have their code.
+    let mut codes: Vec<(TopicName, Vec<(i32, i16)>)> = Vec::with_capacity(req.topics.len());
+    let mut valid: Vec<(usize, usize)> = Vec::new();
+    let mut offsets: Vec<(String, i32, OffsetValue)> = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let topic = t.name.0.to_string();
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let code = if !partition_exists(&view, &topic, p.partition_index) {
+                GroupError::UnknownTopicOrPartition {
+                    topic: topic.clone(),
+                    partition: p.partition_index,
+                }
+                .into()
+            } else if metadata.len() > max_metadata {
+                GroupError::OffsetMetadataTooLarge {
+                    size: metadata.len(),
+                    max: max_metadata,
+                }
+                .into()
+            } else {
+                valid.push((ti, pi));
+                offsets.push((
+                    topic.clone(),
+                    p.partition_index,
+                    OffsetValue {
+                        offset: p.committed_offset,
+                        leader_epoch: if version >= 6 {
+                            p.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        metadata,
+                        commit_timestamp: now,
+                        expire_timestamp: expire,
+                    },
+                ));
+                EdgeCode(NONE)
+            };
+            parts.push((p.partition_index, code.0));
+        }
+        codes.push((t.name.clone(), parts));
+    }
+    let result = broker
+        .groups
+        .commit_offsets(
+            broker,
+            &group_id,
+            req.member_id.as_str(),
+            req.group_instance_id.as_ref().map(|i| i.as_str()),
+            req.generation_id_or_member_epoch,
+            offsets,
+        )
+        .await;
+    if let Err(e) = result {
+        log_error("OffsetCommit", &group_id, &e);
+        let code = group_error_code(&e);
+        for (ti, pi) in valid {
+            codes[ti].1[pi].1 = code;
+        }
+    }
+    let topics = codes
+        .into_iter()
+        .map(|(name, parts)| {
+            OffsetCommitResponseTopic::default()
+                .with_name(name)
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, code)| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// An error code for the edge checks above.
+struct EdgeCode(i16);
+
+impl From<GroupError> for EdgeCode {
+    fn from(e: GroupError) -> EdgeCode {
+        tracing::debug!(error = %e, "offset commit refused for a partition");
+        EdgeCode(group_error_code(&e))
+    }
+}
+
+// ----- OffsetFetch ---------------------------------------------------------
+
+/// One group's answer: its topics, or a group-level error code.
+fn fetch_group(
+    broker: &Broker,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Vec<TopicOffsets>, i16> {
+    broker.groups.fetch_offsets(group_id, topics).map_err(|e| {
+        log_error("OffsetFetch", group_id, &e);
+        group_error_code(&e)
+    })
+}
+
+fn metadata_of(v: &Option<OffsetValue>) -> Option<StrBytes> {
+    Some(StrBytes::from_string(
+        v.as_ref().map(|v| v.metadata.clone()).unwrap_or_default(),
+    ))
+}
+
+pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    if version >= 8 {
+        let groups = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let id = g.group_id.0.to_string();
+                let wanted = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let base = OffsetFetchResponseGroup::default().with_group_id(g.group_id);
+                match fetch_group(broker, &id, wanted) {
+                    Ok(topics) => base.with_topics(
+                        topics
+                            .into_iter()
+                            .map(|(name, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(StrBytes::from_string(name)))
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, v)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(
+                                                        v.as_ref().map_or(-1, |v| v.offset),
+                                                    )
+                                                    .with_committed_leader_epoch(
+                                                        v.as_ref().map_or(-1, |v| v.leader_epoch),
+                                                    )
+                                                    .with_metadata(metadata_of(&v))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+                    Err(code) => base.with_error_code(code),
+                }
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let group_id = req.group_id.0.to_string();
+    let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let (topics, group_code) = match fetch_group(broker, &group_id, wanted.clone()) {
+        Ok(t) => (t, NONE),
+        // v1 has no top-level error: each requested partition carries it.
+        Err(code) => (
+            wanted
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, ps)| (t, ps.into_iter().map(|p| (p, None)).collect()))
+                .collect(),
+            code,
+        ),
+    };
+    let partition_code = if version < 2 { group_code } else { NONE };
+    let topics = topics
+        .into_iter()
+        .map(|(name, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, v)| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(v.as_ref().map_or(-1, |v| v.offset))
+                                .with_committed_leader_epoch(
+                                    v.as_ref().map_or(-1, |v| v.leader_epoch),
+                                )
+                                .with_metadata(metadata_of(&v))
+                                .with_error_code(partition_code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default()
+        .with_topics(topics)
+        .with_error_code(if version >= 2 { group_code } else { NONE })
+}
+
+// ----- OffsetDelete --------------------------------------------------------
+
+/// A partition of an OffsetDelete: its index, and its error code when the
+/// edge checks refused it.
+type EdgeResult = (i32, Option<i16>);
+
+pub async fn offset_delete(
+    broker: &Broker,
+    req: OffsetDeleteRequest,
+    _version: i16,
+) -> OffsetDeleteResponse {
+    let group_id = req.group_id.0.to_string();
+    if group_id.is_empty() {
+        let e = GroupError::InvalidGroupId { group: group_id };
+        return OffsetDeleteResponse::default().with_error_code(group_error_code(&e));
+    }
+    let view = broker.view();
+    // Per partition: Some(code) when refused at the edge, None when asked of
+    // the coordinator.
+    let mut edge: Vec<(TopicName, Vec<EdgeResult>)> = Vec::new();
+    let mut asked: Vec<(String, i32)> = Vec::new();
+    for t in &req.topics {
+        let topic = t.name.0.to_string();
+        let parts = t
+            .partitions
+            .iter()
+            .map(|p| {
+                if partition_exists(&view, &topic, p.partition_index) {
+                    asked.push((topic.clone(), p.partition_index));
+                    (p.partition_index, None)
+                } else {
+                    let e = GroupError::UnknownTopicOrPartition {
+                        topic: topic.clone(),
+                        partition: p.partition_index,
+                    };
+                    (p.partition_index, Some(group_error_code(&e)))
+                }
+            })
+            .collect();
+        edge.push((t.name.clone(), parts));
+    }
+    let results = match broker.groups.delete_offsets(broker, &group_id, asked).await {
+        Ok(r) => r,
+        Err(e) => {
+            log_error("OffsetDelete", &group_id, &e);
+            return OffsetDeleteResponse::default().with_error_code(group_error_code(&e));
+        }
+    };
+    let mut results = results.into_iter();
+    let topics = edge
+        .into_iter()
+        .map(|(name, parts)| {
+            let partitions = parts
+                .into_iter()
+                .map(|(p, code)| {
+                    let code = code.unwrap_or_else(|| match results.next() {
+                        Some(Ok(())) | None => NONE,
+                        Some(Err(e)) => group_error_code(&e),
+                    });
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetDeleteResponseTopic::default()
+                .with_name(name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
+}

@@ -1,0 +1,814 @@
+//! The coordinator: every group of this node, parked requests, timers, and
+//! the offsets written to `__consumer_offsets` (see the parent module for
+//! the consistency and crash-safety rules).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::error::GroupError;
+use super::log::GroupLog;
+use super::records::{
+    decode_group_value, decode_key, decode_offset_value, encode_group_value, encode_key,
+    encode_offset_value, KeyValue, OffsetValue, RecordKey,
+};
+use super::state::{
+    Effects, Group, GroupDescription, GroupState, JoinRequest, JoinResult, LeavingMember, Now,
+    Reply, SyncRequest, SyncResult, Token,
+};
+use super::GroupConfig;
+
+enum Waiter {
+    Join(oneshot::Sender<Result<JoinResult, GroupError>>),
+    Sync(oneshot::Sender<Result<SyncResult, GroupError>>),
+}
+
+struct Inner {
+    group: Group,
+    waiters: HashMap<Token, Waiter>,
+}
+
+/// One group and its locks.
+struct Slot {
+    inner: Mutex<Inner>,
+    /// Held from the append of a group's offset records to their fsync and
+    /// the cache update, so the cache follows the log order.
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn new(group: Group) -> Arc<Slot> {
+        Arc::new(Slot {
+            inner: Mutex::new(Inner {
+                group,
+                waiters: HashMap::new(),
+            }),
+            writes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Group operations leave the state consistent between statements;
+        // keep serving after a panic elsewhere rather than poisoning it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: GroupState,
+}
+
+/// Committed offsets of one topic, as OffsetFetch returns them.
+pub type TopicOffsets = (String, Vec<(i32, Option<OffsetValue>)>);
+
+/// What [`Coordinator::load`] found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoadStats {
+    pub records: u64,
+    pub groups: usize,
+    pub offsets: usize,
+    pub skipped: u64,
+}
+
+/// The group coordinator of this node.
+pub struct Coordinator {
+    config: GroupConfig,
+    groups: Mutex<HashMap<String, Arc<Slot>>>,
+    next_token: AtomicU64,
+    /// Wakes the timer task when a deadline may have moved earlier.
+    timer: Notify,
+    loaded: AtomicBool,
+    closed: AtomicBool,
+    /// Wall clock at a tokio instant: `now()` derives the wall clock from
+    /// tokio's clock, so paused-time tests see both move together.
+    epoch: (tokio::time::Instant, i64),
+}
+
+impl Coordinator {
+    pub fn new(config: GroupConfig) -> Coordinator {
+        Coordinator {
+            config,
+            groups: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            timer: Notify::new(),
+            loaded: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            epoch: (tokio::time::Instant::now(), crate::broker::now_ms()),
+        }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// The current time, monotonic and wall clock.
+    pub fn now(&self) -> Now {
+        let at = tokio::time::Instant::now();
+        let since = at.saturating_duration_since(self.epoch.0);
+        Now {
+            at: at.into_std(),
+            wall_ms: self.epoch.1 + since.as_millis() as i64,
+        }
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    fn check_open(&self) -> Result<(), GroupError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(GroupError::NotCoordinator);
+        }
+        if !self.is_loaded() {
+            return Err(GroupError::LoadInProgress);
+        }
+        Ok(())
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn slot(&self, group_id: &str, create: bool) -> Option<Arc<Slot>> {
+        let mut map = self.map();
+        if let Some(s) = map.get(group_id) {
+            return Some(s.clone());
+        }
+        if !create {
+            return None;
+        }
+        let s = Slot::new(Group::new(group_id, self.now()));
+        map.insert(group_id.to_string(), s.clone());
+        Some(s)
+    }
+
+    fn slots(&self) -> Vec<(String, Arc<Slot>)> {
+        self.map()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Marks the group dead and forgets it (the caller holds its lock).
+    fn remove(&self, group_id: &str, slot: &Arc<Slot>, inner: &mut Inner, now: Now) {
+        inner.group.mark_dead(now);
+        for (_, w) in inner.waiters.drain() {
+            let err = GroupError::CoordinatorNotAvailable {
+                group: group_id.to_string(),
+            };
+            match w {
+                Waiter::Join(tx) => drop(tx.send(Err(err))),
+                Waiter::Sync(tx) => drop(tx.send(Err(err))),
+            }
+        }
+        let mut map = self.map();
+        if map.get(group_id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            map.remove(group_id);
+        }
+    }
+
+    fn drop_if_unused(&self, group_id: &str, slot: &Arc<Slot>, inner: &mut Inner, now: Now) {
+        if inner.group.is_unused() && inner.waiters.is_empty() {
+            self.remove(group_id, slot, inner, now);
+        }
+    }
+
+    fn token(&self) -> Token {
+        self.next_token.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Persists the snapshot if asked and delivers the replies.
+    fn apply<L: GroupLog>(&self, log: &L, inner: &mut Inner, fx: Effects, now: Now) {
+        if fx.store {
+            store_group(log, &inner.group, now);
+        }
+        for reply in fx.replies {
+            match reply {
+                Reply::Join(t, r) => {
+                    if let Some(Waiter::Join(tx)) = inner.waiters.remove(&t) {
+                        let _ = tx.send(r);
+                    }
+                }
+                Reply::Sync(t, r) => {
+                    if let Some(Waiter::Sync(tx)) = inner.waiters.remove(&t) {
+                        let _ = tx.send(r);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- Membership ----------------------------------------------------
+
+    /// JoinGroup: parks until the group answers (rebalance done, or an error).
+    pub async fn join<L: GroupLog>(
+        &self,
+        log: &L,
+        group_id: &str,
+        req: JoinRequest,
+    ) -> Result<JoinResult, GroupError> {
+        self.check_open()?;
+        let (min, max) = (
+            self.config.min_session_timeout_ms,
+            self.config.max_session_timeout_ms,
+        );
+        if req.session_timeout_ms < min || req.session_timeout_ms > max {
+            return Err(GroupError::InvalidSessionTimeout {
+                got: req.session_timeout_ms,
+                min,
+                max,
+            });
+        }
+        log.ensure_topic().await?;
+        let Some(slot) = self.slot(group_id, req.member_id.is_empty()) else {
+            return Err(GroupError::unknown_member(group_id, &req.member_id));
+        };
+        let (tx, rx) = oneshot::channel();
+        let token = self.token();
+        {
+            let mut inner = slot.lock();
+            inner.waiters.insert(token, Waiter::Join(tx));
+            let now = self.now();
+            let fx = inner.group.join(now, req, token, &self.config);
+            self.apply(log, &mut inner, fx, now);
+            self.drop_if_unused(group_id, &slot, &mut inner, now);
+        }
+        self.timer.notify_one();
+        rx.await.unwrap_or(Err(GroupError::NotCoordinator))
+    }
+
+    /// SyncGroup: the leader hands out the assignment; the others wait for it.
+    pub async fn sync<L: GroupLog>(
+        &self,
+        log: &L,
+        group_id: &str,
+        req: SyncRequest,
+    ) -> Result<SyncResult, GroupError> {
+        self.check_open()?;
+        log.ensure_topic().await?;
+        let Some(slot) = self.slot(group_id, false) else {
+            return Err(GroupError::unknown_member(group_id, &req.member_id));
+        };
+        let (tx, rx) = oneshot::channel();
+        let token = self.token();
+        {
+            let mut inner = slot.lock();
+            inner.waiters.insert(token, Waiter::Sync(tx));
+            let now = self.now();
+            let fx = inner.group.sync(now, req, token);
+            self.apply(log, &mut inner, fx, now);
+        }
+        self.timer.notify_one();
+        rx.await.unwrap_or(Err(GroupError::NotCoordinator))
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
+        self.check_open()?;
+        let Some(slot) = self.slot(group_id, false) else {
+            return Err(GroupError::unknown_member(group_id, member_id));
+        };
+        let mut inner = slot.lock();
+        let now = self.now();
+        inner
+            .group
+            .heartbeat(now, member_id, instance_id, generation)
+    }
+
+    /// LeaveGroup: one result per member, or a group-level error.
+    pub fn leave<L: GroupLog>(
+        &self,
+        log: &L,
+        group_id: &str,
+        leaving: &[LeavingMember],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        self.check_open()?;
+        let Some(slot) = self.slot(group_id, false) else {
+            return Ok(leaving
+                .iter()
+                .map(|l| Err(GroupError::unknown_member(group_id, &l.member_id)))
+                .collect());
+        };
+        let result = {
+            let mut inner = slot.lock();
+            let now = self.now();
+            let (result, fx) = inner.group.leave(now, leaving, &self.config);
+            self.apply(log, &mut inner, fx, now);
+            result
+        };
+        self.timer.notify_one();
+        result
+    }
+
+    // ----- Offsets -------------------------------------------------------
+
+    /// OffsetCommit: validates the member and generation, appends the
+    /// records, waits until they are durable, then updates the cache.
+    pub async fn commit_offsets<L: GroupLog>(
+        &self,
+        log: &L,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        offsets: Vec<(String, i32, OffsetValue)>,
+    ) -> Result<(), GroupError> {
+        self.check_open()?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        log.ensure_topic().await?;
+        let slot = match self.slot(group_id, false) {
+            Some(s) => s,
+            // A group that does not use Kafka's membership commits with
+            // generation -1; anything else is a stale member.
+            None if generation < 0 => self
+                .slot(group_id, true)
+                .ok_or(GroupError::NotCoordinator)?,
+            None => {
+                return Err(GroupError::IllegalGeneration {
+                    group: group_id.to_string(),
+                    got: generation,
+                    current: -1,
+                })
+            }
+        };
+        let _writes = slot.writes.lock().await;
+        let appended = {
+            let mut inner = slot.lock();
+            let now = self.now();
+            if let Err(e) = inner
+                .group
+                .validate_offset_commit(member_id, instance_id, generation)
+            {
+                self.drop_if_unused(group_id, &slot, &mut inner, now);
+                return Err(e);
+            }
+            let records: Vec<KeyValue> = offsets
+                .iter()
+                .map(|(topic, partition, v)| {
+                    (
+                        encode_key(&RecordKey::Offset {
+                            group: group_id.to_string(),
+                            topic: topic.clone(),
+                            partition: *partition,
+                        }),
+                        Some(encode_offset_value(v)),
+                    )
+                })
+                .collect();
+            match log.append(group_id, &records, now.wall_ms) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.drop_if_unused(group_id, &slot, &mut inner, now);
+                    return Err(e);
+                }
+            }
+        };
+        self.wait_durable(log, appended).await?;
+        let mut inner = slot.lock();
+        if inner.group.state() != GroupState::Dead {
+            for (topic, partition, v) in offsets {
+                inner.group.commit_offset(&topic, partition, v);
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_durable<L: GroupLog>(
+        &self,
+        log: &L,
+        a: super::log::Appended,
+    ) -> Result<(), GroupError> {
+        match tokio::time::timeout(self.config.offsets_commit_timeout, log.wait_durable(a)).await {
+            Ok(r) => r,
+            Err(_) => Err(GroupError::Timeout {
+                partition: a.partition,
+            }),
+        }
+    }
+
+    /// OffsetFetch: the committed offsets of the listed partitions (None for
+    /// every committed offset of the group).
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<TopicOffsets>, GroupError> {
+        self.check_open()?;
+        let slot = self.slot(group_id, false);
+        let inner = slot.as_ref().map(|s| s.lock());
+        let group = inner
+            .as_ref()
+            .map(|i| &i.group)
+            .filter(|g| g.state() != GroupState::Dead);
+        Ok(match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let parts = partitions
+                        .into_iter()
+                        .map(|p| (p, group.and_then(|g| g.offset(&topic, p)).cloned()))
+                        .collect();
+                    (topic, parts)
+                })
+                .collect(),
+            None => {
+                let mut out: Vec<TopicOffsets> = Vec::new();
+                for ((topic, p), v) in group.map(|g| g.offsets().iter()).into_iter().flatten() {
+                    match out.last_mut() {
+                        Some((t, parts)) if t == topic => parts.push((*p, Some(v.clone()))),
+                        _ => out.push((topic.clone(), vec![(*p, Some(v.clone()))])),
+                    }
+                }
+                out
+            }
+        })
+    }
+
+    /// OffsetDelete: removes committed offsets of topics the group does not
+    /// consume (all of them when the group is empty).
+    pub async fn delete_offsets<L: GroupLog>(
+        &self,
+        log: &L,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        self.check_open()?;
+        let not_found = || GroupError::GroupIdNotFound {
+            group: group_id.to_string(),
+        };
+        let slot = self.slot(group_id, false).ok_or_else(not_found)?;
+        let _writes = slot.writes.lock().await;
+        let (results, appended, deleted) = {
+            let inner = slot.lock();
+            let g = &inner.group;
+            let subscribed: Option<Option<BTreeSet<String>>> = match g.state() {
+                GroupState::Dead => return Err(not_found()),
+                GroupState::Empty => Some(Some(BTreeSet::new())),
+                _ if g.protocol_type() == Some("consumer") => Some(g.subscribed_topics()),
+                _ => None,
+            };
+            let Some(subscribed) = subscribed else {
+                return Err(GroupError::NonEmptyGroup {
+                    group: group_id.to_string(),
+                });
+            };
+            let mut results = Vec::with_capacity(partitions.len());
+            let mut tombstones = Vec::new();
+            let mut deleted = Vec::new();
+            for (topic, p) in &partitions {
+                let in_use = subscribed.as_ref().is_none_or(|s| s.contains(topic));
+                if in_use {
+                    results.push(Err(GroupError::SubscribedToTopic {
+                        group: group_id.to_string(),
+                        topic: topic.clone(),
+                    }));
+                    continue;
+                }
+                if g.offset(topic, *p).is_some() {
+                    tombstones.push((
+                        encode_key(&RecordKey::Offset {
+                            group: group_id.to_string(),
+                            topic: topic.clone(),
+                            partition: *p,
+                        }),
+                        None,
+                    ));
+                    deleted.push((topic.clone(), *p));
+                }
+                results.push(Ok(()));
+            }
+            let appended = if tombstones.is_empty() {
+                None
+            } else {
+                Some(log.append(group_id, &tombstones, self.now().wall_ms)?)
+            };
+            (results, appended, deleted)
+        };
+        if let Some(a) = appended {
+            self.wait_durable(log, a).await?;
+        }
+        let mut inner = slot.lock();
+        for (topic, p) in deleted {
+            inner.group.remove_offset(&topic, p);
+        }
+        Ok(results)
+    }
+
+    /// DeleteGroups for one group: only an empty group can go; its offsets
+    /// and snapshot are tombstoned.
+    pub async fn delete_group<L: GroupLog>(
+        &self,
+        log: &L,
+        group_id: &str,
+    ) -> Result<(), GroupError> {
+        self.check_open()?;
+        let not_found = || GroupError::GroupIdNotFound {
+            group: group_id.to_string(),
+        };
+        let slot = self.slot(group_id, false).ok_or_else(not_found)?;
+        log.ensure_topic().await?;
+        let _writes = slot.writes.lock().await;
+        let appended = {
+            let mut inner = slot.lock();
+            match inner.group.state() {
+                GroupState::Dead => return Err(not_found()),
+                GroupState::Empty => {}
+                _ => {
+                    return Err(GroupError::NonEmptyGroup {
+                        group: group_id.to_string(),
+                    })
+                }
+            }
+            let now = self.now();
+            let appended = log.append(group_id, &tombstones(&inner.group), now.wall_ms)?;
+            self.remove(group_id, &slot, &mut inner, now);
+            appended
+        };
+        self.wait_durable(log, appended).await
+    }
+
+    /// Removes expired offsets (KIP-211) and the empty groups left with none.
+    pub async fn expire_offsets<L: GroupLog>(&self, log: &L) -> (usize, usize) {
+        let (mut offsets, mut groups) = (0, 0);
+        for (group_id, slot) in self.slots() {
+            let _writes = slot.writes.lock().await;
+            let appended = {
+                let mut inner = slot.lock();
+                let now = self.now();
+                let expired = inner
+                    .group
+                    .expired_offsets(now.wall_ms, self.config.offsets_retention_ms);
+                if expired.is_empty() && !inner.group.is_removable() {
+                    continue;
+                }
+                let mut records: Vec<KeyValue> = expired
+                    .iter()
+                    .map(|(topic, partition)| {
+                        let key = RecordKey::Offset {
+                            group: group_id.clone(),
+                            topic: topic.clone(),
+                            partition: *partition,
+                        };
+                        (encode_key(&key), None)
+                    })
+                    .collect();
+                for (topic, partition) in &expired {
+                    inner.group.remove_offset(topic, *partition);
+                }
+                offsets += expired.len();
+                let gone = inner.group.is_removable();
+                if gone {
+                    records.push((
+                        encode_key(&RecordKey::Group {
+                            group: group_id.clone(),
+                        }),
+                        None,
+                    ));
+                    self.remove(&group_id, &slot, &mut inner, now);
+                    groups += 1;
+                }
+                match log.append(&group_id, &records, now.wall_ms) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(group = %group_id, error = %e, "cannot write expired offsets");
+                        continue;
+                    }
+                }
+            };
+            if let Err(e) = self.wait_durable(log, appended).await {
+                tracing::warn!(group = %group_id, error = %e, "expired offsets not durable");
+            }
+        }
+        if offsets > 0 || groups > 0 {
+            tracing::info!(offsets, groups, "removed expired offsets and empty groups");
+        }
+        (offsets, groups)
+    }
+
+    // ----- Describe and list ---------------------------------------------
+
+    pub fn describe(&self, group_id: &str) -> Result<Option<GroupDescription>, GroupError> {
+        self.check_open()?;
+        Ok(self.slot(group_id, false).and_then(|s| {
+            let inner = s.lock();
+            (inner.group.state() != GroupState::Dead).then(|| inner.group.describe())
+        }))
+    }
+
+    pub fn list(&self) -> Result<Vec<GroupListing>, GroupError> {
+        self.check_open()?;
+        let mut out: Vec<GroupListing> = self
+            .slots()
+            .into_iter()
+            .filter_map(|(id, s)| {
+                let inner = s.lock();
+                let g = &inner.group;
+                (g.state() != GroupState::Dead).then(|| GroupListing {
+                    group_id: id,
+                    protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+                    state: g.state(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(out)
+    }
+
+    // ----- Timers, load, shutdown ----------------------------------------
+
+    /// Fires the timers that are due; returns the next deadline.
+    pub fn tick_all<L: GroupLog>(&self, log: &L) -> Option<std::time::Instant> {
+        let now = self.now();
+        let mut next: Option<std::time::Instant> = None;
+        for (group_id, slot) in self.slots() {
+            let mut inner = slot.lock();
+            if inner.group.next_deadline().is_some_and(|d| d <= now.at) {
+                let fx = inner.group.tick(now, &self.config);
+                self.apply(log, &mut inner, fx, now);
+                self.drop_if_unused(&group_id, &slot, &mut inner, now);
+            }
+            if let Some(d) = inner.group.next_deadline() {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        next
+    }
+
+    /// Replays `__consumer_offsets` into memory; the coordinator serves
+    /// requests only afterwards.
+    pub async fn load<L: GroupLog>(&self, log: &L) -> Result<LoadStats, GroupError> {
+        let now = self.now();
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut stats = LoadStats::default();
+        for partition in 0..log.partitions() {
+            let mut offset = 0;
+            while let Some((records, next)) = log.read(partition, offset)? {
+                for (key, value) in records {
+                    stats.records += 1;
+                    if let Err(e) = replay(&mut groups, &key, value.as_ref(), now) {
+                        stats.skipped += 1;
+                        tracing::warn!(partition, error = %e, "skipping an unreadable __consumer_offsets record");
+                    }
+                }
+                offset = next;
+                tokio::task::yield_now().await;
+            }
+        }
+        groups.retain(|_, g| !(g.is_removable() && g.generation() == 0));
+        stats.groups = groups.len();
+        stats.offsets = groups.values().map(|g| g.offsets().len()).sum();
+        {
+            let mut map = self.map();
+            for (id, g) in groups {
+                map.insert(id, Slot::new(g));
+            }
+        }
+        self.loaded.store(true, Ordering::Release);
+        self.timer.notify_one();
+        Ok(stats)
+    }
+
+    /// Answers every parked request with NOT_COORDINATOR and refuses new ones.
+    pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        for (_, slot) in self.slots() {
+            let mut inner = slot.lock();
+            for (_, w) in inner.waiters.drain() {
+                match w {
+                    Waiter::Join(tx) => drop(tx.send(Err(GroupError::NotCoordinator))),
+                    Waiter::Sync(tx) => drop(tx.send(Err(GroupError::NotCoordinator))),
+                }
+            }
+        }
+        self.timer.notify_one();
+    }
+
+    /// Runs the group timers and the offset expiry until `shutdown`.
+    pub async fn run_timers<L: GroupLog>(&self, log: &L, shutdown: CancellationToken) {
+        let mut expiry = tokio::time::interval(self.config.offsets_retention_check_interval);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        expiry.tick().await;
+        loop {
+            let next = if self.is_loaded() {
+                self.tick_all(log)
+            } else {
+                None
+            };
+            let sleep = match next {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)),
+                None => tokio::time::sleep(Duration::from_secs(3600)),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = sleep => {}
+                _ = self.timer.notified() => {}
+                _ = expiry.tick() => {
+                    if self.is_loaded() && !self.closed.load(Ordering::Acquire) {
+                        self.expire_offsets(log).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the coordinator's timers for the broker until `shutdown`.
+pub async fn run_timers(broker: Arc<crate::broker::Broker>, shutdown: CancellationToken) {
+    broker.groups.run_timers(&*broker, shutdown).await;
+}
+
+fn store_group<L: GroupLog>(log: &L, group: &Group, now: Now) {
+    let record = (
+        encode_key(&RecordKey::Group {
+            group: group.id().to_string(),
+        }),
+        Some(encode_group_value(&group.snapshot())),
+    );
+    if let Err(e) = log.append(group.id(), &[record], now.wall_ms) {
+        tracing::warn!(group = %group.id(), error = %e, "cannot persist group metadata; members will rejoin after a restart");
+    }
+}
+
+/// Tombstones for every offset of `group` and its snapshot.
+fn tombstones(group: &Group) -> Vec<KeyValue> {
+    let mut out: Vec<KeyValue> = group
+        .offsets()
+        .keys()
+        .map(|(topic, partition)| {
+            let key = RecordKey::Offset {
+                group: group.id().to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            (encode_key(&key), None)
+        })
+        .collect();
+    out.push((
+        encode_key(&RecordKey::Group {
+            group: group.id().to_string(),
+        }),
+        None,
+    ));
+    out
+}
+
+/// Applies one record of `__consumer_offsets` to the groups being loaded.
+fn replay(
+    groups: &mut HashMap<String, Group>,
+    key: &Bytes,
+    value: Option<&Bytes>,
+    now: Now,
+) -> Result<(), super::error::RecordError> {
+    match decode_key(key)? {
+        RecordKey::Offset {
+            group,
+            topic,
+            partition,
+        } => match value {
+            Some(v) => {
+                let v = decode_offset_value(v)?;
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group, now))
+                    .commit_offset(&topic, partition, v);
+            }
+            None => {
+                if let Some(g) = groups.get_mut(&group) {
+                    g.remove_offset(&topic, partition);
+                }
+            }
+        },
+        RecordKey::Group { group } => match value {
+            Some(v) => {
+                let v = decode_group_value(v)?;
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group, now))
+                    .restore(v, now);
+            }
+            None => {
+                groups.remove(&group);
+            }
+        },
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,425 @@
+//! The coordinator over an in-memory log, with tokio's paused clock: the
+//! timers run for real, in virtual time.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::group::log::Appended;
+use crate::group::records::partition_for;
+use crate::group::state::Protocol;
+
+const PARTITIONS: i32 = 4;
+
+/// `__consumer_offsets` in memory: one Vec of records per partition.
+#[derive(Default)]
+struct MemLog {
+    parts: Mutex<Vec<Vec<KeyValue>>>,
+}
+
+impl MemLog {
+    fn new() -> Arc<MemLog> {
+        Arc::new(MemLog {
+            parts: Mutex::new(vec![Vec::new(); PARTITIONS as usize]),
+        })
+    }
+
+    fn records(&self) -> usize {
+        self.parts.lock().unwrap().iter().map(Vec::len).sum()
+    }
+}
+
+impl GroupLog for MemLog {
+    async fn ensure_topic(&self) -> Result<(), GroupError> {
+        Ok(())
+    }
+
+    fn append(
+        &self,
+        group: &str,
+        records: &[KeyValue],
+        _now_ms: i64,
+    ) -> Result<Appended, GroupError> {
+        let p = partition_for(group, PARTITIONS);
+        let mut parts = self.parts.lock().unwrap();
+        parts[p as usize].extend(records.iter().cloned());
+        Ok(Appended {
+            partition: p,
+            end_offset: parts[p as usize].len() as i64,
+        })
+    }
+
+    async fn wait_durable(&self, _appended: Appended) -> Result<(), GroupError> {
+        Ok(())
+    }
+
+    fn partitions(&self) -> i32 {
+        PARTITIONS
+    }
+
+    fn read(
+        &self,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<(Vec<KeyValue>, i64)>, GroupError> {
+        let parts = self.parts.lock().unwrap();
+        let p = &parts[partition as usize];
+        if offset as usize >= p.len() {
+            return Ok(None);
+        }
+        Ok(Some((p[offset as usize..].to_vec(), p.len() as i64)))
+    }
+}
+
+fn config() -> GroupConfig {
+    GroupConfig {
+        initial_rebalance_delay: Duration::from_millis(3_000),
+        offsets_retention_ms: 60_000,
+        offsets_retention_check_interval: Duration::from_secs(10),
+        ..GroupConfig::default()
+    }
+}
+
+async fn start(log: &Arc<MemLog>) -> (Arc<Coordinator>, CancellationToken) {
+    let c = Arc::new(Coordinator::new(config()));
+    c.load(&**log).await.expect("load");
+    let token = CancellationToken::new();
+    let (c2, l2, t2) = (c.clone(), log.clone(), token.clone());
+    tokio::spawn(async move { c2.run_timers(&*l2, t2).await });
+    (c, token)
+}
+
+fn join(member_id: &str, instance: Option<&str>, new_id: &str) -> JoinRequest {
+    JoinRequest {
+        member_id: member_id.into(),
+        group_instance_id: instance.map(Into::into),
+        client_id: "c".into(),
+        client_host: String::new(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 20_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![Protocol {
+            name: "range".into(),
+            metadata: Bytes::from_static(b"sub"),
+        }],
+        require_known_member_id: false,
+        supports_skip_assignment: false,
+        new_member_id: new_id.into(),
+    }
+}
+
+fn sync(member_id: &str, generation: i32, assignment: &[(&str, &'static [u8])]) -> SyncRequest {
+    SyncRequest {
+        member_id: member_id.into(),
+        group_instance_id: None,
+        generation_id: generation,
+        protocol_type: Some("consumer".into()),
+        protocol_name: Some("range".into()),
+        assignments: assignment
+            .iter()
+            .map(|(m, a)| (m.to_string(), Bytes::from_static(a)))
+            .collect(),
+    }
+}
+
+fn offset(o: i64, metadata: &str) -> OffsetValue {
+    OffsetValue {
+        offset: o,
+        leader_epoch: 3,
+        metadata: metadata.into(),
+        commit_timestamp: 0,
+        expire_timestamp: None,
+    }
+}
+
+fn state(c: &Coordinator, group: &str) -> Option<GroupState> {
+    c.describe(group).expect("loaded").map(|d| d.state)
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_join_waits_for_the_initial_delay_and_a_silent_member_expires() {
+    let log = MemLog::new();
+    let (c, stop) = start(&log).await;
+    let t0 = tokio::time::Instant::now();
+    let r = c
+        .join(&*log, "g", join("", None, "m1"))
+        .await
+        .expect("joined");
+    assert_eq!(r.generation_id, 1);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(3_000) && waited < Duration::from_millis(3_100),
+        "{waited:?}"
+    );
+    let s = c
+        .sync(&*log, "g", sync("m1", 1, &[("m1", b"a1")]))
+        .await
+        .expect("synced");
+    assert_eq!(&s.assignment[..], b"a1");
+    assert_eq!(state(&c, "g"), Some(GroupState::Stable));
+    // Heartbeats keep it; silence for the session timeout removes it.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        c.heartbeat("g", "m1", None, 1).expect("alive");
+    }
+    tokio::time::sleep(Duration::from_millis(10_100)).await;
+    assert_eq!(state(&c, "g"), Some(GroupState::Empty));
+    assert!(matches!(
+        c.heartbeat("g", "m1", None, 1),
+        Err(GroupError::UnknownMemberId { .. })
+    ));
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn followers_wait_for_the_leader_and_get_their_share() {
+    let log = MemLog::new();
+    let (c, stop) = start(&log).await;
+    let (a, b) = tokio::join!(
+        c.join(&*log, "g", join("", None, "m1")),
+        c.join(&*log, "g", join("", None, "m2")),
+    );
+    let (a, b) = (a.expect("m1"), b.expect("m2"));
+    assert_eq!(a.leader, "m1");
+    assert_eq!((a.members.len(), b.members.len()), (2, 0));
+    let follower = {
+        let (c, log) = (c.clone(), log.clone());
+        tokio::spawn(async move { c.sync(&*log, "g", sync("m2", 1, &[])).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!follower.is_finished(), "a follower waits for the leader");
+    c.sync(&*log, "g", sync("m1", 1, &[("m1", b"p0"), ("m2", b"p1")]))
+        .await
+        .expect("leader");
+    let got = follower.await.expect("task").expect("follower");
+    assert_eq!(&got.assignment[..], b"p1");
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn commits_and_membership_survive_a_reload() {
+    let log = MemLog::new();
+    let (c, stop) = start(&log).await;
+    c.join(&*log, "g", join("", Some("inst"), "m1"))
+        .await
+        .expect("joined");
+    c.sync(&*log, "g", sync("m1", 1, &[("m1", b"all")]))
+        .await
+        .expect("synced");
+    c.commit_offsets(
+        &*log,
+        "g",
+        "m1",
+        Some("inst"),
+        1,
+        vec![
+            ("t".into(), 0, offset(10, "meta")),
+            ("t".into(), 1, offset(20, "")),
+        ],
+    )
+    .await
+    .expect("committed");
+    // A simple consumer (no membership) in another group.
+    c.commit_offsets(
+        &*log,
+        "simple",
+        "",
+        None,
+        -1,
+        vec![("u".into(), 0, offset(5, "x"))],
+    )
+    .await
+    .expect("standalone commit");
+    // A stale generation is refused and changes nothing.
+    assert!(matches!(
+        c.commit_offsets(
+            &*log,
+            "g",
+            "m1",
+            Some("inst"),
+            0,
+            vec![("t".into(), 0, offset(99, ""))]
+        )
+        .await,
+        Err(GroupError::IllegalGeneration { .. })
+    ));
+    stop.cancel();
+
+    let (c2, stop2) = start(&log).await;
+    let got = c2.fetch_offsets("g", None).expect("fetch");
+    assert_eq!(got.len(), 1);
+    let (topic, parts) = &got[0];
+    assert_eq!(topic, "t");
+    assert_eq!(
+        parts[0]
+            .1
+            .as_ref()
+            .map(|v| (v.offset, v.leader_epoch, v.metadata.as_str())),
+        Some((10, 3, "meta"))
+    );
+    assert_eq!(parts[1].1.as_ref().map(|v| v.offset), Some(20));
+    let simple = c2
+        .fetch_offsets("simple", Some(vec![("u".into(), vec![0, 1])]))
+        .expect("fetch");
+    assert_eq!(simple[0].1[0].1.as_ref().map(|v| v.offset), Some(5));
+    assert!(simple[0].1[1].1.is_none(), "no commit: no offset");
+    // The static member is still in the restored group, same generation.
+    assert_eq!(state(&c2, "g"), Some(GroupState::Stable));
+    c2.heartbeat("g", "m1", Some("inst"), 1)
+        .expect("member restored");
+    let listed: Vec<String> = c2
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|l| l.group_id)
+        .collect();
+    assert_eq!(listed, vec!["g".to_string(), "simple".to_string()]);
+    stop2.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleted_groups_and_offsets_stay_deleted_after_a_reload() {
+    let log = MemLog::new();
+    let (c, stop) = start(&log).await;
+    c.commit_offsets(
+        &*log,
+        "g",
+        "",
+        None,
+        -1,
+        vec![
+            ("t".into(), 0, offset(1, "")),
+            ("t".into(), 1, offset(2, "")),
+        ],
+    )
+    .await
+    .expect("commit");
+    c.commit_offsets(
+        &*log,
+        "h",
+        "",
+        None,
+        -1,
+        vec![("t".into(), 0, offset(1, ""))],
+    )
+    .await
+    .expect("commit");
+    let r = c
+        .delete_offsets(&*log, "g", vec![("t".into(), 1)])
+        .await
+        .expect("delete offsets");
+    assert!(r[0].is_ok());
+    c.delete_group(&*log, "h").await.expect("delete group");
+    assert!(matches!(
+        c.delete_group(&*log, "h").await,
+        Err(GroupError::GroupIdNotFound { .. })
+    ));
+    stop.cancel();
+    let (c2, stop2) = start(&log).await;
+    let g = c2.fetch_offsets("g", None).expect("fetch");
+    assert_eq!(g[0].1.len(), 1, "only t-0 is left");
+    assert!(c2.fetch_offsets("h", None).expect("fetch").is_empty());
+    assert_eq!(state(&c2, "h"), None);
+    stop2.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_empty_groups_cannot_be_deleted_and_subscribed_offsets_stay() {
+    let log = MemLog::new();
+    let (c, stop) = start(&log).await;
+    c.join(&*log, "g", join("", None, "m1"))
+        .await
+        .expect("join");
+    assert!(matches!(
+        c.delete_group(&*log, "g").await,
+        Err(GroupError::NonEmptyGroup { .. })
+    ));
+    // The subscription b"sub" does not decode: every topic counts as in use.
+    let r = c
+        .delete_offsets(&*log, "g", vec![("t".into(), 0)])
+        .await
+        .expect("group ok");
+    assert!(matches!(r[0], Err(GroupError::SubscribedToTopic { .. })));
+    assert!(matches!(
+        c.delete_offsets(&*log, "nope", vec![]).await,
+        Err(GroupError::GroupIdNotFound { .. })
+    ));
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn offsets_of_empty_groups_expire_and_the_group_goes() {
+    let log = MemLog::new();
+    let (c, stop) = start(&log).await;
+    c.commit_offsets(
+        &*log,
+        "g",
+        "",
+        None,
+        -1,
+        vec![("t".into(), 0, offset(1, ""))],
+    )
+    .await
+    .expect("commit");
+    // Commit timestamps come from the caller; use the coordinator's clock.
+    let now = c.now().wall_ms;
+    c.commit_offsets(
+        &*log,
+        "g",
+        "",
+        None,
+        -1,
+        vec![(
+            "t".into(),
+            0,
+            OffsetValue {
+                commit_timestamp: now,
+                ..offset(1, "")
+            },
+        )],
+    )
+    .await
+    .expect("commit");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(state(&c, "g").is_some(), "not expired yet");
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    assert_eq!(state(&c, "g"), None, "expired after the retention");
+    stop.cancel();
+    let before = log.records();
+    let (c2, stop2) = start(&log).await;
+    assert_eq!(state(&c2, "g"), None);
+    assert_eq!(log.records(), before);
+    stop2.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_answers_parked_joins() {
+    let log = MemLog::new();
+    let (c, stop) = start(&log).await;
+    let parked = {
+        let (c, log) = (c.clone(), log.clone());
+        tokio::spawn(async move { c.join(&*log, "g", join("", None, "m1")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.shutdown();
+    let r = parked.await.expect("task");
+    assert!(matches!(r, Err(GroupError::NotCoordinator)));
+    assert!(matches!(
+        c.join(&*log, "g", join("", None, "m2")).await,
+        Err(GroupError::NotCoordinator)
+    ));
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn session_timeouts_outside_the_range_are_refused() {
+    let log = MemLog::new();
+    let (c, stop) = start(&log).await;
+    let mut r = join("", None, "m1");
+    r.session_timeout_ms = 1_000;
+    assert!(matches!(
+        c.join(&*log, "g", r).await,
+        Err(GroupError::InvalidSessionTimeout { got: 1_000, .. })
+    ));
+    assert_eq!(state(&c, "g"), None, "no group left behind");
+    stop.cancel();
+}
