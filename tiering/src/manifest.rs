@@ -179,8 +179,7 @@ impl Manifest {
     /// keys sorted.
     pub fn encode(&self) -> Vec<u8> {
         let mut value = serde_json::to_value(self).expect("a manifest always serializes to json");
-        let compact = serde_json::to_vec(&value).expect("a json value always serializes");
-        let crc = crc32c::crc32c(&compact);
+        let crc = crc32c::crc32c(&canonical_json(&value));
         if let Some(obj) = value.as_object_mut() {
             obj.insert("crc32c".into(), serde_json::Value::from(crc));
         }
@@ -343,6 +342,47 @@ impl Manifest {
     }
 }
 
+/// Compact JSON with object keys sorted, whatever map type `serde_json`
+/// was built with: the bytes the manifest checksum covers.
+fn canonical_json(v: &serde_json::Value) -> Vec<u8> {
+    fn write(v: &serde_json::Value, out: &mut Vec<u8>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push(b'{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(&serde_json::to_vec(k).expect("a string serializes"));
+                    out.push(b':');
+                    if let Some(child) = map.get(k) {
+                        write(child, out);
+                    }
+                }
+                out.push(b'}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(item, out);
+                }
+                out.push(b']');
+            }
+            other => {
+                out.extend_from_slice(&serde_json::to_vec(other).expect("a json scalar serializes"))
+            }
+        }
+    }
+    let mut out = Vec::new();
+    write(v, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +455,16 @@ mod tests {
             Manifest::decode("p", b"{nope"),
             Err(TierError::ManifestFormat { .. })
         ));
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{ "b": [1, {"z": 1, "a": "x"}], "a": null }"#).expect("json");
+        assert_eq!(
+            canonical_json(&v),
+            br#"{"a":null,"b":[1,{"a":"x","z":1}]}"#.to_vec()
+        );
     }
 
     #[test]
