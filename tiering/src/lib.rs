@@ -107,7 +107,7 @@ pub use partition::{
 };
 pub use store::{ConditionalPut, S3Options, TierOptions};
 pub use throttle::{Backoff, RateLimiter, TokenBucket};
-pub use upload_queue::{QueueLimits, UploadQueue};
+pub use upload_queue::{PushError, QueueLimits, Started, UploadQueue};
 pub use uploader::{UploadTicket, Uploader, UploaderConfig};
 
 use error::store_err;
