@@ -52,6 +52,8 @@ pub type Pending = futures::future::BoxFuture<'static, Outcome>;
 
 /// What a handler returns: the response now, or a future that completes it
 /// (an `acks=all` produce waiting for durability, a long-polling fetch).
+/// One lives per request, briefly: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Handled {
     Now(Option<ResponseKind>),
     Later(futures::future::BoxFuture<'static, Option<ResponseKind>>),
@@ -269,7 +271,7 @@ async fn dispatch(
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(versions::handle(r, v)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, v).await),
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(offsets::list_offsets(broker, r, v))
+            ResponseKind::ListOffsets(offsets::list_offsets(broker, r, v).await)
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(broker, r, v))
@@ -284,7 +286,7 @@ async fn dispatch(
             ResponseKind::CreatePartitions(admin::create_partitions(broker, r, v).await)
         }
         RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(admin::delete_records(broker, r, v))
+            ResponseKind::DeleteRecords(admin::delete_records(broker, r, v).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe(broker, r, v))

@@ -29,6 +29,8 @@ use crate::log::LogConfig;
 use crate::metadata::{ClusterView, Metadata, TopicInfo};
 use crate::partition::{self, Partition, PartitionConfig, PartitionError};
 
+pub mod tier;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -79,13 +81,16 @@ impl Broker {
     ) -> Broker {
         let groups =
             crate::group::Coordinator::new(crate::group::GroupConfig::from_broker(&config));
+        let mut metrics = crate::telemetry::metrics::Metrics::new();
+        metrics.register_tier(tier.metrics());
+        let metrics = Arc::new(metrics);
         Broker {
             groups,
             config,
             metadata,
             tier,
             advertised,
-            metrics: Arc::new(crate::telemetry::metrics::Metrics::new()),
+            metrics,
             partitions: RwLock::new(HashMap::new()),
             reconcile_lock: AsyncMutex::new(()),
             producer_ids: std::sync::Mutex::new((0, 0)),
@@ -146,13 +151,31 @@ impl Broker {
         let c = self.effective_topic_config(topic);
         let int = |k: &str, d: i64| c.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(d);
         let opt = |v: i64| if v < 0 { None } else { Some(v) };
+        let retention_ms = opt(int("retention.ms", self.config.log_retention_ms));
+        let retention_bytes = opt(int("retention.bytes", -1));
+        // Internal topics (offsets, later transactions) stay local.
+        let tier_enabled = !topic.name.starts_with("__")
+            && c.get("remote.storage.enable").map(String::as_str) != Some("false");
+        let local = |key: &str, total: Option<i64>| match int(key, -2) {
+            -2 => total,
+            v => opt(v),
+        };
+        let tier = crate::partition::TierPolicy {
+            enabled: tier_enabled,
+            local_retention_ms: local("local.retention.ms", retention_ms),
+            local_retention_bytes: local("local.retention.bytes", retention_bytes),
+            retention_ms,
+            retention_bytes,
+        };
         PartitionConfig {
+            tier,
             log: LogConfig {
                 segment_bytes: int("segment.bytes", self.config.log_segment_bytes as i64).max(14)
                     as u64,
                 segment_ms: opt(int("segment.ms", 7 * 24 * 3600 * 1000)),
-                retention_ms: opt(int("retention.ms", self.config.log_retention_ms)),
-                retention_bytes: opt(int("retention.bytes", -1)),
+                // With tiering, local segments go only after upload (tier loop).
+                retention_ms: if tier_enabled { None } else { retention_ms },
+                retention_bytes: if tier_enabled { None } else { retention_bytes },
                 index_interval_bytes: int("index.interval.bytes", 4096).clamp(0, u32::MAX as i64)
                     as u32,
             },
@@ -191,6 +214,17 @@ impl Broker {
                 tracing::warn!(partition = %p.name(), error = %e, "closing deleted partition failed");
             }
             remove_partition_dir(p.dir());
+            if let Some(remote) = p.remote().cloned() {
+                // Manifest first, then objects; what fails is left to orphan
+                // collection. Not awaited: a slow store must not hold up
+                // metadata changes.
+                let name = p.name();
+                tokio::spawn(async move {
+                    if let Err(e) = remote.delete_partition().await {
+                        tracing::warn!(partition = %name, error = %e, "deleting tier data of a deleted topic failed");
+                    }
+                });
+            }
         }
         // Open new ones (blocking file I/O: recovery may scan segments).
         for (key, (topic, epoch)) in &wanted {
@@ -213,14 +247,24 @@ impl Broker {
                 *epoch,
                 self.partition_config(topic),
             );
+            let remote = Some(self.tier.partition(tiering::PartitionKey::new(
+                &view.cluster_id,
+                &topic.name,
+                topic.id.into_bytes(),
+                index,
+            )));
             let p = tokio::task::spawn_blocking(move || {
-                Partition::open(&data_dir, &name, id, index, epoch, cfg)
+                Partition::open(&data_dir, &name, id, index, epoch, cfg, remote)
             })
             .await
             .map_err(|e| BrokerError::Io {
                 path: dir.display().to_string(),
                 source: std::io::Error::other(e.to_string()),
             })??;
+            if let Err(e) = p.refresh_tier().await {
+                // The tier loop retries; local data is served meanwhile.
+                tracing::warn!(partition = %p.name(), error = %e, "cannot read the tier manifest");
+            }
             self.partitions
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -288,11 +332,17 @@ impl Broker {
     }
 
     /// Refreshes the per-partition gauges before a scrape.
-    pub fn refresh_gauges(&self) {
+    pub async fn refresh_gauges(&self) {
         let m = &self.metrics;
         m.log_end_offset.clear();
         m.log_start_offset.clear();
         m.log_size_bytes.clear();
+        m.tier_copy_lag_bytes.clear();
+        m.tier_copy_lag_segments.clear();
+        m.tier_bytes.clear();
+        m.tier_cache_size_bytes.set(
+            (self.tier.cache_memory_bytes().await + self.tier.cache_disk_bytes().await) as i64,
+        );
         let parts = self.all_partitions();
         m.partitions.set(parts.len() as i64);
         let view = self.view();
@@ -315,6 +365,25 @@ impl Broker {
             m.log_size_bytes
                 .get_or_create(&l)
                 .set(p.size_bytes() as i64);
+            if p.config().tier.enabled {
+                let uploaded = p.tier_last_offset().unwrap_or(-1);
+                let lagging: Vec<_> = p
+                    .sealed_segments()
+                    .into_iter()
+                    .filter(|s| s.next_offset - 1 > uploaded)
+                    .collect();
+                m.tier_copy_lag_bytes
+                    .get_or_create(&l)
+                    .set(lagging.iter().map(|s| s.size as i64).sum());
+                m.tier_copy_lag_segments
+                    .get_or_create(&l)
+                    .set(lagging.len() as i64);
+                if let Some(remote) = p.remote() {
+                    if let Ok(bytes) = remote.tier_bytes().await {
+                        m.tier_bytes.get_or_create(&l).set(bytes as i64);
+                    }
+                }
+            }
         }
     }
 

@@ -93,9 +93,36 @@ pub struct ServeArgs {
     /// How often retention and segment.ms are checked (log.retention.check.interval.ms) [default: 300000]
     #[arg(long, env = "STRATA_LOG_RETENTION_CHECK_INTERVAL_MS")]
     pub log_retention_check_interval_ms: Option<u64>,
-    /// Object-store URL of the tier: file:///path or memory:// [default: file://<data-dir>/tier]
+    /// Object-store URL of the tier: file:///path, s3://bucket/prefix or memory:// [default: file://<data-dir>/tier]
     #[arg(long, env = "STRATA_TIER_URL")]
     pub tier_url: Option<String>,
+    /// S3 endpoint of an s3:// tier, e.g. http://127.0.0.1:4566 [default: AWS_ENDPOINT_URL, else AWS]
+    #[arg(long, env = "STRATA_TIER_S3_ENDPOINT")]
+    pub tier_s3_endpoint: Option<String>,
+    /// S3 region of an s3:// tier [default: AWS_REGION, else us-east-1]
+    #[arg(long, env = "STRATA_TIER_S3_REGION")]
+    pub tier_s3_region: Option<String>,
+    /// Bytes of the tier's in-memory read cache [default: 268435456]
+    #[arg(long, env = "STRATA_TIER_CACHE_MEMORY_BYTES")]
+    pub tier_cache_memory_bytes: Option<u64>,
+    /// Directory of the tier's disk read cache (off when unset)
+    #[arg(long, env = "STRATA_TIER_CACHE_DIR")]
+    pub tier_cache_dir: Option<PathBuf>,
+    /// Bytes of the tier's disk read cache [default: 4294967296]
+    #[arg(long, env = "STRATA_TIER_CACHE_DISK_BYTES")]
+    pub tier_cache_disk_bytes: Option<u64>,
+    /// Bytes per ranged GET from the tier [default: 1048576]
+    #[arg(long, env = "STRATA_TIER_CHUNK_BYTES")]
+    pub tier_chunk_bytes: Option<u64>,
+    /// Segment uploads running at once [default: 2]
+    #[arg(long, env = "STRATA_TIER_UPLOAD_CONCURRENCY")]
+    pub tier_upload_concurrency: Option<usize>,
+    /// Upload bandwidth in bytes/s, 0 for unlimited [default: 0]
+    #[arg(long, env = "STRATA_TIER_UPLOAD_BYTES_PER_SEC")]
+    pub tier_upload_bytes_per_sec: Option<u64>,
+    /// How often sealed segments are offered for upload and tier retention runs, in ms [default: 5000]
+    #[arg(long, env = "STRATA_TIER_INTERVAL_MS")]
+    pub tier_interval_ms: Option<u64>,
     /// Log filter, e.g. `info` or `strata=debug` [default: info]
     #[arg(long, env = "STRATA_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -122,6 +149,20 @@ pub struct ServeArgs {
     pub otlp_endpoint: Option<String>,
 }
 
+/// Broker settings of the tier.
+#[derive(Debug, Clone)]
+pub struct TierSettings {
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub cache_memory_bytes: u64,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_disk_bytes: u64,
+    pub chunk_bytes: u64,
+    pub upload_concurrency: usize,
+    pub upload_bytes_per_sec: u64,
+    pub interval_ms: u64,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -145,6 +186,7 @@ pub struct BrokerConfig {
     pub log_retention_ms: i64,
     pub log_retention_check_interval_ms: u64,
     pub tier_url: String,
+    pub tier: TierSettings,
     pub log_level: String,
     pub log_format: LogFormat,
     pub group_min_session_timeout_ms: i32,
@@ -278,6 +320,33 @@ impl BrokerConfig {
                 format!("file://{}", abs.display())
             }
         };
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(ConfigError::invalid(key, v, "must be > 0"))
+            } else {
+                Ok(v)
+            }
+        };
+        let tier = TierSettings {
+            s3_endpoint: a.tier_s3_endpoint,
+            s3_region: a.tier_s3_region,
+            cache_memory_bytes: positive(
+                "tier-cache-memory-bytes",
+                a.tier_cache_memory_bytes.unwrap_or(256 << 20),
+            )?,
+            cache_dir: a.tier_cache_dir,
+            cache_disk_bytes: positive(
+                "tier-cache-disk-bytes",
+                a.tier_cache_disk_bytes.unwrap_or(4 << 30),
+            )?,
+            chunk_bytes: positive("tier-chunk-bytes", a.tier_chunk_bytes.unwrap_or(1 << 20))?,
+            upload_concurrency: positive(
+                "tier-upload-concurrency",
+                a.tier_upload_concurrency.unwrap_or(2) as u64,
+            )? as usize,
+            upload_bytes_per_sec: a.tier_upload_bytes_per_sec.unwrap_or(0),
+            interval_ms: positive("tier-interval-ms", a.tier_interval_ms.unwrap_or(5000))?,
+        };
         let log_format = match a.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -303,6 +372,7 @@ impl BrokerConfig {
             log_retention_ms,
             log_retention_check_interval_ms,
             tier_url,
+            tier,
             log_level: a.log_level.unwrap_or_else(|| "info".to_string()),
             log_format,
             group_min_session_timeout_ms,
@@ -345,6 +415,9 @@ impl BrokerConfig {
                 "min.insync.replicas" => "1".to_string(),
                 "index.interval.bytes" => "4096".to_string(),
                 "compression.type" => "producer".to_string(),
+                "remote.storage.enable" => "true".to_string(),
+                "local.retention.ms" => "-2".to_string(),
+                "local.retention.bytes" => "-2".to_string(),
                 _ => continue,
             };
             m.insert(*key, v);
@@ -375,6 +448,21 @@ impl ServeArgs {
                 .log_retention_check_interval_ms
                 .or(file.log_retention_check_interval_ms),
             tier_url: self.tier_url.or(file.tier_url),
+            tier_s3_endpoint: self.tier_s3_endpoint.or(file.tier_s3_endpoint),
+            tier_s3_region: self.tier_s3_region.or(file.tier_s3_region),
+            tier_cache_memory_bytes: self
+                .tier_cache_memory_bytes
+                .or(file.tier_cache_memory_bytes),
+            tier_cache_dir: self.tier_cache_dir.or(file.tier_cache_dir),
+            tier_cache_disk_bytes: self.tier_cache_disk_bytes.or(file.tier_cache_disk_bytes),
+            tier_chunk_bytes: self.tier_chunk_bytes.or(file.tier_chunk_bytes),
+            tier_upload_concurrency: self
+                .tier_upload_concurrency
+                .or(file.tier_upload_concurrency),
+            tier_upload_bytes_per_sec: self
+                .tier_upload_bytes_per_sec
+                .or(file.tier_upload_bytes_per_sec),
+            tier_interval_ms: self.tier_interval_ms.or(file.tier_interval_ms),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
             group_min_session_timeout_ms: self
@@ -429,9 +517,12 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
     "compression.type",
     "index.interval.bytes",
+    "local.retention.bytes",
+    "local.retention.ms",
     "max.message.bytes",
     "message.timestamp.type",
     "min.insync.replicas",
+    "remote.storage.enable",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
@@ -473,6 +564,13 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
             )),
         },
         "min.insync.replicas" => int(key, value, 1),
+        "local.retention.ms" | "local.retention.bytes" => int(key, value, -2),
+        "remote.storage.enable" => match value {
+            "true" | "false" => Ok(()),
+            _ => Err(format!(
+                "invalid value for remote.storage.enable: expected true or false. value={value:?}"
+            )),
+        },
         "retention.bytes" => int(key, value, -1),
         "retention.ms" => int(key, value, -1),
         "segment.bytes" => int(key, value, 14),

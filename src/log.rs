@@ -180,6 +180,21 @@ pub struct Log {
     recovery_point: i64,
 }
 
+/// A sealed segment as tiering sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSegmentInfo {
+    pub base_offset: i64,
+    /// One past the last offset.
+    pub next_offset: i64,
+    pub size: u64,
+    pub max_timestamp: Option<i64>,
+    /// What time retention compares (max timestamp, else file mtime).
+    pub retention_timestamp: Option<i64>,
+    pub log_path: PathBuf,
+    pub index_path: PathBuf,
+    pub time_index_path: PathBuf,
+}
+
 impl Log {
     /// Opens (creating if missing) and recovers the log in `dir`.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
@@ -523,6 +538,42 @@ impl Log {
             result = result.and(segment.delete());
         }
         result.and(old_active.delete())
+    }
+
+    /// The sealed segments, oldest first, as files plus a description (what
+    /// tiering uploads). Their index files are on disk: sealing writes them.
+    pub fn sealed_segments(&self) -> Vec<SealedSegmentInfo> {
+        self.sealed
+            .iter()
+            .map(|s| {
+                let core = s.core();
+                SealedSegmentInfo {
+                    base_offset: core.base_offset(),
+                    next_offset: core.next_offset(),
+                    size: core.size(),
+                    max_timestamp: core.state.max_timestamp().map(|(ts, _)| ts),
+                    retention_timestamp: s.retention_timestamp(),
+                    log_path: core.path().to_path_buf(),
+                    index_path: core.index_path(),
+                    time_index_path: core.time_index_path(),
+                }
+            })
+            .collect()
+    }
+
+    /// Drops the whole local log and starts it empty at `offset`, for a
+    /// replica whose history lives in the tier beyond what it holds locally
+    /// (a restored or replaced data dir). Refused below the log end, so no
+    /// offset can be assigned twice.
+    pub fn reset_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < self.log_end_offset() {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset(),
+            });
+        }
+        self.truncate_fully_and_start_at(offset)
     }
 
     /// Deletes sealed segments that end at or below the log start offset.

@@ -20,6 +20,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a broker (defaults: ./data, Kafka on 127.0.0.1:9092, admin HTTP on 127.0.0.1:9644)

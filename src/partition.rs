@@ -20,7 +20,7 @@
 pub mod producer_state;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -68,6 +68,14 @@ pub enum PartitionError {
     },
     #[error("partition is closed. partition={partition}")]
     Closed { partition: String },
+    #[error("offset is in the tier. offset={offset}")]
+    InTier { offset: i64 },
+    #[error("tier operation failed. partition={partition}")]
+    Tier {
+        partition: String,
+        #[source]
+        source: Box<tiering::TierError>,
+    },
 }
 
 /// Per-topic settings that the partition applies beside the log's own.
@@ -76,6 +84,24 @@ pub struct PartitionConfig {
     pub log: LogConfig,
     pub max_message_bytes: usize,
     pub log_append_time: bool,
+    pub tier: TierPolicy,
+}
+
+/// Tiering settings of a topic (Kafka's names). With tiering on, the local
+/// log's own retention is off: local segments are deleted only once
+/// uploaded, by the local limits, and the total limits apply to the tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TierPolicy {
+    /// `remote.storage.enable`
+    pub enabled: bool,
+    /// `local.retention.ms` resolved (-2 means retention.ms); None keeps all.
+    pub local_retention_ms: Option<i64>,
+    /// `local.retention.bytes` resolved (-2 means retention.bytes).
+    pub local_retention_bytes: Option<i64>,
+    /// `retention.ms`, over the whole log.
+    pub retention_ms: Option<i64>,
+    /// `retention.bytes`, over the whole log.
+    pub retention_bytes: Option<i64>,
 }
 
 /// Result of a successful append.
@@ -113,6 +139,11 @@ pub struct Partition {
     high_watermark: watch::Sender<i64>,
     durable: watch::Sender<(i64, u64)>,
     syncing: AtomicBool,
+    remote: Option<tiering::RemotePartition>,
+    /// First offset in the tier, -1 when nothing is tiered.
+    tier_start: AtomicI64,
+    /// Last offset in the tier, -1 when nothing is tiered.
+    tier_last: AtomicI64,
 }
 
 /// The name of a partition's directory: `<topic>-<partition>`, as in Kafka.
@@ -139,6 +170,7 @@ impl Partition {
         index: i32,
         leader_epoch: i32,
         config: PartitionConfig,
+        remote: Option<tiering::RemotePartition>,
     ) -> Result<Partition, PartitionError> {
         let dir = data_dir.join(dir_name(topic, index));
         let log = Log::open(&dir, config.log.clone())?;
@@ -169,6 +201,9 @@ impl Partition {
             high_watermark,
             durable,
             syncing: AtomicBool::new(false),
+            remote,
+            tier_start: AtomicI64::new(-1),
+            tier_last: AtomicI64::new(-1),
         })
     }
 
@@ -326,7 +361,16 @@ impl Partition {
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, PartitionError> {
         self.with_log(|log, _, _| {
             let hwm = *self.high_watermark.borrow();
-            let log_start = log.log_start_offset();
+            let local_start = log.log_start_offset();
+            let tier_start = self.tier_start.load(Ordering::Acquire);
+            if offset < local_start && tier_start >= 0 && offset >= tier_start {
+                return Err(PartitionError::InTier { offset });
+            }
+            let log_start = if tier_start >= 0 {
+                tier_start.min(local_start)
+            } else {
+                local_start
+            };
             if offset < log_start || offset > hwm {
                 return Err(PartitionError::OffsetOutOfRange {
                     offset,
@@ -357,9 +401,156 @@ impl Partition {
         *self.high_watermark.borrow()
     }
 
+    /// The partition's log start: the tier's first offset when it holds
+    /// data, else the local log's.
     pub fn log_start_offset(&self) -> i64 {
+        let local = self.local_log_start_offset();
+        let tier = self.tier_start.load(Ordering::Acquire);
+        if tier >= 0 {
+            tier.min(local)
+        } else {
+            local
+        }
+    }
+
+    /// The first offset held on local disk.
+    pub fn local_log_start_offset(&self) -> i64 {
         self.with_log(|log, _, _| Ok(log.log_start_offset()))
             .unwrap_or(0)
+    }
+
+    /// The last offset in the tier, if any.
+    pub fn tier_last_offset(&self) -> Option<i64> {
+        Some(self.tier_last.load(Ordering::Acquire)).filter(|o| *o >= 0)
+    }
+
+    /// The tier handle of this partition (None when the broker has no tier).
+    pub fn remote(&self) -> Option<&tiering::RemotePartition> {
+        self.remote.as_ref()
+    }
+
+    pub fn config(&self) -> PartitionConfig {
+        self.lock().config.clone()
+    }
+
+    /// Sealed local segments, oldest first.
+    pub fn sealed_segments(&self) -> Vec<crate::log::SealedSegmentInfo> {
+        self.with_log(|log, _, _| Ok(log.sealed_segments()))
+            .unwrap_or_default()
+    }
+
+    fn tier_err(&self, source: tiering::TierError) -> PartitionError {
+        PartitionError::Tier {
+            partition: self.name(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Reloads the tier's offsets from its manifest. When the tier holds
+    /// offsets at or beyond the local log end (a restored or replaced data
+    /// dir), the local log restarts after the tier's last offset so no
+    /// offset is ever assigned twice.
+    pub async fn refresh_tier(&self) -> Result<(), PartitionError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let start = remote
+            .log_start_offset()
+            .await
+            .map_err(|e| self.tier_err(e))?;
+        let last = remote
+            .last_uploaded_offset()
+            .await
+            .map_err(|e| self.tier_err(e))?;
+        // The tier counts for reads only while it holds offsets at or after
+        // its start (DeleteRecords may move the start past its end).
+        let readable_start = match (start, last) {
+            (Some(s), Some(l)) if s <= l => s,
+            _ => -1,
+        };
+        self.tier_start.store(readable_start, Ordering::Release);
+        self.tier_last.store(last.unwrap_or(-1), Ordering::Release);
+        if let Some(last) = last {
+            self.with_log(|log, _, _| {
+                if log.log_end_offset() <= last {
+                    tracing::info!(
+                        partition = %self.name(),
+                        local_end = log.log_end_offset(),
+                        tier_last = last,
+                        "tier holds offsets beyond the local log; local log restarts after them"
+                    );
+                    log.reset_to(last + 1)?;
+                    let leo = log.log_end_offset();
+                    self.high_watermark.send_replace(leo);
+                    self.durable.send_modify(|(d, g)| {
+                        *d = (*d).max(leo);
+                        *g += 1;
+                    });
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches from the tier (for offsets below the local log).
+    pub async fn read_remote(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadResult, PartitionError> {
+        let Some(remote) = &self.remote else {
+            return Err(PartitionError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset(),
+                high_watermark: self.high_watermark(),
+            });
+        };
+        let data = remote
+            .read(offset, max_bytes as u64)
+            .await
+            .map_err(|e| self.tier_err(e))?;
+        Ok(ReadResult {
+            data,
+            high_watermark: self.high_watermark(),
+            log_start_offset: self.log_start_offset(),
+            log_end_offset: self.log_end_offset(),
+        })
+    }
+
+    /// Deletes local sealed segments that are in the tier and beyond the
+    /// local retention limits (oldest first); returns how many.
+    pub fn apply_local_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
+        let policy = self.lock().config.tier;
+        let Some(uploaded) = self.tier_last_offset() else {
+            return Ok(0);
+        };
+        let segments = self.sealed_segments();
+        let mut local_bytes = self.size_bytes();
+        let mut delete_to = None;
+        let mut count = 0;
+        for seg in &segments {
+            if seg.next_offset - 1 > uploaded {
+                break;
+            }
+            // Kafka's rule: delete while what stays is still >= the limit.
+            let too_big = policy
+                .local_retention_bytes
+                .is_some_and(|max| local_bytes >= seg.size + max.max(0) as u64);
+            let too_old = policy
+                .local_retention_ms
+                .is_some_and(|ms| seg.retention_timestamp.is_some_and(|ts| ts < now_ms - ms));
+            if !(too_big || too_old) {
+                break;
+            }
+            local_bytes -= seg.size;
+            delete_to = Some(seg.next_offset);
+            count += 1;
+        }
+        if let Some(offset) = delete_to {
+            self.with_log(|log, _, _| Ok(log.delete_records_before(offset)?))?;
+        }
+        Ok(count)
     }
 
     pub fn log_end_offset(&self) -> i64 {
@@ -406,8 +597,25 @@ impl Partition {
         .flatten()
     }
 
-    /// DeleteRecords: moves the log start to `offset` (-1: the high watermark).
-    pub fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
+    /// DeleteRecords: moves the log start to `offset` (-1: the high
+    /// watermark), in the tier first (manifest, then objects), then locally.
+    pub async fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
+        let hwm = self.high_watermark();
+        let target = if offset == -1 { hwm } else { offset };
+        if let (Some(remote), true) = (&self.remote, self.tier_start.load(Ordering::Acquire) >= 0) {
+            if target >= 0 && target <= hwm && target > self.log_start_offset() {
+                remote
+                    .delete_before(target, self.leader_epoch)
+                    .await
+                    .map_err(|e| self.tier_err(e))?;
+                self.refresh_tier().await?;
+            }
+        }
+        self.delete_local_records(offset)?;
+        Ok(self.log_start_offset())
+    }
+
+    fn delete_local_records(&self, offset: i64) -> Result<i64, PartitionError> {
         self.with_log(|log, _, _| {
             let hwm = *self.high_watermark.borrow();
             let target = if offset == -1 { hwm } else { offset };

@@ -115,7 +115,21 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
             .context("cannot register broker in metadata")?;
     }
 
-    let tier = tiering::TierStore::from_url(&config.tier_url).context("invalid tier url")?;
+    let t = &config.tier;
+    let tier_options = tiering::TierOptions {
+        s3: tiering::S3Options {
+            endpoint: t.s3_endpoint.clone(),
+            region: t.s3_region.clone(),
+            ..Default::default()
+        },
+        chunk_size: t.chunk_bytes,
+        memory_cache_bytes: t.cache_memory_bytes,
+        disk_cache_dir: t.cache_dir.clone(),
+        disk_cache_bytes: t.cache_disk_bytes,
+        ..Default::default()
+    };
+    let tier = tiering::TierStore::from_url_with(&config.tier_url, tier_options)
+        .with_context(|| format!("invalid tier settings. tier-url={}", config.tier_url))?;
     tier.probe(&format!(
         "node-{}-{}",
         config.node_id,
@@ -147,6 +161,22 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     );
 
     let tasks = tokio_util::task::TaskTracker::new();
+    let uploader_token = CancellationToken::new();
+    let uploader = tiering::Uploader::start(
+        &broker.tier,
+        tiering::UploaderConfig {
+            max_concurrent: config.tier.upload_concurrency,
+            bytes_per_sec: config.tier.upload_bytes_per_sec,
+            max_attempts: 0,
+            ..Default::default()
+        },
+        uploader_token.clone(),
+    );
+    tasks.spawn(crate::broker::tier::run(
+        broker.clone(),
+        uploader.clone(),
+        shutdown.child_token(),
+    ));
     tasks.spawn(crate::group::run_timers(
         broker.clone(),
         shutdown.child_token(),
@@ -168,6 +198,10 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     let _ = tokio::time::timeout(Duration::from_secs(15), server_task).await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+    // Uploads in flight get a few seconds; the rest are offered again at
+    // the next start (only the manifest makes an upload count).
+    uploader.shutdown(Duration::from_secs(5)).await;
+    uploader_token.cancel();
     let b = broker.clone();
     let _ = tokio::task::spawn_blocking(move || b.close_all()).await;
     if let Err(e) = broker.metadata.shutdown().await {

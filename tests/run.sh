@@ -54,11 +54,11 @@ cargo build --workspace --all-targets
 # 4. Tests. Run both suites, then report.
 rust_rc=0
 if [ "$USE_NEXTEST" = 1 ]; then
-  step "cargo nextest run --workspace --no-fail-fast"
-  cargo nextest run --workspace --no-fail-fast --config-file tests/nextest.toml || rust_rc=$?
+  step "cargo nextest run --workspace --no-fail-fast (with LocalStack S3)"
+  localstack/with-s3.sh cargo nextest run --workspace --no-fail-fast --config-file tests/nextest.toml || rust_rc=$?
 else
-  step "cargo test --workspace --no-fail-fast"
-  cargo test --workspace --no-fail-fast -- --test-threads=2 || rust_rc=$?
+  step "cargo test --workspace --no-fail-fast (with LocalStack S3)"
+  localstack/with-s3.sh cargo test --workspace --no-fail-fast -- --test-threads=2 || rust_rc=$?
 fi
 
 step "pytest tests/python"

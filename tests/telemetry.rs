@@ -103,16 +103,19 @@ fn metrics_match_the_workload() {
     broker.assert_no_error_logs();
 }
 
+/// Spans received: (name, attributes).
+type Spans = Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>;
+
 /// A minimal OTLP/HTTP receiver: collects every span's name and attributes.
 struct Receiver {
     addr: String,
-    spans: Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>,
+    spans: Spans,
 }
 
 fn start_receiver() -> Receiver {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
     let addr = listener.local_addr().expect("addr").to_string();
-    let spans: Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>> = Arc::default();
+    let spans: Spans = Arc::default();
     let sink = spans.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -126,7 +129,7 @@ fn start_receiver() -> Receiver {
 
 fn serve_one(
     stream: &mut std::net::TcpStream,
-    sink: &Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>,
+    sink: &Spans,
 ) {
     use std::io::{BufRead, BufReader, Read, Write};
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));

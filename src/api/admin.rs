@@ -410,44 +410,40 @@ pub async fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-pub fn delete_records(
+pub async fn delete_records(
     broker: &Broker,
     req: DeleteRecordsRequest,
     _version: i16,
 ) -> DeleteRecordsResponse {
     let view = broker.view();
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let topic = view.topic(t.name.0.as_str());
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let mut r = DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index)
-                        .with_low_watermark(-1);
-                    match topic.and_then(|tp| broker.partition(tp.id, p.partition_index)) {
-                        None => r.error_code = Code::UnknownTopicOrPartition.code(),
-                        Some(part) => match part.delete_records(p.offset) {
-                            Ok(low) => {
-                                r.error_code = NONE;
-                                r.low_watermark = low;
-                            }
-                            Err(e) => {
-                                tracing::info!(partition = %part.name(), error = %e, "delete records refused");
-                                r.error_code = partition_error_code(&e);
-                            }
-                        },
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = view.topic(t.name.0.as_str());
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let mut r = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
+            match topic.and_then(|tp| broker.partition(tp.id, p.partition_index)) {
+                None => r.error_code = Code::UnknownTopicOrPartition.code(),
+                Some(part) => match part.delete_records(p.offset).await {
+                    Ok(low) => {
+                        r.error_code = NONE;
+                        r.low_watermark = low;
                     }
-                    r
-                })
-                .collect();
+                    Err(e) => {
+                        tracing::info!(partition = %part.name(), error = %e, "delete records refused");
+                        r.error_code = partition_error_code(&e);
+                    }
+                },
+            }
+            partitions.push(r);
+        }
+        topics.push(
             DeleteRecordsTopicResult::default()
                 .with_name(t.name)
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(partitions),
+        );
+    }
     DeleteRecordsResponse::default().with_topics(topics)
 }

@@ -20,6 +20,10 @@ pub fn partition_error_code(e: &PartitionError) -> i16 {
         PartitionError::OffsetOutOfRange { .. } => Code::OffsetOutOfRange.code(),
         PartitionError::Sync { .. } => Code::KafkaStorageError.code(),
         PartitionError::Closed { .. } => Code::NotLeaderOrFollower.code(),
+        // Callers read the tier instead; reaching here is a storage problem.
+        PartitionError::InTier { .. } => Code::KafkaStorageError.code(),
+        // Retriable for clients: they back off and fetch again.
+        PartitionError::Tier { .. } => Code::KafkaStorageError.code(),
     }
 }
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::error::{partition_error_code, Code};
 use crate::broker::Broker;
-use crate::partition::Partition;
+use crate::partition::{Partition, PartitionError};
 use crate::telemetry::metrics::count_records;
 
 const READ_COMMITTED: i8 = 1;
@@ -94,7 +94,13 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
         for w in &mut watches {
             w.borrow_and_update();
         }
-        let (parts, bytes, any_error) = read_all(&targets, req.max_bytes, read_committed, version);
+        let (mut parts, mut bytes, mut any_error, remote) =
+            read_all(&targets, req.max_bytes, read_committed, version);
+        if !remote.is_empty() {
+            let (b, e) = read_remote(&mut parts, remote, max_wait, read_committed).await;
+            bytes += b;
+            any_error |= e;
+        }
         let done = bytes >= req.min_bytes.max(0) as usize
             || any_error
             || watches.is_empty()
@@ -118,12 +124,76 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
     }
 }
 
+/// A read that must go to the tier: (index in the parts, partition,
+/// offset, byte budget).
+type RemoteRead = (usize, Arc<Partition>, i64, usize);
+
+/// Shortest time a fetch waits for the tier before answering without it.
+const MIN_REMOTE_WAIT: Duration = Duration::from_millis(500);
+
+/// Reads from the tier concurrently, each in its own task. A read slower
+/// than the fetch's wait answers with no data for that partition (the
+/// client fetches again) while the read goes on and fills the cache, so a
+/// slow object store never holds up the other partitions.
+async fn read_remote(
+    parts: &mut [(usize, PartitionData)],
+    reads: Vec<RemoteRead>,
+    max_wait: Duration,
+    read_committed: bool,
+) -> (usize, bool) {
+    let wait = max_wait.max(MIN_REMOTE_WAIT);
+    let tasks: Vec<_> = reads
+        .into_iter()
+        .map(|(i, p, offset, budget)| {
+            let task = tokio::spawn({
+                let p = p.clone();
+                async move { p.read_remote(offset, budget.max(1)).await }
+            });
+            (i, p, task)
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut bytes = 0;
+    let mut any_error = false;
+    for (i, p, task) in tasks {
+        let pd = &mut parts[i].1;
+        pd.high_watermark = p.high_watermark();
+        pd.last_stable_offset = pd.high_watermark;
+        pd.log_start_offset = p.log_start_offset();
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(Ok(r))) => {
+                bytes += r.data.len();
+                if read_committed {
+                    pd.aborted_transactions = Some(vec![]);
+                }
+                pd.records = Some(r.data);
+            }
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(partition = %p.name(), error = %e, "remote read failed");
+                pd.error_code = partition_error_code(&e);
+                any_error = true;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(partition = %p.name(), error = %e, "remote read task failed");
+                pd.error_code = Code::KafkaStorageError.code();
+                any_error = true;
+            }
+            Err(_) => {
+                tracing::debug!(partition = %p.name(), "remote read slower than the fetch wait; answering without it");
+                pd.records = Some(bytes::Bytes::new());
+            }
+        }
+    }
+    (bytes, any_error)
+}
+
 fn read_all(
     targets: &[Target],
     max_bytes: i32,
     read_committed: bool,
     version: i16,
-) -> (Vec<(usize, PartitionData)>, usize, bool) {
+) -> (Vec<(usize, PartitionData)>, usize, bool, Vec<RemoteRead>) {
+    let mut remote = Vec::new();
     let mut remaining = if max_bytes <= 0 {
         i32::MAX as usize
     } else {
@@ -171,6 +241,9 @@ fn read_all(
                             }
                             pd.records = Some(r.data);
                         }
+                        Err(PartitionError::InTier { offset }) => {
+                            remote.push((out.len(), p.clone(), offset, budget.max(1)));
+                        }
                         Err(e) => {
                             pd.error_code = partition_error_code(&e);
                             pd.high_watermark = p.high_watermark();
@@ -187,7 +260,7 @@ fn read_all(
         }
         out.push((t.topic_idx, pd));
     }
-    (out, total, any_error)
+    (out, total, any_error, remote)
 }
 
 /// The topic name of response topic `i` (requests by id carry no name).

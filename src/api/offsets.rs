@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
 
 use super::error::{partition_error_code, Code};
 use crate::broker::Broker;
+use crate::partition::{Partition, PartitionError};
 
 pub const LATEST: i64 = -1;
 pub const EARLIEST: i64 = -2;
@@ -21,70 +22,105 @@ pub const MAX_TIMESTAMP: i64 = -3;
 pub const EARLIEST_LOCAL: i64 = -4;
 pub const LATEST_TIERED: i64 = -5;
 
-pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub async fn list_offsets(
+    broker: &Broker,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let view = broker.view();
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let topic = view.topic(t.name.0.as_str());
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|lp| {
-                    let mut r = ListOffsetsPartitionResponse::default()
-                        .with_partition_index(lp.partition_index)
-                        .with_timestamp(-1)
-                        .with_offset(-1)
-                        .with_leader_epoch(-1);
-                    let Some(p) = topic.and_then(|tp| broker.partition(tp.id, lp.partition_index))
-                    else {
-                        r.error_code = Code::UnknownTopicOrPartition.code();
-                        return r;
-                    };
-                    if lp.current_leader_epoch >= 0 && lp.current_leader_epoch != p.leader_epoch {
-                        r.error_code = if lp.current_leader_epoch > p.leader_epoch {
-                            Code::UnknownLeaderEpoch.code()
-                        } else {
-                            Code::FencedLeaderEpoch.code()
-                        };
-                        return r;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = view.topic(t.name.0.as_str());
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for lp in &t.partitions {
+            let mut r = ListOffsetsPartitionResponse::default()
+                .with_partition_index(lp.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1)
+                .with_leader_epoch(-1);
+            let Some(p) = topic.and_then(|tp| broker.partition(tp.id, lp.partition_index)) else {
+                r.error_code = Code::UnknownTopicOrPartition.code();
+                partitions.push(r);
+                continue;
+            };
+            if lp.current_leader_epoch >= 0 && lp.current_leader_epoch != p.leader_epoch {
+                r.error_code = if lp.current_leader_epoch > p.leader_epoch {
+                    Code::UnknownLeaderEpoch.code()
+                } else {
+                    Code::FencedLeaderEpoch.code()
+                };
+                partitions.push(r);
+                continue;
+            }
+            if version >= 4 {
+                r.leader_epoch = p.leader_epoch;
+            }
+            match lp.timestamp {
+                LATEST => r.offset = p.high_watermark(),
+                EARLIEST => r.offset = p.log_start_offset(),
+                EARLIEST_LOCAL => r.offset = p.local_log_start_offset(),
+                LATEST_TIERED => r.offset = p.tier_last_offset().unwrap_or(-1),
+                MAX_TIMESTAMP => {
+                    if let Some((ts, off)) = p.max_timestamp() {
+                        r.timestamp = ts;
+                        r.offset = off;
                     }
-                    if version >= 4 {
-                        r.leader_epoch = p.leader_epoch;
+                }
+                ts if ts >= 0 => match offset_for_timestamp(&p, ts).await {
+                    Ok(Some((off, found_ts))) => {
+                        r.offset = off;
+                        r.timestamp = found_ts;
                     }
-                    match lp.timestamp {
-                        LATEST => r.offset = p.high_watermark(),
-                        EARLIEST | EARLIEST_LOCAL => r.offset = p.log_start_offset(),
-                        LATEST_TIERED => {
-                            // Nothing is tiered yet: Kafka answers -1 then.
-                            r.offset = -1;
-                        }
-                        MAX_TIMESTAMP => {
-                            if let Some((ts, off)) = p.max_timestamp() {
-                                r.timestamp = ts;
-                                r.offset = off;
-                            }
-                        }
-                        ts if ts >= 0 => match p.offset_for_timestamp(ts) {
-                            Ok(Some((off, found_ts))) => {
-                                r.offset = off;
-                                r.timestamp = found_ts;
-                            }
-                            Ok(None) => {}
-                            Err(e) => r.error_code = partition_error_code(&e),
-                        },
-                        _ => r.error_code = Code::InvalidRequest.code(),
-                    }
-                    r
-                })
-                .collect();
+                    Ok(None) => {}
+                    Err(e) => r.error_code = partition_error_code(&e),
+                },
+                _ => r.error_code = Code::InvalidRequest.code(),
+            }
+            partitions.push(r);
+        }
+        topics.push(
             ListOffsetsTopicResponse::default()
                 .with_name(t.name)
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(partitions),
+        );
+    }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// The first record with a timestamp at least `ts`: in the tier when the
+/// tier holds one, else in the local log. The tier answers per batch; the
+/// batch is read back and decoded to find the exact record.
+async fn offset_for_timestamp(
+    p: &Partition,
+    ts: i64,
+) -> Result<Option<(i64, i64)>, PartitionError> {
+    if let (Some(remote), Some(_)) = (p.remote(), p.tier_last_offset()) {
+        let found =
+            remote
+                .offset_for_timestamp(ts)
+                .await
+                .map_err(|source| PartitionError::Tier {
+                    partition: p.name(),
+                    source: Box::new(source),
+                })?;
+        if let Some(found) = found {
+            if found.offset >= p.log_start_offset() {
+                let batch = p.read_remote(found.offset, 1).await?;
+                let exact = first_record_at_or_after(batch.data, found.offset, ts);
+                return Ok(Some(exact.unwrap_or((found.offset, found.timestamp))));
+            }
+        }
+    }
+    p.offset_for_timestamp(ts)
+}
+
+fn first_record_at_or_after(mut data: bytes::Bytes, offset: i64, ts: i64) -> Option<(i64, i64)> {
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut data).ok()?;
+    set.records
+        .iter()
+        .filter(|r| r.offset >= offset && !r.control)
+        .find(|r| r.timestamp >= ts)
+        .map(|r| (r.offset, r.timestamp))
 }
 
 /// Every partition has had one leader epoch since its creation on this

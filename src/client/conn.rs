@@ -41,6 +41,13 @@ pub struct ConnOptions {
 
 type Waiters = HashMap<i32, oneshot::Sender<Bytes>>;
 
+/// What the writer task is handed.
+enum Outgoing {
+    Frame(Bytes),
+    /// Answered once every earlier frame has been written.
+    Flush(oneshot::Sender<()>),
+}
+
 #[derive(Default)]
 struct Pending {
     waiters: Waiters,
@@ -53,7 +60,7 @@ pub struct Connection {
     client_id: StrBytes,
     request_timeout: Duration,
     versions: ApiVersionTable,
-    frames: mpsc::UnboundedSender<Bytes>,
+    frames: mpsc::UnboundedSender<Outgoing>,
     pending: Arc<Mutex<Pending>>,
     next_correlation_id: AtomicI32,
     reader: JoinHandle<()>,
@@ -96,15 +103,23 @@ impl Connection {
                 }
             };
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
         let pending = Arc::new(Mutex::new(Pending::default()));
 
-        let (frames, mut frames_rx) = mpsc::unbounded_channel::<Bytes>();
+        let (frames, mut frames_rx) = mpsc::unbounded_channel::<Outgoing>();
         let writer_pending = Arc::clone(&pending);
         let writer = tokio::spawn(async move {
-            while let Some(frame) = frames_rx.recv().await {
-                if wr.write_all(&frame).await.is_err() {
-                    break;
+            while let Some(out) = frames_rx.recv().await {
+                match out {
+                    Outgoing::Frame(frame) => {
+                        if wr.write_all(&frame).await.is_err() {
+                            break;
+                        }
+                    }
+                    Outgoing::Flush(done) => {
+                        let _ = done.send(());
+                    }
                 }
             }
             close(&writer_pending);
@@ -186,16 +201,29 @@ impl Connection {
         self.decode::<R>(frame, version)
     }
 
-    /// Send `req` without waiting for an answer (Produce with acks=0, for
-    /// which the broker sends none).
-    pub fn send_no_response<R: Request>(&self, req: &R, version: i16) -> Result<(), ClientError> {
+    /// Send `req` for which the broker sends no answer (Produce with
+    /// acks=0); returns once it is written to the socket.
+    pub async fn send_no_response<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+    ) -> Result<(), ClientError> {
         let correlation_id = self.next_id();
         let frame = self.encode(req, version, correlation_id)?;
+        let (done, written) = oneshot::channel();
         self.frames
-            .send(frame)
-            .map_err(|_| ClientError::Disconnected {
+            .send(Outgoing::Frame(frame))
+            .and_then(|()| self.frames.send(Outgoing::Flush(done)))
+            .map_err(|_| self.disconnected())?;
+        match tokio::time::timeout(self.request_timeout, written).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.disconnected()),
+            Err(_) => Err(ClientError::Timeout {
+                api: api_key::<R>(),
                 addr: self.addr.clone(),
-            })
+                after: self.request_timeout,
+            }),
+        }
     }
 
     fn next_id(&self) -> i32 {
@@ -257,7 +285,7 @@ impl Connection {
             pending: &self.pending,
             correlation_id,
         };
-        if self.frames.send(frame).is_err() {
+        if self.frames.send(Outgoing::Frame(frame)).is_err() {
             return Err(self.disconnected());
         }
         match tokio::time::timeout(timeout, rx).await {

@@ -174,7 +174,7 @@ impl Client {
                         .with_index(partition)
                         .with_records(Some(batch.clone()))])]);
             if acks == Acks::None {
-                conn.send_no_response(&req, version)?;
+                conn.send_no_response(&req, version).await?;
                 return Ok(ProduceAck {
                     base_offset: None,
                     log_append_time: None,

@@ -53,13 +53,13 @@ pub enum GroupError {
     CommitTooLarge {
         partition: i32,
         #[source]
-        source: PartitionError,
+        source: Box<PartitionError>,
     },
     #[error("cannot write __consumer_offsets. partition={partition}")]
     Storage {
         partition: i32,
         #[source]
-        source: PartitionError,
+        source: Box<PartitionError>,
     },
     #[error("__consumer_offsets is not available: {message}")]
     OffsetsTopicUnavailable { message: String },

@@ -162,12 +162,12 @@ impl GroupLog for Broker {
             Err(source @ PartitionError::Batch(BatchError::TooLarge { .. })) => {
                 Err(GroupError::CommitTooLarge {
                     partition: index,
-                    source,
+                    source: Box::new(source),
                 })
             }
             Err(source) => Err(GroupError::Storage {
                 partition: index,
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -182,7 +182,7 @@ impl GroupLog for Broker {
             .await
             .map_err(|source| GroupError::Storage {
                 partition: appended.partition,
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -209,7 +209,10 @@ impl GroupLog for Broker {
         }
         let slice = p
             .read(offset, READ_CHUNK)
-            .map_err(|source| GroupError::Storage { partition, source })?;
+            .map_err(|source| GroupError::Storage {
+                partition,
+                source: Box::new(source),
+            })?;
         Ok(decode_records(slice.data, offset))
     }
 }

@@ -368,11 +368,15 @@ impl SegmentCore {
         Ok(None)
     }
 
-    fn index_path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn index_path(&self) -> PathBuf {
         self.path.with_extension(INDEX_SUFFIX)
     }
 
-    fn time_index_path(&self) -> PathBuf {
+    pub(crate) fn time_index_path(&self) -> PathBuf {
         self.path.with_extension(TIME_INDEX_SUFFIX)
     }
 

@@ -42,7 +42,7 @@ async fn metrics(
 ) {
     let body = match state.broker.get() {
         Some(b) => {
-            b.refresh_gauges();
+            b.refresh_gauges().await;
             b.metrics.encode()
         }
         None => String::new(),

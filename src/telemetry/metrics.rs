@@ -65,6 +65,10 @@ pub struct Metrics {
     pub log_end_offset: Family<PartitionLabels, Gauge>,
     pub log_start_offset: Family<PartitionLabels, Gauge>,
     pub log_size_bytes: Family<PartitionLabels, Gauge>,
+    pub tier_copy_lag_bytes: Family<PartitionLabels, Gauge>,
+    pub tier_copy_lag_segments: Family<PartitionLabels, Gauge>,
+    pub tier_bytes: Family<PartitionLabels, Gauge>,
+    pub tier_cache_size_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -90,6 +94,10 @@ impl Metrics {
             log_end_offset: Family::default(),
             log_start_offset: Family::default(),
             log_size_bytes: Family::default(),
+            tier_copy_lag_bytes: Family::default(),
+            tier_copy_lag_segments: Family::default(),
+            tier_bytes: Family::default(),
+            tier_cache_size_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,7 +165,34 @@ impl Metrics {
             "Bytes of local log segments, by partition",
             m.log_size_bytes.clone(),
         );
+        registry.register(
+            "strata_tier_copy_lag_bytes",
+            "Bytes of sealed local segments not yet in the tier, by partition",
+            m.tier_copy_lag_bytes.clone(),
+        );
+        registry.register(
+            "strata_tier_copy_lag_segments",
+            "Sealed local segments not yet in the tier, by partition",
+            m.tier_copy_lag_segments.clone(),
+        );
+        registry.register(
+            "strata_tier_partition_bytes",
+            "Bytes of log data in the tier, by partition",
+            m.tier_bytes.clone(),
+        );
+        registry.register(
+            "strata_tier_cache_size_bytes",
+            "Bytes held by the tier read cache (memory and disk)",
+            m.tier_cache_size_bytes.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Exports the tier's own counters (kept as atomics in the `tiering`
+    /// crate) at every scrape.
+    pub fn register_tier(&mut self, tier: std::sync::Arc<tiering::TierMetrics>) {
+        self.registry
+            .register_collector(Box::new(TierCollector { metrics: tier }));
     }
 
     /// Counts one handled request.
@@ -208,6 +243,128 @@ impl Metrics {
             tracing::warn!(error = %e, "metrics encoding failed");
         }
         out
+    }
+}
+
+#[derive(Debug)]
+struct TierCollector {
+    metrics: std::sync::Arc<tiering::TierMetrics>,
+}
+
+impl TierCollector {
+    fn counter(
+        encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+        name: &str,
+        help: &str,
+        value: u64,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let c = prometheus_client::metrics::counter::ConstCounter::new(value);
+        let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+        c.encode(m)
+    }
+
+    fn histogram(
+        encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+        name: &str,
+        help: &str,
+        per_op: &[(&str, &tiering::metrics::LatencyHistogram)],
+    ) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut family = encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        for (op, h) in per_op {
+            let mut buckets: Vec<(f64, u64)> = tiering::metrics::LATENCY_BUCKETS
+                .iter()
+                .zip(h.buckets.iter())
+                .map(|(b, c)| (*b, c.load(Relaxed)))
+                .collect();
+            buckets.push((f64::MAX, h.buckets[buckets.len()].load(Relaxed)));
+            let labels = [("op", op.to_string())];
+            let e = family.encode_family(&labels)?;
+            let mut e = e;
+            e.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                h.sum_micros.load(Relaxed) as f64 / 1e6,
+                h.count.load(Relaxed),
+                &buckets,
+                None,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl prometheus_client::collector::Collector for TierCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &self.metrics;
+        for (name, help, v) in [
+            (
+                "strata_tier_bytes_uploaded",
+                "Bytes written to the object store",
+                &m.bytes_uploaded,
+            ),
+            (
+                "strata_tier_bytes_downloaded",
+                "Bytes read from the object store",
+                &m.bytes_downloaded,
+            ),
+            (
+                "strata_tier_segments_uploaded",
+                "Segments added to a manifest",
+                &m.segments_uploaded,
+            ),
+            (
+                "strata_tier_upload_errors",
+                "Upload attempts that failed",
+                &m.upload_errors,
+            ),
+            (
+                "strata_tier_read_errors",
+                "Remote reads that failed",
+                &m.read_errors,
+            ),
+            (
+                "strata_tier_cache_hits",
+                "Tier read-cache lookups served from memory",
+                &m.cache_hits,
+            ),
+            (
+                "strata_tier_cache_misses",
+                "Tier read-cache lookups that had to fill",
+                &m.cache_misses,
+            ),
+            (
+                "strata_tier_cache_evictions",
+                "Chunks evicted from the memory cache",
+                &m.cache_evictions,
+            ),
+            (
+                "strata_tier_crc_mismatches",
+                "Checksum failures on data read from the tier",
+                &m.crc_mismatches,
+            ),
+            (
+                "strata_tier_store_errors",
+                "Object-store request errors",
+                &m.store_errors,
+            ),
+        ] {
+            Self::counter(&mut encoder, name, help, v.load(Relaxed))?;
+        }
+        Self::histogram(
+            &mut encoder,
+            "strata_tier_request_duration_seconds",
+            "Object-store request latency, by operation",
+            &[("get", &m.get_latency), ("put", &m.put_latency)],
+        )
     }
 }
 

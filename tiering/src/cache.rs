@@ -62,9 +62,15 @@ impl ReadCache {
         disk_bytes: u64,
         metrics: Arc<TierMetrics>,
     ) -> Result<ReadCache, TierError> {
+        let evictions = metrics.clone();
         let mem = Cache::builder()
             .max_capacity(memory_bytes)
             .weigher(|k: &CacheKey, v: &Bytes| weigh(k, v.len() as u64))
+            .eviction_listener(move |_k, _v, cause| {
+                if cause.was_evicted() {
+                    TierMetrics::add(&evictions.cache_evictions, 1);
+                }
+            })
             .build();
         let disk = match disk_dir {
             None => None,
@@ -276,6 +282,7 @@ pub(crate) async fn fetch(
 ) -> Result<Bytes, TierError> {
     TierMetrics::add(&metrics.get_requests, 1);
     let opts = GetOptions::new().with_range(range.clone().map(GetRange::Bounded));
+    let started = std::time::Instant::now();
     let result = async {
         let r = store
             .get_opts(path, opts)
@@ -284,6 +291,7 @@ pub(crate) async fn fetch(
         r.bytes().await.map_err(store_err("get", path))
     }
     .await;
+    metrics.get_latency.observe(started.elapsed());
     let bytes = match result {
         Ok(b) => b,
         Err(e) => {

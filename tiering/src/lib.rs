@@ -89,7 +89,7 @@ pub mod faults;
 mod index;
 mod layout;
 pub mod manifest;
-mod metrics;
+pub mod metrics;
 mod partition;
 mod store;
 pub mod testkit;

@@ -41,6 +41,42 @@ pub struct TierMetrics {
     pub orphans_deleted: AtomicU64,
     /// Object-store errors of any operation.
     pub store_errors: AtomicU64,
+    /// Remote reads that returned an error to the caller.
+    pub read_errors: AtomicU64,
+    /// Chunks evicted from the memory cache to stay within its bound.
+    pub cache_evictions: AtomicU64,
+    /// Latency of GETs (ranged and whole) issued by reads.
+    pub get_latency: LatencyHistogram,
+    /// Latency of PUTs of segment objects (whole files, multipart included).
+    pub put_latency: LatencyHistogram,
+}
+
+/// Upper bounds, in seconds, of the latency buckets (an implicit +Inf last).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A fixed-bucket latency histogram of atomics, read by exporters.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per-bucket (non-cumulative) counts; the last one is +Inf.
+    pub buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    pub sum_micros: AtomicU64,
+    pub count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl TierMetrics {
@@ -77,6 +113,8 @@ impl TierMetrics {
             ("objects_deleted", g(&self.objects_deleted)),
             ("orphans_deleted", g(&self.orphans_deleted)),
             ("store_errors", g(&self.store_errors)),
+            ("read_errors", g(&self.read_errors)),
+            ("cache_evictions", g(&self.cache_evictions)),
         ]
     }
 }

@@ -194,6 +194,14 @@ impl RemotePartition {
     /// after dropping the cached chunks; a missing object once after
     /// re-reading the manifest.
     pub async fn read(&self, offset: i64, max_bytes: u64) -> Result<Bytes, TierError> {
+        let result = self.read_retrying(offset, max_bytes).await;
+        if result.is_err() {
+            TierMetrics::add(&self.inner.tier.inner.metrics.read_errors, 1);
+        }
+        result
+    }
+
+    async fn read_retrying(&self, offset: i64, max_bytes: u64) -> Result<Bytes, TierError> {
         match self.read_once(offset, max_bytes).await {
             Err(TierError::OffsetOutOfRange { last, .. }) if offset > last => {
                 // Another broker may have tiered more since this handle's

@@ -295,6 +295,7 @@ impl RemotePartition {
         let len = body.len() as u64;
         limiter.acquire(len, Some(cancel)).await?;
         let store = &self.inner.tier.inner.store;
+        let started = std::time::Instant::now();
         cancellable(Some(cancel), async {
             store
                 .put(dest, PutPayload::from(body))
@@ -302,6 +303,7 @@ impl RemotePartition {
                 .map_err(store_err("put", dest))
         })
         .await?;
+        self.metrics().put_latency.observe(started.elapsed());
         TierMetrics::add(&self.metrics().bytes_uploaded, len);
         Ok(())
     }

@@ -1,0 +1,168 @@
+//! The broker side of tiering: offering sealed segments for upload, local
+//! retention after upload, and retention in the tier.
+//!
+//! Overview: every `tier-interval-ms`, for each local partition of a topic
+//! with `remote.storage.enable`: reload the tier's offsets from its
+//! manifest, offer every sealed segment above the last uploaded offset and
+//! below the high watermark to the [`tiering::Uploader`] (which bounds
+//! concurrency and bandwidth and retries), delete local segments that are in
+//! the tier and beyond `local.retention.*`, and apply `retention.*` to the
+//! tier (manifest first, then objects).
+//!
+//! Consistency: only committed data (below the high watermark) leaves the
+//! broker; a local segment is deleted only once the manifest names it.
+//!
+//! Crash safety: uploads that did not reach the manifest are invisible and
+//! offered again on the next pass (their objects become orphans, collected
+//! after a grace period). Produce never waits on any of this.
+//!
+//! Cancellation: the loop stops with the shutdown token; the uploader is
+//! drained with a deadline by `run`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tiering::{RetentionPolicy, SegmentUpload, TierError, Uploader};
+use tokio_util::sync::CancellationToken;
+
+use super::{now_ms, Broker};
+use crate::partition::Partition;
+
+/// Grace period before an object no manifest names is deleted.
+const ORPHAN_GRACE: Duration = Duration::from_secs(15 * 60);
+/// Orphan collection runs every this many passes.
+const ORPHAN_EVERY: u64 = 120;
+
+/// Runs the tier loop until `shutdown`.
+pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: CancellationToken) {
+    let every = Duration::from_millis(broker.config.tier.interval_ms);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pass: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        pass += 1;
+        for p in broker.all_partitions() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if let Err(e) = tend(&p, &uploader, pass % ORPHAN_EVERY == 0).await {
+                if e.is_retriable() {
+                    tracing::debug!(partition = %p.name(), error = %e, "tier pass failed; retrying next pass");
+                } else {
+                    tracing::warn!(partition = %p.name(), error = %e, "tier pass failed");
+                }
+            }
+        }
+    }
+}
+
+/// Errors of one pass over one partition.
+#[derive(Debug, thiserror::Error)]
+enum PassError {
+    #[error(transparent)]
+    Partition(#[from] crate::partition::PartitionError),
+    #[error(transparent)]
+    Tier(#[from] TierError),
+}
+
+impl PassError {
+    fn is_retriable(&self) -> bool {
+        match self {
+            PassError::Tier(e) => e.is_retriable(),
+            PassError::Partition(crate::partition::PartitionError::Tier { source, .. }) => {
+                source.is_retriable()
+            }
+            PassError::Partition(_) => false,
+        }
+    }
+}
+
+async fn tend(p: &Partition, uploader: &Uploader, collect_orphans: bool) -> Result<(), PassError> {
+    let config = p.config();
+    let Some(remote) = p.remote() else {
+        return Ok(());
+    };
+    if !config.tier.enabled {
+        return Ok(());
+    }
+    p.refresh_tier().await?;
+    let uploaded = p.tier_last_offset().unwrap_or(-1);
+    let hwm = p.high_watermark();
+    for seg in p.sealed_segments() {
+        let last = seg.next_offset - 1;
+        if last <= uploaded {
+            continue;
+        }
+        if seg.next_offset > hwm {
+            break;
+        }
+        let upload = SegmentUpload {
+            base_offset: seg.base_offset,
+            last_offset: last,
+            first_timestamp: None,
+            max_timestamp: seg.max_timestamp.unwrap_or(-1),
+            leader_epoch: p.leader_epoch,
+            size: seg.size,
+            log: seg.log_path.clone(),
+            offset_index: seg.index_path.clone(),
+            time_index: seg.time_index_path.clone(),
+            producer_snapshot: None,
+            leader_epochs: None,
+            txn_index: None,
+        };
+        match uploader.try_enqueue(remote, upload) {
+            Ok(_ticket) => {
+                tracing::debug!(partition = %p.name(), base_offset = seg.base_offset, "segment queued for upload");
+            }
+            Err(TierError::AlreadyQueued { .. }) => {}
+            Err(TierError::QueueFull { .. }) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let now = now_ms();
+    let deleted = p.apply_local_retention(now)?;
+    if deleted > 0 {
+        tracing::debug!(partition = %p.name(), segments = deleted, "local segments deleted after upload");
+    }
+    if config.tier.retention_ms.is_some() || config.tier.retention_bytes.is_some() {
+        let tiered_to = p.tier_last_offset().unwrap_or(-1);
+        let local_only_bytes: u64 = p
+            .sealed_segments()
+            .iter()
+            .filter(|s| s.next_offset - 1 > tiered_to)
+            .map(|s| s.size)
+            .sum::<u64>()
+            + p.size_bytes()
+                .saturating_sub(p.sealed_segments().iter().map(|s| s.size).sum());
+        let outcome = remote
+            .apply_retention(
+                RetentionPolicy {
+                    retention_ms: config.tier.retention_ms.unwrap_or(-1),
+                    retention_bytes: config.tier.retention_bytes.unwrap_or(-1),
+                    local_only_bytes,
+                },
+                now,
+                p.leader_epoch,
+            )
+            .await?;
+        if outcome.segments_removed > 0 {
+            tracing::info!(
+                partition = %p.name(),
+                segments = outcome.segments_removed,
+                bytes = outcome.bytes_removed,
+                log_start_offset = ?outcome.log_start_offset,
+                "tier retention deleted segments"
+            );
+            p.refresh_tier().await?;
+        }
+    }
+    if collect_orphans {
+        let report = remote.collect_orphans(ORPHAN_GRACE, now).await?;
+        tracing::debug!(partition = %p.name(), report = ?report, "orphan collection");
+    }
+    Ok(())
+}

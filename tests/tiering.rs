@@ -1,0 +1,288 @@
+//! Tiered storage end to end: sealed segments go to the object store, the
+//! local directory keeps only the tail, and a consumer from offset 0 gets
+//! every record back byte-identical, with the embedded `file://` tier and
+//! with LocalStack S3 (started by the test command, which sets
+//! `STRATA_TEST_S3_ENDPOINT`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::clients::{self, TestRecord};
+use common::Broker;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+const RECORDS: usize = 20_000;
+const VALUE_BYTES: usize = 10_000; // 20,000 x 10 kB = 200 MB
+const SEGMENT_BYTES: u64 = 4 << 20;
+const LOCAL_RETENTION_BYTES: u64 = 8 << 20;
+
+/// The value of record `i`: deterministic, different for every record.
+fn value(i: usize) -> Vec<u8> {
+    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = format!("record-{i:08}:").into_bytes();
+    while v.len() < VALUE_BYTES {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(VALUE_BYTES);
+    v
+}
+
+fn scrape(broker: &Broker) -> BTreeMap<String, f64> {
+    let (code, body) = broker.admin_get("/metrics");
+    assert_eq!(code, 200, "/metrics: {body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Base offsets and total bytes of the local `.log` segments of a partition.
+fn local_segments(dir: &Path) -> (Vec<i64>, u64) {
+    let mut bases = Vec::new();
+    let mut bytes = 0;
+    for e in std::fs::read_dir(dir).expect("partition dir").flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(base) = name.strip_suffix(".log") {
+            bases.push(base.parse::<i64>().expect("segment name"));
+            bytes += e.metadata().expect("stat").len();
+        }
+    }
+    bases.sort_unstable();
+    (bases, bytes)
+}
+
+/// Produces 200 MB, waits for the offload, checks the local tail and
+/// replays everything from offset 0. Returns the topic name.
+fn offload_and_replay(broker: &Broker) -> String {
+    let bootstrap = broker.bootstrap();
+    let topic = common::topic_name("tiered");
+    clients::create_topic(
+        &bootstrap,
+        &topic,
+        1,
+        &[
+            ("segment.bytes", &SEGMENT_BYTES.to_string()),
+            ("local.retention.bytes", &LOCAL_RETENTION_BYTES.to_string()),
+        ],
+    );
+    let producer = clients::producer(&bootstrap, &[("acks", "all"), ("linger.ms", "20")]);
+    let mut pending = Vec::with_capacity(RECORDS);
+    for i in 0..RECORDS {
+        let r = TestRecord::keyed(format!("k{i}"), value(i)).in_partition(0);
+        pending.push(clients::enqueue(&producer, &topic, &r));
+    }
+    for (i, f) in pending.into_iter().enumerate() {
+        let (_, offset) = clients::await_delivery(f)
+            .unwrap_or_else(|e| panic!("record {i} not acknowledged: {e}"));
+        assert_eq!(offset, i as i64, "offsets are dense");
+    }
+
+    // The broker offloads sealed segments and trims the local log.
+    let dir = broker.data_dir().join(format!("{topic}-0"));
+    let lag_key = format!("strata_tier_copy_lag_segments{{topic=\"{topic}\",partition=\"0\"}}");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (bases, bytes) = local_segments(&dir);
+        let lag = scrape(broker).get(&lag_key).copied();
+        if lag == Some(0.0) && bases.first().is_some_and(|b| *b > 0) {
+            assert!(
+                bytes <= LOCAL_RETENTION_BYTES + 2 * SEGMENT_BYTES,
+                "local dir keeps only the tail: {bytes} bytes in {} segments",
+                bases.len()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "offload did not finish: lag={lag:?}, local segments={bases:?}, bytes={bytes}\n{}",
+            broker.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let m = scrape(broker);
+    assert!(
+        m.get("strata_tier_bytes_uploaded_total")
+            .copied()
+            .unwrap_or(0.0)
+            >= 150e6,
+        "{m:?}"
+    );
+
+    // Earliest is still 0: the tier holds the head of the log.
+    let (low, high) = clients::watermarks(&bootstrap, &topic, 0);
+    assert_eq!((low, high), (0, RECORDS as i64));
+
+    // Replay everything from offset 0, byte-identical.
+    let consumer = clients::consumer(&bootstrap, &[("fetch.max.bytes", "8388608")]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(0))
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let mut next = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while next < RECORDS {
+        assert!(Instant::now() < deadline, "replay stalled at offset {next}");
+        let Some(msg) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let msg = msg.unwrap_or_else(|e| panic!("consume error at offset {next}: {e}"));
+        assert_eq!(msg.offset(), next as i64, "replay is in order");
+        assert_eq!(msg.key(), Some(format!("k{next}").as_bytes()));
+        assert!(
+            msg.payload() == Some(&value(next)[..]),
+            "record {next} differs from what was produced"
+        );
+        next += 1;
+    }
+    let m = scrape(broker);
+    assert!(
+        m.get("strata_tier_bytes_downloaded_total")
+            .copied()
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    topic
+}
+
+#[test]
+fn offload_and_replay_with_file_tier() {
+    let broker = Broker::builder()
+        .args(["--tier-interval-ms", "200"])
+        .start();
+    offload_and_replay(&broker);
+    // The tier directory holds the segment objects.
+    let tier = broker.data_dir().join("tier");
+    let mut logs = 0;
+    let mut stack = vec![tier];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("tier dir").flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.file_name().to_string_lossy().ends_with(".log") {
+                logs += 1;
+            }
+        }
+    }
+    assert!(
+        logs >= 40,
+        "expected the sealed segments in the tier, found {logs}"
+    );
+    broker.assert_no_error_logs();
+}
+
+/// The LocalStack endpoint, or a clear failure (no silent skip).
+fn s3_endpoint() -> Option<String> {
+    match std::env::var("STRATA_TEST_S3_ENDPOINT") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ if std::env::var("STRATA_SKIP_S3").as_deref() == Ok("1") => None,
+        _ => panic!(
+            "STRATA_TEST_S3_ENDPOINT is not set: run the suite with `bash tests/run.sh` \
+             (it starts LocalStack), or set STRATA_SKIP_S3=1 to skip S3 tests explicitly"
+        ),
+    }
+}
+
+fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let creds = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "strata-tests");
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+#[test]
+fn offload_and_replay_with_localstack_s3() {
+    let Some(endpoint) = s3_endpoint() else {
+        eprintln!("STRATA_SKIP_S3=1: skipping the LocalStack test");
+        return;
+    };
+    let bucket = format!("strata-it-{}", uuid::Uuid::new_v4().simple());
+    let s3 = s3_client(&endpoint);
+    clients::block_on(s3.create_bucket().bucket(&bucket).send()).expect("create bucket");
+
+    let broker = Broker::builder()
+        .args(["--tier-interval-ms", "200"])
+        .arg("--tier-url")
+        .arg(format!("s3://{bucket}/strata"))
+        .arg("--tier-s3-endpoint")
+        .arg(&endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .start();
+    let topic = offload_and_replay(&broker);
+
+    // Inspect the bucket independently of the broker's object_store client.
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let out = clients::block_on(
+            s3.list_objects_v2()
+                .bucket(&bucket)
+                .prefix("strata/")
+                .set_continuation_token(token.clone())
+                .send(),
+        )
+        .expect("list bucket");
+        keys.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(String::from)),
+        );
+        match out.next_continuation_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    let ours: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains(&format!("/{topic}-")))
+        .collect();
+    let manifests = ours
+        .iter()
+        .filter(|k| k.ends_with("/0/manifest.json"))
+        .count();
+    let logs = ours.iter().filter(|k| k.ends_with(".log")).count();
+    assert_eq!(manifests, 1, "one manifest for the partition: {ours:?}");
+    assert!(logs >= 40, "segment objects in the bucket: {logs}");
+    let manifest_key = ours
+        .iter()
+        .find(|k| k.ends_with("/0/manifest.json"))
+        .expect("manifest key");
+    // One runtime for the request and its body: the body streams on it.
+    let bytes = clients::block_on(async {
+        let out = s3
+            .get_object()
+            .bucket(&bucket)
+            .key(manifest_key.as_str())
+            .send()
+            .await
+            .expect("get manifest");
+        out.body
+            .collect()
+            .await
+            .expect("manifest body")
+            .into_bytes()
+    });
+    let json: serde_json::Value = serde_json::from_slice(&bytes).expect("manifest is json");
+    assert!(
+        json.get("version").is_some(),
+        "manifest has a version: {json}"
+    );
+    broker.assert_no_error_logs();
+}
