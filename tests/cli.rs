@@ -509,8 +509,28 @@ fn group_describe_shows_committed_offsets_and_lag() {
             seen += 1;
         }
     }
+    // A synchronous commit from a subscribed BaseConsumer blocks inside
+    // librdkafka here; commit asynchronously and keep polling instead.
     let position = c.position().expect("consumer position");
-    c.commit(&position, CommitMode::Sync).expect("commit");
+    c.commit(&position, CommitMode::Async).expect("commit");
+    let deadline = Instant::now() + clients::OP_TIMEOUT;
+    loop {
+        let _ = c.poll(Duration::from_millis(100));
+        let committed = c
+            .committed(Duration::from_secs(5))
+            .expect("committed offsets");
+        let done = committed
+            .elements()
+            .iter()
+            .all(|e| matches!(e.offset(), Offset::Offset(_)));
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "offsets never committed: {committed:?}"
+        );
+    }
     let d = ok(
         &bs,
         &["group", "describe", &group2, "--output", "json"],

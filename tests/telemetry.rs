@@ -127,10 +127,7 @@ fn start_receiver() -> Receiver {
     Receiver { addr, spans }
 }
 
-fn serve_one(
-    stream: &mut std::net::TcpStream,
-    sink: &Spans,
-) {
+fn serve_one(stream: &mut std::net::TcpStream, sink: &Spans) {
     use std::io::{BufRead, BufReader, Read, Write};
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     loop {
