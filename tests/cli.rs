@@ -509,28 +509,8 @@ fn group_describe_shows_committed_offsets_and_lag() {
             seen += 1;
         }
     }
-    // A synchronous commit from a subscribed BaseConsumer blocks inside
-    // librdkafka here; commit asynchronously and keep polling instead.
     let position = c.position().expect("consumer position");
-    c.commit(&position, CommitMode::Async).expect("commit");
-    let deadline = Instant::now() + clients::OP_TIMEOUT;
-    loop {
-        let _ = c.poll(Duration::from_millis(100));
-        let committed = c
-            .committed(Duration::from_secs(5))
-            .expect("committed offsets");
-        let done = committed
-            .elements()
-            .iter()
-            .all(|e| matches!(e.offset(), Offset::Offset(_)));
-        if done {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "offsets never committed: {committed:?}"
-        );
-    }
+    c.commit(&position, CommitMode::Sync).expect("commit");
     let d = ok(
         &bs,
         &["group", "describe", &group2, "--output", "json"],
@@ -555,7 +535,12 @@ fn group_describe_shows_committed_offsets_and_lag() {
     assigned.sort_unstable();
     assert_eq!(assigned, vec![0, 1], "{d}");
     assert_eq!(d["total_lag"], 0, "{d}");
-    drop(c);
+    // Dropping a subscribed BaseConsumer can block forever in
+    // rust-rdkafka's close here (fede1024/rust-rdkafka#453, #611, also after
+    // unsubscribe and polling), while librdkafka itself has left the group
+    // (confluent-kafka's close returns at once against the same broker).
+    // The test process ends soon; let the consumer go with it.
+    std::mem::forget(c);
     broker.assert_no_error_logs();
 }
 

@@ -207,7 +207,7 @@ mod tests {
         null.value = None;
         assert_eq!(
             render(&Format::parse("%k|%K|%s|%S").unwrap(), &null),
-            "||-1|-1"
+            "|-1||-1"
         );
     }
 
