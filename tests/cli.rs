@@ -453,6 +453,22 @@ fn group_describe_shows_committed_offsets_and_lag() {
     c.commit(&tpl, CommitMode::Sync).expect("commit offsets");
     drop(c);
 
+    // The offsets topic now exists; --exclude-internal hides it.
+    assert!(topic_names(&bs).contains(&"__consumer_offsets".to_owned()));
+    let user = ok(
+        &bs,
+        &["topic", "list", "--exclude-internal", "--output", "json"],
+        None,
+    )
+    .json();
+    assert!(
+        user.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["internal"] == false),
+        "{user}"
+    );
+
     let listed = ok(&bs, &["group", "list", "--output", "json"], None).json();
     assert!(
         listed

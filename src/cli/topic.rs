@@ -37,7 +37,11 @@ enum TopicCommand {
         if_not_exists: bool,
     },
     /// List topics
-    List,
+    List {
+        /// Leave out internal topics such as __consumer_offsets
+        #[arg(long)]
+        exclude_internal: bool,
+    },
     /// Show partitions (leader, replicas, offsets) and configs of a topic
     Describe {
         topic: String,
@@ -92,7 +96,7 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
             };
             create(&client, new, if_not_exists, out).await
         }
-        TopicCommand::List => list(&client, out).await,
+        TopicCommand::List { exclude_internal } => list(&client, exclude_internal, out).await,
         TopicCommand::Describe { topic, all_configs } => {
             describe(&client, &topic, all_configs, out).await
         }
@@ -154,9 +158,12 @@ async fn create(
     }
 }
 
-async fn list(client: &Client, out: Output) -> anyhow::Result<()> {
+async fn list(client: &Client, exclude_internal: bool, out: Output) -> anyhow::Result<()> {
     let md = client.metadata(None).await?;
     let mut topics = md.topics;
+    if exclude_internal {
+        topics.retain(|t| !t.is_internal);
+    }
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     match out {
         Output::Json => {
