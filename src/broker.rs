@@ -247,8 +247,12 @@ impl Broker {
                 *epoch,
                 self.partition_config(topic),
             );
+            let tier_cluster = topic
+                .configs
+                .get(crate::config::TIER_CLUSTER_ID_CONFIG)
+                .unwrap_or(&view.cluster_id);
             let remote = Some(self.tier.partition(tiering::PartitionKey::new(
-                &view.cluster_id,
+                tier_cluster,
                 &topic.name,
                 topic.id.into_bytes(),
                 index,

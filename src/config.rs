@@ -123,6 +123,9 @@ pub struct ServeArgs {
     /// How often sealed segments are offered for upload and tier retention runs, in ms [default: 5000]
     #[arg(long, env = "STRATA_TIER_INTERVAL_MS")]
     pub tier_interval_ms: Option<u64>,
+    /// Age after which a tier object no manifest names is deleted, in ms [default: 900000]
+    #[arg(long, env = "STRATA_TIER_ORPHAN_GRACE_MS")]
+    pub tier_orphan_grace_ms: Option<u64>,
     /// Log filter, e.g. `info` or `strata=debug` [default: info]
     #[arg(long, env = "STRATA_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -161,6 +164,7 @@ pub struct TierSettings {
     pub upload_concurrency: usize,
     pub upload_bytes_per_sec: u64,
     pub interval_ms: u64,
+    pub orphan_grace_ms: u64,
 }
 
 /// Log output format.
@@ -346,6 +350,7 @@ impl BrokerConfig {
             )? as usize,
             upload_bytes_per_sec: a.tier_upload_bytes_per_sec.unwrap_or(0),
             interval_ms: positive("tier-interval-ms", a.tier_interval_ms.unwrap_or(5000))?,
+            orphan_grace_ms: a.tier_orphan_grace_ms.unwrap_or(15 * 60 * 1000),
         };
         let log_format = match a.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
@@ -463,6 +468,7 @@ impl ServeArgs {
                 .tier_upload_bytes_per_sec
                 .or(file.tier_upload_bytes_per_sec),
             tier_interval_ms: self.tier_interval_ms.or(file.tier_interval_ms),
+            tier_orphan_grace_ms: self.tier_orphan_grace_ms.or(file.tier_orphan_grace_ms),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
             group_min_session_timeout_ms: self
@@ -511,6 +517,12 @@ fn resolve_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
         .next()
         .ok_or_else(|| ConfigError::invalid(key, value, "host does not resolve"))
 }
+
+/// Topic config naming the cluster whose tier prefix holds a restored
+/// topic's history (absent: this cluster).
+pub const TIER_CLUSTER_ID_CONFIG: &str = "strata.tier.cluster.id";
+/// Create-time only: restore the topic of this name from the tier.
+pub const RESTORE_CONFIG: &str = "strata.restore";
 
 /// Topic config keys Strata understands (Kafka's names).
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
@@ -565,6 +577,14 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
         },
         "min.insync.replicas" => int(key, value, 1),
         "local.retention.ms" | "local.retention.bytes" => int(key, value, -2),
+        // Set by a restore: the cluster whose tier prefix holds the topic.
+        TIER_CLUSTER_ID_CONFIG => {
+            if value.is_empty() || value.contains('/') {
+                Err(format!("invalid value for {TIER_CLUSTER_ID_CONFIG}: expected a cluster id. value={value:?}"))
+            } else {
+                Ok(())
+            }
+        }
         "remote.storage.enable" => match value {
             "true" | "false" => Ok(()),
             _ => Err(format!(

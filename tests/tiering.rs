@@ -286,3 +286,301 @@ fn offload_and_replay_with_localstack_s3() {
     );
     broker.assert_no_error_logs();
 }
+
+#[test]
+fn restore_into_an_empty_data_dir_serves_the_topic() {
+    let tier_dir = tempfile::tempdir().expect("tier dir");
+    let url = format!("file://{}", tier_dir.path().display());
+    let args = ["--tier-interval-ms", "200", "--tier-url", url.as_str()];
+    let mut first = Broker::builder().args(args).start();
+    let topic = common::topic_name("restore");
+    clients::create_topic(&first.bootstrap(), &topic, 2, &[("segment.bytes", "65536")]);
+    let record = |p: i32, i: usize| format!("p{p}-record-{i:06}-").repeat(40);
+    let records: Vec<TestRecord> = (0..2000)
+        .map(|i| {
+            TestRecord::keyed(format!("k{i}"), record((i % 2) as i32, i / 2))
+                .in_partition((i % 2) as i32)
+        })
+        .collect();
+    // Small producer batches, so the partitions roll many 64 KiB segments.
+    let producer = clients::producer(&first.bootstrap(), &[("batch.size", "16384")]);
+    clients::produce_all(&producer, &topic, &records);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = scrape(&first);
+        let lag: f64 = (0..2)
+            .map(|p| {
+                m.get(&format!(
+                    "strata_tier_copy_lag_segments{{topic=\"{topic}\",partition=\"{p}\"}}"
+                ))
+                .copied()
+                .unwrap_or(1.0)
+            })
+            .sum();
+        if lag == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "offload did not finish: {m:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    first.stop();
+
+    // A new broker: empty data dir, a new cluster, the same bucket.
+    let second = Broker::builder().args(args).start();
+    clients::create_topic(
+        &second.bootstrap(),
+        &topic,
+        2,
+        &[("strata.restore", "true")],
+    );
+    for p in 0..2 {
+        let (low, high) = clients::watermarks(&second.bootstrap(), &topic, p);
+        assert_eq!(low, 0, "partition {p} history starts at 0");
+        assert!(
+            high > 100,
+            "partition {p}: the tier's history is served (high={high})"
+        );
+        let got = clients::consume_ranges(
+            &second.bootstrap(),
+            &topic,
+            &[(p, 0, high)],
+            clients::OP_TIMEOUT,
+        );
+        assert_eq!(got.len() as i64, high);
+        for (i, c) in got.iter().enumerate() {
+            assert_eq!(c.offset, i as i64);
+            assert_eq!(
+                c.record.value.as_deref(),
+                Some(record(p, i).as_bytes()),
+                "partition {p} offset {i}"
+            );
+        }
+        // New records continue after the restored history.
+        let at = clients::produce(
+            &second.bootstrap(),
+            &topic,
+            &[TestRecord::value("after").in_partition(p)],
+        );
+        assert_eq!(at[0], (p, high));
+    }
+    second.assert_no_error_logs();
+}
+
+/// Every object the partition's manifest names, read from a `file://` tier.
+fn manifest_objects(partition_dir: &Path) -> Vec<(String, u64)> {
+    let text = std::fs::read(partition_dir.join("manifest.json")).expect("manifest");
+    let json: serde_json::Value = serde_json::from_slice(&text).expect("manifest json");
+    let mut out = Vec::new();
+    for seg in json["segments"].as_array().expect("segments") {
+        for (_, obj) in seg["objects"].as_object().expect("objects") {
+            out.push((
+                obj["name"].as_str().expect("name").to_string(),
+                obj["size"].as_u64().expect("size"),
+            ));
+        }
+    }
+    out
+}
+
+/// The partition directory of `topic`-0 under a `file://` tier root.
+fn tier_partition_dir(root: &Path, topic: &str) -> std::path::PathBuf {
+    for cluster in std::fs::read_dir(root).expect("tier root").flatten() {
+        for t in std::fs::read_dir(cluster.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if t.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{topic}-"))
+            {
+                return t.path().join("0");
+            }
+        }
+    }
+    panic!("no tier directory for {topic} under {}", root.display());
+}
+
+#[test]
+fn kill9_during_uploads_loses_nothing_and_orphans_are_collected() {
+    let tier_dir = tempfile::tempdir().expect("tier dir");
+    let url = format!("file://{}", tier_dir.path().display());
+    let mut broker = Broker::builder()
+        .args(["--tier-interval-ms", "100", "--tier-url", url.as_str()])
+        // Slow uploads, so the kill lands in the middle of some.
+        .args(["--tier-upload-bytes-per-sec", "4000000"])
+        .start();
+    let topic = common::topic_name("tiercrash");
+    clients::create_topic(
+        &broker.bootstrap(),
+        &topic,
+        1,
+        &[
+            ("segment.bytes", "1048576"),
+            ("local.retention.bytes", "2097152"),
+        ],
+    );
+    let big = |i: usize| value(i)[..4000].to_vec();
+    let producer = clients::producer(
+        &broker.bootstrap(),
+        &[("acks", "all"), ("batch.size", "65536")],
+    );
+    let records: Vec<TestRecord> = (0..6000)
+        .map(|i| TestRecord::value(big(i)).in_partition(0))
+        .collect();
+    clients::produce_all(&producer, &topic, &records);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scrape(&broker)
+        .get("strata_tier_bytes_uploaded_total")
+        .copied()
+        .unwrap_or(0.0)
+        < 5e6
+    {
+        assert!(Instant::now() < deadline, "no upload progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker.kill9();
+
+    // The manifest names only complete objects.
+    let dir = tier_partition_dir(tier_dir.path(), &topic);
+    for (name, size) in manifest_objects(&dir) {
+        let len = std::fs::metadata(dir.join(&name)).map(|m| m.len());
+        assert_eq!(
+            len.ok(),
+            Some(size),
+            "manifest names {name}, which must be complete"
+        );
+    }
+
+    // Restart after the orphans' grace: they are collected, the upload
+    // resumes, and every record is still there.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut restarted = Broker::builder()
+        .data_dir(broker.data_dir().to_path_buf())
+        .args(["--tier-interval-ms", "100", "--tier-url", url.as_str()])
+        .args(["--tier-orphan-grace-ms", "2000"])
+        .start();
+    let lag_key = format!("strata_tier_copy_lag_segments{{topic=\"{topic}\",partition=\"0\"}}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while scrape(&restarted).get(&lag_key).copied() != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "upload did not finish after restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let named: std::collections::BTreeSet<String> =
+        manifest_objects(&dir).into_iter().map(|(n, _)| n).collect();
+    for e in std::fs::read_dir(&dir)
+        .expect("tier partition dir")
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name == "manifest.json" || name.starts_with('.') {
+            continue;
+        }
+        assert!(named.contains(&name), "orphan {name} left after collection");
+    }
+    let got = clients::consume_ranges(
+        &restarted.bootstrap(),
+        &topic,
+        &[(0, 0, 6000)],
+        clients::OP_TIMEOUT,
+    );
+    assert_eq!(got.len(), 6000);
+    for (i, c) in got.iter().enumerate() {
+        assert_eq!(c.offset, i as i64);
+        assert_eq!(c.record.value.as_deref(), Some(&big(i)[..]), "offset {i}");
+    }
+    restarted.stop();
+    drop(broker);
+}
+
+#[test]
+fn tier_retention_and_delete_records_move_the_log_start() {
+    let broker = Broker::builder()
+        .args(["--tier-interval-ms", "100"])
+        .start();
+    let bootstrap = broker.bootstrap();
+    let topic = common::topic_name("tierret");
+    clients::create_topic(
+        &bootstrap,
+        &topic,
+        1,
+        &[
+            ("segment.bytes", "262144"),
+            ("retention.bytes", "2097152"),
+            ("local.retention.bytes", "1048576"),
+        ],
+    );
+    let small = |i: usize| value(i)[..5000].to_vec();
+    let producer = clients::producer(&bootstrap, &[("batch.size", "32768")]);
+    let records: Vec<TestRecord> = (0..2000)
+        .map(|i| TestRecord::value(small(i)).in_partition(0))
+        .collect();
+    clients::produce_all(&producer, &topic, &records);
+
+    // Retention over the whole log (tier + local) moves the start.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let low = loop {
+        let (low, high) = clients::watermarks(&bootstrap, &topic, 0);
+        assert_eq!(high, 2000);
+        let tier_bytes = scrape(&broker)
+            .get(&format!(
+                "strata_tier_partition_bytes{{topic=\"{topic}\",partition=\"0\"}}"
+            ))
+            .copied()
+            .unwrap_or(f64::MAX);
+        // Segment granularity: what stays is at least retention.bytes and
+        // less than that plus a segment (Kafka's rule).
+        if low > 0 && tier_bytes <= (2_097_152 + 2 * 262_144) as f64 {
+            break low;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention did not apply: low={low}, tier={tier_bytes}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The remaining head of the log is still in the tier, and readable.
+    let head = clients::consume_ranges(
+        &bootstrap,
+        &topic,
+        &[(0, low, low + 10)],
+        clients::OP_TIMEOUT,
+    );
+    assert_eq!(head[0].offset, low);
+    assert_eq!(
+        head[0].record.value.as_deref(),
+        Some(&small(low as usize)[..])
+    );
+
+    // DeleteRecords into the tier.
+    let cut = low + 5;
+    let admin = clients::admin(&bootstrap);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(cut))
+        .expect("tpl");
+    let result =
+        clients::block_on(admin.delete_records(&tpl, &rdkafka::admin::AdminOptions::new()))
+            .expect("delete records");
+    let el = result.elements();
+    assert_eq!(
+        el[0].offset(),
+        Offset::Offset(cut),
+        "low watermark after DeleteRecords"
+    );
+    assert_eq!(clients::watermarks(&bootstrap, &topic, 0).0, cut);
+    let after = clients::consume_ranges(
+        &bootstrap,
+        &topic,
+        &[(0, cut, cut + 3)],
+        clients::OP_TIMEOUT,
+    );
+    assert_eq!(after[0].offset, cut);
+    assert_eq!(
+        after[0].record.value.as_deref(),
+        Some(&small(cut as usize)[..])
+    );
+    broker.assert_no_error_logs();
+}

@@ -40,6 +40,8 @@ fn err(code: Code, msg: impl Into<String>) -> AdminError {
 
 /// A topic to create, after request parsing.
 pub struct NewTopic {
+    /// Set when restoring: the id the topic had (its tier paths use it).
+    pub id: Option<Uuid>,
     pub name: String,
     pub partitions: i32,
     pub replication_factor: i16,
@@ -87,7 +89,7 @@ pub async fn create_topic(broker: &Broker, t: NewTopic) -> Result<TopicInfo, Adm
         .metadata
         .propose(Command::CreateTopic {
             name: t.name.clone(),
-            id: Uuid::new_v4(),
+            id: t.id.unwrap_or_else(Uuid::new_v4),
             partitions: t.partitions,
             replication_factor: t.replication_factor,
             configs: t.configs,
@@ -116,9 +118,93 @@ pub async fn create_topic(broker: &Broker, t: NewTopic) -> Result<TopicInfo, Adm
     })
 }
 
+/// `strata.restore=true` at creation: find the topic of that name in the
+/// tier (optionally `strata.tier.cluster.id` names the source cluster) and
+/// create it with its old id and partition count, reading its history from
+/// there. The local logs then start after what the tier holds.
+async fn plan_restore(
+    broker: &Broker,
+    t: &mut NewTopic,
+    requested_partitions: i32,
+) -> Result<(), AdminError> {
+    use crate::config::{RESTORE_CONFIG, TIER_CLUSTER_ID_CONFIG};
+    let Some(flag) = t.configs.remove(RESTORE_CONFIG) else {
+        return Ok(());
+    };
+    if flag != "true" {
+        return Err(err(
+            Code::InvalidConfig,
+            format!("invalid value for {RESTORE_CONFIG}: expected true. value={flag:?}"),
+        ));
+    }
+    let found = broker.tier.find_remote_topic(&t.name).await.map_err(|e| {
+        err(
+            Code::KafkaStorageError,
+            format!("cannot list the tier: {e}"),
+        )
+    })?;
+    let wanted_cluster = t.configs.get(TIER_CLUSTER_ID_CONFIG).cloned();
+    let matches: Vec<_> = found
+        .into_iter()
+        .filter(|(c, _)| wanted_cluster.as_ref().is_none_or(|w| w == c))
+        .collect();
+    let (cluster, remote) = match matches.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(err(
+                Code::InvalidConfig,
+                format!(
+                    "no topic of this name in the tier. topic={}, tier={}",
+                    t.name,
+                    broker.tier.url()
+                ),
+            ))
+        }
+        many => {
+            let clusters: Vec<&str> = many.iter().map(|(c, _)| c.as_str()).collect();
+            return Err(err(
+                Code::InvalidConfig,
+                format!(
+                    "the tier holds this topic for several clusters; name one with {TIER_CLUSTER_ID_CONFIG}. topic={}, clusters={clusters:?}",
+                    t.name
+                ),
+            ));
+        }
+    };
+    let count = remote.partitions.iter().max().map(|p| p + 1).unwrap_or(1);
+    if requested_partitions != -1 && requested_partitions < count {
+        return Err(err(
+            Code::InvalidPartitions,
+            format!("the tier holds {count} partitions; cannot restore into fewer. requested={requested_partitions}"),
+        ));
+    }
+    t.partitions = t.partitions.max(count);
+    t.id = Some(Uuid::from_bytes(remote.topic_id));
+    if broker
+        .view()
+        .topic_by_id(Uuid::from_bytes(remote.topic_id))
+        .is_some()
+    {
+        return Err(err(
+            Code::TopicAlreadyExists,
+            format!(
+                "a topic with the restored topic's id exists. topic={}",
+                t.name
+            ),
+        ));
+    }
+    if cluster != broker.view().cluster_id {
+        t.configs
+            .insert(TIER_CLUSTER_ID_CONFIG.to_string(), cluster);
+    }
+    tracing::info!(topic = %t.name, partitions = t.partitions, "restoring topic from the tier");
+    Ok(())
+}
+
 /// Auto-creation on first use with the broker's defaults.
 pub async fn auto_create(broker: &Broker, name: &str) -> Result<TopicInfo, AdminError> {
     let t = NewTopic {
+        id: None,
         name: name.to_string(),
         partitions: broker.config.num_partitions,
         replication_factor: 1,
@@ -193,12 +279,18 @@ pub async fn create_topics(
                 },
             )
         };
-        let new = NewTopic {
+        let mut new = NewTopic {
+            id: None,
             name: name.clone(),
             partitions,
             replication_factor,
             configs,
         };
+        if config_error.is_none() {
+            if let Err(e) = plan_restore(broker, &mut new, ct.num_partitions).await {
+                config_error = Some(e);
+            }
+        }
         let outcome = match config_error {
             Some(e) => Err(e),
             None if req.validate_only => check_new_topic(broker, &new).map(|_| None),

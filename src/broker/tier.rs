@@ -28,9 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::{now_ms, Broker};
 use crate::partition::Partition;
 
-/// Grace period before an object no manifest names is deleted.
-const ORPHAN_GRACE: Duration = Duration::from_secs(15 * 60);
-/// Orphan collection runs every this many passes.
+/// Orphan collection runs on the first pass and every this many passes.
 const ORPHAN_EVERY: u64 = 120;
 
 /// Runs the tier loop until `shutdown`.
@@ -38,18 +36,20 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
     let every = Duration::from_millis(broker.config.tier.interval_ms);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let grace = Duration::from_millis(broker.config.tier.orphan_grace_ms);
     let mut pass: u64 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let collect_orphans = pass % ORPHAN_EVERY == 0;
         pass += 1;
         for p in broker.all_partitions() {
             if shutdown.is_cancelled() {
                 return;
             }
-            if let Err(e) = tend(&p, &uploader, pass % ORPHAN_EVERY == 0).await {
+            if let Err(e) = tend(&p, &uploader, collect_orphans.then_some(grace)).await {
                 if e.is_retriable() {
                     tracing::debug!(partition = %p.name(), error = %e, "tier pass failed; retrying next pass");
                 } else {
@@ -81,7 +81,11 @@ impl PassError {
     }
 }
 
-async fn tend(p: &Partition, uploader: &Uploader, collect_orphans: bool) -> Result<(), PassError> {
+async fn tend(
+    p: &Partition,
+    uploader: &Uploader,
+    collect_orphans: Option<Duration>,
+) -> Result<(), PassError> {
     let config = p.config();
     let Some(remote) = p.remote() else {
         return Ok(());
@@ -160,8 +164,8 @@ async fn tend(p: &Partition, uploader: &Uploader, collect_orphans: bool) -> Resu
             p.refresh_tier().await?;
         }
     }
-    if collect_orphans {
-        let report = remote.collect_orphans(ORPHAN_GRACE, now).await?;
+    if let Some(grace) = collect_orphans {
+        let report = remote.collect_orphans(grace, now).await?;
         tracing::debug!(partition = %p.name(), report = ?report, "orphan collection");
     }
     Ok(())

@@ -288,6 +288,42 @@ impl TierStore {
     /// Topics (and their partitions) the tier holds for `cluster_id`, for
     /// restoring a cluster from the bucket alone. Directories whose names do
     /// not parse as `<topic>-<32 hex digits>` are skipped.
+    /// Cluster ids with data under this tier's prefix.
+    pub async fn list_clusters(&self) -> Result<Vec<String>, TierError> {
+        let root = self.inner.prefix.clone();
+        let listing = self
+            .inner
+            .store
+            .list_with_delimiter(Some(&root))
+            .await
+            .map_err(store_err("list", &root))?;
+        let mut ids: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(String::from))
+            .filter(|n| !n.starts_with('_'))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Every copy of topic `name` in the tier, across clusters, as
+    /// (cluster id, topic).
+    pub async fn find_remote_topic(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(String, RemoteTopic)>, TierError> {
+        let mut found = Vec::new();
+        for cluster in self.list_clusters().await? {
+            for t in self.list_remote_topics(&cluster).await? {
+                if t.topic == name {
+                    found.push((cluster.clone(), t));
+                }
+            }
+        }
+        Ok(found)
+    }
+
     pub async fn list_remote_topics(
         &self,
         cluster_id: &str,
@@ -372,5 +408,43 @@ mod tests {
         };
         let e = TierStore::from_url_with("memory://", o).expect_err("tiny chunk");
         assert!(e.to_string().contains("key=chunk_size"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn clusters_and_topics_are_listed_on_file_and_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for url in [
+            "memory://".to_string(),
+            format!("file://{}", dir.path().display()),
+        ] {
+            let s = TierStore::from_url(&url).expect("store");
+            s.probe("x").await.expect("probe");
+            let id = "0123456789abcdef0123456789abcdef";
+            s.put(
+                &format!("c1/orders-{id}/0/manifest.json"),
+                Bytes::from_static(b"{}"),
+            )
+            .await
+            .expect("put");
+            s.put(
+                &format!("c2/orders-{id}/1/manifest.json"),
+                Bytes::from_static(b"{}"),
+            )
+            .await
+            .expect("put");
+            assert_eq!(
+                s.list_clusters().await.expect("clusters"),
+                vec!["c1", "c2"],
+                "{url}"
+            );
+            let found = s.find_remote_topic("orders").await.expect("find");
+            assert_eq!(found.len(), 2, "{url}: {found:?}");
+            assert_eq!(found[1].1.partitions, vec![1]);
+        }
     }
 }
