@@ -15,8 +15,10 @@
 //! Consistency: all changes to one group happen under its mutex, in the
 //! order the requests reach it. Offset writes of one group are also
 //! serialised by a per-group async lock held from append to fsync, so the
-//! in-memory cache is updated in log order and only with durable records:
-//! OffsetFetch never returns an offset a crash could lose.
+//! in-memory cache follows the log order. A commit becomes visible only once
+//! durable (OffsetFetch never returns an offset a crash could lose);
+//! removals (DeleteGroups, OffsetDelete, expiry, deleted topics) are
+//! visible at once.
 //!
 //! Crash safety: an OffsetCommit is acknowledged only after its records are
 //! fsynced (`Partition::wait_durable`, acks=all). Membership snapshots

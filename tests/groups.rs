@@ -1239,6 +1239,45 @@ mod raw_requests {
         broker.assert_no_error_logs();
     }
 
+    fn fetch_offset(conn: &mut RawConn, group: &str, topic: &str) -> i64 {
+        let r: OffsetFetchResponse = conn.roundtrip(
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_indexes(vec![0])])),
+        );
+        r.topics[0].partitions[0].committed_offset
+    }
+
+    #[test]
+    fn group_offsets_of_a_deleted_topic_are_removed() {
+        let broker = start_broker();
+        let bs = broker.bootstrap();
+        let topic = common::topic_name("grp-deleted");
+        clients::create_topic(&bs, &topic, 1, &[]);
+        let mut conn = RawConn::connect(&bs);
+        let group = common::topic_name("g-deleted");
+        assert_eq!(
+            commit_code(&mut conn, 8, &commit_req(&group, "", -1, &topic, "")),
+            NONE
+        );
+        assert_eq!(fetch_offset(&mut conn, &group, &topic), 5);
+        let admin = clients::admin(&bs);
+        let opts = rdkafka::admin::AdminOptions::new().operation_timeout(Some(clients::OP_TIMEOUT));
+        for r in clients::block_on(admin.delete_topics(&[&topic], &opts)).expect("delete topics") {
+            r.expect("topic deleted");
+        }
+        // A topic of the same name starts without the old group's offsets.
+        clients::create_topic(&bs, &topic, 1, &[]);
+        wait_until("the old offset to go", Duration::from_secs(10), || {
+            fetch_offset(&mut conn, &group, &topic) == -1
+        });
+        broker.assert_no_error_logs();
+    }
+
     #[test]
     fn group_every_advertised_version_is_answered() {
         let broker = start_broker();

@@ -545,19 +545,66 @@ impl Coordinator {
 
     /// Removes expired offsets (KIP-211) and the empty groups left with none.
     pub async fn expire_offsets<L: GroupLog>(&self, log: &L) -> (usize, usize) {
+        let retention = self.config.offsets_retention_ms;
+        let (offsets, groups) = self
+            .purge(log, true, |g, now| {
+                g.expired_offsets(now.wall_ms, retention)
+            })
+            .await;
+        if offsets > 0 || groups > 0 {
+            tracing::info!(offsets, groups, "removed expired offsets and empty groups");
+        }
+        (offsets, groups)
+    }
+
+    /// Removes the committed offsets of topics that no longer exist (as
+    /// Kafka does when a topic is deleted).
+    pub async fn drop_deleted_topics<L: GroupLog>(&self, log: &L) -> usize {
+        let (offsets, _) = self
+            .purge(log, false, |g, _| {
+                g.offsets()
+                    .keys()
+                    .filter(|(topic, _)| !log.topic_exists(topic))
+                    .cloned()
+                    .collect()
+            })
+            .await;
+        if offsets > 0 {
+            tracing::info!(offsets, "removed committed offsets of deleted topics");
+        }
+        offsets
+    }
+
+    /// Tombstones the offsets `select` picks in every group and, with
+    /// `drop_empty`, removes empty groups left without offsets. Returns the
+    /// number of offsets and groups removed.
+    async fn purge<L: GroupLog>(
+        &self,
+        log: &L,
+        drop_empty: bool,
+        select: impl Fn(&Group, Now) -> Vec<(String, i32)>,
+    ) -> (usize, usize) {
         let (mut offsets, mut groups) = (0, 0);
         for (group_id, slot) in self.slots() {
             let _writes = slot.writes.lock().await;
             let appended = {
                 let mut inner = slot.lock();
                 let now = self.now();
-                let expired = inner
-                    .group
-                    .expired_offsets(now.wall_ms, self.config.offsets_retention_ms);
-                if expired.is_empty() && !inner.group.is_removable() {
+                if inner.group.state() == GroupState::Dead {
                     continue;
                 }
-                let mut records: Vec<KeyValue> = expired
+                let picked = select(&inner.group, now);
+                let left = inner
+                    .group
+                    .offsets()
+                    .keys()
+                    .filter(|k| !picked.contains(k))
+                    .count();
+                let gone = drop_empty && left == 0 && inner.group.is_removable_without_offsets();
+                if picked.is_empty() && !gone {
+                    continue;
+                }
+                let mut records: Vec<KeyValue> = picked
                     .iter()
                     .map(|(topic, partition)| {
                         let key = RecordKey::Offset {
@@ -568,35 +615,32 @@ impl Coordinator {
                         (encode_key(&key), None)
                     })
                     .collect();
-                for (topic, partition) in &expired {
+                if gone {
+                    let key = RecordKey::Group {
+                        group: group_id.clone(),
+                    };
+                    records.push((encode_key(&key), None));
+                }
+                let appended = match log.append(&group_id, &records, now.wall_ms) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(group = %group_id, error = %e, "cannot remove committed offsets");
+                        continue;
+                    }
+                };
+                for (topic, partition) in &picked {
                     inner.group.remove_offset(topic, *partition);
                 }
-                offsets += expired.len();
-                let gone = inner.group.is_removable();
+                offsets += picked.len();
                 if gone {
-                    records.push((
-                        encode_key(&RecordKey::Group {
-                            group: group_id.clone(),
-                        }),
-                        None,
-                    ));
                     self.remove(&group_id, &slot, &mut inner, now);
                     groups += 1;
                 }
-                match log.append(&group_id, &records, now.wall_ms) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(group = %group_id, error = %e, "cannot write expired offsets");
-                        continue;
-                    }
-                }
+                appended
             };
             if let Err(e) = self.wait_durable(log, appended).await {
-                tracing::warn!(group = %group_id, error = %e, "expired offsets not durable");
+                tracing::warn!(group = %group_id, error = %e, "offset removal not durable");
             }
-        }
-        if offsets > 0 || groups > 0 {
-            tracing::info!(offsets, groups, "removed expired offsets and empty groups");
         }
         (offsets, groups)
     }
@@ -704,7 +748,21 @@ impl Coordinator {
         let mut expiry = tokio::time::interval(self.config.offsets_retention_check_interval);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         expiry.tick().await;
+        let mut metadata = log.metadata_watch();
+        // Topics deleted before the watch started.
+        if self.is_loaded() {
+            self.drop_deleted_topics(log).await;
+        }
         loop {
+            let metadata_changed = async {
+                let alive = match metadata.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => false,
+                };
+                if !alive {
+                    std::future::pending::<()>().await;
+                }
+            };
             let next = if self.is_loaded() {
                 self.tick_all(log)
             } else {
@@ -721,6 +779,11 @@ impl Coordinator {
                 _ = expiry.tick() => {
                     if self.is_loaded() && !self.closed.load(Ordering::Acquire) {
                         self.expire_offsets(log).await;
+                    }
+                }
+                _ = metadata_changed => {
+                    if self.is_loaded() && !self.closed.load(Ordering::Acquire) {
+                        self.drop_deleted_topics(log).await;
                     }
                 }
             }

@@ -55,6 +55,12 @@ pub trait GroupLog: Send + Sync {
     /// to continue from; None at the end of the partition.
     fn read(&self, partition: i32, offset: i64)
         -> Result<Option<(Vec<KeyValue>, i64)>, GroupError>;
+
+    /// Whether `topic` exists (committed offsets of deleted topics go).
+    fn topic_exists(&self, topic: &str) -> bool;
+
+    /// Changes whenever the cluster metadata does (None: never).
+    fn metadata_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
 }
 
 /// Serialises the creation of the offsets topic.
@@ -214,6 +220,14 @@ impl GroupLog for Broker {
                 source: Box::new(source),
             })?;
         Ok(decode_records(slice.data, offset))
+    }
+
+    fn topic_exists(&self, topic: &str) -> bool {
+        self.view().topic(topic).is_some()
+    }
+
+    fn metadata_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.metadata.subscribe())
     }
 }
 

@@ -367,10 +367,14 @@ impl Group {
 
     /// Empty with no offsets left: the coordinator may delete it.
     pub fn is_removable(&self) -> bool {
+        self.is_removable_without_offsets() && self.offsets.is_empty()
+    }
+
+    /// Empty with no members: removable once its offsets are gone.
+    pub fn is_removable_without_offsets(&self) -> bool {
         self.state == GroupState::Empty
             && self.members.is_empty()
             && self.pending_members.is_empty()
-            && self.offsets.is_empty()
     }
 
     fn transition(&mut self, to: GroupState, now: Now) {

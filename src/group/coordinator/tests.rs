@@ -11,16 +11,27 @@ use crate::group::state::Protocol;
 const PARTITIONS: i32 = 4;
 
 /// `__consumer_offsets` in memory: one Vec of records per partition.
-#[derive(Default)]
 struct MemLog {
     parts: Mutex<Vec<Vec<KeyValue>>>,
+    deleted_topics: Mutex<BTreeSet<String>>,
+    metadata: tokio::sync::watch::Sender<u64>,
 }
 
 impl MemLog {
     fn new() -> Arc<MemLog> {
         Arc::new(MemLog {
             parts: Mutex::new(vec![Vec::new(); PARTITIONS as usize]),
+            deleted_topics: Mutex::new(BTreeSet::new()),
+            metadata: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    fn delete_topic(&self, topic: &str) {
+        self.deleted_topics
+            .lock()
+            .unwrap()
+            .insert(topic.to_string());
+        self.metadata.send_modify(|v| *v += 1);
     }
 
     fn records(&self) -> usize {
@@ -67,6 +78,14 @@ impl GroupLog for MemLog {
             return Ok(None);
         }
         Ok(Some((p[offset as usize..].to_vec(), p.len() as i64)))
+    }
+
+    fn topic_exists(&self, topic: &str) -> bool {
+        !self.deleted_topics.lock().unwrap().contains(topic)
+    }
+
+    fn metadata_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.metadata.subscribe())
     }
 }
 
@@ -422,4 +441,36 @@ async fn session_timeouts_outside_the_range_are_refused() {
     ));
     assert_eq!(state(&c, "g"), None, "no group left behind");
     stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn offsets_of_deleted_topics_are_removed() {
+    let log = MemLog::new();
+    let (c, stop) = start(&log).await;
+    c.commit_offsets(
+        &*log,
+        "g",
+        "",
+        None,
+        -1,
+        vec![
+            ("t".into(), 0, offset(1, "")),
+            ("u".into(), 0, offset(2, "")),
+        ],
+    )
+    .await
+    .expect("commit");
+    log.delete_topic("t");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let left = c.fetch_offsets("g", None).expect("fetch");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0, "u");
+    stop.cancel();
+    let (c2, stop2) = start(&log).await;
+    let left = c2.fetch_offsets("g", None).expect("fetch");
+    assert_eq!(
+        left.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        vec!["u"]
+    );
+    stop2.cancel();
 }
