@@ -301,7 +301,7 @@ async fn dispatch(
             ResponseKind::DescribeCluster(cluster::describe_cluster(broker, r, v))
         }
         RequestKind::DescribeLogDirs(r) => {
-            ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(broker, r, v))
+            ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(broker, r, v).await)
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(producer_id::handle(broker, r, v).await)

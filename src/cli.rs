@@ -14,6 +14,7 @@ mod format;
 mod group;
 mod output;
 mod produce;
+mod tier;
 mod topic;
 
 use std::io::IsTerminal;
@@ -43,6 +44,8 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Print records of a topic to stdout (kcat -C)
     Consume(ConsumeArgs),
+    /// Tiered storage: per-partition status, restore a topic from the tier
+    Tier(tier::TierArgs),
 }
 
 /// How results are printed.
@@ -152,6 +155,7 @@ pub fn run(cmd: Command) -> ExitCode {
             Command::Group(a) => group::run(a).await,
             Command::Produce(a) => produce::run(a).await,
             Command::Consume(a) => consume::run(a).await,
+            Command::Tier(a) => tier::run(a).await,
         }
     });
     match result {

@@ -363,6 +363,39 @@ fn restore_into_an_empty_data_dir_serves_the_topic() {
         );
         assert_eq!(at[0], (p, high));
     }
+    // `strata tier status` reports both sides per partition.
+    let out = std::process::Command::new(common::strata_bin())
+        .args([
+            "tier",
+            "status",
+            &topic,
+            "-b",
+            &second.bootstrap(),
+            "--output",
+            "json",
+        ])
+        .output()
+        .expect("run strata tier status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert_eq!(r["log_start_offset"], 0);
+        assert!(r["tier_bytes"].as_i64().expect("tier bytes") > 0, "{r}");
+        assert!(
+            r["last_tiered_offset"].as_i64().expect("last tiered") > 100,
+            "{r}"
+        );
+        assert!(
+            r["local_log_start_offset"].as_i64() > r["log_start_offset"].as_i64(),
+            "{r}"
+        );
+    }
     second.assert_no_error_logs();
 }
 

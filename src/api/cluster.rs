@@ -53,7 +53,10 @@ pub fn describe_cluster(
     resp
 }
 
-pub fn describe_log_dirs(
+/// The local data dir, and the tier as a second, remote "log dir" whose
+/// partition sizes are the bytes each partition holds in the object store
+/// (so `strata tier status` and other tools see both through the protocol).
+pub async fn describe_log_dirs(
     broker: &Broker,
     req: DescribeLogDirsRequest,
     _version: i16,
@@ -64,7 +67,8 @@ pub fn describe_log_dirs(
             .map(|t| (t.topic.0.to_string(), t.partitions))
             .collect()
     });
-    let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
+    let mut local: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
+    let mut tier: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
     for p in broker.all_partitions() {
         if view.topic_by_id(p.topic_id).is_none() {
             continue;
@@ -75,27 +79,48 @@ pub fn describe_log_dirs(
                 _ => continue,
             }
         }
-        by_topic.entry(p.topic.clone()).or_default().push(
+        local.entry(p.topic.clone()).or_default().push(
             DescribeLogDirsPartition::default()
                 .with_partition_index(p.index)
                 .with_partition_size(p.size_bytes() as i64)
                 .with_offset_lag(0),
         );
+        if let (Some(remote), true) = (p.remote(), p.config().tier.enabled) {
+            if let Ok(bytes) = remote.tier_bytes().await {
+                // offset_lag: offsets not yet in the tier (the copy lag).
+                let tiered_to = p.tier_last_offset().unwrap_or(p.log_start_offset() - 1);
+                tier.entry(p.topic.clone()).or_default().push(
+                    DescribeLogDirsPartition::default()
+                        .with_partition_index(p.index)
+                        .with_partition_size(bytes as i64)
+                        .with_offset_lag((p.high_watermark() - tiered_to - 1).max(0)),
+                );
+            }
+        }
     }
-    let topics = by_topic
-        .into_iter()
-        .map(|(name, mut partitions)| {
-            partitions.sort_by_key(|p| p.partition_index);
-            DescribeLogDirsTopic::default()
-                .with_name(TopicName(StrBytes::from_string(name)))
-                .with_partitions(partitions)
-        })
-        .collect();
+    let topics = |by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>>| {
+        by_topic
+            .into_iter()
+            .map(|(name, mut partitions)| {
+                partitions.sort_by_key(|p| p.partition_index);
+                DescribeLogDirsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_partitions(partitions)
+            })
+            .collect()
+    };
     let dir = std::path::absolute(&broker.config.data_dir)
         .unwrap_or_else(|_| broker.config.data_dir.clone());
-    DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
-        .with_log_dir(StrBytes::from_string(dir.display().to_string()))
-        .with_topics(topics)
-        .with_total_bytes(-1)
-        .with_usable_bytes(-1)])
+    DescribeLogDirsResponse::default().with_results(vec![
+        DescribeLogDirsResult::default()
+            .with_log_dir(StrBytes::from_string(dir.display().to_string()))
+            .with_topics(topics(local))
+            .with_total_bytes(-1)
+            .with_usable_bytes(-1),
+        DescribeLogDirsResult::default()
+            .with_log_dir(StrBytes::from_string(broker.tier.url().to_string()))
+            .with_topics(topics(tier))
+            .with_total_bytes(-1)
+            .with_usable_bytes(-1),
+    ])
 }

@@ -8,7 +8,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeLogDirsRequest,
     IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -212,6 +212,45 @@ impl Client {
 
     /// Delete topics by name; each has its own outcome, in the order given.
     #[allow(clippy::type_complexity)]
+    /// DescribeLogDirs on one broker: per log dir, (topic, partition, bytes,
+    /// offset lag). Strata lists its tier as a second dir (its URL).
+    pub async fn describe_log_dirs(
+        &self,
+        node: i32,
+    ) -> Result<Vec<(String, Vec<(String, i32, i64, i64)>)>, ClientError> {
+        let conn = self.node_conn(node).await?;
+        let resp = conn
+            .send(&DescribeLogDirsRequest::default().with_topics(None))
+            .await?;
+        error::check(
+            resp.error_code,
+            "describe log dirs",
+            || format!("node={node}"),
+            None,
+        )?;
+        Ok(resp
+            .results
+            .into_iter()
+            .map(|d| {
+                let parts = d
+                    .topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions.iter().map(move |p| {
+                            (
+                                t.name.0.to_string(),
+                                p.partition_index,
+                                p.partition_size,
+                                p.offset_lag,
+                            )
+                        })
+                    })
+                    .collect();
+                (d.log_dir.to_string(), parts)
+            })
+            .collect())
+    }
+
     pub async fn delete_topics(
         &self,
         names: &[&str],

@@ -56,6 +56,10 @@ pub enum OffsetSpec {
     Timestamp(i64),
     /// The offset of the record with the highest timestamp.
     MaxTimestamp,
+    /// The first offset on the broker's local disk (KIP-405).
+    EarliestLocal,
+    /// The last offset in the tier, -1 when nothing is tiered (KIP-1005).
+    LatestTiered,
 }
 
 impl OffsetSpec {
@@ -64,6 +68,8 @@ impl OffsetSpec {
             OffsetSpec::Earliest => -2,
             OffsetSpec::Latest => -1,
             OffsetSpec::MaxTimestamp => -3,
+            OffsetSpec::EarliestLocal => -4,
+            OffsetSpec::LatestTiered => -5,
             OffsetSpec::Timestamp(ts) => ts,
         }
     }
