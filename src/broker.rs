@@ -344,6 +344,8 @@ impl Broker {
         m.tier_copy_lag_bytes.clear();
         m.tier_copy_lag_segments.clear();
         m.tier_bytes.clear();
+        m.consumer_group_lag.clear();
+        self.refresh_group_lag();
         m.tier_cache_size_bytes.set(
             (self.tier.cache_memory_bytes().await + self.tier.cache_disk_bytes().await) as i64,
         );
@@ -386,6 +388,39 @@ impl Broker {
                     if let Ok(bytes) = remote.tier_bytes().await {
                         m.tier_bytes.get_or_create(&l).set(bytes as i64);
                     }
+                }
+            }
+        }
+    }
+
+    /// Consumer lag per group and partition: high watermark minus the
+    /// committed offset.
+    fn refresh_group_lag(&self) {
+        let Ok(groups) = self.groups.list() else {
+            return;
+        };
+        let view = self.view();
+        for g in groups {
+            let Ok(offsets) = self.groups.fetch_offsets(&g.group_id, None) else {
+                continue;
+            };
+            for (topic, parts) in offsets {
+                let Some(t) = view.topic(&topic) else {
+                    continue;
+                };
+                for (partition, committed) in parts {
+                    let (Some(c), Some(p)) = (committed, self.partition(t.id, partition)) else {
+                        continue;
+                    };
+                    let l = crate::telemetry::metrics::GroupPartitionLabels {
+                        group: g.group_id.clone(),
+                        topic: topic.clone(),
+                        partition: partition.to_string(),
+                    };
+                    self.metrics
+                        .consumer_group_lag
+                        .get_or_create(&l)
+                        .set((p.high_watermark() - c.offset).max(0));
                 }
             }
         }

@@ -92,6 +92,25 @@ fn metrics_match_the_workload() {
         .keys()
         .any(|k| k.starts_with("strata_request_duration_seconds_count{api=\"Fetch\"")));
 
+    // Consumer lag: high watermark minus the committed offset.
+    {
+        use rdkafka::consumer::{CommitMode, Consumer};
+        let group = common::topic_name("lag-group");
+        let c = clients::consumer(&broker.bootstrap(), &[("group.id", group.as_str())]);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(20))
+            .expect("tpl");
+        c.commit(&tpl, CommitMode::Sync).expect("commit");
+        let m = scrape(&broker);
+        assert_eq!(
+            m.get(&format!(
+                "strata_consumer_group_lag{{group=\"{group}\",topic=\"{topic}\",partition=\"0\"}}"
+            )),
+            Some(&5.0),
+            "{m:#?}"
+        );
+    }
+
     // An error is counted under its Kafka name.
     clients::try_create_topic(&broker.bootstrap(), &topic, 1, &[]).expect_err("exists");
     let m = scrape(&broker);

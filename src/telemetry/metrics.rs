@@ -69,6 +69,14 @@ pub struct Metrics {
     pub tier_copy_lag_segments: Family<PartitionLabels, Gauge>,
     pub tier_bytes: Family<PartitionLabels, Gauge>,
     pub tier_cache_size_bytes: Gauge,
+    pub consumer_group_lag: Family<GroupPartitionLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupPartitionLabels {
+    pub group: String,
+    pub topic: String,
+    pub partition: String,
 }
 
 impl Default for Metrics {
@@ -98,6 +106,7 @@ impl Metrics {
             tier_copy_lag_segments: Family::default(),
             tier_bytes: Family::default(),
             tier_cache_size_bytes: Gauge::default(),
+            consumer_group_lag: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -184,6 +193,11 @@ impl Metrics {
             "strata_tier_cache_size_bytes",
             "Bytes held by the tier read cache (memory and disk)",
             m.tier_cache_size_bytes.clone(),
+        );
+        registry.register(
+            "strata_consumer_group_lag",
+            "High watermark minus the committed offset, by group and partition",
+            m.consumer_group_lag.clone(),
         );
         Metrics { registry, ..m }
     }
