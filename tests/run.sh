@@ -38,6 +38,19 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null || true)" != "$wan
   echo "$want_hash" > "$STAMP"
 fi
 
+# Deployment checks (terraform, checkov, dashboards): their own venvs, as
+# checkov and python-hcl2 both install a module named hcl2.
+for spec in ".venv-deploy:tests/deploy/requirements.txt" ".venv-checkov:tests/deploy/requirements-checkov.txt"; do
+  venv="${spec%%:*}"; req="${spec#*:}"
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null || true)" != "$want" ]; then
+    step "creating $venv from $req"
+    if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" </dev/null
+    echo "$want" > "$venv/.requirements.sha256"
+  fi
+done
+
 USE_NEXTEST=1
 if ! cargo nextest --version >/dev/null 2>&1; then
   step "installing cargo-nextest"
@@ -65,9 +78,15 @@ step "pytest tests/python"
 py_rc=0
 STRATA_BIN="$ROOT/target/debug/strata" .venv/bin/pytest -q --timeout=600 tests/python || py_rc=$?
 
+step "pytest tests/deploy"
+deploy_rc=0
+STRATA_BIN="$ROOT/target/debug/strata" CHECKOV="$ROOT/.venv-checkov/bin/checkov" \
+  .venv-deploy/bin/pytest -q --timeout=600 tests/deploy || deploy_rc=$?
+
 step "summary"
 echo "rust tests: $([ "$rust_rc" = 0 ] && echo passed || echo "FAILED (exit $rust_rc)")"
 echo "python tests: $([ "$py_rc" = 0 ] && echo passed || echo "FAILED (exit $py_rc)")"
-if [ "$rust_rc" != 0 ] || [ "$py_rc" != 0 ]; then
+echo "deploy checks: $([ "$deploy_rc" = 0 ] && echo passed || echo "FAILED (exit $deploy_rc)")"
+if [ "$rust_rc" != 0 ] || [ "$py_rc" != 0 ] || [ "$deploy_rc" != 0 ]; then
   exit 1
 fi
