@@ -1287,7 +1287,12 @@ impl Group {
 
     /// Replaces the membership with a persisted snapshot (at load). A group
     /// with members comes back Stable and its members get a fresh session.
-    pub fn restore(&mut self, v: GroupValue, now: Now) {
+    pub fn restore(&mut self, mut v: GroupValue, now: Now) {
+        if v.protocol.is_none() {
+            // Members without a selected protocol cannot be Stable: they
+            // rejoin anyway, so keep none.
+            v.members.clear();
+        }
         let protocol = v.protocol.clone().unwrap_or_default();
         self.members.clear();
         self.static_members.clear();
@@ -1327,7 +1332,7 @@ impl Group {
         if self.leader.is_none() {
             self.leader = self.members.keys().next().cloned();
         }
-        self.state = if self.members.is_empty() || self.protocol_name.is_none() {
+        self.state = if self.members.is_empty() {
             GroupState::Empty
         } else {
             GroupState::Stable

@@ -698,3 +698,48 @@ fn subscriptions_decode_for_offset_delete() {
     let topics = g.subscribed_topics().expect("known");
     assert!(topics.contains("t1") && !topics.contains("t3"));
 }
+
+#[test]
+fn a_snapshot_without_a_protocol_restores_an_empty_group() {
+    let c = Clock::new();
+    let mut g = Group::new("g", c.now());
+    g.commit_offset(
+        "t",
+        0,
+        crate::group::records::OffsetValue {
+            offset: 4,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 0,
+            expire_timestamp: None,
+        },
+    );
+    g.restore(
+        GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 3,
+            protocol: None,
+            leader: Some("m".into()),
+            current_state_timestamp: -1,
+            members: vec![MemberValue {
+                member_id: "m".into(),
+                group_instance_id: None,
+                client_id: "c".into(),
+                client_host: String::new(),
+                rebalance_timeout_ms: 1000,
+                session_timeout_ms: 1000,
+                subscription: Bytes::new(),
+                assignment: Bytes::new(),
+            }],
+        },
+        c.now(),
+    );
+    assert_eq!(g.state(), GroupState::Empty);
+    assert!(!g.has_members());
+    assert_eq!(g.generation(), 3);
+    assert_eq!(
+        g.offset("t", 0).map(|v| v.offset),
+        Some(4),
+        "offsets are kept"
+    );
+}
