@@ -279,9 +279,9 @@ fn consumer_config(bootstrap: &str, o: &Opts) -> ClientConfig {
     c
 }
 
-/// Polls until `stop`, commits every 200 ms; on `stop` closes the consumer
-/// (LeaveGroup) by dropping it.
-fn consume_loop(c: BaseConsumer<Ctx>, stop: &AtomicBool) {
+/// Polls until `stop`, commits every `commit_every`; on `stop` closes the
+/// consumer (LeaveGroup) by dropping it.
+fn consume_loop(c: BaseConsumer<Ctx>, stop: &AtomicBool, commit_every: Duration) {
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         match c.poll(Duration::from_millis(100)) {
@@ -289,7 +289,7 @@ fn consume_loop(c: BaseConsumer<Ctx>, stop: &AtomicBool) {
             Some(Ok(m)) => c.context().sink.consumed(m.partition(), m.offset()),
             Some(Err(e)) => c.context().sink.error(e.to_string()),
         }
-        if last_commit.elapsed() >= Duration::from_millis(200) {
+        if last_commit.elapsed() >= commit_every {
             commit_positions(&c, None);
             last_commit = Instant::now();
         }
@@ -329,7 +329,7 @@ impl Member {
         );
         let handle = std::thread::spawn(move || {
             let c = new_consumer(&bs, &o, sink);
-            consume_loop(c, &flag);
+            consume_loop(c, &flag, Duration::from_millis(200));
         });
         Member {
             shared,
@@ -438,7 +438,8 @@ fn child_consumer() {
     };
     let c = new_consumer(&bs, &Opts::new(&group, &topic), Arc::new(StdoutSink));
     let stop = AtomicBool::new(false);
-    consume_loop(c, &stop);
+    // Commits seldom, so a crash leaves read-but-uncommitted records behind.
+    consume_loop(c, &stop, Duration::from_millis(1500));
 }
 
 // ----- Checks --------------------------------------------------------------
