@@ -553,12 +553,17 @@ fn tier_retention_and_delete_records_move_the_log_start() {
         .collect();
     clients::produce_all(&producer, &topic, &records);
 
-    // Retention over the whole log (tier + local) moves the start.
+    // Retention over the whole log (tier + local) moves the start. It acts
+    // on each pass while uploads continue; wait until it has settled: the
+    // copy is done and the start stays put.
+    let lag_key = format!("strata_tier_copy_lag_segments{{topic=\"{topic}\",partition=\"0\"}}");
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last_low = -1;
     let low = loop {
         let (low, high) = clients::watermarks(&bootstrap, &topic, 0);
         assert_eq!(high, 2000);
-        let tier_bytes = scrape(&broker)
+        let m = scrape(&broker);
+        let tier_bytes = m
             .get(&format!(
                 "strata_tier_partition_bytes{{topic=\"{topic}\",partition=\"0\"}}"
             ))
@@ -566,14 +571,19 @@ fn tier_retention_and_delete_records_move_the_log_start() {
             .unwrap_or(f64::MAX);
         // Segment granularity: what stays is at least retention.bytes and
         // less than that plus a segment (Kafka's rule).
-        if low > 0 && tier_bytes <= (2_097_152 + 2 * 262_144) as f64 {
+        let settled = low > 0
+            && low == last_low
+            && m.get(&lag_key) == Some(&0.0)
+            && tier_bytes <= (2_097_152 + 2 * 262_144) as f64;
+        if settled {
             break low;
         }
         assert!(
             Instant::now() < deadline,
-            "retention did not apply: low={low}, tier={tier_bytes}"
+            "retention did not settle: low={low}, tier={tier_bytes}"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        last_low = low;
+        std::thread::sleep(Duration::from_millis(500));
     };
     // The remaining head of the log is still in the tier, and readable.
     let head = clients::consume_ranges(
