@@ -64,6 +64,8 @@ pub struct Broker {
     /// host and port clients are told to connect to.
     pub advertised: (String, u16),
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    /// Paces the bytes fetches request from the tier (`--tier-fetch-bytes-per-sec`).
+    pub tier_fetch_limiter: Arc<tiering::RateLimiter>,
     /// The group coordinator (consumer groups and committed offsets).
     pub groups: crate::group::Coordinator,
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
@@ -84,12 +86,15 @@ impl Broker {
         let mut metrics = crate::telemetry::metrics::Metrics::new();
         metrics.register_tier(tier.metrics());
         let metrics = Arc::new(metrics);
+        let tier_fetch_limiter =
+            Arc::new(tiering::RateLimiter::new(config.tier.fetch_bytes_per_sec));
         Broker {
             groups,
             config,
             metadata,
             tier,
             advertised,
+            tier_fetch_limiter,
             metrics,
             partitions: RwLock::new(HashMap::new()),
             reconcile_lock: AsyncMutex::new(()),

@@ -120,6 +120,9 @@ pub struct ServeArgs {
     /// Upload bandwidth in bytes/s, 0 for unlimited [default: 0]
     #[arg(long, env = "STRATA_TIER_UPLOAD_BYTES_PER_SEC")]
     pub tier_upload_bytes_per_sec: Option<u64>,
+    /// Bytes/s that fetches may request from the tier, 0 for unlimited [default: 0]
+    #[arg(long, env = "STRATA_TIER_FETCH_BYTES_PER_SEC")]
+    pub tier_fetch_bytes_per_sec: Option<u64>,
     /// How often sealed segments are offered for upload and tier retention runs, in ms [default: 5000]
     #[arg(long, env = "STRATA_TIER_INTERVAL_MS")]
     pub tier_interval_ms: Option<u64>,
@@ -163,6 +166,7 @@ pub struct TierSettings {
     pub chunk_bytes: u64,
     pub upload_concurrency: usize,
     pub upload_bytes_per_sec: u64,
+    pub fetch_bytes_per_sec: u64,
     pub interval_ms: u64,
     pub orphan_grace_ms: u64,
 }
@@ -349,6 +353,7 @@ impl BrokerConfig {
                 a.tier_upload_concurrency.unwrap_or(2) as u64,
             )? as usize,
             upload_bytes_per_sec: a.tier_upload_bytes_per_sec.unwrap_or(0),
+            fetch_bytes_per_sec: a.tier_fetch_bytes_per_sec.unwrap_or(0),
             interval_ms: positive("tier-interval-ms", a.tier_interval_ms.unwrap_or(5000))?,
             orphan_grace_ms: a.tier_orphan_grace_ms.unwrap_or(15 * 60 * 1000),
         };
@@ -468,6 +473,9 @@ impl ServeArgs {
                 .tier_upload_bytes_per_sec
                 .or(file.tier_upload_bytes_per_sec),
             tier_interval_ms: self.tier_interval_ms.or(file.tier_interval_ms),
+            tier_fetch_bytes_per_sec: self
+                .tier_fetch_bytes_per_sec
+                .or(file.tier_fetch_bytes_per_sec),
             tier_orphan_grace_ms: self.tier_orphan_grace_ms.or(file.tier_orphan_grace_ms),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),

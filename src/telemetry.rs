@@ -99,7 +99,7 @@ pub fn init(config: &BrokerConfig) -> TelemetryGuard {
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("strata"))
-            .with_filter(EnvFilter::new("strata=info"))
+            .with_filter(EnvFilter::new("strata=info,tiering=info"))
     });
     let result = tracing_subscriber::registry()
         .with(fmt.with_filter(log_filter))

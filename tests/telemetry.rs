@@ -208,6 +208,7 @@ fn serve_one(stream: &mut std::net::TcpStream, sink: &Spans) {
 fn request_spans_are_exported_over_otlp() {
     let receiver = start_receiver();
     let mut broker = Broker::builder()
+        .args(["--tier-interval-ms", "100"])
         .arg("--otlp-endpoint")
         .arg(format!("http://{}", receiver.addr))
         .start();
@@ -221,6 +222,50 @@ fn request_spans_are_exported_over_otlp() {
         clients::OP_TIMEOUT,
     );
     assert_eq!(got.len(), 1);
+    // Uploads and remote reads have spans too: a topic with tiny segments
+    // that leave local disk at once, read back from offset 0.
+    let tiered = common::topic_name("otlp-tier");
+    clients::create_topic(
+        &broker.bootstrap(),
+        &tiered,
+        1,
+        &[("segment.bytes", "1024"), ("local.retention.bytes", "1")],
+    );
+    for _ in 0..6 {
+        clients::produce(
+            &broker.bootstrap(),
+            &tiered,
+            &[TestRecord::value(vec![b'x'; 600]).in_partition(0)],
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let first_local_base = || {
+        std::fs::read_dir(broker.data_dir().join(format!("{tiered}-0")))
+            .expect("partition dir")
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_suffix(".log")
+                    .and_then(|b| b.parse::<i64>().ok())
+            })
+            .min()
+            .unwrap_or(0)
+    };
+    while first_local_base() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment left local disk"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let back = clients::consume_ranges(
+        &broker.bootstrap(),
+        &tiered,
+        &[(0, 0, 1)],
+        clients::OP_TIMEOUT,
+    );
+    assert_eq!(back.len(), 1);
     // A clean stop flushes the exporter.
     let status = broker.stop();
     assert!(status.success(), "broker exit: {status:?}");
@@ -237,6 +282,14 @@ fn request_spans_are_exported_over_otlp() {
             .cloned()
             .unwrap_or_else(|| panic!("no {api} span for {topic}; got {spans:#?}"))
     };
+    for name in ["tier_upload", "tier_read"] {
+        let (_, attrs) = spans
+            .iter()
+            .find(|(n, a)| n == name && a.get("partition").is_some_and(|p| p.starts_with(&tiered)))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} span for {tiered}; got {spans:#?}"));
+        assert!(attrs.contains_key("partition"), "{name}: {attrs:?}");
+    }
     for api in ["Produce", "Fetch"] {
         let (_, attrs) = find(api);
         for key in ["version", "correlation_id", "client_id", "partition"] {

@@ -97,7 +97,14 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
         let (mut parts, mut bytes, mut any_error, remote) =
             read_all(&targets, req.max_bytes, read_committed, version);
         if !remote.is_empty() {
-            let (b, e) = read_remote(&mut parts, remote, max_wait, read_committed).await;
+            let (b, e) = read_remote(
+                &mut parts,
+                remote,
+                max_wait,
+                read_committed,
+                broker.tier_fetch_limiter.clone(),
+            )
+            .await;
             bytes += b;
             any_error |= e;
         }
@@ -140,6 +147,7 @@ async fn read_remote(
     reads: Vec<RemoteRead>,
     max_wait: Duration,
     read_committed: bool,
+    limiter: Arc<tiering::RateLimiter>,
 ) -> (usize, bool) {
     let wait = max_wait.max(MIN_REMOTE_WAIT);
     let tasks: Vec<_> = reads
@@ -147,7 +155,12 @@ async fn read_remote(
         .map(|(i, p, offset, budget)| {
             let task = tokio::spawn({
                 let p = p.clone();
-                async move { p.read_remote(offset, budget.max(1)).await }
+                let limiter = limiter.clone();
+                async move {
+                    // Pace what fetches ask of the object store.
+                    let _ = limiter.acquire(budget.max(1) as u64, None).await;
+                    p.read_remote(offset, budget.max(1)).await
+                }
             });
             (i, p, task)
         })

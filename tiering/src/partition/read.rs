@@ -194,7 +194,10 @@ impl RemotePartition {
     /// after dropping the cached chunks; a missing object once after
     /// re-reading the manifest.
     pub async fn read(&self, offset: i64, max_bytes: u64) -> Result<Bytes, TierError> {
-        let result = self.read_retrying(offset, max_bytes).await;
+        use tracing::Instrument;
+        let span =
+            tracing::info_span!("tier_read", partition = %self.inner.name, offset, max_bytes);
+        let result = self.read_retrying(offset, max_bytes).instrument(span).await;
         if result.is_err() {
             TierMetrics::add(&self.inner.tier.inner.metrics.read_errors, 1);
         }

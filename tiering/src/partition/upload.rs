@@ -153,6 +153,25 @@ impl RemotePartition {
         cancel: &CancellationToken,
         limiter: &RateLimiter,
     ) -> Result<UploadOutcome, TierError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "tier_upload",
+            partition = %self.inner.name,
+            base_offset = upload.base_offset,
+            last_offset = upload.last_offset,
+            bytes = upload.size,
+        );
+        self.upload_segment_inner(upload, cancel, limiter)
+            .instrument(span)
+            .await
+    }
+
+    async fn upload_segment_inner(
+        &self,
+        upload: &SegmentUpload,
+        cancel: &CancellationToken,
+        limiter: &RateLimiter,
+    ) -> Result<UploadOutcome, TierError> {
         let invalid = |message: &str| TierError::InvalidSegment {
             partition: self.inner.name.clone(),
             base_offset: upload.base_offset,
