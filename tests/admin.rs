@@ -203,3 +203,54 @@ fn config_file_env_and_flag_precedence() {
     );
     broker.assert_no_error_logs();
 }
+
+/// `/ready` says ready only once log recovery is done: on a data dir whose
+/// segment ends in a torn batch, the first 200 from `/ready` comes after the
+/// tail was cut back. Many partitions make recovery long enough that the
+/// 503 before it is seen too.
+#[test]
+fn ready_only_after_recovery_of_a_damaged_tail() {
+    let mut broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let many = common::topic_name("many");
+    clients::create_topic(&bootstrap, &many, 400, &[]);
+    let topic = common::topic_name("torn");
+    clients::create_topic(&bootstrap, &topic, 1, &[]);
+    let records: Vec<TestRecord> = (0..50)
+        .map(|i| TestRecord::value(format!("v{i}")).in_partition(0))
+        .collect();
+    for r in &records {
+        clients::produce(&bootstrap, &topic, std::slice::from_ref(r));
+    }
+    broker.stop();
+    let seg = common::segments::last_nonempty_segment(broker.data_dir(), &topic, 0);
+    let len = std::fs::metadata(&seg).expect("segment").len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open");
+    f.set_len(len - 7).expect("cut the last batch");
+    let whole: u64 = common::segments::batches(&seg).iter().map(|b| b.size).sum();
+
+    broker.restart();
+    let mut saw_not_ready = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (code, _) = broker.admin_get("/ready");
+        if code == 200 {
+            break;
+        }
+        assert_eq!(code, 503, "/ready before recovery");
+        saw_not_ready = true;
+        assert!(std::time::Instant::now() < deadline, "never ready");
+    }
+    // Ready implies the torn batch is gone.
+    let now = std::fs::metadata(&seg).expect("segment").len();
+    assert_eq!(
+        now, whole,
+        "the torn tail was cut back before /ready said ready"
+    );
+    eprintln!("saw /ready 503 before 200: {saw_not_ready}");
+    let (low, high) = clients::watermarks(&broker.bootstrap(), &topic, 0);
+    assert_eq!((low, high), (0, 49));
+}
