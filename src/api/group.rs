@@ -93,7 +93,8 @@ pub fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let (host, port) = broker.advertised.clone();
     let node = broker.node_id();
-    let answer = |key: &StrBytes| -> (i16, Option<String>) {
+    // The same answer for every key: this node coordinates everything.
+    let answer = || -> (i16, Option<String>) {
         if req.key_type != 0 && req.key_type != 1 {
             return (
                 Code::InvalidRequest.code(),
@@ -106,7 +107,6 @@ pub fn find_coordinator(
         if req.key_type == 0 && !broker.groups.is_loaded() {
             return (Code::CoordinatorLoadInProgress.code(), None);
         }
-        let _ = key;
         (NONE, None)
     };
     if version >= 4 {
@@ -114,7 +114,7 @@ pub fn find_coordinator(
             .coordinator_keys
             .iter()
             .map(|key| {
-                let (code, msg) = answer(key);
+                let (code, msg) = answer();
                 let ok = code == NONE;
                 CoordinatorEntry::default()
                     .with_key(key.clone())
@@ -127,7 +127,7 @@ pub fn find_coordinator(
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (code, msg) = answer(&req.key);
+    let (code, msg) = answer();
     let ok = code == NONE;
     FindCoordinatorResponse::default()
         .with_error_code(code)
