@@ -238,7 +238,9 @@ impl Coordinator {
             let mut inner = slot.lock();
             inner.waiters.insert(token, Waiter::Join(tx));
             let now = self.now();
+            let before = (inner.group.state(), inner.group.generation());
             let fx = inner.group.join(now, req, token, &self.config);
+            log_transition(&inner.group, before);
             self.apply(log, &mut inner, fx, now);
             self.drop_if_unused(group_id, &slot, &mut inner, now);
         }
@@ -264,7 +266,9 @@ impl Coordinator {
             let mut inner = slot.lock();
             inner.waiters.insert(token, Waiter::Sync(tx));
             let now = self.now();
+            let before = (inner.group.state(), inner.group.generation());
             let fx = inner.group.sync(now, req, token);
+            log_transition(&inner.group, before);
             self.apply(log, &mut inner, fx, now);
         }
         self.timer.notify_one();
@@ -306,7 +310,9 @@ impl Coordinator {
         let result = {
             let mut inner = slot.lock();
             let now = self.now();
+            let before = (inner.group.state(), inner.group.generation());
             let (result, fx) = inner.group.leave(now, leaving, &self.config);
+            log_transition(&inner.group, before);
             self.apply(log, &mut inner, fx, now);
             result
         };
@@ -683,7 +689,9 @@ impl Coordinator {
         for (group_id, slot) in self.slots() {
             let mut inner = slot.lock();
             if inner.group.next_deadline().is_some_and(|d| d <= now.at) {
+                let before = (inner.group.state(), inner.group.generation());
                 let fx = inner.group.tick(now, &self.config);
+                log_transition(&inner.group, before);
                 self.apply(log, &mut inner, fx, now);
                 self.drop_if_unused(&group_id, &slot, &mut inner, now);
             }
@@ -794,6 +802,21 @@ impl Coordinator {
 /// Runs the coordinator's timers for the broker until `shutdown`.
 pub async fn run_timers(broker: Arc<crate::broker::Broker>, shutdown: CancellationToken) {
     broker.groups.run_timers(&*broker, shutdown).await;
+}
+
+/// Logs a group's state changes (rebalances) once, where they happen.
+fn log_transition(group: &Group, (state, generation): (GroupState, i32)) {
+    if group.state() == state && group.generation() == generation {
+        return;
+    }
+    tracing::info!(
+        group = %group.id(),
+        from = state.as_str(),
+        to = group.state().as_str(),
+        generation = group.generation(),
+        members = group.members().count(),
+        "group state changed"
+    );
 }
 
 fn store_group<L: GroupLog>(log: &L, group: &Group, now: Now) {
