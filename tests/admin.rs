@@ -254,3 +254,54 @@ fn ready_only_after_recovery_of_a_damaged_tail() {
     let (low, high) = clients::watermarks(&broker.bootstrap(), &topic, 0);
     assert_eq!((low, high), (0, 49));
 }
+
+/// Clients can neither write to nor delete the internal offsets topic.
+#[test]
+fn internal_topics_are_protected() {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = common::topic_name("commits");
+    clients::create_topic(&bootstrap, &topic, 1, &[]);
+    clients::produce(
+        &bootstrap,
+        &topic,
+        &[TestRecord::value("x").in_partition(0)],
+    );
+    let c = clients::consumer(&bootstrap, &[("group.id", "protect-group")]);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(1))
+        .expect("tpl");
+    c.commit(&tpl, CommitMode::Sync)
+        .expect("commit creates __consumer_offsets");
+
+    let mut raw = common::raw::RawConn::connect(&bootstrap);
+    let v = raw.produce_version();
+    let batch = common::raw::batch(
+        &[common::raw::record(
+            0,
+            None,
+            Some(b"forged"),
+            1_700_000_000_000,
+        )],
+        kafka_protocol::records::Compression::None,
+    );
+    let (code, _) = raw.produce(v, "__consumer_offsets", 0, batch, 1);
+    assert_eq!(
+        code, 17,
+        "produce to an internal topic: INVALID_TOPIC_EXCEPTION"
+    );
+
+    let admin = clients::admin(&bootstrap);
+    let res = clients::block_on(admin.delete_topics(
+        &["__consumer_offsets"],
+        &rdkafka::admin::AdminOptions::new(),
+    ))
+    .expect("delete topics request");
+    assert!(
+        res[0].is_err(),
+        "deleting __consumer_offsets is refused: {res:?}"
+    );
+    assert!(clients::partition_count(&bootstrap, "__consumer_offsets").is_some());
+    broker.assert_no_error_logs();
+}

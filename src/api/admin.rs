@@ -386,6 +386,13 @@ pub async fn delete_topics(
                     Code::UnknownTopicOrPartition.code()
                 };
             }
+            Some(t) if t.name.starts_with("__") => {
+                r.error_code = Code::InvalidTopicException.code();
+                r.error_message = Some(StrBytes::from_string(format!(
+                    "internal topics cannot be deleted. topic={}",
+                    t.name
+                )));
+            }
             Some(t) => {
                 if version >= 6 {
                     r.topic_id = t.id;

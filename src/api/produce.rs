@@ -87,6 +87,18 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
                 parts.push(failed(pd.index, unknown, None));
                 continue;
             };
+            if topic.name.starts_with("__") {
+                // Internal topics are written by the broker only, as in Kafka.
+                parts.push(failed(
+                    pd.index,
+                    Code::InvalidTopicException.code(),
+                    Some(format!(
+                        "cannot append to internal topic. topic={}",
+                        topic.name
+                    )),
+                ));
+                continue;
+            }
             let Some(partition) = broker.partition(topic.id, pd.index) else {
                 parts.push(failed(pd.index, Code::UnknownTopicOrPartition.code(), None));
                 continue;
