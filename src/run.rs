@@ -23,6 +23,11 @@ use crate::server;
 
 /// Runs a broker until SIGTERM or SIGINT.
 pub async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+    // A write past the file-size limit (RLIMIT_FSIZE) must fail with an
+    // error like a full disk, not kill the process: take SIGXFSZ over.
+    let _xfsz =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+            .context("cannot handle SIGXFSZ")?;
     let shutdown = CancellationToken::new();
     let signal_token = shutdown.clone();
     tokio::spawn(async move {

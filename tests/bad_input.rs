@@ -305,3 +305,75 @@ fn unknown_topic_without_auto_create() {
     );
     assert_still_serving(&mut broker);
 }
+
+/// A disk that fills: segment writes fail (here past `ulimit -f`, which
+/// fails writes with EFBIG exactly where a full disk fails them with
+/// ENOSPC). Produce gets KAFKA_STORAGE_ERROR, the broker keeps serving,
+/// nothing acknowledged is lost, and after a restart with room it goes on.
+#[test]
+fn a_full_disk_fails_produce_cleanly_and_loses_nothing() {
+    let mut broker = Broker::builder().file_size_limit_kib(1024).start();
+    let bootstrap = broker.bootstrap();
+    let topic = common::topic_name("diskfull");
+    clients::create_topic(&bootstrap, &topic, 1, &[("remote.storage.enable", "false")]);
+    let mut raw = RawConn::connect(&bootstrap);
+    let v = raw.produce_version();
+    let value = |i: usize| format!("{i:06}-").repeat(10_000).into_bytes();
+    let mut acked = 0usize;
+    let failure = loop {
+        let b = common::raw::batch(
+            &[common::raw::record(
+                0,
+                None,
+                Some(&value(acked)),
+                1_700_000_000_000,
+            )],
+            kafka_protocol::records::Compression::None,
+        );
+        let (code, offset) = raw.produce(v, &topic, 0, b, -1);
+        if code != 0 {
+            break code;
+        }
+        assert_eq!(offset, acked as i64);
+        acked += 1;
+        assert!(acked < 1000, "the file size limit never hit");
+    };
+    assert_eq!(
+        failure, 56,
+        "KAFKA_STORAGE_ERROR when the segment cannot grow"
+    );
+    assert!(acked > 0);
+    broker.assert_running();
+    // Everything acknowledged reads back; other partitions still take writes.
+    let got = clients::consume_ranges(
+        &bootstrap,
+        &topic,
+        &[(0, 0, acked as i64)],
+        clients::OP_TIMEOUT,
+    );
+    for (i, c) in got.iter().enumerate() {
+        assert_eq!(c.record.value.as_deref(), Some(&value(i)[..]), "offset {i}");
+    }
+    clients::smoke(&bootstrap);
+    broker.assert_no_error_logs_except(&["append failed"]);
+    broker.stop();
+
+    // With room again, the partition continues where it stopped.
+    let again = Broker::builder()
+        .data_dir(broker.data_dir().to_path_buf())
+        .start();
+    let at = clients::produce(
+        &again.bootstrap(),
+        &topic,
+        &[TestRecord::value("after").in_partition(0)],
+    );
+    assert_eq!(at[0], (0, acked as i64));
+    let all = clients::consume_ranges(
+        &again.bootstrap(),
+        &topic,
+        &[(0, 0, acked as i64 + 1)],
+        clients::OP_TIMEOUT,
+    );
+    assert_eq!(all.len(), acked + 1);
+    again.assert_no_error_logs();
+}

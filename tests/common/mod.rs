@@ -39,6 +39,7 @@ pub struct BrokerBuilder {
     data_dir: Option<PathBuf>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    file_size_limit_kib: Option<u64>,
 }
 
 impl BrokerBuilder {
@@ -61,6 +62,13 @@ impl BrokerBuilder {
         S: Into<String>,
     {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Run the broker under `ulimit -f` (largest file it may write, KiB):
+    /// writes past it fail as on a full disk.
+    pub fn file_size_limit_kib(mut self, kib: u64) -> Self {
+        self.file_size_limit_kib = Some(kib);
         self
     }
 
@@ -194,7 +202,16 @@ impl Broker {
             let _ = writeln!(f, "===== strata-it: start #{} =====", self.runs);
         }
 
-        let mut cmd = Command::new(strata_bin());
+        let mut cmd = match self.opts.file_size_limit_kib {
+            // sh sets the limit and execs the broker, so the pid is the broker's.
+            Some(kib) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -f {kib} && exec \"$0\" \"$@\"")])
+                    .arg(strata_bin());
+                c
+            }
+            None => Command::new(strata_bin()),
+        };
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
