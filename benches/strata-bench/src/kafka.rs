@@ -1,0 +1,448 @@
+//! The broker-facing workloads, all through librdkafka (the rdkafka crate):
+//! topic admin, producing with delivery-report latency, consuming a whole
+//! topic, and produce -> consume latency at a fixed rate.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rdkafka::admin::TopicReplication;
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::cpu::{Cpu, Mark};
+use crate::stats::Summary;
+
+const OP_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn base_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("client.id", "strata-bench");
+    c
+}
+
+fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>> {
+    Ok(base_config(bootstrap).create()?)
+}
+
+fn admin_opts() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(OP_TIMEOUT))
+}
+
+/// CreateTopics with replication factor 1, then waits until the metadata
+/// shows every partition with a leader.
+pub fn create_topic(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, String)],
+) -> Result<()> {
+    let a = admin(bootstrap)?;
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let res = futures::executor::block_on(a.create_topics([&t], &admin_opts()))
+        .with_context(|| format!("CreateTopics {name}"))?;
+    for r in res {
+        if let Err((topic, code)) = r {
+            bail!("CreateTopics {topic}: {code:?}");
+        }
+    }
+    let c: BaseConsumer = base_config(bootstrap).create()?;
+    let deadline = Instant::now() + OP_TIMEOUT;
+    loop {
+        if let Ok(md) = c.fetch_metadata(Some(name), Duration::from_secs(5)) {
+            if let Some(t) = md.topics().first() {
+                if t.error().is_none()
+                    && t.partitions().len() == partitions as usize
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+                {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("topic {name} has no leaders after {OP_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// AlterConfigs (whole set: configs not named go back to their defaults).
+pub fn alter_topic(bootstrap: &str, name: &str, configs: &[(&str, String)]) -> Result<()> {
+    let a = admin(bootstrap)?;
+    let mut ac = AlterConfig::new(ResourceSpecifier::Topic(name));
+    for (k, v) in configs {
+        ac = ac.set(k, v);
+    }
+    let res = futures::executor::block_on(a.alter_configs([&ac], &admin_opts()))
+        .with_context(|| format!("AlterConfigs {name}"))?;
+    for r in res {
+        if let Err((_, code)) = r {
+            bail!("AlterConfigs {name}: {code:?}");
+        }
+    }
+    Ok(())
+}
+
+/// (low, high) watermarks of every partition.
+pub fn watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Result<Vec<(i64, i64)>> {
+    let c: BaseConsumer = base_config(bootstrap).create()?;
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, OP_TIMEOUT)
+                .with_context(|| format!("watermarks of {topic}-{p}"))
+        })
+        .collect()
+}
+
+/// Records delivery-report latency: the opaque of each record is its send
+/// time in nanoseconds since `epoch`.
+struct LatencyContext {
+    epoch: Instant,
+    lat_us: Mutex<Vec<u32>>,
+    errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for LatencyContext {}
+
+impl ProducerContext for LatencyContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        match result {
+            Ok(_) => {
+                let us = now.saturating_sub(sent_ns as u64) / 1000;
+                self.lat_us
+                    .lock()
+                    .expect("latency lock")
+                    .push(us.min(u32::MAX as u64) as u32);
+            }
+            Err((e, _)) => {
+                if self.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                    *self.first_error.lock().expect("error lock") = Some(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProduceSpec {
+    pub topic: String,
+    pub partitions: i32,
+    pub record_bytes: usize,
+    pub records: u64,
+    pub acks: String,
+    pub linger_ms: u32,
+    /// Records per second; `None` produces as fast as the client can.
+    pub rate: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProduceResult {
+    pub records: u64,
+    pub bytes: u64,
+    pub secs: f64,
+    pub latency: Summary,
+    pub cpu: Cpu,
+}
+
+impl ProduceResult {
+    pub fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+    pub fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / self.secs / 1e6
+    }
+}
+
+/// Incompressible-looking bytes (xorshift), from which record values are cut.
+pub fn payload_pool(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Produces `spec.records` values of `spec.record_bytes` (no key),
+/// round-robin over the partitions, after `warm_up` records (one per
+/// partition) that are not measured. When `stamp_epoch` is set, the first 8
+/// bytes of each value carry the send time (ns since that instant) for the
+/// end-to-end measurement.
+pub fn produce(
+    bootstrap: &str,
+    spec: &ProduceSpec,
+    epoch: Instant,
+    stamp: bool,
+    warm_up: bool,
+    broker_pid: Option<u32>,
+) -> Result<ProduceResult> {
+    let ctx = LatencyContext {
+        epoch,
+        lat_us: Mutex::new(Vec::with_capacity(spec.records as usize)),
+        errors: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+    };
+    let producer: ThreadedProducer<LatencyContext> = base_config(bootstrap)
+        .set("acks", &spec.acks)
+        .set("linger.ms", spec.linger_ms.to_string())
+        .set("compression.type", "none")
+        .set("message.timeout.ms", "120000")
+        .set("queue.buffering.max.messages", "100000")
+        .set("queue.buffering.max.kbytes", "262144")
+        .set("batch.size", "1000000")
+        .create_with_context(ctx)?;
+    let pool = payload_pool(spec.record_bytes + 4096);
+    let mut value = vec![0u8; spec.record_bytes];
+    // Warm-up, not measured: one record per partition, so the connection
+    // and the topic's metadata are in place before the clock starts.
+    if warm_up {
+        for p in 0..spec.partitions {
+            let r = BaseRecord::<(), [u8], usize>::with_opaque_to(&spec.topic, 0)
+                .payload(&pool[..spec.record_bytes])
+                .partition(p);
+            producer
+                .send(r)
+                .map_err(|(e, _)| anyhow!("produce to {}: {e}", spec.topic))?;
+        }
+        producer
+            .flush(OP_TIMEOUT)
+            .context("flush warm-up records")?;
+        producer.context().lat_us.lock().expect("lock").clear();
+    }
+    let mark = Mark::now(broker_pid);
+    let start = Instant::now();
+    for i in 0..spec.records {
+        if let Some(rate) = spec.rate {
+            // Pace: never ahead of the schedule. No spinning (it would take
+            // a core from the broker): sleep until the record is due; the
+            // timer's slack makes the records that fell due meanwhile go out
+            // back to back.
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            let el = start.elapsed();
+            if el < due {
+                std::thread::sleep(due - el);
+            }
+        }
+        let off = (i as usize * 61) % 4096;
+        value.copy_from_slice(&pool[off..off + spec.record_bytes]);
+        let sent = epoch.elapsed().as_nanos() as u64;
+        if stamp && value.len() >= 8 {
+            value[..8].copy_from_slice(&sent.to_le_bytes());
+        }
+        let partition = (i % spec.partitions as u64) as i32;
+        let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(&spec.topic, sent as usize)
+            .payload(&value[..])
+            .partition(partition);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                Err((e, _)) => return Err(anyhow!("produce to {}: {e}", spec.topic)),
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(300))
+        .context("flush producer")?;
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = mark.cpu();
+    let ctx = producer.context();
+    let errors = ctx.errors.load(Ordering::Relaxed);
+    if errors > 0 {
+        bail!(
+            "{errors} records of {} failed: {}",
+            spec.topic,
+            ctx.first_error
+                .lock()
+                .expect("lock")
+                .clone()
+                .unwrap_or_default()
+        );
+    }
+    let mut lat = std::mem::take(&mut *ctx.lat_us.lock().expect("lock"));
+    if lat.len() as u64 != spec.records {
+        bail!(
+            "{} delivery reports for {} records",
+            lat.len(),
+            spec.records
+        );
+    }
+    Ok(ProduceResult {
+        records: spec.records,
+        bytes: spec.records * spec.record_bytes as u64,
+        secs,
+        latency: Summary::from_micros(&mut lat),
+        cpu,
+    })
+}
+
+fn consumer(bootstrap: &str, low_latency: bool) -> Result<BaseConsumer> {
+    let mut c = base_config(bootstrap);
+    c.set("group.id", format!("strata-bench-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.max.bytes", "67108864")
+        .set("max.partition.fetch.bytes", "4194304")
+        .set("queued.max.messages.kbytes", "262144");
+    if low_latency {
+        c.set("fetch.wait.max.ms", "100")
+            .set("fetch.min.bytes", "1");
+    }
+    Ok(c.create()?)
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumeResult {
+    pub records: u64,
+    pub bytes: u64,
+    pub secs: f64,
+    pub cpu: Cpu,
+}
+
+impl ConsumeResult {
+    pub fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / self.secs / 1e6
+    }
+    pub fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+}
+
+/// Reads every partition of `topic` from its low to its high watermark with
+/// one consumer; the time runs from assign() to the last record.
+pub fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    broker_pid: Option<u32>,
+) -> Result<ConsumeResult> {
+    let marks = watermarks(bootstrap, topic, partitions)?;
+    let expected: i64 = marks.iter().map(|(l, h)| h - l).sum();
+    let c = consumer(bootstrap, false)?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, (low, _)) in marks.iter().enumerate() {
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset(*low))?;
+    }
+    let mark = Mark::now(broker_pid);
+    let start = Instant::now();
+    c.assign(&tpl)?;
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut last_progress = Instant::now();
+    while (records as i64) < expected {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                records += 1;
+                bytes += m.payload_len() as u64;
+                last_progress = Instant::now();
+            }
+            Some(Err(e)) => bail!("consume {topic}: {e}"),
+            None => {
+                if last_progress.elapsed() > Duration::from_secs(120) {
+                    bail!("consume {topic} stalled at {records} of {expected} records");
+                }
+            }
+        }
+    }
+    Ok(ConsumeResult {
+        records,
+        bytes,
+        secs: start.elapsed().as_secs_f64(),
+        cpu: mark.cpu(),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct E2eResult {
+    pub produce: ProduceResult,
+    pub target_rate: f64,
+    pub received: u64,
+    pub latency: Summary,
+}
+
+/// Produces at `spec.rate` while one consumer tails the topic; the latency
+/// of each record is its arrival at the consumer minus its send time.
+pub fn end_to_end(
+    bootstrap: &str,
+    spec: &ProduceSpec,
+    broker_pid: Option<u32>,
+) -> Result<E2eResult> {
+    let epoch = Instant::now();
+    let marks = watermarks(bootstrap, &spec.topic, spec.partitions)?;
+    let c = consumer(bootstrap, true)?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, (_, high)) in marks.iter().enumerate() {
+        tpl.add_partition_offset(&spec.topic, p as i32, Offset::Offset(*high))?;
+    }
+    c.assign(&tpl)?;
+    // Let the consumer connect and start its long polls.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_secs(1) {
+        if let Some(Err(e)) = c.poll(Duration::from_millis(50)) {
+            bail!("consume {}: {e}", spec.topic);
+        }
+    }
+    let total = spec.records;
+    let received = Arc::new(AtomicU64::new(0));
+    let rx = Arc::clone(&received);
+    let topic = spec.topic.clone();
+    let reader = std::thread::spawn(move || -> Result<Vec<u32>> {
+        let mut lat = Vec::with_capacity(total as usize);
+        let mut last = Instant::now();
+        while (lat.len() as u64) < total {
+            match c.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let now = epoch.elapsed().as_nanos() as u64;
+                    let p = m.payload().unwrap_or_default();
+                    if p.len() >= 8 {
+                        let sent = u64::from_le_bytes(p[..8].try_into().expect("8 bytes"));
+                        lat.push((now.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32);
+                    }
+                    rx.fetch_add(1, Ordering::Relaxed);
+                    last = Instant::now();
+                }
+                Some(Err(e)) => bail!("consume {topic}: {e}"),
+                None => {
+                    if last.elapsed() > Duration::from_secs(30) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(lat)
+    });
+    let produced = produce(bootstrap, spec, epoch, true, true, broker_pid)?;
+    let mut lat = reader
+        .join()
+        .map_err(|_| anyhow!("end-to-end reader panicked"))??;
+    Ok(E2eResult {
+        target_rate: spec.rate.unwrap_or(0.0),
+        produce: produced,
+        received: received.load(Ordering::Relaxed),
+        latency: Summary::from_micros(&mut lat),
+    })
+}

@@ -1,0 +1,124 @@
+//! Smoke test: `strata-bench --quick` against a broker it starts itself
+//! (target/debug/strata, built by `cargo build --workspace`) completes and
+//! writes JSON with every expected figure. Never asserts on timings. With
+//! `STRATA_TEST_S3_ENDPOINT` set (tests/run.sh starts LocalStack) the
+//! s3:// tier runs too.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn strata_bin() -> PathBuf {
+    // target/<profile>/deps/smoke-<hash> -> target/<profile>/strata
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>")
+        .join("strata");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+fn number(v: &Value, path: &str) -> f64 {
+    let mut cur = v;
+    for k in path.split('.') {
+        cur = &cur[k];
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number: {cur}"))
+}
+
+#[test]
+fn quick_run_writes_every_figure() {
+    let dir = std::env::temp_dir().join(format!("strata-bench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let json_path = dir.join("bench.json");
+    let s3 = std::env::var("STRATA_TEST_S3_ENDPOINT")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata-bench"));
+    cmd.arg("--quick")
+        .arg("--strata-bin")
+        .arg(strata_bin())
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--work-dir")
+        .arg(&dir);
+    if let Some(endpoint) = &s3 {
+        cmd.args(["--s3-endpoint", endpoint]);
+    }
+    let out = cmd.output().expect("run strata-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "strata-bench failed\n--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for heading in [
+        "Produce at maximum throughput",
+        "Consume",
+        "End to end",
+        "Targets",
+    ] {
+        assert!(stdout.contains(heading), "no {heading:?} table:\n{stdout}");
+    }
+
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("json file")).expect("valid JSON");
+    let produce = v["produce"].as_array().expect("produce runs");
+    assert_eq!(produce.len(), 12, "3 sizes x 2 acks x 2 partition counts");
+    for r in produce {
+        for k in [
+            "records_per_sec",
+            "mb_per_sec",
+            "latency.p50_ms",
+            "latency.p99_ms",
+            "latency.p999_ms",
+        ] {
+            number(r, k);
+        }
+    }
+    let e2e = v["e2e"].as_array().expect("end-to-end runs");
+    assert_eq!(e2e.len(), 2, "acks=1 and acks=all");
+    for r in e2e {
+        for k in [
+            "e2e_latency.p99_ms",
+            "produce.latency.p99_ms",
+            "target_records_per_sec",
+        ] {
+            number(r, k);
+        }
+    }
+    for k in [
+        "references.fdatasync_4kib_latency.p99_ms",
+        "consume.hot.mb_per_sec",
+        "consume.file.first_read.mb_per_sec",
+        "consume.file.warm.mb_per_sec",
+        "consume.file.cold.mb_per_sec",
+        "consume.file.cold_broker_peak_rss_bytes",
+        "references.loopback_tcp.mb_per_sec",
+        "references.disk_fdatasync_1mib.mb_per_sec",
+        "references.disk_fdatasync_end.mb_per_sec",
+        "references.file_tier_reads.mb_per_sec",
+        "rss.file_broker_peak_bytes",
+    ] {
+        number(&v, k);
+    }
+    if s3.is_some() {
+        number(&v, "consume.s3.cold.mb_per_sec");
+        number(&v, "references.s3_ranged_gets.mb_per_sec");
+    }
+    let targets = v["targets"].as_array().expect("targets");
+    assert!(targets.len() >= 5, "{targets:?}");
+    for t in targets {
+        number(t, "ratio");
+        assert!(t["name"].is_string());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
