@@ -3,7 +3,7 @@
 //! topic, and produce -> consume latency at a fixed rate.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -21,6 +21,24 @@ use crate::cpu::{Cpu, Mark};
 use crate::stats::Summary;
 
 const OP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// librdkafka properties from the command line, applied last.
+static OVERRIDES: OnceLock<(Props, Props)> = OnceLock::new();
+
+type Props = Vec<(String, String)>;
+
+/// Sets the producer and consumer property overrides (once, at start).
+pub fn set_overrides(producer: Props, consumer: Props) {
+    let _ = OVERRIDES.set((producer, consumer));
+}
+
+fn apply(c: &mut ClientConfig, producer: bool) {
+    if let Some((p, cons)) = OVERRIDES.get() {
+        for (k, v) in if producer { p } else { cons } {
+            c.set(k, v);
+        }
+    }
+}
 
 fn base_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -202,15 +220,17 @@ pub fn produce(
         errors: AtomicU64::new(0),
         first_error: Mutex::new(None),
     };
-    let producer: ThreadedProducer<LatencyContext> = base_config(bootstrap)
+    let mut config = base_config(bootstrap);
+    config
         .set("acks", &spec.acks)
         .set("linger.ms", spec.linger_ms.to_string())
         .set("compression.type", "none")
         .set("message.timeout.ms", "120000")
         .set("queue.buffering.max.messages", "100000")
         .set("queue.buffering.max.kbytes", "262144")
-        .set("batch.size", "1000000")
-        .create_with_context(ctx)?;
+        .set("batch.size", "1000000");
+    apply(&mut config, true);
+    let producer: ThreadedProducer<LatencyContext> = config.create_with_context(ctx)?;
     let pool = payload_pool(spec.record_bytes + 4096);
     let mut value = vec![0u8; spec.record_bytes];
     // Warm-up, not measured: one record per partition, so the connection
@@ -243,15 +263,20 @@ pub fn produce(
                 std::thread::sleep(due - el);
             }
         }
+        // Values are slices of the pool (librdkafka copies them anyway);
+        // only stamped values are built in `value`.
         let off = (i as usize * 61) % 4096;
-        value.copy_from_slice(&pool[off..off + spec.record_bytes]);
         let sent = epoch.elapsed().as_nanos() as u64;
-        if stamp && value.len() >= 8 {
+        let payload = if stamp && value.len() >= 8 {
+            value.copy_from_slice(&pool[off..off + spec.record_bytes]);
             value[..8].copy_from_slice(&sent.to_le_bytes());
-        }
+            &value[..]
+        } else {
+            &pool[off..off + spec.record_bytes]
+        };
         let partition = (i % spec.partitions as u64) as i32;
         let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(&spec.topic, sent as usize)
-            .payload(&value[..])
+            .payload(payload)
             .partition(partition);
         loop {
             match producer.send(record) {
@@ -308,11 +333,17 @@ fn consumer(bootstrap: &str, low_latency: bool) -> Result<BaseConsumer> {
         .set("enable.partition.eof", "false")
         .set("fetch.max.bytes", "67108864")
         .set("max.partition.fetch.bytes", "4194304")
-        .set("queued.max.messages.kbytes", "262144");
+        .set("queued.max.messages.kbytes", "262144")
+        // librdkafka stops prefetching at queued.min.messages (100k) queued
+        // records and then waits fetch.queue.backoff.ms (default 1 s)
+        // before it looks again: with 100 B records that idles the consumer
+        // for most of the run. 10 ms keeps the queue bound without the idling.
+        .set("fetch.queue.backoff.ms", "10");
     if low_latency {
         c.set("fetch.wait.max.ms", "100")
             .set("fetch.min.bytes", "1");
     }
+    apply(&mut c, false);
     Ok(c.create()?)
 }
 

@@ -104,12 +104,24 @@ struct Args {
     /// Where data directories and reference files go [default: the system temp dir].
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Extra librdkafka producer property KEY=VALUE, applied last (repeatable).
+    #[arg(long = "producer-config", value_parser = parse_kv)]
+    producer_config: Vec<(String, String)>,
+    /// Extra librdkafka consumer property KEY=VALUE, applied last (repeatable).
+    #[arg(long = "consumer-config", value_parser = parse_kv)]
+    consumer_config: Vec<(String, String)>,
     /// Skip the tier workloads (warm, cold, raw tier reads, s3://).
     #[arg(long)]
     no_tier: bool,
     /// Keep the work directory (broker data and logs) at the end.
     #[arg(long)]
     keep: bool,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 /// Sizes after applying --quick.
@@ -262,13 +274,30 @@ impl TierRun {
     }
 }
 
+/// /proc/loadavg when the run started: other load on the machine skews
+/// every figure, so the report says how busy it was.
+static LOADAVG_AT_START: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 fn run(a: &Args) -> Result<()> {
     let plan = Plan::new(a);
+    let _ = LOADAVG_AT_START.set(loadavg());
+    kafka::set_overrides(a.producer_config.clone(), a.consumer_config.clone());
     let started = Instant::now();
     let base = a.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let work = base.join(format!("strata-bench-{}-{}", std::process::id(), unix_ms()));
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
-    say(format!("work dir {}", work.display()));
+    say(format!(
+        "work dir {}; /proc/loadavg: {}",
+        work.display(),
+        loadavg()
+    ));
     let result = run_in(a, &plan, &work);
     if a.keep || result.is_err() {
         say(format!("kept {}", work.display()));
@@ -630,6 +659,8 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             "tier_segment_bytes": plan.segment_bytes,
             "raw_read_threads": a.raw_read_threads,
             "e2e_fraction": a.e2e_fraction,
+            "producer_config": a.producer_config.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            "consumer_config": a.consumer_config.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "e2e_seconds": plan.e2e_seconds,
             "mb": "10^6 bytes of record values",
         },
@@ -848,6 +879,8 @@ fn machine_json() -> Value {
         "memory_bytes": mem_kib.map(|k| k * 1024),
         "cpu": model,
         "os": std::env::consts::OS,
+        "loadavg_at_start": LOADAVG_AT_START.get(),
+        "loadavg_at_end": loadavg(),
     })
 }
 
