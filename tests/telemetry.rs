@@ -13,19 +13,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
 
-/// Parses the Prometheus text format into `name{labels}` -> value.
-fn scrape(broker: &Broker) -> BTreeMap<String, f64> {
-    let (code, body) = broker.admin_get("/metrics");
-    assert_eq!(code, 200, "/metrics: {body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
 #[test]
 fn metrics_match_the_workload() {
     let broker = Broker::start();
@@ -43,7 +30,7 @@ fn metrics_match_the_workload() {
     );
     assert_eq!(consumed.len(), 50);
 
-    let m = scrape(&broker);
+    let m = broker.metrics();
     let get = |k: &str| {
         m.get(k)
             .copied()
@@ -101,7 +88,7 @@ fn metrics_match_the_workload() {
         tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(20))
             .expect("tpl");
         c.commit(&tpl, CommitMode::Sync).expect("commit");
-        let m = scrape(&broker);
+        let m = broker.metrics();
         assert_eq!(
             m.get(&format!(
                 "strata_consumer_group_lag{{group=\"{group}\",topic=\"{topic}\",partition=\"0\"}}"
@@ -113,7 +100,7 @@ fn metrics_match_the_workload() {
 
     // An error is counted under its Kafka name.
     clients::try_create_topic(&broker.bootstrap(), &topic, 1, &[]).expect_err("exists");
-    let m = scrape(&broker);
+    let m = broker.metrics();
     assert_eq!(
         m.get("strata_request_errors_total{api=\"CreateTopics\",error=\"TopicAlreadyExists\"}"),
         Some(&1.0),

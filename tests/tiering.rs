@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -33,18 +32,6 @@ fn value(i: usize) -> Vec<u8> {
     }
     v.truncate(VALUE_BYTES);
     v
-}
-
-fn scrape(broker: &Broker) -> BTreeMap<String, f64> {
-    let (code, body) = broker.admin_get("/metrics");
-    assert_eq!(code, 200, "/metrics: {body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
 }
 
 /// Base offsets and total bytes of the local `.log` segments of a partition.
@@ -94,7 +81,7 @@ fn offload_and_replay(broker: &Broker) -> String {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let (bases, bytes) = local_segments(&dir);
-        let lag = scrape(broker).get(&lag_key).copied();
+        let lag = broker.metrics().get(&lag_key).copied();
         if lag == Some(0.0) && bases.first().is_some_and(|b| *b > 0) {
             assert!(
                 bytes <= LOCAL_RETENTION_BYTES + 2 * SEGMENT_BYTES,
@@ -110,7 +97,7 @@ fn offload_and_replay(broker: &Broker) -> String {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    let m = scrape(broker);
+    let m = broker.metrics();
     assert!(
         m.get("strata_tier_bytes_uploaded_total")
             .copied()
@@ -145,7 +132,7 @@ fn offload_and_replay(broker: &Broker) -> String {
         );
         next += 1;
     }
-    let m = scrape(broker);
+    let m = broker.metrics();
     assert!(
         m.get("strata_tier_bytes_downloaded_total")
             .copied()
@@ -307,7 +294,7 @@ fn restore_into_an_empty_data_dir_serves_the_topic() {
     clients::produce_all(&producer, &topic, &records);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let m = scrape(&first);
+        let m = first.metrics();
         let lag: f64 = (0..2)
             .map(|p| {
                 m.get(&format!(
@@ -463,7 +450,8 @@ fn kill9_during_uploads_loses_nothing_and_orphans_are_collected() {
         .collect();
     clients::produce_all(&producer, &topic, &records);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while scrape(&broker)
+    while broker
+        .metrics()
         .get("strata_tier_bytes_uploaded_total")
         .copied()
         .unwrap_or(0.0)
@@ -495,7 +483,7 @@ fn kill9_during_uploads_loses_nothing_and_orphans_are_collected() {
         .start();
     let lag_key = format!("strata_tier_copy_lag_segments{{topic=\"{topic}\",partition=\"0\"}}");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while scrape(&restarted).get(&lag_key).copied() != Some(0.0) {
+    while restarted.metrics().get(&lag_key).copied() != Some(0.0) {
         assert!(
             Instant::now() < deadline,
             "upload did not finish after restart"
@@ -562,7 +550,7 @@ fn tier_retention_and_delete_records_move_the_log_start() {
     let low = loop {
         let (low, high) = clients::watermarks(&bootstrap, &topic, 0);
         assert_eq!(high, 2000);
-        let m = scrape(&broker);
+        let m = broker.metrics();
         let tier_bytes = m
             .get(&format!(
                 "strata_tier_partition_bytes{{topic=\"{topic}\",partition=\"0\"}}"

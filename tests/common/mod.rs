@@ -439,6 +439,19 @@ impl Broker {
     pub fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(&self.admin_addr, path)
     }
+
+    /// Scrapes `/metrics`: each sample as `name{labels}` -> value.
+    pub fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        let (code, body) = self.admin_get("/metrics");
+        assert_eq!(code, 200, "/metrics: {body}");
+        body.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
 }
 
 impl Drop for Broker {
