@@ -175,9 +175,28 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
 }
 
 /// Records the topic (and partition) on the current request span when a
-/// request touches exactly one.
-pub fn record_target(topics: &[(String, Vec<i32>)]) {
-    if let [(topic, partitions)] = topics {
+/// request touches exactly one. Topics are named, or from v13 of Produce and
+/// Fetch identified by id.
+pub fn record_target<'a>(
+    view: &crate::metadata::ClusterView,
+    version: i16,
+    topics: impl Iterator<
+        Item = (
+            &'a kafka_protocol::messages::TopicName,
+            uuid::Uuid,
+            Vec<i32>,
+        ),
+    >,
+) {
+    let topics: Vec<_> = topics.collect();
+    if let [(name, id, partitions)] = topics.as_slice() {
+        let topic = if version >= 13 {
+            view.topic_by_id(*id)
+                .map(|t| t.name.clone())
+                .unwrap_or_default()
+        } else {
+            name.0.to_string()
+        };
         let span = tracing::Span::current();
         span.record("topic", topic.as_str());
         if let [p] = partitions.as_slice() {

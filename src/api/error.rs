@@ -43,3 +43,15 @@ pub fn log_error_code(e: &LogError) -> i16 {
         _ => Code::KafkaStorageError.code(),
     }
 }
+
+/// The error for a request naming `current` as the leader epoch when the
+/// replica's is `actual` (-1: the client did not say): None when they agree.
+pub fn leader_epoch_error(current: i32, actual: i32) -> Option<i16> {
+    if current < 0 || current == actual {
+        None
+    } else if current > actual {
+        Some(Code::UnknownLeaderEpoch.code())
+    } else {
+        Some(Code::FencedLeaderEpoch.code())
+    }
+}

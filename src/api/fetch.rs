@@ -16,7 +16,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName}
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::error::{partition_error_code, Code};
+use super::error::{leader_epoch_error, partition_error_code, Code};
 use crate::broker::Broker;
 use crate::partition::{Partition, PartitionError};
 use crate::telemetry::metrics::count_records;
@@ -40,19 +40,15 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
     }
     let view = broker.view();
     super::record_target(
-        &req.topics
-            .iter()
-            .map(|t| {
-                let name = if version >= 13 {
-                    view.topic_by_id(t.topic_id)
-                        .map(|x| x.name.clone())
-                        .unwrap_or_default()
-                } else {
-                    t.topic.0.to_string()
-                };
-                (name, t.partitions.iter().map(|p| p.partition).collect())
-            })
-            .collect::<Vec<_>>(),
+        &view,
+        version,
+        req.topics.iter().map(|t| {
+            (
+                &t.topic,
+                t.topic_id,
+                t.partitions.iter().map(|p| p.partition).collect(),
+            )
+        }),
     );
     let mut topics: Vec<(TopicName, Uuid)> = Vec::new();
     let mut targets = Vec::new();
@@ -228,12 +224,8 @@ fn read_all(
                 any_error = true;
             }
             Ok(p) => {
-                if t.current_leader_epoch >= 0 && t.current_leader_epoch != p.leader_epoch {
-                    pd.error_code = if t.current_leader_epoch > p.leader_epoch {
-                        Code::UnknownLeaderEpoch.code()
-                    } else {
-                        Code::FencedLeaderEpoch.code()
-                    };
+                if let Some(code) = leader_epoch_error(t.current_leader_epoch, p.leader_epoch) {
+                    pd.error_code = code;
                     any_error = true;
                 } else {
                     // Past the byte budget only partitions before the first

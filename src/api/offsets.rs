@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochResponse,
 };
 
-use super::error::{partition_error_code, Code};
+use super::error::{leader_epoch_error, partition_error_code, Code};
 use crate::broker::Broker;
 use crate::partition::{Partition, PartitionError};
 
@@ -43,12 +43,8 @@ pub async fn list_offsets(
                 partitions.push(r);
                 continue;
             };
-            if lp.current_leader_epoch >= 0 && lp.current_leader_epoch != p.leader_epoch {
-                r.error_code = if lp.current_leader_epoch > p.leader_epoch {
-                    Code::UnknownLeaderEpoch.code()
-                } else {
-                    Code::FencedLeaderEpoch.code()
-                };
+            if let Some(code) = leader_epoch_error(lp.current_leader_epoch, p.leader_epoch) {
+                r.error_code = code;
                 partitions.push(r);
                 continue;
             }
@@ -149,12 +145,9 @@ pub fn offset_for_leader_epoch(
                         r.error_code = Code::UnknownTopicOrPartition.code();
                         return r;
                     };
-                    if lp.current_leader_epoch >= 0 && lp.current_leader_epoch != p.leader_epoch {
-                        r.error_code = if lp.current_leader_epoch > p.leader_epoch {
-                            Code::UnknownLeaderEpoch.code()
-                        } else {
-                            Code::FencedLeaderEpoch.code()
-                        };
+                    if let Some(code) = leader_epoch_error(lp.current_leader_epoch, p.leader_epoch)
+                    {
+                        r.error_code = code;
                         return r;
                     }
                     if lp.leader_epoch <= p.leader_epoch {

@@ -36,19 +36,15 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
     let acks = req.acks;
     let view = broker.view();
     super::record_target(
-        &req.topic_data
-            .iter()
-            .map(|t| {
-                let name = if version >= 13 {
-                    view.topic_by_id(t.topic_id)
-                        .map(|x| x.name.clone())
-                        .unwrap_or_default()
-                } else {
-                    t.name.0.to_string()
-                };
-                (name, t.partition_data.iter().map(|p| p.index).collect())
-            })
-            .collect::<Vec<_>>(),
+        &view,
+        version,
+        req.topic_data.iter().map(|t| {
+            (
+                &t.name,
+                t.topic_id,
+                t.partition_data.iter().map(|p| p.index).collect(),
+            )
+        }),
     );
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // Partitions that must be made durable before answering acks=all.
