@@ -134,14 +134,14 @@ async fn tend(
     }
     if config.tier.retention_ms.is_some() || config.tier.retention_bytes.is_some() {
         let tiered_to = p.tier_last_offset().unwrap_or(-1);
-        let local_only_bytes: u64 = p
+        // Local bytes not in the tier: all of it but the tiered sealed segments.
+        let tiered_locally: u64 = p
             .sealed_segments()
             .iter()
-            .filter(|s| s.next_offset - 1 > tiered_to)
+            .filter(|s| s.next_offset - 1 <= tiered_to)
             .map(|s| s.size)
-            .sum::<u64>()
-            + p.size_bytes()
-                .saturating_sub(p.sealed_segments().iter().map(|s| s.size).sum());
+            .sum();
+        let local_only_bytes = p.size_bytes().saturating_sub(tiered_locally);
         let outcome = remote
             .apply_retention(
                 RetentionPolicy {
