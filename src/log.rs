@@ -349,6 +349,11 @@ impl Log {
         self.log_start_offset
     }
 
+    /// Base offset of the active segment (it changes when the log rolls).
+    pub fn active_base_offset(&self) -> i64 {
+        self.active.core().base_offset()
+    }
+
     /// The next offset to assign.
     pub fn log_end_offset(&self) -> i64 {
         self.active.core().next_offset()

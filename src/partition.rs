@@ -16,8 +16,17 @@
 //! one, which then covers all of them (group commit). The fsync itself runs
 //! outside the partition lock, on a blocking thread, so appends continue
 //! while it runs.
+//!
+//! Producer state and leader epochs outlive the segments they came from:
+//! the producer table is snapshotted whenever the log rolls and at a clean
+//! close (`snapshot.rs`), the leader-epoch cache is a checkpoint file
+//! (`epochs.rs`), and both travel with every tiered segment, so a restart
+//! after local deletion or a restore from the tier still recognises retried
+//! batches.
 
+pub mod epochs;
 pub mod producer_state;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -27,8 +36,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::log::batch::{validate_batches, BatchError, BatchHeader};
-use crate::log::{Log, LogConfig, LogError};
+use crate::log::batch::{check_client_batches, validate_batches, BatchError, BatchHeader};
+use crate::log::{Log, LogConfig, LogError, SealedSegmentInfo};
+use epochs::LeaderEpochCache;
 use producer_state::{BatchIdentity, ProducerStateTable, SequenceCheck};
 
 /// Errors of partition operations, mapped to Kafka codes by the API layer.
@@ -125,7 +135,17 @@ pub struct ReadResult {
 struct State {
     log: Option<Log>,
     producers: ProducerStateTable,
+    epochs: LeaderEpochCache,
     config: PartitionConfig,
+}
+
+/// What a tiered segment carries besides its files.
+#[derive(Debug, Clone)]
+pub struct SegmentState {
+    /// Producer snapshot as of the segment's end.
+    pub producer_snapshot: Bytes,
+    /// Leader-epoch checkpoint up to the segment's end.
+    pub leader_epochs: Bytes,
 }
 
 /// One partition replica (always the leader on a single node).
@@ -183,8 +203,12 @@ impl Partition {
                 }
             })?;
         }
-        let producers = rebuild_producer_state(&log)?;
+        let (producers, mut epochs) = rebuild_state(&dir, &log)?;
         let leo = log.log_end_offset();
+        // As Kafka's leader does on taking over: its epoch starts at the
+        // log end.
+        epochs.assign(leader_epoch, leo);
+        store_epochs(&dir, &epochs);
         let (high_watermark, _) = watch::channel(leo);
         let (durable, _) = watch::channel((leo, 0));
         Ok(Partition {
@@ -196,6 +220,7 @@ impl Partition {
             state: Mutex::new(State {
                 log: Some(log),
                 producers,
+                epochs,
                 config,
             }),
             high_watermark,
@@ -230,6 +255,7 @@ impl Partition {
             log,
             producers,
             config,
+            ..
         } = &mut *st;
         match log.as_mut() {
             Some(log) => f(log, producers, config),
@@ -243,6 +269,7 @@ impl Partition {
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendResult, PartitionError> {
         let max = self.lock().config.max_message_bytes;
         let headers = validate_batches(records, max)?;
+        check_client_batches(&headers)?;
         let mut buf = BytesMut::from(&records[..]);
         let result = self.with_log(|log, producers, config| {
             let ids: Vec<BatchIdentity> = headers.iter().map(identity).collect();
@@ -282,6 +309,7 @@ impl Partition {
                     }
                 }
             }
+            let active_before = log.active_base_offset();
             let info = log.append(
                 &mut buf,
                 &headers,
@@ -289,6 +317,9 @@ impl Partition {
                 now_ms,
                 config.log_append_time,
             )?;
+            // Rolled before these batches: the table is the state at the
+            // new segment's base.
+            self.snapshot_if_rolled(log, producers, active_before);
             let mut next = info.base_offset;
             for (h, id) in headers.iter().zip(&ids) {
                 let last = next + h.last_offset_delta as i64;
@@ -305,6 +336,71 @@ impl Partition {
             })
         })?;
         Ok(result)
+    }
+
+    /// Writes the producer snapshot at the active segment's base when the
+    /// log rolled since `active_before` (fsynced: once tiered segments are
+    /// deleted, the snapshot is what remains of their producer state). A
+    /// failed write is logged; the tier path rebuilds missing snapshots.
+    fn snapshot_if_rolled(&self, log: &Log, producers: &ProducerStateTable, active_before: i64) {
+        let base = log.active_base_offset();
+        if base == active_before {
+            return;
+        }
+        if let Err(e) = snapshot::write(&self.dir, base, producers, true) {
+            tracing::warn!(partition = %self.name(), offset = base, error = %e, "producer snapshot not written");
+        }
+    }
+
+    /// The producer snapshot and leader epochs to upload with a sealed
+    /// segment: the snapshot file at its end (rebuilt from the newest older
+    /// snapshot and the log when missing), and the epochs up to its end.
+    pub fn segment_state(&self, seg: &SealedSegmentInfo) -> Result<SegmentState, PartitionError> {
+        let leader_epochs = Bytes::from(self.lock().epochs.until(seg.next_offset).encode());
+        if let Some((bytes, _)) = snapshot::read(&self.dir, seg.next_offset) {
+            return Ok(SegmentState {
+                producer_snapshot: Bytes::from(bytes),
+                leader_epochs,
+            });
+        }
+        let table = self.with_log(|log, _, _| {
+            let start = log.log_start_offset();
+            let (from, mut table) = snapshot::latest(&self.dir, start, seg.next_offset)
+                .unwrap_or_else(|| (start, ProducerStateTable::new()));
+            replay(log, from, seg.next_offset, |h| {
+                table.observe(&identity(h), h.base_offset, h.last_offset())
+            })?;
+            Ok(table)
+        })?;
+        let bytes = table.encode(seg.next_offset);
+        if let Err(e) = snapshot::write_bytes(&self.dir, seg.next_offset, &bytes, true) {
+            tracing::warn!(partition = %self.name(), offset = seg.next_offset, error = %e, "producer snapshot not written");
+        }
+        Ok(SegmentState {
+            producer_snapshot: Bytes::from(bytes),
+            leader_epochs,
+        })
+    }
+
+    /// OffsetForLeaderEpoch: (epoch, end offset) from the leader-epoch cache.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let st = self.lock();
+        let leo = st.log.as_ref().map_or(0, Log::log_end_offset);
+        st.epochs.end_offset_for(epoch, leo)
+    }
+
+    /// Removes producer snapshots outside the log and moves the epoch
+    /// cache's start to the partition's log start (after deletions).
+    fn after_start_moved(&self) {
+        let start = self.log_start_offset();
+        let mut st = self.lock();
+        let Some(log) = st.log.as_ref() else {
+            return;
+        };
+        snapshot::remove_outside(&self.dir, log.log_start_offset(), log.log_end_offset());
+        if st.epochs.truncate_from_start(start) {
+            store_epochs(&self.dir, &st.epochs);
+        }
     }
 
     /// Waits until everything below `offset` is on stable storage, sharing
@@ -470,26 +566,89 @@ impl Partition {
         };
         self.tier_start.store(readable_start, Ordering::Release);
         self.tier_last.store(last.unwrap_or(-1), Ordering::Release);
-        if let Some(last) = last {
-            self.with_log(|log, _, _| {
-                if log.log_end_offset() <= last {
-                    tracing::info!(
-                        partition = %self.name(),
-                        local_end = log.log_end_offset(),
-                        tier_last = last,
-                        "tier holds offsets beyond the local log; local log restarts after them"
-                    );
-                    log.reset_to(last + 1)?;
-                    let leo = log.log_end_offset();
-                    self.high_watermark.send_replace(leo);
-                    self.durable.send_modify(|(d, g)| {
-                        *d = (*d).max(leo);
-                        *g += 1;
-                    });
-                }
-                Ok(())
-            })?;
+        if let Some(last) = last.filter(|l| self.log_end_offset() <= *l) {
+            self.restart_after_tier(remote, last).await?;
         }
+        Ok(())
+    }
+
+    /// Restarts the local log after the tier's last offset `last`, with the
+    /// producer state and leader epochs of the tier's newest segment (a
+    /// damaged or missing one is logged and starts empty).
+    async fn restart_after_tier(
+        &self,
+        remote: &tiering::RemotePartition,
+        last: i64,
+    ) -> Result<(), PartitionError> {
+        let next = last + 1;
+        let fetch = |kind| async move {
+            match remote.last_segment_object(kind).await {
+                Ok(found) => Ok(found
+                    .filter(|(seg, _)| seg.last_offset == last)
+                    .map(|(_, b)| b)),
+                Err(e) => Err(self.tier_err(e)),
+            }
+        };
+        let producers = match fetch(tiering::ObjectKind::Snapshot).await? {
+            Some(bytes) => match ProducerStateTable::decode(&bytes) {
+                Ok((offset, table)) if offset == next => Some(table),
+                Ok((offset, _)) => {
+                    tracing::warn!(partition = %self.name(), offset, expected = next, "tier producer snapshot is for another offset; producer state starts empty");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %self.name(), error = %e, "tier producer snapshot unusable; producer state starts empty");
+                    None
+                }
+            },
+            None => None,
+        };
+        let epochs = match fetch(tiering::ObjectKind::Epochs).await? {
+            Some(bytes) => match std::str::from_utf8(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|t| LeaderEpochCache::decode(t).map_err(|e| e.to_string()))
+            {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(partition = %self.name(), error = %e, "tier leader epochs unusable");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(log) = st.log.as_mut() else {
+            return Err(PartitionError::Closed {
+                partition: self.name(),
+            });
+        };
+        if log.log_end_offset() > last {
+            return Ok(());
+        }
+        tracing::info!(
+            partition = %self.name(),
+            local_end = log.log_end_offset(),
+            tier_last = last,
+            producers = producers.as_ref().map_or(0, ProducerStateTable::len),
+            "tier holds offsets beyond the local log; local log restarts after them"
+        );
+        log.reset_to(next)?;
+        snapshot::remove_outside(&self.dir, next, next);
+        st.producers = producers.unwrap_or_default();
+        if let Err(e) = snapshot::write(&self.dir, next, &st.producers, true) {
+            tracing::warn!(partition = %self.name(), error = %e, "producer snapshot not written");
+        }
+        st.epochs = epochs.unwrap_or_default();
+        st.epochs.truncate_from_end(next);
+        st.epochs.assign(self.leader_epoch, next);
+        store_epochs(&self.dir, &st.epochs);
+        let leo = log.log_end_offset();
+        self.high_watermark.send_replace(leo);
+        self.durable.send_modify(|(d, g)| {
+            *d = (*d).max(leo);
+            *g += 1;
+        });
         Ok(())
     }
 
@@ -549,6 +708,7 @@ impl Partition {
         }
         if let Some(offset) = delete_to {
             self.with_log(|log, _, _| Ok(log.delete_records_before(offset)?))?;
+            self.after_start_moved();
         }
         Ok(count)
     }
@@ -612,11 +772,12 @@ impl Partition {
             }
         }
         self.delete_local_records(offset)?;
+        self.after_start_moved();
         Ok(self.log_start_offset())
     }
 
     fn delete_local_records(&self, offset: i64) -> Result<i64, PartitionError> {
-        self.with_log(|log, _, _| {
+        self.with_log(|log, producers, _| {
             let hwm = *self.high_watermark.borrow();
             let target = if offset == -1 { hwm } else { offset };
             if target < 0 || target > hwm {
@@ -629,7 +790,10 @@ impl Partition {
             if target <= log.log_start_offset() {
                 return Ok(log.log_start_offset());
             }
-            Ok(log.delete_records_before(target)?)
+            let active_before = log.active_base_offset();
+            let start = log.delete_records_before(target)?;
+            self.snapshot_if_rolled(log, producers, active_before);
+            Ok(start)
         })
     }
 
@@ -647,16 +811,25 @@ impl Partition {
     /// Time-based housekeeping: retention (and rolling by segment.ms, which
     /// the log does on its next append).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
-        self.with_log(|log, _, _| Ok(log.apply_retention(now_ms)?))
+        let deleted = self.with_log(|log, _, _| Ok(log.apply_retention(now_ms)?))?;
+        if deleted > 0 {
+            self.after_start_moved();
+        }
+        Ok(deleted)
     }
 
-    /// Flushes and closes the log; later calls fail with `Closed`.
+    /// Snapshots the producer state at the log end, then flushes and closes
+    /// the log; later calls fail with `Closed`.
     pub fn close(&self) -> Result<(), PartitionError> {
-        let log = self.lock().log.take();
-        match log {
-            Some(log) => Ok(log.close()?),
-            None => Ok(()),
+        let mut st = self.lock();
+        let Some(log) = st.log.take() else {
+            return Ok(());
+        };
+        let leo = log.log_end_offset();
+        if let Err(e) = snapshot::write(&self.dir, leo, &st.producers, true) {
+            tracing::warn!(partition = %self.name(), offset = leo, error = %e, "producer snapshot not written at close");
         }
+        Ok(log.close()?)
     }
 }
 
@@ -687,12 +860,59 @@ fn identity(h: &BatchHeader) -> BatchIdentity {
     )
 }
 
-/// Replays the batch headers of the log into a fresh producer table, so
-/// retries after a restart are still recognised as duplicates.
-fn rebuild_producer_state(log: &Log) -> Result<ProducerStateTable, PartitionError> {
-    let mut table = ProducerStateTable::new();
+/// Persists the epoch cache; a failure is logged (the cache is rebuilt
+/// from the log at the next open).
+fn store_epochs(dir: &Path, epochs: &LeaderEpochCache) {
+    if let Err(e) = epochs.store(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "leader epoch checkpoint not written");
+    }
+}
+
+/// The producer table and leader-epoch cache at open: the newest valid
+/// snapshot within the log plus the batch headers after it (all of the log
+/// when there is none), and the epoch checkpoint (rebuilt from the same
+/// headers, starting with the first batch's epoch, when it is missing or
+/// unreadable). Snapshots outside the log are removed first.
+fn rebuild_state(
+    dir: &Path,
+    log: &Log,
+) -> Result<(ProducerStateTable, LeaderEpochCache), PartitionError> {
+    let start = log.log_start_offset();
     let end = log.log_end_offset();
-    let mut offset = log.log_start_offset();
+    snapshot::remove_outside(dir, start, end);
+    let stored = LeaderEpochCache::load(dir).unwrap_or_else(|e| {
+        tracing::warn!(dir = %dir.display(), error = %e, "leader epoch checkpoint unreadable; rebuilt from the log");
+        None
+    });
+    let rebuild_epochs = stored.is_none();
+    let mut epochs = stored.unwrap_or_default();
+    let (from, mut table) =
+        snapshot::latest(dir, start, end).unwrap_or_else(|| (start, ProducerStateTable::new()));
+    if rebuild_epochs && from > start {
+        replay(log, start, start + 1, |h| {
+            epochs.assign(h.partition_leader_epoch, start);
+        })?;
+    }
+    replay(log, from, end, |h| {
+        table.observe(&identity(h), h.base_offset, h.last_offset());
+        if rebuild_epochs {
+            epochs.assign(h.partition_leader_epoch, h.base_offset);
+        }
+    })?;
+    epochs.truncate_from_end(end);
+    Ok((table, epochs))
+}
+
+/// Calls `f` with the header of every batch from the one holding `from`
+/// up to (not including) the batch that starts at or after `to`.
+fn replay(
+    log: &Log,
+    from: i64,
+    to: i64,
+    mut f: impl FnMut(&BatchHeader),
+) -> Result<(), PartitionError> {
+    let end = to.min(log.log_end_offset());
+    let mut offset = from.max(log.log_start_offset());
     while offset < end {
         let slice = log.read(offset, 1 << 20, end)?;
         if slice.data.is_empty() {
@@ -709,9 +929,10 @@ fn rebuild_producer_state(log: &Log) -> Result<ProducerStateTable, PartitionErro
             if len == 0 || pos + len > data.len() {
                 break;
             }
-            if h.producer_id >= 0 {
-                table.observe(&identity(&h), h.base_offset, h.last_offset());
+            if h.base_offset >= end {
+                return Ok(());
             }
+            f(&h);
             offset = h.last_offset() + 1;
             advanced = true;
             pos += len;
@@ -720,5 +941,5 @@ fn rebuild_producer_state(log: &Log) -> Result<ProducerStateTable, PartitionErro
             break;
         }
     }
-    Ok(table)
+    Ok(())
 }

@@ -228,6 +228,29 @@ fn produce_with_bad_crc_gets_corrupt_message() {
 }
 
 #[test]
+fn control_and_transactional_batches_from_clients_are_refused() {
+    let mut broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = common::topic_name("control");
+    clients::create_topic(&bs, &topic, 1, &[]);
+    let mut c = RawConn::connect(&bs);
+    let v = c.produce_version();
+    // A forged abort marker and a transactional batch (no transactional id).
+    let control = raw::producer_batch(42, 0, 0, 1, "marker", true, true);
+    let (err, _) = c.produce(v, &topic, 0, control, -1);
+    assert_eq!(err, raw::ERR_INVALID_RECORD, "control batch from a client");
+    let txn = raw::producer_batch(42, 0, 0, 3, "txn", true, false);
+    let (err, _) = c.produce(v, &topic, 0, txn, -1);
+    assert_eq!(err, raw::ERR_INVALID_RECORD, "transactional batch");
+    // The same producer's plain idempotent batch is accepted, at offset 0:
+    // nothing of the refused batches was stored.
+    let plain = raw::producer_batch(42, 0, 0, 3, "plain", false, false);
+    assert_eq!(c.produce(v, &topic, 0, plain, -1), (raw::ERR_NONE, 0));
+    assert_eq!(clients::watermarks(&bs, &topic, 0), (0, 3));
+    assert_still_serving(&mut broker);
+}
+
+#[test]
 fn record_larger_than_max_message_bytes_is_rejected() {
     let mut broker = Broker::start();
     let bs = broker.bootstrap();

@@ -9,7 +9,9 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::clients::{self, TestRecord};
+use common::raw::{self, RawConn};
 use common::Broker;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
@@ -292,24 +294,7 @@ fn restore_into_an_empty_data_dir_serves_the_topic() {
     // Small producer batches, so the partitions roll many 64 KiB segments.
     let producer = clients::producer(&first.bootstrap(), &[("batch.size", "16384")]);
     clients::produce_all(&producer, &topic, &records);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let m = first.metrics();
-        let lag: f64 = (0..2)
-            .map(|p| {
-                m.get(&format!(
-                    "strata_tier_copy_lag_segments{{topic=\"{topic}\",partition=\"{p}\"}}"
-                ))
-                .copied()
-                .unwrap_or(1.0)
-            })
-            .sum();
-        if lag == 0.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "offload did not finish: {m:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_offload(&first, &topic, 2);
     first.stop();
 
     // A new broker: empty data dir, a new cluster, the same bucket.
@@ -383,6 +368,154 @@ fn restore_into_an_empty_data_dir_serves_the_topic() {
             "{r}"
         );
     }
+    second.assert_no_error_logs();
+}
+
+/// Waits until every sealed segment of `partitions` partitions of `topic`
+/// is in the tier (copy lag 0).
+fn wait_for_offload(broker: &Broker, topic: &str, partitions: i32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = broker.metrics();
+        let lag: f64 = (0..partitions)
+            .map(|p| {
+                m.get(&format!(
+                    "strata_tier_copy_lag_segments{{topic=\"{topic}\",partition=\"{p}\"}}"
+                ))
+                .copied()
+                .unwrap_or(1.0)
+            })
+            .sum();
+        if lag == 0.0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "offload did not finish: {m:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const PRODUCER_ID: i64 = 4242;
+
+/// Idempotent batches of 5 records from [`PRODUCER_ID`] at sequences
+/// 0, 5, 10, ... (`batches` of them), then `fill` plain 5 kB records, all in
+/// partition 0; returns the last idempotent batch, which a retry resends.
+fn produce_idempotent_then_fill(broker: &Broker, topic: &str, batches: i32, fill: usize) -> Bytes {
+    let mut c = RawConn::connect(&broker.bootstrap());
+    let v = c.produce_version();
+    let mut last = Bytes::new();
+    for b in 0..batches {
+        last = raw::producer_batch(PRODUCER_ID, 0, b * 5, 5, "idem", false, false);
+        let (err, base) = c.produce(v, topic, 0, last.clone(), -1);
+        assert_eq!(
+            (err, base),
+            (raw::ERR_NONE, b as i64 * 5),
+            "idempotent batch {b}"
+        );
+    }
+    let producer = clients::producer(&broker.bootstrap(), &[("batch.size", "16384")]);
+    let records: Vec<TestRecord> = (0..fill)
+        .map(|i| TestRecord::value(value(i)[..5000].to_vec()).in_partition(0))
+        .collect();
+    clients::produce_all(&producer, topic, &records);
+    last
+}
+
+/// Resends `last` (the newest idempotent batch, sequences `batches*5-5..`)
+/// and checks it is answered as a duplicate with its original offset, that
+/// nothing was appended, and that the next sequence is accepted.
+fn assert_retry_is_duplicate(broker: &Broker, topic: &str, batches: i32, last: Bytes) {
+    let bs = broker.bootstrap();
+    let (_, high) = clients::watermarks(&bs, topic, 0);
+    let mut c = RawConn::connect(&bs);
+    let v = c.produce_version();
+    let first_offset = (batches as i64 - 1) * 5;
+    assert_eq!(
+        c.produce(v, topic, 0, last, -1),
+        (raw::ERR_NONE, first_offset),
+        "the retry gets its original offset"
+    );
+    assert_eq!(
+        clients::watermarks(&bs, topic, 0).1,
+        high,
+        "nothing appended"
+    );
+    let next = raw::producer_batch(PRODUCER_ID, 0, batches * 5, 5, "idem", false, false);
+    assert_eq!(c.produce(v, topic, 0, next, -1), (raw::ERR_NONE, high));
+    let gap = raw::producer_batch(PRODUCER_ID, 0, batches * 5 + 50, 1, "idem", false, false);
+    assert_eq!(
+        c.produce(v, topic, 0, gap, -1).0,
+        raw::ERR_OUT_OF_ORDER_SEQUENCE,
+        "the sequence continues from the restored state"
+    );
+}
+
+#[test]
+fn producer_state_survives_kill9_after_its_segments_left_the_disk() {
+    let mut broker = Broker::builder()
+        .args(["--tier-interval-ms", "100"])
+        .start();
+    let topic = common::topic_name("pstate");
+    clients::create_topic(
+        &broker.bootstrap(),
+        &topic,
+        1,
+        &[
+            ("segment.bytes", "65536"),
+            ("local.retention.bytes", "65536"),
+        ],
+    );
+    let last = produce_idempotent_then_fill(&broker, &topic, 4, 200);
+    // Wait until the idempotent batches' segment is gone from the disk.
+    let dir = broker.data_dir().join(format!("{topic}-0"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while local_segments(&dir).0.first().is_none_or(|b| *b < 20) {
+        assert!(Instant::now() < deadline, "local segments were not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    broker.kill9();
+    broker.restart();
+    assert_retry_is_duplicate(&broker, &topic, 4, last);
+    broker.assert_no_error_logs();
+}
+
+#[test]
+fn restore_brings_producer_state_and_leader_epochs() {
+    let tier_dir = tempfile::tempdir().expect("tier dir");
+    let url = format!("file://{}", tier_dir.path().display());
+    let args = ["--tier-interval-ms", "100", "--tier-url", url.as_str()];
+    let mut first = Broker::builder().args(args).start();
+    let topic = common::topic_name("prestore");
+    clients::create_topic(&first.bootstrap(), &topic, 1, &[("segment.bytes", "65536")]);
+    let last = produce_idempotent_then_fill(&first, &topic, 3, 100);
+    wait_for_offload(&first, &topic, 1);
+    first.stop();
+    // Every tiered segment carries its producer snapshot and leader epochs.
+    let part = tier_partition_dir(tier_dir.path(), &topic);
+    let text = std::fs::read(part.join("manifest.json")).expect("manifest");
+    let json: serde_json::Value = serde_json::from_slice(&text).expect("manifest json");
+    let segments = json["segments"].as_array().expect("segments");
+    assert!(segments.len() > 3, "{json}");
+    for seg in segments {
+        for kind in ["log", "index", "timeindex", "snapshot", "epochs"] {
+            assert!(seg["objects"].get(kind).is_some(), "{kind} missing: {seg}");
+        }
+    }
+    let epochs_name = segments[0]["objects"]["epochs"]["name"]
+        .as_str()
+        .expect("name");
+    assert_eq!(
+        std::fs::read_to_string(part.join(epochs_name)).expect("epochs object"),
+        "0\n1\n0 0\n"
+    );
+
+    let second = Broker::builder().args(args).start();
+    clients::create_topic(
+        &second.bootstrap(),
+        &topic,
+        1,
+        &[("strata.restore", "true")],
+    );
+    assert_retry_is_duplicate(&second, &topic, 3, last);
     second.assert_no_error_logs();
 }
 

@@ -32,6 +32,7 @@ pub fn batch_error_code(e: &BatchError) -> i16 {
     match e {
         BatchError::TooLarge { .. } => Code::MessageTooLarge.code(),
         BatchError::UnsupportedMagic { .. } => Code::UnsupportedForMessageFormat.code(),
+        BatchError::NotAllowed { .. } => Code::InvalidRecord.code(),
         _ => Code::CorruptMessage.code(),
     }
 }

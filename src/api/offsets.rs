@@ -119,9 +119,8 @@ fn first_record_at_or_after(mut data: bytes::Bytes, offset: i64, ts: i64) -> Opt
         .map(|r| (r.offset, r.timestamp))
 }
 
-/// Every partition has had one leader epoch since its creation on this
-/// broker, starting at offset 0, so the end offset of that epoch is the log
-/// end offset, and any newer epoch is unknown.
+/// Answers from each partition's leader-epoch cache (Kafka's rules:
+/// [`crate::partition::epochs::LeaderEpochCache::end_offset_for`]).
 pub fn offset_for_leader_epoch(
     broker: &Broker,
     req: OffsetForLeaderEpochRequest,
@@ -150,10 +149,7 @@ pub fn offset_for_leader_epoch(
                         r.error_code = code;
                         return r;
                     }
-                    if lp.leader_epoch <= p.leader_epoch {
-                        r.leader_epoch = p.leader_epoch;
-                        r.end_offset = p.log_end_offset();
-                    }
+                    (r.leader_epoch, r.end_offset) = p.end_offset_for_epoch(lp.leader_epoch);
                     r
                 })
                 .collect();

@@ -4,7 +4,8 @@
 //! Overview: every `tier-interval-ms`, for each local partition of a topic
 //! with `remote.storage.enable`: reload the tier's offsets from its
 //! manifest, offer every sealed segment above the last uploaded offset and
-//! below the high watermark to the [`tiering::Uploader`] (which bounds
+//! below the high watermark, with its producer snapshot and leader epochs,
+//! to the [`tiering::Uploader`] (which bounds
 //! concurrency and bandwidth and retries), delete local segments that are in
 //! the tier and beyond `local.retention.*`, and apply `retention.*` to the
 //! tier (manifest first, then objects).
@@ -104,6 +105,7 @@ async fn tend(
         if seg.next_offset > hwm {
             break;
         }
+        let state = p.segment_state(&seg)?;
         let upload = SegmentUpload {
             base_offset: seg.base_offset,
             last_offset: last,
@@ -114,8 +116,11 @@ async fn tend(
             log: seg.log_path.clone(),
             offset_index: seg.index_path.clone(),
             time_index: seg.time_index_path.clone(),
-            producer_snapshot: None,
-            leader_epochs: None,
+            producer_snapshot: Some(state.producer_snapshot),
+            leader_epochs: Some(state.leader_epochs),
+            // Partitions refuse control and transactional batches, so no
+            // segment holds an aborted transaction: Kafka's `.txnindex`
+            // would be empty, and no object is written for it.
             txn_index: None,
         };
         match uploader.try_enqueue(remote, upload) {

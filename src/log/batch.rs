@@ -61,7 +61,8 @@ const MAX_COMPRESSION_CODEC: u8 = 4;
 ///
 /// Kafka error codes at the API edge: `Corrupt` and `Crc` map to
 /// CORRUPT_MESSAGE (2), `UnsupportedMagic` to UNSUPPORTED_FOR_MESSAGE_FORMAT
-/// (43) (or CORRUPT_MESSAGE), `TooLarge` to MESSAGE_TOO_LARGE (10).
+/// (43) (or CORRUPT_MESSAGE), `TooLarge` to MESSAGE_TOO_LARGE (10),
+/// `NotAllowed` to INVALID_RECORD (87).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum BatchError {
     #[error("corrupt record batch: {reason}")]
@@ -72,6 +73,10 @@ pub enum BatchError {
     UnsupportedMagic { magic: i8 },
     #[error("record batch too large. size={size}, max={max}")]
     TooLarge { size: usize, max: usize },
+    /// A well-formed batch that clients may not write (control batches;
+    /// transactional batches while transactions are not supported).
+    #[error("record batch not accepted from clients: {reason}")]
+    NotAllowed { reason: String },
 }
 
 impl BatchError {
@@ -273,6 +278,26 @@ pub fn validate_batches(
         pos += size;
     }
     Ok(headers)
+}
+
+/// Refuses batches clients may not write: control batches (only a
+/// transaction coordinator writes markers, as in Kafka) and transactional
+/// batches (transactions are not supported yet, so no marker could ever
+/// end them).
+pub fn check_client_batches(headers: &[BatchHeader]) -> Result<(), BatchError> {
+    for h in headers {
+        let reason = if h.is_control() {
+            "clients may not write control batches"
+        } else if h.is_transactional() {
+            "transactional batches are not supported by this broker yet"
+        } else {
+            continue;
+        };
+        return Err(BatchError::NotAllowed {
+            reason: format!("{reason}. base_offset={}", h.base_offset),
+        });
+    }
+    Ok(())
 }
 
 /// Rewrites the broker-owned fields of each batch in place.

@@ -24,6 +24,8 @@ pub const ERR_CORRUPT_MESSAGE: i16 = 2;
 pub const ERR_UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 pub const ERR_MESSAGE_TOO_LARGE: i16 = 10;
 pub const ERR_UNSUPPORTED_VERSION: i16 = 35;
+pub const ERR_OUT_OF_ORDER_SEQUENCE: i16 = 45;
+pub const ERR_INVALID_RECORD: i16 = 87;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -284,6 +286,38 @@ pub fn record(offset_delta: i64, key: Option<&[u8]>, value: Option<&[u8]>, ts: i
         value: value.map(Bytes::copy_from_slice),
         headers: Default::default(),
     }
+}
+
+/// A batch of `count` records from idempotent producer `producer_id`
+/// (epoch `epoch`), with sequences from `sequence`; values `{tag}-{i}`.
+/// `transactional` and `control` set those attribute bits.
+pub fn producer_batch(
+    producer_id: i64,
+    epoch: i16,
+    sequence: i32,
+    count: usize,
+    tag: &str,
+    transactional: bool,
+    control: bool,
+) -> Bytes {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let records: Vec<Record> = (0..count)
+        .map(|i| {
+            let value = format!("{tag}-{i}");
+            Record {
+                transactional,
+                control,
+                producer_id,
+                producer_epoch: epoch,
+                sequence: sequence + i as i32,
+                ..record(i as i64, None, Some(value.as_bytes()), ts)
+            }
+        })
+        .collect();
+    batch(&records, Compression::None)
 }
 
 /// Encode a magic-v2 RecordBatch.

@@ -112,8 +112,7 @@ pub struct TestSegment {
 impl TestSegment {
     /// Writes `batches` batches of `records_per_batch` records with values of
     /// `value_len` bytes, starting at `base_offset` and timestamp `ts0`, with
-    /// a sparse `.index` every `index_interval` bytes and a `.timeindex`, plus
-    /// small `.snapshot` and `.epochs` files.
+    /// a sparse `.index` every `index_interval` bytes and a `.timeindex`.
     pub fn write(
         dir: &Path,
         base_offset: i64,
@@ -164,11 +163,6 @@ impl TestSegment {
         std::fs::write(dir.join(format!("{name}.log")), &log)?;
         std::fs::write(dir.join(format!("{name}.index")), &index)?;
         std::fs::write(dir.join(format!("{name}.timeindex")), &timeindex)?;
-        std::fs::write(
-            dir.join(format!("{name}.snapshot")),
-            format!("producer-state {base_offset}"),
-        )?;
-        std::fs::write(dir.join(format!("{name}.epochs")), b"0 0\n")?;
         Ok(TestSegment {
             base_offset,
             last_offset: offset - 1,
@@ -194,8 +188,11 @@ impl TestSegment {
             log: f("log"),
             offset_index: f("index"),
             time_index: f("timeindex"),
-            producer_snapshot: Some(f("snapshot")),
-            leader_epochs: Some(f("epochs")),
+            producer_snapshot: Some(Bytes::from(format!(
+                "producer-state {}",
+                self.last_offset + 1
+            ))),
+            leader_epochs: Some(Bytes::from_static(b"0\n1\n0 0\n")),
             txn_index: None,
         }
     }

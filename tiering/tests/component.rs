@@ -39,6 +39,7 @@ async fn round_trip(tier: TierStore) {
         let body = tier.get(&name).await.expect("get log");
         assert!(body == seg.log, "log object differs");
         assert_eq!(crc32c::crc32c(&body), log.crc32c);
+        let upload = seg.upload(1);
         for kind in [
             ObjectKind::Index,
             ObjectKind::Timeindex,
@@ -47,17 +48,32 @@ async fn round_trip(tier: TierStore) {
         ] {
             let o = meta.object(kind).expect("object");
             let ext = kind.extension();
-            let file = std::fs::read(seg.dir.join(format!("{:020}.{ext}", seg.base_offset)))
-                .expect("file");
+            let expected = match kind {
+                ObjectKind::Snapshot => {
+                    upload.producer_snapshot.clone().expect("snapshot").to_vec()
+                }
+                ObjectKind::Epochs => upload.leader_epochs.clone().expect("epochs").to_vec(),
+                _ => std::fs::read(seg.dir.join(format!("{:020}.{ext}", seg.base_offset)))
+                    .expect("file"),
+            };
             let body = tier
                 .get(&format!("{}/{}", part.dir(), o.name))
                 .await
                 .expect("get");
-            assert_eq!(&body[..], &file[..], "{ext}");
+            assert_eq!(&body[..], &expected[..], "{ext}");
             assert_eq!(crc32c::crc32c(&body), o.crc32c);
         }
+        assert!(meta.object(ObjectKind::Txnindex).is_none());
         assert!(log.name.starts_with(&format!("{:020}-", seg.base_offset)));
     }
+    // The newest segment's producer snapshot comes back CRC-checked.
+    let (last, snapshot) = part
+        .last_segment_object(ObjectKind::Snapshot)
+        .await
+        .expect("last snapshot")
+        .expect("a snapshot");
+    assert_eq!(last.base_offset, segs[2].base_offset);
+    assert_eq!(Some(snapshot), segs[2].upload(1).producer_snapshot);
     check_reads(&part, &segs).await;
     let replayed = replay(&part, 0, 200_000).await.expect("replay");
     assert!(replayed == all_logs(&segs), "replay differs");

@@ -185,6 +185,26 @@ impl RemotePartition {
         }
     }
 
+    /// The object of `kind` of the newest tiered segment (for example its
+    /// producer snapshot), checked against its CRC-32C; `None` when nothing
+    /// is tiered or that segment has no such object.
+    pub async fn last_segment_object(
+        &self,
+        kind: ObjectKind,
+    ) -> Result<Option<(SegmentMeta, Bytes)>, TierError> {
+        let manifest = self.manifest().await?;
+        let Some(seg) = manifest.segments.last() else {
+            return Ok(None);
+        };
+        let Some(obj) = seg.object(kind) else {
+            return Ok(None);
+        };
+        let body = self
+            .whole_object(obj.name.as_str(), obj.size, obj.crc32c)
+            .await?;
+        Ok(Some((seg.clone(), body)))
+    }
+
     /// Whole record batches starting with the batch that holds `offset`:
     /// at least one batch even when it exceeds `max_bytes` (KIP-74), then
     /// more while they fit, never past the end of that batch's segment.

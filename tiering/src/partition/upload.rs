@@ -18,8 +18,9 @@ use crate::store::cancellable;
 use crate::throttle::RateLimiter;
 use crate::TierError;
 
-/// A sealed segment as the broker describes it: offsets, timestamps, epoch
-/// and the paths of its files. The tier reads the files; it never changes them.
+/// A sealed segment as the broker describes it: offsets, timestamps, epoch,
+/// the paths of its files and its small per-segment state. The tier reads
+/// the files; it never changes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentUpload {
     pub base_offset: i64,
@@ -33,8 +34,11 @@ pub struct SegmentUpload {
     pub log: PathBuf,
     pub offset_index: PathBuf,
     pub time_index: PathBuf,
-    pub producer_snapshot: Option<PathBuf>,
-    pub leader_epochs: Option<PathBuf>,
+    /// Producer state as of the segment's end (opaque to the tier).
+    pub producer_snapshot: Option<Bytes>,
+    /// Leader epochs up to the segment's end (opaque to the tier).
+    pub leader_epochs: Option<Bytes>,
+    /// The segment's aborted-transaction index file, when it has one.
     pub txn_index: Option<PathBuf>,
 }
 
@@ -45,16 +49,20 @@ impl SegmentUpload {
             (ObjectKind::Index, self.offset_index.as_path()),
             (ObjectKind::Timeindex, self.time_index.as_path()),
         ];
-        for (kind, p) in [
-            (ObjectKind::Snapshot, &self.producer_snapshot),
-            (ObjectKind::Epochs, &self.leader_epochs),
-            (ObjectKind::Txnindex, &self.txn_index),
-        ] {
-            if let Some(p) = p {
-                v.push((kind, p.as_path()));
-            }
+        if let Some(p) = &self.txn_index {
+            v.push((ObjectKind::Txnindex, p.as_path()));
         }
         v
+    }
+
+    fn small_objects(&self) -> Vec<(ObjectKind, Bytes)> {
+        [
+            (ObjectKind::Snapshot, &self.producer_snapshot),
+            (ObjectKind::Epochs, &self.leader_epochs),
+        ]
+        .into_iter()
+        .filter_map(|(kind, b)| b.clone().map(|b| (kind, b)))
+        .collect()
     }
 }
 
@@ -237,6 +245,22 @@ impl RemotePartition {
                         name,
                         size: w.size,
                         crc32c: w.crc,
+                    },
+                );
+            }
+            for (kind, body) in upload.small_objects() {
+                let name = layout::object_name(upload.base_offset, &id, kind);
+                let dest = layout::child(&self.inner.dir, &name);
+                written.push(dest.clone());
+                let crc = crc32c::crc32c(&body);
+                let size = body.len() as u64;
+                self.put_small(&dest, body, cancel, limiter).await?;
+                objects.insert(
+                    kind,
+                    ObjectRef {
+                        name,
+                        size,
+                        crc32c: crc,
                     },
                 );
             }
