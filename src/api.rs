@@ -40,6 +40,9 @@ use error::Code;
 pub enum Outcome {
     /// Send this response frame body.
     Reply(Bytes),
+    /// Send a frame body made of these parts in order (bytes and file
+    /// ranges sent with sendfile; see `zerocopy`).
+    Spliced(Vec<crate::zerocopy::Part>),
     /// Send nothing (acks=0 produce).
     NoReply,
     /// Close the connection (malformed or unsupported request).
@@ -57,7 +60,12 @@ pub type Pending = futures::future::BoxFuture<'static, Outcome>;
 pub enum Handled {
     Now(Option<ResponseKind>),
     Later(futures::future::BoxFuture<'static, Option<ResponseKind>>),
+    /// A fetch: the response and the file ranges its placeholders stand for.
+    Fetch(futures::future::BoxFuture<'static, (ResponseKind, FileRanges)>),
 }
+
+/// File ranges of a response by placeholder index (`zerocopy`).
+pub type FileRanges = Vec<(usize, crate::zerocopy::FileRegion)>;
 
 fn ready(o: Outcome) -> Pending {
     Box::pin(std::future::ready(o))
@@ -128,9 +136,12 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
         }
         RequestKind::Fetch(r) => {
             let b = broker.clone();
-            Handled::Later(Box::pin(
-                async move { Some(ResponseKind::Fetch(fetch::handle(&b, r, version).await)) }
-                    .instrument(span.clone()),
+            Handled::Fetch(Box::pin(
+                async move {
+                    let (resp, files) = fetch::handle(&b, r, version).await;
+                    (ResponseKind::Fetch(resp), files)
+                }
+                .instrument(span.clone()),
             ))
         }
         other => Handled::Now(
@@ -141,7 +152,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
     };
     let finish = {
         let broker = broker.clone();
-        move |response: Option<ResponseKind>| {
+        move |response: Option<ResponseKind>, files: FileRanges| {
             let api = format!("{api_key:?}");
             broker
                 .metrics
@@ -153,17 +164,26 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
                             broker.metrics.observe_error(&api, &format!("{e:?}"));
                         }
                     }
-                    encode_response(api_key, version, correlation_id, &r)
+                    encode_response(api_key, version, correlation_id, &r, files)
                 }
                 None => Outcome::NoReply,
             }
         }
     };
     match handled {
-        Handled::Now(r) => ready(finish(r)),
-        Handled::Later(f) => {
+        Handled::Now(r) => ready(finish(r, Vec::new())),
+        Handled::Later(_) | Handled::Fetch(_) => {
             // Run it now, concurrently with later requests of the connection.
-            let task = tokio::spawn(async move { finish(f.await) });
+            let task = tokio::spawn(async move {
+                match handled {
+                    Handled::Later(f) => finish(f.await, Vec::new()),
+                    Handled::Fetch(f) => {
+                        let (r, files) = f.await;
+                        finish(Some(r), files)
+                    }
+                    Handled::Now(r) => finish(r, Vec::new()),
+                }
+            });
             Box::pin(async move {
                 task.await.unwrap_or_else(|e| {
                     tracing::error!(error = %e, "request completion failed; closing connection");
@@ -265,19 +285,30 @@ fn encode_response(
     version: i16,
     correlation_id: i32,
     r: &ResponseKind,
+    files: FileRanges,
 ) -> Outcome {
-    let mut buf = BytesMut::with_capacity(256);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let hv = api_key.response_header_version(version);
-    if let Err(e) = header.encode(&mut buf, hv) {
-        tracing::error!(api = ?api_key, version, error = %e, "cannot encode response header");
-        return Outcome::Close;
-    }
-    if let Err(e) = r.encode(&mut buf, version) {
+    let encoded = match (r, files.is_empty()) {
+        (ResponseKind::Fetch(f), false) => {
+            let mut buf = crate::zerocopy::SpliceBuf::new(files);
+            header
+                .encode(&mut buf, hv)
+                .and_then(|()| f.encode(&mut buf, version))
+                .map(|()| Outcome::Spliced(buf.finish()))
+        }
+        _ => {
+            let mut buf = BytesMut::with_capacity(256);
+            header
+                .encode(&mut buf, hv)
+                .and_then(|()| r.encode(&mut buf, version))
+                .map(|()| Outcome::Reply(buf.freeze()))
+        }
+    };
+    encoded.unwrap_or_else(|e| {
         tracing::error!(api = ?api_key, version, error = %e, "cannot encode response");
-        return Outcome::Close;
-    }
-    Outcome::Reply(buf.freeze())
+        Outcome::Close
+    })
 }
 
 async fn dispatch(

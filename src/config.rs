@@ -81,6 +81,18 @@ pub struct ServeArgs {
     /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600]
     #[arg(long, env = "STRATA_SOCKET_REQUEST_MAX_BYTES")]
     pub socket_request_max_bytes: Option<u32>,
+    /// Send fetched local data from the page cache with sendfile(2) instead
+    /// of copying it [default: true]
+    #[arg(long, env = "STRATA_ZERO_COPY")]
+    pub zero_copy: Option<bool>,
+    /// Request bytes in flight on the whole broker (queued.max.request.bytes);
+    /// reading stops while it is reached [default: 268435456]
+    #[arg(long, env = "STRATA_QUEUED_MAX_REQUEST_BYTES")]
+    pub queued_max_request_bytes: Option<u64>,
+    /// Request bytes in flight on one connection; reading it stops while it
+    /// is reached [default: 67108864]
+    #[arg(long, env = "STRATA_CONNECTION_MAX_REQUEST_BYTES")]
+    pub connection_max_request_bytes: Option<u64>,
     /// Default largest record batch (message.max.bytes) [default: 1048588]
     #[arg(long, env = "STRATA_MESSAGE_MAX_BYTES")]
     pub message_max_bytes: Option<u32>,
@@ -189,6 +201,9 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub socket_request_max_bytes: u32,
+    pub zero_copy: bool,
+    pub queued_max_request_bytes: u64,
+    pub connection_max_request_bytes: u64,
     pub message_max_bytes: u32,
     pub log_segment_bytes: u64,
     pub log_retention_ms: i64,
@@ -258,6 +273,22 @@ impl BrokerConfig {
             return Err(ConfigError::invalid(
                 "socket-request-max-bytes",
                 socket_request_max_bytes,
+                "must be >= 1024",
+            ));
+        }
+        let queued_max_request_bytes = a.queued_max_request_bytes.unwrap_or(256 << 20);
+        if queued_max_request_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "queued-max-request-bytes",
+                queued_max_request_bytes,
+                "must be >= 1024",
+            ));
+        }
+        let connection_max_request_bytes = a.connection_max_request_bytes.unwrap_or(64 << 20);
+        if connection_max_request_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "connection-max-request-bytes",
+                connection_max_request_bytes,
                 "must be >= 1024",
             ));
         }
@@ -377,6 +408,9 @@ impl BrokerConfig {
             auto_create_topics: a.auto_create_topics.unwrap_or(true),
             num_partitions,
             socket_request_max_bytes,
+            zero_copy: a.zero_copy.unwrap_or(true),
+            queued_max_request_bytes,
+            connection_max_request_bytes,
             message_max_bytes,
             log_segment_bytes,
             log_retention_ms,
@@ -451,6 +485,13 @@ impl ServeArgs {
             socket_request_max_bytes: self
                 .socket_request_max_bytes
                 .or(file.socket_request_max_bytes),
+            zero_copy: self.zero_copy.or(file.zero_copy),
+            queued_max_request_bytes: self
+                .queued_max_request_bytes
+                .or(file.queued_max_request_bytes),
+            connection_max_request_bytes: self
+                .connection_max_request_bytes
+                .or(file.connection_max_request_bytes),
             message_max_bytes: self.message_max_bytes.or(file.message_max_bytes),
             log_segment_bytes: self.log_segment_bytes.or(file.log_segment_bytes),
             log_retention_ms: self.log_retention_ms.or(file.log_retention_ms),

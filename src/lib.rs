@@ -16,3 +16,4 @@ pub mod partition;
 pub mod run;
 pub mod server;
 pub mod telemetry;
+pub mod zerocopy;

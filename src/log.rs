@@ -71,6 +71,7 @@ use thiserror::Error;
 
 pub use batch::{assign_offsets, validate_batches, BatchError, BatchHeader, BATCH_HEADER_LEN};
 
+use crate::zerocopy::FileRegion;
 use checkpoint::RecoveryCheckpoint;
 use segment::{ActiveSegment, SealedSegment, SegmentCore, MAX_RELATIVE_OFFSET, MAX_SEGMENT_BYTES};
 
@@ -392,6 +393,29 @@ impl Log {
             }
         }
         best.map(|(timestamp, offset)| (timestamp, offset.max(self.log_start_offset)))
+    }
+
+    /// Like [`Log::read`], as a file range of whole batches (for sendfile)
+    /// with the offset after its last batch; `None` at the log end offset.
+    pub fn read_region(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<Option<(FileRegion, i64)>, LogError> {
+        let log_end_offset = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end_offset {
+            return Err(self.out_of_range(offset));
+        }
+        if offset == log_end_offset {
+            return Ok(None);
+        }
+        for core in self.cores().skip(self.segment_index(offset)) {
+            if let Some(found) = core.read_region(offset, max_bytes, max_offset)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 
     /// DeleteRecords: moves the log start offset up to `offset` (persisted),

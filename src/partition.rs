@@ -38,6 +38,7 @@ use uuid::Uuid;
 
 use crate::log::batch::{check_client_batches, validate_batches, BatchError, BatchHeader};
 use crate::log::{Log, LogConfig, LogError, SealedSegmentInfo};
+use crate::zerocopy::FileRegion;
 use epochs::LeaderEpochCache;
 use producer_state::{BatchIdentity, ProducerStateTable, SequenceCheck};
 
@@ -455,6 +456,38 @@ impl Partition {
     /// Reads whole batches from `offset`, up to the high watermark; at least
     /// one batch when one is there, unless `max_bytes` is 0 (watermarks only).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, PartitionError> {
+        self.read_with(offset, max_bytes, |log, hwm| {
+            Ok(log.read(offset, max_bytes, hwm)?.data)
+        })
+    }
+
+    /// Like [`Partition::read`], as a file range of whole batches (to send
+    /// with sendfile) and how many offsets it covers; no range when there
+    /// is nothing to send.
+    pub fn read_region(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(ReadResult, Option<(FileRegion, u64)>), PartitionError> {
+        let mut region = None;
+        let r = self.read_with(offset, max_bytes, |log, hwm| {
+            region = log
+                .read_region(offset, max_bytes, hwm)?
+                .filter(|(r, _)| r.len > 0)
+                .map(|(r, next)| (r, (next - offset).max(0) as u64));
+            Ok(Bytes::new())
+        })?;
+        Ok((r, region))
+    }
+
+    /// The checks and watermarks of a read; `data` reads the batches (not
+    /// called at the high watermark or for `max_bytes` 0).
+    fn read_with(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        data: impl FnOnce(&Log, i64) -> Result<Bytes, PartitionError>,
+    ) -> Result<ReadResult, PartitionError> {
         self.with_log(|log, _, _| {
             let hwm = *self.high_watermark.borrow();
             let local_start = log.log_start_offset();
@@ -477,7 +510,7 @@ impl Partition {
             let data = if offset == hwm || max_bytes == 0 {
                 Bytes::new()
             } else {
-                log.read(offset, max_bytes, hwm)?.data
+                data(log, hwm)?
             };
             Ok(ReadResult {
                 data,

@@ -7,7 +7,11 @@
 //! produce requests append in order; the waiting parts (acks=all
 //! durability, fetch long-polls) run concurrently, so they do not hold up
 //! the requests pipelined behind them. A writer task sends the responses in
-//! request order (Kafka's guarantee).
+//! request order (Kafka's guarantee), fetched record data with sendfile.
+//!
+//! Backpressure: request bytes in flight are bounded per connection and per
+//! broker ([`RequestBytes`]); the reader waits for room before reading a
+//! frame's body and the room is given back when its response is written.
 //!
 //! Consistency: responses leave in the order requests arrived; requests that
 //! get no response (`acks=0` produce) still take their turn.
@@ -22,20 +26,62 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::broker::Broker;
+use crate::zerocopy::{self, Part};
 
 /// How many requests of one connection may be in flight at once; the reader
 /// stops reading when the writer is this far behind (backpressure).
 const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
 
+/// Bounds on request bytes in flight (read, not yet answered): per broker
+/// (`queued.max.request.bytes`) and per connection. A connection that would
+/// exceed either stops reading, before the frame body, until earlier
+/// responses are written, so a fast client slows down instead of growing
+/// memory. A request larger than a bound waits until nothing else holds it.
+#[derive(Clone)]
+pub struct RequestBytes {
+    broker: Arc<Semaphore>,
+    broker_max: u32,
+    connection_max: u32,
+}
+
+impl RequestBytes {
+    pub fn new(broker_max: u64, connection_max: u64) -> RequestBytes {
+        let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        RequestBytes {
+            broker: Arc::new(Semaphore::new(clamp(broker_max) as usize)),
+            broker_max: clamp(broker_max),
+            connection_max: clamp(connection_max),
+        }
+    }
+}
+
+/// What a request holds until its response is written.
+struct Held {
+    _connection: OwnedSemaphorePermit,
+    _broker: OwnedSemaphorePermit,
+    bytes: i64,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.bytes);
+    }
+}
+
 /// Accepts Kafka connections until `shutdown` is cancelled.
 pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
+    let limits = RequestBytes::new(
+        broker.config.queued_max_request_bytes,
+        broker.config.connection_max_request_bytes,
+    );
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -44,10 +90,11 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancellat
                     let _ = stream.set_nodelay(true);
                     let broker = broker.clone();
                     let shutdown = shutdown.clone();
+                    let limits = limits.clone();
                     tracker.spawn(async move {
                         tracing::debug!(%peer, "connection opened");
                         broker.metrics.connections.inc();
-                        serve_connection(broker.clone(), stream, shutdown).await;
+                        serve_connection(broker.clone(), stream, shutdown, limits).await;
                         broker.metrics.connections.dec();
                         tracing::debug!(%peer, "connection closed");
                     });
@@ -63,25 +110,31 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancellat
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait()).await;
 }
 
-async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, shutdown: CancellationToken) {
+async fn serve_connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    shutdown: CancellationToken,
+    limits: RequestBytes,
+) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     let (mut reader, writer) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<api::Pending>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let (tx, rx) = mpsc::channel::<(api::Pending, Held)>(MAX_IN_FLIGHT_PER_CONNECTION);
     // The writer cancels this when it stops (peer gone, or a request that
     // must close the connection), which stops the reader too.
     let closed = shutdown.child_token();
     let writer_task = tokio::spawn(write_responses(writer, rx, closed.clone()));
+    let connection = Arc::new(Semaphore::new(limits.connection_max as usize));
     let max = broker.config.socket_request_max_bytes;
     loop {
-        let frame = tokio::select! {
+        let size = tokio::select! {
             _ = closed.cancelled() => break,
-            f = frame::read_frame(&mut reader, max) => f,
+            f = frame::read_len(&mut reader, max) => f,
         };
-        let frame = match frame {
-            Ok(Some(f)) => f,
+        let size = match size {
+            Ok(Some(size)) => size,
             Ok(None) => break,
             Err(frame::FrameError::TooLarge { size, max }) => {
                 tracing::warn!(%peer, size, max, "request frame exceeds socket.request.max.bytes; closing connection");
@@ -92,11 +145,29 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, shutdown: Canc
                 break;
             }
         };
+        // Hold the frame's bytes before reading it: waits while this
+        // connection or the broker has too much in flight.
+        let held = tokio::select! {
+            _ = closed.cancelled() => break,
+            h = hold(&connection, &limits, size, &broker) => h,
+        };
+        let Some(held) = held else { break };
+        let frame = tokio::select! {
+            _ = closed.cancelled() => break,
+            f = frame::read_body(&mut reader, size) => f,
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection read failed");
+                break;
+            }
+        };
         // Handled one at a time: what must happen in order (appends) is done
         // when this returns; waiting for durability or data continues in
         // the returned future while the next request is read.
         let pending = api::handle_frame(&broker, frame).await;
-        if tx.send(pending).await.is_err() {
+        if tx.send((pending, held)).await.is_err() {
             break;
         }
     }
@@ -104,23 +175,55 @@ async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, shutdown: Canc
     let _ = writer_task.await;
 }
 
+/// Takes `size` bytes (at most each bound) from the connection's and the
+/// broker's budgets; `None` if a semaphore is closed.
+async fn hold(
+    connection: &Arc<Semaphore>,
+    limits: &RequestBytes,
+    size: usize,
+    broker: &Broker,
+) -> Option<Held> {
+    let want = u32::try_from(size).unwrap_or(u32::MAX).max(1);
+    let c = connection
+        .clone()
+        .acquire_many_owned(want.min(limits.connection_max))
+        .await
+        .ok()?;
+    let b = limits
+        .broker
+        .clone()
+        .acquire_many_owned(want.min(limits.broker_max))
+        .await
+        .ok()?;
+    let gauge = broker.metrics.request_bytes_in_flight.clone();
+    gauge.inc_by(size as i64);
+    Some(Held {
+        _connection: c,
+        _broker: b,
+        bytes: size as i64,
+        gauge,
+    })
+}
+
 async fn write_responses(
     writer: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<api::Pending>,
+    mut rx: mpsc::Receiver<(api::Pending, Held)>,
     closed: CancellationToken,
 ) {
     let _close_on_exit = closed.drop_guard();
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some(pending) = rx.recv().await {
-        let body = match pending.await {
-            api::Outcome::Reply(b) => b,
+    while let Some((pending, held)) = rx.recv().await {
+        let parts = match pending.await {
+            api::Outcome::Reply(b) => vec![Part::Bytes(b)],
+            api::Outcome::Spliced(parts) => parts,
             api::Outcome::NoReply => continue,
             api::Outcome::Close => break,
         };
-        let len = (body.len() as u32).to_be_bytes();
-        if writer.write_all(&len).await.is_err() || writer.write_all(&body).await.is_err() {
+        if let Err(e) = write_frame(&mut writer, &parts).await {
+            tracing::debug!(error = %e, "response write failed; closing connection");
             break;
         }
+        drop(held);
         // Flush when nothing else is ready, so pipelined responses share writes.
         if rx.is_empty() && writer.flush().await.is_err() {
             break;
@@ -128,4 +231,26 @@ async fn write_responses(
     }
     let _ = writer.flush().await;
     let _ = writer.into_inner().shutdown().await;
+}
+
+/// Writes one response frame: the length, then the parts; file parts go
+/// with sendfile straight to the socket after flushing what is buffered.
+async fn write_frame(
+    writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    parts: &[Part],
+) -> std::io::Result<()> {
+    let total: u64 = parts.iter().map(Part::len).sum();
+    let len = u32::try_from(total)
+        .map_err(|_| std::io::Error::other(format!("response too large. size={total}")))?;
+    writer.write_all(&len.to_be_bytes()).await?;
+    for part in parts {
+        match part {
+            Part::Bytes(b) => writer.write_all(b).await?,
+            Part::File(region) => {
+                writer.flush().await?;
+                zerocopy::send_file(writer.get_ref().as_ref(), region).await?;
+            }
+        }
+    }
+    Ok(())
 }

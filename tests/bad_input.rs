@@ -400,3 +400,112 @@ fn a_full_disk_fails_produce_cleanly_and_loses_nothing() {
     assert_eq!(all.len(), acked + 1);
     again.assert_no_error_logs();
 }
+
+/// A long-polling fetch whose frame is at least 1 KiB: the same partition
+/// asked for many times.
+fn big_long_poll(topic: &str, wait_ms: i32) -> kafka_protocol::messages::FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let partitions = (0..64)
+        .map(|_| {
+            FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_current_leader_epoch(-1)
+                .with_partition_max_bytes(1 << 20)
+        })
+        .collect();
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partitions(partitions)])
+}
+
+/// Sends a big long-poll on one connection and an ApiVersions on another;
+/// returns whether the long-poll's answer was already there when the
+/// ApiVersions answer arrived.
+fn long_poll_answered_first(broker: &Broker, topic: &str) -> bool {
+    use kafka_protocol::messages::FetchResponse;
+    let mut a = RawConn::connect(&broker.bootstrap());
+    let mut b = RawConn::connect(&broker.bootstrap());
+    let fetch_corr = a.send(ApiKey::Fetch, 11, &big_long_poll(topic, 1500));
+    // The long-poll is read and parked before the second request is sent.
+    wait_in_flight(broker, |b| b >= 1024.0);
+    let corr = b.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let _: ApiVersionsResponse = b.receive(ApiKey::ApiVersions, 3, corr);
+    let first = a.has_data_ready();
+    let _: FetchResponse = a.receive(ApiKey::Fetch, 11, fetch_corr);
+    first
+}
+
+/// Waits until the broker's request bytes in flight satisfy `ok`; returns them.
+fn wait_in_flight(broker: &Broker, ok: impl Fn(f64) -> bool) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let b = broker
+            .metrics()
+            .get("strata_request_bytes_in_flight")
+            .copied()
+            .unwrap_or(0.0);
+        if ok(b) {
+            return b;
+        }
+        assert!(std::time::Instant::now() < deadline, "in flight: {b}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn request_bytes_in_flight_are_bounded_per_connection() {
+    use kafka_protocol::messages::{FetchResponse, MetadataRequest, MetadataResponse};
+    let broker = Broker::builder()
+        .args(["--connection-max-request-bytes", "1024"])
+        .start();
+    let topic = common::topic_name("inflight-conn");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let mut a = RawConn::connect(&broker.bootstrap());
+    let fetch_corr = a.send(ApiKey::Fetch, 11, &big_long_poll(&topic, 1500));
+    let parked = wait_in_flight(&broker, |b| b >= 1024.0);
+    // Pipelined behind it on the same connection: not read while the
+    // fetch holds the connection's budget...
+    let meta_corr = a.send(ApiKey::Metadata, 9, &MetadataRequest::default());
+    // ...while other connections are served.
+    let mut b = RawConn::connect(&broker.bootstrap());
+    let corr = b.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let _: ApiVersionsResponse = b.receive(ApiKey::ApiVersions, 3, corr);
+    // (The ApiVersions bytes are given back just after its answer is sent.)
+    wait_in_flight(&broker, |b| b == parked);
+    let _: FetchResponse = a.receive(ApiKey::Fetch, 11, fetch_corr);
+    let _: MetadataResponse = a.receive(ApiKey::Metadata, 9, meta_corr);
+    wait_in_flight(&broker, |b| b == 0.0);
+}
+
+#[test]
+fn request_bytes_in_flight_are_bounded_per_broker() {
+    // With 1 KiB for the whole broker, a parked 1 KiB+ fetch holds all of
+    // it: the next request, on another connection, is not even read until
+    // the fetch is answered.
+    let broker = Broker::builder()
+        .args(["--queued-max-request-bytes", "1024"])
+        .start();
+    let topic = common::topic_name("inflight");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    assert!(long_poll_answered_first(&broker, &topic));
+    // Everything given back once answered, and the broker still serves.
+    wait_in_flight(&broker, |b| b == 0.0);
+    assert_eq!(
+        clients::produce(&broker.bootstrap(), &topic, &[TestRecord::value("after")]),
+        vec![(0, 0)]
+    );
+
+    // With the default bounds the second request is answered at once.
+    let roomy = Broker::start();
+    clients::create_topic(&roomy.bootstrap(), &topic, 1, &[]);
+    assert!(!long_poll_answered_first(&roomy, &topic));
+}

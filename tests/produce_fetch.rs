@@ -78,7 +78,15 @@ fn header_usize(c: &Consumed, name: &str) -> usize {
 }
 
 fn codec_roundtrip(codec: &str) {
-    let broker = Broker::start();
+    codec_roundtrip_with(codec, true)
+}
+
+/// The round trip with fetches answered by sendfile (`zero_copy`) or by
+/// copying; both must give every record back.
+fn codec_roundtrip_with(codec: &str, zero_copy: bool) {
+    let broker = Broker::builder()
+        .args(["--zero-copy", if zero_copy { "true" } else { "false" }])
+        .start();
     let bs = broker.bootstrap();
     let topic = common::topic_name(&format!("codec-{codec}"));
     clients::create_topic(&bs, &topic, PARTITIONS, &[]);
@@ -200,12 +208,27 @@ fn codec_roundtrip(codec: &str) {
         compressed, total,
         "{codec}: only {compressed} of {total} batches of 20+ records are stored with codec {want}"
     );
+    let sent_zero_copy = broker
+        .metrics()
+        .get("strata_fetch_zero_copy_bytes_total")
+        .copied()
+        .unwrap_or(0.0);
+    if zero_copy {
+        assert!(sent_zero_copy > 0.0, "no fetch data went by sendfile");
+    } else {
+        assert_eq!(sent_zero_copy, 0.0, "sendfile used with --zero-copy false");
+    }
     broker.assert_no_error_logs();
 }
 
 #[test]
 fn roundtrip_100k_none() {
     codec_roundtrip("none");
+}
+
+#[test]
+fn roundtrip_100k_none_copying_fetches() {
+    codec_roundtrip_with("none", false);
 }
 
 #[test]

@@ -6,6 +6,11 @@
 //! always gets at least one whole batch even above the byte limits (KIP-74).
 //! Fetch sessions (KIP-227) are not kept: every response carries session id
 //! 0, which tells clients to send full fetch requests.
+//!
+//! Local data is not read into memory when zero-copy is on (the default):
+//! each partition's batches are a file range, sent by the connection with
+//! sendfile(2) behind a placeholder in the response (`zerocopy`). Data from
+//! the tier is bytes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +22,11 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::error::{leader_epoch_error, partition_error_code, Code};
+use super::FileRanges;
 use crate::broker::Broker;
 use crate::partition::{Partition, PartitionError};
 use crate::telemetry::metrics::count_records;
+use crate::zerocopy::{self, FileRegion};
 
 const READ_COMMITTED: i8 = 1;
 
@@ -32,11 +39,16 @@ struct Target {
     partition: Result<Arc<Partition>, i16>,
 }
 
-pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+pub async fn handle(
+    broker: &Broker,
+    req: FetchRequest,
+    version: i16,
+) -> (FetchResponse, FileRanges) {
     if req.session_id != 0 {
-        return FetchResponse::default()
+        let resp = FetchResponse::default()
             .with_error_code(Code::FetchSessionIdNotFound.code())
             .with_session_id(0);
+        return (resp, Vec::new());
     }
     let view = broker.view();
     super::record_target(
@@ -90,8 +102,13 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
         for w in &mut watches {
             w.borrow_and_update();
         }
-        let (mut parts, mut bytes, mut any_error, remote) =
-            read_all(&targets, req.max_bytes, read_committed, version);
+        let (mut parts, mut regions, mut bytes, mut any_error, remote) = read_all(
+            &targets,
+            req.max_bytes,
+            read_committed,
+            version,
+            broker.config.zero_copy,
+        );
         if !remote.is_empty() {
             let (b, e) = read_remote(
                 &mut parts,
@@ -109,15 +126,32 @@ pub async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchRe
             || watches.is_empty()
             || tokio::time::Instant::now() >= deadline;
         if done {
-            for (i, pd) in &parts {
-                if let Some(data) = pd.records.as_ref().filter(|d| !d.is_empty()) {
-                    let name = &topic_name(&topics, *i, &view);
+            let mut files = Vec::new();
+            for ((i, pd), region) in parts.iter_mut().zip(regions.iter_mut()) {
+                let name = &topic_name(&topics, *i, &view);
+                if let Some((r, records)) = region.take() {
+                    broker.metrics.topic_out(name, r.len, records);
+                    match zerocopy::placeholder(files.len(), r.len) {
+                        Some(p) => {
+                            broker.metrics.fetch_zero_copy_bytes.inc_by(r.len);
+                            pd.records = Some(p);
+                            files.push((files.len(), r));
+                        }
+                        None => match r.read_to_bytes() {
+                            Ok(b) => pd.records = Some(b),
+                            Err(e) => {
+                                tracing::error!(topic = %name, partition = pd.partition_index, error = %e, "segment read failed");
+                                pd.error_code = Code::KafkaStorageError.code();
+                            }
+                        },
+                    }
+                } else if let Some(data) = pd.records.as_ref().filter(|d| !d.is_empty()) {
                     broker
                         .metrics
                         .topic_out(name, data.len() as u64, count_records(data));
                 }
             }
-            return build_response(topics, parts, version);
+            return (build_response(topics, parts, version), files);
         }
         let changed = futures::future::select_all(watches.iter_mut().map(|w| w.changed().boxed()));
         tokio::select! {
@@ -196,12 +230,22 @@ async fn read_remote(
     (bytes, any_error)
 }
 
+/// Local file ranges by part (with the offsets each covers).
+type Regions = Vec<Option<(FileRegion, u64)>>;
+
 fn read_all(
     targets: &[Target],
     max_bytes: i32,
     read_committed: bool,
     version: i16,
-) -> (Vec<(usize, PartitionData)>, usize, bool, Vec<RemoteRead>) {
+    zero_copy: bool,
+) -> (
+    Vec<(usize, PartitionData)>,
+    Regions,
+    usize,
+    bool,
+    Vec<RemoteRead>,
+) {
     let mut remote = Vec::new();
     let mut remaining = if max_bytes <= 0 {
         i32::MAX as usize
@@ -211,7 +255,9 @@ fn read_all(
     let mut total = 0usize;
     let mut any_error = false;
     let mut out = Vec::with_capacity(targets.len());
+    let mut regions = Vec::with_capacity(targets.len());
     for t in targets {
+        let mut region = None;
         let mut pd = PartitionData::default()
             .with_partition_index(t.index)
             .with_high_watermark(-1)
@@ -232,10 +278,19 @@ fn read_all(
                     // batch may still read (KIP-74 needs just one).
                     let budget = (t.max_bytes.max(0) as usize).min(remaining);
                     // Out of budget after the first data: watermarks only.
-                    let res = p.read(t.offset, if total > 0 { budget } else { budget.max(1) });
+                    let budget = if total > 0 { budget } else { budget.max(1) };
+                    let res = if zero_copy {
+                        p.read_region(t.offset, budget).map(|(r, found)| {
+                            region = found;
+                            r
+                        })
+                    } else {
+                        p.read(t.offset, budget)
+                    };
                     match res {
                         Ok(r) => {
-                            let n = r.data.len();
+                            let n =
+                                r.data.len() + region.as_ref().map_or(0, |(f, _)| f.len as usize);
                             total += n;
                             remaining = remaining.saturating_sub(n);
                             pd.high_watermark = r.high_watermark;
@@ -264,8 +319,9 @@ fn read_all(
             pd.last_stable_offset = -1;
         }
         out.push((t.topic_idx, pd));
+        regions.push(region);
     }
-    (out, total, any_error, remote)
+    (out, regions, total, any_error, remote)
 }
 
 /// The topic name of response topic `i` (requests by id carry no name).

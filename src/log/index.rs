@@ -181,6 +181,17 @@ impl OffsetIndex {
         self.entries.get(at).map(|e| e.position)
     }
 
+    /// The last entry with position `<= position`, as (offset, position).
+    pub fn last_at_or_before_position(&self, position: u64) -> Option<(i64, u32)> {
+        let after = self
+            .entries
+            .partition_point(|e| u64::from(e.position) <= position);
+        after
+            .checked_sub(1)
+            .and_then(|i| self.entries.get(i))
+            .map(|e| (self.base_offset + i64::from(e.relative_offset), e.position))
+    }
+
     /// Drops every entry with offset `>= offset`.
     pub fn truncate_to(&mut self, offset: i64) {
         match self.clamp(offset) {

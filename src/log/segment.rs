@@ -32,6 +32,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+
+use crate::zerocopy::FileRegion;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -337,6 +339,71 @@ impl SegmentCore {
         }
         buf.truncate(end);
         Ok(Some(Bytes::from(buf)))
+    }
+
+    /// Like [`SegmentCore::read`], but returns the file range of those
+    /// batches (for sendfile) and the offset after the last one, reading
+    /// only batch headers: from the index entry nearest the byte budget's
+    /// end, so a few header reads whatever the size.
+    pub(crate) fn read_region(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<Option<(FileRegion, i64)>, LogError> {
+        let Some((start, first)) = self.find_batch(offset)? else {
+            return Ok(None);
+        };
+        let empty = FileRegion {
+            file: self.file.clone(),
+            position: start,
+            len: 0,
+        };
+        if first.base_offset >= max_offset {
+            return Ok(Some((empty, first.base_offset)));
+        }
+        let limit = self
+            .state
+            .offset_index
+            .first_position_at_or_after(max_offset)
+            .map_or(self.state.size, |p| u64::from(p).min(self.state.size))
+            .max(start);
+        let budget_end = start.saturating_add(max_bytes as u64).min(limit);
+        // Batches from an index entry at or below the budget's end are whole
+        // and below `max_offset` when the entry is (entries are batch starts).
+        let (mut end, mut next) = (start, first.base_offset);
+        if let Some((o, p)) = self
+            .state
+            .offset_index
+            .last_at_or_before_position(budget_end)
+            .filter(|(o, p)| u64::from(*p) > start && *o < max_offset)
+        {
+            (end, next) = (u64::from(p), o);
+        }
+        let mut walker = HeaderWalker::new(&self.file, &self.path, end, limit);
+        while let Some((pos, header)) = walker.next_header()? {
+            if header.base_offset >= max_offset || pos + header.total_len() as u64 > budget_end {
+                next = header.base_offset;
+                break;
+            }
+            end = pos + header.total_len() as u64;
+            next = header.last_offset() + 1;
+        }
+        if end == start {
+            // KIP-74: the first batch is returned whole even above max_bytes.
+            end = start + first.total_len() as u64;
+            if end > self.state.size {
+                return Err(corrupt(&self.path, start, "batch extends past segment end"));
+            }
+            next = first.last_offset() + 1;
+        }
+        Ok(Some((
+            FileRegion {
+                len: end - start,
+                ..empty
+            },
+            next,
+        )))
     }
 
     /// The first batch with max timestamp `>= timestamp` and last offset

@@ -20,6 +20,17 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: u32,
 ) -> Result<Option<Bytes>, FrameError> {
+    match read_len(reader, max).await? {
+        Some(size) => read_body(reader, size).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads a frame's length prefix; `Ok(None)` on a clean end of stream.
+pub async fn read_len<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: u32,
+) -> Result<Option<usize>, FrameError> {
     let mut len = [0u8; 4];
     match reader.read(&mut len[..1]).await {
         Ok(0) => return Ok(None),
@@ -40,9 +51,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             max,
         });
     }
+    Ok(Some(size as usize))
+}
+
+/// Reads a frame body of `size` bytes (after [`read_len`]).
+pub async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    size: usize,
+) -> Result<Bytes, FrameError> {
     // Read in bounded steps so a peer announcing a big frame and sending
     // nothing costs no more memory than it really sent.
-    let size = size as usize;
     let mut buf = BytesMut::with_capacity(size.min(64 * 1024));
     while buf.len() < size {
         let want = (size - buf.len()).min(1 << 20);
@@ -58,7 +76,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             )));
         }
     }
-    Ok(Some(buf.freeze()))
+    Ok(buf.freeze())
 }
 
 #[cfg(test)]

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub records_in: Family<TopicLabels, Counter>,
     pub records_out: Family<TopicLabels, Counter>,
     pub connections: Gauge,
+    pub request_bytes_in_flight: Gauge,
+    pub fetch_zero_copy_bytes: Counter,
     pub partitions: Gauge,
     pub under_replicated: Gauge,
     pub log_end_offset: Family<PartitionLabels, Gauge>,
@@ -97,6 +99,8 @@ impl Metrics {
             records_in: Family::default(),
             records_out: Family::default(),
             connections: Gauge::default(),
+            request_bytes_in_flight: Gauge::default(),
+            fetch_zero_copy_bytes: Counter::default(),
             partitions: Gauge::default(),
             under_replicated: Gauge::default(),
             log_end_offset: Family::default(),
@@ -148,6 +152,16 @@ impl Metrics {
             "strata_connections",
             "Open Kafka client connections",
             m.connections.clone(),
+        );
+        registry.register(
+            "strata_request_bytes_in_flight",
+            "Bytes of requests read and not yet answered (bounded by queued.max.request.bytes)",
+            m.request_bytes_in_flight.clone(),
+        );
+        registry.register(
+            "strata_fetch_zero_copy_bytes",
+            "Record bytes sent to fetches with sendfile(2), without copying",
+            m.fetch_zero_copy_bytes.clone(),
         );
         registry.register(
             "strata_partitions",
@@ -430,6 +444,7 @@ mod tests {
             "strata_topic_bytes_out_total{topic=\"t\"} 50",
             "strata_topic_records_out_total{topic=\"t\"} 2",
             "strata_connections",
+            "strata_request_bytes_in_flight",
             "strata_partitions",
             "strata_under_replicated_partitions",
         ] {

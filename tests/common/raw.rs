@@ -50,6 +50,15 @@ impl RawConn {
         }
     }
 
+    /// Whether response bytes are waiting to be read (without reading them).
+    pub fn has_data_ready(&self) -> bool {
+        self.stream.set_nonblocking(true).expect("nonblocking");
+        let mut b = [0u8; 1];
+        let ready = matches!(self.stream.peek(&mut b), Ok(n) if n > 0);
+        self.stream.set_nonblocking(false).expect("blocking");
+        ready
+    }
+
     /// Write bytes as they are (no framing).
     pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)?;
