@@ -126,6 +126,10 @@ pub struct ServeArgs {
     /// Bytes per ranged GET from the tier [default: 1048576]
     #[arg(long, env = "STRATA_TIER_CHUNK_BYTES")]
     pub tier_chunk_bytes: Option<u64>,
+    /// Chunks read ahead of a sequential tier reader, per partition (0: off)
+    /// [default: 8]
+    #[arg(long, env = "STRATA_TIER_PREFETCH_CHUNKS")]
+    pub tier_prefetch_chunks: Option<u64>,
     /// Segment uploads running at once [default: 2]
     #[arg(long, env = "STRATA_TIER_UPLOAD_CONCURRENCY")]
     pub tier_upload_concurrency: Option<usize>,
@@ -176,6 +180,7 @@ pub struct TierSettings {
     pub cache_dir: Option<PathBuf>,
     pub cache_disk_bytes: u64,
     pub chunk_bytes: u64,
+    pub prefetch_chunks: u64,
     pub upload_concurrency: usize,
     pub upload_bytes_per_sec: u64,
     pub fetch_bytes_per_sec: u64,
@@ -379,6 +384,16 @@ impl BrokerConfig {
                 a.tier_cache_disk_bytes.unwrap_or(4 << 30),
             )?,
             chunk_bytes: positive("tier-chunk-bytes", a.tier_chunk_bytes.unwrap_or(1 << 20))?,
+            prefetch_chunks: match a.tier_prefetch_chunks.unwrap_or(8) {
+                n @ 0..=256 => n,
+                n => {
+                    return Err(ConfigError::invalid(
+                        "tier-prefetch-chunks",
+                        n,
+                        "must be between 0 and 256",
+                    ))
+                }
+            },
             upload_concurrency: positive(
                 "tier-upload-concurrency",
                 a.tier_upload_concurrency.unwrap_or(2) as u64,
@@ -507,6 +522,7 @@ impl ServeArgs {
             tier_cache_dir: self.tier_cache_dir.or(file.tier_cache_dir),
             tier_cache_disk_bytes: self.tier_cache_disk_bytes.or(file.tier_cache_disk_bytes),
             tier_chunk_bytes: self.tier_chunk_bytes.or(file.tier_chunk_bytes),
+            tier_prefetch_chunks: self.tier_prefetch_chunks.or(file.tier_prefetch_chunks),
             tier_upload_concurrency: self
                 .tier_upload_concurrency
                 .or(file.tier_upload_concurrency),
@@ -682,6 +698,31 @@ mod tests {
         };
         let e = BrokerConfig::from_args(a).unwrap_err().to_string();
         assert!(e.contains("log-format"), "{e}");
+        let a = ServeArgs {
+            tier_prefetch_chunks: Some(100_000),
+            ..Default::default()
+        };
+        let e = BrokerConfig::from_args(a).unwrap_err().to_string();
+        assert!(e.contains("tier-prefetch-chunks"), "{e}");
+        for (a, key) in [
+            (
+                ServeArgs {
+                    queued_max_request_bytes: Some(10),
+                    ..Default::default()
+                },
+                "queued-max-request-bytes",
+            ),
+            (
+                ServeArgs {
+                    connection_max_request_bytes: Some(0),
+                    ..Default::default()
+                },
+                "connection-max-request-bytes",
+            ),
+        ] {
+            let e = BrokerConfig::from_args(a).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -128,6 +128,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
             ..Default::default()
         },
         chunk_size: t.chunk_bytes,
+        prefetch_chunks: t.prefetch_chunks,
         memory_cache_bytes: t.cache_memory_bytes,
         disk_cache_dir: t.cache_dir.clone(),
         disk_cache_bytes: t.cache_disk_bytes,

@@ -44,7 +44,7 @@ pub struct TierOptions {
     pub disk_cache_dir: Option<PathBuf>,
     /// Bound of the disk read cache in bytes (default 4 GiB).
     pub disk_cache_bytes: u64,
-    /// Chunks fetched ahead of a sequential reader (default 2; 0 disables).
+    /// Chunks fetched ahead of a sequential reader (default 8; 0 disables).
     pub prefetch_chunks: u64,
     /// Files at least this large are uploaded in parts (default 16 MiB).
     pub multipart_threshold: u64,
@@ -62,7 +62,7 @@ impl Default for TierOptions {
             memory_cache_bytes: 256 << 20,
             disk_cache_dir: None,
             disk_cache_bytes: 4 << 30,
-            prefetch_chunks: 2,
+            prefetch_chunks: 8,
             multipart_threshold: 16 << 20,
             multipart_part_size: 8 << 20,
             multipart_concurrency: 4,
