@@ -265,62 +265,37 @@ impl BrokerConfig {
         if node_id < 0 {
             return Err(ConfigError::invalid("node-id", node_id, "must be >= 0"));
         }
-        let num_partitions = a.num_partitions.unwrap_or(1);
-        if num_partitions < 1 {
-            return Err(ConfigError::invalid(
-                "num-partitions",
-                num_partitions,
-                "must be >= 1",
-            ));
-        }
-        let socket_request_max_bytes = a.socket_request_max_bytes.unwrap_or(100 * 1024 * 1024);
-        if socket_request_max_bytes < 1024 {
-            return Err(ConfigError::invalid(
-                "socket-request-max-bytes",
-                socket_request_max_bytes,
-                "must be >= 1024",
-            ));
-        }
-        let queued_max_request_bytes = a.queued_max_request_bytes.unwrap_or(256 << 20);
-        if queued_max_request_bytes < 1024 {
-            return Err(ConfigError::invalid(
-                "queued-max-request-bytes",
-                queued_max_request_bytes,
-                "must be >= 1024",
-            ));
-        }
-        let connection_max_request_bytes = a.connection_max_request_bytes.unwrap_or(64 << 20);
-        if connection_max_request_bytes < 1024 {
-            return Err(ConfigError::invalid(
-                "connection-max-request-bytes",
-                connection_max_request_bytes,
-                "must be >= 1024",
-            ));
-        }
-        let message_max_bytes = a.message_max_bytes.unwrap_or(1_048_588);
-        if message_max_bytes < 64 {
-            return Err(ConfigError::invalid(
-                "message-max-bytes",
-                message_max_bytes,
-                "must be >= 64",
-            ));
-        }
-        let log_segment_bytes = a.log_segment_bytes.unwrap_or(1 << 30);
-        if log_segment_bytes < 1024 {
-            return Err(ConfigError::invalid(
-                "log-segment-bytes",
-                log_segment_bytes,
-                "must be >= 1024",
-            ));
-        }
-        let log_retention_ms = a.log_retention_ms.unwrap_or(7 * 24 * 3600 * 1000);
-        if log_retention_ms < -1 {
-            return Err(ConfigError::invalid(
-                "log-retention-ms",
-                log_retention_ms,
-                "must be >= -1",
-            ));
-        }
+        let num_partitions = at_least("num-partitions", a.num_partitions.unwrap_or(1), 1)?;
+        let socket_request_max_bytes = at_least(
+            "socket-request-max-bytes",
+            a.socket_request_max_bytes.unwrap_or(100 * 1024 * 1024),
+            1024,
+        )?;
+        let queued_max_request_bytes = at_least(
+            "queued-max-request-bytes",
+            a.queued_max_request_bytes.unwrap_or(256 << 20),
+            1024,
+        )?;
+        let connection_max_request_bytes = at_least(
+            "connection-max-request-bytes",
+            a.connection_max_request_bytes.unwrap_or(64 << 20),
+            1024,
+        )?;
+        let message_max_bytes = at_least(
+            "message-max-bytes",
+            a.message_max_bytes.unwrap_or(1_048_588),
+            64,
+        )?;
+        let log_segment_bytes = at_least(
+            "log-segment-bytes",
+            a.log_segment_bytes.unwrap_or(1 << 30),
+            1024,
+        )?;
+        let log_retention_ms = at_least(
+            "log-retention-ms",
+            a.log_retention_ms.unwrap_or(7 * 24 * 3600 * 1000),
+            -1,
+        )?;
         let log_retention_check_interval_ms = a.log_retention_check_interval_ms.unwrap_or(300_000);
         if log_retention_check_interval_ms == 0 {
             return Err(ConfigError::invalid(
@@ -340,14 +315,11 @@ impl BrokerConfig {
                 format!("must be between 1 and group-max-session-timeout-ms ({group_max_session_timeout_ms})"),
             ));
         }
-        let offsets_retention_minutes = a.offsets_retention_minutes.unwrap_or(7 * 24 * 60);
-        if offsets_retention_minutes < 1 {
-            return Err(ConfigError::invalid(
-                "offsets-retention-minutes",
-                offsets_retention_minutes,
-                "must be >= 1",
-            ));
-        }
+        let offsets_retention_minutes = at_least(
+            "offsets-retention-minutes",
+            a.offsets_retention_minutes.unwrap_or(7 * 24 * 60),
+            1,
+        )?;
         let offsets_retention_check_interval_ms =
             a.offsets_retention_check_interval_ms.unwrap_or(600_000);
         if offsets_retention_check_interval_ms == 0 {
@@ -554,6 +526,22 @@ impl ServeArgs {
             otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
         }
     }
+}
+
+/// `value` if it is at least `min`, else an error naming `key`.
+fn at_least<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+) -> Result<T, ConfigError> {
+    if value < min {
+        return Err(ConfigError::invalid(
+            key,
+            &value,
+            format!("must be >= {min}"),
+        ));
+    }
+    Ok(value)
 }
 
 fn absolute(p: &std::path::Path) -> PathBuf {
