@@ -59,9 +59,9 @@ pub type Pending = futures::future::BoxFuture<'static, Outcome>;
 #[allow(clippy::large_enum_variant)]
 pub enum Handled {
     Now(Option<ResponseKind>),
-    Later(futures::future::BoxFuture<'static, Option<ResponseKind>>),
-    /// A fetch: the response and the file ranges its placeholders stand for.
-    Fetch(futures::future::BoxFuture<'static, (ResponseKind, FileRanges)>),
+    /// The response and the file ranges its placeholders stand for (a
+    /// fetch's; empty for others).
+    Later(futures::future::BoxFuture<'static, (Option<ResponseKind>, FileRanges)>),
 }
 
 /// File ranges of a response by placeholder index (`zerocopy`).
@@ -136,10 +136,10 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
         }
         RequestKind::Fetch(r) => {
             let b = broker.clone();
-            Handled::Fetch(Box::pin(
+            Handled::Later(Box::pin(
                 async move {
                     let (resp, files) = fetch::handle(&b, r, version).await;
-                    (ResponseKind::Fetch(resp), files)
+                    (Some(ResponseKind::Fetch(resp)), files)
                 }
                 .instrument(span.clone()),
             ))
@@ -172,17 +172,11 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
     };
     match handled {
         Handled::Now(r) => ready(finish(r, Vec::new())),
-        Handled::Later(_) | Handled::Fetch(_) => {
+        Handled::Later(f) => {
             // Run it now, concurrently with later requests of the connection.
             let task = tokio::spawn(async move {
-                match handled {
-                    Handled::Later(f) => finish(f.await, Vec::new()),
-                    Handled::Fetch(f) => {
-                        let (r, files) = f.await;
-                        finish(Some(r), files)
-                    }
-                    Handled::Now(r) => finish(r, Vec::new()),
-                }
+                let (r, files) = f.await;
+                finish(r, files)
             });
             Box::pin(async move {
                 task.await.unwrap_or_else(|e| {

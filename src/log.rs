@@ -316,19 +316,11 @@ impl Log {
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<FetchSlice, LogError> {
-        let log_end_offset = self.log_end_offset();
-        if offset < self.log_start_offset || offset > log_end_offset {
-            return Err(self.out_of_range(offset));
-        }
-        if offset == log_end_offset {
-            return Ok(FetchSlice::default());
-        }
-        for core in self.cores().skip(self.segment_index(offset)) {
-            if let Some(data) = core.read(offset, max_bytes, max_offset)? {
-                return Ok(FetchSlice { data });
-            }
-        }
-        Ok(FetchSlice::default())
+        let data =
+            self.read_from_segments(offset, |core| core.read(offset, max_bytes, max_offset))?;
+        Ok(FetchSlice {
+            data: data.unwrap_or_default(),
+        })
     }
 
     /// fdatasyncs the active segment; returns the log end offset that is now
@@ -403,6 +395,18 @@ impl Log {
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<Option<(FileRegion, i64)>, LogError> {
+        self.read_from_segments(offset, |core| {
+            core.read_region(offset, max_bytes, max_offset)
+        })
+    }
+
+    /// The first `Some` of `read` over the segments from the one that would
+    /// hold `offset`; `None` at the log end offset, an error out of range.
+    fn read_from_segments<T>(
+        &self,
+        offset: i64,
+        read: impl Fn(&SegmentCore) -> Result<Option<T>, LogError>,
+    ) -> Result<Option<T>, LogError> {
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end_offset {
             return Err(self.out_of_range(offset));
@@ -411,7 +415,7 @@ impl Log {
             return Ok(None);
         }
         for core in self.cores().skip(self.segment_index(offset)) {
-            if let Some(found) = core.read_region(offset, max_bytes, max_offset)? {
+            if let Some(found) = read(core)? {
                 return Ok(Some(found));
             }
         }

@@ -204,12 +204,13 @@ impl Partition {
                 }
             })?;
         }
-        let (producers, mut epochs) = rebuild_state(&dir, &log)?;
+        let (producers, mut epochs, epochs_changed) = rebuild_state(&dir, &log)?;
         let leo = log.log_end_offset();
         // As Kafka's leader does on taking over: its epoch starts at the
         // log end.
-        epochs.assign(leader_epoch, leo);
-        store_epochs(&dir, &epochs);
+        if epochs.assign(leader_epoch, leo) || epochs_changed {
+            store_epochs(&dir, &epochs);
+        }
         let (high_watermark, _) = watch::channel(leo);
         let (durable, _) = watch::channel((leo, 0));
         Ok(Partition {
@@ -348,8 +349,14 @@ impl Partition {
         if base == active_before {
             return;
         }
-        if let Err(e) = snapshot::write(&self.dir, base, producers, true) {
-            tracing::warn!(partition = %self.name(), offset = base, error = %e, "producer snapshot not written");
+        self.persist_snapshot(base, &producers.encode(base));
+    }
+
+    /// Writes the producer snapshot at `offset`; a failure is logged (open
+    /// falls back to an older snapshot, the tier path rebuilds it).
+    fn persist_snapshot(&self, offset: i64, bytes: &[u8]) {
+        if let Err(e) = snapshot::write(&self.dir, offset, bytes) {
+            tracing::warn!(partition = %self.name(), offset, error = %e, "producer snapshot not written");
         }
     }
 
@@ -374,9 +381,7 @@ impl Partition {
             Ok(table)
         })?;
         let bytes = table.encode(seg.next_offset);
-        if let Err(e) = snapshot::write_bytes(&self.dir, seg.next_offset, &bytes, true) {
-            tracing::warn!(partition = %self.name(), offset = seg.next_offset, error = %e, "producer snapshot not written");
-        }
+        self.persist_snapshot(seg.next_offset, &bytes);
         Ok(SegmentState {
             producer_snapshot: Bytes::from(bytes),
             leader_epochs,
@@ -669,9 +674,7 @@ impl Partition {
         log.reset_to(next)?;
         snapshot::remove_outside(&self.dir, next, next);
         st.producers = producers.unwrap_or_default();
-        if let Err(e) = snapshot::write(&self.dir, next, &st.producers, true) {
-            tracing::warn!(partition = %self.name(), error = %e, "producer snapshot not written");
-        }
+        self.persist_snapshot(next, &st.producers.encode(next));
         st.epochs = epochs.unwrap_or_default();
         st.epochs.truncate_from_end(next);
         st.epochs.assign(self.leader_epoch, next);
@@ -859,9 +862,7 @@ impl Partition {
             return Ok(());
         };
         let leo = log.log_end_offset();
-        if let Err(e) = snapshot::write(&self.dir, leo, &st.producers, true) {
-            tracing::warn!(partition = %self.name(), offset = leo, error = %e, "producer snapshot not written at close");
-        }
+        self.persist_snapshot(leo, &st.producers.encode(leo));
         Ok(log.close()?)
     }
 }
@@ -905,11 +906,12 @@ fn store_epochs(dir: &Path, epochs: &LeaderEpochCache) {
 /// snapshot within the log plus the batch headers after it (all of the log
 /// when there is none), and the epoch checkpoint (rebuilt from the same
 /// headers, starting with the first batch's epoch, when it is missing or
-/// unreadable). Snapshots outside the log are removed first.
+/// unreadable). Snapshots outside the log are removed first. The flag says
+/// whether the epochs differ from the stored checkpoint.
 fn rebuild_state(
     dir: &Path,
     log: &Log,
-) -> Result<(ProducerStateTable, LeaderEpochCache), PartitionError> {
+) -> Result<(ProducerStateTable, LeaderEpochCache, bool), PartitionError> {
     let start = log.log_start_offset();
     let end = log.log_end_offset();
     snapshot::remove_outside(dir, start, end);
@@ -932,8 +934,8 @@ fn rebuild_state(
             epochs.assign(h.partition_leader_epoch, h.base_offset);
         }
     })?;
-    epochs.truncate_from_end(end);
-    Ok((table, epochs))
+    let truncated = epochs.truncate_from_end(end);
+    Ok((table, epochs, rebuild_epochs || truncated))
 }
 
 /// Calls `f` with the header of every batch from the one holding `from`

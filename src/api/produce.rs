@@ -205,7 +205,10 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
             let r = &mut responses[*t].partition_responses[*i];
             r.error_code = code;
         }
-        Some(ResponseKind::Produce(finish(responses, version)))
+        (
+            Some(ResponseKind::Produce(finish(responses, version))),
+            Vec::new(),
+        )
     }))
 }
 

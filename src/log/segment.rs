@@ -174,6 +174,21 @@ impl<'a> HeaderWalker<'a> {
     }
 }
 
+/// See [`SegmentCore::read_start`].
+enum ReadStart {
+    /// `offset` is past this segment.
+    Past,
+    /// The batch holding `offset` (position, header) starts at or above
+    /// `max_offset`: nothing to return.
+    AtMaxOffset((u64, BatchHeader)),
+    /// Batches from `position` (the first one's header) up to `limit`.
+    At {
+        position: u64,
+        first: BatchHeader,
+        limit: u64,
+    },
+}
+
 /// Bookkeeping of one segment: no I/O.
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentState {
@@ -294,20 +309,15 @@ impl SegmentCore {
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<Option<Bytes>, LogError> {
-        let Some((start, first)) = self.find_batch(offset)? else {
-            return Ok(None);
+        let (start, first, limit) = match self.read_start(offset, max_offset)? {
+            ReadStart::Past => return Ok(None),
+            ReadStart::AtMaxOffset(_) => return Ok(Some(Bytes::new())),
+            ReadStart::At {
+                position,
+                first,
+                limit,
+            } => (position, first, limit),
         };
-        if first.base_offset >= max_offset {
-            return Ok(Some(Bytes::new()));
-        }
-        // No batch at or after an index entry with offset >= max_offset is
-        // returned, so there is no need to read past its position.
-        let limit = self
-            .state
-            .offset_index
-            .first_position_at_or_after(max_offset)
-            .map_or(self.state.size, |p| u64::from(p).min(self.state.size))
-            .max(start);
         let want = (limit - start).min(max_bytes as u64);
         let mut buf = vec![0u8; usize::try_from(want).unwrap_or(0)];
         self.file
@@ -351,23 +361,22 @@ impl SegmentCore {
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<Option<(FileRegion, i64)>, LogError> {
-        let Some((start, first)) = self.find_batch(offset)? else {
-            return Ok(None);
-        };
-        let empty = FileRegion {
+        let region = |position, len| FileRegion {
             file: self.file.clone(),
-            position: start,
-            len: 0,
+            position,
+            len,
         };
-        if first.base_offset >= max_offset {
-            return Ok(Some((empty, first.base_offset)));
-        }
-        let limit = self
-            .state
-            .offset_index
-            .first_position_at_or_after(max_offset)
-            .map_or(self.state.size, |p| u64::from(p).min(self.state.size))
-            .max(start);
+        let (start, first, limit) = match self.read_start(offset, max_offset)? {
+            ReadStart::Past => return Ok(None),
+            ReadStart::AtMaxOffset((position, first)) => {
+                return Ok(Some((region(position, 0), first.base_offset)))
+            }
+            ReadStart::At {
+                position,
+                first,
+                limit,
+            } => (position, first, limit),
+        };
         let budget_end = start.saturating_add(max_bytes as u64).min(limit);
         // Batches from an index entry at or below the budget's end are whole
         // and below `max_offset` when the entry is (entries are batch starts).
@@ -397,13 +406,31 @@ impl SegmentCore {
             }
             next = first.last_offset() + 1;
         }
-        Ok(Some((
-            FileRegion {
-                len: end - start,
-                ..empty
-            },
-            next,
-        )))
+        Ok(Some((region(start, end - start), next)))
+    }
+
+    /// Where a read from `offset` starts: the batch holding it, and how far
+    /// batches below `max_offset` can reach (no batch at or after an index
+    /// entry with offset >= `max_offset` is returned, so nothing past its
+    /// position is needed).
+    fn read_start(&self, offset: i64, max_offset: i64) -> Result<ReadStart, LogError> {
+        let Some((position, first)) = self.find_batch(offset)? else {
+            return Ok(ReadStart::Past);
+        };
+        if first.base_offset >= max_offset {
+            return Ok(ReadStart::AtMaxOffset((position, first)));
+        }
+        let limit = self
+            .state
+            .offset_index
+            .first_position_at_or_after(max_offset)
+            .map_or(self.state.size, |p| u64::from(p).min(self.state.size))
+            .max(position);
+        Ok(ReadStart::At {
+            position,
+            first,
+            limit,
+        })
     }
 
     /// The first batch with max timestamp `>= timestamp` and last offset

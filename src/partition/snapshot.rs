@@ -46,25 +46,14 @@ pub fn list(dir: &Path) -> Vec<i64> {
     out
 }
 
-/// Writes `table` as the snapshot at `offset`: a temporary file, then a
-/// rename; with `sync`, the file is fsynced before the rename.
-pub fn write(
-    dir: &Path,
-    offset: i64,
-    table: &ProducerStateTable,
-    sync: bool,
-) -> std::io::Result<()> {
-    write_bytes(dir, offset, &table.encode(offset), sync)
-}
-
-pub fn write_bytes(dir: &Path, offset: i64, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+/// Writes `bytes` (an encoded table) as the snapshot at `offset`: a
+/// temporary file, fsynced, then renamed.
+pub fn write(dir: &Path, offset: i64, bytes: &[u8]) -> std::io::Result<()> {
     let dest = path(dir, offset);
     let tmp = dest.with_extension("snapshot.tmp");
     let mut f = fs::File::create(&tmp)?;
     f.write_all(bytes)?;
-    if sync {
-        f.sync_data()?;
-    }
+    f.sync_data()?;
     drop(f);
     fs::rename(&tmp, &dest)
 }
@@ -129,9 +118,9 @@ mod tests {
     fn latest_skips_damaged_and_out_of_range_snapshots() {
         let dir = tempfile::tempdir().expect("dir");
         let d = dir.path();
-        write(d, 10, &table(1), false).expect("write");
-        write(d, 20, &table(2), true).expect("write");
-        write(d, 30, &table(3), false).expect("write");
+        write(d, 10, &table(1).encode(10)).expect("write");
+        write(d, 20, &table(2).encode(20)).expect("write");
+        write(d, 30, &table(3).encode(30)).expect("write");
         fs::write(d.join("junk.snapshot"), b"x").expect("junk");
         assert_eq!(list(d), vec![10, 20, 30]);
         assert_eq!(latest(d, 0, 25), Some((20, table(2))));
