@@ -85,6 +85,12 @@ pub struct ServeArgs {
     /// of copying it [default: true]
     #[arg(long, env = "STRATA_ZERO_COPY")]
     pub zero_copy: Option<bool>,
+    /// acks=all sync rounds covering several partitions make each data
+    /// filesystem durable with one syncfs(2) instead of one fdatasync per
+    /// partition; turn off when the data dir shares its filesystem with
+    /// other busy writers [default: true]
+    #[arg(long, env = "STRATA_SYNC_ROUNDS_SYNCFS")]
+    pub sync_rounds_syncfs: Option<bool>,
     /// Request bytes in flight on the whole broker (queued.max.request.bytes);
     /// reading stops while it is reached [default: 268435456]
     #[arg(long, env = "STRATA_QUEUED_MAX_REQUEST_BYTES")]
@@ -207,6 +213,7 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     pub socket_request_max_bytes: u32,
     pub zero_copy: bool,
+    pub sync_rounds_syncfs: bool,
     pub queued_max_request_bytes: u64,
     pub connection_max_request_bytes: u64,
     pub message_max_bytes: u32,
@@ -396,6 +403,7 @@ impl BrokerConfig {
             num_partitions,
             socket_request_max_bytes,
             zero_copy: a.zero_copy.unwrap_or(true),
+            sync_rounds_syncfs: a.sync_rounds_syncfs.unwrap_or(true),
             queued_max_request_bytes,
             connection_max_request_bytes,
             message_max_bytes,
@@ -473,6 +481,7 @@ impl ServeArgs {
                 .socket_request_max_bytes
                 .or(file.socket_request_max_bytes),
             zero_copy: self.zero_copy.or(file.zero_copy),
+            sync_rounds_syncfs: self.sync_rounds_syncfs.or(file.sync_rounds_syncfs),
             queued_max_request_bytes: self
                 .queued_max_request_bytes
                 .or(file.queued_max_request_bytes),

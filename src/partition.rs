@@ -12,10 +12,11 @@
 //! in order and a fetch never sees an offset above the high watermark.
 //!
 //! Crash safety: `acks=all` is answered only after an fsync that covers the
-//! batch. fsyncs are shared: while one runs, later appends wait for the next
-//! one, which then covers all of them (group commit). The fsync itself runs
-//! outside the partition lock, on a blocking thread, so appends continue
-//! while it runs.
+//! batch. fsyncs are shared: partitions with appends waiting join the next
+//! broker-wide sync round (`durability.rs`), which fsyncs each of them once
+//! and covers every append made before it started (group commit). The fsync
+//! itself runs outside the partition lock, on a blocking thread, so appends
+//! continue while it runs.
 //!
 //! Producer state and leader epochs outlive the segments they came from:
 //! the producer table is snapshotted whenever the log rolls and at a clean
@@ -24,13 +25,15 @@
 //! after local deletion or a restore from the tier still recognises retried
 //! batches.
 
+mod durability;
+pub use durability::set_syncfs as set_sync_rounds_syncfs;
 pub mod epochs;
 pub mod producer_state;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
@@ -158,13 +161,27 @@ pub struct Partition {
     dir: PathBuf,
     state: Mutex<State>,
     high_watermark: watch::Sender<i64>,
-    durable: watch::Sender<(i64, u64)>,
-    syncing: AtomicBool,
+    durable: watch::Sender<Durable>,
+    /// Queued for the next sync round (`durability.rs`).
+    sync_queued: AtomicBool,
+    /// Highest log end offset a sync round has started to make durable.
+    sync_end: AtomicI64,
     remote: Option<tiering::RemotePartition>,
     /// First offset in the tier, -1 when nothing is tiered.
     tier_start: AtomicI64,
     /// Last offset in the tier, -1 when nothing is tiered.
     tier_last: AtomicI64,
+}
+
+/// The durable offset as the sync rounds publish it.
+#[derive(Debug, Clone)]
+struct Durable {
+    /// Everything below this offset is on stable storage.
+    offset: i64,
+    /// Sync rounds this partition has been through (and restarts).
+    round: u64,
+    /// The last round's failure, if it failed.
+    error: Option<Arc<PartitionError>>,
 }
 
 /// The name of a partition's directory: `<topic>-<partition>`, as in Kafka.
@@ -212,7 +229,11 @@ impl Partition {
             store_epochs(&dir, &epochs);
         }
         let (high_watermark, _) = watch::channel(leo);
-        let (durable, _) = watch::channel((leo, 0));
+        let (durable, _) = watch::channel(Durable {
+            offset: leo,
+            round: 0,
+            error: None,
+        });
         Ok(Partition {
             topic: topic.to_string(),
             topic_id,
@@ -227,7 +248,8 @@ impl Partition {
             }),
             high_watermark,
             durable,
-            syncing: AtomicBool::new(false),
+            sync_queued: AtomicBool::new(false),
+            sync_end: AtomicI64::new(leo),
             remote,
             tier_start: AtomicI64::new(-1),
             tier_last: AtomicI64::new(-1),
@@ -409,29 +431,26 @@ impl Partition {
         }
     }
 
-    /// Waits until everything below `offset` is on stable storage, sharing
-    /// one fsync among all appends that arrive while another runs.
-    pub async fn wait_durable(&self, offset: i64) -> Result<(), PartitionError> {
+    /// Waits until everything below `offset` is on stable storage: joins
+    /// the next broker-wide sync round unless one already started covers it.
+    /// Fails when a round for this partition fails after the wait began.
+    pub async fn wait_durable(self: &Arc<Self>, offset: i64) -> Result<(), PartitionError> {
         let mut rx = self.durable.subscribe();
+        let started = rx.borrow().round;
         loop {
-            if rx.borrow_and_update().0 >= offset {
-                return Ok(());
+            let failed = {
+                let d = rx.borrow_and_update();
+                if d.offset >= offset {
+                    return Ok(());
+                }
+                (d.round > started).then(|| d.error.clone()).flatten()
+            };
+            if let Some(e) = failed {
+                return Err(self.sync_failure(&e));
             }
-            if !self.syncing.swap(true, Ordering::AcqRel) {
-                let res = self.sync_once().await;
-                // Clear the flag before publishing, so a waiter woken by the
-                // publication can start the next fsync.
-                self.syncing.store(false, Ordering::Release);
-                let end = res.as_ref().map(|e| *e).unwrap_or(i64::MIN);
-                self.durable.send_modify(|(d, generation)| {
-                    *d = (*d).max(end);
-                    *generation += 1;
-                });
-                res?;
-                continue;
+            if self.sync_end.load(Ordering::Acquire) < offset {
+                durability::request(self);
             }
-            // Another task's fsync is running; it publishes when done, and
-            // that may or may not cover `offset`: loop either way.
             if rx.changed().await.is_err() {
                 return Err(PartitionError::Closed {
                     partition: self.name(),
@@ -440,22 +459,34 @@ impl Partition {
         }
     }
 
-    /// One fsync of the active segment, outside the lock; returns the offset
-    /// it made durable.
-    async fn sync_once(&self) -> Result<i64, PartitionError> {
-        let (file, end) = self.with_log(|log, _, _| Ok(log.sync_handle()))?;
-        let name = self.name();
-        let res = tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(|e| PartitionError::Sync {
-                partition: name.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        res.map_err(|source| PartitionError::Sync {
-            partition: name,
-            source,
-        })?;
-        Ok(end)
+    /// Publishes the outcome of this partition's part of a sync round.
+    fn publish_durable(&self, res: Result<i64, PartitionError>) {
+        self.durable.send_modify(|d| {
+            d.round += 1;
+            match res {
+                Ok(end) => {
+                    d.offset = d.offset.max(end);
+                    d.error = None;
+                }
+                Err(e) => d.error = Some(Arc::new(e)),
+            }
+        });
+    }
+
+    /// This partition's error for a waiter, from a failed round's error.
+    fn sync_failure(&self, e: &PartitionError) -> PartitionError {
+        let partition = self.name();
+        match e {
+            PartitionError::Closed { .. } => PartitionError::Closed { partition },
+            PartitionError::Sync { source, .. } => PartitionError::Sync {
+                partition,
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            other => PartitionError::Sync {
+                partition,
+                source: std::io::Error::other(other.to_string()),
+            },
+        }
     }
 
     /// Reads whole batches from `offset`, up to the high watermark; at least
@@ -681,9 +712,9 @@ impl Partition {
         store_epochs(&self.dir, &st.epochs);
         let leo = log.log_end_offset();
         self.high_watermark.send_replace(leo);
-        self.durable.send_modify(|(d, g)| {
-            *d = (*d).max(leo);
-            *g += 1;
+        self.durable.send_modify(|d| {
+            d.offset = d.offset.max(leo);
+            d.round += 1;
         });
         Ok(())
     }

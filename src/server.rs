@@ -24,6 +24,7 @@ pub mod frame;
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -36,7 +37,7 @@ use crate::zerocopy::{self, Part};
 
 /// How many requests of one connection may be in flight at once; the reader
 /// stops reading when the writer is this far behind (backpressure).
-const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
+const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
 
 /// Bounds on request bytes in flight (read, not yet answered): per broker
 /// (`queued.max.request.bytes`) and per connection. A connection that would
@@ -212,8 +213,34 @@ async fn write_responses(
 ) {
     let _close_on_exit = closed.drop_guard();
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some((pending, held)) = rx.recv().await {
-        let parts = match pending.await {
+    loop {
+        // Flush whenever the writer would wait (for the next request or for
+        // the next response to be ready), so buffered responses never sit
+        // behind one that is still waiting: pipelined responses that are
+        // ready together still share writes.
+        let next = match rx.try_recv() {
+            Ok(n) => Some(n),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if writer.flush().await.is_err() {
+                    break;
+                }
+                rx.recv().await
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+        };
+        let Some((mut pending, held)) = next else {
+            break;
+        };
+        let outcome = match (&mut pending).now_or_never() {
+            Some(o) => o,
+            None => {
+                if writer.flush().await.is_err() {
+                    break;
+                }
+                pending.await
+            }
+        };
+        let parts = match outcome {
             api::Outcome::Reply(b) => vec![Part::Bytes(b)],
             api::Outcome::Spliced(parts) => parts,
             api::Outcome::NoReply => continue,
@@ -224,10 +251,6 @@ async fn write_responses(
             break;
         }
         drop(held);
-        // Flush when nothing else is ready, so pipelined responses share writes.
-        if rx.is_empty() && writer.flush().await.is_err() {
-            break;
-        }
     }
     let _ = writer.flush().await;
     let _ = writer.into_inner().shutdown().await;

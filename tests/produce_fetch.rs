@@ -440,3 +440,89 @@ fn pipelined_produce_requests_keep_order() {
     }
     broker.assert_no_error_logs();
 }
+
+/// Responses leave in request order, but one that is ready is not held back
+/// by a later one that waits: an acks=all produce pipelined with a
+/// long-polling fetch is answered while the fetch still waits.
+#[test]
+fn a_ready_response_is_not_held_behind_a_waiting_one() {
+    use common::raw::{self, RawConn};
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, BrokerId, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::Compression;
+
+    let broker = Broker::start();
+    let topic = common::topic_name("ready-first");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let name = TopicName(StrBytes::from_string(topic.clone()));
+    let mut conn = RawConn::connect(&broker.bootstrap());
+    let pv = conn.produce_version();
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name.clone())
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(raw::batch(
+                    &[raw::record(0, None, Some(b"first"), 0)],
+                    Compression::None,
+                )))])]);
+    // Offset 1 is not there yet: the fetch waits up to two minutes.
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(120_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(1)
+                .with_current_leader_epoch(-1)
+                .with_partition_max_bytes(1 << 20)])]);
+    let (p_body, p_corr) = conn.encode_request(
+        ApiKey::Produce,
+        pv,
+        ApiKey::Produce.request_header_version(pv),
+        &produce,
+        pv,
+    );
+    let (f_body, f_corr) = conn.encode_request(
+        ApiKey::Fetch,
+        11,
+        ApiKey::Fetch.request_header_version(11),
+        &fetch,
+        11,
+    );
+    // One write: the fetch is read while the produce's fsync runs.
+    let mut bytes = Vec::new();
+    for body in [&p_body, &f_body] {
+        bytes.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        bytes.extend_from_slice(body);
+    }
+    conn.write_raw(&bytes).expect("write produce and fetch");
+    // The produce answer comes while the fetch waits (the read gives up
+    // after 30 s, long before the fetch's wait ends).
+    let produced: ProduceResponse = conn.receive(ApiKey::Produce, pv, p_corr);
+    let p = &produced.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 0), "{produced:?}");
+    assert!(
+        !conn.has_data_ready(),
+        "the fetch was answered with no data"
+    );
+    // A record at offset 1, from another connection, answers the fetch.
+    assert_eq!(
+        clients::produce(&broker.bootstrap(), &topic, &[TestRecord::value("second")]),
+        vec![(0, 1)]
+    );
+    let fetched: FetchResponse = conn.receive(ApiKey::Fetch, 11, f_corr);
+    let part = &fetched.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0, "{fetched:?}");
+    assert!(part.records.as_ref().is_some_and(|r| !r.is_empty()));
+}

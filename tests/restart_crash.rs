@@ -116,8 +116,18 @@ fn restart_keeps_topics_configs_and_data() {
 /// restart every acknowledged record id is there exactly once, in order.
 #[test]
 fn kill9_loses_no_acknowledged_record() {
+    kill9_case(&[]);
+}
+
+/// The same with acks=all sync rounds fsyncing each partition on its own.
+#[test]
+fn kill9_loses_no_acknowledged_record_with_fdatasync_rounds() {
+    kill9_case(&["--sync-rounds-syncfs", "false"]);
+}
+
+fn kill9_case(args: &[&str]) {
     const PARTITIONS: i32 = 3;
-    let mut broker = Broker::start();
+    let mut broker = Broker::builder().args(args.iter().copied()).start();
     let bs = broker.bootstrap();
     let topic = common::topic_name("crash");
     clients::create_topic(&bs, &topic, PARTITIONS, &[]);

@@ -1,0 +1,238 @@
+//! Broker-wide fsync rounds for `acks=all` (group commit across partitions).
+//!
+//! Overview: a partition that has appends waiting for durability joins the
+//! next round ([`request`]). One task runs the rounds back to back: a round
+//! takes every queued partition, reads each one's sync handle (the active
+//! segment and its log end offset at that moment), runs their fdatasyncs in
+//! parallel on blocking threads, and publishes each partition's new durable
+//! offset. Partitions that ask while a round runs go into the next one.
+//!
+//! Why rounds and not one fsync loop per partition: with many partitions,
+//! independent loops keep the disk's journal busy with a stream of commits
+//! that each wait for the others, and a produce request's response waits on
+//! the connection behind every earlier one (Kafka answers in order), so one
+//! slow fsync holds up many answers. Rounds start all the syncs together
+//! (the filesystem folds them into one journal commit) and finish them
+//! together, so latency is at most two rounds for every partition.
+//!
+//! Failure: a failed fdatasync is published with the partition's error; its
+//! waiters answer with it (KAFKA_STORAGE_ERROR) and the durable offset does
+//! not move, so nothing is acknowledged that the disk did not confirm.
+//!
+//! The rounds are per process: a process runs one broker.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{Partition, PartitionError};
+
+struct Queue {
+    next: Vec<Arc<Partition>>,
+    running: bool,
+}
+
+static QUEUE: Mutex<Queue> = Mutex::new(Queue {
+    next: Vec::new(),
+    running: false,
+});
+
+fn queue() -> std::sync::MutexGuard<'static, Queue> {
+    QUEUE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Puts `p` into the next round (once), starting the round task if none runs.
+pub(super) fn request(p: &Arc<Partition>) {
+    if p.sync_queued.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let mut q = queue();
+    q.next.push(Arc::clone(p));
+    if !q.running {
+        q.running = true;
+        tokio::spawn(run_rounds());
+    }
+}
+
+async fn run_rounds() {
+    loop {
+        let batch = {
+            let mut q = queue();
+            if q.next.is_empty() {
+                q.running = false;
+                return;
+            }
+            std::mem::take(&mut q.next)
+        };
+        let handles: Vec<_> = batch
+            .iter()
+            .map(|p| {
+                // Cleared before the handle is read: an append after this
+                // point may not be covered, so its waiter must queue again.
+                p.sync_queued.store(false, Ordering::Release);
+                let handle = p.with_log(|log, _, _| Ok(log.sync_handle()));
+                if let Ok((_, end)) = &handle {
+                    p.sync_end.fetch_max(*end, Ordering::AcqRel);
+                }
+                handle
+            })
+            .collect();
+        let files: Vec<_> = handles
+            .iter()
+            .filter_map(|h| h.as_ref().ok().map(|(f, _)| Arc::clone(f)))
+            .collect();
+        let synced =
+            tokio::task::spawn_blocking(move || sync_all(&files, SYNCFS.load(Ordering::Relaxed)))
+                .await
+                .unwrap_or_else(|e| vec![Err(io::Error::other(e.to_string()))]);
+        let mut synced = synced.into_iter();
+        let results: Vec<_> = batch
+            .iter()
+            .zip(handles)
+            .map(|(p, handle)| {
+                let (_, end) = handle?;
+                let res = synced
+                    .next()
+                    .unwrap_or_else(|| Err(io::Error::other("sync round ended early")));
+                res.map(|()| end).map_err(|source| PartitionError::Sync {
+                    partition: p.name(),
+                    source,
+                })
+            })
+            .collect();
+        for (p, res) in batch.iter().zip(results) {
+            p.publish_durable(res);
+        }
+    }
+}
+
+static SYNCFS: AtomicBool = AtomicBool::new(true);
+
+/// Whether rounds of several partitions use syncfs(2) (`--sync-rounds-syncfs`).
+pub fn set_syncfs(on: bool) {
+    SYNCFS.store(on, Ordering::Relaxed);
+}
+
+/// Makes the files durable. With syncfs on and more than one file, each
+/// filesystem among them is synced once with syncfs(2): one write-back pass
+/// and one journal commit instead of a commit per file (the filesystem's
+/// other dirty data goes too). A file whose syncfs fails, or without
+/// syncfs, gets its own fdatasync.
+fn sync_all(files: &[Arc<File>], syncfs: bool) -> Vec<io::Result<()>> {
+    let mut synced: HashMap<u64, bool> = HashMap::new();
+    let devs: Vec<Option<u64>> = files
+        .iter()
+        .map(|f| f.metadata().map(|m| m.dev()).ok())
+        .collect();
+    if syncfs && files.len() > 1 {
+        for (f, dev) in files.iter().zip(&devs) {
+            let Some(dev) = dev else { continue };
+            synced.entry(*dev).or_insert_with(|| {
+                rustix::fs::syncfs(f.as_ref())
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "syncfs failed; fsyncing each partition instead");
+                    })
+                    .is_ok()
+            });
+        }
+    }
+    files
+        .iter()
+        .zip(&devs)
+        .map(|(f, dev)| match dev.and_then(|d| synced.get(&d)) {
+            Some(true) => Ok(()),
+            _ => f.sync_data(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::build_batch;
+    use crate::partition::PartitionConfig;
+    use bytes::Bytes;
+
+    fn partitions(dir: &std::path::Path, n: i32) -> Vec<Arc<Partition>> {
+        (0..n)
+            .map(|i| {
+                let p = Partition::open(
+                    dir,
+                    "rounds",
+                    uuid::Uuid::new_v4(),
+                    i,
+                    0,
+                    PartitionConfig {
+                        log: crate::log::LogConfig::default(),
+                        max_message_bytes: 1 << 20,
+                        log_append_time: false,
+                        tier: crate::partition::TierPolicy::default(),
+                    },
+                    None,
+                )
+                .expect("open partition");
+                Arc::new(p)
+            })
+            .collect()
+    }
+
+    fn one_record() -> Bytes {
+        Bytes::from(build_batch(&[(None, Some(b"v".as_slice()), 1)]))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_waiters_on_many_partitions_all_become_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let ps = partitions(dir.path(), 8);
+        let mut waits = Vec::new();
+        for round in 0..20 {
+            for p in &ps {
+                let end = p.append(&one_record(), 0).expect("append").last_offset + 1;
+                let p = Arc::clone(p);
+                waits.push(tokio::spawn(async move { p.wait_durable(end).await }));
+            }
+            if round % 5 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for w in waits {
+            w.await.expect("join").expect("durable");
+        }
+        for p in &ps {
+            assert_eq!(p.durable.borrow().offset, 20, "{}", p.name());
+            assert!(p.durable.borrow().round >= 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_partition_fails_its_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let ps = partitions(dir.path(), 1);
+        let end = ps[0].append(&one_record(), 0).expect("append").last_offset + 1;
+        ps[0].close().expect("close");
+        let err = ps[0].wait_durable(end).await.expect_err("closed");
+        assert!(matches!(err, PartitionError::Closed { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn sync_all_answers_every_file_in_both_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<Arc<File>> = (0..3)
+            .map(|i| {
+                let path = dir.path().join(format!("f{i}"));
+                let mut f = std::fs::File::create(&path).unwrap();
+                std::io::Write::write_all(&mut f, b"data").unwrap();
+                Arc::new(f)
+            })
+            .collect();
+        for syncfs in [true, false] {
+            let res = sync_all(&files, syncfs);
+            assert_eq!(res.len(), files.len());
+            assert!(res.iter().all(Result::is_ok), "{res:?}");
+        }
+        assert!(sync_all(&files[..1], true).iter().all(Result::is_ok));
+    }
+}
