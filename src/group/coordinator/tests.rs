@@ -150,6 +150,16 @@ fn offset(o: i64, metadata: &str) -> OffsetValue {
     }
 }
 
+/// A commit by a simple consumer: no member, no generation.
+async fn commit_standalone(
+    c: &Coordinator,
+    log: &Arc<MemLog>,
+    group: &str,
+    offsets: Vec<(String, i32, OffsetValue)>,
+) -> Result<(), GroupError> {
+    c.commit_offsets(&**log, group, "", None, -1, offsets).await
+}
+
 fn state(c: &Coordinator, group: &str) -> Option<GroupState> {
     c.describe(group).expect("loaded").map(|d| d.state)
 }
@@ -238,16 +248,9 @@ async fn commits_and_membership_survive_a_reload() {
     .await
     .expect("committed");
     // A simple consumer (no membership) in another group.
-    c.commit_offsets(
-        &*log,
-        "simple",
-        "",
-        None,
-        -1,
-        vec![("u".into(), 0, offset(5, "x"))],
-    )
-    .await
-    .expect("standalone commit");
+    commit_standalone(&c, &log, "simple", vec![("u".into(), 0, offset(5, "x"))])
+        .await
+        .expect("standalone commit");
     // A stale generation is refused and changes nothing.
     assert!(matches!(
         c.commit_offsets(
@@ -299,12 +302,10 @@ async fn commits_and_membership_survive_a_reload() {
 async fn deleted_groups_and_offsets_stay_deleted_after_a_reload() {
     let log = MemLog::new();
     let (c, stop) = start(&log).await;
-    c.commit_offsets(
-        &*log,
+    commit_standalone(
+        &c,
+        &log,
         "g",
-        "",
-        None,
-        -1,
         vec![
             ("t".into(), 0, offset(1, "")),
             ("t".into(), 1, offset(2, "")),
@@ -312,16 +313,9 @@ async fn deleted_groups_and_offsets_stay_deleted_after_a_reload() {
     )
     .await
     .expect("commit");
-    c.commit_offsets(
-        &*log,
-        "h",
-        "",
-        None,
-        -1,
-        vec![("t".into(), 0, offset(1, ""))],
-    )
-    .await
-    .expect("commit");
+    commit_standalone(&c, &log, "h", vec![("t".into(), 0, offset(1, ""))])
+        .await
+        .expect("commit");
     let r = c
         .delete_offsets(&*log, "g", vec![("t".into(), 1)])
         .await
@@ -369,24 +363,15 @@ async fn non_empty_groups_cannot_be_deleted_and_subscribed_offsets_stay() {
 async fn offsets_of_empty_groups_expire_and_the_group_goes() {
     let log = MemLog::new();
     let (c, stop) = start(&log).await;
-    c.commit_offsets(
-        &*log,
-        "g",
-        "",
-        None,
-        -1,
-        vec![("t".into(), 0, offset(1, ""))],
-    )
-    .await
-    .expect("commit");
+    commit_standalone(&c, &log, "g", vec![("t".into(), 0, offset(1, ""))])
+        .await
+        .expect("commit");
     // Commit timestamps come from the caller; use the coordinator's clock.
     let now = c.now().wall_ms;
-    c.commit_offsets(
-        &*log,
+    commit_standalone(
+        &c,
+        &log,
         "g",
-        "",
-        None,
-        -1,
         vec![(
             "t".into(),
             0,
@@ -447,12 +432,10 @@ async fn session_timeouts_outside_the_range_are_refused() {
 async fn offsets_of_deleted_topics_are_removed() {
     let log = MemLog::new();
     let (c, stop) = start(&log).await;
-    c.commit_offsets(
-        &*log,
+    commit_standalone(
+        &c,
+        &log,
         "g",
-        "",
-        None,
-        -1,
         vec![
             ("t".into(), 0, offset(1, "")),
             ("u".into(), 0, offset(2, "")),
