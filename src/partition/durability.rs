@@ -3,17 +3,20 @@
 //! Overview: a partition that has appends waiting for durability joins the
 //! next round ([`request`]). One task runs the rounds back to back: a round
 //! takes every queued partition, reads each one's sync handle (the active
-//! segment and its log end offset at that moment), runs their fdatasyncs in
-//! parallel on blocking threads, and publishes each partition's new durable
-//! offset. Partitions that ask while a round runs go into the next one.
+//! segment and its log end offset at that moment), syncs them on one
+//! blocking thread ([`sync_all`]: one syncfs(2) per filesystem when the
+//! round holds several partitions and `--sync-rounds-syncfs` is on, else an
+//! fdatasync per partition, one after another), and publishes each
+//! partition's new durable offset. Partitions that ask while a round runs go
+//! into the next one.
 //!
 //! Why rounds and not one fsync loop per partition: with many partitions,
 //! independent loops keep the disk's journal busy with a stream of commits
 //! that each wait for the others, and a produce request's response waits on
 //! the connection behind every earlier one (Kafka answers in order), so one
-//! slow fsync holds up many answers. Rounds start all the syncs together
-//! (the filesystem folds them into one journal commit) and finish them
-//! together, so latency is at most two rounds for every partition.
+//! slow fsync holds up many answers. A round syncs its partitions together
+//! (with syncfs, in one journal commit) and finishes them together, so
+//! latency is at most two rounds for every partition.
 //!
 //! Failure: a failed fdatasync is published with the partition's error; its
 //! waiters answer with it (KAFKA_STORAGE_ERROR) and the durable offset does
@@ -88,12 +91,10 @@ async fn run_rounds() {
             tokio::task::spawn_blocking(move || sync_all(&files, SYNCFS.load(Ordering::Relaxed)))
                 .await
                 .unwrap_or_else(|e| vec![Err(io::Error::other(e.to_string()))]);
+        // `synced` has one result per handle that opened, in order.
         let mut synced = synced.into_iter();
-        let results: Vec<_> = batch
-            .iter()
-            .zip(handles)
-            .map(|(p, handle)| {
-                let (_, end) = handle?;
+        for (p, handle) in batch.iter().zip(handles) {
+            let res = handle.and_then(|(_, end)| {
                 let res = synced
                     .next()
                     .unwrap_or_else(|| Err(io::Error::other("sync round ended early")));
@@ -101,9 +102,7 @@ async fn run_rounds() {
                     partition: p.name(),
                     source,
                 })
-            })
-            .collect();
-        for (p, res) in batch.iter().zip(results) {
+            });
             p.publish_durable(res);
         }
     }
