@@ -64,8 +64,9 @@ pub enum Handled {
     Later(futures::future::BoxFuture<'static, (Option<ResponseKind>, FileRanges)>),
 }
 
-/// File ranges of a response by placeholder index (`zerocopy`).
-pub type FileRanges = Vec<(usize, crate::zerocopy::FileRegion)>;
+/// The parts of a response by placeholder index (`zerocopy`): each holds
+/// at least one file range.
+pub type FileRanges = Vec<(usize, Vec<crate::zerocopy::Part>)>;
 
 fn ready(o: Outcome) -> Pending {
     Box::pin(std::future::ready(o))

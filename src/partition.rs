@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use crate::log::batch::{check_client_batches, validate_batches, BatchError, BatchHeader};
 use crate::log::{Log, LogConfig, LogError, SealedSegmentInfo};
-use crate::zerocopy::FileRegion;
+use crate::zerocopy::{FileRegion, Part};
 use epochs::LeaderEpochCache;
 use producer_state::{BatchIdentity, ProducerStateTable, SequenceCheck};
 
@@ -719,12 +719,15 @@ impl Partition {
         Ok(())
     }
 
-    /// Reads whole batches from the tier (for offsets below the local log).
+    /// Reads whole batches from the tier (for offsets below the local log):
+    /// the batches as parts (chunks in the tier's disk cache are file
+    /// ranges, not read) with the offsets they cover from `offset`; the
+    /// result's `data` is empty.
     pub async fn read_remote(
         &self,
         offset: i64,
         max_bytes: usize,
-    ) -> Result<ReadResult, PartitionError> {
+    ) -> Result<(ReadResult, Vec<Part>, u64), PartitionError> {
         let Some(remote) = &self.remote else {
             return Err(PartitionError::OffsetOutOfRange {
                 offset,
@@ -732,16 +735,17 @@ impl Partition {
                 high_watermark: self.high_watermark(),
             });
         };
-        let data = remote
-            .read(offset, max_bytes as u64)
+        let read = remote
+            .read_pieces(offset, max_bytes as u64)
             .await
             .map_err(|e| self.tier_err(e))?;
-        Ok(ReadResult {
-            data,
+        let result = ReadResult {
+            data: Bytes::new(),
             high_watermark: self.high_watermark(),
             log_start_offset: self.log_start_offset(),
             log_end_offset: self.log_end_offset(),
-        })
+        };
+        Ok((result, read.pieces, read.offsets))
     }
 
     /// Deletes local sealed segments that are in the tier and beyond the

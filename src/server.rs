@@ -241,7 +241,7 @@ async fn write_responses(
             }
         };
         let parts = match outcome {
-            api::Outcome::Reply(b) => vec![Part::Bytes(b)],
+            api::Outcome::Reply(b) => vec![Part::Mem(b)],
             api::Outcome::Spliced(parts) => parts,
             api::Outcome::NoReply => continue,
             api::Outcome::Close => break,
@@ -268,7 +268,7 @@ async fn write_frame(
     writer.write_all(&len.to_be_bytes()).await?;
     for part in parts {
         match part {
-            Part::Bytes(b) => writer.write_all(b).await?,
+            Part::Mem(b) => writer.write_all(b).await?,
             Part::File(region) => {
                 writer.flush().await?;
                 zerocopy::send_file(writer.get_ref().as_ref(), region).await?;

@@ -4,16 +4,20 @@
 //!
 //! How a response is spliced: the fetch handler puts a *placeholder* in each
 //! partition's `records` field: a slice of a static all-zero buffer whose
-//! length is the file range's and whose start says which range it stands for.
-//! The response is encoded by `kafka-protocol` into a [`SpliceBuf`], which
-//! copies every field except those placeholders: on a placeholder it cuts
-//! the bytes so far into a part and records the file range as the next
-//! part. The result is a list of [`Part`]s that the connection writer sends
-//! in order: bytes with `write`, file ranges with [`send_file`].
+//! length is that of the partition's data and whose start says which parts
+//! it stands for (a local file range, or for data from the tier, ranges of
+//! its disk-cache files and bytes of chunks in memory). The response is
+//! encoded by `kafka-protocol` into a [`SpliceBuf`], which copies every
+//! field except those placeholders: on a placeholder it cuts the bytes so
+//! far into a part and puts the placeholder's parts next. The result is a
+//! list of [`Part`]s that the connection writer sends in order: bytes with
+//! `write`, file ranges with [`send_file`].
 //!
 //! Safety of the data: a range covers whole batches below the high
-//! watermark of a segment file, which are never rewritten; a segment deleted
-//! after the range was taken stays readable through the open descriptor.
+//! watermark of a segment file, which are never rewritten, or whole batches
+//! in a disk-cache file, which is written once under a temporary name and
+//! never changed after; a file deleted after the range was taken stays
+//! readable through the open descriptor.
 //! If the file turns out shorter than the range, the connection is closed
 //! (the frame length was already sent), never padded with other bytes.
 //!
@@ -25,8 +29,6 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -34,42 +36,26 @@ use kafka_protocol::protocol::buf::ByteBufMut;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// A byte range of a file that holds whole record batches.
-#[derive(Debug, Clone)]
-pub struct FileRegion {
-    pub file: Arc<File>,
-    pub position: u64,
-    pub len: u64,
-}
+/// A byte range of a file that holds whole record batches (a segment of
+/// the local log, or an entry of the tier's disk cache), and one piece of a
+/// response frame body: bytes, or such a range. They are the tier's types,
+/// so its reads come out as parts unchanged.
+pub use tiering::{FileSlice as FileRegion, Piece as Part};
 
-impl FileRegion {
-    /// The bytes of the range, read into memory (the fallback when a range
-    /// cannot be sent by sendfile).
-    pub fn read_to_bytes(&self) -> io::Result<Bytes> {
-        let mut buf = vec![0u8; usize::try_from(self.len).map_err(io::Error::other)?];
-        self.file.read_exact_at(&mut buf, self.position)?;
-        Ok(Bytes::from(buf))
+/// The parts' bytes, one after another, in memory (file ranges are read:
+/// the fallback when parts cannot be sent by sendfile).
+pub fn join(parts: &[Part]) -> io::Result<Bytes> {
+    if let [Part::Mem(b)] = parts {
+        return Ok(b.clone());
     }
-}
-
-/// One piece of a response frame body, in order.
-#[derive(Debug, Clone)]
-pub enum Part {
-    Bytes(Bytes),
-    File(FileRegion),
-}
-
-impl Part {
-    pub fn len(&self) -> u64 {
-        match self {
-            Part::Bytes(b) => b.len() as u64,
-            Part::File(r) => r.len,
+    let mut out = BytesMut::with_capacity(parts.iter().map(Part::len).sum::<u64>() as usize);
+    for p in parts {
+        match p {
+            Part::Mem(b) => out.extend_from_slice(b),
+            Part::File(r) => out.extend_from_slice(&r.read()?),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    Ok(out.freeze())
 }
 
 /// Placeholders are slices of this; the largest placeholder ends within it.
@@ -77,9 +63,9 @@ impl Part {
 const ZEROS_LEN: usize = 256 << 20;
 static ZEROS: [u8; ZEROS_LEN] = [0; ZEROS_LEN];
 
-/// The placeholder for file range number `index` (of one response) of
-/// `len` bytes, or `None` when it would not fit (the caller then sends the
-/// bytes instead).
+/// The placeholder for the parts numbered `index` (of one response) of
+/// `len` bytes in all, or `None` when it would not fit (the caller then
+/// sends the bytes instead).
 pub fn placeholder(index: usize, len: u64) -> Option<Bytes> {
     let len = usize::try_from(len).ok().filter(|l| *l > 0)?;
     let end = index.checked_add(len).filter(|e| *e <= ZEROS_LEN)?;
@@ -101,13 +87,13 @@ pub struct SpliceBuf {
     /// Logical bytes before `out`'s start (cut parts, copied and lifted).
     before: usize,
     parts: Vec<Part>,
-    regions: Vec<(usize, FileRegion)>,
+    regions: Vec<(usize, Vec<Part>)>,
 }
 
 impl SpliceBuf {
     /// A buffer for a response whose placeholders stand for `regions`
-    /// (placeholder index, range).
-    pub fn new(regions: Vec<(usize, FileRegion)>) -> SpliceBuf {
+    /// (placeholder index, the parts it stands for).
+    pub fn new(regions: Vec<(usize, Vec<Part>)>) -> SpliceBuf {
         SpliceBuf {
             out: BytesMut::with_capacity(1024),
             before: 0,
@@ -119,26 +105,26 @@ impl SpliceBuf {
     /// The parts of the frame body, in order.
     pub fn finish(mut self) -> Vec<Part> {
         if !self.out.is_empty() {
-            self.parts.push(Part::Bytes(self.out.split().freeze()));
+            self.parts.push(Part::Mem(self.out.split().freeze()));
         }
         self.parts
     }
 
     fn lift(&mut self, index: usize, len: usize) -> bool {
-        let Some(region) = self
+        let Some(at) = self
             .regions
             .iter()
-            .find(|(i, r)| *i == index && r.len == len as u64)
-            .map(|(_, r)| r.clone())
+            .position(|(i, r)| *i == index && r.iter().map(Part::len).sum::<u64>() == len as u64)
         else {
             return false;
         };
+        let (_, region) = self.regions.swap_remove(at);
         if !self.out.is_empty() {
             self.before += self.out.len();
-            self.parts.push(Part::Bytes(self.out.split().freeze()));
+            self.parts.push(Part::Mem(self.out.split().freeze()));
         }
         self.before += len;
-        self.parts.push(Part::File(region));
+        self.parts.extend(region);
         true
     }
 }
@@ -224,7 +210,7 @@ pub async fn send_file(stream: &TcpStream, region: &FileRegion) -> io::Result<()
                     position: offset,
                     len: end - offset,
                 };
-                let bytes = rest.read_to_bytes()?;
+                let bytes = rest.read()?;
                 let mut sent = 0;
                 while sent < bytes.len() {
                     stream.writable().await?;
@@ -264,6 +250,7 @@ mod tests {
     use kafka_protocol::messages::FetchResponse;
     use kafka_protocol::protocol::Encodable;
     use std::io::Write;
+    use std::sync::Arc;
 
     fn region(content: &[u8]) -> FileRegion {
         let mut f = tempfile::tempfile().expect("tempfile");
@@ -278,12 +265,20 @@ mod tests {
 
     /// Encodes a fetch response with these records once plainly and once
     /// spliced; the spliced parts, with the files read back, must equal the
-    /// plain encoding in every version.
+    /// plain encoding in every version. A partition's records are one file
+    /// range, bytes then a range, or two ranges of different files.
     #[test]
     fn spliced_encoding_equals_plain_encoding() {
         let contents: Vec<Vec<u8>> = vec![vec![7u8; 300], b"second-range".to_vec(), vec![1; 5]];
         for version in 4..=16i16 {
-            let regions: Vec<FileRegion> = contents.iter().map(|c| region(c)).collect();
+            let regions: Vec<Vec<Part>> = vec![
+                vec![Part::File(region(&contents[0]))],
+                vec![
+                    Part::Mem(Bytes::from_static(b"second-")),
+                    Part::File(region(b"range")),
+                ],
+                vec![Part::File(region(&[1; 2])), Part::File(region(&[1; 3]))],
+            ];
             let build = |records: Vec<Bytes>| {
                 let partitions = records
                     .into_iter()
@@ -307,9 +302,10 @@ mod tests {
             let mut with_index = Vec::new();
             let mut holders = Vec::new();
             for r in &regions {
-                holders.push(placeholder(index, r.len).expect("fits"));
+                let len = r.iter().map(Part::len).sum::<u64>();
+                holders.push(placeholder(index, len).expect("fits"));
                 with_index.push((index, r.clone()));
-                index += r.len as usize;
+                index += len as usize;
             }
             let spliced = build(holders);
             let mut buf = SpliceBuf::new(with_index);
@@ -317,13 +313,13 @@ mod tests {
             let parts = buf.finish();
             assert_eq!(
                 parts.iter().filter(|p| matches!(p, Part::File(_))).count(),
-                3
+                4
             );
             let mut got = Vec::new();
             for p in parts {
                 match p {
-                    Part::Bytes(b) => got.extend_from_slice(&b),
-                    Part::File(r) => got.extend_from_slice(&r.read_to_bytes().expect("read")),
+                    Part::Mem(b) => got.extend_from_slice(&b),
+                    Part::File(r) => got.extend_from_slice(&r.read().expect("read")),
                 }
             }
             assert_eq!(got, expected.to_vec(), "version {version}");
@@ -339,7 +335,7 @@ mod tests {
         // A slice that is not a placeholder is copied.
         let mut buf = SpliceBuf::new(vec![]);
         buf.put_slice(b"abc");
-        assert!(matches!(&buf.finish()[..], [Part::Bytes(b)] if &b[..] == b"abc"));
+        assert!(matches!(&buf.finish()[..], [Part::Mem(b)] if &b[..] == b"abc"));
     }
 
     #[tokio::test]

@@ -112,10 +112,23 @@ fn offload_and_replay(broker: &Broker) -> String {
     let (low, high) = clients::watermarks(&bootstrap, &topic, 0);
     assert_eq!((low, high), (0, RECORDS as i64));
 
-    // Replay everything from offset 0, byte-identical.
-    let consumer = clients::consumer(&bootstrap, &[("fetch.max.bytes", "8388608")]);
+    replay_all(&bootstrap, &topic);
+    let m = broker.metrics();
+    assert!(
+        m.get("strata_tier_bytes_downloaded_total")
+            .copied()
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    topic
+}
+
+/// Replays `topic` partition 0 from offset 0 with a new consumer and checks
+/// every record, in order, byte-identical.
+fn replay_all(bootstrap: &str, topic: &str) {
+    let consumer = clients::consumer(bootstrap, &[("fetch.max.bytes", "8388608")]);
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::Offset(0))
+    tpl.add_partition_offset(topic, 0, Offset::Offset(0))
         .expect("tpl");
     consumer.assign(&tpl).expect("assign");
     let mut next = 0usize;
@@ -134,22 +147,44 @@ fn offload_and_replay(broker: &Broker) -> String {
         );
         next += 1;
     }
-    let m = broker.metrics();
-    assert!(
-        m.get("strata_tier_bytes_downloaded_total")
-            .copied()
-            .unwrap_or(0.0)
-            > 0.0
-    );
-    topic
 }
 
 #[test]
 fn offload_and_replay_with_file_tier() {
+    let cache = tempfile::tempdir().expect("tempdir");
     let broker = Broker::builder()
         .args(["--tier-interval-ms", "200"])
+        .args(["--tier-cache-memory-bytes", &(16u64 << 20).to_string()])
+        .arg("--tier-cache-dir")
+        .arg(cache.path().display().to_string())
         .start();
-    offload_and_replay(&broker);
+    let topic = offload_and_replay(&broker);
+
+    // Replayed again, the history comes from the tier's disk cache (the
+    // memory cache holds 16 MiB of it), sent with sendfile: zero-copy bytes
+    // grow by far more than the local tail could account for.
+    let zero_copy = |b: &Broker| {
+        b.metrics()
+            .get("strata_fetch_zero_copy_bytes_total")
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let before = zero_copy(&broker);
+    replay_all(&broker.bootstrap(), &topic);
+    let sent = zero_copy(&broker) - before;
+    assert!(
+        sent >= 120e6,
+        "only {sent} bytes of a 200 MB replay went zero-copy"
+    );
+    let m = broker.metrics();
+    assert!(
+        m.get("strata_tier_disk_cache_hits_total")
+            .copied()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{m:?}"
+    );
+
     // The tier directory holds the segment objects.
     let tier = broker.data_dir().join("tier");
     let mut logs = 0;

@@ -10,7 +10,9 @@
 //! Local data is not read into memory when zero-copy is on (the default):
 //! each partition's batches are a file range, sent by the connection with
 //! sendfile(2) behind a placeholder in the response (`zerocopy`). Data from
-//! the tier is bytes.
+//! the tier goes the same way when its chunks are in the tier's disk cache
+//! (a placeholder then stands for several parts: file ranges, and bytes of
+//! chunks that are in memory); otherwise it is bytes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +28,7 @@ use super::FileRanges;
 use crate::broker::Broker;
 use crate::partition::{Partition, PartitionError};
 use crate::telemetry::metrics::count_records;
-use crate::zerocopy::{self, FileRegion};
+use crate::zerocopy::{self, Part};
 
 const READ_COMMITTED: i8 = 1;
 
@@ -112,6 +114,7 @@ pub async fn handle(
         if !remote.is_empty() {
             let (b, e) = read_remote(
                 &mut parts,
+                &mut regions,
                 remote,
                 max_wait,
                 read_committed,
@@ -129,15 +132,26 @@ pub async fn handle(
             let mut files = Vec::new();
             for ((i, pd), region) in parts.iter_mut().zip(regions.iter_mut()) {
                 let name = &topic_name(&topics, *i, &view);
-                if let Some((r, records)) = region.take() {
-                    broker.metrics.topic_out(name, r.len, records);
-                    match zerocopy::placeholder(files.len(), r.len) {
+                if let Some((region, records)) = region.take() {
+                    let len: u64 = region.iter().map(Part::len).sum();
+                    broker.metrics.topic_out(name, len, records);
+                    let in_files: u64 = region
+                        .iter()
+                        .filter(|p| matches!(p, Part::File(_)))
+                        .map(Part::len)
+                        .sum();
+                    let holder = if broker.config.zero_copy && in_files > 0 {
+                        zerocopy::placeholder(files.len(), len)
+                    } else {
+                        None
+                    };
+                    match holder {
                         Some(p) => {
-                            broker.metrics.fetch_zero_copy_bytes.inc_by(r.len);
+                            broker.metrics.fetch_zero_copy_bytes.inc_by(in_files);
                             pd.records = Some(p);
-                            files.push((files.len(), r));
+                            files.push((files.len(), region));
                         }
-                        None => match r.read_to_bytes() {
+                        None => match zerocopy::join(&region) {
                             Ok(b) => pd.records = Some(b),
                             Err(e) => {
                                 tracing::error!(topic = %name, partition = pd.partition_index, error = %e, "segment read failed");
@@ -174,6 +188,7 @@ const MIN_REMOTE_WAIT: Duration = Duration::from_millis(500);
 /// slow object store never holds up the other partitions.
 async fn read_remote(
     parts: &mut [(usize, PartitionData)],
+    regions: &mut Regions,
     reads: Vec<RemoteRead>,
     max_wait: Duration,
     read_committed: bool,
@@ -204,12 +219,13 @@ async fn read_remote(
         pd.last_stable_offset = pd.high_watermark;
         pd.log_start_offset = p.log_start_offset();
         match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok(Ok(r))) => {
-                bytes += r.data.len();
+            Ok(Ok(Ok((_, data, records)))) => {
+                bytes += data.iter().map(Part::len).sum::<u64>() as usize;
                 if read_committed {
                     pd.aborted_transactions = Some(vec![]);
                 }
-                pd.records = Some(r.data);
+                pd.records = Some(bytes::Bytes::new());
+                regions[i] = Some((data, records));
             }
             Ok(Ok(Err(e))) => {
                 tracing::warn!(partition = %p.name(), error = %e, "remote read failed");
@@ -230,8 +246,9 @@ async fn read_remote(
     (bytes, any_error)
 }
 
-/// Local file ranges by part (with the offsets each covers).
-type Regions = Vec<Option<(FileRegion, u64)>>;
+/// Each partition's data when it is parts, not bytes in the response (with
+/// the offsets they cover): local file ranges, and all data from the tier.
+type Regions = Vec<Option<(Vec<Part>, u64)>>;
 
 fn read_all(
     targets: &[Target],
@@ -281,7 +298,7 @@ fn read_all(
                     let budget = if total > 0 { budget } else { budget.max(1) };
                     let res = if zero_copy {
                         p.read_region(t.offset, budget).map(|(r, found)| {
-                            region = found;
+                            region = found.map(|(f, n)| (vec![Part::File(f)], n));
                             r
                         })
                     } else {
@@ -289,8 +306,10 @@ fn read_all(
                     };
                     match res {
                         Ok(r) => {
-                            let n =
-                                r.data.len() + region.as_ref().map_or(0, |(f, _)| f.len as usize);
+                            let n = r.data.len()
+                                + region.as_ref().map_or(0, |(f, _)| {
+                                    f.iter().map(Part::len).sum::<u64>() as usize
+                                });
                             total += n;
                             remaining = remaining.saturating_sub(n);
                             pd.high_watermark = r.high_watermark;

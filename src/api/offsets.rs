@@ -101,8 +101,10 @@ async fn offset_for_timestamp(
                 })?;
         if let Some(found) = found {
             if found.offset >= p.log_start_offset() {
-                let batch = p.read_remote(found.offset, 1).await?;
-                let exact = first_record_at_or_after(batch.data, found.offset, ts);
+                let (_, parts, _) = p.read_remote(found.offset, 1).await?;
+                let exact = crate::zerocopy::join(&parts)
+                    .ok()
+                    .and_then(|batch| first_record_at_or_after(batch, found.offset, ts));
                 return Ok(Some(exact.unwrap_or((found.offset, found.timestamp))));
             }
         }

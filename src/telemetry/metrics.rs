@@ -370,6 +370,11 @@ impl prometheus_client::collector::Collector for TierCollector {
                 &m.cache_misses,
             ),
             (
+                "strata_tier_disk_cache_hits",
+                "Tier read-cache misses in memory served from the disk cache",
+                &m.disk_cache_hits,
+            ),
+            (
                 "strata_tier_cache_evictions",
                 "Chunks evicted from the memory cache",
                 &m.cache_evictions,

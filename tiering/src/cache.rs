@@ -6,6 +6,13 @@
 //! CRC-32C of their data, so a torn or foreign file is a miss, never data.
 //! The disk directory is emptied when the cache is built (entries are not
 //! reused across restarts).
+//!
+//! Record data for fetches can come out of the disk cache as a file range
+//! ([`ReadCache::chunk_piece`]) instead of bytes, so the broker sends it
+//! with sendfile(2) and the chunk does not enter memory. Such a range is
+//! trusted as the local log is: its bytes passed the chunk CRC-32C before
+//! they were written (callers ask for ranges only of chunks that have one),
+//! and the entry's key and length are checked when it is opened.
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -31,6 +38,59 @@ const ENTRY_OVERHEAD: u64 = 128;
 pub(crate) struct CacheKey {
     pub path: Arc<str>,
     pub chunk: u64,
+}
+
+/// A piece of remote data as a fetch can send it.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// In memory (from the memory cache or just fetched).
+    Mem(Bytes),
+    /// A range of a disk-cache file.
+    File(FileSlice),
+}
+
+/// A byte range of an open file.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    pub file: Arc<std::fs::File>,
+    pub position: u64,
+    pub len: u64,
+}
+
+impl FileSlice {
+    /// The bytes of the range (a positional read).
+    pub fn read(&self) -> std::io::Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let len = usize::try_from(self.len).map_err(std::io::Error::other)?;
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+impl Piece {
+    pub fn len(&self) -> u64 {
+        match self {
+            Piece::Mem(b) => b.len() as u64,
+            Piece::File(f) => f.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes `[from, to)` of the piece (the caller keeps them in range).
+    pub(crate) fn slice(&self, from: u64, to: u64) -> Piece {
+        match self {
+            Piece::Mem(b) => Piece::Mem(b.slice(from as usize..to as usize)),
+            Piece::File(f) => Piece::File(FileSlice {
+                file: f.file.clone(),
+                position: f.position + from,
+                len: to - from,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +215,57 @@ impl ReadCache {
         };
         self.get_or_fill(key, store, path, Some(start..end), check)
             .await
+    }
+
+    /// Whether chunks can come from a disk directory.
+    pub fn has_disk(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// Whether the disk directory holds the entry (no I/O).
+    pub fn on_disk(&self, key: &CacheKey) -> bool {
+        self.disk
+            .as_ref()
+            .is_some_and(|d| d.index.contains_key(key))
+    }
+
+    /// Like [`ReadCache::chunk`], but a chunk that is on disk and not in
+    /// memory comes back as its file range (not read, not put in memory).
+    /// Only for chunks with a CRC-32C (module docs).
+    pub async fn chunk_piece(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        path: &ObjectPath,
+        object_size: u64,
+        chunk: u64,
+        chunk_size: u64,
+        expected_crc: u32,
+    ) -> Result<Piece, TierError> {
+        let key = CacheKey {
+            path: Arc::from(path.as_ref()),
+            chunk,
+        };
+        if !self.mem.contains_key(&key) {
+            if let Some(disk) = &self.disk {
+                let start = chunk * chunk_size;
+                let want = (start + chunk_size).min(object_size).saturating_sub(start);
+                if let Some(slice) = disk.open(&key, want).await {
+                    TierMetrics::add(&self.metrics.cache_misses, 1);
+                    TierMetrics::add(&self.metrics.disk_cache_hits, 1);
+                    return Ok(Piece::File(slice));
+                }
+            }
+        }
+        self.chunk(
+            store,
+            path,
+            object_size,
+            chunk,
+            chunk_size,
+            Some(expected_crc),
+        )
+        .await
+        .map(Piece::Mem)
     }
 
     /// The whole object at `path`, checked against its size and CRC-32C.
@@ -326,6 +437,42 @@ impl DiskCache {
         let raw = tokio::fs::read(&entry.file).await.ok()?;
         match decode_entry(key, Bytes::from(raw)) {
             Some(b) => Some(b),
+            None => {
+                self.index.invalidate(key).await;
+                None
+            }
+        }
+    }
+
+    /// The data range of `key`'s entry file, when it is there, names `key`
+    /// and holds `want` bytes of data; a file that does not is dropped.
+    async fn open(&self, key: &CacheKey, want: u64) -> Option<FileSlice> {
+        let entry = self.index.get(key).await?;
+        let header = 4 + key.path.len() as u64 + 12;
+        let file = entry.file.clone();
+        let expect = key.clone();
+        let opened = tokio::task::spawn_blocking(move || -> Option<std::fs::File> {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::File::open(&file).ok()?;
+            let mut head = vec![0u8; header as usize];
+            f.read_exact_at(&mut head, 0).ok()?;
+            let mut h = &head[..];
+            let klen = h.get_u32() as usize;
+            let ok = klen == expect.path.len()
+                && &h[..klen] == expect.path.as_bytes()
+                && (&h[klen..]).get_u64() == expect.chunk
+                && f.metadata().ok()?.len() == header + want;
+            ok.then_some(f)
+        })
+        .await
+        .ok()
+        .flatten();
+        match opened {
+            Some(f) => Some(FileSlice {
+                file: Arc::new(f),
+                position: header,
+                len: want,
+            }),
             None => {
                 self.index.invalidate(key).await;
                 None

@@ -97,13 +97,14 @@ mod throttle;
 mod upload_queue;
 mod uploader;
 
+pub use cache::{FileSlice, Piece};
 pub use error::TierError;
 pub use layout::PartitionKey;
 pub use manifest::{Manifest, ObjectKind, ObjectRef, SegmentMeta};
 pub use metrics::TierMetrics;
 pub use partition::{
-    DeleteOutcome, OrphanReport, RemotePartition, RetentionPolicy, SegmentUpload, TimestampOffset,
-    UploadOutcome,
+    DeleteOutcome, OrphanReport, RemotePartition, RemoteRead, RetentionPolicy, SegmentUpload,
+    TimestampOffset, UploadOutcome,
 };
 pub use store::{ConditionalPut, S3Options, TierOptions};
 pub use throttle::{Backoff, RateLimiter, TokenBucket};

@@ -25,6 +25,7 @@ use crate::{TierError, TierStore};
 mod read;
 mod upload;
 
+pub use read::RemoteRead;
 pub use upload::{SegmentUpload, UploadOutcome};
 
 /// How many times a manifest update re-reads and re-applies after losing a race.

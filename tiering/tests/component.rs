@@ -485,6 +485,90 @@ async fn cache_stays_within_its_byte_bound() {
     assert!(m.cache_hits.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }
 
+/// Replays the whole tier from `from` with `read_pieces`: the bytes (file
+/// ranges read back) and how many of them were file ranges.
+async fn replay_pieces(part: &tiering::RemotePartition, max_bytes: u64) -> (Vec<u8>, u64) {
+    let last = part
+        .last_uploaded_offset()
+        .await
+        .expect("last")
+        .expect("some");
+    let (mut out, mut in_files, mut offset) = (Vec::new(), 0, 0);
+    while offset <= last {
+        let read = part.read_pieces(offset, max_bytes).await.expect("read");
+        let start = out.len();
+        for p in &read.pieces {
+            match p {
+                tiering::Piece::Mem(b) => out.extend_from_slice(b),
+                tiering::Piece::File(f) => {
+                    in_files += f.len;
+                    out.extend_from_slice(&f.read().expect("pread"));
+                }
+            }
+        }
+        assert_eq!((out.len() - start) as u64, read.len);
+        offset = last_offset_in(&out[start..]) + 1;
+    }
+    (out, in_files)
+}
+
+/// Chunks in the disk cache come back as file ranges (for sendfile), not
+/// through memory; a damaged cache file is never a range: the chunk comes
+/// from the store again.
+#[tokio::test]
+async fn disk_cache_chunks_come_back_as_file_ranges() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segs = three_segments(dir.path());
+    let cache_dir = dir.path().join("cache");
+    let options = TierOptions {
+        memory_cache_bytes: 128 << 10,
+        disk_cache_dir: Some(cache_dir.clone()),
+        disk_cache_bytes: 64 << 20,
+        prefetch_chunks: 0,
+        ..small_options()
+    };
+    let tier = TierStore::from_url_with("memory://", options).expect("tier");
+    let part = tier.partition(key("t", 0));
+    upload_all(&part, &segs, 1).await;
+    let total: u64 = segs.iter().map(|s| s.log.len() as u64).sum();
+
+    // First pass: from the store, into memory and (in the background) disk.
+    let (first, _) = replay_pieces(&part, 100_000).await;
+    assert!(first == all_logs(&segs), "first replay differs");
+    let downloaded = tier.metrics().bytes_downloaded.load(Relaxed);
+    assert!(downloaded >= total);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Second pass: the memory cache holds a sliver, so most comes from
+    // disk-cache files as ranges, and nothing is downloaded again.
+    let (second, in_files) = replay_pieces(&part, 100_000).await;
+    assert!(second == all_logs(&segs), "second replay differs");
+    assert!(
+        in_files >= total / 2,
+        "{in_files} of {total} bytes came as file ranges"
+    );
+    assert_eq!(tier.metrics().bytes_downloaded.load(Relaxed), downloaded);
+    // The plain read gives the same bytes.
+    let replayed = replay(&part, 0, 100_000).await.expect("replay");
+    assert!(replayed == all_logs(&segs));
+
+    // Every cache file loses its last byte: none is served as a range, and
+    // the data comes from the store again, intact.
+    for e in std::fs::read_dir(&cache_dir).expect("cache dir").flatten() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(e.path())
+            .expect("open");
+        let len = f.metadata().expect("len").len();
+        f.set_len(len - 1).expect("truncate");
+    }
+    let (third, in_files) = replay_pieces(&part, 100_000).await;
+    assert!(third == all_logs(&segs), "replay after damage differs");
+    assert_eq!(in_files, 0, "a damaged cache file was served");
+    assert!(tier.metrics().bytes_downloaded.load(Relaxed) > downloaded);
+}
+
 #[tokio::test]
 async fn concurrent_misses_share_one_get() {
     let dir = tempfile::tempdir().expect("tempdir");

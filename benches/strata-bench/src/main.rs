@@ -86,6 +86,12 @@ struct Args {
     /// Bytes per ranged GET, for the broker (--tier-chunk-bytes) and the raw reference.
     #[arg(long, default_value_t = MIB)]
     tier_chunk_bytes: u64,
+    /// Gives the broker a tier disk cache of this many bytes
+    /// (--tier-cache-dir in the work directory, --tier-cache-disk-bytes).
+    /// With a memory cache smaller than the data set, the warm read then
+    /// comes from the disk cache, sent with sendfile [default: no disk cache].
+    #[arg(long)]
+    tier_disk_cache_bytes: Option<u64>,
     /// Concurrent ranged reads (threads, one connection each) of the raw
     /// tier reference.
     #[arg(long, default_value_t = 8)]
@@ -250,6 +256,7 @@ struct TierRun {
     raw_name: &'static str,
     tier_bytes: f64,
     warm_hit_ratio: Option<f64>,
+    warm_zero_copy_bytes: f64,
     cold_downloaded: Option<f64>,
     rss_first_process: Option<u64>,
     rss_cold_process: Option<u64>,
@@ -266,6 +273,7 @@ impl TierRun {
             "raw_reads_kind": self.raw_name,
             "tier_bytes": self.tier_bytes,
             "warm_cache_hit_ratio": self.warm_hit_ratio,
+            "warm_zero_copy_bytes": self.warm_zero_copy_bytes,
             "cold_bytes_downloaded": self.cold_downloaded,
             "broker_peak_rss_bytes": self.rss_first_process,
             "cold_broker_peak_rss_bytes": self.rss_cold_process,
@@ -308,15 +316,25 @@ fn run(a: &Args) -> Result<()> {
     result
 }
 
-fn broker_args(a: &Args, plan: &Plan, tier_url: &str) -> Vec<String> {
-    vec![
+/// The tier arguments of a broker whose data directory is `dir`.
+fn broker_args(a: &Args, plan: &Plan, tier_url: &str, dir: &Path) -> Vec<String> {
+    let mut args = vec![
         "--tier-url".into(),
         tier_url.into(),
         "--tier-cache-memory-bytes".into(),
         plan.cache_bytes.to_string(),
         "--tier-chunk-bytes".into(),
         a.tier_chunk_bytes.to_string(),
-    ]
+    ];
+    if let Some(bytes) = a.tier_disk_cache_bytes {
+        args.extend([
+            "--tier-cache-dir".into(),
+            dir.with_extension("tier-cache").display().to_string(),
+            "--tier-cache-disk-bytes".into(),
+            bytes.to_string(),
+        ]);
+    }
+    args
 }
 
 fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
@@ -331,7 +349,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             let dir = work.join("file-broker");
             let tier = format!("file://{}", dir.join("tier").display());
             say(format!("starting {} (tier {tier})", bin.display()));
-            let b = Broker::start(bin, &dir, broker_args(a, plan, &tier), Vec::new())?;
+            let b = Broker::start(bin, &dir, broker_args(a, plan, &tier, &dir), Vec::new())?;
             say(format!(
                 "broker at {}, log {}",
                 b.bootstrap,
@@ -513,7 +531,8 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             "starting {} (tier {url} at {endpoint})",
             bin.display()
         ));
-        let mut args = broker_args(a, plan, &url);
+        let dir = work.join("s3-broker");
+        let mut args = broker_args(a, plan, &url, &dir);
         args.extend(["--tier-s3-endpoint".to_string(), endpoint.clone()]);
         let envs = [
             ("AWS_ACCESS_KEY_ID", "test"),
@@ -522,7 +541,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .to_vec();
-        let mut b = Broker::start(bin, &work.join("s3-broker"), args, envs)?;
+        let mut b = Broker::start(bin, &dir, args, envs)?;
         say(format!(
             "broker at {}, log {}",
             b.bootstrap,
@@ -813,15 +832,19 @@ fn tier_run(
     let warm = kafka::consume_all(&b.bootstrap, topic, parts, b.pid())?;
     let after = b.metrics()?;
     let delta = |n: &str| metric_sum(&after, n, None) - metric_sum(&before, n, None);
-    let (hits, misses) = (
+    // Hits in memory, and misses there that the disk cache served.
+    let (hits, misses, disk_hits) = (
         delta("strata_tier_cache_hits_total"),
         delta("strata_tier_cache_misses_total"),
+        delta("strata_tier_disk_cache_hits_total"),
     );
-    let warm_hit_ratio = (hits + misses > 0.0).then(|| hits / (hits + misses));
+    let warm_hit_ratio = (hits + misses > 0.0).then(|| (hits + disk_hits) / (hits + misses));
+    let warm_zero_copy = delta("strata_fetch_zero_copy_bytes_total");
     say(format!(
-        "{backend}: warm tier read {:.1} MB/s (cache hit ratio {})",
+        "{backend}: warm tier read {:.1} MB/s (cache hit ratio {}, {:.1} MB sent zero-copy)",
         warm.mb_per_sec(),
-        warm_hit_ratio.map_or("n/a".into(), |r| format!("{r:.3}"))
+        warm_hit_ratio.map_or("n/a".into(), |r| format!("{r:.3}")),
+        warm_zero_copy / 1e6
     ));
     let rss_first_process = b.peak_rss();
     b.restart()?;
@@ -856,6 +879,7 @@ fn tier_run(
         },
         tier_bytes,
         warm_hit_ratio,
+        warm_zero_copy_bytes: warm_zero_copy,
         cold_downloaded,
         rss_first_process,
         rss_cold_process,

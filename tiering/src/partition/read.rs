@@ -7,7 +7,7 @@ use object_store::path::Path as ObjectPath;
 
 use super::{lock, RemotePartition, TimestampOffset};
 use crate::batch::{self, HEADER_LEN};
-use crate::cache::ReadCache;
+use crate::cache::{Piece, ReadCache};
 use crate::index;
 use crate::layout;
 use crate::manifest::{ObjectKind, SegmentMeta};
@@ -22,8 +22,12 @@ struct SegmentReader {
     chunk: u64,
     /// Big-endian CRC-32C per chunk, when the segment has them.
     crcs: Option<Bytes>,
-    /// Chunks this read used (dropped from the cache on an integrity error).
-    touched: Vec<u64>,
+    /// Whether chunks in the disk cache may come back as file ranges: the
+    /// segment has chunk CRCs and the cache has a disk directory.
+    files: bool,
+    /// Chunks this read used, as it got them (dropped from the cache on an
+    /// integrity error).
+    loaded: Vec<(u64, Piece)>,
 }
 
 impl SegmentReader {
@@ -51,13 +55,15 @@ impl SegmentReader {
             }
             _ => (part.inner.tier.inner.options.chunk_size, None),
         };
+        let files = crcs.is_some() && part.inner.tier.inner.cache.has_disk();
         Ok(SegmentReader {
             part: part.clone(),
             path,
             size: log.size,
             chunk,
             crcs,
-            touched: Vec::new(),
+            files,
+            loaded: Vec::new(),
         })
     }
 
@@ -68,52 +74,67 @@ impl SegmentReader {
         Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    async fn chunk(&self, i: u64) -> Result<Bytes, TierError> {
+    /// Chunk `i`: a file range when it is in the disk cache (and `files`),
+    /// else its bytes.
+    async fn load(&self, i: u64) -> Result<Piece, TierError> {
         let tier = &self.part.inner.tier.inner;
-        tier.cache
-            .chunk(
-                &tier.store,
-                &self.path,
-                self.size,
-                i,
-                self.chunk,
-                self.expected_crc(i),
-            )
-            .await
+        let (store, path, size, chunk) = (&tier.store, &self.path, self.size, self.chunk);
+        match (self.files, self.expected_crc(i)) {
+            (true, Some(crc)) => {
+                tier.cache
+                    .chunk_piece(store, path, size, i, chunk, crc)
+                    .await
+            }
+            (_, crc) => tier
+                .cache
+                .chunk(store, path, size, i, chunk, crc)
+                .await
+                .map(Piece::Mem),
+        }
     }
 
-    /// Bytes `[start, start + len)` of the log object.
-    async fn range(&mut self, start: u64, len: u64) -> Result<Bytes, TierError> {
+    /// Bytes `[start, start + len)` of the log object, as pieces of the
+    /// chunks that hold them.
+    async fn pieces(&mut self, start: u64, len: u64) -> Result<Vec<Piece>, TierError> {
         if len == 0 {
-            return Ok(Bytes::new());
+            return Ok(Vec::new());
         }
         let end = start + len;
         let first = start / self.chunk;
         let last = (end - 1) / self.chunk;
+        let missing: Vec<u64> = (first..=last)
+            .filter(|i| !self.loaded.iter().any(|(j, _)| j == i))
+            .collect();
+        let got = futures::future::try_join_all(missing.iter().map(|&i| self.load(i))).await?;
+        self.loaded.extend(missing.into_iter().zip(got));
+        let mut out = Vec::with_capacity((last - first + 1) as usize);
+        let mut total = 0;
         for i in first..=last {
-            if !self.touched.contains(&i) {
-                self.touched.push(i);
-            }
-        }
-        let chunks = futures::future::try_join_all((first..=last).map(|i| self.chunk(i))).await?;
-        if chunks.len() == 1 {
-            let off = (start - first * self.chunk) as usize;
-            return slice(&chunks[0], off, len as usize, &self.path, start);
-        }
-        let mut out = BytesMut::with_capacity(len as usize);
-        for (n, c) in chunks.iter().enumerate() {
-            let chunk_start = (first + n as u64) * self.chunk;
-            let from = start.saturating_sub(chunk_start) as usize;
-            let to = ((end - chunk_start) as usize).min(c.len());
+            let Some((_, p)) = self.loaded.iter().find(|(j, _)| *j == i) else {
+                return Err(short(&self.path, start, len));
+            };
+            let chunk_start = i * self.chunk;
+            let from = start.saturating_sub(chunk_start);
+            let to = (end - chunk_start).min(p.len());
             if from > to {
                 return Err(short(&self.path, start, len));
             }
-            out.extend_from_slice(&c[from..to]);
+            total += to - from;
+            out.push(p.slice(from, to));
         }
-        if out.len() as u64 != len {
+        if total != len {
             return Err(short(&self.path, start, len));
         }
-        Ok(out.freeze())
+        Ok(out)
+    }
+
+    /// Bytes `[start, start + len)` of the log object, in memory.
+    async fn range(&mut self, start: u64, len: u64) -> Result<Bytes, TierError> {
+        let pieces = self.pieces(start, len).await?;
+        join(&pieces).map_err(|e| {
+            tracing::warn!(path = %self.path, start, len, error = %e, "disk cache read failed");
+            short(&self.path, start, len)
+        })
     }
 
     /// The batch header at `pos`, checked to fit in the segment.
@@ -135,12 +156,41 @@ impl SegmentReader {
         }
     }
 
+    /// Drops the chunks this read used from the cache (a chunk that failed
+    /// its check never entered it).
     async fn invalidate_touched(&self) {
         let cache = &self.part.inner.tier.inner.cache;
-        for &i in &self.touched {
-            cache.invalidate(&ReadCache::chunk_key(&self.path, i)).await;
+        for (i, _) in &self.loaded {
+            cache
+                .invalidate(&ReadCache::chunk_key(&self.path, *i))
+                .await;
         }
     }
+}
+
+/// The pieces' bytes, one after another, in memory (file ranges are read).
+pub(crate) fn join(pieces: &[Piece]) -> std::io::Result<Bytes> {
+    if let [Piece::Mem(b)] = pieces {
+        return Ok(b.clone());
+    }
+    let mut out = BytesMut::with_capacity(pieces.iter().map(Piece::len).sum::<u64>() as usize);
+    for p in pieces {
+        match p {
+            Piece::Mem(b) => out.extend_from_slice(b),
+            Piece::File(f) => out.extend_from_slice(&f.read()?),
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// The batches of a remote read, as pieces in order.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteRead {
+    pub pieces: Vec<Piece>,
+    /// Bytes in all pieces.
+    pub len: u64,
+    /// Offsets from the one asked for to the last one returned.
+    pub offsets: u64,
 }
 
 fn short(path: &ObjectPath, start: u64, len: u64) -> TierError {
@@ -149,19 +199,6 @@ fn short(path: &ObjectPath, start: u64, len: u64) -> TierError {
         expected: start + len,
         actual: start,
     }
-}
-
-fn slice(
-    b: &Bytes,
-    off: usize,
-    len: usize,
-    path: &ObjectPath,
-    start: u64,
-) -> Result<Bytes, TierError> {
-    if off + len > b.len() {
-        return Err(short(path, start, len as u64));
-    }
-    Ok(b.slice(off..off + len))
 }
 
 impl RemotePartition {
@@ -214,6 +251,24 @@ impl RemotePartition {
     /// after dropping the cached chunks; a missing object once after
     /// re-reading the manifest.
     pub async fn read(&self, offset: i64, max_bytes: u64) -> Result<Bytes, TierError> {
+        let read = self.read_pieces(offset, max_bytes).await?;
+        join(&read.pieces).map_err(|e| {
+            TierMetrics::add(&self.inner.tier.inner.metrics.read_errors, 1);
+            TierError::Io {
+                op: "read disk cache",
+                path: self.inner.name.clone(),
+                source: e,
+            }
+        })
+    }
+
+    /// Like [`RemotePartition::read`], with the batches as pieces: chunks
+    /// in the disk cache are file ranges (to send with sendfile, never read
+    /// into memory), others bytes. A range's batches are not read here, so
+    /// their own CRC-32C is not checked: the chunk they are in passed its
+    /// chunk CRC before it was cached. Segments without chunk CRCs always
+    /// come back as checked bytes.
+    pub async fn read_pieces(&self, offset: i64, max_bytes: u64) -> Result<RemoteRead, TierError> {
         use tracing::Instrument;
         let span =
             tracing::info_span!("tier_read", partition = %self.inner.name, offset, max_bytes);
@@ -224,7 +279,7 @@ impl RemotePartition {
         result
     }
 
-    async fn read_retrying(&self, offset: i64, max_bytes: u64) -> Result<Bytes, TierError> {
+    async fn read_retrying(&self, offset: i64, max_bytes: u64) -> Result<RemoteRead, TierError> {
         match self.read_once(offset, max_bytes).await {
             Err(TierError::OffsetOutOfRange { last, .. }) if offset > last => {
                 // Another broker may have tiered more since this handle's
@@ -245,7 +300,7 @@ impl RemotePartition {
         }
     }
 
-    async fn read_once(&self, offset: i64, max_bytes: u64) -> Result<Bytes, TierError> {
+    async fn read_once(&self, offset: i64, max_bytes: u64) -> Result<RemoteRead, TierError> {
         let manifest = self.manifest().await?;
         let out_of_range = || TierError::OffsetOutOfRange {
             offset,
@@ -258,9 +313,9 @@ impl RemotePartition {
         let seg = manifest.segment_for(offset).ok_or_else(out_of_range)?;
         let mut r = SegmentReader::open(self, seg).await?;
         match self.read_batches(&mut r, seg, offset, max_bytes).await {
-            Ok((bytes, start)) => {
-                self.note_read(seg, &r, start, start + bytes.len() as u64);
-                Ok(bytes)
+            Ok((read, start)) => {
+                self.note_read(seg, &r, start, start + read.len);
+                Ok(read)
             }
             Err(e) => {
                 if e.is_integrity() {
@@ -308,9 +363,9 @@ impl RemotePartition {
         seg: &SegmentMeta,
         offset: i64,
         max_bytes: u64,
-    ) -> Result<(Bytes, u64), TierError> {
+    ) -> Result<(RemoteRead, u64), TierError> {
         let Some((start, first)) = self.find_batch(r, seg, offset, None).await? else {
-            return Ok((Bytes::new(), r.size));
+            return Ok((RemoteRead::default(), r.size));
         };
         let mut end = start + first.total_len;
         let mut last = first.last_offset;
@@ -325,9 +380,23 @@ impl RemotePartition {
             last = h.last_offset;
             end += h.total_len;
         }
-        let bytes = r.range(start, end - start).await?;
-        // Every batch's own CRC-32C, so no damaged byte is returned even
-        // for segments without chunk CRCs.
+        let mut pieces = r.pieces(start, end - start).await?;
+        if pieces.iter().all(|p| matches!(p, Piece::Mem(_))) {
+            // In memory: every batch's own CRC-32C too, so no damaged byte
+            // is returned even for segments without chunk CRCs.
+            let bytes = r.range(start, end - start).await?;
+            self.check_batches(r, start, &bytes)?;
+            pieces = vec![Piece::Mem(bytes)];
+        }
+        let read = RemoteRead {
+            pieces,
+            len: end - start,
+            offsets: (last + 1 - offset.max(first.base_offset)).max(0) as u64,
+        };
+        Ok((read, start))
+    }
+
+    fn check_batches(&self, r: &SegmentReader, start: u64, bytes: &[u8]) -> Result<(), TierError> {
         let mut at = 0usize;
         while at < bytes.len() {
             let h = batch::parse_header(&bytes[at..])
@@ -347,7 +416,7 @@ impl RemotePartition {
             }
             at += len;
         }
-        Ok((bytes, start))
+        Ok(())
     }
 
     /// Remembers where a read ended and prefetches the following chunks
@@ -373,6 +442,11 @@ impl RemotePartition {
         let to = (from + ahead).min(chunks);
         for i in from..to {
             let tier = Arc::clone(&self.inner.tier.inner);
+            if r.files && tier.cache.on_disk(&ReadCache::chunk_key(&r.path, i)) {
+                // Read from the disk cache as a file range when its turn
+                // comes; loading it into memory now would only cost memory.
+                continue;
+            }
             let path = r.path.clone();
             let (size, chunk, crc) = (r.size, r.chunk, r.expected_crc(i));
             TierMetrics::add(&tier.metrics.prefetches, 1);
