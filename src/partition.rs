@@ -720,13 +720,14 @@ impl Partition {
     }
 
     /// Reads whole batches from the tier (for offsets below the local log):
-    /// the batches as parts (chunks in the tier's disk cache are file
-    /// ranges, not read) with the offsets they cover from `offset`; the
-    /// result's `data` is empty.
+    /// the batches as parts with the offsets they cover from `offset`; the
+    /// result's `data` is empty. With `files`, chunks in the tier's disk
+    /// cache are file ranges (not read); without, the parts are bytes.
     pub async fn read_remote(
         &self,
         offset: i64,
         max_bytes: usize,
+        files: bool,
     ) -> Result<(ReadResult, Vec<Part>, u64), PartitionError> {
         let Some(remote) = &self.remote else {
             return Err(PartitionError::OffsetOutOfRange {
@@ -736,7 +737,7 @@ impl Partition {
             });
         };
         let read = remote
-            .read_pieces(offset, max_bytes as u64)
+            .read_pieces(offset, max_bytes as u64, files)
             .await
             .map_err(|e| self.tier_err(e))?;
         let result = ReadResult {

@@ -118,6 +118,7 @@ pub async fn handle(
                 remote,
                 max_wait,
                 read_committed,
+                broker.config.zero_copy,
                 broker.tier_fetch_limiter.clone(),
             )
             .await;
@@ -192,6 +193,7 @@ async fn read_remote(
     reads: Vec<RemoteRead>,
     max_wait: Duration,
     read_committed: bool,
+    zero_copy: bool,
     limiter: Arc<tiering::RateLimiter>,
 ) -> (usize, bool) {
     let wait = max_wait.max(MIN_REMOTE_WAIT);
@@ -204,7 +206,7 @@ async fn read_remote(
                 async move {
                     // Pace what fetches ask of the object store.
                     let _ = limiter.acquire(budget.max(1) as u64, None).await;
-                    p.read_remote(offset, budget.max(1)).await
+                    p.read_remote(offset, budget.max(1), zero_copy).await
                 }
             });
             (i, p, task)

@@ -3,16 +3,19 @@
 //!
 //! Concurrent misses on one key share one fill (`try_get_with`), so N
 //! readers of a cold chunk cause one GET. Disk entries carry their key and a
-//! CRC-32C of their data, so a torn or foreign file is a miss, never data.
+//! CRC-32C of their data; an entry read into memory is checked against both,
+//! so a torn or foreign file is a miss, never data.
 //! The disk directory is emptied when the cache is built (entries are not
 //! reused across restarts).
 //!
 //! Record data for fetches can come out of the disk cache as a file range
 //! ([`ReadCache::chunk_piece`]) instead of bytes, so the broker sends it
 //! with sendfile(2) and the chunk does not enter memory. Such a range is
-//! trusted as the local log is: its bytes passed the chunk CRC-32C before
-//! they were written (callers ask for ranges only of chunks that have one),
-//! and the entry's key and length are checked when it is opened.
+//! not read, so it is trusted as the local log is: its bytes passed the
+//! chunk's CRC-32C before they were written (ranges are only for chunks that
+//! have one), files are written once under a temporary name and never
+//! changed, and when one is opened its key, its recorded CRC (which must be
+//! the chunk's) and its length are checked.
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -249,7 +252,7 @@ impl ReadCache {
             if let Some(disk) = &self.disk {
                 let start = chunk * chunk_size;
                 let want = (start + chunk_size).min(object_size).saturating_sub(start);
-                if let Some(slice) = disk.open(&key, want).await {
+                if let Some(slice) = disk.open(&key, want, expected_crc).await {
                     TierMetrics::add(&self.metrics.cache_misses, 1);
                     TierMetrics::add(&self.metrics.disk_cache_hits, 1);
                     return Ok(Piece::File(slice));
@@ -444,39 +447,57 @@ impl DiskCache {
         }
     }
 
-    /// The data range of `key`'s entry file, when it is there, names `key`
-    /// and holds `want` bytes of data; a file that does not is dropped.
-    async fn open(&self, key: &CacheKey, want: u64) -> Option<FileSlice> {
+    /// The data range of `key`'s entry file, when it is there, names `key`,
+    /// records `crc` as its data's CRC-32C and holds `want` bytes of data.
+    /// A file that does not is dropped from the index; one that cannot be
+    /// opened or read now (say, out of descriptors) is only a miss.
+    async fn open(&self, key: &CacheKey, want: u64, crc: u32) -> Option<FileSlice> {
         let entry = self.index.get(key).await?;
         let header = 4 + key.path.len() as u64 + 12;
         let file = entry.file.clone();
         let expect = key.clone();
-        let opened = tokio::task::spawn_blocking(move || -> Option<std::fs::File> {
-            use std::os::unix::fs::FileExt;
-            let f = std::fs::File::open(&file).ok()?;
-            let mut head = vec![0u8; header as usize];
-            f.read_exact_at(&mut head, 0).ok()?;
-            let mut h = &head[..];
-            let klen = h.get_u32() as usize;
-            let ok = klen == expect.path.len()
-                && &h[..klen] == expect.path.as_bytes()
-                && (&h[klen..]).get_u64() == expect.chunk
-                && f.metadata().ok()?.len() == header + want;
-            ok.then_some(f)
-        })
-        .await
-        .ok()
-        .flatten();
+        let opened =
+            tokio::task::spawn_blocking(move || -> std::io::Result<Option<std::fs::File>> {
+                use std::os::unix::fs::FileExt;
+                let f = std::fs::File::open(&file)?;
+                let mut head = vec![0u8; header as usize];
+                if f.read_exact_at(&mut head, 0).is_err() {
+                    return Ok(None);
+                }
+                let mut h = &head[..];
+                let klen = h.get_u32() as usize;
+                let ok = klen == expect.path.len()
+                    && &h[..klen] == expect.path.as_bytes()
+                    && (&h[klen..]).get_u64() == expect.chunk
+                    && (&h[klen + 8..]).get_u32() == crc
+                    && f.metadata()?.len() == header + want;
+                Ok(ok.then_some(f))
+            })
+            .await;
         match opened {
-            Some(f) => Some(FileSlice {
+            Ok(Ok(Some(f))) => Some(FileSlice {
                 file: Arc::new(f),
                 position: header,
                 len: want,
             }),
-            None => {
-                self.index.invalidate(key).await;
+            Ok(Ok(None)) => {
+                // Only this entry: a newer write has its own file, which
+                // `index` names instead when it is there.
+                if self
+                    .index
+                    .get(key)
+                    .await
+                    .is_some_and(|e| e.file == entry.file)
+                {
+                    self.index.invalidate(key).await;
+                }
                 None
             }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, file = %entry.file.display(), "disk cache entry not opened");
+                None
+            }
+            Err(_) => None,
         }
     }
 

@@ -22,6 +22,9 @@
 //!     backoff, cancellation; [`Uploader::try_enqueue`] never waits);
 //!   - reads: [`RemotePartition::read`] returns whole record batches from the
 //!     batch holding an offset (at least one, KIP-74), every byte checked;
+//!     [`RemotePartition::read_pieces`] returns them as pieces, where chunks
+//!     in the disk cache are file ranges to send with sendfile (checked when
+//!     they were cached, not read again);
 //!   - offsets: [`RemotePartition::log_start_offset`],
 //!     [`RemotePartition::last_uploaded_offset`],
 //!     [`RemotePartition::offset_for_timestamp`], [`RemotePartition::tier_bytes`];
@@ -42,7 +45,7 @@
 //! offset is below the high watermark (again later if it answers `QueueFull`),
 //! deletes local segments up to `last_uploaded_offset()` by its local retention,
 //! calls `apply_retention`/`collect_orphans` on a timer and `delete_before` for
-//! DeleteRecords; Fetch below the local log start calls `read`; ListOffsets
+//! DeleteRecords; Fetch below the local log start calls `read_pieces`; ListOffsets
 //! uses `log_start_offset` (earliest) and `offset_for_timestamp`.
 //!
 //! # Consistency
@@ -57,7 +60,9 @@
 //! never overwrite a newer leader's manifest. A lost race re-reads and
 //! re-applies the change. Each object's CRC-32C is in the manifest; readers
 //! check whole-object CRCs of indexes, per-chunk CRCs of logs and each
-//! returned batch's CRC. A mismatch is an error and a metric, never data.
+//! returned batch's CRC (except batches sent as disk-cache file ranges, whose
+//! chunk CRC was checked before they were cached). A mismatch is an error
+//! and a metric, never data.
 //!
 //! # Crash safety
 //!

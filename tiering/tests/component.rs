@@ -495,7 +495,10 @@ async fn replay_pieces(part: &tiering::RemotePartition, max_bytes: u64) -> (Vec<
         .expect("some");
     let (mut out, mut in_files, mut offset) = (Vec::new(), 0, 0);
     while offset <= last {
-        let read = part.read_pieces(offset, max_bytes).await.expect("read");
+        let read = part
+            .read_pieces(offset, max_bytes, true)
+            .await
+            .expect("read");
         let start = out.len();
         for p in &read.pieces {
             match p {
@@ -513,7 +516,7 @@ async fn replay_pieces(part: &tiering::RemotePartition, max_bytes: u64) -> (Vec<
 }
 
 /// Chunks in the disk cache come back as file ranges (for sendfile), not
-/// through memory; a damaged cache file is never a range: the chunk comes
+/// through memory; a cache file of the wrong length is never a range: the chunk comes
 /// from the store again.
 #[tokio::test]
 async fn disk_cache_chunks_come_back_as_file_ranges() {

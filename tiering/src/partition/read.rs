@@ -7,7 +7,7 @@ use object_store::path::Path as ObjectPath;
 
 use super::{lock, RemotePartition, TimestampOffset};
 use crate::batch::{self, HEADER_LEN};
-use crate::cache::{Piece, ReadCache};
+use crate::cache::{FileSlice, Piece, ReadCache};
 use crate::index;
 use crate::layout;
 use crate::manifest::{ObjectKind, SegmentMeta};
@@ -28,10 +28,19 @@ struct SegmentReader {
     /// Chunks this read used, as it got them (dropped from the cache on an
     /// integrity error).
     loaded: Vec<(u64, Piece)>,
+    /// Bytes read ahead from a disk-cache file for the header walk, from
+    /// this position of the log object (one pread serves many headers).
+    block: Option<(u64, Bytes)>,
 }
 
 impl SegmentReader {
-    async fn open(part: &RemotePartition, seg: &SegmentMeta) -> Result<SegmentReader, TierError> {
+    /// `files`: whether chunks in the disk cache may come back as file
+    /// ranges (then only for segments with chunk CRCs).
+    async fn open(
+        part: &RemotePartition,
+        seg: &SegmentMeta,
+        files: bool,
+    ) -> Result<SegmentReader, TierError> {
         let log = seg
             .object(ObjectKind::Log)
             .ok_or_else(|| TierError::ManifestFormat {
@@ -55,7 +64,7 @@ impl SegmentReader {
             }
             _ => (part.inner.tier.inner.options.chunk_size, None),
         };
-        let files = crcs.is_some() && part.inner.tier.inner.cache.has_disk();
+        let files = files && crcs.is_some() && part.inner.tier.inner.cache.has_disk();
         Ok(SegmentReader {
             part: part.clone(),
             path,
@@ -64,6 +73,7 @@ impl SegmentReader {
             crcs,
             files,
             loaded: Vec::new(),
+            block: None,
         })
     }
 
@@ -128,10 +138,42 @@ impl SegmentReader {
         Ok(out)
     }
 
-    /// Bytes `[start, start + len)` of the log object, in memory.
+    /// Bytes `[start, start + len)` of the log object, in memory. A range
+    /// within one disk-cache file is read with up to [`READ_AHEAD`] bytes
+    /// after it, which serve the next calls.
     async fn range(&mut self, start: u64, len: u64) -> Result<Bytes, TierError> {
+        if let Some((at, b)) = &self.block {
+            if start >= *at && start + len <= *at + b.len() as u64 {
+                let from = (start - at) as usize;
+                return Ok(b.slice(from..from + len as usize));
+            }
+        }
         let pieces = self.pieces(start, len).await?;
-        join(&pieces).map_err(|e| {
+        let read = match &pieces[..] {
+            [Piece::File(f)] => {
+                let i = start / self.chunk;
+                let chunk_end = i * self.chunk
+                    + self
+                        .loaded
+                        .iter()
+                        .find(|(j, _)| *j == i)
+                        .map_or(0, |(_, p)| p.len());
+                let ahead = READ_AHEAD
+                    .max(len)
+                    .min(chunk_end.saturating_sub(start).max(len));
+                let f = FileSlice {
+                    len: ahead,
+                    ..f.clone()
+                };
+                f.read().map(|b| {
+                    let out = b.slice(..len as usize);
+                    self.block = Some((start, b));
+                    out
+                })
+            }
+            _ => join(&pieces),
+        };
+        read.map_err(|e| {
             tracing::warn!(path = %self.path, start, len, error = %e, "disk cache read failed");
             short(&self.path, start, len)
         })
@@ -182,6 +224,9 @@ pub(crate) fn join(pieces: &[Piece]) -> std::io::Result<Bytes> {
     }
     Ok(out.freeze())
 }
+
+/// Bytes a header read takes from a disk-cache file at once.
+const READ_AHEAD: u64 = 16 << 10;
 
 /// The batches of a remote read, as pieces in order.
 #[derive(Debug, Clone, Default)]
@@ -251,7 +296,7 @@ impl RemotePartition {
     /// after dropping the cached chunks; a missing object once after
     /// re-reading the manifest.
     pub async fn read(&self, offset: i64, max_bytes: u64) -> Result<Bytes, TierError> {
-        let read = self.read_pieces(offset, max_bytes).await?;
+        let read = self.read_pieces(offset, max_bytes, false).await?;
         join(&read.pieces).map_err(|e| {
             TierMetrics::add(&self.inner.tier.inner.metrics.read_errors, 1);
             TierError::Io {
@@ -262,45 +307,64 @@ impl RemotePartition {
         })
     }
 
-    /// Like [`RemotePartition::read`], with the batches as pieces: chunks
-    /// in the disk cache are file ranges (to send with sendfile, never read
-    /// into memory), others bytes. A range's batches are not read here, so
-    /// their own CRC-32C is not checked: the chunk they are in passed its
-    /// chunk CRC before it was cached. Segments without chunk CRCs always
-    /// come back as checked bytes.
-    pub async fn read_pieces(&self, offset: i64, max_bytes: u64) -> Result<RemoteRead, TierError> {
+    /// Like [`RemotePartition::read`], with the batches as pieces. With
+    /// `files`, chunks in the disk cache are file ranges (to send with
+    /// sendfile, never read into memory) and others bytes; a range's batches
+    /// are not read here, so their own CRC-32C is not checked: the chunk they
+    /// are in passed its chunk CRC before it was cached (see `cache`).
+    /// Without `files`, or for segments without chunk CRCs, the batches are
+    /// one piece of checked bytes.
+    pub async fn read_pieces(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        files: bool,
+    ) -> Result<RemoteRead, TierError> {
         use tracing::Instrument;
         let span =
             tracing::info_span!("tier_read", partition = %self.inner.name, offset, max_bytes);
-        let result = self.read_retrying(offset, max_bytes).instrument(span).await;
+        let result = self
+            .read_retrying(offset, max_bytes, files)
+            .instrument(span)
+            .await;
         if result.is_err() {
             TierMetrics::add(&self.inner.tier.inner.metrics.read_errors, 1);
         }
         result
     }
 
-    async fn read_retrying(&self, offset: i64, max_bytes: u64) -> Result<RemoteRead, TierError> {
-        match self.read_once(offset, max_bytes).await {
+    async fn read_retrying(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        files: bool,
+    ) -> Result<RemoteRead, TierError> {
+        match self.read_once(offset, max_bytes, files).await {
             Err(TierError::OffsetOutOfRange { last, .. }) if offset > last => {
                 // Another broker may have tiered more since this handle's
                 // manifest was read.
                 self.refresh().await?;
-                self.read_once(offset, max_bytes).await
+                self.read_once(offset, max_bytes, files).await
             }
-            Err(e) if e.is_integrity() => self.read_once(offset, max_bytes).await,
+            Err(e) if e.is_integrity() => self.read_once(offset, max_bytes, files).await,
             Err(TierError::Store {
                 source: object_store::Error::NotFound { .. },
                 ..
             }) => {
                 // Retention by another broker may have moved the manifest on.
                 self.refresh().await?;
-                self.read_once(offset, max_bytes).await
+                self.read_once(offset, max_bytes, files).await
             }
             r => r,
         }
     }
 
-    async fn read_once(&self, offset: i64, max_bytes: u64) -> Result<RemoteRead, TierError> {
+    async fn read_once(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        files: bool,
+    ) -> Result<RemoteRead, TierError> {
         let manifest = self.manifest().await?;
         let out_of_range = || TierError::OffsetOutOfRange {
             offset,
@@ -311,7 +375,7 @@ impl RemotePartition {
             return Err(out_of_range());
         }
         let seg = manifest.segment_for(offset).ok_or_else(out_of_range)?;
-        let mut r = SegmentReader::open(self, seg).await?;
+        let mut r = SegmentReader::open(self, seg, files).await?;
         match self.read_batches(&mut r, seg, offset, max_bytes).await {
             Ok((read, start)) => {
                 self.note_read(seg, &r, start, start + read.len);
@@ -481,11 +545,11 @@ impl RemotePartition {
                 let bytes = self.whole_object(&ti.name, ti.size, ti.crc32c).await?;
                 from = from.max(index::offset_for_timestamp(&bytes, seg.base_offset, ts));
             }
-            let mut r = SegmentReader::open(self, seg).await?;
+            let mut r = SegmentReader::open(self, seg, false).await?;
             let found = match self.find_batch(&mut r, seg, from, Some(ts)).await {
                 Err(e) if e.is_integrity() => {
                     r.invalidate_touched().await;
-                    let mut r = SegmentReader::open(self, seg).await?;
+                    let mut r = SegmentReader::open(self, seg, false).await?;
                     self.find_batch(&mut r, seg, from, Some(ts)).await?
                 }
                 other => other?,
