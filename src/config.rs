@@ -91,6 +91,12 @@ pub struct ServeArgs {
     /// other busy writers [default: true]
     #[arg(long, env = "STRATA_SYNC_ROUNDS_SYNCFS")]
     pub sync_rounds_syncfs: Option<bool>,
+    /// Start writing appended log data to disk every this many bytes per
+    /// segment (sync_file_range, without waiting), so the dirty data an
+    /// acks=all sync must wait for stays small; 0 leaves write-back to the
+    /// kernel [default: 1048576]
+    #[arg(long, env = "STRATA_LOG_WRITEBACK_BYTES")]
+    pub log_writeback_bytes: Option<u64>,
     /// Request bytes in flight on the whole broker (queued.max.request.bytes);
     /// reading stops while it is reached [default: 268435456]
     #[arg(long, env = "STRATA_QUEUED_MAX_REQUEST_BYTES")]
@@ -214,6 +220,7 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: u32,
     pub zero_copy: bool,
     pub sync_rounds_syncfs: bool,
+    pub log_writeback_bytes: u64,
     pub queued_max_request_bytes: u64,
     pub connection_max_request_bytes: u64,
     pub message_max_bytes: u32,
@@ -404,6 +411,7 @@ impl BrokerConfig {
             socket_request_max_bytes,
             zero_copy: a.zero_copy.unwrap_or(true),
             sync_rounds_syncfs: a.sync_rounds_syncfs.unwrap_or(true),
+            log_writeback_bytes: a.log_writeback_bytes.unwrap_or(1 << 20),
             queued_max_request_bytes,
             connection_max_request_bytes,
             message_max_bytes,
@@ -482,6 +490,7 @@ impl ServeArgs {
                 .or(file.socket_request_max_bytes),
             zero_copy: self.zero_copy.or(file.zero_copy),
             sync_rounds_syncfs: self.sync_rounds_syncfs.or(file.sync_rounds_syncfs),
+            log_writeback_bytes: self.log_writeback_bytes.or(file.log_writeback_bytes),
             queued_max_request_bytes: self
                 .queued_max_request_bytes
                 .or(file.queued_max_request_bytes),

@@ -16,4 +16,5 @@ pub mod partition;
 pub mod run;
 pub mod server;
 pub mod telemetry;
+pub mod writeback;
 pub mod zerocopy;

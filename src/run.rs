@@ -145,6 +145,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     .with_context(|| format!("tier is not usable. tier-url={}", config.tier_url))?;
 
     crate::partition::set_sync_rounds_syncfs(config.sync_rounds_syncfs);
+    crate::writeback::set_every(config.log_writeback_bytes);
     let broker = Arc::new(Broker::new(config.clone(), metadata, tier, advertised));
     admin_state.set_broker(broker.clone());
     broker

@@ -526,3 +526,39 @@ fn a_ready_response_is_not_held_behind_a_waiting_one() {
     assert_eq!(part.error_code, 0, "{fetched:?}");
     assert!(part.records.as_ref().is_some_and(|r| !r.is_empty()));
 }
+
+/// Produces 2 MB to one partition and returns how many bytes the broker
+/// started writing back early (`strata_log_writeback_started_bytes_total`).
+fn writeback_started_after_2mb(every: &str) -> f64 {
+    let broker = Broker::builder()
+        .args(["--log-writeback-bytes", every])
+        .start();
+    let bs = broker.bootstrap();
+    let topic = common::topic_name("writeback");
+    clients::create_topic(&bs, &topic, 1, &[]);
+    let records: Vec<TestRecord> = (0..200)
+        .map(|i| TestRecord::keyed(format!("k{i}"), vec![b'w'; 10_000]).in_partition(0))
+        .collect();
+    let delivered = clients::produce(&bs, &topic, &records);
+    assert_eq!(delivered.len(), records.len());
+    let started = broker
+        .metrics()
+        .get("strata_log_writeback_started_bytes_total")
+        .copied()
+        .unwrap_or(0.0);
+    broker.assert_no_error_logs();
+    started
+}
+
+/// Appended data has its write-back started every --log-writeback-bytes
+/// (so an acks=all sync does not wait behind a pile of dirty pages), and
+/// never with 0.
+#[test]
+fn appends_start_their_write_back_every_configured_bytes() {
+    let started = writeback_started_after_2mb("262144");
+    assert!(
+        started >= 1.5e6,
+        "write-back started for only {started} of 2 MB appended"
+    );
+    assert_eq!(writeback_started_after_2mb("0"), 0.0);
+}

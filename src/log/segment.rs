@@ -512,6 +512,8 @@ pub(crate) struct ActiveSegment {
     /// When the segment.ms clock started: the first append's `now_ms`, or
     /// after a reopen the first batch's max timestamp (Kafka's rule).
     rolling_base_ms: Option<i64>,
+    /// Where the write-back not yet started begins (`writeback`).
+    writeback_from: u64,
 }
 
 impl ActiveSegment {
@@ -545,6 +547,7 @@ impl ActiveSegment {
         Ok(ActiveSegment {
             core,
             rolling_base_ms: None,
+            writeback_from: 0,
         })
     }
 
@@ -558,9 +561,11 @@ impl ActiveSegment {
                 rolling_base_ms = (first.max_timestamp >= 0).then_some(first.max_timestamp);
             }
         }
+        let writeback_from = core.state.size;
         Ok(ActiveSegment {
             core,
             rolling_base_ms,
+            writeback_from,
         })
     }
 
@@ -614,7 +619,22 @@ impl ActiveSegment {
             pos += header.total_len() as u64;
         }
         self.rolling_base_ms.get_or_insert(now_ms);
+        self.start_writeback();
         Ok(())
+    }
+
+    /// Starts the write-back of what was appended since the last start,
+    /// once that is at least `writeback::every()` bytes.
+    fn start_writeback(&mut self) {
+        let every = crate::writeback::every();
+        let end = self.core.state.size;
+        if every == 0 || end.saturating_sub(self.writeback_from) < every {
+            return;
+        }
+        let from = std::mem::replace(&mut self.writeback_from, end);
+        if let Err(e) = crate::writeback::start(&self.core.file, from, end - from) {
+            tracing::debug!(file = %self.core.path.display(), error = %e, "write-back not started");
+        }
     }
 
     /// fdatasync of the log file.
@@ -712,9 +732,11 @@ impl SealedSegment {
     /// Makes this the active segment again (for truncation). The file was
     /// opened read-write, so this cannot fail.
     pub(crate) fn into_active(self) -> ActiveSegment {
+        let writeback_from = self.core.state.size;
         ActiveSegment {
             core: self.core,
             rolling_base_ms: None,
+            writeback_from,
         }
     }
 

@@ -164,6 +164,11 @@ impl Metrics {
             m.fetch_zero_copy_bytes.clone(),
         );
         registry.register(
+            "strata_log_writeback_started_bytes",
+            "Appended log bytes whose write-back to disk was started early (--log-writeback-bytes)",
+            crate::writeback::STARTED_BYTES.clone(),
+        );
+        registry.register(
             "strata_partitions",
             "Partition replicas hosted by this broker",
             m.partitions.clone(),
