@@ -42,22 +42,6 @@ use tokio::net::TcpStream;
 /// so its reads come out as parts unchanged.
 pub use tiering::{FileSlice as FileRegion, Piece as Part};
 
-/// The parts' bytes, one after another, in memory (file ranges are read:
-/// the fallback when parts cannot be sent by sendfile).
-pub fn join(parts: &[Part]) -> io::Result<Bytes> {
-    if let [Part::Mem(b)] = parts {
-        return Ok(b.clone());
-    }
-    let mut out = BytesMut::with_capacity(parts.iter().map(Part::len).sum::<u64>() as usize);
-    for p in parts {
-        match p {
-            Part::Mem(b) => out.extend_from_slice(b),
-            Part::File(r) => out.extend_from_slice(&r.read()?),
-        }
-    }
-    Ok(out.freeze())
-}
-
 /// Placeholders are slices of this; the largest placeholder ends within it.
 /// It is in `.bss` and never written, so it costs no memory.
 const ZEROS_LEN: usize = 256 << 20;

@@ -152,7 +152,7 @@ pub async fn handle(
                             pd.records = Some(p);
                             files.push((files.len(), region));
                         }
-                        None => match zerocopy::join(&region) {
+                        None => match zerocopy::Part::join(&region) {
                             Ok(b) => pd.records = Some(b),
                             Err(e) => {
                                 tracing::error!(topic = %name, partition = pd.partition_index, error = %e, "segment read failed");

@@ -83,6 +83,22 @@ impl Piece {
         self.len() == 0
     }
 
+    /// The pieces' bytes, one after another, in memory (file ranges are
+    /// read with positional reads).
+    pub fn join(pieces: &[Piece]) -> std::io::Result<Bytes> {
+        if let [Piece::Mem(b)] = pieces {
+            return Ok(b.clone());
+        }
+        let mut out = BytesMut::with_capacity(pieces.iter().map(Piece::len).sum::<u64>() as usize);
+        for p in pieces {
+            match p {
+                Piece::Mem(b) => out.extend_from_slice(b),
+                Piece::File(f) => out.extend_from_slice(&f.read()?),
+            }
+        }
+        Ok(out.freeze())
+    }
+
     /// Bytes `[from, to)` of the piece (the caller keeps them in range).
     pub(crate) fn slice(&self, from: u64, to: u64) -> Piece {
         match self {
@@ -205,10 +221,7 @@ impl ReadCache {
     ) -> Result<Bytes, TierError> {
         let start = chunk * chunk_size;
         let end = (start + chunk_size).min(object_size);
-        let key = CacheKey {
-            path: Arc::from(path.as_ref()),
-            chunk,
-        };
+        let key = Self::chunk_key(path, chunk);
         let check = match expected_crc {
             Some(crc) => Check::Crc {
                 crc,
@@ -244,10 +257,7 @@ impl ReadCache {
         chunk_size: u64,
         expected_crc: u32,
     ) -> Result<Piece, TierError> {
-        let key = CacheKey {
-            path: Arc::from(path.as_ref()),
-            chunk,
-        };
+        let key = Self::chunk_key(path, chunk);
         if !self.mem.contains_key(&key) {
             if let Some(disk) = &self.disk {
                 let start = chunk * chunk_size;

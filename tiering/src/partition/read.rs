@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 
 use super::{lock, RemotePartition, TimestampOffset};
@@ -171,7 +171,7 @@ impl SegmentReader {
                     out
                 })
             }
-            _ => join(&pieces),
+            _ => Piece::join(&pieces),
         };
         read.map_err(|e| {
             tracing::warn!(path = %self.path, start, len, error = %e, "disk cache read failed");
@@ -208,21 +208,6 @@ impl SegmentReader {
                 .await;
         }
     }
-}
-
-/// The pieces' bytes, one after another, in memory (file ranges are read).
-pub(crate) fn join(pieces: &[Piece]) -> std::io::Result<Bytes> {
-    if let [Piece::Mem(b)] = pieces {
-        return Ok(b.clone());
-    }
-    let mut out = BytesMut::with_capacity(pieces.iter().map(Piece::len).sum::<u64>() as usize);
-    for p in pieces {
-        match p {
-            Piece::Mem(b) => out.extend_from_slice(b),
-            Piece::File(f) => out.extend_from_slice(&f.read()?),
-        }
-    }
-    Ok(out.freeze())
 }
 
 /// Bytes a header read takes from a disk-cache file at once.
@@ -297,7 +282,7 @@ impl RemotePartition {
     /// re-reading the manifest.
     pub async fn read(&self, offset: i64, max_bytes: u64) -> Result<Bytes, TierError> {
         let read = self.read_pieces(offset, max_bytes, false).await?;
-        join(&read.pieces).map_err(|e| {
+        Piece::join(&read.pieces).map_err(|e| {
             TierMetrics::add(&self.inner.tier.inner.metrics.read_errors, 1);
             TierError::Io {
                 op: "read disk cache",
