@@ -463,7 +463,7 @@ impl DiskCache {
     /// opened or read now (say, out of descriptors) is only a miss.
     async fn open(&self, key: &CacheKey, want: u64, crc: u32) -> Option<FileSlice> {
         let entry = self.index.get(key).await?;
-        let header = 4 + key.path.len() as u64 + 12;
+        let header = entry_header_len(key) as u64;
         let file = entry.file.clone();
         let expect = key.clone();
         let opened =
@@ -474,13 +474,8 @@ impl DiskCache {
                 if f.read_exact_at(&mut head, 0).is_err() {
                     return Ok(None);
                 }
-                let mut h = &head[..];
-                let klen = h.get_u32() as usize;
-                let ok = klen == expect.path.len()
-                    && &h[..klen] == expect.path.as_bytes()
-                    && (&h[klen..]).get_u64() == expect.chunk
-                    && (&h[klen + 8..]).get_u32() == crc
-                    && f.metadata()?.len() == header + want;
+                let ok =
+                    entry_crc(&expect, &head) == Some(crc) && f.metadata()?.len() == header + want;
                 Ok(ok.then_some(f))
             })
             .await;
@@ -535,7 +530,7 @@ impl DiskCache {
 
 /// `[key_len u32][key][chunk u64][crc32c u32][data]`.
 fn encode_entry(key: &CacheKey, data: &[u8]) -> Vec<u8> {
-    let mut b = BytesMut::with_capacity(16 + key.path.len() + data.len());
+    let mut b = BytesMut::with_capacity(entry_header_len(key) + data.len());
     b.put_u32(key.path.len() as u32);
     b.put_slice(key.path.as_bytes());
     b.put_u64(key.chunk);
@@ -544,20 +539,32 @@ fn encode_entry(key: &CacheKey, data: &[u8]) -> Vec<u8> {
     b.to_vec()
 }
 
-fn decode_entry(key: &CacheKey, mut raw: Bytes) -> Option<Bytes> {
-    if raw.len() < 4 {
+/// Bytes before an entry's data.
+fn entry_header_len(key: &CacheKey) -> usize {
+    4 + key.path.len() + 8 + 4
+}
+
+/// The data CRC-32C an entry's header records, when the header (the first
+/// [`entry_header_len`] bytes of `raw`, or more) names `key`.
+fn entry_crc(key: &CacheKey, mut raw: &[u8]) -> Option<u32> {
+    if raw.len() < entry_header_len(key) {
         return None;
     }
     let klen = raw.get_u32() as usize;
-    if raw.len() < klen + 12 || &raw[..klen] != key.path.as_bytes() {
+    if klen != key.path.len() || &raw[..klen] != key.path.as_bytes() {
         return None;
     }
     raw.advance(klen);
     if raw.get_u64() != key.chunk {
         return None;
     }
-    let crc = raw.get_u32();
-    (crc32c::crc32c(&raw) == crc).then_some(raw)
+    Some(raw.get_u32())
+}
+
+fn decode_entry(key: &CacheKey, raw: Bytes) -> Option<Bytes> {
+    let crc = entry_crc(key, &raw)?;
+    let data = raw.slice(entry_header_len(key)..);
+    (crc32c::crc32c(&data) == crc).then_some(data)
 }
 
 #[cfg(test)]

@@ -151,13 +151,8 @@ impl SegmentReader {
         let pieces = self.pieces(start, len).await?;
         let read = match &pieces[..] {
             [Piece::File(f)] => {
-                let i = start / self.chunk;
-                let chunk_end = i * self.chunk
-                    + self
-                        .loaded
-                        .iter()
-                        .find(|(j, _)| *j == i)
-                        .map_or(0, |(_, p)| p.len());
+                // Never past the chunk, whose file holds exactly its bytes.
+                let chunk_end = ((start / self.chunk + 1) * self.chunk).min(self.size);
                 let ahead = READ_AHEAD
                     .max(len)
                     .min(chunk_end.saturating_sub(start).max(len));
@@ -173,10 +168,12 @@ impl SegmentReader {
             }
             _ => Piece::join(&pieces),
         };
-        read.map_err(|e| {
-            tracing::warn!(path = %self.path, start, len, error = %e, "disk cache read failed");
-            short(&self.path, start, len)
-        })
+        read.map_err(|e| self.read_failed(start, len, e))
+    }
+
+    fn read_failed(&self, start: u64, len: u64, e: std::io::Error) -> TierError {
+        tracing::warn!(path = %self.path, start, len, error = %e, "disk cache read failed");
+        short(&self.path, start, len)
     }
 
     /// The batch header at `pos`, checked to fit in the segment.
@@ -433,7 +430,7 @@ impl RemotePartition {
         if pieces.iter().all(|p| matches!(p, Piece::Mem(_))) {
             // In memory: every batch's own CRC-32C too, so no damaged byte
             // is returned even for segments without chunk CRCs.
-            let bytes = r.range(start, end - start).await?;
+            let bytes = Piece::join(&pieces).map_err(|e| r.read_failed(start, end - start, e))?;
             self.check_batches(r, start, &bytes)?;
             pieces = vec![Piece::Mem(bytes)];
         }
