@@ -262,7 +262,7 @@ async fn write_frame(
     writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
     parts: &[Part],
 ) -> std::io::Result<()> {
-    let total: u64 = parts.iter().map(Part::len).sum();
+    let total = zerocopy::parts_len(parts);
     let len = u32::try_from(total)
         .map_err(|_| std::io::Error::other(format!("response too large. size={total}")))?;
     writer.write_all(&len.to_be_bytes()).await?;

@@ -42,6 +42,11 @@ use tokio::net::TcpStream;
 /// so its reads come out as parts unchanged.
 pub use tiering::{FileSlice as FileRegion, Piece as Part};
 
+/// Bytes in all of `parts`.
+pub fn parts_len(parts: &[Part]) -> u64 {
+    parts.iter().map(Part::len).sum()
+}
+
 /// Placeholders are slices of this; the largest placeholder ends within it.
 /// It is in `.bss` and never written, so it costs no memory.
 const ZEROS_LEN: usize = 256 << 20;
@@ -98,7 +103,7 @@ impl SpliceBuf {
         let Some(at) = self
             .regions
             .iter()
-            .position(|(i, r)| *i == index && r.iter().map(Part::len).sum::<u64>() == len as u64)
+            .position(|(i, r)| *i == index && parts_len(r) == len as u64)
         else {
             return false;
         };
@@ -286,7 +291,7 @@ mod tests {
             let mut with_index = Vec::new();
             let mut holders = Vec::new();
             for r in &regions {
-                let len = r.iter().map(Part::len).sum::<u64>();
+                let len = parts_len(r);
                 holders.push(placeholder(index, len).expect("fits"));
                 with_index.push((index, r.clone()));
                 index += len as usize;

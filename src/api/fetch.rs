@@ -28,7 +28,7 @@ use super::FileRanges;
 use crate::broker::Broker;
 use crate::partition::{Partition, PartitionError};
 use crate::telemetry::metrics::count_records;
-use crate::zerocopy::{self, Part};
+use crate::zerocopy::{self, parts_len, Part};
 
 const READ_COMMITTED: i8 = 1;
 
@@ -134,7 +134,7 @@ pub async fn handle(
             for ((i, pd), region) in parts.iter_mut().zip(regions.iter_mut()) {
                 let name = &topic_name(&topics, *i, &view);
                 if let Some((region, records)) = region.take() {
-                    let len: u64 = region.iter().map(Part::len).sum();
+                    let len = parts_len(&region);
                     broker.metrics.topic_out(name, len, records);
                     let in_files: u64 = region
                         .iter()
@@ -222,7 +222,7 @@ async fn read_remote(
         pd.log_start_offset = p.log_start_offset();
         match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(Ok((_, data, records)))) => {
-                bytes += data.iter().map(Part::len).sum::<u64>() as usize;
+                bytes += parts_len(&data) as usize;
                 if read_committed {
                     pd.aborted_transactions = Some(vec![]);
                 }
@@ -309,9 +309,7 @@ fn read_all(
                     match res {
                         Ok(r) => {
                             let n = r.data.len()
-                                + region.as_ref().map_or(0, |(f, _)| {
-                                    f.iter().map(Part::len).sum::<u64>() as usize
-                                });
+                                + region.as_ref().map_or(0, |(f, _)| parts_len(f) as usize);
                             total += n;
                             remaining = remaining.saturating_sub(n);
                             pd.high_watermark = r.high_watermark;

@@ -32,8 +32,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-
-use crate::zerocopy::FileRegion;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -44,6 +42,7 @@ use super::batch::{verify_crc, BatchError, BatchHeader, BATCH_HEADER_LEN, NO_TIM
 use super::checkpoint::{sync_dir, write_atomic};
 use super::index::{OffsetIndex, TimeIndex};
 use super::{LogConfig, LogError};
+use crate::zerocopy::FileRegion;
 
 pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
@@ -517,6 +516,17 @@ pub(crate) struct ActiveSegment {
 }
 
 impl ActiveSegment {
+    /// The active segment over `core`; what it holds already needs no early
+    /// write-back.
+    fn new(core: SegmentCore, rolling_base_ms: Option<i64>) -> ActiveSegment {
+        let writeback_from = core.state.size;
+        ActiveSegment {
+            core,
+            rolling_base_ms,
+            writeback_from,
+        }
+    }
+
     /// Creates an empty segment at `base_offset` in `dir`.
     pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Self, LogError> {
         let path = dir.join(file_name(base_offset, LOG_SUFFIX));
@@ -544,11 +554,7 @@ impl ActiveSegment {
         remove_if_exists(&core.index_path())?;
         remove_if_exists(&core.time_index_path())?;
         sync_dir(dir).map_err(|e| LogError::io("sync", dir, e))?;
-        Ok(ActiveSegment {
-            core,
-            rolling_base_ms: None,
-            writeback_from: 0,
-        })
+        Ok(ActiveSegment::new(core, None))
     }
 
     /// Wraps a loaded segment.
@@ -561,12 +567,7 @@ impl ActiveSegment {
                 rolling_base_ms = (first.max_timestamp >= 0).then_some(first.max_timestamp);
             }
         }
-        let writeback_from = core.state.size;
-        Ok(ActiveSegment {
-            core,
-            rolling_base_ms,
-            writeback_from,
-        })
+        Ok(ActiveSegment::new(core, rolling_base_ms))
     }
 
     pub(crate) fn core(&self) -> &SegmentCore {
@@ -732,12 +733,7 @@ impl SealedSegment {
     /// Makes this the active segment again (for truncation). The file was
     /// opened read-write, so this cannot fail.
     pub(crate) fn into_active(self) -> ActiveSegment {
-        let writeback_from = self.core.state.size;
-        ActiveSegment {
-            core: self.core,
-            rolling_base_ms: None,
-            writeback_from,
-        }
+        ActiveSegment::new(self.core, None)
     }
 
     pub(crate) fn delete(self) -> Result<(), LogError> {
