@@ -25,7 +25,7 @@
 //! after local deletion or a restore from the tier still recognises retried
 //! batches.
 
-mod durability;
+pub(crate) mod durability;
 pub use durability::set_syncfs as set_sync_rounds_syncfs;
 pub mod epochs;
 pub mod producer_state;

@@ -562,3 +562,36 @@ fn appends_start_their_write_back_every_configured_bytes() {
     );
     assert_eq!(writeback_started_after_2mb("0"), 0.0);
 }
+
+/// acks=all appends are made durable by sync rounds, and each round is
+/// counted with its time and its partitions (the figures the benchmark
+/// uses to split an acks=all answer's latency).
+#[test]
+fn sync_rounds_are_timed_and_counted() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = common::topic_name("rounds");
+    clients::create_topic(&bs, &topic, 3, &[]);
+    let m = broker.metrics();
+    let before = |n: &str| m.get(n).copied().unwrap_or(0.0);
+    let (rounds0, parts0) = (
+        before("strata_sync_round_duration_seconds_count"),
+        before("strata_sync_round_partitions_total"),
+    );
+    let records: Vec<TestRecord> = (0..30)
+        .map(|i| TestRecord::value(format!("v{i}")).in_partition(i % 3))
+        .collect();
+    // librdkafka's default is acks=all.
+    assert_eq!(clients::produce(&bs, &topic, &records).len(), 30);
+    let m = broker.metrics();
+    let after = |n: &str| m.get(n).copied().unwrap_or(0.0);
+    let rounds = after("strata_sync_round_duration_seconds_count") - rounds0;
+    let parts = after("strata_sync_round_partitions_total") - parts0;
+    assert!(rounds >= 1.0, "no sync round counted: {m:?}");
+    assert!(
+        parts >= 3.0 && parts >= rounds,
+        "{parts} partitions over {rounds} rounds for 3 partitions written"
+    );
+    assert!(after("strata_sync_round_duration_seconds_sum") > 0.0);
+    broker.assert_no_error_logs();
+}

@@ -29,9 +29,23 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Instant;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
 use super::{Partition, PartitionError};
+
+/// How long each round's syncs took (`strata_sync_round_duration_seconds`):
+/// with the produce latency histogram, this splits an acks=all answer's
+/// time between the disk and the rest.
+pub static ROUND_SECONDS: LazyLock<Histogram> =
+    LazyLock::new(crate::telemetry::metrics::latency_histogram);
+
+/// Partitions synced, summed over rounds (`strata_sync_round_partitions_total`);
+/// over the round count, the mean size of a round.
+pub static ROUND_PARTITIONS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 struct Queue {
     next: Vec<Arc<Partition>>,
@@ -87,10 +101,13 @@ async fn run_rounds() {
             .iter()
             .filter_map(|h| h.as_ref().ok().map(|(f, _)| Arc::clone(f)))
             .collect();
+        ROUND_PARTITIONS.inc_by(files.len() as u64);
+        let started = Instant::now();
         let synced =
             tokio::task::spawn_blocking(move || sync_all(&files, SYNCFS.load(Ordering::Relaxed)))
                 .await
                 .unwrap_or_else(|e| vec![Err(io::Error::other(e.to_string()))]);
+        ROUND_SECONDS.observe(started.elapsed().as_secs_f64());
         // `synced` has one result per handle that opened, in order.
         let mut synced = synced.into_iter();
         for (p, handle) in batch.iter().zip(handles) {

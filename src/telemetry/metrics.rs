@@ -44,7 +44,7 @@ pub struct PartitionLabels {
     pub partition: String,
 }
 
-fn latency_histogram() -> Histogram {
+pub(crate) fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.00005, 2.0, 16))
 }
@@ -167,6 +167,16 @@ impl Metrics {
             "strata_log_writeback_started_bytes",
             "Appended log bytes whose write-back to disk was started early (--log-writeback-bytes)",
             crate::writeback::STARTED_BYTES.clone(),
+        );
+        registry.register(
+            "strata_sync_round_duration_seconds",
+            "Time each acks=all sync round (syncfs or fdatasync of its partitions) took",
+            crate::partition::durability::ROUND_SECONDS.clone(),
+        );
+        registry.register(
+            "strata_sync_round_partitions",
+            "Partitions synced by acks=all sync rounds, summed over rounds",
+            crate::partition::durability::ROUND_PARTITIONS.clone(),
         );
         registry.register(
             "strata_partitions",
@@ -455,6 +465,8 @@ mod tests {
             "strata_topic_records_out_total{topic=\"t\"} 2",
             "strata_connections",
             "strata_request_bytes_in_flight",
+            "strata_sync_round_duration_seconds_bucket",
+            "strata_sync_round_partitions_total",
             "strata_partitions",
             "strata_under_replicated_partitions",
         ] {

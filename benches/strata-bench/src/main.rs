@@ -9,6 +9,7 @@ mod kafka;
 mod reference;
 mod stats;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +21,7 @@ use serde_json::{json, Value};
 use broker::Broker;
 use kafka::{ConsumeResult, ProduceResult, ProduceSpec};
 use reference::Transfer;
+use stats::BucketSummary;
 
 const MIB: u64 = 1 << 20;
 
@@ -102,6 +104,13 @@ struct Args {
     /// End-to-end run: seconds [default: 10; --quick 2].
     #[arg(long)]
     e2e_seconds: Option<f64>,
+    /// End-to-end runs: the maximum throughput they take a fraction of is
+    /// measured first by producing flat out for this many seconds with the
+    /// same settings (a sustained maximum; a short burst is absorbed by the
+    /// page cache and overstates it). 0: use the produce run of the matrix
+    /// [default: 10; --quick 0].
+    #[arg(long)]
+    e2e_max_seconds: Option<f64>,
     /// End-to-end runs: record size; one run per acks setting, each at the
     /// fraction of the produce run with this size, that acks and the most
     /// partitions (and the same producer settings).
@@ -137,6 +146,7 @@ struct Plan {
     segment_bytes: u64,
     cache_bytes: u64,
     e2e_seconds: f64,
+    e2e_max_seconds: f64,
 }
 
 impl Plan {
@@ -154,6 +164,7 @@ impl Plan {
                 .tier_cache_bytes
                 .unwrap_or(if q { 256 * MIB } else { 1024 * MIB }),
             e2e_seconds: a.e2e_seconds.unwrap_or(if q { 2.0 } else { 10.0 }),
+            e2e_max_seconds: a.e2e_max_seconds.unwrap_or(if q { 0.0 } else { 10.0 }),
         }
     }
 }
@@ -422,6 +433,28 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         else {
             continue;
         };
+        let max = if plan.e2e_max_seconds > 0.0 {
+            let spec = ProduceSpec {
+                topic: format!("{prefix}-max-a{acks}"),
+                records: ((max.records_per_sec() * plan.e2e_max_seconds) as u64).max(10),
+                ..base.clone()
+            };
+            kafka::create_topic(&bootstrap, &spec.topic, spec.partitions, &[])?;
+            let r = kafka::produce(&bootstrap, &spec, Instant::now(), false, true, pid)?;
+            say(format!(
+                "sustained max {} B acks={acks} partitions={}: {:.0} rec/s, {:.1} MB/s over {:.1} s (burst: {:.0} rec/s)",
+                spec.record_bytes,
+                spec.partitions,
+                r.records_per_sec(),
+                r.mb_per_sec(),
+                r.secs,
+                max.records_per_sec()
+            ));
+            kafka::delete_topic(&bootstrap, &spec.topic)?;
+            r
+        } else {
+            max.clone()
+        };
         let rate = (max.records_per_sec() * a.e2e_fraction).max(1.0);
         let spec = ProduceSpec {
             topic: format!("{prefix}-e2e-a{acks}"),
@@ -430,18 +463,80 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             rate: Some(rate),
             ..base.clone()
         };
-        kafka::create_topic(&bootstrap, &spec.topic, spec.partitions, &[])?;
-        let e2e = kafka::end_to_end(&bootstrap, &spec, pid)?;
+        // The broker's histograms around a run.
+        let split_of = |run: &mut dyn FnMut() -> Result<()>| -> Result<BrokerSplit> {
+            let before = file_broker.as_ref().map(Broker::metrics).transpose()?;
+            run()?;
+            Ok(match (&file_broker, before) {
+                (Some(b), Some(before)) => BrokerSplit::between(&before, &b.metrics()?),
+                _ => BrokerSplit::default(),
+            })
+        };
+        let broker_p99s = |split: &BrokerSplit| {
+            format!(
+                "broker: Produce p99 <= {} ms, sync round p99 <= {} ms",
+                split
+                    .produce
+                    .as_ref()
+                    .map_or("n/a".into(), |s| f2(s.p99_ms)),
+                split.rounds.as_ref().map_or("n/a".into(), |s| f2(s.p99_ms)),
+            )
+        };
+        // The producer alone at the rate, then with a consumer tailing.
+        let paced_spec = ProduceSpec {
+            topic: format!("{prefix}-paced-a{acks}"),
+            ..spec.clone()
+        };
+        kafka::create_topic(&bootstrap, &paced_spec.topic, spec.partitions, &[])?;
+        let mut paced = None;
+        let paced_split = split_of(&mut || {
+            paced = Some(kafka::produce(
+                &bootstrap,
+                &paced_spec,
+                Instant::now(),
+                false,
+                true,
+                pid,
+            )?);
+            Ok(())
+        })?;
+        let paced = paced.expect("the paced run ran");
         say(format!(
-            "end to end at {:.0} rec/s ({} B, acks={}, {} partitions): produce p99 {:.2} ms, e2e p99 {:.2} ms",
+            "produce alone at {:.0} rec/s ({} B, acks={}, {} partitions): p99 {:.2} ms; {}",
+            rate,
+            spec.record_bytes,
+            spec.acks,
+            spec.partitions,
+            paced.latency.p99_ms,
+            broker_p99s(&paced_split)
+        ));
+        kafka::create_topic(&bootstrap, &spec.topic, spec.partitions, &[])?;
+        let mut e2e = None;
+        let split = split_of(&mut || {
+            e2e = Some(kafka::end_to_end(&bootstrap, &spec, pid)?);
+            Ok(())
+        })?;
+        let e2e = e2e.expect("the end-to-end run ran");
+        say(format!(
+            "end to end at {:.0} rec/s ({} B, acks={}, {} partitions): produce p99 {:.2} ms, e2e p99 {:.2} ms; {}",
             rate,
             spec.record_bytes,
             spec.acks,
             spec.partitions,
             e2e.produce.latency.p99_ms,
-            e2e.latency.p99_ms
+            e2e.latency.p99_ms,
+            broker_p99s(&split)
         ));
-        e2e_runs.push((spec, e2e));
+        e2e_runs.push((
+            spec,
+            E2eRun {
+                max,
+                paced,
+                paced_split,
+                e2e,
+                split,
+            },
+        ));
     }
     if e2e_runs.is_empty() {
         bail!(
@@ -624,21 +719,26 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             });
         }
     }
-    for (spec, e2e) in &e2e_runs {
-        ratios.push(Ratio {
-            name: format!(
-                "produce p99 at {:.0}% of max ({} B acks={} {} partitions)",
-                a.e2e_fraction * 100.0,
-                spec.record_bytes,
-                spec.acks,
-                spec.partitions
-            ),
-            value: e2e.produce.latency.p99_ms,
-            unit: "ms",
-            reference_name: "5 ms".into(),
-            reference: 5.0,
-            target: Some((1.0, false)),
-        });
+    for (spec, E2eRun { paced, e2e, .. }) in &e2e_runs {
+        for (how, p99, target) in [
+            ("", paced.latency.p99_ms, Some((1.0, false))),
+            (", consumer tailing", e2e.produce.latency.p99_ms, None),
+        ] {
+            ratios.push(Ratio {
+                name: format!(
+                    "produce p99 at {:.0}% of max ({} B acks={} {} partitions{how})",
+                    a.e2e_fraction * 100.0,
+                    spec.record_bytes,
+                    spec.acks,
+                    spec.partitions
+                ),
+                value: p99,
+                unit: "ms",
+                reference_name: "5 ms".into(),
+                reference: 5.0,
+                target,
+            });
+        }
     }
 
     print_tables(
@@ -690,13 +790,18 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             v["partitions"] = json!(s.partitions);
             v
         }).collect::<Vec<_>>(),
-        "e2e": e2e_runs.iter().map(|(spec, e2e)| json!({
+        "e2e": e2e_runs.iter().map(|(spec, E2eRun { max, paced, paced_split, e2e, split })| json!({
             "record_bytes": spec.record_bytes,
             "acks": spec.acks,
             "partitions": spec.partitions,
             "linger_ms": spec.linger_ms,
             "fraction_of_max": a.e2e_fraction,
+            "max_records_per_sec": max.records_per_sec(),
+            "max_seconds": max.secs,
             "target_records_per_sec": e2e.target_rate,
+            "produce_alone": produce_json(paced),
+            "produce_alone_broker": paced_split.json(),
+            "broker": split.json(),
             "produce": produce_json(&e2e.produce),
             "received": e2e.received,
             "e2e_latency": e2e.latency.json(),
@@ -783,7 +888,7 @@ fn local_segments(dir: &Path) -> (Option<i64>, u64) {
     (first, bytes)
 }
 
-fn metric_sum(m: &std::collections::BTreeMap<String, f64>, name: &str, topic: Option<&str>) -> f64 {
+fn metric_sum(m: &BTreeMap<String, f64>, name: &str, topic: Option<&str>) -> f64 {
     m.iter()
         .filter(|(k, _)| {
             (k.as_str() == name || k.starts_with(&format!("{name}{{")))
@@ -791,6 +896,59 @@ fn metric_sum(m: &std::collections::BTreeMap<String, f64>, name: &str, topic: Op
         })
         .map(|(_, v)| v)
         .sum()
+}
+
+/// One end-to-end measurement: the maximum it took a fraction of, the
+/// producer alone at that rate, then with a consumer, and the broker's side
+/// of each one's latency.
+struct E2eRun {
+    max: kafka::ProduceResult,
+    /// The producer alone at the rate.
+    paced: kafka::ProduceResult,
+    paced_split: BrokerSplit,
+    /// The producer at the rate with a consumer tailing the topic.
+    e2e: kafka::E2eResult,
+    split: BrokerSplit,
+}
+
+/// Where an end-to-end run's produce latency went inside the broker, from
+/// its histograms (empty for a broker the tool did not start).
+#[derive(Default)]
+struct BrokerSplit {
+    /// Produce requests, decode to response (for acks=all, the wait for
+    /// the sync round included).
+    produce: Option<BucketSummary>,
+    /// acks=all sync rounds: their syncfs/fdatasync time.
+    rounds: Option<BucketSummary>,
+    /// Partitions per sync round, on average.
+    round_partitions: Option<f64>,
+}
+
+impl BrokerSplit {
+    fn between(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BrokerSplit {
+        let rounds =
+            BucketSummary::between(before, after, "strata_sync_round_duration_seconds", "");
+        let parts = metric_sum(after, "strata_sync_round_partitions_total", None)
+            - metric_sum(before, "strata_sync_round_partitions_total", None);
+        BrokerSplit {
+            produce: BucketSummary::between(
+                before,
+                after,
+                "strata_request_duration_seconds",
+                "api=\"Produce\"",
+            ),
+            round_partitions: rounds.as_ref().map(|r| parts / r.count as f64),
+            rounds,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "produce_request": self.produce.as_ref().map(BucketSummary::json),
+            "sync_round": self.rounds.as_ref().map(BucketSummary::json),
+            "partitions_per_sync_round": self.round_partitions,
+        })
+    }
 }
 
 /// Moves the data set of `topic` to the tier (local retention down to one
@@ -990,7 +1148,7 @@ fn print_tables(
     hot: &ConsumeResult,
     loopback: &Transfer,
     tiers: &[TierRun],
-    e2e_runs: &[(ProduceSpec, kafka::E2eResult)],
+    e2e_runs: &[(ProduceSpec, E2eRun)],
     fsync_lat: &stats::Summary,
     ratios: &[Ratio],
 ) {
@@ -1093,6 +1251,7 @@ fn print_tables(
 
     let mut t = Table::new(&[
         ("acks", true),
+        ("max rec/s", true),
         ("records/s", true),
         ("MB/s", true),
         ("latency", false),
@@ -1104,31 +1263,89 @@ fn print_tables(
         ("client CPU %", true),
     ]);
     let mut title = String::new();
-    for (spec, e2e) in e2e_runs {
+    let mut rounds_note = String::new();
+    for (spec, run) in e2e_runs {
+        let E2eRun {
+            max,
+            paced,
+            paced_split,
+            e2e,
+            split,
+        } = run;
         title = format!(
-            "{} B records, {} partitions, linger.ms={}",
-            spec.record_bytes, spec.partitions, spec.linger_ms
+            "{} B records, {} partitions, linger.ms={}; max: producing flat out for {:.1} s",
+            spec.record_bytes, spec.partitions, spec.linger_ms, max.secs
         );
-        let [bc, cc] = e2e.produce.cpu.cells();
-        for (name, l) in [
-            ("produce (delivery report)", &e2e.produce.latency),
-            ("produce -> consume", &e2e.latency),
-        ] {
+        let lead = |t: &mut Table, name: &str, cells: [String; 4], cpu: [String; 2]| {
+            let [p50, p99, p999, top] = cells;
+            let [bc, cc] = cpu;
             t.row(vec![
                 spec.acks.clone(),
+                f0(max.records_per_sec()),
                 f0(e2e.target_rate),
                 f1(e2e.target_rate * spec.record_bytes as f64 / 1e6),
                 name.into(),
-                f2(l.p50_ms),
-                f2(l.p99_ms),
-                f2(l.p999_ms),
-                f2(l.max_ms),
-                bc.clone(),
-                cc.clone(),
+                p50,
+                p99,
+                p999,
+                top,
+                bc,
+                cc,
             ]);
+        };
+        let at_most = |v: f64| format!("<= {}", f2(v));
+        let broker_rows = |t: &mut Table, split: &BrokerSplit| {
+            for (name, h) in [
+                ("  broker: Produce request", &split.produce),
+                ("  broker: sync round", &split.rounds),
+            ] {
+                if let Some(h) = h {
+                    lead(
+                        t,
+                        name,
+                        [
+                            at_most(h.p50_ms),
+                            at_most(h.p99_ms),
+                            at_most(h.p999_ms),
+                            "".into(),
+                        ],
+                        ["".into(), "".into()],
+                    );
+                }
+            }
+        };
+        let latency_cells =
+            |l: &stats::Summary| [f2(l.p50_ms), f2(l.p99_ms), f2(l.p999_ms), f2(l.max_ms)];
+        lead(
+            &mut t,
+            "produce alone (delivery report)",
+            latency_cells(&paced.latency),
+            paced.cpu.cells(),
+        );
+        broker_rows(&mut t, paced_split);
+        let cpu = e2e.produce.cpu.cells();
+        for (name, l) in [
+            ("consumer tailing: produce", &e2e.produce.latency),
+            ("consumer tailing: produce -> consume", &e2e.latency),
+        ] {
+            lead(&mut t, name, latency_cells(l), cpu.clone());
+        }
+        broker_rows(&mut t, split);
+        for (how, split) in [("alone", paced_split), ("consumer tailing", split)] {
+            if let (Some(r), Some(p)) = (&split.rounds, split.round_partitions) {
+                rounds_note += &format!(
+                    "acks={} ({how}): {} sync rounds, {:.1} partitions and {:.2} ms each on average\n",
+                    spec.acks, r.count, p, r.mean_ms
+                );
+            }
         }
     }
     println!("End to end at a fixed rate ({title})\n\n{}", t.render());
+    if e2e_runs.iter().any(|(_, r)| r.split.produce.is_some()) {
+        println!(
+            "broker rows: from the broker's histograms, each figure the upper bound of its bucket\n{rounds_note}"
+        );
+    }
 
     let mut t = Table::new(&[
         ("reference", false),
