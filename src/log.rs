@@ -249,9 +249,13 @@ impl Log {
     /// `buf`). Assigns offsets from the log end offset, rolls first if the
     /// active segment is full or old, writes to the page cache (no fsync).
     /// With `log_append_time`, batches get `now_ms` as their timestamp.
+    ///
+    /// `buf` is not copied or changed: each batch goes to the file as its
+    /// rewritten header ([`batch::assigned_headers`]) followed by the rest
+    /// of the batch, in one vectored write.
     pub fn append(
         &mut self,
-        buf: &mut [u8],
+        buf: &[u8],
         headers: &[BatchHeader],
         leader_epoch: i32,
         now_ms: i64,
@@ -281,23 +285,30 @@ impl Log {
             self.roll()?;
         }
         let append_time = log_append_time.then_some(now_ms);
-        assign_offsets(buf, headers, base_offset, leader_epoch, append_time);
+        let rewritten =
+            batch::assigned_headers(buf, headers, base_offset, leader_epoch, append_time);
+        let mismatch = || LogError::AppendMismatch {
+            buf_len: buf.len(),
+            headers_len,
+        };
+        if rewritten.len() != headers.len() {
+            return Err(mismatch());
+        }
         let mut assigned = Vec::with_capacity(headers.len());
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(headers.len() * 2);
         let mut pos = 0usize;
-        for header in headers {
-            let batch = buf.get(pos..).unwrap_or_default();
-            let parsed = BatchHeader::parse(batch)
+        for (header, bytes) in headers.iter().zip(&rewritten) {
+            let parsed = BatchHeader::parse(bytes)
                 .ok()
                 .filter(|parsed| parsed.total_len() == header.total_len())
-                .ok_or(LogError::AppendMismatch {
-                    buf_len: buf.len(),
-                    headers_len,
-                })?;
+                .ok_or_else(mismatch)?;
+            parts.push(bytes);
+            parts.push(&buf[pos + BATCH_HEADER_LEN..pos + header.total_len()]);
             pos += header.total_len();
             assigned.push(parsed);
         }
         self.active
-            .append(buf, &assigned, now_ms, self.config.index_interval_bytes)?;
+            .append(&parts, &assigned, now_ms, self.config.index_interval_bytes)?;
         Ok(AppendInfo {
             base_offset,
             last_offset,

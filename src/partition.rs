@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -294,7 +294,6 @@ impl Partition {
         let max = self.lock().config.max_message_bytes;
         let headers = validate_batches(records, max)?;
         check_client_batches(&headers)?;
-        let mut buf = BytesMut::from(&records[..]);
         let result = self.with_log(|log, producers, config| {
             let ids: Vec<BatchIdentity> = headers.iter().map(identity).collect();
             for (i, id) in ids.iter().enumerate() {
@@ -335,7 +334,7 @@ impl Partition {
             }
             let active_before = log.active_base_offset();
             let info = log.append(
-                &mut buf,
+                records,
                 &headers,
                 self.leader_epoch,
                 now_ms,

@@ -300,14 +300,8 @@ pub fn check_client_batches(headers: &[BatchHeader]) -> Result<(), BatchError> {
     Ok(())
 }
 
-/// Rewrites the broker-owned fields of each batch in place.
-///
-/// `headers` are the batches of `buf`, in order and back to back (as returned
-/// by [`validate_batches`]). Base offsets become consecutive from
-/// `first_offset` (next base = previous base + lastOffsetDelta + 1) and every
-/// partition leader epoch becomes `partition_leader_epoch`; neither is covered
-/// by the CRC. With `log_append_time`, the timestamp-type bit is set, base and
-/// max timestamps are set to it and the CRC is recomputed.
+/// Rewrites the broker-owned fields of each batch in place: the headers of
+/// [`assigned_headers`] replace the batches' own.
 ///
 /// A header that runs past the end of `buf` stops the rewrite (callers check
 /// that the headers cover `buf` exactly, as `Log::append` does).
@@ -318,33 +312,76 @@ pub fn assign_offsets(
     partition_leader_epoch: i32,
     log_append_time: Option<i64>,
 ) {
+    let assigned = assigned_headers(
+        buf,
+        headers,
+        first_offset,
+        partition_leader_epoch,
+        log_append_time,
+    );
+    let mut pos = 0usize;
+    for (header, bytes) in headers.iter().zip(&assigned) {
+        buf[pos..pos + BATCH_HEADER_LEN].copy_from_slice(bytes);
+        pos += header.total_len();
+    }
+}
+
+/// The header of each batch of `records` with the broker-owned fields
+/// rewritten, to be written ahead of the rest of the batch as received (the
+/// payload itself is neither copied nor changed).
+///
+/// `headers` are the batches of `records`, in order and back to back (as
+/// returned by [`validate_batches`]). Base offsets become consecutive from
+/// `first_offset` (next base = previous base + lastOffsetDelta + 1) and every
+/// partition leader epoch becomes `partition_leader_epoch`; neither is
+/// covered by the CRC. With `log_append_time`, the timestamp-type bit is
+/// set, base and max timestamps are set to it and the CRC is recomputed over
+/// the new header fields and the unchanged rest of the batch.
+///
+/// A header that runs past the end of `records` ends the list there.
+pub fn assigned_headers(
+    records: &[u8],
+    headers: &[BatchHeader],
+    first_offset: i64,
+    partition_leader_epoch: i32,
+    log_append_time: Option<i64>,
+) -> Vec<[u8; BATCH_HEADER_LEN]> {
+    let mut out = Vec::with_capacity(headers.len());
     let mut pos = 0usize;
     let mut next_offset = first_offset;
     for header in headers {
         let end = pos.saturating_add(header.total_len());
-        let Some(batch) = buf.get_mut(pos..end) else {
-            return;
+        let Some(batch) = records.get(pos..end) else {
+            break;
         };
-        if batch.len() < BATCH_HEADER_LEN {
-            return;
-        }
-        batch[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&next_offset.to_be_bytes());
-        batch[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4]
+        let Some(Ok(mut h)) = batch
+            .get(..BATCH_HEADER_LEN)
+            .map(<[u8; BATCH_HEADER_LEN]>::try_from)
+        else {
+            break;
+        };
+        h[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&next_offset.to_be_bytes());
+        h[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4]
             .copy_from_slice(&partition_leader_epoch.to_be_bytes());
         if let Some(time) = log_append_time {
-            let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]])
-                | TIMESTAMP_TYPE_BIT;
-            batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
-            batch[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&time.to_be_bytes());
-            batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&time.to_be_bytes());
-            let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
-            batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+            let attributes =
+                i16::from_be_bytes([h[ATTRIBUTES_AT], h[ATTRIBUTES_AT + 1]]) | TIMESTAMP_TYPE_BIT;
+            h[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+            h[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&time.to_be_bytes());
+            h[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&time.to_be_bytes());
+            let crc = crc32c::crc32c_append(
+                crc32c::crc32c(&h[ATTRIBUTES_AT..]),
+                &batch[BATCH_HEADER_LEN..],
+            );
+            h[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         }
+        out.push(h);
         next_offset = next_offset
             .saturating_add(i64::from(header.last_offset_delta))
             .saturating_add(1);
         pos = end;
     }
+    out
 }
 
 /// One record for [`build_batch`]: key, value, timestamp.
@@ -569,6 +606,37 @@ mod tests {
         assert_eq!(after[0].max_timestamp, 42_000);
         assert_eq!(after[0].base_timestamp, 42_000);
         assert_ne!(after[0].crc, headers[0].crc);
+        verify_crc(&buf).expect("the recomputed CRC covers the rewritten batch");
+    }
+
+    #[test]
+    fn assigned_headers_leave_the_payload_alone() {
+        let a = sample();
+        let b = build_batch(&[(None, Some(b"x".as_slice()), 5)]);
+        let records = [a.clone(), b.clone()].concat();
+        let headers = validate_batches(&records, 1 << 20).unwrap();
+        let assigned = assigned_headers(&records, &headers, 100, 7, Some(9));
+        assert_eq!(assigned.len(), 2);
+        // Each header ahead of the rest of its batch is the batch as stored.
+        let stored = [
+            &assigned[0][..],
+            &a[BATCH_HEADER_LEN..],
+            &assigned[1][..],
+            &b[BATCH_HEADER_LEN..],
+        ]
+        .concat();
+        let mut in_place = records.clone();
+        assign_offsets(&mut in_place, &headers, 100, 7, Some(9));
+        assert_eq!(stored, in_place);
+        let after = validate_batches(&stored, 1 << 20).unwrap();
+        assert_eq!((after[0].base_offset, after[1].base_offset), (100, 103));
+        assert_eq!(records, [a, b].concat(), "the payload was changed");
+        // A header past the end ends the list.
+        let cut = headers[0].total_len() + 10;
+        assert_eq!(
+            assigned_headers(&records[..cut], &headers, 0, 0, None).len(),
+            1
+        );
     }
 
     #[test]

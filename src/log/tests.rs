@@ -51,12 +51,21 @@ fn append_at(
     now_ms: i64,
     log_append_time: bool,
 ) -> (AppendInfo, Vec<u8>) {
-    let mut buf = payload.to_vec();
-    let headers = validate_batches(&buf, usize::MAX).unwrap();
+    let headers = validate_batches(payload, usize::MAX).unwrap();
     let info = log
-        .append(&mut buf, &headers, 3, now_ms, log_append_time)
+        .append(payload, &headers, 3, now_ms, log_append_time)
         .unwrap();
-    (info, buf)
+    // What the log should hold: the payload with the broker's fields
+    // rewritten in place.
+    let mut stored = payload.to_vec();
+    assign_offsets(
+        &mut stored,
+        &headers,
+        info.base_offset,
+        3,
+        log_append_time.then_some(now_ms),
+    );
+    (info, stored)
 }
 
 fn append(log: &mut Log, payload: &[u8]) -> (AppendInfo, Vec<u8>) {
@@ -150,14 +159,14 @@ fn append_read_round_trip_with_consecutive_offsets() {
 fn append_rejects_mismatched_headers() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config()).unwrap();
-    let mut buf = batch(1, 1, 1);
+    let buf = batch(1, 1, 1);
     let h = validate_batches(&buf, usize::MAX).unwrap();
     assert!(matches!(
-        log.append(&mut buf, &[], 0, NOW, false),
+        log.append(&buf, &[], 0, NOW, false),
         Err(LogError::AppendMismatch { .. })
     ));
     assert!(matches!(
-        log.append(&mut buf, &[h[0], h[0]], 0, NOW, false),
+        log.append(&buf, &[h[0], h[0]], 0, NOW, false),
         Err(LogError::AppendMismatch { .. })
     ));
     assert_eq!(log.log_end_offset(), 0);
