@@ -510,6 +510,26 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             paced.latency.p99_ms,
             broker_p99s(&paced_split)
         ));
+        // For acks=all, what the disk itself allows at the same rate.
+        let disk_floor = if matches!(acks.as_str(), "all" | "-1") {
+            let dir = file_broker
+                .as_ref()
+                .map(|b| b.data_dir().to_path_buf())
+                .unwrap_or_else(|| work.to_path_buf());
+            let floor = reference::paced_sync_latency(
+                &dir,
+                rate * spec.record_bytes as f64,
+                plan.e2e_seconds.min(5.0),
+            )?;
+            say(format!(
+                "disk at {:.1} MB/s, a write per ms and fdatasync back to back: write to durable p99 {:.2} ms",
+                rate * spec.record_bytes as f64 / 1e6,
+                floor.p99_ms
+            ));
+            Some(floor)
+        } else {
+            None
+        };
         kafka::create_topic(&bootstrap, &spec.topic, spec.partitions, &[])?;
         let mut e2e = None;
         let split = split_of(&mut || {
@@ -533,6 +553,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
                 max,
                 paced,
                 paced_split,
+                disk_floor,
                 e2e,
                 split,
             },
@@ -719,7 +740,32 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             });
         }
     }
-    for (spec, E2eRun { paced, e2e, .. }) in &e2e_runs {
+    for (
+        spec,
+        E2eRun {
+            paced,
+            e2e,
+            disk_floor,
+            ..
+        },
+    ) in &e2e_runs
+    {
+        if let Some(floor) = disk_floor {
+            ratios.push(Ratio {
+                name: format!(
+                    "produce p99 at {:.0}% of max ({} B acks={} {} partitions)",
+                    a.e2e_fraction * 100.0,
+                    spec.record_bytes,
+                    spec.acks,
+                    spec.partitions
+                ),
+                value: paced.latency.p99_ms,
+                unit: "ms",
+                reference_name: "disk: write to fdatasync'd p99, same rate".into(),
+                reference: floor.p99_ms,
+                target: None,
+            });
+        }
         for (how, p99, target) in [
             ("", paced.latency.p99_ms, Some((1.0, false))),
             (", consumer tailing", e2e.produce.latency.p99_ms, None),
@@ -790,7 +836,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             v["partitions"] = json!(s.partitions);
             v
         }).collect::<Vec<_>>(),
-        "e2e": e2e_runs.iter().map(|(spec, E2eRun { max, paced, paced_split, e2e, split })| json!({
+        "e2e": e2e_runs.iter().map(|(spec, E2eRun { max, paced, paced_split, disk_floor, e2e, split })| json!({
             "record_bytes": spec.record_bytes,
             "acks": spec.acks,
             "partitions": spec.partitions,
@@ -801,6 +847,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             "target_records_per_sec": e2e.target_rate,
             "produce_alone": produce_json(paced),
             "produce_alone_broker": paced_split.json(),
+            "disk_paced_sync_latency": disk_floor.as_ref().map(stats::Summary::json),
             "broker": split.json(),
             "produce": produce_json(&e2e.produce),
             "received": e2e.received,
@@ -906,6 +953,9 @@ struct E2eRun {
     /// The producer alone at the rate.
     paced: kafka::ProduceResult,
     paced_split: BrokerSplit,
+    /// acks=all: the disk's own write-to-durable latency at the rate
+    /// (`reference::paced_sync_latency`).
+    disk_floor: Option<stats::Summary>,
     /// The producer at the rate with a consumer tailing the topic.
     e2e: kafka::E2eResult,
     split: BrokerSplit,
@@ -1269,6 +1319,7 @@ fn print_tables(
             max,
             paced,
             paced_split,
+            disk_floor,
             e2e,
             split,
         } = run;
@@ -1323,6 +1374,14 @@ fn print_tables(
             paced.cpu.cells(),
         );
         broker_rows(&mut t, paced_split);
+        if let Some(floor) = disk_floor {
+            lead(
+                &mut t,
+                "  disk alone: write to fdatasync'd",
+                latency_cells(floor),
+                ["".into(), "".into()],
+            );
+        }
         let cpu = e2e.produce.cpu.cells();
         for (name, l) in [
             ("consumer tailing: produce", &e2e.produce.latency),

@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
@@ -106,6 +106,83 @@ pub fn fdatasync_latency(dir: &Path, n: usize) -> Result<crate::stats::Summary> 
         f.sync_data()?;
         lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
     }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(crate::stats::Summary::from_micros(&mut lat))
+}
+
+/// The disk's own group commit at a given rate: one thread appends
+/// `bytes_per_sec` in a write every millisecond, another runs fdatasync
+/// back to back; each write's latency runs from its write to the end of the
+/// first fdatasync that started after it. This is the floor under the
+/// `acks=all` produce latency at that rate (a sync never waits for anything
+/// but the disk), for `secs` seconds. The file is removed.
+pub fn paced_sync_latency(dir: &Path, bytes_per_sec: f64, secs: f64) -> Result<crate::stats::Summary> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Condvar, Mutex};
+
+    let path = dir.join(format!("strata-bench-paced-{}.tmp", std::process::id()));
+    let f = File::create(&path).with_context(|| format!("create {}", path.display()))?;
+    let chunk = ((bytes_per_sec / 1000.0) as usize).max(1);
+    let buf = crate::kafka::payload_pool(chunk);
+    let ticks = ((secs * 1000.0) as u64).max(1);
+    // Write times, in order; `durable` of them have their latency taken.
+    let written: Mutex<Vec<Instant>> = Mutex::new(Vec::with_capacity(ticks as usize));
+    let wrote = Condvar::new();
+    let done = AtomicBool::new(false);
+    let mut lat: Vec<u32> = Vec::with_capacity(ticks as usize);
+    let start = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let writer = s.spawn(|| -> Result<()> {
+            let result = (|| -> Result<()> {
+                for k in 0..ticks {
+                    let due = Duration::from_millis(k);
+                    let el = start.elapsed();
+                    if el < due {
+                        std::thread::sleep(due - el);
+                    }
+                    f.write_all_at(&buf, k * chunk as u64)?;
+                    written.lock().expect("lock").push(Instant::now());
+                    wrote.notify_one();
+                }
+                Ok(())
+            })();
+            // Under the lock, so the syncer cannot miss it between its
+            // check and its wait.
+            let guard = written.lock().expect("lock");
+            done.store(true, Ordering::Release);
+            drop(guard);
+            wrote.notify_one();
+            result
+        });
+        // Like the broker's rounds: a sync starts as soon as there is
+        // something to sync, and covers what was written before it started.
+        let mut durable = 0usize;
+        loop {
+            let (finished, covered) = {
+                let mut times = written.lock().expect("lock");
+                while times.len() == durable && !done.load(Ordering::Acquire) {
+                    times = wrote.wait(times).expect("lock");
+                }
+                (done.load(Ordering::Acquire), times.len())
+            };
+            if covered == durable && finished {
+                break;
+            }
+            f.sync_data()?;
+            let now = Instant::now();
+            let times = written.lock().expect("lock");
+            for t in &times[durable..covered] {
+                lat.push(now.duration_since(*t).as_micros().min(u32::MAX as u128) as u32);
+            }
+            durable = covered;
+            if finished && durable == times.len() {
+                break;
+            }
+        }
+        writer.join().expect("writer thread")?;
+        Ok(())
+    })?;
     drop(f);
     std::fs::remove_file(&path)?;
     Ok(crate::stats::Summary::from_micros(&mut lat))
@@ -434,6 +511,17 @@ impl S3 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paced_sync_latency_times_every_write() {
+        let dir = std::env::temp_dir().join(format!("sb-paced-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = paced_sync_latency(&dir, 1e6, 0.2).unwrap();
+        assert_eq!(s.count, 200);
+        assert!(s.p50_ms > 0.0 && s.p50_ms <= s.p99_ms && s.p99_ms <= s.max_ms);
+        // The file is gone: the directory removes empty.
+        std::fs::remove_dir(&dir).unwrap();
+    }
 
     #[test]
     fn loopback_and_disk_move_every_byte() {
