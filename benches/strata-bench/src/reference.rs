@@ -117,7 +117,11 @@ pub fn fdatasync_latency(dir: &Path, n: usize) -> Result<crate::stats::Summary> 
 /// first fdatasync that started after it. This is the floor under the
 /// `acks=all` produce latency at that rate (a sync never waits for anything
 /// but the disk), for `secs` seconds. The file is removed.
-pub fn paced_sync_latency(dir: &Path, bytes_per_sec: f64, secs: f64) -> Result<crate::stats::Summary> {
+pub fn paced_sync_latency(
+    dir: &Path,
+    bytes_per_sec: f64,
+    secs: f64,
+) -> Result<crate::stats::Summary> {
     use std::sync::atomic::AtomicBool;
     use std::sync::{Condvar, Mutex};
 
