@@ -214,14 +214,14 @@ pub fn payload_pool(len: usize) -> Vec<u8> {
     v
 }
 
+/// How far ahead of a paced schedule the producer may send.
+const PACE_AHEAD: Duration = Duration::from_millis(1);
+
 /// Produces `spec.records` values of `spec.record_bytes` (no key),
 /// round-robin over the partitions, after `warm_up` records (one per
 /// partition) that are not measured. When `stamp_epoch` is set, the first 8
 /// bytes of each value carry the send time (ns since that instant) for the
 /// end-to-end measurement.
-/// How far ahead of a paced schedule the producer may send.
-const PACE_AHEAD: Duration = Duration::from_millis(1);
-
 pub fn produce(
     bootstrap: &str,
     spec: &ProduceSpec,

@@ -451,6 +451,9 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
                 max.records_per_sec()
             ));
             kafka::delete_topic(&bootstrap, &spec.topic)?;
+            if let Some(b) = &file_broker {
+                settle_after_delete(b.data_dir(), &spec.topic);
+            }
             r
         } else {
             max.clone()
@@ -943,6 +946,38 @@ fn metric_sum(m: &BTreeMap<String, f64>, name: &str, topic: Option<&str>) -> f64
         })
         .map(|(_, v)| v)
         .sum()
+}
+
+/// After a topic's deletion, waits (up to 60 s) until the broker has
+/// removed its partition directories, then syncs the data filesystem
+/// (`sync -f`), so the next run does not share the disk with the deleted
+/// data's write-back.
+fn settle_after_delete(data_dir: &Path, topic: &str) {
+    let prefix = format!("{topic}-");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let left = || {
+        std::fs::read_dir(data_dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        })
+    };
+    while left() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if left() {
+        say(format!(
+            "{topic}: partition directories still there after 60 s"
+        ));
+    }
+    match std::process::Command::new("sync")
+        .arg("-f")
+        .arg(data_dir)
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        other => say(format!("sync -f {}: {other:?}", data_dir.display())),
+    }
 }
 
 /// One end-to-end measurement: the maximum it took a fraction of, the

@@ -145,8 +145,11 @@ pub fn paced_sync_latency(
                     if el < due {
                         std::thread::sleep(due - el);
                     }
+                    // Stamped before the write, as the broker's latency
+                    // includes its own (it may block on dirty-page limits).
+                    let at = Instant::now();
                     f.write_all_at(&buf, k * chunk as u64)?;
-                    written.lock().expect("lock").push(Instant::now());
+                    written.lock().expect("lock").push(at);
                     wrote.notify_one();
                 }
                 Ok(())

@@ -81,8 +81,9 @@ impl BucketSummary {
         for (sign, m) in [(1.0, after), (-1.0, before)] {
             for (k, v) in m.iter().filter(|(k, _)| series_of(k, &bucket_name, labels)) {
                 let le = k
-                    .split("le=\"")
-                    .nth(1)
+                    .split_once("{le=\"")
+                    .or_else(|| k.split_once(",le=\""))
+                    .map(|(_, rest)| rest)
                     .and_then(|r| r.split('"').next())
                     .and_then(|le| le.parse::<f64>().ok());
                 if let Some(le) = le {
