@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use crate::log::batch::{check_client_batches, validate_batches, BatchError, BatchHeader};
 use crate::log::{Log, LogConfig, LogError, SealedSegmentInfo};
-use crate::zerocopy::{FileRegion, Part};
+use crate::zerocopy::FileRegion;
 use epochs::LeaderEpochCache;
 use producer_state::{BatchIdentity, ProducerStateTable, SequenceCheck};
 
@@ -719,15 +719,15 @@ impl Partition {
     }
 
     /// Reads whole batches from the tier (for offsets below the local log):
-    /// the batches as parts with the offsets they cover from `offset`; the
-    /// result's `data` is empty. With `files`, chunks in the tier's disk
-    /// cache are file ranges (not read); without, the parts are bytes.
+    /// the batches as parts, with the offsets they cover from `offset`.
+    /// With `files`, chunks in the tier's disk cache are file ranges (not
+    /// read); without, the parts are bytes.
     pub async fn read_remote(
         &self,
         offset: i64,
         max_bytes: usize,
         files: bool,
-    ) -> Result<(ReadResult, Vec<Part>, u64), PartitionError> {
+    ) -> Result<tiering::RemoteRead, PartitionError> {
         let Some(remote) = &self.remote else {
             return Err(PartitionError::OffsetOutOfRange {
                 offset,
@@ -735,17 +735,10 @@ impl Partition {
                 high_watermark: self.high_watermark(),
             });
         };
-        let read = remote
+        remote
             .read_pieces(offset, max_bytes as u64, files)
             .await
-            .map_err(|e| self.tier_err(e))?;
-        let result = ReadResult {
-            data: Bytes::new(),
-            high_watermark: self.high_watermark(),
-            log_start_offset: self.log_start_offset(),
-            log_end_offset: self.log_end_offset(),
-        };
-        Ok((result, read.pieces, read.offsets))
+            .map_err(|e| self.tier_err(e))
     }
 
     /// Deletes local sealed segments that are in the tier and beyond the

@@ -304,14 +304,8 @@ mod tests {
                 parts.iter().filter(|p| matches!(p, Part::File(_))).count(),
                 4
             );
-            let mut got = Vec::new();
-            for p in parts {
-                match p {
-                    Part::Mem(b) => got.extend_from_slice(&b),
-                    Part::File(r) => got.extend_from_slice(&r.read().expect("read")),
-                }
-            }
-            assert_eq!(got, expected.to_vec(), "version {version}");
+            let got = Part::join(&parts).expect("read");
+            assert_eq!(got, expected, "version {version}");
         }
     }
 

@@ -221,13 +221,13 @@ async fn read_remote(
         pd.last_stable_offset = pd.high_watermark;
         pd.log_start_offset = p.log_start_offset();
         match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok(Ok((_, data, records)))) => {
-                bytes += parts_len(&data) as usize;
+            Ok(Ok(Ok(read))) => {
+                bytes += read.len as usize;
                 if read_committed {
                     pd.aborted_transactions = Some(vec![]);
                 }
                 pd.records = Some(bytes::Bytes::new());
-                regions[i] = Some((data, records));
+                regions[i] = Some((read.pieces, read.offsets));
             }
             Ok(Ok(Err(e))) => {
                 tracing::warn!(partition = %p.name(), error = %e, "remote read failed");

@@ -101,8 +101,8 @@ async fn offset_for_timestamp(
                 })?;
         if let Some(found) = found {
             if found.offset >= p.log_start_offset() {
-                let (_, parts, _) = p.read_remote(found.offset, 1, false).await?;
-                let exact = crate::zerocopy::Part::join(&parts)
+                let read = p.read_remote(found.offset, 1, false).await?;
+                let exact = crate::zerocopy::Part::join(&read.pieces)
                     .ok()
                     .and_then(|batch| first_record_at_or_after(batch, found.offset, ts));
                 return Ok(Some(exact.unwrap_or((found.offset, found.timestamp))));

@@ -219,8 +219,7 @@ impl ReadCache {
         chunk_size: u64,
         expected_crc: Option<u32>,
     ) -> Result<Bytes, TierError> {
-        let start = chunk * chunk_size;
-        let end = (start + chunk_size).min(object_size);
+        let (start, end) = chunk_bounds(chunk, chunk_size, object_size);
         let key = Self::chunk_key(path, chunk);
         let check = match expected_crc {
             Some(crc) => Check::Crc {
@@ -260,8 +259,8 @@ impl ReadCache {
         let key = Self::chunk_key(path, chunk);
         if !self.mem.contains_key(&key) {
             if let Some(disk) = &self.disk {
-                let start = chunk * chunk_size;
-                let want = (start + chunk_size).min(object_size).saturating_sub(start);
+                let (start, end) = chunk_bounds(chunk, chunk_size, object_size);
+                let want = end.saturating_sub(start);
                 if let Some(slice) = disk.open(&key, want, expected_crc).await {
                     TierMetrics::add(&self.metrics.cache_misses, 1);
                     TierMetrics::add(&self.metrics.disk_cache_hits, 1);
@@ -537,6 +536,12 @@ fn encode_entry(key: &CacheKey, data: &[u8]) -> Vec<u8> {
     b.put_u32(crc32c::crc32c(data));
     b.put_slice(data);
     b.to_vec()
+}
+
+/// Where chunk `chunk` of an object of `object_size` bytes starts and ends.
+fn chunk_bounds(chunk: u64, chunk_size: u64, object_size: u64) -> (u64, u64) {
+    let start = chunk * chunk_size;
+    (start, (start + chunk_size).min(object_size))
 }
 
 /// Bytes before an entry's data.

@@ -423,6 +423,12 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         hot_rows.push((spec.clone(), c));
     }
 
+    // Disk references write where the broker keeps its data.
+    let disk_dir = file_broker
+        .as_ref()
+        .map(|b| b.data_dir().to_path_buf())
+        .unwrap_or_else(|| work.to_path_buf());
+
     // 2. End to end at a fraction of the maximum of the matching run.
     let mut e2e_runs = Vec::new();
     for acks in &a.acks {
@@ -466,15 +472,6 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             rate: Some(rate),
             ..base.clone()
         };
-        // The broker's histograms around a run.
-        let split_of = |run: &mut dyn FnMut() -> Result<()>| -> Result<BrokerSplit> {
-            let before = file_broker.as_ref().map(Broker::metrics).transpose()?;
-            run()?;
-            Ok(match (&file_broker, before) {
-                (Some(b), Some(before)) => BrokerSplit::between(&before, &b.metrics()?),
-                _ => BrokerSplit::default(),
-            })
-        };
         let broker_p99s = |split: &BrokerSplit| {
             format!(
                 "broker: Produce p99 <= {} ms, sync round p99 <= {} ms",
@@ -491,19 +488,9 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             ..spec.clone()
         };
         kafka::create_topic(&bootstrap, &paced_spec.topic, spec.partitions, &[])?;
-        let mut paced = None;
-        let paced_split = split_of(&mut || {
-            paced = Some(kafka::produce(
-                &bootstrap,
-                &paced_spec,
-                Instant::now(),
-                false,
-                true,
-                pid,
-            )?);
-            Ok(())
+        let (paced, paced_split) = BrokerSplit::around(file_broker.as_ref(), || {
+            kafka::produce(&bootstrap, &paced_spec, Instant::now(), false, true, pid)
         })?;
-        let paced = paced.expect("the paced run ran");
         say(format!(
             "produce alone at {:.0} rec/s ({} B, acks={}, {} partitions): p99 {:.2} ms; {}",
             rate,
@@ -515,12 +502,8 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         ));
         // For acks=all, what the disk itself allows at the same rate.
         let disk_floor = if matches!(acks.as_str(), "all" | "-1") {
-            let dir = file_broker
-                .as_ref()
-                .map(|b| b.data_dir().to_path_buf())
-                .unwrap_or_else(|| work.to_path_buf());
             let floor = reference::paced_sync_latency(
-                &dir,
+                &disk_dir,
                 rate * spec.record_bytes as f64,
                 plan.e2e_seconds.min(5.0),
             )?;
@@ -534,12 +517,9 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             None
         };
         kafka::create_topic(&bootstrap, &spec.topic, spec.partitions, &[])?;
-        let mut e2e = None;
-        let split = split_of(&mut || {
-            e2e = Some(kafka::end_to_end(&bootstrap, &spec, pid)?);
-            Ok(())
+        let (e2e, split) = BrokerSplit::around(file_broker.as_ref(), || {
+            kafka::end_to_end(&bootstrap, &spec, pid)
         })?;
-        let e2e = e2e.expect("the end-to-end run ran");
         say(format!(
             "end to end at {:.0} rec/s ({} B, acks={}, {} partitions): produce p99 {:.2} ms, e2e p99 {:.2} ms; {}",
             rate,
@@ -614,10 +594,6 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         "loopback TCP copy: {:.1} MB/s",
         loopback.mb_per_sec()
     ));
-    let disk_dir = file_broker
-        .as_ref()
-        .map(|b| b.data_dir().to_path_buf())
-        .unwrap_or_else(|| work.to_path_buf());
     let disk_sync = reference::disk_write(&disk_dir, plan.produce_bytes, true)?;
     let disk_end = reference::disk_write(&disk_dir, plan.produce_bytes, false)?;
     let fsync_lat = reference::fdatasync_latency(&disk_dir, if a.quick { 20 } else { 200 })?;
@@ -1010,6 +986,16 @@ struct BrokerSplit {
 }
 
 impl BrokerSplit {
+    /// Runs `run` between two scrapes of `broker` (none: an empty split).
+    fn around<T>(broker: Option<&Broker>, run: impl FnOnce() -> Result<T>) -> Result<(T, Self)> {
+        let Some(b) = broker else {
+            return Ok((run()?, BrokerSplit::default()));
+        };
+        let before = b.metrics()?;
+        let out = run()?;
+        Ok((out, BrokerSplit::between(&before, &b.metrics()?)))
+    }
+
     fn between(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BrokerSplit {
         let rounds =
             BucketSummary::between(before, after, "strata_sync_round_duration_seconds", "");
