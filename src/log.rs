@@ -104,6 +104,8 @@ pub enum LogError {
         #[source]
         source: BatchError,
     },
+    #[error("an fsync of this log failed earlier; it takes no appends until a restart recovers it from disk. dir={}", dir.display())]
+    SyncFailed { dir: PathBuf },
     #[error("log i/o failed. op={op}, file={}", path.display())]
     Io {
         op: &'static str,
@@ -179,6 +181,12 @@ pub struct Log {
     active: ActiveSegment,
     log_start_offset: i64,
     recovery_point: i64,
+    /// An fsync of this log failed. Linux may then drop the pages it could
+    /// not write and report the error once, so a later fsync can succeed
+    /// over a hole: from here on nothing is appended or made durable, until
+    /// a restart recovers the log from what is on disk (Kafka takes the log
+    /// directory offline).
+    sync_failed: bool,
 }
 
 /// A sealed segment as tiering sees it.
@@ -219,6 +227,7 @@ impl Log {
             active,
             log_start_offset: stored_start.unwrap_or(0).max(first_base),
             recovery_point: 0,
+            sync_failed: false,
         };
         let log_end_offset = log.log_end_offset();
         log.recovery_point = recovery.map_or(0, |c| c.recovery_point).min(log_end_offset);
@@ -261,6 +270,7 @@ impl Log {
         now_ms: i64,
         log_append_time: bool,
     ) -> Result<AppendInfo, LogError> {
+        self.check_sync_ok()?;
         let headers_len: usize = headers.iter().map(BatchHeader::total_len).sum();
         if headers.is_empty() || headers_len != buf.len() {
             return Err(LogError::AppendMismatch {
@@ -336,17 +346,44 @@ impl Log {
 
     /// fdatasyncs the active segment; returns the log end offset that is now
     /// durable.
-    pub fn sync(&self) -> Result<i64, LogError> {
+    pub fn sync(&mut self) -> Result<i64, LogError> {
+        self.check_sync_ok()?;
         let log_end_offset = self.log_end_offset();
-        self.active.sync()?;
+        self.active
+            .sync()
+            .inspect_err(|_| self.mark_sync_failed())?;
         Ok(log_end_offset)
     }
 
     /// The active segment's file and the current log end offset: fdatasync
     /// the file (outside any lock, for group commit) and everything below the
     /// offset is durable, since sealed segments are fsynced when they roll.
-    pub fn sync_handle(&self) -> (Arc<File>, i64) {
-        (Arc::clone(self.active.core().file()), self.log_end_offset())
+    /// Fails once an fsync of the log has failed.
+    pub fn sync_handle(&self) -> Result<(Arc<File>, i64), LogError> {
+        self.check_sync_ok()?;
+        Ok((Arc::clone(self.active.core().file()), self.log_end_offset()))
+    }
+
+    /// Records that an fsync of this log failed (here, or on a file from
+    /// [`Log::sync_handle`]): see `sync_failed`.
+    pub fn mark_sync_failed(&mut self) {
+        if !self.sync_failed {
+            tracing::error!(
+                dir = %self.dir.display(),
+                "fsync of the log failed; the partition takes no more appends until the broker restarts"
+            );
+        }
+        self.sync_failed = true;
+    }
+
+    /// Err once an fsync of the log has failed.
+    pub fn check_sync_ok(&self) -> Result<(), LogError> {
+        if self.sync_failed {
+            return Err(LogError::SyncFailed {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(())
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -560,7 +597,12 @@ impl Log {
     /// Seals the active segment and starts a new one at the log end offset.
     fn roll(&mut self) -> Result<(), LogError> {
         let log_end_offset = self.log_end_offset();
-        self.active.prepare_seal()?;
+        if let Err(e) = self.active.prepare_seal() {
+            if matches!(e, LogError::Io { op: "sync", .. }) {
+                self.mark_sync_failed();
+            }
+            return Err(e);
+        }
         let fresh = ActiveSegment::create(&self.dir, log_end_offset)?;
         let sealed = std::mem::replace(&mut self.active, fresh).into_sealed();
         self.sealed.push_back(sealed);

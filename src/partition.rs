@@ -458,8 +458,22 @@ impl Partition {
         }
     }
 
-    /// Publishes the outcome of this partition's part of a sync round.
+    /// Publishes the outcome of this partition's part of a sync round. A
+    /// failed sync marks the log failed (see [`Log::mark_sync_failed`]); once
+    /// it is, a round that succeeded publishes that failure instead, so
+    /// nothing written after a lost page is acknowledged.
     fn publish_durable(&self, res: Result<i64, PartitionError>) {
+        let res = {
+            let mut st = self.lock();
+            match (st.log.as_mut(), res) {
+                (Some(log), Err(e @ PartitionError::Sync { .. })) => {
+                    log.mark_sync_failed();
+                    Err(e)
+                }
+                (Some(log), Ok(end)) => log.check_sync_ok().map(|()| end).map_err(Into::into),
+                (_, res) => res,
+            }
+        };
         self.durable.send_modify(|d| {
             d.round += 1;
             match res {

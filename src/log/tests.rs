@@ -107,7 +107,7 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 fn empty_dir_opens_empty_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("topic-0");
-    let log = Log::open(&path, config()).unwrap();
+    let mut log = Log::open(&path, config()).unwrap();
     assert_eq!(log.dir(), path.as_path());
     assert_eq!(log.log_start_offset(), 0);
     assert_eq!(log.log_end_offset(), 0);
@@ -150,9 +150,31 @@ fn append_read_round_trip_with_consecutive_offsets() {
     assert_eq!(headers(&from_five)[0].base_offset, 4);
     assert_eq!(log.size_bytes(), all.len() as u64);
     assert_eq!(log.sync().unwrap(), 6);
-    let (file, durable) = log.sync_handle();
+    let (file, durable) = log.sync_handle().unwrap();
     file.sync_data().unwrap();
     assert_eq!(durable, 6);
+}
+
+#[test]
+fn a_failed_fsync_stops_appends_and_syncs_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config()).unwrap();
+    append(&mut log, &batch(1, 1_000, 10));
+    log.mark_sync_failed();
+    let one = batch(1, 2_000, 10);
+    let headers = validate_batches(&one, usize::MAX).unwrap();
+    let err = log.append(&one, &headers, 0, 0, false).unwrap_err();
+    assert!(matches!(err, LogError::SyncFailed { .. }), "{err}");
+    assert!(matches!(log.sync(), Err(LogError::SyncFailed { .. })));
+    assert!(matches!(
+        log.sync_handle(),
+        Err(LogError::SyncFailed { .. })
+    ));
+    assert_eq!(log.log_end_offset(), 1);
+    drop(log);
+    let mut log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(append(&mut log, &one).0.base_offset, 1);
+    assert_eq!(log.sync().unwrap(), 2);
 }
 
 #[test]

@@ -22,7 +22,12 @@
 //!
 //! Failure: a failed fdatasync is published with the partition's error; its
 //! waiters answer with it (KAFKA_STORAGE_ERROR) and the durable offset does
-//! not move, so nothing is acknowledged that the disk did not confirm.
+//! not move, so nothing is acknowledged that the disk did not confirm. The
+//! failure sticks: Linux may drop pages it could not write and report that
+//! only once, so a later fsync that succeeds proves nothing about them. The
+//! log takes no more appends and later rounds publish the failure, until a
+//! restart recovers the log from what is on disk (as Kafka takes the log
+//! directory offline).
 //!
 //! The rounds are per process: a process runs one broker.
 
@@ -92,7 +97,7 @@ async fn run_rounds() {
                 // Cleared before the handle is read: an append after this
                 // point may not be covered, so its waiter must queue again.
                 p.sync_queued.store(false, Ordering::Release);
-                let handle = p.with_log(|log, _, _| Ok(log.sync_handle()));
+                let handle = p.with_log(|log, _, _| Ok(log.sync_handle()?));
                 if let Ok((_, end)) = &handle {
                     p.sync_end.fetch_max(*end, Ordering::AcqRel);
                 }
@@ -264,6 +269,44 @@ mod tests {
         ps[0].close().expect("close");
         let err = ps[0].wait_durable(end).await.expect_err("closed");
         assert!(matches!(err, PartitionError::Closed { .. }), "{err:?}");
+    }
+
+    /// After a failed sync the partition acknowledges and appends nothing
+    /// more: Linux may drop the pages it could not write and report that
+    /// once, so a later fsync that succeeds says nothing about them. A
+    /// restart recovers the log from disk and takes appends again.
+    #[tokio::test]
+    async fn a_failed_sync_stops_acknowledgements_and_appends_until_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partitions(dir.path(), 1).remove(0);
+        let first = p.append(&one_record(), 0).expect("append").last_offset + 1;
+        p.wait_durable(first).await.expect("durable");
+        let second = p.append(&one_record(), 0).expect("append").last_offset + 1;
+
+        // What a round publishes when the partition's fdatasync fails, then
+        // what a later round publishes when its fdatasync returns fine.
+        p.publish_durable(Err(PartitionError::Sync {
+            partition: p.name(),
+            source: io::Error::from_raw_os_error(5),
+        }));
+        p.publish_durable(Ok(second));
+        assert_eq!(p.durable.borrow().offset, first);
+        let err = p.wait_durable(second).await.expect_err("not durable");
+        assert!(matches!(err, PartitionError::Sync { .. }), "{err:?}");
+        let err = p.append(&one_record(), 0).expect_err("no appends");
+        assert_eq!(
+            crate::api::error::partition_error_code(&err),
+            crate::api::error::Code::KafkaStorageError.code(),
+            "{err}"
+        );
+        assert!(err.to_string().contains("fsync"), "{err}");
+
+        p.close().expect("close");
+        drop(p);
+        let p = partitions(dir.path(), 1).remove(0);
+        let third = p.append(&one_record(), 0).expect("append").last_offset + 1;
+        assert_eq!(third, 3);
+        p.wait_durable(third).await.expect("durable after restart");
     }
 
     #[test]
