@@ -1412,11 +1412,21 @@ fn print_tables(
         }
         broker_rows(&mut t, split);
         for (how, split) in [("alone", paced_split), ("consumer tailing", split)] {
+            let mut parts = Vec::new();
+            if let Some(r) = &split.produce {
+                parts.push(format!(
+                    "{} Produce requests, {:.2} ms each on average",
+                    r.count, r.mean_ms
+                ));
+            }
             if let (Some(r), Some(p)) = (&split.rounds, split.round_partitions) {
-                rounds_note += &format!(
-                    "acks={} ({how}): {} sync rounds, {:.1} partitions and {:.2} ms each on average\n",
-                    spec.acks, r.count, p, r.mean_ms
-                );
+                parts.push(format!(
+                    "{} sync rounds, {:.1} partitions and {:.2} ms each on average",
+                    r.count, p, r.mean_ms
+                ));
+            }
+            if !parts.is_empty() {
+                rounds_note += &format!("acks={} ({how}): {}\n", spec.acks, parts.join("; "));
             }
         }
     }
