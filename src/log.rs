@@ -365,15 +365,23 @@ impl Log {
     }
 
     /// Records that an fsync of this log failed (here, or on a file from
-    /// [`Log::sync_handle`]): see `sync_failed`.
+    /// [`Log::sync_handle`]): see `sync_failed`. The recovery point drops to
+    /// the log start, so the next open scans every segment: a round's fsync
+    /// may fail after the segment it covered was sealed by a roll whose own
+    /// fsync did not see the error (the kernel reports it once per file).
     pub fn mark_sync_failed(&mut self) {
-        if !self.sync_failed {
-            tracing::error!(
-                dir = %self.dir.display(),
-                "fsync of the log failed; the partition takes no more appends until the broker restarts"
-            );
+        if self.sync_failed {
+            return;
         }
         self.sync_failed = true;
+        tracing::error!(
+            dir = %self.dir.display(),
+            "fsync of the log failed; the partition takes no more appends until the broker restarts"
+        );
+        self.recovery_point = self.recovery_point.min(self.log_start_offset);
+        if let Err(e) = self.write_recovery_point(false) {
+            tracing::error!(dir = %self.dir.display(), error = %e, "cannot lower the recovery point after a failed fsync");
+        }
     }
 
     /// Err once an fsync of the log has failed.
@@ -583,8 +591,10 @@ impl Log {
     }
 
     /// Makes everything durable and marks a clean shutdown, so the next open
-    /// scans nothing.
+    /// scans nothing. After a failed fsync it marks nothing: the next open
+    /// scans the whole log.
     pub fn close(mut self) -> Result<(), LogError> {
+        self.check_sync_ok()?;
         self.active.prepare_seal()?;
         self.recovery_point = self.log_end_offset();
         self.write_recovery_point(true)

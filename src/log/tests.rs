@@ -158,8 +158,12 @@ fn append_read_round_trip_with_consecutive_offsets() {
 #[test]
 fn a_failed_fsync_stops_appends_and_syncs_until_reopened() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path(), config()).unwrap();
-    append(&mut log, &batch(1, 1_000, 10));
+    let mut log = Log::open(dir.path(), small_segments(1_000)).unwrap();
+    for i in 0..10 {
+        append(&mut log, &batch(2, 1_000 + i, 100));
+    }
+    let recovery_point = |dir: &Path| checkpoint::read_recovery(dir).unwrap().unwrap();
+    assert!(recovery_point(dir.path()).recovery_point > 0, "rolled");
     log.mark_sync_failed();
     let one = batch(1, 2_000, 10);
     let headers = validate_batches(&one, usize::MAX).unwrap();
@@ -170,11 +174,18 @@ fn a_failed_fsync_stops_appends_and_syncs_until_reopened() {
         log.sync_handle(),
         Err(LogError::SyncFailed { .. })
     ));
-    assert_eq!(log.log_end_offset(), 1);
-    drop(log);
-    let mut log = Log::open(dir.path(), config()).unwrap();
-    assert_eq!(append(&mut log, &one).0.base_offset, 1);
-    assert_eq!(log.sync().unwrap(), 2);
+    assert_eq!(log.log_end_offset(), 20);
+    // The next open scans every segment, and a close does not undo that.
+    let recovery = recovery_point(dir.path());
+    assert_eq!(recovery.recovery_point, 0);
+    assert!(!recovery.clean_shutdown);
+    assert!(matches!(log.close(), Err(LogError::SyncFailed { .. })));
+    let recovery = recovery_point(dir.path());
+    assert_eq!(recovery.recovery_point, 0);
+    assert!(!recovery.clean_shutdown, "a failed log is not closed clean");
+    let mut log = Log::open(dir.path(), small_segments(1_000)).unwrap();
+    assert_eq!(append(&mut log, &one).0.base_offset, 20);
+    assert_eq!(log.sync().unwrap(), 21);
 }
 
 #[test]

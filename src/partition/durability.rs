@@ -301,7 +301,8 @@ mod tests {
         );
         assert!(err.to_string().contains("fsync"), "{err}");
 
-        p.close().expect("close");
+        let err = p.close().expect_err("a failed log is not closed clean");
+        assert!(err.to_string().contains("fsync"), "{err}");
         drop(p);
         let p = partitions(dir.path(), 1).remove(0);
         let third = p.append(&one_record(), 0).expect("append").last_offset + 1;
