@@ -7,11 +7,14 @@
 //! produce requests append in order; the waiting parts (acks=all
 //! durability, fetch long-polls) run concurrently, so they do not hold up
 //! the requests pipelined behind them. A writer task sends the responses in
-//! request order (Kafka's guarantee), fetched record data with sendfile.
+//! request order (Kafka's guarantee), fetched record data with sendfile; the
+//! reader yields to it before each read of the socket, so responses go out
+//! while more requests are being read.
 //!
 //! Backpressure: request bytes in flight are bounded per connection and per
 //! broker ([`RequestBytes`]); the reader waits for room before reading a
-//! frame's body and the room is given back when its response is written.
+//! frame's body (beyond what its 64 KiB read buffer already holds) and the
+//! room is given back when its response is written.
 //!
 //! Consistency: responses leave in the order requests arrived; requests that
 //! get no response (`acks=0` produce) still take their turn.
@@ -23,9 +26,10 @@ pub mod admin;
 pub mod frame;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::FutureExt;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -33,11 +37,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::broker::Broker;
+use crate::telemetry::metrics::Metrics;
 use crate::zerocopy::{self, Part};
 
 /// How many requests of one connection may be in flight at once; the reader
 /// stops reading when the writer is this far behind (backpressure).
 const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
+
+/// Read buffer of a connection.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Bounds on request bytes in flight (read, not yet answered): per broker
 /// (`queued.max.request.bytes`) and per connection. A connection that would
@@ -68,6 +76,8 @@ struct Held {
     _broker: OwnedSemaphorePermit,
     bytes: i64,
     gauge: prometheus_client::metrics::gauge::Gauge,
+    /// When its length prefix was read.
+    arrived: Instant,
 }
 
 impl Drop for Held {
@@ -121,12 +131,21 @@ async fn serve_connection(
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let (mut reader, writer) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<(api::Pending, Held)>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let (reader, writer) = stream.into_split();
+    // Pipelined requests come several to a read: one recv takes the length
+    // prefixes and bodies of all that have arrived. A body bigger than the
+    // buffer is read straight into its own.
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
+    let (tx, rx) = mpsc::channel::<(i16, api::Pending, Held)>(MAX_IN_FLIGHT_PER_CONNECTION);
     // The writer cancels this when it stops (peer gone, or a request that
     // must close the connection), which stops the reader too.
     let closed = shutdown.child_token();
-    let writer_task = tokio::spawn(write_responses(writer, rx, closed.clone()));
+    let writer_task = tokio::spawn(write_responses(
+        writer,
+        rx,
+        closed.clone(),
+        broker.metrics.clone(),
+    ));
     let connection = Arc::new(Semaphore::new(limits.connection_max as usize));
     let max = broker.config.socket_request_max_bytes;
     loop {
@@ -134,6 +153,7 @@ async fn serve_connection(
             _ = closed.cancelled() => break,
             f = frame::read_len(&mut reader, max) => f,
         };
+        let arrived = Instant::now();
         let size = match size {
             Ok(Some(size)) => size,
             Ok(None) => break,
@@ -150,7 +170,7 @@ async fn serve_connection(
         // connection or the broker has too much in flight.
         let held = tokio::select! {
             _ = closed.cancelled() => break,
-            h = hold(&connection, &limits, size, &broker) => h,
+            h = hold(&connection, &limits, size, &broker, arrived) => h,
         };
         let Some(held) = held else { break };
         let frame = tokio::select! {
@@ -167,9 +187,20 @@ async fn serve_connection(
         // Handled one at a time: what must happen in order (appends) is done
         // when this returns; waiting for durability or data continues in
         // the returned future while the next request is read.
+        let api_key = frame::api_key(&frame);
         let pending = api::handle_frame(&broker, frame).await;
-        if tx.send((pending, held)).await.is_err() {
+        if tx.send((api_key, pending, held)).await.is_err() {
             break;
+        }
+        // Before waiting on the socket again, let the writer send what is
+        // queued. Woken by the send, it waits in this worker's next-task
+        // slot, which other workers do not steal from, so without a yield it
+        // would wait for as long as pipelined requests keep this loop busy
+        // (p999 12.8 ms from read to response written at 290k records/s,
+        // against 0.8 ms with it). Requests already in the read buffer go
+        // first, so responses to one read still share a write.
+        if !frame::holds_frame(reader.buffer()) {
+            tokio::task::yield_now().await;
         }
     }
     drop(tx);
@@ -183,6 +214,7 @@ async fn hold(
     limits: &RequestBytes,
     size: usize,
     broker: &Broker,
+    arrived: Instant,
 ) -> Option<Held> {
     let want = u32::try_from(size).unwrap_or(u32::MAX).max(1);
     let c = connection
@@ -203,13 +235,15 @@ async fn hold(
         _broker: b,
         bytes: size as i64,
         gauge,
+        arrived,
     })
 }
 
 async fn write_responses(
     writer: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<(api::Pending, Held)>,
+    mut rx: mpsc::Receiver<(i16, api::Pending, Held)>,
     closed: CancellationToken,
+    metrics: Arc<Metrics>,
 ) {
     let _close_on_exit = closed.drop_guard();
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
@@ -228,7 +262,7 @@ async fn write_responses(
             }
             Err(mpsc::error::TryRecvError::Disconnected) => None,
         };
-        let Some((mut pending, held)) = next else {
+        let Some((api_key, mut pending, held)) = next else {
             break;
         };
         let outcome = match (&mut pending).now_or_never() {
@@ -250,6 +284,7 @@ async fn write_responses(
             tracing::debug!(error = %e, "response write failed; closing connection");
             break;
         }
+        metrics.observe_request_total(api_key, held.arrived.elapsed().as_secs_f64());
         drop(held);
     }
     let _ = writer.flush().await;

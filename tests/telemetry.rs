@@ -78,6 +78,18 @@ fn metrics_match_the_workload() {
     assert!(m
         .keys()
         .any(|k| k.starts_with("strata_request_duration_seconds_count{api=\"Fetch\"")));
+    // The whole time in the broker, one sample per response written (every
+    // Produce was answered before its delivery report), each one spanning
+    // the request's handling.
+    assert_eq!(
+        get("strata_request_total_seconds_count{api=\"Produce\"}"),
+        get("strata_request_duration_seconds_count{api=\"Produce\"}")
+    );
+    assert!(
+        get("strata_request_total_seconds_sum{api=\"Produce\"}")
+            >= get("strata_request_duration_seconds_sum{api=\"Produce\"}"),
+        "{m:#?}"
+    );
 
     // Consumer lag: high watermark minus the committed offset.
     {

@@ -54,6 +54,26 @@ pub async fn read_len<R: AsyncRead + Unpin>(
     Ok(Some(size as usize))
 }
 
+/// The API key a request frame starts with (-1 if it is too short), for
+/// labels before the request is decoded.
+pub fn api_key(frame: &[u8]) -> i16 {
+    match frame {
+        [a, b, ..] => i16::from_be_bytes([*a, *b]),
+        _ => -1,
+    }
+}
+
+/// Whether `buf` starts with a whole frame (length prefix and body), so
+/// reading it needs no wait on the socket.
+pub fn holds_frame(buf: &[u8]) -> bool {
+    match buf {
+        [a, b, c, d, rest @ ..] => {
+            usize::try_from(i32::from_be_bytes([*a, *b, *c, *d])).is_ok_and(|n| rest.len() >= n)
+        }
+        _ => false,
+    }
+}
+
 /// Reads a frame body of `size` bytes (after [`read_len`]).
 pub async fn read_body<R: AsyncRead + Unpin>(
     reader: &mut R,
@@ -107,5 +127,17 @@ mod tests {
         ));
         let mut empty: &[u8] = &[];
         assert!(read_frame(&mut empty, 1024).await.expect("ok").is_none());
+    }
+
+    #[test]
+    fn holds_frame_needs_the_whole_body() {
+        assert!(!holds_frame(&[]));
+        assert!(!holds_frame(&[0, 0, 0]));
+        assert!(holds_frame(&[0, 0, 0, 0]));
+        assert!(!holds_frame(&[0, 0, 0, 2, 9]));
+        assert!(holds_frame(&[0, 0, 0, 2, 9, 9]));
+        assert!(holds_frame(&[0, 0, 0, 1, 9, 0, 0]));
+        // A negative length is no frame (read_len refuses it).
+        assert!(!holds_frame(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
     }
 }

@@ -55,6 +55,7 @@ pub struct Metrics {
     pub requests: Family<ApiVersionLabels, Counter>,
     pub request_errors: Family<ApiErrorLabels, Counter>,
     pub request_duration: Family<ApiLabels, Histogram, fn() -> Histogram>,
+    pub request_total: Family<ApiLabels, Histogram, fn() -> Histogram>,
     pub bytes_in: Family<TopicLabels, Counter>,
     pub bytes_out: Family<TopicLabels, Counter>,
     pub records_in: Family<TopicLabels, Counter>,
@@ -94,6 +95,7 @@ impl Metrics {
             requests: Family::default(),
             request_errors: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
+            request_total: Family::new_with_constructor(latency_histogram),
             bytes_in: Family::default(),
             bytes_out: Family::default(),
             records_in: Family::default(),
@@ -127,6 +129,11 @@ impl Metrics {
             "strata_request_duration_seconds",
             "Time from a request's decode to its response, by API",
             m.request_duration.clone(),
+        );
+        registry.register(
+            "strata_request_total_seconds",
+            "Time from reading a request's length prefix to writing its response to the socket, by API: the decode-to-response time plus reading the body and waiting behind earlier responses of the connection",
+            m.request_total.clone(),
         );
         registry.register(
             "strata_topic_bytes_in",
@@ -250,6 +257,18 @@ impl Metrics {
             .get_or_create(&ApiLabels {
                 api: api.to_string(),
             })
+            .observe(seconds);
+    }
+
+    /// Records a request's whole time in the broker, from its length prefix
+    /// read to its response written (`api` as the raw key).
+    pub fn observe_request_total(&self, api_key: i16, seconds: f64) {
+        let api = match kafka_protocol::messages::ApiKey::try_from(api_key) {
+            Ok(k) => format!("{k:?}"),
+            Err(()) => api_key.to_string(),
+        };
+        self.request_total
+            .get_or_create(&ApiLabels { api })
             .observe(seconds);
     }
 

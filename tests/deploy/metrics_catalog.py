@@ -16,6 +16,7 @@ CATALOG: dict[str, tuple[str, frozenset[str]]] = {
     "strata_requests_total": (COUNTER, frozenset({"api", "version"})),
     "strata_request_errors_total": (COUNTER, frozenset({"api", "error"})),
     "strata_request_duration_seconds": (HISTOGRAM, frozenset({"api"})),
+    "strata_request_total_seconds": (HISTOGRAM, frozenset({"api"})),
     "strata_topic_bytes_in_total": (COUNTER, frozenset({"topic"})),
     "strata_topic_bytes_out_total": (COUNTER, frozenset({"topic"})),
     "strata_topic_records_in_total": (COUNTER, frozenset({"topic"})),
