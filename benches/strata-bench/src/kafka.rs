@@ -141,12 +141,83 @@ pub fn watermarks(bootstrap: &str, topic: &str, partitions: i32) -> Result<Vec<(
 /// time in nanoseconds since `epoch`.
 struct LatencyContext {
     epoch: Instant,
+    windows: Mutex<ClientSplit>,
     lat_us: Mutex<Vec<u32>>,
     errors: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
-impl ClientContext for LatencyContext {}
+impl ClientContext for LatencyContext {
+    /// librdkafka's statistics, every `STATS_INTERVAL_MS`: keeps the
+    /// windows of the brokers that served requests.
+    fn stats(&self, st: rdkafka::Statistics) {
+        let mut w = self.windows.lock().expect("stats lock");
+        for b in st.brokers.values().filter(|b| b.nodeid >= 0) {
+            if let (Some(q), Some(r)) = (&b.int_latency, &b.rtt) {
+                w.queue.add(q);
+                w.rtt.add(r);
+            }
+        }
+    }
+}
+
+/// How often librdkafka reports its statistics to a measured producer.
+const STATS_INTERVAL_MS: &str = "1000";
+
+/// One of librdkafka's latency figures over a run, from its per-interval
+/// windows (HDR histograms, microseconds): the count-weighted means of the
+/// windows' p50 and p99, and the largest value seen.
+#[derive(Debug, Clone, Default)]
+pub struct Windows {
+    count: i64,
+    p50_sum: f64,
+    p99_sum: f64,
+    max_us: i64,
+}
+
+impl Windows {
+    fn add(&mut self, w: &rdkafka::statistics::Window) {
+        if w.cnt <= 0 {
+            return;
+        }
+        self.count += w.cnt;
+        self.p50_sum += w.p50 as f64 * w.cnt as f64;
+        self.p99_sum += w.p99 as f64 * w.cnt as f64;
+        self.max_us = self.max_us.max(w.max);
+    }
+
+    pub fn p50_ms(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.p50_sum / self.count as f64 / 1000.0)
+    }
+
+    pub fn p99_ms(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.p99_sum / self.count as f64 / 1000.0)
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.max_us as f64 / 1000.0
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "samples": self.count,
+            "p50_ms_window_mean": self.p50_ms(),
+            "p99_ms_window_mean": self.p99_ms(),
+            "max_ms": self.max_ms(),
+        })
+    }
+}
+
+/// Where librdkafka says a producer's latency went.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSplit {
+    /// From produce() to the record's batch going into a request
+    /// (`int_latency`: linger and batching).
+    pub queue: Windows,
+    /// From a request written to its response read (`rtt`): the broker,
+    /// the network stack, and the client's own delay in reading it.
+    pub rtt: Windows,
+}
 
 impl ProducerContext for LatencyContext {
     type DeliveryOpaque = usize;
@@ -189,6 +260,7 @@ pub struct ProduceResult {
     pub secs: f64,
     pub latency: Summary,
     pub cpu: Cpu,
+    pub client: ClientSplit,
 }
 
 impl ProduceResult {
@@ -232,6 +304,7 @@ pub fn produce(
 ) -> Result<ProduceResult> {
     let ctx = LatencyContext {
         epoch,
+        windows: Mutex::new(ClientSplit::default()),
         lat_us: Mutex::new(Vec::with_capacity(spec.records as usize)),
         errors: AtomicU64::new(0),
         first_error: Mutex::new(None),
@@ -244,7 +317,8 @@ pub fn produce(
         .set("message.timeout.ms", "120000")
         .set("queue.buffering.max.messages", "100000")
         .set("queue.buffering.max.kbytes", "262144")
-        .set("batch.size", "1000000");
+        .set("batch.size", "1000000")
+        .set("statistics.interval.ms", STATS_INTERVAL_MS);
     apply(&mut config, true);
     let producer: ThreadedProducer<LatencyContext> = config.create_with_context(ctx)?;
     let pool = payload_pool(spec.record_bytes + 4096);
@@ -264,6 +338,7 @@ pub fn produce(
             .flush(OP_TIMEOUT)
             .context("flush warm-up records")?;
         producer.context().lat_us.lock().expect("lock").clear();
+        *producer.context().windows.lock().expect("lock") = ClientSplit::default();
     }
     let mark = Mark::now(broker_pid);
     let start = Instant::now();
@@ -332,12 +407,14 @@ pub fn produce(
             spec.records
         );
     }
+    let client = std::mem::take(&mut *ctx.windows.lock().expect("lock"));
     Ok(ProduceResult {
         records: spec.records,
         bytes: spec.records * spec.record_bytes as u64,
         secs,
         latency: Summary::from_micros(&mut lat),
         cpu,
+        client,
     })
 }
 

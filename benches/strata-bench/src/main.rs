@@ -204,6 +204,13 @@ fn produce_json(r: &ProduceResult) -> Value {
     })
 }
 
+fn client_json(c: &kafka::ClientSplit) -> Value {
+    json!({
+        "queue_to_request": c.queue.json(),
+        "request_round_trip": c.rtt.json(),
+    })
+}
+
 fn consume_json(r: &ConsumeResult) -> Value {
     json!({
         "records": r.records,
@@ -500,6 +507,24 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             paced.latency.p99_ms,
             broker_p99s(&paced_split)
         ));
+        // The client stack's own latency at the same rate: librdkafka
+        // against its in-process mock broker (memory only, no other process).
+        let client_floor = {
+            let mock = rdkafka::mocking::MockCluster::new(1)?;
+            mock.create_topic(&paced_spec.topic, spec.partitions, 1)?;
+            kafka::produce(
+                &mock.bootstrap_servers(),
+                &paced_spec,
+                Instant::now(),
+                false,
+                true,
+                None,
+            )?
+        };
+        say(format!(
+            "librdkafka's mock broker at {rate:.0} rec/s: p99 {:.2} ms",
+            client_floor.latency.p99_ms
+        ));
         // For acks=all, what the disk itself allows at the same rate.
         let disk_floor = if matches!(acks.as_str(), "all" | "-1") {
             let floor = reference::paced_sync_latency(
@@ -536,6 +561,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
                 max,
                 paced,
                 paced_split,
+                client_floor,
                 disk_floor,
                 e2e,
                 split,
@@ -724,11 +750,26 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         E2eRun {
             paced,
             e2e,
+            client_floor,
             disk_floor,
             ..
         },
     ) in &e2e_runs
     {
+        ratios.push(Ratio {
+            name: format!(
+                "produce p99 at {:.0}% of max ({} B acks={} {} partitions)",
+                a.e2e_fraction * 100.0,
+                spec.record_bytes,
+                spec.acks,
+                spec.partitions
+            ),
+            value: paced.latency.p99_ms,
+            unit: "ms",
+            reference_name: "librdkafka's mock broker: p99, same rate".into(),
+            reference: client_floor.latency.p99_ms,
+            target: None,
+        });
         if let Some(floor) = disk_floor {
             ratios.push(Ratio {
                 name: format!(
@@ -815,7 +856,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             v["partitions"] = json!(s.partitions);
             v
         }).collect::<Vec<_>>(),
-        "e2e": e2e_runs.iter().map(|(spec, E2eRun { max, paced, paced_split, disk_floor, e2e, split })| json!({
+        "e2e": e2e_runs.iter().map(|(spec, E2eRun { max, paced, paced_split, client_floor, disk_floor, e2e, split })| json!({
             "record_bytes": spec.record_bytes,
             "acks": spec.acks,
             "partitions": spec.partitions,
@@ -826,6 +867,8 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             "target_records_per_sec": e2e.target_rate,
             "produce_alone": produce_json(paced),
             "produce_alone_broker": paced_split.json(),
+            "produce_alone_client": client_json(&paced.client),
+            "client_floor_mock_broker": produce_json(client_floor),
             "disk_paced_sync_latency": disk_floor.as_ref().map(stats::Summary::json),
             "broker": split.json(),
             "produce": produce_json(&e2e.produce),
@@ -964,6 +1007,9 @@ struct E2eRun {
     /// The producer alone at the rate.
     paced: kafka::ProduceResult,
     paced_split: BrokerSplit,
+    /// The producer alone at the rate against librdkafka's in-process mock
+    /// broker: what the client stack itself takes on this machine.
+    client_floor: kafka::ProduceResult,
     /// acks=all: the disk's own write-to-durable latency at the rate
     /// (`reference::paced_sync_latency`).
     disk_floor: Option<stats::Summary>,
@@ -979,6 +1025,9 @@ struct BrokerSplit {
     /// Produce requests, decode to response (for acks=all, the wait for
     /// the sync round included).
     produce: Option<BucketSummary>,
+    /// Produce requests, length prefix read to response written: the above
+    /// plus reading the body and waiting behind earlier responses.
+    produce_total: Option<BucketSummary>,
     /// acks=all sync rounds: their syncfs/fdatasync time.
     rounds: Option<BucketSummary>,
     /// Partitions per sync round, on average.
@@ -1008,6 +1057,12 @@ impl BrokerSplit {
                 "strata_request_duration_seconds",
                 "api=\"Produce\"",
             ),
+            produce_total: BucketSummary::between(
+                before,
+                after,
+                "strata_request_total_seconds",
+                "api=\"Produce\"",
+            ),
             round_partitions: rounds.as_ref().map(|r| parts / r.count as f64),
             rounds,
         }
@@ -1016,6 +1071,7 @@ impl BrokerSplit {
     fn json(&self) -> serde_json::Value {
         json!({
             "produce_request": self.produce.as_ref().map(BucketSummary::json),
+            "produce_request_total": self.produce_total.as_ref().map(BucketSummary::json),
             "sync_round": self.rounds.as_ref().map(BucketSummary::json),
             "partitions_per_sync_round": self.round_partitions,
         })
@@ -1340,6 +1396,7 @@ fn print_tables(
             max,
             paced,
             paced_split,
+            client_floor,
             disk_floor,
             e2e,
             split,
@@ -1369,6 +1426,7 @@ fn print_tables(
         let broker_rows = |t: &mut Table, split: &BrokerSplit| {
             for (name, h) in [
                 ("  broker: Produce request", &split.produce),
+                ("  broker: read to response written", &split.produce_total),
                 ("  broker: sync round", &split.rounds),
             ] {
                 if let Some(h) = h {
@@ -1395,6 +1453,29 @@ fn print_tables(
             paced.cpu.cells(),
         );
         broker_rows(&mut t, paced_split);
+        for (name, w) in [
+            ("  librdkafka: queue to request", &paced.client.queue),
+            ("  librdkafka: request round trip", &paced.client.rtt),
+        ] {
+            let ms = |v: Option<f64>| v.map_or("n/a".into(), f2);
+            lead(
+                &mut t,
+                name,
+                [
+                    ms(w.p50_ms()),
+                    ms(w.p99_ms()),
+                    "".into(),
+                    ms(w.p50_ms().map(|_| w.max_ms())),
+                ],
+                ["".into(), "".into()],
+            );
+        }
+        lead(
+            &mut t,
+            "  same client, librdkafka's mock broker",
+            latency_cells(&client_floor.latency),
+            client_floor.cpu.cells(),
+        );
         if let Some(floor) = disk_floor {
             lead(
                 &mut t,
@@ -1419,6 +1500,12 @@ fn print_tables(
                     r.count, r.mean_ms
                 ));
             }
+            if let Some(r) = &split.produce_total {
+                parts.push(format!(
+                    "{:.2} ms from reading each to writing its response",
+                    r.mean_ms
+                ));
+            }
             if let (Some(r), Some(p)) = (&split.rounds, split.round_partitions) {
                 parts.push(format!(
                     "{} sync rounds, {:.1} partitions and {:.2} ms each on average",
@@ -1431,6 +1518,10 @@ fn print_tables(
         }
     }
     println!("End to end at a fixed rate ({title})\n\n{}", t.render());
+    println!(
+        "librdkafka rows: from its statistics, the count-weighted mean of each second's p50 and p99, and the largest value; \
+         mock broker: the same producer at the same rate against librdkafka's in-process mock broker (memory only), the client's own floor on this machine"
+    );
     if e2e_runs.iter().any(|(_, r)| r.split.produce.is_some()) {
         println!(
             "broker rows: from the broker's histograms, each figure the upper bound of its bucket\n{rounds_note}"
@@ -1476,10 +1567,11 @@ fn print_tables(
         ("target", true),
         ("met", false),
     ]);
-    for r in ratios
-        .iter()
-        .filter(|r| r.target.is_some() || r.name.contains("1024 B acks=all 16"))
-    {
+    for r in ratios.iter().filter(|r| {
+        r.target.is_some()
+            || r.name.contains("1024 B acks=all 16")
+            || r.reference_name.starts_with("librdkafka")
+    }) {
         t.row(vec![
             format!("{} ({})", r.name, r.unit),
             f2(r.value),
