@@ -194,8 +194,8 @@ impl Windows {
         (self.count > 0).then(|| self.p99_sum / self.count as f64 / 1000.0)
     }
 
-    pub fn max_ms(&self) -> f64 {
-        self.max_us as f64 / 1000.0
+    pub fn max_ms(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.max_us as f64 / 1000.0)
     }
 
     pub fn json(&self) -> serde_json::Value {

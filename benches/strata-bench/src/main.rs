@@ -1454,12 +1454,7 @@ fn print_tables(
             lead(
                 &mut t,
                 name,
-                [
-                    ms(w.p50_ms()),
-                    ms(w.p99_ms()),
-                    "".into(),
-                    ms(w.p50_ms().map(|_| w.max_ms())),
-                ],
+                [ms(w.p50_ms()), ms(w.p99_ms()), "".into(), ms(w.max_ms())],
                 ["".into(), "".into()],
             );
         }
