@@ -81,6 +81,7 @@
 //! futures: dropping one abandons it; a cache fill it started completes for
 //! the other waiters or is dropped with the last of them.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -137,6 +138,9 @@ pub(crate) struct StoreInner {
     pub options: TierOptions,
     pub cache: cache::ReadCache,
     pub metrics: Arc<TierMetrics>,
+    /// `file://`: the directory object paths map into, where a put cut
+    /// short leaves a staging file the store neither lists nor deletes.
+    pub local_root: Option<PathBuf>,
 }
 
 /// A handle on the object store that holds the tier. Clones share the
@@ -165,7 +169,14 @@ impl TierStore {
     /// Builds the store named by `url` with `options`.
     pub fn from_url_with(url: &str, options: TierOptions) -> Result<TierStore, TierError> {
         let built = store::build(url, &options)?;
-        Self::assemble(built.store, built.prefix, url, built.conditional, options)
+        Self::assemble(
+            built.store,
+            built.prefix,
+            url,
+            built.conditional,
+            options,
+            built.local_root,
+        )
     }
 
     /// Wraps an existing store (tests: a [`faults::FaultyStore`] around
@@ -178,7 +189,14 @@ impl TierStore {
         options: TierOptions,
     ) -> Result<TierStore, TierError> {
         let url = format!("custom://{store}/{prefix}");
-        Self::assemble(store, ObjectPath::from(prefix), &url, conditional, options)
+        Self::assemble(
+            store,
+            ObjectPath::from(prefix),
+            &url,
+            conditional,
+            options,
+            None,
+        )
     }
 
     fn assemble(
@@ -187,6 +205,7 @@ impl TierStore {
         url: &str,
         conditional: ConditionalPut,
         options: TierOptions,
+        local_root: Option<PathBuf>,
     ) -> Result<TierStore, TierError> {
         options.validate()?;
         let metrics = Arc::new(TierMetrics::default());
@@ -206,6 +225,7 @@ impl TierStore {
                 options,
                 cache,
                 metrics,
+                local_root,
             }),
         })
     }

@@ -71,6 +71,57 @@ pub struct OrphanReport {
     pub kept_young: usize,
 }
 
+/// Whether `name` is a local file store's staging file: the object's name,
+/// `#`, and digits (a put writes there, then renames). The store hides
+/// these from listings and refuses to delete them.
+fn is_staging_name(name: &str) -> bool {
+    name.split_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the staging files in `dir` older than `grace_ms` at `now_ms`:
+/// what puts cut short by a crash left behind. A missing `dir` holds none.
+async fn remove_old_staging_files(
+    dir: &std::path::Path,
+    grace_ms: i64,
+    now_ms: i64,
+) -> Result<OrphanReport, TierError> {
+    let io_err = |op: &'static str, path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |source| TierError::Io { op, path, source }
+    };
+    let mut report = OrphanReport::default();
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    while let Some(entry) = entries.next_entry().await.map_err(io_err("list", dir))? {
+        if !entry.file_name().to_str().is_some_and(is_staging_name) {
+            continue;
+        }
+        let path = entry.path();
+        let modified = entry
+            .metadata()
+            .await
+            .and_then(|m| m.modified())
+            .map_err(io_err("stat", &path))?;
+        let modified_ms = modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        if now_ms.saturating_sub(modified_ms) < grace_ms {
+            report.kept_young += 1;
+            continue;
+        }
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => report.deleted += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("delete", &path)(e)),
+        }
+    }
+    Ok(report)
+}
+
 /// The first batch at or after a timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimestampOffset {
@@ -410,7 +461,8 @@ impl RemotePartition {
     /// Removes objects under the partition that the manifest does not name
     /// and that are older than `grace` at `now_ms` (wall clock). The grace
     /// period must exceed the longest upload, whose objects exist before the
-    /// manifest names them.
+    /// manifest names them. On `file://` it also removes, by the same rule,
+    /// the staging files of puts a crash cut short, which the store hides.
     pub async fn collect_orphans(
         &self,
         grace: Duration,
@@ -447,6 +499,13 @@ impl RemotePartition {
                 }
                 Err(e) => return Err(store_err("delete", &meta.location)(e)),
             }
+        }
+        if let Some(root) = &self.inner.tier.inner.local_root {
+            let dir = root.join(self.inner.dir.as_ref());
+            let staged = remove_old_staging_files(&dir, grace_ms, now_ms).await?;
+            TierMetrics::add(&self.metrics().orphans_deleted, staged.deleted as u64);
+            report.deleted += staged.deleted;
+            report.kept_young += staged.kept_young;
         }
         Ok(report)
     }

@@ -111,6 +111,8 @@ pub(crate) struct Built {
     pub store: Arc<dyn ObjectStore>,
     pub prefix: ObjectPath,
     pub conditional: ConditionalPut,
+    /// `file://`: the directory the store maps object paths into.
+    pub local_root: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError> {
@@ -140,12 +142,14 @@ pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError
                 store: Arc::new(fs),
                 prefix: ObjectPath::default(),
                 conditional: ConditionalPut::ProcessLock,
+                local_root: Some(path),
             })
         }
         "memory" => Ok(Built {
             store: Arc::new(object_store::memory::InMemory::new()),
             prefix: ObjectPath::default(),
             conditional: ConditionalPut::Native,
+            local_root: None,
         }),
         "s3" => {
             let bucket = parsed
@@ -192,6 +196,7 @@ pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError
                 store: Arc::new(store),
                 prefix,
                 conditional: ConditionalPut::Native,
+                local_root: None,
             })
         }
         other => Err(invalid(&format!("unsupported scheme {other:?}"))),
