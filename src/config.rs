@@ -97,6 +97,12 @@ pub struct ServeArgs {
     /// kernel [default: 1048576]
     #[arg(long, env = "STRATA_LOG_WRITEBACK_BYTES")]
     pub log_writeback_bytes: Option<u64>,
+    /// TCP congestion control of client connections, e.g. cubic (set on
+    /// the Kafka listener, whose connections inherit it; one of
+    /// /proc/sys/net/ipv4/tcp_available_congestion_control) [default: the
+    /// system's, net.ipv4.tcp_congestion_control]
+    #[arg(long, env = "STRATA_TCP_CONGESTION_CONTROL")]
+    pub tcp_congestion_control: Option<String>,
     /// Request bytes in flight on the whole broker (queued.max.request.bytes);
     /// reading stops while it is reached [default: 268435456]
     #[arg(long, env = "STRATA_QUEUED_MAX_REQUEST_BYTES")]
@@ -221,6 +227,7 @@ pub struct BrokerConfig {
     pub zero_copy: bool,
     pub sync_rounds_syncfs: bool,
     pub log_writeback_bytes: u64,
+    pub tcp_congestion_control: Option<String>,
     pub queued_max_request_bytes: u64,
     pub connection_max_request_bytes: u64,
     pub message_max_bytes: u32,
@@ -389,6 +396,24 @@ impl BrokerConfig {
             interval_ms: positive("tier-interval-ms", a.tier_interval_ms.unwrap_or(5000))?,
             orphan_grace_ms: a.tier_orphan_grace_ms.unwrap_or(15 * 60 * 1000),
         };
+        let tcp_congestion_control = match a.tcp_congestion_control {
+            Some(name) if name.is_empty() => None,
+            Some(name) => {
+                // The kernel's names are at most 15 bytes (TCP_CA_NAME_MAX).
+                let plain = name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !plain || name.len() > 15 {
+                    return Err(ConfigError::invalid(
+                        "tcp-congestion-control",
+                        name,
+                        "expected an algorithm name such as cubic or bbr (at most 15 letters, digits, _ or -)",
+                    ));
+                }
+                Some(name)
+            }
+            None => None,
+        };
         let log_format = match a.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -412,6 +437,7 @@ impl BrokerConfig {
             zero_copy: a.zero_copy.unwrap_or(true),
             sync_rounds_syncfs: a.sync_rounds_syncfs.unwrap_or(true),
             log_writeback_bytes: a.log_writeback_bytes.unwrap_or(1 << 20),
+            tcp_congestion_control,
             queued_max_request_bytes,
             connection_max_request_bytes,
             message_max_bytes,
@@ -491,6 +517,7 @@ impl ServeArgs {
             zero_copy: self.zero_copy.or(file.zero_copy),
             sync_rounds_syncfs: self.sync_rounds_syncfs.or(file.sync_rounds_syncfs),
             log_writeback_bytes: self.log_writeback_bytes.or(file.log_writeback_bytes),
+            tcp_congestion_control: self.tcp_congestion_control.or(file.tcp_congestion_control),
             queued_max_request_bytes: self
                 .queued_max_request_bytes
                 .or(file.queued_max_request_bytes),
@@ -724,6 +751,20 @@ mod tests {
                     ..Default::default()
                 },
                 "connection-max-request-bytes",
+            ),
+            (
+                ServeArgs {
+                    tcp_congestion_control: Some("cubic; rm".into()),
+                    ..Default::default()
+                },
+                "tcp-congestion-control",
+            ),
+            (
+                ServeArgs {
+                    tcp_congestion_control: Some("x".repeat(16)),
+                    ..Default::default()
+                },
+                "tcp-congestion-control",
             ),
         ] {
             let e = BrokerConfig::from_args(a).unwrap_err().to_string();

@@ -60,8 +60,7 @@ async fn wait_for_signal() {
 pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir. path={}", config.data_dir.display()))?;
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = server::bind_kafka(config.listen, config.tcp_congestion_control.as_deref())
         .with_context(|| format!("cannot bind kafka listener. listen={}", config.listen))?;
     let admin_listener = TcpListener::bind(config.admin_listen)
         .await

@@ -47,6 +47,39 @@ const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
 /// Read buffer of a connection.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Binds the Kafka listener on `addr`. With `congestion` (e.g. `cubic`) the
+/// listening socket gets that TCP congestion control, which the connections
+/// it accepts inherit; an algorithm the kernel does not offer is an error
+/// naming it and the ones it does.
+pub fn bind_kafka(
+    addr: std::net::SocketAddr,
+    congestion: Option<&str>,
+) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // What tokio's own bind does: rebinding a port with connections in
+    // TIME_WAIT is fine for a listener.
+    socket.set_reuse_address(true)?;
+    if let Some(name) = congestion {
+        socket.set_tcp_congestion(name.as_bytes()).map_err(|e| {
+            let offered =
+                std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+                    .unwrap_or_default();
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot set tcp-congestion-control={name}: {e}; this kernel offers: {}",
+                    offered.trim()
+                ),
+            )
+        })?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// Bounds on request bytes in flight (read, not yet answered): per broker
 /// (`queued.max.request.bytes`) and per connection. A connection that would
 /// exceed either stops reading, before the frame body, until earlier
@@ -311,4 +344,48 @@ async fn write_frame(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The congestion control of the connection `listener` accepts from a
+    /// fresh client.
+    async fn accepted_congestion(listener: &TcpListener) -> String {
+        let addr = listener.local_addr().expect("local addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let _client = client.expect("connect");
+        let (stream, _) = accepted.expect("accept");
+        let name = socket2::SockRef::from(&stream)
+            .tcp_congestion()
+            .expect("TCP_CONGESTION");
+        String::from_utf8_lossy(&name)
+            .trim_end_matches('\0')
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_inherit_the_listeners_congestion_control() {
+        let any = "127.0.0.1:0".parse().expect("addr");
+        // reno is built into every Linux kernel.
+        let reno = bind_kafka(any, Some("reno")).expect("bind with reno");
+        assert_eq!(accepted_congestion(&reno).await, "reno");
+        let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+            .expect("system default");
+        let plain = bind_kafka(any, None).expect("bind");
+        assert_eq!(accepted_congestion(&plain).await, system.trim());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_congestion_control_is_an_error_naming_it() {
+        let any = "127.0.0.1:0".parse().expect("addr");
+        let e = bind_kafka(any, Some("nosuchcc")).expect_err("unknown algorithm");
+        let text = e.to_string();
+        assert!(text.contains("tcp-congestion-control=nosuchcc"), "{text}");
+        assert!(
+            text.contains("reno"),
+            "lists what the kernel offers: {text}"
+        );
+    }
 }

@@ -139,6 +139,33 @@ fn invalid_flag_value_fails_at_start_naming_the_key() {
 }
 
 #[test]
+fn tcp_congestion_control_is_applied_or_refused_at_start() {
+    // reno is built into every Linux kernel; the listener's connections
+    // inherit it (unit test in server.rs), and clients work as before.
+    let broker = Broker::builder()
+        .args(["--tcp-congestion-control", "reno"])
+        .start();
+    clients::smoke(&broker.bootstrap());
+    broker.assert_no_error_logs();
+
+    let out = std::process::Command::new(common::strata_bin())
+        .args(["serve", "--tcp-congestion-control", "nosuchcc"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .current_dir(tempfile::tempdir().unwrap().path())
+        .output()
+        .expect("run strata");
+    assert!(
+        !out.status.success(),
+        "strata accepted an unknown algorithm"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tcp-congestion-control=nosuchcc") && stderr.contains("reno"),
+        "error does not name the key and what the kernel offers: {stderr}"
+    );
+}
+
+#[test]
 fn advertised_listener_is_what_metadata_returns() {
     let broker = Broker::builder()
         .args(["--advertised-listener", "localhost:19092", "--node-id", "7"])
