@@ -128,6 +128,12 @@ struct Args {
     /// Skip the tier workloads (warm, cold, raw tier reads, s3://).
     #[arg(long)]
     no_tier: bool,
+    /// TCP congestion control for the brokers the tool starts
+    /// (--tcp-congestion-control) and for the loopback references' sending
+    /// sockets, so both use the same [default: the system's,
+    /// net.ipv4.tcp_congestion_control].
+    #[arg(long)]
+    tcp_congestion_control: Option<String>,
     /// Keep the work directory (broker data and logs) at the end.
     #[arg(long)]
     keep: bool,
@@ -320,9 +326,16 @@ fn run(a: &Args) -> Result<()> {
     let work = base.join(format!("strata-bench-{}-{}", std::process::id(), unix_ms()));
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     say(format!(
-        "work dir {}; /proc/loadavg: {}",
+        "work dir {}; /proc/loadavg: {}; TCP congestion control: {}",
         work.display(),
-        loadavg()
+        loadavg(),
+        match &a.tcp_congestion_control {
+            Some(cc) => format!("{cc} (--tcp-congestion-control)"),
+            None => format!(
+                "{} (the system's default)",
+                reference::system_congestion_control().unwrap_or_else(|| "unknown".into())
+            ),
+        }
     ));
     let result = run_in(a, &plan, &work);
     if a.keep || result.is_err() {
@@ -344,6 +357,9 @@ fn broker_args(a: &Args, plan: &Plan, tier_url: &str, dir: &Path) -> Vec<String>
         "--tier-chunk-bytes".into(),
         a.tier_chunk_bytes.to_string(),
     ];
+    if let Some(cc) = &a.tcp_congestion_control {
+        args.extend(["--tcp-congestion-control".into(), cc.clone()]);
+    }
     if let Some(bytes) = a.tier_disk_cache_bytes {
         args.extend([
             "--tier-cache-dir".into(),
@@ -615,10 +631,16 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
     say(format!("hot consume: {:.1} MB/s", hot.mb_per_sec()));
 
     // 4. Physical references for the above.
-    let loopback = reference::loopback_copy(hot.bytes)?;
+    let cc = a.tcp_congestion_control.as_deref();
+    let loopback = reference::loopback_copy(hot.bytes, cc)?;
     say(format!(
         "loopback TCP copy: {:.1} MB/s",
         loopback.mb_per_sec()
+    ));
+    let sendfile_ref = reference::loopback_sendfile(work, hot.bytes, cc)?;
+    say(format!(
+        "loopback sendfile copy: {:.1} MB/s",
+        sendfile_ref.mb_per_sec()
     ));
     let disk_sync = reference::disk_write(&disk_dir, plan.produce_bytes, true)?;
     let disk_end = reference::disk_write(&disk_dir, plan.produce_bytes, false)?;
@@ -692,6 +714,14 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         reference_name: "loopback TCP copy".into(),
         reference: loopback.mb_per_sec(),
         target: Some((0.60, true)),
+    });
+    ratios.push(Ratio {
+        name: "hot consume".into(),
+        value: hot.mb_per_sec(),
+        unit: "MB/s",
+        reference_name: "loopback sendfile copy".into(),
+        reference: sendfile_ref.mb_per_sec(),
+        target: None,
     });
     for (spec, r) in &produce_rows {
         let is_target = spec.record_bytes == 1024 && spec.acks == "all" && spec.partitions == 16;
@@ -808,6 +838,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         &disk_end,
         &hot,
         &loopback,
+        &sendfile_ref,
         &tiers,
         &e2e_runs,
         &fsync_lat,
@@ -827,6 +858,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             "bootstrap": a.bootstrap,
             "tier_cache_memory_bytes": strata_bin.as_ref().map(|_| plan.cache_bytes),
             "tier_chunk_bytes": strata_bin.as_ref().map(|_| a.tier_chunk_bytes),
+            "tcp_congestion_control": a.tcp_congestion_control,
         },
         "settings": {
             "produce_bytes_per_run": plan.produce_bytes,
@@ -881,6 +913,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         },
         "references": {
             "loopback_tcp": transfer_json(&loopback),
+            "loopback_sendfile": transfer_json(&sendfile_ref),
             "disk_fdatasync_1mib": transfer_json(&disk_sync),
             "disk_fdatasync_end": transfer_json(&disk_end),
             "fdatasync_4kib_latency": fsync_lat.json(),
@@ -1183,6 +1216,7 @@ fn machine_json() -> Value {
         "os": std::env::consts::OS,
         "loadavg_at_start": LOADAVG_AT_START.get(),
         "loadavg_at_end": loadavg(),
+        "tcp_congestion_control_default": reference::system_congestion_control(),
     })
 }
 
@@ -1267,6 +1301,7 @@ fn print_tables(
     disk_end: &Transfer,
     hot: &ConsumeResult,
     loopback: &Transfer,
+    sendfile_ref: &Transfer,
     tiers: &[TierRun],
     e2e_runs: &[(ProduceSpec, E2eRun)],
     fsync_lat: &stats::Summary,
@@ -1342,6 +1377,12 @@ fn print_tables(
         hot,
         "loopback TCP copy",
         loopback.mb_per_sec(),
+    );
+    row(
+        format!("hot, replay set ({consume_record_size} B)"),
+        hot,
+        "loopback sendfile copy",
+        sendfile_ref.mb_per_sec(),
     );
     for tr in tiers {
         let b = tr.backend;
@@ -1524,6 +1565,10 @@ fn print_tables(
     ]);
     let mut refs = vec![
         ("loopback TCP copy (1 MiB writes)".to_string(), *loopback),
+        (
+            "loopback sendfile copy (from the page cache)".to_string(),
+            *sendfile_ref,
+        ),
         ("disk write, fdatasync every 1 MiB".to_string(), *disk_sync),
         ("disk write, fdatasync at the end".to_string(), *disk_end),
     ];

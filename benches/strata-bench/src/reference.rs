@@ -32,8 +32,74 @@ impl Transfer {
 }
 
 /// Sends `bytes` over one loopback TCP connection with 1 MiB writes and
-/// reads; the time runs from connect to the last byte received.
-pub fn loopback_copy(bytes: u64) -> Result<Transfer> {
+/// reads; the time runs from connect to the last byte received. The
+/// sending socket uses `congestion` (the TCP congestion control the broker
+/// was given) or the system's default.
+pub fn loopback_copy(bytes: u64, congestion: Option<&str>) -> Result<Transfer> {
+    let buf = crate::kafka::payload_pool(BUF);
+    loopback(bytes, congestion, |mut s| {
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(BUF as u64) as usize;
+            s.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    })
+}
+
+/// Sends `bytes` over one loopback TCP connection from a file in `dir`
+/// that is in the page cache (written just before), with the broker's own
+/// zero-copy send ([`strata::zerocopy::send_file`], sendfile(2)); the
+/// receiver reads with 1 MiB reads. This is what the zero-copy fetch path
+/// itself allows on this machine. The file is removed.
+pub fn loopback_sendfile(dir: &Path, bytes: u64, congestion: Option<&str>) -> Result<Transfer> {
+    let path = dir.join(format!("strata-bench-sendfile-{}.tmp", std::process::id()));
+    let file_len = bytes.clamp(1, 256 << 20);
+    {
+        let buf = crate::kafka::payload_pool(BUF);
+        let mut f = File::create(&path).with_context(|| format!("create {}", path.display()))?;
+        let mut left = file_len;
+        while left > 0 {
+            let n = left.min(BUF as u64) as usize;
+            f.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+    }
+    let file = File::open(&path).with_context(|| format!("open {}", path.display()));
+    let _ = std::fs::remove_file(&path);
+    let file = std::sync::Arc::new(file?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    loopback(bytes, congestion, |s| {
+        rt.block_on(async {
+            s.set_nonblocking(true)?;
+            let s = tokio::net::TcpStream::from_std(s)?;
+            let (mut at, mut left) = (0u64, bytes);
+            while left > 0 {
+                let region = strata::zerocopy::FileRegion {
+                    file: std::sync::Arc::clone(&file),
+                    position: at,
+                    len: left.min(file_len - at),
+                };
+                strata::zerocopy::send_file(&s, &region).await?;
+                left -= region.len;
+                at = (at + region.len) % file_len;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// One loopback TCP connection: `send` gets the connected socket and sends
+/// `bytes` on it; a thread reads them with 1 MiB reads. The time runs from
+/// connect to the last byte received.
+fn loopback(
+    bytes: u64,
+    congestion: Option<&str>,
+    send: impl FnOnce(TcpStream) -> Result<()>,
+) -> Result<Transfer> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let reader = std::thread::spawn(move || -> Result<u64> {
@@ -48,16 +114,15 @@ pub fn loopback_copy(bytes: u64) -> Result<Transfer> {
             got += n as u64;
         }
     });
-    let buf = crate::kafka::payload_pool(BUF);
     let start = Instant::now();
-    let mut s = TcpStream::connect(addr)?;
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(BUF as u64) as usize;
-        s.write_all(&buf[..n])?;
-        left -= n as u64;
+    let s = TcpStream::connect(addr)?;
+    if let Some(name) = congestion {
+        socket2::SockRef::from(&s)
+            .set_tcp_congestion(name.as_bytes())
+            .with_context(|| format!("TCP congestion control {name}"))?;
     }
-    drop(s);
+    // The socket is closed when `send` returns, so the reader sees the end.
+    send(s)?;
     let got = reader
         .join()
         .map_err(|_| anyhow!("loopback reader panicked"))??;
@@ -66,6 +131,14 @@ pub fn loopback_copy(bytes: u64) -> Result<Transfer> {
         bail!("loopback copy received {got} of {bytes} bytes");
     }
     Ok(Transfer { bytes, secs })
+}
+
+/// The TCP congestion control new connections get by default
+/// (net.ipv4.tcp_congestion_control).
+pub fn system_congestion_control() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Writes `bytes` sequentially in 1 MiB writes to a new file in `dir`;
@@ -533,10 +606,17 @@ mod tests {
     #[test]
     fn loopback_and_disk_move_every_byte() {
         assert_eq!(
-            loopback_copy(3 * BUF as u64 + 7).unwrap().bytes,
+            loopback_copy(3 * BUF as u64 + 7, None).unwrap().bytes,
             3 * BUF as u64 + 7
         );
         let d = std::env::temp_dir();
+        // reno is built into every Linux kernel.
+        assert_eq!(
+            loopback_sendfile(&d, 3 * BUF as u64 + 7, Some("reno"))
+                .unwrap()
+                .bytes,
+            3 * BUF as u64 + 7
+        );
         assert_eq!(
             disk_write(&d, BUF as u64 + 1, true).unwrap().bytes,
             BUF as u64 + 1
