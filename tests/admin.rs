@@ -119,19 +119,23 @@ fn settings_from_environment() {
     broker.assert_no_error_logs();
 }
 
-#[test]
-fn invalid_flag_value_fails_at_start_naming_the_key() {
+/// Starts `strata serve` with `args` on free ports, expects it to exit
+/// with an error, and returns its stderr.
+fn serve_fails(args: &[&str]) -> String {
     let out = std::process::Command::new(common::strata_bin())
-        .args(["serve", "--num-partitions", "not-a-number"])
+        .arg("serve")
+        .args(args)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .current_dir(tempfile::tempdir().unwrap().path())
         .output()
         .expect("run strata");
-    assert!(
-        !out.status.success(),
-        "strata accepted --num-partitions not-a-number"
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "strata accepted {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn invalid_flag_value_fails_at_start_naming_the_key() {
+    let stderr = serve_fails(&["--num-partitions", "not-a-number"]);
     assert!(
         stderr.contains("num-partitions"),
         "error does not name the key: {stderr}"
@@ -148,17 +152,7 @@ fn tcp_congestion_control_is_applied_or_refused_at_start() {
     clients::smoke(&broker.bootstrap());
     broker.assert_no_error_logs();
 
-    let out = std::process::Command::new(common::strata_bin())
-        .args(["serve", "--tcp-congestion-control", "nosuchcc"])
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .current_dir(tempfile::tempdir().unwrap().path())
-        .output()
-        .expect("run strata");
-    assert!(
-        !out.status.success(),
-        "strata accepted an unknown algorithm"
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_fails(&["--tcp-congestion-control", "nosuchcc"]);
     assert!(
         stderr.contains("tcp-congestion-control=nosuchcc") && stderr.contains("reno"),
         "error does not name the key and what the kernel offers: {stderr}"
