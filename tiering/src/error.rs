@@ -218,6 +218,18 @@ fn store_error_is_retriable(e: &object_store::Error) -> bool {
     )
 }
 
+/// Builds a [`TierError::Io`] for `op` on the local file `path`.
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> TierError + 'a {
+    move |source| TierError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
 /// Builds a [`TierError::Store`] for `op` on `path`.
 pub(crate) fn store_err<'a>(
     op: &'static str,

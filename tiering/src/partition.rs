@@ -15,7 +15,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, UpdateVersion};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::store_err;
+use crate::error::{io_err, store_err};
 use crate::layout::{self, PartitionKey, MANIFEST_NAME};
 use crate::manifest::{Manifest, SegmentMeta};
 use crate::metrics::TierMetrics;
@@ -86,10 +86,6 @@ async fn remove_old_staging_files(
     grace_ms: i64,
     now_ms: i64,
 ) -> Result<OrphanReport, TierError> {
-    let io_err = |op: &'static str, path: &std::path::Path| {
-        let path = path.display().to_string();
-        move |source| TierError::Io { op, path, source }
-    };
     let mut report = OrphanReport::default();
     let mut entries = match tokio::fs::read_dir(dir).await {
         Ok(e) => e,
@@ -106,10 +102,7 @@ async fn remove_old_staging_files(
             .await
             .and_then(|m| m.modified())
             .map_err(io_err("stat", &path))?;
-        let modified_ms = modified
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        if now_ms.saturating_sub(modified_ms) < grace_ms {
+        if now_ms.saturating_sub(unix_ms(modified)) < grace_ms {
             report.kept_young += 1;
             continue;
         }
@@ -120,6 +113,12 @@ async fn remove_old_staging_files(
         }
     }
     Ok(report)
+}
+
+/// Milliseconds since the Unix epoch at `t` (0 before it).
+fn unix_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The first batch at or after a timestamp.

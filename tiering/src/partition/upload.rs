@@ -9,8 +9,8 @@ use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::RemotePartition;
-use crate::error::store_err;
+use super::{unix_ms, RemotePartition};
+use crate::error::{io_err, store_err};
 use crate::layout;
 use crate::manifest::{AddOutcome, ObjectKind, ObjectRef, SegmentMeta};
 use crate::metrics::TierMetrics;
@@ -127,19 +127,8 @@ struct Written {
     chunk_crcs: Option<Bytes>,
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TierError + 'a {
-    move |source| TierError::Io {
-        op,
-        path: path.display().to_string(),
-        source,
-    }
-}
-
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    unix_ms(std::time::SystemTime::now())
 }
 
 impl RemotePartition {
