@@ -38,14 +38,26 @@ impl Transfer {
 pub fn loopback_copy(bytes: u64, congestion: Option<&str>) -> Result<Transfer> {
     let buf = crate::kafka::payload_pool(BUF);
     loopback(bytes, congestion, |mut s| {
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(BUF as u64) as usize;
-            s.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
-        Ok(())
+        write_chunks(&mut s, &buf, bytes, |_| Ok(()))
     })
+}
+
+/// Writes `bytes` to `w` in writes of `buf`'s length (the last one
+/// shorter), calling `after` after each write.
+fn write_chunks<W: Write>(
+    w: &mut W,
+    buf: &[u8],
+    bytes: u64,
+    mut after: impl FnMut(&mut W) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        w.write_all(&buf[..n])?;
+        after(w)?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// Sends `bytes` over one loopback TCP connection from a file in `dir`
@@ -57,14 +69,10 @@ pub fn loopback_sendfile(dir: &Path, bytes: u64, congestion: Option<&str>) -> Re
     let path = dir.join(format!("strata-bench-sendfile-{}.tmp", std::process::id()));
     let file_len = bytes.clamp(1, 256 << 20);
     {
-        let buf = crate::kafka::payload_pool(BUF);
         let mut f = File::create(&path).with_context(|| format!("create {}", path.display()))?;
-        let mut left = file_len;
-        while left > 0 {
-            let n = left.min(BUF as u64) as usize;
-            f.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
+        write_chunks(&mut f, &crate::kafka::payload_pool(BUF), file_len, |_| {
+            Ok(())
+        })?;
     }
     let file = File::open(&path).with_context(|| format!("open {}", path.display()));
     let _ = std::fs::remove_file(&path);
@@ -149,15 +157,12 @@ pub fn disk_write(dir: &Path, bytes: u64, sync_every: bool) -> Result<Transfer> 
     let buf = crate::kafka::payload_pool(BUF);
     let start = Instant::now();
     let mut f = File::create(&path).with_context(|| format!("create {}", path.display()))?;
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(BUF as u64) as usize;
-        f.write_all(&buf[..n])?;
+    write_chunks(&mut f, &buf, bytes, |f| {
         if sync_every {
             f.sync_data()?;
         }
-        left -= n as u64;
-    }
+        Ok(())
+    })?;
     f.sync_data()?;
     let secs = start.elapsed().as_secs_f64();
     drop(f);
