@@ -119,6 +119,10 @@ pub use uploader::{UploadTicket, Uploader, UploaderConfig};
 
 use error::store_err;
 
+/// The directory under the tier's prefix that the start-up probe writes in;
+/// every other directory there is a cluster's.
+const PROBE_DIR: &str = "_probe";
+
 /// A topic found in the tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteTopic {
@@ -301,7 +305,7 @@ impl TierStore {
     /// Start-up check: write, read back and delete a probe object, so a
     /// misconfigured tier fails at start rather than at the first upload.
     pub async fn probe(&self, unique: &str) -> Result<(), TierError> {
-        let name = format!("_probe/{unique}");
+        let name = format!("{PROBE_DIR}/{unique}");
         let body = Bytes::from(format!("strata tier probe {unique}"));
         self.put(&name, body.clone()).await?;
         let back = self.get(&name).await?;
@@ -311,10 +315,8 @@ impl TierStore {
         self.delete(&name).await
     }
 
-    /// Topics (and their partitions) the tier holds for `cluster_id`, for
-    /// restoring a cluster from the bucket alone. Directories whose names do
-    /// not parse as `<topic>-<32 hex digits>` are skipped.
-    /// Cluster ids with data under this tier's prefix.
+    /// Cluster ids with data under this tier's prefix: every directory but
+    /// the probe's. Cluster ids are base64url, so one may begin with `_`.
     pub async fn list_clusters(&self) -> Result<Vec<String>, TierError> {
         let root = self.inner.prefix.clone();
         let listing = self
@@ -327,7 +329,7 @@ impl TierStore {
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(String::from))
-            .filter(|n| !n.starts_with('_'))
+            .filter(|n| n != PROBE_DIR)
             .collect();
         ids.sort();
         Ok(ids)
@@ -350,6 +352,9 @@ impl TierStore {
         Ok(found)
     }
 
+    /// Topics (and their partitions) the tier holds for `cluster_id`, for
+    /// restoring a cluster from the bucket alone. Directories whose names do
+    /// not parse as `<topic>-<32 hex digits>` are skipped.
     pub async fn list_remote_topics(
         &self,
         cluster_id: &str,
@@ -463,14 +468,22 @@ mod listing_tests {
             )
             .await
             .expect("put");
+            // One cluster id in 64 begins with '_' (base64url).
+            s.put(
+                &format!("_IF3az0GQICmbYIvHMdm5A/orders-{id}/2/manifest.json"),
+                Bytes::from_static(b"{}"),
+            )
+            .await
+            .expect("put");
             assert_eq!(
                 s.list_clusters().await.expect("clusters"),
-                vec!["c1", "c2"],
+                vec!["_IF3az0GQICmbYIvHMdm5A", "c1", "c2"],
                 "{url}"
             );
             let found = s.find_remote_topic("orders").await.expect("find");
-            assert_eq!(found.len(), 2, "{url}: {found:?}");
-            assert_eq!(found[1].1.partitions, vec![1]);
+            assert_eq!(found.len(), 3, "{url}: {found:?}");
+            assert_eq!(found[0].1.partitions, vec![2]);
+            assert_eq!(found[2].1.partitions, vec![1]);
         }
     }
 }
