@@ -642,6 +642,20 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         "loopback sendfile copy: {:.1} MB/s",
         sendfile_ref.mb_per_sec()
     ));
+    // The same consumer over the same records served by librdkafka's
+    // in-process mock broker (memory only, no other process): how fast the
+    // client itself takes them in on this machine.
+    let mock_consume = {
+        let mock = rdkafka::mocking::MockCluster::new(1)?;
+        mock.create_topic(&consume_topic, a.consume_partitions, 1)?;
+        let bootstrap = mock.bootstrap_servers();
+        fill(&bootstrap, &consume_topic, None)?;
+        kafka::consume_all(&bootstrap, &consume_topic, a.consume_partitions, None)?
+    };
+    say(format!(
+        "the same consumer from librdkafka's mock broker: {:.1} MB/s",
+        mock_consume.mb_per_sec()
+    ));
     let disk_sync = reference::disk_write(&disk_dir, plan.produce_bytes, true)?;
     let disk_end = reference::disk_write(&disk_dir, plan.produce_bytes, false)?;
     let fsync_lat = reference::fdatasync_latency(&disk_dir, if a.quick { 20 } else { 200 })?;
@@ -706,23 +720,40 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
     }
 
     // 6. Report.
-    let mut ratios = Vec::new();
-    ratios.push(Ratio {
-        name: "hot consume".into(),
-        value: hot.mb_per_sec(),
-        unit: "MB/s",
-        reference_name: "loopback TCP copy".into(),
-        reference: loopback.mb_per_sec(),
-        target: Some((0.60, true)),
-    });
-    ratios.push(Ratio {
-        name: "hot consume".into(),
-        value: hot.mb_per_sec(),
-        unit: "MB/s",
-        reference_name: "loopback sendfile copy".into(),
-        reference: sendfile_ref.mb_per_sec(),
-        target: None,
-    });
+    let mut ratios = vec![
+        Ratio {
+            name: "hot consume".into(),
+            value: hot.mb_per_sec(),
+            unit: "MB/s",
+            reference_name: "loopback TCP copy".into(),
+            reference: loopback.mb_per_sec(),
+            target: Some((0.60, true)),
+        },
+        Ratio {
+            name: "hot consume".into(),
+            value: hot.mb_per_sec(),
+            unit: "MB/s",
+            reference_name: "loopback sendfile copy".into(),
+            reference: sendfile_ref.mb_per_sec(),
+            target: None,
+        },
+        Ratio {
+            name: "hot consume".into(),
+            value: hot.mb_per_sec(),
+            unit: "MB/s",
+            reference_name: "librdkafka's mock broker, same consumer".into(),
+            reference: mock_consume.mb_per_sec(),
+            target: None,
+        },
+        Ratio {
+            name: "same consumer, librdkafka's mock broker".into(),
+            value: mock_consume.mb_per_sec(),
+            unit: "MB/s",
+            reference_name: "loopback TCP copy".into(),
+            reference: loopback.mb_per_sec(),
+            target: None,
+        },
+    ];
     for (spec, r) in &produce_rows {
         let is_target = spec.record_bytes == 1024 && spec.acks == "all" && spec.partitions == 16;
         ratios.push(Ratio {
@@ -839,6 +870,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         &hot,
         &loopback,
         &sendfile_ref,
+        &mock_consume,
         &tiers,
         &e2e_runs,
         &fsync_lat,
@@ -914,6 +946,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         "references": {
             "loopback_tcp": transfer_json(&loopback),
             "loopback_sendfile": transfer_json(&sendfile_ref),
+            "consume_mock_broker": consume_json(&mock_consume),
             "disk_fdatasync_1mib": transfer_json(&disk_sync),
             "disk_fdatasync_end": transfer_json(&disk_end),
             "fdatasync_4kib_latency": fsync_lat.json(),
@@ -1302,6 +1335,7 @@ fn print_tables(
     hot: &ConsumeResult,
     loopback: &Transfer,
     sendfile_ref: &Transfer,
+    mock_consume: &ConsumeResult,
     tiers: &[TierRun],
     e2e_runs: &[(ProduceSpec, E2eRun)],
     fsync_lat: &stats::Summary,
@@ -1384,6 +1418,18 @@ fn print_tables(
         "loopback sendfile copy",
         sendfile_ref.mb_per_sec(),
     );
+    row(
+        format!("hot, replay set ({consume_record_size} B)"),
+        hot,
+        "same consumer, mock broker",
+        mock_consume.mb_per_sec(),
+    );
+    row(
+        format!("replay set from librdkafka's mock broker ({consume_record_size} B)"),
+        mock_consume,
+        "loopback TCP copy",
+        loopback.mb_per_sec(),
+    );
     for tr in tiers {
         let b = tr.backend;
         row(
@@ -1408,6 +1454,10 @@ fn print_tables(
     println!(
         "Consume, one consumer, whole topic from the start\n\n{}",
         t.render()
+    );
+    println!(
+        "mock broker: the same consumer over the same records from librdkafka's in-process mock broker (memory only), \
+         the client's own ceiling on this machine"
     );
 
     let mut t = Table::new(&[

@@ -103,6 +103,8 @@ fn quick_run_writes_every_figure() {
         "consume.file.cold.mb_per_sec",
         "consume.file.cold_broker_peak_rss_bytes",
         "references.loopback_tcp.mb_per_sec",
+        "references.loopback_sendfile.mb_per_sec",
+        "references.consume_mock_broker.mb_per_sec",
         "references.disk_fdatasync_1mib.mb_per_sec",
         "references.disk_fdatasync_end.mb_per_sec",
         "references.file_tier_reads.mb_per_sec",
