@@ -217,6 +217,11 @@ fn client_json(c: &kafka::ClientSplit) -> Value {
     })
 }
 
+/// The label of the replay set read by the same consumer from librdkafka's
+/// mock broker, wherever it is printed (a "librdkafka" reference is shown
+/// in the Targets table).
+const MOCK_CONSUMER: &str = "librdkafka's mock broker, same consumer";
+
 fn consume_json(r: &ConsumeResult) -> Value {
     json!({
         "records": r.records,
@@ -741,12 +746,12 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             name: "hot consume".into(),
             value: hot.mb_per_sec(),
             unit: "MB/s",
-            reference_name: "librdkafka's mock broker, same consumer".into(),
+            reference_name: MOCK_CONSUMER.into(),
             reference: mock_consume.mb_per_sec(),
             target: None,
         },
         Ratio {
-            name: "same consumer, librdkafka's mock broker".into(),
+            name: MOCK_CONSUMER.into(),
             value: mock_consume.mb_per_sec(),
             unit: "MB/s",
             reference_name: "loopback TCP copy".into(),
@@ -1421,7 +1426,7 @@ fn print_tables(
     row(
         format!("hot, replay set ({consume_record_size} B)"),
         hot,
-        "same consumer, mock broker",
+        MOCK_CONSUMER,
         mock_consume.mb_per_sec(),
     );
     row(
