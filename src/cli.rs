@@ -44,7 +44,7 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Print records of a topic to stdout (kcat -C)
     Consume(ConsumeArgs),
-    /// Tiered storage: per-partition status, restore a topic from the tier
+    /// Tiered storage: per-partition status, restore a topic from the tier, repair a manifest
     Tier(tier::TierArgs),
 }
 

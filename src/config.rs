@@ -247,6 +247,24 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// The options of the tier store these settings name.
+    pub fn tier_options(&self) -> tiering::TierOptions {
+        let t = &self.tier;
+        tiering::TierOptions {
+            s3: tiering::S3Options {
+                endpoint: t.s3_endpoint.clone(),
+                region: t.s3_region.clone(),
+                ..Default::default()
+            },
+            chunk_size: t.chunk_bytes,
+            prefetch_chunks: t.prefetch_chunks,
+            memory_cache_bytes: t.cache_memory_bytes,
+            disk_cache_dir: t.cache_dir.clone(),
+            disk_cache_bytes: t.cache_disk_bytes,
+            ..Default::default()
+        }
+    }
+
     /// Merges the file named by `--config` (if any) under the flags and
     /// environment already parsed into `args`, applies defaults and validates.
     pub fn load(args: ServeArgs) -> Result<BrokerConfig, ConfigError> {

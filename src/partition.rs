@@ -228,6 +228,16 @@ impl Partition {
         if epochs.assign(leader_epoch, leo) || epochs_changed {
             store_epochs(&dir, &epochs);
         }
+        // The tier's offsets as last known here, until the manifest is read:
+        // a manifest that cannot be read must not move the log start.
+        let (tier_start, tier_last) = match &remote {
+            Some(r) => {
+                r.keep_local_copy(dir.join(TIER_MANIFEST_COPY));
+                r.last_known_manifest()
+                    .map_or((-1, -1), |m| tier_offsets(&m))
+            }
+            None => (-1, -1),
+        };
         let (high_watermark, _) = watch::channel(leo);
         let (durable, _) = watch::channel(Durable {
             offset: leo,
@@ -251,8 +261,8 @@ impl Partition {
             sync_queued: AtomicBool::new(false),
             sync_end: AtomicI64::new(leo),
             remote,
-            tier_start: AtomicI64::new(-1),
-            tier_last: AtomicI64::new(-1),
+            tier_start: AtomicI64::new(tier_start),
+            tier_last: AtomicI64::new(tier_last),
         })
     }
 
@@ -632,23 +642,11 @@ impl Partition {
         let Some(remote) = &self.remote else {
             return Ok(());
         };
-        let start = remote
-            .log_start_offset()
-            .await
-            .map_err(|e| self.tier_err(e))?;
-        let last = remote
-            .last_uploaded_offset()
-            .await
-            .map_err(|e| self.tier_err(e))?;
-        // The tier counts for reads only while it holds offsets at or after
-        // its start (DeleteRecords may move the start past its end).
-        let readable_start = match (start, last) {
-            (Some(s), Some(l)) if s <= l => s,
-            _ => -1,
-        };
+        let manifest = remote.manifest().await.map_err(|e| self.tier_err(e))?;
+        let (readable_start, last) = tier_offsets(&manifest);
         self.tier_start.store(readable_start, Ordering::Release);
-        self.tier_last.store(last.unwrap_or(-1), Ordering::Release);
-        if let Some(last) = last.filter(|l| self.log_end_offset() <= *l) {
+        self.tier_last.store(last, Ordering::Release);
+        if last >= 0 && self.log_end_offset() <= last {
             self.restart_after_tier(remote, last).await?;
         }
         Ok(())
@@ -1019,4 +1017,20 @@ fn replay(
         }
     }
     Ok(())
+}
+
+/// The file in a partition's directory that mirrors its tier manifest.
+pub const TIER_MANIFEST_COPY: &str = "tier-manifest.json";
+
+/// The tier's (readable start, last offset) by a manifest, -1 for none. The
+/// tier counts for reads only while it holds offsets at or after its start
+/// (DeleteRecords may move the start past its end).
+fn tier_offsets(m: &tiering::Manifest) -> (i64, i64) {
+    let last = m.last_offset().unwrap_or(-1);
+    let start = if !m.segments.is_empty() && m.log_start_offset <= last {
+        m.log_start_offset
+    } else {
+        -1
+    };
+    (start, last)
 }

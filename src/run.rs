@@ -119,20 +119,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
             .context("cannot register broker in metadata")?;
     }
 
-    let t = &config.tier;
-    let tier_options = tiering::TierOptions {
-        s3: tiering::S3Options {
-            endpoint: t.s3_endpoint.clone(),
-            region: t.s3_region.clone(),
-            ..Default::default()
-        },
-        chunk_size: t.chunk_bytes,
-        prefetch_chunks: t.prefetch_chunks,
-        memory_cache_bytes: t.cache_memory_bytes,
-        disk_cache_dir: t.cache_dir.clone(),
-        disk_cache_bytes: t.cache_disk_bytes,
-        ..Default::default()
-    };
+    let tier_options = config.tier_options();
     let tier = tiering::TierStore::from_url_with(&config.tier_url, tier_options)
         .with_context(|| format!("invalid tier settings. tier-url={}", config.tier_url))?;
     tier.probe(&format!(

@@ -51,13 +51,17 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
                 return;
             }
             if let Err(e) = tend(&p, &uploader, collect_orphans.then_some(grace)).await {
-                if e.is_retriable() {
+                if e.is_manifest_unusable() {
+                    // The tier logged it at ERROR when it became so; once.
+                    tracing::debug!(partition = %p.name(), error = %e, "tier pass skipped: manifest unusable");
+                } else if e.is_retriable() {
                     tracing::debug!(partition = %p.name(), error = %e, "tier pass failed; retrying next pass");
                 } else {
                     tracing::warn!(partition = %p.name(), error = %e, "tier pass failed");
                 }
             }
         }
+        broker.metrics.tier_passes.inc();
     }
 }
 
@@ -71,14 +75,22 @@ enum PassError {
 }
 
 impl PassError {
-    fn is_retriable(&self) -> bool {
+    fn tier(&self) -> Option<&TierError> {
         match self {
-            PassError::Tier(e) => e.is_retriable(),
+            PassError::Tier(e) => Some(e),
             PassError::Partition(crate::partition::PartitionError::Tier { source, .. }) => {
-                source.is_retriable()
+                Some(source)
             }
-            PassError::Partition(_) => false,
+            PassError::Partition(_) => None,
         }
+    }
+
+    fn is_manifest_unusable(&self) -> bool {
+        self.tier().is_some_and(TierError::is_manifest_unusable)
+    }
+
+    fn is_retriable(&self) -> bool {
+        self.tier().is_some_and(TierError::is_retriable)
     }
 }
 
@@ -97,12 +109,23 @@ async fn tend(
     p.refresh_tier().await?;
     let uploaded = p.tier_last_offset().unwrap_or(-1);
     let hwm = p.high_watermark();
-    for seg in p.sealed_segments() {
+    let sealed = p.sealed_segments();
+    // A segment refused as damaged stops uploads at it while the local log
+    // still holds it (DeleteRecords past it drops it, and uploads go on).
+    let refused = match remote.refused_segment() {
+        Some((base, _)) if sealed.iter().any(|s| s.base_offset == base) => Some(base),
+        Some(_) => {
+            remote.clear_refused();
+            None
+        }
+        None => None,
+    };
+    for seg in sealed {
         let last = seg.next_offset - 1;
         if last <= uploaded {
             continue;
         }
-        if seg.next_offset > hwm {
+        if seg.next_offset > hwm || refused.is_some_and(|r| seg.base_offset >= r) {
             break;
         }
         let state = p.segment_state(&seg)?;

@@ -1,9 +1,12 @@
-//! `strata tier status|restore`.
+//! `strata tier status|restore|repair`.
 //!
-//! Both speak the Kafka protocol: status reads ListOffsets (earliest,
-//! earliest-local, latest-tiered, latest) and DescribeLogDirs (Strata lists
-//! its tier as a second log dir, whose sizes are the bytes in the object
-//! store); restore is a CreateTopics with `strata.restore=true`.
+//! Status and restore speak the Kafka protocol: status reads ListOffsets
+//! (earliest, earliest-local, latest-tiered, latest) and DescribeLogDirs
+//! (Strata lists its tier as a second log dir, whose sizes are the bytes in
+//! the object store); restore is a CreateTopics with `strata.restore=true`.
+//! Repair works on the bucket itself, with the tier settings `strata serve`
+//! reads (flags, `STRATA_*`, `--config` file): it rebuilds a partition's
+//! lost or damaged manifest from its segment objects.
 
 use std::collections::BTreeMap;
 
@@ -37,9 +40,35 @@ enum TierCommand {
         #[arg(long)]
         from_cluster: Option<String>,
     },
+    /// Rebuild a topic's missing or damaged tier manifests from the segment
+    /// objects in the bucket (reads the tier directly, with the broker's tier
+    /// settings; a readable manifest is left alone)
+    Repair(RepairArgs),
+}
+
+#[derive(Args, Debug)]
+struct RepairArgs {
+    topic: String,
+    /// Only this partition [default: every partition the tier holds]
+    #[arg(long)]
+    partition: Option<i32>,
+    /// The cluster whose tier prefix holds the topic, when several do
+    #[arg(long)]
+    from_cluster: Option<String>,
+    /// The topic id (32 hex digits), when the tier holds several topics of this name
+    #[arg(long)]
+    topic_id: Option<String>,
+    /// Show what would be written; write nothing
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    settings: Box<crate::config::ServeArgs>,
 }
 
 pub async fn run(args: TierArgs) -> anyhow::Result<()> {
+    if let TierCommand::Repair(r) = args.cmd {
+        return repair(r, args.conn.output).await;
+    }
     let client = args.conn.connect().await?;
     match args.cmd {
         TierCommand::Status { topics } => status(&client, &topics, args.conn.output).await,
@@ -47,7 +76,143 @@ pub async fn run(args: TierArgs) -> anyhow::Result<()> {
             topic,
             from_cluster,
         } => restore(&client, &topic, from_cluster, args.conn.output).await,
+        TierCommand::Repair(_) => unreachable!("handled above"),
     }
+}
+
+async fn repair(args: RepairArgs, out: Output) -> anyhow::Result<()> {
+    let config = crate::config::BrokerConfig::load(*args.settings)?;
+    // No disk cache: building one empties its directory, which may be a
+    // running broker's.
+    let options = tiering::TierOptions {
+        disk_cache_dir: None,
+        ..config.tier_options()
+    };
+    let tier = tiering::TierStore::from_url_with(&config.tier_url, options)
+        .with_context(|| format!("invalid tier settings. tier-url={}", config.tier_url))?;
+    let mut found = tier.find_remote_topic(&args.topic).await?;
+    if let Some(c) = &args.from_cluster {
+        found.retain(|(cluster, _)| cluster == c);
+    }
+    if let Some(id) = &args.topic_id {
+        let id = tiering::layout::parse_topic_id(id)
+            .with_context(|| format!("--topic-id is not 32 hex digits: {id}"))?;
+        found.retain(|(_, t)| t.topic_id == id);
+    }
+    let (cluster, remote) = match found.len() {
+        0 => anyhow::bail!(
+            "no topic {} in the tier. tier-url={}",
+            args.topic,
+            config.tier_url
+        ),
+        1 => found.remove(0),
+        _ => anyhow::bail!(
+            "the tier holds topic {} several times; choose one with --from-cluster and --topic-id: {}",
+            args.topic,
+            found
+                .iter()
+                .map(|(c, t)| format!("cluster {c} topic id {}", tiering::layout::hex(&t.topic_id)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let partitions: Vec<i32> = match args.partition {
+        Some(p) if remote.partitions.contains(&p) => vec![p],
+        Some(p) => anyhow::bail!("the tier holds no partition {p} of {}", args.topic),
+        None => remote.partitions.clone(),
+    };
+    let mut reports = Vec::new();
+    let mut failed = 0;
+    for p in partitions {
+        let part = tier.partition(tiering::PartitionKey::new(
+            &cluster,
+            &remote.topic,
+            remote.topic_id,
+            p,
+        ));
+        let r = match part.repair_manifest(args.dry_run).await {
+            Ok(r) => json!({
+                "partition": p,
+                "status": if r.written { "repaired" } else if r.segments.is_empty() { "nothing found" } else { "dry run" },
+                "problem": r.problem,
+                "segments": r.segments.len(),
+                "log_start_offset": r.log_start_offset,
+                "last_offset": r.segments.last().map(|s| s.last_offset),
+                "gaps": r.gaps.iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>(),
+                "skipped": r.skipped.iter().map(|(n, why)| json!({"object": n, "why": why})).collect::<Vec<_>>(),
+            }),
+            Err(tiering::TierError::NothingToRepair { .. }) => json!({
+                "partition": p,
+                "status": "readable",
+            }),
+            Err(e) => {
+                failed += 1;
+                json!({"partition": p, "status": "failed", "problem": e.to_string()})
+            }
+        };
+        reports.push(r);
+    }
+    match out {
+        Output::Json => print_json(&json!({
+            "topic": remote.topic,
+            "cluster_id": cluster,
+            "partitions": reports,
+        }))?,
+        Output::Table => {
+            let mut c = Columns::new(&[
+                "PARTITION",
+                "STATUS",
+                "SEGMENTS",
+                "LOG START",
+                "LAST OFFSET",
+                "GAPS",
+                "SKIPPED",
+                "PROBLEM",
+            ]);
+            let cell = |v: &serde_json::Value| match v {
+                serde_json::Value::Null => "-".to_string(),
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(a) => a.len().to_string(),
+                other => other.to_string(),
+            };
+            for r in &reports {
+                c.row(
+                    [
+                        "partition",
+                        "status",
+                        "segments",
+                        "log_start_offset",
+                        "last_offset",
+                        "gaps",
+                        "skipped",
+                        "problem",
+                    ]
+                    .map(|k| cell(&r[k])),
+                );
+            }
+            c.print()?;
+            for r in &reports {
+                for g in r["gaps"].as_array().into_iter().flatten() {
+                    print_str(&format!(
+                        "partition {}: offsets {} to {} are in no segment object\n",
+                        r["partition"], g[0], g[1]
+                    ))?;
+                }
+                for s in r["skipped"].as_array().into_iter().flatten() {
+                    print_str(&format!(
+                        "partition {}: left out {}: {}\n",
+                        r["partition"],
+                        cell(&s["object"]),
+                        cell(&s["why"])
+                    ))?;
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} partitions could not be repaired");
+    }
+    Ok(())
 }
 
 struct Row {

@@ -72,6 +72,7 @@ pub struct Metrics {
     pub tier_copy_lag_segments: Family<PartitionLabels, Gauge>,
     pub tier_bytes: Family<PartitionLabels, Gauge>,
     pub tier_cache_size_bytes: Gauge,
+    pub tier_passes: Counter,
     pub consumer_group_lag: Family<GroupPartitionLabels, Gauge>,
 }
 
@@ -112,6 +113,7 @@ impl Metrics {
             tier_copy_lag_segments: Family::default(),
             tier_bytes: Family::default(),
             tier_cache_size_bytes: Gauge::default(),
+            tier_passes: Counter::default(),
             consumer_group_lag: Family::default(),
             registry: Registry::default(),
         };
@@ -231,6 +233,11 @@ impl Metrics {
             m.tier_cache_size_bytes.clone(),
         );
         registry.register(
+            "strata_tier_passes",
+            "Passes of the tier loop over every partition (uploads offered, trims, retention)",
+            m.tier_passes.clone(),
+        );
+        registry.register(
             "strata_consumer_group_lag",
             "High watermark minus the committed offset, by group and partition",
             m.consumer_group_lag.clone(),
@@ -324,6 +331,18 @@ impl TierCollector {
         let c = prometheus_client::metrics::counter::ConstCounter::new(value);
         let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
         c.encode(m)
+    }
+
+    fn gauge(
+        encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+        name: &str,
+        help: &str,
+        value: u64,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let g = prometheus_client::metrics::gauge::ConstGauge::new(value as i64);
+        let m = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+        g.encode(m)
     }
 
     fn histogram(
@@ -423,8 +442,27 @@ impl prometheus_client::collector::Collector for TierCollector {
                 "Object-store request errors",
                 &m.store_errors,
             ),
+            (
+                "strata_tier_segments_refused",
+                "Local segments refused for upload because a batch failed its checks",
+                &m.segments_refused,
+            ),
         ] {
             Self::counter(&mut encoder, name, help, v.load(Relaxed))?;
+        }
+        for (name, help, v) in [
+            (
+                "strata_tier_manifests_missing",
+                "Partitions whose tier manifest is missing although they have tiered data (no upload, trim or orphan collection; strata tier repair)",
+                &m.manifests_missing,
+            ),
+            (
+                "strata_tier_manifests_unreadable",
+                "Partitions whose tier manifest is damaged or of an unknown version",
+                &m.manifests_unreadable,
+            ),
+        ] {
+            Self::gauge(&mut encoder, name, help, v.load(Relaxed))?;
         }
         Self::histogram(
             &mut encoder,

@@ -49,6 +49,22 @@ pub enum TierError {
     ManifestFormat { path: String, message: String },
     #[error("manifest version is not supported. path={path}, version={version}")]
     UnsupportedManifestVersion { path: String, version: u64 },
+    /// No manifest object, but the partition has tiered data: segment
+    /// objects under it, or a local copy of a manifest that existed. Never
+    /// read as an empty tier; `strata tier repair` rebuilds it.
+    #[error("manifest is missing but the partition has tiered data: {evidence}. path={path}")]
+    ManifestMissing { path: String, evidence: String },
+    /// A repair was asked for a manifest that reads fine.
+    #[error("manifest is readable; nothing to repair. path={path}")]
+    NothingToRepair { path: String },
+    /// A sealed local segment failed its batch checks while it was read for
+    /// upload: it is not uploaded, and nothing after it is.
+    #[error("local segment is damaged and was not uploaded: {message}. path={path}, position={position}")]
+    DamagedSegment {
+        path: String,
+        position: u64,
+        message: String,
+    },
     #[error("segment description is invalid: {message}. partition={partition}, base_offset={base_offset}")]
     InvalidSegment {
         partition: String,
@@ -118,12 +134,28 @@ impl TierError {
             | TierError::CreateDir { .. }
             | TierError::Fenced { .. }
             | TierError::UnsupportedManifestVersion { .. }
+            | TierError::ManifestMissing { .. }
+            | TierError::NothingToRepair { .. }
+            | TierError::DamagedSegment { .. }
             | TierError::InvalidSegment { .. }
             | TierError::OffsetOutOfRange { .. }
             | TierError::BadBatch { .. }
             | TierError::AlreadyQueued { .. }
             | TierError::ShutDown
             | TierError::Cancelled => false,
+        }
+    }
+
+    /// True when the partition's manifest cannot be used as it is: missing
+    /// while tiered data exists, damaged, or of an unknown version. Nothing
+    /// may upload, trim or collect for the partition meanwhile.
+    pub fn is_manifest_unusable(&self) -> bool {
+        match self {
+            TierError::ManifestMissing { .. }
+            | TierError::ManifestFormat { .. }
+            | TierError::UnsupportedManifestVersion { .. } => true,
+            TierError::Shared(inner) => inner.is_manifest_unusable(),
+            _ => false,
         }
     }
 

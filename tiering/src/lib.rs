@@ -93,7 +93,7 @@ mod cache;
 mod error;
 pub mod faults;
 mod index;
-mod layout;
+pub mod layout;
 pub mod manifest;
 pub mod metrics;
 mod partition;
@@ -109,8 +109,8 @@ pub use layout::PartitionKey;
 pub use manifest::{Manifest, ObjectKind, ObjectRef, SegmentMeta};
 pub use metrics::TierMetrics;
 pub use partition::{
-    DeleteOutcome, OrphanReport, RemotePartition, RemoteRead, RetentionPolicy, SegmentUpload,
-    TimestampOffset, UploadOutcome,
+    DeleteOutcome, ManifestHealth, OrphanReport, RemotePartition, RemoteRead, RepairReport,
+    RepairedSegment, RetentionPolicy, SegmentUpload, TimestampOffset, UploadOutcome,
 };
 pub use store::{ConditionalPut, S3Options, TierOptions};
 pub use throttle::{Backoff, RateLimiter, TokenBucket};

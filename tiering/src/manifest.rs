@@ -36,6 +36,21 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
+    /// The kind whose object names end in `.ext`.
+    pub fn from_extension(ext: &str) -> Option<ObjectKind> {
+        [
+            ObjectKind::Log,
+            ObjectKind::Index,
+            ObjectKind::Timeindex,
+            ObjectKind::Snapshot,
+            ObjectKind::Epochs,
+            ObjectKind::Txnindex,
+            ObjectKind::Crcs,
+        ]
+        .into_iter()
+        .find(|k| k.extension() == ext)
+    }
+
     /// File extension of this kind, also used in object names.
     pub fn extension(self) -> &'static str {
         match self {
@@ -79,6 +94,12 @@ pub struct SegmentMeta {
     /// of this size and check each against its CRC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_size: Option<u64>,
+    /// Every batch's CRC-32C and offsets were checked on the very bytes the
+    /// chunk CRCs were computed from (at upload or repair), so a chunk that
+    /// passes its CRC holds only good batches and may be sent from the disk
+    /// cache without reading it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batches_checked: bool,
     pub objects: BTreeMap<ObjectKind, ObjectRef>,
 }
 
@@ -407,6 +428,7 @@ mod tests {
             leader_epoch: 0,
             uploaded_at_ms: 0,
             chunk_size: None,
+            batches_checked: false,
             objects,
         }
     }

@@ -45,6 +45,13 @@ pub struct TierMetrics {
     pub read_errors: AtomicU64,
     /// Chunks evicted from the memory cache to stay within its bound.
     pub cache_evictions: AtomicU64,
+    /// Gauge: partitions whose manifest is missing although they have
+    /// tiered data.
+    pub manifests_missing: AtomicU64,
+    /// Gauge: partitions whose manifest is damaged or of an unknown version.
+    pub manifests_unreadable: AtomicU64,
+    /// Local segments refused for upload because a batch failed its checks.
+    pub segments_refused: AtomicU64,
     /// Latency of GETs (ranged and whole) issued by reads.
     pub get_latency: LatencyHistogram,
     /// Latency of PUTs of segment objects (whole files, multipart included).
@@ -115,6 +122,9 @@ impl TierMetrics {
             ("store_errors", g(&self.store_errors)),
             ("read_errors", g(&self.read_errors)),
             ("cache_evictions", g(&self.cache_evictions)),
+            ("manifests_missing", g(&self.manifests_missing)),
+            ("manifests_unreadable", g(&self.manifests_unreadable)),
+            ("segments_refused", g(&self.segments_refused)),
         ]
     }
 }

@@ -7,7 +7,8 @@
 //! follower or a read-only cluster calls it when it wants news).
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -23,9 +24,11 @@ use crate::store::{cancellable, put_conditional};
 use crate::{TierError, TierStore};
 
 mod read;
+mod repair;
 mod upload;
 
 pub use read::RemoteRead;
+pub use repair::{RepairReport, RepairedSegment};
 pub use upload::{SegmentUpload, UploadOutcome};
 
 /// How many times a manifest update re-reads and re-applies after losing a race.
@@ -115,6 +118,14 @@ async fn remove_old_staging_files(
     Ok(report)
 }
 
+/// Writes the local manifest copy: a temporary file renamed over the old
+/// one, so a crash leaves the old copy or the new one.
+fn write_local_copy(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Milliseconds since the Unix epoch at `t` (0 before it).
 fn unix_ms(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
@@ -141,6 +152,27 @@ pub(crate) struct PartitionInner {
     pub write_lock: tokio::sync::Mutex<()>,
     /// End of the last read: (segment id, byte position) for prefetch.
     pub last_read: Mutex<Option<(String, u64)>>,
+    /// Where the last good manifest is mirrored on local disk, if anywhere.
+    pub local_copy: OnceLock<PathBuf>,
+    /// The last good manifest this handle knew (read, written, or loaded
+    /// from the local copy); survives [`RemotePartition::forget_manifest`].
+    pub known: Mutex<Option<Arc<Manifest>>>,
+    /// Whether the manifest was last found usable.
+    pub health: Mutex<ManifestHealth>,
+    /// A local segment refused for upload as damaged: (base offset, why).
+    pub refused: Mutex<Option<(i64, String)>>,
+}
+
+/// The state of a partition's manifest as last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ManifestHealth {
+    /// Read (or absent with no tiered data) the last time it was loaded.
+    #[default]
+    Usable,
+    /// Absent although the partition has tiered data.
+    Missing,
+    /// Present but damaged or of an unknown version.
+    Unreadable,
 }
 
 /// A handle on one partition's remote log.
@@ -175,6 +207,10 @@ impl RemotePartition {
                 loaded: Mutex::new(None),
                 write_lock: tokio::sync::Mutex::new(()),
                 last_read: Mutex::new(None),
+                local_copy: OnceLock::new(),
+                known: Mutex::new(None),
+                health: Mutex::new(ManifestHealth::Usable),
+                refused: Mutex::new(None),
             }),
         }
     }
@@ -219,8 +255,158 @@ impl RemotePartition {
 
     pub(crate) async fn reload(&self) -> Result<Arc<Loaded>, TierError> {
         let loaded = Arc::new(self.fetch_manifest().await?);
+        self.remember(&loaded.manifest);
         *lock(&self.inner.loaded) = Some(loaded.clone());
         Ok(loaded)
+    }
+
+    /// Mirrors the manifest at `path` (a file in the partition's local
+    /// directory) from now on, and loads the copy there as the last known
+    /// manifest. The copy is what tells a manifest that vanished from one
+    /// that never existed, and keeps the partition's tier offsets while the
+    /// manifest cannot be read. A damaged copy is ignored (and replaced at
+    /// the next good read).
+    pub fn keep_local_copy(&self, path: PathBuf) {
+        match std::fs::read(&path) {
+            Ok(bytes) => match Manifest::decode(&path.display().to_string(), &bytes) {
+                Ok(m) if self.names_this_partition(&m) => {
+                    *lock(&self.inner.known) = Some(Arc::new(m));
+                }
+                Ok(_) => {
+                    tracing::warn!(path = %path.display(), "local manifest copy names another partition; ignored");
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "local manifest copy is unreadable; ignored");
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "local manifest copy cannot be read; ignored");
+            }
+        }
+        let _ = self.inner.local_copy.set(path);
+    }
+
+    /// The last good manifest this handle knew, without I/O: the one read
+    /// or written last, or the local copy's (see
+    /// [`RemotePartition::keep_local_copy`]).
+    pub fn last_known_manifest(&self) -> Option<Arc<Manifest>> {
+        lock(&self.inner.known).clone()
+    }
+
+    /// The local segment last refused for upload as damaged, if any: its
+    /// base offset and why. Nothing after it uploads while it stands.
+    pub fn refused_segment(&self) -> Option<(i64, String)> {
+        lock(&self.inner.refused).clone()
+    }
+
+    /// Forgets a refused segment (the local log no longer holds it).
+    pub fn clear_refused(&self) {
+        *lock(&self.inner.refused) = None;
+    }
+
+    /// Whether the manifest was usable the last time it was loaded.
+    pub fn manifest_health(&self) -> ManifestHealth {
+        *lock(&self.inner.health)
+    }
+
+    fn names_this_partition(&self, m: &Manifest) -> bool {
+        let k = &self.inner.key;
+        m.cluster_id == k.cluster_id
+            && m.topic == k.topic
+            && m.topic_id == k.topic_id_hex()
+            && m.partition == k.partition
+    }
+
+    /// Records `m` as the last known good manifest, and mirrors it to the
+    /// local copy when it is news (another generation).
+    fn remember(&self, m: &Arc<Manifest>) {
+        {
+            let mut known = lock(&self.inner.known);
+            if known.as_ref().is_some_and(|k| **k == **m) {
+                return;
+            }
+            *known = Some(m.clone());
+        }
+        if let Some(path) = self.inner.local_copy.get() {
+            if let Err(e) = write_local_copy(path, &m.encode()) {
+                tracing::warn!(path = %path.display(), error = %e, "local manifest copy not written");
+            }
+        }
+    }
+
+    /// Notes whether the manifest could be used; a change is logged once
+    /// (ERROR when it becomes unusable, naming the object) and kept in the
+    /// gauges of [`TierMetrics`].
+    fn set_health(&self, result: Result<(), &TierError>) {
+        let next = match result {
+            Ok(()) => ManifestHealth::Usable,
+            Err(TierError::ManifestMissing { .. }) => ManifestHealth::Missing,
+            Err(e) if e.is_manifest_unusable() => ManifestHealth::Unreadable,
+            // Unreachable store and the like say nothing about the manifest.
+            Err(_) => return,
+        };
+        let prev = std::mem::replace(&mut *lock(&self.inner.health), next);
+        if prev == next {
+            return;
+        }
+        let m = self.metrics();
+        let gauge = |h| match h {
+            ManifestHealth::Missing => Some(&m.manifests_missing),
+            ManifestHealth::Unreadable => Some(&m.manifests_unreadable),
+            ManifestHealth::Usable => None,
+        };
+        if let Some(g) = gauge(prev) {
+            TierMetrics::sub(g, 1);
+        }
+        if let Some(g) = gauge(next) {
+            TierMetrics::add(g, 1);
+        }
+        match result {
+            Err(e) => tracing::error!(
+                partition = %self.inner.name,
+                object = %self.inner.manifest_path,
+                error = %e,
+                "tier manifest unusable: no upload, trim or orphan collection for this partition, and tiered offsets answer an error, until it is readable again (strata tier repair rebuilds a missing or damaged one)"
+            ),
+            Ok(()) => tracing::info!(
+                partition = %self.inner.name,
+                object = %self.inner.manifest_path,
+                "tier manifest readable again"
+            ),
+        }
+    }
+
+    /// Why a partition with no manifest object still has tiered data, if it
+    /// does: the local copy names a manifest that existed, or (with no
+    /// local copy to ask) segment objects lie under the partition. Objects
+    /// with a local copy of a never-written manifest are an interrupted
+    /// first upload's, orphans.
+    async fn tiered_data_evidence(&self) -> Result<Option<String>, TierError> {
+        if let Some(known) = self.last_known_manifest() {
+            return Ok((known.generation > 0).then(|| {
+                format!(
+                    "the local copy names generation {} with {} segments from offset {}",
+                    known.generation,
+                    known.segments.len(),
+                    known.log_start_offset
+                )
+            }));
+        }
+        let store = &self.inner.tier.inner.store;
+        let mut listing = store.list(Some(&self.inner.dir));
+        let mut logs = 0usize;
+        let mut first: Option<String> = None;
+        while let Some(item) = listing.next().await {
+            let meta = item.map_err(store_err("list", &self.inner.dir))?;
+            if let Some(name) = meta.location.filename().filter(|n| n.ends_with(".log")) {
+                logs += 1;
+                if first.as_deref().is_none_or(|f| name < f) {
+                    first = Some(name.to_string());
+                }
+            }
+        }
+        Ok(first.map(|f| format!("{logs} segment objects are in the tier, the first {f}")))
     }
 
     fn forget_manifest(&self) {
@@ -228,13 +414,15 @@ impl RemotePartition {
     }
 
     async fn fetch_manifest(&self) -> Result<Loaded, TierError> {
-        match self.fetch_manifest_once().await {
+        let result = match self.fetch_manifest_once().await {
             Err(e) if e.is_integrity() => {
                 TierMetrics::add(&self.metrics().crc_mismatches, 1);
                 self.fetch_manifest_once().await
             }
             r => r,
-        }
+        };
+        self.set_health(result.as_ref().map(|_| ()));
+        result
     }
 
     async fn fetch_manifest_once(&self) -> Result<Loaded, TierError> {
@@ -243,6 +431,12 @@ impl RemotePartition {
         let result = match store.get(path).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => {
+                if let Some(evidence) = self.tiered_data_evidence().await? {
+                    return Err(TierError::ManifestMissing {
+                        path: path.to_string(),
+                        evidence,
+                    });
+                }
                 let k = &self.inner.key;
                 return Ok(Loaded {
                     manifest: Arc::new(Manifest::empty(
@@ -272,13 +466,19 @@ impl RemotePartition {
                 actual: bytes.len() as u64,
             });
         }
-        let manifest = Manifest::decode(path.as_ref(), &bytes)?;
-        let k = &self.inner.key;
-        if manifest.cluster_id != k.cluster_id
-            || manifest.topic != k.topic
-            || manifest.topic_id != k.topic_id_hex()
-            || manifest.partition != k.partition
-        {
+        let manifest = Manifest::decode(path.as_ref(), &bytes).map_err(|e| match e {
+            // A damaged manifest body is a manifest problem, whatever check caught it.
+            TierError::Corrupt {
+                expected, actual, ..
+            } => TierError::ManifestFormat {
+                path: path.to_string(),
+                message: format!(
+                    "crc32c mismatch. expected={expected:#010x}, actual={actual:#010x}"
+                ),
+            },
+            other => other,
+        })?;
+        if !self.names_this_partition(&manifest) {
             return Err(TierError::ManifestFormat {
                 path: path.to_string(),
                 message: "manifest names another partition".into(),
@@ -325,6 +525,7 @@ impl RemotePartition {
             match cancellable(cancel, put).await {
                 Ok(version) => {
                     let manifest = Arc::new(next);
+                    self.remember(&manifest);
                     let loaded = Arc::new(Loaded {
                         manifest: manifest.clone(),
                         version: Some(version),

@@ -64,7 +64,12 @@ impl SegmentReader {
             }
             _ => (part.inner.tier.inner.options.chunk_size, None),
         };
-        let files = files && crcs.is_some() && part.inner.tier.inner.cache.has_disk();
+        // File ranges are sent unread: only chunks whose CRCs were taken
+        // from bytes whose every batch was checked.
+        let files = files
+            && crcs.is_some()
+            && seg.batches_checked
+            && part.inner.tier.inner.cache.has_disk();
         Ok(SegmentReader {
             part: part.clone(),
             path,
@@ -218,6 +223,27 @@ pub struct RemoteRead {
     pub len: u64,
     /// Offsets from the one asked for to the last one returned.
     pub offsets: u64,
+}
+
+/// A batch at `pos` must lie within the offsets the manifest records for
+/// its segment: a manifest that is consistent with its own CRC but wrong
+/// (ranges swapped, say) must never make a read skip or repeat offsets.
+fn check_in_segment(
+    r: &SegmentReader,
+    seg: &SegmentMeta,
+    pos: u64,
+    h: &batch::BatchHeader,
+) -> Result<(), TierError> {
+    if h.base_offset < seg.base_offset || h.last_offset > seg.last_offset {
+        return Err(r.bad(
+            pos,
+            &format!(
+                "batch lies outside the segment's recorded offsets. base_offset={}, last_offset={}, segment_base_offset={}, segment_last_offset={}",
+                h.base_offset, h.last_offset, seg.base_offset, seg.last_offset
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn short(path: &ObjectPath, start: u64, len: u64) -> TierError {
@@ -391,9 +417,10 @@ impl RemotePartition {
         let mut prev_last: Option<i64> = None;
         while pos < r.size {
             let h = r.header(pos).await?;
-            if prev_last.is_some_and(|p| h.base_offset <= p) || h.base_offset < seg.base_offset {
+            if prev_last.is_some_and(|p| h.base_offset <= p) {
                 return Err(r.bad(pos, "batch offsets are not increasing"));
             }
+            check_in_segment(r, seg, pos, &h)?;
             prev_last = Some(h.last_offset);
             if h.last_offset >= offset && min_ts.is_none_or(|t| h.max_timestamp >= t) {
                 return Ok(Some((pos, h)));
@@ -420,6 +447,7 @@ impl RemotePartition {
             if h.base_offset <= last {
                 return Err(r.bad(end, "batch offsets are not increasing"));
             }
+            check_in_segment(r, seg, end, &h)?;
             if end - start + h.total_len > max_bytes {
                 break;
             }

@@ -9,7 +9,8 @@ use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{unix_ms, RemotePartition};
+use super::{lock, unix_ms, RemotePartition};
+use crate::batch::BatchScan;
 use crate::error::{io_err, store_err};
 use crate::layout;
 use crate::manifest::{AddOutcome, ObjectKind, ObjectRef, SegmentMeta};
@@ -127,6 +128,28 @@ struct Written {
     chunk_crcs: Option<Bytes>,
 }
 
+/// What [`RemotePartition::put_file`] checks besides sending: the chunk
+/// CRCs of a log, and its batches (all from the same bytes).
+struct LogChecks {
+    chunk_crcs: ChunkCrcs,
+    scan: BatchScan,
+}
+
+impl LogChecks {
+    fn update(&mut self, file: &Path, data: &[u8]) -> Result<(), TierError> {
+        self.chunk_crcs.update(data);
+        self.scan.update(data).map_err(|e| damaged(file, e))
+    }
+}
+
+fn damaged(file: &Path, e: crate::batch::ScanError) -> TierError {
+    TierError::DamagedSegment {
+        path: file.display().to_string(),
+        position: e.position,
+        message: e.message,
+    }
+}
+
 fn now_ms() -> i64 {
     unix_ms(std::time::SystemTime::now())
 }
@@ -177,6 +200,13 @@ impl RemotePartition {
         if upload.last_offset < upload.base_offset || upload.base_offset < 0 {
             return Err(invalid("last offset is below base offset"));
         }
+        if let Some((refused, _)) = self.refused_segment() {
+            if upload.base_offset > refused {
+                return Err(invalid(&format!(
+                    "an earlier segment was refused as damaged; uploading past it would leave a gap. refused_base_offset={refused}"
+                )));
+            }
+        }
         let on_disk = tokio::fs::metadata(&upload.log)
             .await
             .map_err(io_err("stat", &upload.log))?
@@ -206,9 +236,15 @@ impl RemotePartition {
             for (kind, file) in upload.files() {
                 let name = layout::object_name(upload.base_offset, &id, kind);
                 let dest = layout::child(&self.inner.dir, &name);
-                let chunked = (kind == ObjectKind::Log).then_some(chunk_size);
+                let checks = (kind == ObjectKind::Log).then(|| LogChecks {
+                    chunk_crcs: ChunkCrcs::new(chunk_size),
+                    scan: BatchScan::new(
+                        upload.size,
+                        Some((upload.base_offset, upload.last_offset)),
+                    ),
+                });
                 written.push(dest.clone());
-                let w = self.put_file(file, &dest, chunked, cancel, limiter).await?;
+                let w = self.put_file(file, &dest, checks, cancel, limiter).await?;
                 if kind == ObjectKind::Log && w.size != upload.size {
                     return Err(invalid("log file changed while it was uploaded"));
                 }
@@ -263,6 +299,7 @@ impl RemotePartition {
                 leader_epoch: upload.leader_epoch,
                 uploaded_at_ms: now_ms(),
                 chunk_size: Some(chunk_size),
+                batches_checked: true,
                 objects: objects.clone(),
             };
             let name = self.inner.name.clone();
@@ -291,6 +328,16 @@ impl RemotePartition {
                 Ok(UploadOutcome::AlreadyCovered)
             }
             Err(e) => {
+                if let TierError::DamagedSegment { .. } = &e {
+                    TierMetrics::add(&self.metrics().segments_refused, 1);
+                    tracing::error!(
+                        partition = %self.inner.name,
+                        base_offset = upload.base_offset,
+                        error = %e,
+                        "segment refused for upload: a batch failed its checks; this partition uploads nothing past it (DeleteRecords past the segment drops it)"
+                    );
+                    *lock(&self.inner.refused) = Some((upload.base_offset, e.to_string()));
+                }
                 // Remove the objects only when the manifest surely does not
                 // name them: the manifest PUT was never tried, or refused.
                 let surely_unnamed = !put_tried.load(std::sync::atomic::Ordering::Relaxed)
@@ -341,12 +388,14 @@ impl RemotePartition {
     }
 
     /// Writes one local file to `dest`, in parts when it is large, computing
-    /// its CRC-32C (and per-chunk CRCs when `chunked`) from the bytes sent.
+    /// its CRC-32C from the bytes sent, and with `checks` (a log) its chunk
+    /// CRCs and a scan of its batches from the same bytes; a bad batch
+    /// stops the write ([`TierError::DamagedSegment`]).
     async fn put_file(
         &self,
         file: &Path,
         dest: &ObjectPath,
-        chunked: Option<u64>,
+        mut checks: Option<LogChecks>,
         cancel: &CancellationToken,
         limiter: &RateLimiter,
     ) -> Result<Written, TierError> {
@@ -355,23 +404,31 @@ impl RemotePartition {
             .await
             .map_err(io_err("open", file))?;
         let len = f.metadata().await.map_err(io_err("stat", file))?.len();
-        let mut chunk_crcs = chunked.map(ChunkCrcs::new);
+        let finish = |checks: Option<LogChecks>| -> Result<Option<Bytes>, TierError> {
+            checks
+                .map(|c| {
+                    c.scan.finish().map_err(|e| damaged(file, e))?;
+                    Ok(c.chunk_crcs.finish())
+                })
+                .transpose()
+        };
         if len < opts.multipart_threshold {
             let mut buf = Vec::with_capacity(len as usize);
             f.read_to_end(&mut buf)
                 .await
                 .map_err(io_err("read", file))?;
             let body = Bytes::from(buf);
-            if let Some(c) = chunk_crcs.as_mut() {
-                c.update(&body);
+            if let Some(c) = checks.as_mut() {
+                c.update(file, &body)?;
             }
+            let chunk_crcs = finish(checks)?;
             let crc = crc32c::crc32c(&body);
             let size = body.len() as u64;
             self.put_small(dest, body, cancel, limiter).await?;
             return Ok(Written {
                 size,
                 crc,
-                chunk_crcs: chunk_crcs.map(ChunkCrcs::finish),
+                chunk_crcs,
             });
         }
         let store = &self.inner.tier.inner.store;
@@ -405,8 +462,8 @@ impl RemotePartition {
                 }
                 buf.truncate(filled);
                 crc = crc32c::crc32c_append(crc, &buf);
-                if let Some(c) = chunk_crcs.as_mut() {
-                    c.update(&buf);
+                if let Some(c) = checks.as_mut() {
+                    c.update(file, &buf)?;
                 }
                 size += filled as u64;
                 limiter.acquire(filled as u64, Some(cancel)).await?;
@@ -425,10 +482,14 @@ impl RemotePartition {
             Ok::<(), TierError>(())
         }
         .await;
-        if let Err(e) = sent {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
+        let chunk_crcs = sent.and_then(|()| finish(checks.take()));
+        let chunk_crcs = match chunk_crcs {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        };
         cancellable(Some(cancel), async {
             writer
                 .finish()
@@ -440,7 +501,7 @@ impl RemotePartition {
         Ok(Written {
             size,
             crc,
-            chunk_crcs: chunk_crcs.map(ChunkCrcs::finish),
+            chunk_crcs,
         })
     }
 }

@@ -1,0 +1,312 @@
+//! A lost or damaged tier manifest, and a local segment damaged before its
+//! upload, against the real broker on a `file://` tier: the tier is never
+//! read as empty, nothing is trimmed or collected, the partition keeps its
+//! true log start and answers KAFKA_STORAGE_ERROR for tiered offsets, and
+//! `strata tier repair` brings every record back.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::clients::{self, TestRecord};
+use common::raw::RawConn;
+use common::Broker;
+use kafka_protocol::messages::ApiKey;
+
+const RECORDS: usize = 6000;
+
+fn value(i: usize) -> Vec<u8> {
+    let mut v = format!("record-{i:06}-").into_bytes();
+    v.resize(1000, b'a' + (i % 26) as u8);
+    v
+}
+
+/// The partition directory of `topic`-0 under a `file://` tier root.
+fn tier_partition_dir(root: &Path, topic: &str) -> PathBuf {
+    for cluster in std::fs::read_dir(root).expect("tier root").flatten() {
+        for t in std::fs::read_dir(cluster.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if t.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{topic}-"))
+            {
+                return t.path().join("0");
+            }
+        }
+    }
+    panic!("no tier directory for {topic} under {}", root.display());
+}
+
+/// Names of the objects under a tier partition directory.
+fn objects(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("tier partition dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+fn metric(broker: &Broker, name: &str) -> f64 {
+    broker.metrics().get(name).copied().unwrap_or(0.0)
+}
+
+/// Waits until `f` holds, failing with `what` after 60 s.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits for `n` more passes of the tier loop.
+fn wait_passes(broker: &Broker, n: f64) {
+    let start = metric(broker, "strata_tier_passes_total");
+    wait_until("tier passes", || {
+        metric(broker, "strata_tier_passes_total") >= start + n
+    });
+}
+
+/// The error code of a Fetch of `topic`-0 at `offset`.
+fn fetch_error(broker: &Broker, topic: &str, offset: i64) -> i16 {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_current_leader_epoch(-1)
+                .with_partition_max_bytes(1 << 20)])]);
+    let mut c = RawConn::connect(&broker.bootstrap());
+    let resp: FetchResponse = c.roundtrip(ApiKey::Fetch, 11, &req);
+    resp.responses[0].partitions[0].error_code
+}
+
+fn tiered_broker(data: Option<&Path>, url: &str) -> Broker {
+    let mut b = Broker::builder()
+        .args(["--tier-interval-ms", "100", "--tier-url", url])
+        .args(["--tier-orphan-grace-ms", "1"]);
+    if let Some(d) = data {
+        b = b.data_dir(d.to_path_buf());
+    }
+    b.start()
+}
+
+fn repair(data: &Path, url: &str, topic: &str) -> String {
+    let out = std::process::Command::new(common::strata_bin())
+        .args(["tier", "repair", topic, "--tier-url", url, "--data-dir"])
+        .arg(data)
+        .output()
+        .expect("run strata tier repair");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "repair failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn consume_everything(broker: &Broker, topic: &str) {
+    let got = clients::consume_ranges(
+        &broker.bootstrap(),
+        topic,
+        &[(0, 0, RECORDS as i64)],
+        clients::OP_TIMEOUT,
+    );
+    assert_eq!(got.len(), RECORDS);
+    for (i, c) in got.iter().enumerate() {
+        assert_eq!(c.offset, i as i64);
+        assert_eq!(c.record.value.as_deref(), Some(&value(i)[..]), "offset {i}");
+    }
+}
+
+#[test]
+fn lost_or_damaged_manifest_never_loses_the_tier_and_repair_restores_it() {
+    let tier = tempfile::tempdir().expect("tier dir");
+    let url = format!("file://{}", tier.path().display());
+    let mut broker = tiered_broker(None, &url);
+    let data = broker.data_dir().to_path_buf();
+    let topic = common::topic_name("lostmanifest");
+    clients::create_topic(
+        &broker.bootstrap(),
+        &topic,
+        1,
+        &[
+            ("segment.bytes", "1048576"),
+            ("local.retention.bytes", "1048576"),
+        ],
+    );
+    let producer = clients::producer(&broker.bootstrap(), &[("acks", "all")]);
+    let records: Vec<TestRecord> = (0..RECORDS)
+        .map(|i| TestRecord::value(value(i)).in_partition(0))
+        .collect();
+    clients::produce_all(&producer, &topic, &records);
+    drop(producer);
+    let dir = tier_partition_dir(tier.path(), &topic);
+    // Offloaded and trimmed: the first offsets are only in the tier.
+    wait_until("the local log to be trimmed", || {
+        let lag = format!("strata_tier_copy_lag_segments{{topic=\"{topic}\",partition=\"0\"}}");
+        let start =
+            format!("strata_partition_log_start_offset{{topic=\"{topic}\",partition=\"0\"}}");
+        metric(&broker, &lag) == 0.0
+            && {
+                let (low, _) = clients::watermarks(&broker.bootstrap(), &topic, 0);
+                low == 0 && metric(&broker, &start) == 0.0
+            }
+            && objects(&dir).len() > 20
+    });
+    broker.stop();
+    let manifest = dir.join("manifest.json");
+
+    for damage in ["delete", "flip", "truncate"] {
+        let before = objects(&dir);
+        let good = std::fs::read(&manifest).expect("manifest");
+        match damage {
+            "delete" => std::fs::remove_file(&manifest).expect("delete manifest"),
+            "flip" => {
+                let mut b = good.clone();
+                let at = b.len() / 2;
+                b[at] ^= 0x04;
+                std::fs::write(&manifest, b).expect("damage manifest");
+            }
+            _ => std::fs::write(&manifest, &good[..good.len() / 2]).expect("truncate"),
+        }
+        let mut broker = tiered_broker(Some(&data), &url);
+        let gauge = if damage == "delete" {
+            "strata_tier_manifests_missing"
+        } else {
+            "strata_tier_manifests_unreadable"
+        };
+        wait_until("the manifest gauge", || metric(&broker, gauge) == 1.0);
+        // Orphan collection runs on the first pass: a few passes in, with a
+        // grace of 1 ms, nothing of the tier has been touched.
+        wait_passes(&broker, 3.0);
+        let mut now = objects(&dir);
+        now.retain(|n| n != "manifest.json");
+        let mut expected = before.clone();
+        expected.retain(|n| n != "manifest.json");
+        assert_eq!(now, expected, "{damage}: tier objects changed");
+        // The true log start, and an error for tiered offsets.
+        let (low, high) = clients::watermarks(&broker.bootstrap(), &topic, 0);
+        assert_eq!((low, high), (0, RECORDS as i64), "{damage}");
+        assert_eq!(
+            fetch_error(&broker, &topic, 0),
+            56,
+            "{damage}: KAFKA_STORAGE_ERROR"
+        );
+        let errors = broker.error_log_lines();
+        assert!(
+            errors
+                .iter()
+                .any(|l| l.contains("tier manifest unusable") && l.contains("manifest.json")),
+            "{damage}: {errors:?}"
+        );
+        broker.stop();
+
+        let report = repair(&data, &url, &topic);
+        assert!(report.contains("repaired"), "{report}");
+        let repaired = std::fs::read(&manifest).expect("repaired manifest");
+        let json: serde_json::Value = serde_json::from_slice(&repaired).expect("json");
+        assert_eq!(json["log_start_offset"], 0);
+
+        let broker = tiered_broker(Some(&data), &url);
+        wait_until("the manifest to be usable", || {
+            metric(&broker, gauge) == 0.0 && fetch_error(&broker, &topic, 0) == 0
+        });
+        consume_everything(&broker, &topic);
+        broker.assert_no_error_logs();
+    }
+}
+
+#[test]
+fn a_segment_damaged_before_upload_is_refused_and_the_tier_stops_there() {
+    let tier = tempfile::tempdir().expect("tier dir");
+    let url = format!("file://{}", tier.path().display());
+    // One tier pass at start, then none for an hour: the segments stay local.
+    let mut broker = Broker::builder()
+        .args(["--tier-interval-ms", "3600000", "--tier-url", url.as_str()])
+        .start();
+    let data = broker.data_dir().to_path_buf();
+    let topic = common::topic_name("bitrot");
+    clients::create_topic(
+        &broker.bootstrap(),
+        &topic,
+        1,
+        &[
+            ("segment.bytes", "1048576"),
+            ("local.retention.bytes", "1048576"),
+        ],
+    );
+    let producer = clients::producer(&broker.bootstrap(), &[("acks", "all")]);
+    let records: Vec<TestRecord> = (0..3000)
+        .map(|i| TestRecord::value(value(i)).in_partition(0))
+        .collect();
+    clients::produce_all(&producer, &topic, &records);
+    drop(producer);
+    broker.stop();
+    // Flip one byte in the middle of the second segment's records.
+    let part_dir = data.join(format!("{topic}-0"));
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(&part_dir)
+        .expect("partition dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    assert!(logs.len() >= 3, "{logs:?}");
+    let damaged = &logs[1];
+    let mut bytes = std::fs::read(damaged).expect("segment");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(damaged, bytes).expect("damage");
+    let damaged_base: i64 = damaged
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("base offset");
+
+    let broker = Broker::builder()
+        .data_dir(data.clone())
+        .args(["--tier-interval-ms", "100", "--tier-url", url.as_str()])
+        .start();
+    wait_until("the refusal", || {
+        metric(&broker, "strata_tier_segments_refused_total") >= 1.0
+    });
+    wait_passes(&broker, 3.0);
+    let dir = tier_partition_dir(tier.path(), &topic);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest"))
+            .expect("json");
+    let segments = json["segments"].as_array().expect("segments");
+    assert_eq!(
+        segments.len(),
+        1,
+        "only the segment before the damage: {json}"
+    );
+    assert_eq!(segments[0]["last_offset"].as_i64(), Some(damaged_base - 1));
+    // Nothing local was trimmed past what the tier holds.
+    assert!(damaged.exists());
+    let errors = broker.error_log_lines();
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("segment refused for upload")),
+        "{errors:?}"
+    );
+}
