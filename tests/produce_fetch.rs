@@ -595,3 +595,101 @@ fn sync_rounds_are_timed_and_counted() {
     assert!(after("strata_sync_round_duration_seconds_sum") > 0.0);
     broker.assert_no_error_logs();
 }
+
+/// Kafka's response limit: only the first partition with data may exceed
+/// the fetch's `max_bytes`; librdkafka refuses a larger response ("Invalid
+/// response size") and retries forever. Three partitions hold two ~910 KB
+/// batches each, the first in the tier and the second on local disk; a fetch
+/// of all three with `max_bytes` 1,000,000 returns the first partition's
+/// batch and at most what fits after it, from the tier as from local disk.
+#[test]
+fn fetch_max_bytes_bounds_every_partition_after_the_first() {
+    use common::raw::{self, RawConn};
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::Compression;
+
+    let broker = Broker::builder()
+        .args(["--tier-interval-ms", "100"])
+        .start();
+    let topic = common::topic_name("fetchmax");
+    clients::create_topic(
+        &broker.bootstrap(),
+        &topic,
+        3,
+        &[("segment.bytes", "1048576"), ("local.retention.bytes", "1")],
+    );
+    let mut c = RawConn::connect(&broker.bootstrap());
+    let v = c.produce_version();
+    let mut rng = raw::XorShift::new(7);
+    for p in 0..3 {
+        for b in 0..2 {
+            let values: Vec<Vec<u8>> = (0..100).map(|_| rng.bytes(9100)).collect();
+            let records: Vec<_> = values
+                .iter()
+                .enumerate()
+                .map(|(i, val)| raw::record(i as i64, None, Some(val), clients::now_ms()))
+                .collect();
+            let batch = raw::batch(&records, Compression::None);
+            assert!(
+                (900_000..1_000_000).contains(&batch.len()),
+                "{}",
+                batch.len()
+            );
+            assert_eq!(c.produce(v, &topic, p, batch, -1), (0, b * 100));
+        }
+    }
+    // The first batch of each partition leaves the local disk for the tier.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (0..3).any(|p| {
+        let dir = broker.data_dir().join(format!("{topic}-{p}"));
+        std::fs::read_dir(dir)
+            .expect("partition dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .count()
+            > 1
+    }) {
+        assert!(std::time::Instant::now() < deadline, "no offload");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut fetch = |offset: i64| -> Vec<usize> {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(1_000_000)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+                .with_partitions(
+                    (0..3)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(offset)
+                                .with_current_leader_epoch(-1)
+                                .with_partition_max_bytes(1_048_576)
+                        })
+                        .collect(),
+                )]);
+        let resp: FetchResponse = c.roundtrip(ApiKey::Fetch, 11, &req);
+        resp.responses[0]
+            .partitions
+            .iter()
+            .map(|p| {
+                assert_eq!(p.error_code, 0, "offset {offset}: {p:?}");
+                p.records.as_ref().map_or(0, |r| r.len())
+            })
+            .collect()
+    };
+    for (offset, place) in [(0, "tier"), (100, "local")] {
+        let sizes = fetch(offset);
+        assert!(sizes[0] > 900_000, "{place}: {sizes:?}");
+        assert!(
+            sizes.iter().sum::<usize>() <= 1_000_000,
+            "{place}: only the first partition may exceed max_bytes: {sizes:?}"
+        );
+    }
+}

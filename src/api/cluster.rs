@@ -28,7 +28,10 @@ pub fn describe_cluster(
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(view.cluster_id.clone()))
         .with_controller_id(BrokerId(view.controller_id))
-        .with_cluster_authorized_operations(i32::MIN);
+        .with_cluster_authorized_operations(super::metadata::authorized(
+            req.include_cluster_authorized_operations,
+            super::metadata::CLUSTER_AUTHORIZED_OPERATIONS,
+        ));
     if version >= 1 {
         resp.endpoint_type = ENDPOINT_BROKERS;
         if req.endpoint_type != ENDPOINT_BROKERS {

@@ -130,6 +130,7 @@ pub async fn handle(
             || watches.is_empty()
             || tokio::time::Instant::now() >= deadline;
         if done {
+            enforce_byte_limits(&mut parts, &mut regions, &targets, req.max_bytes);
             let mut files = Vec::new();
             for ((i, pd), region) in parts.iter_mut().zip(regions.iter_mut()) {
                 let name = &topic_name(&topics, *i, &view);
@@ -341,6 +342,41 @@ fn read_all(
         regions.push(region);
     }
     (out, regions, total, any_error, remote)
+}
+
+/// Kafka's byte limits on the response as a whole: only the first
+/// partition with data may exceed the fetch's `max_bytes` or its own
+/// `partition_max_bytes` (KIP-74, so a consumer always makes progress). A
+/// later partition whose data does not fit answers none this time (local
+/// or tiered alike), and the client asks again from the same offset;
+/// clients refuse a response larger than they allowed.
+fn enforce_byte_limits(
+    parts: &mut [(usize, PartitionData)],
+    regions: &mut Regions,
+    targets: &[Target],
+    max_bytes: i32,
+) {
+    let limit = usize::try_from(max_bytes)
+        .ok()
+        .filter(|m| *m > 0)
+        .unwrap_or(usize::MAX);
+    let mut total = 0usize;
+    for (((_, pd), region), t) in parts.iter_mut().zip(regions.iter_mut()).zip(targets) {
+        let n = match region {
+            Some((r, _)) => parts_len(r) as usize,
+            None => pd.records.as_ref().map_or(0, bytes::Bytes::len),
+        };
+        if n == 0 {
+            continue;
+        }
+        let own = usize::try_from(t.max_bytes).unwrap_or(0);
+        if total > 0 && (total.saturating_add(n) > limit || n > own) {
+            *region = None;
+            pd.records = Some(bytes::Bytes::new());
+            continue;
+        }
+        total += n;
+    }
 }
 
 /// The topic name of response topic `i` (requests by id carry no name).

@@ -63,6 +63,36 @@ pub fn broker_list(broker: &Broker) -> Vec<MetadataResponseBroker> {
     out
 }
 
+/// Kafka's ACL operations as bits of an authorized-operations field.
+const fn ops(list: &[u8]) -> i32 {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < list.len() {
+        bits |= 1 << list[i];
+        i += 1;
+    }
+    bits
+}
+
+/// What a client may do on a topic: everything Kafka defines for topics
+/// (READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS,
+/// ALTER_CONFIGS), as Kafka answers without an authorizer.
+pub const TOPIC_AUTHORIZED_OPERATIONS: i32 = ops(&[3, 4, 5, 6, 7, 8, 10, 11]);
+
+/// What a client may do on the cluster: CREATE, ALTER, DESCRIBE,
+/// CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
+pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = ops(&[5, 7, 8, 9, 10, 11, 12]);
+
+/// The authorized-operations field: the set when asked for, else "not
+/// asked" (`i32::MIN`), as Kafka encodes it.
+pub fn authorized(asked: bool, set: i32) -> i32 {
+    if asked {
+        set
+    } else {
+        i32::MIN
+    }
+}
+
 fn topic_entry(topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
@@ -92,6 +122,14 @@ fn error_entry(name: Option<String>, id: Uuid, code: i16) -> MetadataResponseTop
 }
 
 pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let topic_ops = authorized(
+        version >= 8 && req.include_topic_authorized_operations,
+        TOPIC_AUTHORIZED_OPERATIONS,
+    );
+    let cluster_ops = authorized(
+        (8..=10).contains(&version) && req.include_cluster_authorized_operations,
+        CLUSTER_AUTHORIZED_OPERATIONS,
+    );
     let mut topics = Vec::new();
     match req.topics {
         None => {
@@ -157,8 +195,16 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
             None
         })
         .with_controller_id(BrokerId(if version >= 1 { view.controller_id } else { -1 }))
-        .with_topics(topics)
-        .with_cluster_authorized_operations(i32::MIN)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|t| {
+                    let ok = t.error_code == 0;
+                    t.with_topic_authorized_operations(if ok { topic_ops } else { i32::MIN })
+                })
+                .collect(),
+        )
+        .with_cluster_authorized_operations(cluster_ops)
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
         for pd in &td.partition_data {
             let code_msg: Option<(i16, String)> = if req.transactional_id.is_some() {
                 Some((
-                    Code::TransactionalIdAuthorizationFailed.code(),
+                    Code::UnsupportedVersion.code(),
                     "transactions are not supported by this broker yet".into(),
                 ))
             } else if !(-1..=1).contains(&acks) {

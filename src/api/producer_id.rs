@@ -2,7 +2,8 @@
 //!
 //! Every call without a transactional id gets a fresh producer id with epoch
 //! 0, taken from a block the controller allocated to this broker, as Kafka
-//! does. Transactional ids are refused until transactions exist.
+//! does. Transactional ids are refused with UNSUPPORTED_VERSION (the
+//! feature is missing, not a permission) until transactions exist.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
@@ -21,7 +22,7 @@ pub async fn handle(
         tracing::info!(
             "InitProducerId with a transactional id refused: transactions are not supported yet"
         );
-        return resp.with_error_code(Code::TransactionalIdAuthorizationFailed.code());
+        return resp.with_error_code(Code::UnsupportedVersion.code());
     }
     match broker.next_producer_id().await {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),

@@ -233,3 +233,45 @@ def test_offsets_for_times(broker, topic_name):
     msgs = consume(broker, name, [(0, start, 100)])
     assert [m.value() for m in msgs] == [f"r{i}".encode() for i in range(50, 100)]
     assert all(m.timestamp()[1] >= base + 50_000 for m in msgs)
+
+
+def test_describe_reports_authorized_operations(broker, topic_name):
+    """Without an authorizer every operation is allowed, and clients that
+    ask (Metadata v8+, DescribeCluster) are told so, as Kafka does."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AclOperation
+
+    name = topic_name("py-authops")
+    create_topic(broker, name, 1)
+    a = admin(broker)
+    desc = a.describe_topics(
+        TopicCollection([name]), request_timeout=TIMEOUT, include_authorized_operations=True
+    )[name].result(TIMEOUT)
+    ops = set(desc.authorized_operations or [])
+    for op in (AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE,
+               AclOperation.DELETE, AclOperation.ALTER_CONFIGS):
+        assert op in ops, (op, ops)
+    cluster = a.describe_cluster(
+        request_timeout=TIMEOUT, include_authorized_operations=True
+    ).result(TIMEOUT)
+    cops = set(cluster.authorized_operations or [])
+    for op in (AclOperation.DESCRIBE, AclOperation.CREATE, AclOperation.IDEMPOTENT_WRITE):
+        assert op in cops, (op, cops)
+
+
+def test_transactional_producer_is_told_the_feature_is_missing(broker):
+    """Transactions are not built yet: init_transactions fails with an error
+    that says so (unsupported), not with an authorization failure."""
+    from confluent_kafka import KafkaException
+
+    p = Producer({
+        "bootstrap.servers": broker.bootstrap,
+        "broker.address.family": "v4",
+        "transactional.id": "py-txn-missing",
+    })
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(5)
+    err = e.value.args[0]
+    assert err.code() != KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, err
+    assert "authoriz" not in err.str().lower(), err
+    assert "unsupported" in err.str().lower() or err.code() == KafkaError.UNSUPPORTED_VERSION, err
