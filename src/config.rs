@@ -111,6 +111,22 @@ pub struct ServeArgs {
     /// is reached [default: 67108864]
     #[arg(long, env = "STRATA_CONNECTION_MAX_REQUEST_BYTES")]
     pub connection_max_request_bytes: Option<u64>,
+    /// Milliseconds a request body may take to arrive after its length
+    /// prefix; a slower one closes the connection [default: 30000]
+    #[arg(long, env = "STRATA_REQUEST_BODY_TIMEOUT_MS")]
+    pub request_body_timeout_ms: Option<u64>,
+    /// Close a connection that sent no request for this many ms and has none
+    /// in flight (connections.max.idle.ms) [default: 600000]
+    #[arg(long, env = "STRATA_CONNECTIONS_MAX_IDLE_MS")]
+    pub connections_max_idle_ms: Option<u64>,
+    /// Kafka connections open at once; more are closed on accept
+    /// (max.connections) [default: 2147483647]
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+    /// Kafka connections open at once from one IP address
+    /// (max.connections.per.ip) [default: 2147483647]
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<u32>,
     /// Default largest record batch (message.max.bytes) [default: 1048588]
     #[arg(long, env = "STRATA_MESSAGE_MAX_BYTES")]
     pub message_max_bytes: Option<u32>,
@@ -230,6 +246,10 @@ pub struct BrokerConfig {
     pub tcp_congestion_control: Option<String>,
     pub queued_max_request_bytes: u64,
     pub connection_max_request_bytes: u64,
+    pub request_body_timeout_ms: u64,
+    pub connections_max_idle_ms: u64,
+    pub max_connections: u32,
+    pub max_connections_per_ip: u32,
     pub message_max_bytes: u32,
     pub log_segment_bytes: u64,
     pub log_retention_ms: i64,
@@ -319,6 +339,26 @@ impl BrokerConfig {
             "connection-max-request-bytes",
             a.connection_max_request_bytes.unwrap_or(64 << 20),
             1024,
+        )?;
+        let request_body_timeout_ms = at_least(
+            "request-body-timeout-ms",
+            a.request_body_timeout_ms.unwrap_or(30_000),
+            1,
+        )?;
+        let connections_max_idle_ms = at_least(
+            "connections-max-idle-ms",
+            a.connections_max_idle_ms.unwrap_or(600_000),
+            1,
+        )?;
+        let max_connections = at_least(
+            "max-connections",
+            a.max_connections.unwrap_or(i32::MAX as u32),
+            1,
+        )?;
+        let max_connections_per_ip = at_least(
+            "max-connections-per-ip",
+            a.max_connections_per_ip.unwrap_or(i32::MAX as u32),
+            1,
         )?;
         let message_max_bytes = at_least(
             "message-max-bytes",
@@ -458,6 +498,10 @@ impl BrokerConfig {
             tcp_congestion_control,
             queued_max_request_bytes,
             connection_max_request_bytes,
+            request_body_timeout_ms,
+            connections_max_idle_ms,
+            max_connections,
+            max_connections_per_ip,
             message_max_bytes,
             log_segment_bytes,
             log_retention_ms,
@@ -542,6 +586,14 @@ impl ServeArgs {
             connection_max_request_bytes: self
                 .connection_max_request_bytes
                 .or(file.connection_max_request_bytes),
+            request_body_timeout_ms: self
+                .request_body_timeout_ms
+                .or(file.request_body_timeout_ms),
+            connections_max_idle_ms: self
+                .connections_max_idle_ms
+                .or(file.connections_max_idle_ms),
+            max_connections: self.max_connections.or(file.max_connections),
+            max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
             message_max_bytes: self.message_max_bytes.or(file.message_max_bytes),
             log_segment_bytes: self.log_segment_bytes.or(file.log_segment_bytes),
             log_retention_ms: self.log_retention_ms.or(file.log_retention_ms),

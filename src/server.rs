@@ -14,7 +14,15 @@
 //! Backpressure: request bytes in flight are bounded per connection and per
 //! broker ([`RequestBytes`]); the reader waits for room before reading a
 //! frame's body (beyond what its 64 KiB read buffer already holds) and the
-//! room is given back when its response is written.
+//! room is given back when its response is written. Room is taken whole or
+//! not at all, and not in arrival order, so a big request waiting for room
+//! never holds up a small one behind it.
+//!
+//! Hostile or broken clients: a body must arrive within
+//! `--request-body-timeout-ms` of its length prefix; a connection with no
+//! request for `--connections-max-idle-ms` and none in flight is closed;
+//! `--max-connections` and `--max-connections-per-ip` cap connections (more
+//! are closed on accept). Log lines a client can cause are rate-limited.
 //!
 //! Consistency: responses leave in the order requests arrived; requests that
 //! get no response (`acks=0` produce) still take their turn.
@@ -25,19 +33,22 @@
 pub mod admin;
 pub mod frame;
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::broker::Broker;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::LogLimiter;
 use crate::zerocopy::{self, Part};
 
 /// How many requests of one connection may be in flight at once; the reader
@@ -90,6 +101,8 @@ pub struct RequestBytes {
     broker: Arc<Semaphore>,
     broker_max: u32,
     connection_max: u32,
+    /// Woken whenever room is given back (a [`Held`] dropped).
+    released: Arc<Notify>,
 }
 
 impl RequestBytes {
@@ -99,16 +112,18 @@ impl RequestBytes {
             broker: Arc::new(Semaphore::new(clamp(broker_max) as usize)),
             broker_max: clamp(broker_max),
             connection_max: clamp(connection_max),
+            released: Arc::new(Notify::new()),
         }
     }
 }
 
 /// What a request holds until its response is written.
 struct Held {
-    _connection: OwnedSemaphorePermit,
-    _broker: OwnedSemaphorePermit,
+    /// The permits (always `Some` until dropped).
+    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
     bytes: i64,
     gauge: prometheus_client::metrics::gauge::Gauge,
+    released: Arc<Notify>,
     /// When its length prefix was read.
     arrived: Instant,
 }
@@ -116,8 +131,65 @@ struct Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.gauge.dec_by(self.bytes);
+        // Room first, then the news, so a woken waiter finds the room.
+        drop(self.permits.take());
+        self.released.notify_waiters();
     }
 }
+
+/// Kafka connections open, in all and by peer address, with their caps.
+struct ConnectionCount {
+    open: Mutex<(u32, HashMap<IpAddr, u32>)>,
+    max: u32,
+    max_per_ip: u32,
+}
+
+/// One open connection counted in a [`ConnectionCount`] until dropped.
+struct Counted {
+    count: Arc<ConnectionCount>,
+    ip: IpAddr,
+}
+
+impl ConnectionCount {
+    /// Counts a new connection from `ip`, or says which cap refuses it.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Counted, &'static str> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.0 >= self.max {
+            return Err("max-connections");
+        }
+        let per_ip = open.1.entry(ip).or_insert(0);
+        if *per_ip >= self.max_per_ip {
+            return Err("max-connections-per-ip");
+        }
+        *per_ip += 1;
+        open.0 += 1;
+        Ok(Counted {
+            count: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self.count.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Refused connections, logged once a minute at most.
+static REFUSED_LOG: LogLimiter = LogLimiter::new();
+/// Frames above `socket.request.max.bytes`, logged once a minute at most.
+static TOO_LARGE_LOG: LogLimiter = LogLimiter::new();
+/// Bodies that did not arrive in time, logged once a minute at most.
+static SLOW_BODY_LOG: LogLimiter = LogLimiter::new();
+const CLIENT_LOG_EVERY_MS: u64 = 60_000;
 
 /// Accepts Kafka connections until `shutdown` is cancelled.
 pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) {
@@ -126,11 +198,27 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancellat
         broker.config.queued_max_request_bytes,
         broker.config.connection_max_request_bytes,
     );
+    let count = Arc::new(ConnectionCount {
+        open: Mutex::new((0, HashMap::new())),
+        max: broker.config.max_connections,
+        max_per_ip: broker.config.max_connections_per_ip,
+    });
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let counted = match count.admit(peer.ip()) {
+                        Ok(c) => c,
+                        Err(cap) => {
+                            broker.metrics.connections_refused.inc();
+                            if let Some(more) = REFUSED_LOG.allow(CLIENT_LOG_EVERY_MS) {
+                                tracing::warn!(%peer, cap, suppressed = more, "connection refused: over the connection cap");
+                            }
+                            drop(stream);
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     let broker = broker.clone();
                     let shutdown = shutdown.clone();
@@ -139,6 +227,7 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancellat
                         tracing::debug!(%peer, "connection opened");
                         broker.metrics.connections.inc();
                         serve_connection(broker.clone(), stream, shutdown, limits).await;
+                        drop(counted);
                         broker.metrics.connections.dec();
                         tracing::debug!(%peer, "connection closed");
                     });
@@ -181,17 +270,25 @@ async fn serve_connection(
     ));
     let connection = Arc::new(Semaphore::new(limits.connection_max as usize));
     let max = broker.config.socket_request_max_bytes;
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
+    let body_timeout = Duration::from_millis(broker.config.request_body_timeout_ms);
     loop {
         let size = tokio::select! {
             _ = closed.cancelled() => break,
             f = frame::read_len(&mut reader, max) => f,
+            _ = idle_for(idle, &connection, limits.connection_max) => {
+                tracing::debug!(%peer, idle_ms = idle.as_millis() as u64, "idle connection closed");
+                break;
+            }
         };
         let arrived = Instant::now();
         let size = match size {
             Ok(Some(size)) => size,
             Ok(None) => break,
             Err(frame::FrameError::TooLarge { size, max }) => {
-                tracing::warn!(%peer, size, max, "request frame exceeds socket.request.max.bytes; closing connection");
+                if let Some(more) = TOO_LARGE_LOG.allow(CLIENT_LOG_EVERY_MS) {
+                    tracing::warn!(%peer, size, max, suppressed = more, "request frame exceeds socket.request.max.bytes; closing connection");
+                }
                 break;
             }
             Err(e) => {
@@ -208,11 +305,18 @@ async fn serve_connection(
         let Some(held) = held else { break };
         let frame = tokio::select! {
             _ = closed.cancelled() => break,
-            f = frame::read_body(&mut reader, size) => f,
+            f = tokio::time::timeout(body_timeout, frame::read_body(&mut reader, size)) => f,
         };
         let frame = match frame {
-            Ok(f) => f,
-            Err(e) => {
+            Ok(Ok(f)) => f,
+            Err(_) => {
+                broker.metrics.request_body_timeouts.inc();
+                if let Some(more) = SLOW_BODY_LOG.allow(CLIENT_LOG_EVERY_MS) {
+                    tracing::warn!(%peer, size, timeout_ms = body_timeout.as_millis() as u64, suppressed = more, "request body did not arrive in time (request-body-timeout-ms); closing connection");
+                }
+                break;
+            }
+            Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "connection read failed");
                 break;
             }
@@ -240,8 +344,22 @@ async fn serve_connection(
     let _ = writer_task.await;
 }
 
+/// Resolves once the connection has had nothing in flight for a whole
+/// `idle` period (all of its request bytes given back).
+async fn idle_for(idle: Duration, connection: &Semaphore, connection_max: u32) {
+    loop {
+        tokio::time::sleep(idle).await;
+        if connection.available_permits() >= connection_max as usize {
+            return;
+        }
+    }
+}
+
 /// Takes `size` bytes (at most each bound) from the connection's and the
-/// broker's budgets; `None` if a semaphore is closed.
+/// broker's budgets, both at once or neither, waiting for room while there
+/// is none; `None` if a semaphore is closed. Not first come first served:
+/// a big request waiting for room does not hold up smaller ones (as
+/// Kafka's memory pool), and holds nothing while it waits.
 async fn hold(
     connection: &Arc<Semaphore>,
     limits: &RequestBytes,
@@ -250,26 +368,42 @@ async fn hold(
     arrived: Instant,
 ) -> Option<Held> {
     let want = u32::try_from(size).unwrap_or(u32::MAX).max(1);
-    let c = connection
-        .clone()
-        .acquire_many_owned(want.min(limits.connection_max))
-        .await
-        .ok()?;
-    let b = limits
-        .broker
-        .clone()
-        .acquire_many_owned(want.min(limits.broker_max))
-        .await
-        .ok()?;
-    let gauge = broker.metrics.request_bytes_in_flight.clone();
-    gauge.inc_by(size as i64);
-    Some(Held {
-        _connection: c,
-        _broker: b,
-        bytes: size as i64,
-        gauge,
-        arrived,
-    })
+    loop {
+        // Registered before trying, so a release in between is not missed.
+        let released = limits.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        let c = match connection
+            .clone()
+            .try_acquire_many_owned(want.min(limits.connection_max))
+        {
+            Ok(c) => Some(c),
+            Err(TryAcquireError::Closed) => return None,
+            Err(TryAcquireError::NoPermits) => None,
+        };
+        if let Some(c) = c {
+            match limits
+                .broker
+                .clone()
+                .try_acquire_many_owned(want.min(limits.broker_max))
+            {
+                Ok(b) => {
+                    let gauge = broker.metrics.request_bytes_in_flight.clone();
+                    gauge.inc_by(size as i64);
+                    return Some(Held {
+                        permits: Some((c, b)),
+                        bytes: size as i64,
+                        gauge,
+                        released: limits.released.clone(),
+                        arrived,
+                    });
+                }
+                Err(TryAcquireError::Closed) => return None,
+                Err(TryAcquireError::NoPermits) => drop(c),
+            }
+        }
+        released.await;
+    }
 }
 
 async fn write_responses(

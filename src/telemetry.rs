@@ -118,3 +118,60 @@ pub fn init(config: &BrokerConfig) -> TelemetryGuard {
     }
     TelemetryGuard { provider }
 }
+
+/// One log line per `every` at most, for lines a client can cause at will
+/// (refused connections, malformed frames): the limiter of one call site.
+pub struct LogLimiter {
+    last_ms: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimiter {
+    pub const fn new() -> LogLimiter {
+        LogLimiter {
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` when a line may be
+    /// logged now (at most one per `every_ms`), else `None`.
+    pub fn allow(&self, every_ms: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_ms.load(Relaxed);
+        if now.saturating_sub(last) >= every_ms
+            && self
+                .last_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Relaxed));
+        }
+        self.suppressed.fetch_add(1, Relaxed);
+        None
+    }
+}
+
+impl Default for LogLimiter {
+    fn default() -> Self {
+        LogLimiter::new()
+    }
+}
+
+#[cfg(test)]
+mod log_limiter_tests {
+    use super::LogLimiter;
+
+    #[test]
+    fn one_line_per_period_and_a_count_of_the_rest() {
+        let l = LogLimiter::new();
+        assert_eq!(l.allow(60_000), Some(0));
+        for _ in 0..5 {
+            assert_eq!(l.allow(60_000), None);
+        }
+        assert_eq!(l.allow(0), Some(5));
+    }
+}

@@ -509,3 +509,115 @@ fn request_bytes_in_flight_are_bounded_per_broker() {
     clients::create_topic(&roomy.bootstrap(), &topic, 1, &[]);
     assert!(!long_poll_answered_first(&roomy, &topic));
 }
+
+/// Length prefixes announcing 100 MiB (within socket.request.max.bytes)
+/// with no body: the first two take 200 of the broker's 256 MiB, the third
+/// waits for room. A small request from anyone else is still served: room
+/// is not handed out first come first served, so the waiting giant holds
+/// up nobody.
+#[test]
+fn announced_bodies_that_never_come_do_not_stall_other_clients() {
+    let mut broker = Broker::builder()
+        .args(["--request-body-timeout-ms", "600000"])
+        .start();
+    let mut hostile: Vec<RawConn> = (0..3)
+        .map(|_| {
+            let mut c = RawConn::connect(&broker.bootstrap());
+            c.write_raw(&(100i32 << 20).to_be_bytes()).expect("prefix");
+            c
+        })
+        .collect();
+    wait_in_flight(&broker, |b| b >= f64::from(200 << 20));
+    let mut c = RawConn::connect(&broker.bootstrap());
+    let versions = c.api_versions();
+    assert_eq!(versions.error_code, 0);
+    let topic = common::topic_name("unstalled");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    assert_eq!(
+        clients::produce(&broker.bootstrap(), &topic, &[TestRecord::value("through")]),
+        vec![(0, 0)]
+    );
+    for h in &mut hostile {
+        h.shutdown_write();
+    }
+    wait_in_flight(&broker, |b| b == 0.0);
+    assert_still_serving(&mut broker);
+}
+
+/// A body that does not arrive in time, and a connection that sends nothing,
+/// are closed; a long-poll longer than the idle limit is not idle.
+#[test]
+fn slow_bodies_and_idle_connections_are_closed() {
+    use kafka_protocol::messages::FetchResponse;
+    let mut broker = Broker::builder()
+        .args(["--request-body-timeout-ms", "300"])
+        .args(["--connections-max-idle-ms", "500"])
+        .start();
+    let topic = common::topic_name("idle");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let mut slow = RawConn::connect(&broker.bootstrap());
+    slow.write_raw(&[0, 0, 4, 0, 1, 2, 3])
+        .expect("part of a frame");
+    slow.wait_closed(CLOSE_WITHIN).expect("slow body closed");
+    assert!(
+        broker
+            .metrics()
+            .get("strata_request_body_timeouts_total")
+            .copied()
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    let mut quiet = RawConn::connect(&broker.bootstrap());
+    quiet
+        .wait_closed(CLOSE_WITHIN)
+        .expect("idle connection closed");
+    // A fetch parked for three idle periods is answered on its connection.
+    let mut polling = RawConn::connect(&broker.bootstrap());
+    let corr = polling.send(ApiKey::Fetch, 11, &big_long_poll(&topic, 1500));
+    let _: FetchResponse = polling.receive(ApiKey::Fetch, 11, corr);
+    assert_still_serving(&mut broker);
+}
+
+#[test]
+fn connections_over_the_per_ip_cap_are_closed_on_accept() {
+    let mut broker = Broker::builder()
+        .args(["--max-connections-per-ip", "2"])
+        .start();
+    let mut a = RawConn::connect(&broker.bootstrap());
+    let mut b = RawConn::connect(&broker.bootstrap());
+    assert_eq!(a.api_versions().error_code, 0);
+    assert_eq!(b.api_versions().error_code, 0);
+    let mut c = RawConn::connect(&broker.bootstrap());
+    c.wait_closed(CLOSE_WITHIN)
+        .expect("third connection closed");
+    assert!(
+        broker
+            .metrics()
+            .get("strata_connections_refused_total")
+            .copied()
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    drop(a);
+    drop(b);
+    drop(c);
+    // Room again once the broker has seen them go.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while broker
+        .metrics()
+        .get("strata_connections")
+        .copied()
+        .unwrap_or(0.0)
+        > 0.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections not closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut d = RawConn::connect(&broker.bootstrap());
+    assert_eq!(d.api_versions().error_code, 0);
+    broker.assert_running();
+    broker.assert_no_error_logs();
+}

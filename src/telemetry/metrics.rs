@@ -61,6 +61,8 @@ pub struct Metrics {
     pub records_in: Family<TopicLabels, Counter>,
     pub records_out: Family<TopicLabels, Counter>,
     pub connections: Gauge,
+    pub connections_refused: Counter,
+    pub request_body_timeouts: Counter,
     pub request_bytes_in_flight: Gauge,
     pub fetch_zero_copy_bytes: Counter,
     pub partitions: Gauge,
@@ -102,6 +104,8 @@ impl Metrics {
             records_in: Family::default(),
             records_out: Family::default(),
             connections: Gauge::default(),
+            connections_refused: Counter::default(),
+            request_body_timeouts: Counter::default(),
             request_bytes_in_flight: Gauge::default(),
             fetch_zero_copy_bytes: Counter::default(),
             partitions: Gauge::default(),
@@ -231,6 +235,16 @@ impl Metrics {
             "strata_tier_cache_size_bytes",
             "Bytes held by the tier read cache (memory and disk)",
             m.tier_cache_size_bytes.clone(),
+        );
+        registry.register(
+            "strata_connections_refused",
+            "Kafka connections closed on accept by max-connections or max-connections-per-ip",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "strata_request_body_timeouts",
+            "Connections closed because a request body did not arrive within request-body-timeout-ms",
+            m.request_body_timeouts.clone(),
         );
         registry.register(
             "strata_tier_passes",
