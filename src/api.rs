@@ -77,9 +77,25 @@ fn ready(o: Outcome) -> Pending {
 /// returned future only waits (for durability or for data) and encodes.
 /// The connection calls this for one frame at a time, so two produce
 /// requests pipelined on a connection are appended in the order they came.
+/// Malformed or unsupported requests, logged once per 10 s at most (any
+/// client can send them at will).
+static MALFORMED_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+/// Responses that could not be encoded, logged once per 10 s at most.
+static ENCODE_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+const CLIENT_LOG_EVERY_MS: u64 = 10_000;
+
+/// Logs a malformed-request line at WARN when the rate limit allows.
+macro_rules! malformed {
+    ($($field:tt)*) => {
+        if let Some(suppressed) = MALFORMED_LOG.allow(CLIENT_LOG_EVERY_MS) {
+            tracing::warn!(suppressed, $($field)*);
+        }
+    };
+}
+
 pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
     if frame.len() < 8 {
-        tracing::warn!(
+        malformed!(
             len = frame.len(),
             "request frame too short for a header; closing connection"
         );
@@ -89,32 +105,32 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let Ok(api_key) = ApiKey::try_from(raw_key) else {
-        tracing::warn!(api_key = raw_key, "unknown api key; closing connection");
+        malformed!(api_key = raw_key, "unknown api key; closing connection");
         return ready(Outcome::Close);
     };
     let Some(range) = versions::supported(api_key) else {
-        tracing::warn!(api = ?api_key, version, "api not supported; closing connection");
+        malformed!(api = ?api_key, version, "api not supported; closing connection");
         return ready(Outcome::Close);
     };
     if api_key == ApiKey::ApiVersions && version > range.1 {
         return ready(versions::unsupported_version_response(correlation_id));
     }
     if version < range.0 || version > range.1 || version < api_key.valid_versions().min {
-        tracing::warn!(api = ?api_key, version, "unsupported api version; closing connection");
+        malformed!(api = ?api_key, version, "unsupported api version; closing connection");
         return ready(Outcome::Close);
     }
     let header_version = api_key.request_header_version(version);
     let header = match decode_guarded(|| RequestHeader::decode(&mut frame, header_version)) {
         Some(h) => h,
         None => {
-            tracing::warn!(api = ?api_key, version, "malformed request header; closing connection");
+            malformed!(api = ?api_key, version, "malformed request header; closing connection");
             return ready(Outcome::Close);
         }
     };
     let request = match decode_guarded(|| RequestKind::decode(api_key, &mut frame, version)) {
         Some(r) => r,
         None => {
-            tracing::warn!(api = ?api_key, version, correlation_id, "malformed request body; closing connection");
+            malformed!(api = ?api_key, version, correlation_id, "malformed request body; closing connection");
             return ready(Outcome::Close);
         }
     };
@@ -301,7 +317,9 @@ fn encode_response(
         }
     };
     encoded.unwrap_or_else(|e| {
-        tracing::error!(api = ?api_key, version, error = %e, "cannot encode response");
+        if let Some(suppressed) = ENCODE_LOG.allow(CLIENT_LOG_EVERY_MS) {
+            tracing::error!(api = ?api_key, version, error = %e, suppressed, "cannot encode response");
+        }
         Outcome::Close
     })
 }

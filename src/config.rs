@@ -711,6 +711,22 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
 
 /// Checks one topic config entry; returns a message for INVALID_CONFIG.
 pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
+    check_topic_config(key, value).map_err(clip_message)
+}
+
+/// Longest message Strata puts in a response: messages quote keys and
+/// values clients sent, and a response string has at most 32,767 bytes.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// `m` cut to [`MAX_MESSAGE_CHARS`] characters (marked with `...`).
+pub fn clip_message(m: String) -> String {
+    match m.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}...", &m[..at]),
+        None => m,
+    }
+}
+
+fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
     fn int(key: &str, value: &str, min: i64) -> Result<(), String> {
         match value.parse::<i64>() {
             Ok(v) if v >= min => Ok(()),

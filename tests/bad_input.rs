@@ -621,3 +621,29 @@ fn connections_over_the_per_ip_cap_are_closed_on_accept() {
     broker.assert_running();
     broker.assert_no_error_logs();
 }
+
+/// Lines a client can cause at will are rate-limited, and a response that
+/// quotes a client's 32,760-byte config key still encodes (the quote is
+/// clipped) instead of failing with an ERROR and a closed connection.
+#[test]
+fn client_caused_log_lines_are_rate_limited() {
+    let mut broker = Broker::start();
+    for _ in 0..200 {
+        let mut c = RawConn::connect(&broker.bootstrap());
+        c.write_frame(&[0xff, 0xff, 0, 0]).expect("short frame");
+        c.wait_closed(CLOSE_WITHIN).expect("closed");
+    }
+    let lines = broker
+        .logs()
+        .lines()
+        .filter(|l| l.contains("closing connection"))
+        .count();
+    assert!((1..=3).contains(&lines), "{lines} lines for 200 bad frames");
+    let key = "k".repeat(32_760);
+    let topic = common::topic_name("longkey");
+    assert_eq!(
+        clients::try_create_topic(&broker.bootstrap(), &topic, 1, &[(key.as_str(), "x")]),
+        Err(RDKafkaErrorCode::InvalidConfig)
+    );
+    assert_still_serving(&mut broker);
+}

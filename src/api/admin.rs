@@ -239,7 +239,10 @@ pub async fn create_topics(
                 None => {
                     config_error = Some(err(
                         Code::InvalidConfig,
-                        format!("null value for topic config. key={}", c.name.as_str()),
+                        crate::config::clip_message(format!(
+                            "null value for topic config. key={}",
+                            c.name.as_str()
+                        )),
                     ))
                 }
             }

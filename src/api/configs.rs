@@ -248,7 +248,10 @@ pub async fn alter(
                         None => {
                             bad = Some((
                                 Code::InvalidConfig.code(),
-                                format!("null value for topic config. key={}", c.name.as_str()),
+                                crate::config::clip_message(format!(
+                                    "null value for topic config. key={}",
+                                    c.name.as_str()
+                                )),
                             ))
                         }
                     }
@@ -303,7 +306,9 @@ pub async fn incremental_alter(
                         if !TOPIC_CONFIG_KEYS.contains(&key.as_str()) {
                             bad = Some((
                                 Code::InvalidConfig.code(),
-                                format!("unknown topic config. key={key}"),
+                                crate::config::clip_message(format!(
+                                    "unknown topic config. key={key}"
+                                )),
                             ));
                             break;
                         }
@@ -317,9 +322,9 @@ pub async fn incremental_alter(
                             (OP_APPEND | OP_SUBTRACT, _) if key != "cleanup.policy" => {
                                 bad = Some((
                                     Code::InvalidConfig.code(),
-                                    format!(
+                                    crate::config::clip_message(format!(
                                         "append/subtract apply only to list configs. key={key}"
-                                    ),
+                                    )),
                                 ));
                             }
                             (OP_APPEND, Some(v)) => {
@@ -356,7 +361,7 @@ pub async fn incremental_alter(
                             (op, _) => {
                                 bad = Some((
                                     Code::InvalidConfig.code(),
-                                    format!("invalid config operation or null value. key={key}, op={op}"),
+                                    crate::config::clip_message(format!("invalid config operation or null value. key={key}, op={op}")),
                                 ));
                             }
                         }
