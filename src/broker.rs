@@ -72,7 +72,17 @@ pub struct Broker {
     reconcile_lock: AsyncMutex<()>,
     producer_ids: std::sync::Mutex<(i64, i64)>,
     ready: AtomicBool,
+    /// Why the object store is unusable, while it is (`None`: it answered
+    /// the last probe). The broker serves local data meanwhile.
+    tier_down: std::sync::Mutex<Option<String>>,
 }
+
+/// Manifests read at once when partitions open.
+const TIER_REFRESH_CONCURRENCY: usize = 64;
+
+/// How long a request waits for the tier before going on without it (the
+/// tier loop and later requests try again).
+pub const TIER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Broker {
     pub fn new(
@@ -100,7 +110,22 @@ impl Broker {
             reconcile_lock: AsyncMutex::new(()),
             producer_ids: std::sync::Mutex::new((0, 0)),
             ready: AtomicBool::new(false),
+            tier_down: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Why the tier is unusable, if it is (for `/ready` and the metrics).
+    pub fn tier_down(&self) -> Option<String> {
+        self.tier_down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records the outcome of a tier probe.
+    pub fn set_tier_down(&self, why: Option<String>) {
+        self.metrics.tier_available.set(i64::from(why.is_none()));
+        *self.tier_down.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
 
     pub fn node_id(&self) -> i32 {
@@ -232,6 +257,7 @@ impl Broker {
             }
         }
         // Open new ones (blocking file I/O: recovery may scan segments).
+        let mut opened = Vec::new();
         for (key, (topic, epoch)) in &wanted {
             if let Some(existing) = self.partition(key.0, key.1) {
                 existing.set_config(self.partition_config(topic));
@@ -270,14 +296,38 @@ impl Broker {
                 path: dir.display().to_string(),
                 source: std::io::Error::other(e.to_string()),
             })??;
-            if let Err(e) = p.refresh_tier().await {
-                // The tier loop retries; local data is served meanwhile.
-                tracing::warn!(partition = %p.name(), error = %e, "cannot read the tier manifest");
+            opened.push((*key, Arc::new(p)));
+        }
+        // The tier's offsets of every new partition, read at once and
+        // bounded: a hanging object store must not hold up start-up or
+        // metadata changes (CreateTopics waits for this). The tier loop
+        // retries; local data is served meanwhile. A partition is served only
+        // after this, so a local log behind a restored tier restarts after it
+        // before it takes an append.
+        let deadline = tokio::time::Instant::now() + TIER_WAIT;
+        let refreshed: Vec<_> = {
+            use futures::StreamExt;
+            let handles: Vec<Arc<Partition>> = opened.iter().map(|(_, p)| Arc::clone(p)).collect();
+            futures::stream::iter(handles)
+                .map(|p| async move { tokio::time::timeout_at(deadline, p.refresh_tier()).await })
+                .buffered(TIER_REFRESH_CONCURRENCY)
+                .collect()
+                .await
+        };
+        for ((key, p), r) in opened.into_iter().zip(refreshed) {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(partition = %p.name(), error = %tiering::error_chain(&e), "cannot read the tier manifest");
+                }
+                Err(_) => {
+                    tracing::warn!(partition = %p.name(), wait_ms = TIER_WAIT.as_millis() as u64, "tier manifest read did not answer; the tier loop retries");
+                }
             }
             self.partitions
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(*key, Arc::new(p));
+                .insert(key, p);
         }
         Ok(())
     }

@@ -179,6 +179,11 @@ pub struct ServeArgs {
     /// Age after which a tier object no manifest names is deleted, in ms [default: 900000]
     #[arg(long, env = "STRATA_TIER_ORPHAN_GRACE_MS")]
     pub tier_orphan_grace_ms: Option<u64>,
+    /// A partition whose tier reads have had no answer for this many ms
+    /// answers fetches of tiered offsets with REQUEST_TIMED_OUT (an object
+    /// store outage), instead of empty data [default: 30000]
+    #[arg(long, env = "STRATA_TIER_READ_TIMEOUT_MS")]
+    pub tier_read_timeout_ms: Option<u64>,
     /// Log filter, e.g. `info` or `strata=debug` [default: info]
     #[arg(long, env = "STRATA_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -220,6 +225,7 @@ pub struct TierSettings {
     pub fetch_bytes_per_sec: u64,
     pub interval_ms: u64,
     pub orphan_grace_ms: u64,
+    pub read_timeout_ms: u64,
 }
 
 /// Log output format.
@@ -453,6 +459,10 @@ impl BrokerConfig {
             fetch_bytes_per_sec: a.tier_fetch_bytes_per_sec.unwrap_or(0),
             interval_ms: positive("tier-interval-ms", a.tier_interval_ms.unwrap_or(5000))?,
             orphan_grace_ms: a.tier_orphan_grace_ms.unwrap_or(15 * 60 * 1000),
+            read_timeout_ms: positive(
+                "tier-read-timeout-ms",
+                a.tier_read_timeout_ms.unwrap_or(30_000),
+            )?,
         };
         let tcp_congestion_control = match a.tcp_congestion_control {
             Some(name) if name.is_empty() => None,
@@ -621,6 +631,7 @@ impl ServeArgs {
                 .tier_fetch_bytes_per_sec
                 .or(file.tier_fetch_bytes_per_sec),
             tier_orphan_grace_ms: self.tier_orphan_grace_ms.or(file.tier_orphan_grace_ms),
+            tier_read_timeout_ms: self.tier_read_timeout_ms.or(file.tier_read_timeout_ms),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
             group_min_session_timeout_ms: self

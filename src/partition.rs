@@ -171,6 +171,10 @@ pub struct Partition {
     tier_start: AtomicI64,
     /// Last offset in the tier, -1 when nothing is tiered.
     tier_last: AtomicI64,
+    /// Since when reads from the tier have run past fetches' waits with no
+    /// answer (`None` once one answers): how long the object store has
+    /// been silent for this partition.
+    remote_silent_since: Mutex<Option<std::time::Instant>>,
 }
 
 /// The durable offset as the sync rounds publish it.
@@ -263,6 +267,7 @@ impl Partition {
             remote,
             tier_start: AtomicI64::new(tier_start),
             tier_last: AtomicI64::new(tier_last),
+            remote_silent_since: Mutex::new(None),
         })
     }
 
@@ -751,6 +756,24 @@ impl Partition {
             .read_pieces(offset, max_bytes as u64, files)
             .await
             .map_err(|e| self.tier_err(e))
+    }
+
+    /// Notes that a read from the tier answered (data or an error).
+    pub fn remote_read_answered(&self) {
+        *self
+            .remote_silent_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Notes that a read from the tier ran past a fetch's wait; returns for
+    /// how long this partition's tier reads have had no answer.
+    pub fn remote_read_silent(&self) -> std::time::Duration {
+        self.remote_silent_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed()
     }
 
     /// Deletes local sealed segments that are in the tier and beyond the

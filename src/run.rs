@@ -122,17 +122,17 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     let tier_options = config.tier_options();
     let tier = tiering::TierStore::from_url_with(&config.tier_url, tier_options)
         .with_context(|| format!("invalid tier settings. tier-url={}", config.tier_url))?;
-    tier.probe(&format!(
-        "node-{}-{}",
-        config.node_id,
-        uuid::Uuid::new_v4().simple()
-    ))
-    .await
-    .with_context(|| format!("tier is not usable. tier-url={}", config.tier_url))?;
+    // The broker starts and serves its local data with the tier down: uploads
+    // queue and retry, tiered reads answer an error, /ready names the tier.
+    let first_probe = probe_tier(&tier, config.node_id).await;
+    if let Err(why) = &first_probe {
+        tracing::error!(tier_url = %tier.url(), error = %why, "tier is unusable; serving local data, uploads wait and tiered reads answer an error until it answers");
+    }
 
     crate::partition::set_sync_rounds_syncfs(config.sync_rounds_syncfs);
     crate::writeback::set_every(config.log_writeback_bytes);
     let broker = Arc::new(Broker::new(config.clone(), metadata, tier, advertised));
+    broker.set_tier_down(first_probe.err());
     admin_state.set_broker(broker.clone());
     broker
         .remove_orphan_dirs()
@@ -176,6 +176,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         shutdown.child_token(),
     ));
     tasks.spawn(watch_metadata(broker.clone(), shutdown.child_token()));
+    tasks.spawn(reprobe_tier(broker.clone(), shutdown.child_token()));
     tasks.spawn(retention_loop(broker.clone(), shutdown.child_token()));
     let server_task = tokio::spawn(server::run(
         broker.clone(),
@@ -237,6 +238,41 @@ async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
                 let b = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
             }
+        }
+    }
+}
+
+/// How long one tier probe may take, and how often a down tier is probed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+const REPROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Writes, reads back and deletes a probe object; `Err` says why the tier
+/// is unusable.
+async fn probe_tier(tier: &tiering::TierStore, node_id: i32) -> Result<(), String> {
+    let unique = format!("node-{node_id}-{}", uuid::Uuid::new_v4().simple());
+    match tokio::time::timeout(PROBE_TIMEOUT, tier.probe(&unique)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(tiering::error_chain(&e)),
+        Err(_) => Err(format!(
+            "the object store did not answer within {} s",
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Probes a tier that was down until it answers, then says so once.
+async fn reprobe_tier(broker: Arc<Broker>, shutdown: CancellationToken) {
+    while broker.tier_down().is_some() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(REPROBE_EVERY) => {}
+        }
+        match probe_tier(&broker.tier, broker.node_id()).await {
+            Ok(()) => {
+                tracing::info!(tier_url = %broker.tier.url(), "tier answers again");
+                broker.set_tier_down(None);
+            }
+            Err(why) => broker.set_tier_down(Some(why)),
         }
     }
 }

@@ -1,12 +1,19 @@
-//! A lost or damaged tier manifest, and a local segment damaged before its
-//! upload, against the real broker on a `file://` tier: the tier is never
-//! read as empty, nothing is trimmed or collected, the partition keeps its
-//! true log start and answers KAFKA_STORAGE_ERROR for tiered offsets, and
-//! `strata tier repair` brings every record back.
+//! Tier failures against the real broker. A lost or damaged manifest and a
+//! local segment damaged before its upload, on a `file://` tier: the tier
+//! is never read as empty, nothing is trimmed or collected, the partition
+//! keeps its true log start and answers KAFKA_STORAGE_ERROR for tiered
+//! offsets, and `strata tier repair` brings every record back. An object
+//! store that refuses connections or stops answering (a fault proxy in
+//! front of LocalStack): the broker starts and serves its local data, and
+//! tiered fetches answer REQUEST_TIMED_OUT instead of empty data.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::clients::{self, TestRecord};
@@ -76,6 +83,11 @@ fn wait_passes(broker: &Broker, n: f64) {
 
 /// The error code of a Fetch of `topic`-0 at `offset`.
 fn fetch_error(broker: &Broker, topic: &str, offset: i64) -> i16 {
+    fetch_at(broker, topic, offset).0
+}
+
+/// A Fetch of `topic`-0 at `offset`: (error code, record bytes).
+fn fetch_at(broker: &Broker, topic: &str, offset: i64) -> (i16, usize) {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
     use kafka_protocol::protocol::StrBytes;
@@ -94,7 +106,8 @@ fn fetch_error(broker: &Broker, topic: &str, offset: i64) -> i16 {
                 .with_partition_max_bytes(1 << 20)])]);
     let mut c = RawConn::connect(&broker.bootstrap());
     let resp: FetchResponse = c.roundtrip(ApiKey::Fetch, 11, &req);
-    resp.responses[0].partitions[0].error_code
+    let p = &resp.responses[0].partitions[0];
+    (p.error_code, p.records.as_ref().map_or(0, |r| r.len()))
 }
 
 fn tiered_broker(data: Option<&Path>, url: &str) -> Broker {
@@ -309,4 +322,209 @@ fn a_segment_damaged_before_upload_is_refused_and_the_tier_stops_there() {
             .any(|l| l.contains("segment refused for upload")),
         "{errors:?}"
     );
+}
+
+/// A TCP proxy that can stop answering: while paused it forwards nothing in
+/// either direction (connections stay open, as a hanging object store's).
+struct FaultProxy {
+    addr: String,
+    paused: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    fn start(upstream: String) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let paused = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (paused.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ] {
+                    let (Ok(from), Ok(to)) = (from, to) else {
+                        continue;
+                    };
+                    let (p, s) = (p.clone(), s.clone());
+                    std::thread::spawn(move || pump(from, to, &p, &s));
+                }
+            }
+        });
+        FaultProxy { addr, paused, stop }
+    }
+
+    fn pause(&self, on: bool) {
+        self.paused.store(on, Ordering::Relaxed);
+    }
+}
+
+/// Forwards `from` to `to` until either closes or the proxy stops; holds
+/// everything while paused.
+fn pump(mut from: TcpStream, mut to: TcpStream, paused: &AtomicBool, stop: &AtomicBool) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = vec![0u8; 64 << 10];
+    while !stop.load(Ordering::Relaxed) {
+        if paused.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.paused.store(false, Ordering::Relaxed);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn s3_broker(endpoint: &str, bucket: &str, extra: &[&str]) -> Broker {
+    Broker::builder()
+        .args(["--tier-interval-ms", "100"])
+        .args(extra.iter().copied())
+        .arg("--tier-url")
+        .arg(format!("s3://{bucket}/strata"))
+        .arg("--tier-s3-endpoint")
+        .arg(endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .start()
+}
+
+/// An object store that refuses connections at start: the broker starts,
+/// says so in /ready and the metrics, and serves its local data.
+#[test]
+fn the_broker_starts_and_serves_local_data_while_the_object_store_refuses() {
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let broker = s3_broker(&endpoint, "nowhere", &[]);
+    wait_until("ready", || broker.admin_get("/ready").0 == 200);
+    let (status, body) = broker.admin_get("/ready");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("tier: unavailable"), "{body}");
+    assert_eq!(metric(&broker, "strata_tier_available"), 0.0);
+    let topic = common::topic_name("local-only");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let records: Vec<TestRecord> = (0..100)
+        .map(|i| TestRecord::value(value(i)).in_partition(0))
+        .collect();
+    clients::produce(&broker.bootstrap(), &topic, &records);
+    let got = clients::consume_ranges(
+        &broker.bootstrap(),
+        &topic,
+        &[(0, 0, 100)],
+        clients::OP_TIMEOUT,
+    );
+    assert_eq!(got.len(), 100);
+    assert!(
+        broker
+            .error_log_lines()
+            .iter()
+            .any(|l| l.contains("tier is unusable")),
+        "{:?}",
+        broker.error_log_lines()
+    );
+}
+
+/// An object store that stops answering mid-way: fetches of tiered offsets
+/// answer nothing for a while, then REQUEST_TIMED_OUT (which clients
+/// report), and data again once the store answers.
+#[test]
+fn tiered_fetches_answer_request_timed_out_while_the_object_store_hangs() {
+    let Some(endpoint) = common::s3::s3_endpoint() else {
+        eprintln!("STRATA_SKIP_S3=1: skipping the LocalStack test");
+        return;
+    };
+    let bucket = format!("strata-it-{}", uuid::Uuid::new_v4().simple());
+    let s3 = common::s3::s3_client(&endpoint);
+    clients::block_on(s3.create_bucket().bucket(&bucket).send()).expect("create bucket");
+    let upstream = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = FaultProxy::start(upstream);
+    let broker = s3_broker(
+        &format!("http://{}", proxy.addr),
+        &bucket,
+        &["--tier-read-timeout-ms", "2000"],
+    );
+    let topic = common::topic_name("hang");
+    clients::create_topic(
+        &broker.bootstrap(),
+        &topic,
+        1,
+        &[
+            ("segment.bytes", "1048576"),
+            ("local.retention.bytes", "1048576"),
+        ],
+    );
+    let records: Vec<TestRecord> = (0..3000)
+        .map(|i| TestRecord::value(value(i)).in_partition(0))
+        .collect();
+    let producer = clients::producer(&broker.bootstrap(), &[("acks", "all")]);
+    clients::produce_all(&producer, &topic, &records);
+    drop(producer);
+    let part_dir = broker.data_dir().join(format!("{topic}-0"));
+    wait_until("the local log to be trimmed", || {
+        std::fs::read_dir(&part_dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                    .count()
+            })
+            .unwrap_or(0)
+            <= 2
+    });
+    proxy.pause(true);
+    let mut empty_answers = 0;
+    wait_until("REQUEST_TIMED_OUT", || {
+        let (code, bytes) = fetch_at(&broker, &topic, 0);
+        assert!(code == 0 || code == 7, "error {code}");
+        if code == 0 {
+            assert_eq!(bytes, 0, "no data while the store hangs");
+            empty_answers += 1;
+        }
+        code == 7
+    });
+    assert!(empty_answers > 0, "answered empty first, within the wait");
+    proxy.pause(false);
+    wait_until("data again", || {
+        let (code, bytes) = fetch_at(&broker, &topic, 0);
+        code == 0 && bytes > 0
+    });
+    let got = clients::consume_ranges(
+        &broker.bootstrap(),
+        &topic,
+        &[(0, 0, 3000)],
+        clients::OP_TIMEOUT,
+    );
+    assert_eq!(got.len(), 3000);
 }

@@ -528,16 +528,22 @@ pub async fn delete_records(
                 .with_low_watermark(-1);
             match topic.and_then(|tp| broker.partition(tp.id, p.partition_index)) {
                 None => r.error_code = Code::UnknownTopicOrPartition.code(),
-                Some(part) => match part.delete_records(p.offset).await {
-                    Ok(low) => {
-                        r.error_code = NONE;
-                        r.low_watermark = low;
+                Some(part) => {
+                    // The tier is written first; a hanging object store
+                    // answers REQUEST_TIMED_OUT after the request's timeout.
+                    let wait = std::time::Duration::from_millis(req.timeout_ms.max(1) as u64);
+                    match tokio::time::timeout(wait, part.delete_records(p.offset)).await {
+                        Ok(Ok(low)) => {
+                            r.error_code = NONE;
+                            r.low_watermark = low;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(partition = %part.name(), error = %e, "delete records refused");
+                            r.error_code = partition_error_code(&e);
+                        }
+                        Err(_) => r.error_code = Code::RequestTimedOut.code(),
                     }
-                    Err(e) => {
-                        tracing::info!(partition = %part.name(), error = %e, "delete records refused");
-                        r.error_code = partition_error_code(&e);
-                    }
-                },
+                }
             }
             partitions.push(r);
         }

@@ -116,7 +116,10 @@ pub async fn handle(
                 &mut parts,
                 &mut regions,
                 remote,
-                max_wait,
+                RemoteWait {
+                    fetch: max_wait,
+                    give_up: Duration::from_millis(broker.config.tier.read_timeout_ms),
+                },
                 read_committed,
                 broker.config.zero_copy,
                 broker.tier_fetch_limiter.clone(),
@@ -181,23 +184,39 @@ pub async fn handle(
 /// offset, byte budget).
 type RemoteRead = (usize, Arc<Partition>, i64, usize);
 
+/// Failed remote reads (every fetch of a partition fails while the object
+/// store is down): one line per 10 s, with the count suppressed.
+static REMOTE_READ_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+
 /// Shortest time a fetch waits for the tier before answering without it.
 const MIN_REMOTE_WAIT: Duration = Duration::from_millis(500);
+
+/// How long a fetch waits for the tier: `fetch` (its own wait, at least
+/// [`MIN_REMOTE_WAIT`]) for this read, and `give_up` for a partition whose
+/// tier reads have had no answer at all.
+struct RemoteWait {
+    fetch: Duration,
+    give_up: Duration,
+}
 
 /// Reads from the tier concurrently, each in its own task. A read slower
 /// than the fetch's wait answers with no data for that partition (the
 /// client fetches again) while the read goes on and fills the cache, so a
-/// slow object store never holds up the other partitions.
+/// slow object store never holds up the other partitions. Once a
+/// partition's tier reads have had no answer for `give_up` (the object
+/// store is down or hangs), its fetches answer REQUEST_TIMED_OUT, which
+/// clients report, instead of empty data for as long as the outage lasts.
 async fn read_remote(
     parts: &mut [(usize, PartitionData)],
     regions: &mut Regions,
     reads: Vec<RemoteRead>,
-    max_wait: Duration,
+    wait: RemoteWait,
     read_committed: bool,
     zero_copy: bool,
     limiter: Arc<tiering::RateLimiter>,
 ) -> (usize, bool) {
-    let wait = max_wait.max(MIN_REMOTE_WAIT);
+    let give_up = wait.give_up;
+    let wait = wait.fetch.max(MIN_REMOTE_WAIT);
     let tasks: Vec<_> = reads
         .into_iter()
         .map(|(i, p, offset, budget)| {
@@ -223,6 +242,7 @@ async fn read_remote(
         pd.log_start_offset = p.log_start_offset();
         match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(Ok(read))) => {
+                p.remote_read_answered();
                 bytes += read.len as usize;
                 if read_committed {
                     pd.aborted_transactions = Some(vec![]);
@@ -231,7 +251,10 @@ async fn read_remote(
                 regions[i] = Some((read.pieces, read.offsets));
             }
             Ok(Ok(Err(e))) => {
-                tracing::warn!(partition = %p.name(), error = %e, "remote read failed");
+                p.remote_read_answered();
+                if let Some(suppressed) = REMOTE_READ_LOG.allow(10_000) {
+                    tracing::warn!(partition = %p.name(), error = %tiering::error_chain(&e), suppressed, "remote read failed");
+                }
                 pd.error_code = partition_error_code(&e);
                 any_error = true;
             }
@@ -241,8 +264,17 @@ async fn read_remote(
                 any_error = true;
             }
             Err(_) => {
-                tracing::debug!(partition = %p.name(), "remote read slower than the fetch wait; answering without it");
-                pd.records = Some(bytes::Bytes::new());
+                let silent = p.remote_read_silent();
+                if silent >= give_up {
+                    if let Some(suppressed) = REMOTE_READ_LOG.allow(10_000) {
+                        tracing::warn!(partition = %p.name(), silent_ms = silent.as_millis() as u64, suppressed, "tier reads have had no answer for tier-read-timeout-ms; answering REQUEST_TIMED_OUT");
+                    }
+                    pd.error_code = Code::RequestTimedOut.code();
+                    any_error = true;
+                } else {
+                    tracing::debug!(partition = %p.name(), "remote read slower than the fetch wait; answering without it");
+                    pd.records = Some(bytes::Bytes::new());
+                }
             }
         }
     }

@@ -62,14 +62,20 @@ pub async fn list_offsets(
                         r.offset = off;
                     }
                 }
-                ts if ts >= 0 => match offset_for_timestamp(&p, ts).await {
-                    Ok(Some((off, found_ts))) => {
-                        r.offset = off;
-                        r.timestamp = found_ts;
+                ts if ts >= 0 => {
+                    // The tier may be down or hang: bounded like a fetch's
+                    // tier reads.
+                    let wait = std::time::Duration::from_millis(broker.config.tier.read_timeout_ms);
+                    match tokio::time::timeout(wait, offset_for_timestamp(&p, ts)).await {
+                        Ok(Ok(Some((off, found_ts)))) => {
+                            r.offset = off;
+                            r.timestamp = found_ts;
+                        }
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => r.error_code = partition_error_code(&e),
+                        Err(_) => r.error_code = Code::RequestTimedOut.code(),
                     }
-                    Ok(None) => {}
-                    Err(e) => r.error_code = partition_error_code(&e),
-                },
+                }
                 _ => r.error_code = Code::InvalidRequest.code(),
             }
             partitions.push(r);

@@ -29,6 +29,11 @@ use tokio_util::sync::CancellationToken;
 use super::{now_ms, Broker};
 use crate::partition::Partition;
 
+/// Retriable failures of tier passes (an object store outage fails every
+/// partition's pass): one line per 30 s, with the count suppressed.
+static RETRY_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+const RETRY_LOG_EVERY_MS: u64 = 30_000;
+
 /// Orphan collection runs on the first pass and every this many passes.
 const ORPHAN_EVERY: u64 = 120;
 
@@ -51,13 +56,16 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
                 return;
             }
             if let Err(e) = tend(&p, &uploader, collect_orphans.then_some(grace)).await {
+                let error = tiering::error_chain(&e);
                 if e.is_manifest_unusable() {
                     // The tier logged it at ERROR when it became so; once.
-                    tracing::debug!(partition = %p.name(), error = %e, "tier pass skipped: manifest unusable");
+                    tracing::debug!(partition = %p.name(), %error, "tier pass skipped: manifest unusable");
                 } else if e.is_retriable() {
-                    tracing::debug!(partition = %p.name(), error = %e, "tier pass failed; retrying next pass");
+                    if let Some(suppressed) = RETRY_LOG.allow(RETRY_LOG_EVERY_MS) {
+                        tracing::warn!(partition = %p.name(), %error, suppressed, "tier pass failed; retrying next pass");
+                    }
                 } else {
-                    tracing::warn!(partition = %p.name(), error = %e, "tier pass failed");
+                    tracing::warn!(partition = %p.name(), %error, "tier pass failed");
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The admin HTTP listener: `/health` (the process is alive), `/ready`
-//! (metadata loaded, logs recovered, Kafka listener up) and `/metrics`
-//! (Prometheus).
+//! (metadata loaded, logs recovered, Kafka listener up; a dependency that is
+//! down, the object store, is named in the body while the broker serves
+//! its local data) and `/metrics` (Prometheus).
 
 use std::sync::Arc;
 
@@ -26,6 +27,10 @@ impl AdminState {
 
     fn ready(&self) -> bool {
         self.broker.get().map(|b| b.is_ready()).unwrap_or(false)
+    }
+
+    fn tier_down(&self) -> Option<String> {
+        self.broker.get().and_then(|b| b.tier_down())
     }
 }
 
@@ -57,11 +62,18 @@ async fn metrics(
     )
 }
 
-async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
+    let degraded = match state.tier_down() {
+        Some(why) => format!("tier: unavailable: {why}\n"),
+        None => String::new(),
+    };
     if state.ready() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, format!("ready\n{degraded}"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{degraded}"),
+        )
     }
 }
 

@@ -75,6 +75,7 @@ pub struct Metrics {
     pub tier_bytes: Family<PartitionLabels, Gauge>,
     pub tier_cache_size_bytes: Gauge,
     pub tier_passes: Counter,
+    pub tier_available: Gauge,
     pub consumer_group_lag: Family<GroupPartitionLabels, Gauge>,
 }
 
@@ -118,6 +119,7 @@ impl Metrics {
             tier_bytes: Family::default(),
             tier_cache_size_bytes: Gauge::default(),
             tier_passes: Counter::default(),
+            tier_available: Gauge::default(),
             consumer_group_lag: Family::default(),
             registry: Registry::default(),
         };
@@ -245,6 +247,11 @@ impl Metrics {
             "strata_request_body_timeouts",
             "Connections closed because a request body did not arrive within request-body-timeout-ms",
             m.request_body_timeouts.clone(),
+        );
+        registry.register(
+            "strata_tier_available",
+            "1 while the object store answered the last probe, 0 while it is unusable",
+            m.tier_available.clone(),
         );
         registry.register(
             "strata_tier_passes",

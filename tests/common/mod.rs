@@ -8,6 +8,7 @@
 
 pub mod clients;
 pub mod raw;
+pub mod s3;
 pub mod segments;
 
 use std::fs::{File, OpenOptions};

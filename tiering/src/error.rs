@@ -109,6 +109,23 @@ pub enum TierError {
     Shared(Arc<TierError>),
 }
 
+/// An error with its causes, `outer: cause: root`, for log lines: the
+/// object store's own message (refused, timed out, not found, a CRC
+/// mismatch) is the part an operator needs.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 impl TierError {
     /// True when the same operation may succeed if tried again later:
     /// network and server errors, a lost manifest race, a short or corrupt
@@ -316,5 +333,23 @@ mod tests {
         assert!(shared.is_retriable());
         assert!(shared.is_integrity());
         assert!(TierError::Shared(Arc::new(TierError::Cancelled)).is_cancelled());
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[test]
+    fn chain_names_the_cause() {
+        let e = TierError::Io {
+            op: "read",
+            path: "a/b".into(),
+            source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+        };
+        assert_eq!(
+            error_chain(&e),
+            "local file i/o failed. op=read, path=a/b: refused"
+        );
     }
 }

@@ -104,7 +104,7 @@ mod upload_queue;
 mod uploader;
 
 pub use cache::{FileSlice, Piece};
-pub use error::TierError;
+pub use error::{error_chain, TierError};
 pub use layout::PartitionKey;
 pub use manifest::{Manifest, ObjectKind, ObjectRef, SegmentMeta};
 pub use metrics::TierMetrics;

@@ -311,7 +311,7 @@ async fn run(inner: Arc<Inner>, started: Started<PartitionKey, Job>) {
     };
     if let Err(e) = &result {
         if !e.is_cancelled() {
-            tracing::warn!(error = %e, partition = %key.display_name(), base_offset = upload.base_offset, "segment upload failed");
+            tracing::warn!(error = %crate::error_chain(e), partition = %key.display_name(), base_offset = upload.base_offset, "segment upload failed");
         }
     }
     lock(&inner.queue).finish(&key, id);
@@ -343,7 +343,13 @@ async fn upload_with_retries(
                     .config
                     .backoff
                     .delay(attempt - 1, rand::random::<f64>());
-                tracing::debug!(error = %e, attempt, ?wait, "retrying segment upload");
+                // The first retry and every tenth after it: an outage is
+                // seen at once without a line per attempt.
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(error = %crate::error_chain(&e), partition = %partition.key().display_name(), base_offset = upload.base_offset, attempt, ?wait, "segment upload failed; retrying");
+                } else {
+                    tracing::debug!(error = %crate::error_chain(&e), attempt, ?wait, "retrying segment upload");
+                }
                 tokio::select! {
                     _ = inner.cancel.cancelled() => return Err(TierError::Cancelled),
                     _ = tokio::time::sleep(wait) => {}
