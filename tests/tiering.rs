@@ -44,8 +44,10 @@ fn local_segments(dir: &Path) -> (Vec<i64>, u64) {
     for e in std::fs::read_dir(dir).expect("partition dir").flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if let Some(base) = name.strip_suffix(".log") {
+            // Local retention may delete it between the listing and here.
+            let Ok(meta) = e.metadata() else { continue };
             bases.push(base.parse::<i64>().expect("segment name"));
-            bytes += e.metadata().expect("stat").len();
+            bytes += meta.len();
         }
     }
     bases.sort_unstable();

@@ -1,9 +1,18 @@
 //! Object names: `<prefix>/<cluster_id>/<topic>-<topic_id>/<partition>/`
 //! holding `manifest.json` and `<base_offset:020>-<upload id>.<ext>` objects.
+//!
+//! A path component stays within 255 bytes, the limit of local file
+//! systems: a topic name longer than [`MAX_TOPIC_IN_DIR`] bytes is written
+//! as its first [`MAX_TOPIC_IN_DIR`] bytes, `+` and the CRC-32C of the whole
+//! name in 8 hex digits (`+` is never in a topic name); the full name is in
+//! the partitions' manifests.
 
 use object_store::path::{Path as ObjectPath, PathPart};
 
 use crate::manifest::ObjectKind;
+
+/// Longest topic name written whole in a topic directory's name.
+pub const MAX_TOPIC_IN_DIR: usize = 200;
 
 /// File name of a partition's manifest.
 pub const MANIFEST_NAME: &str = "manifest.json";
@@ -40,7 +49,7 @@ impl PartitionKey {
 
     /// Directory of this partition under `root`.
     pub fn dir(&self, root: &ObjectPath) -> ObjectPath {
-        let topic_dir = format!("{}-{}", self.topic, self.topic_id_hex());
+        let topic_dir = format!("{}-{}", topic_in_dir(&self.topic), self.topic_id_hex());
         let partition = self.partition.to_string();
         let parts = root.parts().chain([
             PathPart::from(self.cluster_id.as_str()),
@@ -49,6 +58,27 @@ impl PartitionKey {
         ]);
         ObjectPath::from_iter(parts)
     }
+}
+
+/// A topic name as a directory name holds it: whole up to
+/// [`MAX_TOPIC_IN_DIR`] bytes, else cut there and marked (module docs).
+pub fn topic_in_dir(topic: &str) -> String {
+    if topic.len() <= MAX_TOPIC_IN_DIR {
+        return topic.to_string();
+    }
+    // Topic names are ASCII, so any byte is a character boundary; still,
+    // cut at one.
+    let mut cut = MAX_TOPIC_IN_DIR;
+    while !topic.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}+{:08x}", &topic[..cut], crc32c::crc32c(topic.as_bytes()))
+}
+
+/// Whether a topic directory's topic part is a cut long name, whose full
+/// name is in its manifests.
+pub fn is_cut_topic(topic_part: &str) -> bool {
+    topic_part.contains('+')
 }
 
 /// `dir/name`.
@@ -112,6 +142,20 @@ mod tests {
         assert_eq!(t, "my-topic.v1");
         assert_eq!(parsed, id);
         assert!(parse_topic_dir("short-abc").is_none());
+        // The longest legal topic name still fits a file name.
+        let long = "t".repeat(249);
+        let k = PartitionKey::new("c", &long, id, 0);
+        let dir = k.dir(&ObjectPath::from(""));
+        let topic_dir = dir.parts().nth(1).expect("topic dir");
+        assert!(
+            topic_dir.as_ref().len() <= 255,
+            "{}",
+            topic_dir.as_ref().len()
+        );
+        let (t, parsed) = parse_topic_dir(topic_dir.as_ref()).expect("parses");
+        assert!(is_cut_topic(&t) && t.starts_with(&"t".repeat(200)));
+        assert_eq!(parsed, id);
+        assert_ne!(topic_in_dir(&long), topic_in_dir(&"t".repeat(248)));
         assert!(parse_topic_dir(&format!("-{}", "ab".repeat(16))).is_none());
         assert!(parse_topic_dir(&format!("x_{}", "ab".repeat(16))).is_none());
     }

@@ -386,6 +386,16 @@ impl TierStore {
                 .filter_map(|p| p.filename()?.parse().ok())
                 .collect();
             partitions.sort_unstable();
+            // A long name is cut in the directory's name: its manifests
+            // hold it whole.
+            let topic = if layout::is_cut_topic(&topic) {
+                match self.topic_name_from_manifests(&dir, &partitions).await {
+                    Some(full) => full,
+                    None => continue,
+                }
+            } else {
+                topic
+            };
             topics.push(RemoteTopic {
                 topic,
                 topic_id,
@@ -394,6 +404,33 @@ impl TierStore {
         }
         topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         Ok(topics)
+    }
+}
+
+impl TierStore {
+    /// The topic name a manifest under `topic_dir` gives (the first of
+    /// `partitions` with a readable one).
+    async fn topic_name_from_manifests(
+        &self,
+        topic_dir: &ObjectPath,
+        partitions: &[i32],
+    ) -> Option<String> {
+        for p in partitions {
+            let path = layout::child(
+                &layout::child(topic_dir, &p.to_string()),
+                layout::MANIFEST_NAME,
+            );
+            let Ok(got) = self.inner.store.get(&path).await else {
+                continue;
+            };
+            let Ok(bytes) = got.bytes().await else {
+                continue;
+            };
+            if let Ok(m) = Manifest::decode(path.as_ref(), &bytes) {
+                return Some(m.topic);
+            }
+        }
+        None
     }
 }
 
@@ -485,5 +522,26 @@ mod listing_tests {
             assert_eq!(found[0].1.partitions, vec![2]);
             assert_eq!(found[2].1.partitions, vec![1]);
         }
+    }
+
+    /// The longest legal topic name tiers on `file://` (its directory name
+    /// would pass 255 bytes whole) and is found by its full name.
+    #[tokio::test]
+    async fn a_249_character_topic_tiers_on_file_and_is_listed_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let segs = tempfile::tempdir().expect("segments");
+        let s = TierStore::from_url(&format!("file://{}", dir.path().display())).expect("store");
+        let long = format!("{}.x", "t".repeat(247));
+        assert_eq!(long.len(), 249);
+        let seg = testkit::TestSegment::write(segs.path(), 0, 3, 2, 10, 1_000).expect("segment");
+        let part = s.partition(PartitionKey::new("c1", &long, [7; 16], 0));
+        assert!(matches!(
+            part.upload_segment(&seg.upload(1)).await.expect("upload"),
+            UploadOutcome::Uploaded(_)
+        ));
+        let found = s.find_remote_topic(&long).await.expect("find");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].1.topic, long);
+        assert_eq!(found[0].1.topic_id, [7; 16]);
     }
 }
