@@ -127,6 +127,13 @@ pub struct ServeArgs {
     /// (max.connections.per.ip) [default: 2147483647]
     #[arg(long, env = "STRATA_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<u32>,
+    /// Partitions one CreateTopics or CreatePartitions request may add
+    /// [default: 10000]
+    #[arg(long, env = "STRATA_MAX_PARTITIONS_PER_REQUEST")]
+    pub max_partitions_per_request: Option<u32>,
+    /// Partitions the cluster may hold in all [default: 100000]
+    #[arg(long, env = "STRATA_MAX_PARTITIONS")]
+    pub max_partitions: Option<u32>,
     /// Default largest record batch (message.max.bytes) [default: 1048588]
     #[arg(long, env = "STRATA_MESSAGE_MAX_BYTES")]
     pub message_max_bytes: Option<u32>,
@@ -256,6 +263,8 @@ pub struct BrokerConfig {
     pub connections_max_idle_ms: u64,
     pub max_connections: u32,
     pub max_connections_per_ip: u32,
+    pub max_partitions_per_request: u32,
+    pub max_partitions: u32,
     pub message_max_bytes: u32,
     pub log_segment_bytes: u64,
     pub log_retention_ms: i64,
@@ -366,6 +375,12 @@ impl BrokerConfig {
             a.max_connections_per_ip.unwrap_or(i32::MAX as u32),
             1,
         )?;
+        let max_partitions_per_request = at_least(
+            "max-partitions-per-request",
+            a.max_partitions_per_request.unwrap_or(10_000),
+            1,
+        )?;
+        let max_partitions = at_least("max-partitions", a.max_partitions.unwrap_or(100_000), 1)?;
         let message_max_bytes = at_least(
             "message-max-bytes",
             a.message_max_bytes.unwrap_or(1_048_588),
@@ -512,6 +527,8 @@ impl BrokerConfig {
             connections_max_idle_ms,
             max_connections,
             max_connections_per_ip,
+            max_partitions_per_request,
+            max_partitions,
             message_max_bytes,
             log_segment_bytes,
             log_retention_ms,
@@ -604,6 +621,10 @@ impl ServeArgs {
                 .or(file.connections_max_idle_ms),
             max_connections: self.max_connections.or(file.max_connections),
             max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
+            max_partitions_per_request: self
+                .max_partitions_per_request
+                .or(file.max_partitions_per_request),
+            max_partitions: self.max_partitions.or(file.max_partitions),
             message_max_bytes: self.message_max_bytes.or(file.message_max_bytes),
             log_segment_bytes: self.log_segment_bytes.or(file.log_segment_bytes),
             log_retention_ms: self.log_retention_ms.or(file.log_retention_ms),

@@ -326,3 +326,44 @@ fn internal_topics_are_protected() {
     assert!(clients::partition_count(&bootstrap, "__consumer_offsets").is_some());
     broker.assert_no_error_logs();
 }
+
+/// A request may add at most --max-partitions-per-request partitions and
+/// the cluster hold at most --max-partitions, so one CreateTopics of
+/// 100,000 partitions never reaches the metadata log.
+#[test]
+fn partitions_are_bounded_per_request_and_per_cluster() {
+    let broker = Broker::builder()
+        .args(["--max-partitions-per-request", "100"])
+        .args(["--max-partitions", "400"])
+        .start();
+    let bootstrap = broker.bootstrap();
+    let name = |i: usize| format!("bounded-{i}");
+    assert_eq!(
+        clients::try_create_topic(&bootstrap, &name(0), 101, &[]),
+        Err(RDKafkaErrorCode::InvalidPartitions)
+    );
+    assert_eq!(
+        clients::try_create_topic(&bootstrap, &name(0), 100_000, &[]),
+        Err(RDKafkaErrorCode::InvalidPartitions)
+    );
+    let mut refused = None;
+    for i in 1..=6 {
+        match clients::try_create_topic(&bootstrap, &name(i), 100, &[]) {
+            Ok(()) => {}
+            Err(code) => {
+                refused = Some(code);
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, Some(RDKafkaErrorCode::PolicyViolation));
+    assert_eq!(
+        clients::produce(
+            &bootstrap,
+            &name(1),
+            &[TestRecord::value("ok").in_partition(0)]
+        ),
+        vec![(0, 0)]
+    );
+    broker.assert_no_error_logs();
+}

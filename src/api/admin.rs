@@ -48,6 +48,51 @@ pub struct NewTopic {
     pub configs: BTreeMap<String, String>,
 }
 
+/// Partitions a request adds, checked against `--max-partitions-per-request`
+/// (summed over the request's topics) and `--max-partitions` (the cluster's
+/// total): a request of 100,000 partitions must not reach the metadata log.
+struct PartitionBudget {
+    added: u64,
+}
+
+impl PartitionBudget {
+    fn new() -> PartitionBudget {
+        PartitionBudget { added: 0 }
+    }
+
+    fn take(&mut self, broker: &Broker, new: i32) -> Result<(), AdminError> {
+        let new = u64::try_from(new).unwrap_or(0);
+        let per_request = u64::from(broker.config.max_partitions_per_request);
+        if self.added + new > per_request {
+            return Err(err(
+                Code::InvalidPartitions,
+                format!(
+                    "one request may add at most {per_request} partitions (max-partitions-per-request). requested={}",
+                    self.added + new
+                ),
+            ));
+        }
+        let existing: u64 = broker
+            .view()
+            .topics
+            .values()
+            .map(|t| t.partitions.len() as u64)
+            .sum();
+        let max = u64::from(broker.config.max_partitions);
+        if existing + self.added + new > max {
+            return Err(err(
+                Code::PolicyViolation,
+                format!(
+                    "the cluster may hold at most {max} partitions (max-partitions). existing={existing}, requested={}",
+                    self.added + new
+                ),
+            ));
+        }
+        self.added += new;
+        Ok(())
+    }
+}
+
 /// Checks a topic creation against Kafka's rules without applying it.
 pub fn check_new_topic(broker: &Broker, t: &NewTopic) -> Result<(), AdminError> {
     validate_topic_name(&t.name).map_err(|m| err(Code::InvalidTopicException, m))?;
@@ -227,6 +272,7 @@ pub async fn create_topics(
     version: i16,
 ) -> CreateTopicsResponse {
     let mut results = Vec::new();
+    let mut budget = PartitionBudget::new();
     for ct in req.topics {
         let name = ct.name.0.to_string();
         let mut configs = BTreeMap::new();
@@ -291,6 +337,11 @@ pub async fn create_topics(
         };
         if config_error.is_none() {
             if let Err(e) = plan_restore(broker, &mut new, ct.num_partitions).await {
+                config_error = Some(e);
+            }
+        }
+        if config_error.is_none() && new.partitions >= 1 {
+            if let Err(e) = budget.take(broker, new.partitions) {
                 config_error = Some(e);
             }
         }
@@ -441,9 +492,16 @@ pub async fn create_partitions(
 ) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     let mut changed = false;
+    let mut budget = PartitionBudget::new();
     for t in req.topics {
         let name = t.name.0.to_string();
         let view = broker.view();
+        let budget_err = view.topic(&name).and_then(|tp| {
+            let grow = t.count - tp.partitions.len() as i32;
+            (grow > 0 && t.count <= MAX_PARTITIONS)
+                .then(|| budget.take(broker, grow).err())
+                .flatten()
+        });
         let outcome: Result<(), AdminError> = match view.topic(&name) {
             None => Err(err(
                 Code::UnknownTopicOrPartition,
@@ -474,6 +532,7 @@ pub async fn create_partitions(
                     "assignments must cover exactly the new partitions",
                 ))
             }
+            Some(_) if budget_err.is_some() => Err(budget_err.clone().expect("checked just now")),
             Some(_) if req.validate_only => Ok(()),
             Some(_) => match broker
                 .metadata

@@ -465,6 +465,38 @@ mod tests {
         assert_eq!(Manifest::decode("p", &bytes).expect("decode"), m);
     }
 
+    fn sample() -> Manifest {
+        let m = Manifest::empty("c", "t", "00", 0);
+        let m = add(&m, seg(0, 9, 100, 10), 1);
+        add(&m, seg(10, 19, 200, 10), 2)
+    }
+
+    proptest::proptest! {
+        /// Fuzzing the decoder: any bytes, and a good manifest with bytes
+        /// flipped, cut or inserted, never panic, and whatever decodes is a
+        /// manifest that passes its own checks and re-encodes to itself.
+        #[test]
+        fn decode_never_panics_and_accepts_only_checked_manifests(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>(), 0u8..3), 0..4),
+        ) {
+            let _ = Manifest::decode("p", &noise);
+            let mut bytes = sample().encode();
+            for (at, byte, op) in edits {
+                let at = at % (bytes.len() + 1);
+                match op {
+                    0 if at < bytes.len() => bytes[at] ^= byte | 1,
+                    1 => bytes.truncate(at),
+                    _ => bytes.insert(at, byte),
+                }
+            }
+            if let Ok(m) = Manifest::decode("p", &bytes) {
+                proptest::prop_assert!(m.check().is_ok());
+                proptest::prop_assert_eq!(Manifest::decode("p", &m.encode()).ok(), Some(m));
+            }
+        }
+    }
+
     #[test]
     fn unknown_version_is_refused() {
         let mut m = Manifest::empty("c", "t", "00", 0);
