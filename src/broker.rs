@@ -213,6 +213,9 @@ impl Broker {
                 as usize,
             log_append_time: c.get("message.timestamp.type").map(String::as_str)
                 == Some("LogAppendTime"),
+            compression: c
+                .get("compression.type")
+                .and_then(|v| crate::log::recompress::codec(v)),
         }
     }
 

@@ -10,6 +10,8 @@
 //! broker-wide defaults for them live here and are resolved per topic by
 //! [`TopicConfig`].
 
+pub mod topic;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -564,27 +566,16 @@ impl BrokerConfig {
 
     /// Broker-level defaults for topic configs, as (name, value) pairs.
     pub fn topic_defaults(&self) -> BTreeMap<&'static str, String> {
-        let mut m = BTreeMap::new();
-        for key in TOPIC_CONFIG_KEYS {
-            let v = match *key {
-                "cleanup.policy" => "delete".to_string(),
-                "retention.ms" => self.log_retention_ms.to_string(),
-                "retention.bytes" => "-1".to_string(),
-                "segment.bytes" => self.log_segment_bytes.to_string(),
-                "segment.ms" => (7 * 24 * 3600 * 1000i64).to_string(),
-                "max.message.bytes" => self.message_max_bytes.to_string(),
-                "message.timestamp.type" => "CreateTime".to_string(),
-                "min.insync.replicas" => "1".to_string(),
-                "index.interval.bytes" => "4096".to_string(),
-                "compression.type" => "producer".to_string(),
-                "remote.storage.enable" => "true".to_string(),
-                "local.retention.ms" => "-2".to_string(),
-                "local.retention.bytes" => "-2".to_string(),
-                _ => continue,
-            };
-            m.insert(*key, v);
-        }
-        m
+        topic::SPECS
+            .iter()
+            .map(|s| {
+                let v = match s.default {
+                    topic::Default::Fixed(v) => v.to_string(),
+                    topic::Default::Broker(f) => f(self),
+                };
+                (s.name, v)
+            })
+            .collect()
     }
 }
 
@@ -724,23 +715,6 @@ pub const TIER_CLUSTER_ID_CONFIG: &str = "strata.tier.cluster.id";
 /// Create-time only: restore the topic of this name from the tier.
 pub const RESTORE_CONFIG: &str = "strata.restore";
 
-/// Topic config keys Strata understands (Kafka's names).
-pub const TOPIC_CONFIG_KEYS: &[&str] = &[
-    "cleanup.policy",
-    "compression.type",
-    "index.interval.bytes",
-    "local.retention.bytes",
-    "local.retention.ms",
-    "max.message.bytes",
-    "message.timestamp.type",
-    "min.insync.replicas",
-    "remote.storage.enable",
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.ms",
-];
-
 /// Checks one topic config entry; returns a message for INVALID_CONFIG.
 pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
     check_topic_config(key, value).map_err(clip_message)
@@ -759,14 +733,6 @@ pub fn clip_message(m: String) -> String {
 }
 
 fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
-    fn int(key: &str, value: &str, min: i64) -> Result<(), String> {
-        match value.parse::<i64>() {
-            Ok(v) if v >= min => Ok(()),
-            _ => Err(format!(
-                "invalid value for {key}: expected an integer >= {min}. value={value:?}"
-            )),
-        }
-    }
     match key {
         "cleanup.policy" => match value {
             "delete" => Ok(()),
@@ -777,22 +743,6 @@ fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
                 "invalid value for cleanup.policy: expected delete. value={value:?}"
             )),
         },
-        "compression.type" => match value {
-            "producer" => Ok(()),
-            _ => Err(format!(
-                "invalid value for compression.type: only producer is supported (batches are stored as sent). value={value:?}"
-            )),
-        },
-        "index.interval.bytes" => int(key, value, 0),
-        "max.message.bytes" => int(key, value, 0),
-        "message.timestamp.type" => match value {
-            "CreateTime" | "LogAppendTime" => Ok(()),
-            _ => Err(format!(
-                "invalid value for message.timestamp.type: expected CreateTime or LogAppendTime. value={value:?}"
-            )),
-        },
-        "min.insync.replicas" => int(key, value, 1),
-        "local.retention.ms" | "local.retention.bytes" => int(key, value, -2),
         // Set by a restore: the cluster whose tier prefix holds the topic.
         TIER_CLUSTER_ID_CONFIG => {
             if value.is_empty() || value.contains('/') {
@@ -801,18 +751,16 @@ fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
                 Ok(())
             }
         }
-        "remote.storage.enable" => match value {
-            "true" | "false" => Ok(()),
-            _ => Err(format!(
-                "invalid value for remote.storage.enable: expected true or false. value={value:?}"
-            )),
+        _ => match topic::spec(key) {
+            Some(spec) => topic::check(spec, value),
+            None => Err(format!("unknown topic config. key={key}")),
         },
-        "retention.bytes" => int(key, value, -1),
-        "retention.ms" => int(key, value, -1),
-        "segment.bytes" => int(key, value, 14),
-        "segment.ms" => int(key, value, 1),
-        _ => Err(format!("unknown topic config. key={key}")),
     }
+}
+
+/// Whether `key` is a topic config (Kafka's, or Strata's own).
+pub fn is_topic_config(key: &str) -> bool {
+    key == TIER_CLUSTER_ID_CONFIG || topic::spec(key).is_some()
 }
 
 #[cfg(test)]

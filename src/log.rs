@@ -55,6 +55,7 @@
 pub mod batch;
 mod checkpoint;
 pub mod index;
+pub mod recompress;
 mod recovery;
 mod segment;
 #[cfg(test)]

@@ -98,6 +98,9 @@ pub struct PartitionConfig {
     pub log: LogConfig,
     pub max_message_bytes: usize,
     pub log_append_time: bool,
+    /// `compression.type` as a codec: produced batches in another codec are
+    /// recompressed (`None`: `producer`, stored as sent).
+    pub compression: Option<kafka_protocol::records::Compression>,
     pub tier: TierPolicy,
 }
 
@@ -620,6 +623,15 @@ impl Partition {
     /// The tier handle of this partition (None when the broker has no tier).
     pub fn remote(&self) -> Option<&tiering::RemotePartition> {
         self.remote.as_ref()
+    }
+
+    /// The codec produced batches are stored in, and the batch size limit,
+    /// when the topic's `compression.type` names one.
+    pub fn recompression(&self) -> Option<(kafka_protocol::records::Compression, usize)> {
+        let st = self.lock();
+        st.config
+            .compression
+            .map(|c| (c, st.config.max_message_bytes))
     }
 
     pub fn config(&self) -> PartitionConfig {

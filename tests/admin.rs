@@ -367,3 +367,102 @@ fn partitions_are_bounded_per_request_and_per_cluster() {
     );
     broker.assert_no_error_logs();
 }
+
+/// Kafka's topic configs are accepted with Kafka's validation (Kafka
+/// Streams, Debezium and admin tools set them), and compression.type names
+/// the codec batches are stored in: an uncompressed batch produced to an
+/// lz4 topic comes back from a fetch as lz4, with the same records.
+#[test]
+fn kafka_topic_configs_are_accepted_and_compression_type_recompresses() {
+    use common::raw::{self, RawConn};
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{Compression, RecordBatchDecoder};
+
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = common::topic_name("kafkaconfigs");
+    let configs = [
+        ("compression.type", "lz4"),
+        ("delete.retention.ms", "86400000"),
+        ("file.delete.delay.ms", "60000"),
+        ("flush.messages", "1"),
+        ("flush.ms", "1000"),
+        ("max.compaction.lag.ms", "3600000"),
+        ("min.compaction.lag.ms", "0"),
+        ("min.cleanable.dirty.ratio", "0.1"),
+        ("message.timestamp.after.max.ms", "3600000"),
+        ("message.timestamp.before.max.ms", "86400000"),
+        ("preallocate", "false"),
+        ("segment.index.bytes", "10485760"),
+        ("segment.jitter.ms", "0"),
+        ("unclean.leader.election.enable", "false"),
+    ];
+    clients::create_topic(&bootstrap, &topic, 1, &configs);
+    let described = clients::describe_topic_configs(&bootstrap, &topic);
+    for (k, v) in configs {
+        let (value, source) = &described[k];
+        assert_eq!(value.as_deref(), Some(v), "{k}");
+        assert!(clients::is_topic_override(source), "{k}: {source:?}");
+    }
+    // Kafka's validation.
+    for (k, v) in [
+        ("min.cleanable.dirty.ratio", "2"),
+        ("compression.type", "brotli"),
+        ("flush.messages", "0"),
+        ("preallocate", "maybe"),
+    ] {
+        assert_eq!(
+            clients::try_create_topic(&bootstrap, &common::topic_name("badcfg"), 1, &[(k, v)]),
+            Err(RDKafkaErrorCode::InvalidConfig),
+            "{k}={v}"
+        );
+    }
+
+    let mut c = RawConn::connect(&bootstrap);
+    let v = c.produce_version();
+    let values: Vec<Vec<u8>> = (0..50)
+        .map(|i| format!("value-{i}").repeat(40).into_bytes())
+        .collect();
+    let records: Vec<_> = values
+        .iter()
+        .enumerate()
+        .map(|(i, val)| raw::record(i as i64, Some(b"key"), Some(val), clients::now_ms()))
+        .collect();
+    let batch = raw::batch(&records, Compression::None);
+    assert_eq!(c.produce(v, &topic, 0, batch, -1), (0, 0));
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_current_leader_epoch(-1)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp: FetchResponse = c.roundtrip(ApiKey::Fetch, 11, &req);
+    let mut data = resp.responses[0].partitions[0]
+        .records
+        .clone()
+        .expect("records");
+    assert_eq!(data[22] & 0x07, 3, "stored as lz4 (attributes, low byte)");
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    for set in RecordBatchDecoder::decode_all(&mut data).expect("decode") {
+        assert_eq!(set.compression, Compression::Lz4);
+        got.extend(
+            set.records
+                .iter()
+                .map(|r| r.value.clone().expect("value").to_vec()),
+        );
+    }
+    assert_eq!(got.len(), values.len());
+    for (i, (g, w)) in got.iter().zip(&values).enumerate() {
+        assert!(g == w, "record {i}: {} vs {} bytes", g.len(), w.len());
+    }
+    broker.assert_no_error_logs();
+}

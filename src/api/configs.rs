@@ -20,7 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::error::Code;
 use crate::broker::Broker;
-use crate::config::{validate_topic_config, TOPIC_CONFIG_KEYS};
+use crate::config::{is_topic_config, validate_topic_config};
 use crate::metadata::{Command, CommandResult, TopicInfo};
 
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -41,6 +41,9 @@ pub fn config_source(topic: &TopicInfo, key: &str) -> i8 {
 
 /// Kafka's config type codes, for DescribeConfigs v3+.
 fn config_type(key: &str) -> i8 {
+    if let Some(spec) = crate::config::topic::spec(key) {
+        return spec.kind.code();
+    }
     match key {
         "cleanup.policy" => 7,
         "compression.type"
@@ -74,6 +77,7 @@ fn entry(
         .with_config_source(source);
     if version >= 3 {
         e.config_type = config_type(name);
+        e.documentation = crate::config::topic::documentation(name).map(StrBytes::from_static_str);
     }
     e
 }
@@ -303,7 +307,7 @@ pub async fn incremental_alter(
                     let mut bad = None;
                     for c in &res.configs {
                         let key = c.name.to_string();
-                        if !TOPIC_CONFIG_KEYS.contains(&key.as_str()) {
+                        if !is_topic_config(&key) {
                             bad = Some((
                                 Code::InvalidConfig.code(),
                                 crate::config::clip_message(format!(

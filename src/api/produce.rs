@@ -129,6 +129,25 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
                 ));
                 continue;
             };
+            // compression.type names a codec: batches are stored in it.
+            let recompressed;
+            let records = match partition.recompression() {
+                None => records,
+                Some((codec, max)) => {
+                    match crate::log::recompress::recompress(records, codec, max) {
+                        Ok(None) => records,
+                        Ok(Some(b)) => {
+                            recompressed = b;
+                            &recompressed
+                        }
+                        Err(e) => {
+                            let code = super::error::batch_error_code(&e);
+                            parts.push(failed(pd.index, code, Some(e.to_string())));
+                            continue;
+                        }
+                    }
+                }
+            };
             match partition.append(records, now_ms()) {
                 Ok(r) => {
                     broker.metrics.topic_in(

@@ -223,6 +223,7 @@ mod tests {
                         log: crate::log::LogConfig::default(),
                         max_message_bytes: 1 << 20,
                         log_append_time: false,
+                        compression: None,
                         tier: crate::partition::TierPolicy::default(),
                     },
                     None,

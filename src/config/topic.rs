@@ -1,0 +1,390 @@
+//! Kafka's topic configs: each one's type, default, validation (Kafka's
+//! rules), and whether Strata applies it. Kafka users set all of these
+//! (Kafka Streams, Debezium, admin tools); every one is accepted with
+//! Kafka's validation, and those Strata has no mechanism for say so in
+//! DescribeConfigs' documentation.
+
+use super::BrokerConfig;
+
+/// Kafka's config types, with their DescribeConfigs codes (v3+).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    Boolean,
+    /// One of the given values.
+    OneOf(&'static [&'static str]),
+    /// Free text.
+    Text,
+    Int {
+        min: i64,
+        max: i64,
+    },
+    Long {
+        min: i64,
+    },
+    Double {
+        min: f64,
+        max: f64,
+    },
+    /// A comma-separated list (any items).
+    List,
+}
+
+impl Kind {
+    /// Kafka's ConfigType code for DescribeConfigs.
+    pub fn code(self) -> i8 {
+        match self {
+            Kind::Boolean => 1,
+            Kind::OneOf(_) | Kind::Text => 2,
+            Kind::Int { .. } => 3,
+            Kind::Long { .. } => 5,
+            Kind::Double { .. } => 6,
+            Kind::List => 7,
+        }
+    }
+}
+
+/// Where a config's default comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Default {
+    Fixed(&'static str),
+    /// The broker-wide setting of that name.
+    Broker(fn(&BrokerConfig) -> String),
+}
+
+/// One topic config.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub default: Default,
+    /// `None`: Strata applies it. `Some(why)`: accepted and stored, with no
+    /// effect, for the reason given.
+    pub no_effect: Option<&'static str>,
+}
+
+const LONG_MAX: &str = "9223372036854775807";
+const NO_COMPACTION: Option<&str> =
+    Some("Strata does not compact logs; accepted for compatibility, without effect.");
+const NO_REPLICATION: Option<&str> =
+    Some("Strata does not replicate partitions yet; accepted, without effect.");
+const FSYNC: Option<&str> = Some(
+    "Strata syncs to disk for acks=all in broker-wide rounds, not on a count or timer; accepted, without effect.",
+);
+
+/// Every topic config Kafka defines (and Strata's own), by name.
+pub const SPECS: &[Spec] = &[
+    Spec {
+        name: "cleanup.policy",
+        kind: Kind::List,
+        default: Default::Fixed("delete"),
+        no_effect: None,
+    },
+    Spec {
+        name: "compression.gzip.level",
+        kind: Kind::Int { min: -1, max: 9 },
+        default: Default::Fixed("-1"),
+        no_effect: Some("Strata recompresses with each codec's default level; accepted, without effect."),
+    },
+    Spec {
+        name: "compression.lz4.level",
+        kind: Kind::Int { min: 1, max: 17 },
+        default: Default::Fixed("9"),
+        no_effect: Some("Strata recompresses with each codec's default level; accepted, without effect."),
+    },
+    Spec {
+        name: "compression.type",
+        kind: Kind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
+        default: Default::Fixed("producer"),
+        no_effect: None,
+    },
+    Spec {
+        name: "compression.zstd.level",
+        kind: Kind::Int {
+            min: -131_072,
+            max: 22,
+        },
+        default: Default::Fixed("3"),
+        no_effect: Some("Strata recompresses with each codec's default level; accepted, without effect."),
+    },
+    Spec {
+        name: "delete.retention.ms",
+        kind: Kind::Long { min: 0 },
+        default: Default::Fixed("86400000"),
+        no_effect: NO_COMPACTION,
+    },
+    Spec {
+        name: "file.delete.delay.ms",
+        kind: Kind::Long { min: 0 },
+        default: Default::Fixed("60000"),
+        no_effect: Some("Strata deletes a segment's files when retention drops it; accepted, without effect."),
+    },
+    Spec {
+        name: "flush.messages",
+        kind: Kind::Long { min: 1 },
+        default: Default::Fixed(LONG_MAX),
+        no_effect: FSYNC,
+    },
+    Spec {
+        name: "flush.ms",
+        kind: Kind::Long { min: 0 },
+        default: Default::Fixed(LONG_MAX),
+        no_effect: FSYNC,
+    },
+    Spec {
+        name: "follower.replication.throttled.replicas",
+        kind: Kind::List,
+        default: Default::Fixed(""),
+        no_effect: NO_REPLICATION,
+    },
+    Spec {
+        name: "index.interval.bytes",
+        kind: Kind::Int {
+            min: 0,
+            max: i32::MAX as i64,
+        },
+        default: Default::Fixed("4096"),
+        no_effect: None,
+    },
+    Spec {
+        name: "leader.replication.throttled.replicas",
+        kind: Kind::List,
+        default: Default::Fixed(""),
+        no_effect: NO_REPLICATION,
+    },
+    Spec {
+        name: "local.retention.bytes",
+        kind: Kind::Long { min: -2 },
+        default: Default::Fixed("-2"),
+        no_effect: None,
+    },
+    Spec {
+        name: "local.retention.ms",
+        kind: Kind::Long { min: -2 },
+        default: Default::Fixed("-2"),
+        no_effect: None,
+    },
+    Spec {
+        name: "max.compaction.lag.ms",
+        kind: Kind::Long { min: 1 },
+        default: Default::Fixed(LONG_MAX),
+        no_effect: NO_COMPACTION,
+    },
+    Spec {
+        name: "max.message.bytes",
+        kind: Kind::Int {
+            min: 0,
+            max: i32::MAX as i64,
+        },
+        default: Default::Broker(|c| c.message_max_bytes.to_string()),
+        no_effect: None,
+    },
+    Spec {
+        name: "message.downconversion.enable",
+        kind: Kind::Boolean,
+        default: Default::Fixed("true"),
+        no_effect: Some("Strata serves record batches as stored (magic 2); accepted, without effect."),
+    },
+    Spec {
+        name: "message.format.version",
+        kind: Kind::Text,
+        default: Default::Fixed("3.0-IV1"),
+        no_effect: Some("Strata stores magic 2 record batches only; accepted, without effect."),
+    },
+    Spec {
+        name: "message.timestamp.after.max.ms",
+        kind: Kind::Long { min: 0 },
+        default: Default::Fixed(LONG_MAX),
+        no_effect: Some("Strata does not check record timestamps against its clock yet; accepted, without effect."),
+    },
+    Spec {
+        name: "message.timestamp.before.max.ms",
+        kind: Kind::Long { min: 0 },
+        default: Default::Fixed(LONG_MAX),
+        no_effect: Some("Strata does not check record timestamps against its clock yet; accepted, without effect."),
+    },
+    Spec {
+        name: "message.timestamp.difference.max.ms",
+        kind: Kind::Long { min: 0 },
+        default: Default::Fixed(LONG_MAX),
+        no_effect: Some("Strata does not check record timestamps against its clock yet; accepted, without effect."),
+    },
+    Spec {
+        name: "message.timestamp.type",
+        kind: Kind::OneOf(&["CreateTime", "LogAppendTime"]),
+        default: Default::Fixed("CreateTime"),
+        no_effect: None,
+    },
+    Spec {
+        name: "min.cleanable.dirty.ratio",
+        kind: Kind::Double { min: 0.0, max: 1.0 },
+        default: Default::Fixed("0.5"),
+        no_effect: NO_COMPACTION,
+    },
+    Spec {
+        name: "min.compaction.lag.ms",
+        kind: Kind::Long { min: 0 },
+        default: Default::Fixed("0"),
+        no_effect: NO_COMPACTION,
+    },
+    Spec {
+        name: "min.insync.replicas",
+        kind: Kind::Int {
+            min: 1,
+            max: i32::MAX as i64,
+        },
+        default: Default::Fixed("1"),
+        no_effect: None,
+    },
+    Spec {
+        name: "preallocate",
+        kind: Kind::Boolean,
+        default: Default::Fixed("false"),
+        no_effect: Some("Strata does not preallocate segment files; accepted, without effect."),
+    },
+    Spec {
+        name: "remote.log.copy.disable",
+        kind: Kind::Boolean,
+        default: Default::Fixed("false"),
+        no_effect: Some("Strata's uploads follow remote.storage.enable; accepted, without effect."),
+    },
+    Spec {
+        name: "remote.log.delete.on.disable",
+        kind: Kind::Boolean,
+        default: Default::Fixed("false"),
+        no_effect: Some("Strata keeps tiered data when tiering is turned off; accepted, without effect."),
+    },
+    Spec {
+        name: "remote.storage.enable",
+        kind: Kind::Boolean,
+        default: Default::Fixed("true"),
+        no_effect: None,
+    },
+    Spec {
+        name: "retention.bytes",
+        kind: Kind::Long { min: -1 },
+        default: Default::Fixed("-1"),
+        no_effect: None,
+    },
+    Spec {
+        name: "retention.ms",
+        kind: Kind::Long { min: -1 },
+        default: Default::Broker(|c| c.log_retention_ms.to_string()),
+        no_effect: None,
+    },
+    Spec {
+        name: "segment.bytes",
+        kind: Kind::Int {
+            min: 14,
+            max: i32::MAX as i64,
+        },
+        default: Default::Broker(|c| c.log_segment_bytes.to_string()),
+        no_effect: None,
+    },
+    Spec {
+        name: "segment.index.bytes",
+        kind: Kind::Int {
+            min: 4,
+            max: i32::MAX as i64,
+        },
+        default: Default::Fixed("10485760"),
+        no_effect: Some("Strata sizes segment indexes itself; accepted, without effect."),
+    },
+    Spec {
+        name: "segment.jitter.ms",
+        kind: Kind::Long { min: 0 },
+        default: Default::Fixed("0"),
+        no_effect: Some("Strata rolls segments at segment.ms exactly; accepted, without effect."),
+    },
+    Spec {
+        name: "segment.ms",
+        kind: Kind::Long { min: 1 },
+        default: Default::Fixed("604800000"),
+        no_effect: None,
+    },
+    Spec {
+        name: "unclean.leader.election.enable",
+        kind: Kind::Boolean,
+        default: Default::Fixed("false"),
+        no_effect: NO_REPLICATION,
+    },
+];
+
+/// The spec of topic config `name`, if Kafka (or Strata) defines one.
+pub fn spec(name: &str) -> Option<&'static Spec> {
+    SPECS.iter().find(|s| s.name == name)
+}
+
+/// Checks `value` against `spec`'s type and Kafka's rules; returns the
+/// message of an INVALID_CONFIG.
+pub fn check(spec: &Spec, value: &str) -> Result<(), String> {
+    let key = spec.name;
+    let bad = |expected: String| {
+        Err(format!(
+            "invalid value for {key}: expected {expected}. value={value:?}"
+        ))
+    };
+    match spec.kind {
+        Kind::Boolean => match value {
+            "true" | "false" => Ok(()),
+            _ => bad("true or false".into()),
+        },
+        Kind::OneOf(values) => {
+            if values.contains(&value) {
+                Ok(())
+            } else {
+                bad(format!("one of {}", values.join(", ")))
+            }
+        }
+        Kind::Text | Kind::List => Ok(()),
+        Kind::Int { min, max } => match value.trim().parse::<i64>() {
+            Ok(v) if v >= min && v <= max => Ok(()),
+            _ => bad(format!("an integer from {min} to {max}")),
+        },
+        Kind::Long { min } => match value.trim().parse::<i64>() {
+            Ok(v) if v >= min => Ok(()),
+            _ => bad(format!("an integer >= {min}")),
+        },
+        Kind::Double { min, max } => match value.trim().parse::<f64>() {
+            Ok(v) if v >= min && v <= max => Ok(()),
+            _ => bad(format!("a number from {min} to {max}")),
+        },
+    }
+}
+
+/// What DescribeConfigs says of a config: Strata's note when it has no
+/// effect, else nothing.
+pub fn documentation(name: &str) -> Option<&'static str> {
+    spec(name).and_then(|s| s.no_effect)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_defaults_valid() {
+        let c = BrokerConfig::from_args(super::super::ServeArgs::default()).expect("defaults");
+        for (i, s) in SPECS.iter().enumerate() {
+            assert!(SPECS[..i].iter().all(|o| o.name != s.name), "{}", s.name);
+            let d = match s.default {
+                Default::Fixed(v) => v.to_string(),
+                Default::Broker(f) => f(&c),
+            };
+            assert!(check(s, &d).is_ok(), "{} default {d}", s.name);
+        }
+    }
+
+    #[test]
+    fn kafkas_rules() {
+        let s = |n| spec(n).expect("known");
+        assert!(check(s("compression.type"), "lz4").is_ok());
+        assert!(check(s("compression.type"), "brotli").is_err());
+        assert!(check(s("min.cleanable.dirty.ratio"), "0.3").is_ok());
+        assert!(check(s("min.cleanable.dirty.ratio"), "1.5").is_err());
+        assert!(check(s("flush.messages"), "0").is_err());
+        assert!(check(s("compression.gzip.level"), "10").is_err());
+        assert!(check(s("preallocate"), "yes").is_err());
+        assert!(check(s("segment.bytes"), "13").is_err());
+        assert!(spec("no.such.config").is_none());
+    }
+}
