@@ -136,8 +136,10 @@ impl Broker {
         self.metadata.view()
     }
 
+    /// Serving: started, and the metadata quorum runs (it is restarted
+    /// when a storage error stopped it).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.metadata.is_healthy()
     }
 
     pub fn set_ready(&self) {

@@ -275,6 +275,8 @@ pub enum MetadataError {
     LeaderTimeout { node_id: NodeId, waited_ms: u128 },
     #[error("no controller transport to reach a peer. target={target}, addr={addr}")]
     NoTransport { target: NodeId, addr: String },
+    #[error("metadata is shut down")]
+    ShutDown,
     #[error("metadata raft failed. op={op}")]
     Raft {
         op: &'static str,
@@ -393,13 +395,31 @@ impl Publisher {
 /// tasks running until the runtime stops.
 pub struct Metadata {
     node_id: NodeId,
-    raft: Raft<TypeConfig>,
+    /// The running raft; replaced by [`Metadata::recover`] when its core
+    /// stopped on an error.
+    raft: ArcSwap<Raft<TypeConfig>>,
     publisher: Arc<Publisher>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     /// Closed once the storage (and everything holding it) is dropped.
     store_released: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    /// What a restart of the raft core needs.
+    reopen: Reopen,
+    /// One restart at a time.
+    restart: tokio::sync::Mutex<()>,
 }
+
+/// How the raft core was opened, to open it again.
+struct Reopen {
+    dir: PathBuf,
+    broker_id: i32,
+    raft_addr: String,
+    config: Arc<Config>,
+}
+
+/// How often the health watch checks that the raft core runs, and waits
+/// between restarts that fail.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
 
 impl Metadata {
     /// Opens (or creates) the metadata store in `dir`.
@@ -438,17 +458,30 @@ impl Metadata {
             }
         }
         let (log_store, state_machine) = Adaptor::new(store);
-        let raft = Raft::new(node_id, config, network::Network, log_store, state_machine)
-            .await
-            .map_err(MetadataError::raft("start raft"))?;
+        let raft = Raft::new(
+            node_id,
+            Arc::clone(&config),
+            network::Network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(MetadataError::raft("start raft"))?;
 
         let metadata = Metadata {
             node_id,
-            raft,
+            raft: ArcSwap::from_pointee(raft),
             publisher,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             store_released: tokio::sync::Mutex::new(store_released),
+            reopen: Reopen {
+                dir: dir.to_path_buf(),
+                broker_id,
+                raft_addr: raft_addr.clone(),
+                config,
+            },
+            restart: tokio::sync::Mutex::new(()),
         };
         match metadata.start(broker_id, raft_addr).await {
             Ok(()) => Ok(metadata),
@@ -461,33 +494,98 @@ impl Metadata {
         }
     }
 
+    /// The running raft handle.
+    fn raft(&self) -> Arc<Raft<TypeConfig>> {
+        self.raft.load_full()
+    }
+
+    /// Whether the raft core runs (it stops for good on a storage error
+    /// until [`Metadata::recover`] restarts it).
+    pub fn is_healthy(&self) -> bool {
+        self.raft().metrics().borrow().running_state.is_ok()
+    }
+
+    /// Restarts a raft core that stopped on an error (a write that failed
+    /// for want of descriptors or disk space) from its durable state: the
+    /// old one is shut down, its storage released and opened again, and
+    /// this node elected as at a restart. Does nothing while it runs.
+    pub async fn recover(&self) -> Result<(), MetadataError> {
+        let _one = self.restart.lock().await;
+        let old = self.raft();
+        let why = match &old.metrics().borrow().running_state {
+            Ok(()) => return Ok(()),
+            // Shut down on purpose: stays down.
+            Err(_) if self.cancel.is_cancelled() => return Err(MetadataError::ShutDown),
+            Err(openraft::error::Fatal::Stopped) => return Err(MetadataError::ShutDown),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(error = %why, "metadata raft stopped on an error; restarting it from its durable state");
+        let _ = old.shutdown().await;
+        drop(old);
+        {
+            let mut released = self.store_released.lock().await;
+            let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, released.recv()).await;
+        }
+        let r = &self.reopen;
+        let (alive, released) = mpsc::channel(1);
+        let store = store::Store::open(&r.dir, Arc::clone(&self.publisher), alive)?;
+        let (log_store, state_machine) = Adaptor::new(store);
+        let raft = Raft::new(
+            self.node_id,
+            Arc::clone(&r.config),
+            network::Network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(MetadataError::raft("restart raft"))?;
+        *self.store_released.lock().await = released;
+        self.raft.store(Arc::new(raft));
+        self.start(r.broker_id, r.raft_addr.clone()).await?;
+        tracing::info!("metadata raft restarted");
+        Ok(())
+    }
+
+    /// Keeps the raft core running until `cancel`: every [`HEALTH_EVERY`],
+    /// restarts it if it stopped (trying again while the cause lasts).
+    pub async fn keep_running(&self, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(HEALTH_EVERY) => {}
+            }
+            if !self.is_healthy() {
+                if let Err(e) = self.recover().await {
+                    tracing::warn!(error = %e, "metadata raft restart failed; trying again");
+                }
+            }
+        }
+    }
+
     /// Initializes (first start) or elects (restart) this node, waits until
     /// it leads and has applied the log, then makes sure a cluster id exists.
     async fn start(&self, broker_id: i32, raft_addr: String) -> Result<(), MetadataError> {
         let node_id = self.node_id;
-        let initialized = self
-            .raft
+        let raft = self.raft();
+        let initialized = raft
             .is_initialized()
             .await
             .map_err(MetadataError::raft("check initialized"))?;
         if initialized {
             // A single voter need not wait for an election timeout.
-            self.raft
-                .trigger()
+            raft.trigger()
                 .elect()
                 .await
                 .map_err(MetadataError::raft("trigger election"))?;
         } else {
             tracing::info!(node_id, %raft_addr, "initializing a new one-voter metadata cluster");
             let members = BTreeMap::from([(node_id, BasicNode::new(raft_addr))]);
-            self.raft
-                .initialize(members)
+            raft.initialize(members)
                 .await
                 .map_err(MetadataError::raft("initialize"))?;
         }
 
-        self.raft
-            .wait(Some(OPEN_TIMEOUT))
+        raft.wait(Some(OPEN_TIMEOUT))
             .metrics(
                 |m| m.state == ServerState::Leader && m.current_leader == Some(node_id),
                 "metadata leader",
@@ -500,7 +598,7 @@ impl Metadata {
                 },
                 other => MetadataError::raft("wait for leadership")(other),
             })?;
-        self.raft.ensure_linearizable().await.map_err(|e| match e {
+        raft.ensure_linearizable().await.map_err(|e| match e {
             RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
                 MetadataError::NotLeader {
                     leader: f.leader_id,
@@ -521,7 +619,7 @@ impl Metadata {
 
     /// Keeps `controller_id` in published views equal to the raft leader.
     fn spawn_leader_watcher(&self) {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft().metrics();
         let publisher = Arc::clone(&self.publisher);
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
@@ -539,7 +637,16 @@ impl Metadata {
 
     /// Proposes `cmd`; returns its result once it is committed and applied.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, MetadataError> {
-        match self.raft.client_write(cmd).await {
+        let result = match self.raft().client_write(cmd.clone()).await {
+            // The core stopped on an error: restart it and try once more.
+            Err(RaftError::Fatal(openraft::error::Fatal::StorageError(_)))
+                if Box::pin(self.recover()).await.is_ok() =>
+            {
+                self.raft().client_write(cmd).await
+            }
+            r => r,
+        };
+        match result {
             Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(MetadataError::NotLeader {
@@ -565,7 +672,7 @@ impl Metadata {
     pub async fn shutdown(&self) -> Result<(), MetadataError> {
         self.cancel.cancel();
         self.tasks.close();
-        self.raft
+        self.raft()
             .shutdown()
             .await
             .map_err(MetadataError::raft("shutdown raft"))?;

@@ -177,6 +177,10 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     ));
     tasks.spawn(watch_metadata(broker.clone(), shutdown.child_token()));
     tasks.spawn(reprobe_tier(broker.clone(), shutdown.child_token()));
+    tasks.spawn({
+        let (broker, cancel) = (broker.clone(), shutdown.child_token());
+        async move { broker.metadata.keep_running(cancel).await }
+    });
     tasks.spawn(retention_loop(broker.clone(), shutdown.child_token()));
     let server_task = tokio::spawn(server::run(
         broker.clone(),

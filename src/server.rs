@@ -187,6 +187,8 @@ impl Drop for Counted {
 static REFUSED_LOG: LogLimiter = LogLimiter::new();
 /// Frames above `socket.request.max.bytes`, logged once a minute at most.
 static TOO_LARGE_LOG: LogLimiter = LogLimiter::new();
+/// Failed accepts (out of descriptors), logged once a minute at most.
+static ACCEPT_LOG: LogLimiter = LogLimiter::new();
 /// Bodies that did not arrive in time, logged once a minute at most.
 static SLOW_BODY_LOG: LogLimiter = LogLimiter::new();
 const CLIENT_LOG_EVERY_MS: u64 = 60_000;
@@ -233,7 +235,10 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancellat
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors, typically: clients can cause it at will.
+                    if let Some(more) = ACCEPT_LOG.allow(CLIENT_LOG_EVERY_MS) {
+                        tracing::warn!(error = %e, suppressed = more, "accept failed");
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             }

@@ -647,3 +647,89 @@ fn client_caused_log_lines_are_rate_limited() {
     );
     assert_still_serving(&mut broker);
 }
+
+/// Descriptors run out (connections past `ulimit -n`): metadata writes
+/// fail and the raft core stops. Once descriptors are back the broker
+/// restarts it from its durable state, reports ready again, and creates
+/// topics: one I/O error no longer leaves NOT_CONTROLLER until a restart.
+#[test]
+fn the_metadata_quorum_survives_running_out_of_descriptors() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
+    let broker = Broker::builder().open_files_limit(256).start();
+    let ready = |b: &Broker| b.admin_get("/ready").0 == 200;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ready(&broker) {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut admin = RawConn::connect(&broker.bootstrap());
+    assert_eq!(admin.api_versions().error_code, 0);
+    let create = |name: &str| {
+        CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                .with_num_partitions(1)
+                .with_replication_factor(1)])
+    };
+    let fds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    // Hog the broker's descriptors with connections it accepts.
+    let mut hogs = Vec::new();
+    for _ in 0..400 {
+        if let Ok(s) = std::net::TcpStream::connect(broker.bootstrap()) {
+            hogs.push(s);
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fds(broker.pid()) < 250 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fds {}",
+            fds(broker.pid())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let starved: CreateTopicsResponse =
+        admin.roundtrip(ApiKey::CreateTopics, 4, &create("starved"));
+    let starved_code = starved.topics[0].error_code;
+    drop(hogs);
+    // Descriptors come back as the broker sees the hogs close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut code = -1;
+    while std::time::Instant::now() < deadline {
+        if ready(&broker) {
+            let r: CreateTopicsResponse =
+                admin.roundtrip(ApiKey::CreateTopics, 4, &create("after"));
+            code = r.topics[0].error_code;
+            if code == 0 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        code, 0,
+        "CreateTopics after the descriptors came back (starved: {starved_code})"
+    );
+    assert_eq!(
+        clients::produce(
+            &broker.bootstrap(),
+            "after",
+            &[TestRecord::value("back").in_partition(0)]
+        ),
+        vec![(0, 0)]
+    );
+    // It did stop (NOT_CONTROLLER while starved), and was restarted.
+    assert_eq!(starved_code, 41, "NOT_CONTROLLER while descriptors ran out");
+    let logs = broker.logs();
+    assert!(
+        logs.contains("metadata raft restarted"),
+        "{}",
+        broker.log_tail()
+    );
+}

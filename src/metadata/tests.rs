@@ -172,7 +172,7 @@ async fn restart_from_snapshot_and_purged_log() {
     }
     // Let openraft build a snapshot and purge.
     let metrics = md
-        .raft
+        .raft()
         .wait(Some(Duration::from_secs(10)))
         .metrics(
             |m| m.snapshot.is_some() && m.purged.is_some(),

@@ -63,10 +63,13 @@ async fn metrics(
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
-    let degraded = match state.tier_down() {
+    let mut degraded = match state.tier_down() {
         Some(why) => format!("tier: unavailable: {why}\n"),
         None => String::new(),
     };
+    if state.broker.get().is_some_and(|b| !b.metadata.is_healthy()) {
+        degraded.push_str("metadata: restarting after a storage error\n");
+    }
     if state.ready() {
         (StatusCode::OK, format!("ready\n{degraded}"))
     } else {

@@ -40,7 +40,8 @@ pub struct BrokerBuilder {
     data_dir: Option<PathBuf>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
-    file_size_limit_kib: Option<u64>,
+    /// `ulimit` settings for the broker process, e.g. `-f 1024`.
+    ulimits: Vec<String>,
 }
 
 impl BrokerBuilder {
@@ -68,8 +69,14 @@ impl BrokerBuilder {
 
     /// Run the broker under `ulimit -f` (largest file it may write, KiB):
     /// writes past it fail as on a full disk.
+    /// Open files the broker may hold (`ulimit -n`).
+    pub fn open_files_limit(mut self, n: u64) -> Self {
+        self.ulimits.push(format!("-n {n}"));
+        self
+    }
+
     pub fn file_size_limit_kib(mut self, kib: u64) -> Self {
-        self.file_size_limit_kib = Some(kib);
+        self.ulimits.push(format!("-f {kib}"));
         self
     }
 
@@ -203,15 +210,20 @@ impl Broker {
             let _ = writeln!(f, "===== strata-it: start #{} =====", self.runs);
         }
 
-        let mut cmd = match self.opts.file_size_limit_kib {
-            // sh sets the limit and execs the broker, so the pid is the broker's.
-            Some(kib) => {
-                let mut c = Command::new("sh");
-                c.args(["-c", &format!("ulimit -f {kib} && exec \"$0\" \"$@\"")])
-                    .arg(strata_bin());
-                c
-            }
-            None => Command::new(strata_bin()),
+        let mut cmd = if self.opts.ulimits.is_empty() {
+            Command::new(strata_bin())
+        } else {
+            // sh sets the limits and execs the broker, so the pid is the broker's.
+            let limits: Vec<String> = self
+                .opts
+                .ulimits
+                .iter()
+                .map(|l| format!("ulimit {l} && "))
+                .collect();
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("{}exec \"$0\" \"$@\"", limits.concat())])
+                .arg(strata_bin());
+            c
         };
         cmd.arg("serve")
             .arg("--data-dir")
