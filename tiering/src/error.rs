@@ -26,6 +26,13 @@ pub enum TierError {
         #[source]
         source: object_store::Error,
     },
+    /// A request made with the S3 client (what `object_store` lacks).
+    #[error("s3 request failed: {message}. op={op}, path={path}")]
+    S3 {
+        op: &'static str,
+        path: String,
+        message: String,
+    },
     #[error("local file i/o failed. op={op}, path={path}")]
     Io {
         op: &'static str,
@@ -140,6 +147,7 @@ impl TierError {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
             ),
             TierError::ManifestConflict { .. }
+            | TierError::S3 { .. }
             | TierError::Corrupt { .. }
             | TierError::ShortRead { .. }
             | TierError::QueueFull { .. }

@@ -96,6 +96,7 @@ mod index;
 pub mod layout;
 pub mod manifest;
 pub mod metrics;
+mod multipart;
 mod partition;
 mod store;
 pub mod testkit;
@@ -145,6 +146,8 @@ pub(crate) struct StoreInner {
     /// `file://`: the directory object paths map into, where a put cut
     /// short leaves a staging file the store neither lists nor deletes.
     pub local_root: Option<PathBuf>,
+    /// `s3://`: aborts multipart uploads a crash left incomplete.
+    pub s3: Option<multipart::S3Sweeper>,
 }
 
 /// A handle on the object store that holds the tier. Clones share the
@@ -173,14 +176,18 @@ impl TierStore {
     /// Builds the store named by `url` with `options`.
     pub fn from_url_with(url: &str, options: TierOptions) -> Result<TierStore, TierError> {
         let built = store::build(url, &options)?;
-        Self::assemble(
+        let mut tier = Self::assemble(
             built.store,
             built.prefix,
             url,
             built.conditional,
             options,
             built.local_root,
-        )
+        )?;
+        if let Some(inner) = Arc::get_mut(&mut tier.inner) {
+            inner.s3 = built.s3;
+        }
+        Ok(tier)
     }
 
     /// Wraps an existing store (tests: a [`faults::FaultyStore`] around
@@ -230,6 +237,7 @@ impl TierStore {
                 cache,
                 metrics,
                 local_root,
+                s3: None,
             }),
         })
     }

@@ -662,7 +662,8 @@ impl RemotePartition {
     /// and that are older than `grace` at `now_ms` (wall clock). The grace
     /// period must exceed the longest upload, whose objects exist before the
     /// manifest names them. On `file://` it also removes, by the same rule,
-    /// the staging files of puts a crash cut short, which the store hides.
+    /// the staging files of puts a crash cut short, which the store hides;
+    /// on `s3://`, it aborts the multipart uploads a crash left incomplete.
     pub async fn collect_orphans(
         &self,
         grace: Duration,
@@ -699,6 +700,15 @@ impl RemotePartition {
                 }
                 Err(e) => return Err(store_err("delete", &meta.location)(e)),
             }
+        }
+        if let Some(s3) = &self.inner.tier.inner.s3 {
+            let prefix = format!("{}/", self.inner.dir);
+            let (aborted, young) = s3
+                .abort_stale(&prefix, now_ms.saturating_sub(grace_ms))
+                .await?;
+            TierMetrics::add(&self.metrics().orphans_deleted, aborted as u64);
+            report.deleted += aborted;
+            report.kept_young += young;
         }
         if let Some(root) = &self.inner.tier.inner.local_root {
             let dir = root.join(self.inner.dir.as_ref());

@@ -113,6 +113,8 @@ pub(crate) struct Built {
     pub conditional: ConditionalPut,
     /// `file://`: the directory the store maps object paths into.
     pub local_root: Option<std::path::PathBuf>,
+    /// `s3://`: what aborts stale multipart uploads.
+    pub s3: Option<crate::multipart::S3Sweeper>,
 }
 
 pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError> {
@@ -143,6 +145,7 @@ pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError
                 prefix: ObjectPath::default(),
                 conditional: ConditionalPut::ProcessLock,
                 local_root: Some(path),
+                s3: None,
             })
         }
         "memory" => Ok(Built {
@@ -150,6 +153,7 @@ pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError
             prefix: ObjectPath::default(),
             conditional: ConditionalPut::Native,
             local_root: None,
+            s3: None,
         }),
         "s3" => {
             let bucket = parsed
@@ -197,6 +201,7 @@ pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError
                 prefix,
                 conditional: ConditionalPut::Native,
                 local_root: None,
+                s3: Some(crate::multipart::S3Sweeper::new(bucket, s3)),
             })
         }
         other => Err(invalid(&format!("unsupported scheme {other:?}"))),

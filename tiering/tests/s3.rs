@@ -323,3 +323,61 @@ async fn s3_crash_leftovers_retention_and_restore() {
     );
     check_reads(&restored, &segs[1..2]).await;
 }
+
+/// A multipart upload a crash left incomplete (parts uploaded, never
+/// completed or aborted) is aborted by orphan collection once older than
+/// the grace period; a young one is kept.
+#[tokio::test]
+async fn s3_orphan_collection_aborts_stale_multipart_uploads() {
+    let Some(endpoint) = endpoint() else { return };
+    let client = sdk(&endpoint).await;
+    let bucket = new_bucket(&client).await;
+    let tier = TierStore::from_url_with(&format!("s3://{bucket}/pfx"), s3_options(&endpoint))
+        .expect("tier");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segs = three_segments(dir.path());
+    let part = tier.partition(key("orders", 0));
+    upload_all(&part, &segs[..1], 1).await;
+    let key = format!("{}/00000000000000000200-cut.log", part.dir());
+    let started = client
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key(&key)
+        .send()
+        .await
+        .expect("start multipart");
+    let id = started.upload_id().expect("upload id").to_string();
+    client
+        .upload_part()
+        .bucket(&bucket)
+        .key(&key)
+        .upload_id(&id)
+        .part_number(1)
+        .body(aws_sdk_s3::primitives::ByteStream::from(vec![7u8; 5 << 20]))
+        .send()
+        .await
+        .expect("upload part");
+    let pending = |client: Client, bucket: String| async move {
+        client
+            .list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("list uploads")
+            .uploads()
+            .len()
+    };
+    assert_eq!(pending(client.clone(), bucket.clone()).await, 1);
+    let grace = Duration::from_secs(3600);
+    let young = part.collect_orphans(grace, now_ms()).await.expect("gc");
+    assert_eq!(young.deleted, 0);
+    assert!(young.kept_young >= 1);
+    assert_eq!(pending(client.clone(), bucket.clone()).await, 1);
+    let later = part
+        .collect_orphans(grace, now_ms() + 2 * 3600 * 1000)
+        .await
+        .expect("gc");
+    assert!(later.deleted >= 1, "{later:?}");
+    assert_eq!(pending(client.clone(), bucket.clone()).await, 0);
+    check_reads(&part, &segs[..1]).await;
+}
