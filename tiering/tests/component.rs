@@ -787,3 +787,47 @@ async fn bandwidth_limit_paces_uploads() {
     );
     up.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A segment whose batches were not all checked on the bytes its chunk
+/// CRCs came from (an upload by an older writer) is never sent from the
+/// disk cache unread: its reads go through memory, where every batch's
+/// CRC-32C is checked.
+#[tokio::test]
+async fn unchecked_segments_are_never_sent_as_file_ranges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segs = three_segments(dir.path());
+    let options = TierOptions {
+        memory_cache_bytes: 128 << 10,
+        disk_cache_dir: Some(dir.path().join("cache")),
+        disk_cache_bytes: 64 << 20,
+        prefetch_chunks: 0,
+        ..small_options()
+    };
+    let tier = TierStore::from_url_with("memory://", options).expect("tier");
+    let part = tier.partition(key("t", 0));
+    upload_all(&part, &segs, 1).await;
+    let mut m = (*part.manifest().await.expect("manifest")).clone();
+    for s in &mut m.segments {
+        assert!(s.batches_checked);
+        s.batches_checked = false;
+    }
+    tier.put(
+        &format!("{}/manifest.json", part.dir()),
+        bytes::Bytes::from(m.encode()),
+    )
+    .await
+    .expect("put");
+    let part = tier.partition(key("t", 0));
+    let total: u64 = segs.iter().map(|s| s.log.len() as u64).sum();
+    let (first, _) = replay_pieces(&part, 100_000).await;
+    assert!(first == all_logs(&segs));
+    // Wait (bounded) until the chunks are in the disk cache.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tier.cache_disk_bytes().await < total {
+        assert!(std::time::Instant::now() < deadline, "disk cache not filled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (second, in_files) = replay_pieces(&part, 100_000).await;
+    assert!(second == all_logs(&segs));
+    assert_eq!(in_files, 0, "unchecked batches were sent unread");
+}
