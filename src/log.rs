@@ -107,6 +107,8 @@ pub enum LogError {
     },
     #[error("an fsync of this log failed earlier; it takes no appends until a restart recovers it from disk. dir={}", dir.display())]
     SyncFailed { dir: PathBuf },
+    #[error("the log was opened read-only (its disk could not be written at start); it takes no appends until a restart. dir={}", dir.display())]
+    ReadOnly { dir: PathBuf },
     #[error("log i/o failed. op={op}, file={}", path.display())]
     Io {
         op: &'static str,
@@ -188,6 +190,10 @@ pub struct Log {
     /// a restart recovers the log from what is on disk (Kafka takes the log
     /// directory offline).
     sync_failed: bool,
+    /// The log could not be written when it opened (a full or read-only
+    /// disk): it serves reads and takes no appends, and leaves its files as
+    /// they are, until a restart.
+    read_only: bool,
 }
 
 /// A sealed segment as tiering sees it.
@@ -229,6 +235,7 @@ impl Log {
             log_start_offset: stored_start.unwrap_or(0).max(first_base),
             recovery_point: 0,
             sync_failed: false,
+            read_only: false,
         };
         let log_end_offset = log.log_end_offset();
         log.recovery_point = recovery.map_or(0, |c| c.recovery_point).min(log_end_offset);
@@ -244,7 +251,20 @@ impl Log {
         } else {
             log.delete_sealed_below_start()?;
         }
-        log.write_recovery_point(false)?;
+        if let Err(e) = log.write_recovery_point(false) {
+            // A full (or read-only) disk must not keep the broker from
+            // serving what it holds: nothing is written from here on, so the
+            // checkpoint on disk stays true.
+            let LogError::Io { source, .. } = &e else {
+                return Err(e);
+            };
+            tracing::error!(
+                dir = %dir.display(),
+                error = %source,
+                "cannot write to the log's directory; the partition is read-only until a restart"
+            );
+            log.read_only = true;
+        }
         tracing::debug!(
             dir = %dir.display(),
             log_start_offset = log.log_start_offset,
@@ -385,8 +405,13 @@ impl Log {
         }
     }
 
-    /// Err once an fsync of the log has failed.
+    /// Err once an fsync of the log has failed, or for a read-only log.
     pub fn check_sync_ok(&self) -> Result<(), LogError> {
+        if self.read_only {
+            return Err(LogError::ReadOnly {
+                dir: self.dir.clone(),
+            });
+        }
         if self.sync_failed {
             return Err(LogError::SyncFailed {
                 dir: self.dir.clone(),

@@ -733,3 +733,91 @@ fn the_metadata_quorum_survives_running_out_of_descriptors() {
         broker.log_tail()
     );
 }
+
+/// A disk that is full when the broker starts: it starts anyway, serves
+/// every acknowledged record it holds, and refuses produce with
+/// KAFKA_STORAGE_ERROR (its logs are read-only until a restart), instead of
+/// not starting at all. The disk is a small tmpfs, which takes root to
+/// mount (the test command runs as root in CI); elsewhere it says so and
+/// returns.
+#[test]
+fn a_broker_starts_read_only_on_a_full_disk() {
+    use std::io::Write;
+    let mnt = tempfile::tempdir().expect("mount point");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(mnt.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here (needs root): not run");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mnt.path().to_path_buf());
+    let tier = tempfile::tempdir().expect("tier dir");
+    let tier_url = format!("file://{}", tier.path().display());
+    let data = mnt.path().join("data");
+    let start = |listen: &str| {
+        Broker::builder()
+            .data_dir(data.clone())
+            .listen(listen)
+            .args(["--tier-url", tier_url.as_str()])
+            .start()
+    };
+    let mut broker = start("127.0.0.1:0");
+    let topic = common::topic_name("fulldisk");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let records: Vec<TestRecord> = (0..2000)
+        .map(|i| TestRecord::value(format!("{i:06}").repeat(150)).in_partition(0))
+        .collect();
+    clients::produce(&broker.bootstrap(), &topic, &records);
+    broker.stop();
+    // Fill what is left of the disk.
+    let mut filler = std::fs::File::create(mnt.path().join("filler")).expect("filler");
+    let block = vec![0u8; 64 << 10];
+    while filler.write_all(&block).is_ok() {}
+    drop(filler);
+
+    // The same address (as a deployment has): nothing to register anew.
+    let mut again = start(&broker.bootstrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(again.is_running(), "stopped: {}", again.log_tail());
+        if again.admin_get("/ready").0 == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", again.log_tail());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = clients::consume_ranges(
+        &again.bootstrap(),
+        &topic,
+        &[(0, 0, 2000)],
+        clients::OP_TIMEOUT,
+    );
+    assert_eq!(got.len(), 2000);
+    let mut c = RawConn::connect(&again.bootstrap());
+    let v = c.produce_version();
+    let batch = raw::batch(
+        &[raw::record(0, None, Some(b"more"), clients::now_ms())],
+        Compression::None,
+    );
+    assert_eq!(
+        c.produce(v, &topic, 0, batch, -1).0,
+        56,
+        "KAFKA_STORAGE_ERROR"
+    );
+    assert!(again.logs().contains("read-only until a restart"));
+    drop(again);
+    drop(broker);
+}

@@ -42,9 +42,18 @@ pub struct BrokerBuilder {
     envs: Vec<(String, String)>,
     /// `ulimit` settings for the broker process, e.g. `-f 1024`.
     ulimits: Vec<String>,
+    /// The Kafka listener address (default: a free port).
+    listen: Option<String>,
 }
 
 impl BrokerBuilder {
+    /// Listen for Kafka clients on `addr` (e.g. a restarted broker's old
+    /// address) instead of a free port.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = Some(addr.into());
+        self
+    }
+
     /// Use an existing data directory instead of a fresh tempdir.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
@@ -228,7 +237,12 @@ impl Broker {
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args([
+                "--listen",
+                self.opts.listen.as_deref().unwrap_or("127.0.0.1:0"),
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .args(&self.opts.args)
             .current_dir(&work)
             .stdin(Stdio::null())

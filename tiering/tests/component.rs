@@ -824,7 +824,10 @@ async fn unchecked_segments_are_never_sent_as_file_ranges() {
     // Wait (bounded) until the chunks are in the disk cache.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while tier.cache_disk_bytes().await < total {
-        assert!(std::time::Instant::now() < deadline, "disk cache not filled");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "disk cache not filled"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (second, in_files) = replay_pieces(&part, 100_000).await;
