@@ -173,6 +173,12 @@ impl Broker {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+        // Dynamic broker configs set topic defaults at run time.
+        for (k, v) in &self.view().broker_configs {
+            if let Some(t) = crate::config::topic::dynamic_broker(k).and_then(|d| d.topic) {
+                m.insert(t.to_string(), v.clone());
+            }
+        }
         for (k, v) in &topic.configs {
             m.insert(k.clone(), v.clone());
         }

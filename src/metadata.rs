@@ -133,6 +133,11 @@ pub struct ClusterView {
     pub topic_names_by_id: HashMap<Uuid, String>,
     /// The first producer id of the next block handed out.
     pub next_producer_id: i64,
+    /// Dynamic broker configs set at run time (AlterConfigs on the broker
+    /// resource), by Kafka's broker config name; they override the flags'
+    /// defaults for every broker and topic.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, String>,
 }
 
 impl ClusterView {
@@ -183,6 +188,13 @@ pub enum Command {
     /// Sets the cluster id if none is set yet; later proposals are no-ops.
     /// `Metadata::open` proposes it once on a new cluster.
     InitCluster { cluster_id: String },
+    /// Changes dynamic broker configs, as [`Command::AlterTopicConfigs`]
+    /// does topic configs.
+    AlterBrokerConfigs {
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+        replace: bool,
+    },
 }
 
 /// The outcome of applying a [`Command`]; identical on every replica.

@@ -466,3 +466,84 @@ fn kafka_topic_configs_are_accepted_and_compression_type_recompresses() {
     }
     broker.assert_no_error_logs();
 }
+
+/// Kafka's dynamic broker configs change at run time through AlterConfigs
+/// on the broker resource, set the topics' defaults (a topic's own value
+/// still wins), persist in cluster metadata across a restart, and refuse
+/// what Kafka cannot change at run time.
+#[test]
+fn dynamic_broker_configs_change_topic_defaults_and_persist() {
+    use rdkafka::admin::ConfigSource;
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let mut broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = common::topic_name("dynbroker");
+    let own = common::topic_name("dynown");
+    clients::create_topic(&bootstrap, &topic, 1, &[]);
+    clients::create_topic(&bootstrap, &own, 1, &[("retention.ms", "1000")]);
+    let alter = |bootstrap: &str, pairs: &[(&str, &str)]| {
+        let admin = clients::admin(bootstrap);
+        let mut a = AlterConfig::new(ResourceSpecifier::Broker(1));
+        for (k, v) in pairs {
+            a = a.set(k, v);
+        }
+        let res = clients::block_on(admin.alter_configs([&a], &clients::admin_opts()))
+            .expect("AlterConfigs");
+        res.into_iter()
+            .next()
+            .expect("one result")
+            .map(|_| ())
+            .map_err(|(_, c)| c)
+    };
+    alter(
+        &bootstrap,
+        &[
+            ("log.retention.ms", "3600000"),
+            ("message.max.bytes", "2000000"),
+        ],
+    )
+    .expect("dynamic configs");
+    let check = |bootstrap: &str| {
+        let d = clients::describe_topic_configs(bootstrap, &topic);
+        assert_eq!(d["retention.ms"].0.as_deref(), Some("3600000"));
+        assert_eq!(d["retention.ms"].1, ConfigSource::DynamicDefaultBroker);
+        assert_eq!(d["max.message.bytes"].0.as_deref(), Some("2000000"));
+        let o = clients::describe_topic_configs(bootstrap, &own);
+        assert_eq!(
+            o["retention.ms"].0.as_deref(),
+            Some("1000"),
+            "the topic's own wins"
+        );
+    };
+    check(&bootstrap);
+    // What Kafka cannot change at run time, and bad values, are refused
+    // (checked on the wire: rust-rdkafka reports broker resources as Ok).
+    let refused = |key: &str, value: &str| {
+        use kafka_protocol::messages::alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey};
+        use kafka_protocol::protocol::StrBytes;
+        let req =
+            AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("1"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_string(key.to_string()))
+                    .with_value(Some(StrBytes::from_string(value.to_string())))])]);
+        let mut c = common::raw::RawConn::connect(&bootstrap);
+        let resp: AlterConfigsResponse = c.roundtrip(ApiKey::AlterConfigs, 1, &req);
+        resp.responses[0].error_code
+    };
+    assert_eq!(
+        refused("num.partitions", "3"),
+        40,
+        "not dynamic in Kafka: INVALID_CONFIG"
+    );
+    assert_eq!(refused("log.retention.ms", "-7"), 40);
+    // A refused change leaves the dynamic configs as they were.
+    check(&bootstrap);
+    broker.restart();
+    check(&broker.bootstrap());
+    broker.assert_no_error_logs();
+}

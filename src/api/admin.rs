@@ -375,7 +375,7 @@ pub async fn create_topics(
                     r.configs = Some(
                         eff.into_iter()
                             .map(|(k, v)| {
-                                let source = config_source(&probe, &k);
+                                let source = config_source(&broker.view(), &probe, &k);
                                 CreatableTopicConfigs::default()
                                     .with_name(StrBytes::from_string(k))
                                     .with_value(Some(StrBytes::from_string(v)))

@@ -21,19 +21,27 @@ use kafka_protocol::protocol::StrBytes;
 use super::error::Code;
 use crate::broker::Broker;
 use crate::config::{is_topic_config, validate_topic_config};
-use crate::metadata::{Command, CommandResult, TopicInfo};
+use crate::metadata::{ClusterView, Command, CommandResult, TopicInfo};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-/// Where a topic's effective value of `key` comes from.
-pub fn config_source(topic: &TopicInfo, key: &str) -> i8 {
+/// Where a topic's effective value of `key` comes from: the topic, a
+/// dynamic broker config, or the default.
+pub fn config_source(view: &ClusterView, topic: &TopicInfo, key: &str) -> i8 {
     if topic.configs.contains_key(key) {
         SOURCE_DYNAMIC_TOPIC
+    } else if view
+        .broker_configs
+        .keys()
+        .any(|b| crate::config::topic::dynamic_broker(b).and_then(|d| d.topic) == Some(key))
+    {
+        SOURCE_DYNAMIC_DEFAULT_BROKER
     } else {
         SOURCE_DEFAULT
     }
@@ -139,7 +147,9 @@ pub fn describe(
                             .effective_topic_config(topic)
                             .into_iter()
                             .filter(|(k, _)| wanted(k))
-                            .map(|(k, v)| entry(&k, v, config_source(topic, &k), false, version))
+                            .map(|(k, v)| {
+                                entry(&k, v, config_source(&view, topic, &k), false, version)
+                            })
                             .collect();
                     }
                     None => {
@@ -153,10 +163,23 @@ pub fn describe(
                 RESOURCE_BROKER => {
                     let name = res.resource_name.as_str();
                     if name.is_empty() || name == broker.node_id().to_string() {
-                        r.configs = broker_configs(broker)
+                        let dynamic = &view.broker_configs;
+                        let mut all: BTreeMap<String, (String, i8, bool)> = broker_configs(broker)
+                            .into_iter()
+                            .map(|(k, v)| (k, (v, SOURCE_STATIC_BROKER, true)))
+                            .collect();
+                        for (k, v) in dynamic {
+                            all.insert(
+                                k.clone(),
+                                (v.clone(), SOURCE_DYNAMIC_DEFAULT_BROKER, false),
+                            );
+                        }
+                        r.configs = all
                             .into_iter()
                             .filter(|(k, _)| wanted(k))
-                            .map(|(k, v)| entry(&k, v, SOURCE_STATIC_BROKER, true, version))
+                            .map(|(k, (v, source, read_only))| {
+                                entry(&k, v, source, read_only, version)
+                            })
                             .collect();
                     } else {
                         r.error_code = Code::InvalidRequest.code();
@@ -223,13 +246,60 @@ async fn apply_topic_configs(
         .map_err(|e| (Code::KafkaStorageError.code(), e.to_string()))
 }
 
-fn refuse_broker_change(name: &str) -> (i16, String) {
-    (
-        Code::InvalidRequest.code(),
-        format!(
-            "broker configs cannot be changed at run time; restart with new flags. broker={name}"
-        ),
-    )
+/// A change to the dynamic broker configs: `set` upserted and `delete`
+/// removed, or with `replace` exactly `set` (AlterConfigs).
+struct BrokerChange {
+    set: BTreeMap<String, String>,
+    delete: Vec<String>,
+    replace: bool,
+}
+
+/// Validates and applies a change to the dynamic broker configs, persisted
+/// in cluster metadata. The resource is the cluster default (`""`) or this
+/// broker; Kafka's dynamic configs only (others need a restart).
+async fn apply_broker_configs(
+    broker: &Broker,
+    name: &str,
+    change: BrokerChange,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    if !(name.is_empty() || name == broker.node_id().to_string()) {
+        return Err((
+            Code::InvalidRequest.code(),
+            format!("unknown broker. broker={name}"),
+        ));
+    }
+    for key in change.set.keys().chain(&change.delete) {
+        if crate::config::topic::dynamic_broker(key).is_none() {
+            return Err((
+                Code::InvalidConfig.code(),
+                crate::config::clip_message(format!(
+                    "not a broker config that can change at run time; restart with the new flag. key={key}"
+                )),
+            ));
+        }
+    }
+    for (k, v) in &change.set {
+        let d = crate::config::topic::dynamic_broker(k).expect("checked above");
+        crate::config::topic::check_dynamic_broker(d, v)
+            .map_err(|m| (Code::InvalidConfig.code(), crate::config::clip_message(m)))?;
+    }
+    if validate_only {
+        return Ok(());
+    }
+    broker
+        .metadata
+        .propose(Command::AlterBrokerConfigs {
+            set: change.set,
+            delete: change.delete,
+            replace: change.replace,
+        })
+        .await
+        .map_err(|e| (Code::NotController.code(), e.to_string()))?;
+    broker
+        .reconcile()
+        .await
+        .map_err(|e| (Code::KafkaStorageError.code(), e.to_string()))
 }
 
 pub async fn alter(
@@ -265,7 +335,20 @@ pub async fn alter(
                     None => apply_topic_configs(broker, &name, new, req.validate_only).await,
                 }
             }
-            RESOURCE_BROKER => Err(refuse_broker_change(&name)),
+            RESOURCE_BROKER => {
+                let mut set = BTreeMap::new();
+                for c in &res.configs {
+                    if let Some(v) = &c.value {
+                        set.insert(c.name.to_string(), v.to_string());
+                    }
+                }
+                let change = BrokerChange {
+                    set,
+                    delete: vec![],
+                    replace: true,
+                };
+                apply_broker_configs(broker, &name, change, req.validate_only).await
+            }
             other => Err((
                 Code::InvalidRequest.code(),
                 format!("unsupported resource type. type={other}"),
@@ -376,7 +459,35 @@ pub async fn incremental_alter(
                     }
                 }
             },
-            RESOURCE_BROKER => Err(refuse_broker_change(&name)),
+            RESOURCE_BROKER => {
+                let mut change = BrokerChange {
+                    set: BTreeMap::new(),
+                    delete: vec![],
+                    replace: false,
+                };
+                let mut bad = None;
+                for c in &res.configs {
+                    let key = c.name.to_string();
+                    match (c.config_operation, &c.value) {
+                        (OP_SET, Some(v)) => {
+                            change.set.insert(key, v.to_string());
+                        }
+                        (OP_DELETE, _) => change.delete.push(key),
+                        (op, _) => {
+                            bad = Some((
+                                Code::InvalidConfig.code(),
+                                crate::config::clip_message(format!(
+                                    "invalid operation for a broker config. key={key}, op={op}"
+                                )),
+                            ));
+                        }
+                    }
+                }
+                match bad {
+                    Some(e) => Err(e),
+                    None => apply_broker_configs(broker, &name, change, req.validate_only).await,
+                }
+            }
             other => Err((
                 Code::InvalidRequest.code(),
                 format!("unsupported resource type. type={other}"),

@@ -309,6 +309,98 @@ pub const SPECS: &[Spec] = &[
     },
 ];
 
+/// A broker config Kafka allows to change at run time, and the topic config
+/// whose default it sets (if any).
+#[derive(Debug, Clone, Copy)]
+pub struct DynamicBroker {
+    pub name: &'static str,
+    pub topic: Option<&'static str>,
+    /// Its type, when it sets no topic config's default.
+    pub kind: Kind,
+}
+
+const fn dynamic(name: &'static str, topic: &'static str) -> DynamicBroker {
+    DynamicBroker {
+        name,
+        topic: Some(topic),
+        kind: Kind::Text,
+    }
+}
+
+/// Kafka's cluster-wide dynamic broker configs Strata takes (AlterConfigs on
+/// the broker resource): the topic defaults, and the log cleaner's (stored,
+/// without effect until there is a cleaner).
+pub const DYNAMIC_BROKER: &[DynamicBroker] = &[
+    dynamic("compression.type", "compression.type"),
+    dynamic("log.cleaner.delete.retention.ms", "delete.retention.ms"),
+    dynamic("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
+    dynamic(
+        "log.cleaner.min.cleanable.ratio",
+        "min.cleanable.dirty.ratio",
+    ),
+    dynamic("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
+    dynamic("log.index.interval.bytes", "index.interval.bytes"),
+    dynamic("log.local.retention.bytes", "local.retention.bytes"),
+    dynamic("log.local.retention.ms", "local.retention.ms"),
+    dynamic("log.message.timestamp.type", "message.timestamp.type"),
+    dynamic("log.retention.bytes", "retention.bytes"),
+    dynamic("log.retention.ms", "retention.ms"),
+    dynamic("log.roll.ms", "segment.ms"),
+    dynamic("log.segment.bytes", "segment.bytes"),
+    dynamic("message.max.bytes", "max.message.bytes"),
+    dynamic("min.insync.replicas", "min.insync.replicas"),
+    DynamicBroker {
+        name: "log.cleaner.threads",
+        topic: None,
+        kind: Kind::Int {
+            min: 1,
+            max: i32::MAX as i64,
+        },
+    },
+    DynamicBroker {
+        name: "log.cleaner.io.max.bytes.per.second",
+        topic: None,
+        kind: Kind::Double {
+            min: 0.0,
+            max: f64::MAX,
+        },
+    },
+    DynamicBroker {
+        name: "log.cleaner.dedupe.buffer.size",
+        topic: None,
+        kind: Kind::Long { min: 0 },
+    },
+    DynamicBroker {
+        name: "log.cleaner.backoff.ms",
+        topic: None,
+        kind: Kind::Long { min: 0 },
+    },
+];
+
+/// The dynamic broker config `name`, if Kafka allows changing it at run
+/// time and Strata takes it.
+pub fn dynamic_broker(name: &str) -> Option<&'static DynamicBroker> {
+    DYNAMIC_BROKER.iter().find(|d| d.name == name)
+}
+
+/// Checks a dynamic broker config's value by the rules of the topic config
+/// it sets, or its own type; the message names the broker config.
+pub fn check_dynamic_broker(d: &DynamicBroker, value: &str) -> Result<(), String> {
+    let kind = match d.topic.and_then(spec) {
+        Some(s) => s.kind,
+        None => d.kind,
+    };
+    check(
+        &Spec {
+            name: d.name,
+            kind,
+            default: Default::Fixed(""),
+            no_effect: None,
+        },
+        value,
+    )
+}
+
 /// The spec of topic config `name`, if Kafka (or Strata) defines one.
 pub fn spec(name: &str) -> Option<&'static Spec> {
     SPECS.iter().find(|s| s.name == name)
@@ -372,6 +464,20 @@ mod tests {
             };
             assert!(check(s, &d).is_ok(), "{} default {d}", s.name);
         }
+    }
+
+    #[test]
+    fn dynamic_broker_configs_name_topic_configs() {
+        for d in DYNAMIC_BROKER {
+            if let Some(t) = d.topic {
+                assert!(spec(t).is_some(), "{} sets {t}", d.name);
+            }
+        }
+        let d = dynamic_broker("log.retention.ms").expect("dynamic");
+        assert!(check_dynamic_broker(d, "1000").is_ok());
+        let e = check_dynamic_broker(d, "-5").expect_err("below -1");
+        assert!(e.contains("log.retention.ms"), "{e}");
+        assert!(dynamic_broker("listeners").is_none());
     }
 
     #[test]

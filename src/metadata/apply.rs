@@ -40,6 +40,14 @@ impl ClusterView {
             } => self.alter_topic_configs(name, set, delete, *replace),
             Command::AllocateProducerIds { count } => self.allocate_producer_ids(*count),
             Command::InitCluster { cluster_id } => self.init_cluster(cluster_id),
+            Command::AlterBrokerConfigs {
+                set,
+                delete,
+                replace,
+            } => {
+                alter_map(&mut self.broker_configs, set, delete, *replace);
+                CommandResult::Ok
+            }
         }
     }
 
@@ -209,16 +217,7 @@ impl ClusterView {
         let Some(topic) = self.topics.get_mut(name) else {
             return CommandResult::UnknownTopic;
         };
-        if replace {
-            topic.configs = set.clone();
-        } else {
-            for key in delete {
-                topic.configs.remove(key);
-            }
-            topic
-                .configs
-                .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
+        alter_map(&mut topic.configs, set, delete, replace);
         CommandResult::Ok
     }
 
@@ -294,6 +293,24 @@ fn validate_topic_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A config change: with `replace`, the result is exactly `set`; without,
+/// `delete` keys are removed and `set` keys upserted.
+fn alter_map(
+    configs: &mut BTreeMap<String, String>,
+    set: &BTreeMap<String, String>,
+    delete: &[String],
+    replace: bool,
+) {
+    if replace {
+        *configs = set.clone();
+    } else {
+        for key in delete {
+            configs.remove(key);
+        }
+        configs.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
 }
 
 #[cfg(test)]

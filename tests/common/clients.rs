@@ -84,7 +84,7 @@ pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
         .expect("create admin client")
 }
 
-fn admin_opts() -> AdminOptions {
+pub fn admin_opts() -> AdminOptions {
     AdminOptions::new().operation_timeout(Some(OP_TIMEOUT))
 }
 
