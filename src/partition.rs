@@ -29,6 +29,7 @@ pub(crate) mod durability;
 pub use durability::set_syncfs as set_sync_rounds_syncfs;
 pub mod epochs;
 pub mod producer_state;
+pub mod replica;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +83,13 @@ pub enum PartitionError {
     },
     #[error("partition is closed. partition={partition}")]
     Closed { partition: String },
+    /// The replica refuses (not the leader, or a stale or unknown epoch).
+    #[error("{source}. partition={partition}")]
+    Replica {
+        partition: String,
+        #[source]
+        source: replica::ReplicaError,
+    },
     #[error("offset is in the tier. offset={offset}")]
     InTier { offset: i64 },
     #[error("tier operation failed. partition={partition}")]
@@ -178,7 +186,16 @@ pub struct Partition {
     /// answer (`None` once one answers): how long the object store has
     /// been silent for this partition.
     remote_silent_since: Mutex<Option<std::time::Instant>>,
+    /// The replica's role and high-watermark arithmetic (`replica.rs`); a
+    /// single broker leads with itself as the only in-sync replica.
+    replica: Mutex<replica::Replica>,
 }
+
+/// This broker in a partition's replica set while there is one broker.
+const LOCAL_REPLICA: replica::BrokerId = 0;
+
+/// `replica.lag.time.max.ms` (Kafka's default).
+const REPLICA_LAG_TIME_MAX_MS: i64 = 30_000;
 
 /// The durable offset as the sync rounds publish it.
 #[derive(Debug, Clone)]
@@ -271,6 +288,12 @@ impl Partition {
             tier_start: AtomicI64::new(tier_start),
             tier_last: AtomicI64::new(tier_last),
             remote_silent_since: Mutex::new(None),
+            replica: Mutex::new(replica::Replica::leader_alone(
+                LOCAL_REPLICA,
+                leader_epoch,
+                leo,
+                REPLICA_LAG_TIME_MAX_MS,
+            )),
         })
     }
 
@@ -309,6 +332,7 @@ impl Partition {
 
     /// Validates and appends a produce payload (one or more record batches).
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendResult, PartitionError> {
+        self.check_leader()?;
         let max = self.lock().config.max_message_bytes;
         let headers = validate_batches(records, max)?;
         check_client_batches(&headers)?;
@@ -368,7 +392,7 @@ impl Partition {
                 next = last + 1;
             }
             let leo = log.log_end_offset();
-            self.high_watermark.send_replace(leo);
+            self.publish_log_end(leo);
             Ok(AppendResult {
                 base_offset: info.base_offset,
                 last_offset: info.last_offset,
@@ -739,7 +763,7 @@ impl Partition {
         st.epochs.assign(self.leader_epoch, next);
         store_epochs(&self.dir, &st.epochs);
         let leo = log.log_end_offset();
-        self.high_watermark.send_replace(leo);
+        self.publish_log_end(leo);
         self.durable.send_modify(|d| {
             d.offset = d.offset.max(leo);
             d.round += 1;
@@ -768,6 +792,28 @@ impl Partition {
             .read_pieces(offset, max_bytes as u64, files)
             .await
             .map_err(|e| self.tier_err(e))
+    }
+
+    fn replica(&self) -> MutexGuard<'_, replica::Replica> {
+        self.replica.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The log ends at `leo`: the replica moves the high watermark (over
+    /// the in-sync replicas) and fetches waiting on it wake.
+    fn publish_log_end(&self, leo: i64) {
+        if let Some(hwm) = self.replica().on_log_end(leo) {
+            self.high_watermark.send_replace(hwm);
+        }
+    }
+
+    /// Whether this replica takes produce requests (it leads).
+    pub fn check_leader(&self) -> Result<(), PartitionError> {
+        self.replica()
+            .check_produce()
+            .map_err(|source| PartitionError::Replica {
+                partition: self.name(),
+                source,
+            })
     }
 
     /// Notes that a read from the tier answered (data or an error).

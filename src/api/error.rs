@@ -20,6 +20,17 @@ pub fn partition_error_code(e: &PartitionError) -> i16 {
         PartitionError::OffsetOutOfRange { .. } => Code::OffsetOutOfRange.code(),
         PartitionError::Sync { .. } => Code::KafkaStorageError.code(),
         PartitionError::Closed { .. } => Code::NotLeaderOrFollower.code(),
+        PartitionError::Replica { source, .. } => match source {
+            crate::partition::replica::ReplicaError::NotLeader { .. } => {
+                Code::NotLeaderOrFollower.code()
+            }
+            crate::partition::replica::ReplicaError::FencedEpoch { .. } => {
+                Code::FencedLeaderEpoch.code()
+            }
+            crate::partition::replica::ReplicaError::UnknownEpoch { .. } => {
+                Code::UnknownLeaderEpoch.code()
+            }
+        },
         // Callers read the tier instead; reaching here is a storage problem.
         PartitionError::InTier { .. } => Code::KafkaStorageError.code(),
         // Retriable for clients: they back off and fetch again.
