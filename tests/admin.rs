@@ -375,9 +375,6 @@ fn partitions_are_bounded_per_request_and_per_cluster() {
 #[test]
 fn kafka_topic_configs_are_accepted_and_compression_type_recompresses() {
     use common::raw::{self, RawConn};
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
-    use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
     let broker = Broker::start();
@@ -432,24 +429,8 @@ fn kafka_topic_configs_are_accepted_and_compression_type_recompresses() {
         .collect();
     let batch = raw::batch(&records, Compression::None);
     assert_eq!(c.produce(v, &topic, 0, batch, -1), (0, 0));
-    let req = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(100)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(topic.clone())))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(0)
-                .with_current_leader_epoch(-1)
-                .with_partition_max_bytes(1 << 20)])]);
-    let resp: FetchResponse = c.roundtrip(ApiKey::Fetch, 11, &req);
-    let mut data = resp.responses[0].partitions[0]
-        .records
-        .clone()
-        .expect("records");
+    let (code, mut data) = c.fetch(&topic, &[(0, 0)], 1 << 20).remove(0);
+    assert_eq!(code, 0);
     assert_eq!(data[22] & 0x07, 3, "stored as lz4 (attributes, low byte)");
     let mut got: Vec<Vec<u8>> = Vec::new();
     for set in RecordBatchDecoder::decode_all(&mut data).expect("decode") {

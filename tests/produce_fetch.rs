@@ -605,9 +605,6 @@ fn sync_rounds_are_timed_and_counted() {
 #[test]
 fn fetch_max_bytes_bounds_every_partition_after_the_first() {
     use common::raw::{self, RawConn};
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
-    use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::Compression;
 
     let broker = Broker::builder()
@@ -655,32 +652,12 @@ fn fetch_max_bytes_bounds_every_partition_after_the_first() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut fetch = |offset: i64| -> Vec<usize> {
-        let req = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(100)
-            .with_min_bytes(1)
-            .with_max_bytes(1_000_000)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.clone())))
-                .with_partitions(
-                    (0..3)
-                        .map(|p| {
-                            FetchPartition::default()
-                                .with_partition(p)
-                                .with_fetch_offset(offset)
-                                .with_current_leader_epoch(-1)
-                                .with_partition_max_bytes(1_048_576)
-                        })
-                        .collect(),
-                )]);
-        let resp: FetchResponse = c.roundtrip(ApiKey::Fetch, 11, &req);
-        resp.responses[0]
-            .partitions
-            .iter()
-            .map(|p| {
-                assert_eq!(p.error_code, 0, "offset {offset}: {p:?}");
-                p.records.as_ref().map_or(0, |r| r.len())
+        let at: Vec<(i32, i64)> = (0..3).map(|p| (p, offset)).collect();
+        c.fetch(&topic, &at, 1_000_000)
+            .into_iter()
+            .map(|(code, records)| {
+                assert_eq!(code, 0, "offset {offset}");
+                records.len()
             })
             .collect()
     };

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use common::clients::{self, TestRecord};
 use common::raw::RawConn;
 use common::Broker;
-use kafka_protocol::messages::ApiKey;
 
 const RECORDS: usize = 6000;
 
@@ -27,25 +26,6 @@ fn value(i: usize) -> Vec<u8> {
     let mut v = format!("record-{i:06}-").into_bytes();
     v.resize(1000, b'a' + (i % 26) as u8);
     v
-}
-
-/// The partition directory of `topic`-0 under a `file://` tier root.
-fn tier_partition_dir(root: &Path, topic: &str) -> PathBuf {
-    for cluster in std::fs::read_dir(root).expect("tier root").flatten() {
-        for t in std::fs::read_dir(cluster.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if t.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{topic}-"))
-            {
-                return t.path().join("0");
-            }
-        }
-    }
-    panic!("no tier directory for {topic} under {}", root.display());
 }
 
 /// Names of the objects under a tier partition directory.
@@ -88,26 +68,9 @@ fn fetch_error(broker: &Broker, topic: &str, offset: i64) -> i16 {
 
 /// A Fetch of `topic`-0 at `offset`: (error code, record bytes).
 fn fetch_at(broker: &Broker, topic: &str, offset: i64) -> (i16, usize) {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
-    use kafka_protocol::protocol::StrBytes;
-    let req = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(100)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_current_leader_epoch(-1)
-                .with_partition_max_bytes(1 << 20)])]);
     let mut c = RawConn::connect(&broker.bootstrap());
-    let resp: FetchResponse = c.roundtrip(ApiKey::Fetch, 11, &req);
-    let p = &resp.responses[0].partitions[0];
-    (p.error_code, p.records.as_ref().map_or(0, |r| r.len()))
+    let (code, records) = c.fetch(topic, &[(0, offset)], 1 << 20).remove(0);
+    (code, records.len())
 }
 
 fn tiered_broker(data: Option<&Path>, url: &str) -> Broker {
@@ -171,7 +134,7 @@ fn lost_or_damaged_manifest_never_loses_the_tier_and_repair_restores_it() {
         .collect();
     clients::produce_all(&producer, &topic, &records);
     drop(producer);
-    let dir = tier_partition_dir(tier.path(), &topic);
+    let dir = common::tier_partition_dir(tier.path(), &topic);
     // Offloaded and trimmed: the first offsets are only in the tier.
     wait_until("the local log to be trimmed", || {
         let lag = format!("strata_tier_copy_lag_segments{{topic=\"{topic}\",partition=\"0\"}}");
@@ -302,7 +265,7 @@ fn a_segment_damaged_before_upload_is_refused_and_the_tier_stops_there() {
         metric(&broker, "strata_tier_segments_refused_total") >= 1.0
     });
     wait_passes(&broker, 3.0);
-    let dir = tier_partition_dir(tier.path(), &topic);
+    let dir = common::tier_partition_dir(tier.path(), &topic);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest"))
             .expect("json");

@@ -503,7 +503,7 @@ fn restore_brings_producer_state_and_leader_epochs() {
     wait_for_offload(&first, &topic, 1);
     first.stop();
     // Every tiered segment carries its producer snapshot and leader epochs.
-    let part = tier_partition_dir(tier_dir.path(), &topic);
+    let part = common::tier_partition_dir(tier_dir.path(), &topic);
     let text = std::fs::read(part.join("manifest.json")).expect("manifest");
     let json: serde_json::Value = serde_json::from_slice(&text).expect("manifest json");
     let segments = json["segments"].as_array().expect("segments");
@@ -548,25 +548,6 @@ fn manifest_objects(partition_dir: &Path) -> Vec<(String, u64)> {
     out
 }
 
-/// The partition directory of `topic`-0 under a `file://` tier root.
-fn tier_partition_dir(root: &Path, topic: &str) -> std::path::PathBuf {
-    for cluster in std::fs::read_dir(root).expect("tier root").flatten() {
-        for t in std::fs::read_dir(cluster.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if t.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{topic}-"))
-            {
-                return t.path().join("0");
-            }
-        }
-    }
-    panic!("no tier directory for {topic} under {}", root.display());
-}
-
 #[test]
 fn kill9_during_uploads_loses_nothing_and_orphans_are_collected() {
     let tier_dir = tempfile::tempdir().expect("tier dir");
@@ -609,7 +590,7 @@ fn kill9_during_uploads_loses_nothing_and_orphans_are_collected() {
     broker.kill9();
 
     // The manifest names only complete objects.
-    let dir = tier_partition_dir(tier_dir.path(), &topic);
+    let dir = common::tier_partition_dir(tier_dir.path(), &topic);
     for (name, size) in manifest_objects(&dir) {
         let len = std::fs::metadata(dir.join(&name)).map(|m| m.len());
         assert_eq!(

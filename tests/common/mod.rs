@@ -566,3 +566,22 @@ pub fn topic_name(prefix: &str) -> String {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
 }
+
+/// The partition directory of `topic`-0 under a `file://` tier root.
+pub fn tier_partition_dir(root: &Path, topic: &str) -> PathBuf {
+    for cluster in std::fs::read_dir(root).expect("tier root").flatten() {
+        for t in std::fs::read_dir(cluster.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if t.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{topic}-"))
+            {
+                return t.path().join("0");
+            }
+        }
+    }
+    panic!("no tier directory for {topic} under {}", root.display());
+}

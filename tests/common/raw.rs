@@ -244,6 +244,39 @@ impl RawConn {
         (p.error_code, p.base_offset)
     }
 
+    /// Fetch v11 of `topic`'s `(partition, offset)`s, each up to 1 MiB and
+    /// the whole up to `max_bytes`, waiting at most 100 ms: per partition,
+    /// its error code and records.
+    pub fn fetch(&mut self, topic: &str, at: &[(i32, i64)], max_bytes: i32) -> Vec<(i16, Bytes)> {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(
+                    at.iter()
+                        .map(|(p, offset)| {
+                            FetchPartition::default()
+                                .with_partition(*p)
+                                .with_fetch_offset(*offset)
+                                .with_current_leader_epoch(-1)
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                )]);
+        let resp: FetchResponse = self.roundtrip(ApiKey::Fetch, 11, &req);
+        resp.responses
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .map(|p| (p.error_code, p.records.unwrap_or_default()))
+            .collect()
+    }
+
     /// Topic ids from Metadata (a version >= 10, which carries them).
     pub fn topic_ids(&mut self, topics: &[&str]) -> HashMap<String, uuid::Uuid> {
         let r = self
