@@ -167,7 +167,7 @@ fn api_versions_v3_advertises_consistent_ranges() {
             .find(|k| k.api_key == key as i16)
             .unwrap_or_else(|| panic!("{key:?} not advertised"))
     };
-    // DESIGN.md: Produce is reported from v0 (like Kafka 4.0, for old
+    // Produce is reported from v0 (like Kafka 4.0, for old
     // librdkafka's compression), ApiVersions up to v3 at least.
     assert_eq!(get(ApiKey::Produce).min_version, 0, "Produce min version");
     assert!(get(ApiKey::Produce).max_version >= 9, "Produce max version");

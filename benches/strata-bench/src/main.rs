@@ -1,6 +1,6 @@
 //! strata-bench: drives a Kafka-compatible broker with librdkafka and puts
 //! every figure beside what the machine physically allows, measured in the
-//! same run (issue 5). See benches/README.md.
+//! same run. See benches/README.md.
 
 mod broker;
 mod cpu;

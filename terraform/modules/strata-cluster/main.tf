@@ -17,7 +17,7 @@ data "aws_subnet" "broker" {
 }
 
 locals {
-  # Ports (DESIGN.md): Kafka, raft controller (cluster members only), admin HTTP.
+  # Ports: Kafka, raft controller (cluster members only), admin HTTP.
   kafka_port      = 9092
   controller_port = 9093
   admin_port      = 9644
