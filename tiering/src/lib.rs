@@ -176,18 +176,18 @@ impl TierStore {
     /// Builds the store named by `url` with `options`.
     pub fn from_url_with(url: &str, options: TierOptions) -> Result<TierStore, TierError> {
         let built = store::build(url, &options)?;
-        let mut tier = Self::assemble(
+        let s3 = built
+            .s3_bucket
+            .map(|bucket| multipart::S3Sweeper::new(&bucket, &options.s3));
+        Self::assemble(
             built.store,
             built.prefix,
             url,
             built.conditional,
             options,
             built.local_root,
-        )?;
-        if let Some(inner) = Arc::get_mut(&mut tier.inner) {
-            inner.s3 = built.s3;
-        }
-        Ok(tier)
+            s3,
+        )
     }
 
     /// Wraps an existing store (tests: a [`faults::FaultyStore`] around
@@ -207,6 +207,7 @@ impl TierStore {
             conditional,
             options,
             None,
+            None,
         )
     }
 
@@ -217,6 +218,7 @@ impl TierStore {
         conditional: ConditionalPut,
         options: TierOptions,
         local_root: Option<PathBuf>,
+        s3: Option<multipart::S3Sweeper>,
     ) -> Result<TierStore, TierError> {
         options.validate()?;
         let metrics = Arc::new(TierMetrics::default());
@@ -237,7 +239,7 @@ impl TierStore {
                 cache,
                 metrics,
                 local_root,
-                s3: None,
+                s3,
             }),
         })
     }
@@ -413,9 +415,7 @@ impl TierStore {
         topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         Ok(topics)
     }
-}
 
-impl TierStore {
     /// The topic name a manifest under `topic_dir` gives (the first of
     /// `partitions` with a readable one).
     async fn topic_name_from_manifests(

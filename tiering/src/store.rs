@@ -113,8 +113,8 @@ pub(crate) struct Built {
     pub conditional: ConditionalPut,
     /// `file://`: the directory the store maps object paths into.
     pub local_root: Option<std::path::PathBuf>,
-    /// `s3://`: what aborts stale multipart uploads.
-    pub s3: Option<crate::multipart::S3Sweeper>,
+    /// `s3://`: the bucket (for what `object_store` cannot do).
+    pub s3_bucket: Option<String>,
 }
 
 pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError> {
@@ -145,7 +145,7 @@ pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError
                 prefix: ObjectPath::default(),
                 conditional: ConditionalPut::ProcessLock,
                 local_root: Some(path),
-                s3: None,
+                s3_bucket: None,
             })
         }
         "memory" => Ok(Built {
@@ -153,7 +153,7 @@ pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError
             prefix: ObjectPath::default(),
             conditional: ConditionalPut::Native,
             local_root: None,
-            s3: None,
+            s3_bucket: None,
         }),
         "s3" => {
             let bucket = parsed
@@ -201,7 +201,7 @@ pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError
                 prefix,
                 conditional: ConditionalPut::Native,
                 local_root: None,
-                s3: Some(crate::multipart::S3Sweeper::new(bucket, s3)),
+                s3_bucket: Some(bucket.to_string()),
             })
         }
         other => Err(invalid(&format!("unsupported scheme {other:?}"))),
