@@ -459,26 +459,8 @@ impl Metadata {
             i32::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
         let config = Arc::new(tuning.raft_config()?);
         let publisher = Arc::new(Publisher::new());
-        let (alive, store_released) = mpsc::channel(1);
-        let store = store::Store::open(dir, Arc::clone(&publisher), alive)?;
-        if let Some(voters) = store.last_voters() {
-            if !voters.contains(&node_id) {
-                return Err(MetadataError::NotAVoter {
-                    node_id,
-                    voters: voters.into_iter().collect(),
-                });
-            }
-        }
-        let (log_store, state_machine) = Adaptor::new(store);
-        let raft = Raft::new(
-            node_id,
-            Arc::clone(&config),
-            network::Network,
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(MetadataError::raft("start raft"))?;
+        let (raft, store_released) =
+            open_raft(dir, node_id, Arc::clone(&config), Arc::clone(&publisher)).await?;
 
         let metadata = Metadata {
             node_id,
@@ -539,18 +521,13 @@ impl Metadata {
             let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, released.recv()).await;
         }
         let r = &self.reopen;
-        let (alive, released) = mpsc::channel(1);
-        let store = store::Store::open(&r.dir, Arc::clone(&self.publisher), alive)?;
-        let (log_store, state_machine) = Adaptor::new(store);
-        let raft = Raft::new(
+        let (raft, released) = open_raft(
+            &r.dir,
             self.node_id,
             Arc::clone(&r.config),
-            network::Network,
-            log_store,
-            state_machine,
+            Arc::clone(&self.publisher),
         )
-        .await
-        .map_err(MetadataError::raft("restart raft"))?;
+        .await?;
         *self.store_released.lock().await = released;
         self.raft.store(Arc::new(raft));
         self.start(r.broker_id, r.raft_addr.clone()).await?;
@@ -701,6 +678,32 @@ impl Metadata {
         }
         Ok(())
     }
+}
+
+/// Opens the storage in `dir` and starts a raft on it, for this node (a
+/// voter of the persisted membership). The receiver closes once the
+/// storage, and everything holding it, is dropped.
+async fn open_raft(
+    dir: &Path,
+    node_id: NodeId,
+    config: Arc<Config>,
+    publisher: Arc<Publisher>,
+) -> Result<(Raft<TypeConfig>, mpsc::Receiver<()>), MetadataError> {
+    let (alive, released) = mpsc::channel(1);
+    let store = store::Store::open(dir, publisher, alive)?;
+    if let Some(voters) = store.last_voters() {
+        if !voters.contains(&node_id) {
+            return Err(MetadataError::NotAVoter {
+                node_id,
+                voters: voters.into_iter().collect(),
+            });
+        }
+    }
+    let (log_store, state_machine) = Adaptor::new(store);
+    let raft = Raft::new(node_id, config, network::Network, log_store, state_machine)
+        .await
+        .map_err(MetadataError::raft("start raft"))?;
+    Ok((raft, released))
 }
 
 /// A Kafka-style cluster id: a random v4 uuid, base64url without padding,
