@@ -390,15 +390,7 @@ pub fn check_dynamic_broker(d: &DynamicBroker, value: &str) -> Result<(), String
         Some(s) => s.kind,
         None => d.kind,
     };
-    check(
-        &Spec {
-            name: d.name,
-            kind,
-            default: Default::Fixed(""),
-            no_effect: None,
-        },
-        value,
-    )
+    check_kind(d.name, kind, value)
 }
 
 /// The spec of topic config `name`, if Kafka (or Strata) defines one.
@@ -409,13 +401,17 @@ pub fn spec(name: &str) -> Option<&'static Spec> {
 /// Checks `value` against `spec`'s type and Kafka's rules; returns the
 /// message of an INVALID_CONFIG.
 pub fn check(spec: &Spec, value: &str) -> Result<(), String> {
-    let key = spec.name;
+    check_kind(spec.name, spec.kind, value)
+}
+
+/// Checks the value of config `key` against its type.
+fn check_kind(key: &str, kind: Kind, value: &str) -> Result<(), String> {
     let bad = |expected: String| {
         Err(format!(
             "invalid value for {key}: expected {expected}. value={value:?}"
         ))
     };
-    match spec.kind {
+    match kind {
         Kind::Boolean => match value {
             "true" | "false" => Ok(()),
             _ => bad("true or false".into()),
