@@ -73,6 +73,27 @@ fn fetch_at(broker: &Broker, topic: &str, offset: i64) -> (i16, usize) {
     (code, records.len())
 }
 
+/// A topic of 1 MiB segments keeping 1 MiB locally, with `records` values
+/// acknowledged (acks=all) in partition 0.
+fn tiered_topic(broker: &Broker, prefix: &str, records: usize) -> String {
+    let topic = common::topic_name(prefix);
+    clients::create_topic(
+        &broker.bootstrap(),
+        &topic,
+        1,
+        &[
+            ("segment.bytes", "1048576"),
+            ("local.retention.bytes", "1048576"),
+        ],
+    );
+    let producer = clients::producer(&broker.bootstrap(), &[("acks", "all")]);
+    let records: Vec<TestRecord> = (0..records)
+        .map(|i| TestRecord::value(value(i)).in_partition(0))
+        .collect();
+    clients::produce_all(&producer, &topic, &records);
+    topic
+}
+
 fn tiered_broker(data: Option<&Path>, url: &str) -> Broker {
     let mut b = Broker::builder()
         .args(["--tier-interval-ms", "100", "--tier-url", url])
@@ -118,22 +139,7 @@ fn lost_or_damaged_manifest_never_loses_the_tier_and_repair_restores_it() {
     let url = format!("file://{}", tier.path().display());
     let mut broker = tiered_broker(None, &url);
     let data = broker.data_dir().to_path_buf();
-    let topic = common::topic_name("lostmanifest");
-    clients::create_topic(
-        &broker.bootstrap(),
-        &topic,
-        1,
-        &[
-            ("segment.bytes", "1048576"),
-            ("local.retention.bytes", "1048576"),
-        ],
-    );
-    let producer = clients::producer(&broker.bootstrap(), &[("acks", "all")]);
-    let records: Vec<TestRecord> = (0..RECORDS)
-        .map(|i| TestRecord::value(value(i)).in_partition(0))
-        .collect();
-    clients::produce_all(&producer, &topic, &records);
-    drop(producer);
+    let topic = tiered_topic(&broker, "lostmanifest", RECORDS);
     let dir = common::tier_partition_dir(tier.path(), &topic);
     // Offloaded and trimmed: the first offsets are only in the tier.
     wait_until("the local log to be trimmed", || {
@@ -219,22 +225,7 @@ fn a_segment_damaged_before_upload_is_refused_and_the_tier_stops_there() {
         .args(["--tier-interval-ms", "3600000", "--tier-url", url.as_str()])
         .start();
     let data = broker.data_dir().to_path_buf();
-    let topic = common::topic_name("bitrot");
-    clients::create_topic(
-        &broker.bootstrap(),
-        &topic,
-        1,
-        &[
-            ("segment.bytes", "1048576"),
-            ("local.retention.bytes", "1048576"),
-        ],
-    );
-    let producer = clients::producer(&broker.bootstrap(), &[("acks", "all")]);
-    let records: Vec<TestRecord> = (0..3000)
-        .map(|i| TestRecord::value(value(i)).in_partition(0))
-        .collect();
-    clients::produce_all(&producer, &topic, &records);
-    drop(producer);
+    let topic = tiered_topic(&broker, "bitrot", 3000);
     broker.stop();
     // Flip one byte in the middle of the second segment's records.
     let part_dir = data.join(format!("{topic}-0"));
@@ -439,22 +430,7 @@ fn tiered_fetches_answer_request_timed_out_while_the_object_store_hangs() {
         &bucket,
         &["--tier-read-timeout-ms", "2000"],
     );
-    let topic = common::topic_name("hang");
-    clients::create_topic(
-        &broker.bootstrap(),
-        &topic,
-        1,
-        &[
-            ("segment.bytes", "1048576"),
-            ("local.retention.bytes", "1048576"),
-        ],
-    );
-    let records: Vec<TestRecord> = (0..3000)
-        .map(|i| TestRecord::value(value(i)).in_partition(0))
-        .collect();
-    let producer = clients::producer(&broker.bootstrap(), &[("acks", "all")]);
-    clients::produce_all(&producer, &topic, &records);
-    drop(producer);
+    let topic = tiered_topic(&broker, "hang", 3000);
     let part_dir = broker.data_dir().join(format!("{topic}-0"));
     wait_until("the local log to be trimmed", || {
         std::fs::read_dir(&part_dir)

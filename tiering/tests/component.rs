@@ -564,6 +564,25 @@ async fn replay_pieces(part: &tiering::RemotePartition, max_bytes: u64) -> (Vec<
     (out, in_files)
 }
 
+/// A memory tier with a small memory cache over a disk cache in
+/// `cache_dir` and no prefetch, holding `segs` in partition `t`-0.
+async fn uploaded_with_disk_cache(
+    cache_dir: &std::path::Path,
+    segs: &[tiering::testkit::TestSegment],
+) -> (TierStore, tiering::RemotePartition) {
+    let options = TierOptions {
+        memory_cache_bytes: 128 << 10,
+        disk_cache_dir: Some(cache_dir.to_path_buf()),
+        disk_cache_bytes: 64 << 20,
+        prefetch_chunks: 0,
+        ..small_options()
+    };
+    let tier = TierStore::from_url_with("memory://", options).expect("tier");
+    let part = tier.partition(key("t", 0));
+    upload_all(&part, segs, 1).await;
+    (tier, part)
+}
+
 /// Chunks in the disk cache come back as file ranges (for sendfile), not
 /// through memory; a cache file of the wrong length is never a range: the chunk comes
 /// from the store again.
@@ -573,16 +592,7 @@ async fn disk_cache_chunks_come_back_as_file_ranges() {
     let dir = tempfile::tempdir().expect("tempdir");
     let segs = three_segments(dir.path());
     let cache_dir = dir.path().join("cache");
-    let options = TierOptions {
-        memory_cache_bytes: 128 << 10,
-        disk_cache_dir: Some(cache_dir.clone()),
-        disk_cache_bytes: 64 << 20,
-        prefetch_chunks: 0,
-        ..small_options()
-    };
-    let tier = TierStore::from_url_with("memory://", options).expect("tier");
-    let part = tier.partition(key("t", 0));
-    upload_all(&part, &segs, 1).await;
+    let (tier, part) = uploaded_with_disk_cache(&cache_dir, &segs).await;
     let total: u64 = segs.iter().map(|s| s.log.len() as u64).sum();
 
     // First pass: from the store, into memory and (in the background) disk.
@@ -796,16 +806,7 @@ async fn bandwidth_limit_paces_uploads() {
 async fn unchecked_segments_are_never_sent_as_file_ranges() {
     let dir = tempfile::tempdir().expect("tempdir");
     let segs = three_segments(dir.path());
-    let options = TierOptions {
-        memory_cache_bytes: 128 << 10,
-        disk_cache_dir: Some(dir.path().join("cache")),
-        disk_cache_bytes: 64 << 20,
-        prefetch_chunks: 0,
-        ..small_options()
-    };
-    let tier = TierStore::from_url_with("memory://", options).expect("tier");
-    let part = tier.partition(key("t", 0));
-    upload_all(&part, &segs, 1).await;
+    let (tier, part) = uploaded_with_disk_cache(&dir.path().join("cache"), &segs).await;
     let mut m = (*part.manifest().await.expect("manifest")).clone();
     for s in &mut m.segments {
         assert!(s.batches_checked);
