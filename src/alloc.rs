@@ -108,7 +108,7 @@ mod tests {
     #[test]
     fn huge_reservation_is_lazy_and_small_ones_round_trip() {
         let a = GuardedAlloc;
-        // 512 GiB: far beyond this machine's memory, but never touched.
+        // 512 GiB: far beyond the memory of any machine the tests run on, but never touched.
         let big = Layout::from_size_align(512 << 30, 8).expect("layout");
         // SAFETY: paired alloc/dealloc with the same layout.
         unsafe {

@@ -649,7 +649,7 @@ fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
     ));
     // The same consumer over the same records served by librdkafka's
     // in-process mock broker (memory only, no other process): how fast the
-    // client itself takes them in on this machine.
+    // client itself takes them in on the machine the bench runs on.
     let mock_consume = {
         let mock = rdkafka::mocking::MockCluster::new(1)?;
         mock.create_topic(&consume_topic, a.consume_partitions, 1)?;
@@ -1072,7 +1072,7 @@ struct E2eRun {
     paced: kafka::ProduceResult,
     paced_split: BrokerSplit,
     /// The producer alone at the rate against librdkafka's in-process mock
-    /// broker: what the client stack itself takes on this machine.
+    /// broker: what the client stack itself takes on the machine the bench runs on.
     client_floor: kafka::ProduceResult,
     /// acks=all: the disk's own write-to-durable latency at the rate
     /// (`reference::paced_sync_latency`).
@@ -1462,7 +1462,7 @@ fn print_tables(
     );
     println!(
         "mock broker: the same consumer over the same records from librdkafka's in-process mock broker (memory only), \
-         the client's own ceiling on this machine"
+         the client's own ceiling on the machine the bench runs on"
     );
 
     let mut t = Table::new(&[
@@ -1604,7 +1604,7 @@ fn print_tables(
     println!("End to end at a fixed rate ({title})\n\n{}", t.render());
     println!(
         "librdkafka rows: from its statistics, the count-weighted mean of each second's p50 and p99, and the largest value; \
-         mock broker: the same producer at the same rate against librdkafka's in-process mock broker (memory only), the client's own floor on this machine"
+         mock broker: the same producer at the same rate against librdkafka's in-process mock broker (memory only), the client's own floor on the machine the bench runs on"
     );
     if e2e_runs.iter().any(|(_, r)| r.split.produce.is_some()) {
         println!(

@@ -64,7 +64,7 @@ fn write_chunks<W: Write>(
 /// that is in the page cache (written just before), with the broker's own
 /// zero-copy send ([`strata::zerocopy::send_file`], sendfile(2)); the
 /// receiver reads with 1 MiB reads. This is what the zero-copy fetch path
-/// itself allows on this machine. The file is removed.
+/// itself allows on the machine the bench runs on. The file is removed.
 pub fn loopback_sendfile(dir: &Path, bytes: u64, congestion: Option<&str>) -> Result<Transfer> {
     let path = dir.join(format!("strata-bench-sendfile-{}.tmp", std::process::id()));
     let file_len = bytes.clamp(1, 256 << 20);
