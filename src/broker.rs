@@ -29,6 +29,7 @@ use crate::log::LogConfig;
 use crate::metadata::{ClusterView, Metadata, TopicInfo};
 use crate::partition::{self, Partition, PartitionConfig, PartitionError};
 
+mod group_log;
 pub mod tier;
 
 /// Milliseconds since the Unix epoch.
@@ -68,6 +69,10 @@ pub struct Broker {
     pub tier_fetch_limiter: Arc<tiering::RateLimiter>,
     /// The group coordinator (consumer groups and committed offsets).
     pub groups: crate::group::Coordinator,
+    /// Where partitions live, and the sync rounds of `acks=all`.
+    log_dir: partition::LogDir,
+    /// Early write-back of appended data (`--log-writeback-bytes`).
+    writeback: crate::writeback::Writeback,
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     reconcile_lock: AsyncMutex<()>,
     producer_ids: std::sync::Mutex<(i64, i64)>,
@@ -92,14 +97,26 @@ impl Broker {
         advertised: (String, u16),
     ) -> Broker {
         let groups =
-            crate::group::Coordinator::new(crate::group::GroupConfig::from_broker(&config));
+            crate::group::Coordinator::new(crate::group::GroupConfig::from_broker(&config), now_ms);
         let mut metrics = crate::telemetry::metrics::Metrics::new();
         metrics.register_tier(tier.metrics());
+        let durability = partition::durability::Durability::new(
+            config.sync_rounds_syncfs,
+            partition::durability::SyncMetrics::new(crate::telemetry::metrics::latency_histogram()),
+        );
+        let writeback = crate::writeback::Writeback::new(config.log_writeback_bytes);
+        metrics.register_storage(durability.metrics(), &writeback);
+        let log_dir = partition::LogDir {
+            path: config.data_dir.clone(),
+            durability,
+        };
         let metrics = Arc::new(metrics);
         let tier_fetch_limiter =
             Arc::new(tiering::RateLimiter::new(config.tier.fetch_bytes_per_sec));
         Broker {
             groups,
+            log_dir,
+            writeback,
             config,
             metadata,
             tier,
@@ -216,6 +233,7 @@ impl Broker {
                 retention_bytes: if tier_enabled { None } else { retention_bytes },
                 index_interval_bytes: int("index.interval.bytes", 4096).clamp(0, u32::MAX as i64)
                     as u32,
+                writeback: self.writeback.clone(),
             },
             max_message_bytes: int("max.message.bytes", self.config.message_max_bytes as i64).max(0)
                 as usize,
@@ -274,8 +292,8 @@ impl Broker {
                 existing.set_config(self.partition_config(topic));
                 continue;
             }
-            let data_dir = self.config.data_dir.clone();
-            let dir = data_dir.join(partition::dir_name(&topic.name, key.1));
+            let log_dir = self.log_dir.clone();
+            let dir = log_dir.path.join(partition::dir_name(&topic.name, key.1));
             if let Some(old) = partition::read_topic_id(&dir) {
                 if old != topic.id {
                     tracing::info!(dir = %dir.display(), old_topic_id = %old, "removing data of a deleted topic with the same name");
@@ -300,7 +318,7 @@ impl Broker {
                 index,
             )));
             let p = tokio::task::spawn_blocking(move || {
-                Partition::open(&data_dir, &name, id, index, epoch, cfg, remote)
+                Partition::open(&log_dir, &name, id, index, epoch, cfg, remote)
             })
             .await
             .map_err(|e| BrokerError::Io {

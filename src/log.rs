@@ -145,6 +145,8 @@ pub struct LogConfig {
     pub retention_bytes: Option<i64>,
     /// `index.interval.bytes`: bytes of log between index entries. Default 4096.
     pub index_interval_bytes: u32,
+    /// When appended bytes start their write-back (the broker's setting).
+    pub writeback: crate::writeback::Writeback,
 }
 
 impl Default for LogConfig {
@@ -155,6 +157,7 @@ impl Default for LogConfig {
             retention_ms: Some(7 * DAY_MS),
             retention_bytes: None,
             index_interval_bytes: 4096,
+            writeback: crate::writeback::Writeback::default(),
         }
     }
 }
@@ -339,7 +342,7 @@ impl Log {
             assigned.push(parsed);
         }
         self.active
-            .append(&parts, &assigned, now_ms, self.config.index_interval_bytes)?;
+            .append(&parts, &assigned, now_ms, &self.config)?;
         Ok(AppendInfo {
             base_offset,
             last_offset,

@@ -13,7 +13,7 @@
 //!
 //! Crash safety: `acks=all` is answered only after an fsync that covers the
 //! batch. fsyncs are shared: partitions with appends waiting join the next
-//! broker-wide sync round (`durability.rs`), which fsyncs each of them once
+//! sync round of their broker (`durability.rs`), which fsyncs each of them once
 //! and covers every append made before it started (group commit). The fsync
 //! itself runs outside the partition lock, on a blocking thread, so appends
 //! continue while it runs.
@@ -25,8 +25,7 @@
 //! after local deletion or a restore from the tier still recognises retried
 //! batches.
 
-pub(crate) mod durability;
-pub use durability::set_syncfs as set_sync_rounds_syncfs;
+pub mod durability;
 pub mod epochs;
 pub mod producer_state;
 pub mod replica;
@@ -177,6 +176,8 @@ pub struct Partition {
     sync_queued: AtomicBool,
     /// Highest log end offset a sync round has started to make durable.
     sync_end: AtomicI64,
+    /// The broker's sync rounds.
+    durability: durability::Durability,
     remote: Option<tiering::RemotePartition>,
     /// First offset in the tier, -1 when nothing is tiered.
     tier_start: AtomicI64,
@@ -196,6 +197,14 @@ const LOCAL_REPLICA: replica::BrokerId = 0;
 
 /// `replica.lag.time.max.ms` (Kafka's default).
 const REPLICA_LAG_TIME_MAX_MS: i64 = 30_000;
+
+/// A broker's log directory: where its partitions live and the sync rounds
+/// that make their appends durable.
+#[derive(Debug, Clone)]
+pub struct LogDir {
+    pub path: PathBuf,
+    pub durability: durability::Durability,
+}
 
 /// The durable offset as the sync rounds publish it.
 #[derive(Debug, Clone)]
@@ -224,9 +233,9 @@ pub fn read_topic_id(dir: &Path) -> Option<Uuid> {
 }
 
 impl Partition {
-    /// Opens (recovering if needed) the partition's log under `data_dir`.
+    /// Opens (recovering if needed) the partition's log in `log_dir`.
     pub fn open(
-        data_dir: &Path,
+        log_dir: &LogDir,
         topic: &str,
         topic_id: Uuid,
         index: i32,
@@ -234,7 +243,7 @@ impl Partition {
         config: PartitionConfig,
         remote: Option<tiering::RemotePartition>,
     ) -> Result<Partition, PartitionError> {
-        let dir = data_dir.join(dir_name(topic, index));
+        let dir = log_dir.path.join(dir_name(topic, index));
         let log = Log::open(&dir, config.log.clone())?;
         let meta = format!("version: 0\ntopic_id: {topic_id}\n");
         if read_topic_id(&dir) != Some(topic_id) {
@@ -284,6 +293,7 @@ impl Partition {
             durable,
             sync_queued: AtomicBool::new(false),
             sync_end: AtomicI64::new(leo),
+            durability: log_dir.durability.clone(),
             remote,
             tier_start: AtomicI64::new(tier_start),
             tier_last: AtomicI64::new(tier_last),
@@ -473,7 +483,7 @@ impl Partition {
     }
 
     /// Waits until everything below `offset` is on stable storage: joins
-    /// the next broker-wide sync round unless one already started covers it.
+    /// the broker's next sync round unless one already started covers it.
     /// Fails when a round for this partition fails after the wait began.
     pub async fn wait_durable(self: &Arc<Self>, offset: i64) -> Result<(), PartitionError> {
         let mut rx = self.durable.subscribe();
@@ -490,7 +500,7 @@ impl Partition {
                 return Err(self.sync_failure(&e));
             }
             if self.sync_end.load(Ordering::Acquire) < offset {
-                durability::request(self);
+                self.durability.request(self);
             }
             if rx.changed().await.is_err() {
                 return Err(PartitionError::Closed {

@@ -129,8 +129,6 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         tracing::error!(tier_url = %tier.url(), error = %why, "tier is unusable; serving local data, uploads wait and tiered reads answer an error until it answers");
     }
 
-    crate::partition::set_sync_rounds_syncfs(config.sync_rounds_syncfs);
-    crate::writeback::set_every(config.log_writeback_bytes);
     let broker = Arc::new(Broker::new(config.clone(), metadata, tier, advertised));
     broker.set_tier_down(first_probe.err());
     admin_state.set_broker(broker.clone());

@@ -13,34 +13,68 @@
 //! allocator): the one `sync_file_range` call.
 #![allow(unsafe_code)]
 
+use prometheus_client::metrics::counter::Counter;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
 
-use prometheus_client::metrics::counter::Counter;
-
-/// Bytes whose write-back was started (`strata_log_writeback_started_bytes_total`).
-pub static STARTED_BYTES: LazyLock<Counter> = LazyLock::new(Counter::default);
-
-/// Appended bytes of a segment after which their write-back is started
-/// (`--log-writeback-bytes`; 0: never).
-static EVERY: AtomicU64 = AtomicU64::new(1 << 20);
-
-pub fn set_every(bytes: u64) {
-    EVERY.store(bytes, Ordering::Relaxed);
+/// A broker's write-back setting and its counter; clones share the counter.
+#[derive(Debug, Clone)]
+pub struct Writeback {
+    /// Appended bytes of a segment after which their write-back is started
+    /// (`--log-writeback-bytes`; 0: never).
+    every: u64,
+    /// Bytes whose write-back was started
+    /// (`strata_log_writeback_started_bytes_total`).
+    started: Counter,
 }
 
-/// How many appended bytes wait before [`start`] is called; 0 means never.
-pub fn every() -> u64 {
-    EVERY.load(Ordering::Relaxed)
+impl Default for Writeback {
+    fn default() -> Self {
+        Writeback::new(1 << 20)
+    }
+}
+
+/// Two settings are equal when they start write-back at the same size.
+impl PartialEq for Writeback {
+    fn eq(&self, other: &Self) -> bool {
+        self.every == other.every
+    }
+}
+
+impl Eq for Writeback {}
+
+impl Writeback {
+    pub fn new(every: u64) -> Writeback {
+        Writeback {
+            every,
+            started: Counter::default(),
+        }
+    }
+
+    /// How many appended bytes wait before [`Writeback::start`] is called;
+    /// 0 means never.
+    pub fn every(&self) -> u64 {
+        self.every
+    }
+
+    pub fn started_bytes(&self) -> &Counter {
+        &self.started
+    }
+
+    /// Starts writing bytes `[offset, offset + len)` of `file` to disk
+    /// without waiting for them, counting them.
+    pub fn start(&self, file: &File, offset: u64, len: u64) -> io::Result<()> {
+        start(file, offset, len)?;
+        self.started.inc_by(len);
+        Ok(())
+    }
 }
 
 /// Starts writing bytes `[offset, offset + len)` of `file` to disk without
 /// waiting for them. Errors are the kernel's (`EBADF`, `EIO`, ...); the
 /// caller may ignore them, as a later fdatasync reports any that matter.
-pub fn start(file: &File, offset: u64, len: u64) -> io::Result<()> {
+fn start(file: &File, offset: u64, len: u64) -> io::Result<()> {
     let off = libc::off64_t::try_from(offset).map_err(io::Error::other)?;
     let n = libc::off64_t::try_from(len).map_err(io::Error::other)?;
     // SAFETY: the descriptor belongs to `file`, which is borrowed for the
@@ -50,7 +84,6 @@ pub fn start(file: &File, offset: u64, len: u64) -> io::Result<()> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    STARTED_BYTES.inc_by(len);
     Ok(())
 }
 
@@ -63,10 +96,12 @@ mod tests {
     fn start_accepts_a_written_range_and_refuses_a_negative_one() {
         let mut f = tempfile::tempfile().expect("tempfile");
         f.write_all(&[7u8; 8192]).expect("write");
-        start(&f, 0, 8192).expect("sync_file_range");
+        let w = Writeback::new(4096);
+        w.start(&f, 0, 8192).expect("sync_file_range");
         // Past the end is fine (nothing to write); a length beyond off64_t
         // is refused before the call.
-        start(&f, 1 << 20, 4096).expect("past the end");
-        assert!(start(&f, 0, u64::MAX).is_err());
+        w.start(&f, 1 << 20, 4096).expect("past the end");
+        assert!(w.start(&f, 0, u64::MAX).is_err());
+        assert_eq!(w.started_bytes().get(), 8192 + 4096);
     }
 }

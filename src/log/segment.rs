@@ -606,7 +606,7 @@ impl ActiveSegment {
         parts: &[&[u8]],
         headers: &[BatchHeader],
         now_ms: i64,
-        index_interval: u32,
+        config: &LogConfig,
     ) -> Result<(), LogError> {
         let start = self.core.state.size;
         if let Err(e) = write_all_vectored_at(&self.core.file, parts, start) {
@@ -617,24 +617,26 @@ impl ActiveSegment {
         }
         let mut pos = start;
         for header in headers {
-            self.core.state.on_batch(pos, header, index_interval);
+            self.core
+                .state
+                .on_batch(pos, header, config.index_interval_bytes);
             pos += header.total_len() as u64;
         }
         self.rolling_base_ms.get_or_insert(now_ms);
-        self.start_writeback();
+        self.start_writeback(&config.writeback);
         Ok(())
     }
 
     /// Starts the write-back of what was appended since the last start,
-    /// once that is at least `writeback::every()` bytes.
-    fn start_writeback(&mut self) {
-        let every = crate::writeback::every();
+    /// once that is at least `writeback.every()` bytes.
+    fn start_writeback(&mut self, writeback: &crate::writeback::Writeback) {
+        let every = writeback.every();
         let end = self.core.state.size;
         if every == 0 || end.saturating_sub(self.writeback_from) < every {
             return;
         }
         let from = std::mem::replace(&mut self.writeback_from, end);
-        if let Err(e) = crate::writeback::start(&self.core.file, from, end - from) {
+        if let Err(e) = writeback.start(&self.core.file, from, end - from) {
             tracing::debug!(file = %self.core.path.display(), error = %e, "write-back not started");
         }
     }
@@ -1023,9 +1025,13 @@ mod tests {
     fn filled(dir: &Path, base: i64, batches: usize, interval: u32) -> ActiveSegment {
         let mut segment = ActiveSegment::create(dir, base).unwrap();
         let mut offset = base;
+        let config = LogConfig {
+            index_interval_bytes: interval,
+            ..LogConfig::default()
+        };
         for i in 0..batches {
             let (batch, header) = batch_at(offset, 1_000 + i as i64, 100);
-            segment.append(&[&batch], &[header], 0, interval).unwrap();
+            segment.append(&[&batch], &[header], 0, &config).unwrap();
             offset = header.next_offset();
         }
         segment

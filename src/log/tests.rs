@@ -18,6 +18,7 @@ fn config() -> LogConfig {
         retention_ms: None,
         retention_bytes: None,
         index_interval_bytes: 256,
+        ..LogConfig::default()
     }
 }
 

@@ -29,14 +29,16 @@
 //! restart recovers the log from what is on disk (as Kafka takes the log
 //! directory offline).
 //!
-//! The rounds are per process: a process runs one broker.
+//! The rounds belong to a broker ([`Durability`], handed to each partition
+//! it opens): brokers in one process keep separate queues, settings and
+//! counters.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
@@ -44,92 +46,142 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use super::{Partition, PartitionError};
 
-/// How long each round's syncs took (`strata_sync_round_duration_seconds`):
-/// with the produce latency histogram, this splits an acks=all answer's
-/// time between the disk and the rest.
-pub static ROUND_SECONDS: LazyLock<Histogram> =
-    LazyLock::new(crate::telemetry::metrics::latency_histogram);
+/// What the sync rounds count; the telemetry module registers these.
+#[derive(Debug, Clone)]
+pub struct SyncMetrics {
+    /// How long each round's syncs took (`strata_sync_round_duration_seconds`):
+    /// with the produce latency histogram, this splits an acks=all answer's
+    /// time between the disk and the rest.
+    pub round_seconds: Histogram,
+    /// Partitions synced, summed over rounds
+    /// (`strata_sync_round_partitions_total`); over the round count, the
+    /// mean size of a round.
+    pub round_partitions: Counter,
+}
 
-/// Partitions synced, summed over rounds (`strata_sync_round_partitions_total`);
-/// over the round count, the mean size of a round.
-pub static ROUND_PARTITIONS: LazyLock<Counter> = LazyLock::new(Counter::default);
+impl SyncMetrics {
+    /// Counters that start at zero, with `round_seconds` as the histogram
+    /// (its buckets are the caller's).
+    pub fn new(round_seconds: Histogram) -> SyncMetrics {
+        SyncMetrics {
+            round_seconds,
+            round_partitions: Counter::default(),
+        }
+    }
+}
 
 struct Queue {
     next: Vec<Arc<Partition>>,
     running: bool,
 }
 
-static QUEUE: Mutex<Queue> = Mutex::new(Queue {
-    next: Vec::new(),
-    running: false,
-});
-
-fn queue() -> std::sync::MutexGuard<'static, Queue> {
-    QUEUE.lock().unwrap_or_else(|e| e.into_inner())
+struct Inner {
+    queue: Mutex<Queue>,
+    /// Whether rounds of several partitions use syncfs(2)
+    /// (`--sync-rounds-syncfs`).
+    syncfs: bool,
+    metrics: SyncMetrics,
 }
 
-/// Puts `p` into the next round (once), starting the round task if none runs.
-pub(super) fn request(p: &Arc<Partition>) {
-    if p.sync_queued.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let mut q = queue();
-    q.next.push(Arc::clone(p));
-    if !q.running {
-        q.running = true;
-        tokio::spawn(run_rounds());
+/// A broker's sync rounds; clones share them.
+#[derive(Clone)]
+pub struct Durability(Arc<Inner>);
+
+impl std::fmt::Debug for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durability")
+            .field("syncfs", &self.0.syncfs)
+            .finish_non_exhaustive()
     }
 }
 
-async fn run_rounds() {
-    loop {
-        let batch = {
-            let mut q = queue();
-            if q.next.is_empty() {
-                q.running = false;
-                return;
-            }
-            std::mem::take(&mut q.next)
-        };
-        let handles: Vec<_> = batch
-            .iter()
-            .map(|p| {
-                // Cleared before the handle is read: an append after this
-                // point may not be covered, so its waiter must queue again.
-                p.sync_queued.store(false, Ordering::Release);
-                let handle = p.with_log(|log, _, _| Ok(log.sync_handle()?));
-                if let Ok((_, end)) = &handle {
-                    p.sync_end.fetch_max(*end, Ordering::AcqRel);
+impl Durability {
+    pub fn new(syncfs: bool, metrics: SyncMetrics) -> Durability {
+        Durability(Arc::new(Inner {
+            queue: Mutex::new(Queue {
+                next: Vec::new(),
+                running: false,
+            }),
+            syncfs,
+            metrics,
+        }))
+    }
+
+    pub fn metrics(&self) -> &SyncMetrics {
+        &self.0.metrics
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.0.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts `p` into the next round (once), starting the round task if
+    /// none runs.
+    pub(super) fn request(&self, p: &Arc<Partition>) {
+        if p.sync_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut q = self.queue();
+        q.next.push(Arc::clone(p));
+        if !q.running {
+            q.running = true;
+            tokio::spawn(self.clone().run_rounds());
+        }
+    }
+
+    async fn run_rounds(self) {
+        loop {
+            let batch = {
+                let mut q = self.queue();
+                if q.next.is_empty() {
+                    q.running = false;
+                    return;
                 }
-                handle
-            })
-            .collect();
-        let files: Vec<_> = handles
-            .iter()
-            .filter_map(|h| h.as_ref().ok().map(|(f, _)| Arc::clone(f)))
-            .collect();
-        let timed = !files.is_empty();
-        let started = Instant::now();
-        if timed {
-            ROUND_PARTITIONS.inc_by(files.len() as u64);
-        }
-        let synced = sync_round(files, SYNCFS.load(Ordering::Relaxed)).await;
-        if timed {
-            ROUND_SECONDS.observe(started.elapsed().as_secs_f64());
-        }
-        // `synced` has one result per handle that opened, in order.
-        let mut synced = synced.into_iter();
-        for (p, handle) in batch.iter().zip(handles) {
-            let res = handle.and_then(|(_, end)| {
-                let res = synced
-                    .next()
-                    .unwrap_or_else(|| Err(io::Error::other("sync round ended early")));
-                res.map(|()| end).map_err(|source| PartitionError::Sync {
-                    partition: p.name(),
-                    source,
+                std::mem::take(&mut q.next)
+            };
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|p| {
+                    // Cleared before the handle is read: an append after this
+                    // point may not be covered, so its waiter must queue again.
+                    p.sync_queued.store(false, Ordering::Release);
+                    let handle = p.with_log(|log, _, _| Ok(log.sync_handle()?));
+                    if let Ok((_, end)) = &handle {
+                        p.sync_end.fetch_max(*end, Ordering::AcqRel);
+                    }
+                    handle
                 })
-            });
-            p.publish_durable(res);
+                .collect();
+            let files: Vec<_> = handles
+                .iter()
+                .filter_map(|h| h.as_ref().ok().map(|(f, _)| Arc::clone(f)))
+                .collect();
+            let timed = !files.is_empty();
+            let started = Instant::now();
+            if timed {
+                self.0.metrics.round_partitions.inc_by(files.len() as u64);
+            }
+            let synced = sync_round(files, self.0.syncfs).await;
+            if timed {
+                self.0
+                    .metrics
+                    .round_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            // `synced` has one result per handle that opened, in order.
+            let mut synced = synced.into_iter();
+            for (p, handle) in batch.iter().zip(handles) {
+                let res = handle.and_then(|(_, end)| {
+                    let res = synced
+                        .next()
+                        .unwrap_or_else(|| Err(io::Error::other("sync round ended early")));
+                    res.map(|()| end).map_err(|source| PartitionError::Sync {
+                        partition: p.name(),
+                        source,
+                    })
+                });
+                p.publish_durable(res);
+            }
         }
     }
 }
@@ -161,13 +213,6 @@ async fn sync_round(files: Vec<Arc<File>>, syncfs: bool) -> Vec<io::Result<()>> 
         .map(joined)
         .collect()
         .await
-}
-
-static SYNCFS: AtomicBool = AtomicBool::new(true);
-
-/// Whether rounds of several partitions use syncfs(2) (`--sync-rounds-syncfs`).
-pub fn set_syncfs(on: bool) {
-    SYNCFS.store(on, Ordering::Relaxed);
 }
 
 /// Makes the files durable. With syncfs on and more than one file, each
@@ -210,11 +255,30 @@ mod tests {
     use crate::partition::PartitionConfig;
     use bytes::Bytes;
 
+    fn durability() -> Durability {
+        Durability::new(
+            true,
+            SyncMetrics::new(Histogram::new([0.001, 0.01, 0.1].into_iter())),
+        )
+    }
+
     fn partitions(dir: &std::path::Path, n: i32) -> Vec<Arc<Partition>> {
+        partitions_in(dir, n, &durability())
+    }
+
+    fn partitions_in(
+        dir: &std::path::Path,
+        n: i32,
+        durability: &Durability,
+    ) -> Vec<Arc<Partition>> {
+        let log_dir = crate::partition::LogDir {
+            path: dir.to_path_buf(),
+            durability: durability.clone(),
+        };
         (0..n)
             .map(|i| {
                 let p = Partition::open(
-                    dir,
+                    &log_dir,
                     "rounds",
                     uuid::Uuid::new_v4(),
                     i,
@@ -260,6 +324,22 @@ mod tests {
             assert_eq!(p.durable.borrow().offset, 20, "{}", p.name());
             assert!(p.durable.borrow().round >= 1);
         }
+    }
+
+    /// Two brokers in one process: each one's partitions are synced by its
+    /// own rounds and counted by its own counters.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_brokers_keep_separate_rounds() {
+        let (a, b) = (durability(), durability());
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ps_a = partitions_in(dir_a.path(), 3, &a);
+        let ps_b = partitions_in(dir_b.path(), 1, &b);
+        for p in ps_a.iter().chain(&ps_b) {
+            let end = p.append(&one_record(), 0).expect("append").last_offset + 1;
+            p.wait_durable(end).await.expect("durable");
+        }
+        assert_eq!(a.metrics().round_partitions.get(), 3);
+        assert_eq!(b.metrics().round_partitions.get(), 1);
     }
 
     #[tokio::test]

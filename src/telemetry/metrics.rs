@@ -179,21 +179,6 @@ impl Metrics {
             m.fetch_zero_copy_bytes.clone(),
         );
         registry.register(
-            "strata_log_writeback_started_bytes",
-            "Appended log bytes whose write-back to disk was started early (--log-writeback-bytes)",
-            crate::writeback::STARTED_BYTES.clone(),
-        );
-        registry.register(
-            "strata_sync_round_duration_seconds",
-            "Time each acks=all sync round (syncfs or fdatasync of its partitions) took",
-            crate::partition::durability::ROUND_SECONDS.clone(),
-        );
-        registry.register(
-            "strata_sync_round_partitions",
-            "Partitions synced by acks=all sync rounds, summed over rounds",
-            crate::partition::durability::ROUND_PARTITIONS.clone(),
-        );
-        registry.register(
             "strata_partitions",
             "Partition replicas hosted by this broker",
             m.partitions.clone(),
@@ -268,6 +253,29 @@ impl Metrics {
 
     /// Exports the tier's own counters (kept as atomics in the `tiering`
     /// crate) at every scrape.
+    /// Registers the counters of the broker's sync rounds and write-back.
+    pub fn register_storage(
+        &mut self,
+        sync: &crate::partition::durability::SyncMetrics,
+        writeback: &crate::writeback::Writeback,
+    ) {
+        self.registry.register(
+            "strata_log_writeback_started_bytes",
+            "Appended log bytes whose write-back to disk was started early (--log-writeback-bytes)",
+            writeback.started_bytes().clone(),
+        );
+        self.registry.register(
+            "strata_sync_round_duration_seconds",
+            "Time each acks=all sync round (syncfs or fdatasync of its partitions) took",
+            sync.round_seconds.clone(),
+        );
+        self.registry.register(
+            "strata_sync_round_partitions",
+            "Partitions synced by acks=all sync rounds, summed over rounds",
+            sync.round_partitions.clone(),
+        );
+    }
+
     pub fn register_tier(&mut self, tier: std::sync::Arc<tiering::TierMetrics>) {
         self.registry
             .register_collector(Box::new(TierCollector { metrics: tier }));
