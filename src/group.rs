@@ -7,7 +7,8 @@
 //! per-group mutex, parks JoinGroup/SyncGroup requests until their group
 //! answers them, runs the timers (session, rebalance, sync, initial delay)
 //! in one task, and writes to `__consumer_offsets` through the narrow
-//! [`GroupLog`] trait, which the broker implements ([`log`]). The records
+//! [`GroupLog`] trait ([`log`]), which the broker implements
+//! (`broker/group_log.rs`). The records
 //! use Kafka's own schemas ([`records`]). This node is the coordinator of
 //! every group (single node); groups map to the 50 partitions of
 //! `__consumer_offsets` as in Kafka, `abs(hashCode(group)) % 50`.
@@ -41,7 +42,7 @@ pub mod state;
 
 use std::time::Duration;
 
-pub use coordinator::{run_timers, Coordinator};
+pub use coordinator::{run_timers, Coordinator, WallClock};
 pub use error::GroupError;
 pub use log::GroupLog;
 

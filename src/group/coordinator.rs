@@ -79,6 +79,11 @@ pub struct LoadStats {
     pub skipped: u64,
 }
 
+/// The wall clock, in milliseconds since the Unix epoch. The coordinator
+/// reads it once, when it is built; its later times advance with tokio's
+/// clock from there (see [`Coordinator::now`]).
+pub type WallClock = fn() -> i64;
+
 /// The group coordinator of this node.
 pub struct Coordinator {
     config: GroupConfig,
@@ -88,13 +93,15 @@ pub struct Coordinator {
     timer: Notify,
     loaded: AtomicBool,
     closed: AtomicBool,
+    /// Serialises the creation of the offsets topic.
+    topic_creation: tokio::sync::Mutex<()>,
     /// Wall clock at a tokio instant: `now()` derives the wall clock from
     /// tokio's clock, so paused-time tests see both move together.
     epoch: (tokio::time::Instant, i64),
 }
 
 impl Coordinator {
-    pub fn new(config: GroupConfig) -> Coordinator {
+    pub fn new(config: GroupConfig, wall_clock: WallClock) -> Coordinator {
         Coordinator {
             config,
             groups: Mutex::new(HashMap::new()),
@@ -102,7 +109,8 @@ impl Coordinator {
             timer: Notify::new(),
             loaded: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            epoch: (tokio::time::Instant::now(), crate::broker::now_ms()),
+            topic_creation: tokio::sync::Mutex::new(()),
+            epoch: (tokio::time::Instant::now(), wall_clock()),
         }
     }
 
@@ -132,6 +140,12 @@ impl Coordinator {
             return Err(GroupError::LoadInProgress);
         }
         Ok(())
+    }
+
+    /// Makes sure the offsets topic exists, one creation at a time.
+    async fn ensure_topic<L: GroupLog>(&self, log: &L) -> Result<(), GroupError> {
+        let _creating = self.topic_creation.lock().await;
+        log.ensure_topic().await
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
@@ -228,7 +242,7 @@ impl Coordinator {
                 max,
             });
         }
-        log.ensure_topic().await?;
+        self.ensure_topic(log).await?;
         let Some(slot) = self.slot(group_id, req.member_id.is_empty()) else {
             return Err(GroupError::unknown_member(group_id, &req.member_id));
         };
@@ -256,7 +270,7 @@ impl Coordinator {
         req: SyncRequest,
     ) -> Result<SyncResult, GroupError> {
         self.check_open()?;
-        log.ensure_topic().await?;
+        self.ensure_topic(log).await?;
         let Some(slot) = self.slot(group_id, false) else {
             return Err(GroupError::unknown_member(group_id, &req.member_id));
         };
@@ -337,7 +351,7 @@ impl Coordinator {
         if offsets.is_empty() {
             return Ok(());
         }
-        log.ensure_topic().await?;
+        self.ensure_topic(log).await?;
         let slot = match self.slot(group_id, false) {
             Some(s) => s,
             // A group that does not use Kafka's membership commits with
@@ -528,7 +542,7 @@ impl Coordinator {
             group: group_id.to_string(),
         };
         let slot = self.slot(group_id, false).ok_or_else(not_found)?;
-        log.ensure_topic().await?;
+        self.ensure_topic(log).await?;
         let _writes = slot.writes.lock().await;
         let appended = {
             let mut inner = slot.lock();
@@ -799,9 +813,14 @@ impl Coordinator {
     }
 }
 
-/// Runs the coordinator's timers for the broker until `shutdown`.
-pub async fn run_timers(broker: Arc<crate::broker::Broker>, shutdown: CancellationToken) {
-    broker.groups.run_timers(&*broker, shutdown).await;
+/// Runs the timers of the coordinator `host` carries, with `host` as its
+/// log, until `shutdown` (the broker is both).
+pub async fn run_timers<H>(host: Arc<H>, shutdown: CancellationToken)
+where
+    H: GroupLog + AsRef<Coordinator>,
+{
+    let coordinator: &Coordinator = (*host).as_ref();
+    coordinator.run_timers(&*host, shutdown).await;
 }
 
 /// Logs a group's state changes (rebalances) once, where they happen.

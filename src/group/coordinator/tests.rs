@@ -98,8 +98,11 @@ fn config() -> GroupConfig {
     }
 }
 
+/// The wall clock when a test's coordinator starts (2023-11-14).
+const START_MS: i64 = 1_700_000_000_000;
+
 async fn start(log: &Arc<MemLog>) -> (Arc<Coordinator>, CancellationToken) {
-    let c = Arc::new(Coordinator::new(config()));
+    let c = Arc::new(Coordinator::new(config(), || START_MS));
     c.load(&**log).await.expect("load");
     let token = CancellationToken::new();
     let (c2, l2, t2) = (c.clone(), log.clone(), token.clone());

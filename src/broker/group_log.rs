@@ -1,0 +1,188 @@
+//! The group coordinator's log on this broker: [`GroupLog`] over the local
+//! partitions of `__consumer_offsets`.
+//!
+//! The topic is created on first use with `offsets.topic.num.partitions`
+//! partitions, retention.ms=-1 (nothing expires: compaction does not exist
+//! yet, so deletion by age would lose live offsets) and 100 MiB segments.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::Broker;
+use crate::group::log::{decode_records, Appended, GroupLog};
+use crate::group::records::{encode_batch, partition_for, KeyValue, OFFSETS_TOPIC};
+use crate::group::{Coordinator, GroupConfig, GroupError};
+use crate::log::batch::BatchError;
+use crate::metadata::{Command, CommandResult};
+use crate::partition::{Partition, PartitionError};
+
+/// How much of a partition one replay step reads.
+const READ_CHUNK: usize = 1 << 20;
+
+impl Broker {
+    fn offsets_partition(&self, group: &str) -> Result<(i32, Arc<Partition>), GroupError> {
+        let view = self.view();
+        let topic =
+            view.topic(OFFSETS_TOPIC)
+                .ok_or_else(|| GroupError::OffsetsTopicUnavailable {
+                    message: "topic does not exist".into(),
+                })?;
+        let index = partition_for(group, topic.partitions.len() as i32);
+        let p =
+            self.partition(topic.id, index)
+                .ok_or_else(|| GroupError::OffsetsTopicUnavailable {
+                    message: format!("partition is not open. partition={index}"),
+                })?;
+        Ok((index, p))
+    }
+
+    fn offsets_partition_by_index(&self, index: i32) -> Option<Arc<Partition>> {
+        let view = self.view();
+        let topic = view.topic(OFFSETS_TOPIC)?;
+        self.partition(topic.id, index)
+    }
+
+    fn offsets_topic_ready(&self) -> bool {
+        let view = self.view();
+        match view.topic(OFFSETS_TOPIC) {
+            Some(t) => (0..t.partitions.len() as i32).all(|i| self.partition(t.id, i).is_some()),
+            None => false,
+        }
+    }
+}
+
+/// The coordinator whose records this broker keeps (for
+/// [`crate::group::run_timers`]).
+impl AsRef<Coordinator> for Broker {
+    fn as_ref(&self) -> &Coordinator {
+        &self.groups
+    }
+}
+
+impl GroupLog for Broker {
+    async fn ensure_topic(&self) -> Result<(), GroupError> {
+        if self.offsets_topic_ready() {
+            return Ok(());
+        }
+        let unavailable = |message: String| GroupError::OffsetsTopicUnavailable { message };
+        if self.view().topic(OFFSETS_TOPIC).is_none() {
+            let cfg = GroupConfig::from_broker(&self.config);
+            let configs: BTreeMap<String, String> = [
+                ("retention.ms", "-1".to_string()),
+                ("segment.bytes", cfg.offsets_topic_segment_bytes.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            let result = self
+                .metadata
+                .propose(Command::CreateTopic {
+                    name: OFFSETS_TOPIC.to_string(),
+                    id: Uuid::new_v4(),
+                    partitions: cfg.offsets_topic_partitions,
+                    replication_factor: 1,
+                    configs,
+                })
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            match result {
+                CommandResult::Ok => tracing::info!(
+                    topic = OFFSETS_TOPIC,
+                    partitions = cfg.offsets_topic_partitions,
+                    "created the offsets topic"
+                ),
+                CommandResult::TopicAlreadyExists => {}
+                other => return Err(unavailable(format!("topic creation refused: {other:?}"))),
+            }
+        }
+        self.reconcile()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        if self.offsets_topic_ready() {
+            Ok(())
+        } else {
+            Err(unavailable("partitions did not open".into()))
+        }
+    }
+
+    fn append(
+        &self,
+        group: &str,
+        records: &[KeyValue],
+        now_ms: i64,
+    ) -> Result<Appended, GroupError> {
+        let (index, p) = self.offsets_partition(group)?;
+        let batch = encode_batch(records, now_ms)
+            .map_err(|message| GroupError::OffsetsTopicUnavailable { message })?;
+        match p.append(&batch, now_ms) {
+            Ok(r) => Ok(Appended {
+                partition: index,
+                end_offset: r.last_offset + 1,
+            }),
+            Err(source @ PartitionError::Batch(BatchError::TooLarge { .. })) => {
+                Err(GroupError::CommitTooLarge {
+                    partition: index,
+                    source: Box::new(source),
+                })
+            }
+            Err(source) => Err(GroupError::Storage {
+                partition: index,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    async fn wait_durable(&self, appended: Appended) -> Result<(), GroupError> {
+        let p = self
+            .offsets_partition_by_index(appended.partition)
+            .ok_or_else(|| GroupError::OffsetsTopicUnavailable {
+                message: format!("partition is not open. partition={}", appended.partition),
+            })?;
+        p.wait_durable(appended.end_offset)
+            .await
+            .map_err(|source| GroupError::Storage {
+                partition: appended.partition,
+                source: Box::new(source),
+            })
+    }
+
+    fn partitions(&self) -> i32 {
+        self.view()
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partitions.len() as i32)
+            .unwrap_or(0)
+    }
+
+    fn read(
+        &self,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<(Vec<KeyValue>, i64)>, GroupError> {
+        let p = self.offsets_partition_by_index(partition).ok_or_else(|| {
+            GroupError::OffsetsTopicUnavailable {
+                message: format!("partition is not open. partition={partition}"),
+            }
+        })?;
+        let offset = offset.max(p.log_start_offset());
+        if offset >= p.high_watermark() {
+            return Ok(None);
+        }
+        let slice = p
+            .read(offset, READ_CHUNK)
+            .map_err(|source| GroupError::Storage {
+                partition,
+                source: Box::new(source),
+            })?;
+        Ok(decode_records(slice.data, offset))
+    }
+
+    fn topic_exists(&self, topic: &str) -> bool {
+        self.view().topic(topic).is_some()
+    }
+
+    fn metadata_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.metadata.subscribe())
+    }
+}
