@@ -8,6 +8,9 @@
 //! persisted. Timers are deadlines inside the struct: the caller asks for
 //! [`Group::next_deadline`] and calls [`Group::tick`] when it passes. No
 //! sockets, disks or clocks: every path is unit-tested with plain values.
+//! This file is the membership state machine; the request and result types
+//! are in `requests`, the committed offsets in `offsets`, the persisted
+//! snapshot in `snapshot`.
 //!
 //! States, as in Kafka: `Empty` (no members; may hold offsets),
 //! `PreparingRebalance` (waiting for members to (re)join, bounded by the
@@ -24,14 +27,24 @@
 //! Crash safety: none here; the coordinator persists the snapshot
 //! ([`Group::snapshot`]) and the offsets, and rebuilds groups from them.
 
+mod offsets;
+mod requests;
+mod snapshot;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::error::GroupError;
-use super::records::{GroupValue, MemberValue, OffsetValue};
+use super::records::OffsetValue;
 use super::GroupConfig;
+
+pub use offsets::subscription_topics;
+pub use requests::{
+    DescribedMember, Effects, GroupDescription, JoinRequest, JoinResult, JoinedMember,
+    LeavingMember, Protocol, Reply, SyncRequest, SyncResult,
+};
 
 /// Identifies one parked JoinGroup or SyncGroup request (chosen by the caller).
 pub type Token = u64;
@@ -73,108 +86,6 @@ impl GroupState {
             GroupState::Stable => "Stable",
             GroupState::Dead => "Dead",
         }
-    }
-}
-
-/// One protocol a member supports (e.g. `range` with its subscription).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Protocol {
-    pub name: String,
-    pub metadata: Bytes,
-}
-
-/// A JoinGroup request, after decoding.
-#[derive(Clone, Debug)]
-pub struct JoinRequest {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i32,
-    pub rebalance_timeout_ms: i32,
-    pub protocol_type: String,
-    pub protocols: Vec<Protocol>,
-    /// JoinGroup v4+: a new dynamic member first gets MEMBER_ID_REQUIRED (KIP-394).
-    pub require_known_member_id: bool,
-    /// JoinGroup v9+: a rejoining static leader may be told to skip assignment.
-    pub supports_skip_assignment: bool,
-    /// The id a new member gets (the caller generates it).
-    pub new_member_id: String,
-}
-
-/// A member as the leader sees it in the JoinGroup response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JoinedMember {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub metadata: Bytes,
-}
-
-/// A successful JoinGroup response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JoinResult {
-    pub member_id: String,
-    pub generation_id: i32,
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-    pub leader: String,
-    pub skip_assignment: bool,
-    /// Filled for the leader only.
-    pub members: Vec<JoinedMember>,
-}
-
-/// A SyncGroup request, after decoding.
-#[derive(Clone, Debug)]
-pub struct SyncRequest {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub generation_id: i32,
-    /// SyncGroup v5+: must match the group's when given.
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-    /// The leader's assignment, per member id.
-    pub assignments: Vec<(String, Bytes)>,
-}
-
-/// A successful SyncGroup response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SyncResult {
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-    pub assignment: Bytes,
-}
-
-/// A member leaving (LeaveGroup v3+ can name several, by id or instance id).
-#[derive(Clone, Debug)]
-pub struct LeavingMember {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-}
-
-/// The answer to a parked request.
-#[derive(Debug)]
-pub enum Reply {
-    Join(Token, Result<JoinResult, GroupError>),
-    Sync(Token, Result<SyncResult, GroupError>),
-}
-
-/// What the caller must do after an operation.
-#[derive(Debug, Default)]
-pub struct Effects {
-    /// Answers to deliver, in order.
-    pub replies: Vec<Reply>,
-    /// Persist [`Group::snapshot`] (the membership or assignment changed in a
-    /// way a restart should see).
-    pub store: bool,
-}
-
-impl Effects {
-    fn join(&mut self, token: Token, r: Result<JoinResult, GroupError>) {
-        self.replies.push(Reply::Join(token, r));
-    }
-
-    fn sync(&mut self, token: Token, r: Result<SyncResult, GroupError>) {
-        self.replies.push(Reply::Sync(token, r));
     }
 }
 
@@ -221,27 +132,6 @@ impl Member {
     pub fn is_awaiting_join(&self) -> bool {
         self.awaiting_join.is_some()
     }
-}
-
-/// A member as DescribeGroups shows it.
-#[derive(Clone, Debug)]
-pub struct DescribedMember {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub metadata: Bytes,
-    pub assignment: Bytes,
-}
-
-/// DescribeGroups' view of a group.
-#[derive(Clone, Debug)]
-pub struct GroupDescription {
-    pub state: GroupState,
-    pub protocol_type: String,
-    /// The selected protocol, only in Stable (as Kafka).
-    pub protocol_data: String,
-    pub members: Vec<DescribedMember>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -1222,7 +1112,7 @@ impl Group {
         fx
     }
 
-    // ----- Describe and persistence --------------------------------------
+    // ----- Describe ------------------------------------------------------
 
     pub fn describe(&self) -> GroupDescription {
         let stable = self.state == GroupState::Stable;
@@ -1256,197 +1146,6 @@ impl Group {
                 })
                 .collect(),
         }
-    }
-
-    /// The membership snapshot to persist (`GroupMetadataValue`).
-    pub fn snapshot(&self) -> GroupValue {
-        let protocol = self.protocol_name.clone().unwrap_or_default();
-        GroupValue {
-            protocol_type: self.protocol_type.clone().unwrap_or_default(),
-            generation: self.generation,
-            protocol: self.protocol_name.clone(),
-            leader: self.leader.clone(),
-            current_state_timestamp: self.state_since_ms,
-            members: self
-                .members
-                .values()
-                .map(|m| MemberValue {
-                    member_id: m.id.clone(),
-                    group_instance_id: m.instance_id.clone(),
-                    client_id: m.client_id.clone(),
-                    client_host: m.client_host.clone(),
-                    rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128)
-                        as i32,
-                    session_timeout_ms: m.session_timeout.as_millis().min(i32::MAX as u128) as i32,
-                    subscription: m.metadata(&protocol),
-                    assignment: m.assignment.clone(),
-                })
-                .collect(),
-        }
-    }
-
-    /// Replaces the membership with a persisted snapshot (at load). A group
-    /// with members comes back Stable and its members get a fresh session.
-    pub fn restore(&mut self, mut v: GroupValue, now: Now) {
-        if v.protocol.is_none() {
-            // Members without a selected protocol cannot be Stable: they
-            // rejoin anyway, so keep none.
-            v.members.clear();
-        }
-        let protocol = v.protocol.clone().unwrap_or_default();
-        self.members.clear();
-        self.static_members.clear();
-        self.pending_members.clear();
-        self.pending_sync.clear();
-        self.join_timer = None;
-        self.sync_deadline = None;
-        for m in v.members {
-            if let Some(inst) = &m.group_instance_id {
-                self.static_members
-                    .insert(inst.clone(), m.member_id.clone());
-            }
-            let member = Member {
-                id: m.member_id.clone(),
-                instance_id: m.group_instance_id,
-                client_id: m.client_id,
-                client_host: m.client_host,
-                session_timeout: millis(m.session_timeout_ms),
-                rebalance_timeout: millis(m.rebalance_timeout_ms),
-                protocol_type: v.protocol_type.clone(),
-                protocols: vec![Protocol {
-                    name: protocol.clone(),
-                    metadata: m.subscription,
-                }],
-                assignment: m.assignment,
-                awaiting_join: None,
-                awaiting_sync: None,
-                is_new: false,
-                heartbeat_deadline: Some(now.at + millis(m.session_timeout_ms)),
-            };
-            self.members.insert(m.member_id, member);
-        }
-        self.generation = v.generation;
-        self.protocol_type = Some(v.protocol_type).filter(|t| !t.is_empty());
-        self.protocol_name = v.protocol;
-        self.leader = v.leader.filter(|l| self.members.contains_key(l));
-        if self.leader.is_none() {
-            self.leader = self.members.keys().next().cloned();
-        }
-        self.state = if self.members.is_empty() {
-            GroupState::Empty
-        } else {
-            GroupState::Stable
-        };
-        self.previous_state = self.state;
-        self.state_since_ms = if v.current_state_timestamp >= 0 {
-            v.current_state_timestamp
-        } else {
-            now.wall_ms
-        };
-    }
-
-    // ----- Offsets -------------------------------------------------------
-
-    /// May this (member, generation) commit offsets now?
-    pub fn validate_offset_commit(
-        &self,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation: i32,
-    ) -> Result<(), GroupError> {
-        if self.state == GroupState::Dead {
-            return Err(self.not_available());
-        }
-        if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
-            self.validate_member(member_id, instance_id)?;
-            self.check_generation(generation)?;
-        } else if self.state != GroupState::Empty {
-            // Only members commit for a group that has members.
-            return Err(self.unknown(member_id));
-        }
-        if self.state == GroupState::CompletingRebalance {
-            return Err(GroupError::RebalanceInProgress {
-                group: self.id.clone(),
-            });
-        }
-        Ok(())
-    }
-
-    pub fn commit_offset(&mut self, topic: &str, partition: i32, v: OffsetValue) {
-        self.offsets.insert((topic.to_string(), partition), v);
-    }
-
-    pub fn remove_offset(&mut self, topic: &str, partition: i32) -> bool {
-        self.offsets
-            .remove(&(topic.to_string(), partition))
-            .is_some()
-    }
-
-    pub fn offset(&self, topic: &str, partition: i32) -> Option<&OffsetValue> {
-        self.offsets.get(&(topic.to_string(), partition))
-    }
-
-    pub fn offsets(&self) -> &BTreeMap<(String, i32), OffsetValue> {
-        &self.offsets
-    }
-
-    /// Offsets due for expiry (KIP-211): in an empty group, those not
-    /// committed and not in use for `retention_ms`; an explicit expiry time
-    /// from OffsetCommit v2-v4 wins. Groups with members keep theirs.
-    pub fn expired_offsets(&self, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
-        if self.state != GroupState::Empty {
-            return Vec::new();
-        }
-        self.offsets
-            .iter()
-            .filter(|(_, v)| match v.expire_timestamp {
-                Some(t) => now_ms >= t,
-                None => {
-                    let base = v.commit_timestamp.max(self.state_since_ms);
-                    base.saturating_add(retention_ms) <= now_ms
-                }
-            })
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-
-    /// Topics the members subscribe to, when the group uses the consumer
-    /// protocol and every subscription decodes; None means unknown.
-    pub fn subscribed_topics(&self) -> Option<BTreeSet<String>> {
-        if self.protocol_type.as_deref() != Some("consumer") {
-            return None;
-        }
-        let protocol = self.protocol_name.as_deref()?;
-        let mut topics = BTreeSet::new();
-        for m in self.members.values() {
-            topics.extend(subscription_topics(&m.metadata(protocol))?);
-        }
-        Some(topics)
-    }
-}
-
-/// The topics of a `ConsumerProtocolSubscription` (the consumer protocol's
-/// member metadata); None if it does not decode.
-pub fn subscription_topics(metadata: &Bytes) -> Option<Vec<String>> {
-    use kafka_protocol::messages::ConsumerProtocolSubscription;
-    use kafka_protocol::protocol::{Decodable, Message};
-    let mut b = metadata.clone();
-    if b.len() < 2 {
-        return None;
-    }
-    let version = i16::from_be_bytes([b[0], b[1]]);
-    let _ = bytes::Buf::get_i16(&mut b);
-    if version < 0 {
-        return None;
-    }
-    // Newer versions only add fields at the end: read them as the newest we know.
-    let version = version.min(ConsumerProtocolSubscription::VERSIONS.max);
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ConsumerProtocolSubscription::decode(&mut b, version)
-    }));
-    match decoded {
-        Ok(Ok(s)) => Some(s.topics.iter().map(|t| t.to_string()).collect()),
-        _ => None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The group state machine without sockets or clocks: time is a value.
 
 use super::*;
+use crate::group::records::{GroupValue, MemberValue};
 
 const SESSION: i32 = 10_000;
 const REBALANCE: i32 = 30_000;
