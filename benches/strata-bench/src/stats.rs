@@ -1,5 +1,6 @@
 //! Latency percentiles from raw samples (microseconds), and from the
-//! broker's Prometheus histograms between two scrapes.
+//! broker's Prometheus histograms between two scrapes; sums of its
+//! counters.
 
 use std::collections::BTreeMap;
 
@@ -119,6 +120,16 @@ impl BucketSummary {
             "p999_ms_at_most": self.p999_ms,
         })
     }
+}
+
+/// The sum of every series of counter or gauge `name` in one scrape; with
+/// `topic`, of that topic's series only.
+pub fn metric_sum(m: &BTreeMap<String, f64>, name: &str, topic: Option<&str>) -> f64 {
+    let labels = topic.map_or(String::new(), |t| format!("topic=\"{t}\""));
+    m.iter()
+        .filter(|(k, _)| series_of(k, name, &labels))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// Whether the series key `k` is of metric `name` and carries `labels`.

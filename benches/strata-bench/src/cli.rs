@@ -1,0 +1,162 @@
+//! The command line: its arguments, the sizes a run uses after `--quick`,
+//! and the progress lines the tool prints on stderr.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+pub const MIB: u64 = 1 << 20;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "strata-bench",
+    about = "Benchmark a Kafka-compatible broker against loopback, disk and object-store references"
+)]
+pub struct Args {
+    /// Broker to drive (HOST:PORT). Without it the tool starts Strata itself;
+    /// the tier workloads (warm, cold, RSS) need a broker the tool started.
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+    /// Strata binary [default: target/release/strata, else target/debug/strata].
+    #[arg(long)]
+    pub strata_bin: Option<PathBuf>,
+    /// Small sizes for a smoke test (well under a minute).
+    #[arg(long)]
+    pub quick: bool,
+    /// Write every figure as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// S3 endpoint (LocalStack) for the s3:// tier runs, e.g. http://127.0.0.1:4566.
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// Bucket for the s3:// tier runs (created with an unsigned PUT).
+    #[arg(long, default_value = "strata-bench")]
+    pub s3_bucket: String,
+    /// Record sizes of the produce runs, bytes.
+    #[arg(long, value_delimiter = ',', default_value = "100,1024,16384")]
+    pub record_sizes: Vec<usize>,
+    /// acks settings of the produce runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,all")]
+    pub acks: Vec<String>,
+    /// Partition counts of the produce runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub partitions: Vec<i32>,
+    /// Payload bytes per produce run [default: 128 MiB; --quick 1 MiB].
+    #[arg(long)]
+    pub produce_bytes: Option<u64>,
+    /// linger.ms of every producer (max-throughput and end-to-end runs).
+    /// librdkafka's default is 5, which alone would put most of a 5 ms
+    /// latency budget into batching.
+    #[arg(long, default_value_t = 1)]
+    pub linger_ms: u32,
+    /// Payload bytes of the consume data set [default: 512 MiB; --quick 16 MiB].
+    #[arg(long)]
+    pub consume_bytes: Option<u64>,
+    /// Record size of the consume data set, bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub consume_record_size: usize,
+    /// Partitions of the consume data set.
+    #[arg(long, default_value_t = 4)]
+    pub consume_partitions: i32,
+    /// segment.bytes of the tiered topic [default: 8 MiB; --quick 1 MiB];
+    /// local.retention.bytes is set to the same value for the tier reads.
+    #[arg(long)]
+    pub tier_segment_bytes: Option<u64>,
+    /// The broker's tier memory cache (--tier-cache-memory-bytes) [default:
+    /// 1 GiB; --quick 256 MiB]; it should hold the consume data set so the
+    /// second tier read is warm.
+    #[arg(long)]
+    pub tier_cache_bytes: Option<u64>,
+    /// Bytes per ranged GET, for the broker (--tier-chunk-bytes) and the raw reference.
+    #[arg(long, default_value_t = MIB)]
+    pub tier_chunk_bytes: u64,
+    /// Gives the broker a tier disk cache of this many bytes
+    /// (--tier-cache-dir in the work directory, --tier-cache-disk-bytes).
+    /// With a memory cache smaller than the data set, the warm read then
+    /// comes from the disk cache, sent with sendfile [default: no disk cache].
+    #[arg(long)]
+    pub tier_disk_cache_bytes: Option<u64>,
+    /// Concurrent ranged reads (threads, one connection each) of the raw
+    /// tier reference.
+    #[arg(long, default_value_t = 8)]
+    pub raw_read_threads: usize,
+    /// End-to-end run: fraction of the maximum throughput to produce at.
+    #[arg(long, default_value_t = 0.5)]
+    pub e2e_fraction: f64,
+    /// End-to-end run: seconds [default: 10; --quick 2].
+    #[arg(long)]
+    pub e2e_seconds: Option<f64>,
+    /// End-to-end runs: the maximum throughput they take a fraction of is
+    /// measured first by producing flat out for this many seconds with the
+    /// same settings (a sustained maximum; a short burst is absorbed by the
+    /// page cache and overstates it). 0: use the produce run of the matrix
+    /// [default: 10; --quick 0].
+    #[arg(long)]
+    pub e2e_max_seconds: Option<f64>,
+    /// End-to-end runs: record size; one run per acks setting, each at the
+    /// fraction of the produce run with this size, that acks and the most
+    /// partitions (and the same producer settings).
+    #[arg(long, default_value_t = 1024)]
+    pub e2e_record_size: usize,
+    /// Where data directories and reference files go [default: the system temp dir].
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Extra librdkafka producer property KEY=VALUE, applied last (repeatable).
+    #[arg(long = "producer-config", value_parser = parse_kv)]
+    pub producer_config: Vec<(String, String)>,
+    /// Extra librdkafka consumer property KEY=VALUE, applied last (repeatable).
+    #[arg(long = "consumer-config", value_parser = parse_kv)]
+    pub consumer_config: Vec<(String, String)>,
+    /// Skip the tier workloads (warm, cold, raw tier reads, s3://).
+    #[arg(long)]
+    pub no_tier: bool,
+    /// TCP congestion control for the brokers the tool starts
+    /// (--tcp-congestion-control) and for the loopback references' sending
+    /// sockets, so both use the same [default: the system's,
+    /// net.ipv4.tcp_congestion_control].
+    #[arg(long)]
+    pub tcp_congestion_control: Option<String>,
+    /// Keep the work directory (broker data and logs) at the end.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+/// Sizes after applying --quick.
+pub struct Plan {
+    pub produce_bytes: u64,
+    pub consume_bytes: u64,
+    pub segment_bytes: u64,
+    pub cache_bytes: u64,
+    pub e2e_seconds: f64,
+    pub e2e_max_seconds: f64,
+}
+
+impl Plan {
+    pub fn new(a: &Args) -> Plan {
+        let q = a.quick;
+        Plan {
+            produce_bytes: a.produce_bytes.unwrap_or(if q { MIB } else { 128 * MIB }),
+            consume_bytes: a
+                .consume_bytes
+                .unwrap_or(if q { 16 * MIB } else { 512 * MIB }),
+            segment_bytes: a
+                .tier_segment_bytes
+                .unwrap_or(if q { MIB } else { 8 * MIB }),
+            cache_bytes: a
+                .tier_cache_bytes
+                .unwrap_or(if q { 256 * MIB } else { 1024 * MIB }),
+            e2e_seconds: a.e2e_seconds.unwrap_or(if q { 2.0 } else { 10.0 }),
+            e2e_max_seconds: a.e2e_max_seconds.unwrap_or(if q { 0.0 } else { 10.0 }),
+        }
+    }
+}
+
+pub fn say(msg: impl AsRef<str>) {
+    eprintln!("[strata-bench] {}", msg.as_ref());
+}
