@@ -2,6 +2,10 @@
 //! DeleteRecords. Topic changes are proposed to the metadata quorum; the
 //! broker then reconciles its local partitions with the new view before it
 //! answers, so a client that sees success can use the topic at once.
+//!
+//! The rules for a new topic (its name, partitions, replication factor and
+//! configs) live here; Metadata checks names and auto-creates topics
+//! through them.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +27,6 @@ use uuid::Uuid;
 
 use super::configs::config_source;
 use super::error::{partition_error_code, Code, NONE};
-use super::metadata::validate_topic_name;
 use crate::broker::Broker;
 use crate::config::validate_topic_config;
 use crate::metadata::{Command, CommandResult, TopicInfo};
@@ -91,6 +94,31 @@ impl PartitionBudget {
         self.added += new;
         Ok(())
     }
+}
+
+/// Kafka's rules for a legal topic name.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name cannot be {name:?}"));
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "topic name is longer than 249 characters. len={}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "topic name contains an illegal character (legal: ASCII alphanumerics, '.', '_', '-'). char={c:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a topic creation against Kafka's rules without applying it.
@@ -613,4 +641,19 @@ pub async fn delete_records(
         );
     }
     DeleteRecordsResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1_a-b").is_ok());
+        for bad in ["", ".", "..", "a b", "a/b", "ü"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+    }
 }

@@ -8,35 +8,10 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::admin;
+use super::admin::{self, validate_topic_name};
 use super::error::Code;
 use crate::broker::Broker;
 use crate::metadata::TopicInfo;
-
-/// Kafka's rules for a legal topic name.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("topic name is empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err(format!("topic name cannot be {name:?}"));
-    }
-    if name.len() > 249 {
-        return Err(format!(
-            "topic name is longer than 249 characters. len={}",
-            name.len()
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-'))
-    {
-        return Err(format!(
-            "topic name contains an illegal character (legal: ASCII alphanumerics, '.', '_', '-'). char={c:?}"
-        ));
-    }
-    Ok(())
-}
 
 pub fn broker_list(broker: &Broker) -> Vec<MetadataResponseBroker> {
     let (host, port) = &broker.advertised;
@@ -205,19 +180,4 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
                 .collect(),
         )
         .with_cluster_authorized_operations(cluster_ops)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn topic_names() {
-        assert!(validate_topic_name("orders.v1_a-b").is_ok());
-        for bad in ["", ".", "..", "a b", "a/b", "ü"] {
-            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
-        }
-        assert!(validate_topic_name(&"x".repeat(250)).is_err());
-        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
-    }
 }
