@@ -1,11 +1,13 @@
 //! The coordinator over an in-memory log, with tokio's paused clock: the
 //! timers run for real, in virtual time.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::*;
 use crate::group::log::Appended;
 use crate::group::records::partition_for;
+use crate::group::records::OffsetValue;
 use crate::group::state::Protocol;
 
 const PARTITIONS: i32 = 4;
