@@ -28,8 +28,12 @@
 pub mod durability;
 pub mod epochs;
 pub mod producer_state;
+mod rebuild;
 pub mod replica;
 pub mod snapshot;
+mod tier;
+
+pub use tier::TIER_MANIFEST_COPY;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -40,10 +44,12 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::log::batch::{check_client_batches, validate_batches, BatchError, BatchHeader};
-use crate::log::{Log, LogConfig, LogError, SealedSegmentInfo};
+use crate::log::{Log, LogConfig, LogError};
 use crate::zerocopy::FileRegion;
 use epochs::LeaderEpochCache;
 use producer_state::{BatchIdentity, ProducerStateTable, SequenceCheck};
+use rebuild::{identity, rebuild_state, store_epochs};
+use tier::tier_offsets;
 
 /// Errors of partition operations, mapped to Kafka codes by the API layer.
 #[derive(Debug, thiserror::Error)]
@@ -89,8 +95,6 @@ pub enum PartitionError {
         #[source]
         source: replica::ReplicaError,
     },
-    #[error("offset is in the tier. offset={offset}")]
-    InTier { offset: i64 },
     #[error("tier operation failed. partition={partition}")]
     Tier {
         partition: String,
@@ -137,13 +141,44 @@ pub struct AppendResult {
     pub log_start_offset: i64,
 }
 
-/// What a fetch gets back.
+/// Where an offset of a partition is ([`Partition::locate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// In the local log (or at the high watermark: nothing there yet).
+    Local,
+    /// Below the local log, in the tier.
+    Tier,
+    /// Before the log start or past the high watermark.
+    OutOfRange { log_start: i64, high_watermark: i64 },
+}
+
+/// How a local read hands over its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Read into memory.
+    Bytes,
+    /// As a file range, to send with sendfile(2).
+    File,
+}
+
+/// What a read of a partition yields: its watermarks and the data.
 #[derive(Debug, Clone)]
-pub struct ReadResult {
-    pub data: Bytes,
+pub struct PartitionRead {
+    pub data: ReadData,
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+}
+
+/// The batches a read found.
+#[derive(Debug, Clone)]
+pub enum ReadData {
+    /// Whole batches in memory; empty when there is nothing to send.
+    Bytes(Bytes),
+    /// Whole batches as a file range, and how many offsets it covers.
+    File { region: FileRegion, offsets: u64 },
+    /// The offset is in the tier ([`Partition::read_remote`] reads it).
+    InTier,
 }
 
 struct State {
@@ -413,54 +448,6 @@ impl Partition {
         Ok(result)
     }
 
-    /// Writes the producer snapshot at the active segment's base when the
-    /// log rolled since `active_before` (fsynced: once tiered segments are
-    /// deleted, the snapshot is what remains of their producer state). A
-    /// failed write is logged; the tier path rebuilds missing snapshots.
-    fn snapshot_if_rolled(&self, log: &Log, producers: &ProducerStateTable, active_before: i64) {
-        let base = log.active_base_offset();
-        if base == active_before {
-            return;
-        }
-        self.persist_snapshot(base, &producers.encode(base));
-    }
-
-    /// Writes the producer snapshot at `offset`; a failure is logged (open
-    /// falls back to an older snapshot, the tier path rebuilds it).
-    fn persist_snapshot(&self, offset: i64, bytes: &[u8]) {
-        if let Err(e) = snapshot::write(&self.dir, offset, bytes) {
-            tracing::warn!(partition = %self.name(), offset, error = %e, "producer snapshot not written");
-        }
-    }
-
-    /// The producer snapshot and leader epochs to upload with a sealed
-    /// segment: the snapshot file at its end (rebuilt from the newest older
-    /// snapshot and the log when missing), and the epochs up to its end.
-    pub fn segment_state(&self, seg: &SealedSegmentInfo) -> Result<SegmentState, PartitionError> {
-        let leader_epochs = Bytes::from(self.lock().epochs.until(seg.next_offset).encode());
-        if let Some((bytes, _)) = snapshot::read(&self.dir, seg.next_offset) {
-            return Ok(SegmentState {
-                producer_snapshot: Bytes::from(bytes),
-                leader_epochs,
-            });
-        }
-        let table = self.with_log(|log, _, _| {
-            let start = log.log_start_offset();
-            let (from, mut table) = snapshot::latest(&self.dir, start, seg.next_offset)
-                .unwrap_or_else(|| (start, ProducerStateTable::new()));
-            replay(log, from, seg.next_offset, |h| {
-                table.observe(&identity(h), h.base_offset, h.last_offset())
-            })?;
-            Ok(table)
-        })?;
-        let bytes = table.encode(seg.next_offset);
-        self.persist_snapshot(seg.next_offset, &bytes);
-        Ok(SegmentState {
-            producer_snapshot: Bytes::from(bytes),
-            leader_epochs,
-        })
-    }
-
     /// OffsetForLeaderEpoch: (epoch, end offset) from the leader-epoch cache.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         let st = self.lock();
@@ -554,72 +541,97 @@ impl Partition {
         }
     }
 
-    /// Reads whole batches from `offset`, up to the high watermark; at least
-    /// one batch when one is there, unless `max_bytes` is 0 (watermarks only).
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, PartitionError> {
-        self.read_with(offset, max_bytes, |log, hwm| {
-            Ok(log.read(offset, max_bytes, hwm)?.data)
-        })
+    /// Where `offset` is: in the local log, in the tier, or outside the
+    /// partition.
+    pub fn locate(&self, offset: i64) -> Location {
+        self.with_log(|log, _, _| Ok(self.locate_in(log, offset)))
+            .unwrap_or(Location::OutOfRange {
+                log_start: -1,
+                high_watermark: -1,
+            })
     }
 
-    /// Like [`Partition::read`], as a file range of whole batches (to send
-    /// with sendfile) and how many offsets it covers; no range when there
-    /// is nothing to send.
-    pub fn read_region(
+    /// [`Partition::locate`] with the log locked.
+    fn locate_in(&self, log: &Log, offset: i64) -> Location {
+        let hwm = *self.high_watermark.borrow();
+        let local_start = log.log_start_offset();
+        let tier_start = self.tier_start.load(Ordering::Acquire);
+        if offset < local_start && tier_start >= 0 && offset >= tier_start {
+            return Location::Tier;
+        }
+        let log_start = if tier_start >= 0 {
+            tier_start.min(local_start)
+        } else {
+            local_start
+        };
+        if offset < log_start || offset > hwm {
+            return Location::OutOfRange {
+                log_start,
+                high_watermark: hwm,
+            };
+        }
+        Location::Local
+    }
+
+    /// Reads whole batches from `offset`, up to the high watermark: at least
+    /// one batch when one is there, unless `max_bytes` is 0 (watermarks
+    /// only). Local data comes as bytes or, with [`ReadMode::File`], as a
+    /// file range; an offset in the tier yields [`ReadData::InTier`] (read
+    /// it with [`Partition::read_remote`]); one outside the partition is
+    /// `OffsetOutOfRange`.
+    pub fn read(
         &self,
         offset: i64,
         max_bytes: usize,
-    ) -> Result<(ReadResult, Option<(FileRegion, u64)>), PartitionError> {
-        let mut region = None;
-        let r = self.read_with(offset, max_bytes, |log, hwm| {
-            region = log
-                .read_region(offset, max_bytes, hwm)?
-                .filter(|(r, _)| r.len > 0)
-                .map(|(r, next)| (r, (next - offset).max(0) as u64));
-            Ok(Bytes::new())
-        })?;
-        Ok((r, region))
-    }
-
-    /// The checks and watermarks of a read; `data` reads the batches (not
-    /// called at the high watermark or for `max_bytes` 0).
-    fn read_with(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        data: impl FnOnce(&Log, i64) -> Result<Bytes, PartitionError>,
-    ) -> Result<ReadResult, PartitionError> {
+        mode: ReadMode,
+    ) -> Result<PartitionRead, PartitionError> {
         self.with_log(|log, _, _| {
             let hwm = *self.high_watermark.borrow();
-            let local_start = log.log_start_offset();
-            let tier_start = self.tier_start.load(Ordering::Acquire);
-            if offset < local_start && tier_start >= 0 && offset >= tier_start {
-                return Err(PartitionError::InTier { offset });
-            }
-            let log_start = if tier_start >= 0 {
-                tier_start.min(local_start)
-            } else {
-                local_start
-            };
-            if offset < log_start || offset > hwm {
-                return Err(PartitionError::OffsetOutOfRange {
-                    offset,
+            let (log_start, data) = match self.locate_in(log, offset) {
+                Location::OutOfRange {
                     log_start,
-                    high_watermark: hwm,
-                });
-            }
-            let data = if offset == hwm || max_bytes == 0 {
-                Bytes::new()
-            } else {
-                data(log, hwm)?
+                    high_watermark,
+                } => {
+                    return Err(PartitionError::OffsetOutOfRange {
+                        offset,
+                        log_start,
+                        high_watermark,
+                    })
+                }
+                Location::Tier => (self.log_start_in(log), ReadData::InTier),
+                Location::Local if offset == hwm || max_bytes == 0 => {
+                    (self.log_start_in(log), ReadData::Bytes(Bytes::new()))
+                }
+                Location::Local => {
+                    let data = match mode {
+                        ReadMode::Bytes => ReadData::Bytes(log.read(offset, max_bytes, hwm)?.data),
+                        ReadMode::File => match log.read_region(offset, max_bytes, hwm)? {
+                            Some((region, next)) if region.len > 0 => ReadData::File {
+                                region,
+                                offsets: (next - offset).max(0) as u64,
+                            },
+                            _ => ReadData::Bytes(Bytes::new()),
+                        },
+                    };
+                    (self.log_start_in(log), data)
+                }
             };
-            Ok(ReadResult {
+            Ok(PartitionRead {
                 data,
                 high_watermark: hwm,
                 log_start_offset: log_start,
                 log_end_offset: log.log_end_offset(),
             })
         })
+    }
+
+    /// The partition's log start with the log locked.
+    fn log_start_in(&self, log: &Log) -> i64 {
+        let local = log.log_start_offset();
+        match self.tier_start.load(Ordering::Acquire) {
+            tier if tier >= 0 => tier.min(local),
+            _ => local,
+        }
     }
 
     /// Subscribes to high-watermark changes (fetch long-poll).
@@ -634,29 +646,14 @@ impl Partition {
     /// The partition's log start: the tier's first offset when it holds
     /// data, else the local log's.
     pub fn log_start_offset(&self) -> i64 {
-        let local = self.local_log_start_offset();
-        let tier = self.tier_start.load(Ordering::Acquire);
-        if tier >= 0 {
-            tier.min(local)
-        } else {
-            local
-        }
+        self.with_log(|log, _, _| Ok(self.log_start_in(log)))
+            .unwrap_or(0)
     }
 
     /// The first offset held on local disk.
     pub fn local_log_start_offset(&self) -> i64 {
         self.with_log(|log, _, _| Ok(log.log_start_offset()))
             .unwrap_or(0)
-    }
-
-    /// The last offset in the tier, if any.
-    pub fn tier_last_offset(&self) -> Option<i64> {
-        Some(self.tier_last.load(Ordering::Acquire)).filter(|o| *o >= 0)
-    }
-
-    /// The tier handle of this partition (None when the broker has no tier).
-    pub fn remote(&self) -> Option<&tiering::RemotePartition> {
-        self.remote.as_ref()
     }
 
     /// The codec produced batches are stored in, and the batch size limit,
@@ -676,132 +673,6 @@ impl Partition {
     pub fn sealed_segments(&self) -> Vec<crate::log::SealedSegmentInfo> {
         self.with_log(|log, _, _| Ok(log.sealed_segments()))
             .unwrap_or_default()
-    }
-
-    fn tier_err(&self, source: tiering::TierError) -> PartitionError {
-        PartitionError::Tier {
-            partition: self.name(),
-            source: Box::new(source),
-        }
-    }
-
-    /// Reloads the tier's offsets from its manifest. When the tier holds
-    /// offsets at or beyond the local log end (a restored or replaced data
-    /// dir), the local log restarts after the tier's last offset so no
-    /// offset is ever assigned twice.
-    pub async fn refresh_tier(&self) -> Result<(), PartitionError> {
-        let Some(remote) = &self.remote else {
-            return Ok(());
-        };
-        let manifest = remote.manifest().await.map_err(|e| self.tier_err(e))?;
-        let (readable_start, last) = tier_offsets(&manifest);
-        self.tier_start.store(readable_start, Ordering::Release);
-        self.tier_last.store(last, Ordering::Release);
-        if last >= 0 && self.log_end_offset() <= last {
-            self.restart_after_tier(remote, last).await?;
-        }
-        Ok(())
-    }
-
-    /// Restarts the local log after the tier's last offset `last`, with the
-    /// producer state and leader epochs of the tier's newest segment (a
-    /// damaged or missing one is logged and starts empty).
-    async fn restart_after_tier(
-        &self,
-        remote: &tiering::RemotePartition,
-        last: i64,
-    ) -> Result<(), PartitionError> {
-        let next = last + 1;
-        let fetch = |kind| async move {
-            match remote.last_segment_object(kind).await {
-                Ok(found) => Ok(found
-                    .filter(|(seg, _)| seg.last_offset == last)
-                    .map(|(_, b)| b)),
-                Err(e) => Err(self.tier_err(e)),
-            }
-        };
-        let producers = match fetch(tiering::ObjectKind::Snapshot).await? {
-            Some(bytes) => match ProducerStateTable::decode(&bytes) {
-                Ok((offset, table)) if offset == next => Some(table),
-                Ok((offset, _)) => {
-                    tracing::warn!(partition = %self.name(), offset, expected = next, "tier producer snapshot is for another offset; producer state starts empty");
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(partition = %self.name(), error = %e, "tier producer snapshot unusable; producer state starts empty");
-                    None
-                }
-            },
-            None => None,
-        };
-        let epochs = match fetch(tiering::ObjectKind::Epochs).await? {
-            Some(bytes) => match std::str::from_utf8(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|t| LeaderEpochCache::decode(t).map_err(|e| e.to_string()))
-            {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::warn!(partition = %self.name(), error = %e, "tier leader epochs unusable");
-                    None
-                }
-            },
-            None => None,
-        };
-        let mut st = self.lock();
-        let st = &mut *st;
-        let Some(log) = st.log.as_mut() else {
-            return Err(PartitionError::Closed {
-                partition: self.name(),
-            });
-        };
-        if log.log_end_offset() > last {
-            return Ok(());
-        }
-        tracing::info!(
-            partition = %self.name(),
-            local_end = log.log_end_offset(),
-            tier_last = last,
-            producers = producers.as_ref().map_or(0, ProducerStateTable::len),
-            "tier holds offsets beyond the local log; local log restarts after them"
-        );
-        log.reset_to(next)?;
-        snapshot::remove_outside(&self.dir, next, next);
-        st.producers = producers.unwrap_or_default();
-        self.persist_snapshot(next, &st.producers.encode(next));
-        st.epochs = epochs.unwrap_or_default();
-        st.epochs.truncate_from_end(next);
-        st.epochs.assign(self.leader_epoch, next);
-        store_epochs(&self.dir, &st.epochs);
-        let leo = log.log_end_offset();
-        self.publish_log_end(leo);
-        self.durable.send_modify(|d| {
-            d.offset = d.offset.max(leo);
-            d.round += 1;
-        });
-        Ok(())
-    }
-
-    /// Reads whole batches from the tier (for offsets below the local log):
-    /// the batches as parts, with the offsets they cover from `offset`.
-    /// With `files`, chunks in the tier's disk cache are file ranges (not
-    /// read); without, the parts are bytes.
-    pub async fn read_remote(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        files: bool,
-    ) -> Result<tiering::RemoteRead, PartitionError> {
-        let Some(remote) = &self.remote else {
-            return Err(PartitionError::OffsetOutOfRange {
-                offset,
-                log_start: self.log_start_offset(),
-                high_watermark: self.high_watermark(),
-            });
-        };
-        remote
-            .read_pieces(offset, max_bytes as u64, files)
-            .await
-            .map_err(|e| self.tier_err(e))
     }
 
     fn replica(&self) -> MutexGuard<'_, replica::Replica> {
@@ -824,60 +695,6 @@ impl Partition {
                 partition: self.name(),
                 source,
             })
-    }
-
-    /// Notes that a read from the tier answered (data or an error).
-    pub fn remote_read_answered(&self) {
-        *self
-            .remote_silent_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = None;
-    }
-
-    /// Notes that a read from the tier ran past a fetch's wait; returns for
-    /// how long this partition's tier reads have had no answer.
-    pub fn remote_read_silent(&self) -> std::time::Duration {
-        self.remote_silent_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(std::time::Instant::now)
-            .elapsed()
-    }
-
-    /// Deletes local sealed segments that are in the tier and beyond the
-    /// local retention limits (oldest first); returns how many.
-    pub fn apply_local_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
-        let policy = self.lock().config.tier;
-        let Some(uploaded) = self.tier_last_offset() else {
-            return Ok(0);
-        };
-        let segments = self.sealed_segments();
-        let mut local_bytes = self.size_bytes();
-        let mut delete_to = None;
-        let mut count = 0;
-        for seg in &segments {
-            if seg.next_offset - 1 > uploaded {
-                break;
-            }
-            // Kafka's rule: delete while what stays is still >= the limit.
-            let too_big = policy
-                .local_retention_bytes
-                .is_some_and(|max| local_bytes >= seg.size + max.max(0) as u64);
-            let too_old = policy
-                .local_retention_ms
-                .is_some_and(|ms| seg.retention_timestamp.is_some_and(|ts| ts < now_ms - ms));
-            if !(too_big || too_old) {
-                break;
-            }
-            local_bytes -= seg.size;
-            delete_to = Some(seg.next_offset);
-            count += 1;
-        }
-        if let Some(offset) = delete_to {
-            self.with_log(|log, _, _| Ok(log.delete_records_before(offset)?))?;
-            self.after_start_moved();
-        }
-        Ok(count)
     }
 
     pub fn log_end_offset(&self) -> i64 {
@@ -922,25 +739,6 @@ impl Partition {
         })
         .ok()
         .flatten()
-    }
-
-    /// DeleteRecords: moves the log start to `offset` (-1: the high
-    /// watermark), in the tier first (manifest, then objects), then locally.
-    pub async fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
-        let hwm = self.high_watermark();
-        let target = if offset == -1 { hwm } else { offset };
-        if let (Some(remote), true) = (&self.remote, self.tier_start.load(Ordering::Acquire) >= 0) {
-            if target >= 0 && target <= hwm && target > self.log_start_offset() {
-                remote
-                    .delete_before(target, self.leader_epoch)
-                    .await
-                    .map_err(|e| self.tier_err(e))?;
-                self.refresh_tier().await?;
-            }
-        }
-        self.delete_local_records(offset)?;
-        self.after_start_moved();
-        Ok(self.log_start_offset())
     }
 
     fn delete_local_records(&self, offset: i64) -> Result<i64, PartitionError> {
@@ -1016,112 +814,5 @@ fn first_record_matching(
         .map(|r| (r.offset, r.timestamp))
 }
 
-fn identity(h: &BatchHeader) -> BatchIdentity {
-    BatchIdentity::new(
-        h.producer_id,
-        h.producer_epoch,
-        h.base_sequence,
-        h.last_offset_delta + 1,
-    )
-}
-
-/// Persists the epoch cache; a failure is logged (the cache is rebuilt
-/// from the log at the next open).
-fn store_epochs(dir: &Path, epochs: &LeaderEpochCache) {
-    if let Err(e) = epochs.store(dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "leader epoch checkpoint not written");
-    }
-}
-
-/// The producer table and leader-epoch cache at open: the newest valid
-/// snapshot within the log plus the batch headers after it (all of the log
-/// when there is none), and the epoch checkpoint (rebuilt from the same
-/// headers, starting with the first batch's epoch, when it is missing or
-/// unreadable). Snapshots outside the log are removed first. The flag says
-/// whether the epochs differ from the stored checkpoint.
-fn rebuild_state(
-    dir: &Path,
-    log: &Log,
-) -> Result<(ProducerStateTable, LeaderEpochCache, bool), PartitionError> {
-    let start = log.log_start_offset();
-    let end = log.log_end_offset();
-    snapshot::remove_outside(dir, start, end);
-    let stored = LeaderEpochCache::load(dir).unwrap_or_else(|e| {
-        tracing::warn!(dir = %dir.display(), error = %e, "leader epoch checkpoint unreadable; rebuilt from the log");
-        None
-    });
-    let rebuild_epochs = stored.is_none();
-    let mut epochs = stored.unwrap_or_default();
-    let (from, mut table) =
-        snapshot::latest(dir, start, end).unwrap_or_else(|| (start, ProducerStateTable::new()));
-    if rebuild_epochs && from > start {
-        replay(log, start, start + 1, |h| {
-            epochs.assign(h.partition_leader_epoch, start);
-        })?;
-    }
-    replay(log, from, end, |h| {
-        table.observe(&identity(h), h.base_offset, h.last_offset());
-        if rebuild_epochs {
-            epochs.assign(h.partition_leader_epoch, h.base_offset);
-        }
-    })?;
-    let truncated = epochs.truncate_from_end(end);
-    Ok((table, epochs, rebuild_epochs || truncated))
-}
-
-/// Calls `f` with the header of every batch from the one holding `from`
-/// up to (not including) the batch that starts at or after `to`.
-fn replay(
-    log: &Log,
-    from: i64,
-    to: i64,
-    mut f: impl FnMut(&BatchHeader),
-) -> Result<(), PartitionError> {
-    let end = to.min(log.log_end_offset());
-    let mut offset = from.max(log.log_start_offset());
-    while offset < end {
-        let slice = log.read(offset, 1 << 20, end)?;
-        if slice.data.is_empty() {
-            break;
-        }
-        let mut pos = 0;
-        let data = &slice.data[..];
-        let mut advanced = false;
-        while pos < data.len() {
-            let Ok(h) = BatchHeader::parse(&data[pos..]) else {
-                break;
-            };
-            let len = h.total_len();
-            if len == 0 || pos + len > data.len() {
-                break;
-            }
-            if h.base_offset >= end {
-                return Ok(());
-            }
-            f(&h);
-            offset = h.last_offset() + 1;
-            advanced = true;
-            pos += len;
-        }
-        if !advanced {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// The file in a partition's directory that mirrors its tier manifest.
-pub const TIER_MANIFEST_COPY: &str = "tier-manifest.json";
-
-/// The tier's (readable start, last offset) by a manifest, -1 for none. The
-/// tier counts for reads only while it holds offsets at or after its start
-/// (DeleteRecords may move the start past its end).
-fn tier_offsets(m: &tiering::Manifest) -> (i64, i64) {
-    let last = m.last_offset().unwrap_or(-1);
-    let start = if !m.segments.is_empty() && m.log_start_offset <= last {
-        m.log_start_offset
-    } else {
-        -1
-    };
-    (start, last)
-}
+#[cfg(test)]
+mod tests;

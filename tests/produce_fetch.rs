@@ -602,6 +602,8 @@ fn sync_rounds_are_timed_and_counted() {
 /// batches each, the first in the tier and the second on local disk; a fetch
 /// of all three with `max_bytes` 1,000,000 returns the first partition's
 /// batch and at most what fits after it, from the tier as from local disk.
+/// The tier reads stay within the budget too: the partitions after the
+/// first are not read from the object store only to be dropped.
 #[test]
 fn fetch_max_bytes_bounds_every_partition_after_the_first() {
     use common::raw::{self, RawConn};
@@ -661,8 +663,17 @@ fn fetch_max_bytes_bounds_every_partition_after_the_first() {
             })
             .collect()
     };
+    let downloaded = || broker.metrics()["strata_tier_bytes_downloaded_total"];
+    let before = downloaded();
     for (offset, place) in [(0, "tier"), (100, "local")] {
         let sizes = fetch(offset);
+        if place == "tier" {
+            let read = downloaded() - before;
+            assert!(
+                read < 1_800_000.0,
+                "one partition's batch comes from the tier, not three: {read} bytes"
+            );
+        }
         assert!(sizes[0] > 900_000, "{place}: {sizes:?}");
         assert!(
             sizes.iter().sum::<usize>() <= 1_000_000,

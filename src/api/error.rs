@@ -31,8 +31,6 @@ pub fn partition_error_code(e: &PartitionError) -> i16 {
                 Code::UnknownLeaderEpoch.code()
             }
         },
-        // Callers read the tier instead; reaching here is a storage problem.
-        PartitionError::InTier { .. } => Code::KafkaStorageError.code(),
         // Retriable for clients: they back off and fetch again.
         PartitionError::Tier { .. } => Code::KafkaStorageError.code(),
     }

@@ -1,4 +1,10 @@
-//! Fetch: whole batches from the local log, up to the high watermark.
+//! Fetch: whole batches up to the high watermark, from the local log or
+//! the tier.
+//!
+//! Plan: each partition is read in request order within the fetch's byte
+//! budget ([`Partition::read`]); an offset below the local log answers
+//! [`ReadData::InTier`] and becomes a tier read with its share of the
+//! budget set aside, run concurrently after the local pass.
 //!
 //! A fetch long-polls: when fewer than `min_bytes` are available it waits,
 //! woken by a high-watermark change of any partition it asked for (not by
@@ -26,7 +32,7 @@ use uuid::Uuid;
 use super::error::{leader_epoch_error, partition_error_code, Code};
 use super::FileRanges;
 use crate::broker::Broker;
-use crate::partition::{Partition, PartitionError};
+use crate::partition::{Partition, ReadData, ReadMode};
 use crate::telemetry::metrics::count_records;
 use crate::zerocopy::{self, parts_len, Part};
 
@@ -104,7 +110,13 @@ pub async fn handle(
         for w in &mut watches {
             w.borrow_and_update();
         }
-        let (mut parts, mut regions, mut bytes, mut any_error, remote) = read_all(
+        let Gathered {
+            mut parts,
+            mut regions,
+            mut bytes,
+            mut any_error,
+            remote,
+        } = read_all(
             &targets,
             req.max_bytes,
             read_committed,
@@ -180,10 +192,6 @@ pub async fn handle(
     }
 }
 
-/// A read that must go to the tier: (index in the parts, partition,
-/// offset, byte budget).
-type RemoteRead = (usize, Arc<Partition>, i64, usize);
-
 /// Failed remote reads (every fetch of a partition fails while the object
 /// store is down): one line per 10 s, with the count suppressed.
 static REMOTE_READ_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
@@ -219,7 +227,13 @@ async fn read_remote(
     let wait = wait.fetch.max(MIN_REMOTE_WAIT);
     let tasks: Vec<_> = reads
         .into_iter()
-        .map(|(i, p, offset, budget)| {
+        .map(|r| {
+            let RemoteRead {
+                slot: i,
+                partition: p,
+                offset,
+                budget,
+            } = r;
             let task = tokio::spawn({
                 let p = p.clone();
                 let limiter = limiter.clone();
@@ -285,29 +299,59 @@ async fn read_remote(
 /// the offsets they cover): local file ranges, and all data from the tier.
 type Regions = Vec<Option<(Vec<Part>, u64)>>;
 
+/// A read that must go to the tier, with the bytes of the fetch's budget
+/// set aside for it.
+struct RemoteRead {
+    slot: usize,
+    partition: Arc<Partition>,
+    offset: i64,
+    budget: usize,
+}
+
+/// What one pass over the local logs gathered: each partition's answer
+/// (with its data as parts when it has some), the bytes found, whether a
+/// partition answered an error, and the reads left for the tier.
+struct Gathered {
+    parts: Vec<(usize, PartitionData)>,
+    regions: Regions,
+    bytes: usize,
+    any_error: bool,
+    remote: Vec<RemoteRead>,
+}
+
+/// Reads every partition of the fetch from its local log, in request
+/// order, within the fetch's byte budget: each partition gets at most its
+/// own `partition_max_bytes` of what is left, and the first partition with
+/// data at least one batch (KIP-74). A partition whose offset is in the
+/// tier sets its share of the budget aside for the tier read that follows,
+/// so tier reads stay within the fetch's `max_bytes` too; with no budget
+/// left it answers watermarks only.
 fn read_all(
     targets: &[Target],
     max_bytes: i32,
     read_committed: bool,
     version: i16,
     zero_copy: bool,
-) -> (
-    Vec<(usize, PartitionData)>,
-    Regions,
-    usize,
-    bool,
-    Vec<RemoteRead>,
-) {
-    let mut remote = Vec::new();
+) -> Gathered {
+    let mode = if zero_copy {
+        ReadMode::File
+    } else {
+        ReadMode::Bytes
+    };
     let mut remaining = if max_bytes <= 0 {
         i32::MAX as usize
     } else {
         max_bytes as usize
     };
-    let mut total = 0usize;
-    let mut any_error = false;
-    let mut out = Vec::with_capacity(targets.len());
-    let mut regions = Vec::with_capacity(targets.len());
+    // Some partition before has data or a tier read that may bring some.
+    let mut claimed = false;
+    let mut g = Gathered {
+        parts: Vec::with_capacity(targets.len()),
+        regions: Vec::with_capacity(targets.len()),
+        bytes: 0,
+        any_error: false,
+        remote: Vec::new(),
+    };
     for t in targets {
         let mut region = None;
         let mut pd = PartitionData::default()
@@ -319,49 +363,60 @@ fn read_all(
         match &t.partition {
             Err(code) => {
                 pd.error_code = *code;
-                any_error = true;
+                g.any_error = true;
             }
             Ok(p) => {
                 if let Some(code) = leader_epoch_error(t.current_leader_epoch, p.leader_epoch) {
                     pd.error_code = code;
-                    any_error = true;
+                    g.any_error = true;
                 } else {
-                    // Past the byte budget only partitions before the first
-                    // batch may still read (KIP-74 needs just one).
                     let budget = (t.max_bytes.max(0) as usize).min(remaining);
-                    // Out of budget after the first data: watermarks only.
-                    let budget = if total > 0 { budget } else { budget.max(1) };
-                    let res = if zero_copy {
-                        p.read_region(t.offset, budget).map(|(r, found)| {
-                            region = found.map(|(f, n)| (vec![Part::File(f)], n));
-                            r
-                        })
-                    } else {
-                        p.read(t.offset, budget)
-                    };
-                    match res {
+                    let budget = if claimed { budget } else { budget.max(1) };
+                    match p.read(t.offset, budget, mode) {
                         Ok(r) => {
-                            let n = r.data.len()
-                                + region.as_ref().map_or(0, |(f, _)| parts_len(f) as usize);
-                            total += n;
-                            remaining = remaining.saturating_sub(n);
                             pd.high_watermark = r.high_watermark;
                             pd.last_stable_offset = r.high_watermark;
                             pd.log_start_offset = r.log_start_offset;
                             if read_committed {
                                 pd.aborted_transactions = Some(vec![]);
                             }
-                            pd.records = Some(r.data);
-                        }
-                        Err(PartitionError::InTier { offset }) => {
-                            remote.push((out.len(), p.clone(), offset, budget.max(1)));
+                            // Bytes found here, and bytes set aside for the tier.
+                            let (found, set_aside) = match r.data {
+                                ReadData::Bytes(data) => {
+                                    let n = data.len();
+                                    pd.records = Some(data);
+                                    (n, 0)
+                                }
+                                ReadData::File { region: f, offsets } => {
+                                    let n = f.len as usize;
+                                    region = Some((vec![Part::File(f)], offsets));
+                                    pd.records = Some(bytes::Bytes::new());
+                                    (n, 0)
+                                }
+                                ReadData::InTier if budget > 0 => {
+                                    g.remote.push(RemoteRead {
+                                        slot: g.parts.len(),
+                                        partition: p.clone(),
+                                        offset: t.offset,
+                                        budget,
+                                    });
+                                    (0, budget)
+                                }
+                                ReadData::InTier => {
+                                    pd.records = Some(bytes::Bytes::new());
+                                    (0, 0)
+                                }
+                            };
+                            claimed |= found + set_aside > 0;
+                            remaining = remaining.saturating_sub(found + set_aside);
+                            g.bytes += found;
                         }
                         Err(e) => {
                             pd.error_code = partition_error_code(&e);
                             pd.high_watermark = p.high_watermark();
                             pd.log_start_offset = p.log_start_offset();
                             pd.last_stable_offset = pd.high_watermark;
-                            any_error = true;
+                            g.any_error = true;
                         }
                     }
                 }
@@ -370,10 +425,10 @@ fn read_all(
         if version < 4 {
             pd.last_stable_offset = -1;
         }
-        out.push((t.topic_idx, pd));
-        regions.push(region);
+        g.parts.push((t.topic_idx, pd));
+        g.regions.push(region);
     }
-    (out, regions, total, any_error, remote)
+    g
 }
 
 /// Kafka's byte limits on the response as a whole: only the first

@@ -16,7 +16,7 @@ use crate::group::records::{encode_batch, partition_for, KeyValue, OFFSETS_TOPIC
 use crate::group::{Coordinator, GroupConfig, GroupError};
 use crate::log::batch::BatchError;
 use crate::metadata::{Command, CommandResult};
-use crate::partition::{Partition, PartitionError};
+use crate::partition::{Partition, PartitionError, ReadData, ReadMode};
 
 /// How much of a partition one replay step reads.
 const READ_CHUNK: usize = 1 << 20;
@@ -169,13 +169,17 @@ impl GroupLog for Broker {
         if offset >= p.high_watermark() {
             return Ok(None);
         }
-        let slice = p
-            .read(offset, READ_CHUNK)
+        let read = p
+            .read(offset, READ_CHUNK, ReadMode::Bytes)
             .map_err(|source| GroupError::Storage {
                 partition,
                 source: Box::new(source),
             })?;
-        Ok(decode_records(slice.data, offset))
+        match read.data {
+            ReadData::Bytes(data) => Ok(decode_records(data, offset)),
+            // The offsets topic stays local; nothing of it is in the tier.
+            ReadData::File { .. } | ReadData::InTier => Ok(None),
+        }
     }
 
     fn topic_exists(&self, topic: &str) -> bool {

@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiering::{RetentionPolicy, SegmentUpload, TierError, Uploader};
+use tiering::{RetentionPolicy, TierError, Uploader};
 use tokio_util::sync::CancellationToken;
 
 use super::{now_ms, Broker};
@@ -136,24 +136,7 @@ async fn tend(
         if seg.next_offset > hwm || refused.is_some_and(|r| seg.base_offset >= r) {
             break;
         }
-        let state = p.segment_state(&seg)?;
-        let upload = SegmentUpload {
-            base_offset: seg.base_offset,
-            last_offset: last,
-            first_timestamp: None,
-            max_timestamp: seg.max_timestamp.unwrap_or(-1),
-            leader_epoch: p.leader_epoch,
-            size: seg.size,
-            log: seg.log_path.clone(),
-            offset_index: seg.index_path.clone(),
-            time_index: seg.time_index_path.clone(),
-            producer_snapshot: Some(state.producer_snapshot),
-            leader_epochs: Some(state.leader_epochs),
-            // Partitions refuse control and transactional batches, so no
-            // segment holds an aborted transaction: Kafka's `.txnindex`
-            // would be empty, and no object is written for it.
-            txn_index: None,
-        };
+        let upload = p.segment_upload(&seg)?;
         match uploader.try_enqueue(remote, upload) {
             Ok(_ticket) => {
                 tracing::debug!(partition = %p.name(), base_offset = seg.base_offset, "segment queued for upload");

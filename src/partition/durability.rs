@@ -256,10 +256,7 @@ mod tests {
     use bytes::Bytes;
 
     fn durability() -> Durability {
-        Durability::new(
-            true,
-            SyncMetrics::new(Histogram::new([0.001, 0.01, 0.1].into_iter())),
-        )
+        Durability::new(true, SyncMetrics::new(Histogram::new([0.001, 0.01, 0.1])))
     }
 
     fn partitions(dir: &std::path::Path, n: i32) -> Vec<Arc<Partition>> {

@@ -1,0 +1,162 @@
+//! Producer state and leader epochs from the log: rebuilt at open from the
+//! newest snapshot and the batches after it, snapshotted when the log rolls,
+//! and handed to the tier with each sealed segment.
+
+use std::path::Path;
+
+use bytes::Bytes;
+
+use super::{
+    snapshot, BatchHeader, BatchIdentity, LeaderEpochCache, Partition, PartitionError,
+    ProducerStateTable, SegmentState,
+};
+use crate::log::{Log, SealedSegmentInfo};
+
+impl Partition {
+    /// Writes the producer snapshot at the active segment's base when the
+    /// log rolled since `active_before` (fsynced: once tiered segments are
+    /// deleted, the snapshot is what remains of their producer state). A
+    /// failed write is logged; the tier path rebuilds missing snapshots.
+    pub(super) fn snapshot_if_rolled(
+        &self,
+        log: &Log,
+        producers: &ProducerStateTable,
+        active_before: i64,
+    ) {
+        let base = log.active_base_offset();
+        if base == active_before {
+            return;
+        }
+        self.persist_snapshot(base, &producers.encode(base));
+    }
+
+    /// Writes the producer snapshot at `offset`; a failure is logged (open
+    /// falls back to an older snapshot, the tier path rebuilds it).
+    pub(super) fn persist_snapshot(&self, offset: i64, bytes: &[u8]) {
+        if let Err(e) = snapshot::write(&self.dir, offset, bytes) {
+            tracing::warn!(partition = %self.name(), offset, error = %e, "producer snapshot not written");
+        }
+    }
+
+    /// The producer snapshot and leader epochs to upload with a sealed
+    /// segment: the snapshot file at its end (rebuilt from the newest older
+    /// snapshot and the log when missing), and the epochs up to its end.
+    pub fn segment_state(&self, seg: &SealedSegmentInfo) -> Result<SegmentState, PartitionError> {
+        let leader_epochs = Bytes::from(self.lock().epochs.until(seg.next_offset).encode());
+        if let Some((bytes, _)) = snapshot::read(&self.dir, seg.next_offset) {
+            return Ok(SegmentState {
+                producer_snapshot: Bytes::from(bytes),
+                leader_epochs,
+            });
+        }
+        let table = self.with_log(|log, _, _| {
+            let start = log.log_start_offset();
+            let (from, mut table) = snapshot::latest(&self.dir, start, seg.next_offset)
+                .unwrap_or_else(|| (start, ProducerStateTable::new()));
+            replay(log, from, seg.next_offset, |h| {
+                table.observe(&identity(h), h.base_offset, h.last_offset())
+            })?;
+            Ok(table)
+        })?;
+        let bytes = table.encode(seg.next_offset);
+        self.persist_snapshot(seg.next_offset, &bytes);
+        Ok(SegmentState {
+            producer_snapshot: Bytes::from(bytes),
+            leader_epochs,
+        })
+    }
+}
+
+pub(super) fn identity(h: &BatchHeader) -> BatchIdentity {
+    BatchIdentity::new(
+        h.producer_id,
+        h.producer_epoch,
+        h.base_sequence,
+        h.last_offset_delta + 1,
+    )
+}
+
+/// Persists the epoch cache; a failure is logged (the cache is rebuilt
+/// from the log at the next open).
+pub(super) fn store_epochs(dir: &Path, epochs: &LeaderEpochCache) {
+    if let Err(e) = epochs.store(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "leader epoch checkpoint not written");
+    }
+}
+
+/// The producer table and leader-epoch cache at open: the newest valid
+/// snapshot within the log plus the batch headers after it (all of the log
+/// when there is none), and the epoch checkpoint (rebuilt from the same
+/// headers, starting with the first batch's epoch, when it is missing or
+/// unreadable). Snapshots outside the log are removed first. The flag says
+/// whether the epochs differ from the stored checkpoint.
+pub(super) fn rebuild_state(
+    dir: &Path,
+    log: &Log,
+) -> Result<(ProducerStateTable, LeaderEpochCache, bool), PartitionError> {
+    let start = log.log_start_offset();
+    let end = log.log_end_offset();
+    snapshot::remove_outside(dir, start, end);
+    let stored = LeaderEpochCache::load(dir).unwrap_or_else(|e| {
+        tracing::warn!(dir = %dir.display(), error = %e, "leader epoch checkpoint unreadable; rebuilt from the log");
+        None
+    });
+    let rebuild_epochs = stored.is_none();
+    let mut epochs = stored.unwrap_or_default();
+    let (from, mut table) =
+        snapshot::latest(dir, start, end).unwrap_or_else(|| (start, ProducerStateTable::new()));
+    if rebuild_epochs && from > start {
+        replay(log, start, start + 1, |h| {
+            epochs.assign(h.partition_leader_epoch, start);
+        })?;
+    }
+    replay(log, from, end, |h| {
+        table.observe(&identity(h), h.base_offset, h.last_offset());
+        if rebuild_epochs {
+            epochs.assign(h.partition_leader_epoch, h.base_offset);
+        }
+    })?;
+    let truncated = epochs.truncate_from_end(end);
+    Ok((table, epochs, rebuild_epochs || truncated))
+}
+
+/// Calls `f` with the header of every batch from the one holding `from`
+/// up to (not including) the batch that starts at or after `to`.
+pub(super) fn replay(
+    log: &Log,
+    from: i64,
+    to: i64,
+    mut f: impl FnMut(&BatchHeader),
+) -> Result<(), PartitionError> {
+    let end = to.min(log.log_end_offset());
+    let mut offset = from.max(log.log_start_offset());
+    while offset < end {
+        let slice = log.read(offset, 1 << 20, end)?;
+        if slice.data.is_empty() {
+            break;
+        }
+        let mut pos = 0;
+        let data = &slice.data[..];
+        let mut advanced = false;
+        while pos < data.len() {
+            let Ok(h) = BatchHeader::parse(&data[pos..]) else {
+                break;
+            };
+            let len = h.total_len();
+            if len == 0 || pos + len > data.len() {
+                break;
+            }
+            if h.base_offset >= end {
+                return Ok(());
+            }
+            f(&h);
+            offset = h.last_offset() + 1;
+            advanced = true;
+            pos += len;
+        }
+        if !advanced {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The tier half of a partition: the tier's offsets as its manifest gives
+//! them, reads below the local log, restarting the local log after a tier
+//! that is ahead of it (a restored or replaced data directory), local
+//! retention of uploaded segments, and DeleteRecords across both.
+
+use std::sync::atomic::Ordering;
+
+use super::{
+    rebuild::store_epochs, snapshot, LeaderEpochCache, Partition, PartitionError,
+    ProducerStateTable,
+};
+
+impl Partition {
+    /// What the tier needs to upload sealed segment `seg`: its files, its
+    /// offsets and times, and the producer state and leader epochs at its end.
+    pub fn segment_upload(
+        &self,
+        seg: &crate::log::SealedSegmentInfo,
+    ) -> Result<tiering::SegmentUpload, PartitionError> {
+        let state = self.segment_state(seg)?;
+        Ok(tiering::SegmentUpload {
+            base_offset: seg.base_offset,
+            last_offset: seg.next_offset - 1,
+            first_timestamp: None,
+            max_timestamp: seg.max_timestamp.unwrap_or(-1),
+            leader_epoch: self.leader_epoch,
+            size: seg.size,
+            log: seg.log_path.clone(),
+            offset_index: seg.index_path.clone(),
+            time_index: seg.time_index_path.clone(),
+            producer_snapshot: Some(state.producer_snapshot),
+            leader_epochs: Some(state.leader_epochs),
+            // Partitions refuse control and transactional batches, so no
+            // segment holds an aborted transaction: Kafka's `.txnindex`
+            // would be empty, and no object is written for it.
+            txn_index: None,
+        })
+    }
+
+    /// The last offset in the tier, if any.
+    pub fn tier_last_offset(&self) -> Option<i64> {
+        Some(self.tier_last.load(Ordering::Acquire)).filter(|o| *o >= 0)
+    }
+
+    /// The tier handle of this partition (None when the broker has no tier).
+    pub fn remote(&self) -> Option<&tiering::RemotePartition> {
+        self.remote.as_ref()
+    }
+
+    pub(super) fn tier_err(&self, source: tiering::TierError) -> PartitionError {
+        PartitionError::Tier {
+            partition: self.name(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Reloads the tier's offsets from its manifest. When the tier holds
+    /// offsets at or beyond the local log end (a restored or replaced data
+    /// dir), the local log restarts after the tier's last offset so no
+    /// offset is ever assigned twice.
+    pub async fn refresh_tier(&self) -> Result<(), PartitionError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let manifest = remote.manifest().await.map_err(|e| self.tier_err(e))?;
+        let (readable_start, last) = tier_offsets(&manifest);
+        self.tier_start.store(readable_start, Ordering::Release);
+        self.tier_last.store(last, Ordering::Release);
+        if last >= 0 && self.log_end_offset() <= last {
+            self.restart_after_tier(remote, last).await?;
+        }
+        Ok(())
+    }
+
+    /// Restarts the local log after the tier's last offset `last`, with the
+    /// producer state and leader epochs of the tier's newest segment (a
+    /// damaged or missing one is logged and starts empty).
+    async fn restart_after_tier(
+        &self,
+        remote: &tiering::RemotePartition,
+        last: i64,
+    ) -> Result<(), PartitionError> {
+        let next = last + 1;
+        let fetch = |kind| async move {
+            match remote.last_segment_object(kind).await {
+                Ok(found) => Ok(found
+                    .filter(|(seg, _)| seg.last_offset == last)
+                    .map(|(_, b)| b)),
+                Err(e) => Err(self.tier_err(e)),
+            }
+        };
+        let producers = match fetch(tiering::ObjectKind::Snapshot).await? {
+            Some(bytes) => match ProducerStateTable::decode(&bytes) {
+                Ok((offset, table)) if offset == next => Some(table),
+                Ok((offset, _)) => {
+                    tracing::warn!(partition = %self.name(), offset, expected = next, "tier producer snapshot is for another offset; producer state starts empty");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %self.name(), error = %e, "tier producer snapshot unusable; producer state starts empty");
+                    None
+                }
+            },
+            None => None,
+        };
+        let epochs = match fetch(tiering::ObjectKind::Epochs).await? {
+            Some(bytes) => match std::str::from_utf8(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|t| LeaderEpochCache::decode(t).map_err(|e| e.to_string()))
+            {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(partition = %self.name(), error = %e, "tier leader epochs unusable");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(log) = st.log.as_mut() else {
+            return Err(PartitionError::Closed {
+                partition: self.name(),
+            });
+        };
+        if log.log_end_offset() > last {
+            return Ok(());
+        }
+        tracing::info!(
+            partition = %self.name(),
+            local_end = log.log_end_offset(),
+            tier_last = last,
+            producers = producers.as_ref().map_or(0, ProducerStateTable::len),
+            "tier holds offsets beyond the local log; local log restarts after them"
+        );
+        log.reset_to(next)?;
+        snapshot::remove_outside(&self.dir, next, next);
+        st.producers = producers.unwrap_or_default();
+        self.persist_snapshot(next, &st.producers.encode(next));
+        st.epochs = epochs.unwrap_or_default();
+        st.epochs.truncate_from_end(next);
+        st.epochs.assign(self.leader_epoch, next);
+        store_epochs(&self.dir, &st.epochs);
+        let leo = log.log_end_offset();
+        self.publish_log_end(leo);
+        self.durable.send_modify(|d| {
+            d.offset = d.offset.max(leo);
+            d.round += 1;
+        });
+        Ok(())
+    }
+
+    /// Reads whole batches from the tier (for offsets below the local log):
+    /// the batches as parts, with the offsets they cover from `offset`.
+    /// With `files`, chunks in the tier's disk cache are file ranges (not
+    /// read); without, the parts are bytes.
+    pub async fn read_remote(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        files: bool,
+    ) -> Result<tiering::RemoteRead, PartitionError> {
+        let Some(remote) = &self.remote else {
+            return Err(PartitionError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset(),
+                high_watermark: self.high_watermark(),
+            });
+        };
+        remote
+            .read_pieces(offset, max_bytes as u64, files)
+            .await
+            .map_err(|e| self.tier_err(e))
+    }
+
+    /// Notes that a read from the tier answered (data or an error).
+    pub fn remote_read_answered(&self) {
+        *self
+            .remote_silent_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Notes that a read from the tier ran past a fetch's wait; returns for
+    /// how long this partition's tier reads have had no answer.
+    pub fn remote_read_silent(&self) -> std::time::Duration {
+        self.remote_silent_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed()
+    }
+
+    /// Deletes local sealed segments that are in the tier and beyond the
+    /// local retention limits (oldest first); returns how many.
+    pub fn apply_local_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
+        let policy = self.lock().config.tier;
+        let Some(uploaded) = self.tier_last_offset() else {
+            return Ok(0);
+        };
+        let segments = self.sealed_segments();
+        let mut local_bytes = self.size_bytes();
+        let mut delete_to = None;
+        let mut count = 0;
+        for seg in &segments {
+            if seg.next_offset - 1 > uploaded {
+                break;
+            }
+            // Kafka's rule: delete while what stays is still >= the limit.
+            let too_big = policy
+                .local_retention_bytes
+                .is_some_and(|max| local_bytes >= seg.size + max.max(0) as u64);
+            let too_old = policy
+                .local_retention_ms
+                .is_some_and(|ms| seg.retention_timestamp.is_some_and(|ts| ts < now_ms - ms));
+            if !(too_big || too_old) {
+                break;
+            }
+            local_bytes -= seg.size;
+            delete_to = Some(seg.next_offset);
+            count += 1;
+        }
+        if let Some(offset) = delete_to {
+            self.with_log(|log, _, _| Ok(log.delete_records_before(offset)?))?;
+            self.after_start_moved();
+        }
+        Ok(count)
+    }
+
+    /// DeleteRecords: moves the log start to `offset` (-1: the high
+    /// watermark), in the tier first (manifest, then objects), then locally.
+    pub async fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
+        let hwm = self.high_watermark();
+        let target = if offset == -1 { hwm } else { offset };
+        if let (Some(remote), true) = (&self.remote, self.tier_start.load(Ordering::Acquire) >= 0) {
+            if target >= 0 && target <= hwm && target > self.log_start_offset() {
+                remote
+                    .delete_before(target, self.leader_epoch)
+                    .await
+                    .map_err(|e| self.tier_err(e))?;
+                self.refresh_tier().await?;
+            }
+        }
+        self.delete_local_records(offset)?;
+        self.after_start_moved();
+        Ok(self.log_start_offset())
+    }
+}
+
+/// The file in a partition's directory that mirrors its tier manifest.
+pub const TIER_MANIFEST_COPY: &str = "tier-manifest.json";
+
+/// The tier's (readable start, last offset) by a manifest, -1 for none. The
+/// tier counts for reads only while it holds offsets at or after its start
+/// (DeleteRecords may move the start past its end).
+pub(super) fn tier_offsets(m: &tiering::Manifest) -> (i64, i64) {
+    let last = m.last_offset().unwrap_or(-1);
+    let start = if !m.segments.is_empty() && m.log_start_offset <= last {
+        m.log_start_offset
+    } else {
+        -1
+    };
+    (start, last)
+}
