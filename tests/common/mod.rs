@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod groups;
 pub mod raw;
 pub mod s3;
 pub mod segments;
