@@ -16,7 +16,7 @@
 //! removed the same way, so a crash between the two steps leaves no
 //! resurrected data.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,8 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex as AsyncMutex;
 use uuid::Uuid;
 
-use crate::config::BrokerConfig;
-use crate::log::LogConfig;
+use crate::config::{BrokerConfig, TopicConfig};
 use crate::metadata::{ClusterView, Metadata, TopicInfo};
 use crate::partition::{self, Partition, PartitionConfig, PartitionError};
 
@@ -182,67 +181,22 @@ impl Broker {
             .collect()
     }
 
-    /// Effective topic configs: defaults overlaid with the topic's own.
-    pub fn effective_topic_config(&self, topic: &TopicInfo) -> BTreeMap<String, String> {
-        let mut m: BTreeMap<String, String> = self
-            .config
-            .topic_defaults()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        // Dynamic broker configs set topic defaults at run time.
-        for (k, v) in &self.view().broker_configs {
-            if let Some(t) = crate::config::topic::dynamic_broker(k).and_then(|d| d.topic) {
-                m.insert(t.to_string(), v.clone());
-            }
-        }
-        for (k, v) in &topic.configs {
-            m.insert(k.clone(), v.clone());
-        }
-        m
+    /// A topic's configs: its own over the dynamic broker configs over the
+    /// defaults.
+    pub fn effective_topic_config(&self, topic: &TopicInfo) -> TopicConfig {
+        TopicConfig::resolve(
+            &self.config,
+            &self.view().broker_configs,
+            &topic.name,
+            &topic.configs,
+        )
     }
 
     fn partition_config(&self, topic: &TopicInfo) -> PartitionConfig {
-        let c = self.effective_topic_config(topic);
-        let int = |k: &str, d: i64| c.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(d);
-        let opt = |v: i64| if v < 0 { None } else { Some(v) };
-        let retention_ms = opt(int("retention.ms", self.config.log_retention_ms));
-        let retention_bytes = opt(int("retention.bytes", -1));
-        // Internal topics (offsets, later transactions) stay local.
-        let tier_enabled = !topic.name.starts_with("__")
-            && c.get("remote.storage.enable").map(String::as_str) != Some("false");
-        let local = |key: &str, total: Option<i64>| match int(key, -2) {
-            -2 => total,
-            v => opt(v),
-        };
-        let tier = crate::partition::TierPolicy {
-            enabled: tier_enabled,
-            local_retention_ms: local("local.retention.ms", retention_ms),
-            local_retention_bytes: local("local.retention.bytes", retention_bytes),
-            retention_ms,
-            retention_bytes,
-        };
-        PartitionConfig {
-            tier,
-            log: LogConfig {
-                segment_bytes: int("segment.bytes", self.config.log_segment_bytes as i64).max(14)
-                    as u64,
-                segment_ms: opt(int("segment.ms", 7 * 24 * 3600 * 1000)),
-                // With tiering, local segments go only after upload (tier loop).
-                retention_ms: if tier_enabled { None } else { retention_ms },
-                retention_bytes: if tier_enabled { None } else { retention_bytes },
-                index_interval_bytes: int("index.interval.bytes", 4096).clamp(0, u32::MAX as i64)
-                    as u32,
-                writeback: self.writeback.clone(),
-            },
-            max_message_bytes: int("max.message.bytes", self.config.message_max_bytes as i64).max(0)
-                as usize,
-            log_append_time: c.get("message.timestamp.type").map(String::as_str)
-                == Some("LogAppendTime"),
-            compression: c
-                .get("compression.type")
-                .and_then(|v| crate::log::recompress::codec(v)),
-        }
+        PartitionConfig::from_topic(
+            Arc::new(self.effective_topic_config(topic)),
+            &self.writeback,
+        )
     }
 
     /// Brings the local partitions in line with the metadata view.

@@ -9,7 +9,7 @@
 //! Partition requests (produce, fetch, list offsets) go to the partition's
 //! leader, found in cached metadata and refreshed when the broker says the
 //! cache is stale; group requests go to the group's coordinator. Each broker
-//! gets one connection ([`conn`]) with many requests in flight.
+//! gets one connection (`conn`) with many requests in flight.
 //!
 //! Consistency: nothing is retried that could duplicate data; a produce that
 //! times out may or may not have been written (no idempotence here).

@@ -12,6 +12,8 @@
 
 pub mod topic;
 
+pub use topic::TopicConfig;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;

@@ -535,7 +535,7 @@ impl Metadata {
         Ok(())
     }
 
-    /// Keeps the raft core running until `cancel`: every [`HEALTH_EVERY`],
+    /// Keeps the raft core running until `cancel`: every `HEALTH_EVERY`,
     /// restarts it if it stopped (trying again while the cause lasts).
     pub async fn keep_running(&self, cancel: CancellationToken) {
         loop {

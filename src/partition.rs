@@ -43,6 +43,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::config::TopicConfig;
 use crate::log::batch::{check_client_batches, validate_batches, BatchError, BatchHeader};
 use crate::log::{Log, LogConfig, LogError};
 use crate::zerocopy::FileRegion;
@@ -103,7 +104,8 @@ pub enum PartitionError {
     },
 }
 
-/// Per-topic settings that the partition applies beside the log's own.
+/// Per-topic settings that the partition applies beside the log's own,
+/// derived from the topic's resolved configs, which it carries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionConfig {
     pub log: LogConfig,
@@ -113,6 +115,46 @@ pub struct PartitionConfig {
     /// recompressed (`None`: `producer`, stored as sent).
     pub compression: Option<kafka_protocol::records::Compression>,
     pub tier: TierPolicy,
+    /// The topic's configs as resolved (`min.insync.replicas`, ...).
+    pub topic: Arc<TopicConfig>,
+}
+
+impl PartitionConfig {
+    /// The settings of a partition of a topic configured as `topic`, with
+    /// the broker's write-back.
+    pub fn from_topic(topic: Arc<TopicConfig>, writeback: &crate::writeback::Writeback) -> Self {
+        let tier = TierPolicy {
+            enabled: topic.remote_storage,
+            local_retention_ms: topic.local_retention_ms,
+            local_retention_bytes: topic.local_retention_bytes,
+            retention_ms: topic.retention_ms,
+            retention_bytes: topic.retention_bytes,
+        };
+        PartitionConfig {
+            log: LogConfig {
+                segment_bytes: topic.segment_bytes,
+                segment_ms: topic.segment_ms,
+                // With tiering, local segments go only after upload (tier loop).
+                retention_ms: if tier.enabled {
+                    None
+                } else {
+                    topic.retention_ms
+                },
+                retention_bytes: if tier.enabled {
+                    None
+                } else {
+                    topic.retention_bytes
+                },
+                index_interval_bytes: topic.index_interval_bytes,
+                writeback: writeback.clone(),
+            },
+            max_message_bytes: topic.max_message_bytes,
+            log_append_time: topic.log_append_time,
+            compression: topic.compression,
+            tier,
+            topic,
+        }
+    }
 }
 
 /// Tiering settings of a topic (Kafka's names). With tiering on, the local
@@ -667,6 +709,11 @@ impl Partition {
 
     pub fn config(&self) -> PartitionConfig {
         self.lock().config.clone()
+    }
+
+    /// The topic's resolved configs, as this partition applies them.
+    pub fn topic_config(&self) -> Arc<TopicConfig> {
+        Arc::clone(&self.lock().config.topic)
     }
 
     /// Sealed local segments, oldest first.

@@ -19,6 +19,8 @@ step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+step "cargo doc (every intra-doc link resolves)"
+RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links" cargo doc --workspace --no-deps --quiet
 
 # 2. Tools.
 if ! command -v kcat >/dev/null 2>&1; then

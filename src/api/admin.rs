@@ -25,7 +25,6 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::configs::config_source;
 use super::error::{partition_error_code, Code, NONE};
 use crate::broker::Broker;
 use crate::config::validate_topic_config;
@@ -401,13 +400,12 @@ pub async fn create_topics(
                     };
                     let eff = broker.effective_topic_config(&probe);
                     r.configs = Some(
-                        eff.into_iter()
-                            .map(|(k, v)| {
-                                let source = config_source(&broker.view(), &probe, &k);
+                        eff.entries()
+                            .map(|(k, v, source)| {
                                 CreatableTopicConfigs::default()
-                                    .with_name(StrBytes::from_string(k))
-                                    .with_value(Some(StrBytes::from_string(v)))
-                                    .with_config_source(source)
+                                    .with_name(StrBytes::from_string(k.to_string()))
+                                    .with_value(Some(StrBytes::from_string(v.to_string())))
+                                    .with_config_source(source.code())
                             })
                             .collect(),
                     );

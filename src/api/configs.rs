@@ -21,31 +21,13 @@ use kafka_protocol::protocol::StrBytes;
 use super::error::Code;
 use crate::broker::Broker;
 use crate::config::{is_topic_config, validate_topic_config};
-use crate::metadata::{ClusterView, Command, CommandResult, TopicInfo};
+use crate::metadata::{Command, CommandResult};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
-
-/// Where a topic's effective value of `key` comes from: the topic, a
-/// dynamic broker config, or the default.
-pub fn config_source(view: &ClusterView, topic: &TopicInfo, key: &str) -> i8 {
-    if topic.configs.contains_key(key) {
-        SOURCE_DYNAMIC_TOPIC
-    } else if view
-        .broker_configs
-        .keys()
-        .any(|b| crate::config::topic::dynamic_broker(b).and_then(|d| d.topic) == Some(key))
-    {
-        SOURCE_DYNAMIC_DEFAULT_BROKER
-    } else {
-        SOURCE_DEFAULT
-    }
-}
 
 /// Kafka's config type codes, for DescribeConfigs v3+.
 fn config_type(key: &str) -> i8 {
@@ -145,10 +127,10 @@ pub fn describe(
                     Some(topic) => {
                         r.configs = broker
                             .effective_topic_config(topic)
-                            .into_iter()
-                            .filter(|(k, _)| wanted(k))
-                            .map(|(k, v)| {
-                                entry(&k, v, config_source(&view, topic, &k), false, version)
+                            .entries()
+                            .filter(|(k, _, _)| wanted(k))
+                            .map(|(k, v, source)| {
+                                entry(k, v.to_string(), source.code(), false, version)
                             })
                             .collect();
                     }
@@ -418,8 +400,8 @@ pub async fn incremental_alter(
                                 let cur = broker
                                     .effective_topic_config(topic)
                                     .get(&key)
-                                    .cloned()
-                                    .unwrap_or_default();
+                                    .unwrap_or_default()
+                                    .to_string();
                                 let mut items: Vec<String> = cur
                                     .split(',')
                                     .filter(|s| !s.is_empty())
@@ -436,8 +418,8 @@ pub async fn incremental_alter(
                                 let cur = broker
                                     .effective_topic_config(topic)
                                     .get(&key)
-                                    .cloned()
-                                    .unwrap_or_default();
+                                    .unwrap_or_default()
+                                    .to_string();
                                 let drop: Vec<&str> = v.split(',').collect();
                                 let items: Vec<&str> = cur
                                     .split(',')

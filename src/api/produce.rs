@@ -100,11 +100,7 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
                 continue;
             };
             if acks == -1 {
-                let min_isr = broker
-                    .effective_topic_config(topic)
-                    .get("min.insync.replicas")
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(1);
+                let min_isr = partition.topic_config().min_insync_replicas as usize;
                 let isr = topic
                     .partitions
                     .get(pd.index as usize)

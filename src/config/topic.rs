@@ -4,6 +4,10 @@
 //! Kafka's validation, and those Strata has no mechanism for say so in
 //! DescribeConfigs' documentation.
 
+use std::collections::BTreeMap;
+
+use kafka_protocol::records::Compression;
+
 use super::BrokerConfig;
 
 /// Kafka's config types, with their DescribeConfigs codes (v3+).
@@ -445,6 +449,160 @@ pub fn documentation(name: &str) -> Option<&'static str> {
     spec(name).and_then(|s| s.no_effect)
 }
 
+/// Where a topic's config value comes from (DescribeConfigs' sources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Set on the topic.
+    Topic,
+    /// A dynamic broker config (cluster-wide default) sets it.
+    DynamicBroker,
+    /// Kafka's default, or the broker's static setting.
+    Default,
+}
+
+impl Source {
+    /// Kafka's ConfigSource code.
+    pub fn code(self) -> i8 {
+        match self {
+            Source::Topic => 1,
+            Source::DynamicBroker => 3,
+            Source::Default => 5,
+        }
+    }
+}
+
+/// A topic's configs, resolved once from the defaults, the dynamic broker
+/// configs and the topic's own, in that order. The fields are the configs
+/// the broker applies, parsed; every config (applied or not) is kept as
+/// text with its source for DescribeConfigs. Values were validated when
+/// set; one that does not parse (stored by an older version) counts as its
+/// default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicConfig {
+    values: BTreeMap<String, (String, Source)>,
+    /// `retention.ms` (None: infinite).
+    pub retention_ms: Option<i64>,
+    /// `retention.bytes` (None: infinite).
+    pub retention_bytes: Option<i64>,
+    /// `local.retention.ms`, with -2 resolved to `retention.ms`.
+    pub local_retention_ms: Option<i64>,
+    /// `local.retention.bytes`, with -2 resolved to `retention.bytes`.
+    pub local_retention_bytes: Option<i64>,
+    /// `remote.storage.enable`; internal topics (`__` names) stay local.
+    pub remote_storage: bool,
+    /// `segment.bytes`
+    pub segment_bytes: u64,
+    /// `segment.ms` (None: never roll by time).
+    pub segment_ms: Option<i64>,
+    /// `index.interval.bytes`
+    pub index_interval_bytes: u32,
+    /// `max.message.bytes`
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type` is LogAppendTime.
+    pub log_append_time: bool,
+    /// `compression.type` as a codec (None: `producer`, stored as sent).
+    pub compression: Option<Compression>,
+    /// `min.insync.replicas`
+    pub min_insync_replicas: i32,
+}
+
+impl TopicConfig {
+    /// Topic `name`'s configs: `overrides` (its own) over `dynamic` (the
+    /// dynamic broker configs) over the defaults of `broker`.
+    pub fn resolve(
+        broker: &BrokerConfig,
+        dynamic: &BTreeMap<String, String>,
+        name: &str,
+        overrides: &BTreeMap<String, String>,
+    ) -> TopicConfig {
+        let mut values: BTreeMap<String, (String, Source)> = broker
+            .topic_defaults()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), (v, Source::Default)))
+            .collect();
+        for (k, v) in dynamic {
+            if let Some(t) = dynamic_broker(k).and_then(|d| d.topic) {
+                values.insert(t.to_string(), (v.clone(), Source::DynamicBroker));
+            }
+        }
+        for (k, v) in overrides {
+            values.insert(k.clone(), (v.clone(), Source::Topic));
+        }
+        let text = |k: &str| values.get(k).map_or("", |(v, _)| v.as_str());
+        let default = |k: &str| match spec(k).map(|s| s.default) {
+            Some(Default::Fixed(v)) => v.parse().ok(),
+            Some(Default::Broker(f)) => f(broker).parse().ok(),
+            None => None,
+        };
+        let int = |k: &str| -> i64 {
+            text(k)
+                .trim()
+                .parse()
+                .ok()
+                .or_else(|| default(k))
+                .unwrap_or(-1)
+        };
+        let opt = |v: i64| (v >= 0).then_some(v);
+        let retention_ms = opt(int("retention.ms"));
+        let retention_bytes = opt(int("retention.bytes"));
+        let local = |k: &str, total: Option<i64>| match int(k) {
+            -2 => total,
+            v => opt(v),
+        };
+        TopicConfig {
+            retention_ms,
+            retention_bytes,
+            local_retention_ms: local("local.retention.ms", retention_ms),
+            local_retention_bytes: local("local.retention.bytes", retention_bytes),
+            remote_storage: !name.starts_with("__") && text("remote.storage.enable") != "false",
+            segment_bytes: int("segment.bytes").max(14) as u64,
+            segment_ms: opt(int("segment.ms")),
+            index_interval_bytes: int("index.interval.bytes").clamp(0, i64::from(u32::MAX)) as u32,
+            max_message_bytes: int("max.message.bytes").max(0) as usize,
+            log_append_time: text("message.timestamp.type") == "LogAppendTime",
+            compression: codec(text("compression.type")),
+            min_insync_replicas: int("min.insync.replicas").clamp(1, i64::from(i32::MAX)) as i32,
+            values,
+        }
+    }
+
+    /// A topic's configs on the default broker settings, with `overrides`
+    /// set on the topic (for tests).
+    #[cfg(test)]
+    pub(crate) fn with(name: &str, overrides: &[(&str, &str)]) -> TopicConfig {
+        let broker = BrokerConfig::from_args(super::ServeArgs::default()).expect("defaults");
+        let own = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        TopicConfig::resolve(&broker, &BTreeMap::new(), name, &own)
+    }
+
+    /// The value of config `name`, if it is one.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(|(v, _)| v.as_str())
+    }
+
+    /// Every config with its value and source, by name.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str, Source)> {
+        self.values
+            .iter()
+            .map(|(k, (v, source))| (k.as_str(), v.as_str(), *source))
+    }
+}
+
+/// The codec a `compression.type` names (None: `producer`, or unknown).
+pub fn codec(compression_type: &str) -> Option<Compression> {
+    match compression_type {
+        "uncompressed" => Some(Compression::None),
+        "gzip" => Some(Compression::Gzip),
+        "snappy" => Some(Compression::Snappy),
+        "lz4" => Some(Compression::Lz4),
+        "zstd" => Some(Compression::Zstd),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,6 +632,42 @@ mod tests {
         let e = check_dynamic_broker(d, "-5").expect_err("below -1");
         assert!(e.contains("log.retention.ms"), "{e}");
         assert!(dynamic_broker("listeners").is_none());
+    }
+
+    #[test]
+    fn resolve_layers_topic_over_dynamic_over_default() {
+        let c = BrokerConfig::from_args(super::super::ServeArgs::default()).expect("defaults");
+        let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let dynamic = map(&[("log.retention.ms", "5000"), ("min.insync.replicas", "2")]);
+        let own = map(&[
+            ("min.insync.replicas", "3"),
+            ("local.retention.bytes", "-2"),
+            ("retention.bytes", "1000"),
+            ("compression.type", "zstd"),
+        ]);
+        let t = TopicConfig::resolve(&c, &dynamic, "orders", &own);
+        assert_eq!(t.retention_ms, Some(5000));
+        assert_eq!(t.min_insync_replicas, 3);
+        assert_eq!(t.local_retention_bytes, Some(1000), "-2 is retention.bytes");
+        assert_eq!(t.compression, Some(Compression::Zstd));
+        assert!(t.remote_storage);
+        let source = |k| t.entries().find(|(n, _, _)| *n == k).map(|(_, _, s)| s);
+        assert_eq!(source("retention.ms"), Some(Source::DynamicBroker));
+        assert_eq!(source("min.insync.replicas"), Some(Source::Topic));
+        assert_eq!(source("segment.ms"), Some(Source::Default));
+        assert_eq!(t.get("segment.ms"), Some("604800000"));
+
+        let internal =
+            TopicConfig::resolve(&c, &BTreeMap::new(), "__consumer_offsets", &BTreeMap::new());
+        assert!(!internal.remote_storage);
+        assert_eq!(internal.min_insync_replicas, 1);
+        // A stored value that does not parse counts as the default.
+        let odd = TopicConfig::resolve(&c, &BTreeMap::new(), "t", &map(&[("segment.ms", "soon")]));
+        assert_eq!(odd.segment_ms, Some(604_800_000));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `.index` entries are 8 bytes (relative offset u32, file position u32) and
 //! `.timeindex` entries are 12 bytes (timestamp i64, relative offset u32).
 //! Both are plain in-memory vectors here; files are read whole at open and
-//! written whole (see [`super::checkpoint::write_atomic`]) when a segment is
+//! written whole (see `checkpoint::write_atomic`) when a segment is
 //! sealed or the log closes. No mmap.
 //!
 //! An offset index entry `(o, p)` says: the batch at file position `p` has

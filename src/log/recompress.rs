@@ -12,19 +12,6 @@ use kafka_protocol::records::{
 
 use super::batch::{validate_batches, BatchError};
 
-/// The codec a topic's `compression.type` asks for; `None` for `producer`
-/// (batches are stored as sent).
-pub fn codec(compression_type: &str) -> Option<Compression> {
-    match compression_type {
-        "uncompressed" => Some(Compression::None),
-        "gzip" => Some(Compression::Gzip),
-        "snappy" => Some(Compression::Snappy),
-        "lz4" => Some(Compression::Lz4),
-        "zstd" => Some(Compression::Zstd),
-        _ => None,
-    }
-}
-
 /// `records` with every batch in `target`, or `None` when every batch
 /// already is (nothing to copy). Batches are checked first, as an append
 /// checks them (`max_batch_bytes` per batch), so a damaged batch is never

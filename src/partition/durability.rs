@@ -1,13 +1,13 @@
-//! Broker-wide fsync rounds for `acks=all` (group commit across partitions).
+//! A broker's fsync rounds for `acks=all` (group commit across partitions).
 //!
 //! Overview: a partition that has appends waiting for durability joins the
-//! next round ([`request`]). One task runs the rounds back to back: a round
-//! takes every queued partition, reads each one's sync handle (the active
+//! next round (`Durability::request`). One task runs the rounds back to
+//! back: a round takes every queued partition, reads each one's sync handle (the active
 //! segment and its log end offset at that moment), syncs them on one
-//! blocking thread ([`sync_all`]: one syncfs(2) per filesystem when the
+//! blocking thread (`sync_all`: one syncfs(2) per filesystem when the
 //! round holds several partitions and `--sync-rounds-syncfs` is on), or
 //! else fdatasyncs the partitions at once, up to 16 on blocking threads
-//! (in one run on this project's 2-core VM, rounds of about 9 partitions
+//! (in one run on a 2-core VM, rounds of about 9 partitions
 //! took 1.6 ms on average that way against 7.5 ms one after another, and
 //! 1.1 ms with syncfs), and publishes each partition's new durable offset.
 //! Partitions that ask while a round runs go into the next one.
@@ -280,13 +280,10 @@ mod tests {
                     uuid::Uuid::new_v4(),
                     i,
                     0,
-                    PartitionConfig {
-                        log: crate::log::LogConfig::default(),
-                        max_message_bytes: 1 << 20,
-                        log_append_time: false,
-                        compression: None,
-                        tier: crate::partition::TierPolicy::default(),
-                    },
+                    PartitionConfig::from_topic(
+                        Arc::new(crate::config::TopicConfig::with("__rounds", &[])),
+                        &crate::writeback::Writeback::default(),
+                    ),
                     None,
                 )
                 .expect("open partition");

@@ -20,25 +20,15 @@ fn log_dir(path: &Path) -> LogDir {
 /// Small segments, so a few batches seal several; tiering on, local
 /// retention of uploaded segments at 0 bytes.
 fn config() -> PartitionConfig {
-    PartitionConfig {
-        log: LogConfig {
-            segment_bytes: 300,
-            segment_ms: None,
-            retention_ms: None,
-            retention_bytes: None,
-            ..LogConfig::default()
-        },
-        max_message_bytes: 1 << 20,
-        log_append_time: false,
-        compression: None,
-        tier: TierPolicy {
-            enabled: true,
-            local_retention_ms: None,
-            local_retention_bytes: Some(0),
-            retention_ms: None,
-            retention_bytes: None,
-        },
-    }
+    let topic = TopicConfig::with(
+        "t",
+        &[
+            ("segment.bytes", "300"),
+            ("retention.ms", "-1"),
+            ("local.retention.bytes", "0"),
+        ],
+    );
+    PartitionConfig::from_topic(Arc::new(topic), &crate::writeback::Writeback::default())
 }
 
 const TOPIC_ID: Uuid = Uuid::from_u128(0x5742_7a7a);
