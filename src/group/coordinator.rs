@@ -12,8 +12,10 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::config::GroupConfig;
 use super::error::GroupError;
 use super::log::GroupLog;
+use super::records::OffsetValue;
 use super::records::{
     decode_group_value, decode_key, decode_offset_value, encode_group_value, encode_key, KeyValue,
     RecordKey,
@@ -22,9 +24,6 @@ use super::state::{
     Effects, Group, GroupDescription, GroupState, JoinRequest, JoinResult, LeavingMember, Now,
     Reply, SyncRequest, SyncResult, Token,
 };
-use super::GroupConfig;
-
-pub use offsets::TopicOffsets;
 
 enum Waiter {
     Join(oneshot::Sender<Result<JoinResult, GroupError>>),
@@ -69,6 +68,9 @@ pub struct GroupListing {
     pub protocol_type: String,
     pub state: GroupState,
 }
+
+/// Committed offsets of one topic, as OffsetFetch returns them.
+pub type TopicOffsets = (String, Vec<(i32, Option<OffsetValue>)>);
 
 /// What [`Coordinator::load`] found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

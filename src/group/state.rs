@@ -36,18 +36,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::config::GroupConfig;
 use super::error::GroupError;
 use super::records::OffsetValue;
-use super::GroupConfig;
 
-pub use offsets::subscription_topics;
 pub use requests::{
-    DescribedMember, Effects, GroupDescription, JoinRequest, JoinResult, JoinedMember,
-    LeavingMember, Protocol, Reply, SyncRequest, SyncResult,
+    Effects, JoinRequest, JoinResult, JoinedMember, LeavingMember, Protocol, Reply, SyncRequest,
+    SyncResult, Token,
 };
-
-/// Identifies one parked JoinGroup or SyncGroup request (chosen by the caller).
-pub type Token = u64;
 
 /// The time of an event: monotonic for timers, wall clock (ms since the
 /// epoch) for timestamps that are persisted.
@@ -132,6 +128,27 @@ impl Member {
     pub fn is_awaiting_join(&self) -> bool {
         self.awaiting_join.is_some()
     }
+}
+
+/// A member as DescribeGroups shows it.
+#[derive(Clone, Debug)]
+pub struct DescribedMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// DescribeGroups' view of a group.
+#[derive(Clone, Debug)]
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    /// The selected protocol, only in Stable (as Kafka).
+    pub protocol_data: String,
+    pub members: Vec<DescribedMember>,
 }
 
 #[derive(Clone, Copy, Debug)]

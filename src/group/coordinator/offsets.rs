@@ -5,12 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{Coordinator, GroupError, GroupLog, GroupState};
+use super::{Coordinator, GroupError, GroupLog, GroupState, TopicOffsets};
 use crate::group::records::{encode_key, encode_offset_value, KeyValue, OffsetValue, RecordKey};
 use crate::group::state::{Group, Now};
-
-/// Committed offsets of one topic, as OffsetFetch returns them.
-pub type TopicOffsets = (String, Vec<(i32, Option<OffsetValue>)>);
 
 impl Coordinator {
     /// OffsetCommit: validates the member and generation, appends the

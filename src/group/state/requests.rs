@@ -1,11 +1,12 @@
 //! What goes into a group and what comes out: decoded requests, their
-//! results, the [`Effects`] an operation asks the caller to carry out, and
-//! the DescribeGroups view.
+//! results, and the [`Effects`] an operation asks the caller to carry out.
 
 use bytes::Bytes;
 
-use super::{GroupState, Token};
 use crate::group::error::GroupError;
+
+/// Identifies one parked JoinGroup or SyncGroup request (chosen by the caller).
+pub type Token = u64;
 
 /// One protocol a member supports (e.g. `range` with its subscription).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,25 +108,4 @@ impl Effects {
     pub(super) fn sync(&mut self, token: Token, r: Result<SyncResult, GroupError>) {
         self.replies.push(Reply::Sync(token, r));
     }
-}
-
-/// A member as DescribeGroups shows it.
-#[derive(Clone, Debug)]
-pub struct DescribedMember {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub metadata: Bytes,
-    pub assignment: Bytes,
-}
-
-/// DescribeGroups' view of a group.
-#[derive(Clone, Debug)]
-pub struct GroupDescription {
-    pub state: GroupState,
-    pub protocol_type: String,
-    /// The selected protocol, only in Stable (as Kafka).
-    pub protocol_data: String,
-    pub members: Vec<DescribedMember>,
 }

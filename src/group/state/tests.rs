@@ -1,5 +1,6 @@
 //! The group state machine without sockets or clocks: time is a value.
 
+use super::offsets::subscription_topics;
 use super::*;
 use crate::group::records::{GroupValue, MemberValue};
 
