@@ -26,12 +26,16 @@
 //! log file are removed.
 
 use std::fs;
+use std::io;
 use std::path::Path;
 
+use super::batch::{verify_crc, BatchHeader, BATCH_HEADER_LEN, NO_TIMESTAMP};
 use super::checkpoint::{sync_dir, RecoveryCheckpoint, TMP_SUFFIX};
+use super::index::{OffsetIndex, TimeIndex};
 use super::segment::{
-    file_name, load_with_indexes, parse_file_name, remove_if_exists, scan, LoadedSegment,
-    INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+    file_name, open_rw, parse_file_name, remove_if_exists, BlockReader, HeaderWalker,
+    LoadedSegment, SegmentState, INDEX_SUFFIX, LOG_SUFFIX, MAX_SEGMENT_BYTES, SCAN_BLOCK,
+    TIME_INDEX_SUFFIX,
 };
 use super::LogError;
 
@@ -153,6 +157,168 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
         }
     }
     Ok(logs)
+}
+
+/// Where a scan stopped before the end of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// Byte position of the first bad batch (= bytes of valid data).
+    pub(crate) position: u64,
+    /// The offset that batch should have started at.
+    pub(crate) offset: i64,
+    pub(crate) reason: String,
+}
+
+/// Opens the segment with base `base_offset` in `dir` and rebuilds its state
+/// by validating every batch (header, CRC, contiguous offsets). Stops at the
+/// first torn or corrupt batch and reports it; the file is not modified.
+pub(crate) fn scan(
+    dir: &Path,
+    base_offset: i64,
+    index_interval: u32,
+) -> Result<(LoadedSegment, Option<Damage>), LogError> {
+    let path = dir.join(file_name(base_offset, LOG_SUFFIX));
+    let file = open_rw(&path, false)?;
+    let size = file
+        .metadata()
+        .map_err(|e| LogError::io("stat", &path, e))?
+        .len();
+    let mut state = SegmentState::new(base_offset);
+    let damage = {
+        let mut reader = BlockReader::new(&file, size, SCAN_BLOCK);
+        let mut pos = 0u64;
+        loop {
+            if pos >= size {
+                break None;
+            }
+            match check_batch(&mut reader, pos, size, state.next_offset) {
+                Ok(Ok(header)) => {
+                    state.on_batch(pos, &header, index_interval);
+                    pos += header.total_len() as u64;
+                }
+                Ok(Err(reason)) => {
+                    break Some(Damage {
+                        position: pos,
+                        offset: state.next_offset,
+                        reason,
+                    })
+                }
+                Err(e) => return Err(LogError::io("read", &path, e)),
+            }
+        }
+    };
+    Ok((LoadedSegment { path, file, state }, damage))
+}
+
+/// Validates the batch at `pos`: Ok(Err(reason)) if it is torn or corrupt.
+fn check_batch(
+    reader: &mut BlockReader<'_>,
+    pos: u64,
+    size: u64,
+    expected_offset: i64,
+) -> io::Result<Result<BatchHeader, String>> {
+    if pos > MAX_SEGMENT_BYTES {
+        return Ok(Err(format!(
+            "segment larger than the position limit. max={MAX_SEGMENT_BYTES}"
+        )));
+    }
+    let avail = usize::try_from((size - pos).min(BATCH_HEADER_LEN as u64)).unwrap_or(0);
+    let Some(bytes) = reader.get(pos, avail)? else {
+        return Ok(Err("header past end of file".to_string()));
+    };
+    let header = match BatchHeader::parse(bytes) {
+        Ok(header) => header,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let len = header.total_len();
+    if (size - pos) < len as u64 {
+        return Ok(Err(format!(
+            "incomplete batch. size={len}, available={}",
+            size - pos
+        )));
+    }
+    if header.base_offset != expected_offset {
+        return Ok(Err(format!(
+            "batch offset is not contiguous. base_offset={}, expected={expected_offset}",
+            header.base_offset
+        )));
+    }
+    let Some(batch) = reader.get(pos, len)? else {
+        return Ok(Err("batch past end of file".to_string()));
+    };
+    if let Err(e) = verify_crc(batch) {
+        return Ok(Err(e.to_string()));
+    }
+    Ok(Ok(header))
+}
+
+/// Opens a segment trusting its index files (a segment below the recovery
+/// point, or the last one after a clean shutdown). `next_base` is the next
+/// segment's base offset; for the last segment the tail after the last index
+/// entry is walked to find the end. Err(reason) means: rebuild with [`scan`].
+pub(crate) fn load_with_indexes(
+    dir: &Path,
+    base_offset: i64,
+    next_base: Option<i64>,
+) -> Result<LoadedSegment, String> {
+    let path = dir.join(file_name(base_offset, LOG_SUFFIX));
+    let file = open_rw(&path, false).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    if size > MAX_SEGMENT_BYTES {
+        return Err(format!(
+            "segment larger than the position limit. size={size}"
+        ));
+    }
+    let read = |suffix: &str| {
+        fs::read(path.with_extension(suffix)).map_err(|e| format!("{suffix} file unreadable: {e}"))
+    };
+    let offset_index =
+        OffsetIndex::decode(base_offset, &read(INDEX_SUFFIX)?).map_err(|e| e.to_string())?;
+    let time_index =
+        TimeIndex::decode(base_offset, &read(TIME_INDEX_SUFFIX)?).map_err(|e| e.to_string())?;
+    offset_index
+        .check_bounds(size, next_base)
+        .map_err(|e| e.to_string())?;
+    let (mut max_timestamp, mut offset_of_max_timestamp) =
+        time_index.last().unwrap_or((NO_TIMESTAMP, -1));
+    let (walk_offset, walk_start) = offset_index
+        .last()
+        .map_or((base_offset, 0), |(o, p)| (o, u64::from(p)));
+    let next_offset = match next_base {
+        Some(next) => next,
+        None => {
+            let mut walker = HeaderWalker::new(&file, &path, walk_start, size);
+            let mut next = walk_offset;
+            while let Some((_, header)) = walker.next_header().map_err(|e| e.to_string())? {
+                if header.base_offset != next {
+                    return Err(format!(
+                        "batch offset is not contiguous. base_offset={}, expected={next}",
+                        header.base_offset
+                    ));
+                }
+                if header.max_timestamp > max_timestamp {
+                    max_timestamp = header.max_timestamp;
+                    offset_of_max_timestamp = header.base_offset;
+                }
+                next = header.next_offset();
+            }
+            next
+        }
+    };
+    time_index
+        .check_bounds(next_offset)
+        .map_err(|e| e.to_string())?;
+    let state = SegmentState {
+        base_offset,
+        next_offset,
+        size,
+        max_timestamp,
+        offset_of_max_timestamp,
+        bytes_since_index_entry: size - walk_start,
+        offset_index,
+        time_index,
+    };
+    Ok(LoadedSegment { path, file, state })
 }
 
 #[cfg(test)]

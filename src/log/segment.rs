@@ -38,7 +38,7 @@ use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 
-use super::batch::{verify_crc, BatchError, BatchHeader, BATCH_HEADER_LEN, NO_TIMESTAMP};
+use super::batch::{BatchError, BatchHeader, BATCH_HEADER_LEN, NO_TIMESTAMP};
 use super::checkpoint::{sync_dir, write_atomic};
 use super::index::{OffsetIndex, TimeIndex};
 use super::{LogConfig, LogError};
@@ -56,7 +56,7 @@ pub(crate) const MAX_RELATIVE_OFFSET: i64 = i32::MAX as i64;
 /// Read size when walking headers near an index entry.
 const WALK_BLOCK: usize = 8 * 1024;
 /// Read size when scanning a whole segment.
-const SCAN_BLOCK: usize = 1024 * 1024;
+pub(super) const SCAN_BLOCK: usize = 1024 * 1024;
 
 /// `<base_offset:020>.<suffix>`.
 pub(crate) fn file_name(base_offset: i64, suffix: &str) -> String {
@@ -83,7 +83,7 @@ fn corrupt(path: &Path, position: u64, reason: impl Into<String>) -> LogError {
 }
 
 /// Buffered positional reads over `[0, end)` of a file.
-struct BlockReader<'a> {
+pub(super) struct BlockReader<'a> {
     file: &'a File,
     end: u64,
     block: usize,
@@ -92,7 +92,7 @@ struct BlockReader<'a> {
 }
 
 impl<'a> BlockReader<'a> {
-    fn new(file: &'a File, end: u64, block: usize) -> Self {
+    pub(super) fn new(file: &'a File, end: u64, block: usize) -> Self {
         BlockReader {
             file,
             end,
@@ -103,7 +103,7 @@ impl<'a> BlockReader<'a> {
     }
 
     /// Bytes `[pos, pos + len)`, or None when that range passes `end`.
-    fn get(&mut self, pos: u64, len: usize) -> io::Result<Option<&[u8]>> {
+    pub(super) fn get(&mut self, pos: u64, len: usize) -> io::Result<Option<&[u8]>> {
         let len_u64 = len as u64;
         let Some(want_end) = pos.checked_add(len_u64).filter(|e| *e <= self.end) else {
             return Ok(None);
@@ -123,7 +123,7 @@ impl<'a> BlockReader<'a> {
 
 /// Iterates batch headers of `[start, end)` of a segment file. Data below the
 /// log end offset is trusted to be well formed; anything else is an error.
-struct HeaderWalker<'a> {
+pub(super) struct HeaderWalker<'a> {
     reader: BlockReader<'a>,
     path: &'a Path,
     pos: u64,
@@ -131,7 +131,7 @@ struct HeaderWalker<'a> {
 }
 
 impl<'a> HeaderWalker<'a> {
-    fn new(file: &'a File, path: &'a Path, start: u64, end: u64) -> Self {
+    pub(super) fn new(file: &'a File, path: &'a Path, start: u64, end: u64) -> Self {
         HeaderWalker {
             reader: BlockReader::new(file, end, WALK_BLOCK),
             path,
@@ -140,7 +140,7 @@ impl<'a> HeaderWalker<'a> {
         }
     }
 
-    fn next_header(&mut self) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    pub(super) fn next_header(&mut self) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let pos = self.pos;
         if pos >= self.end {
             return Ok(None);
@@ -200,7 +200,7 @@ pub(crate) struct SegmentState {
     pub(crate) max_timestamp: i64,
     /// Base offset of the first batch that reached `max_timestamp`, -1 if none.
     pub(crate) offset_of_max_timestamp: i64,
-    bytes_since_index_entry: u64,
+    pub(super) bytes_since_index_entry: u64,
     pub(crate) offset_index: OffsetIndex,
     pub(crate) time_index: TimeIndex,
 }
@@ -744,7 +744,7 @@ impl SealedSegment {
     }
 }
 
-fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
+pub(super) fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -757,8 +757,8 @@ fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
 /// A segment found on disk, with its state loaded or rebuilt.
 #[derive(Debug)]
 pub(crate) struct LoadedSegment {
-    path: PathBuf,
-    file: File,
+    pub(super) path: PathBuf,
+    pub(super) file: File,
     pub(crate) state: SegmentState,
 }
 
@@ -795,168 +795,6 @@ impl LoadedSegment {
     }
 }
 
-/// Where a scan stopped before the end of the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Damage {
-    /// Byte position of the first bad batch (= bytes of valid data).
-    pub(crate) position: u64,
-    /// The offset that batch should have started at.
-    pub(crate) offset: i64,
-    pub(crate) reason: String,
-}
-
-/// Opens the segment with base `base_offset` in `dir` and rebuilds its state
-/// by validating every batch (header, CRC, contiguous offsets). Stops at the
-/// first torn or corrupt batch and reports it; the file is not modified.
-pub(crate) fn scan(
-    dir: &Path,
-    base_offset: i64,
-    index_interval: u32,
-) -> Result<(LoadedSegment, Option<Damage>), LogError> {
-    let path = dir.join(file_name(base_offset, LOG_SUFFIX));
-    let file = open_rw(&path, false)?;
-    let size = file
-        .metadata()
-        .map_err(|e| LogError::io("stat", &path, e))?
-        .len();
-    let mut state = SegmentState::new(base_offset);
-    let damage = {
-        let mut reader = BlockReader::new(&file, size, SCAN_BLOCK);
-        let mut pos = 0u64;
-        loop {
-            if pos >= size {
-                break None;
-            }
-            match check_batch(&mut reader, pos, size, state.next_offset) {
-                Ok(Ok(header)) => {
-                    state.on_batch(pos, &header, index_interval);
-                    pos += header.total_len() as u64;
-                }
-                Ok(Err(reason)) => {
-                    break Some(Damage {
-                        position: pos,
-                        offset: state.next_offset,
-                        reason,
-                    })
-                }
-                Err(e) => return Err(LogError::io("read", &path, e)),
-            }
-        }
-    };
-    Ok((LoadedSegment { path, file, state }, damage))
-}
-
-/// Validates the batch at `pos`: Ok(Err(reason)) if it is torn or corrupt.
-fn check_batch(
-    reader: &mut BlockReader<'_>,
-    pos: u64,
-    size: u64,
-    expected_offset: i64,
-) -> io::Result<Result<BatchHeader, String>> {
-    if pos > MAX_SEGMENT_BYTES {
-        return Ok(Err(format!(
-            "segment larger than the position limit. max={MAX_SEGMENT_BYTES}"
-        )));
-    }
-    let avail = usize::try_from((size - pos).min(BATCH_HEADER_LEN as u64)).unwrap_or(0);
-    let Some(bytes) = reader.get(pos, avail)? else {
-        return Ok(Err("header past end of file".to_string()));
-    };
-    let header = match BatchHeader::parse(bytes) {
-        Ok(header) => header,
-        Err(e) => return Ok(Err(e.to_string())),
-    };
-    let len = header.total_len();
-    if (size - pos) < len as u64 {
-        return Ok(Err(format!(
-            "incomplete batch. size={len}, available={}",
-            size - pos
-        )));
-    }
-    if header.base_offset != expected_offset {
-        return Ok(Err(format!(
-            "batch offset is not contiguous. base_offset={}, expected={expected_offset}",
-            header.base_offset
-        )));
-    }
-    let Some(batch) = reader.get(pos, len)? else {
-        return Ok(Err("batch past end of file".to_string()));
-    };
-    if let Err(e) = verify_crc(batch) {
-        return Ok(Err(e.to_string()));
-    }
-    Ok(Ok(header))
-}
-
-/// Opens a segment trusting its index files (a segment below the recovery
-/// point, or the last one after a clean shutdown). `next_base` is the next
-/// segment's base offset; for the last segment the tail after the last index
-/// entry is walked to find the end. Err(reason) means: rebuild with [`scan`].
-pub(crate) fn load_with_indexes(
-    dir: &Path,
-    base_offset: i64,
-    next_base: Option<i64>,
-) -> Result<LoadedSegment, String> {
-    let path = dir.join(file_name(base_offset, LOG_SUFFIX));
-    let file = open_rw(&path, false).map_err(|e| e.to_string())?;
-    let size = file.metadata().map_err(|e| e.to_string())?.len();
-    if size > MAX_SEGMENT_BYTES {
-        return Err(format!(
-            "segment larger than the position limit. size={size}"
-        ));
-    }
-    let read = |suffix: &str| {
-        fs::read(path.with_extension(suffix)).map_err(|e| format!("{suffix} file unreadable: {e}"))
-    };
-    let offset_index =
-        OffsetIndex::decode(base_offset, &read(INDEX_SUFFIX)?).map_err(|e| e.to_string())?;
-    let time_index =
-        TimeIndex::decode(base_offset, &read(TIME_INDEX_SUFFIX)?).map_err(|e| e.to_string())?;
-    offset_index
-        .check_bounds(size, next_base)
-        .map_err(|e| e.to_string())?;
-    let (mut max_timestamp, mut offset_of_max_timestamp) =
-        time_index.last().unwrap_or((NO_TIMESTAMP, -1));
-    let (walk_offset, walk_start) = offset_index
-        .last()
-        .map_or((base_offset, 0), |(o, p)| (o, u64::from(p)));
-    let next_offset = match next_base {
-        Some(next) => next,
-        None => {
-            let mut walker = HeaderWalker::new(&file, &path, walk_start, size);
-            let mut next = walk_offset;
-            while let Some((_, header)) = walker.next_header().map_err(|e| e.to_string())? {
-                if header.base_offset != next {
-                    return Err(format!(
-                        "batch offset is not contiguous. base_offset={}, expected={next}",
-                        header.base_offset
-                    ));
-                }
-                if header.max_timestamp > max_timestamp {
-                    max_timestamp = header.max_timestamp;
-                    offset_of_max_timestamp = header.base_offset;
-                }
-                next = header.next_offset();
-            }
-            next
-        }
-    };
-    time_index
-        .check_bounds(next_offset)
-        .map_err(|e| e.to_string())?;
-    let state = SegmentState {
-        base_offset,
-        next_offset,
-        size,
-        max_timestamp,
-        offset_of_max_timestamp,
-        bytes_since_index_entry: size - walk_start,
-        offset_index,
-        time_index,
-    };
-    Ok(LoadedSegment { path, file, state })
-}
-
 /// pwritev(2) of `parts` at `offset` until all is written: the bytes go
 /// from where they are to the page cache, with no copy in between. At most
 /// IOV_MAX (1024) slices per call.
@@ -984,169 +822,4 @@ fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> io::R
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::batch::{assign_offsets, build_batch, validate_batches};
-    use super::*;
-
-    fn batch_at(offset: i64, ts: i64, value_len: usize) -> (Vec<u8>, BatchHeader) {
-        let value = vec![b'x'; value_len];
-        let mut batch = build_batch(&[
-            (None, Some(value.as_slice()), ts),
-            (None, Some(b"y".as_slice()), ts - 1),
-        ]);
-        let headers = validate_batches(&batch, usize::MAX).unwrap();
-        assign_offsets(&mut batch, &headers, offset, 0, None);
-        let header = BatchHeader::parse(&batch).unwrap();
-        (batch, header)
-    }
-
-    #[test]
-    fn vectored_write_covers_more_slices_than_one_call_takes() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(true)
-            .open(dir.path().join("v"))
-            .unwrap();
-        // 3000 slices of 1..=7 bytes (some empty), more than IOV_MAX.
-        let owned: Vec<Vec<u8>> = (0..3000u32)
-            .map(|i| vec![(i % 251) as u8; (i % 8) as usize])
-            .collect();
-        let parts: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-        write_all_vectored_at(&file, &parts, 5).unwrap();
-        let mut back = vec![0u8; parts.iter().map(|p| p.len()).sum::<usize>() + 5];
-        file.read_exact_at(&mut back, 0).unwrap();
-        assert_eq!(&back[..5], &[0u8; 5]);
-        assert_eq!(back[5..], parts.concat()[..]);
-    }
-
-    fn filled(dir: &Path, base: i64, batches: usize, interval: u32) -> ActiveSegment {
-        let mut segment = ActiveSegment::create(dir, base).unwrap();
-        let mut offset = base;
-        let config = LogConfig {
-            index_interval_bytes: interval,
-            ..LogConfig::default()
-        };
-        for i in 0..batches {
-            let (batch, header) = batch_at(offset, 1_000 + i as i64, 100);
-            segment.append(&[&batch], &[header], 0, &config).unwrap();
-            offset = header.next_offset();
-        }
-        segment
-    }
-
-    #[test]
-    fn file_names() {
-        assert_eq!(file_name(1200, LOG_SUFFIX), "00000000000000001200.log");
-        assert_eq!(
-            parse_file_name("00000000000000001200.log", LOG_SUFFIX),
-            Some(1200)
-        );
-        assert_eq!(parse_file_name("0000000000000001200.log", LOG_SUFFIX), None);
-        assert_eq!(
-            parse_file_name("00000000000000001200.index", LOG_SUFFIX),
-            None
-        );
-        assert_eq!(
-            parse_file_name("0000000000000000120x.log", LOG_SUFFIX),
-            None
-        );
-    }
-
-    #[test]
-    fn append_indexes_and_finds_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let segment = filled(dir.path(), 50, 40, 500);
-        let core = segment.core();
-        assert_eq!(core.next_offset(), 50 + 80);
-        assert!(core.state.offset_index.len() > 3);
-        for offset in 50..130 {
-            let (_, header) = core.find_batch(offset).unwrap().unwrap();
-            assert!(header.base_offset <= offset && offset <= header.last_offset());
-        }
-        assert!(core.find_batch(130).unwrap().is_none());
-        // Time index: strictly increasing max timestamps at index points.
-        assert_eq!(core.state.max_timestamp(), Some((1_039, 128)));
-        assert_eq!(core.find_timestamp(1_010, 0).unwrap(), Some((70, 1_010)));
-        assert_eq!(core.find_timestamp(0, 0).unwrap(), Some((50, 1_000)));
-        assert_eq!(core.find_timestamp(0, 61).unwrap(), Some((61, 1_005)));
-        assert_eq!(core.find_timestamp(1_040, 0).unwrap(), None);
-    }
-
-    #[test]
-    fn read_respects_limits() {
-        let dir = tempfile::tempdir().unwrap();
-        let segment = filled(dir.path(), 0, 10, 0);
-        let core = segment.core();
-        let one = core.find_batch(0).unwrap().unwrap().1.total_len();
-        let all = core.read(0, usize::MAX, i64::MAX).unwrap().unwrap();
-        assert_eq!(all.len(), 10 * one);
-        let two = core.read(3, 2 * one + 5, i64::MAX).unwrap().unwrap();
-        assert_eq!(two.len(), 2 * one);
-        assert_eq!(BatchHeader::parse(&two).unwrap().base_offset, 2);
-        let kip74 = core.read(0, 1, i64::MAX).unwrap().unwrap();
-        assert_eq!(kip74.len(), one);
-        let hwm = core.read(0, usize::MAX, 6).unwrap().unwrap();
-        assert_eq!(hwm.len(), 3 * one);
-        let empty = core.read(6, usize::MAX, 6).unwrap().unwrap();
-        assert!(empty.is_empty());
-        assert!(core.read(20, usize::MAX, i64::MAX).unwrap().is_none());
-    }
-
-    #[test]
-    fn truncate_recomputes_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut segment = filled(dir.path(), 0, 30, 300);
-        assert_eq!(segment.truncate_to(21).unwrap(), 20);
-        let state = &segment.core().state;
-        assert_eq!(state.next_offset, 20);
-        assert_eq!(state.max_timestamp(), Some((1_009, 18)));
-        let size = state.size;
-        assert_eq!(segment.core().file().metadata().unwrap().len(), size);
-        let (loaded, damage) = scan(dir.path(), 0, 300).unwrap();
-        assert!(damage.is_none());
-        assert_eq!(loaded.state.offset_index, state.offset_index);
-        assert_eq!(loaded.state.max_timestamp(), state.max_timestamp());
-        assert_eq!(segment.truncate_to(0).unwrap(), 0);
-        assert!(segment.core().state.is_empty());
-        assert_eq!(segment.core().state.max_timestamp(), None);
-    }
-
-    #[test]
-    fn seal_writes_indexes_that_load_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut segment = filled(dir.path(), 10, 25, 256);
-        segment.prepare_seal().unwrap();
-        let expected = segment.core().state.clone();
-        let sealed = segment.into_sealed();
-        let loaded = load_with_indexes(dir.path(), 10, Some(expected.next_offset)).unwrap();
-        assert_eq!(loaded.state.offset_index, expected.offset_index);
-        assert_eq!(loaded.state.time_index, expected.time_index);
-        assert_eq!(loaded.state.max_timestamp(), expected.max_timestamp());
-        let tail = load_with_indexes(dir.path(), 10, None).unwrap();
-        assert_eq!(tail.state.next_offset, expected.next_offset);
-        assert_eq!(tail.state.size, expected.size);
-        assert!(sealed.retention_timestamp().is_some());
-        assert!(load_with_indexes(dir.path(), 10, Some(20)).is_err());
-        sealed.delete().unwrap();
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn scan_reports_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        let segment = filled(dir.path(), 0, 5, 4096);
-        let size = segment.core().size();
-        let path = dir.path().join(file_name(0, LOG_SUFFIX));
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.set_len(size - 3).unwrap();
-        let (loaded, damage) = scan(dir.path(), 0, 4096).unwrap();
-        let damage = damage.unwrap();
-        assert_eq!(loaded.state.next_offset, 8);
-        assert_eq!(damage.offset, 8);
-        assert_eq!(damage.position, loaded.state.size);
-        assert!(damage.reason.contains("incomplete"), "{}", damage.reason);
-    }
-}
+mod tests;
