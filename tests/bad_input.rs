@@ -335,7 +335,10 @@ fn unknown_topic_without_auto_create() {
 /// nothing acknowledged is lost, and after a restart with room it goes on.
 #[test]
 fn a_full_disk_fails_produce_cleanly_and_loses_nothing() {
-    let mut broker = Broker::builder().file_size_limit_kib(1024).start();
+    let mut broker = Broker::builder()
+        .file_size_limit_kib(1024)
+        .expect_error("append failed")
+        .start();
     let bootstrap = broker.bootstrap();
     let topic = common::topic_name("diskfull");
     clients::create_topic(&bootstrap, &topic, 1, &[("remote.storage.enable", "false")]);
@@ -656,7 +659,13 @@ fn client_caused_log_lines_are_rate_limited() {
 fn the_metadata_quorum_survives_running_out_of_descriptors() {
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
-    let broker = Broker::builder().open_files_limit(256).start();
+    // The raft core's write fails (EMFILE), openraft reports it on each of
+    // its channels, and the broker restarts the core.
+    let broker = Broker::builder()
+        .open_files_limit(256)
+        .expect_error("Too many open files")
+        .expect_error("with_raft_state: rx recv error")
+        .start();
     let ready = |b: &Broker| b.admin_get("/ready").0 == 200;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !ready(&broker) {
@@ -790,6 +799,8 @@ fn a_broker_starts_read_only_on_a_full_disk() {
 
     // The same address (as a deployment has): nothing to register anew.
     let mut again = start(&broker.bootstrap());
+    again.expect_error("the partition is read-only until a restart");
+    again.expect_error("append failed");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         assert!(again.is_running(), "stopped: {}", again.log_tail());

@@ -170,6 +170,7 @@ fn lost_or_damaged_manifest_never_loses_the_tier_and_repair_restores_it() {
             _ => std::fs::write(&manifest, &good[..good.len() / 2]).expect("truncate"),
         }
         let mut broker = tiered_broker(Some(&data), &url);
+        broker.expect_error("tier manifest unusable");
         let gauge = if damage == "delete" {
             "strata_tier_manifests_missing"
         } else {
@@ -251,6 +252,7 @@ fn a_segment_damaged_before_upload_is_refused_and_the_tier_stops_there() {
     let broker = Broker::builder()
         .data_dir(data.clone())
         .args(["--tier-interval-ms", "100", "--tier-url", url.as_str()])
+        .expect_error("segment refused for upload")
         .start();
     wait_until("the refusal", || {
         metric(&broker, "strata_tier_segments_refused_total") >= 1.0
@@ -379,7 +381,8 @@ fn the_broker_starts_and_serves_local_data_while_the_object_store_refuses() {
     let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
     let endpoint = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
-    let broker = s3_broker(&endpoint, "nowhere", &[]);
+    let mut broker = s3_broker(&endpoint, "nowhere", &[]);
+    broker.expect_error("tier is unusable");
     wait_until("ready", || broker.admin_get("/ready").0 == 200);
     let (status, body) = broker.admin_get("/ready");
     assert_eq!(status, 200, "{body}");

@@ -2,6 +2,11 @@
 //! on free ports, drive it with real clients (rdkafka, raw Kafka frames) and
 //! check its log.
 //!
+//! A broker that logged an ERROR line (or panicked) fails the test that
+//! started it when its handle is dropped, unless the test declared that
+//! error: [`BrokerBuilder::expect_error`] / [`Broker::expect_error`] for the
+//! lines containing a pattern, [`BrokerBuilder::expect_errors`] for any.
+//!
 //! Each test file does `mod common;` and uses the parts it needs.
 
 #![allow(dead_code)]
@@ -45,6 +50,24 @@ pub struct BrokerBuilder {
     ulimits: Vec<String>,
     /// The Kafka listener address (default: a free port).
     listen: Option<String>,
+    /// ERROR lines the test provokes on purpose; see [`ExpectedErrors`].
+    expected_errors: ExpectedErrors,
+}
+
+/// The ERROR log lines a test provokes on purpose. Any other ERROR line
+/// fails the test when the [`Broker`] is dropped.
+#[derive(Default, Clone, Debug)]
+struct ExpectedErrors {
+    /// Every ERROR line is expected (fault injection whose messages vary).
+    any: bool,
+    /// ERROR lines containing one of these are expected.
+    containing: Vec<String>,
+}
+
+impl ExpectedErrors {
+    fn allows(&self, line: &str) -> bool {
+        self.any || self.containing.iter().any(|p| line.contains(p.as_str()))
+    }
 }
 
 impl BrokerBuilder {
@@ -96,6 +119,21 @@ impl BrokerBuilder {
         self
     }
 
+    /// The test provokes ERROR lines containing `pattern`: they do not fail
+    /// it. Repeatable.
+    pub fn expect_error(mut self, pattern: impl Into<String>) -> Self {
+        self.expected_errors.containing.push(pattern.into());
+        self
+    }
+
+    /// The test provokes ERROR lines of many kinds (fault injection): none
+    /// fails it. Prefer [`expect_error`](Self::expect_error) where the
+    /// lines are known.
+    pub fn expect_errors(mut self) -> Self {
+        self.expected_errors.any = true;
+        self
+    }
+
     /// Start the broker and wait until both listeners are bound.
     pub fn start(self) -> Broker {
         let work = tempfile::Builder::new()
@@ -125,8 +163,10 @@ impl BrokerBuilder {
 /// A running `strata serve` process.
 ///
 /// Its stdout and stderr are copied to `stdout.log` and `stderr.log` in the
-/// test's tempdir (appended across restarts). Dropping it kills the process;
-/// when the test is failing, the tail of both logs is printed first.
+/// test's tempdir (appended across restarts). Dropping it kills the process,
+/// then fails the test if the logs hold an ERROR line the test did not
+/// expect; when the test is failing, the tail of both logs is printed and
+/// the tempdir kept.
 pub struct Broker {
     child: Option<Child>,
     work: Option<TempDir>,
@@ -420,16 +460,31 @@ impl Broker {
             .collect()
     }
 
-    /// STYLE.md: a test fails on an unexpected ERROR log line.
+    /// The test provokes ERROR lines containing `pattern` from here on (or
+    /// did already): they do not fail it. Repeatable.
+    pub fn expect_error(&mut self, pattern: impl Into<String>) {
+        self.opts.expected_errors.containing.push(pattern.into());
+    }
+
+    /// ERROR lines the test did not declare with `expect_error(s)`.
+    pub fn unexpected_error_lines(&self) -> Vec<String> {
+        self.error_log_lines()
+            .into_iter()
+            .filter(|l| !self.opts.expected_errors.allows(l))
+            .collect()
+    }
+
+    /// STYLE.md: a test fails on an unexpected ERROR log line. Dropping the
+    /// broker checks this too; call it to check at a point of the test.
     pub fn assert_no_error_logs(&self) {
         self.assert_no_error_logs_except(&[]);
     }
 
     /// Like [`assert_no_error_logs`](Self::assert_no_error_logs), ignoring
-    /// lines that contain one of `allowed`.
+    /// lines that contain one of `allowed` too.
     pub fn assert_no_error_logs_except(&self, allowed: &[&str]) {
         let bad: Vec<String> = self
-            .error_log_lines()
+            .unexpected_error_lines()
             .into_iter()
             .filter(|l| !allowed.iter().any(|a| l.contains(a)))
             .collect();
@@ -484,18 +539,33 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let failing = thread::panicking();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
         self.join_stdout();
-        if failing {
+        // A panic while unwinding aborts the process: report the test's own
+        // failure and leave the log check to the tests that pass.
+        let failing = thread::panicking();
+        let unexpected = if failing {
+            Vec::new()
+        } else {
+            self.unexpected_error_lines()
+        };
+        if failing || !unexpected.is_empty() {
             eprintln!("{}", self.log_tail());
             if let Some(work) = self.work.take() {
                 let kept = work.keep();
                 eprintln!("strata-it: kept broker files in {}", kept.display());
             }
+        }
+        if !unexpected.is_empty() {
+            panic!(
+                "broker logged {} unexpected ERROR line(s) (declare the ones the test provokes with \
+                 expect_error):\n{}",
+                unexpected.len(),
+                unexpected.join("\n")
+            );
         }
     }
 }
