@@ -16,12 +16,12 @@
 //! [`Metadata::subscribe`] yields the last applied log index for watchers.
 //!
 //! A single node is a one-voter raft cluster from day one: [`Metadata::open`]
-//! on an empty directory initializes a membership holding only this node, so
-//! more controllers join through a membership change, not a rewrite. The one
-//! missing piece for that is the controller transport: the raft network
-//! (`network.rs`) answers every RPC with `Unreachable`. A one-voter cluster
-//! never sends an RPC, so nothing calls it today; a second controller plugs
-//! its RPC client in there (and its server on the controller listener).
+//! on an empty directory initializes a membership holding only this node.
+//! Several voters ([`Metadata::open_quorum`] with [`Quorum::Voters`]) talk
+//! over the controller transport (`network.rs`: raft RPCs as length-framed
+//! JSON on the controller listener); each voter initializes a new cluster
+//! with the same membership, and a proposal made on a node that does not
+//! lead is forwarded to the leader.
 //!
 //! Files in the metadata directory (all records CRC-32C framed JSON, each file
 //! with a `version` field; see `store.rs`): `raft.log` (log entries), `vote`,
@@ -30,7 +30,7 @@
 //! # Consistency
 //!
 //! [`Metadata::propose`] returns once the command is committed by a quorum
-//! (this node) and applied; the returned [`CommandResult`] is the one every
+//! of voters and applied on this node; the returned [`CommandResult`] is the one every
 //! replica computes. A [`Metadata::view`] taken after `propose` returns
 //! includes the command. Views are immutable snapshots: a reader sees either
 //! all of an applied batch or none of it. `controller_id` in the view is the
@@ -285,8 +285,15 @@ pub enum MetadataError {
         "timed out waiting to become metadata leader. node_id={node_id}, waited_ms={waited_ms}"
     )]
     LeaderTimeout { node_id: NodeId, waited_ms: u128 },
-    #[error("no controller transport to reach a peer. target={target}, addr={addr}")]
-    NoTransport { target: NodeId, addr: String },
+    #[error("controller peer unreachable. target={target}, addr={addr}")]
+    Unreachable {
+        target: NodeId,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no metadata leader is known. node_id={node_id}")]
+    NoLeader { node_id: NodeId },
     #[error("metadata is shut down")]
     ShutDown,
     #[error("metadata raft failed. op={op}")]
@@ -326,12 +333,20 @@ impl Default for Tuning {
 }
 
 impl Tuning {
-    fn raft_config(&self) -> Result<Config, MetadataError> {
+    /// openraft's config. Several voters exchange heartbeats over the
+    /// network and may share a busy machine with their broker: they wait
+    /// longer before calling an election than a voter alone.
+    fn raft_config(&self, several_voters: bool) -> Result<Config, MetadataError> {
+        let (heartbeat, election_min, election_max) = if several_voters {
+            (200, 1000, 2000)
+        } else {
+            (50, 150, 300)
+        };
         Config {
             cluster_name: "strata".to_string(),
-            heartbeat_interval: 50,
-            election_timeout_min: 150,
-            election_timeout_max: 300,
+            heartbeat_interval: heartbeat,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs_in_snapshot,
             // Purging rewrites the log file: do it in batches.
@@ -408,8 +423,8 @@ impl Publisher {
 pub struct Metadata {
     node_id: NodeId,
     /// The running raft; replaced by [`Metadata::recover`] when its core
-    /// stopped on an error.
-    raft: ArcSwap<Raft<TypeConfig>>,
+    /// stopped on an error (the controller listener shares it).
+    raft: Arc<ArcSwap<Raft<TypeConfig>>>,
     publisher: Arc<Publisher>,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -426,8 +441,28 @@ struct Reopen {
     dir: PathBuf,
     broker_id: i32,
     raft_addr: String,
+    /// The voters by node id and controller address; `None`: this node
+    /// alone.
+    voters: Option<BTreeMap<NodeId, String>>,
     config: Arc<Config>,
 }
+
+/// Who votes on the metadata.
+pub enum Quorum {
+    /// This node alone (a one-voter cluster); `raft_addr` is recorded as
+    /// its address in the membership.
+    Alone { raft_addr: String },
+    /// Several voters, by node id and controller address (Kafka's
+    /// `controller.quorum.voters`); this node, one of them, serves the
+    /// controller transport on `listener`.
+    Voters {
+        voters: BTreeMap<NodeId, String>,
+        listener: tokio::net::TcpListener,
+    },
+}
+
+/// How often a node waiting for a metadata leader says so.
+const WAIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// How often the health watch checks that the raft core runs, and waits
 /// between restarts that fail.
@@ -446,25 +481,51 @@ impl Metadata {
         node_id: NodeId,
         raft_addr: String,
     ) -> Result<Metadata, MetadataError> {
-        Metadata::open_with(dir, node_id, raft_addr, Tuning::default()).await
+        Metadata::open_with(dir, node_id, Quorum::Alone { raft_addr }, Tuning::default()).await
+    }
+
+    /// Opens (or creates) the metadata store in `dir` as one voter of
+    /// `quorum`. With several voters, it serves the controller transport
+    /// first, initializes a new cluster with every voter (each voter does,
+    /// with the same membership), and returns once a leader is known and
+    /// this node has applied the cluster id, waiting as long as it takes
+    /// for a quorum of voters to start.
+    pub async fn open_quorum(
+        dir: &Path,
+        node_id: NodeId,
+        quorum: Quorum,
+    ) -> Result<Metadata, MetadataError> {
+        Metadata::open_with(dir, node_id, quorum, Tuning::default()).await
     }
 
     pub(crate) async fn open_with(
         dir: &Path,
         node_id: NodeId,
-        raft_addr: String,
+        quorum: Quorum,
         tuning: Tuning,
     ) -> Result<Metadata, MetadataError> {
         let broker_id =
             i32::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
-        let config = Arc::new(tuning.raft_config()?);
+        let (raft_addr, voters, listener) = match quorum {
+            Quorum::Alone { raft_addr } => (raft_addr, None, None),
+            Quorum::Voters { voters, listener } => {
+                let Some(addr) = voters.get(&node_id).cloned() else {
+                    return Err(MetadataError::NotAVoter {
+                        node_id,
+                        voters: voters.keys().copied().collect(),
+                    });
+                };
+                (addr, Some(voters), Some(listener))
+            }
+        };
+        let config = Arc::new(tuning.raft_config(voters.is_some())?);
         let publisher = Arc::new(Publisher::new());
         let (raft, store_released) =
             open_raft(dir, node_id, Arc::clone(&config), Arc::clone(&publisher)).await?;
 
         let metadata = Metadata {
             node_id,
-            raft: ArcSwap::from_pointee(raft),
+            raft: Arc::new(ArcSwap::from_pointee(raft)),
             publisher,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -473,10 +534,19 @@ impl Metadata {
                 dir: dir.to_path_buf(),
                 broker_id,
                 raft_addr: raft_addr.clone(),
+                voters,
                 config,
             },
             restart: tokio::sync::Mutex::new(()),
         };
+        if let Some(listener) = listener {
+            let handler = Arc::new(Controller {
+                raft: Arc::clone(&metadata.raft),
+            });
+            metadata
+                .tasks
+                .spawn(network::serve(listener, handler, metadata.cancel.clone()));
+        }
         match metadata.start(broker_id, raft_addr).await {
             Ok(()) => Ok(metadata),
             Err(e) => {
@@ -552,8 +622,12 @@ impl Metadata {
     }
 
     /// Initializes (first start) or elects (restart) this node, waits until
-    /// it leads and has applied the log, then makes sure a cluster id exists.
+    /// a leader is known and this node has applied the log, then makes sure
+    /// a cluster id exists.
     async fn start(&self, broker_id: i32, raft_addr: String) -> Result<(), MetadataError> {
+        if self.reopen.voters.is_some() {
+            return self.start_in_quorum().await;
+        }
         let node_id = self.node_id;
         let raft = self.raft();
         let initialized = raft
@@ -606,6 +680,65 @@ impl Metadata {
         Ok(())
     }
 
+    /// [`Metadata::start`] with several voters: a new cluster is
+    /// initialized with all of them (every voter proposes the same
+    /// membership; one that another voter reached first is already
+    /// initialized), then the node waits for a leader, however long the
+    /// other voters take to start, and applies the cluster id through the
+    /// leader (a no-op once one is set).
+    async fn start_in_quorum(&self) -> Result<(), MetadataError> {
+        let node_id = self.node_id;
+        let raft = self.raft();
+        let voters = self.reopen.voters.clone().unwrap_or_default();
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(MetadataError::raft("check initialized"))?;
+        if !initialized {
+            tracing::info!(node_id, voters = ?voters, "initializing a new metadata quorum");
+            let members: BTreeMap<NodeId, BasicNode> = voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => {}
+                // Another voter's entries arrived first: initialized already.
+                Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(MetadataError::raft("initialize")(e)),
+            }
+        }
+        self.spawn_leader_watcher();
+        loop {
+            let waited = raft
+                .wait(Some(WAIT_LOG_EVERY))
+                .metrics(|m| m.current_leader.is_some(), "metadata leader")
+                .await;
+            match waited {
+                Ok(_) => break,
+                Err(openraft::metrics::WaitError::Timeout(..)) => {
+                    tracing::warn!(node_id, voters = ?voters, "no metadata leader yet; waiting for a quorum of voters");
+                }
+                Err(e) => return Err(MetadataError::raft("wait for a leader")(e)),
+            }
+        }
+        loop {
+            match self
+                .propose(Command::InitCluster {
+                    cluster_id: new_cluster_id(),
+                })
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(node_id, error = %e, "cannot reach the metadata leader yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        tracing::info!(node_id, cluster_id = %self.view().cluster_id, "joined the metadata quorum");
+        Ok(())
+    }
+
     /// Keeps `controller_id` in published views equal to the raft leader.
     fn spawn_leader_watcher(&self) {
         let mut metrics = self.raft().metrics();
@@ -624,25 +757,101 @@ impl Metadata {
         });
     }
 
-    /// Proposes `cmd`; returns its result once it is committed and applied.
+    /// Proposes `cmd`; returns its result once it is committed and applied
+    /// here. With several voters a node that does not lead forwards the
+    /// command to the leader and waits until it has applied it itself, so a
+    /// view taken afterwards includes it. A refusal (the leader moved) is
+    /// tried again for up to [`network::PROPOSE_TIMEOUT`]; a leader that
+    /// cannot be reached is an error, as the command may have committed.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, MetadataError> {
-        let result = match self.raft().client_write(cmd.clone()).await {
-            // The core stopped on an error: restart it and try once more.
-            Err(RaftError::Fatal(openraft::error::Fatal::StorageError(_)))
-                if Box::pin(self.recover()).await.is_ok() =>
-            {
-                self.raft().client_write(cmd).await
+        let deadline = tokio::time::Instant::now() + network::PROPOSE_TIMEOUT;
+        loop {
+            let result = match self.raft().client_write(cmd.clone()).await {
+                // The core stopped on an error: restart it and try once more.
+                Err(RaftError::Fatal(openraft::error::Fatal::StorageError(_)))
+                    if Box::pin(self.recover()).await.is_ok() =>
+                {
+                    self.raft().client_write(cmd.clone()).await
+                }
+                r => r,
+            };
+            let refused = match result {
+                Ok(response) => return Ok(response.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                    if self.reopen.voters.is_some() =>
+                {
+                    match (f.leader_id, f.leader_node) {
+                        (Some(leader), Some(node)) => {
+                            match self.forward(leader, node.addr, &cmd).await? {
+                                Ok((index, result)) => {
+                                    self.wait_applied(index).await?;
+                                    return Ok(result);
+                                }
+                                Err(refused) => refused.to_string(),
+                            }
+                        }
+                        _ => "no leader known".to_string(),
+                    }
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    return Err(MetadataError::NotLeader {
+                        leader: f.leader_id,
+                    })
+                }
+                Err(e) => return Err(MetadataError::raft("propose")(e)),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(node_id = self.node_id, why = %refused, "proposal not committed in time");
+                return Err(MetadataError::NoLeader {
+                    node_id: self.node_id,
+                });
             }
-            r => r,
-        };
-        match result {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(MetadataError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Err(e) => Err(MetadataError::raft("propose")(e)),
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends `cmd` to the leader `leader` at `addr` to commit.
+    async fn forward(
+        &self,
+        leader: NodeId,
+        addr: String,
+        cmd: &Command,
+    ) -> Result<Result<(u64, CommandResult), network::ProposeRefused>, MetadataError> {
+        let mut peer = network::Peer::new(leader, addr);
+        // Not connected: nothing was sent, so it is safe to try again (a
+        // leader that just stopped, before the others elect a new one).
+        if let Err(e) = peer.connect().await {
+            return Ok(Err(network::ProposeRefused {
+                leader: Some(leader),
+                message: e.to_string(),
+            }));
+        }
+        match peer
+            .call(
+                &network::Request::Propose(cmd.clone()),
+                network::PROPOSE_TIMEOUT,
+            )
+            .await?
+        {
+            network::Response::Propose(r) => Ok(r),
+            other => Err(MetadataError::Raft {
+                op: "forward proposal",
+                source: format!("unexpected answer: {other:?}").into(),
+            }),
+        }
+    }
+
+    /// Waits until this node has applied the log up to `index`.
+    async fn wait_applied(&self, index: u64) -> Result<(), MetadataError> {
+        let mut applied = self.publisher.applied.subscribe();
+        let waited =
+            tokio::time::timeout(network::PROPOSE_TIMEOUT, applied.wait_for(|a| *a >= index)).await;
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(MetadataError::ShutDown),
+            Err(_) => Err(MetadataError::NoLeader {
+                node_id: self.node_id,
+            }),
         }
     }
 
@@ -677,6 +886,33 @@ impl Metadata {
             );
         }
         Ok(())
+    }
+}
+
+/// The controller listener's view of this node: the running raft.
+struct Controller {
+    raft: Arc<ArcSwap<Raft<TypeConfig>>>,
+}
+
+impl network::Handler for Controller {
+    fn raft(&self) -> Arc<Raft<TypeConfig>> {
+        self.raft.load_full()
+    }
+
+    async fn propose(&self, cmd: Command) -> Result<(u64, CommandResult), network::ProposeRefused> {
+        match self.raft.load_full().client_write(cmd).await {
+            Ok(r) => Ok((r.log_id.index, r.data)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(network::ProposeRefused {
+                    leader: f.leader_id,
+                    message: format!("not the metadata leader. leader={:?}", f.leader_id),
+                })
+            }
+            Err(e) => Err(network::ProposeRefused {
+                leader: None,
+                message: e.to_string(),
+            }),
+        }
     }
 }
 

@@ -153,9 +153,16 @@ async fn restart_from_snapshot_and_purged_log() {
         snapshot_every: 5,
         keep_logs_in_snapshot: 2,
     };
-    let md = Metadata::open_with(dir.path(), 1, ADDR.to_string(), tuning.clone())
-        .await
-        .expect("open");
+    let md = Metadata::open_with(
+        dir.path(),
+        1,
+        Quorum::Alone {
+            raft_addr: ADDR.to_string(),
+        },
+        tuning.clone(),
+    )
+    .await
+    .expect("open");
     assert_eq!(
         md.propose(broker(1)).await.expect("register"),
         CommandResult::Ok
@@ -185,9 +192,16 @@ async fn restart_from_snapshot_and_purged_log() {
     md.shutdown().await.expect("shutdown");
     assert!(dir.path().join("snapshot").exists());
 
-    let md = Metadata::open_with(dir.path(), 1, ADDR.to_string(), tuning)
-        .await
-        .expect("reopen");
+    let md = Metadata::open_with(
+        dir.path(),
+        1,
+        Quorum::Alone {
+            raft_addr: ADDR.to_string(),
+        },
+        tuning,
+    )
+    .await
+    .expect("reopen");
     let after = md.view();
     assert_eq!(after.cluster_id, before.cluster_id);
     assert_eq!(after.topics, before.topics);
@@ -276,4 +290,137 @@ fn cluster_ids_look_like_kafka_uuids() {
     assert_eq!(base64url(b"fooba"), "Zm9vYmE");
     assert_eq!(base64url(b"foob"), "Zm9vYg");
     assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+}
+
+/// Three voters in one process, each on its own controller listener.
+struct Quorum3 {
+    dirs: Vec<tempfile::TempDir>,
+    addrs: BTreeMap<NodeId, String>,
+}
+
+impl Quorum3 {
+    async fn new() -> (Quorum3, Vec<tokio::net::TcpListener>) {
+        let mut listeners = Vec::new();
+        let mut addrs = BTreeMap::new();
+        for id in 1..=3u64 {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.insert(id, l.local_addr().unwrap().to_string());
+            listeners.push(l);
+        }
+        let dirs = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        (Quorum3 { dirs, addrs }, listeners)
+    }
+
+    async fn open(&self, id: NodeId, listener: tokio::net::TcpListener) -> Metadata {
+        let quorum = super::Quorum::Voters {
+            voters: self.addrs.clone(),
+            listener,
+        };
+        Metadata::open_quorum(self.dirs[(id - 1) as usize].path(), id, quorum)
+            .await
+            .expect("open in quorum")
+    }
+}
+
+fn leader_of(nodes: &[&Metadata]) -> i32 {
+    nodes
+        .iter()
+        .map(|m| m.view().controller_id)
+        .max()
+        .unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_voters_agree_forward_proposals_and_survive_the_loss_of_the_leader() {
+    let (q, listeners) = Quorum3::new().await;
+    let mut listeners = listeners.into_iter();
+    let (a, b, c) = tokio::join!(
+        q.open(1, listeners.next().unwrap()),
+        q.open(2, listeners.next().unwrap()),
+        q.open(3, listeners.next().unwrap()),
+    );
+    let id = a.view().cluster_id.clone();
+    assert!(!id.is_empty());
+    assert_eq!(b.view().cluster_id, id);
+    assert_eq!(c.view().cluster_id, id);
+
+    // Every node takes proposals: followers forward them, and each sees
+    // its own change in its view as soon as propose returns.
+    for (i, m) in [&a, &b, &c].into_iter().enumerate() {
+        let node = i32::try_from(i).unwrap() + 1;
+        assert_eq!(
+            m.propose(broker(node)).await.expect("register"),
+            CommandResult::Ok
+        );
+        assert!(m.view().brokers.contains_key(&node), "node {node}");
+    }
+    let topic = Uuid::new_v4();
+    assert_eq!(
+        b.propose(create("t", topic, 3, &[])).await.unwrap(),
+        CommandResult::Ok
+    );
+    assert!(b.view().topic("t").is_some());
+
+    // The leader stops; the two left elect one of themselves and commit.
+    let leader = leader_of(&[&a, &b, &c]);
+    assert!((1..=3).contains(&leader), "{leader}");
+    let (stopped, rest): (Vec<_>, Vec<_>) = [a, b, c]
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| *i as i32 + 1 == leader);
+    let (_, old) = stopped.into_iter().next().unwrap();
+    old.shutdown().await.expect("shutdown");
+    let rest: Vec<Metadata> = rest.into_iter().map(|(_, m)| m).collect();
+    let created = rest[0]
+        .propose(create("after", Uuid::new_v4(), 1, &[]))
+        .await
+        .expect("a quorum of two commits");
+    assert_eq!(created, CommandResult::Ok);
+    for m in &rest {
+        // Applied everywhere eventually; the proposer at once.
+        let mut watch = m.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            watch.wait_for(|_| m.view().topic("after").is_some()),
+        )
+        .await
+        .expect("applied")
+        .expect("watch");
+        assert_ne!(m.view().controller_id, leader);
+    }
+
+    // The old leader comes back on its address and catches up.
+    let listener = tokio::net::TcpListener::bind(&q.addrs[&(leader as u64)])
+        .await
+        .unwrap();
+    let back = q.open(leader as u64, listener).await;
+    let mut watch = back.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        watch.wait_for(|_| back.view().topic("after").is_some()),
+    )
+    .await
+    .expect("caught up")
+    .expect("watch");
+    assert_eq!(back.view().cluster_id, id);
+    for m in rest.iter().chain([&back]) {
+        m.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test]
+async fn a_node_outside_the_voters_is_refused() {
+    let (q, mut listeners) = Quorum3::new().await;
+    let quorum = super::Quorum::Voters {
+        voters: q.addrs.clone(),
+        listener: listeners.remove(0),
+    };
+    let err = Metadata::open_quorum(q.dirs[0].path(), 7, quorum)
+        .await
+        .err()
+        .expect("not a voter");
+    assert!(
+        matches!(err, MetadataError::NotAVoter { node_id: 7, .. }),
+        "{err}"
+    );
 }
