@@ -100,14 +100,14 @@ impl BrokerBuilder {
         self
     }
 
-    /// Run the broker under `ulimit -f` (largest file it may write, KiB):
-    /// writes past it fail as on a full disk.
     /// Open files the broker may hold (`ulimit -n`).
     pub fn open_files_limit(mut self, n: u64) -> Self {
         self.ulimits.push(format!("-n {n}"));
         self
     }
 
+    /// Run the broker under `ulimit -f` (largest file it may write, KiB):
+    /// writes past it fail as on a full disk.
     pub fn file_size_limit_kib(mut self, kib: u64) -> Self {
         self.ulimits.push(format!("-f {kib}"));
         self
