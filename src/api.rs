@@ -370,7 +370,7 @@ async fn dispatch(
             ResponseKind::InitProducerId(producer_id::handle(broker, r, v).await)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(group::find_coordinator(broker, r, v))
+            ResponseKind::FindCoordinator(group::find_coordinator(broker, r, v).await)
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(group::join_group(broker, header, r, v).await)

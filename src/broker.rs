@@ -56,6 +56,15 @@ pub enum BrokerError {
 
 type PartitionKey = (Uuid, i32);
 
+/// Why a partition is not served by this broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotServed {
+    /// The topic has no partition of that index.
+    UnknownPartition,
+    /// Another broker leads it, or this one has not opened it yet.
+    NotLeader,
+}
+
 /// The shared state every request handler sees.
 pub struct Broker {
     pub config: BrokerConfig,
@@ -144,6 +153,10 @@ impl Broker {
         *self.tier_down.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
 
+    /// This broker's id. Clients also get it as the controller's id: every
+    /// broker takes admin requests and forwards the metadata changes they
+    /// make to the quorum's leader (as KRaft brokers do), so the broker a
+    /// client asks is one it can send them to.
     pub fn node_id(&self) -> i32 {
         self.config.node_id
     }
@@ -169,6 +182,24 @@ impl Broker {
             .unwrap_or_else(|e| e.into_inner())
             .get(&(topic_id, index))
             .cloned()
+    }
+
+    /// The partition `index` of `topic` if this broker leads it and has it
+    /// open; else why not: the topic has no such partition, or another
+    /// broker leads it (or this one is still opening it).
+    pub fn leader_partition(
+        &self,
+        topic: &TopicInfo,
+        index: i32,
+    ) -> Result<Arc<Partition>, NotServed> {
+        let info = usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partitions.get(i))
+            .ok_or(NotServed::UnknownPartition)?;
+        if info.leader != self.node_id() {
+            return Err(NotServed::NotLeader);
+        }
+        self.partition(topic.id, index).ok_or(NotServed::NotLeader)
     }
 
     /// Every local replica.
@@ -202,6 +233,7 @@ impl Broker {
     /// Brings the local partitions in line with the metadata view.
     pub async fn reconcile(&self) -> Result<(), BrokerError> {
         let _guard = self.reconcile_lock.lock().await;
+        self.update_group_ownership();
         let view = self.view();
         let me = self.node_id();
         let mut wanted: HashMap<PartitionKey, (&TopicInfo, i32)> = HashMap::new();

@@ -76,6 +76,12 @@ pub struct ServeArgs {
     /// This broker's node id [default: 1]
     #[arg(long, env = "STRATA_NODE_ID")]
     pub node_id: Option<i32>,
+    /// Controller listener: where the metadata voters reach this node (needs --controller-quorum-voters)
+    #[arg(long, env = "STRATA_CONTROLLER_LISTEN")]
+    pub controller_listen: Option<String>,
+    /// The metadata voters as ID@HOST:PORT,... (Kafka's controller.quorum.voters); this node must be one of them [default: this node alone]
+    #[arg(long, env = "STRATA_CONTROLLER_QUORUM_VOTERS")]
+    pub controller_quorum_voters: Option<String>,
     /// Create topics on first use by Metadata/Produce (auto.create.topics.enable) [default: true]
     #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -254,6 +260,9 @@ pub struct BrokerConfig {
     pub advertised_listener: Option<(String, u16)>,
     pub admin_listen: SocketAddr,
     pub node_id: i32,
+    /// The controller listener and the voters by node id and address, when
+    /// the metadata quorum has several voters (`None`: this node alone).
+    pub controller: Option<ControllerQuorum>,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub socket_request_max_bytes: u32,
@@ -343,6 +352,11 @@ impl BrokerConfig {
         if node_id < 0 {
             return Err(ConfigError::invalid("node-id", node_id, "must be >= 0"));
         }
+        let controller = controller_quorum(
+            node_id,
+            a.controller_listen.as_deref(),
+            a.controller_quorum_voters.as_deref(),
+        )?;
         let num_partitions = at_least("num-partitions", a.num_partitions.unwrap_or(1), 1)?;
         let socket_request_max_bytes = at_least(
             "socket-request-max-bytes",
@@ -518,6 +532,7 @@ impl BrokerConfig {
             advertised_listener,
             admin_listen,
             node_id,
+            controller,
             auto_create_topics: a.auto_create_topics.unwrap_or(true),
             num_partitions,
             socket_request_max_bytes,
@@ -591,6 +606,10 @@ impl ServeArgs {
             advertised_listener: self.advertised_listener.or(file.advertised_listener),
             admin_listen: self.admin_listen.or(file.admin_listen),
             node_id: self.node_id.or(file.node_id),
+            controller_listen: self.controller_listen.or(file.controller_listen),
+            controller_quorum_voters: self
+                .controller_quorum_voters
+                .or(file.controller_quorum_voters),
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics),
             num_partitions: self.num_partitions.or(file.num_partitions),
             socket_request_max_bytes: self
@@ -666,6 +685,73 @@ impl ServeArgs {
             otlp_endpoint: self.otlp_endpoint.or(file.otlp_endpoint),
         }
     }
+}
+
+/// A metadata quorum of several voters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerQuorum {
+    /// Where this node serves the controller transport.
+    pub listen: SocketAddr,
+    /// Every voter's node id and controller address (this node's included).
+    pub voters: BTreeMap<i32, String>,
+}
+
+/// The quorum `--controller-listen` and `--controller-quorum-voters` name:
+/// none when neither is set; both or neither; voters as `ID@HOST:PORT`
+/// with distinct ids, this node among them.
+fn controller_quorum(
+    node_id: i32,
+    listen: Option<&str>,
+    voters: Option<&str>,
+) -> Result<Option<ControllerQuorum>, ConfigError> {
+    const VOTERS: &str = "controller-quorum-voters";
+    let (listen, voters) = match (listen, voters) {
+        (None, None) => return Ok(None),
+        (Some(l), None) => {
+            return Err(ConfigError::invalid(
+                "controller-listen",
+                l,
+                "needs --controller-quorum-voters",
+            ))
+        }
+        (None, Some(v)) => {
+            return Err(ConfigError::invalid(
+                VOTERS,
+                v,
+                "needs --controller-listen (where the other voters reach this node)",
+            ))
+        }
+        (Some(l), Some(v)) => (resolve_addr("controller-listen", l)?, v),
+    };
+    let mut parsed = BTreeMap::new();
+    for item in voters.split(',').map(str::trim) {
+        let (id, addr) = item
+            .split_once('@')
+            .ok_or_else(|| ConfigError::invalid(VOTERS, voters, "expected ID@HOST:PORT,..."))?;
+        let id: i32 =
+            id.parse().ok().filter(|id| *id >= 0).ok_or_else(|| {
+                ConfigError::invalid(VOTERS, voters, format!("bad node id {id:?}"))
+            })?;
+        let (host, port) = parse_host_port(VOTERS, addr)?;
+        if parsed.insert(id, format!("{host}:{port}")).is_some() {
+            return Err(ConfigError::invalid(
+                VOTERS,
+                voters,
+                format!("node id {id} appears twice"),
+            ));
+        }
+    }
+    if !parsed.contains_key(&node_id) {
+        return Err(ConfigError::invalid(
+            VOTERS,
+            voters,
+            format!("this node (node-id {node_id}) must be one of the voters"),
+        ));
+    }
+    Ok(Some(ControllerQuorum {
+        listen,
+        voters: parsed,
+    }))
 }
 
 /// `value` if it is at least `min`, else an error naming `key`.

@@ -279,6 +279,11 @@ pub enum MetadataError {
         node_id: NodeId,
         voters: Vec<NodeId>,
     },
+    #[error("the metadata directory belongs to another quorum of voters; changing the voters is not supported. stored={stored:?}, configured={configured:?}")]
+    VotersChanged {
+        stored: Vec<NodeId>,
+        configured: Vec<NodeId>,
+    },
     #[error("this node is not the metadata leader. leader={leader:?}")]
     NotLeader { leader: Option<NodeId> },
     #[error(
@@ -520,8 +525,18 @@ impl Metadata {
         };
         let config = Arc::new(tuning.raft_config(voters.is_some())?);
         let publisher = Arc::new(Publisher::new());
-        let (raft, store_released) =
-            open_raft(dir, node_id, Arc::clone(&config), Arc::clone(&publisher)).await?;
+        let expected: std::collections::BTreeSet<NodeId> = match &voters {
+            Some(v) => v.keys().copied().collect(),
+            None => [node_id].into(),
+        };
+        let (raft, store_released) = open_raft(
+            dir,
+            node_id,
+            &expected,
+            Arc::clone(&config),
+            Arc::clone(&publisher),
+        )
+        .await?;
 
         let metadata = Metadata {
             node_id,
@@ -591,9 +606,14 @@ impl Metadata {
             let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, released.recv()).await;
         }
         let r = &self.reopen;
+        let expected: std::collections::BTreeSet<NodeId> = match &r.voters {
+            Some(v) => v.keys().copied().collect(),
+            None => [self.node_id].into(),
+        };
         let (raft, released) = open_raft(
             &r.dir,
             self.node_id,
+            &expected,
             Arc::clone(&r.config),
             Arc::clone(&self.publisher),
         )
@@ -681,11 +701,11 @@ impl Metadata {
     }
 
     /// [`Metadata::start`] with several voters: a new cluster is
-    /// initialized with all of them (every voter proposes the same
-    /// membership; one that another voter reached first is already
-    /// initialized), then the node waits for a leader, however long the
-    /// other voters take to start, and applies the cluster id through the
-    /// leader (a no-op once one is set).
+    /// initialized by the voter with the lowest id, with every voter in its
+    /// membership (the others learn it from that voter's first entries),
+    /// then the node waits for a leader, however long the other voters
+    /// take to start, and applies the cluster id through the leader (a
+    /// no-op once one is set).
     async fn start_in_quorum(&self) -> Result<(), MetadataError> {
         let node_id = self.node_id;
         let raft = self.raft();
@@ -694,18 +714,16 @@ impl Metadata {
             .is_initialized()
             .await
             .map_err(MetadataError::raft("check initialized"))?;
-        if !initialized {
+        let first = voters.keys().next() == Some(&node_id);
+        if !initialized && first {
             tracing::info!(node_id, voters = ?voters, "initializing a new metadata quorum");
             let members: BTreeMap<NodeId, BasicNode> = voters
                 .iter()
                 .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
                 .collect();
-            match raft.initialize(members).await {
-                Ok(()) => {}
-                // Another voter's entries arrived first: initialized already.
-                Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(MetadataError::raft("initialize")(e)),
-            }
+            raft.initialize(members)
+                .await
+                .map_err(MetadataError::raft("initialize"))?;
         }
         self.spawn_leader_watcher();
         loop {
@@ -922,6 +940,7 @@ impl network::Handler for Controller {
 async fn open_raft(
     dir: &Path,
     node_id: NodeId,
+    expected_voters: &std::collections::BTreeSet<NodeId>,
     config: Arc<Config>,
     publisher: Arc<Publisher>,
 ) -> Result<(Raft<TypeConfig>, mpsc::Receiver<()>), MetadataError> {
@@ -932,6 +951,15 @@ async fn open_raft(
             return Err(MetadataError::NotAVoter {
                 node_id,
                 voters: voters.into_iter().collect(),
+            });
+        }
+        // A directory written by another quorum (a single node started
+        // with a voter list, or the reverse) would split the cluster in
+        // two histories or wait forever for voters it does not know.
+        if &voters != expected_voters {
+            return Err(MetadataError::VotersChanged {
+                stored: voters.into_iter().collect(),
+                configured: expected_voters.iter().copied().collect(),
             });
         }
     }

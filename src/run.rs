@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::metadata::{BrokerInfo, Command, Metadata};
+use crate::metadata::{BrokerInfo, Command, Metadata, Quorum};
 use crate::server;
 
 /// Runs a broker until SIGTERM or SIGINT.
@@ -99,10 +99,32 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         }
     };
 
-    let metadata = Metadata::open(
+    let quorum = match &config.controller {
+        None => Quorum::Alone {
+            raft_addr: kafka_addr.to_string(),
+        },
+        Some(c) => {
+            let listener = TcpListener::bind(c.listen).await.with_context(|| {
+                format!(
+                    "cannot bind controller listener. controller-listen={}",
+                    c.listen
+                )
+            })?;
+            tracing::info!(controller_addr = %c.listen, voters = ?c.voters, "serving the controller listener");
+            Quorum::Voters {
+                voters: c
+                    .voters
+                    .iter()
+                    .map(|(id, addr)| (*id as u64, addr.clone()))
+                    .collect(),
+                listener,
+            }
+        }
+    };
+    let metadata = Metadata::open_quorum(
         &config.data_dir.join("__cluster_metadata"),
         config.node_id as u64,
-        kafka_addr.to_string(),
+        quorum,
     )
     .await
     .context("cannot open cluster metadata")?;

@@ -41,15 +41,19 @@ impl Drop for TelemetryGuard {
 
 fn filter(config: &BrokerConfig) -> (EnvFilter, Option<String>) {
     // openraft logs every vote and commit at info; keep it to warnings
-    // unless the operator names it.
+    // unless the operator names it. Its core and replication log a voter
+    // they cannot reach, at every election and heartbeat, as an error; the controller transport says so
+    // itself, once in a while, as a warning (a voter down is a normal
+    // state of a cluster), and the metadata module logs a core that stops.
+    const QUIET: &str = "openraft=warn,openraft::core::raft_core=off,openraft::replication=off";
     let directive = if config.log_level.contains("openraft") {
         config.log_level.clone()
     } else {
-        format!("{},openraft=warn", config.log_level)
+        format!("{},{QUIET}", config.log_level)
     };
     match EnvFilter::try_new(&directive) {
         Ok(f) => (f, None),
-        Err(e) => (EnvFilter::new("info,openraft=warn"), Some(e.to_string())),
+        Err(e) => (EnvFilter::new(format!("info,{QUIET}")), Some(e.to_string())),
     }
 }
 

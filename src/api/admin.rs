@@ -138,12 +138,13 @@ pub fn check_new_topic(broker: &Broker, t: &NewTopic) -> Result<(), AdminError> 
             ),
         ));
     }
-    let brokers = broker.view().brokers.len().max(1) as i16;
-    if t.replication_factor < 1 || t.replication_factor > brokers {
+    // Each partition has one replica, its leader, until partitions are
+    // replicated between brokers.
+    if t.replication_factor != 1 {
         return Err(err(
             Code::InvalidReplicationFactor,
             format!(
-                "replication factor must be between 1 and the number of brokers ({brokers}). replication_factor={}",
+                "replication factor must be 1: partitions are not replicated between brokers. replication_factor={}",
                 t.replication_factor
             ),
         ));
@@ -338,6 +339,12 @@ pub async fn create_topics(
                 config_error.get_or_insert(err(
                     Code::InvalidReplicaAssignment,
                     format!("unknown broker in replica assignment. broker={}", bad.0),
+                ));
+            }
+            if known.brokers.len() > 1 {
+                config_error.get_or_insert(err(
+                    Code::InvalidReplicaAssignment,
+                    "explicit replica assignments are not taken in a cluster of several brokers; partitions are spread over the brokers",
                 ));
             }
             (ct.assignments.len() as i32, rf)
@@ -611,9 +618,13 @@ pub async fn delete_records(
             let mut r = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)
                 .with_low_watermark(-1);
-            match topic.and_then(|tp| broker.partition(tp.id, p.partition_index)) {
-                None => r.error_code = Code::UnknownTopicOrPartition.code(),
-                Some(part) => {
+            let served = match topic {
+                Some(tp) => broker.leader_partition(tp, p.partition_index),
+                None => Err(crate::broker::NotServed::UnknownPartition),
+            };
+            match served {
+                Err(why) => r.error_code = super::error::not_served_code(why),
+                Ok(part) => {
                     // The tier is written first; a hanging object store
                     // answers REQUEST_TIMED_OUT after the request's timeout.
                     let wait = std::time::Duration::from_millis(req.timeout_ms.max(1) as u64);

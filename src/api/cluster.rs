@@ -27,7 +27,7 @@ pub fn describe_cluster(
     let view = broker.view();
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(view.cluster_id.clone()))
-        .with_controller_id(BrokerId(view.controller_id))
+        .with_controller_id(BrokerId(broker.node_id()))
         .with_cluster_authorized_operations(super::metadata::authorized(
             req.include_cluster_authorized_operations,
             super::metadata::CLUSTER_AUTHORIZED_OPERATIONS,

@@ -65,3 +65,11 @@ pub fn leader_epoch_error(current: i32, actual: i32) -> Option<i16> {
         Some(Code::FencedLeaderEpoch.code())
     }
 }
+
+/// The Kafka code for a partition this broker does not serve.
+pub fn not_served_code(why: crate::broker::NotServed) -> i16 {
+    match why {
+        crate::broker::NotServed::UnknownPartition => Code::UnknownTopicOrPartition.code(),
+        crate::broker::NotServed::NotLeader => Code::NotLeaderOrFollower.code(),
+    }
+}

@@ -86,8 +86,8 @@ pub async fn handle(
             let partition = match topic {
                 None => Err(unknown),
                 Some(t) => broker
-                    .partition(t.id, fp.partition)
-                    .ok_or(Code::UnknownTopicOrPartition.code()),
+                    .leader_partition(t, fp.partition)
+                    .map_err(super::error::not_served_code),
             };
             targets.push(Target {
                 topic_idx: topics.len() - 1,

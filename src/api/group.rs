@@ -86,55 +86,76 @@ fn opt_s(v: Option<String>) -> Option<StrBytes> {
 /// Key type 0 (group) and 1 (transaction) are answered with this node, the
 /// coordinator of everything on a single node (a transactional producer then
 /// gets InitProducerId's own refusal); 2 (share groups) is not supported.
-pub fn find_coordinator(
+pub async fn find_coordinator(
     broker: &Broker,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.advertised.clone();
-    let node = broker.node_id();
-    // The same answer for every key: this node coordinates everything.
-    let answer = || -> (i16, Option<String>) {
+    let keys: Vec<String> = if version >= 4 {
+        req.coordinator_keys.iter().map(|k| k.to_string()).collect()
+    } else {
+        vec![req.key.to_string()]
+    };
+    // A group's coordinator leads the group's partition of the offsets
+    // topic, which the first FindCoordinator creates. Transactional ids
+    // are refused later (InitProducerId), so this node answers for them.
+    let offsets_topic = if req.key_type == 0 {
+        crate::group::GroupLog::ensure_topic(broker).await
+    } else {
+        Ok(())
+    };
+    let answer = |key: &str| -> Result<(i32, String, i32), (i16, Option<String>)> {
         if req.key_type != 0 && req.key_type != 1 {
-            return (
+            return Err((
                 Code::InvalidRequest.code(),
                 Some(format!(
                     "unsupported coordinator key type. key_type={}",
                     req.key_type
                 )),
-            );
+            ));
         }
-        if req.key_type == 0 && !broker.groups.is_loaded() {
-            return (Code::CoordinatorLoadInProgress.code(), None);
+        if req.key_type == 1 {
+            let (host, port) = broker.advertised.clone();
+            return Ok((broker.node_id(), host, i32::from(port)));
         }
-        (NONE, None)
+        if let Err(e) = &offsets_topic {
+            return Err((Code::CoordinatorNotAvailable.code(), Some(e.to_string())));
+        }
+        match broker.group_coordinator(key) {
+            Some(b) if b.node_id == broker.node_id() && !broker.groups.is_loaded() => {
+                Err((Code::CoordinatorLoadInProgress.code(), None))
+            }
+            Some(b) => Ok((b.node_id, b.host, b.port)),
+            None => Err((Code::CoordinatorNotAvailable.code(), None)),
+        }
+    };
+    let entry = |key: &str| match answer(key) {
+        Ok((node, host, port)) => (NONE, None, node, host, port),
+        Err((code, msg)) => (code, msg, -1, String::new(), -1),
     };
     if version >= 4 {
-        let coordinators = req
-            .coordinator_keys
+        let coordinators = keys
             .iter()
             .map(|key| {
-                let (code, msg) = answer();
-                let ok = code == NONE;
+                let (code, msg, node, host, port) = entry(key);
                 CoordinatorEntry::default()
-                    .with_key(key.clone())
-                    .with_node_id(BrokerId(if ok { node } else { -1 }))
-                    .with_host(s(if ok { host.clone() } else { String::new() }))
-                    .with_port(if ok { port as i32 } else { -1 })
+                    .with_key(s(key.clone()))
+                    .with_node_id(BrokerId(node))
+                    .with_host(s(host))
+                    .with_port(port)
                     .with_error_code(code)
                     .with_error_message(opt_s(msg))
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (code, msg) = answer();
-    let ok = code == NONE;
+    let (code, msg, node, host, port) = entry(&keys[0]);
     FindCoordinatorResponse::default()
         .with_error_code(code)
         .with_error_message(if version >= 1 { opt_s(msg) } else { None })
-        .with_node_id(BrokerId(if ok { node } else { -1 }))
-        .with_host(s(if ok { host } else { String::new() }))
-        .with_port(if ok { port as i32 } else { -1 })
+        .with_node_id(BrokerId(node))
+        .with_host(s(host))
+        .with_port(port)
 }
 
 // ----- JoinGroup -----------------------------------------------------------

@@ -169,7 +169,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
         } else {
             None
         })
-        .with_controller_id(BrokerId(if version >= 1 { view.controller_id } else { -1 }))
+        .with_controller_id(BrokerId(if version >= 1 { broker.node_id() } else { -1 }))
         .with_topics(
             topics
                 .into_iter()

@@ -38,10 +38,17 @@ pub async fn list_offsets(
                 .with_timestamp(-1)
                 .with_offset(-1)
                 .with_leader_epoch(-1);
-            let Some(p) = topic.and_then(|tp| broker.partition(tp.id, lp.partition_index)) else {
-                r.error_code = Code::UnknownTopicOrPartition.code();
-                partitions.push(r);
-                continue;
+            let served = match topic {
+                Some(tp) => broker.leader_partition(tp, lp.partition_index),
+                None => Err(crate::broker::NotServed::UnknownPartition),
+            };
+            let p = match served {
+                Ok(p) => p,
+                Err(why) => {
+                    r.error_code = super::error::not_served_code(why);
+                    partitions.push(r);
+                    continue;
+                }
             };
             if let Some(code) = leader_epoch_error(lp.current_leader_epoch, p.leader_epoch) {
                 r.error_code = code;
@@ -148,9 +155,16 @@ pub fn offset_for_leader_epoch(
                         .with_partition(lp.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let Some(p) = topic.and_then(|tp| broker.partition(tp.id, lp.partition)) else {
-                        r.error_code = Code::UnknownTopicOrPartition.code();
-                        return r;
+                    let served = match topic {
+                        Some(tp) => broker.leader_partition(tp, lp.partition),
+                        None => Err(crate::broker::NotServed::UnknownPartition),
+                    };
+                    let p = match served {
+                        Ok(p) => p,
+                        Err(why) => {
+                            r.error_code = super::error::not_served_code(why);
+                            return r;
+                        }
                     };
                     if let Some(code) = leader_epoch_error(lp.current_leader_epoch, p.leader_epoch)
                     {

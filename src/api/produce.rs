@@ -20,6 +20,10 @@ use super::Handled;
 use crate::broker::{now_ms, Broker};
 use crate::partition::Partition;
 
+/// Appends that fail on storage (a full disk, a failed fsync): clients
+/// retry, so one line per 10 s, with the count suppressed.
+static APPEND_FAILED_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+
 fn failed(index: i32, code: i16, msg: Option<String>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
@@ -95,9 +99,12 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
                 ));
                 continue;
             }
-            let Some(partition) = broker.partition(topic.id, pd.index) else {
-                parts.push(failed(pd.index, Code::UnknownTopicOrPartition.code(), None));
-                continue;
+            let partition = match broker.leader_partition(topic, pd.index) {
+                Ok(p) => p,
+                Err(why) => {
+                    parts.push(failed(pd.index, super::error::not_served_code(why), None));
+                    continue;
+                }
             };
             if acks == -1 {
                 let min_isr = partition.topic_config().min_insync_replicas as usize;
@@ -170,7 +177,10 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
                 Err(e) => {
                     let code = partition_error_code(&e);
                     if code == Code::KafkaStorageError.code() {
-                        tracing::error!(partition = %partition.name(), error = %e, "append failed");
+                        // Clients retry: one line per 10 s while it lasts.
+                        if let Some(suppressed) = APPEND_FAILED_LOG.allow(10_000) {
+                            tracing::error!(partition = %partition.name(), error = %e, suppressed, "append failed");
+                        }
                     } else {
                         tracing::debug!(partition = %partition.name(), error = %e, "append refused");
                     }

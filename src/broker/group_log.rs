@@ -30,6 +30,9 @@ impl Broker {
                     message: "topic does not exist".into(),
                 })?;
         let index = partition_for(group, topic.partitions.len() as i32);
+        if !self.leads_offsets_partition(topic, index) {
+            return Err(GroupError::NotCoordinator);
+        }
         let p =
             self.partition(topic.id, index)
                 .ok_or_else(|| GroupError::OffsetsTopicUnavailable {
@@ -38,16 +41,52 @@ impl Broker {
         Ok((index, p))
     }
 
+    /// Whether the view has this broker lead partition `index` of the
+    /// offsets topic (it coordinates the groups of that partition).
+    fn leads_offsets_partition(&self, topic: &crate::metadata::TopicInfo, index: i32) -> bool {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partitions.get(i))
+            .is_some_and(|p| p.leader == self.node_id())
+    }
+
+    /// The broker that coordinates `group`: the leader of its offsets
+    /// partition, once the offsets topic exists.
+    pub fn group_coordinator(&self, group: &str) -> Option<crate::metadata::BrokerInfo> {
+        let view = self.view();
+        let topic = view.topic(OFFSETS_TOPIC)?;
+        let index = partition_for(group, topic.partitions.len() as i32);
+        let leader = topic.partitions.get(usize::try_from(index).ok()?)?.leader;
+        view.brokers.get(&leader).cloned()
+    }
+
+    /// Tells the group coordinator which offsets partitions this broker
+    /// leads (after every change of the metadata view).
+    pub(crate) fn update_group_ownership(&self) {
+        let view = self.view();
+        let ownership = view.topic(OFFSETS_TOPIC).map(|t| {
+            let led = (0..t.partitions.len() as i32)
+                .filter(|i| self.leads_offsets_partition(t, *i))
+                .collect();
+            (t.partitions.len() as i32, led)
+        });
+        self.groups.set_ownership(ownership);
+    }
+
     fn offsets_partition_by_index(&self, index: i32) -> Option<Arc<Partition>> {
         let view = self.view();
         let topic = view.topic(OFFSETS_TOPIC)?;
         self.partition(topic.id, index)
     }
 
+    /// The offsets topic exists and every partition of it this broker
+    /// leads is open.
     fn offsets_topic_ready(&self) -> bool {
         let view = self.view();
         match view.topic(OFFSETS_TOPIC) {
-            Some(t) => (0..t.partitions.len() as i32).all(|i| self.partition(t.id, i).is_some()),
+            Some(t) => (0..t.partitions.len() as i32)
+                .filter(|i| self.leads_offsets_partition(t, *i))
+                .all(|i| self.partition(t.id, i).is_some()),
             None => false,
         }
     }
@@ -160,6 +199,14 @@ impl GroupLog for Broker {
         partition: i32,
         offset: i64,
     ) -> Result<Option<(Vec<KeyValue>, i64)>, GroupError> {
+        // Another broker leads it: its records are replayed there.
+        let led_here = self
+            .view()
+            .topic(OFFSETS_TOPIC)
+            .is_some_and(|t| self.leads_offsets_partition(t, partition));
+        if !led_here {
+            return Ok(None);
+        }
         let p = self.offsets_partition_by_index(partition).ok_or_else(|| {
             GroupError::OffsetsTopicUnavailable {
                 message: format!("partition is not open. partition={partition}"),

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::GroupConfig;
 use super::error::GroupError;
 use super::log::GroupLog;
+use super::records::partition_for;
 use super::records::OffsetValue;
 use super::records::{
     decode_group_value, decode_key, decode_offset_value, encode_group_value, encode_key, KeyValue,
@@ -97,6 +98,9 @@ pub struct Coordinator {
     closed: AtomicBool,
     /// Serialises the creation of the offsets topic.
     topic_creation: tokio::sync::Mutex<()>,
+    /// The offsets topic's partition count and the partitions this node
+    /// leads ([`Coordinator::set_ownership`]).
+    ownership: std::sync::RwLock<Option<(i32, std::collections::HashSet<i32>)>>,
     /// Wall clock at a tokio instant: `now()` derives the wall clock from
     /// tokio's clock, so paused-time tests see both move together.
     epoch: (tokio::time::Instant, i64),
@@ -112,6 +116,7 @@ impl Coordinator {
             loaded: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             topic_creation: tokio::sync::Mutex::new(()),
+            ownership: std::sync::RwLock::new(None),
             epoch: (tokio::time::Instant::now(), wall_clock()),
         }
     }
@@ -144,10 +149,39 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Makes sure the offsets topic exists, one creation at a time.
-    async fn ensure_topic<L: GroupLog>(&self, log: &L) -> Result<(), GroupError> {
-        let _creating = self.topic_creation.lock().await;
-        log.ensure_topic().await
+    /// [`Coordinator::check_open`], and this node coordinates `group_id`:
+    /// it leads the group's partition of the offsets topic (once the topic
+    /// exists: until then any node may create it).
+    fn check_open_for(&self, group_id: &str) -> Result<(), GroupError> {
+        self.check_open()?;
+        self.check_owner(group_id)
+    }
+
+    fn check_owner(&self, group_id: &str) -> Result<(), GroupError> {
+        let ownership = self.ownership.read().unwrap_or_else(|e| e.into_inner());
+        match &*ownership {
+            Some((count, led)) if !led.contains(&partition_for(group_id, *count)) => {
+                Err(GroupError::NotCoordinator)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Which partitions of the offsets topic (of `count`) this node leads:
+    /// it coordinates the groups that map to them. `None` while the topic
+    /// does not exist.
+    pub fn set_ownership(&self, ownership: Option<(i32, std::collections::HashSet<i32>)>) {
+        *self.ownership.write().unwrap_or_else(|e| e.into_inner()) = ownership;
+    }
+
+    /// Makes sure the offsets topic exists, one creation at a time, and
+    /// that this node coordinates `group_id` once it does.
+    async fn ensure_topic<L: GroupLog>(&self, log: &L, group_id: &str) -> Result<(), GroupError> {
+        {
+            let _creating = self.topic_creation.lock().await;
+            log.ensure_topic().await?;
+        }
+        self.check_owner(group_id)
     }
 
     /// Waits until `a` is durable, for at most offsets.commit.timeout.ms.
@@ -246,7 +280,7 @@ impl Coordinator {
         group_id: &str,
         req: JoinRequest,
     ) -> Result<JoinResult, GroupError> {
-        self.check_open()?;
+        self.check_open_for(group_id)?;
         let (min, max) = (
             self.config.min_session_timeout_ms,
             self.config.max_session_timeout_ms,
@@ -258,7 +292,7 @@ impl Coordinator {
                 max,
             });
         }
-        self.ensure_topic(log).await?;
+        self.ensure_topic(log, group_id).await?;
         let Some(slot) = self.slot(group_id, req.member_id.is_empty()) else {
             return Err(GroupError::unknown_member(group_id, &req.member_id));
         };
@@ -285,8 +319,8 @@ impl Coordinator {
         group_id: &str,
         req: SyncRequest,
     ) -> Result<SyncResult, GroupError> {
-        self.check_open()?;
-        self.ensure_topic(log).await?;
+        self.check_open_for(group_id)?;
+        self.ensure_topic(log, group_id).await?;
         let Some(slot) = self.slot(group_id, false) else {
             return Err(GroupError::unknown_member(group_id, &req.member_id));
         };
@@ -312,7 +346,7 @@ impl Coordinator {
         instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), GroupError> {
-        self.check_open()?;
+        self.check_open_for(group_id)?;
         let Some(slot) = self.slot(group_id, false) else {
             return Err(GroupError::unknown_member(group_id, member_id));
         };
@@ -330,7 +364,7 @@ impl Coordinator {
         group_id: &str,
         leaving: &[LeavingMember],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        self.check_open()?;
+        self.check_open_for(group_id)?;
         let Some(slot) = self.slot(group_id, false) else {
             return Ok(leaving
                 .iter()
@@ -359,12 +393,12 @@ impl Coordinator {
         log: &L,
         group_id: &str,
     ) -> Result<(), GroupError> {
-        self.check_open()?;
+        self.check_open_for(group_id)?;
         let not_found = || GroupError::GroupIdNotFound {
             group: group_id.to_string(),
         };
         let slot = self.slot(group_id, false).ok_or_else(not_found)?;
-        self.ensure_topic(log).await?;
+        self.ensure_topic(log, group_id).await?;
         let _writes = slot.writes.lock().await;
         let appended = {
             let mut inner = slot.lock();
@@ -388,7 +422,7 @@ impl Coordinator {
     // ----- Describe and list ---------------------------------------------
 
     pub fn describe(&self, group_id: &str) -> Result<Option<GroupDescription>, GroupError> {
-        self.check_open()?;
+        self.check_open_for(group_id)?;
         Ok(self.slot(group_id, false).and_then(|s| {
             let inner = s.lock();
             (inner.group.state() != GroupState::Dead).then(|| inner.group.describe())

@@ -42,6 +42,9 @@ pub(crate) const MAX_FRAME: usize = 64 << 20;
 /// How long a proposal forwarded to the leader may take.
 pub(crate) const PROPOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Peers that cannot be reached (a voter down): one line per 30 s.
+static UNREACHABLE_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -206,6 +209,9 @@ impl Peer {
     }
 
     fn unreachable<E: std::error::Error>(e: &MetadataError) -> RPCError<NodeId, BasicNode, E> {
+        if let Some(suppressed) = UNREACHABLE_LOG.allow(30_000) {
+            tracing::warn!(error = %e, suppressed, "controller peer unreachable");
+        }
         RPCError::Unreachable(Unreachable::new(e))
     }
 

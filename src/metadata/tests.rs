@@ -424,3 +424,28 @@ async fn a_node_outside_the_voters_is_refused() {
         "{err}"
     );
 }
+
+/// A single node's directory started as one voter of three would leave the
+/// other two to make a second history (or wait for ever): refused, naming
+/// both voter sets.
+#[tokio::test]
+async fn a_directory_of_another_quorum_is_refused() {
+    let (q, mut listeners) = Quorum3::new().await;
+    let alone = open(q.dirs[0].path()).await;
+    alone.shutdown().await.expect("shutdown");
+    drop(alone);
+    let quorum = super::Quorum::Voters {
+        voters: q.addrs.clone(),
+        listener: listeners.remove(0),
+    };
+    let err = Metadata::open_quorum(q.dirs[0].path(), 1, quorum)
+        .await
+        .err()
+        .expect("another quorum");
+    assert!(matches!(err, MetadataError::VotersChanged { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("stored=[1]") && text.contains("configured=[1, 2, 3]"),
+        "{text}"
+    );
+}

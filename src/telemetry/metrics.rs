@@ -535,7 +535,11 @@ mod tests {
 
     #[test]
     fn exposition_has_the_documented_names() {
-        let m = Metrics::new();
+        let mut m = Metrics::new();
+        m.register_storage(
+            &crate::partition::durability::SyncMetrics::new(latency_histogram()),
+            &crate::writeback::Writeback::new(1 << 20),
+        );
         m.observe_request("Produce", 9, 0.001);
         m.observe_error("Produce", "CorruptMessage");
         m.topic_in("t", 100, 3);
@@ -553,6 +557,7 @@ mod tests {
             "strata_request_bytes_in_flight",
             "strata_sync_round_duration_seconds_bucket",
             "strata_sync_round_partitions_total",
+            "strata_log_writeback_started_bytes_total",
             "strata_partitions",
             "strata_under_replicated_partitions",
         ] {

@@ -21,11 +21,11 @@ impl Coordinator {
         generation: i32,
         offsets: Vec<(String, i32, OffsetValue)>,
     ) -> Result<(), GroupError> {
-        self.check_open()?;
+        self.check_open_for(group_id)?;
         if offsets.is_empty() {
             return Ok(());
         }
-        self.ensure_topic(log).await?;
+        self.ensure_topic(log, group_id).await?;
         let slot = match self.slot(group_id, false) {
             Some(s) => s,
             // A group that does not use Kafka's membership commits with
@@ -90,7 +90,7 @@ impl Coordinator {
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<Vec<TopicOffsets>, GroupError> {
-        self.check_open()?;
+        self.check_open_for(group_id)?;
         let slot = self.slot(group_id, false);
         let inner = slot.as_ref().map(|s| s.lock());
         let group = inner
@@ -129,7 +129,7 @@ impl Coordinator {
         group_id: &str,
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        self.check_open()?;
+        self.check_open_for(group_id)?;
         let not_found = || GroupError::GroupIdNotFound {
             group: group_id.to_string(),
         };

@@ -1,0 +1,296 @@
+//! Several brokers, one cluster: a metadata quorum of three voters
+//! (`--controller-quorum-voters`), partitions spread over the brokers, and
+//! real clients that find each partition's leader and each group's
+//! coordinator on their own.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::clients::{self, TestRecord};
+use common::Broker;
+use rdkafka::consumer::Consumer;
+use rdkafka::Message;
+
+/// A port nobody listens on now (a broker binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Three brokers, each a metadata voter on its own controller port.
+fn three_brokers() -> Vec<Broker> {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let brokers: Vec<Broker> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Broker::builder()
+                .args([
+                    "--node-id".to_string(),
+                    (i + 1).to_string(),
+                    "--controller-listen".to_string(),
+                    format!("127.0.0.1:{p}"),
+                    "--controller-quorum-voters".to_string(),
+                    voters.clone(),
+                ])
+                .start()
+        })
+        .collect();
+    for b in &brokers {
+        wait_ready(b);
+    }
+    brokers
+}
+
+fn wait_ready(b: &Broker) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.admin_get("/ready").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "broker {} never ready",
+            b.bootstrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn bootstrap(brokers: &[Broker]) -> String {
+    brokers
+        .iter()
+        .map(Broker::bootstrap)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Partition -> leader id, as broker `b` describes `topic`.
+fn leaders(b: &Broker, topic: &str) -> BTreeMap<i32, i32> {
+    let consumer = clients::consumer(&b.bootstrap(), &[]);
+    let md = consumer
+        .fetch_metadata(Some(topic), clients::OP_TIMEOUT)
+        .expect("metadata");
+    let t = &md.topics()[0];
+    assert!(t.error().is_none(), "{:?}", t.error());
+    t.partitions()
+        .iter()
+        .map(|p| (p.id(), p.leader()))
+        .collect()
+}
+
+#[test]
+fn three_brokers_share_metadata_spread_partitions_and_serve_clients() {
+    let mut brokers = three_brokers();
+    let all = bootstrap(&brokers);
+
+    // Created through one broker, known to all: every broker leads some
+    // of the six partitions.
+    clients::create_topic(&brokers[1].bootstrap(), "orders", 6, &[]);
+    let by_first = leaders(&brokers[0], "orders");
+    assert_eq!(by_first.len(), 6);
+    for b in &brokers[1..] {
+        assert_eq!(leaders(b, "orders"), by_first);
+    }
+    let mut led: Vec<i32> = by_first.values().copied().collect();
+    led.sort_unstable();
+    led.dedup();
+    assert_eq!(led, vec![1, 2, 3], "{by_first:?}");
+    let consumer = clients::consumer(&brokers[2].bootstrap(), &[]);
+    let md = consumer
+        .fetch_metadata(None, clients::OP_TIMEOUT)
+        .expect("metadata");
+    assert_eq!(md.brokers().len(), 3);
+
+    // Keyed records, acks=all, to whichever broker leads each partition.
+    let records: Vec<TestRecord> = (0..600)
+        .map(|i| TestRecord::keyed(format!("k{}", i % 37), format!("v{i}")))
+        .collect();
+    let placed = clients::produce(&all, "orders", &records);
+    assert_eq!(placed.len(), 600);
+
+    // A consumer group reads everything back through its coordinator
+    // (the leader of the group's offsets partition) and commits.
+    let group = clients::consumer(
+        &all,
+        &[
+            ("group.id", "cluster-readers"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.auto.commit", "true"),
+            ("enable.auto.offset.store", "true"),
+        ],
+    );
+    group.subscribe(&["orders"]).expect("subscribe");
+    let mut seen: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while seen.values().map(Vec::len).sum::<usize>() < 600 {
+        assert!(
+            Instant::now() < deadline,
+            "read {:?}",
+            seen.values().map(Vec::len).collect::<Vec<_>>()
+        );
+        if let Some(m) = group.poll(Duration::from_millis(500)) {
+            let m = m.expect("message");
+            let v = String::from_utf8(m.payload().expect("value").to_vec()).unwrap();
+            seen.entry(m.partition()).or_default().push((m.offset(), v));
+        }
+    }
+    // Each record once, at the offset its producer was told.
+    let mut sent: BTreeMap<(i32, i64), &[u8]> = BTreeMap::new();
+    for ((part, offset), r) in placed.iter().zip(&records) {
+        sent.insert((*part, *offset), r.value.as_deref().expect("value"));
+    }
+    for (p, got) in &seen {
+        let offsets: Vec<i64> = got.iter().map(|(o, _)| *o).collect();
+        assert_eq!(
+            offsets,
+            (0..got.len() as i64).collect::<Vec<_>>(),
+            "partition {p}"
+        );
+        for (o, v) in got {
+            assert_eq!(sent.get(&(*p, *o)).copied(), Some(v.as_bytes()), "{p}@{o}");
+        }
+    }
+    // Closing commits what was read (LeaveGroup after it); a new member of
+    // the group finds those offsets at the coordinator.
+    drop(group);
+    let check = clients::consumer(&all, &[("group.id", "cluster-readers")]);
+    let mut asked = rdkafka::TopicPartitionList::new();
+    for p in 0..6 {
+        asked.add_partition("orders", p);
+    }
+    let committed = check
+        .committed_offsets(asked, clients::OP_TIMEOUT)
+        .expect("committed offsets");
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .filter_map(|e| e.offset().to_raw())
+        .sum();
+    assert_eq!(total, 600);
+
+    // The metadata quorum outlives one broker: with broker 1 down the
+    // other two still create topics, and broker 1 catches up when it
+    // comes back, with its partitions' data.
+    brokers[0].kill9();
+    clients::create_topic(&brokers[2].bootstrap(), "while-one-is-down", 2, &[]);
+    brokers[0].restart();
+    wait_ready(&brokers[0]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let consumer = clients::consumer(&brokers[0].bootstrap(), &[]);
+        let md = consumer.fetch_metadata(Some("while-one-is-down"), clients::OP_TIMEOUT);
+        if md.is_ok_and(|m| m.topics()[0].error().is_none()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker 1 never learned the new topic"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let on_first: Vec<i32> = leaders(&brokers[0], "orders")
+        .into_iter()
+        .filter(|(_, l)| *l == 1)
+        .map(|(p, _)| p)
+        .collect();
+    let all = bootstrap(&brokers);
+    for p in on_first {
+        let (_, high) = clients::watermarks(&all, "orders", p);
+        assert_eq!(high, seen[&p].len() as i64, "partition {p} after kill -9");
+    }
+}
+
+/// A partition or group asked of a broker that does not serve it answers
+/// Kafka's "go elsewhere" codes, which clients follow.
+#[test]
+fn requests_to_the_wrong_broker_are_redirected() {
+    use common::raw::RawConn;
+    let brokers = three_brokers();
+    clients::create_topic(&brokers[0].bootstrap(), "spread", 3, &[]);
+    let leaders = leaders(&brokers[0], "spread");
+    let (p, leader) = leaders.iter().next().map(|(p, l)| (*p, *l)).unwrap();
+    let other = brokers
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i as i32 + 1 != leader)
+        .map(|(_, b)| b)
+        .unwrap();
+    let mut c = RawConn::connect(&other.bootstrap());
+    let v = c.produce_version();
+    let batch = common::raw::batch(
+        &[common::raw::record(0, None, Some(b"x"), clients::now_ms())],
+        kafka_protocol::records::Compression::None,
+    );
+    let (code, _) = c.produce(v, "spread", p, batch, -1);
+    assert_eq!(code, 6, "NOT_LEADER_OR_FOLLOWER");
+
+    // A group's coordinator is the leader of its offsets partition; every
+    // broker names the same one, and the others answer NOT_COORDINATOR.
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    let find = FindCoordinatorRequest::default().with_key(
+        kafka_protocol::protocol::StrBytes::from_static_str("spread-readers"),
+    );
+    let coordinators: Vec<i32> = brokers
+        .iter()
+        .map(|b| {
+            let r: FindCoordinatorResponse =
+                RawConn::connect(&b.bootstrap()).roundtrip(ApiKey::FindCoordinator, 3, &find);
+            assert_eq!(r.error_code, 0, "{r:?}");
+            r.node_id.0
+        })
+        .collect();
+    assert!(
+        coordinators.iter().all(|c| *c == coordinators[0]),
+        "{coordinators:?}"
+    );
+    let elsewhere = brokers
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i as i32 + 1 != coordinators[0])
+        .map(|(_, b)| b)
+        .unwrap();
+    let mut conn = RawConn::connect(&elsewhere.bootstrap());
+    let join = common::groups::requests::join_req("spread-readers", "", "range");
+    let r = common::groups::requests::join(&mut conn, 5, &join);
+    assert_eq!(r.error_code, 16, "NOT_COORDINATOR: {r:?}");
+    let coordinator = &brokers[(coordinators[0] - 1) as usize];
+    let mut conn = RawConn::connect(&coordinator.bootstrap());
+    let (member, _) = common::groups::requests::join_alone(&mut conn, "spread-readers", None);
+    assert!(!member.is_empty());
+}
+
+#[test]
+fn quorum_flags_are_checked_and_name_the_key() {
+    let out = std::process::Command::new(common::strata_bin())
+        .args([
+            "serve",
+            "--node-id",
+            "4",
+            "--controller-listen",
+            "127.0.0.1:0",
+            "--controller-quorum-voters",
+            "1@127.0.0.1:9093,2@127.0.0.1:9193",
+        ])
+        .output()
+        .expect("run strata");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("controller-quorum-voters"), "{err}");
+    assert!(err.contains("node-id 4"), "{err}");
+
+    let out = std::process::Command::new(common::strata_bin())
+        .args(["serve", "--controller-quorum-voters", "1@127.0.0.1:9093"])
+        .output()
+        .expect("run strata");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("controller-listen"), "{err}");
+}
