@@ -779,7 +779,7 @@ impl Metadata {
     /// here. With several voters a node that does not lead forwards the
     /// command to the leader and waits until it has applied it itself, so a
     /// view taken afterwards includes it. A refusal (the leader moved) is
-    /// tried again for up to [`network::PROPOSE_TIMEOUT`]; a leader that
+    /// tried again for up to `network::PROPOSE_TIMEOUT`; a leader that
     /// cannot be reached is an error, as the command may have committed.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, MetadataError> {
         let deadline = tokio::time::Instant::now() + network::PROPOSE_TIMEOUT;
