@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// The metadata voters as ID@HOST:PORT,... (Kafka's controller.quorum.voters); this node must be one of them [default: this node alone]
     #[arg(long, env = "STRATA_CONTROLLER_QUORUM_VOTERS")]
     pub controller_quorum_voters: Option<String>,
+    /// A broker the quorum's leader has not heard from this long is fenced: no new partitions, left out of Metadata (broker.session.timeout.ms) [default: 9000]
+    #[arg(long, env = "STRATA_BROKER_SESSION_TIMEOUT_MS")]
+    pub broker_session_timeout_ms: Option<u64>,
     /// Create topics on first use by Metadata/Produce (auto.create.topics.enable) [default: true]
     #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -263,6 +266,7 @@ pub struct BrokerConfig {
     /// The controller listener and the voters by node id and address, when
     /// the metadata quorum has several voters (`None`: this node alone).
     pub controller: Option<ControllerQuorum>,
+    pub broker_session_timeout_ms: u64,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub socket_request_max_bytes: u32,
@@ -533,6 +537,11 @@ impl BrokerConfig {
             admin_listen,
             node_id,
             controller,
+            broker_session_timeout_ms: at_least(
+                "broker-session-timeout-ms",
+                a.broker_session_timeout_ms.unwrap_or(9000),
+                100,
+            )?,
             auto_create_topics: a.auto_create_topics.unwrap_or(true),
             num_partitions,
             socket_request_max_bytes,
@@ -610,6 +619,9 @@ impl ServeArgs {
             controller_quorum_voters: self
                 .controller_quorum_voters
                 .or(file.controller_quorum_voters),
+            broker_session_timeout_ms: self
+                .broker_session_timeout_ms
+                .or(file.broker_session_timeout_ms),
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics),
             num_partitions: self.num_partitions.or(file.num_partitions),
             socket_request_max_bytes: self

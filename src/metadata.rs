@@ -138,6 +138,11 @@ pub struct ClusterView {
     /// defaults for every broker and topic.
     #[serde(default)]
     pub broker_configs: BTreeMap<String, String>,
+    /// Registered brokers that stopped heartbeating to the quorum's leader
+    /// (`broker.session.timeout.ms`): no new replicas go to them and
+    /// clients are not told about them until they come back.
+    #[serde(default)]
+    pub fenced: std::collections::BTreeSet<i32>,
 }
 
 impl ClusterView {
@@ -188,6 +193,10 @@ pub enum Command {
     /// Sets the cluster id if none is set yet; later proposals are no-ops.
     /// `Metadata::open` proposes it once on a new cluster.
     InitCluster { cluster_id: String },
+    /// Fences a registered broker (it missed its heartbeats).
+    FenceBroker { node_id: i32 },
+    /// Lifts a broker's fence (it heartbeats again).
+    UnfenceBroker { node_id: i32 },
     /// Changes dynamic broker configs, as [`Command::AlterTopicConfigs`]
     /// does topic configs.
     AlterBrokerConfigs {
@@ -439,6 +448,8 @@ pub struct Metadata {
     reopen: Reopen,
     /// One restart at a time.
     restart: tokio::sync::Mutex<()>,
+    /// Brokers' heartbeats as they reach this node.
+    liveness: Arc<Liveness>,
 }
 
 /// How the raft core was opened, to open it again.
@@ -553,10 +564,12 @@ impl Metadata {
                 config,
             },
             restart: tokio::sync::Mutex::new(()),
+            liveness: Arc::new(Liveness::default()),
         };
         if let Some(listener) = listener {
             let handler = Arc::new(Controller {
                 raft: Arc::clone(&metadata.raft),
+                liveness: Arc::clone(&metadata.liveness),
             });
             metadata
                 .tasks
@@ -873,6 +886,98 @@ impl Metadata {
         }
     }
 
+    /// Keeps the brokers' liveness until `cancel` (with several voters;
+    /// a node alone has nobody to watch): every heartbeat interval (a
+    /// quarter of `session`, at most 2 s) this broker tells the leader it
+    /// runs, and the leader fences a registered broker it has not heard
+    /// from for `session` (Kafka's `broker.session.timeout.ms`) and lifts
+    /// the fence when it hears from it again. A new leader gives every
+    /// broker a whole session from when it took over.
+    pub async fn watch_brokers(&self, session: Duration, cancel: CancellationToken) {
+        if self.reopen.voters.is_none() {
+            return;
+        }
+        let every = (session / 4).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        let mut peer: Option<(NodeId, network::Peer)> = None;
+        let mut leading_since: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let (leader, addr) = {
+                let m = self.raft().metrics();
+                let m = m.borrow();
+                let leader = m.current_leader;
+                let addr = leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                });
+                (leader, addr)
+            };
+            match (leader, addr) {
+                (Some(l), _) if l == self.node_id => {
+                    self.liveness.seen(self.node_id);
+                    let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
+                    self.fence_silent(session, since).await;
+                }
+                (Some(l), Some(addr)) => {
+                    leading_since = None;
+                    if peer.as_ref().is_none_or(|(id, _)| *id != l) {
+                        peer = Some((l, network::Peer::new(l, addr)));
+                    }
+                    if let Some((_, p)) = peer.as_mut() {
+                        let beat = network::Request::Heartbeat {
+                            node_id: self.node_id,
+                        };
+                        if let Err(e) = p.call(&beat, every.max(Duration::from_millis(500))).await {
+                            tracing::debug!(error = %e, "heartbeat to the metadata leader failed");
+                        }
+                    }
+                }
+                _ => leading_since = None,
+            }
+        }
+    }
+
+    /// On the leader: fences the registered brokers silent for `session`
+    /// (counted from `since` at the earliest) and unfences those heard from.
+    async fn fence_silent(&self, session: Duration, since: tokio::time::Instant) {
+        let view = self.view();
+        let now = tokio::time::Instant::now();
+        for id in view.brokers.keys() {
+            let Ok(node) = NodeId::try_from(*id) else {
+                continue;
+            };
+            let last = self
+                .liveness
+                .last_seen(node)
+                .map_or(since, |seen| seen.max(since));
+            let silent = now.saturating_duration_since(last) > session;
+            let fenced = view.fenced.contains(id);
+            let cmd = match (silent, fenced) {
+                (true, false) => {
+                    tracing::warn!(
+                        node_id = id,
+                        silent_ms = now.saturating_duration_since(last).as_millis() as u64,
+                        "fencing a broker that stopped heartbeating"
+                    );
+                    Command::FenceBroker { node_id: *id }
+                }
+                (false, true) => {
+                    tracing::info!(node_id = id, "broker heartbeats again; lifting its fence");
+                    Command::UnfenceBroker { node_id: *id }
+                }
+                _ => continue,
+            };
+            if let Err(e) = self.propose(cmd).await {
+                tracing::warn!(node_id = id, error = %e, "cannot change a broker's fence");
+            }
+        }
+    }
+
     /// The latest applied view; lock-free.
     pub fn view(&self) -> Arc<ClusterView> {
         self.publisher.view()
@@ -907,14 +1012,43 @@ impl Metadata {
     }
 }
 
-/// The controller listener's view of this node: the running raft.
+/// The controller listener's view of this node: the running raft, and
+/// when each broker last said it runs.
 struct Controller {
     raft: Arc<ArcSwap<Raft<TypeConfig>>>,
+    liveness: Arc<Liveness>,
+}
+
+/// When each broker's heartbeat last arrived here (the leader acts on it).
+#[derive(Default)]
+pub(crate) struct Liveness {
+    seen: Mutex<HashMap<NodeId, tokio::time::Instant>>,
+}
+
+impl Liveness {
+    fn seen(&self, node_id: NodeId) {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node_id, tokio::time::Instant::now());
+    }
+
+    fn last_seen(&self, node_id: NodeId) -> Option<tokio::time::Instant> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node_id)
+            .copied()
+    }
 }
 
 impl network::Handler for Controller {
     fn raft(&self) -> Arc<Raft<TypeConfig>> {
         self.raft.load_full()
+    }
+
+    fn heartbeat(&self, node_id: NodeId) {
+        self.liveness.seen(node_id);
     }
 
     async fn propose(&self, cmd: Command) -> Result<(u64, CommandResult), network::ProposeRefused> {

@@ -201,6 +201,11 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         let (broker, cancel) = (broker.clone(), shutdown.child_token());
         async move { broker.metadata.keep_running(cancel).await }
     });
+    tasks.spawn({
+        let (broker, cancel) = (broker.clone(), shutdown.child_token());
+        let session = Duration::from_millis(config.broker_session_timeout_ms);
+        async move { broker.metadata.watch_brokers(session, cancel).await }
+    });
     tasks.spawn(retention_loop(broker.clone(), shutdown.child_token()));
     let server_task = tokio::spawn(server::run(
         broker.clone(),

@@ -42,6 +42,8 @@ fn three_brokers() -> Vec<Broker> {
                     format!("127.0.0.1:{p}"),
                     "--controller-quorum-voters".to_string(),
                     voters.clone(),
+                    "--broker-session-timeout-ms".to_string(),
+                    "2000".to_string(),
                 ])
                 .start()
         })
@@ -177,29 +179,44 @@ fn three_brokers_share_metadata_spread_partitions_and_serve_clients() {
     assert_eq!(total, 600);
 
     // The metadata quorum outlives one broker: with broker 1 down the
-    // other two still create topics, and broker 1 catches up when it
-    // comes back, with its partitions' data.
+    // other two fence it (clients stop seeing it, its partitions have no
+    // leader) and place a new topic on themselves alone, every partition
+    // writable; broker 1 comes back unfenced with its partitions' data.
     brokers[0].kill9();
-    clients::create_topic(&brokers[2].bootstrap(), "while-one-is-down", 2, &[]);
+    let brokers_seen = |b: &Broker| {
+        clients::consumer(&b.bootstrap(), &[])
+            .fetch_metadata(None, clients::OP_TIMEOUT)
+            .map(|m| m.brokers().len())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while brokers_seen(&brokers[2]) != 2 {
+        assert!(Instant::now() < deadline, "broker 1 never fenced");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(leaders(&brokers[2], "orders").values().all(|l| *l != 1));
+    clients::create_topic(&brokers[2].bootstrap(), "while-one-is-down", 4, &[]);
+    let mut led: Vec<i32> = leaders(&brokers[1], "while-one-is-down")
+        .into_values()
+        .collect();
+    led.sort_unstable();
+    assert!(led.iter().all(|l| *l == 2 || *l == 3), "{led:?}");
+    let up = bootstrap(&brokers[1..]);
+    let spread: Vec<TestRecord> = (0..4)
+        .map(|p| TestRecord::value("x").in_partition(p))
+        .collect();
+    assert_eq!(clients::produce(&up, "while-one-is-down", &spread).len(), 4);
     brokers[0].restart();
     wait_ready(&brokers[0]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let consumer = clients::consumer(&brokers[0].bootstrap(), &[]);
-        let md = consumer.fetch_metadata(Some("while-one-is-down"), clients::OP_TIMEOUT);
-        if md.is_ok_and(|m| m.topics()[0].error().is_none()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "broker 1 never learned the new topic"
-        );
+    while brokers_seen(&brokers[2]) != 3 {
+        assert!(Instant::now() < deadline, "broker 1 never unfenced");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let on_first: Vec<i32> = leaders(&brokers[0], "orders")
-        .into_iter()
-        .filter(|(_, l)| *l == 1)
-        .map(|(p, _)| p)
+    let on_first: Vec<i32> = by_first
+        .iter()
+        .filter(|(_, l)| **l == 1)
+        .map(|(p, _)| *p)
         .collect();
     let all = bootstrap(&brokers);
     for p in on_first {

@@ -19,7 +19,7 @@ pub fn broker_list(broker: &Broker) -> Vec<MetadataResponseBroker> {
     let mut out: Vec<MetadataResponseBroker> = view
         .brokers
         .values()
-        .filter(|b| b.node_id != broker.node_id())
+        .filter(|b| b.node_id != broker.node_id() && !view.fenced.contains(&b.node_id))
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.node_id))
@@ -68,15 +68,27 @@ pub fn authorized(asked: bool, set: i32) -> i32 {
     }
 }
 
-fn topic_entry(topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
+/// A topic's entry; a partition whose leader is fenced answers
+/// LEADER_NOT_AVAILABLE with no leader, as Kafka does for an offline one.
+fn topic_entry(
+    topic: &TopicInfo,
+    version: i16,
+    fenced: &std::collections::BTreeSet<i32>,
+) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
         .enumerate()
         .map(|(i, p)| {
+            let offline = fenced.contains(&p.leader);
             MetadataResponsePartition::default()
                 .with_partition_index(i as i32)
-                .with_leader_id(BrokerId(p.leader))
+                .with_error_code(if offline {
+                    Code::LeaderNotAvailable.code()
+                } else {
+                    0
+                })
+                .with_leader_id(BrokerId(if offline { -1 } else { p.leader }))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
                 .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect())
@@ -105,11 +117,13 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
         (8..=10).contains(&version) && req.include_cluster_authorized_operations,
         CLUSTER_AUTHORIZED_OPERATIONS,
     );
+    // Partitions led by a fenced broker have no leader to go to.
+    let fenced = broker.view().fenced.clone();
     let mut topics = Vec::new();
     match req.topics {
         None => {
             for t in broker.view().topics.values() {
-                topics.push(topic_entry(t, version));
+                topics.push(topic_entry(t, version, &fenced));
             }
         }
         Some(requested) => {
@@ -119,7 +133,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
                 let view = broker.view();
                 if let Some(name) = rt.name.as_ref().map(|n| n.0.to_string()) {
                     if let Some(t) = view.topic(&name) {
-                        topics.push(topic_entry(t, version));
+                        topics.push(topic_entry(t, version, &fenced));
                         continue;
                     }
                     if let Err(msg) = validate_topic_name(&name) {
@@ -136,7 +150,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
                             Ok(t) => {
                                 // Kafka answers LEADER_NOT_AVAILABLE until the
                                 // leader is up; ours is up once created.
-                                topics.push(topic_entry(&t, version));
+                                topics.push(topic_entry(&t, version, &fenced));
                             }
                             Err((code, msg)) => {
                                 tracing::warn!(topic = %name, code, %msg, "auto-create failed");
@@ -152,7 +166,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
                     }
                 } else if !rt.topic_id.is_nil() {
                     match view.topic_by_id(rt.topic_id) {
-                        Some(t) => topics.push(topic_entry(t, version)),
+                        Some(t) => topics.push(topic_entry(t, version, &fenced)),
                         None => {
                             topics.push(error_entry(None, rt.topic_id, Code::UnknownTopicId.code()))
                         }

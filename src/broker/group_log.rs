@@ -51,12 +51,16 @@ impl Broker {
     }
 
     /// The broker that coordinates `group`: the leader of its offsets
-    /// partition, once the offsets topic exists.
+    /// partition, once the offsets topic exists (none while that broker
+    /// is fenced).
     pub fn group_coordinator(&self, group: &str) -> Option<crate::metadata::BrokerInfo> {
         let view = self.view();
         let topic = view.topic(OFFSETS_TOPIC)?;
         let index = partition_for(group, topic.partitions.len() as i32);
         let leader = topic.partitions.get(usize::try_from(index).ok()?)?.leader;
+        if view.fenced.contains(&leader) {
+            return None;
+        }
         view.brokers.get(&leader).cloned()
     }
 

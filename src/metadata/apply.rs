@@ -40,6 +40,8 @@ impl ClusterView {
             } => self.alter_topic_configs(name, set, delete, *replace),
             Command::AllocateProducerIds { count } => self.allocate_producer_ids(*count),
             Command::InitCluster { cluster_id } => self.init_cluster(cluster_id),
+            Command::FenceBroker { node_id } => self.fence_broker(*node_id, true),
+            Command::UnfenceBroker { node_id } => self.fence_broker(*node_id, false),
             Command::AlterBrokerConfigs {
                 set,
                 delete,
@@ -62,7 +64,32 @@ impl ClusterView {
             return invalid_request(format!("broker port out of range. port={}", broker.port));
         }
         self.brokers.insert(broker.node_id, broker.clone());
+        // A broker that registers is running.
+        self.fenced.remove(&broker.node_id);
         CommandResult::Ok
+    }
+
+    /// Fences (or unfences) a registered broker: a fenced broker is left out
+    /// of placement and of the brokers clients are told about.
+    fn fence_broker(&mut self, node_id: i32, fence: bool) -> CommandResult {
+        if !self.brokers.contains_key(&node_id) {
+            return invalid_request(format!("unknown broker. node_id={node_id}"));
+        }
+        if fence {
+            self.fenced.insert(node_id);
+        } else {
+            self.fenced.remove(&node_id);
+        }
+        CommandResult::Ok
+    }
+
+    /// Registered brokers that are not fenced, by id: where new replicas go.
+    fn live_brokers(&self) -> Vec<i32> {
+        self.brokers
+            .keys()
+            .filter(|b| !self.fenced.contains(b))
+            .copied()
+            .collect()
     }
 
     fn create_topic(
@@ -100,7 +127,7 @@ impl ClusterView {
             Ok(rf) => rf,
             Err(result) => return result,
         };
-        let brokers: Vec<i32> = self.brokers.keys().copied().collect();
+        let brokers = self.live_brokers();
         let partitions = (0..partitions)
             .map(|p| assign_partition(&brokers, id, p, rf))
             .collect();
@@ -127,11 +154,11 @@ impl ClusterView {
             });
         }
         let rf = usize::from(requested.unsigned_abs());
-        if rf > self.brokers.len() {
+        let live = self.live_brokers().len();
+        if rf > live {
             return Err(CommandResult::InvalidReplicationFactor {
                 reason: format!(
-                    "replication factor larger than the registered brokers. replication_factor={requested}, brokers={}",
-                    self.brokers.len()
+                    "replication factor larger than the running brokers. replication_factor={requested}, brokers={live}"
                 ),
             });
         }
@@ -186,15 +213,15 @@ impl ClusterView {
             };
         }
         let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
-        if rf > self.brokers.len() {
+        let brokers = self.live_brokers();
+        if rf > brokers.len() {
             return CommandResult::InvalidReplicationFactor {
                 reason: format!(
-                    "replication factor larger than the registered brokers. name={name}, replication_factor={rf}, brokers={}",
-                    self.brokers.len()
+                    "replication factor larger than the running brokers. name={name}, replication_factor={rf}, brokers={}",
+                    brokers.len()
                 ),
             };
         }
-        let brokers: Vec<i32> = self.brokers.keys().copied().collect();
         let id = topic.id;
         // `current` and `total_count` are both <= MAX_PARTITIONS_PER_TOPIC.
         let first_new = i32::try_from(current).unwrap_or(i32::MAX);
@@ -413,6 +440,37 @@ mod tests {
             view.topic_by_id(id(7)).map(|t| t.name.as_str()),
             Some("orders")
         );
+    }
+
+    #[test]
+    fn fenced_brokers_get_no_new_partitions_until_they_register_again() {
+        let mut view = view_with_brokers(&[1, 2, 3]);
+        let fence = Command::FenceBroker { node_id: 2 };
+        assert_eq!(view.apply(&fence), CommandResult::Ok);
+        assert_eq!(view.apply(&fence), CommandResult::Ok, "idempotent");
+        assert!(view.fenced.contains(&2));
+        assert_eq!(view.apply(&create("t", id(3), 6, 1)), CommandResult::Ok);
+        assert!(view.topics["t"].partitions.iter().all(|p| p.leader != 2));
+        assert!(matches!(
+            view.apply(&create("three", id(5), 1, 3)),
+            CommandResult::InvalidReplicationFactor { .. }
+        ));
+        assert!(matches!(
+            view.apply(&Command::FenceBroker { node_id: 9 }),
+            CommandResult::InvalidRequest { .. }
+        ));
+        // Heartbeats again, or registers at a restart.
+        assert_eq!(
+            view.apply(&Command::UnfenceBroker { node_id: 2 }),
+            CommandResult::Ok
+        );
+        assert!(view.fenced.is_empty());
+        view.apply(&fence);
+        assert_eq!(
+            view.apply(&Command::RegisterBroker(broker(2))),
+            CommandResult::Ok
+        );
+        assert!(view.fenced.is_empty());
     }
 
     #[test]

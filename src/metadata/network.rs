@@ -57,6 +57,11 @@ pub(crate) enum Request {
     /// A command proposed on a node that does not lead, for the leader to
     /// commit.
     Propose(Command),
+    /// The broker of this node runs (sent to the leader every heartbeat
+    /// interval; a broker silent for the session timeout is fenced).
+    Heartbeat {
+        node_id: NodeId,
+    },
 }
 
 /// The answer to a [`Request`] of the same name.
@@ -70,6 +75,7 @@ pub(crate) enum Response {
     /// The command's log index and result, or why the node could not
     /// commit it (it does not lead either, say).
     Propose(Result<(u64, CommandResult), ProposeRefused>),
+    Heartbeat,
 }
 
 /// Why a forwarded proposal was not committed.
@@ -298,6 +304,8 @@ pub(crate) trait Handler: Send + Sync + 'static {
         &self,
         cmd: Command,
     ) -> impl std::future::Future<Output = Result<(u64, CommandResult), ProposeRefused>> + Send;
+    /// Notes that the broker of node `node_id` runs.
+    fn heartbeat(&self, node_id: NodeId);
 }
 
 /// Serves the controller listener until `cancel`: each connection in its
@@ -347,6 +355,10 @@ async fn serve_connection<H: Handler>(
             }
             Request::Vote(r) => Response::Vote(handler.raft().vote(r).await),
             Request::Propose(cmd) => Response::Propose(handler.propose(cmd).await),
+            Request::Heartbeat { node_id } => {
+                handler.heartbeat(node_id);
+                Response::Heartbeat
+            }
         };
         write_frame(&mut stream, &resp).await?;
     }
