@@ -273,6 +273,12 @@ fn error_codes(r: &ResponseKind) -> Vec<i16> {
         ResponseKind::InitProducerId(r) => vec![r.error_code],
         ResponseKind::ApiVersions(r) => vec![r.error_code],
         ResponseKind::DescribeCluster(r) => vec![r.error_code],
+        ResponseKind::DescribeQuorum(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .chain([r.error_code])
+            .collect(),
         _ => vec![],
     };
     codes.into_iter().filter(|c| *c != 0).collect()
@@ -362,6 +368,9 @@ async fn dispatch(
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(cluster::describe_cluster(broker, r, v))
+        }
+        RequestKind::DescribeQuorum(r) => {
+            ResponseKind::DescribeQuorum(cluster::describe_quorum(broker, r, v).await)
         }
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(broker, r, v).await)

@@ -9,6 +9,7 @@
 //! Cancellation: Ctrl-C ends `consume` cleanly (output flushed, exit 0);
 //! other commands are short and simply die with the process.
 
+mod cluster;
 mod consume;
 mod format;
 mod group;
@@ -46,6 +47,8 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Tiered storage: per-partition status, restore a topic from the tier, repair a manifest
     Tier(tier::TierArgs),
+    /// Brokers and the metadata quorum
+    Cluster(cluster::ClusterArgs),
 }
 
 /// How results are printed.
@@ -156,6 +159,7 @@ pub fn run(cmd: Command) -> ExitCode {
             Command::Produce(a) => produce::run(a).await,
             Command::Consume(a) => consume::run(a).await,
             Command::Tier(a) => tier::run(a).await,
+            Command::Cluster(a) => cluster::run(a).await,
         }
     });
     match result {

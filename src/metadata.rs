@@ -978,6 +978,41 @@ impl Metadata {
         }
     }
 
+    /// The quorum as its leader sees it: from this node if it leads, else
+    /// asked of the leader over the controller transport.
+    pub async fn quorum_status(&self) -> Result<QuorumStatus, MetadataError> {
+        if let Some(status) = QuorumStatus::of(&self.raft()) {
+            return Ok(status);
+        }
+        let (leader, addr) = {
+            let m = self.raft().metrics();
+            let m = m.borrow();
+            let leader = m.current_leader;
+            let addr = leader.and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.addr.clone())
+            });
+            (leader, addr)
+        };
+        let (Some(leader), Some(addr)) = (leader, addr) else {
+            return Err(MetadataError::NoLeader {
+                node_id: self.node_id,
+            });
+        };
+        let mut peer = network::Peer::new(leader, addr);
+        match peer
+            .call(&network::Request::QuorumStatus, Duration::from_secs(5))
+            .await?
+        {
+            network::Response::QuorumStatus(Some(status)) => Ok(status),
+            _ => Err(MetadataError::NotLeader {
+                leader: Some(leader),
+            }),
+        }
+    }
+
     /// The latest applied view; lock-free.
     pub fn view(&self) -> Arc<ClusterView> {
         self.publisher.view()
@@ -1009,6 +1044,62 @@ impl Metadata {
             );
         }
         Ok(())
+    }
+}
+
+/// The metadata quorum as its leader sees it (Kafka's DescribeQuorum).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumStatus {
+    pub leader: NodeId,
+    /// The leader's raft term (Kafka's leader epoch of the quorum).
+    pub term: u64,
+    /// One past the last entry the leader has applied.
+    pub high_watermark: i64,
+    pub voters: Vec<VoterStatus>,
+}
+
+/// One voter of [`QuorumStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterStatus {
+    pub node_id: NodeId,
+    /// Its controller address.
+    pub addr: String,
+    /// One past the last entry the leader knows it holds (0: none known).
+    pub log_end: i64,
+}
+
+impl QuorumStatus {
+    /// The status from `raft`'s metrics, if it leads.
+    fn of(raft: &Raft<TypeConfig>) -> Option<QuorumStatus> {
+        let m = raft.metrics();
+        let m = m.borrow();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let next = |index: Option<u64>| index.map_or(0, |i| i as i64 + 1);
+        let replication = m.replication.clone().unwrap_or_default();
+        let membership = m.membership_config.membership();
+        let voters = membership
+            .voter_ids()
+            .map(|id| VoterStatus {
+                node_id: id,
+                addr: membership
+                    .get_node(&id)
+                    .map(|n| n.addr.clone())
+                    .unwrap_or_default(),
+                log_end: if id == m.id {
+                    next(m.last_log_index)
+                } else {
+                    next(replication.get(&id).copied().flatten().map(|l| l.index))
+                },
+            })
+            .collect();
+        Some(QuorumStatus {
+            leader: m.id,
+            term: m.current_term,
+            high_watermark: next(m.last_applied.map(|l| l.index)),
+            voters,
+        })
     }
 }
 

@@ -219,8 +219,19 @@ fn three_brokers_share_metadata_spread_partitions_and_serve_clients() {
         .map(|(p, _)| *p)
         .collect();
     let all = bootstrap(&brokers);
+    // Every broker's view lifts the fence shortly after the leader's.
+    let consumer = clients::consumer(&all, &[]);
     for p in on_first {
-        let (_, high) = clients::watermarks(&all, "orders", p);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let high = loop {
+            match consumer.fetch_watermarks("orders", p, Duration::from_secs(5)) {
+                Ok((_, high)) => break high,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "partition {p}: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        };
         assert_eq!(high, seen[&p].len() as i64, "partition {p} after kill -9");
     }
 }
@@ -310,4 +321,59 @@ fn quorum_flags_are_checked_and_name_the_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("controller-listen"), "{err}");
+}
+
+fn cluster_status(b: &Broker) -> serde_json::Value {
+    let out = std::process::Command::new(common::strata_bin())
+        .args([
+            "cluster",
+            "status",
+            "--output",
+            "json",
+            "-b",
+            &b.bootstrap(),
+        ])
+        .output()
+        .expect("run strata cluster status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// `strata cluster status` (DescribeQuorum and Metadata): the brokers, the
+/// quorum's leader and every voter's position, from any broker.
+#[test]
+fn cluster_status_shows_brokers_and_the_quorum() {
+    let brokers = three_brokers();
+    clients::create_topic(&brokers[0].bootstrap(), "status", 1, &[]);
+    let mut leaders = Vec::new();
+    for b in &brokers {
+        let s = cluster_status(b);
+        assert_eq!(s["brokers"].as_array().unwrap().len(), 3, "{s}");
+        let voters = s["quorum"]["voters"].as_array().unwrap();
+        let ids: Vec<i64> = voters
+            .iter()
+            .map(|v| v["node_id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3], "{s}");
+        let hw = s["quorum"]["high_watermark"].as_i64().unwrap();
+        assert!(hw > 0, "{s}");
+        assert!(
+            voters
+                .iter()
+                .all(|v| v["log_end_offset"].as_i64().unwrap() > 0),
+            "{s}"
+        );
+        leaders.push(s["quorum"]["leader_id"].as_i64().unwrap());
+    }
+    assert!(leaders.iter().all(|l| *l == leaders[0]), "{leaders:?}");
+
+    // A single broker is a quorum of one.
+    let alone = Broker::start();
+    let s = cluster_status(&alone);
+    assert_eq!(s["quorum"]["leader_id"], 1, "{s}");
+    assert_eq!(s["quorum"]["voters"].as_array().unwrap().len(), 1, "{s}");
 }

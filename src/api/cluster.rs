@@ -127,3 +127,94 @@ pub async fn describe_log_dirs(
             .with_usable_bytes(-1),
     ])
 }
+
+/// The metadata log as a Kafka client names it in DescribeQuorum.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum: the metadata quorum's leader, term, high watermark and
+/// each voter's log end (what `kafka-metadata-quorum describe` prints).
+/// Only partition 0 of `__cluster_metadata` exists; the leader answers,
+/// asked over the controller transport when this broker does not lead.
+pub async fn describe_quorum(
+    broker: &Broker,
+    req: kafka_protocol::messages::DescribeQuorumRequest,
+    version: i16,
+) -> kafka_protocol::messages::DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_response::{
+        Listener, Node, PartitionData, ReplicaState, TopicData,
+    };
+    use kafka_protocol::messages::DescribeQuorumResponse;
+    let status = broker.metadata.quorum_status().await;
+    let partition = |index: i32| -> PartitionData {
+        let p = PartitionData::default().with_partition_index(index);
+        if index != 0 {
+            return p.with_error_code(Code::UnknownTopicOrPartition.code());
+        }
+        match &status {
+            Err(e) => p
+                .with_error_code(Code::NotLeaderOrFollower.code())
+                .with_error_message(Some(StrBytes::from_string(e.to_string())))
+                .with_leader_id(BrokerId(-1)),
+            Ok(s) => p
+                .with_leader_id(BrokerId(s.leader as i32))
+                .with_leader_epoch(i32::try_from(s.term).unwrap_or(i32::MAX))
+                .with_high_watermark(s.high_watermark)
+                .with_current_voters(
+                    s.voters
+                        .iter()
+                        .map(|v| {
+                            ReplicaState::default()
+                                .with_replica_id(BrokerId(v.node_id as i32))
+                                .with_log_end_offset(v.log_end)
+                                .with_last_fetch_timestamp(-1)
+                                .with_last_caught_up_timestamp(-1)
+                        })
+                        .collect(),
+                ),
+        }
+    };
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let known = t.topic_name.0.as_str() == METADATA_TOPIC;
+            TopicData::default()
+                .with_topic_name(t.topic_name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            if known {
+                                partition(p.partition_index)
+                            } else {
+                                PartitionData::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(Code::UnknownTopicOrPartition.code())
+                            }
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let mut resp = DescribeQuorumResponse::default().with_topics(topics);
+    if version >= 2 {
+        if let Ok(s) = &status {
+            resp.nodes = s
+                .voters
+                .iter()
+                .filter_map(|v| {
+                    let (host, port) = v.addr.rsplit_once(':')?;
+                    Some(
+                        Node::default()
+                            .with_node_id(BrokerId(v.node_id as i32))
+                            .with_listeners(vec![Listener::default()
+                                .with_name(StrBytes::from_static_str("CONTROLLER"))
+                                .with_host(StrBytes::from_string(host.to_string()))
+                                .with_port(port.parse().ok()?)]),
+                    )
+                })
+                .collect();
+        }
+    }
+    resp
+}

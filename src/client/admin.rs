@@ -384,3 +384,53 @@ impl Client {
         )
     }
 }
+
+/// The metadata quorum as DescribeQuorum gives it.
+#[derive(Debug, Clone)]
+pub struct QuorumInfo {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
+    /// Each voter's id and log end offset.
+    pub voters: Vec<(i32, i64)>,
+}
+
+impl Client {
+    /// DescribeQuorum of the metadata log (`__cluster_metadata`, 0).
+    pub async fn describe_quorum(&self) -> Result<QuorumInfo, ClientError> {
+        use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+        use kafka_protocol::messages::{DescribeQuorumRequest, TopicName};
+        let conn = self.admin_conn().await?;
+        let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(TopicName(
+                kafka_protocol::protocol::StrBytes::from_static_str("__cluster_metadata"),
+            ))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+        let resp = conn.send(&req).await?;
+        error::check(resp.error_code, "describe quorum", String::new, None)?;
+        let p = resp
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Protocol {
+                what: "describe quorum answered no partition".into(),
+                addr: conn.addr().to_string(),
+            })?;
+        error::check(
+            p.error_code,
+            "describe quorum",
+            || "topic=__cluster_metadata".into(),
+            p.error_message.as_deref(),
+        )?;
+        Ok(QuorumInfo {
+            leader_id: p.leader_id.0,
+            leader_epoch: p.leader_epoch,
+            high_watermark: p.high_watermark,
+            voters: p
+                .current_voters
+                .iter()
+                .map(|v| (v.replica_id.0, v.log_end_offset))
+                .collect(),
+        })
+    }
+}

@@ -62,6 +62,8 @@ pub(crate) enum Request {
     Heartbeat {
         node_id: NodeId,
     },
+    /// The quorum as the leader sees it (DescribeQuorum).
+    QuorumStatus,
 }
 
 /// The answer to a [`Request`] of the same name.
@@ -76,6 +78,8 @@ pub(crate) enum Response {
     /// commit it (it does not lead either, say).
     Propose(Result<(u64, CommandResult), ProposeRefused>),
     Heartbeat,
+    /// `None` when the asked node does not lead.
+    QuorumStatus(Option<super::QuorumStatus>),
 }
 
 /// Why a forwarded proposal was not committed.
@@ -358,6 +362,9 @@ async fn serve_connection<H: Handler>(
             Request::Heartbeat { node_id } => {
                 handler.heartbeat(node_id);
                 Response::Heartbeat
+            }
+            Request::QuorumStatus => {
+                Response::QuorumStatus(super::QuorumStatus::of(&handler.raft()))
             }
         };
         write_frame(&mut stream, &resp).await?;
