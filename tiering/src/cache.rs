@@ -518,6 +518,10 @@ impl DiskCache {
             Ok(()) => {
                 let size = body.len() as u64;
                 self.index.insert(key, DiskEntry { file, size }).await;
+                // Evict now, not at the next read: the files of evicted
+                // entries go with their eviction, so the directory stays
+                // within the bound while chunks stream in.
+                self.index.run_pending_tasks().await;
             }
             Err(e) => {
                 tracing::debug!(error = %e, path = %tmp.display(), "disk cache write failed");
