@@ -29,6 +29,8 @@ def render(tmp_path: Path, **overrides) -> dict:
         "advertised_host": '""',
         "kafka_port": "9092",
         "admin_port": "9644",
+        "controller_port": "9093",
+        "controller_voters": '""',
         "auto_create_topics": "false",
         "num_partitions": "3",
         "log_level": '"info"',
@@ -72,6 +74,15 @@ def test_broker_config(rendered):
         "log-segment-bytes": 536870912,
         "log-retention-ms": -1,
     }
+
+
+def test_several_brokers_form_one_quorum(tmp_path):
+    voters = "1@broker-1.strata.internal:9093,2@broker-2.strata.internal:9093,3@broker-3.strata.internal:9093"
+    doc = render(tmp_path, controller_voters=f'"{voters}"')
+    config = tomllib.loads(doc["files"]["/etc/strata/strata.toml"]["content"])
+    assert config["controller-listen"] == "0.0.0.0:9093"
+    assert config["controller-quorum-voters"] == voters
+    assert config["node-id"] == 2
 
 
 def test_bootstrap_env(rendered):

@@ -49,6 +49,8 @@ resource "aws_instance" "broker" {
     advertised_host    = local.brokers[count.index].dns_name
     kafka_port         = local.kafka_port
     admin_port         = local.admin_port
+    controller_port    = local.controller_port
+    controller_voters  = local.controller_quorum_voters
     auto_create_topics = var.auto_create_topics
     num_partitions     = var.num_partitions
     log_level          = var.log_level
@@ -90,6 +92,11 @@ resource "aws_instance" "broker" {
     precondition {
       condition     = var.route53_zone_id == null || var.dns_domain != null
       error_message = "dns_domain is required when route53_zone_id is set."
+    }
+
+    precondition {
+      condition     = var.broker_count == 1 || var.route53_zone_id != null
+      error_message = "A cluster of several brokers needs route53_zone_id and dns_domain: the brokers find each other's controller listeners by name."
     }
   }
 }

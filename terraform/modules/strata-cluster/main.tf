@@ -54,6 +54,13 @@ locals {
     }
   ]
 
+  # Several brokers form one cluster: every broker is a metadata voter,
+  # reached by its DNS name on the controller port (Kafka's
+  # controller.quorum.voters). One broker runs alone.
+  controller_quorum_voters = var.broker_count > 1 ? join(",", [
+    for b in local.brokers : "${b.node_id}@${b.dns_name}:${local.controller_port}"
+  ]) : ""
+
   tags = merge(var.tags, {
     "strata:cluster" = var.name
     "managed-by"     = "terraform"

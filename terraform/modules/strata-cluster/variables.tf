@@ -42,7 +42,7 @@ variable "tags" {
 # --- Brokers -----------------------------------------------------------------
 
 variable "broker_count" {
-  description = "Number of broker instances; node ids are 1..broker_count. Until replication lands each broker is its own single-node cluster, so keep this at 1 for a cluster that clients see as one."
+  description = "Number of broker instances; node ids are 1..broker_count. Several brokers form one cluster (every broker a metadata voter, found by its DNS name, so route53_zone_id and dns_domain are required); partitions are spread over the brokers with one replica each until replication lands."
   type        = number
   default     = 1
 
