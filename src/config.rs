@@ -79,7 +79,7 @@ pub struct ServeArgs {
     /// Controller listener: where the metadata voters reach this node (needs --controller-quorum-voters)
     #[arg(long, env = "STRATA_CONTROLLER_LISTEN")]
     pub controller_listen: Option<String>,
-    /// The metadata voters as ID@HOST:PORT,... (Kafka's controller.quorum.voters); this node must be one of them [default: this node alone]
+    /// The metadata voters as ID@HOST:PORT,... (Kafka's controller.quorum.voters); a node outside them follows the metadata log as a learner [default: this node alone]
     #[arg(long, env = "STRATA_CONTROLLER_QUORUM_VOTERS")]
     pub controller_quorum_voters: Option<String>,
     /// A broker the quorum's leader has not heard from this long is fenced: no new partitions, left out of Metadata (broker.session.timeout.ms) [default: 9000]
@@ -710,7 +710,7 @@ pub struct ControllerQuorum {
 
 /// The quorum `--controller-listen` and `--controller-quorum-voters` name:
 /// none when neither is set; both or neither; voters as `ID@HOST:PORT`
-/// with distinct ids, this node among them.
+/// with distinct ids. A node outside them joins as a learner.
 fn controller_quorum(
     node_id: i32,
     listen: Option<&str>,
@@ -753,11 +753,14 @@ fn controller_quorum(
             ));
         }
     }
-    if !parsed.contains_key(&node_id) {
+    // A broker outside the voters follows the metadata log as a learner;
+    // the others reach it at its controller listener, which must be an
+    // address they can connect to.
+    if !parsed.contains_key(&node_id) && listen.ip().is_unspecified() {
         return Err(ConfigError::invalid(
-            VOTERS,
-            voters,
-            format!("this node (node-id {node_id}) must be one of the voters"),
+            "controller-listen",
+            listen,
+            format!("node-id {node_id} is not a voter, so the voters reach it at this address: it must not be unspecified"),
         ));
     }
     Ok(Some(ControllerQuorum {

@@ -525,11 +525,18 @@ impl Metadata {
         let (raft_addr, voters, listener) = match quorum {
             Quorum::Alone { raft_addr } => (raft_addr, None, None),
             Quorum::Voters { voters, listener } => {
-                let Some(addr) = voters.get(&node_id).cloned() else {
-                    return Err(MetadataError::NotAVoter {
-                        node_id,
-                        voters: voters.keys().copied().collect(),
-                    });
+                // A node outside the voters follows the log as a learner,
+                // reached at its controller listener.
+                let addr = match voters.get(&node_id) {
+                    Some(addr) => addr.clone(),
+                    None => listener
+                        .local_addr()
+                        .map_err(|source| MetadataError::Io {
+                            op: "controller listener address",
+                            path: dir.to_path_buf(),
+                            source,
+                        })?
+                        .to_string(),
                 };
                 (addr, Some(voters), Some(listener))
             }
@@ -728,6 +735,9 @@ impl Metadata {
             .await
             .map_err(MetadataError::raft("check initialized"))?;
         let first = voters.keys().next() == Some(&node_id);
+        if !voters.contains_key(&node_id) {
+            self.join_as_learner(&voters).await;
+        }
         if !initialized && first {
             tracing::info!(node_id, voters = ?voters, "initializing a new metadata quorum");
             let members: BTreeMap<NodeId, BasicNode> = voters
@@ -838,6 +848,35 @@ impl Metadata {
                 });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asks the voters, in turn, to add this node as a learner until the
+    /// leader does (the others refuse, naming it); retries for as long as
+    /// it takes a quorum to start.
+    async fn join_as_learner(&self, voters: &BTreeMap<NodeId, String>) {
+        let node_id = self.node_id;
+        let addr = self.reopen.raft_addr.clone();
+        let mut logged = tokio::time::Instant::now();
+        loop {
+            for (id, voter) in voters {
+                let mut peer = network::Peer::new(*id, voter.clone());
+                let req = network::Request::Join {
+                    node_id,
+                    addr: addr.clone(),
+                };
+                if let Ok(network::Response::Join(Ok(()))) =
+                    peer.call(&req, Duration::from_secs(5)).await
+                {
+                    tracing::info!(node_id, %addr, "following the metadata log as a learner");
+                    return;
+                }
+            }
+            if logged.elapsed() >= WAIT_LOG_EVERY {
+                tracing::warn!(node_id, voters = ?voters, "no metadata leader has added this broker yet; retrying");
+                logged = tokio::time::Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -1056,6 +1095,8 @@ pub struct QuorumStatus {
     /// One past the last entry the leader has applied.
     pub high_watermark: i64,
     pub voters: Vec<VoterStatus>,
+    /// Learners: brokers that follow the log without voting.
+    pub observers: Vec<VoterStatus>,
 }
 
 /// One voter of [`QuorumStatus`].
@@ -1079,26 +1120,26 @@ impl QuorumStatus {
         let next = |index: Option<u64>| index.map_or(0, |i| i as i64 + 1);
         let replication = m.replication.clone().unwrap_or_default();
         let membership = m.membership_config.membership();
-        let voters = membership
-            .voter_ids()
-            .map(|id| VoterStatus {
-                node_id: id,
-                addr: membership
-                    .get_node(&id)
-                    .map(|n| n.addr.clone())
-                    .unwrap_or_default(),
-                log_end: if id == m.id {
-                    next(m.last_log_index)
-                } else {
-                    next(replication.get(&id).copied().flatten().map(|l| l.index))
-                },
-            })
-            .collect();
+        let status = |id: NodeId| VoterStatus {
+            node_id: id,
+            addr: membership
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default(),
+            log_end: if id == m.id {
+                next(m.last_log_index)
+            } else {
+                next(replication.get(&id).copied().flatten().map(|l| l.index))
+            },
+        };
+        let voters = membership.voter_ids().map(status).collect();
+        let observers = membership.learner_ids().map(status).collect();
         Some(QuorumStatus {
             leader: m.id,
             term: m.current_term,
             high_watermark: next(m.last_applied.map(|l| l.index)),
             voters,
+            observers,
         })
     }
 }
@@ -1142,6 +1183,39 @@ impl network::Handler for Controller {
         self.liveness.seen(node_id);
     }
 
+    async fn join(&self, node_id: NodeId, addr: String) -> Result<(), network::ProposeRefused> {
+        let raft = self.raft.load_full();
+        let known = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&node_id)
+            .is_some_and(|n| n.addr == addr);
+        if known {
+            return Ok(());
+        }
+        match raft
+            .add_learner(node_id, BasicNode::new(addr.clone()), false)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(node_id, %addr, "a broker joined the metadata log as a learner");
+                Ok(())
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(network::ProposeRefused {
+                    leader: f.leader_id,
+                    message: format!("not the metadata leader. leader={:?}", f.leader_id),
+                })
+            }
+            Err(e) => Err(network::ProposeRefused {
+                leader: None,
+                message: e.to_string(),
+            }),
+        }
+    }
+
     async fn propose(&self, cmd: Command) -> Result<(u64, CommandResult), network::ProposeRefused> {
         match self.raft.load_full().client_write(cmd).await {
             Ok(r) => Ok((r.log_id.index, r.data)),
@@ -1172,7 +1246,8 @@ async fn open_raft(
     let (alive, released) = mpsc::channel(1);
     let store = store::Store::open(dir, publisher, alive)?;
     if let Some(voters) = store.last_voters() {
-        if !voters.contains(&node_id) {
+        // A learner (outside the configured voters) is in no voter set.
+        if expected_voters.contains(&node_id) && !voters.contains(&node_id) {
             return Err(MetadataError::NotAVoter {
                 node_id,
                 voters: voters.into_iter().collect(),

@@ -23,8 +23,14 @@ fn free_port() -> u16 {
 
 /// Three brokers, each a metadata voter on its own controller port.
 fn three_brokers() -> Vec<Broker> {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let voters = ports
+    brokers(3, 3)
+}
+
+/// `n` brokers, the first `voters` of them metadata voters and the others
+/// learners, each on its own controller port.
+fn brokers(n: usize, voters: usize) -> Vec<Broker> {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let voters = ports[..voters]
         .iter()
         .enumerate()
         .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
@@ -303,7 +309,7 @@ fn quorum_flags_are_checked_and_name_the_key() {
             "--node-id",
             "4",
             "--controller-listen",
-            "127.0.0.1:0",
+            "0.0.0.0:0",
             "--controller-quorum-voters",
             "1@127.0.0.1:9093,2@127.0.0.1:9193",
         ])
@@ -311,8 +317,22 @@ fn quorum_flags_are_checked_and_name_the_key() {
         .expect("run strata");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("controller-quorum-voters"), "{err}");
-    assert!(err.contains("node-id 4"), "{err}");
+    assert!(err.contains("controller-listen"), "{err}");
+    assert!(err.contains("node-id 4 is not a voter"), "{err}");
+
+    let out = std::process::Command::new(common::strata_bin())
+        .args([
+            "serve",
+            "--controller-listen",
+            "127.0.0.1:0",
+            "--controller-quorum-voters",
+            "1@127.0.0.1:9093,1@127.0.0.1:9193",
+        ])
+        .output()
+        .expect("run strata");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node id 1 appears twice"), "{err}");
 
     let out = std::process::Command::new(common::strata_bin())
         .args(["serve", "--controller-quorum-voters", "1@127.0.0.1:9093"])
@@ -376,4 +396,33 @@ fn cluster_status_shows_brokers_and_the_quorum() {
     let s = cluster_status(&alone);
     assert_eq!(s["quorum"]["leader_id"], 1, "{s}");
     assert_eq!(s["quorum"]["voters"].as_array().unwrap().len(), 1, "{s}");
+}
+
+/// A broker outside the voters follows the metadata log as a learner: it
+/// leads partitions like the others and shows as an observer of the quorum.
+#[test]
+fn a_fourth_broker_joins_as_a_learner() {
+    let brokers = brokers(4, 3);
+    let s = cluster_status(&brokers[3]);
+    let ids = |key: &str| -> Vec<i64> {
+        s["quorum"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["node_id"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids("voters"), vec![1, 2, 3], "{s}");
+    assert_eq!(ids("observers"), vec![4], "{s}");
+    assert_eq!(s["brokers"].as_array().unwrap().len(), 4, "{s}");
+    clients::create_topic(&brokers[3].bootstrap(), "eight", 8, &[]);
+    let led = leaders(&brokers[0], "eight");
+    assert!(led.values().any(|l| *l == 4), "{led:?}");
+    let records: Vec<TestRecord> = (0..8)
+        .map(|p| TestRecord::value("x").in_partition(p))
+        .collect();
+    assert_eq!(
+        clients::produce(&bootstrap(&brokers), "eight", &records).len(),
+        8
+    );
 }

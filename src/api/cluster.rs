@@ -145,6 +145,13 @@ pub async fn describe_quorum(
     };
     use kafka_protocol::messages::DescribeQuorumResponse;
     let status = broker.metadata.quorum_status().await;
+    let replica_state = |v: &crate::metadata::VoterStatus| {
+        ReplicaState::default()
+            .with_replica_id(BrokerId(v.node_id as i32))
+            .with_log_end_offset(v.log_end)
+            .with_last_fetch_timestamp(-1)
+            .with_last_caught_up_timestamp(-1)
+    };
     let partition = |index: i32| -> PartitionData {
         let p = PartitionData::default().with_partition_index(index);
         if index != 0 {
@@ -159,18 +166,8 @@ pub async fn describe_quorum(
                 .with_leader_id(BrokerId(s.leader as i32))
                 .with_leader_epoch(i32::try_from(s.term).unwrap_or(i32::MAX))
                 .with_high_watermark(s.high_watermark)
-                .with_current_voters(
-                    s.voters
-                        .iter()
-                        .map(|v| {
-                            ReplicaState::default()
-                                .with_replica_id(BrokerId(v.node_id as i32))
-                                .with_log_end_offset(v.log_end)
-                                .with_last_fetch_timestamp(-1)
-                                .with_last_caught_up_timestamp(-1)
-                        })
-                        .collect(),
-                ),
+                .with_current_voters(s.voters.iter().map(replica_state).collect())
+                .with_observers(s.observers.iter().map(replica_state).collect()),
         }
     };
     let topics = req
@@ -202,6 +199,7 @@ pub async fn describe_quorum(
             resp.nodes = s
                 .voters
                 .iter()
+                .chain(&s.observers)
                 .filter_map(|v| {
                     let (host, port) = v.addr.rsplit_once(':')?;
                     Some(

@@ -44,6 +44,11 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                             "log_end_offset": end,
                             "lag": lag(*end),
                         })).collect::<Vec<_>>(),
+                        "observers": quorum.observers.iter().map(|(id, end)| json!({
+                            "node_id": id,
+                            "log_end_offset": end,
+                            "lag": lag(*end),
+                        })).collect::<Vec<_>>(),
                     },
                 })),
                 Output::Table => {

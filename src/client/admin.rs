@@ -393,6 +393,8 @@ pub struct QuorumInfo {
     pub high_watermark: i64,
     /// Each voter's id and log end offset.
     pub voters: Vec<(i32, i64)>,
+    /// Each observer's (learner's) id and log end offset.
+    pub observers: Vec<(i32, i64)>,
 }
 
 impl Client {
@@ -428,6 +430,11 @@ impl Client {
             high_watermark: p.high_watermark,
             voters: p
                 .current_voters
+                .iter()
+                .map(|v| (v.replica_id.0, v.log_end_offset))
+                .collect(),
+            observers: p
+                .observers
                 .iter()
                 .map(|v| (v.replica_id.0, v.log_end_offset))
                 .collect(),

@@ -64,6 +64,12 @@ pub(crate) enum Request {
     },
     /// The quorum as the leader sees it (DescribeQuorum).
     QuorumStatus,
+    /// A broker outside the voters asks to follow the metadata log as a
+    /// learner, at its controller address.
+    Join {
+        node_id: NodeId,
+        addr: String,
+    },
 }
 
 /// The answer to a [`Request`] of the same name.
@@ -80,6 +86,8 @@ pub(crate) enum Response {
     Heartbeat,
     /// `None` when the asked node does not lead.
     QuorumStatus(Option<super::QuorumStatus>),
+    /// Added as a learner, or why not (not the leader, say).
+    Join(Result<(), ProposeRefused>),
 }
 
 /// Why a forwarded proposal was not committed.
@@ -310,6 +318,12 @@ pub(crate) trait Handler: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<(u64, CommandResult), ProposeRefused>> + Send;
     /// Notes that the broker of node `node_id` runs.
     fn heartbeat(&self, node_id: NodeId);
+    /// Adds node `node_id` at `addr` as a learner (on the leader).
+    fn join(
+        &self,
+        node_id: NodeId,
+        addr: String,
+    ) -> impl std::future::Future<Output = Result<(), ProposeRefused>> + Send;
 }
 
 /// Serves the controller listener until `cancel`: each connection in its
@@ -366,6 +380,7 @@ async fn serve_connection<H: Handler>(
             Request::QuorumStatus => {
                 Response::QuorumStatus(super::QuorumStatus::of(&handler.raft()))
             }
+            Request::Join { node_id, addr } => Response::Join(handler.join(node_id, addr).await),
         };
         write_frame(&mut stream, &resp).await?;
     }

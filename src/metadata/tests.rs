@@ -408,23 +408,6 @@ async fn three_voters_agree_forward_proposals_and_survive_the_loss_of_the_leader
     }
 }
 
-#[tokio::test]
-async fn a_node_outside_the_voters_is_refused() {
-    let (q, mut listeners) = Quorum3::new().await;
-    let quorum = super::Quorum::Voters {
-        voters: q.addrs.clone(),
-        listener: listeners.remove(0),
-    };
-    let err = Metadata::open_quorum(q.dirs[0].path(), 7, quorum)
-        .await
-        .err()
-        .expect("not a voter");
-    assert!(
-        matches!(err, MetadataError::NotAVoter { node_id: 7, .. }),
-        "{err}"
-    );
-}
-
 /// A single node's directory started as one voter of three would leave the
 /// other two to make a second history (or wait for ever): refused, naming
 /// both voter sets.
@@ -448,4 +431,60 @@ async fn a_directory_of_another_quorum_is_refused() {
         text.contains("stored=[1]") && text.contains("configured=[1, 2, 3]"),
         "{text}"
     );
+}
+
+/// A fourth node outside the voters joins as a learner: it follows the log,
+/// its proposals are forwarded, and the leader lists it as an observer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_the_voters_follows_as_a_learner() {
+    let (q, listeners) = Quorum3::new().await;
+    let mut listeners = listeners.into_iter();
+    let learner_dir = tempfile::tempdir().unwrap();
+    let learner_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let learner = async {
+        let quorum = super::Quorum::Voters {
+            voters: q.addrs.clone(),
+            listener: learner_listener,
+        };
+        Metadata::open_quorum(learner_dir.path(), 4, quorum)
+            .await
+            .expect("learner opens")
+    };
+    let (a, b, c, d) = tokio::join!(
+        q.open(1, listeners.next().unwrap()),
+        q.open(2, listeners.next().unwrap()),
+        q.open(3, listeners.next().unwrap()),
+        learner,
+    );
+    assert_eq!(d.view().cluster_id, a.view().cluster_id);
+    assert_eq!(
+        d.propose(broker(4)).await.expect("forwarded"),
+        CommandResult::Ok
+    );
+    assert!(d.view().brokers.contains_key(&4));
+    let status = d.quorum_status().await.expect("status");
+    let voters: Vec<NodeId> = status.voters.iter().map(|v| v.node_id).collect();
+    let observers: Vec<NodeId> = status.observers.iter().map(|v| v.node_id).collect();
+    assert_eq!((voters, observers), (vec![1, 2, 3], vec![4]));
+    for m in [&a, &b, &c, &d] {
+        m.shutdown().await.expect("shutdown");
+    }
+    drop((a, b, c, d));
+    // It comes back as a learner of the same quorum.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let quorum = super::Quorum::Voters {
+        voters: q.addrs.clone(),
+        listener,
+    };
+    let reopened = tokio::time::timeout(
+        Duration::from_secs(3),
+        Metadata::open_quorum(learner_dir.path(), 4, quorum),
+    )
+    .await;
+    // With the voters gone it waits for them; opening must not fail on
+    // its own membership.
+    if let Ok(r) = reopened {
+        let m = r.expect("reopen");
+        m.shutdown().await.ok();
+    }
 }
