@@ -415,6 +415,31 @@ fn a_fourth_broker_joins_as_a_learner() {
     assert_eq!(ids("voters"), vec![1, 2, 3], "{s}");
     assert_eq!(ids("observers"), vec![4], "{s}");
     assert_eq!(s["brokers"].as_array().unwrap().len(), 4, "{s}");
+    let table = std::process::Command::new(common::strata_bin())
+        .args(["cluster", "status", "-b", &brokers[0].bootstrap()])
+        .output()
+        .expect("run strata cluster status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    let roles: Vec<&str> = table
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == "leader").count(),
+        1,
+        "{table}"
+    );
+    assert_eq!(
+        roles.iter().filter(|r| **r == "voter").count(),
+        2,
+        "{table}"
+    );
+    assert_eq!(
+        roles.iter().filter(|r| **r == "learner").count(),
+        1,
+        "{table}"
+    );
     clients::create_topic(&brokers[3].bootstrap(), "eight", 8, &[]);
     let led = leaders(&brokers[0], "eight");
     assert!(led.values().any(|l| *l == 4), "{led:?}");

@@ -60,14 +60,23 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                         quorum.high_watermark
                     );
                     let mut c =
-                        Columns::new(&["NODE", "ENDPOINT", "BROKER", "VOTER LOG END", "LAG"]);
+                        Columns::new(&["NODE", "ENDPOINT", "BROKER", "ROLE", "LOG END", "LAG"]);
                     let mut ids: Vec<i32> = md.brokers.iter().map(|b| b.node_id).collect();
                     ids.extend(quorum.voters.iter().map(|(id, _)| *id));
+                    ids.extend(quorum.observers.iter().map(|(id, _)| *id));
                     ids.sort_unstable();
                     ids.dedup();
                     for id in ids {
                         let b = md.brokers.iter().find(|b| b.node_id == id);
-                        let v = quorum.voters.iter().find(|(v, _)| *v == id);
+                        let voter = quorum.voters.iter().find(|(v, _)| *v == id);
+                        let observer = quorum.observers.iter().find(|(v, _)| *v == id);
+                        let role = match (voter, observer) {
+                            (Some(_), _) if id == quorum.leader_id => "leader",
+                            (Some(_), _) => "voter",
+                            (None, Some(_)) => "learner",
+                            (None, None) => "-",
+                        };
+                        let v = voter.or(observer);
                         c.row([
                             id.to_string(),
                             b.map_or("-".into(), |b| format!("{}:{}", b.host, b.port)),
@@ -77,6 +86,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                                 "fenced or unregistered"
                             }
                             .to_string(),
+                            role.to_string(),
                             v.map_or("-".into(), |(_, end)| end.to_string()),
                             v.map_or("-".into(), |(_, end)| lag(*end).to_string()),
                         ]);
