@@ -546,10 +546,7 @@ impl Metadata {
         };
         let config = Arc::new(tuning.raft_config(voters.is_some())?);
         let publisher = Arc::new(Publisher::new());
-        let expected: std::collections::BTreeSet<NodeId> = match &voters {
-            Some(v) => v.keys().copied().collect(),
-            None => [node_id].into(),
-        };
+        let expected = expected_voters(node_id, voters.as_ref());
         let (raft, store_released) = open_raft(
             dir,
             node_id,
@@ -629,10 +626,7 @@ impl Metadata {
             let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, released.recv()).await;
         }
         let r = &self.reopen;
-        let expected: std::collections::BTreeSet<NodeId> = match &r.voters {
-            Some(v) => v.keys().copied().collect(),
-            None => [self.node_id].into(),
-        };
+        let expected = expected_voters(self.node_id, r.voters.as_ref());
         let (raft, released) = open_raft(
             &r.dir,
             self.node_id,
@@ -863,6 +857,18 @@ async fn open_raft(
         .await
         .map_err(MetadataError::raft("start raft"))?;
     Ok((raft, released))
+}
+
+/// The voters a metadata directory must have been written by: the
+/// configured voters, or this node alone.
+fn expected_voters(
+    node_id: NodeId,
+    voters: Option<&BTreeMap<NodeId, String>>,
+) -> std::collections::BTreeSet<NodeId> {
+    match voters {
+        Some(v) => v.keys().copied().collect(),
+        None => [node_id].into(),
+    }
 }
 
 /// A Kafka-style cluster id: a random v4 uuid, base64url without padding,

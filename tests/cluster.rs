@@ -13,14 +13,6 @@ use common::Broker;
 use rdkafka::consumer::Consumer;
 use rdkafka::Message;
 
-/// A port nobody listens on now (a broker binds it a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// Three brokers, each a metadata voter on its own controller port.
 fn three_brokers() -> Vec<Broker> {
     brokers(3, 3)
@@ -29,23 +21,23 @@ fn three_brokers() -> Vec<Broker> {
 /// `n` brokers, the first `voters` of them metadata voters and the others
 /// learners, each on its own controller port.
 fn brokers(n: usize, voters: usize) -> Vec<Broker> {
-    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    let voters = ports[..voters]
+    let addrs: Vec<String> = (0..n).map(|_| common::free_addr()).collect();
+    let voters = addrs[..voters]
         .iter()
         .enumerate()
-        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+        .map(|(i, a)| format!("{}@{a}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
-    let brokers: Vec<Broker> = ports
+    let brokers: Vec<Broker> = addrs
         .iter()
         .enumerate()
-        .map(|(i, p)| {
+        .map(|(i, a)| {
             Broker::builder()
                 .args([
                     "--node-id".to_string(),
                     (i + 1).to_string(),
                     "--controller-listen".to_string(),
-                    format!("127.0.0.1:{p}"),
+                    a.clone(),
                     "--controller-quorum-voters".to_string(),
                     voters.clone(),
                     "--broker-session-timeout-ms".to_string(),
@@ -55,21 +47,9 @@ fn brokers(n: usize, voters: usize) -> Vec<Broker> {
         })
         .collect();
     for b in &brokers {
-        wait_ready(b);
+        common::wait_ready(&b.admin_addr());
     }
     brokers
-}
-
-fn wait_ready(b: &Broker) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while b.admin_get("/ready").0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "broker {} never ready",
-            b.bootstrap()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn bootstrap(brokers: &[Broker]) -> String {
@@ -213,7 +193,7 @@ fn three_brokers_share_metadata_spread_partitions_and_serve_clients() {
         .collect();
     assert_eq!(clients::produce(&up, "while-one-is-down", &spread).len(), 4);
     brokers[0].restart();
-    wait_ready(&brokers[0]);
+    common::wait_ready(&brokers[0].admin_addr());
     let deadline = Instant::now() + Duration::from_secs(30);
     while brokers_seen(&brokers[2]) != 3 {
         assert!(Instant::now() < deadline, "broker 1 never unfenced");

@@ -4,20 +4,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::clients::{self, TestRecord};
-use common::http_get;
+use common::{free_addr, http_get, wait_ready};
 use strata::config::{BrokerConfig, ServeArgs};
 use tokio_util::sync::CancellationToken;
-
-/// A port nobody listens on now (the broker binds it a moment later).
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
-}
 
 struct InProcess {
     kafka: String,
@@ -37,17 +29,6 @@ fn config(dir: &Path, writeback_bytes: u64) -> (BrokerConfig, InProcess) {
     std::fs::create_dir_all(dir.join("tier")).expect("tier dir");
     let config = BrokerConfig::load(args).expect("valid config");
     (config, InProcess { kafka, admin })
-}
-
-fn wait_ready(admin: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if std::net::TcpStream::connect(admin).is_ok() && http_get(admin, "/ready").0 == 200 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "broker at {admin} never ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// One sample of `/metrics` (0 when absent).

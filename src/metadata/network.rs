@@ -162,64 +162,51 @@ impl Peer {
         req: &Request,
         ttl: Duration,
     ) -> Result<Response, MetadataError> {
-        let res = tokio::time::timeout(ttl, self.exchange(req)).await;
-        match res {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(source)) => {
-                self.conn = None;
-                Err(MetadataError::Unreachable {
-                    target: self.target,
-                    addr: self.addr.clone(),
-                    source,
-                })
-            }
-            Err(_) => {
-                self.conn = None;
-                Err(MetadataError::Unreachable {
-                    target: self.target,
-                    addr: self.addr.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no answer within {} ms", ttl.as_millis()),
-                    ),
-                })
-            }
+        let res = match tokio::time::timeout(ttl, self.exchange(req)).await {
+            Ok(res) => res,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} ms", ttl.as_millis()),
+            )),
+        };
+        res.map_err(|source| {
+            self.conn = None;
+            self.unreachable_error(source)
+        })
+    }
+
+    fn unreachable_error(&self, source: std::io::Error) -> MetadataError {
+        MetadataError::Unreachable {
+            target: self.target,
+            addr: self.addr.clone(),
+            source,
         }
     }
 
     /// Connects unless connected: an error here means nothing was sent.
     pub(crate) async fn connect(&mut self) -> Result<(), MetadataError> {
-        if self.conn.is_some() {
-            return Ok(());
-        }
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+        self.open()
             .await
-            .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut)))
-            .and_then(|c| c.set_nodelay(true).map(|()| c));
-        match connected {
-            Ok(c) => {
-                self.conn = Some(c);
-                Ok(())
-            }
-            Err(source) => Err(MetadataError::Unreachable {
-                target: self.target,
-                addr: self.addr.clone(),
-                source,
-            }),
+            .map(|_| ())
+            .map_err(|e| self.unreachable_error(e))
+    }
+
+    /// The connection, made if there is none.
+    async fn open(&mut self) -> std::io::Result<&mut TcpStream> {
+        if self.conn.is_none() {
+            let c = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            c.set_nodelay(true)?;
+            self.conn = Some(c);
         }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
     }
 
     async fn exchange(&mut self, req: &Request) -> std::io::Result<Response> {
-        let conn = match &mut self.conn {
-            Some(c) => c,
-            None => {
-                let c = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
-                    .await
-                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-                c.set_nodelay(true)?;
-                self.conn.insert(c)
-            }
-        };
+        let conn = self.open().await?;
         write_frame(conn, req).await?;
         read_frame(conn)
             .await?

@@ -135,37 +135,47 @@ impl network::Handler for Controller {
                 tracing::info!(node_id, %addr, "a broker joined the metadata log as a learner");
                 Ok(())
             }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(network::ProposeRefused {
-                    leader: f.leader_id,
-                    message: format!("not the metadata leader. leader={:?}", f.leader_id),
-                })
-            }
-            Err(e) => Err(network::ProposeRefused {
-                leader: None,
-                message: e.to_string(),
-            }),
+            Err(e) => Err(refused(e)),
         }
     }
 
     async fn propose(&self, cmd: Command) -> Result<(u64, CommandResult), network::ProposeRefused> {
         match self.raft.load_full().client_write(cmd).await {
             Ok(r) => Ok((r.log_id.index, r.data)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(network::ProposeRefused {
-                    leader: f.leader_id,
-                    message: format!("not the metadata leader. leader={:?}", f.leader_id),
-                })
-            }
-            Err(e) => Err(network::ProposeRefused {
-                leader: None,
-                message: e.to_string(),
-            }),
+            Err(e) => Err(refused(e)),
         }
     }
 }
 
+/// Why this node did not commit a write: not the leader (naming the one it
+/// knows), or raft's own error.
+fn refused(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> network::ProposeRefused {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => network::ProposeRefused {
+            leader: f.leader_id,
+            message: format!("not the metadata leader. leader={:?}", f.leader_id),
+        },
+        e => network::ProposeRefused {
+            leader: None,
+            message: e.to_string(),
+        },
+    }
+}
+
 impl Metadata {
+    /// The raft leader this node knows, with its controller address.
+    fn leader(&self) -> (Option<NodeId>, Option<String>) {
+        let m = self.raft().metrics();
+        let m = m.borrow();
+        let addr = m.current_leader.and_then(|l| {
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone())
+        });
+        (m.current_leader, addr)
+    }
+
     /// [`Metadata::start`] with several voters: a new cluster is
     /// initialized by the voter with the lowest id, with every voter in its
     /// membership (the others learn it from that voter's first entries),
@@ -319,18 +329,7 @@ impl Metadata {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let (leader, addr) = {
-                let m = self.raft().metrics();
-                let m = m.borrow();
-                let leader = m.current_leader;
-                let addr = leader.and_then(|l| {
-                    m.membership_config
-                        .membership()
-                        .get_node(&l)
-                        .map(|n| n.addr.clone())
-                });
-                (leader, addr)
-            };
+            let (leader, addr) = self.leader();
             match (leader, addr) {
                 (Some(l), _) if l == self.node_id => {
                     self.liveness.seen(self.node_id);
@@ -398,18 +397,7 @@ impl Metadata {
         if let Some(status) = QuorumStatus::of(&self.raft()) {
             return Ok(status);
         }
-        let (leader, addr) = {
-            let m = self.raft().metrics();
-            let m = m.borrow();
-            let leader = m.current_leader;
-            let addr = leader.and_then(|l| {
-                m.membership_config
-                    .membership()
-                    .get_node(&l)
-                    .map(|n| n.addr.clone())
-            });
-            (leader, addr)
-        };
+        let (leader, addr) = self.leader();
         let (Some(leader), Some(addr)) = (leader, addr) else {
             return Err(MetadataError::NoLeader {
                 node_id: self.node_id,

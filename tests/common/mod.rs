@@ -605,6 +605,26 @@ pub fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// `127.0.0.1:PORT` with a port nobody listens on now (the caller binds it
+/// a moment later).
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").to_string()
+}
+
+/// Waits (up to 60 s) until the admin listener at `admin` answers `/ready`
+/// with 200.
+pub fn wait_ready(admin: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if TcpStream::connect(admin).is_ok() && http_get(admin, "/ready").0 == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "broker at {admin} never ready");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A minimal HTTP/1.1 GET; returns (status code, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
