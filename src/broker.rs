@@ -265,8 +265,14 @@ impl Broker {
                 // metadata changes.
                 let name = p.name();
                 tokio::spawn(async move {
-                    if let Err(e) = remote.delete_partition().await {
-                        tracing::warn!(partition = %name, error = %e, "deleting tier data of a deleted topic failed");
+                    match remote.delete_partition().await {
+                        Ok(_) => {}
+                        Err(e) if e.is_not_owner() => {
+                            tracing::info!(partition = %name, "tier data of the deleted topic left to the cluster that owns it");
+                        }
+                        Err(e) => {
+                            tracing::warn!(partition = %name, error = %e, "deleting tier data of a deleted topic failed");
+                        }
                     }
                 });
             }
@@ -297,12 +303,10 @@ impl Broker {
                 .configs
                 .get(crate::config::TIER_CLUSTER_ID_CONFIG)
                 .unwrap_or(&view.cluster_id);
-            let remote = Some(self.tier.partition(tiering::PartitionKey::new(
-                tier_cluster,
-                &topic.name,
-                topic.id.into_bytes(),
-                index,
-            )));
+            let remote = Some(self.tier.partition_as(
+                tiering::PartitionKey::new(tier_cluster, &topic.name, topic.id.into_bytes(), index),
+                &view.cluster_id,
+            ));
             let p = tokio::task::spawn_blocking(move || {
                 Partition::open(&log_dir, &name, id, index, epoch, cfg, remote)
             })

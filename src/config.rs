@@ -199,6 +199,11 @@ pub struct ServeArgs {
     /// Age after which a tier object no manifest names is deleted, in ms [default: 900000]
     #[arg(long, env = "STRATA_TIER_ORPHAN_GRACE_MS")]
     pub tier_orphan_grace_ms: Option<u64>,
+    /// A restore that takes over a topic another cluster wrote is refused
+    /// while that cluster wrote its manifests within this many ms (it may
+    /// still run); `strata tier restore --take-over` skips the wait [default: 300000]
+    #[arg(long, env = "STRATA_TIER_TAKEOVER_QUIET_MS")]
+    pub tier_takeover_quiet_ms: Option<u64>,
     /// A partition whose tier reads have had no answer for this many ms
     /// answers fetches of tiered offsets with REQUEST_TIMED_OUT (an object
     /// store outage), instead of empty data [default: 30000]
@@ -245,6 +250,7 @@ pub struct TierSettings {
     pub fetch_bytes_per_sec: u64,
     pub interval_ms: u64,
     pub orphan_grace_ms: u64,
+    pub takeover_quiet_ms: u64,
     pub read_timeout_ms: u64,
 }
 
@@ -496,6 +502,7 @@ impl BrokerConfig {
             fetch_bytes_per_sec: a.tier_fetch_bytes_per_sec.unwrap_or(0),
             interval_ms: positive("tier-interval-ms", a.tier_interval_ms.unwrap_or(5000))?,
             orphan_grace_ms: a.tier_orphan_grace_ms.unwrap_or(15 * 60 * 1000),
+            takeover_quiet_ms: a.tier_takeover_quiet_ms.unwrap_or(5 * 60 * 1000),
             read_timeout_ms: positive(
                 "tier-read-timeout-ms",
                 a.tier_read_timeout_ms.unwrap_or(30_000),
@@ -677,6 +684,7 @@ impl ServeArgs {
                 .or(file.tier_fetch_bytes_per_sec),
             tier_orphan_grace_ms: self.tier_orphan_grace_ms.or(file.tier_orphan_grace_ms),
             tier_read_timeout_ms: self.tier_read_timeout_ms.or(file.tier_read_timeout_ms),
+            tier_takeover_quiet_ms: self.tier_takeover_quiet_ms.or(file.tier_takeover_quiet_ms),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
             group_min_session_timeout_ms: self
@@ -817,6 +825,10 @@ fn resolve_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
 pub const TIER_CLUSTER_ID_CONFIG: &str = "strata.tier.cluster.id";
 /// Create-time only: restore the topic of this name from the tier.
 pub const RESTORE_CONFIG: &str = "strata.restore";
+/// Create-time only, with [`RESTORE_CONFIG`]: take the topic over from the
+/// cluster that wrote it without waiting for its manifests to be quiet
+/// (the operator vouches that it stopped).
+pub const TAKEOVER_CONFIG: &str = "strata.tier.takeover";
 
 /// Checks one topic config entry; returns a message for INVALID_CONFIG.
 pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {

@@ -310,13 +310,14 @@ fn restore_into_an_empty_data_dir_serves_the_topic() {
     wait_for_offload(&first, &topic, 2);
     first.stop();
 
-    // A new broker: empty data dir, a new cluster, the same bucket.
+    // A new broker: empty data dir, a new cluster, the same bucket. The
+    // first one has stopped, so the restore takes its topic over at once.
     let second = Broker::builder().args(args).start();
     clients::create_topic(
         &second.bootstrap(),
         &topic,
         2,
-        &[("strata.restore", "true")],
+        &[("strata.restore", "true"), ("strata.tier.takeover", "true")],
     );
     for p in 0..2 {
         let (low, high) = clients::watermarks(&second.bootstrap(), &topic, p);
@@ -526,10 +527,171 @@ fn restore_brings_producer_state_and_leader_epochs() {
         &second.bootstrap(),
         &topic,
         1,
-        &[("strata.restore", "true")],
+        &[("strata.restore", "true"), ("strata.tier.takeover", "true")],
     );
     assert_retry_is_duplicate(&second, &topic, 3, last);
     second.assert_no_error_logs();
+}
+
+/// Two clusters restoring one topic never write one manifest. A writes
+/// `t` and stops; B restores it (taking it over) and produces; C's restore
+/// is refused while B writes; A, restarted, may no longer write it; a
+/// fourth cluster restoring once the tier is quiet reads A's records then
+/// B's, every one at the offset its producer was told.
+#[test]
+fn a_restored_topic_has_one_writer_in_the_tier() {
+    let tier_dir = tempfile::tempdir().expect("tier dir");
+    let url = format!("file://{}", tier_dir.path().display());
+    let args = ["--tier-interval-ms", "100", "--tier-url", url.as_str()];
+    let topic = common::topic_name("owned");
+    let small = ("segment.bytes", "65536");
+    // Small producer batches, so the partition rolls several segments.
+    let produce = |b: &Broker, records: &[TestRecord]| {
+        let producer = clients::producer(&b.bootstrap(), &[("batch.size", "16384")]);
+        clients::produce_all(&producer, &topic, records)
+    };
+    let batch = |tag: &str| -> Vec<TestRecord> {
+        (0..300)
+            .map(|i| TestRecord::value(format!("{tag}-{i:05}-").repeat(150)))
+            .collect()
+    };
+    let mut a = Broker::builder()
+        .args(args)
+        .expect_error("tier manifest taken over by another cluster")
+        .start();
+    clients::create_topic(&a.bootstrap(), &topic, 1, &[small]);
+    let from_a = batch("a");
+    let at_a = produce(&a, &from_a);
+    let a_tiered = wait_tiered_past(&a, tier_dir.path(), &topic, 0);
+    a.stop();
+
+    // B restores. A wrote a moment ago, so without --take-over it is
+    // refused; with it, B owns the partition's manifest.
+    let restore = |b: &Broker, take_over: bool| {
+        let mut cmd = std::process::Command::new(common::strata_bin());
+        cmd.args(["tier", "restore", &topic, "-b", &b.bootstrap()]);
+        if take_over {
+            cmd.arg("--take-over");
+        }
+        cmd.output().expect("run strata tier restore")
+    };
+    let b = Broker::builder().args(args).start();
+    let refused = restore(&b, false);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("--take-over"), "{why}");
+    clients::create_topic(
+        &b.bootstrap(),
+        &topic,
+        1,
+        &[
+            small,
+            ("strata.restore", "true"),
+            ("strata.tier.takeover", "true"),
+        ],
+    );
+    let from_b = batch("b");
+    let at_b = produce(&b, &from_b);
+    // (A's records past its last sealed segment were never tiered.)
+    assert_eq!(at_b[0].1, a_tiered + 1, "B continues the tier's offsets");
+    wait_tiered_past(&b, tier_dir.path(), &topic, at_b[0].1);
+
+    // C cannot restore while B writes.
+    let c = Broker::builder().args(args).start();
+    let refused = restore(&c, false);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("may still be writing"), "{why}");
+    drop(c);
+
+    // A comes back: its manifest writes are refused, its own data served.
+    a.restart();
+    let at_a2 = produce(&a, &batch("a2"));
+    assert_eq!(at_a2[0].1, at_a.last().unwrap().1 + 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a
+        .metrics()
+        .get("strata_tier_not_owner_writes_total")
+        .copied()
+        .unwrap_or(0.0)
+        == 0.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "A never found it lost the manifest"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(a);
+    drop(b);
+
+    // Once nobody has written for the quiet time, a restore needs no
+    // --take-over; it reads A's records, then B's.
+    let d = Broker::builder()
+        .args(args)
+        .args(["--tier-takeover-quiet-ms", "1000"])
+        .start();
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = restore(&d, false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let end = at_b.last().unwrap().1;
+    let tiered = clients::watermarks(&d.bootstrap(), &topic, 0).1;
+    assert!(
+        tiered > at_b[0].1,
+        "B's sealed segments are in the tier: {tiered}"
+    );
+    let got = clients::consume_ranges(
+        &d.bootstrap(),
+        &topic,
+        &[(0, 0, tiered)],
+        clients::OP_TIMEOUT,
+    );
+    assert_eq!(got.len() as i64, tiered);
+    for c in &got {
+        let (sent, placed) = if c.offset < at_b[0].1 {
+            (&from_a, &at_a)
+        } else {
+            (&from_b, &at_b)
+        };
+        let i = placed
+            .iter()
+            .position(|(_, o)| *o == c.offset)
+            .expect("sent offset");
+        assert_eq!(c.record.value, sent[i].value, "offset {}", c.offset);
+    }
+    assert!(tiered <= end + 1);
+}
+
+/// Waits until partition 0's manifest in a `file://` tier reaches past
+/// `offset` and the broker has nothing sealed left to upload.
+fn wait_tiered_past(broker: &Broker, tier: &Path, topic: &str, offset: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = common::find_tier_partition_dir(tier, topic)
+            .and_then(|d| std::fs::read(d.join("manifest.json")).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|m| m["segments"].as_array()?.last()?["last_offset"].as_i64());
+        let lag = broker
+            .metrics()
+            .get(&format!(
+                "strata_tier_copy_lag_segments{{topic=\"{topic}\",partition=\"0\"}}"
+            ))
+            .copied();
+        if let (Some(last), Some(0.0)) = (last, lag) {
+            if last >= offset {
+                return last;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tier stops at {last:?}, lag {lag:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Every object the partition's manifest names, read from a `file://` tier.

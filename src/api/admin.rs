@@ -200,10 +200,28 @@ async fn plan_restore(
     t: &mut NewTopic,
     requested_partitions: i32,
 ) -> Result<(), AdminError> {
-    use crate::config::{RESTORE_CONFIG, TIER_CLUSTER_ID_CONFIG};
+    use crate::config::{RESTORE_CONFIG, TAKEOVER_CONFIG, TIER_CLUSTER_ID_CONFIG};
+    let takeover = t.configs.remove(TAKEOVER_CONFIG);
     let Some(flag) = t.configs.remove(RESTORE_CONFIG) else {
-        return Ok(());
+        return match takeover {
+            Some(_) => Err(err(
+                Code::InvalidConfig,
+                format!("{TAKEOVER_CONFIG} applies only to a restore ({RESTORE_CONFIG}=true)"),
+            )),
+            None => Ok(()),
+        };
     };
+    let forced =
+        match takeover.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(err(
+                Code::InvalidConfig,
+                format!(
+                    "invalid value for {TAKEOVER_CONFIG}: expected true or false. value={other:?}"
+                ),
+            )),
+        };
     if flag != "true" {
         return Err(err(
             Code::InvalidConfig,
@@ -266,11 +284,50 @@ async fn plan_restore(
             ),
         ));
     }
+    take_over(broker, &cluster, &remote, t, forced).await?;
     if cluster != broker.view().cluster_id {
         t.configs
             .insert(TIER_CLUSTER_ID_CONFIG.to_string(), cluster);
     }
     tracing::info!(topic = %t.name, partitions = t.partitions, "restoring topic from the tier");
+    Ok(())
+}
+
+/// Makes this cluster the writer of every partition of a restored topic
+/// (a topic another cluster wrote, or one taken from this cluster since),
+/// so that two clusters never write one manifest: refused while the
+/// manifests were written within `--tier-takeover-quiet-ms`, unless
+/// `forced`. The old writer's later writes are refused; what it wrote
+/// before stays.
+async fn take_over(
+    broker: &Broker,
+    cluster: &str,
+    remote: &tiering::RemoteTopic,
+    t: &NewTopic,
+    forced: bool,
+) -> Result<(), AdminError> {
+    let me = broker.view().cluster_id.clone();
+    let quiet =
+        (!forced).then(|| std::time::Duration::from_millis(broker.config.tier.takeover_quiet_ms));
+    for p in 0..t.partitions {
+        let key = tiering::PartitionKey::new(cluster, &remote.topic, remote.topic_id, p);
+        let part = broker.tier.partition_as(key, &me);
+        match part.take_over(quiet, crate::broker::now_ms()).await {
+            Ok(_) => {}
+            Err(e @ tiering::TierError::OwnerActive { .. }) => {
+                return Err(err(
+                    Code::PolicyViolation,
+                    format!("cannot restore {}: {e}; if that cluster has stopped, restore with {}=true (strata tier restore --take-over)", t.name, crate::config::TAKEOVER_CONFIG),
+                ))
+            }
+            Err(e) => {
+                return Err(err(
+                    Code::KafkaStorageError,
+                    format!("cannot take the tier's topic over. topic={}, partition={p}: {e}", t.name),
+                ))
+            }
+        }
+    }
     Ok(())
 }
 

@@ -57,9 +57,9 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
             }
             if let Err(e) = tend(&p, &uploader, collect_orphans.then_some(grace)).await {
                 let error = tiering::error_chain(&e);
-                if e.is_manifest_unusable() {
+                if e.is_manifest_unusable() || e.is_not_owner() {
                     // The tier logged it at ERROR when it became so; once.
-                    tracing::debug!(partition = %p.name(), %error, "tier pass skipped: manifest unusable");
+                    tracing::debug!(partition = %p.name(), %error, "tier pass skipped: manifest unusable or not ours");
                 } else if e.is_retriable() {
                     if let Some(suppressed) = RETRY_LOG.allow(RETRY_LOG_EVERY_MS) {
                         tracing::warn!(partition = %p.name(), %error, suppressed, "tier pass failed; retrying next pass");
@@ -100,6 +100,10 @@ impl PassError {
     fn is_retriable(&self) -> bool {
         self.tier().is_some_and(TierError::is_retriable)
     }
+
+    fn is_not_owner(&self) -> bool {
+        self.tier().is_some_and(TierError::is_not_owner)
+    }
 }
 
 async fn tend(
@@ -115,6 +119,9 @@ async fn tend(
         return Ok(());
     }
     p.refresh_tier().await?;
+    // Another cluster took the partition over: it writes the tier now, and
+    // this broker keeps its local data whole (none of it counts as tiered).
+    remote.check_owner().await?;
     let uploaded = p.tier_last_offset().unwrap_or(-1);
     let hwm = p.high_watermark();
     let sealed = p.sealed_segments();

@@ -33,12 +33,19 @@ enum TierCommand {
         /// Topics to show (default: every topic)
         topics: Vec<String>,
     },
-    /// Recreate a topic from the tier (for a new cluster or an empty data dir)
+    /// Recreate a topic from the tier (for a new cluster or an empty data
+    /// dir). This cluster becomes the topic's only writer in the tier: the
+    /// cluster that wrote it before can no longer write it
     Restore {
         topic: String,
         /// The cluster whose tier prefix holds the topic, when several do
         #[arg(long)]
         from_cluster: Option<String>,
+        /// Take the topic over even though its manifests were written
+        /// recently (within the broker's --tier-takeover-quiet-ms): only
+        /// when the cluster that wrote it has stopped
+        #[arg(long)]
+        take_over: bool,
     },
     /// Rebuild a topic's missing or damaged tier manifests from the segment
     /// objects in the bucket (reads the tier directly, with the broker's tier
@@ -75,7 +82,8 @@ pub async fn run(args: TierArgs) -> anyhow::Result<()> {
         TierCommand::Restore {
             topic,
             from_cluster,
-        } => restore(&client, &topic, from_cluster, args.conn.output).await,
+            take_over,
+        } => restore(&client, &topic, from_cluster, take_over, args.conn.output).await,
         TierCommand::Repair(_) => unreachable!("handled above"),
     }
 }
@@ -351,11 +359,21 @@ async fn restore(
     client: &Client,
     topic: &str,
     from_cluster: Option<String>,
+    take_over: bool,
     out: Output,
 ) -> anyhow::Result<()> {
-    let mut configs = vec![("strata.restore".to_string(), "true".to_string())];
+    let mut configs = vec![(
+        crate::config::RESTORE_CONFIG.to_string(),
+        "true".to_string(),
+    )];
+    if take_over {
+        configs.push((
+            crate::config::TAKEOVER_CONFIG.to_string(),
+            "true".to_string(),
+        ));
+    }
     if let Some(c) = from_cluster {
-        configs.push(("strata.tier.cluster.id".to_string(), c));
+        configs.push((crate::config::TIER_CLUSTER_ID_CONFIG.to_string(), c));
     }
     let created = client
         .create_topics(&[NewTopic {

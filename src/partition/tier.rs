@@ -63,10 +63,17 @@ impl Partition {
             return Ok(());
         };
         let manifest = remote.manifest().await.map_err(|e| self.tier_err(e))?;
-        let (readable_start, last) = tier_offsets(&manifest);
+        let (readable_start, mut last) = tier_offsets(&manifest);
+        let ours = remote.writes(&manifest);
+        if !ours {
+            // Another cluster took the partition over and writes the tier
+            // on from what this one uploaded: only the part below the local
+            // log is this partition's history.
+            last = last.min(self.local_log_start_offset() - 1);
+        }
         self.tier_start.store(readable_start, Ordering::Release);
         self.tier_last.store(last, Ordering::Release);
-        if last >= 0 && self.log_end_offset() <= last {
+        if ours && last >= 0 && self.log_end_offset() <= last {
             self.restart_after_tier(remote, last).await?;
         }
         Ok(())

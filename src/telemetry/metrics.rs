@@ -476,6 +476,11 @@ impl prometheus_client::collector::Collector for TierCollector {
                 "Local segments refused for upload because a batch failed its checks",
                 &m.segments_refused,
             ),
+            (
+                "strata_tier_not_owner_writes",
+                "Tier manifest writes refused because another cluster took the partition over",
+                &m.not_owner_writes,
+            ),
         ] {
             Self::counter(&mut encoder, name, help, v.load(Relaxed))?;
         }

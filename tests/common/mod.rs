@@ -660,7 +660,13 @@ pub fn topic_name(prefix: &str) -> String {
 
 /// The partition directory of `topic`-0 under a `file://` tier root.
 pub fn tier_partition_dir(root: &Path, topic: &str) -> PathBuf {
-    for cluster in std::fs::read_dir(root).expect("tier root").flatten() {
+    find_tier_partition_dir(root, topic)
+        .unwrap_or_else(|| panic!("no tier directory for {topic} under {}", root.display()))
+}
+
+/// Like [`tier_partition_dir`], `None` while the tier holds no such topic.
+pub fn find_tier_partition_dir(root: &Path, topic: &str) -> Option<PathBuf> {
+    for cluster in std::fs::read_dir(root).ok()?.flatten() {
         for t in std::fs::read_dir(cluster.path())
             .into_iter()
             .flatten()
@@ -670,9 +676,9 @@ pub fn tier_partition_dir(root: &Path, topic: &str) -> PathBuf {
                 .to_string_lossy()
                 .starts_with(&format!("{topic}-"))
             {
-                return t.path().join("0");
+                return Some(t.path().join("0"));
             }
         }
     }
-    panic!("no tier directory for {topic} under {}", root.display());
+    None
 }

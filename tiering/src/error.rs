@@ -52,6 +52,27 @@ pub enum TierError {
         manifest_epoch: i32,
         writer_epoch: i32,
     },
+    /// The manifest belongs to another cluster (it restored the topic and
+    /// took the partition over, or this cluster restored it read-only):
+    /// this cluster may read it but not write it.
+    #[error(
+        "manifest belongs to another cluster; this cluster may read but not write it. partition={partition}, owner={owner}, writer={writer}"
+    )]
+    NotOwner {
+        partition: String,
+        owner: String,
+        writer: String,
+    },
+    /// A takeover was asked while the manifest's owner still writes it.
+    #[error(
+        "another cluster wrote this manifest recently and may still be writing it; take over once it has stopped. partition={partition}, owner={owner}, written_ms_ago={written_ms_ago}, quiet_ms={quiet_ms}"
+    )]
+    OwnerActive {
+        partition: String,
+        owner: String,
+        written_ms_ago: i64,
+        quiet_ms: i64,
+    },
     #[error("manifest cannot be decoded: {message}. path={path}")]
     ManifestFormat { path: String, message: String },
     #[error("manifest version is not supported. path={path}, version={version}")]
@@ -158,6 +179,8 @@ impl TierError {
             | TierError::InvalidOption { .. }
             | TierError::CreateDir { .. }
             | TierError::Fenced { .. }
+            | TierError::NotOwner { .. }
+            | TierError::OwnerActive { .. }
             | TierError::UnsupportedManifestVersion { .. }
             | TierError::ManifestMissing { .. }
             | TierError::NothingToRepair { .. }
@@ -180,6 +203,15 @@ impl TierError {
             | TierError::ManifestFormat { .. }
             | TierError::UnsupportedManifestVersion { .. } => true,
             TierError::Shared(inner) => inner.is_manifest_unusable(),
+            _ => false,
+        }
+    }
+
+    /// True for [`TierError::NotOwner`], also behind a shared error.
+    pub fn is_not_owner(&self) -> bool {
+        match self {
+            TierError::NotOwner { .. } => true,
+            TierError::Shared(inner) => inner.is_not_owner(),
             _ => false,
         }
     }

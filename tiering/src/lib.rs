@@ -269,9 +269,18 @@ impl TierStore {
         self.inner.cache.disk_bytes().await
     }
 
-    /// A handle on one partition's remote log (no I/O).
+    /// A handle on one partition's remote log (no I/O), writing for the
+    /// cluster in its path.
     pub fn partition(&self, key: PartitionKey) -> RemotePartition {
-        RemotePartition::new(self.clone(), key)
+        let writer = key.cluster_id.clone();
+        RemotePartition::new(self.clone(), key, writer)
+    }
+
+    /// A handle on one partition's remote log (no I/O) whose writes are
+    /// `writer_cluster`'s: refused unless the manifest names it as owner
+    /// (a topic another cluster wrote and this one restored).
+    pub fn partition_as(&self, key: PartitionKey, writer_cluster: &str) -> RemotePartition {
+        RemotePartition::new(self.clone(), key, writer_cluster.to_string())
     }
 
     fn path(&self, name: &str) -> ObjectPath {

@@ -128,6 +128,11 @@ pub struct Manifest {
     pub log_start_offset: i64,
     /// Segments in offset order, `last_offset` strictly increasing.
     pub segments: Vec<SegmentMeta>,
+    /// The cluster that writes this manifest when it is not the one in its
+    /// path (`cluster_id`): another cluster restored the topic and took
+    /// the partition over. Absent, the path's cluster owns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_cluster_id: Option<String>,
 }
 
 /// The result of adding a segment to a manifest.
@@ -153,7 +158,26 @@ impl Manifest {
             generation: 0,
             log_start_offset: 0,
             segments: Vec::new(),
+            owner_cluster_id: None,
         }
+    }
+
+    /// The cluster allowed to write this manifest.
+    pub fn owner(&self) -> &str {
+        self.owner_cluster_id.as_deref().unwrap_or(&self.cluster_id)
+    }
+
+    /// Refuses a writer from a cluster other than the owner: two clusters
+    /// writing one manifest would overwrite each other's history.
+    pub fn check_owner(&self, writer_cluster: &str, partition: &str) -> Result<(), TierError> {
+        if self.owner() != writer_cluster {
+            return Err(TierError::NotOwner {
+                partition: partition.to_string(),
+                owner: self.owner().to_string(),
+                writer: writer_cluster.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Decodes a manifest: checks its CRC-32C first (a damaged body is

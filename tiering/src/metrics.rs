@@ -35,6 +35,8 @@ pub struct TierMetrics {
     pub manifest_conflicts: AtomicU64,
     /// Manifest writes refused because a newer leader owns the manifest.
     pub fenced_writes: AtomicU64,
+    /// Manifest writes refused because another cluster owns the manifest.
+    pub not_owner_writes: AtomicU64,
     /// Segment objects deleted by retention or DeleteRecords.
     pub objects_deleted: AtomicU64,
     /// Orphan objects removed.
@@ -117,6 +119,7 @@ impl TierMetrics {
             ("crc_mismatches", g(&self.crc_mismatches)),
             ("manifest_conflicts", g(&self.manifest_conflicts)),
             ("fenced_writes", g(&self.fenced_writes)),
+            ("not_owner_writes", g(&self.not_owner_writes)),
             ("objects_deleted", g(&self.objects_deleted)),
             ("orphans_deleted", g(&self.orphans_deleted)),
             ("store_errors", g(&self.store_errors)),

@@ -145,6 +145,10 @@ pub struct TimestampOffset {
 pub(crate) struct PartitionInner {
     pub tier: TierStore,
     pub key: PartitionKey,
+    /// The cluster this handle writes for: the manifest's owner or refused.
+    pub writer: String,
+    /// Whether a refusal for want of ownership was logged (once per handle).
+    pub not_owner_logged: std::sync::atomic::AtomicBool,
     pub name: String,
     pub dir: ObjectPath,
     pub manifest_path: ObjectPath,
@@ -194,7 +198,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RemotePartition {
-    pub(crate) fn new(tier: TierStore, key: PartitionKey) -> RemotePartition {
+    pub(crate) fn new(tier: TierStore, key: PartitionKey, writer: String) -> RemotePartition {
         let dir = key.dir(&tier.inner.prefix);
         let manifest_path = layout::child(&dir, MANIFEST_NAME);
         RemotePartition {
@@ -202,6 +206,8 @@ impl RemotePartition {
                 name: key.display_name(),
                 tier,
                 key,
+                writer,
+                not_owner_logged: std::sync::atomic::AtomicBool::new(false),
                 dir,
                 manifest_path,
                 loaded: Mutex::new(None),
@@ -490,6 +496,130 @@ impl RemotePartition {
         })
     }
 
+    /// Refuses to write for a cluster that does not own the manifest
+    /// (counted; logged at ERROR once per handle, INFO when it owns it
+    /// again).
+    fn note_owner(&self, m: &Manifest) -> Result<(), TierError> {
+        use std::sync::atomic::Ordering;
+        let result = m.check_owner(&self.inner.writer, &self.inner.name);
+        let was = self
+            .inner
+            .not_owner_logged
+            .swap(result.is_err(), Ordering::Relaxed);
+        match &result {
+            Err(e) => {
+                TierMetrics::add(&self.metrics().not_owner_writes, 1);
+                if !was {
+                    tracing::error!(
+                        partition = %self.inner.name,
+                        object = %self.inner.manifest_path,
+                        error = %e,
+                        "tier manifest taken over by another cluster: no upload, trim or orphan collection for this partition; local data is still served"
+                    );
+                }
+            }
+            Ok(()) if was => tracing::info!(
+                partition = %self.inner.name,
+                "this cluster owns the tier manifest again"
+            ),
+            Ok(()) => {}
+        }
+        result
+    }
+
+    /// Whether this handle's cluster writes `m` (a manifest of this
+    /// partition): it owns it, or nobody wrote it yet.
+    pub fn writes(&self, m: &Manifest) -> bool {
+        m.generation == 0 || m.owner() == self.inner.writer
+    }
+
+    /// Whether this handle's cluster may write the partition's manifest,
+    /// as of the manifest last loaded (loading it if none is).
+    pub async fn check_owner(&self) -> Result<(), TierError> {
+        let loaded = self.loaded().await?;
+        match loaded.version {
+            // Nobody wrote it yet: the first writer will own it.
+            None => Ok(()),
+            Some(_) => self.note_owner(&loaded.manifest),
+        }
+    }
+
+    /// Makes this handle's cluster the manifest's owner, so that it, and no
+    /// longer the cluster that wrote the partition before, writes it (a
+    /// restore that continues another cluster's topic). With `quiet`, it
+    /// is refused ([`TierError::OwnerActive`]) while the manifest was
+    /// written less than `quiet` before `now_ms` (wall clock): its owner
+    /// may still be running. Without, the caller vouches that it stopped.
+    /// From then on the old owner's writes are refused
+    /// ([`TierError::NotOwner`]); nothing it wrote before is lost. Returns
+    /// whether ownership changed.
+    pub async fn take_over(&self, quiet: Option<Duration>, now_ms: i64) -> Result<bool, TierError> {
+        let _writer = self.inner.write_lock.lock().await;
+        let tier = &self.inner.tier.inner;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let current = self.reload().await?;
+            if current.manifest.owner() == self.inner.writer {
+                return Ok(false);
+            }
+            if let (Some(quiet), Some(_)) = (quiet, &current.version) {
+                let path = &self.inner.manifest_path;
+                let meta = tier
+                    .store
+                    .head(path)
+                    .await
+                    .map_err(store_err("head", path))?;
+                let ago = now_ms.saturating_sub(meta.last_modified.timestamp_millis());
+                let quiet_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
+                if ago < quiet_ms {
+                    return Err(TierError::OwnerActive {
+                        partition: self.inner.name.clone(),
+                        owner: current.manifest.owner().to_string(),
+                        written_ms_ago: ago,
+                        quiet_ms,
+                    });
+                }
+            }
+            let mut next = (*current.manifest).clone();
+            next.owner_cluster_id = Some(self.inner.writer.clone());
+            next.generation += 1;
+            let put = put_conditional(
+                tier.store.as_ref(),
+                tier.conditional,
+                &tier.manifest_lock,
+                &self.inner.manifest_path,
+                bytes::Bytes::from(next.encode()),
+                current.version.clone(),
+            );
+            match put.await {
+                Ok(version) => {
+                    let manifest = Arc::new(next);
+                    self.remember(&manifest);
+                    *lock(&self.inner.loaded) = Some(Arc::new(Loaded {
+                        manifest,
+                        version: Some(version),
+                    }));
+                    tracing::info!(
+                        partition = %self.inner.name,
+                        from = %current.manifest.owner(),
+                        to = %self.inner.writer,
+                        "took the tier manifest over"
+                    );
+                    return Ok(true);
+                }
+                Err(TierError::ManifestConflict { .. }) => {
+                    TierMetrics::add(&self.metrics().manifest_conflicts, 1);
+                }
+                Err(e) => {
+                    self.forget_manifest();
+                    return Err(e);
+                }
+            }
+        }
+        Err(TierError::ManifestConflict {
+            path: self.inner.manifest_path.to_string(),
+        })
+    }
+
     /// Applies `f` to the current manifest and writes the result with a
     /// conditional PUT, re-reading and re-applying after a lost race. `f`
     /// returns `None` for "nothing to change". Writers at an epoch below the
@@ -504,6 +634,11 @@ impl RemotePartition {
         let mut current = cancellable(cancel, self.loaded()).await?;
         let tier = &self.inner.tier.inner;
         for _ in 0..MAX_CAS_ATTEMPTS {
+            // No manifest yet: the first writer creates it (create-only) and
+            // owns it.
+            if current.version.is_some() {
+                self.note_owner(&current.manifest)?;
+            }
             if let Err(e) = current.manifest.check_fence(writer_epoch, &self.inner.name) {
                 TierMetrics::add(&self.metrics().fenced_writes, 1);
                 return Err(e);
@@ -513,6 +648,9 @@ impl RemotePartition {
             };
             next.leader_epoch = current.manifest.leader_epoch.max(writer_epoch);
             next.generation = current.manifest.generation + 1;
+            if current.version.is_none() && self.inner.writer != self.inner.key.cluster_id {
+                next.owner_cluster_id = Some(self.inner.writer.clone());
+            }
             let body = bytes::Bytes::from(next.encode());
             let put = put_conditional(
                 tier.store.as_ref(),
@@ -670,8 +808,10 @@ impl RemotePartition {
         now_ms: i64,
     ) -> Result<OrphanReport, TierError> {
         // The freshest manifest, so objects named by a write this handle has
-        // not seen are kept.
+        // not seen are kept. Only the owner collects: another cluster's
+        // uploads in flight are not orphans.
         let manifest = self.refresh().await?;
+        self.note_owner(&manifest)?;
         let named: HashSet<&str> = manifest
             .segments
             .iter()
@@ -724,6 +864,11 @@ impl RemotePartition {
     /// manifest first, then every object under the partition directory.
     pub async fn delete_partition(&self) -> Result<usize, TierError> {
         let _writer = self.inner.write_lock.lock().await;
+        // A partition another cluster took over is left to it (as last
+        // seen: a missing or damaged manifest does not stop a deletion).
+        if let Some(known) = self.last_known_manifest() {
+            self.note_owner(&known)?;
+        }
         let store = &self.inner.tier.inner.store;
         match store.delete(&self.inner.manifest_path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
