@@ -117,6 +117,7 @@ impl Broker {
         let log_dir = partition::LogDir {
             path: config.data_dir.clone(),
             durability,
+            node_id: config.node_id,
         };
         let metrics = Arc::new(metrics);
         let tier_fetch_limiter =

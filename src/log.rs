@@ -82,7 +82,9 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 ///
 /// Kafka error codes at the API edge: `OffsetOutOfRange` ->
 /// OFFSET_OUT_OF_RANGE (1); `AppendTooLarge` -> MESSAGE_TOO_LARGE (10);
-/// `AppendMismatch` -> CORRUPT_MESSAGE (2) (a caller bug); `Corrupt` and `Io`
+/// `AppendMismatch` -> CORRUPT_MESSAGE (2) (a caller bug); `NotContiguous`
+/// (a follower's fetch that does not continue its log) stays inside the
+/// broker; `Corrupt` and `Io`
 /// -> KAFKA_STORAGE_ERROR (56).
 #[derive(Debug, Error)]
 pub enum LogError {
@@ -98,6 +100,9 @@ pub enum LogError {
     AppendMismatch { buf_len: usize, headers_len: usize },
     #[error("append does not fit in one segment. bytes={bytes}, offsets={offsets}")]
     AppendTooLarge { bytes: u64, offsets: i64 },
+    /// A replicated append does not continue the log where it ends.
+    #[error("replicated batches do not continue the log. expected={expected}, got={got}")]
+    NotContiguous { expected: i64, got: i64 },
     #[error("corrupt log data. file={}, position={position}", path.display())]
     Corrupt {
         path: PathBuf,
@@ -347,6 +352,66 @@ impl Log {
             base_offset,
             last_offset,
             log_append_time: append_time.unwrap_or(-1),
+            log_start_offset: self.log_start_offset,
+        })
+    }
+
+    /// Appends batches copied from the partition's leader as they are:
+    /// offsets, leader epochs and timestamps kept, nothing rewritten
+    /// (`headers` from [`validate_batches`] over `buf`). The first batch
+    /// must start at the log end and each next one where the previous one
+    /// ended, so a follower's log is the leader's byte for byte. Rolls
+    /// first if the active segment is full or old; no fsync.
+    pub fn append_replicated(
+        &mut self,
+        buf: &[u8],
+        headers: &[BatchHeader],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.check_sync_ok()?;
+        let headers_len: usize = headers.iter().map(BatchHeader::total_len).sum();
+        let (Some(first), Some(last)) = (headers.first(), headers.last()) else {
+            return Err(LogError::AppendMismatch {
+                buf_len: buf.len(),
+                headers_len,
+            });
+        };
+        if headers_len != buf.len() {
+            return Err(LogError::AppendMismatch {
+                buf_len: buf.len(),
+                headers_len,
+            });
+        }
+        let mut expected = self.log_end_offset();
+        for h in headers {
+            if h.base_offset != expected || h.last_offset_delta < 0 {
+                return Err(LogError::NotContiguous {
+                    expected,
+                    got: h.base_offset,
+                });
+            }
+            expected = h.last_offset() + 1;
+        }
+        let base_offset = first.base_offset;
+        let last_offset = last.last_offset();
+        let bytes = buf.len() as u64;
+        if bytes > MAX_SEGMENT_BYTES {
+            return Err(LogError::AppendTooLarge {
+                bytes,
+                offsets: last_offset + 1 - base_offset,
+            });
+        }
+        if self
+            .active
+            .should_roll(bytes, last_offset, now_ms, &self.config)
+        {
+            self.roll()?;
+        }
+        self.active.append(&[buf], headers, now_ms, &self.config)?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            log_append_time: -1,
             log_start_offset: self.log_start_offset,
         })
     }

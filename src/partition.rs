@@ -30,6 +30,7 @@ pub mod epochs;
 pub mod producer_state;
 mod rebuild;
 pub mod replica;
+mod replication;
 pub mod snapshot;
 mod tier;
 
@@ -239,12 +240,12 @@ pub struct SegmentState {
     pub leader_epochs: Bytes,
 }
 
-/// One partition replica (always the leader on a single node).
+/// One partition replica: the leader, or a follower copying its leader's
+/// log (`replication.rs`).
 pub struct Partition {
     pub topic: String,
     pub topic_id: Uuid,
     pub index: i32,
-    pub leader_epoch: i32,
     dir: PathBuf,
     state: Mutex<State>,
     high_watermark: watch::Sender<i64>,
@@ -265,12 +266,14 @@ pub struct Partition {
     /// been silent for this partition.
     remote_silent_since: Mutex<Option<std::time::Instant>>,
     /// The replica's role and high-watermark arithmetic (`replica.rs`); a
-    /// single broker leads with itself as the only in-sync replica.
+    /// single broker leads with itself as the only in-sync replica. Role
+    /// changes take the state lock first, so an append sees one role and
+    /// stamps its epoch.
     replica: Mutex<replica::Replica>,
+    /// More than one replica: the leader's term in the high watermark is
+    /// its durable offset, not its log end (`replication.rs`).
+    replicated: AtomicBool,
 }
-
-/// This broker in a partition's replica set while there is one broker.
-const LOCAL_REPLICA: replica::BrokerId = 0;
 
 /// `replica.lag.time.max.ms` (Kafka's default).
 const REPLICA_LAG_TIME_MAX_MS: i64 = 30_000;
@@ -281,6 +284,8 @@ const REPLICA_LAG_TIME_MAX_MS: i64 = 30_000;
 pub struct LogDir {
     pub path: PathBuf,
     pub durability: durability::Durability,
+    /// The broker's id: its replica id in every partition.
+    pub node_id: replica::BrokerId,
 }
 
 /// The durable offset as the sync rounds publish it.
@@ -358,7 +363,6 @@ impl Partition {
             topic: topic.to_string(),
             topic_id,
             index,
-            leader_epoch,
             dir,
             state: Mutex::new(State {
                 log: Some(log),
@@ -376,11 +380,12 @@ impl Partition {
             tier_last: AtomicI64::new(tier_last),
             remote_silent_since: Mutex::new(None),
             replica: Mutex::new(replica::Replica::leader_alone(
-                LOCAL_REPLICA,
+                log_dir.node_id,
                 leader_epoch,
                 leo,
                 REPLICA_LAG_TIME_MAX_MS,
             )),
+            replicated: AtomicBool::new(false),
         })
     }
 
@@ -461,14 +466,18 @@ impl Partition {
                     }
                 }
             }
+            // The role as of this append (role changes hold the state lock).
+            let epoch = {
+                let r = self.replica();
+                r.check_produce()
+                    .map_err(|source| PartitionError::Replica {
+                        partition: self.name(),
+                        source,
+                    })?;
+                r.epoch()
+            };
             let active_before = log.active_base_offset();
-            let info = log.append(
-                records,
-                &headers,
-                self.leader_epoch,
-                now_ms,
-                config.log_append_time,
-            )?;
+            let info = log.append(records, &headers, epoch, now_ms, config.log_append_time)?;
             // Rolled before these batches: the table is the state at the
             // new segment's base.
             self.snapshot_if_rolled(log, producers, active_before);
@@ -555,16 +564,21 @@ impl Partition {
                 (_, res) => res,
             }
         };
+        let mut durable = None;
         self.durable.send_modify(|d| {
             d.round += 1;
             match res {
                 Ok(end) => {
                     d.offset = d.offset.max(end);
                     d.error = None;
+                    durable = Some(d.offset);
                 }
                 Err(e) => d.error = Some(Arc::new(e)),
             }
         });
+        if let Some(offset) = durable {
+            self.on_durable(offset);
+        }
     }
 
     /// This partition's error for a waiter, from a failed round's error.
@@ -606,7 +620,10 @@ impl Partition {
         } else {
             local_start
         };
-        if offset < log_start || offset > hwm {
+        // Between the high watermark and the log end (a replica whose high
+        // watermark is behind after a restart or a leader change) there is
+        // no data to send yet, but the offset exists.
+        if offset < log_start || offset > hwm.max(log.log_end_offset()) {
             return Location::OutOfRange {
                 log_start,
                 high_watermark: hwm,
@@ -641,7 +658,7 @@ impl Partition {
                     })
                 }
                 Location::Tier => (self.log_start_in(log), ReadData::InTier),
-                Location::Local if offset == hwm || max_bytes == 0 => {
+                Location::Local if offset >= hwm || max_bytes == 0 => {
                     (self.log_start_in(log), ReadData::Bytes(Bytes::new()))
                 }
                 Location::Local => {
@@ -729,7 +746,12 @@ impl Partition {
     /// The log ends at `leo`: the replica moves the high watermark (over
     /// the in-sync replicas) and fetches waiting on it wake.
     fn publish_log_end(&self, leo: i64) {
-        if let Some(hwm) = self.replica().on_log_end(leo) {
+        let mut r = self.replica();
+        // A replicated leader counts what its sync rounds made durable.
+        if self.replicated.load(Ordering::Acquire) && r.is_leader() {
+            return;
+        }
+        if let Some(hwm) = r.on_log_end(leo) {
             self.high_watermark.send_replace(hwm);
         }
     }

@@ -211,17 +211,18 @@ async fn plan_restore(
             None => Ok(()),
         };
     };
-    let forced =
-        match takeover.as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => return Err(err(
+    let forced = match takeover.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(err(
                 Code::InvalidConfig,
                 format!(
                     "invalid value for {TAKEOVER_CONFIG}: expected true or false. value={other:?}"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     if flag != "true" {
         return Err(err(
             Code::InvalidConfig,

@@ -21,7 +21,8 @@ pub fn partition_error_code(e: &PartitionError) -> i16 {
         PartitionError::Sync { .. } => Code::KafkaStorageError.code(),
         PartitionError::Closed { .. } => Code::NotLeaderOrFollower.code(),
         PartitionError::Replica { source, .. } => match source {
-            crate::partition::replica::ReplicaError::NotLeader { .. } => {
+            crate::partition::replica::ReplicaError::NotLeader { .. }
+            | crate::partition::replica::ReplicaError::NotFollower => {
                 Code::NotLeaderOrFollower.code()
             }
             crate::partition::replica::ReplicaError::FencedEpoch { .. } => {

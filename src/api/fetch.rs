@@ -366,7 +366,7 @@ fn read_all(
                 g.any_error = true;
             }
             Ok(p) => {
-                if let Some(code) = leader_epoch_error(t.current_leader_epoch, p.leader_epoch) {
+                if let Some(code) = leader_epoch_error(t.current_leader_epoch, p.leader_epoch()) {
                     pd.error_code = code;
                     g.any_error = true;
                 } else {

@@ -50,13 +50,13 @@ pub async fn list_offsets(
                     continue;
                 }
             };
-            if let Some(code) = leader_epoch_error(lp.current_leader_epoch, p.leader_epoch) {
+            if let Some(code) = leader_epoch_error(lp.current_leader_epoch, p.leader_epoch()) {
                 r.error_code = code;
                 partitions.push(r);
                 continue;
             }
             if version >= 4 {
-                r.leader_epoch = p.leader_epoch;
+                r.leader_epoch = p.leader_epoch();
             }
             match lp.timestamp {
                 LATEST => r.offset = p.high_watermark(),
@@ -166,7 +166,8 @@ pub fn offset_for_leader_epoch(
                             return r;
                         }
                     };
-                    if let Some(code) = leader_epoch_error(lp.current_leader_epoch, p.leader_epoch)
+                    if let Some(code) =
+                        leader_epoch_error(lp.current_leader_epoch, p.leader_epoch())
                     {
                         r.error_code = code;
                         return r;

@@ -153,6 +153,9 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
             };
             match partition.append(records, now_ms()) {
                 Ok(r) => {
+                    // A replicated leader's high watermark waits for its
+                    // own fsync, whatever the acks.
+                    partition.sync_soon();
                     broker.metrics.topic_in(
                         &topic.name,
                         records.len() as u64,
@@ -215,15 +218,20 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
         let waits = pending.iter().map(|(_, _, p, off)| {
             let p = p.clone();
             let off = *off;
-            async move { tokio::time::timeout(timeout, p.wait_durable(off)).await }
+            async move { tokio::time::timeout(timeout, p.wait_committed(off)).await }
         });
         let results = futures::future::join_all(waits).await;
         for ((t, i, p, _), res) in pending.iter().zip(results) {
             let code = match res {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => {
-                    tracing::error!(partition = %p.name(), error = %e, "fsync for acks=all failed");
-                    partition_error_code(&e)
+                    let code = partition_error_code(&e);
+                    if code == Code::NotLeaderOrFollower.code() {
+                        tracing::debug!(partition = %p.name(), error = %e, "leadership moved before acks=all was answered");
+                    } else {
+                        tracing::error!(partition = %p.name(), error = %e, "fsync for acks=all failed");
+                    }
+                    code
                 }
                 Err(_) => Code::RequestTimedOut.code(),
             };

@@ -176,7 +176,7 @@ async fn tend(
                     local_only_bytes,
                 },
                 now,
-                p.leader_epoch,
+                p.leader_epoch(),
             )
             .await?;
         if outcome.segments_removed > 0 {

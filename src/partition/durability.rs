@@ -271,6 +271,7 @@ mod tests {
         let log_dir = crate::partition::LogDir {
             path: dir.to_path_buf(),
             durability: durability.clone(),
+            node_id: 1,
         };
         (0..n)
             .map(|i| {

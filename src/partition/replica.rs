@@ -27,6 +27,9 @@ pub enum ReplicaError {
     /// (NOT_LEADER_OR_FOLLOWER).
     #[error("this replica is not the leader. leader={leader:?}")]
     NotLeader { leader: Option<BrokerId> },
+    /// Batches copied from a leader reached a replica that leads itself.
+    #[error("this replica leads; it does not copy another replica's log")]
+    NotFollower,
     /// The request names an epoch older than this replica's
     /// (FENCED_LEADER_EPOCH).
     #[error("leader epoch is fenced. requested={requested}, current={current}")]
@@ -201,7 +204,10 @@ impl Replica {
             log_end: -1,
             caught_up_ms: i64::MIN,
         });
-        f.log_end = fetch_offset.min(leader_end);
+        // Not cut to `log_end`: on a replicated leader that is its durable
+        // offset, which a follower may pass (the caller cuts it to the
+        // leader's log end). The high watermark never passes `log_end`.
+        f.log_end = fetch_offset;
         if f.log_end >= leader_end {
             f.caught_up_ms = now_ms;
         }
@@ -217,6 +223,21 @@ impl Replica {
         }
         let next = leader_hwm.min(self.log_end);
         self.advance(next)
+    }
+
+    /// The log was truncated to `log_end` (a follower dropping what
+    /// diverged from its leader): the one case where the high watermark
+    /// may move back, to the log end at most.
+    pub fn on_truncate(&mut self, log_end: i64) {
+        self.log_end = log_end;
+        self.high_watermark = self.high_watermark.min(log_end);
+    }
+
+    /// Forgets the high watermark, down to `floor`: a replicated partition
+    /// opened after a restart cannot tell which of its records were
+    /// committed until its leader (or its followers) say so.
+    pub fn forget_high_watermark(&mut self, floor: i64) {
+        self.high_watermark = floor.min(self.high_watermark);
     }
 
     /// The ISR the leader should have at `now_ms`: followers that have not
@@ -408,7 +429,7 @@ mod tests {
                     Op::Append(n) => { r.on_log_end(r.log_end() + n); }
                     Op::Fetch(b, o) => {
                         if r.on_follower_fetch(b, o, now).is_ok() {
-                            positions.insert(b, o.min(r.log_end()));
+                            positions.insert(b, o);
                         }
                     }
                     Op::Tick(ms) => now += ms,

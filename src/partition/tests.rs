@@ -14,6 +14,7 @@ fn log_dir(path: &Path) -> LogDir {
     LogDir {
         path: path.to_path_buf(),
         durability: Durability::new(false, SyncMetrics::new(Histogram::new([0.01]))),
+        node_id: 1,
     }
 }
 

@@ -23,7 +23,7 @@ impl Partition {
             last_offset: seg.next_offset - 1,
             first_timestamp: None,
             max_timestamp: seg.max_timestamp.unwrap_or(-1),
-            leader_epoch: self.leader_epoch,
+            leader_epoch: self.leader_epoch(),
             size: seg.size,
             log: seg.log_path.clone(),
             offset_index: seg.index_path.clone(),
@@ -146,7 +146,7 @@ impl Partition {
         self.persist_snapshot(next, &st.producers.encode(next));
         st.epochs = epochs.unwrap_or_default();
         st.epochs.truncate_from_end(next);
-        st.epochs.assign(self.leader_epoch, next);
+        st.epochs.assign(self.leader_epoch(), next);
         store_epochs(&self.dir, &st.epochs);
         let leo = log.log_end_offset();
         self.publish_log_end(leo);
@@ -242,7 +242,7 @@ impl Partition {
         if let (Some(remote), true) = (&self.remote, self.tier_start.load(Ordering::Acquire) >= 0) {
             if target >= 0 && target <= hwm && target > self.log_start_offset() {
                 remote
-                    .delete_before(target, self.leader_epoch)
+                    .delete_before(target, self.leader_epoch())
                     .await
                     .map_err(|e| self.tier_err(e))?;
                 self.refresh_tier().await?;
