@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_id;
+pub mod replica_fetch;
 pub mod versions;
 
 use std::sync::Arc;
@@ -155,6 +156,11 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
             let b = broker.clone();
             Handled::Later(Box::pin(
                 async move {
+                    let replica = replica_fetch::replica_of(&r, version);
+                    if replica >= 0 {
+                        let resp = replica_fetch::handle(&b, r, version, replica).await;
+                        return (Some(ResponseKind::Fetch(resp)), Vec::new());
+                    }
                     let (resp, files) = fetch::handle(&b, r, version).await;
                     (Some(ResponseKind::Fetch(resp)), files)
                 }

@@ -77,6 +77,8 @@ pub struct Broker {
     pub tier_fetch_limiter: Arc<tiering::RateLimiter>,
     /// The group coordinator (consumer groups and committed offsets).
     pub groups: crate::group::Coordinator,
+    /// The fetchers copying the partitions this broker follows.
+    pub fetchers: crate::replication::Fetchers,
     /// Where partitions live, and the sync rounds of `acks=all`.
     log_dir: partition::LogDir,
     /// Early write-back of appended data (`--log-writeback-bytes`).
@@ -124,6 +126,7 @@ impl Broker {
             Arc::new(tiering::RateLimiter::new(config.tier.fetch_bytes_per_sec));
         Broker {
             groups,
+            fetchers: crate::replication::Fetchers::default(),
             log_dir,
             writeback,
             config,
@@ -308,8 +311,16 @@ impl Broker {
                 tiering::PartitionKey::new(tier_cluster, &topic.name, topic.id.into_bytes(), index),
                 &view.cluster_id,
             ));
+            let replicated = topic
+                .partitions
+                .get(key.1 as usize)
+                .is_some_and(|p| p.replicas.len() > 1);
             let p = tokio::task::spawn_blocking(move || {
-                Partition::open(&log_dir, &name, id, index, epoch, cfg, remote)
+                let p = Partition::open(&log_dir, &name, id, index, epoch, cfg, remote)?;
+                if replicated {
+                    p.forget_high_watermark();
+                }
+                Ok::<_, crate::partition::PartitionError>(p)
             })
             .await
             .map_err(|e| BrokerError::Io {
@@ -349,7 +360,40 @@ impl Broker {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(key, p);
         }
+        self.apply_roles(&view);
         Ok(())
+    }
+
+    /// Each local replica takes the role the view gives it: it leads (with
+    /// the view's ISR), or follows the leader through a fetcher, or (no
+    /// leader) waits.
+    fn apply_roles(&self, view: &crate::metadata::ClusterView) {
+        let me = self.node_id();
+        let now = now_ms();
+        for topic in view.topics.values() {
+            for (i, info) in topic.partitions.iter().enumerate() {
+                let Some(p) = self.partition(topic.id, i as i32) else {
+                    continue;
+                };
+                let replicated = info.replicas.len() > 1;
+                let result = if info.leader == me {
+                    self.fetchers.unfollow(&p);
+                    let isr: std::collections::BTreeSet<i32> = info.isr.iter().copied().collect();
+                    p.become_leader(info.leader_epoch, isr.clone(), replicated, now)
+                        .map(|_| p.set_isr(isr))
+                } else if info.leader >= 0 {
+                    p.become_follower(info.leader_epoch, info.leader).map(|_| {
+                        self.fetchers.follow(&topic.name, &p, info.leader);
+                    })
+                } else {
+                    self.fetchers.unfollow(&p);
+                    Ok(())
+                };
+                if let Err(e) = result {
+                    tracing::warn!(partition = %p.name(), error = %e, "cannot take the partition's role");
+                }
+            }
+        }
     }
 
     /// Removes partition directories that no topic in metadata owns (left by a

@@ -45,7 +45,7 @@ pub use error::{ClientError, KafkaCode};
 pub use groups::{CommittedOffset, GroupDescription, GroupListing, GroupMember, MemberAssignment};
 pub use records::{BatchCompression, ConsumedRecord, ProduceRecord};
 
-use conn::ConnOptions;
+pub use conn::ConnOptions;
 
 /// Client settings.
 #[derive(Debug, Clone)]

@@ -207,6 +207,22 @@ pub enum Command {
         delete: Vec<String>,
         replace: bool,
     },
+    /// A partition's leader changes its in-sync replicas: accepted only
+    /// from the current leader at the current leader epoch, for an ISR
+    /// within the replicas that holds the leader and adds no fenced broker.
+    AlterPartition {
+        topic_id: Uuid,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// A broker process started (proposed at each start): the replicated
+    /// partitions it led get a new leader epoch, led by another live
+    /// in-sync replica where there is one, so that nothing it wrote before
+    /// its restart and lost with its page cache is ever mistaken for the
+    /// same epoch's records on its followers.
+    BrokerStarted { node_id: i32 },
 }
 
 /// The outcome of applying a [`Command`]; identical on every replica.

@@ -249,6 +249,8 @@ pub struct Partition {
     dir: PathBuf,
     state: Mutex<State>,
     high_watermark: watch::Sender<i64>,
+    /// The log end offset, for followers' fetches waiting on the leader.
+    log_end: watch::Sender<i64>,
     durable: watch::Sender<Durable>,
     /// Queued for the next sync round (`durability.rs`).
     sync_queued: AtomicBool,
@@ -354,6 +356,7 @@ impl Partition {
             None => (-1, -1),
         };
         let (high_watermark, _) = watch::channel(leo);
+        let (log_end, _) = watch::channel(leo);
         let (durable, _) = watch::channel(Durable {
             offset: leo,
             round: 0,
@@ -371,6 +374,7 @@ impl Partition {
                 config,
             }),
             high_watermark,
+            log_end,
             durable,
             sync_queued: AtomicBool::new(false),
             sync_end: AtomicI64::new(leo),
@@ -746,6 +750,7 @@ impl Partition {
     /// The log ends at `leo`: the replica moves the high watermark (over
     /// the in-sync replicas) and fetches waiting on it wake.
     fn publish_log_end(&self, leo: i64) {
+        self.log_end.send_replace(leo);
         let mut r = self.replica();
         // A replicated leader counts what its sync rounds made durable.
         if self.replicated.load(Ordering::Acquire) && r.is_leader() {

@@ -152,7 +152,24 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     }
 
     let broker = Arc::new(Broker::new(config.clone(), metadata, tier, advertised));
+    broker.fetchers.attach(&broker);
     broker.set_tier_down(first_probe.err());
+    // Replicated partitions this broker led before it stopped get a new
+    // leader epoch: what it lost with its page cache must not pass for the
+    // same epoch's records that its followers hold.
+    let me = config.node_id;
+    let led_replicated = broker.view().topics.values().any(|t| {
+        t.partitions
+            .iter()
+            .any(|p| p.leader == me && p.replicas.len() > 1)
+    });
+    if led_replicated {
+        broker
+            .metadata
+            .propose(Command::BrokerStarted { node_id: me })
+            .await
+            .context("cannot hand over the replicated partitions this broker led")?;
+    }
     admin_state.set_broker(broker.clone());
     broker
         .remove_orphan_dirs()
@@ -207,6 +224,10 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         async move { broker.metadata.watch_brokers(session, cancel).await }
     });
     tasks.spawn(retention_loop(broker.clone(), shutdown.child_token()));
+    tasks.spawn(crate::replication::run_isr_updates(
+        broker.clone(),
+        shutdown.child_token(),
+    ));
     let server_task = tokio::spawn(server::run(
         broker.clone(),
         listener,
@@ -219,6 +240,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     tracing::info!("shutting down");
     // Parked JoinGroup/SyncGroup requests would hold the listener's drain.
     broker.groups.shutdown();
+    broker.fetchers.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(15), server_task).await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;

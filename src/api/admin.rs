@@ -140,7 +140,7 @@ pub fn check_new_topic(broker: &Broker, t: &NewTopic) -> Result<(), AdminError> 
     }
     // Each partition has one replica, its leader, until partitions are
     // replicated between brokers.
-    if t.replication_factor != 1 {
+    if t.replication_factor != 1 && !broker.config.unstable_replication {
         return Err(err(
             Code::InvalidReplicationFactor,
             format!(

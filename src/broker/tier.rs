@@ -122,6 +122,12 @@ async fn tend(
     // Another cluster took the partition over: it writes the tier now, and
     // this broker keeps its local data whole (none of it counts as tiered).
     remote.check_owner().await?;
+    if !p.is_leader() {
+        // Only the leader uploads, trims the tier and collects orphans; a
+        // follower drops local segments the manifest covers.
+        p.apply_local_retention(now_ms())?;
+        return Ok(());
+    }
     let uploaded = p.tier_last_offset().unwrap_or(-1);
     let hwm = p.high_watermark();
     let sealed = p.sealed_segments();

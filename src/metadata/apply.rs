@@ -42,6 +42,14 @@ impl ClusterView {
             Command::InitCluster { cluster_id } => self.init_cluster(cluster_id),
             Command::FenceBroker { node_id } => self.fence_broker(*node_id, true),
             Command::UnfenceBroker { node_id } => self.fence_broker(*node_id, false),
+            Command::AlterPartition {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                isr,
+            } => self.alter_partition(*topic_id, *partition, *leader, *leader_epoch, isr),
+            Command::BrokerStarted { node_id } => self.broker_started(*node_id),
             Command::AlterBrokerConfigs {
                 set,
                 delete,
@@ -80,6 +88,91 @@ impl ClusterView {
         } else {
             self.fenced.remove(&node_id);
         }
+        let fenced = self.fenced.clone();
+        for p in self.replicated_partitions_mut() {
+            if fence {
+                // It leaves the ISRs where another member remains; the
+                // partitions it led move to another live member, or have
+                // no leader (its ISR kept, so it leads again when back).
+                if p.isr.len() > 1 {
+                    p.isr.retain(|b| *b != node_id);
+                }
+                if p.leader == node_id {
+                    elect(p, &fenced, None);
+                }
+            } else if p.leader < 0 && p.isr.contains(&node_id) {
+                elect(p, &fenced, None);
+            }
+        }
+        CommandResult::Ok
+    }
+
+    /// Partitions with more than one replica, the ones elections move.
+    fn replicated_partitions_mut(&mut self) -> impl Iterator<Item = &mut PartitionInfo> {
+        self.topics
+            .values_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+            .filter(|p| p.replicas.len() > 1)
+    }
+
+    fn broker_started(&mut self, node_id: i32) -> CommandResult {
+        if !self.brokers.contains_key(&node_id) {
+            return invalid_request(format!("unknown broker. node_id={node_id}"));
+        }
+        let fenced = self.fenced.clone();
+        for p in self.replicated_partitions_mut() {
+            if p.leader == node_id {
+                // Another live member if there is one; else itself again,
+                // at a new epoch.
+                elect(p, &fenced, Some(node_id));
+            }
+        }
+        CommandResult::Ok
+    }
+
+    fn alter_partition(
+        &mut self,
+        topic_id: Uuid,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        isr: &[i32],
+    ) -> CommandResult {
+        let Some(name) = self.topic_names_by_id.get(&topic_id).cloned() else {
+            return CommandResult::UnknownTopic;
+        };
+        let fenced = self.fenced.clone();
+        let Some(p) = self.topics.get_mut(&name).and_then(|t| {
+            t.partitions
+                .get_mut(usize::try_from(partition).unwrap_or(usize::MAX))
+        }) else {
+            return CommandResult::UnknownTopic;
+        };
+        if p.leader != leader || p.leader_epoch != leader_epoch {
+            return invalid_request(format!(
+                "not the partition's current leader. leader={leader}, leader_epoch={leader_epoch}, current_leader={}, current_epoch={}",
+                p.leader, p.leader_epoch
+            ));
+        }
+        if !isr.contains(&leader) || isr.iter().any(|b| !p.replicas.contains(b)) {
+            return invalid_request(format!(
+                "the ISR must hold the leader and only replicas. isr={isr:?}, replicas={:?}",
+                p.replicas
+            ));
+        }
+        if let Some(b) = isr
+            .iter()
+            .find(|b| !p.isr.contains(b) && fenced.contains(b))
+        {
+            return invalid_request(format!("a fenced broker cannot join the ISR. broker={b}"));
+        }
+        // In replica order, so elections read it in that order.
+        p.isr = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| isr.contains(b))
+            .collect();
         CommandResult::Ok
     }
 
@@ -296,6 +389,24 @@ fn assign_partition(brokers: &[i32], id: Uuid, partition: i32, rf: usize) -> Par
     }
 }
 
+/// Elects a leader for `p` at a new epoch: the first in-sync replica (in
+/// replica order) that is not fenced and not `avoid`, else `avoid` itself
+/// when it is live and in sync, else nobody (-1). Only in-sync replicas
+/// can lead: each holds every committed record.
+fn elect(p: &mut PartitionInfo, fenced: &std::collections::BTreeSet<i32>, avoid: Option<i32>) {
+    let live = |b: &&i32| p.isr.contains(b) && !fenced.contains(b);
+    let next = p
+        .replicas
+        .iter()
+        .filter(live)
+        .find(|b| Some(**b) != avoid)
+        .or_else(|| p.replicas.iter().filter(live).find(|b| Some(**b) == avoid))
+        .copied()
+        .unwrap_or(-1);
+    p.leader = next;
+    p.leader_epoch += 1;
+}
+
 /// Kafka's topic name rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not
 /// `.` or `..`.
 fn validate_topic_name(name: &str) -> Result<(), String> {
@@ -440,6 +551,141 @@ mod tests {
             view.topic_by_id(id(7)).map(|t| t.name.as_str()),
             Some("orders")
         );
+    }
+
+    /// A view with brokers 1..=3 and topic `r` (id 1) of one partition
+    /// with three replicas.
+    fn replicated() -> ClusterView {
+        let mut view = view_with_brokers(&[1, 2, 3]);
+        assert_eq!(view.apply(&create("r", id(1), 1, 3)), CommandResult::Ok);
+        view
+    }
+
+    fn part(view: &ClusterView) -> PartitionInfo {
+        view.topics["r"].partitions[0].clone()
+    }
+
+    #[test]
+    fn a_fenced_leader_hands_over_to_an_in_sync_replica_and_leaves_the_isr() {
+        let mut view = replicated();
+        let p = part(&view);
+        let leader = p.leader;
+        view.apply(&Command::FenceBroker { node_id: leader });
+        let after = part(&view);
+        assert_ne!(after.leader, leader);
+        assert!(after.isr.contains(&after.leader));
+        assert!(!after.isr.contains(&leader));
+        assert_eq!(after.leader_epoch, p.leader_epoch + 1);
+        // Back, it is not in sync: it rejoins only through its leader.
+        view.apply(&Command::UnfenceBroker { node_id: leader });
+        assert_eq!(part(&view).isr.len(), 2);
+        let alter = |isr: Vec<i32>, epoch| Command::AlterPartition {
+            topic_id: id(1),
+            partition: 0,
+            leader: after.leader,
+            leader_epoch: epoch,
+            isr,
+        };
+        assert!(matches!(
+            view.apply(&alter(vec![1, 2, 3], after.leader_epoch - 1)),
+            CommandResult::InvalidRequest { .. }
+        ));
+        assert_eq!(
+            view.apply(&alter(vec![3, 2, 1], after.leader_epoch)),
+            CommandResult::Ok
+        );
+        assert_eq!(part(&view).isr, part(&view).replicas, "in replica order");
+    }
+
+    #[test]
+    fn the_last_in_sync_replica_fenced_leaves_no_leader_until_it_returns() {
+        let mut view = replicated();
+        let p = part(&view);
+        let others: Vec<i32> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| *b != p.leader)
+            .collect();
+        for b in &others {
+            view.apply(&Command::FenceBroker { node_id: *b });
+        }
+        assert_eq!(part(&view).isr, vec![p.leader]);
+        view.apply(&Command::FenceBroker { node_id: p.leader });
+        let down = part(&view);
+        assert_eq!(down.leader, -1, "no in-sync replica is live");
+        assert_eq!(
+            down.isr,
+            vec![p.leader],
+            "the last one stays, to lead when back"
+        );
+        // A follower that was not in sync coming back does not lead.
+        view.apply(&Command::UnfenceBroker { node_id: others[0] });
+        assert_eq!(part(&view).leader, -1);
+        view.apply(&Command::UnfenceBroker { node_id: p.leader });
+        assert_eq!(part(&view).leader, p.leader);
+        assert_eq!(part(&view).leader_epoch, down.leader_epoch + 1);
+    }
+
+    #[test]
+    fn a_restarted_leader_hands_over_or_takes_a_new_epoch() {
+        let mut view = replicated();
+        let p = part(&view);
+        view.apply(&Command::BrokerStarted { node_id: p.leader });
+        let moved = part(&view);
+        assert_ne!(moved.leader, p.leader);
+        assert!(
+            moved.isr.contains(&p.leader),
+            "its durable log keeps it in sync"
+        );
+        // Alone in the ISR, it leads again at a new epoch.
+        let mut view = replicated();
+        for b in p.replicas.iter().filter(|b| **b != p.leader) {
+            view.apply(&Command::FenceBroker { node_id: *b });
+        }
+        let before = part(&view).leader_epoch;
+        view.apply(&Command::BrokerStarted { node_id: p.leader });
+        assert_eq!(part(&view).leader, p.leader);
+        assert_eq!(part(&view).leader_epoch, before + 1);
+    }
+
+    proptest::proptest! {
+        /// Any sequence of fences, unfences, restarts and ISR changes:
+        /// a leader is always a live in-sync replica (or there is none),
+        /// the ISR never empties nor leaves the replicas, and the leader
+        /// epoch never goes back.
+        #[test]
+        fn elections_keep_leaders_in_sync_and_epochs_rising(
+            ops in proptest::collection::vec((0u8..4, 1i32..4, proptest::collection::vec(1i32..4, 1..4)), 1..60)
+        ) {
+            let mut view = replicated();
+            let mut epoch = part(&view).leader_epoch;
+            for (op, b, isr) in ops {
+                let p = part(&view);
+                let cmd = match op {
+                    0 => Command::FenceBroker { node_id: b },
+                    1 => Command::UnfenceBroker { node_id: b },
+                    2 => Command::BrokerStarted { node_id: b },
+                    _ => Command::AlterPartition {
+                        topic_id: id(1),
+                        partition: 0,
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                        isr: isr.into_iter().chain([p.leader]).collect(),
+                    },
+                };
+                view.apply(&cmd);
+                let p = part(&view);
+                proptest::prop_assert!(p.leader_epoch >= epoch);
+                epoch = p.leader_epoch;
+                proptest::prop_assert!(!p.isr.is_empty());
+                proptest::prop_assert!(p.isr.iter().all(|b| p.replicas.contains(b)));
+                if p.leader >= 0 {
+                    proptest::prop_assert!(p.isr.contains(&p.leader), "{p:?}");
+                    proptest::prop_assert!(!view.fenced.contains(&p.leader), "{p:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -58,6 +58,28 @@ impl Partition {
         self.replica().isr().cloned()
     }
 
+    /// Subscribes to log end changes (a follower's fetch waiting at the
+    /// leader's log end).
+    pub fn watch_log_end(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.log_end.subscribe()
+    }
+
+    /// On the leader: the in-sync replicas as the controller committed
+    /// them (this replica is added). The high watermark may move.
+    pub fn set_isr(&self, isr: BTreeSet<BrokerId>) {
+        let moved = self.replica().set_isr(isr);
+        if let Some(hwm) = moved {
+            self.high_watermark.send_replace(hwm);
+        }
+    }
+
+    /// On the leader: the ISR it should ask the controller for at
+    /// `now_ms` (followers that fell behind for `replica.lag.time.max.ms`
+    /// leave it, caught-up ones join it), if it differs.
+    pub fn isr_change(&self, now_ms: i64) -> Option<BTreeSet<BrokerId>> {
+        self.replica().isr_change(now_ms).map(|c| c.isr)
+    }
+
     fn refuse(&self, source: ReplicaError) -> PartitionError {
         PartitionError::Replica {
             partition: self.name(),
@@ -85,14 +107,23 @@ impl Partition {
         };
         let leo = log.log_end_offset();
         let mut r = self.replica();
-        if epoch < r.epoch() || (epoch == r.epoch() && r.is_leader()) {
+        if epoch < r.epoch() {
+            return Ok(false);
+        }
+        let durable = self.durable.borrow().offset.min(leo);
+        if epoch == r.epoch() && r.is_leader() {
+            // Already leading at this epoch (a partition opens leading
+            // alone): only whether it is replicated may be news.
+            if self.replicated.swap(replicated, Ordering::AcqRel) != replicated {
+                r.on_log_end(if replicated { durable } else { leo });
+                r.become_leader(epoch, isr, now_ms);
+            }
             return Ok(false);
         }
         if epochs.assign(epoch, leo) {
             store_epochs(&self.dir, epochs);
         }
         self.replicated.store(replicated, Ordering::Release);
-        let durable = self.durable.borrow().offset.min(leo);
         r.on_log_end(if replicated { durable } else { leo });
         r.become_leader(epoch, isr, now_ms);
         let hwm = r.high_watermark();
@@ -246,6 +277,7 @@ impl Partition {
         *epochs = rebuilt;
         self.sync_end.fetch_min(leo, Ordering::AcqRel);
         self.durable.send_modify(|d| d.offset = d.offset.min(leo));
+        self.log_end.send_replace(leo);
         let mut r = self.replica();
         r.on_truncate(leo);
         let hwm = r.high_watermark();

@@ -90,8 +90,20 @@ pub fn admin_opts() -> AdminOptions {
 
 /// Create a topic with replication factor 1; panics on any error.
 pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    create_replicated_topic(bootstrap, name, partitions, 1, configs);
+}
+
+/// Create a topic with `replicas` replicas per partition; panics on any
+/// error.
+pub fn create_replicated_topic(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, &str)],
+) {
     let admin = admin(bootstrap);
-    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(replicas));
     for (k, v) in configs {
         t = t.set(k, v);
     }
@@ -465,6 +477,11 @@ pub fn consume_ranges_with(
         }
         match c.poll(Duration::from_millis(200)) {
             None => {}
+            // A connection to a broker that restarted: librdkafka reports
+            // it and reconnects.
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                RDKafkaErrorCode::BrokerTransportFailure,
+            ))) => {}
             Some(Err(e)) => panic!("consumer error on {topic}: {e}"),
             Some(Ok(m)) => {
                 let p = m.partition();
