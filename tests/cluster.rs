@@ -211,22 +211,27 @@ fn three_brokers_share_metadata_spread_partitions_and_serve_clients() {
         .map(|(p, _)| *p)
         .collect();
     let all = bootstrap(&brokers);
-    // Every broker's view lifts the fence shortly after the leader's. A new
-    // client each attempt: one that met the partition without a leader may
-    // keep it out of its own metadata for a while.
+    // Every broker's view lifts the fence shortly after the leader's.
     for p in on_first {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let high = loop {
-            let consumer = clients::consumer(&all, &[]);
-            match consumer.fetch_watermarks("orders", p, Duration::from_secs(5)) {
-                Ok((_, high)) => break high,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "partition {p}: {e}");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-        };
+        let high = high_watermark(&all, "orders", p);
         assert_eq!(high, seen[&p].len() as i64, "partition {p} after kill -9");
+    }
+}
+
+/// A partition's high watermark, asked until a leader answers (30 s at
+/// most). A new client each attempt: one that met the partition without a
+/// leader, or every broker it knew down, may keep that view for a while.
+fn high_watermark(bootstrap: &str, topic: &str, p: i32) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let consumer = clients::consumer(bootstrap, &[]);
+        match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+            Ok((_, high)) => return high,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{topic}-{p}: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
     }
 }
 
@@ -530,7 +535,7 @@ fn replicated_partitions_survive_the_leader_killed() {
 
     // Every acknowledged record once, at the offset it was given, in order.
     let end: BTreeMap<i32, i64> = (0..2)
-        .map(|p| (p, clients::watermarks(&all, "repl", p).1))
+        .map(|p| (p, high_watermark(&all, "repl", p)))
         .collect();
     let got = clients::consume_ranges(
         &all,
@@ -584,4 +589,122 @@ fn replicated_partitions_survive_the_leader_killed() {
         acked.len(),
         read.len()
     );
+}
+
+/// The ledger: an idempotent `acks=all` producer writes numbered records
+/// without pause while the leader of partition 0 is killed with SIGKILL
+/// and restarted, cycle after cycle (half the time at once, before its
+/// session ends; half the time once another broker leads). Every
+/// acknowledged record is read back once, at the offset it was given, in
+/// order per partition.
+#[test]
+fn the_ledger_loses_nothing_through_leader_kills() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const CYCLES: usize = 8;
+    let mut brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
+    let all = bootstrap(&brokers);
+    clients::create_replicated_topic(&all, "ledger", 2, 3, &[]);
+    let full = |m: &BTreeMap<i32, (i32, Vec<i32>)>| {
+        m.values().all(|(l, isr)| *l > 0 && isr == &vec![1, 2, 3])
+    };
+    wait_for(&brokers[0], "ledger", "every partition led, ISR full", full);
+
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (all, stop) = (all.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let producer =
+                clients::producer(&all, &[("enable.idempotence", "true"), ("acks", "all")]);
+            let mut acked: Vec<(i32, i64, String)> = Vec::new();
+            let mut failed = 0usize;
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<(String, rdkafka::producer::DeliveryFuture)> = (0..50)
+                    .map(|_| {
+                        n += 1;
+                        let v = format!("ledger-{n:07}");
+                        let r = TestRecord::value(v.clone()).in_partition((n % 2) as i32);
+                        (v, clients::enqueue(&producer, "ledger", &r))
+                    })
+                    .collect();
+                for (v, f) in batch {
+                    match clients::await_delivery(f) {
+                        Ok((p, o)) => acked.push((p, o, v)),
+                        Err(_) => failed += 1,
+                    }
+                }
+            }
+            (acked, failed)
+        })
+    };
+    let mut restarts_before_fence = 0;
+    for cycle in 0..CYCLES {
+        std::thread::sleep(Duration::from_millis(700));
+        // Every broker runs between cycles.
+        let now = leaders_and_isr(&brokers[cycle % 3], "ledger");
+        let leader = now[&0].0;
+        if leader <= 0 {
+            continue;
+        }
+        let i = (leader - 1) as usize;
+        brokers[i].kill9();
+        if cycle % 2 == 1 {
+            let other = (i + 1) % 3;
+            wait_for(&brokers[other], "ledger", "a new leader", |m| {
+                m[&0].0 > 0 && m[&0].0 != leader
+            });
+        } else {
+            restarts_before_fence += 1;
+        }
+        brokers[i].restart();
+        common::wait_ready(&brokers[i].admin_addr());
+        wait_for(&brokers[i], "ledger", "every ISR full again", full);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = writer.join().expect("writer");
+
+    let end: BTreeMap<i32, i64> = (0..2)
+        .map(|p| (p, high_watermark(&all, "ledger", p)))
+        .collect();
+    let got = clients::consume_ranges(
+        &all,
+        "ledger",
+        &[(0, 0, end[&0]), (1, 0, end[&1])],
+        clients::OP_TIMEOUT,
+    );
+    let mut read: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    for c in &got {
+        let v = String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap();
+        assert!(
+            read.insert((c.partition, c.offset), v).is_none(),
+            "offset read twice"
+        );
+    }
+    let mut lost = 0;
+    for (p, o, v) in &acked {
+        if read.get(&(*p, *o)) != Some(v) {
+            lost += 1;
+        }
+    }
+    let distinct: std::collections::BTreeSet<&String> = read.values().collect();
+    let duplicated = read.len() - distinct.len();
+    // Per partition, the numbers only grow (the producer's order kept).
+    for p in 0..2 {
+        let numbers: Vec<&String> = read
+            .iter()
+            .filter(|((q, _), _)| *q == p)
+            .map(|(_, v)| v)
+            .collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} out of order"
+        );
+    }
+    println!(
+        "ledger: {CYCLES} leader kills ({restarts_before_fence} restarted before their session ended), {} acknowledged, {failed} not, {} read, {lost} lost, {duplicated} duplicated",
+        acked.len(),
+        read.len()
+    );
+    assert_eq!(lost, 0, "acknowledged records lost");
+    assert_eq!(duplicated, 0, "records written twice");
 }
