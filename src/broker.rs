@@ -376,6 +376,7 @@ impl Broker {
                     continue;
                 };
                 let replicated = info.replicas.len() > 1;
+                tracing::debug!(partition = %p.name(), leader = info.leader, epoch = info.leader_epoch, "applying role");
                 let result = if info.leader == me {
                     self.fetchers.unfollow(&p);
                     let isr: std::collections::BTreeSet<i32> = info.isr.iter().copied().collect();

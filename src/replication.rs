@@ -232,10 +232,15 @@ async fn run(broker: Arc<Broker>, link: Arc<Link>) {
         };
         let to_check: Vec<Target> = followed.iter().filter(|f| f.check).cloned().collect();
         if !to_check.is_empty() {
-            if let Err(e) = check_logs(c, me, &link, &to_check).await {
-                tracing::debug!(leader = link.leader, error = %e, "OffsetForLeaderEpoch failed");
-                conn = None;
-                pause(&link.cancel).await;
+            match check_logs(c, me, &link, &to_check).await {
+                Ok(true) => {}
+                // Refused: the leader or this broker is behind on metadata.
+                Ok(false) => pause(&link.cancel).await,
+                Err(e) => {
+                    tracing::debug!(leader = link.leader, error = %e, "OffsetForLeaderEpoch failed");
+                    conn = None;
+                    pause(&link.cancel).await;
+                }
             }
             continue;
         }
@@ -261,14 +266,16 @@ async fn pause(cancel: &CancellationToken) {
 
 /// Cuts each partition's log where it leaves the leader's: asks about its
 /// latest epoch until the answer names that epoch (each round asks about
-/// an older one).
+/// an older one). Returns false when the leader refused a partition (it
+/// stays to check).
 async fn check_logs(
     c: &Connection,
     me: i32,
     link: &Link,
     parts: &[Target],
-) -> Result<(), crate::client::ClientError> {
-    for Target {
+) -> Result<bool, crate::client::ClientError> {
+    let mut all_checked = true;
+    'partition: for Target {
         key,
         topic,
         partition: p,
@@ -296,12 +303,13 @@ async fn check_logs(
                 .flat_map(|t| t.partitions.iter())
                 .find(|r| r.partition == p.index)
             else {
-                return Ok(());
+                return Ok(false);
             };
             if r.error_code != 0 {
                 // Moved, or the leader is behind on metadata: try later.
-                tracing::debug!(partition = %p.name(), code = r.error_code, "leader refused OffsetForLeaderEpoch");
-                return Ok(());
+                tracing::debug!(partition = %p.name(), leader = link.leader, epoch = p.leader_epoch(), code = r.error_code, "leader refused OffsetForLeaderEpoch");
+                all_checked = false;
+                continue 'partition;
             }
             let cut = p.divergence(r.leader_epoch, r.end_offset);
             if cut < p.log_end_offset() {
@@ -309,7 +317,8 @@ async fn check_logs(
             }
             if let Err(e) = p.truncate_to(cut) {
                 tracing::warn!(partition = %p.name(), error = %e, "cannot truncate the follower's log");
-                return Ok(());
+                all_checked = false;
+                continue 'partition;
             }
             if r.leader_epoch == epoch || r.leader_epoch < 0 || rounds > 64 {
                 break;
@@ -317,7 +326,7 @@ async fn check_logs(
         }
         link.checked(*key);
     }
-    Ok(())
+    Ok(all_checked)
 }
 
 /// One fetch from the leader for every followed partition; returns whether

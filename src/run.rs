@@ -174,6 +174,9 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     broker
         .remove_orphan_dirs()
         .context("cannot scan data dir")?;
+    // Subscribed before the first reconciliation: a change that lands
+    // while it runs must reconcile again.
+    let metadata_changes = broker.metadata.subscribe();
     broker.reconcile().await.context("cannot open partitions")?;
     tracing::info!(
         partitions = broker.all_partitions().len(),
@@ -212,7 +215,11 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         broker.clone(),
         shutdown.child_token(),
     ));
-    tasks.spawn(watch_metadata(broker.clone(), shutdown.child_token()));
+    tasks.spawn(watch_metadata(
+        broker.clone(),
+        metadata_changes,
+        shutdown.child_token(),
+    ));
     tasks.spawn(reprobe_tier(broker.clone(), shutdown.child_token()));
     tasks.spawn({
         let (broker, cancel) = (broker.clone(), shutdown.child_token());
@@ -259,8 +266,11 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
 }
 
 /// Keeps local partitions in line with metadata changes.
-async fn watch_metadata(broker: Arc<Broker>, shutdown: CancellationToken) {
-    let mut rx = broker.metadata.subscribe();
+async fn watch_metadata(
+    broker: Arc<Broker>,
+    mut rx: tokio::sync::watch::Receiver<u64>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -37,7 +37,10 @@ fn brokers_with(n: usize, voters: usize, extra: &[&str]) -> Vec<Broker> {
         .iter()
         .enumerate()
         .map(|(i, a)| {
+            // A fixed Kafka port, so a restarted broker is where clients
+            // last saw it, as in a real deployment.
             Broker::builder()
+                .listen(common::free_addr())
                 .args([
                     "--node-id".to_string(),
                     (i + 1).to_string(),
@@ -592,15 +595,15 @@ fn replicated_partitions_survive_the_leader_killed() {
 }
 
 /// The ledger: an idempotent `acks=all` producer writes numbered records
-/// without pause while the leader of partition 0 is killed with SIGKILL
-/// and restarted, cycle after cycle (half the time at once, before its
-/// session ends; half the time once another broker leads). Every
-/// acknowledged record is read back once, at the offset it was given, in
-/// order per partition.
+/// without pause while the leader of partition 0 is lost, cycle after
+/// cycle (SIGKILL and back at once, before its session ends; SIGKILL or
+/// SIGTERM and back once another broker leads), then all three brokers
+/// are killed at once and restarted. Every acknowledged record is read
+/// back once, at the offset it was given, in order per partition.
 #[test]
 fn the_ledger_loses_nothing_through_leader_kills() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    const CYCLES: usize = 8;
+    const CYCLES: usize = 9;
     let mut brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
     let all = bootstrap(&brokers);
     clients::create_replicated_topic(&all, "ledger", 2, 3, &[]);
@@ -647,24 +650,70 @@ fn the_ledger_loses_nothing_through_leader_kills() {
             continue;
         }
         let i = (leader - 1) as usize;
-        brokers[i].kill9();
-        if cycle % 2 == 1 {
-            let other = (i + 1) % 3;
-            wait_for(&brokers[other], "ledger", "a new leader", |m| {
-                m[&0].0 > 0 && m[&0].0 != leader
-            });
-        } else {
-            restarts_before_fence += 1;
+        // Three ways to lose the leader: SIGKILL and back at once; SIGKILL
+        // and back once another broker leads; SIGTERM likewise.
+        match cycle % 3 {
+            0 => {
+                brokers[i].kill9();
+                restarts_before_fence += 1;
+            }
+            mode => {
+                if mode == 1 {
+                    brokers[i].kill9();
+                } else {
+                    brokers[i].stop();
+                }
+                let other = (i + 1) % 3;
+                wait_for(&brokers[other], "ledger", "a new leader", |m| {
+                    m[&0].0 > 0 && m[&0].0 != leader
+                });
+            }
         }
         brokers[i].restart();
         common::wait_ready(&brokers[i].admin_addr());
         wait_for(&brokers[i], "ledger", "every ISR full again", full);
     }
+    // All three at once, as a power cut would (though SIGKILL keeps the
+    // page cache), while the producer keeps writing.
+    for b in &mut brokers {
+        b.kill9();
+    }
+    for b in &mut brokers {
+        b.restart();
+    }
+    for b in &brokers {
+        common::wait_ready(&b.admin_addr());
+    }
+    wait_for(
+        &brokers[0],
+        "ledger",
+        "every ISR full after all restarted",
+        full,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
     stop.store(true, Ordering::Relaxed);
     let (acked, failed) = writer.join().expect("writer");
 
+    // A restarted leader learns its high watermark from its followers'
+    // fetches: it covers every acknowledged record within moments, or
+    // what it misses counts as lost below.
     let end: BTreeMap<i32, i64> = (0..2)
-        .map(|p| (p, high_watermark(&all, "ledger", p)))
+        .map(|p| {
+            let want = acked
+                .iter()
+                .filter(|(q, _, _)| *q == p)
+                .map(|(_, o, _)| o + 1)
+                .max()
+                .unwrap_or(0);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let hwm = high_watermark(&all, "ledger", p);
+                if hwm >= want || Instant::now() >= deadline {
+                    break (p, hwm);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
         .collect();
     let got = clients::consume_ranges(
         &all,
@@ -701,7 +750,7 @@ fn the_ledger_loses_nothing_through_leader_kills() {
         );
     }
     println!(
-        "ledger: {CYCLES} leader kills ({restarts_before_fence} restarted before their session ended), {} acknowledged, {failed} not, {} read, {lost} lost, {duplicated} duplicated",
+        "ledger: {CYCLES} leaders lost ({restarts_before_fence} SIGKILLed and back before their session ended), then all three SIGKILLed at once; {} acknowledged, {failed} not, {} read, {lost} lost, {duplicated} duplicated",
         acked.len(),
         read.len()
     );
