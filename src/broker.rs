@@ -90,6 +90,12 @@ pub struct Broker {
     /// Why the object store is unusable, while it is (`None`: it answered
     /// the last probe). The broker serves local data meanwhile.
     tier_down: std::sync::Mutex<Option<String>>,
+    /// High watermarks read from the checkpoint at start, each taken by
+    /// its partition when it first opens.
+    checkpointed_hwm: std::sync::Mutex<HashMap<partition::hw_checkpoint::Key, i64>>,
+    /// What the checkpoint holds now (not written again while it would be
+    /// the same).
+    written_hwm: std::sync::Mutex<Vec<(partition::hw_checkpoint::Key, i64)>>,
 }
 
 /// Manifests read at once when partitions open.
@@ -116,6 +122,7 @@ impl Broker {
         );
         let writeback = crate::writeback::Writeback::new(config.log_writeback_bytes);
         metrics.register_storage(durability.metrics(), &writeback);
+        let config_data_dir = config.data_dir.clone();
         let log_dir = partition::LogDir {
             path: config.data_dir.clone(),
             durability,
@@ -140,6 +147,10 @@ impl Broker {
             producer_ids: std::sync::Mutex::new((0, 0)),
             ready: AtomicBool::new(false),
             tier_down: std::sync::Mutex::new(None),
+            checkpointed_hwm: std::sync::Mutex::new(partition::hw_checkpoint::read(
+                &config_data_dir,
+            )),
+            written_hwm: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -315,10 +326,15 @@ impl Broker {
                 .partitions
                 .get(key.1 as usize)
                 .is_some_and(|p| p.replicas.len() > 1);
+            let checkpointed = self
+                .checkpointed_hwm
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(name.clone(), index));
             let p = tokio::task::spawn_blocking(move || {
                 let p = Partition::open(&log_dir, &name, id, index, epoch, cfg, remote)?;
                 if replicated {
-                    p.forget_high_watermark();
+                    p.forget_high_watermark(checkpointed);
                 }
                 Ok::<_, crate::partition::PartitionError>(p)
             })
@@ -561,6 +577,29 @@ impl Broker {
     }
 
     /// Flushes and closes every partition (clean shutdown).
+    /// Writes the high watermark of every replicated partition to the
+    /// checkpoint when it changed (blocking I/O). A broker with no
+    /// replicated partition writes none.
+    pub fn checkpoint_high_watermarks(&self) {
+        let mut entries: Vec<(partition::hw_checkpoint::Key, i64)> = self
+            .all_partitions()
+            .iter()
+            .filter(|p| p.is_replicated())
+            .map(|p| ((p.topic.clone(), p.index), p.high_watermark()))
+            .collect();
+        entries.sort();
+        let mut written = self.written_hwm.lock().unwrap_or_else(|e| e.into_inner());
+        if *written == entries {
+            return;
+        }
+        match partition::hw_checkpoint::write(&self.config.data_dir, &entries) {
+            Ok(()) => *written = entries,
+            Err(e) => {
+                tracing::warn!(dir = %self.config.data_dir.display(), error = %e, "cannot write the high-watermark checkpoint");
+            }
+        }
+    }
+
     pub fn close_all(&self) {
         for p in self.all_partitions() {
             if let Err(e) = p.close() {

@@ -53,7 +53,7 @@
 //! they are missing or inconsistent.
 
 pub mod batch;
-mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod index;
 pub mod recompress;
 mod recovery;

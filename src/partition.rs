@@ -27,6 +27,7 @@
 
 pub mod durability;
 pub mod epochs;
+pub mod hw_checkpoint;
 pub mod producer_state;
 mod rebuild;
 pub mod replica;

@@ -231,6 +231,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         async move { broker.metadata.watch_brokers(session, cancel).await }
     });
     tasks.spawn(retention_loop(broker.clone(), shutdown.child_token()));
+    tasks.spawn(checkpoint_loop(broker.clone(), shutdown.child_token()));
     tasks.spawn(crate::replication::run_isr_updates(
         broker.clone(),
         shutdown.child_token(),
@@ -256,7 +257,11 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     uploader.shutdown(Duration::from_secs(5)).await;
     uploader_token.cancel();
     let b = broker.clone();
-    let _ = tokio::task::spawn_blocking(move || b.close_all()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        b.close_all();
+        b.checkpoint_high_watermarks();
+    })
+    .await;
     if let Err(e) = broker.metadata.shutdown().await {
         tracing::warn!(error = %e, "metadata shutdown failed");
     }
@@ -281,6 +286,23 @@ async fn watch_metadata(
                 if let Err(e) = broker.reconcile().await {
                     tracing::warn!(error = %e, "reconcile after metadata change failed");
                 }
+            }
+        }
+    }
+}
+
+/// How often the high-watermark checkpoint is brought up to date
+/// (Kafka's `replica.high.watermark.checkpoint.interval.ms`).
+const HWM_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the high-watermark checkpoint up to date.
+async fn checkpoint_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(HWM_CHECKPOINT_EVERY) => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || b.checkpoint_high_watermarks()).await;
             }
         }
     }

@@ -587,6 +587,23 @@ fn replicated_partitions_survive_the_leader_killed() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    // Each broker's high-watermark checkpoint comes to name the high
+    // watermark of both partitions (a restarted replica starts from it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for b in &brokers {
+        loop {
+            let text = std::fs::read_to_string(b.data_dir().join("replication-offset-checkpoint"))
+                .unwrap_or_default();
+            if (0..2).all(|p| text.lines().any(|l| l == format!("repl {p} {}", end[&p]))) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "checkpoint {text:?}, high watermarks {end:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     println!(
         "replicated: {} records acknowledged, {} read, leader {old} killed and back",
         acked.len(),
@@ -756,4 +773,78 @@ fn the_ledger_loses_nothing_through_leader_kills() {
     );
     assert_eq!(lost, 0, "acknowledged records lost");
     assert_eq!(duplicated, 0, "records written twice");
+}
+
+/// `min.insync.replicas=2` on a partition with two replicas: a follower
+/// that stops (SIGSTOP: no fetches, no heartbeats) leaves the ISR. An
+/// `acks=all` append waiting then is stored but answered
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND; later ones are refused with
+/// NOT_ENOUGH_REPLICAS while `acks=1` still writes. Resumed, the follower
+/// catches up and rejoins the ISR, and `acks=all` is answered again.
+/// Every record answered as written is there, once, in order.
+#[test]
+fn min_insync_replicas_refuses_writes_the_isr_cannot_cover() {
+    use common::raw::RawConn;
+    use kafka_protocol::error::ResponseError;
+    let brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
+    let all = bootstrap(&brokers);
+    clients::create_replicated_topic(&all, "guarded", 1, 2, &[("min.insync.replicas", "2")]);
+    let m = wait_for(&brokers[0], "guarded", "led with an ISR of two", |m| {
+        m[&0].0 > 0 && m[&0].1.len() == 2
+    });
+    let (leader, isr) = m[&0].clone();
+    let follower = *isr.iter().find(|b| **b != leader).expect("a follower");
+    let lb = &brokers[(leader - 1) as usize];
+    let fb = &brokers[(follower - 1) as usize];
+    let mut conn = RawConn::connect(&lb.bootstrap());
+    let v = conn.produce_version();
+    let batch = |v: &str| {
+        common::raw::batch(
+            &[common::raw::record(
+                0,
+                None,
+                Some(v.as_bytes()),
+                clients::now_ms(),
+            )],
+            kafka_protocol::records::Compression::None,
+        )
+    };
+    assert_eq!(conn.produce(v, "guarded", 0, batch("g0"), -1), (0, 0));
+
+    fb.signal("STOP");
+    let (code, _) = conn.produce(v, "guarded", 0, batch("g1"), -1);
+    assert_eq!(
+        code,
+        ResponseError::NotEnoughReplicasAfterAppend.code(),
+        "an acks=all append the stopped follower never confirmed"
+    );
+    wait_for(lb, "guarded", "the stopped follower out of the ISR", |m| {
+        m[&0].1 == vec![leader]
+    });
+    let (code, _) = conn.produce(v, "guarded", 0, batch("refused"), -1);
+    assert_eq!(code, ResponseError::NotEnoughReplicas.code());
+    assert_eq!(conn.produce(v, "guarded", 0, batch("g2"), 1), (0, 2));
+
+    fb.signal("CONT");
+    wait_for(lb, "guarded", "the follower back in the ISR", |m| {
+        m[&0].1.len() == 2
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The leader applies the ISR change a moment after the controller.
+        let (code, offset) = conn.produce(v, "guarded", 0, batch("g3"), -1);
+        if code == 0 {
+            assert_eq!(offset, 3);
+            break;
+        }
+        assert_eq!(code, ResponseError::NotEnoughReplicas.code());
+        assert!(Instant::now() < deadline, "acks=all still refused");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = clients::consume_ranges(&all, "guarded", &[(0, 0, 4)], clients::OP_TIMEOUT);
+    let values: Vec<String> = got
+        .iter()
+        .map(|c| String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, ["g0", "g1", "g2", "g3"]);
 }

@@ -223,7 +223,17 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
         let results = futures::future::join_all(waits).await;
         for ((t, i, p, _), res) in pending.iter().zip(results) {
             let code = match res {
-                Ok(Ok(())) => continue,
+                Ok(Ok(())) => match shrunk_below_min_isr(p) {
+                    // Committed by fewer replicas than the topic asks:
+                    // stored, but the client is told (Kafka's rule).
+                    Some(msg) => {
+                        let r = &mut responses[*t].partition_responses[*i];
+                        r.error_code = Code::NotEnoughReplicasAfterAppend.code();
+                        r.error_message = Some(StrBytes::from_string(msg));
+                        continue;
+                    }
+                    None => continue,
+                },
                 Ok(Err(e)) => {
                     let code = partition_error_code(&e);
                     if code == Code::NotLeaderOrFollower.code() {
@@ -243,6 +253,21 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
             Vec::new(),
         )
     }))
+}
+
+/// A replicated leader whose ISR shrank below `min.insync.replicas` while
+/// an `acks=all` append waited: why, for the client.
+fn shrunk_below_min_isr(p: &Partition) -> Option<String> {
+    if !p.is_replicated() {
+        return None;
+    }
+    let min_isr = p.topic_config().min_insync_replicas as usize;
+    let isr = p.isr()?.len();
+    (isr < min_isr).then(|| {
+        format!(
+            "in-sync replicas {isr} < min.insync.replicas {min_isr} when the append was committed"
+        )
+    })
 }
 
 fn finish(mut responses: Vec<TopicProduceResponse>, version: i16) -> ProduceResponse {

@@ -132,15 +132,17 @@ impl Partition {
         Ok(true)
     }
 
-    /// For a replicated partition just opened: its high watermark is not
-    /// known (its log may hold records that were never committed, and
-    /// only a checkpoint could tell), so it starts at the log start and
-    /// moves with the leader's word or the followers' fetches. Offsets
-    /// between it and the log end answer no data, not out of range.
-    pub fn forget_high_watermark(&self) {
+    /// For a replicated partition just opened: its log may hold records
+    /// that were never committed, so its high watermark starts at the
+    /// `checkpointed` one (see [`super::hw_checkpoint`]), else at the log
+    /// start, and moves with the leader's word or the followers' fetches.
+    /// Offsets between it and the log end answer no data, not out of
+    /// range.
+    pub fn forget_high_watermark(&self, checkpointed: Option<i64>) {
         let start = self.local_log_start_offset();
+        let known = checkpointed.map_or(start, |c| c.max(start));
         let mut r = self.replica();
-        r.forget_high_watermark(start);
+        r.forget_high_watermark(known);
         let hwm = r.high_watermark();
         drop(r);
         self.high_watermark.send_replace(hwm);

@@ -413,6 +413,16 @@ impl Broker {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the running broker.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid} failed");
+    }
+
     /// SIGKILL the broker (a crash) and reap it.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("broker is not running");
@@ -421,8 +431,9 @@ impl Broker {
         self.join_stdout();
     }
 
-    /// Start again on the same data dir (new ports). Stops it first with
-    /// SIGTERM if it is still running.
+    /// Start again on the same data dir (new ports, but the Kafka port a
+    /// builder's `listen` fixed). Stops it first with SIGTERM if it is
+    /// still running.
     pub fn restart(&mut self) {
         if self.child.is_some() {
             self.stop();

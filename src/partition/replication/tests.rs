@@ -290,11 +290,13 @@ async fn run_model(steps: Vec<Step>) {
             }
             Step::Crash(i) => {
                 let durable = reps[i].durable.borrow().offset;
+                // The last checkpoint holds a high watermark it had.
+                let checkpointed = reps[i].high_watermark();
                 reps[i]
                     .truncate_to(durable)
                     .expect("lose the unsynced tail");
                 reps[i] = open(dirs[i].path(), ids[i]);
-                reps[i].forget_high_watermark();
+                reps[i].forget_high_watermark(Some(checkpointed));
                 if i == leader {
                     // Nobody leads until an election: the next one.
                     leader = (i + 1) % 3;
