@@ -576,7 +576,6 @@ impl Broker {
         }
     }
 
-    /// Flushes and closes every partition (clean shutdown).
     /// Writes the high watermark of every replicated partition to the
     /// checkpoint when it changed (blocking I/O). A broker with no
     /// replicated partition writes none.
@@ -600,6 +599,7 @@ impl Broker {
         }
     }
 
+    /// Flushes and closes every partition (clean shutdown).
     pub fn close_all(&self) {
         for p in self.all_partitions() {
             if let Err(e) = p.close() {

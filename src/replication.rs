@@ -16,7 +16,11 @@
 //! the leader, a stale or unknown epoch) waits for the metadata to say
 //! where, and reconciliation moves the partition to another fetcher or
 //! makes it lead; batches that do not continue the log send the partition
-//! back to the check.
+//! back to the check. A fetch offset the leader answers out of range may
+//! be below the leader's log start (it deleted, by retention or after
+//! upload, what this follower still lacked): the fetcher asks the leader
+//! for its local log start and the follower restarts there, after the
+//! tier when the tier holds what lies between.
 //!
 //! [`run_isr_updates`] is the leader's half: once a second it asks the
 //! controller (AlterPartition) to drop followers that fell behind for
@@ -60,6 +64,9 @@ struct Followed {
     topic: String,
     /// Its log must be checked against the leader's before fetching.
     check: bool,
+    /// The leader answered its fetch offset out of range: it may end
+    /// below the leader's log start.
+    behind: bool,
 }
 
 /// A followed partition as a fetch round sees it.
@@ -69,6 +76,7 @@ struct Target {
     topic: String,
     partition: Arc<Partition>,
     check: bool,
+    behind: bool,
 }
 
 /// The fetcher of one leader.
@@ -131,6 +139,7 @@ impl Fetchers {
                     partition: Arc::clone(p),
                     topic: topic.to_string(),
                     check: true,
+                    behind: false,
                 },
             );
             drop(parts);
@@ -172,6 +181,7 @@ impl Link {
                 topic: f.topic.clone(),
                 partition: Arc::clone(&f.partition),
                 check: f.check,
+                behind: f.behind,
             })
             .collect()
     }
@@ -185,6 +195,12 @@ impl Link {
     fn recheck(&self, key: Key) {
         if let Some(f) = self.lock().get_mut(&key) {
             f.check = true;
+        }
+    }
+
+    fn set_behind(&self, key: Key, behind: bool) {
+        if let Some(f) = self.lock().get_mut(&key) {
+            f.behind = behind;
         }
     }
 }
@@ -230,6 +246,15 @@ async fn run(broker: Arc<Broker>, link: Arc<Link>) {
         let Some(c) = conn.as_ref() else {
             continue;
         };
+        let behind: Vec<Target> = followed.iter().filter(|f| f.behind).cloned().collect();
+        if !behind.is_empty() {
+            if let Err(e) = catch_up_with_start(c, me, &link, &behind).await {
+                tracing::debug!(leader = link.leader, error = %e, "ListOffsets for the leader's log start failed");
+                conn = None;
+            }
+            pause(&link.cancel).await;
+            continue;
+        }
         let to_check: Vec<Target> = followed.iter().filter(|f| f.check).cloned().collect();
         if !to_check.is_empty() {
             match check_logs(c, me, &link, &to_check).await {
@@ -329,6 +354,56 @@ async fn check_logs(
     Ok(all_checked)
 }
 
+/// For partitions whose fetch offset the leader answered out of range:
+/// asks the leader for its local log start (ListOffsets, earliest local)
+/// and restarts a log that ends below it
+/// ([`Partition::restart_below_leader`]); then the log is checked again.
+async fn catch_up_with_start(
+    c: &Connection,
+    me: i32,
+    link: &Link,
+    parts: &[Target],
+) -> Result<(), crate::client::ClientError> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::ListOffsetsRequest;
+    for Target {
+        key,
+        topic,
+        partition: p,
+        ..
+    } in parts
+    {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(me))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(p.index)
+                    .with_current_leader_epoch(p.leader_epoch())
+                    .with_timestamp(crate::api::offsets::EARLIEST_LOCAL)])]);
+        let resp = c.send(&req).await?;
+        let Some(r) = resp
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .find(|r| r.partition_index == p.index)
+        else {
+            continue;
+        };
+        if r.error_code != 0 {
+            tracing::debug!(partition = %p.name(), code = r.error_code, "leader refused ListOffsets");
+            continue;
+        }
+        if let Err(e) = p.restart_below_leader(r.offset).await {
+            tracing::warn!(partition = %p.name(), leader_start = r.offset, error = %e, "cannot restart the follower's log at its leader's log start");
+            continue;
+        }
+        link.set_behind(*key, false);
+        link.recheck(*key);
+    }
+    Ok(())
+}
+
 /// One fetch from the leader for every followed partition; returns whether
 /// it went well (false: errors to wait out).
 async fn fetch_once(
@@ -404,7 +479,7 @@ async fn fetch_once(
                 ok = false;
                 tracing::debug!(partition = %p.name(), code = pd.error_code, "leader refused a replica fetch");
                 if pd.error_code == kafka_protocol::error::ResponseError::OffsetOutOfRange.code() {
-                    link.recheck(*key);
+                    link.set_behind(*key, true);
                 }
                 continue;
             }

@@ -848,3 +848,132 @@ fn min_insync_replicas_refuses_writes_the_isr_cannot_cover() {
         .collect();
     assert_eq!(values, ["g0", "g1", "g2", "g3"]);
 }
+
+/// A follower stopped while its leader keeps writing and deletes old
+/// segments by retention comes back to find its fetch offset below the
+/// leader's log start: it restarts its log at the leader's log start,
+/// catches up, rejoins the ISR, and once the leader is killed it leads
+/// with every committed record from there on.
+#[test]
+fn a_follower_behind_the_leaders_log_start_restarts_there() {
+    let mut brokers = brokers_with(
+        3,
+        3,
+        &[
+            "--unstable-replication",
+            "true",
+            "--log-retention-check-interval-ms",
+            "200",
+        ],
+    );
+    let all = bootstrap(&brokers);
+    clients::create_replicated_topic(
+        &all,
+        "behind",
+        1,
+        2,
+        &[
+            ("remote.storage.enable", "false"),
+            ("segment.bytes", "2048"),
+            ("retention.bytes", "8192"),
+        ],
+    );
+    let m = wait_for(&brokers[0], "behind", "led with an ISR of two", |m| {
+        m[&0].0 > 0 && m[&0].1.len() == 2
+    });
+    let (leader, isr) = m[&0].clone();
+    let follower = *isr.iter().find(|b| **b != leader).expect("a follower");
+    let (li, fi) = ((leader - 1) as usize, (follower - 1) as usize);
+    let producer = clients::producer(&brokers[li].bootstrap(), &[("acks", "1")]);
+    let mut acked: BTreeMap<i64, String> = BTreeMap::new();
+    let mut n = 0;
+    let mut send = |count: usize, acked: &mut BTreeMap<i64, String>| {
+        let futures: Vec<_> = (0..count)
+            .map(|_| {
+                n += 1;
+                let v = format!("behind-{n:06}-{}", "x".repeat(200));
+                (
+                    v.clone(),
+                    clients::enqueue(&producer, "behind", &TestRecord::value(v)),
+                )
+            })
+            .collect();
+        for (v, f) in futures {
+            let (_, o) = clients::await_delivery(f).expect("acks=1 delivery");
+            acked.insert(o, v);
+        }
+    };
+    send(20, &mut acked);
+
+    brokers[fi].signal("STOP");
+    wait_for(&brokers[li], "behind", "the follower out of the ISR", |m| {
+        m[&0].1 == vec![leader]
+    });
+    // Far more than retention keeps: the leader's log start moves past
+    // everything the follower holds.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let start = loop {
+        send(100, &mut acked);
+        let consumer = clients::consumer(&brokers[li].bootstrap(), &[]);
+        let (low, _) = consumer
+            .fetch_watermarks("behind", 0, Duration::from_secs(5))
+            .expect("watermarks");
+        if low > 20 {
+            break low;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention never moved the log start: {low}"
+        );
+    };
+    brokers[fi].signal("CONT");
+    wait_for(
+        &brokers[li],
+        "behind",
+        "the follower back in the ISR",
+        |m| m[&0].1.len() == 2,
+    );
+    // Committed on both before the leader goes.
+    let committed = clients::producer(&brokers[li].bootstrap(), &[("acks", "all")]);
+    let (_, last) = clients::await_delivery(clients::enqueue(
+        &committed,
+        "behind",
+        &TestRecord::value("last"),
+    ))
+    .expect("acks=all delivery");
+    acked.insert(last, "last".into());
+    assert!(
+        brokers[fi]
+            .logs()
+            .contains("its log restarts at the leader's log start"),
+        "the follower restarted its log"
+    );
+
+    brokers[li].kill9();
+    wait_for(&brokers[fi], "behind", "the follower leads", |m| {
+        m[&0].0 == follower
+    });
+    let (low, high) = clients::consumer(&brokers[fi].bootstrap(), &[])
+        .fetch_watermarks("behind", 0, Duration::from_secs(5))
+        .expect("watermarks");
+    assert!(low >= start, "log start {low} below the leader's {start}");
+    assert_eq!(high, last + 1);
+    let got = clients::consume_ranges(
+        &brokers[fi].bootstrap(),
+        "behind",
+        &[(0, low, high)],
+        clients::OP_TIMEOUT,
+    );
+    let read: BTreeMap<i64, String> = got
+        .iter()
+        .map(|c| {
+            (
+                c.offset,
+                String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    let expected: BTreeMap<i64, String> =
+        acked.range(low..).map(|(o, v)| (*o, v.clone())).collect();
+    assert_eq!(read, expected);
+}

@@ -288,6 +288,38 @@ impl Partition {
         Ok(())
     }
 
+    /// A follower whose log ends below its leader's local log start
+    /// `leader_start` (the leader no longer holds what it needs): when the
+    /// tier holds what it lacks, it restarts after the tier (with the
+    /// tier's producer state and epochs), else it starts empty at
+    /// `leader_start`. Either way it then fetches what the leader holds.
+    /// Refused on a leader; nothing changes when the log already reaches
+    /// `leader_start`.
+    pub async fn restart_below_leader(&self, leader_start: i64) -> Result<(), PartitionError> {
+        if self.is_leader() {
+            return Err(self.refuse(ReplicaError::NotFollower));
+        }
+        if self.log_end_offset() >= leader_start {
+            return Ok(());
+        }
+        self.refresh_tier().await?;
+        let mut st = self.lock();
+        let leo = st.log.as_ref().map_or(0, |l| l.log_end_offset());
+        if leo >= leader_start {
+            return Ok(());
+        }
+        if self.replica().is_leader() {
+            return Err(self.refuse(ReplicaError::NotFollower));
+        }
+        tracing::info!(partition = %self.name(), local_end = leo, leader_start, "the leader no longer holds what this follower lacks; its log restarts at the leader's log start");
+        self.restart_log_at(
+            &mut st,
+            leader_start,
+            Default::default(),
+            Default::default(),
+        )
+    }
+
     /// On the leader: follower `follower` fetched from `fetch_offset` at
     /// `now_ms`, so everything below it is durable there. The high
     /// watermark may move, waking consumers and `acks=all` requests.
@@ -388,7 +420,7 @@ impl Partition {
         }
     }
 
-    fn closed(&self) -> PartitionError {
+    pub(super) fn closed(&self) -> PartitionError {
         PartitionError::Closed {
             partition: self.name(),
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::{
     rebuild::store_epochs, snapshot, LeaderEpochCache, Partition, PartitionError,
-    ProducerStateTable,
+    ProducerStateTable, State,
 };
 
 impl Partition {
@@ -140,13 +140,37 @@ impl Partition {
             producers = producers.as_ref().map_or(0, ProducerStateTable::len),
             "tier holds offsets beyond the local log; local log restarts after them"
         );
+        self.restart_log_at(
+            st,
+            next,
+            producers.unwrap_or_default(),
+            epochs.unwrap_or_default(),
+        )
+    }
+
+    /// Drops the whole local log and starts it empty at `next` (past its
+    /// end), with `producers` as the producer state there and `epochs` cut
+    /// at `next`; a leader's own epoch starts there, a follower's epochs
+    /// come with the batches it fetches next.
+    pub(super) fn restart_log_at(
+        &self,
+        st: &mut State,
+        next: i64,
+        producers: ProducerStateTable,
+        epochs: LeaderEpochCache,
+    ) -> Result<(), PartitionError> {
+        let Some(log) = st.log.as_mut() else {
+            return Err(self.closed());
+        };
         log.reset_to(next)?;
         snapshot::remove_outside(&self.dir, next, next);
-        st.producers = producers.unwrap_or_default();
+        st.producers = producers;
         self.persist_snapshot(next, &st.producers.encode(next));
-        st.epochs = epochs.unwrap_or_default();
+        st.epochs = epochs;
         st.epochs.truncate_from_end(next);
-        st.epochs.assign(self.leader_epoch(), next);
+        if self.is_leader() {
+            st.epochs.assign(self.leader_epoch(), next);
+        }
         store_epochs(&self.dir, &st.epochs);
         let leo = log.log_end_offset();
         self.publish_log_end(leo);
