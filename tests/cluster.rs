@@ -612,15 +612,16 @@ fn replicated_partitions_survive_the_leader_killed() {
 }
 
 /// The ledger: an idempotent `acks=all` producer writes numbered records
-/// without pause while the leader of partition 0 is lost, cycle after
-/// cycle (SIGKILL and back at once, before its session ends; SIGKILL or
-/// SIGTERM and back once another broker leads), then all three brokers
-/// are killed at once and restarted. Every acknowledged record is read
-/// back once, at the offset it was given, in order per partition.
+/// without pause while the leader of partition 0 is lost, 21 times
+/// (SIGKILL and back at once, before its session ends; SIGKILL or
+/// SIGTERM and back once another broker leads), a follower is killed,
+/// all three restart in turn (SIGTERM), then all three are killed at once
+/// and restarted. Every acknowledged record is read back once, at the
+/// offset it was given, in order per partition.
 #[test]
 fn the_ledger_loses_nothing_through_leader_kills() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    const CYCLES: usize = 9;
+    const CYCLES: usize = 21;
     let mut brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
     let all = bootstrap(&brokers);
     clients::create_replicated_topic(&all, "ledger", 2, 3, &[]);
@@ -689,6 +690,28 @@ fn the_ledger_loses_nothing_through_leader_kills() {
         brokers[i].restart();
         common::wait_ready(&brokers[i].admin_addr());
         wait_for(&brokers[i], "ledger", "every ISR full again", full);
+    }
+    // A follower of partition 0 killed and back.
+    let leader = leaders_and_isr(&brokers[0], "ledger")[&0].0;
+    let f = (0..3)
+        .find(|i| *i as i32 + 1 != leader)
+        .expect("a follower");
+    brokers[f].kill9();
+    std::thread::sleep(Duration::from_millis(700));
+    brokers[f].restart();
+    common::wait_ready(&brokers[f].admin_addr());
+    wait_for(
+        &brokers[f],
+        "ledger",
+        "every ISR full after a follower's return",
+        full,
+    );
+    // A rolling restart: each broker stopped (SIGTERM) and back in turn.
+    for b in &mut brokers {
+        b.stop();
+        b.restart();
+        common::wait_ready(&b.admin_addr());
+        wait_for(b, "ledger", "every ISR full in a rolling restart", full);
     }
     // All three at once, as a power cut would (though SIGKILL keeps the
     // page cache), while the producer keeps writing.
@@ -767,7 +790,7 @@ fn the_ledger_loses_nothing_through_leader_kills() {
         );
     }
     println!(
-        "ledger: {CYCLES} leaders lost ({restarts_before_fence} SIGKILLed and back before their session ended), then all three SIGKILLed at once; {} acknowledged, {failed} not, {} read, {lost} lost, {duplicated} duplicated",
+        "ledger: {CYCLES} leaders lost ({restarts_before_fence} SIGKILLed and back before their session ended), a follower SIGKILLed, a rolling restart, then all three SIGKILLed at once; {} acknowledged, {failed} not, {} read, {lost} lost, {duplicated} duplicated",
         acked.len(),
         read.len()
     );
