@@ -10,6 +10,8 @@ import re
 import signal
 import subprocess
 import threading
+import time
+import urllib.request
 import uuid
 
 import pytest
@@ -31,8 +33,9 @@ def strata_bin():
 
 
 class Broker:
-    def __init__(self, workdir, extra_args=()):
+    def __init__(self, workdir, extra_args=(), listen="127.0.0.1:0"):
         self.workdir = pathlib.Path(workdir)
+        self.listen = listen
         self.data_dir = self.workdir / "data"
         self.extra_args = list(extra_args)
         self.proc = None
@@ -48,7 +51,7 @@ class Broker:
         cmd = [
             strata_bin(), "serve",
             "--data-dir", str(self.data_dir),
-            "--listen", "127.0.0.1:0",
+            "--listen", self.listen,
             "--admin-listen", "127.0.0.1:0",
             *self.extra_args,
         ]
@@ -103,6 +106,21 @@ class Broker:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+            self._pump.join(5)
+            self._stderr.close()
+
+    def wait_ready(self, timeout=START_TIMEOUT):
+        """Polls the admin listener's /ready until it answers 200."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://{self.admin}/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"strata not ready within {timeout}s\n{self.log_tail()}")
 
     def logs(self):
         text = ""
