@@ -397,7 +397,11 @@ impl Broker {
                     self.fetchers.unfollow(&p);
                     let isr: std::collections::BTreeSet<i32> = info.isr.iter().copied().collect();
                     p.become_leader(info.leader_epoch, isr.clone(), replicated, now)
-                        .map(|_| p.set_isr(isr))
+                        .map(|_| {
+                            let (left, joined) = p.set_isr(isr);
+                            self.metrics.isr_shrinks.inc_by(left as u64);
+                            self.metrics.isr_expands.inc_by(joined as u64);
+                        })
                 } else if info.leader >= 0 {
                     p.become_follower(info.leader_epoch, info.leader).map(|_| {
                         self.fetchers.follow(&topic.name, &p, info.leader);
@@ -495,6 +499,35 @@ impl Broker {
             .filter(|p| p.leader == self.node_id() && p.isr.len() < p.replicas.len())
             .count();
         m.under_replicated.set(under as i64);
+        m.under_min_isr.set(
+            parts
+                .iter()
+                .filter(|p| p.is_replicated())
+                .filter(|p| {
+                    p.isr().is_some_and(|isr| {
+                        (isr.len() as i32) < p.topic_config().min_insync_replicas
+                    })
+                })
+                .count() as i64,
+        );
+        let offline = if view.controller_id == self.node_id() {
+            view.topics
+                .values()
+                .flat_map(|t| t.partitions.iter())
+                .filter(|p| p.leader < 0)
+                .count()
+        } else {
+            0
+        };
+        m.offline_partitions.set(offline as i64);
+        m.replica_max_lag.set(
+            parts
+                .iter()
+                .filter(|p| p.followed_leader().is_some())
+                .map(|p| p.follower_lag())
+                .max()
+                .unwrap_or(0),
+        );
         for p in parts {
             let l = crate::telemetry::metrics::PartitionLabels {
                 topic: p.topic.clone(),

@@ -276,6 +276,9 @@ pub struct Partition {
     /// More than one replica: the leader's term in the high watermark is
     /// its durable offset, not its log end (`replication.rs`).
     replicated: AtomicBool,
+    /// On a follower: its leader's high watermark minus its log end after
+    /// the last fetch.
+    follower_lag: AtomicI64,
 }
 
 /// `replica.lag.time.max.ms` (Kafka's default).
@@ -391,6 +394,7 @@ impl Partition {
                 REPLICA_LAG_TIME_MAX_MS,
             )),
             replicated: AtomicBool::new(false),
+            follower_lag: AtomicI64::new(0),
         })
     }
 

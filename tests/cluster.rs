@@ -846,6 +846,10 @@ fn min_insync_replicas_refuses_writes_the_isr_cannot_cover() {
     });
     let (code, _) = conn.produce(v, "guarded", 0, batch("refused"), -1);
     assert_eq!(code, ResponseError::NotEnoughReplicas.code());
+    let m = lb.metrics();
+    assert_eq!(m["strata_under_replicated_partitions"], 1.0);
+    assert_eq!(m["strata_under_min_isr_partitions"], 1.0);
+    assert_eq!(m["strata_isr_shrinks_total"], 1.0);
     assert_eq!(conn.produce(v, "guarded", 0, batch("g2"), 1), (0, 2));
 
     fb.signal("CONT");
@@ -862,6 +866,16 @@ fn min_insync_replicas_refuses_writes_the_isr_cannot_cover() {
         }
         assert_eq!(code, ResponseError::NotEnoughReplicas.code());
         assert!(Instant::now() < deadline, "acks=all still refused");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let m = lb.metrics();
+    assert_eq!(m["strata_under_replicated_partitions"], 0.0);
+    assert_eq!(m["strata_under_min_isr_partitions"], 0.0);
+    assert_eq!(m["strata_isr_expands_total"], 1.0);
+    // The follower, caught up, reports no lag.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fb.metrics()["strata_replica_max_lag"] != 0.0 {
+        assert!(Instant::now() < deadline, "the follower still lags");
         std::thread::sleep(Duration::from_millis(200));
     }
     let got = clients::consume_ranges(&all, "guarded", &[(0, 0, 4)], clients::OP_TIMEOUT);

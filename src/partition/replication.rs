@@ -65,12 +65,27 @@ impl Partition {
     }
 
     /// On the leader: the in-sync replicas as the controller committed
-    /// them (this replica is added). The high watermark may move.
-    pub fn set_isr(&self, isr: BTreeSet<BrokerId>) {
-        let moved = self.replica().set_isr(isr);
+    /// them (this replica is added). The high watermark may move. Returns
+    /// how many members left and how many joined.
+    pub fn set_isr(&self, isr: BTreeSet<BrokerId>) -> (usize, usize) {
+        let mut r = self.replica();
+        let before = r.isr().cloned().unwrap_or_default();
+        let moved = r.set_isr(isr);
+        let after = r.isr().cloned().unwrap_or_default();
+        drop(r);
         if let Some(hwm) = moved {
             self.high_watermark.send_replace(hwm);
         }
+        (
+            before.difference(&after).count(),
+            after.difference(&before).count(),
+        )
+    }
+
+    /// On a follower: how far its log end was behind the leader's high
+    /// watermark after its last fetch (0 when caught up or leading).
+    pub fn follower_lag(&self) -> i64 {
+        self.follower_lag.load(Ordering::Relaxed)
     }
 
     /// On the leader: the ISR it should ask the controller for at
@@ -213,6 +228,10 @@ impl Partition {
     /// A follower learned its leader's high watermark: it exposes up to
     /// that, within its own log.
     pub fn on_leader_high_watermark(&self, leader_hwm: i64) {
+        self.follower_lag.store(
+            (leader_hwm - self.log_end_offset()).max(0),
+            Ordering::Relaxed,
+        );
         if let Some(hwm) = self.replica().on_leader_high_watermark(leader_hwm) {
             self.high_watermark.send_replace(hwm);
         }

@@ -67,6 +67,11 @@ pub struct Metrics {
     pub fetch_zero_copy_bytes: Counter,
     pub partitions: Gauge,
     pub under_replicated: Gauge,
+    pub under_min_isr: Gauge,
+    pub offline_partitions: Gauge,
+    pub isr_shrinks: Counter,
+    pub isr_expands: Counter,
+    pub replica_max_lag: Gauge,
     pub log_end_offset: Family<PartitionLabels, Gauge>,
     pub log_start_offset: Family<PartitionLabels, Gauge>,
     pub log_size_bytes: Family<PartitionLabels, Gauge>,
@@ -111,6 +116,11 @@ impl Metrics {
             fetch_zero_copy_bytes: Counter::default(),
             partitions: Gauge::default(),
             under_replicated: Gauge::default(),
+            under_min_isr: Gauge::default(),
+            offline_partitions: Gauge::default(),
+            isr_shrinks: Counter::default(),
+            isr_expands: Counter::default(),
+            replica_max_lag: Gauge::default(),
             log_end_offset: Family::default(),
             log_start_offset: Family::default(),
             log_size_bytes: Family::default(),
@@ -187,6 +197,31 @@ impl Metrics {
             "strata_under_replicated_partitions",
             "Partitions led here whose in-sync replica set is smaller than the replica set",
             m.under_replicated.clone(),
+        );
+        registry.register(
+            "strata_under_min_isr_partitions",
+            "Partitions led here whose in-sync replica set is smaller than min.insync.replicas",
+            m.under_min_isr.clone(),
+        );
+        registry.register(
+            "strata_offline_partitions",
+            "Partitions without a leader (reported by the active controller only)",
+            m.offline_partitions.clone(),
+        );
+        registry.register(
+            "strata_isr_shrinks",
+            "Followers that left the in-sync replica set of a partition led here",
+            m.isr_shrinks.clone(),
+        );
+        registry.register(
+            "strata_isr_expands",
+            "Followers that joined the in-sync replica set of a partition led here",
+            m.isr_expands.clone(),
+        );
+        registry.register(
+            "strata_replica_max_lag",
+            "Largest number of offsets a partition this broker follows is behind its leader's high watermark, as of its last fetch",
+            m.replica_max_lag.clone(),
         );
         registry.register(
             "strata_partition_log_end_offset",
@@ -565,6 +600,11 @@ mod tests {
             "strata_log_writeback_started_bytes_total",
             "strata_partitions",
             "strata_under_replicated_partitions",
+            "strata_under_min_isr_partitions",
+            "strata_offline_partitions",
+            "strata_isr_shrinks_total",
+            "strata_isr_expands_total",
+            "strata_replica_max_lag",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
