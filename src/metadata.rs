@@ -146,6 +146,10 @@ pub struct ClusterView {
     /// clients are not told about them until they come back.
     #[serde(default)]
     pub fenced: std::collections::BTreeSet<i32>,
+    /// Fenced brokers that stopped cleanly: their fence stays until they
+    /// start again.
+    #[serde(default)]
+    pub shut_down: std::collections::BTreeSet<i32>,
 }
 
 impl ClusterView {
@@ -223,6 +227,11 @@ pub enum Command {
     /// its restart and lost with its page cache is ever mistaken for the
     /// same epoch's records on its followers.
     BrokerStarted { node_id: i32 },
+    /// A broker stopping cleanly (SIGTERM) hands its leaderships to other
+    /// live in-sync replicas and leaves the ISRs at once, rather than
+    /// after its session times out; it stays fenced, heartbeats or not,
+    /// until it starts again ([`Command::BrokerStarted`]).
+    ControlledShutdown { node_id: i32 },
 }
 
 /// The outcome of applying a [`Command`]; identical on every replica.

@@ -156,14 +156,15 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     broker.set_tier_down(first_probe.err());
     // Replicated partitions this broker led before it stopped get a new
     // leader epoch: what it lost with its page cache must not pass for the
-    // same epoch's records that its followers hold.
+    // same epoch's records that its followers hold. A broker that shut
+    // down cleanly says it is back, so its fence can lift.
     let me = config.node_id;
     let led_replicated = broker.view().topics.values().any(|t| {
         t.partitions
             .iter()
             .any(|p| p.leader == me && p.replicas.len() > 1)
     });
-    if led_replicated {
+    if led_replicated || broker.view().shut_down.contains(&me) {
         broker
             .metadata
             .propose(Command::BrokerStarted { node_id: me })
@@ -246,6 +247,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
+    controlled_shutdown(&broker).await;
     // Parked JoinGroup/SyncGroup requests would hold the listener's drain.
     broker.groups.shutdown();
     broker.fetchers.shutdown();
@@ -268,6 +270,52 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
     tracing::info!("strata stopped");
     Ok(())
+}
+
+/// Longest a clean shutdown waits for the quorum to take its leaderships.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A broker in a cluster that leads replicated partitions hands them over
+/// before it stops (Kafka's controlled shutdown): the controller moves each
+/// to another live in-sync replica, and this broker's partitions follow
+/// (requests waiting on them answer NOT_LEADER_OR_FOLLOWER, and clients go
+/// to the new leaders) instead of staying leaderless until its session
+/// times out. Heartbeats have stopped already, so the fence holds.
+async fn controlled_shutdown(broker: &Arc<Broker>) {
+    let me = broker.node_id();
+    let view = broker.view();
+    let leads_replicated = view.topics.values().any(|t| {
+        t.partitions
+            .iter()
+            .any(|p| p.leader == me && p.replicas.len() > 1)
+    });
+    if !leads_replicated || view.brokers.len() < 2 {
+        return;
+    }
+    let proposed = tokio::time::timeout(
+        CONTROLLED_SHUTDOWN_TIMEOUT,
+        broker
+            .metadata
+            .propose(Command::ControlledShutdown { node_id: me }),
+    )
+    .await;
+    match proposed {
+        Ok(Ok(_)) => {
+            if let Err(e) = broker.reconcile().await {
+                tracing::warn!(error = %e, "reconcile after handing over leaderships failed");
+            }
+            tracing::info!("controlled shutdown: leaderships handed over");
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "controlled shutdown refused; leaderships move when the session times out");
+        }
+        Err(_) => {
+            tracing::warn!(
+                wait_ms = CONTROLLED_SHUTDOWN_TIMEOUT.as_millis() as u64,
+                "controlled shutdown not committed in time; leaderships move when the session times out"
+            );
+        }
+    }
 }
 
 /// Keeps local partitions in line with metadata changes.

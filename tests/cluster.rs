@@ -26,6 +26,11 @@ fn brokers(n: usize, voters: usize) -> Vec<Broker> {
 
 /// [`brokers`] with `extra` arguments for each.
 fn brokers_with(n: usize, voters: usize, extra: &[&str]) -> Vec<Broker> {
+    let session: &[&str] = if extra.contains(&"--broker-session-timeout-ms") {
+        &[]
+    } else {
+        &["--broker-session-timeout-ms", "2000"]
+    };
     let addrs: Vec<String> = (0..n).map(|_| common::free_addr()).collect();
     let voters = addrs[..voters]
         .iter()
@@ -48,10 +53,8 @@ fn brokers_with(n: usize, voters: usize, extra: &[&str]) -> Vec<Broker> {
                     a.clone(),
                     "--controller-quorum-voters".to_string(),
                     voters.clone(),
-                    "--broker-session-timeout-ms".to_string(),
-                    "2000".to_string(),
                 ])
-                .args(extra.iter().map(|a| a.to_string()))
+                .args(session.iter().chain(extra).map(|a| a.to_string()))
                 .start()
         })
         .collect();
@@ -472,7 +475,17 @@ fn wait_for(
     what: &str,
     check: impl Fn(&BTreeMap<i32, (i32, Vec<i32>)>) -> bool,
 ) -> BTreeMap<i32, (i32, Vec<i32>)> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_for_within(b, topic, what, Duration::from_secs(60), check)
+}
+
+fn wait_for_within(
+    b: &Broker,
+    topic: &str,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&BTreeMap<i32, (i32, Vec<i32>)>) -> bool,
+) -> BTreeMap<i32, (i32, Vec<i32>)> {
+    let deadline = Instant::now() + within;
     loop {
         let now = leaders_and_isr(b, topic);
         if check(&now) {
@@ -1013,4 +1026,75 @@ fn a_follower_behind_the_leaders_log_start_restarts_there() {
     let expected: BTreeMap<i64, String> =
         acked.range(low..).map(|(o, v)| (*o, v.clone())).collect();
     assert_eq!(read, expected);
+}
+
+/// A leader stopped cleanly (SIGTERM) hands its partitions over before it
+/// exits (controlled shutdown): with sessions of 60 s, a new leader is in
+/// place long before the stopped broker's session could time out, and
+/// `acks=all` writes go on there. Started again, it rejoins the ISR.
+#[test]
+fn a_clean_stop_hands_leadership_over_at_once() {
+    let mut brokers = brokers_with(
+        3,
+        3,
+        &[
+            "--unstable-replication",
+            "true",
+            "--broker-session-timeout-ms",
+            "60000",
+        ],
+    );
+    let all = bootstrap(&brokers);
+    clients::create_replicated_topic(&all, "handover", 1, 3, &[]);
+    let full = |m: &BTreeMap<i32, (i32, Vec<i32>)>| m[&0].0 > 0 && m[&0].1 == vec![1, 2, 3];
+    let leader = wait_for(&brokers[0], "handover", "led, ISR full", full)[&0].0;
+    let i = (leader - 1) as usize;
+    brokers[i].stop();
+    assert!(
+        brokers[i]
+            .logs()
+            .contains("controlled shutdown: leaderships handed over"),
+        "the stopping leader handed over"
+    );
+    let other = (i + 1) % 3;
+    wait_for_within(
+        &brokers[other],
+        "handover",
+        "a new leader well within the session",
+        Duration::from_secs(20),
+        |m| m[&0].0 > 0 && m[&0].0 != leader && !m[&0].1.contains(&leader),
+    );
+    let live: Vec<&Broker> = brokers
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, b)| b)
+        .collect();
+    let live_bootstrap = live
+        .iter()
+        .map(|b| b.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let producer = clients::producer(&live_bootstrap, &[("acks", "all")]);
+    let (_, offset) = clients::await_delivery(clients::enqueue(
+        &producer,
+        "handover",
+        &TestRecord::value("after the handover"),
+    ))
+    .expect("acks=all after the handover");
+    brokers[i].restart();
+    common::wait_ready(&brokers[i].admin_addr());
+    wait_for(
+        &brokers[i],
+        "handover",
+        "the stopped broker back in the ISR",
+        full,
+    );
+    let got = clients::consume_ranges(
+        &all,
+        "handover",
+        &[(0, offset, offset + 1)],
+        clients::OP_TIMEOUT,
+    );
+    assert_eq!(got.len(), 1);
 }

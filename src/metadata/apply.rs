@@ -50,6 +50,13 @@ impl ClusterView {
                 isr,
             } => self.alter_partition(*topic_id, *partition, *leader, *leader_epoch, isr),
             Command::BrokerStarted { node_id } => self.broker_started(*node_id),
+            Command::ControlledShutdown { node_id } => {
+                let r = self.fence_broker(*node_id, true);
+                if r == CommandResult::Ok {
+                    self.shut_down.insert(*node_id);
+                }
+                r
+            }
             Command::AlterBrokerConfigs {
                 set,
                 delete,
@@ -74,6 +81,7 @@ impl ClusterView {
         self.brokers.insert(broker.node_id, broker.clone());
         // A broker that registers is running.
         self.fenced.remove(&broker.node_id);
+        self.shut_down.remove(&broker.node_id);
         CommandResult::Ok
     }
 
@@ -119,6 +127,7 @@ impl ClusterView {
         if !self.brokers.contains_key(&node_id) {
             return invalid_request(format!("unknown broker. node_id={node_id}"));
         }
+        self.shut_down.remove(&node_id);
         let fenced = self.fenced.clone();
         for p in self.replicated_partitions_mut() {
             if p.leader == node_id {
@@ -628,6 +637,30 @@ mod tests {
     }
 
     #[test]
+    fn a_controlled_shutdown_hands_over_and_stays_fenced_until_a_start() {
+        let mut view = replicated();
+        let p = part(&view);
+        assert_eq!(
+            view.apply(&Command::ControlledShutdown { node_id: p.leader }),
+            CommandResult::Ok
+        );
+        let after = part(&view);
+        assert_ne!(after.leader, p.leader);
+        assert!(!after.isr.contains(&p.leader));
+        assert!(view.fenced.contains(&p.leader) && view.shut_down.contains(&p.leader));
+        assert!(matches!(
+            view.apply(&Command::ControlledShutdown { node_id: 99 }),
+            CommandResult::InvalidRequest { .. }
+        ));
+        assert!(!view.shut_down.contains(&99));
+        view.apply(&Command::BrokerStarted { node_id: p.leader });
+        assert!(!view.shut_down.contains(&p.leader));
+        assert!(view.fenced.contains(&p.leader), "until it heartbeats");
+        view.apply(&Command::UnfenceBroker { node_id: p.leader });
+        assert!(!view.fenced.contains(&p.leader));
+    }
+
+    #[test]
     fn a_restarted_leader_hands_over_or_takes_a_new_epoch() {
         let mut view = replicated();
         let p = part(&view);
@@ -650,13 +683,14 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Any sequence of fences, unfences, restarts and ISR changes:
+        /// Any sequence of fences, unfences, restarts, controlled
+        /// shutdowns and ISR changes:
         /// a leader is always a live in-sync replica (or there is none),
         /// the ISR never empties nor leaves the replicas, and the leader
         /// epoch never goes back.
         #[test]
         fn elections_keep_leaders_in_sync_and_epochs_rising(
-            ops in proptest::collection::vec((0u8..4, 1i32..4, proptest::collection::vec(1i32..4, 1..4)), 1..60)
+            ops in proptest::collection::vec((0u8..5, 1i32..4, proptest::collection::vec(1i32..4, 1..4)), 1..60)
         ) {
             let mut view = replicated();
             let mut epoch = part(&view).leader_epoch;
@@ -666,6 +700,7 @@ mod tests {
                     0 => Command::FenceBroker { node_id: b },
                     1 => Command::UnfenceBroker { node_id: b },
                     2 => Command::BrokerStarted { node_id: b },
+                    3 => Command::ControlledShutdown { node_id: b },
                     _ => Command::AlterPartition {
                         topic_id: id(1),
                         partition: 0,

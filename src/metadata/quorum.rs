@@ -379,6 +379,8 @@ impl Metadata {
                     );
                     Command::FenceBroker { node_id: *id }
                 }
+                // A broker that shut down stays fenced until it starts.
+                (false, true) if view.shut_down.contains(id) => continue,
                 (false, true) => {
                     tracing::info!(node_id = id, "broker heartbeats again; lifting its fence");
                     Command::UnfenceBroker { node_id: *id }
