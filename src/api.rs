@@ -18,6 +18,7 @@ pub mod error;
 pub mod fetch;
 pub mod group;
 pub mod group_offsets;
+mod leader_hint;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -161,7 +162,8 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
                         let resp = replica_fetch::handle(&b, r, version, replica).await;
                         return (Some(ResponseKind::Fetch(resp)), Vec::new());
                     }
-                    let (resp, files) = fetch::handle(&b, r, version).await;
+                    let (mut resp, files) = fetch::handle(&b, r, version).await;
+                    leader_hint::fetch(&mut resp, &b.view(), version);
                     (Some(ResponseKind::Fetch(resp)), files)
                 }
                 .instrument(span.clone()),

@@ -262,8 +262,59 @@ fn requests_to_the_wrong_broker_are_redirected() {
         &[common::raw::record(0, None, Some(b"x"), clients::now_ms())],
         kafka_protocol::records::Compression::None,
     );
-    let (code, _) = c.produce(v, "spread", p, batch, -1);
+    let (code, _) = c.produce(v, "spread", p, batch.clone(), -1);
     assert_eq!(code, 6, "NOT_LEADER_OR_FOLLOWER");
+
+    // Produce v12 and Fetch v16 name the leader and its endpoint with the
+    // refusal (KIP-951), so clients go there without asking Metadata.
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{fetch_request, FetchRequest, FetchResponse};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let leader_port: i32 = brokers[(leader - 1) as usize]
+        .bootstrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("spread")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(batch))])]);
+    let r: ProduceResponse = c.roundtrip(ApiKey::Produce, 12, &produce);
+    let pr = &r.responses[0].partition_responses[0];
+    assert_eq!(pr.error_code, 6);
+    assert_eq!(pr.current_leader.leader_id.0, leader, "{r:?}");
+    assert!(pr.current_leader.leader_epoch >= 0, "{r:?}");
+    assert_eq!(r.node_endpoints.len(), 1, "{r:?}");
+    assert_eq!(r.node_endpoints[0].node_id.0, leader);
+    assert_eq!(r.node_endpoints[0].port, leader_port);
+    let topic_id = c.topic_ids(&["spread"])["spread"];
+    let fetch = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic_id(topic_id)
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(p)
+                .with_current_leader_epoch(-1)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r: FetchResponse = c.roundtrip(ApiKey::Fetch, 16, &fetch);
+    let fp = &r.responses[0].partitions[0];
+    assert_eq!(fp.error_code, 6);
+    assert_eq!(fp.current_leader.leader_id.0, leader, "{r:?}");
+    assert_eq!(r.node_endpoints.len(), 1, "{r:?}");
+    assert_eq!(r.node_endpoints[0].port, leader_port);
 
     // A group's coordinator is the leader of its offsets partition; every
     // broker names the same one, and the others answer NOT_COORDINATOR.

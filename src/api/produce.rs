@@ -9,8 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use kafka_protocol::messages::ResponseKind;
@@ -211,7 +213,9 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
         return Handled::Now(None);
     }
     if pending.is_empty() {
-        return Handled::Now(Some(ResponseKind::Produce(finish(responses, version))));
+        return Handled::Now(Some(ResponseKind::Produce(finish(
+            responses, version, &view,
+        ))));
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     Handled::Later(Box::pin(async move {
@@ -247,9 +251,16 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
             };
             let r = &mut responses[*t].partition_responses[*i];
             r.error_code = code;
+            // The leadership moved while the append waited: this replica
+            // knows where to (the view taken before the wait does not).
+            if let (true, Some(leader)) = (version >= 10, p.followed_leader()) {
+                r.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(p.leader_epoch());
+            }
         }
         (
-            Some(ResponseKind::Produce(finish(responses, version))),
+            Some(ResponseKind::Produce(finish(responses, version, &view))),
             Vec::new(),
         )
     }))
@@ -270,7 +281,11 @@ fn shrunk_below_min_isr(p: &Partition) -> Option<String> {
     })
 }
 
-fn finish(mut responses: Vec<TopicProduceResponse>, version: i16) -> ProduceResponse {
+fn finish(
+    mut responses: Vec<TopicProduceResponse>,
+    version: i16,
+    view: &crate::metadata::ClusterView,
+) -> ProduceResponse {
     if version < 8 {
         for t in &mut responses {
             for p in &mut t.partition_responses {
@@ -278,5 +293,7 @@ fn finish(mut responses: Vec<TopicProduceResponse>, version: i16) -> ProduceResp
             }
         }
     }
-    ProduceResponse::default().with_responses(responses)
+    let mut resp = ProduceResponse::default().with_responses(responses);
+    super::leader_hint::produce(&mut resp, view, version);
+    resp
 }
