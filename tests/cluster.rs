@@ -1149,3 +1149,153 @@ fn a_clean_stop_hands_leadership_over_at_once() {
     );
     assert_eq!(got.len(), 1);
 }
+
+/// Tiering under leadership: three brokers share a `file://` tier; only
+/// the leader uploads. Both followers are stopped while the leader takes
+/// writes and catch up in large fetches; the leader is killed, a follower
+/// takes over and goes on uploading from where the manifest ends: its
+/// segments continue the old leader's, with no gap and no overlap, and
+/// with local retention keeping almost nothing every acknowledged record
+/// reads back from the tier, once, in order.
+#[test]
+fn a_new_leader_continues_the_tier_where_the_old_one_stopped() {
+    let tier = tempfile::tempdir().expect("tier dir");
+    let tier_url = format!("file://{}", tier.path().display());
+    let mut brokers = brokers_with(
+        3,
+        3,
+        &[
+            "--unstable-replication",
+            "true",
+            "--tier-url",
+            &tier_url,
+            "--tier-interval-ms",
+            "200",
+        ],
+    );
+    let all = bootstrap(&brokers);
+    clients::create_replicated_topic(
+        &all,
+        "tiered",
+        1,
+        3,
+        &[("segment.bytes", "4096"), ("local.retention.bytes", "1")],
+    );
+    let full = |m: &BTreeMap<i32, (i32, Vec<i32>)>| m[&0].0 > 0 && m[&0].1 == vec![1, 2, 3];
+    let leader = wait_for(&brokers[0], "tiered", "led, ISR full", full)[&0].0;
+    let mut acked: BTreeMap<i64, String> = BTreeMap::new();
+    let mut n = 0;
+    let mut send =
+        |bootstrap: &str, acks: &str, count: usize, acked: &mut BTreeMap<i64, String>| {
+            // Small batches, so that segments roll often.
+            let producer = clients::producer(
+                bootstrap,
+                &[("acks", acks), ("linger.ms", "2"), ("batch.size", "1024")],
+            );
+            let futures: Vec<_> = (0..count)
+                .map(|_| {
+                    n += 1;
+                    let v = format!("tiered-{n:06}-{}", "y".repeat(150));
+                    (
+                        v.clone(),
+                        clients::enqueue(&producer, "tiered", &TestRecord::value(v)),
+                    )
+                })
+                .collect();
+            for (v, f) in futures {
+                if let Ok((_, o)) = clients::await_delivery(f) {
+                    acked.insert(o, v);
+                }
+            }
+        };
+    let tiered_past = |b: &Broker, offset: i64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut c = common::raw::RawConn::connect(&b.bootstrap());
+            let last = c.list_offset("tiered", 0, -5);
+            if last >= offset {
+                return last;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tier stuck at {last}, waiting for {offset}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Both followers stopped while the leader takes acks=1 writes: back,
+    // they fetch many batches at a time, so their segments roll at other
+    // offsets than the leader's. Once the high watermark covers it all,
+    // everything acknowledged is committed.
+    send(&all, "all", 300, &mut acked);
+    let followers: Vec<usize> = (0..3).filter(|i| *i as i32 + 1 != leader).collect();
+    for f in &followers {
+        brokers[*f].signal("STOP");
+    }
+    send(
+        &brokers[(leader - 1) as usize].bootstrap(),
+        "1",
+        1200,
+        &mut acked,
+    );
+    for f in &followers {
+        brokers[*f].signal("CONT");
+    }
+    let end = *acked.keys().last().unwrap() + 1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while high_watermark(&all, "tiered", 0) < end {
+        assert!(Instant::now() < deadline, "the followers never caught up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = tiered_past(&brokers[(leader - 1) as usize], 500);
+
+    brokers[(leader - 1) as usize].kill9();
+    let other = leader as usize % 3;
+    let next = wait_for(&brokers[other], "tiered", "a new leader", |m| {
+        m[&0].0 > 0 && m[&0].0 != leader
+    })[&0]
+        .0;
+    let live = brokers[(next - 1) as usize].bootstrap();
+    send(&live, "all", 1500, &mut acked);
+    let end = *acked.keys().last().unwrap() + 1;
+    // The new leader uploads past everything but its active segment.
+    let last = tiered_past(&brokers[(next - 1) as usize], end - 200);
+    assert!(last > first);
+    let got = clients::consume_ranges(&live, "tiered", &[(0, 0, end)], clients::OP_TIMEOUT);
+    let read: BTreeMap<i64, String> = got
+        .iter()
+        .map(|c| {
+            (
+                c.offset,
+                String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(read.len(), got.len(), "an offset read twice");
+    for (o, v) in &acked {
+        assert_eq!(read.get(o), Some(v), "acknowledged record at {o}");
+    }
+    // The manifest: segments end to end, no gap and no overlap.
+    let dir = common::find_tier_partition_dir(tier.path(), "tiered").expect("tier dir");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest json");
+    let segments: Vec<(i64, i64)> = manifest["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|s| {
+            (
+                s["base_offset"].as_i64().unwrap(),
+                s["last_offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(segments.first().map(|s| s.0), Some(0));
+    for w in segments.windows(2) {
+        assert_eq!(w[1].0, w[0].1 + 1, "segments {w:?} leave a gap or overlap");
+    }
+    assert!(segments.last().map(|s| s.1) >= Some(last));
+    brokers[(leader - 1) as usize].restart();
+}

@@ -277,6 +277,30 @@ impl RawConn {
             .collect()
     }
 
+    /// ListOffsets v9 of `topic`-`partition` at `timestamp` (-1 latest,
+    /// -2 earliest, -4 earliest local, -5 latest tiered): the offset, -1
+    /// on an error.
+    pub fn list_offset(&mut self, topic: &str, partition: i32, timestamp: i64) -> i64 {
+        use kafka_protocol::messages::list_offsets_request::{
+            ListOffsetsPartition, ListOffsetsTopic,
+        };
+        use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, ListOffsetsResponse};
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_current_leader_epoch(-1)
+                    .with_timestamp(timestamp)])]);
+        let resp: ListOffsetsResponse = self.roundtrip(ApiKey::ListOffsets, 9, &req);
+        let p = &resp.topics[0].partitions[0];
+        if p.error_code != 0 {
+            return -1;
+        }
+        p.offset
+    }
+
     /// Topic ids from Metadata (a version >= 10, which carries them).
     pub fn topic_ids(&mut self, topics: &[&str]) -> HashMap<String, uuid::Uuid> {
         let r = self
