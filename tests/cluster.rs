@@ -1299,3 +1299,96 @@ fn a_new_leader_continues_the_tier_where_the_old_one_stopped() {
     assert!(segments.last().map(|s| s.1) >= Some(last));
     brokers[(leader - 1) as usize].restart();
 }
+
+/// `unclean.leader.election.enable`: two topics with a partition on the
+/// same two brokers, one topic allowing an unclean election. One of the
+/// two stops (it leaves both ISRs), the other is killed, the stopped one
+/// comes back: the topic that allows it elects it (alone in its ISR,
+/// writes go on, what only the killed broker had is gone); the other
+/// stays without a leader until the killed broker returns, with
+/// everything it acknowledged.
+#[test]
+fn an_unclean_election_only_where_the_topic_allows_it() {
+    let mut brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
+    let all = bootstrap(&brokers);
+    clients::create_replicated_topic(&all, "clean", 3, 2, &[]);
+    clients::create_replicated_topic(
+        &all,
+        "unclean",
+        3,
+        2,
+        &[("unclean.leader.election.enable", "true")],
+    );
+    let in_sync =
+        |m: &BTreeMap<i32, (i32, Vec<i32>)>| m.values().all(|(l, isr)| *l > 0 && isr.len() == 2);
+    let clean = wait_for(&brokers[0], "clean", "every ISR of two", in_sync);
+    let unclean = wait_for(&brokers[0], "unclean", "every ISR of two", in_sync);
+    // A partition of each on the same two brokers.
+    let (pc, pu, pair) = clean
+        .iter()
+        .find_map(|(pc, (_, isr))| {
+            unclean
+                .iter()
+                .find(|(_, (_, i))| i == isr)
+                .map(|(pu, _)| (*pc, *pu, isr.clone()))
+        })
+        .expect("two partitions on the same brokers");
+    let (kept, stopped) = ((pair[0] - 1) as usize, (pair[1] - 1) as usize);
+    // A producer per write: one that knew the stopped broker as a leader
+    // would wait out its request timeout on it.
+    let write = |bootstrap: &str, topic: &str, p: i32, v: &str| {
+        let producer = clients::producer(bootstrap, &[("acks", "all")]);
+        clients::await_delivery(clients::enqueue(
+            &producer,
+            topic,
+            &TestRecord::value(v).in_partition(p),
+        ))
+    };
+    write(&all, "clean", pc, "both").expect("written on both");
+    write(&all, "unclean", pu, "both").expect("written on both");
+    brokers[stopped].signal("STOP");
+    for (t, p) in [("clean", pc), ("unclean", pu)] {
+        wait_for(
+            &brokers[kept],
+            t,
+            "the stopped broker out of the ISR",
+            |m| m[&p].1 == vec![pair[0]],
+        );
+        write(&brokers[kept].bootstrap(), t, p, "only one").expect("written on one alone");
+    }
+    brokers[kept].kill9();
+    brokers[stopped].signal("CONT");
+    let other = 3 - kept - stopped;
+    let m = wait_for(&brokers[other], "unclean", "an unclean election", |m| {
+        m[&pu].0 == pair[1]
+    });
+    assert_eq!(m[&pu].1, vec![pair[1]]);
+    let c = leaders_and_isr(&brokers[other], "clean");
+    assert!(
+        c[&pc].0 <= 0,
+        "no clean election without an in-sync replica: {c:?}"
+    );
+    let p2 = clients::producer(&all, &[("acks", "all")]);
+    let (_, o) = clients::await_delivery(clients::enqueue(
+        &p2,
+        "unclean",
+        &TestRecord::value("after").in_partition(pu),
+    ))
+    .expect("writes go on after the unclean election");
+    assert_eq!(o, 1, "the record only the killed broker had is gone");
+
+    brokers[kept].restart();
+    common::wait_ready(&brokers[kept].admin_addr());
+    wait_for(
+        &brokers[other],
+        "clean",
+        "the killed broker leads again",
+        |m| m[&pc].0 == pair[0],
+    );
+    let got = clients::consume_ranges(&all, "clean", &[(pc, 0, 2)], clients::OP_TIMEOUT);
+    let values: Vec<String> = got
+        .iter()
+        .map(|c| String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, ["both", "only one"]);
+}

@@ -309,7 +309,7 @@ pub const SPECS: &[Spec] = &[
         name: "unclean.leader.election.enable",
         kind: Kind::Boolean,
         default: Default::Fixed("false"),
-        no_effect: NO_REPLICATION,
+        no_effect: None,
     },
 ];
 
@@ -353,6 +353,10 @@ pub const DYNAMIC_BROKER: &[DynamicBroker] = &[
     dynamic("log.segment.bytes", "segment.bytes"),
     dynamic("message.max.bytes", "max.message.bytes"),
     dynamic("min.insync.replicas", "min.insync.replicas"),
+    dynamic(
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+    ),
     DynamicBroker {
         name: "log.cleaner.threads",
         topic: None,

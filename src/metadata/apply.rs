@@ -15,6 +15,10 @@ pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
 /// Longest legal topic name (Kafka's limit).
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
+/// The topic config (and dynamic broker config) that lets a partition
+/// whose in-sync replicas are all down elect another live replica.
+const UNCLEAN_ELECTION: &str = "unclean.leader.election.enable";
+
 impl ClusterView {
     /// Applies `cmd`. An invalid command leaves the view unchanged and says
     /// why in the result.
@@ -97,7 +101,7 @@ impl ClusterView {
             self.fenced.remove(&node_id);
         }
         let fenced = self.fenced.clone();
-        for p in self.replicated_partitions_mut() {
+        for (p, unclean) in self.replicated_partitions_mut() {
             if fence {
                 // It leaves the ISRs where another member remains; the
                 // partitions it led move to another live member, or have
@@ -106,21 +110,32 @@ impl ClusterView {
                     p.isr.retain(|b| *b != node_id);
                 }
                 if p.leader == node_id {
-                    elect(p, &fenced, None);
+                    elect(p, &fenced, None, unclean);
                 }
-            } else if p.leader < 0 && p.isr.contains(&node_id) {
-                elect(p, &fenced, None);
+            } else if p.leader < 0 && (p.isr.contains(&node_id) || unclean) {
+                elect(p, &fenced, None, unclean);
             }
         }
         CommandResult::Ok
     }
 
-    /// Partitions with more than one replica, the ones elections move.
-    fn replicated_partitions_mut(&mut self) -> impl Iterator<Item = &mut PartitionInfo> {
-        self.topics
-            .values_mut()
-            .flat_map(|t| t.partitions.iter_mut())
-            .filter(|p| p.replicas.len() > 1)
+    /// Partitions with more than one replica, the ones elections move,
+    /// each with whether its topic allows an unclean election
+    /// (`unclean.leader.election.enable`: the topic's, else the dynamic
+    /// broker config's, else false).
+    fn replicated_partitions_mut(&mut self) -> impl Iterator<Item = (&mut PartitionInfo, bool)> {
+        let is_true = |v: Option<&String>| v.is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let broker_unclean = is_true(self.broker_configs.get(UNCLEAN_ELECTION));
+        self.topics.values_mut().flat_map(move |t| {
+            let unclean = match t.configs.get(UNCLEAN_ELECTION) {
+                Some(v) => is_true(Some(v)),
+                None => broker_unclean,
+            };
+            t.partitions
+                .iter_mut()
+                .filter(|p| p.replicas.len() > 1)
+                .map(move |p| (p, unclean))
+        })
     }
 
     fn broker_started(&mut self, node_id: i32) -> CommandResult {
@@ -129,11 +144,11 @@ impl ClusterView {
         }
         self.shut_down.remove(&node_id);
         let fenced = self.fenced.clone();
-        for p in self.replicated_partitions_mut() {
+        for (p, unclean) in self.replicated_partitions_mut() {
             if p.leader == node_id {
                 // Another live member if there is one; else itself again,
                 // at a new epoch.
-                elect(p, &fenced, Some(node_id));
+                elect(p, &fenced, Some(node_id), unclean);
             }
         }
         CommandResult::Ok
@@ -402,9 +417,14 @@ fn assign_partition(brokers: &[i32], id: Uuid, partition: i32, rf: usize) -> Par
 /// replica order) that is not fenced and not `avoid`, else `avoid` itself
 /// when it is live and in sync, else nobody (-1). Only in-sync replicas
 /// can lead: each holds every committed record.
-fn elect(p: &mut PartitionInfo, fenced: &std::collections::BTreeSet<i32>, avoid: Option<i32>) {
+fn elect(
+    p: &mut PartitionInfo,
+    fenced: &std::collections::BTreeSet<i32>,
+    avoid: Option<i32>,
+    unclean: bool,
+) {
     let live = |b: &&i32| p.isr.contains(b) && !fenced.contains(b);
-    let next = p
+    let mut next = p
         .replicas
         .iter()
         .filter(live)
@@ -412,6 +432,14 @@ fn elect(p: &mut PartitionInfo, fenced: &std::collections::BTreeSet<i32>, avoid:
         .or_else(|| p.replicas.iter().filter(live).find(|b| Some(**b) == avoid))
         .copied()
         .unwrap_or(-1);
+    if next < 0 && unclean {
+        // No in-sync replica is live: any live replica leads, alone in
+        // the ISR (what only the old ISR had is lost).
+        if let Some(b) = p.replicas.iter().find(|b| !fenced.contains(b)) {
+            next = *b;
+            p.isr = vec![*b];
+        }
+    }
     p.leader = next;
     p.leader_epoch += 1;
 }
@@ -637,6 +665,51 @@ mod tests {
     }
 
     #[test]
+    fn an_unclean_election_takes_a_live_replica_outside_the_isr_when_allowed() {
+        for (topic_says, broker_says, unclean) in [
+            (None, None, false),
+            (Some("true"), None, true),
+            (None, Some("true"), true),
+            (Some("false"), Some("true"), false),
+        ] {
+            let mut view = replicated();
+            if let Some(v) = broker_says {
+                view.broker_configs
+                    .insert(UNCLEAN_ELECTION.to_string(), v.to_string());
+            }
+            if let Some(v) = topic_says {
+                view.topics
+                    .get_mut("r")
+                    .unwrap()
+                    .configs
+                    .insert(UNCLEAN_ELECTION.to_string(), v.to_string());
+            }
+            let p = part(&view);
+            let others: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|b| *b != p.leader)
+                .collect();
+            // The followers drop out of the ISR, then the leader goes.
+            for b in &others {
+                view.apply(&Command::FenceBroker { node_id: *b });
+            }
+            view.apply(&Command::FenceBroker { node_id: p.leader });
+            assert_eq!(part(&view).leader, -1);
+            view.apply(&Command::UnfenceBroker { node_id: others[0] });
+            let after = part(&view);
+            if unclean {
+                assert_eq!(after.leader, others[0], "{topic_says:?} {broker_says:?}");
+                assert_eq!(after.isr, vec![others[0]]);
+            } else {
+                assert_eq!(after.leader, -1, "{topic_says:?} {broker_says:?}");
+                assert_eq!(after.isr, vec![p.leader]);
+            }
+        }
+    }
+
+    #[test]
     fn a_controlled_shutdown_hands_over_and_stays_fenced_until_a_start() {
         let mut view = replicated();
         let p = part(&view);
@@ -684,15 +757,20 @@ mod tests {
 
     proptest::proptest! {
         /// Any sequence of fences, unfences, restarts, controlled
-        /// shutdowns and ISR changes:
+        /// shutdowns and ISR changes, with unclean elections allowed or
+        /// not:
         /// a leader is always a live in-sync replica (or there is none),
         /// the ISR never empties nor leaves the replicas, and the leader
         /// epoch never goes back.
         #[test]
         fn elections_keep_leaders_in_sync_and_epochs_rising(
-            ops in proptest::collection::vec((0u8..5, 1i32..4, proptest::collection::vec(1i32..4, 1..4)), 1..60)
+            ops in proptest::collection::vec((0u8..5, 1i32..4, proptest::collection::vec(1i32..4, 1..4)), 1..60),
+            unclean in proptest::bool::ANY,
         ) {
             let mut view = replicated();
+            if unclean {
+                view.broker_configs.insert(UNCLEAN_ELECTION.to_string(), "true".to_string());
+            }
             let mut epoch = part(&view).leader_epoch;
             for (op, b, isr) in ops {
                 let p = part(&view);
