@@ -241,6 +241,38 @@ fn high_watermark(bootstrap: &str, topic: &str, p: i32) -> i64 {
     }
 }
 
+/// Sends `count` numbered records of about 200 bytes to `topic` at once
+/// (`n` numbers them on), notes each acknowledged one by its offset and
+/// returns how many were not acknowledged.
+fn send_numbered(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    n: &mut usize,
+    count: usize,
+    acked: &mut BTreeMap<i64, String>,
+) -> usize {
+    let futures: Vec<_> = (0..count)
+        .map(|_| {
+            *n += 1;
+            let v = format!("{topic}-{:06}-{}", *n, "x".repeat(180));
+            (
+                v.clone(),
+                clients::enqueue(producer, topic, &TestRecord::value(v)),
+            )
+        })
+        .collect();
+    let mut failed = 0;
+    for (v, f) in futures {
+        match clients::await_delivery(f) {
+            Ok((_, o)) => {
+                acked.insert(o, v);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    failed
+}
+
 /// A partition or group asked of a broker that does not serve it answers
 /// Kafka's "go elsewhere" codes, which clients follow.
 #[test]
@@ -989,20 +1021,8 @@ fn a_follower_behind_the_leaders_log_start_restarts_there() {
     let mut acked: BTreeMap<i64, String> = BTreeMap::new();
     let mut n = 0;
     let mut send = |count: usize, acked: &mut BTreeMap<i64, String>| {
-        let futures: Vec<_> = (0..count)
-            .map(|_| {
-                n += 1;
-                let v = format!("behind-{n:06}-{}", "x".repeat(200));
-                (
-                    v.clone(),
-                    clients::enqueue(&producer, "behind", &TestRecord::value(v)),
-                )
-            })
-            .collect();
-        for (v, f) in futures {
-            let (_, o) = clients::await_delivery(f).expect("acks=1 delivery");
-            acked.insert(o, v);
-        }
+        let failed = send_numbered(&producer, "behind", &mut n, count, acked);
+        assert_eq!(failed, 0, "acks=1 deliveries failed");
     };
     send(20, &mut acked);
 
@@ -1192,21 +1212,7 @@ fn a_new_leader_continues_the_tier_where_the_old_one_stopped() {
                 bootstrap,
                 &[("acks", acks), ("linger.ms", "2"), ("batch.size", "1024")],
             );
-            let futures: Vec<_> = (0..count)
-                .map(|_| {
-                    n += 1;
-                    let v = format!("tiered-{n:06}-{}", "y".repeat(150));
-                    (
-                        v.clone(),
-                        clients::enqueue(&producer, "tiered", &TestRecord::value(v)),
-                    )
-                })
-                .collect();
-            for (v, f) in futures {
-                if let Ok((_, o)) = clients::await_delivery(f) {
-                    acked.insert(o, v);
-                }
-            }
+            send_numbered(&producer, "tiered", &mut n, count, acked);
         };
     let tiered_past = |b: &Broker, offset: i64| {
         let deadline = Instant::now() + Duration::from_secs(60);
