@@ -247,8 +247,12 @@ impl Manifest {
                     s.base_offset
                 ));
             }
+            // Ordered by last offset; a segment may start at or before an
+            // earlier one's end (a new leader's segments are cut at other
+            // offsets), and each offset is read from the first segment
+            // that ends at or after it.
             if let Some(p) = prev {
-                if s.last_offset <= p.last_offset || s.base_offset < p.base_offset {
+                if s.last_offset <= p.last_offset {
                     return Err(format!(
                         "segments out of order. base_offset={}",
                         s.base_offset
@@ -308,13 +312,6 @@ impl Manifest {
         if let Some(last) = self.last_offset() {
             if seg.last_offset <= last {
                 return Ok(AddOutcome::AlreadyCovered);
-            }
-            if seg.base_offset < self.segments.last().map_or(0, |s| s.base_offset) {
-                return Err(TierError::InvalidSegment {
-                    partition: partition.to_string(),
-                    base_offset: seg.base_offset,
-                    message: "segment starts before the last tiered segment".into(),
-                });
             }
         }
         let mut next = self.clone();
@@ -485,6 +482,12 @@ mod tests {
         assert_eq!(m.segment_for(12).map(|s| s.base_offset), Some(10));
         assert_eq!(m.segment_for(20).map(|s| s.base_offset), Some(15));
         assert!(m.segment_for(26).is_none());
+        // Even one that starts before the last segment does: offsets up to
+        // 25 are still read from the segments before it.
+        let m = add(&m, seg(12, 40, 400, 10), 3);
+        assert!(m.check().is_ok());
+        assert_eq!(m.segment_for(20).map(|s| s.base_offset), Some(15));
+        assert_eq!(m.segment_for(26).map(|s| s.base_offset), Some(12));
         let bytes = m.encode();
         assert_eq!(Manifest::decode("p", &bytes).expect("decode"), m);
     }
