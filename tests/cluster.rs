@@ -273,6 +273,16 @@ fn send_numbered(
     failed
 }
 
+/// A consumed record's value as text.
+fn value_of(c: &clients::Consumed) -> String {
+    String::from_utf8(c.record.value.clone().expect("a value").to_vec()).expect("utf-8")
+}
+
+/// Consumed records of one partition: value by offset.
+fn by_offset(got: &[clients::Consumed]) -> BTreeMap<i64, String> {
+    got.iter().map(|c| (c.offset, value_of(c))).collect()
+}
+
 /// A partition or group asked of a broker that does not serve it answers
 /// Kafka's "go elsewhere" codes, which clients follow.
 #[test]
@@ -644,12 +654,7 @@ fn replicated_partitions_survive_the_leader_killed() {
     );
     let read: BTreeMap<(i32, i64), String> = got
         .iter()
-        .map(|c| {
-            (
-                (c.partition, c.offset),
-                String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap(),
-            )
-        })
+        .map(|c| ((c.partition, c.offset), value_of(c)))
         .collect();
     assert_eq!(read.len(), got.len(), "no offset twice");
     for (p, o, v) in &acked {
@@ -859,7 +864,7 @@ fn the_ledger_loses_nothing_through_leader_kills() {
     );
     let mut read: BTreeMap<(i32, i64), String> = BTreeMap::new();
     for c in &got {
-        let v = String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap();
+        let v = value_of(c);
         assert!(
             read.insert((c.partition, c.offset), v).is_none(),
             "offset read twice"
@@ -975,10 +980,7 @@ fn min_insync_replicas_refuses_writes_the_isr_cannot_cover() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let got = clients::consume_ranges(&all, "guarded", &[(0, 0, 4)], clients::OP_TIMEOUT);
-    let values: Vec<String> = got
-        .iter()
-        .map(|c| String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap())
-        .collect();
+    let values: Vec<String> = got.iter().map(value_of).collect();
     assert_eq!(values, ["g0", "g1", "g2", "g3"]);
 }
 
@@ -1085,15 +1087,7 @@ fn a_follower_behind_the_leaders_log_start_restarts_there() {
         &[(0, low, high)],
         clients::OP_TIMEOUT,
     );
-    let read: BTreeMap<i64, String> = got
-        .iter()
-        .map(|c| {
-            (
-                c.offset,
-                String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap(),
-            )
-        })
-        .collect();
+    let read = by_offset(&got);
     let expected: BTreeMap<i64, String> =
         acked.range(low..).map(|(o, v)| (*o, v.clone())).collect();
     assert_eq!(read, expected);
@@ -1268,15 +1262,7 @@ fn a_new_leader_continues_the_tier_where_the_old_one_stopped() {
     let last = tiered_past(&brokers[(next - 1) as usize], end - 200);
     assert!(last > first);
     let got = clients::consume_ranges(&live, "tiered", &[(0, 0, end)], clients::OP_TIMEOUT);
-    let read: BTreeMap<i64, String> = got
-        .iter()
-        .map(|c| {
-            (
-                c.offset,
-                String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap(),
-            )
-        })
-        .collect();
+    let read = by_offset(&got);
     assert_eq!(read.len(), got.len(), "an offset read twice");
     for (o, v) in &acked {
         assert_eq!(read.get(o), Some(v), "acknowledged record at {o}");
@@ -1392,9 +1378,6 @@ fn an_unclean_election_only_where_the_topic_allows_it() {
         |m| m[&pc].0 == pair[0],
     );
     let got = clients::consume_ranges(&all, "clean", &[(pc, 0, 2)], clients::OP_TIMEOUT);
-    let values: Vec<String> = got
-        .iter()
-        .map(|c| String::from_utf8(c.record.value.clone().unwrap().to_vec()).unwrap())
-        .collect();
+    let values: Vec<String> = got.iter().map(value_of).collect();
     assert_eq!(values, ["both", "only one"]);
 }

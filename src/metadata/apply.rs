@@ -602,6 +602,15 @@ mod tests {
         view.topics["r"].partitions[0].clone()
     }
 
+    /// The replicas of `p` other than its leader, in replica order.
+    fn followers(p: &PartitionInfo) -> Vec<i32> {
+        p.replicas
+            .iter()
+            .copied()
+            .filter(|b| *b != p.leader)
+            .collect()
+    }
+
     #[test]
     fn a_fenced_leader_hands_over_to_an_in_sync_replica_and_leaves_the_isr() {
         let mut view = replicated();
@@ -638,12 +647,7 @@ mod tests {
     fn the_last_in_sync_replica_fenced_leaves_no_leader_until_it_returns() {
         let mut view = replicated();
         let p = part(&view);
-        let others: Vec<i32> = p
-            .replicas
-            .iter()
-            .copied()
-            .filter(|b| *b != p.leader)
-            .collect();
+        let others = followers(&p);
         for b in &others {
             view.apply(&Command::FenceBroker { node_id: *b });
         }
@@ -685,12 +689,7 @@ mod tests {
                     .insert(UNCLEAN_ELECTION.to_string(), v.to_string());
             }
             let p = part(&view);
-            let others: Vec<i32> = p
-                .replicas
-                .iter()
-                .copied()
-                .filter(|b| *b != p.leader)
-                .collect();
+            let others = followers(&p);
             // The followers drop out of the ISR, then the leader goes.
             for b in &others {
                 view.apply(&Command::FenceBroker { node_id: *b });
