@@ -245,10 +245,17 @@ impl Broker {
         )
     }
 
-    /// Brings the local partitions in line with the metadata view.
+    /// Brings the local partitions in line with the metadata view, then
+    /// tells the group coordinator which offsets partitions it leads (also
+    /// when a partition failed to open: the others' roles stand).
     pub async fn reconcile(&self) -> Result<(), BrokerError> {
         let _guard = self.reconcile_lock.lock().await;
+        let result = self.reconcile_partitions().await;
         self.update_group_ownership();
+        result
+    }
+
+    async fn reconcile_partitions(&self) -> Result<(), BrokerError> {
         let view = self.view();
         let me = self.node_id();
         let mut wanted: HashMap<PartitionKey, (&TopicInfo, i32)> = HashMap::new();

@@ -91,6 +91,12 @@ pub struct ServeArgs {
     /// Partitions of an auto-created topic (num.partitions) [default: 1]
     #[arg(long, env = "STRATA_NUM_PARTITIONS")]
     pub num_partitions: Option<i32>,
+    /// Replicas of a topic created without a replication factor, auto-created topics included (default.replication.factor) [default: min(3, running brokers)]
+    #[arg(long, env = "STRATA_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<i16>,
+    /// Replicas of __consumer_offsets, capped at the cluster's brokers (the voters or the registered brokers, whichever are more); it is created once that many run (offsets.topic.replication.factor) [default: 3]
+    #[arg(long, env = "STRATA_OFFSETS_TOPIC_REPLICATION_FACTOR")]
+    pub offsets_topic_replication_factor: Option<i16>,
     /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600]
     #[arg(long, env = "STRATA_SOCKET_REQUEST_MAX_BYTES")]
     pub socket_request_max_bytes: Option<u32>,
@@ -279,6 +285,9 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
+    /// None: min(3, running brokers).
+    pub default_replication_factor: Option<i16>,
+    pub offsets_topic_replication_factor: i16,
     pub socket_request_max_bytes: u32,
     pub zero_copy: bool,
     pub sync_rounds_syncfs: bool,
@@ -374,6 +383,15 @@ impl BrokerConfig {
             a.controller_quorum_voters.as_deref(),
         )?;
         let num_partitions = at_least("num-partitions", a.num_partitions.unwrap_or(1), 1)?;
+        let default_replication_factor = a
+            .default_replication_factor
+            .map(|rf| at_least("default-replication-factor", rf, 1))
+            .transpose()?;
+        let offsets_topic_replication_factor = at_least(
+            "offsets-topic-replication-factor",
+            a.offsets_topic_replication_factor.unwrap_or(3),
+            1,
+        )?;
         let socket_request_max_bytes = at_least(
             "socket-request-max-bytes",
             a.socket_request_max_bytes.unwrap_or(100 * 1024 * 1024),
@@ -557,6 +575,8 @@ impl BrokerConfig {
             )?,
             auto_create_topics: a.auto_create_topics.unwrap_or(true),
             num_partitions,
+            default_replication_factor,
+            offsets_topic_replication_factor,
             socket_request_max_bytes,
             zero_copy: a.zero_copy.unwrap_or(true),
             sync_rounds_syncfs: a.sync_rounds_syncfs.unwrap_or(true),
@@ -638,6 +658,12 @@ impl ServeArgs {
                 .or(file.broker_session_timeout_ms),
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics),
             num_partitions: self.num_partitions.or(file.num_partitions),
+            default_replication_factor: self
+                .default_replication_factor
+                .or(file.default_replication_factor),
+            offsets_topic_replication_factor: self
+                .offsets_topic_replication_factor
+                .or(file.offsets_topic_replication_factor),
             socket_request_max_bytes: self
                 .socket_request_max_bytes
                 .or(file.socket_request_max_bytes),

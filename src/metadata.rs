@@ -79,7 +79,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-pub use apply::{MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LEN};
+pub use apply::{DEFAULT_REPLICATION_FACTOR, MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LEN};
 use quorum::{Controller, Liveness};
 pub use quorum::{QuorumStatus, VoterStatus};
 
@@ -173,19 +173,31 @@ impl ClusterView {
 pub enum Command {
     /// Registers a broker, or replaces its registration (upsert).
     RegisterBroker(BrokerInfo),
-    /// Creates a topic. Replicas are assigned round-robin over the registered
-    /// brokers; the first replica leads with leader epoch 0, ISR = replicas.
+    /// Creates a topic. Replicas are assigned round-robin over the running
+    /// brokers (a replication factor of -1: min(3, running brokers)), or
+    /// as `assignments` name them (one list of brokers per partition,
+    /// `partitions` and `replication_factor` then -1); the first running
+    /// replica leads with leader epoch 0, ISR = the running replicas.
     CreateTopic {
         name: String,
         id: Uuid,
         partitions: i32,
         replication_factor: i16,
         configs: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignments: Option<Vec<Vec<i32>>>,
     },
     /// Deletes the topic with this id.
     DeleteTopic { id: Uuid },
-    /// Grows a topic to `total_count` partitions (never shrinks).
-    CreatePartitions { name: String, total_count: i32 },
+    /// Grows a topic to `total_count` partitions (never shrinks), placed
+    /// like the topic's first ones, or as `assignments` name them (one
+    /// list per new partition).
+    CreatePartitions {
+        name: String,
+        total_count: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignments: Option<Vec<Vec<i32>>>,
+    },
     /// Changes dynamic topic configs. With `replace`, the result is exactly
     /// `set` (Kafka's AlterConfigs); without it, `delete` keys are removed and
     /// `set` keys are upserted (IncrementalAlterConfigs).
@@ -249,6 +261,10 @@ pub enum CommandResult {
         reason: String,
     },
     InvalidReplicationFactor {
+        reason: String,
+    },
+    /// Explicit replica assignments that cannot be taken.
+    InvalidReplicaAssignment {
         reason: String,
     },
     /// The topic name is not a legal Kafka topic name.

@@ -790,6 +790,16 @@ fn a_broker_starts_read_only_on_a_full_disk() {
         .map(|i| TestRecord::value(format!("{i:06}").repeat(150)).in_partition(0))
         .collect();
     clients::produce(&broker.bootstrap(), &topic, &records);
+    // The consumer below asks for a group coordinator: the offsets topic
+    // is made now, while the metadata log can still be written.
+    let mut asked = rdkafka::TopicPartitionList::new();
+    asked.add_partition(&topic, 0);
+    rdkafka::consumer::Consumer::committed_offsets(
+        &clients::consumer(&broker.bootstrap(), &[]),
+        asked,
+        clients::OP_TIMEOUT,
+    )
+    .expect("committed offsets");
     broker.stop();
     // Fill what is left of the disk.
     let mut filler = std::fs::File::create(mnt.path().join("filler")).expect("filler");

@@ -74,7 +74,7 @@ fn bootstrap(brokers: &[Broker]) -> String {
 
 /// Partition -> leader id, as broker `b` describes `topic`.
 fn leaders(b: &Broker, topic: &str) -> BTreeMap<i32, i32> {
-    let consumer = clients::consumer(&b.bootstrap(), &[]);
+    let consumer = clients::metadata_client(&b.bootstrap());
     let md = consumer
         .fetch_metadata(Some(topic), clients::OP_TIMEOUT)
         .expect("metadata");
@@ -182,7 +182,7 @@ fn three_brokers_share_metadata_spread_partitions_and_serve_clients() {
     // writable; broker 1 comes back unfenced with its partitions' data.
     brokers[0].kill9();
     let brokers_seen = |b: &Broker| {
-        clients::consumer(&b.bootstrap(), &[])
+        clients::metadata_client(&b.bootstrap())
             .fetch_metadata(None, clients::OP_TIMEOUT)
             .map(|m| m.brokers().len())
             .unwrap_or(0)
@@ -230,7 +230,7 @@ fn three_brokers_share_metadata_spread_partitions_and_serve_clients() {
 fn high_watermark(bootstrap: &str, topic: &str, p: i32) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let consumer = clients::consumer(bootstrap, &[]);
+        let consumer = clients::metadata_client(bootstrap);
         match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
             Ok((_, high)) => return high,
             Err(e) => {
@@ -546,7 +546,7 @@ fn a_fourth_broker_joins_as_a_learner() {
 
 /// Partition -> (leader, ISR), as broker `b` describes `topic`.
 fn leaders_and_isr(b: &Broker, topic: &str) -> BTreeMap<i32, (i32, Vec<i32>)> {
-    let consumer = clients::consumer(&b.bootstrap(), &[]);
+    let consumer = clients::metadata_client(&b.bootstrap());
     let md = consumer
         .fetch_metadata(Some(topic), clients::OP_TIMEOUT)
         .expect("metadata");
@@ -1037,7 +1037,7 @@ fn a_follower_behind_the_leaders_log_start_restarts_there() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let start = loop {
         send(100, &mut acked);
-        let consumer = clients::consumer(&brokers[li].bootstrap(), &[]);
+        let consumer = clients::metadata_client(&brokers[li].bootstrap());
         let (low, _) = consumer
             .fetch_watermarks("behind", 0, Duration::from_secs(5))
             .expect("watermarks");
@@ -1076,7 +1076,7 @@ fn a_follower_behind_the_leaders_log_start_restarts_there() {
     wait_for(&brokers[fi], "behind", "the follower leads", |m| {
         m[&0].0 == follower
     });
-    let (low, high) = clients::consumer(&brokers[fi].bootstrap(), &[])
+    let (low, high) = clients::metadata_client(&brokers[fi].bootstrap())
         .fetch_watermarks("behind", 0, Duration::from_secs(5))
         .expect("watermarks");
     assert!(low >= start, "log start {low} below the leader's {start}");
@@ -1380,4 +1380,272 @@ fn an_unclean_election_only_where_the_topic_allows_it() {
     let got = clients::consume_ranges(&all, "clean", &[(pc, 0, 2)], clients::OP_TIMEOUT);
     let values: Vec<String> = got.iter().map(value_of).collect();
     assert_eq!(values, ["both", "only one"]);
+}
+
+/// Partition -> replicas in order, as broker `b` describes `topic`.
+fn replicas(b: &Broker, topic: &str) -> BTreeMap<i32, Vec<i32>> {
+    let consumer = clients::metadata_client(&b.bootstrap());
+    let md = consumer
+        .fetch_metadata(Some(topic), clients::OP_TIMEOUT)
+        .expect("metadata");
+    let t = &md.topics()[0];
+    assert!(t.error().is_none(), "{topic}: {:?}", t.error());
+    t.partitions()
+        .iter()
+        .map(|p| (p.id(), p.replicas().to_vec()))
+        .collect()
+}
+
+/// Placement: a topic created without a replication factor gets min(3,
+/// brokers) replicas (auto-created topics and `__consumer_offsets` too),
+/// leaders spread over the brokers; explicit replica assignments are taken
+/// as named, at creation and when partitions are added; impossible ones
+/// answer INVALID_REPLICA_ASSIGNMENT / INVALID_REPLICATION_FACTOR.
+#[test]
+fn topics_get_three_replicas_by_default_or_the_ones_named() {
+    use rdkafka::admin::{NewPartitions, NewTopic, TopicReplication};
+    use rdkafka::types::RDKafkaErrorCode;
+    let brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
+    let all = bootstrap(&brokers);
+    let admin = clients::admin(&all);
+    let create = |t: NewTopic<'_>| {
+        let r = futures::executor::block_on(admin.create_topics([&t], &clients::admin_opts()))
+            .expect("CreateTopics");
+        r.into_iter().next().expect("one result").map(|_| ())
+    };
+
+    create(NewTopic::new("defaulted", 6, TopicReplication::Fixed(-1))).expect("defaulted");
+    let placed = replicas(&brokers[0], "defaulted");
+    assert!(placed.values().all(|r| r.len() == 3), "{placed:?}");
+    let mut led: Vec<i32> = placed.values().map(|r| r[0]).collect();
+    led.sort_unstable();
+    assert_eq!(led, vec![1, 1, 2, 2, 3, 3], "leaders spread: {placed:?}");
+    wait_for(&brokers[1], "defaulted", "every ISR full", |m| {
+        m.values().all(|(_, isr)| isr == &vec![1, 2, 3])
+    });
+
+    let named: &[&[i32]] = &[&[2, 3], &[3, 1]];
+    create(NewTopic::new("named", 2, TopicReplication::Variable(named))).expect("named");
+    let placed = replicas(&brokers[2], "named");
+    assert_eq!(placed[&0], vec![2, 3]);
+    assert_eq!(placed[&1], vec![3, 1]);
+    assert_eq!(
+        leaders(&brokers[0], "named"),
+        BTreeMap::from([(0, 2), (1, 3)])
+    );
+    let grow: &[&[i32]] = &[&[1, 2]];
+    let r = futures::executor::block_on(admin.create_partitions(
+        [&NewPartitions::new("named", 3).assign(grow)],
+        &clients::admin_opts(),
+    ))
+    .expect("CreatePartitions");
+    assert!(r[0].is_ok(), "{r:?}");
+    assert_eq!(replicas(&brokers[1], "named")[&2], vec![1, 2]);
+    // Records go through the named leaders and come back.
+    let records: Vec<TestRecord> = (0..3)
+        .map(|p| TestRecord::value(format!("named-{p}")).in_partition(p))
+        .collect();
+    assert_eq!(clients::produce(&all, "named", &records).len(), 3);
+
+    let unknown: &[&[i32]] = &[&[1, 9]];
+    let twice: &[&[i32]] = &[&[2, 2]];
+    for bad in [unknown, twice] {
+        let got = create(NewTopic::new("bad", 1, TopicReplication::Variable(bad)));
+        assert!(
+            matches!(got, Err((_, RDKafkaErrorCode::InvalidReplicaAssignment))),
+            "{bad:?}: {got:?}"
+        );
+    }
+    let got = create(NewTopic::new("bad", 1, TopicReplication::Fixed(4)));
+    assert!(
+        matches!(got, Err((_, RDKafkaErrorCode::InvalidReplicationFactor))),
+        "{got:?}"
+    );
+    let wrong_width: &[&[i32]] = &[&[1, 2, 3]];
+    let r = futures::executor::block_on(admin.create_partitions(
+        [&NewPartitions::new("named", 4).assign(wrong_width)],
+        &clients::admin_opts(),
+    ))
+    .expect("CreatePartitions");
+    assert!(
+        matches!(r[0], Err((_, RDKafkaErrorCode::InvalidReplicaAssignment))),
+        "{r:?}"
+    );
+
+    // First use creates a topic and the offsets topic with three replicas.
+    clients::produce(&all, "made-on-use", &[TestRecord::value("x")]);
+    assert!(replicas(&brokers[0], "made-on-use")
+        .values()
+        .all(|r| r.len() == 3));
+    let group = clients::consumer(&all, &[("group.id", "placement")]);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("named", 0, rdkafka::Offset::Offset(1))
+        .expect("offset");
+    group
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit");
+    let offsets = replicas(&brokers[1], "__consumer_offsets");
+    assert_eq!(offsets.len(), 50);
+    assert!(offsets.values().all(|r| r.len() == 3), "{offsets:?}");
+}
+
+/// The broker coordinating `group` (FindCoordinator, asked until a broker
+/// names one).
+fn coordinator_of(brokers: &[&Broker], group: &str) -> i32 {
+    use common::raw::RawConn;
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    let find = FindCoordinatorRequest::default().with_key(
+        kafka_protocol::protocol::StrBytes::from_string(group.to_string()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for b in brokers {
+            let r: FindCoordinatorResponse =
+                RawConn::connect(&b.bootstrap()).roundtrip(ApiKey::FindCoordinator, 3, &find);
+            if r.error_code == 0 {
+                return r.node_id.0;
+            }
+        }
+        assert!(Instant::now() < deadline, "no coordinator for {group}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Committed offsets of `group` on `topic`, summed over its partitions.
+fn committed_total(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    let c = clients::consumer(bootstrap, &[("group.id", group)]);
+    let mut asked = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        asked.add_partition(topic, p);
+    }
+    c.committed_offsets(asked, clients::OP_TIMEOUT)
+        .expect("committed offsets")
+        .elements()
+        .iter()
+        .filter_map(|e| e.offset().to_raw())
+        .filter(|o| *o >= 0)
+        .sum()
+}
+
+/// A group's coordinator is the leader of its `__consumer_offsets`
+/// partition (three replicas). With that broker killed, another broker
+/// takes the partition, loads the group from its copy of the log and
+/// serves it: the offsets committed before the kill are there, the
+/// consumer goes on to the end, and what it reads twice is at most what
+/// it had read after its last commit.
+#[test]
+fn a_group_keeps_consuming_while_its_coordinator_is_killed() {
+    use rdkafka::consumer::CommitMode;
+    let mut brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
+    let all = bootstrap(&brokers);
+    clients::create_replicated_topic(&all, "work", 3, 3, &[]);
+    wait_for(&brokers[0], "work", "every ISR full", |m| {
+        m.values().all(|(l, isr)| *l > 0 && isr == &vec![1, 2, 3])
+    });
+    let producer = clients::producer(&all, &[("enable.idempotence", "true"), ("acks", "all")]);
+    let records: Vec<TestRecord> = (0..3000)
+        .map(|i| TestRecord::value(format!("w-{i:05}")).in_partition(i % 3))
+        .collect();
+    assert_eq!(
+        clients::produce_all(&producer, "work", &records).len(),
+        3000
+    );
+
+    let group = clients::consumer(
+        &all,
+        &[
+            ("group.id", "failover"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.auto.commit", "false"),
+            ("session.timeout.ms", "30000"),
+            ("max.poll.interval.ms", "60000"),
+        ],
+    );
+    group.subscribe(&["work"]).expect("subscribe");
+    let mut read: Vec<(i32, i64)> = Vec::new();
+    let poll_until = |read: &mut Vec<(i32, i64)>, n: usize, within: Duration| {
+        let deadline = Instant::now() + within;
+        let mut distinct: std::collections::BTreeSet<(i32, i64)> = read.iter().copied().collect();
+        while distinct.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "read {} distinct of {n}",
+                distinct.len()
+            );
+            if let Some(m) = group.poll(Duration::from_millis(200)) {
+                let m = m.expect("message");
+                read.push((m.partition(), m.offset()));
+                distinct.insert((m.partition(), m.offset()));
+            }
+        }
+    };
+    // Commits the position after what was read of each partition.
+    let commit = |read: &[(i32, i64)]| {
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for (p, o) in read {
+            let n = next.entry(*p).or_default();
+            *n = (*n).max(o + 1);
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (p, o) in next {
+            tpl.add_partition_offset("work", p, rdkafka::Offset::Offset(o))
+                .expect("offset");
+        }
+        group.commit(&tpl, CommitMode::Sync)
+    };
+    poll_until(&mut read, 1000, Duration::from_secs(60));
+    commit(&read).expect("commit");
+    let committed_at = read.len();
+    let committed = committed_total(&all, "failover", "work", 3);
+    assert!(committed >= 1000, "committed {committed}");
+    poll_until(&mut read, 1200, Duration::from_secs(60));
+    let read_after_commit = read.len() - committed_at;
+
+    let offsets_isr = leaders_and_isr(&brokers[0], "__consumer_offsets");
+    assert!(
+        offsets_isr.values().all(|(_, isr)| isr.len() == 3),
+        "{offsets_isr:?}"
+    );
+    let coordinator = coordinator_of(&brokers.iter().collect::<Vec<_>>(), "failover");
+    brokers[(coordinator - 1) as usize].kill9();
+    // Brokers are numbered from 1 in order.
+    let alive: Vec<&Broker> = (1..=3)
+        .filter(|id| *id != coordinator)
+        .map(|id| &brokers[(id - 1) as usize])
+        .collect();
+    let up = alive
+        .iter()
+        .map(|b| b.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    // The commit made before the kill is at the new coordinator.
+    let new_coordinator = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let c = coordinator_of(&alive, "failover");
+            if c != coordinator {
+                break c;
+            }
+            assert!(Instant::now() < deadline, "the coordinator never moved");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert_eq!(committed_total(&up, "failover", "work", 3), committed);
+
+    poll_until(&mut read, 3000, Duration::from_secs(120));
+    let distinct: std::collections::BTreeSet<(i32, i64)> = read.iter().copied().collect();
+    let reread = read.len() - distinct.len();
+    println!(
+        "coordinator {coordinator} killed, {new_coordinator} took over: read {} records, {} distinct, {reread} read twice ({read_after_commit} read after the last commit)",
+        read.len(),
+        distinct.len()
+    );
+    assert_eq!(distinct.len(), 3000);
+    assert!(
+        reread <= read_after_commit,
+        "read {reread} twice; only {read_after_commit} were read after the last commit"
+    );
+    // Commits go on at the new coordinator.
+    commit(&read).expect("commit after the move");
+    assert_eq!(committed_total(&up, "failover", "work", 3), 3000);
 }

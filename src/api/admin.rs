@@ -40,14 +40,74 @@ fn err(code: Code, msg: impl Into<String>) -> AdminError {
     (code.code(), msg.into())
 }
 
+/// The Kafka error of a topic change the quorum refused.
+fn refused(result: CommandResult) -> AdminError {
+    match result {
+        CommandResult::UnknownTopic => err(Code::UnknownTopicOrPartition, "unknown topic"),
+        CommandResult::TopicAlreadyExists => err(Code::TopicAlreadyExists, "topic already exists"),
+        CommandResult::InvalidPartitions { reason } => err(Code::InvalidPartitions, reason),
+        CommandResult::InvalidReplicationFactor { reason } => {
+            err(Code::InvalidReplicationFactor, reason)
+        }
+        CommandResult::InvalidReplicaAssignment { reason } => {
+            err(Code::InvalidReplicaAssignment, reason)
+        }
+        CommandResult::InvalidTopic { reason } => err(Code::InvalidTopicException, reason),
+        CommandResult::InvalidRequest { reason } => err(Code::InvalidRequest, reason),
+        other => err(Code::UnknownServerError, format!("{other:?}")),
+    }
+}
+
 /// A topic to create, after request parsing.
 pub struct NewTopic {
     /// Set when restoring: the id the topic had (its tier paths use it).
     pub id: Option<Uuid>,
     pub name: String,
     pub partitions: i32,
+    /// -1: the default (`default.replication.factor`, else min(3, running
+    /// brokers)).
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
+    /// Explicit replicas, one list per partition (then `partitions` is
+    /// their count and `replication_factor` the lists' length).
+    pub assignments: Option<Vec<Vec<i32>>>,
+}
+
+impl NewTopic {
+    /// Its replication factor as the quorum is asked for it: a default
+    /// resolved from `default.replication.factor` where set (else left to
+    /// the quorum); 1 while replication between brokers is off.
+    fn replication_factor(&self, broker: &Broker) -> i16 {
+        match self.replication_factor {
+            -1 if !broker.config.unstable_replication => 1,
+            -1 => broker.config.default_replication_factor.unwrap_or(-1),
+            rf => rf,
+        }
+    }
+
+    /// The replication factor the topic would get now.
+    fn planned_replication_factor(&self, broker: &Broker) -> i16 {
+        if let Some(a) = &self.assignments {
+            return a.first().map_or(0, |r| r.len() as i16);
+        }
+        match self.replication_factor {
+            -1 => default_replication_factor(broker),
+            rf => rf,
+        }
+    }
+}
+
+/// The replication factor of a topic created without one now:
+/// `default.replication.factor`, else min(3, running brokers) (1 while
+/// replication between brokers is off).
+pub fn default_replication_factor(broker: &Broker) -> i16 {
+    if !broker.config.unstable_replication {
+        return 1;
+    }
+    broker.config.default_replication_factor.unwrap_or_else(|| {
+        let live = broker.view().live_brokers().len();
+        live.clamp(1, crate::metadata::DEFAULT_REPLICATION_FACTOR) as i16
+    })
 }
 
 /// Partitions a request adds, checked against `--max-partitions-per-request`
@@ -138,16 +198,37 @@ pub fn check_new_topic(broker: &Broker, t: &NewTopic) -> Result<(), AdminError> 
             ),
         ));
     }
-    // Each partition has one replica, its leader, until partitions are
-    // replicated between brokers.
-    if t.replication_factor != 1 && !broker.config.unstable_replication {
+    let rf = t.replication_factor(broker);
+    // Each partition has one replica, its leader, unless replication
+    // between brokers is on.
+    if rf != 1 && rf != -1 && !broker.config.unstable_replication {
         return Err(err(
             Code::InvalidReplicationFactor,
             format!(
-                "replication factor must be 1: partitions are not replicated between brokers. replication_factor={}",
-                t.replication_factor
+                "replication factor must be 1: partitions are not replicated between brokers. replication_factor={rf}"
             ),
         ));
+    }
+    let view = broker.view();
+    match &t.assignments {
+        Some(a) => {
+            if let Err(CommandResult::InvalidReplicaAssignment { reason }) =
+                view.explicit_partitions(a, None)
+            {
+                return Err(err(Code::InvalidReplicaAssignment, reason));
+            }
+        }
+        None => {
+            let live = view.live_brokers().len();
+            if rf < -1 || rf == 0 || usize::from(rf.unsigned_abs()) > live && rf != -1 {
+                return Err(err(
+                    Code::InvalidReplicationFactor,
+                    format!(
+                        "replication factor must be between 1 and the running brokers. replication_factor={rf}, brokers={live}"
+                    ),
+                ));
+            }
+        }
     }
     for (k, v) in &t.configs {
         validate_topic_config(k, v).map_err(|m| err(Code::InvalidConfig, m))?;
@@ -164,8 +245,9 @@ pub async fn create_topic(broker: &Broker, t: NewTopic) -> Result<TopicInfo, Adm
             name: t.name.clone(),
             id: t.id.unwrap_or_else(Uuid::new_v4),
             partitions: t.partitions,
-            replication_factor: t.replication_factor,
+            replication_factor: t.replication_factor(broker),
             configs: t.configs,
+            assignments: t.assignments,
         })
         .await
         .map_err(|e| err(Code::NotController, e.to_string()))?;
@@ -177,7 +259,7 @@ pub async fn create_topic(broker: &Broker, t: NewTopic) -> Result<TopicInfo, Adm
                 format!("topic already exists. topic={}", t.name),
             ))
         }
-        other => return Err(err(Code::InvalidRequest, format!("{other:?}"))),
+        other => return Err(refused(other)),
     }
     broker
         .reconcile()
@@ -338,8 +420,9 @@ pub async fn auto_create(broker: &Broker, name: &str) -> Result<TopicInfo, Admin
         id: None,
         name: name.to_string(),
         partitions: broker.config.num_partitions,
-        replication_factor: 1,
+        replication_factor: -1,
         configs: BTreeMap::new(),
+        assignments: None,
     };
     match create_topic(broker, t).await {
         // Lost a race with another creator: use theirs.
@@ -379,53 +462,49 @@ pub async fn create_topics(
                 }
             }
         }
-        let (partitions, replication_factor) = if !ct.assignments.is_empty() {
+        let mut assignments = None;
+        let partitions = if ct.assignments.is_empty() {
+            if ct.num_partitions == -1 {
+                broker.config.num_partitions
+            } else {
+                ct.num_partitions
+            }
+        } else {
             if ct.num_partitions != -1 || ct.replication_factor != -1 {
                 config_error.get_or_insert(err(
                     Code::InvalidRequest,
                     "both replica assignments and partitions/replication factor were given",
                 ));
             }
-            let rf = ct.assignments[0].broker_ids.len() as i16;
-            let known = broker.view();
-            if let Some(bad) = ct
-                .assignments
-                .iter()
-                .flat_map(|a| a.broker_ids.iter())
-                .find(|b| !known.brokers.contains_key(&b.0))
+            let mut a: Vec<_> = ct.assignments.iter().collect();
+            a.sort_by_key(|a| a.partition_index);
+            if a.iter()
+                .enumerate()
+                .any(|(i, a)| a.partition_index != i as i32)
             {
                 config_error.get_or_insert(err(
                     Code::InvalidReplicaAssignment,
-                    format!("unknown broker in replica assignment. broker={}", bad.0),
+                    "replica assignments must name partitions 0 to n-1, each once",
                 ));
             }
-            if known.brokers.len() > 1 {
-                config_error.get_or_insert(err(
-                    Code::InvalidReplicaAssignment,
-                    "explicit replica assignments are not taken in a cluster of several brokers; partitions are spread over the brokers",
-                ));
-            }
-            (ct.assignments.len() as i32, rf)
-        } else {
-            (
-                if ct.num_partitions == -1 {
-                    broker.config.num_partitions
-                } else {
-                    ct.num_partitions
-                },
-                if ct.replication_factor == -1 {
-                    1
-                } else {
-                    ct.replication_factor
-                },
-            )
+            assignments = Some(
+                a.iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect::<Vec<Vec<i32>>>(),
+            );
+            a.len() as i32
         };
         let mut new = NewTopic {
             id: None,
             name: name.clone(),
             partitions,
-            replication_factor,
+            replication_factor: if assignments.is_some() {
+                -1
+            } else {
+                ct.replication_factor
+            },
             configs,
+            assignments,
         };
         if config_error.is_none() {
             if let Err(e) = plan_restore(broker, &mut new, ct.num_partitions).await {
@@ -437,6 +516,7 @@ pub async fn create_topics(
                 config_error = Some(e);
             }
         }
+        let planned = (new.partitions, new.planned_replication_factor(broker));
         let outcome = match config_error {
             Some(e) => Err(e),
             None if req.validate_only => check_new_topic(broker, &new).map(|_| None),
@@ -445,6 +525,14 @@ pub async fn create_topics(
         let mut r = CreatableTopicResult::default().with_name(ct.name.clone());
         match outcome {
             Ok(created) => {
+                // What the topic got (validate_only: what it asked for).
+                let (partitions, replication_factor) = match &created {
+                    Some(t) => (
+                        t.partitions.len() as i32,
+                        t.partitions.first().map_or(0, |p| p.replicas.len() as i16),
+                    ),
+                    None => planned,
+                };
                 r.num_partitions = partitions;
                 r.replication_factor = replication_factor;
                 if let Some(t) = &created {
@@ -630,6 +718,11 @@ pub async fn create_partitions(
                 .propose(Command::CreatePartitions {
                     name: name.clone(),
                     total_count: t.count,
+                    assignments: t.assignments.as_ref().map(|a| {
+                        a.iter()
+                            .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                            .collect()
+                    }),
                 })
                 .await
             {
@@ -637,13 +730,7 @@ pub async fn create_partitions(
                     changed = true;
                     Ok(())
                 }
-                Ok(CommandResult::InvalidPartitions { reason }) => {
-                    Err(err(Code::InvalidPartitions, reason))
-                }
-                Ok(CommandResult::UnknownTopic) => {
-                    Err(err(Code::UnknownTopicOrPartition, "unknown topic"))
-                }
-                Ok(other) => Err(err(Code::UnknownServerError, format!("{other:?}"))),
+                Ok(other) => Err(refused(other)),
                 Err(e) => Err(err(Code::NotController, e.to_string())),
             },
         };

@@ -45,10 +45,12 @@ fn config_type(key: &str) -> i8 {
         | "max.message.bytes"
         | "min.insync.replicas"
         | "num.partitions"
+        | "default.replication.factor"
         | "node.id"
         | "socket.request.max.bytes"
         | "message.max.bytes" => 3,
         "auto.create.topics.enable" => 1,
+        "offsets.topic.replication.factor" => 4,
         _ => 5,
     }
 }
@@ -90,6 +92,14 @@ fn broker_configs(broker: &Broker) -> BTreeMap<String, String> {
         c.auto_create_topics.to_string(),
     );
     m.insert("num.partitions".into(), c.num_partitions.to_string());
+    m.insert(
+        "default.replication.factor".into(),
+        super::admin::default_replication_factor(broker).to_string(),
+    );
+    m.insert(
+        "offsets.topic.replication.factor".into(),
+        c.offsets_topic_replication_factor.to_string(),
+    );
     m.insert(
         "socket.request.max.bytes".into(),
         c.socket_request_max_bytes.to_string(),

@@ -122,7 +122,13 @@ pub async fn find_coordinator(
             return Err((Code::CoordinatorNotAvailable.code(), Some(e.to_string())));
         }
         match broker.group_coordinator(key) {
-            Some(b) if b.node_id == broker.node_id() && !broker.groups.is_loaded() => {
+            Some(b)
+                if b.node_id == broker.node_id()
+                    && matches!(
+                        broker.groups.serving(key),
+                        Err(crate::group::GroupError::LoadInProgress)
+                    ) =>
+            {
                 Err((Code::CoordinatorLoadInProgress.code(), None))
             }
             Some(b) => Ok((b.node_id, b.host, b.port)),

@@ -16,7 +16,7 @@ use crate::group::records::{encode_batch, partition_for, KeyValue, OFFSETS_TOPIC
 use crate::group::{Coordinator, GroupConfig, GroupError};
 use crate::log::batch::BatchError;
 use crate::metadata::{Command, CommandResult};
-use crate::partition::{Partition, PartitionError, ReadData, ReadMode};
+use crate::partition::{Partition, PartitionError, ReadData};
 
 /// How much of a partition one replay step reads.
 const READ_CHUNK: usize = 1 << 20;
@@ -65,16 +65,55 @@ impl Broker {
     }
 
     /// Tells the group coordinator which offsets partitions this broker
-    /// leads (after every change of the metadata view).
+    /// leads, each at its leader epoch (after every reconciliation, once
+    /// the local replicas took their roles: a partition is the
+    /// coordinator's only once this broker leads it at the view's epoch,
+    /// so its log no longer moves under a load).
     pub(crate) fn update_group_ownership(&self) {
         let view = self.view();
         let ownership = view.topic(OFFSETS_TOPIC).map(|t| {
-            let led = (0..t.partitions.len() as i32)
-                .filter(|i| self.leads_offsets_partition(t, *i))
+            let led = t
+                .partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, info)| info.leader == self.node_id())
+                .filter_map(|(i, info)| {
+                    let p = self.partition(t.id, i as i32)?;
+                    (p.is_leader() && p.leader_epoch() == info.leader_epoch)
+                        .then_some((i as i32, info.leader_epoch))
+                })
                 .collect();
             (t.partitions.len() as i32, led)
         });
         self.groups.set_ownership(ownership);
+    }
+
+    /// `offsets.topic.replication.factor` capped at the cluster's size (its
+    /// voters or its registered brokers, whichever are more, so a cluster
+    /// still starting does not create a topic of one replica); refused
+    /// while fewer brokers run (clients retry FindCoordinator).
+    fn offsets_topic_replication_factor(&self) -> Result<i16, GroupError> {
+        if !self.config.unstable_replication {
+            return Ok(1);
+        }
+        let view = self.view();
+        let voters = self
+            .config
+            .controller
+            .as_ref()
+            .map_or(1, |c| c.voters.len());
+        let cluster = view.brokers.len().max(voters);
+        let rf =
+            usize::from(self.config.offsets_topic_replication_factor.unsigned_abs()).min(cluster);
+        let running = view.live_brokers().len();
+        if running < rf {
+            return Err(GroupError::OffsetsTopicUnavailable {
+                message: format!(
+                    "the offsets topic is created once {rf} brokers run (offsets.topic.replication.factor, capped at the cluster's brokers). running={running}"
+                ),
+            });
+        }
+        Ok(rf as i16)
     }
 
     fn offsets_partition_by_index(&self, index: i32) -> Option<Arc<Partition>> {
@@ -111,6 +150,7 @@ impl GroupLog for Broker {
         }
         let unavailable = |message: String| GroupError::OffsetsTopicUnavailable { message };
         if self.view().topic(OFFSETS_TOPIC).is_none() {
+            let replication_factor = self.offsets_topic_replication_factor()?;
             let cfg = GroupConfig::from_broker(&self.config);
             let configs: BTreeMap<String, String> = [
                 ("retention.ms", "-1".to_string()),
@@ -125,8 +165,9 @@ impl GroupLog for Broker {
                     name: OFFSETS_TOPIC.to_string(),
                     id: Uuid::new_v4(),
                     partitions: cfg.offsets_topic_partitions,
-                    replication_factor: 1,
+                    replication_factor,
                     configs,
+                    assignments: None,
                 })
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
@@ -183,7 +224,9 @@ impl GroupLog for Broker {
             .ok_or_else(|| GroupError::OffsetsTopicUnavailable {
                 message: format!("partition is not open. partition={}", appended.partition),
             })?;
-        p.wait_durable(appended.end_offset)
+        // Committed on every in-sync replica (a commit survives its
+        // coordinator's broker), or durable where there is one replica.
+        p.wait_committed(appended.end_offset)
             .await
             .map_err(|source| GroupError::Storage {
                 partition: appended.partition,
@@ -216,19 +259,21 @@ impl GroupLog for Broker {
                 message: format!("partition is not open. partition={partition}"),
             }
         })?;
-        let offset = offset.max(p.log_start_offset());
-        if offset >= p.high_watermark() {
+        // Up to the log end, not the high watermark: a new leader keeps
+        // every record it has, and its followers catch up to them.
+        let offset = offset.max(p.local_log_start_offset());
+        if offset >= p.log_end_offset() {
             return Ok(None);
         }
-        let read = p
-            .read(offset, READ_CHUNK, ReadMode::Bytes)
-            .map_err(|source| GroupError::Storage {
-                partition,
-                source: Box::new(source),
-            })?;
+        let read =
+            p.read_for_follower(offset, READ_CHUNK)
+                .map_err(|source| GroupError::Storage {
+                    partition,
+                    source: Box::new(source),
+                })?;
         match read.data {
             ReadData::Bytes(data) => Ok(decode_records(data, offset)),
-            // The offsets topic stays local; nothing of it is in the tier.
+            // Internal topics stay local; nothing of them is in the tier.
             ReadData::File { .. } | ReadData::InTier => Ok(None),
         }
     }

@@ -73,6 +73,48 @@ pub struct GroupListing {
 /// Committed offsets of one topic, as OffsetFetch returns them.
 pub type TopicOffsets = (String, Vec<(i32, Option<OffsetValue>)>);
 
+/// How long a failed load of an offsets partition waits before it is
+/// tried again.
+const LOAD_RETRY: Duration = Duration::from_secs(1);
+
+/// The offsets partitions this node leads.
+#[derive(Debug, Default)]
+struct Ownership {
+    /// Partitions of the offsets topic; None while it does not exist
+    /// (any node may then create it).
+    count: Option<i32>,
+    /// Led partitions by index.
+    led: HashMap<i32, Led>,
+}
+
+/// An offsets partition this node leads, at a leader epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Led {
+    epoch: i32,
+    /// Its groups are in memory.
+    loaded: bool,
+}
+
+impl Ownership {
+    /// Whether this node serves `group_id` now: NOT_COORDINATOR when
+    /// another node leads its partition, COORDINATOR_LOAD_IN_PROGRESS
+    /// while the partition loads.
+    fn check(&self, group_id: &str) -> Result<(), GroupError> {
+        let Some(count) = self.count else {
+            return Ok(());
+        };
+        match self.led.get(&partition_for(group_id, count)) {
+            None => Err(GroupError::NotCoordinator),
+            Some(l) if !l.loaded => Err(GroupError::LoadInProgress),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.led.values().any(|l| !l.loaded)
+    }
+}
+
 /// What [`Coordinator::load`] found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LoadStats {
@@ -98,9 +140,11 @@ pub struct Coordinator {
     closed: AtomicBool,
     /// Serialises the creation of the offsets topic.
     topic_creation: tokio::sync::Mutex<()>,
-    /// The offsets topic's partition count and the partitions this node
-    /// leads ([`Coordinator::set_ownership`]).
-    ownership: std::sync::RwLock<Option<(i32, std::collections::HashSet<i32>)>>,
+    /// The offsets partitions this node leads, each loaded or not
+    /// ([`Coordinator::set_ownership`]).
+    ownership: std::sync::RwLock<Ownership>,
+    /// One partition load at a time.
+    loading: tokio::sync::Mutex<()>,
     /// Wall clock at a tokio instant: `now()` derives the wall clock from
     /// tokio's clock, so paused-time tests see both move together.
     epoch: (tokio::time::Instant, i64),
@@ -116,7 +160,8 @@ impl Coordinator {
             loaded: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             topic_creation: tokio::sync::Mutex::new(()),
-            ownership: std::sync::RwLock::new(None),
+            ownership: std::sync::RwLock::new(Ownership::default()),
+            loading: tokio::sync::Mutex::new(()),
             epoch: (tokio::time::Instant::now(), wall_clock()),
         }
     }
@@ -133,6 +178,12 @@ impl Coordinator {
             at: at.into_std(),
             wall_ms: self.epoch.1 + since.as_millis() as i64,
         }
+    }
+
+    /// Whether this node serves `group_id` now (FindCoordinator asks):
+    /// COORDINATOR_LOAD_IN_PROGRESS while it loads the group's partition.
+    pub fn serving(&self, group_id: &str) -> Result<(), GroupError> {
+        self.check_open_for(group_id)
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -158,28 +209,88 @@ impl Coordinator {
     }
 
     fn check_owner(&self, group_id: &str) -> Result<(), GroupError> {
-        let ownership = self.ownership.read().unwrap_or_else(|e| e.into_inner());
-        match &*ownership {
-            Some((count, led)) if !led.contains(&partition_for(group_id, *count)) => {
-                Err(GroupError::NotCoordinator)
+        self.ownership().check(group_id)
+    }
+
+    fn ownership(&self) -> std::sync::RwLockReadGuard<'_, Ownership> {
+        self.ownership.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Which partitions of the offsets topic (of `count`) this node leads,
+    /// each with its leader epoch: it coordinates the groups that map to
+    /// them. `None` while the topic does not exist. A partition it no
+    /// longer leads (or leads at another epoch) drops its groups from
+    /// memory, their parked requests answered NOT_COORDINATOR; one it
+    /// newly leads answers COORDINATOR_LOAD_IN_PROGRESS until
+    /// [`Coordinator::load_pending`] has replayed it.
+    pub fn set_ownership(&self, ownership: Option<(i32, HashMap<i32, i32>)>) {
+        let (dropped, pending) = {
+            let mut o = self.ownership.write().unwrap_or_else(|e| e.into_inner());
+            let (count, led) = ownership.unwrap_or_default();
+            let old_count = o.count;
+            o.count = (count > 0).then_some(count);
+            let lost: Vec<i32> = o
+                .led
+                .iter()
+                .filter(|(p, l)| led.get(p) != Some(&l.epoch) || old_count != o.count)
+                .map(|(p, _)| *p)
+                .collect();
+            for p in &lost {
+                o.led.remove(p);
             }
-            _ => Ok(()),
+            let mut pending = false;
+            for (p, epoch) in led {
+                o.led.entry(p).or_insert_with(|| {
+                    pending = true;
+                    Led {
+                        epoch,
+                        loaded: false,
+                    }
+                });
+            }
+            // Taken out of the map under the ownership lock, so a load
+            // of the partition's next term cannot be installed first.
+            let dropped: Vec<(String, Arc<Slot>)> = match old_count {
+                Some(old) if !lost.is_empty() => {
+                    let mut map = self.map();
+                    let ids: Vec<String> = map
+                        .keys()
+                        .filter(|g| lost.contains(&partition_for(g, old)))
+                        .cloned()
+                        .collect();
+                    ids.into_iter()
+                        .filter_map(|g| map.remove(&g).map(|s| (g, s)))
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            (dropped, pending)
+        };
+        for (group_id, slot) in dropped {
+            let mut inner = slot.lock();
+            for (_, w) in inner.waiters.drain() {
+                match w {
+                    Waiter::Join(tx) => drop(tx.send(Err(GroupError::NotCoordinator))),
+                    Waiter::Sync(tx) => drop(tx.send(Err(GroupError::NotCoordinator))),
+                }
+            }
+            tracing::info!(group = %group_id, "group moved to another coordinator");
+        }
+        if pending {
+            self.timer.notify_one();
         }
     }
 
-    /// Which partitions of the offsets topic (of `count`) this node leads:
-    /// it coordinates the groups that map to them. `None` while the topic
-    /// does not exist.
-    pub fn set_ownership(&self, ownership: Option<(i32, std::collections::HashSet<i32>)>) {
-        *self.ownership.write().unwrap_or_else(|e| e.into_inner()) = ownership;
-    }
-
     /// Makes sure the offsets topic exists, one creation at a time, and
-    /// that this node coordinates `group_id` once it does.
+    /// that this node coordinates `group_id` once it does (a partition it
+    /// has just started to lead is loaded first).
     async fn ensure_topic<L: GroupLog>(&self, log: &L, group_id: &str) -> Result<(), GroupError> {
         {
             let _creating = self.topic_creation.lock().await;
             log.ensure_topic().await?;
+        }
+        if self.ownership().has_pending() {
+            self.load_pending(log).await?;
         }
         self.check_owner(group_id)
     }
@@ -434,6 +545,9 @@ impl Coordinator {
         let mut out: Vec<GroupListing> = self
             .slots()
             .into_iter()
+            // Only groups this node serves (a request that raced a move
+            // of its partition may have left one behind).
+            .filter(|(id, _)| self.check_owner(id).is_ok())
             .filter_map(|(id, s)| {
                 let inner = s.lock();
                 let g = &inner.group;
@@ -470,38 +584,102 @@ impl Coordinator {
         next
     }
 
-    /// Replays `__consumer_offsets` into memory; the coordinator serves
-    /// requests only afterwards.
+    /// Replays the offsets partitions this node leads into memory (see
+    /// [`Coordinator::load_pending`]); the coordinator serves requests
+    /// only afterwards.
     pub async fn load<L: GroupLog>(&self, log: &L) -> Result<LoadStats, GroupError> {
-        let now = self.now();
-        let mut groups: HashMap<String, Group> = HashMap::new();
-        let mut stats = LoadStats::default();
-        for partition in 0..log.partitions() {
-            let mut offset = 0;
-            while let Some((records, next)) = log.read(partition, offset)? {
-                for (key, value) in records {
-                    stats.records += 1;
-                    if let Err(e) = replay(&mut groups, &key, value.as_ref(), now) {
-                        stats.skipped += 1;
-                        tracing::warn!(partition, error = %e, "skipping an unreadable __consumer_offsets record");
-                    }
+        let stats = self.load_pending(log).await?;
+        self.loaded.store(true, Ordering::Release);
+        self.timer.notify_one();
+        Ok(stats)
+    }
+
+    /// Replays every offsets partition this node leads and has not loaded
+    /// yet, one at a time: the groups of each are served once it is in
+    /// memory. A partition whose read fails stays pending (the timers
+    /// retry); the first failure is returned after the others loaded.
+    pub async fn load_pending<L: GroupLog>(&self, log: &L) -> Result<LoadStats, GroupError> {
+        let _one = self.loading.lock().await;
+        let mut total = LoadStats::default();
+        let mut first_error = None;
+        let pending: Vec<(i32, i32)> = self
+            .ownership()
+            .led
+            .iter()
+            .filter(|(_, l)| !l.loaded)
+            .map(|(p, l)| (*p, l.epoch))
+            .collect();
+        for (partition, epoch) in pending {
+            let started = std::time::Instant::now();
+            let (groups, stats) = match self.replay_partition(log, partition).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "cannot load consumer groups of an offsets partition");
+                    first_error.get_or_insert(e);
+                    continue;
                 }
-                offset = next;
-                tokio::task::yield_now().await;
-            }
-        }
-        groups.retain(|_, g| !(g.is_removable() && g.generation() == 0));
-        stats.groups = groups.len();
-        stats.offsets = groups.values().map(|g| g.offsets().len()).sum();
-        {
+            };
+            let mut o = self.ownership.write().unwrap_or_else(|e| e.into_inner());
+            let Some(led) = o
+                .led
+                .get_mut(&partition)
+                .filter(|l| l.epoch == epoch && !l.loaded)
+            else {
+                // Lost (or moved to a newer term) while it loaded.
+                continue;
+            };
+            led.loaded = true;
             let mut map = self.map();
             for (id, g) in groups {
                 map.insert(id, Slot::new(g));
             }
+            drop(map);
+            drop(o);
+            tracing::info!(
+                partition,
+                leader_epoch = epoch,
+                groups = stats.groups,
+                offsets = stats.offsets,
+                records = stats.records,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "loaded consumer groups of an offsets partition"
+            );
+            total.records += stats.records;
+            total.groups += stats.groups;
+            total.offsets += stats.offsets;
+            total.skipped += stats.skipped;
         }
-        self.loaded.store(true, Ordering::Release);
-        self.timer.notify_one();
-        Ok(stats)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
+    /// The groups recorded in one offsets partition.
+    async fn replay_partition<L: GroupLog>(
+        &self,
+        log: &L,
+        partition: i32,
+    ) -> Result<(HashMap<String, Group>, LoadStats), GroupError> {
+        let now = self.now();
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut stats = LoadStats::default();
+        let mut offset = 0;
+        while let Some((records, next)) = log.read(partition, offset)? {
+            for (key, value) in records {
+                stats.records += 1;
+                if let Err(e) = replay(&mut groups, &key, value.as_ref(), now) {
+                    stats.skipped += 1;
+                    tracing::warn!(partition, error = %e, "skipping an unreadable __consumer_offsets record");
+                }
+            }
+            offset = next;
+            tokio::task::yield_now().await;
+        }
+        groups.retain(|_, g| !(g.is_removable() && g.generation() == 0));
+        stats.groups = groups.len();
+        stats.offsets = groups.values().map(|g| g.offsets().len()).sum();
+        Ok((groups, stats))
     }
 
     /// Answers every parked request with NOT_COORDINATOR and refuses new ones.
@@ -539,10 +717,24 @@ impl Coordinator {
                     std::future::pending::<()>().await;
                 }
             };
+            // Offsets partitions this node started to lead; one that
+            // cannot be read yet is tried again a second later.
+            let mut retry = None;
+            if self.is_loaded()
+                && !self.closed.load(Ordering::Acquire)
+                && self.ownership().has_pending()
+                && self.load_pending(log).await.is_err()
+            {
+                retry = Some(std::time::Instant::now() + LOAD_RETRY);
+            }
             let next = if self.is_loaded() {
                 self.tick_all(log)
             } else {
                 None
+            };
+            let next = match (next, retry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             let sleep = match next {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)),

@@ -12,6 +12,10 @@ use super::{BrokerInfo, ClusterView, Command, CommandResult, PartitionInfo, Topi
 /// command that would allocate without bound on every replica, forever.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
 
+/// The replication factor of a topic created without one, at most: each
+/// partition on min(3, running brokers) brokers.
+pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
+
 /// Longest legal topic name (Kafka's limit).
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
@@ -31,11 +35,21 @@ impl ClusterView {
                 partitions,
                 replication_factor,
                 configs,
-            } => self.create_topic(name, *id, *partitions, *replication_factor, configs),
+                assignments,
+            } => self.create_topic(
+                name,
+                *id,
+                *partitions,
+                *replication_factor,
+                configs,
+                assignments.as_deref(),
+            ),
             Command::DeleteTopic { id } => self.delete_topic(*id),
-            Command::CreatePartitions { name, total_count } => {
-                self.create_partitions(name, *total_count)
-            }
+            Command::CreatePartitions {
+                name,
+                total_count,
+                assignments,
+            } => self.create_partitions(name, *total_count, assignments.as_deref()),
             Command::AlterTopicConfigs {
                 name,
                 set,
@@ -201,7 +215,7 @@ impl ClusterView {
     }
 
     /// Registered brokers that are not fenced, by id: where new replicas go.
-    fn live_brokers(&self) -> Vec<i32> {
+    pub fn live_brokers(&self) -> Vec<i32> {
         self.brokers
             .keys()
             .filter(|b| !self.fenced.contains(b))
@@ -216,6 +230,7 @@ impl ClusterView {
         partitions: i32,
         replication_factor: i16,
         configs: &BTreeMap<String, String>,
+        assignments: Option<&[Vec<i32>]>,
     ) -> CommandResult {
         if let Err(reason) = validate_topic_name(name) {
             return CommandResult::InvalidTopic { reason };
@@ -233,21 +248,29 @@ impl ClusterView {
         if id.is_nil() {
             return invalid_request(format!("topic id must not be nil. name={name}"));
         }
-        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
-            return CommandResult::InvalidPartitions {
-                reason: format!(
-                    "number of partitions out of range. partitions={partitions}, min=1, max={MAX_PARTITIONS_PER_TOPIC}"
-                ),
-            };
-        }
-        let rf = match self.replication_factor(replication_factor) {
-            Ok(rf) => rf,
-            Err(result) => return result,
+        let partitions = match assignments {
+            Some(a) => match self.explicit_partitions(a, None) {
+                Ok(placed) => placed,
+                Err(result) => return result,
+            },
+            None => {
+                if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
+                    return CommandResult::InvalidPartitions {
+                        reason: format!(
+                            "number of partitions out of range. partitions={partitions}, min=1, max={MAX_PARTITIONS_PER_TOPIC}"
+                        ),
+                    };
+                }
+                let rf = match self.replication_factor(replication_factor) {
+                    Ok(rf) => rf,
+                    Err(result) => return result,
+                };
+                let brokers = self.live_brokers();
+                (0..partitions)
+                    .map(|p| assign_partition(&brokers, id, p, rf))
+                    .collect()
+            }
         };
-        let brokers = self.live_brokers();
-        let partitions = (0..partitions)
-            .map(|p| assign_partition(&brokers, id, p, rf))
-            .collect();
         self.topics.insert(
             name.to_string(),
             TopicInfo {
@@ -261,8 +284,15 @@ impl ClusterView {
         CommandResult::Ok
     }
 
-    /// Checks a requested replication factor against the registered brokers.
+    /// Checks a requested replication factor against the running brokers;
+    /// -1 is the default, min(3, running brokers).
     fn replication_factor(&self, requested: i16) -> Result<usize, CommandResult> {
+        if requested == -1 {
+            return Ok(self
+                .live_brokers()
+                .len()
+                .clamp(1, DEFAULT_REPLICATION_FACTOR));
+        }
         if requested < 1 {
             return Err(CommandResult::InvalidReplicationFactor {
                 reason: format!(
@@ -302,7 +332,12 @@ impl ClusterView {
         }
     }
 
-    fn create_partitions(&mut self, name: &str, total_count: i32) -> CommandResult {
+    fn create_partitions(
+        &mut self,
+        name: &str,
+        total_count: i32,
+        assignments: Option<&[Vec<i32>]>,
+    ) -> CommandResult {
         let Some(topic) = self.topics.get(name) else {
             return CommandResult::UnknownTopic;
         };
@@ -330,25 +365,101 @@ impl ClusterView {
             };
         }
         let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
-        let brokers = self.live_brokers();
-        if rf > brokers.len() {
-            return CommandResult::InvalidReplicationFactor {
-                reason: format!(
-                    "replication factor larger than the running brokers. name={name}, replication_factor={rf}, brokers={}",
-                    brokers.len()
-                ),
-            };
-        }
         let id = topic.id;
         // `current` and `total_count` are both <= MAX_PARTITIONS_PER_TOPIC.
         let first_new = i32::try_from(current).unwrap_or(i32::MAX);
-        let added: Vec<PartitionInfo> = (first_new..total_count)
-            .map(|p| assign_partition(&brokers, id, p, rf))
-            .collect();
+        let added: Vec<PartitionInfo> = match assignments {
+            Some(a) if a.len() != requested - current => {
+                return CommandResult::InvalidReplicaAssignment {
+                    reason: format!(
+                        "the assignments must name exactly the new partitions. name={name}, new_partitions={}, assignments={}",
+                        requested - current,
+                        a.len()
+                    ),
+                }
+            }
+            Some(a) => match self.explicit_partitions(a, Some(rf)) {
+                Ok(placed) => placed,
+                Err(result) => return result,
+            },
+            None => {
+                let brokers = self.live_brokers();
+                if rf > brokers.len() {
+                    return CommandResult::InvalidReplicationFactor {
+                        reason: format!(
+                            "replication factor larger than the running brokers. name={name}, replication_factor={rf}, brokers={}",
+                            brokers.len()
+                        ),
+                    };
+                }
+                (first_new..total_count)
+                    .map(|p| assign_partition(&brokers, id, p, rf))
+                    .collect()
+            }
+        };
         if let Some(topic) = self.topics.get_mut(name) {
             topic.partitions.extend(added);
         }
         CommandResult::Ok
+    }
+
+    /// Partitions placed as explicit replica assignments name them (Kafka's
+    /// rules): at least one partition, each on registered brokers without
+    /// repeats, all with the same number of replicas (`rf` when the topic
+    /// already has one), and at least one running replica to lead.
+    pub fn explicit_partitions(
+        &self,
+        assignments: &[Vec<i32>],
+        rf: Option<usize>,
+    ) -> Result<Vec<PartitionInfo>, CommandResult> {
+        let bad = |reason: String| Err(CommandResult::InvalidReplicaAssignment { reason });
+        if assignments.is_empty() || assignments.len() > MAX_PARTITIONS_PER_TOPIC as usize {
+            return bad(format!(
+                "the assignments must name between 1 and {MAX_PARTITIONS_PER_TOPIC} partitions. partitions={}",
+                assignments.len()
+            ));
+        }
+        let rf = rf.unwrap_or(assignments[0].len());
+        let mut placed = Vec::with_capacity(assignments.len());
+        for (i, replicas) in assignments.iter().enumerate() {
+            if replicas.is_empty() || replicas.len() != rf {
+                return bad(format!(
+                    "every partition needs the same number of replicas. partition={i}, replicas={}, replication_factor={rf}",
+                    replicas.len()
+                ));
+            }
+            if let Some(b) = replicas.iter().find(|b| !self.brokers.contains_key(b)) {
+                return bad(format!(
+                    "the assignment names a broker that is not registered. partition={i}, broker={b}"
+                ));
+            }
+            if let Some((_, b)) = replicas
+                .iter()
+                .enumerate()
+                .find(|(j, b)| replicas[..*j].contains(b))
+            {
+                return bad(format!(
+                    "the assignment names a broker twice. partition={i}, broker={b}"
+                ));
+            }
+            let isr: Vec<i32> = replicas
+                .iter()
+                .copied()
+                .filter(|b| !self.fenced.contains(b))
+                .collect();
+            let Some(&leader) = isr.first() else {
+                return bad(format!(
+                    "every broker of the assignment is fenced. partition={i}, replicas={replicas:?}"
+                ));
+            };
+            placed.push(PartitionInfo {
+                leader,
+                leader_epoch: 0,
+                replicas: replicas.clone(),
+                isr,
+            });
+        }
+        Ok(placed)
     }
 
     fn alter_topic_configs(
@@ -519,6 +630,7 @@ mod tests {
             partitions,
             replication_factor: rf,
             configs: BTreeMap::new(),
+            assignments: None,
         }
     }
 
@@ -567,6 +679,7 @@ mod tests {
             partitions: 3,
             replication_factor: 1,
             configs: configs.clone(),
+            assignments: None,
         };
         assert_eq!(view.apply(&cmd), CommandResult::Ok);
         let topic = view.topic("orders").expect("created");
@@ -950,6 +1063,7 @@ mod tests {
         let grow = |n| Command::CreatePartitions {
             name: "t".to_string(),
             total_count: n,
+            assignments: None,
         };
         assert_eq!(view.apply(&grow(4)), CommandResult::Ok);
         let topic = &view.topics["t"];
@@ -973,10 +1087,125 @@ mod tests {
         assert_eq!(
             view.apply(&Command::CreatePartitions {
                 name: "nope".to_string(),
-                total_count: 5
+                total_count: 5,
+                assignments: None,
             }),
             CommandResult::UnknownTopic
         );
+    }
+
+    #[test]
+    fn the_default_replication_factor_is_three_or_every_running_broker() {
+        for (brokers, want) in [(vec![1], 1), (vec![1, 2], 2), (vec![1, 2, 3, 4, 5], 3)] {
+            let mut view = view_with_brokers(&brokers);
+            assert_eq!(view.apply(&create("t", id(1), 5, -1)), CommandResult::Ok);
+            assert!(view.topics["t"]
+                .partitions
+                .iter()
+                .all(|p| p.replicas.len() == want && p.isr == p.replicas));
+        }
+        // A fenced broker is not running: no replicas go to it.
+        let mut view = view_with_brokers(&[1, 2, 3]);
+        view.fenced.insert(2);
+        assert_eq!(view.apply(&create("t", id(1), 4, -1)), CommandResult::Ok);
+        assert!(view.topics["t"]
+            .partitions
+            .iter()
+            .all(|p| p.replicas.len() == 2 && !p.replicas.contains(&2)));
+        for rf in [0, -2, 3] {
+            assert!(
+                matches!(
+                    view.apply(&create("u", id(2), 1, rf)),
+                    CommandResult::InvalidReplicationFactor { .. }
+                ),
+                "{rf} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn leaders_spread_over_the_brokers() {
+        let mut view = view_with_brokers(&[1, 2, 3]);
+        assert_eq!(view.apply(&create("t", id(7), 6, 3)), CommandResult::Ok);
+        let mut led = BTreeMap::new();
+        for p in &view.topics["t"].partitions {
+            *led.entry(p.leader).or_insert(0) += 1;
+            let mut r = p.replicas.clone();
+            r.sort_unstable();
+            assert_eq!(r, vec![1, 2, 3]);
+        }
+        assert_eq!(led.into_values().collect::<Vec<_>>(), vec![2, 2, 2]);
+    }
+
+    fn create_assigned(name: &str, id: Uuid, assignments: Vec<Vec<i32>>) -> Command {
+        Command::CreateTopic {
+            name: name.to_string(),
+            id,
+            partitions: -1,
+            replication_factor: -1,
+            configs: BTreeMap::new(),
+            assignments: Some(assignments),
+        }
+    }
+
+    #[test]
+    fn explicit_assignments_place_replicas_as_named() {
+        let mut view = view_with_brokers(&[1, 2, 3]);
+        view.fenced.insert(3);
+        assert_eq!(
+            view.apply(&create_assigned("t", id(1), vec![vec![3, 1], vec![2, 3]])),
+            CommandResult::Ok
+        );
+        let t = &view.topics["t"];
+        // The first running replica leads; a fenced one is out of the ISR.
+        assert_eq!(
+            (t.partitions[0].leader, &t.partitions[0].isr),
+            (1, &vec![1])
+        );
+        assert_eq!(t.partitions[0].replicas, vec![3, 1]);
+        assert_eq!(
+            (t.partitions[1].leader, &t.partitions[1].isr),
+            (2, &vec![2])
+        );
+        for bad in [
+            vec![],
+            vec![vec![]],
+            vec![vec![1, 2], vec![1]],
+            vec![vec![1, 1]],
+            vec![vec![1, 9]],
+            vec![vec![3]],
+        ] {
+            assert!(
+                matches!(
+                    view.apply(&create_assigned("u", id(2), bad.clone())),
+                    CommandResult::InvalidReplicaAssignment { .. }
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        assert!(view.topic("u").is_none());
+        // New partitions: as many lists as partitions, the topic's factor.
+        let grow = |n, a: Vec<Vec<i32>>| Command::CreatePartitions {
+            name: "t".to_string(),
+            total_count: n,
+            assignments: Some(a),
+        };
+        for bad in [
+            vec![vec![1, 2], vec![2, 1]],
+            vec![vec![1]],
+            vec![vec![1, 2, 3]],
+        ] {
+            assert!(
+                matches!(
+                    view.apply(&grow(3, bad.clone())),
+                    CommandResult::InvalidReplicaAssignment { .. }
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(view.apply(&grow(3, vec![vec![2, 1]])), CommandResult::Ok);
+        assert_eq!(view.topics["t"].partitions[2].replicas, vec![2, 1]);
+        assert_eq!(view.topics["t"].partitions[2].leader, 2);
     }
 
     #[test]
@@ -987,7 +1216,8 @@ mod tests {
         assert!(matches!(
             view.apply(&Command::CreatePartitions {
                 name: "t".to_string(),
-                total_count: 2
+                total_count: 2,
+                assignments: None,
             }),
             CommandResult::InvalidReplicationFactor { .. }
         ));

@@ -34,6 +34,7 @@ fn create(name: &str, id: Uuid, partitions: i32, configs: &[(&str, &str)]) -> Co
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        assignments: None,
     }
 }
 
@@ -108,6 +109,7 @@ async fn restart_keeps_state() {
     let grow = Command::CreatePartitions {
         name: "events".to_string(),
         total_count: 2,
+        assignments: None,
     };
     assert_eq!(md.propose(grow).await.expect("grow"), CommandResult::Ok);
     let first_block = producer_block(&md, 1000).await;

@@ -59,6 +59,14 @@ pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
     c.create().expect("create producer")
 }
 
+/// A client for Metadata requests only: no group.id, so it never asks
+/// for a group coordinator (which would create `__consumer_offsets`).
+pub fn metadata_client(bootstrap: &str) -> BaseConsumer {
+    base_config(bootstrap)
+        .create()
+        .expect("create metadata client")
+}
+
 /// A consumer for `assign()` only: a group.id is set because librdkafka's
 /// assign() needs one, but nothing is committed and no group is joined.
 pub fn consumer(bootstrap: &str, extra: &[(&str, &str)]) -> BaseConsumer {
@@ -178,7 +186,9 @@ pub fn describe_topic_configs(
 /// Partition count of `topic` from a Metadata request, or None if the broker
 /// reports the topic as unknown.
 pub fn partition_count(bootstrap: &str, topic: &str) -> Option<usize> {
-    let c = consumer(bootstrap, &[("allow.auto.create.topics", "false")]);
+    let mut cfg = base_config(bootstrap);
+    cfg.set("allow.auto.create.topics", "false");
+    let c: BaseConsumer = cfg.create().expect("create metadata client");
     let md = c
         .fetch_metadata(Some(topic), OP_TIMEOUT)
         .unwrap_or_else(|e| panic!("Metadata {topic}: {e}"));
@@ -207,7 +217,7 @@ pub fn wait_for_topic(bootstrap: &str, topic: &str, partitions: usize) {
 
 /// (low, high) watermarks of one partition.
 pub fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
-    let c = consumer(bootstrap, &[]);
+    let c = metadata_client(bootstrap);
     c.fetch_watermarks(topic, partition, OP_TIMEOUT)
         .unwrap_or_else(|e| panic!("ListOffsets {topic}-{partition}: {e}"))
 }

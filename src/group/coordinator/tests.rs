@@ -105,6 +105,10 @@ const START_MS: i64 = 1_700_000_000_000;
 
 async fn start(log: &Arc<MemLog>) -> (Arc<Coordinator>, CancellationToken) {
     let c = Arc::new(Coordinator::new(config(), || START_MS));
+    c.set_ownership(Some((
+        PARTITIONS,
+        (0..PARTITIONS).map(|p| (p, 0)).collect(),
+    )));
     c.load(&**log).await.expect("load");
     let token = CancellationToken::new();
     let (c2, l2, t2) = (c.clone(), log.clone(), token.clone());
@@ -461,4 +465,103 @@ async fn offsets_of_deleted_topics_are_removed() {
         vec!["u"]
     );
     stop2.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn groups_follow_the_leadership_of_their_offsets_partition() {
+    let log = MemLog::new();
+    let (c, stop) = start(&log).await;
+    let p = partition_for("g", PARTITIONS);
+    let all = |epoch: i32| -> HashMap<i32, i32> { (0..PARTITIONS).map(|i| (i, epoch)).collect() };
+    let mut without = all(0);
+    without.remove(&p);
+    c.join(&*log, "g", join("", Some("inst"), "m1"))
+        .await
+        .expect("joined");
+    c.sync(&*log, "g", sync("m1", 1, &[("m1", b"all")]))
+        .await
+        .expect("synced");
+    c.commit_offsets(
+        &*log,
+        "g",
+        "m1",
+        Some("inst"),
+        1,
+        vec![("t".into(), 0, offset(10, ""))],
+    )
+    .await
+    .expect("committed");
+
+    // The partition moves to another node: its groups leave memory.
+    c.set_ownership(Some((PARTITIONS, without.clone())));
+    assert!(matches!(
+        c.heartbeat("g", "m1", Some("inst"), 1),
+        Err(GroupError::NotCoordinator)
+    ));
+    assert!(matches!(
+        c.fetch_offsets("g", None),
+        Err(GroupError::NotCoordinator)
+    ));
+    assert!(c.list().expect("list").is_empty());
+    // Meanwhile the other node's coordinator commits (same log).
+    log.append(
+        "g",
+        &[(
+            encode_key(&RecordKey::Offset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 0,
+            }),
+            Some(crate::group::records::encode_offset_value(&offset(42, ""))),
+        )],
+        START_MS,
+    )
+    .expect("append");
+
+    // Back at a new epoch: loading until replayed, then the other node's
+    // commit and the static member are there.
+    let mut back = without;
+    back.insert(p, 1);
+    c.set_ownership(Some((PARTITIONS, back)));
+    assert!(matches!(c.serving("g"), Err(GroupError::LoadInProgress)));
+    assert!(matches!(
+        c.heartbeat("g", "m1", Some("inst"), 1),
+        Err(GroupError::LoadInProgress)
+    ));
+    // The timer task loads it.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    c.serving("g").expect("loaded");
+    let got = c.fetch_offsets("g", None).expect("fetch");
+    assert_eq!(got[0].1[0].1.as_ref().map(|v| v.offset), Some(42));
+    c.heartbeat("g", "m1", Some("inst"), 1)
+        .expect("member restored");
+    // Other partitions never left.
+    let other = (0..100)
+        .map(|i| format!("h{i}"))
+        .find(|g| partition_for(g, PARTITIONS) != p)
+        .expect("a group elsewhere");
+    c.serving(&other).expect("still served");
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parked_join_is_answered_when_its_partition_moves() {
+    let log = MemLog::new();
+    let (c, stop) = start(&log).await;
+    let p = partition_for("g", PARTITIONS);
+    // The first member waits out the initial rebalance delay.
+    let parked = {
+        let (c, log) = (c.clone(), log.clone());
+        tokio::spawn(async move { c.join(&*log, "g", join("", None, "m1")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!parked.is_finished());
+    let mut without: HashMap<i32, i32> = (0..PARTITIONS).map(|i| (i, 0)).collect();
+    without.remove(&p);
+    c.set_ownership(Some((PARTITIONS, without)));
+    assert!(matches!(
+        parked.await.expect("task"),
+        Err(GroupError::NotCoordinator)
+    ));
+    stop.cancel();
 }
