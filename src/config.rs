@@ -110,10 +110,6 @@ pub struct ServeArgs {
     /// other busy writers [default: true]
     #[arg(long, env = "STRATA_SYNC_ROUNDS_SYNCFS")]
     pub sync_rounds_syncfs: Option<bool>,
-    /// Topics with more than one replica (replication between brokers is
-    /// being built; not for use yet) [default: false]
-    #[arg(long, hide = true, env = "STRATA_UNSTABLE_REPLICATION")]
-    pub unstable_replication: Option<bool>,
     /// Start writing appended log data to disk every this many bytes per
     /// segment (sync_file_range, without waiting), so the dirty data an
     /// acks=all sync must wait for stays small; 0 leaves write-back to the
@@ -291,8 +287,6 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: u32,
     pub zero_copy: bool,
     pub sync_rounds_syncfs: bool,
-    /// Topics may have more than one replica (hidden: being built).
-    pub unstable_replication: bool,
     pub log_writeback_bytes: u64,
     pub tcp_congestion_control: Option<String>,
     pub queued_max_request_bytes: u64,
@@ -580,7 +574,6 @@ impl BrokerConfig {
             socket_request_max_bytes,
             zero_copy: a.zero_copy.unwrap_or(true),
             sync_rounds_syncfs: a.sync_rounds_syncfs.unwrap_or(true),
-            unstable_replication: a.unstable_replication.unwrap_or(false),
             log_writeback_bytes: a.log_writeback_bytes.unwrap_or(1 << 20),
             tcp_congestion_control,
             queued_max_request_bytes,
@@ -669,7 +662,6 @@ impl ServeArgs {
                 .or(file.socket_request_max_bytes),
             zero_copy: self.zero_copy.or(file.zero_copy),
             sync_rounds_syncfs: self.sync_rounds_syncfs.or(file.sync_rounds_syncfs),
-            unstable_replication: self.unstable_replication.or(file.unstable_replication),
             log_writeback_bytes: self.log_writeback_bytes.or(file.log_writeback_bytes),
             tcp_congestion_control: self.tcp_congestion_control.or(file.tcp_congestion_control),
             queued_max_request_bytes: self

@@ -589,15 +589,14 @@ fn wait_for_within(
     }
 }
 
-/// Replicated partitions (three replicas, replication between brokers
-/// still hidden behind a flag): followers copy the leader, `acks=all` is
+/// Replicated partitions (three replicas): followers copy the leader, `acks=all` is
 /// answered once every in-sync replica has the batch, a leader killed with
 /// SIGKILL is replaced by an in-sync follower, its records all there, and
 /// it comes back as a follower that rejoins the ISR. Nothing acknowledged
 /// is lost or duplicated, in order.
 #[test]
 fn replicated_partitions_survive_the_leader_killed() {
-    let mut brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
+    let mut brokers = brokers(3, 3);
     let all = bootstrap(&brokers);
     clients::create_replicated_topic(&all, "repl", 2, 3, &[]);
     let full = |m: &BTreeMap<i32, (i32, Vec<i32>)>| {
@@ -723,7 +722,7 @@ fn replicated_partitions_survive_the_leader_killed() {
 fn the_ledger_loses_nothing_through_leader_kills() {
     use std::sync::atomic::{AtomicBool, Ordering};
     const CYCLES: usize = 21;
-    let mut brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
+    let mut brokers = brokers(3, 3);
     let all = bootstrap(&brokers);
     clients::create_replicated_topic(&all, "ledger", 2, 3, &[]);
     let full = |m: &BTreeMap<i32, (i32, Vec<i32>)>| {
@@ -910,7 +909,7 @@ fn the_ledger_loses_nothing_through_leader_kills() {
 fn min_insync_replicas_refuses_writes_the_isr_cannot_cover() {
     use common::raw::RawConn;
     use kafka_protocol::error::ResponseError;
-    let brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
+    let brokers = brokers(3, 3);
     let all = bootstrap(&brokers);
     clients::create_replicated_topic(&all, "guarded", 1, 2, &[("min.insync.replicas", "2")]);
     let m = wait_for(&brokers[0], "guarded", "led with an ISR of two", |m| {
@@ -991,16 +990,7 @@ fn min_insync_replicas_refuses_writes_the_isr_cannot_cover() {
 /// with every committed record from there on.
 #[test]
 fn a_follower_behind_the_leaders_log_start_restarts_there() {
-    let mut brokers = brokers_with(
-        3,
-        3,
-        &[
-            "--unstable-replication",
-            "true",
-            "--log-retention-check-interval-ms",
-            "200",
-        ],
-    );
+    let mut brokers = brokers_with(3, 3, &["--log-retention-check-interval-ms", "200"]);
     let all = bootstrap(&brokers);
     clients::create_replicated_topic(
         &all,
@@ -1099,16 +1089,7 @@ fn a_follower_behind_the_leaders_log_start_restarts_there() {
 /// `acks=all` writes go on there. Started again, it rejoins the ISR.
 #[test]
 fn a_clean_stop_hands_leadership_over_at_once() {
-    let mut brokers = brokers_with(
-        3,
-        3,
-        &[
-            "--unstable-replication",
-            "true",
-            "--broker-session-timeout-ms",
-            "60000",
-        ],
-    );
+    let mut brokers = brokers_with(3, 3, &["--broker-session-timeout-ms", "60000"]);
     let all = bootstrap(&brokers);
     clients::create_replicated_topic(&all, "handover", 1, 3, &[]);
     let full = |m: &BTreeMap<i32, (i32, Vec<i32>)>| m[&0].0 > 0 && m[&0].1 == vec![1, 2, 3];
@@ -1178,14 +1159,7 @@ fn a_new_leader_continues_the_tier_where_the_old_one_stopped() {
     let mut brokers = brokers_with(
         3,
         3,
-        &[
-            "--unstable-replication",
-            "true",
-            "--tier-url",
-            &tier_url,
-            "--tier-interval-ms",
-            "200",
-        ],
+        &["--tier-url", &tier_url, "--tier-interval-ms", "200"],
     );
     let all = bootstrap(&brokers);
     clients::create_replicated_topic(
@@ -1301,7 +1275,7 @@ fn a_new_leader_continues_the_tier_where_the_old_one_stopped() {
 /// everything it acknowledged.
 #[test]
 fn an_unclean_election_only_where_the_topic_allows_it() {
-    let mut brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
+    let mut brokers = brokers(3, 3);
     let all = bootstrap(&brokers);
     clients::create_replicated_topic(&all, "clean", 3, 2, &[]);
     clients::create_replicated_topic(
@@ -1405,7 +1379,7 @@ fn replicas(b: &Broker, topic: &str) -> BTreeMap<i32, Vec<i32>> {
 fn topics_get_three_replicas_by_default_or_the_ones_named() {
     use rdkafka::admin::{NewPartitions, NewTopic, TopicReplication};
     use rdkafka::types::RDKafkaErrorCode;
-    let brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
+    let brokers = brokers(3, 3);
     let all = bootstrap(&brokers);
     let admin = clients::admin(&all);
     let create = |t: NewTopic<'_>| {
@@ -1536,7 +1510,7 @@ fn committed_total(bootstrap: &str, group: &str, topic: &str, partitions: i32) -
 #[test]
 fn a_group_keeps_consuming_while_its_coordinator_is_killed() {
     use rdkafka::consumer::CommitMode;
-    let mut brokers = brokers_with(3, 3, &["--unstable-replication", "true"]);
+    let mut brokers = brokers(3, 3);
     let all = bootstrap(&brokers);
     clients::create_replicated_topic(&all, "work", 3, 3, &[]);
     wait_for(&brokers[0], "work", "every ISR full", |m| {

@@ -76,10 +76,9 @@ pub struct NewTopic {
 impl NewTopic {
     /// Its replication factor as the quorum is asked for it: a default
     /// resolved from `default.replication.factor` where set (else left to
-    /// the quorum); 1 while replication between brokers is off.
+    /// the quorum: min(3, running brokers)).
     fn replication_factor(&self, broker: &Broker) -> i16 {
         match self.replication_factor {
-            -1 if !broker.config.unstable_replication => 1,
             -1 => broker.config.default_replication_factor.unwrap_or(-1),
             rf => rf,
         }
@@ -98,12 +97,8 @@ impl NewTopic {
 }
 
 /// The replication factor of a topic created without one now:
-/// `default.replication.factor`, else min(3, running brokers) (1 while
-/// replication between brokers is off).
+/// `default.replication.factor`, else min(3, running brokers).
 pub fn default_replication_factor(broker: &Broker) -> i16 {
-    if !broker.config.unstable_replication {
-        return 1;
-    }
     broker.config.default_replication_factor.unwrap_or_else(|| {
         let live = broker.view().live_brokers().len();
         live.clamp(1, crate::metadata::DEFAULT_REPLICATION_FACTOR) as i16
@@ -199,16 +194,6 @@ pub fn check_new_topic(broker: &Broker, t: &NewTopic) -> Result<(), AdminError> 
         ));
     }
     let rf = t.replication_factor(broker);
-    // Each partition has one replica, its leader, unless replication
-    // between brokers is on.
-    if rf != 1 && rf != -1 && !broker.config.unstable_replication {
-        return Err(err(
-            Code::InvalidReplicationFactor,
-            format!(
-                "replication factor must be 1: partitions are not replicated between brokers. replication_factor={rf}"
-            ),
-        ));
-    }
     let view = broker.view();
     match &t.assignments {
         Some(a) => {
@@ -220,7 +205,7 @@ pub fn check_new_topic(broker: &Broker, t: &NewTopic) -> Result<(), AdminError> 
         }
         None => {
             let live = view.live_brokers().len();
-            if rf < -1 || rf == 0 || usize::from(rf.unsigned_abs()) > live && rf != -1 {
+            if rf != -1 && (rf < 1 || usize::from(rf.unsigned_abs()) > live) {
                 return Err(err(
                     Code::InvalidReplicationFactor,
                     format!(

@@ -93,9 +93,6 @@ impl Broker {
     /// still starting does not create a topic of one replica); refused
     /// while fewer brokers run (clients retry FindCoordinator).
     fn offsets_topic_replication_factor(&self) -> Result<i16, GroupError> {
-        if !self.config.unstable_replication {
-            return Ok(1);
-        }
         let view = self.view();
         let voters = self
             .config

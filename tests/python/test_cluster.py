@@ -1,5 +1,5 @@
 """confluent-kafka against a cluster of three strata processes with
-replicated partitions (still behind the hidden --unstable-replication).
+replicated partitions.
 
 The ledger: an idempotent acks=all producer writes numbered records while
 the leader of partition 0 is killed with SIGKILL and restarted, cycle
@@ -40,7 +40,6 @@ def cluster(tmp_path):
             "--controller-listen", controllers[i],
             "--controller-quorum-voters", voters,
             "--broker-session-timeout-ms", "2000",
-            "--unstable-replication", "true",
         ], listen=free_addr()))
     try:
         for b in brokers:

@@ -33,6 +33,20 @@ impl Broker {
         args: Vec<String>,
         envs: Vec<(String, String)>,
     ) -> Result<Broker> {
+        let b = Broker::launch(bin, data_dir, args, envs)?;
+        b.wait_ready()?;
+        Ok(b)
+    }
+
+    /// Starts `bin serve` as [`Broker::start`] does, without waiting until
+    /// it is ready (the brokers of a cluster are ready only once a majority
+    /// of its voters runs).
+    pub fn launch(
+        bin: &Path,
+        data_dir: &Path,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+    ) -> Result<Broker> {
         std::fs::create_dir_all(data_dir)?;
         let log_path = data_dir.with_extension("log");
         let mut b = Broker {
@@ -111,7 +125,12 @@ impl Broker {
         }
         self.bootstrap = kafka.expect("kafka address");
         self.admin = admin.expect("admin address");
-        // Ready: metadata open and partitions recovered.
+        Ok(())
+    }
+
+    /// Waits until `/ready` answers 200: metadata open and partitions
+    /// recovered (120 s at most).
+    pub fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok((200, _)) = http::get(&format!("http://{}/ready", self.admin)) {
@@ -153,7 +172,8 @@ impl Broker {
     /// Stops and starts again on the same data directory (new ports).
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
-        self.spawn()
+        self.spawn()?;
+        self.wait_ready()
     }
 
     /// Peak resident set size of the running broker process (VmHWM), bytes.

@@ -116,6 +116,12 @@ pub struct Args {
     /// net.ipv4.tcp_congestion_control].
     #[arg(long)]
     pub tcp_congestion_control: Option<String>,
+    /// Start this many brokers as one cluster and measure what replication
+    /// costs instead of the single-broker runs: produce (--e2e-record-size
+    /// records, the largest --partitions count, each --acks setting) to a
+    /// topic of replication factor 1 and to one of factor N, same run.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=5))]
+    pub brokers: Option<u8>,
     /// Keep the work directory (broker data and logs) at the end.
     #[arg(long)]
     pub keep: bool,

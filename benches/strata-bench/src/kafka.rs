@@ -64,8 +64,20 @@ pub fn create_topic(
     partitions: i32,
     configs: &[(&str, String)],
 ) -> Result<()> {
+    create_replicated_topic(bootstrap, name, partitions, 1, configs)
+}
+
+/// Creates a topic with `replicas` replicas per partition and waits until
+/// every partition has a leader and a full ISR.
+pub fn create_replicated_topic(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, String)],
+) -> Result<()> {
     let a = admin(bootstrap)?;
-    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(replicas));
     for (k, v) in configs {
         t = t.set(k, v);
     }
@@ -83,7 +95,9 @@ pub fn create_topic(
             if let Some(t) = md.topics().first() {
                 if t.error().is_none()
                     && t.partitions().len() == partitions as usize
-                    && t.partitions().iter().all(|p| p.leader() >= 0)
+                    && t.partitions()
+                        .iter()
+                        .all(|p| p.leader() >= 0 && p.isr().len() == replicas as usize)
                 {
                     return Ok(());
                 }

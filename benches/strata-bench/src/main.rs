@@ -8,6 +8,7 @@
 
 mod broker;
 mod cli;
+mod cluster;
 mod cpu;
 mod http;
 mod kafka;
@@ -62,7 +63,10 @@ fn run(a: &Args) -> Result<()> {
             ),
         }
     ));
-    let result = workloads::run_in(a, &plan, &work).and_then(|r| report_all(a, &plan, &r));
+    let result = match a.brokers {
+        Some(n) => cluster::run(a, &plan, &work, usize::from(n)),
+        None => workloads::run_in(a, &plan, &work).and_then(|r| report_all(a, &plan, &r)),
+    };
     if a.keep || result.is_err() {
         say(format!("kept {}", work.display()));
     } else {

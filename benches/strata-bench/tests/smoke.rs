@@ -124,3 +124,59 @@ fn quick_run_writes_every_figure() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn quick_cluster_run_compares_replication_factors() {
+    let dir = std::env::temp_dir().join(format!(
+        "strata-bench-smoke-cluster-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let json_path = dir.join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata-bench"))
+        .args(["--quick", "--brokers", "3"])
+        .arg("--strata-bin")
+        .arg(strata_bin())
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--work-dir")
+        .arg(&dir)
+        .output()
+        .expect("run strata-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "strata-bench --brokers 3 failed\n--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("## Replication: 3 brokers"), "{stdout}");
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("json file")).expect("valid JSON");
+    let runs = v["replication"].as_array().expect("replication runs");
+    let mut got: Vec<(String, i64)> = runs
+        .iter()
+        .map(|r| {
+            number(r, "mb_per_sec");
+            number(r, "latency.p99_ms");
+            (
+                r["acks"].as_str().expect("acks").to_string(),
+                r["replication_factor"].as_i64().expect("factor"),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("1".to_string(), 1),
+            ("1".to_string(), 3),
+            ("all".to_string(), 1),
+            ("all".to_string(), 3)
+        ]
+    );
+    for acks in ["1", "all"] {
+        number(&v["overhead"][acks], "mb_per_sec_ratio");
+        number(&v["overhead"][acks], "p99_ratio");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
