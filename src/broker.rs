@@ -527,6 +527,22 @@ impl Broker {
             0
         };
         m.offline_partitions.set(offline as i64);
+        m.metadata_applied_end.set(self.metadata.applied_end());
+        m.metadata_replica_lag.clear();
+        if let Some(q) = self.metadata.local_quorum_status() {
+            let end = q
+                .voters
+                .iter()
+                .find(|v| v.node_id == q.leader)
+                .map_or(0, |v| v.log_end);
+            for v in q.voters.iter().chain(&q.observers) {
+                m.metadata_replica_lag
+                    .get_or_create(&crate::telemetry::metrics::NodeLabels {
+                        node: v.node_id.to_string(),
+                    })
+                    .set((end - v.log_end).max(0));
+            }
+        }
         m.replica_max_lag.set(
             parts
                 .iter()

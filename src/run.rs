@@ -128,6 +128,16 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     )
     .await
     .context("cannot open cluster metadata")?;
+    // Everything below reads the view (registration, the leaderships to
+    // hand over, the partitions to open and their roles): it must be the
+    // cluster's current one, not the one this node applied before it
+    // stopped. /ready stays false until then.
+    if let Err(e) = metadata.wait_caught_up(&shutdown).await {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        return Err(e).context("cannot catch up with the metadata log");
+    }
     let me = BrokerInfo {
         node_id: config.node_id,
         host: advertised.0.clone(),

@@ -1623,3 +1623,52 @@ fn a_group_keeps_consuming_while_its_coordinator_is_killed() {
     commit(&read).expect("commit after the move");
     assert_eq!(committed_total(&up, "failover", "work", 3), 3000);
 }
+
+/// A broker that starts catches up with the metadata log before it says
+/// it is ready: at its first 200 from `/ready` it has applied everything
+/// the metadata leader had applied when it started, topics created while
+/// it was down included, and it follows the partition it was given
+/// meanwhile. The metadata leader reports every node's lag.
+#[test]
+fn a_restarted_broker_is_ready_only_once_caught_up_with_metadata() {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let mut brokers = three_brokers();
+    brokers[2].stop();
+    let up = bootstrap(&brokers[..2]);
+    for i in 0..10 {
+        clients::create_topic(&up, &format!("missed-{i}"), 1, &[]);
+    }
+    let named: &[&[i32]] = &[&[1, 3]];
+    let admin = clients::admin(&up);
+    let r = futures::executor::block_on(admin.create_topics(
+        [&NewTopic::new("kept-for-3", 1, TopicReplication::Variable(named))],
+        &clients::admin_opts(),
+    ))
+    .expect("CreateTopics");
+    assert!(r[0].is_ok(), "{r:?}");
+    clients::produce(&up, "kept-for-3", &[TestRecord::value("while 3 was down")]);
+    let applied = |b: &Broker| b.metrics()["strata_metadata_applied_end"];
+    let leader_end = applied(&brokers[0]).max(applied(&brokers[1]));
+    assert!(leader_end > 0.0);
+
+    brokers[2].restart();
+    common::wait_ready(&brokers[2].admin_addr());
+    let at_ready = applied(&brokers[2]);
+    assert!(
+        at_ready >= leader_end,
+        "ready having applied {at_ready} of the leader's {leader_end} entries"
+    );
+    wait_for(&brokers[2], "kept-for-3", "broker 3 in the ISR", |m| {
+        m[&0].1 == vec![1, 3]
+    });
+    let lag_rows = |b: &Broker| {
+        b.metrics()
+            .keys()
+            .filter(|k| k.starts_with("strata_metadata_replica_lag_entries{"))
+            .count()
+    };
+    let rows: Vec<usize> = brokers.iter().map(lag_rows).collect();
+    let mut sorted = rows.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![0, 0, 3], "lag rows per broker: {rows:?}");
+}

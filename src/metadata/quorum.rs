@@ -76,6 +76,9 @@ impl QuorumStatus {
     }
 }
 
+/// How often a broker waiting to catch up with the metadata log says so.
+const CATCH_UP_REPORT: Duration = Duration::from_secs(10);
+
 /// The controller listener's view of this node: the running raft, and
 /// when each broker last said it runs.
 pub(super) struct Controller {
@@ -389,6 +392,69 @@ impl Metadata {
             };
             if let Err(e) = self.propose(cmd).await {
                 tracing::warn!(node_id = id, error = %e, "cannot change a broker's fence");
+            }
+        }
+    }
+
+    /// The quorum's status if this node leads it (no network).
+    pub fn local_quorum_status(&self) -> Option<QuorumStatus> {
+        QuorumStatus::of(&self.raft())
+    }
+
+    /// One past the last metadata entry this node has applied.
+    pub fn applied_end(&self) -> i64 {
+        self.raft()
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index as i64 + 1)
+    }
+
+    /// Waits until this node has applied every entry the quorum's leader
+    /// had applied when asked, so that a starting broker opens its
+    /// partitions, and takes their roles, from the cluster's current state
+    /// rather than from what it applied before it stopped. Asks again
+    /// until a leader answers (none while a majority of voters is down).
+    pub async fn wait_caught_up(&self, cancel: &CancellationToken) -> Result<(), MetadataError> {
+        let started = tokio::time::Instant::now();
+        let mut last_said = started;
+        let target = loop {
+            match self.quorum_status().await {
+                Ok(status) => break status.high_watermark,
+                Err(e) => {
+                    if last_said.elapsed() >= CATCH_UP_REPORT {
+                        last_said = tokio::time::Instant::now();
+                        tracing::warn!(error = %e, waited_ms = started.elapsed().as_millis() as u64, "waiting for a metadata leader to catch up with");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(MetadataError::ShutDown),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        };
+        loop {
+            let applied = self.applied_end();
+            if applied >= target {
+                tracing::info!(
+                    applied,
+                    leader_applied = target,
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "caught up with the metadata log"
+                );
+                return Ok(());
+            }
+            if last_said.elapsed() >= CATCH_UP_REPORT {
+                last_said = tokio::time::Instant::now();
+                tracing::info!(applied, leader_applied = target, "catching up with the metadata log");
+            }
+            // The raft core may be replaced (restarted after an error):
+            // watch the current one, a while at a time.
+            let mut rx = self.raft().metrics();
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(MetadataError::ShutDown),
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
     }

@@ -39,6 +39,11 @@ pub struct TopicLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
     pub topic: String,
     pub partition: String,
@@ -72,6 +77,8 @@ pub struct Metrics {
     pub isr_shrinks: Counter,
     pub isr_expands: Counter,
     pub replica_max_lag: Gauge,
+    pub metadata_applied_end: Gauge,
+    pub metadata_replica_lag: Family<NodeLabels, Gauge>,
     pub log_end_offset: Family<PartitionLabels, Gauge>,
     pub log_start_offset: Family<PartitionLabels, Gauge>,
     pub log_size_bytes: Family<PartitionLabels, Gauge>,
@@ -118,6 +125,8 @@ impl Metrics {
             under_replicated: Gauge::default(),
             under_min_isr: Gauge::default(),
             offline_partitions: Gauge::default(),
+            metadata_applied_end: Gauge::default(),
+            metadata_replica_lag: Family::default(),
             isr_shrinks: Counter::default(),
             isr_expands: Counter::default(),
             replica_max_lag: Gauge::default(),
@@ -222,6 +231,16 @@ impl Metrics {
             "strata_replica_max_lag",
             "Largest number of offsets a partition this broker follows is behind its leader's high watermark, as of its last fetch",
             m.replica_max_lag.clone(),
+        );
+        registry.register(
+            "strata_metadata_applied_end",
+            "One past the last cluster metadata entry this node applied",
+            m.metadata_applied_end.clone(),
+        );
+        registry.register(
+            "strata_metadata_replica_lag_entries",
+            "Metadata entries each voter and learner is behind the metadata leader's log end (reported by the metadata leader only)",
+            m.metadata_replica_lag.clone(),
         );
         registry.register(
             "strata_partition_log_end_offset",
@@ -605,6 +624,7 @@ mod tests {
             "strata_isr_shrinks_total",
             "strata_isr_expands_total",
             "strata_replica_max_lag",
+            "strata_metadata_applied_end",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
