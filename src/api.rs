@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod configs;
+mod elect;
 pub mod error;
 pub mod fetch;
 pub mod group;
@@ -279,6 +280,13 @@ fn error_codes(r: &ResponseKind) -> Vec<i16> {
             r.responses.iter().map(|t| t.error_code).collect()
         }
         ResponseKind::InitProducerId(r) => vec![r.error_code],
+        ResponseKind::ElectLeaders(r) => std::iter::once(r.error_code)
+            .chain(
+                r.replica_election_results
+                    .iter()
+                    .flat_map(|t| t.partition_result.iter().map(|p| p.error_code)),
+            )
+            .collect(),
         ResponseKind::ApiVersions(r) => vec![r.error_code],
         ResponseKind::DescribeCluster(r) => vec![r.error_code],
         ResponseKind::DescribeQuorum(r) => r
@@ -379,6 +387,9 @@ async fn dispatch(
         }
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(cluster::describe_quorum(broker, r, v).await)
+        }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(elect::elect_leaders(broker, r, v).await)
         }
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(broker, r, v).await)

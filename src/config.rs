@@ -85,6 +85,15 @@ pub struct ServeArgs {
     /// A broker the quorum's leader has not heard from this long is fenced: no new partitions, left out of Metadata (broker.session.timeout.ms) [default: 9000]
     #[arg(long, env = "STRATA_BROKER_SESSION_TIMEOUT_MS")]
     pub broker_session_timeout_ms: Option<u64>,
+    /// The metadata leader moves leaderships back to their preferred replicas (the first of each partition's replicas) once a broker's share of them that another replica leads passes --leader-imbalance-per-broker-percentage (auto.leader.rebalance.enable) [default: true]
+    #[arg(long, env = "STRATA_AUTO_LEADER_REBALANCE_ENABLE")]
+    pub auto_leader_rebalance_enable: Option<bool>,
+    /// How often the metadata leader checks the leader balance (leader.imbalance.check.interval.seconds, in ms) [default: 300000]
+    #[arg(long, env = "STRATA_LEADER_IMBALANCE_CHECK_INTERVAL_MS")]
+    pub leader_imbalance_check_interval_ms: Option<u64>,
+    /// Percentage of a broker's preferred leaderships held by other replicas above which they are moved back (leader.imbalance.per.broker.percentage) [default: 10]
+    #[arg(long, env = "STRATA_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE")]
+    pub leader_imbalance_per_broker_percentage: Option<u32>,
     /// Create topics on first use by Metadata/Produce (auto.create.topics.enable) [default: true]
     #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -279,6 +288,9 @@ pub struct BrokerConfig {
     /// the metadata quorum has several voters (`None`: this node alone).
     pub controller: Option<ControllerQuorum>,
     pub broker_session_timeout_ms: u64,
+    pub auto_leader_rebalance_enable: bool,
+    pub leader_imbalance_check_interval_ms: u64,
+    pub leader_imbalance_per_broker_percentage: u32,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     /// None: min(3, running brokers).
@@ -567,6 +579,25 @@ impl BrokerConfig {
                 a.broker_session_timeout_ms.unwrap_or(9000),
                 100,
             )?,
+            auto_leader_rebalance_enable: a.auto_leader_rebalance_enable.unwrap_or(true),
+            leader_imbalance_check_interval_ms: at_least(
+                "leader-imbalance-check-interval-ms",
+                a.leader_imbalance_check_interval_ms.unwrap_or(300_000),
+                100,
+            )?,
+            leader_imbalance_per_broker_percentage: match a
+                .leader_imbalance_per_broker_percentage
+                .unwrap_or(10)
+            {
+                p @ 0..=100 => p,
+                p => {
+                    return Err(ConfigError::invalid(
+                        "leader-imbalance-per-broker-percentage",
+                        p,
+                        "must be between 0 and 100",
+                    ))
+                }
+            },
             auto_create_topics: a.auto_create_topics.unwrap_or(true),
             num_partitions,
             default_replication_factor,
@@ -649,6 +680,15 @@ impl ServeArgs {
             broker_session_timeout_ms: self
                 .broker_session_timeout_ms
                 .or(file.broker_session_timeout_ms),
+            auto_leader_rebalance_enable: self
+                .auto_leader_rebalance_enable
+                .or(file.auto_leader_rebalance_enable),
+            leader_imbalance_check_interval_ms: self
+                .leader_imbalance_check_interval_ms
+                .or(file.leader_imbalance_check_interval_ms),
+            leader_imbalance_per_broker_percentage: self
+                .leader_imbalance_per_broker_percentage
+                .or(file.leader_imbalance_per_broker_percentage),
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics),
             num_partitions: self.num_partitions.or(file.num_partitions),
             default_replication_factor: self

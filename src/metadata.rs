@@ -244,6 +244,34 @@ pub enum Command {
     /// after its session times out; it stays fenced, heartbeats or not,
     /// until it starts again ([`Command::BrokerStarted`]).
     ControlledShutdown { node_id: i32 },
+    /// Elects leaders (Kafka's ElectLeaders) for these partitions, by topic
+    /// id and index; the result holds one outcome per partition, in order.
+    /// Preferred: the first replica leads again where it is a live in-sync
+    /// replica. Unclean: a partition without a leader gets its first live
+    /// replica, alone in the ISR.
+    ElectLeaders {
+        election: Election,
+        partitions: Vec<(Uuid, i32)>,
+    },
+}
+
+/// The kinds of leader election an operator asks for.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Election {
+    Preferred,
+    Unclean,
+}
+
+/// What an election did to one partition.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ElectionOutcome {
+    Elected,
+    /// The partition already has the leader the election would give it.
+    NotNeeded,
+    /// No replica the election may pick is live (and in sync, for a
+    /// preferred election).
+    NotAvailable,
+    UnknownPartition,
 }
 
 /// The outcome of applying a [`Command`]; identical on every replica.
@@ -270,6 +298,10 @@ pub enum CommandResult {
     /// The topic name is not a legal Kafka topic name.
     InvalidTopic {
         reason: String,
+    },
+    /// One outcome per partition of [`Command::ElectLeaders`].
+    Elections {
+        outcomes: Vec<ElectionOutcome>,
     },
     /// Any other malformed command (bad broker id, non-positive count, ...).
     InvalidRequest {

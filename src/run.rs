@@ -242,6 +242,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         async move { broker.metadata.watch_brokers(session, cancel).await }
     });
     tasks.spawn(retention_loop(broker.clone(), shutdown.child_token()));
+    tasks.spawn(rebalance_leaders(broker.clone(), shutdown.child_token()));
     tasks.spawn(checkpoint_loop(broker.clone(), shutdown.child_token()));
     tasks.spawn(crate::replication::run_isr_updates(
         broker.clone(),
@@ -362,6 +363,48 @@ async fn checkpoint_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
                 let b = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || b.checkpoint_high_watermarks()).await;
             }
+        }
+    }
+}
+
+/// On the metadata leader, every `--leader-imbalance-check-interval-ms`:
+/// moves leaderships back to their preferred replicas where a broker's
+/// share held by others is above `--leader-imbalance-per-broker-percentage`
+/// (Kafka's auto.leader.rebalance), so leaders spread again after brokers
+/// restart.
+async fn rebalance_leaders(broker: Arc<Broker>, shutdown: CancellationToken) {
+    if !broker.config.auto_leader_rebalance_enable {
+        return;
+    }
+    let every = Duration::from_millis(broker.config.leader_imbalance_check_interval_ms);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if !broker.metadata.is_leader() {
+            continue;
+        }
+        let due = broker
+            .view()
+            .imbalanced_leaders(broker.config.leader_imbalance_per_broker_percentage);
+        if due.is_empty() {
+            continue;
+        }
+        let cmd = Command::ElectLeaders {
+            election: crate::metadata::Election::Preferred,
+            partitions: due,
+        };
+        match broker.metadata.propose(cmd).await {
+            Ok(crate::metadata::CommandResult::Elections { outcomes }) => {
+                let moved = outcomes
+                    .iter()
+                    .filter(|o| **o == crate::metadata::ElectionOutcome::Elected)
+                    .count();
+                tracing::info!(moved, "leaderships moved back to their preferred replicas");
+            }
+            Ok(other) => tracing::warn!(result = ?other, "leader rebalance refused"),
+            Err(e) => tracing::warn!(error = %e, "leader rebalance failed"),
         }
     }
 }

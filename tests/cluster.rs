@@ -1641,7 +1641,11 @@ fn a_restarted_broker_is_ready_only_once_caught_up_with_metadata() {
     let named: &[&[i32]] = &[&[1, 3]];
     let admin = clients::admin(&up);
     let r = futures::executor::block_on(admin.create_topics(
-        [&NewTopic::new("kept-for-3", 1, TopicReplication::Variable(named))],
+        [&NewTopic::new(
+            "kept-for-3",
+            1,
+            TopicReplication::Variable(named),
+        )],
         &clients::admin_opts(),
     ))
     .expect("CreateTopics");
@@ -1671,4 +1675,64 @@ fn a_restarted_broker_is_ready_only_once_caught_up_with_metadata() {
     let mut sorted = rows.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, vec![0, 0, 3], "lag rows per broker: {rows:?}");
+}
+
+/// Leader rebalance: a broker killed and started again leads none of its
+/// partitions (the others took them); the metadata leader's check
+/// (`--leader-imbalance-check-interval-ms`) finds it holding none of its
+/// preferred leaderships and gives them back. ElectLeaders then has
+/// nothing left to do, and an unclean election of a led partition is not
+/// needed either.
+#[test]
+fn leaderships_return_to_their_preferred_replicas() {
+    use common::raw::RawConn;
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse};
+    let mut brokers = brokers_with(3, 3, &["--leader-imbalance-check-interval-ms", "500"]);
+    let all = bootstrap(&brokers);
+    clients::create_replicated_topic(&all, "prefer", 6, 3, &[]);
+    let preferred: BTreeMap<i32, i32> = replicas(&brokers[1], "prefer")
+        .into_iter()
+        .map(|(p, r)| (p, r[0]))
+        .collect();
+    let full = |m: &BTreeMap<i32, (i32, Vec<i32>)>| {
+        m.values().all(|(l, isr)| *l > 0 && isr == &vec![1, 2, 3])
+    };
+    wait_for(&brokers[1], "prefer", "every ISR full", full);
+
+    brokers[0].kill9();
+    wait_for(&brokers[1], "prefer", "broker 1 leads nothing", |m| {
+        m.values().all(|(l, _)| *l > 1)
+    });
+    brokers[0].restart();
+    common::wait_ready(&brokers[0].admin_addr());
+    let back = wait_for(
+        &brokers[1],
+        "prefer",
+        "leaders back on their preferred replicas",
+        |m| full(m) && m.iter().all(|(p, (l, _))| *l == preferred[p]),
+    );
+    assert!(back.values().any(|(l, _)| *l == 1), "{back:?}");
+
+    let ask = |election_type: i8, partitions: Vec<i32>| -> Vec<i16> {
+        let req = ElectLeadersRequest::default()
+            .with_election_type(election_type)
+            .with_timeout_ms(10_000)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(kafka_protocol::messages::TopicName(
+                    kafka_protocol::protocol::StrBytes::from_static_str("prefer"),
+                ))
+                .with_partitions(partitions)]));
+        let r: ElectLeadersResponse =
+            RawConn::connect(&brokers[2].bootstrap()).roundtrip(ApiKey::ElectLeaders, 2, &req);
+        assert_eq!(r.error_code, 0, "{r:?}");
+        r.replica_election_results[0]
+            .partition_result
+            .iter()
+            .map(|p| p.error_code)
+            .collect()
+    };
+    // ELECTION_NOT_NEEDED, then UNKNOWN_TOPIC_OR_PARTITION for partition 9.
+    assert_eq!(ask(0, vec![0, 9]), vec![84, 3]);
+    assert_eq!(ask(1, vec![0]), vec![84]);
 }

@@ -251,6 +251,21 @@ fn every_advertised_version_is_served() {
         );
     }
 
+    // One replica: it is the preferred one and leads already.
+    for v in range(&mut c, ApiKey::ElectLeaders) {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
+        let req = ElectLeadersRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(name(&topic))
+                .with_partitions(vec![0])]));
+        let r: ElectLeadersResponse = c.roundtrip(ApiKey::ElectLeaders, v, &req);
+        assert_eq!(r.error_code, 0, "ElectLeaders v{v}");
+        let p = &r.replica_election_results[0].partition_result[0];
+        assert_eq!(p.error_code, 84, "ElectLeaders v{v}: ELECTION_NOT_NEEDED");
+    }
+
     for v in range(&mut c, ApiKey::InitProducerId) {
         let req = InitProducerIdRequest::default()
             .with_transactional_id(None)

@@ -32,6 +32,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::ElectLeaders, 0, 2),
     // Group coordinator: every version kafka-protocol 0.18 decodes. The
     // KIP-848 fields of OffsetCommit v9 / OffsetFetch v9 (member epochs)
     // only concern the new consumer protocol; classic groups use them as

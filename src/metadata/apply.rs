@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::{BrokerInfo, ClusterView, Command, CommandResult, PartitionInfo, TopicInfo};
+use super::{
+    BrokerInfo, ClusterView, Command, CommandResult, Election, ElectionOutcome, PartitionInfo,
+    TopicInfo,
+};
 
 /// Largest partition count of one topic. Guards the state machine against a
 /// command that would allocate without bound on every replica, forever.
@@ -75,6 +78,15 @@ impl ClusterView {
                 }
                 r
             }
+            Command::ElectLeaders {
+                election,
+                partitions,
+            } => CommandResult::Elections {
+                outcomes: partitions
+                    .iter()
+                    .map(|(id, p)| self.elect_leader(*election, *id, *p))
+                    .collect(),
+            },
             Command::AlterBrokerConfigs {
                 set,
                 delete,
@@ -166,6 +178,69 @@ impl ClusterView {
             }
         }
         CommandResult::Ok
+    }
+
+    /// The partitions a leader rebalance moves back to their preferred
+    /// replica (Kafka's auto.leader.rebalance): for each broker whose
+    /// share of its preferred leaderships that another replica holds is
+    /// above `percentage`, those of them where it is a live in-sync
+    /// replica.
+    pub fn imbalanced_leaders(&self, percentage: u32) -> Vec<(Uuid, i32)> {
+        let mut preferred: BTreeMap<i32, (usize, Vec<(Uuid, i32)>)> = BTreeMap::new();
+        for t in self.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                let Some(&first) = p.replicas.first() else {
+                    continue;
+                };
+                let entry = preferred.entry(first).or_default();
+                entry.0 += 1;
+                if p.leader != first && p.isr.contains(&first) && !self.fenced.contains(&first) {
+                    entry.1.push((t.id, i as i32));
+                }
+            }
+        }
+        preferred
+            .into_values()
+            .filter(|(total, movable)| movable.len() * 100 > *total * percentage as usize)
+            .flat_map(|(_, movable)| movable)
+            .collect()
+    }
+
+    fn elect_leader(&mut self, election: Election, topic_id: Uuid, index: i32) -> ElectionOutcome {
+        let fenced = self.fenced.clone();
+        let Some(p) = self
+            .topic_names_by_id
+            .get(&topic_id)
+            .cloned()
+            .and_then(|name| self.topics.get_mut(&name))
+            .and_then(|t| t.partitions.get_mut(usize::try_from(index).ok()?))
+        else {
+            return ElectionOutcome::UnknownPartition;
+        };
+        match election {
+            Election::Preferred => {
+                let preferred = p.replicas[0];
+                if p.leader == preferred {
+                    ElectionOutcome::NotNeeded
+                } else if !p.isr.contains(&preferred) || fenced.contains(&preferred) {
+                    ElectionOutcome::NotAvailable
+                } else {
+                    p.leader = preferred;
+                    p.leader_epoch += 1;
+                    ElectionOutcome::Elected
+                }
+            }
+            Election::Unclean if p.leader >= 0 => ElectionOutcome::NotNeeded,
+            Election::Unclean => match p.replicas.iter().find(|b| !fenced.contains(b)) {
+                Some(&b) => {
+                    p.leader = b;
+                    p.leader_epoch += 1;
+                    p.isr = vec![b];
+                    ElectionOutcome::Elected
+                }
+                None => ElectionOutcome::NotAvailable,
+            },
+        }
     }
 
     fn alter_partition(
@@ -1206,6 +1281,126 @@ mod tests {
         assert_eq!(view.apply(&grow(3, vec![vec![2, 1]])), CommandResult::Ok);
         assert_eq!(view.topics["t"].partitions[2].replicas, vec![2, 1]);
         assert_eq!(view.topics["t"].partitions[2].leader, 2);
+    }
+
+    #[test]
+    fn preferred_and_unclean_elections() {
+        let mut view = view_with_brokers(&[1, 2, 3]);
+        assert_eq!(view.apply(&create("t", id(5), 3, 3)), CommandResult::Ok);
+        let tid = id(5);
+        // Partition 0 led by its second replica, its first in sync.
+        let p0 = view.topics["t"].partitions[0].clone();
+        let (first, second) = (p0.replicas[0], p0.replicas[1]);
+        {
+            let p = &mut view.topics.get_mut("t").unwrap().partitions[0];
+            p.leader = second;
+            p.leader_epoch = 4;
+        }
+        // Partition 1: its first replica out of the ISR.
+        let p1_first = view.topics["t"].partitions[1].replicas[0];
+        view.topics.get_mut("t").unwrap().partitions[1]
+            .isr
+            .retain(|b| *b != p1_first);
+        let elect = |e, parts: Vec<(Uuid, i32)>| Command::ElectLeaders {
+            election: e,
+            partitions: parts,
+        };
+        assert_eq!(
+            view.apply(&elect(
+                Election::Preferred,
+                vec![(tid, 0), (tid, 1), (tid, 2), (tid, 9), (id(77), 0)]
+            )),
+            CommandResult::Elections {
+                outcomes: vec![
+                    ElectionOutcome::Elected,
+                    ElectionOutcome::NotNeeded,
+                    ElectionOutcome::NotNeeded,
+                    ElectionOutcome::UnknownPartition,
+                    ElectionOutcome::UnknownPartition,
+                ]
+            }
+        );
+        let p = &view.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.leader_epoch), (first, 5));
+        // Partition 1 led elsewhere, its preferred replica out of sync.
+        let other = view.topics["t"].partitions[1].isr[0];
+        view.topics.get_mut("t").unwrap().partitions[1].leader = other;
+        assert_eq!(
+            view.apply(&elect(Election::Preferred, vec![(tid, 1)])),
+            CommandResult::Elections {
+                outcomes: vec![ElectionOutcome::NotAvailable]
+            }
+        );
+        // Unclean: only for a partition without a leader; any live replica.
+        assert_eq!(
+            view.apply(&elect(Election::Unclean, vec![(tid, 2)])),
+            CommandResult::Elections {
+                outcomes: vec![ElectionOutcome::NotNeeded]
+            }
+        );
+        {
+            let p = &mut view.topics.get_mut("t").unwrap().partitions[2];
+            p.leader = -1;
+            p.isr = vec![p.replicas[0]];
+        }
+        let p2 = view.topics["t"].partitions[2].clone();
+        view.fenced.insert(p2.replicas[0]);
+        assert_eq!(
+            view.apply(&elect(Election::Unclean, vec![(tid, 2)])),
+            CommandResult::Elections {
+                outcomes: vec![ElectionOutcome::Elected]
+            }
+        );
+        let p = &view.topics["t"].partitions[2];
+        assert_eq!(p.leader, p2.replicas[1]);
+        assert_eq!(p.isr, vec![p2.replicas[1]]);
+        for b in [1, 2, 3] {
+            view.fenced.insert(b);
+        }
+        view.topics.get_mut("t").unwrap().partitions[2].leader = -1;
+        assert_eq!(
+            view.apply(&elect(Election::Unclean, vec![(tid, 2)])),
+            CommandResult::Elections {
+                outcomes: vec![ElectionOutcome::NotAvailable]
+            }
+        );
+    }
+
+    #[test]
+    fn imbalanced_leaders_past_the_percentage_move_back() {
+        let mut view = view_with_brokers(&[1, 2, 3]);
+        assert_eq!(view.apply(&create("t", id(1), 30, 3)), CommandResult::Ok);
+        assert!(view.imbalanced_leaders(10).is_empty());
+        // Broker 1 restarted: every partition it preferred is led by
+        // another replica, and it is back in their ISRs.
+        let mut moved = Vec::new();
+        for (i, p) in view
+            .topics
+            .get_mut("t")
+            .unwrap()
+            .partitions
+            .iter_mut()
+            .enumerate()
+        {
+            if p.replicas[0] == 1 {
+                p.leader = p.replicas[1];
+                moved.push((id(1), i as i32));
+            }
+        }
+        assert_eq!(moved.len(), 10);
+        let mut due = view.imbalanced_leaders(10);
+        due.sort();
+        assert_eq!(due, moved);
+        // One of ten is 10%: not above it.
+        for (_, i) in &moved[1..] {
+            let p = &mut view.topics.get_mut("t").unwrap().partitions[*i as usize];
+            p.leader = 1;
+        }
+        assert!(view.imbalanced_leaders(10).is_empty());
+        assert_eq!(view.imbalanced_leaders(5), vec![moved[0]]);
+        // Fenced, it gets nothing back.
+        view.fenced.insert(1);
+        assert!(view.imbalanced_leaders(5).is_empty());
     }
 
     #[test]

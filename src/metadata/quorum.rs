@@ -401,6 +401,11 @@ impl Metadata {
         QuorumStatus::of(&self.raft())
     }
 
+    /// Whether this node is the metadata leader (the controller).
+    pub fn is_leader(&self) -> bool {
+        self.raft().metrics().borrow().state == ServerState::Leader
+    }
+
     /// One past the last metadata entry this node has applied.
     pub fn applied_end(&self) -> i64 {
         self.raft()
@@ -446,7 +451,11 @@ impl Metadata {
             }
             if last_said.elapsed() >= CATCH_UP_REPORT {
                 last_said = tokio::time::Instant::now();
-                tracing::info!(applied, leader_applied = target, "catching up with the metadata log");
+                tracing::info!(
+                    applied,
+                    leader_applied = target,
+                    "catching up with the metadata log"
+                );
             }
             // The raft core may be replaced (restarted after an error):
             // watch the current one, a while at a time.

@@ -187,3 +187,43 @@ def test_confluent_kafka_ledger_through_leader_kills(cluster):
           f"{len(failed)} not, {len(read)} read, {len(lost)} lost, {duplicated} duplicated")
     assert not lost, f"{len(lost)} acknowledged records lost, first {lost[:5]}"
     assert duplicated == 0
+
+
+def test_confluent_kafka_elect_leaders_moves_leaders_back(cluster):
+    """A broker stopped and started again leads nothing (its leaderships
+    went to other replicas); ElectLeaders (preferred) gives them back to
+    the first replica of each partition, and answers ELECTION_NOT_NEEDED
+    where it already leads."""
+    from confluent_kafka import ElectionType, KafkaError
+
+    brokers = cluster
+    admin = AdminClient(conf(brokers))
+    admin.create_topics(
+        [NewTopic("prefer", num_partitions=6, replication_factor=3)],
+        operation_timeout=TIMEOUT,
+    )["prefer"].result(TIMEOUT)
+    full6 = lambda m: len(m) == 6 and all(l > 0 and isr == [1, 2, 3] for l, isr in m.values())
+    wait_until(brokers, "prefer", "every partition led, ISR full", full6)
+    md = admin.list_topics("prefer", timeout=10).topics["prefer"]
+    preferred = {p: pm.replicas[0] for p, pm in md.partitions.items()}
+    assert sorted(set(preferred.values())) == [1, 2, 3]
+
+    brokers[0].stop()
+    wait_until(brokers, "prefer", "broker 1 leads nothing",
+               lambda m: all(l not in (-1, 1) for l, _ in m.values()))
+    brokers[0].start()
+    brokers[0].wait_ready()
+    wait_until(brokers, "prefer", "every ISR full again", full6)
+    moved = [p for p, (l, _) in leaders_and_isr(brokers, "prefer").items() if l != preferred[p]]
+    assert moved, "broker 1 got its leaderships back by itself"
+
+    admin = AdminClient(conf(brokers))
+    asked = [TopicPartition("prefer", p) for p in range(6)]
+    result = admin.elect_leaders(ElectionType.PREFERRED, asked).result(TIMEOUT)
+    for tp, err in result.items():
+        if tp.partition in moved:
+            assert err is None, f"{tp}: {err}"
+        else:
+            assert err is not None and err.code() == KafkaError.ELECTION_NOT_NEEDED, f"{tp}: {err}"
+    wait_until(brokers, "prefer", "every partition led by its preferred replica",
+               lambda m: all(l == preferred[p] for p, (l, _) in m.items()))
