@@ -266,7 +266,8 @@ impl Broker {
                 }
             }
         }
-        // Close and delete partitions whose topic is gone.
+        // Close and delete local replicas this broker no longer holds:
+        // their topic is gone, or a reassignment moved them elsewhere.
         let stale: Vec<Arc<Partition>> = {
             let mut map = self.partitions.write().unwrap_or_else(|e| e.into_inner());
             let keys: Vec<PartitionKey> = map
@@ -277,10 +278,16 @@ impl Broker {
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for p in stale {
+            self.fetchers.unfollow(&p);
             if let Err(e) = p.close() {
                 tracing::warn!(partition = %p.name(), error = %e, "closing deleted partition failed");
             }
             remove_partition_dir(p.dir());
+            if view.topic_by_id(p.topic_id).is_some() {
+                // Moved to other brokers: the tier is theirs now.
+                tracing::info!(partition = %p.name(), "replica moved away; local copy removed");
+                continue;
+            }
             if let Some(remote) = p.remote().cloned() {
                 // Manifest first, then objects; what fails is left to orphan
                 // collection. Not awaited: a slow store must not hold up

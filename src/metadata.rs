@@ -105,12 +105,43 @@ pub struct BrokerInfo {
 }
 
 /// One partition of a topic.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PartitionInfo {
     pub leader: i32,
     pub leader_epoch: i32,
+    /// During a reassignment: the target replicas, then those leaving.
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// A reassignment in progress: replicas joining (catching up) ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    /// ... and replicas that leave once every target replica is in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
+}
+
+impl PartitionInfo {
+    /// The replicas it had before the reassignment in progress, if any.
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.adding.contains(b))
+            .collect()
+    }
+
+    /// The replicas a reassignment in progress moves it to.
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.removing.contains(b))
+            .collect()
+    }
+
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
 }
 
 /// A topic; `partitions[i]` is partition `i`.
@@ -253,6 +284,28 @@ pub enum Command {
         election: Election,
         partitions: Vec<(Uuid, i32)>,
     },
+    /// Starts (target replicas) or cancels (None) the reassignment of
+    /// each partition, by topic id and index (Kafka's
+    /// AlterPartitionReassignments); one outcome per partition. New
+    /// replicas join as followers; once every target replica is in the
+    /// ISR the others leave, and a leader that leaves hands over to an
+    /// in-sync target replica.
+    Reassign {
+        partitions: Vec<(Uuid, i32, Option<Vec<i32>>)>,
+    },
+}
+
+/// What a reassignment request did to one partition.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ReassignOutcome {
+    /// Started, completed at once, or cancelled.
+    Done,
+    UnknownPartition,
+    /// A cancellation of a partition with no reassignment in progress.
+    NoReassignmentInProgress,
+    InvalidReplicaAssignment {
+        reason: String,
+    },
 }
 
 /// The kinds of leader election an operator asks for.
@@ -298,6 +351,10 @@ pub enum CommandResult {
     /// The topic name is not a legal Kafka topic name.
     InvalidTopic {
         reason: String,
+    },
+    /// One outcome per partition of [`Command::Reassign`].
+    Reassignments {
+        outcomes: Vec<ReassignOutcome>,
     },
     /// One outcome per partition of [`Command::ElectLeaders`].
     Elections {

@@ -526,9 +526,22 @@ pub async fn run_isr_updates(broker: Arc<Broker>, cancel: CancellationToken) {
             if !p.is_replicated() || !p.is_leader() {
                 continue;
             }
-            let Some(isr) = p.isr_change(now) else {
+            let Some(mut isr) = p.isr_change(now) else {
                 continue;
             };
+            // A follower that a reassignment removed may have fetched last:
+            // only the view's replicas can be in sync.
+            let view = broker.view();
+            let Some(info) = view
+                .topic_by_id(p.topic_id)
+                .and_then(|t| t.partitions.get(usize::try_from(p.index).ok()?))
+            else {
+                continue;
+            };
+            isr.retain(|b| info.replicas.contains(b));
+            if isr == p.isr().unwrap_or_default() {
+                continue;
+            }
             let cmd = Command::AlterPartition {
                 topic_id: p.topic_id,
                 partition: p.index,

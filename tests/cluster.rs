@@ -1736,3 +1736,171 @@ fn leaderships_return_to_their_preferred_replicas() {
     assert_eq!(ask(0, vec![0, 9]), vec![84, 3]);
     assert_eq!(ask(1, vec![0]), vec![84]);
 }
+
+/// Reassignment: a partition's replicas move from brokers 1 and 2 to 3
+/// and 4 while an idempotent `acks=all` producer writes to it: the new
+/// replicas catch up, the old ones leave (their local copies removed),
+/// leadership moves to a new replica, ListPartitionReassignments shows the
+/// move while it runs, and every acknowledged record is read back once,
+/// in order, from the new replicas. A cancelled move goes back.
+#[test]
+fn replicas_move_to_other_brokers_under_load() {
+    use common::raw::RawConn;
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey, BrokerId,
+        ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
+    };
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let brokers = brokers(4, 3);
+    let all = bootstrap(&brokers);
+    let named: &[&[i32]] = &[&[1, 2], &[2, 1]];
+    let admin = clients::admin(&all);
+    let r = futures::executor::block_on(admin.create_topics(
+        [&NewTopic::new(
+            "moving",
+            2,
+            TopicReplication::Variable(named),
+        )],
+        &clients::admin_opts(),
+    ))
+    .expect("CreateTopics");
+    assert!(r[0].is_ok(), "{r:?}");
+    wait_for(&brokers[0], "moving", "both ISRs full", |m| {
+        m.values().all(|(l, isr)| *l > 0 && isr == &vec![1, 2])
+    });
+    let reassign = |moves: Vec<(i32, Option<Vec<i32>>)>| -> Vec<i16> {
+        let req = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![ReassignableTopic::default()
+                .with_name(TopicName(
+                    kafka_protocol::protocol::StrBytes::from_static_str("moving"),
+                ))
+                .with_partitions(
+                    moves
+                        .into_iter()
+                        .map(|(p, r)| {
+                            ReassignablePartition::default()
+                                .with_partition_index(p)
+                                .with_replicas(r.map(|r| r.into_iter().map(BrokerId).collect()))
+                        })
+                        .collect(),
+                )]);
+        let r: AlterPartitionReassignmentsResponse = RawConn::connect(&brokers[3].bootstrap())
+            .roundtrip(ApiKey::AlterPartitionReassignments, 0, &req);
+        assert_eq!(r.error_code, 0, "{r:?}");
+        r.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect()
+    };
+    let ongoing = || -> usize {
+        let r: ListPartitionReassignmentsResponse = RawConn::connect(&brokers[0].bootstrap())
+            .roundtrip(
+                ApiKey::ListPartitionReassignments,
+                0,
+                &ListPartitionReassignmentsRequest::default().with_timeout_ms(10_000),
+            );
+        r.topics.iter().map(|t| t.partitions.len()).sum()
+    };
+
+    let producer = clients::producer(&all, &[("enable.idempotence", "true"), ("acks", "all")]);
+    let mut acked: BTreeMap<i64, String> = BTreeMap::new();
+    let mut n = 0;
+    // Partition 0 only: the producer's records go where the move happens.
+    let send = |n: &mut usize, acked: &mut BTreeMap<i64, String>| {
+        let futures: Vec<_> = (0..200)
+            .map(|_| {
+                *n += 1;
+                let v = format!("moving-{:06}", *n);
+                (
+                    v.clone(),
+                    clients::enqueue(&producer, "moving", &TestRecord::value(v).in_partition(0)),
+                )
+            })
+            .collect();
+        for (v, f) in futures {
+            if let Ok((_, o)) = clients::await_delivery(f) {
+                acked.insert(o, v);
+            }
+        }
+    };
+    send(&mut n, &mut acked);
+    // A bad target and a change of factor are refused; nothing moves.
+    assert_eq!(reassign(vec![(0, Some(vec![3, 9]))]), vec![39]);
+    assert_eq!(reassign(vec![(0, Some(vec![3]))]), vec![38]);
+    assert_eq!(
+        reassign(vec![(1, None)]),
+        vec![85],
+        "NO_REASSIGNMENT_IN_PROGRESS"
+    );
+
+    assert_eq!(reassign(vec![(0, Some(vec![3, 4]))]), vec![0]);
+    let mut seen_ongoing = ongoing() > 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        send(&mut n, &mut acked);
+        let m = leaders_and_isr(&brokers[0], "moving");
+        if replicas(&brokers[0], "moving")[&0] == vec![3, 4] && m[&0].1 == vec![3, 4] {
+            break;
+        }
+        seen_ongoing |= ongoing() > 0;
+        assert!(Instant::now() < deadline, "the move never finished: {m:?}");
+    }
+    send(&mut n, &mut acked);
+    assert!(
+        seen_ongoing,
+        "ListPartitionReassignments never showed the move"
+    );
+    assert_eq!(ongoing(), 0);
+    let leader = leaders(&brokers[0], "moving")[&0];
+    assert!(leader == 3 || leader == 4, "leader {leader}");
+    // The old replicas' local copies are gone.
+    for b in &brokers[..2] {
+        let dirs: Vec<String> = std::fs::read_dir(b.data_dir())
+            .expect("data dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|d| d.starts_with("moving-0"))
+            .collect();
+        assert!(dirs.is_empty(), "{dirs:?} left behind");
+    }
+
+    // Everything acknowledged is there, once, in order, read from the new
+    // replicas alone.
+    let new_ones = bootstrap(&brokers[2..]);
+    let end = high_watermark(&new_ones, "moving", 0);
+    let got = clients::consume_ranges(&new_ones, "moving", &[(0, 0, end)], Duration::from_secs(60));
+    let read = by_offset(&got);
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|(o, v)| read.get(o) != Some(v))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records lost, first {:?}",
+        lost.len(),
+        &lost[..lost.len().min(3)]
+    );
+    let values: Vec<&String> = read.values().collect();
+    let mut sorted = values.clone();
+    sorted.sort();
+    assert_eq!(values, sorted, "out of order");
+    sorted.dedup();
+    assert_eq!(sorted.len(), values.len(), "duplicated");
+    println!(
+        "moved partition 0 from [1, 2] to [3, 4] under load: {} acknowledged, {} read, leader {leader}",
+        acked.len(),
+        read.len()
+    );
+
+    // A cancelled move goes back to where it was.
+    assert_eq!(reassign(vec![(1, Some(vec![4, 3]))]), vec![0]);
+    assert_eq!(reassign(vec![(1, None)]).len(), 1);
+    wait_for(&brokers[0], "moving", "partition 1 back on 2 and 1", |m| {
+        m[&1].1 == vec![1, 2]
+    });
+    assert_eq!(replicas(&brokers[0], "moving")[&1], vec![2, 1]);
+}

@@ -33,6 +33,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     // Group coordinator: every version kafka-protocol 0.18 decodes. The
     // KIP-848 fields of OffsetCommit v9 / OffsetFetch v9 (member epochs)
     // only concern the new consumer protocol; classic groups use them as

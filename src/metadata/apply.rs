@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{
     BrokerInfo, ClusterView, Command, CommandResult, Election, ElectionOutcome, PartitionInfo,
-    TopicInfo,
+    ReassignOutcome, TopicInfo,
 };
 
 /// Largest partition count of one topic. Guards the state machine against a
@@ -85,6 +85,12 @@ impl ClusterView {
                 outcomes: partitions
                     .iter()
                     .map(|(id, p)| self.elect_leader(*election, *id, *p))
+                    .collect(),
+            },
+            Command::Reassign { partitions } => CommandResult::Reassignments {
+                outcomes: partitions
+                    .iter()
+                    .map(|(id, p, target)| self.reassign(*id, *p, target.as_deref()))
                     .collect(),
             },
             Command::AlterBrokerConfigs {
@@ -286,7 +292,85 @@ impl ClusterView {
             .copied()
             .filter(|b| isr.contains(b))
             .collect();
+        complete_reassignment(p, &fenced);
         CommandResult::Ok
+    }
+
+    fn reassign(&mut self, topic_id: Uuid, index: i32, target: Option<&[i32]>) -> ReassignOutcome {
+        if let Some(t) = target {
+            if let Err(reason) = self.check_target(t) {
+                return ReassignOutcome::InvalidReplicaAssignment { reason };
+            }
+        }
+        let fenced = self.fenced.clone();
+        let Some(p) = self
+            .topic_names_by_id
+            .get(&topic_id)
+            .cloned()
+            .and_then(|name| self.topics.get_mut(&name))
+            .and_then(|t| t.partitions.get_mut(usize::try_from(index).ok()?))
+        else {
+            return ReassignOutcome::UnknownPartition;
+        };
+        let original = p.original_replicas();
+        match target {
+            None if !p.is_reassigning() => ReassignOutcome::NoReassignmentInProgress,
+            None => {
+                // Back to the original replicas; the ones that were joining
+                // leave, and lead no more.
+                p.isr.retain(|b| original.contains(b));
+                p.replicas = original;
+                p.adding.clear();
+                p.removing.clear();
+                if !p.replicas.contains(&p.leader) {
+                    elect(p, &fenced, None, false);
+                }
+                ReassignOutcome::Done
+            }
+            Some(t) => {
+                let adding: Vec<i32> = t
+                    .iter()
+                    .copied()
+                    .filter(|b| !original.contains(b))
+                    .collect();
+                let removing: Vec<i32> = original
+                    .iter()
+                    .copied()
+                    .filter(|b| !t.contains(b))
+                    .collect();
+                let mut replicas = t.to_vec();
+                replicas.extend(&removing);
+                // Joining replicas that already left the ISR (a replaced
+                // reassignment) are out of it.
+                p.isr.retain(|b| replicas.contains(b));
+                p.replicas = replicas;
+                p.adding = adding;
+                p.removing = removing;
+                complete_reassignment(p, &fenced);
+                ReassignOutcome::Done
+            }
+        }
+    }
+
+    /// Kafka's rules for a reassignment's target: at least one replica,
+    /// registered brokers, none twice.
+    fn check_target(&self, target: &[i32]) -> Result<(), String> {
+        if target.is_empty() {
+            return Err("the target replicas are empty".to_string());
+        }
+        if let Some(b) = target.iter().find(|b| !self.brokers.contains_key(b)) {
+            return Err(format!(
+                "the target names a broker that is not registered. broker={b}"
+            ));
+        }
+        if let Some((_, b)) = target
+            .iter()
+            .enumerate()
+            .find(|(j, b)| target[..*j].contains(b))
+        {
+            return Err(format!("the target names a broker twice. broker={b}"));
+        }
+        Ok(())
     }
 
     /// Registered brokers that are not fenced, by id: where new replicas go.
@@ -532,6 +616,7 @@ impl ClusterView {
                 leader_epoch: 0,
                 replicas: replicas.clone(),
                 isr,
+                ..PartitionInfo::default()
             });
         }
         Ok(placed)
@@ -596,6 +681,27 @@ fn assign_partition(brokers: &[i32], id: Uuid, partition: i32, rf: usize) -> Par
         leader_epoch: 0,
         isr: replicas.clone(),
         replicas,
+        ..PartitionInfo::default()
+    }
+}
+
+/// Finishes `p`'s reassignment once every target replica is in its ISR:
+/// the leaving replicas go (from the replicas and the ISR), and a leader
+/// among them hands over to the first live in-sync target replica.
+fn complete_reassignment(p: &mut PartitionInfo, fenced: &std::collections::BTreeSet<i32>) {
+    if !p.is_reassigning() {
+        return;
+    }
+    let target = p.target_replicas();
+    if !target.iter().all(|b| p.isr.contains(b)) {
+        return;
+    }
+    p.isr.retain(|b| target.contains(b));
+    p.replicas = target;
+    p.adding.clear();
+    p.removing.clear();
+    if !p.replicas.contains(&p.leader) {
+        elect(p, fenced, None, false);
     }
 }
 
@@ -769,6 +875,7 @@ mod tests {
                     leader_epoch: 0,
                     replicas: vec![1],
                     isr: vec![1],
+                    ..PartitionInfo::default()
                 }
             );
         }
@@ -1401,6 +1508,91 @@ mod tests {
         // Fenced, it gets nothing back.
         view.fenced.insert(1);
         assert!(view.imbalanced_leaders(5).is_empty());
+    }
+
+    #[test]
+    fn a_reassignment_completes_once_the_new_replicas_are_in_sync() {
+        let mut view = view_with_brokers(&[1, 2, 3, 4]);
+        assert_eq!(
+            view.apply(&create_assigned("t", id(3), vec![vec![1, 2], vec![2, 1]])),
+            CommandResult::Ok
+        );
+        let tid = id(3);
+        let move_to = |p: i32, target: Option<Vec<i32>>| Command::Reassign {
+            partitions: vec![(tid, p, target)],
+        };
+        let alter = |leader: i32, epoch: i32, isr: Vec<i32>| Command::AlterPartition {
+            topic_id: tid,
+            partition: 0,
+            leader,
+            leader_epoch: epoch,
+            isr,
+        };
+        let done = CommandResult::Reassignments {
+            outcomes: vec![ReassignOutcome::Done],
+        };
+        assert_eq!(view.apply(&move_to(0, Some(vec![3, 4]))), done);
+        let p = view.topics["t"].partitions[0].clone();
+        assert_eq!(p.replicas, vec![3, 4, 1, 2]);
+        assert_eq!(
+            (p.adding.clone(), p.removing.clone()),
+            (vec![3, 4], vec![1, 2])
+        );
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (1, 0, vec![1, 2])
+        );
+        // One new replica in sync: not yet.
+        assert_eq!(view.apply(&alter(1, 0, vec![1, 2, 3])), CommandResult::Ok);
+        assert!(view.topics["t"].partitions[0].is_reassigning());
+        // Both: the old ones leave, and the leader hands over.
+        assert_eq!(
+            view.apply(&alter(1, 0, vec![1, 2, 3, 4])),
+            CommandResult::Ok
+        );
+        let p = view.topics["t"].partitions[0].clone();
+        assert!(!p.is_reassigning());
+        assert_eq!(p.replicas, vec![3, 4]);
+        assert_eq!((p.leader, p.leader_epoch, p.isr), (3, 1, vec![3, 4]));
+        assert_eq!(
+            view.apply(&move_to(0, None)),
+            CommandResult::Reassignments {
+                outcomes: vec![ReassignOutcome::NoReassignmentInProgress]
+            }
+        );
+        for bad in [vec![], vec![9], vec![3, 3]] {
+            assert!(
+                matches!(
+                    view.apply(&move_to(1, Some(bad.clone()))),
+                    CommandResult::Reassignments { outcomes } if matches!(outcomes[0], ReassignOutcome::InvalidReplicaAssignment { .. })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        // Cancelled half-way: back to the original replicas.
+        assert_eq!(view.apply(&move_to(1, Some(vec![2, 3]))), done);
+        assert_eq!(view.topics["t"].partitions[1].replicas, vec![2, 3, 1]);
+        assert_eq!(view.apply(&move_to(1, None)), done);
+        let p = &view.topics["t"].partitions[1];
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![2, 1], vec![2, 1], 2)
+        );
+        assert!(!p.is_reassigning());
+        // Dropping a replica completes at once (the rest is in sync).
+        assert_eq!(view.apply(&move_to(1, Some(vec![1]))), done);
+        let p = &view.topics["t"].partitions[1];
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![1], vec![1], 1)
+        );
+        assert_eq!(p.leader_epoch, 1);
+        assert_eq!(
+            view.apply(&move_to(7, Some(vec![1]))),
+            CommandResult::Reassignments {
+                outcomes: vec![ReassignOutcome::UnknownPartition]
+            }
+        );
     }
 
     #[test]
