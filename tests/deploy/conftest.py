@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -124,7 +125,7 @@ class Console:
     def __init__(self, tmp: Path, locals_hcl: str = ""):
         self.tmp = tmp
         self.dir = tmp / "console"
-        self.dir.mkdir(exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.locals_hcl = locals_hcl
 
     def eval_json(self, expressions: list[str]) -> list[object]:
@@ -143,6 +144,106 @@ class Console:
         results = json.loads(json.loads(proc.stdout))
         assert len(results) == len(expressions), proc.stdout
         return results
+
+
+def hcl_literal(value) -> str:
+    """A Python value (as python-hcl2 or a test gives it) as an HCL literal."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+    if isinstance(value, list):
+        return "[" + ", ".join(hcl_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {hcl_literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no HCL literal for {value!r}")
+
+
+class ModuleEval:
+    """Evaluates the strata-cluster module's own expressions for given inputs
+    with `terraform console`, no provider: its variables become locals with
+    the inputs (else their defaults), and the data sources and resource
+    attributes those expressions read become locals with stand-in values
+    (`stubs`, keyed like "aws_ebs_volume.data" or "data.aws_region.current").
+    Only the module's locals an expression needs are copied, rewritten."""
+
+    def __init__(self, module: TfConfig, tmp: Path, inputs: dict, stubs: dict):
+        self.module = module
+        self.tmp = tmp
+        self.stubs = stubs
+        missing = [n for n, v in module.variables.items() if "default" not in v and n not in inputs]
+        assert not missing, f"required module inputs missing: {missing}"
+        unknown = set(inputs) - set(module.variables)
+        assert not unknown, f"not inputs of the module: {unknown}"
+        self.vars = {n: inputs.get(n, v.get("default")) for n, v in module.variables.items()}
+
+    @staticmethod
+    def rewrite(text: str, index: int | None = None) -> str:
+        text = re.sub(r"\bvar\.(\w+)", r"local.var__\1", text)
+        text = re.sub(r"\bdata\.(aws_\w+)\.(\w+)", r"local.data__\1__\2", text)
+        text = re.sub(r"(?<![.\w])(aws_\w+)\.(\w+)", r"local.res__\1__\2", text)
+        text = re.sub(r"\bpath\.module\b", "local.path__module", text)
+        if index is not None:
+            text = re.sub(r"\bcount\.index\b", str(index), text)
+        return text
+
+    def _locals_hcl(self, expressions: list[str]) -> str:
+        needed: set[str] = set()
+        todo = [n for e in expressions for n in re.findall(r"\blocal\.(\w+)", e)]
+        while todo:
+            name = todo.pop()
+            if name not in needed:
+                assert name in self.module.locals, f"local.{name} is not declared"
+                needed.add(name)
+                todo += re.findall(r"\blocal\.(\w+)", str(self.module.locals[name]))
+        texts = expressions + [str(self.module.locals[n]) for n in needed]
+        refs = {f"data.{t}.{n}" for text in texts for t, n in re.findall(r"\bdata\.(aws_\w+)\.(\w+)", text)}
+        refs |= {f"{t}.{n}" for text in texts for t, n in re.findall(r"(?<![.\w])(aws_\w+)\.(\w+)", text)}
+        unstubbed = refs - set(self.stubs)
+        assert not unstubbed, f"give these a stand-in value: {sorted(unstubbed)}"
+        lines = [f"  var__{n} = {hcl_literal(v)}" for n, v in self.vars.items()]
+        lines += [f"  {self.rewrite(k).removeprefix('local.')} = {hcl_literal(self.stubs[k])}" for k in sorted(refs)]
+        lines.append(f"  path__module = {hcl_literal(self.module.directory.as_posix())}")
+        for name in sorted(needed):
+            value = self.module.locals[name]
+            # A string is a template: "${expr}" alone yields expr's own value.
+            body = f'"{self.rewrite(value)}"' if isinstance(value, str) else hcl_literal(value)
+            lines.append(f"  {name} = {body}")
+        return "\n".join(lines)
+
+    def eval_json(self, expressions: list[str]) -> list[object]:
+        """Each expression in the module's own syntax (var., local., data.,
+        resource references), count.index already replaced."""
+        rewritten = [self.rewrite(e) for e in expressions]
+        return Console(self.tmp, self._locals_hcl(expressions)).eval_json(rewritten)
+
+    @staticmethod
+    def unwrap(template: str) -> str:
+        """The expression of a "${expr}" attribute as python-hcl2 gives it."""
+        assert template.startswith("${") and template.endswith("}"), template
+        return template[2:-1]
+
+    def user_data(self) -> list[str]:
+        """The cloud-init text each aws_instance.broker boots with, as EC2
+        receives it (base64 of gzip), decoded."""
+        import base64
+        import gzip
+
+        expr = self.unwrap(self.module.resources[("aws_instance", "broker")]["user_data_base64"])
+        count = self.vars["broker_count"]
+        encoded = self.eval_json([re.sub(r"\bcount\.index\b", str(i), expr) for i in range(count)])
+        return [gzip.decompress(base64.b64decode(e)).decode() for e in encoded]
+
+    def preconditions(self) -> list[tuple[bool, str]]:
+        """(holds, error_message) for each precondition of aws_instance.broker."""
+        lifecycle = self.module.resources[("aws_instance", "broker")]["lifecycle"]
+        conditions = [c for block in lifecycle for c in block.get("precondition", [])]
+        results = self.eval_json([self.unwrap(c["condition"]) for c in conditions])
+        return [(bool(ok), c["error_message"]) for ok, c in zip(results, conditions)]
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@ CATALOG: dict[str, tuple[str, frozenset[str]]] = {
     "strata_isr_shrinks_total": (COUNTER, frozenset()),
     "strata_isr_expands_total": (COUNTER, frozenset()),
     "strata_replica_max_lag": (GAUGE, frozenset()),
+    "strata_metadata_applied_end": (GAUGE, frozenset()),
+    "strata_metadata_replica_lag_entries": (GAUGE, frozenset({"node"})),
     "strata_partition_log_end_offset": (GAUGE, frozenset({"topic", "partition"})),
     "strata_partition_log_start_offset": (GAUGE, frozenset({"topic", "partition"})),
     "strata_consumer_group_lag": (GAUGE, frozenset({"group", "topic", "partition"})),

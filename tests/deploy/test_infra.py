@@ -79,9 +79,33 @@ def test_dockerignore_keeps_the_context_small():
 # --- docker-compose --------------------------------------------------------------
 
 
+NET = "strata-net"
+
+
+def brokers(compose) -> dict[str, dict]:
+    """The broker services, by name: those built from infra/Dockerfile."""
+    found = {name: svc for name, svc in compose["services"].items() if "build" in svc}
+    assert found, "no broker service builds infra/Dockerfile"
+    return found
+
+
+def host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def parse_voters(voters: str) -> dict[int, tuple[str, int]]:
+    parsed = {}
+    for item in voters.split(","):
+        node_id, _, address = item.strip().partition("@")
+        assert int(node_id) not in parsed, f"node id {node_id} twice in {voters}"
+        parsed[int(node_id)] = host_port(address)
+    return parsed
+
+
 def test_compose_services(compose):
     services = compose["services"]
-    assert {"strata", "minio", "minio-init", "prometheus", "grafana"} <= set(services)
+    assert {NET, "strata-1", "strata-2", "strata-3", "minio", "minio-init", "prometheus", "grafana"} <= set(services)
     for name, svc in services.items():
         if "image" in svc and "build" not in svc:
             image = svc["image"]
@@ -96,36 +120,97 @@ def test_compose_services(compose):
                 assert (INFRA_DIR / source).exists(), f"{name}: mounts missing {source}"
             else:
                 assert source in compose.get("volumes", {}), f"{name}: undeclared volume {source}"
+        mode = svc.get("network_mode")
+        if mode is not None:
+            # Compose refuses ports or networks on a service in another's namespace.
+            assert mode.startswith("service:") and mode[len("service:") :] in services, f"{name}: {mode}"
+            assert "ports" not in svc and "networks" not in svc, f"{name} publishes through {mode}"
 
 
-def test_compose_broker_uses_the_s3_service(compose):
+def test_compose_brokers_use_the_s3_service(compose):
     services = compose["services"]
-    strata = services["strata"]
-    build = strata["build"]
-    assert (INFRA_DIR / build["context"] / build["dockerfile"]).resolve() == (INFRA_DIR / "Dockerfile").resolve()
-    env = strata["environment"]
-    tier = re.fullmatch(r"s3://([a-z0-9.-]+)/(.+)", env["STRATA_TIER_URL"])
-    assert tier, env["STRATA_TIER_URL"]
-    # minio-init creates that bucket before the broker starts.
-    assert services["minio-init"]["entrypoint"][-1] == f"local/{tier.group(1)}"
-    assert strata["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
-    endpoint = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", env["AWS_ENDPOINT_URL"])
-    assert endpoint and endpoint.group(1) in services
-    assert env["AWS_ALLOW_HTTP"] == "true", "object_store refuses http:// endpoints without it"
-    minio_env = services["minio"]["environment"]
-    assert env["AWS_ACCESS_KEY_ID"] == minio_env["MINIO_ROOT_USER"]
-    assert env["AWS_SECRET_ACCESS_KEY"] == minio_env["MINIO_ROOT_PASSWORD"]
-    ports = {p.split(":", 1)[1] for p in strata["ports"]}
-    assert ports == {f"{KAFKA}:{KAFKA}", f"{ADMIN}:{ADMIN}"}
-    assert env["STRATA_ADVERTISED_LISTENER"] == f"localhost:{KAFKA}"
+    for name, strata in brokers(compose).items():
+        build = strata["build"]
+        assert (INFRA_DIR / build["context"] / build["dockerfile"]).resolve() == (INFRA_DIR / "Dockerfile").resolve()
+        env = strata["environment"]
+        tier = re.fullmatch(r"s3://([a-z0-9.-]+)/(.+)", env["STRATA_TIER_URL"])
+        assert tier, env["STRATA_TIER_URL"]
+        # minio-init creates that bucket before the broker starts.
+        assert services["minio-init"]["entrypoint"][-1] == f"local/{tier.group(1)}", name
+        assert strata["depends_on"]["minio-init"]["condition"] == "service_completed_successfully", name
+        endpoint = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", env["AWS_ENDPOINT_URL"])
+        assert endpoint and endpoint.group(1) in services, name
+        assert env["AWS_ALLOW_HTTP"] == "true", "object_store refuses http:// endpoints without it"
+        minio_env = services["minio"]["environment"]
+        assert env["AWS_ACCESS_KEY_ID"] == minio_env["MINIO_ROOT_USER"], name
+        assert env["AWS_SECRET_ACCESS_KEY"] == minio_env["MINIO_ROOT_PASSWORD"], name
+    # One tier for the cluster: the same bucket and prefix on every broker.
+    tiers = {svc["environment"]["STRATA_TIER_URL"] for svc in brokers(compose).values()}
+    assert len(tiers) == 1, tiers
 
 
-def test_prometheus_scrapes_the_broker(compose):
+def test_compose_three_brokers_form_one_cluster(compose):
+    services = compose["services"]
+    nodes = {int(svc["environment"]["STRATA_NODE_ID"]): (name, svc) for name, svc in brokers(compose).items()}
+    assert sorted(nodes) == [1, 2, 3], "node ids 1, 2 and 3, each once"
+    # The same voter list on every broker, naming each broker's controller listener.
+    voter_lists = {svc["environment"]["STRATA_CONTROLLER_QUORUM_VOTERS"] for _, svc in nodes.values()}
+    assert len(voter_lists) == 1, f"the brokers disagree on the voters: {voter_lists}"
+    voters = parse_voters(voter_lists.pop())
+    assert sorted(voters) == sorted(nodes)
+    used_ports: list[int] = []
+    published = {p.split(":", 1)[1] for p in services[NET]["ports"]}
+    image_dir = "/var/lib/strata"
+    volumes = []
+    for node_id, (name, svc) in nodes.items():
+        env = svc["environment"]
+        # All brokers live in the namespace of strata-net, so loopback
+        # addresses reach one another and each needs ports of its own.
+        assert svc["network_mode"] == f"service:{NET}", name
+        controller = host_port(env["STRATA_CONTROLLER_LISTEN"])
+        assert voters[node_id] == controller and controller[0] == "127.0.0.1", (name, controller)
+        kafka = host_port(env["STRATA_LISTEN"])
+        admin = host_port(env["STRATA_ADMIN_LISTEN"])
+        # Published ports reach the namespace's external interface, so the
+        # client listeners bind every address.
+        assert kafka[0] == "0.0.0.0" and admin[0] == "0.0.0.0", name
+        # Other brokers (followers fetch from the leader there) and clients
+        # on the host both reach the advertised address.
+        assert env["STRATA_ADVERTISED_LISTENER"] == f"127.0.0.1:{kafka[1]}", name
+        assert {f"{kafka[1]}:{kafka[1]}", f"{admin[1]}:{admin[1]}"} <= published, f"{name}: not published"
+        used_ports += [kafka[1], admin[1], controller[1]]
+        (volume,) = svc["volumes"]
+        source, target = volume.split(":")[:2]
+        assert target == image_dir, name
+        volumes.append(source)
+        # The healthcheck asks this broker's admin port, not the image's 9644.
+        health = " ".join(svc["healthcheck"]["test"])
+        assert "/ready" in health and "$${STRATA_ADMIN_LISTEN##*:}" in health, name
+        assert svc["depends_on"][NET]["condition"] == "service_started", name
+    assert len(used_ports) == len(set(used_ports)), f"brokers share a port: {sorted(used_ports)}"
+    assert len(volumes) == len(set(volumes)), f"brokers share a data volume: {volumes}"
+    assert {KAFKA, ADMIN} <= set(used_ports), "broker 1 keeps the usual ports"
+    # strata-net publishes the brokers' client and admin ports and nothing else.
+    assert len(published) == 2 * len(nodes)
+    # Dockerfile's STRATA_DATA_DIR is the directory each volume is mounted on.
+    env = dict(re.findall(r"(STRATA_\w+)=(\S+)", (INFRA_DIR / "Dockerfile").read_text()))
+    assert env["STRATA_DATA_DIR"] == image_dir
+
+
+def test_prometheus_scrapes_every_broker(compose):
     prom = yaml.safe_load((INFRA_DIR / "prometheus" / "prometheus.yml").read_text())
     job = next(j for j in prom["scrape_configs"] if j["job_name"] == "strata")
     assert job.get("metrics_path", "/metrics") == "/metrics"
-    targets = [t for sc in job["static_configs"] for t in sc["targets"]]
-    assert targets == [f"strata:{ADMIN}"]
+    targets = [host_port(t) for sc in job["static_configs"] for t in sc["targets"]]
+    names = {NET, *compose["services"][NET]["networks"]["default"]["aliases"]}
+    assert all(host in names for host, _ in targets), f"{targets}: not names of {NET}"
+    admin_ports = sorted(host_port(b["environment"]["STRATA_ADMIN_LISTEN"])[1] for b in brokers(compose).values())
+    assert sorted(port for _, port in targets) == admin_ports, "one target per broker, at its admin port"
+    # strata-2:9744 is broker strata-2's admin port: the names read as the brokers they scrape.
+    admin_of = {name: host_port(b["environment"]["STRATA_ADMIN_LISTEN"])[1] for name, b in brokers(compose).items()}
+    for host, port in targets:
+        assert admin_of.get(host) == port, f"target {host}:{port} is not broker {host}'s admin port"
+    assert set(brokers(compose)) <= set(compose["services"]["prometheus"]["depends_on"])
     mounts = {v.split(":")[1] for v in compose["services"]["prometheus"]["volumes"]}
     for rule_file in prom["rule_files"]:
         assert rule_file in mounts, f"{rule_file} is not mounted into prometheus"

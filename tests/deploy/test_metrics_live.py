@@ -22,8 +22,8 @@ import yaml
 
 from conftest import INFRA_DIR, ROOT, dashboard_queries
 from metrics_catalog import metrics_in
-from test_cloud_init import render
-from test_infra import dockerfile_instructions
+from test_cloud_init import bootstrap_listeners, render
+from test_infra import brokers, dockerfile_instructions
 
 BOUND_RE = re.compile(r"^(kafka|admin) listener bound to (\S+)$")
 
@@ -165,12 +165,48 @@ def test_cloud_init_config_keys_are_broker_flags(tmp_path):
     assert "--config /etc/strata/strata.toml" in env
 
 
+@pytest.mark.parametrize("role", ["voter", "learner"])
+def test_cluster_configs_pass_the_brokers_checks(tmp_path, role):
+    """A voter's and a learner's strata.toml, with the strata.env the
+    bootstrap writes, are a configuration strata serve accepts: it gets as
+    far as serving its controller listener (then waits for the quorum, which
+    is not there). Ports are 0 and the IMDS address 127.0.0.1 so that it can
+    bind; the data directory and tier are moved to tmp_path."""
+    voters = '"1@127.0.0.1:1,2@127.0.0.1:2,3@127.0.0.1:3"'
+    node_id = "2" if role == "voter" else "4"
+    doc = render(tmp_path, node_id=node_id, controller_voters=voters, controller_role=f'"{role}"',
+                 kafka_port="0", admin_port="0", controller_port="0",
+                 replication_factor="3", offsets_factor="3")  # fmt: skip
+    files = {path: f["content"] for path, f in doc["files"].items()}
+    config = tmp_path / "strata.toml"
+    config.write_text(files["/etc/strata/strata.toml"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRATA_", "AWS_"))}
+    env.update(bootstrap_listeners(tmp_path, files["/etc/strata/bootstrap.env"], ip="127.0.0.1"))
+    assert ("STRATA_CONTROLLER_LISTEN" in env) == (role == "learner")
+    env.update(STRATA_DATA_DIR=str(tmp_path / "data"), STRATA_TIER_URL=(tmp_path / "tier").as_uri())
+    log = tmp_path / "strata.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(strata_bin()), "serve", "--config", str(config)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "serving the controller listener" not in log.read_text():
+            assert proc.poll() is None, f"strata serve refused the {role}'s config:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no controller listener after 30 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.1)
+    finally:
+        # Waiting for a quorum that never comes, it is killed outright.
+        proc.kill()
+        proc.wait()
+
+
 def test_compose_env_names_are_broker_settings():
     compose = yaml.safe_load((INFRA_DIR / "docker-compose.yml").read_text())
     flags = serve_flags()
-    for name in compose["services"]["strata"]["environment"]:
-        if name.startswith("STRATA_"):
-            assert name[len("STRATA_") :].lower().replace("_", "-") in flags, name
+    for service in brokers(compose).values():
+        for name in service["environment"]:
+            if name.startswith("STRATA_"):
+                assert name[len("STRATA_") :].lower().replace("_", "-") in flags, name
     instr = dockerfile_instructions(INFRA_DIR / "Dockerfile")
     for keyword, rest in instr:
         if keyword == "ENV":

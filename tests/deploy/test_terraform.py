@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 
 import pytest
+
+import hcl2
+import yaml
 
 from conftest import (
     EXAMPLES_DIR,
     MODULE_DIR,
     TERRAFORM_DIR,
     Console,
+    ModuleEval,
     TfConfig,
+    _normalise,
+    hcl_literal,
     one,
     terraform_bin,
     terraform_env,
     tf_dirs,
 )
+from test_cloud_init import CLUSTER_INPUTS, DOMAIN, module_stubs
 
 KAFKA, CONTROLLER, ADMIN = 9092, 9093, 9644
 BUCKET = "aws_s3_bucket.tier"
@@ -321,6 +329,15 @@ def test_other_validations(module, tmp_path):
         ("subnet_ids", '["subnet-0a1b"]', True),
         ("dns_domain", '"kafka.internal.example.com"', True),
         ("dns_domain", '"example.com."', False),
+        ("default_replication_factor", "null", True),
+        ("default_replication_factor", "3", True),
+        ("default_replication_factor", "0", False),
+        ("default_replication_factor", "1.5", False),
+        ("offsets_topic_replication_factor", "null", True),
+        ("offsets_topic_replication_factor", "3", True),
+        ("offsets_topic_replication_factor", "0", False),
+        ("extra_config", '{"controller-quorum-voters" = "\\"1@a:9093\\""}', False),
+        ("extra_config", '{"default-replication-factor" = "2"}', False),
     ]
     assert _validations(module, tmp_path, cases) == [ok for _, _, ok in cases]
 
@@ -348,13 +365,15 @@ def test_variables_documented_typed_and_validated(module):
         "strata_artifact_url", "strata_artifact_sha256", "num_partitions", "extra_config",
         "bucket_name", "tier_prefix", "kms_key_arn", "abort_incomplete_multipart_upload_days",
         "client_cidrs", "admin_cidrs", "egress_cidrs", "dns_domain", "log_retention_days",
+        "default_replication_factor", "offsets_topic_replication_factor",
     }  # fmt: skip
     missing = sorted(v for v in must_validate if not module.variables[v].get("validation"))
     assert not missing, f"variables without validation: {missing}"
 
 
 def test_outputs(module):
-    for name in ("bootstrap_servers", "bucket_name", "bucket_arn", "tier_url", "broker_addresses"):
+    required = ("bootstrap_servers", "bucket_name", "bucket_arn", "tier_url", "broker_addresses", "controller_quorum_voters")
+    for name in required:
         assert name in module.outputs, name
     for name, out in module.outputs.items():
         assert out.get("description", "").strip(), f"output {name} has no description"
@@ -415,10 +434,84 @@ def test_localstack_example_points_at_localstack(examples):
     providers = dict(examples["localstack"].providers)
     aws = providers["aws"]
     endpoints = one(aws["endpoints"])
-    for service in ("s3", "iam", "kms", "ec2", "elbv2", "logs", "sts", "ssm"):
+    for service in ("s3", "iam", "kms", "ec2", "elbv2", "logs", "sts", "ssm", "route53"):
         assert endpoints.get(service) == "${var.localstack_endpoint}", service
     assert aws["s3_use_path_style"] is True
     assert examples["localstack"].variables["localstack_endpoint"]["default"] == "http://localhost:4566"
+
+
+# --- Preconditions and the examples, evaluated with the module's own expressions --
+
+
+def test_broker_preconditions(module, tmp_path):
+    base = dict(CLUSTER_INPUTS)
+    alone = {**base, "broker_count": 1, "route53_zone_id": None, "dns_domain": None}
+    cases = [
+        ({**base}, True),  # three brokers, the default, with their zone
+        ({**base, "broker_count": 5, "default_replication_factor": 5}, True),
+        (alone, True),
+        ({**base, "route53_zone_id": None, "dns_domain": None}, False),  # a cluster needs names
+        ({**base, "broker_count": 2, "route53_zone_id": None}, False),
+        ({**base, "dns_domain": None}, False),  # a zone and its domain go together
+        ({**alone, "dns_domain": DOMAIN}, False),
+        ({**alone, "route53_zone_id": "Z0123456789ABCDEFGHIJ", "dns_domain": DOMAIN}, True),
+        ({**base, "default_replication_factor": 4}, False),  # more replicas than brokers
+        ({**alone, "default_replication_factor": 1}, True),
+    ]
+    for i, (inputs, ok) in enumerate(cases):
+        count = inputs.get("broker_count", 3)
+        results = ModuleEval(module, tmp_path / str(i), inputs, module_stubs(count, 3)).preconditions()
+        failed = [message for holds, message in results if not holds]
+        assert (not failed) == ok, f"case {i} {inputs}: {failed or 'every precondition holds'}"
+
+
+def test_aws_example_is_a_valid_three_broker_cluster(module, examples, tmp_path):
+    """The aws example with terraform.tfvars.example: each input passes the
+    module's validations and preconditions, and three brokers share one
+    voter list."""
+    example = examples["aws"]
+    tfvars = _normalise(hcl2.load((EXAMPLES_DIR / "aws" / "terraform.tfvars.example").open()))
+    required = {n for n, v in example.variables.items() if "default" not in v}
+    assert required <= set(tfvars), f"terraform.tfvars.example lacks {required - set(tfvars)}"
+    (call,) = example.modules.values()
+    inputs = {}
+    for arg, value in call.items():
+        if arg in META_ARGS:
+            continue
+        ref = re.fullmatch(r"\$\{var\.(\w+)\}", value) if isinstance(value, str) else None
+        if ref:
+            value = tfvars.get(ref.group(1), example.variables[ref.group(1)].get("default"))
+        assert "${" not in str(value), f"{arg} = {value}: not a literal or an example variable"
+        inputs[arg] = value
+    assert inputs["broker_count"] == 3
+    cases = [(n, hcl_literal(v), True) for n, v in inputs.items() if module.variables[n].get("validation")]
+    assert _validations(module, tmp_path / "validations", cases) == [True] * len(cases), cases
+    evaluator = ModuleEval(module, tmp_path / "module", inputs, module_stubs(3, len(inputs["subnet_ids"])))
+    assert [m for ok, m in evaluator.preconditions() if not ok] == []
+    voters = set()
+    for i, text in enumerate(evaluator.user_data()):
+        doc = yaml.safe_load(text)
+        config = tomllib.loads(next(f["content"] for f in doc["write_files"] if f["path"] == "/etc/strata/strata.toml"))
+        assert config["node-id"] == i + 1
+        voters.add(config["controller-quorum-voters"])
+    domain = tfvars["dns_domain"]
+    assert voters == {f"1@broker-1.{domain}:9093,2@broker-2.{domain}:9093,3@broker-3.{domain}:9093"}
+
+
+def test_localstack_example_is_a_named_cluster(module, examples):
+    example = examples["localstack"]
+    (call,) = example.modules.values()
+    assert call["broker_count"] == 3
+    # The precondition for several brokers: a zone and its domain.
+    zone = example.of_type("aws_route53_zone")["cluster"]
+    assert call["route53_zone_id"] == "${aws_route53_zone.cluster.zone_id}"
+    assert zone["name"] == call["dns_domain"] == "${local.dns_domain}"
+    assert one(zone["vpc"])["vpc_id"] == "${data.aws_vpc.default.id}", "a private zone of the brokers' VPC"
+    # The zone id is known only after apply; the module's record counts must
+    # not depend on it, or planning fails ("count ... cannot be determined").
+    for name, record in module.of_type("aws_route53_record").items():
+        counted = set(re.findall(r"local\.(\w+)", record["count"]))
+        assert "route53_zone_id" not in record["count"] + "".join(str(module.locals[c]) for c in counted), name
 
 
 def test_templatefile_inputs_match_template(module):

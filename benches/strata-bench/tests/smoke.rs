@@ -127,10 +127,8 @@ fn quick_run_writes_every_figure() {
 
 #[test]
 fn quick_cluster_run_compares_replication_factors() {
-    let dir = std::env::temp_dir().join(format!(
-        "strata-bench-smoke-cluster-{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("strata-bench-smoke-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("work dir");
     let json_path = dir.join("bench.json");
     let out = Command::new(env!("CARGO_BIN_EXE_strata-bench"))

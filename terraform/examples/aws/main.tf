@@ -1,5 +1,7 @@
-# A minimal real deployment of Strata on AWS: one broker in an existing VPC,
-# its tier bucket, and an internal bootstrap load balancer.
+# A real deployment of Strata on AWS: a cluster of three brokers (each a
+# metadata voter, each partition on three of them by default) in an existing
+# VPC, named broker-<id>.<dns_domain> in an existing Route 53 private zone,
+# their tier bucket, and an internal bootstrap load balancer.
 #
 #   cp terraform.tfvars.example terraform.tfvars   # then edit it
 #   terraform init && terraform apply
@@ -34,9 +36,13 @@ module "strata" {
   vpc_id     = var.vpc_id
   subnet_ids = var.subnet_ids
 
-  broker_count         = 1
+  broker_count         = var.broker_count
   instance_type        = var.instance_type
   data_volume_size_gib = var.data_volume_size_gib
+
+  # The brokers reach each other's controller listeners by these names.
+  route53_zone_id = var.route53_zone_id
+  dns_domain      = var.dns_domain
 
   strata_artifact_url    = var.strata_artifact_url
   strata_artifact_sha256 = var.strata_artifact_sha256
@@ -53,6 +59,16 @@ output "bootstrap_servers" {
 output "bucket_name" {
   description = "The tier bucket."
   value       = module.strata.bucket_name
+}
+
+output "broker_addresses" {
+  description = "Advertised Kafka address of each broker, node id order."
+  value       = module.strata.broker_addresses
+}
+
+output "controller_quorum_voters" {
+  description = "The metadata voters the brokers run with."
+  value       = module.strata.controller_quorum_voters
 }
 
 output "admin_endpoints" {

@@ -11,13 +11,29 @@ variable "name" {
 }
 
 variable "vpc_id" {
-  description = "Existing VPC for the broker."
+  description = "Existing VPC for the brokers."
   type        = string
 }
 
 variable "subnet_ids" {
   description = "Existing private subnets of vpc_id with a route to S3 (NAT gateway or S3 gateway endpoint)."
   type        = list(string)
+}
+
+variable "broker_count" {
+  description = "Number of brokers: the first three are the metadata voters, more join as learners."
+  type        = number
+  default     = 3
+}
+
+variable "route53_zone_id" {
+  description = "Existing Route 53 private hosted zone associated with vpc_id, for the names broker-<id>.<dns_domain> and bootstrap.<dns_domain>."
+  type        = string
+}
+
+variable "dns_domain" {
+  description = "Domain of route53_zone_id under which the broker records go, for example kafka.internal.example.com."
+  type        = string
 }
 
 variable "instance_type" {

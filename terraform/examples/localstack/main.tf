@@ -4,9 +4,11 @@
 #   tflocal init && tflocal apply          # or plain terraform: the provider
 #                                          # below already points at LocalStack
 #
-# LocalStack mocks EC2, ELBv2, IAM, KMS and CloudWatch Logs (instances do
-# not boot, so user data never runs) and implements S3 for real: the bucket,
-# its encryption, lifecycle and policy can be inspected with awslocal.
+# LocalStack mocks EC2, ELBv2, IAM, KMS, Route 53 and CloudWatch Logs
+# (instances do not boot, so user data never runs) and implements S3 for
+# real: the bucket, its encryption, lifecycle and policy can be inspected
+# with awslocal. The module is called as for a real cluster: three brokers,
+# named in a private zone.
 
 terraform {
   required_version = ">= 1.5.0"
@@ -30,14 +32,15 @@ provider "aws" {
   skip_requesting_account_id  = true
 
   endpoints {
-    ec2   = var.localstack_endpoint
-    elbv2 = var.localstack_endpoint
-    iam   = var.localstack_endpoint
-    kms   = var.localstack_endpoint
-    logs  = var.localstack_endpoint
-    s3    = var.localstack_endpoint
-    ssm   = var.localstack_endpoint
-    sts   = var.localstack_endpoint
+    ec2     = var.localstack_endpoint
+    elbv2   = var.localstack_endpoint
+    iam     = var.localstack_endpoint
+    kms     = var.localstack_endpoint
+    logs    = var.localstack_endpoint
+    route53 = var.localstack_endpoint
+    s3      = var.localstack_endpoint
+    ssm     = var.localstack_endpoint
+    sts     = var.localstack_endpoint
   }
 }
 
@@ -59,6 +62,19 @@ data "aws_subnets" "default" {
   }
 }
 
+# The private zone in which the brokers find each other by name.
+locals {
+  dns_domain = "strata.internal"
+}
+
+resource "aws_route53_zone" "cluster" {
+  name = local.dns_domain
+
+  vpc {
+    vpc_id = data.aws_vpc.default.id
+  }
+}
+
 module "strata" {
   #checkov:skip=CKV_AWS_150:A throwaway LocalStack environment must be destroyable; the module's default keeps deletion protection on.
   source = "../../modules/strata-cluster"
@@ -66,7 +82,10 @@ module "strata" {
   name         = "strata-local"
   vpc_id       = data.aws_vpc.default.id
   subnet_ids   = slice(sort(data.aws_subnets.default.ids), 0, 2)
-  broker_count = 2
+  broker_count = 3
+
+  route53_zone_id = aws_route53_zone.cluster.zone_id
+  dns_domain      = local.dns_domain
 
   # An image id LocalStack's EC2 mock knows; no SSM lookup.
   ami_id        = "ami-df5de72bdb3b"

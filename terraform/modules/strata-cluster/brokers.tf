@@ -15,7 +15,8 @@ resource "aws_cloudwatch_log_group" "broker" {
 # The hot tier. A separate volume, not part of the instance, so replacing a
 # broker (new AMI, new strata version) keeps its log segments.
 # No snapshot schedule: a snapshot of a live broker volume is not consistent
-# with the log; sealed segments are in S3 and replication will cover the tail.
+# with the log; sealed segments are in S3 and, in a cluster, the other
+# replicas hold the tail.
 resource "aws_ebs_volume" "data" {
   count = var.broker_count
 
@@ -51,8 +52,11 @@ resource "aws_instance" "broker" {
     admin_port         = local.admin_port
     controller_port    = local.controller_port
     controller_voters  = local.controller_quorum_voters
+    controller_role    = local.brokers[count.index].controller_role
     auto_create_topics = var.auto_create_topics
     num_partitions     = var.num_partitions
+    replication_factor = var.default_replication_factor
+    offsets_factor     = var.offsets_topic_replication_factor
     log_level          = var.log_level
     extra_config       = var.extra_config
     artifact_url       = var.strata_artifact_url
@@ -90,13 +94,18 @@ resource "aws_instance" "broker" {
     ignore_changes = [ami]
 
     precondition {
-      condition     = var.route53_zone_id == null || var.dns_domain != null
-      error_message = "dns_domain is required when route53_zone_id is set."
+      condition     = (var.route53_zone_id == null) == (var.dns_domain == null)
+      error_message = "route53_zone_id and dns_domain are set together: the zone and the domain its broker records go under."
     }
 
     precondition {
-      condition     = var.broker_count == 1 || var.route53_zone_id != null
+      condition     = var.broker_count == 1 || var.dns_domain != null
       error_message = "A cluster of several brokers needs route53_zone_id and dns_domain: the brokers find each other's controller listeners by name."
+    }
+
+    precondition {
+      condition     = var.default_replication_factor == null ? true : var.default_replication_factor <= var.broker_count
+      error_message = "default_replication_factor cannot exceed broker_count: topics created without a replication factor would be refused."
     }
   }
 }

@@ -42,7 +42,17 @@ locals {
   artifact_s3      = regex("^(?:s3://(?P<bucket>[^/]+)/(?P<key>.+))?", var.strata_artifact_url)
   artifact_s3_arns = local.artifact_s3.bucket == null ? [] : ["arn:${local.partition}:s3:::${local.artifact_s3.bucket}/${local.artifact_s3.key}"]
 
-  use_dns = var.route53_zone_id != null
+  # From dns_domain, not the zone id: the zone may be created in the same
+  # apply, and record counts must be known at plan.
+  use_dns = var.dns_domain != null
+
+  # Several brokers form one cluster. The first three (all of them, when
+  # fewer) are the metadata voters, reached by their DNS names on the
+  # controller port (Kafka's controller.quorum.voters); the others follow the
+  # metadata log as learners. So adding brokers to a cluster of three or more
+  # leaves the voter list, and the running brokers' user data, as they are.
+  # One broker runs alone.
+  max_voters = 3
 
   brokers = [
     for i in range(var.broker_count) : {
@@ -51,15 +61,14 @@ locals {
       subnet_id = var.subnet_ids[i % length(var.subnet_ids)]
       az        = data.aws_subnet.broker[i % length(var.subnet_ids)].availability_zone
       dns_name  = local.use_dns ? "broker-${i + 1}.${var.dns_domain}" : ""
+      # "voter", "learner", or "" for a broker alone.
+      controller_role = var.broker_count == 1 ? "" : i < local.max_voters ? "voter" : "learner"
     }
   ]
 
-  # Several brokers form one cluster: every broker is a metadata voter,
-  # reached by its DNS name on the controller port (Kafka's
-  # controller.quorum.voters). One broker runs alone.
-  controller_quorum_voters = var.broker_count > 1 ? join(",", [
-    for b in local.brokers : "${b.node_id}@${b.dns_name}:${local.controller_port}"
-  ]) : ""
+  controller_quorum_voters = join(",", [
+    for b in local.brokers : "${b.node_id}@${b.dns_name}:${local.controller_port}" if b.controller_role == "voter"
+  ])
 
   tags = merge(var.tags, {
     "strata:cluster" = var.name

@@ -15,6 +15,11 @@ output "broker_addresses" {
   ]
 }
 
+output "controller_quorum_voters" {
+  description = "The metadata voters every broker runs with, as ID@HOST:PORT,... (controller-quorum-voters); empty for a single broker."
+  value       = local.controller_quorum_voters
+}
+
 output "admin_endpoints" {
   description = "Admin HTTP base URL of each broker (/health, /ready, /metrics), for Prometheus scrape targets."
   value       = [for b in aws_instance.broker : "http://${b.private_ip}:${local.admin_port}"]

@@ -42,9 +42,9 @@ variable "tags" {
 # --- Brokers -----------------------------------------------------------------
 
 variable "broker_count" {
-  description = "Number of broker instances; node ids are 1..broker_count. Several brokers form one cluster (every broker a metadata voter, found by its DNS name, so route53_zone_id and dns_domain are required); partitions are spread over the brokers with one replica each until replication lands."
+  description = "Number of broker instances; node ids are 1..broker_count. Several brokers form one cluster: brokers 1-3 are the metadata voters, any others follow the metadata log as learners, and they find each other by DNS name, so route53_zone_id and dns_domain are required. Topics created without a replication factor get min(3, running brokers) replicas (see default_replication_factor). The voters are fixed when the cluster is created: grow a cluster of three or more by adding learners; one or two brokers cannot be grown into a larger cluster yet."
   type        = number
-  default     = 1
+  default     = 3
 
   validation {
     condition     = var.broker_count >= 1 && var.broker_count <= 64 && floor(var.broker_count) == var.broker_count
@@ -180,6 +180,28 @@ variable "num_partitions" {
   }
 }
 
+variable "default_replication_factor" {
+  description = "Broker setting default-replication-factor: replicas of a topic created without a replication factor, auto-created topics included. Null keeps the broker's default, min(3, running brokers). At most broker_count."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.default_replication_factor == null ? true : var.default_replication_factor >= 1 && floor(var.default_replication_factor) == var.default_replication_factor
+    error_message = "default_replication_factor must be null or a whole number of at least 1."
+  }
+}
+
+variable "offsets_topic_replication_factor" {
+  description = "Broker setting offsets-topic-replication-factor: replicas of __consumer_offsets, which holds the consumer groups' committed offsets. The broker caps it at the cluster's size and creates the topic once that many brokers run. Null keeps the broker's default, 3."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.offsets_topic_replication_factor == null ? true : var.offsets_topic_replication_factor >= 1 && floor(var.offsets_topic_replication_factor) == var.offsets_topic_replication_factor
+    error_message = "offsets_topic_replication_factor must be null or a whole number of at least 1."
+  }
+}
+
 variable "log_level" {
   description = "Broker setting log-level: error, warn, info, debug, trace, or a filter such as strata=debug."
   type        = string
@@ -199,9 +221,10 @@ variable "extra_config" {
   validation {
     condition = alltrue([for k, v in var.extra_config : can(regex("^[a-z][a-z0-9-]*$", k)) && !can(regex("[\\r\\n]", v)) && !contains([
       "data-dir", "listen", "advertised-listener", "admin-listen", "node-id", "tier-url", "log-format",
-      "auto-create-topics", "num-partitions", "log-level",
+      "auto-create-topics", "num-partitions", "log-level", "controller-listen", "controller-quorum-voters",
+      "default-replication-factor", "offsets-topic-replication-factor",
     ], k)])
-    error_message = "extra_config keys must be kebab-case flag names, values single-line TOML literals, and keys not ones the module sets itself (data-dir, listen, advertised-listener, admin-listen, node-id, tier-url, log-format, auto-create-topics, num-partitions, log-level)."
+    error_message = "extra_config keys must be kebab-case flag names, values single-line TOML literals, and keys not ones the module sets itself (data-dir, listen, advertised-listener, admin-listen, node-id, tier-url, log-format, auto-create-topics, num-partitions, log-level, controller-listen, controller-quorum-voters, default-replication-factor, offsets-topic-replication-factor)."
   }
 }
 
@@ -351,13 +374,13 @@ variable "load_balancer_access_log_bucket" {
 }
 
 variable "route53_zone_id" {
-  description = "Route 53 (typically private) hosted zone for per-broker DNS names broker-<id>.<dns_domain> and bootstrap.<dns_domain>. Null advertises private IP addresses instead."
+  description = "Route 53 (typically private) hosted zone for per-broker DNS names broker-<id>.<dns_domain> and bootstrap.<dns_domain>. Required for several brokers, which reach each other's controller listeners by these names. Null (one broker only) advertises the private IP address instead."
   type        = string
   default     = null
 }
 
 variable "dns_domain" {
-  description = "Domain of route53_zone_id under which broker records are created, for example kafka.internal.example.com. Required when route53_zone_id is set."
+  description = "Domain of route53_zone_id under which broker records are created, for example kafka.internal.example.com. Set together with route53_zone_id."
   type        = string
   default     = null
 

@@ -6,7 +6,8 @@
 #   2. the hot-tier EBS volume: wait for it, format it if blank, mount it at
 #      /var/lib/strata;
 #   3. the strata binary: download, check its SHA-256, install;
-#   4. the advertised listener (DNS name, else the private address);
+#   4. the advertised listener (DNS name, else the private address) and, on
+#      a learner, the controller listener;
 #   5. the CloudWatch agent for the log group (best effort);
 #   6. start strata.service.
 set -euo pipefail
@@ -84,14 +85,23 @@ fi
 install -m 0755 -o root -g root "$tmp" /usr/local/bin/strata
 rm -f "$tmp"
 
-# 4. Advertised listener: flags and env beat the config file, so it goes in
-# strata.env next to the region the S3 client needs.
+# 4. Listeners: flags and env beat the config file, so the advertised
+# listener goes in strata.env next to the region the S3 client needs. A
+# learner (a broker outside the metadata voters) serves the controller
+# listener on its private address: the voters reach it at the address it
+# listens on, so it cannot be 0.0.0.0.
 host="$STRATA_ADVERTISED_HOST"
 if [ -z "$host" ]; then host=$(retry imds local-ipv4); fi
+controller=""
+if [ "$STRATA_CONTROLLER_ROLE" = learner ]; then
+  ip=$(retry imds local-ipv4)
+  controller="STRATA_CONTROLLER_LISTEN=$ip:$STRATA_CONTROLLER_PORT"
+fi
 umask 022
 cat >/etc/strata/strata.env <<ENV
 STRATA_ADVERTISED_LISTENER=$host:$STRATA_KAFKA_PORT
 AWS_REGION=$AWS_REGION
+$controller
 ENV
 
 # 5. CloudWatch agent. The broker runs without it; say so loudly.
