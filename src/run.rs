@@ -121,13 +121,20 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
             }
         }
     };
-    let metadata = Metadata::open_quorum(
-        &config.data_dir.join("__cluster_metadata"),
-        config.node_id as u64,
-        quorum,
-    )
-    .await
-    .context("cannot open cluster metadata")?;
+    // Joining a quorum waits for its other voters as long as they take; a
+    // signal meanwhile stops the broker.
+    let metadata_dir = config.data_dir.join("__cluster_metadata");
+    let metadata = tokio::select! {
+        opened = Metadata::open_quorum(
+            &metadata_dir,
+            config.node_id as u64,
+            quorum,
+        ) => opened.context("cannot open cluster metadata")?,
+        _ = shutdown.cancelled() => {
+            tracing::info!("stopped while waiting for the metadata quorum");
+            return Ok(());
+        }
+    };
     // Everything below reads the view (registration, the leaderships to
     // hand over, the partitions to open and their roles): it must be the
     // cluster's current one, not the one this node applied before it

@@ -1904,3 +1904,35 @@ fn replicas_move_to_other_brokers_under_load() {
     });
     assert_eq!(replicas(&brokers[0], "moving")[&1], vec![2, 1]);
 }
+
+/// A voter whose quorum never forms waits for it, and SIGTERM still stops
+/// it at once, cleanly.
+#[test]
+fn a_broker_waiting_for_its_quorum_stops_on_sigterm() {
+    let controller = common::free_addr();
+    let voters = format!(
+        "1@{controller},2@{},3@{}",
+        common::free_addr(),
+        common::free_addr()
+    );
+    let mut b = Broker::builder()
+        .args([
+            "--node-id",
+            "1",
+            "--controller-listen",
+            controller.as_str(),
+            "--controller-quorum-voters",
+            voters.as_str(),
+        ])
+        .start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !b.logs().contains("serving the controller listener") {
+        assert!(Instant::now() < deadline, "{}", b.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, _) = common::http_get(&b.admin_addr(), "/ready");
+    assert_eq!(code, 503, "ready without a quorum");
+    // Exits 0 within the harness's stop timeout, or panics.
+    b.stop();
+}
