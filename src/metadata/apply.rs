@@ -212,15 +212,18 @@ impl ClusterView {
             .collect()
     }
 
+    /// Partition `index` of the topic with id `topic_id`.
+    fn partition_mut(&mut self, topic_id: Uuid, index: i32) -> Option<&mut PartitionInfo> {
+        let name = self.topic_names_by_id.get(&topic_id)?;
+        self.topics
+            .get_mut(name)?
+            .partitions
+            .get_mut(usize::try_from(index).ok()?)
+    }
+
     fn elect_leader(&mut self, election: Election, topic_id: Uuid, index: i32) -> ElectionOutcome {
         let fenced = self.fenced.clone();
-        let Some(p) = self
-            .topic_names_by_id
-            .get(&topic_id)
-            .cloned()
-            .and_then(|name| self.topics.get_mut(&name))
-            .and_then(|t| t.partitions.get_mut(usize::try_from(index).ok()?))
-        else {
+        let Some(p) = self.partition_mut(topic_id, index) else {
             return ElectionOutcome::UnknownPartition;
         };
         match election {
@@ -257,14 +260,8 @@ impl ClusterView {
         leader_epoch: i32,
         isr: &[i32],
     ) -> CommandResult {
-        let Some(name) = self.topic_names_by_id.get(&topic_id).cloned() else {
-            return CommandResult::UnknownTopic;
-        };
         let fenced = self.fenced.clone();
-        let Some(p) = self.topics.get_mut(&name).and_then(|t| {
-            t.partitions
-                .get_mut(usize::try_from(partition).unwrap_or(usize::MAX))
-        }) else {
+        let Some(p) = self.partition_mut(topic_id, partition) else {
             return CommandResult::UnknownTopic;
         };
         if p.leader != leader || p.leader_epoch != leader_epoch {
@@ -303,13 +300,7 @@ impl ClusterView {
             }
         }
         let fenced = self.fenced.clone();
-        let Some(p) = self
-            .topic_names_by_id
-            .get(&topic_id)
-            .cloned()
-            .and_then(|name| self.topics.get_mut(&name))
-            .and_then(|t| t.partitions.get_mut(usize::try_from(index).ok()?))
-        else {
+        let Some(p) = self.partition_mut(topic_id, index) else {
             return ReassignOutcome::UnknownPartition;
         };
         let original = p.original_replicas();

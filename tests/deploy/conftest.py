@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -285,3 +286,15 @@ def dashboard_queries() -> list[tuple[str, str]]:
         for rule in group["rules"]:
             found.append((f"alerts.yml: {rule['alert']}", str(rule["expr"])))
     return found
+
+
+def terminate(proc, timeout: float = 60):
+    """SIGTERM, then SIGKILL if it is still running after `timeout` s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import INFRA_DIR
+from conftest import INFRA_DIR, terminate
 from test_infra import brokers, dockerfile_instructions, parse_voters
 from test_metrics_live import http_get, strata_bin
 
@@ -86,14 +85,7 @@ class Cluster:
                 )
 
     def stop(self, name: str):
-        proc = self.procs[name]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(self.procs[name])
 
     def setting(self, name: str, key: str) -> str:
         return self.env[name][key]

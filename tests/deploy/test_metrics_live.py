@@ -9,7 +9,6 @@ import json
 import os
 import queue
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import INFRA_DIR, ROOT, dashboard_queries
+from conftest import INFRA_DIR, ROOT, dashboard_queries, terminate
 from metrics_catalog import metrics_in
 from test_cloud_init import bootstrap_listeners, render
 from test_infra import brokers, dockerfile_instructions
@@ -63,12 +62,7 @@ def broker(tmp_path_factory):
                 bound[m.group(1)] = m.group(2)
         yield bound
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
 
 
 def http_get(url: str, timeout: float = 30) -> str:
