@@ -35,7 +35,9 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-pub use admin::{AlterOp, ConfigEntry, ConfigResource, CreatedTopic, NewTopic};
+pub use admin::{
+    AlterOp, ConfigEntry, ConfigResource, CreatedTopic, NewTopic, OngoingReassignment, Reassignment,
+};
 pub use conn::Connection;
 pub use data::{
     Acks, FetchOptions, FetchRequestPartition, FetchedPartition, ListedOffset, OffsetSpec,

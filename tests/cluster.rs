@@ -1936,3 +1936,67 @@ fn a_broker_waiting_for_its_quorum_stops_on_sigterm() {
     // Exits 0 within the harness's stop timeout, or panics.
     b.stop();
 }
+
+/// `strata cluster drain --broker 3 --wait` moves every replica off broker
+/// 3 (partition reassignment) while the records stay readable, and
+/// `strata cluster reassignments` then lists nothing in progress.
+#[test]
+fn strata_cluster_drain_empties_a_broker() {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let brokers = three_brokers();
+    let all = bootstrap(&brokers);
+    let named: &[&[i32]] = &[&[1, 3], &[3, 2], &[2, 3]];
+    let admin = clients::admin(&all);
+    let r = futures::executor::block_on(admin.create_topics(
+        [&NewTopic::new(
+            "drained",
+            3,
+            TopicReplication::Variable(named),
+        )],
+        &clients::admin_opts(),
+    ))
+    .expect("CreateTopics");
+    assert!(r[0].is_ok(), "{r:?}");
+    let records: Vec<TestRecord> = (0..300)
+        .map(|i| TestRecord::value(format!("d-{i:04}")).in_partition(i % 3))
+        .collect();
+    let placed = clients::produce(&all, "drained", &records);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(common::strata_bin())
+            .args(args)
+            .args(["--output", "json", "-b", &brokers[0].bootstrap()])
+            .output()
+            .expect("run strata");
+        assert!(
+            out.status.success(),
+            "strata {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let moves = cli(&["cluster", "drain", "--broker", "3", "--wait"]);
+    let moves = moves.as_array().expect("moves");
+    assert_eq!(moves.len(), 3, "{moves:?}");
+    assert!(moves.iter().all(|m| m["outcome"] == "moving"), "{moves:?}");
+    assert_eq!(cli(&["cluster", "reassignments"]), serde_json::json!([]));
+    let now = replicas(&brokers[0], "drained");
+    assert!(
+        now.values().all(|r| r.len() == 2 && !r.contains(&3)),
+        "{now:?}"
+    );
+    // Every record, at its offset.
+    let got = clients::consume_ranges(
+        &bootstrap(&brokers[..2]),
+        "drained",
+        &[(0, 0, 100), (1, 0, 100), (2, 0, 100)],
+        Duration::from_secs(60),
+    );
+    let mut read: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    for c in &got {
+        read.insert((c.partition, c.offset), value_of(c));
+    }
+    for ((p, o), r) in placed.iter().zip(&records) {
+        let want = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
+        assert_eq!(read.get(&(*p, *o)), Some(&want), "{p}@{o}");
+    }
+}

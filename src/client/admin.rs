@@ -441,3 +441,121 @@ impl Client {
         })
     }
 }
+
+/// A partition's move to other brokers: its target replicas, or `None` to
+/// cancel the move in progress.
+#[derive(Debug, Clone)]
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Option<Vec<i32>>,
+}
+
+/// A move in progress, as ListPartitionReassignments shows it.
+#[derive(Debug, Clone)]
+pub struct OngoingReassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+impl Client {
+    /// AlterPartitionReassignments: one outcome per move, in order.
+    pub async fn alter_partition_reassignments(
+        &self,
+        moves: &[Reassignment],
+    ) -> Result<Vec<Result<(), ClientError>>, ClientError> {
+        use kafka_protocol::messages::alter_partition_reassignments_request::{
+            ReassignablePartition, ReassignableTopic,
+        };
+        use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
+        let conn = self.admin_conn().await?;
+        let mut topics: Vec<ReassignableTopic> = Vec::new();
+        for m in moves {
+            let p = ReassignablePartition::default()
+                .with_partition_index(m.partition)
+                .with_replicas(
+                    m.replicas
+                        .as_ref()
+                        .map(|r| r.iter().map(|b| BrokerId(*b)).collect()),
+                );
+            match topics.iter_mut().find(|t| t.name.0.as_str() == m.topic) {
+                Some(t) => t.partitions.push(p),
+                None => topics.push(
+                    ReassignableTopic::default()
+                        .with_name(topic_name(&m.topic))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        let req = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(duration_ms(self.options.request_timeout))
+            .with_topics(topics);
+        let resp = conn.send(&req).await?;
+        error::check(
+            resp.error_code,
+            "alter partition reassignments",
+            String::new,
+            resp.error_message.as_deref(),
+        )?;
+        Ok(moves
+            .iter()
+            .map(|m| {
+                let found = resp
+                    .responses
+                    .iter()
+                    .filter(|t| t.name.0.as_str() == m.topic)
+                    .flat_map(|t| t.partitions.iter())
+                    .find(|p| p.partition_index == m.partition);
+                match found {
+                    None => Err(ClientError::Protocol {
+                        what: format!(
+                            "reassignment response lacks topic={}, partition={}",
+                            m.topic, m.partition
+                        ),
+                        addr: conn.addr().to_owned(),
+                    }),
+                    Some(p) => error::check(
+                        p.error_code,
+                        "reassign partition",
+                        || format!("topic={}, partition={}", m.topic, m.partition),
+                        p.error_message.as_deref(),
+                    ),
+                }
+            })
+            .collect())
+    }
+
+    /// ListPartitionReassignments: every move in progress.
+    pub async fn list_partition_reassignments(
+        &self,
+    ) -> Result<Vec<OngoingReassignment>, ClientError> {
+        use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+        let conn = self.admin_conn().await?;
+        let req = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(duration_ms(self.options.request_timeout));
+        let resp = conn.send(&req).await?;
+        error::check(
+            resp.error_code,
+            "list partition reassignments",
+            String::new,
+            resp.error_message.as_deref(),
+        )?;
+        let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+        Ok(resp
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| OngoingReassignment {
+                    topic: t.name.to_string(),
+                    partition: p.partition_index,
+                    replicas: ids(&p.replicas),
+                    adding: ids(&p.adding_replicas),
+                    removing: ids(&p.removing_replicas),
+                })
+            })
+            .collect())
+    }
+}
