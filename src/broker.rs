@@ -29,6 +29,7 @@ use crate::metadata::{ClusterView, Metadata, TopicInfo};
 use crate::partition::{self, Partition, PartitionConfig, PartitionError};
 
 mod group_log;
+pub mod replication;
 pub mod tier;
 
 /// Milliseconds since the Unix epoch.
@@ -78,7 +79,7 @@ pub struct Broker {
     /// The group coordinator (consumer groups and committed offsets).
     pub groups: crate::group::Coordinator,
     /// The fetchers copying the partitions this broker follows.
-    pub fetchers: crate::replication::Fetchers,
+    pub fetchers: crate::broker::replication::Fetchers,
     /// Where partitions live, and the sync rounds of `acks=all`.
     log_dir: partition::LogDir,
     /// Early write-back of appended data (`--log-writeback-bytes`).
@@ -133,7 +134,7 @@ impl Broker {
             Arc::new(tiering::RateLimiter::new(config.tier.fetch_bytes_per_sec));
         Broker {
             groups,
-            fetchers: crate::replication::Fetchers::default(),
+            fetchers: crate::broker::replication::Fetchers::default(),
             log_dir,
             writeback,
             config,

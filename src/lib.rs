@@ -13,7 +13,6 @@ pub mod group;
 pub mod log;
 pub mod metadata;
 pub mod partition;
-pub mod replication;
 pub mod run;
 pub mod server;
 pub mod telemetry;

@@ -251,7 +251,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     tasks.spawn(retention_loop(broker.clone(), shutdown.child_token()));
     tasks.spawn(rebalance_leaders(broker.clone(), shutdown.child_token()));
     tasks.spawn(checkpoint_loop(broker.clone(), shutdown.child_token()));
-    tasks.spawn(crate::replication::run_isr_updates(
+    tasks.spawn(crate::broker::replication::run_isr_updates(
         broker.clone(),
         shutdown.child_token(),
     ));

@@ -100,7 +100,7 @@ pub async fn find_coordinator(
     // topic, which the first FindCoordinator creates. Transactional ids
     // are refused later (InitProducerId), so this node answers for them.
     let offsets_topic = if req.key_type == 0 {
-        crate::group::GroupLog::ensure_topic(broker).await
+        broker.groups.prepare(broker).await
     } else {
         Ok(())
     };

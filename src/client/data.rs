@@ -63,7 +63,8 @@ pub enum OffsetSpec {
 }
 
 impl OffsetSpec {
-    fn wire(self) -> i64 {
+    /// Its ListOffsets timestamp.
+    pub fn wire(self) -> i64 {
         match self {
             OffsetSpec::Earliest => -2,
             OffsetSpec::Latest => -1,

@@ -282,9 +282,9 @@ impl Coordinator {
     }
 
     /// Makes sure the offsets topic exists, one creation at a time, and
-    /// that this node coordinates `group_id` once it does (a partition it
-    /// has just started to lead is loaded first).
-    async fn ensure_topic<L: GroupLog>(&self, log: &L, group_id: &str) -> Result<(), GroupError> {
+    /// that the partitions this node has just started to lead are loaded
+    /// (FindCoordinator asks this before it names a coordinator).
+    pub async fn prepare<L: GroupLog>(&self, log: &L) -> Result<(), GroupError> {
         {
             let _creating = self.topic_creation.lock().await;
             log.ensure_topic().await?;
@@ -292,6 +292,13 @@ impl Coordinator {
         if self.ownership().has_pending() {
             self.load_pending(log).await?;
         }
+        Ok(())
+    }
+
+    /// [`Coordinator::prepare`], then whether this node coordinates
+    /// `group_id`.
+    async fn ensure_topic<L: GroupLog>(&self, log: &L, group_id: &str) -> Result<(), GroupError> {
+        self.prepare(log).await?;
         self.check_owner(group_id)
     }
 
@@ -635,15 +642,24 @@ impl Coordinator {
             }
             drop(map);
             drop(o);
-            tracing::info!(
-                partition,
-                leader_epoch = epoch,
-                groups = stats.groups,
-                offsets = stats.offsets,
-                records = stats.records,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "loaded consumer groups of an offsets partition"
-            );
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            if stats.records > 0 {
+                tracing::info!(
+                    partition,
+                    leader_epoch = epoch,
+                    groups = stats.groups,
+                    offsets = stats.offsets,
+                    records = stats.records,
+                    elapsed_ms,
+                    "loaded consumer groups of an offsets partition"
+                );
+            } else {
+                tracing::debug!(
+                    partition,
+                    leader_epoch = epoch,
+                    "an empty offsets partition is ours"
+                );
+            }
             total.records += stats.records;
             total.groups += stats.groups;
             total.offsets += stats.offsets;

@@ -380,7 +380,9 @@ async fn catch_up_with_start(
                 .with_partitions(vec![ListOffsetsPartition::default()
                     .with_partition_index(p.index)
                     .with_current_leader_epoch(p.leader_epoch())
-                    .with_timestamp(crate::api::offsets::EARLIEST_LOCAL)])]);
+                    .with_timestamp(
+                        crate::client::OffsetSpec::EarliestLocal.wire(),
+                    )])]);
         let resp = c.send(&req).await?;
         let Some(r) = resp
             .topics
