@@ -13,6 +13,7 @@
 
 pub mod clients;
 pub mod groups;
+pub mod netns;
 pub mod raw;
 pub mod s3;
 pub mod segments;
@@ -50,6 +51,10 @@ pub struct BrokerBuilder {
     ulimits: Vec<String>,
     /// The Kafka listener address (default: a free port).
     listen: Option<String>,
+    /// The admin listener address (default: a free port on 127.0.0.1).
+    admin_listen: Option<String>,
+    /// Run the broker in this network namespace (`ip netns exec`).
+    netns: Option<String>,
     /// ERROR lines the test provokes on purpose; see [`ExpectedErrors`].
     expected_errors: ExpectedErrors,
 }
@@ -75,6 +80,18 @@ impl BrokerBuilder {
     /// address) instead of a free port.
     pub fn listen(mut self, addr: impl Into<String>) -> Self {
         self.listen = Some(addr.into());
+        self
+    }
+
+    /// Listen for admin HTTP on `addr` instead of a free loopback port.
+    pub fn admin_listen(mut self, addr: impl Into<String>) -> Self {
+        self.admin_listen = Some(addr.into());
+        self
+    }
+
+    /// Run the broker in the network namespace `name` (see [`netns`]).
+    pub fn netns(mut self, name: impl Into<String>) -> Self {
+        self.netns = Some(name.into());
         self
     }
 
@@ -260,7 +277,12 @@ impl Broker {
             let _ = writeln!(f, "===== strata-it: start #{} =====", self.runs);
         }
 
-        let mut cmd = if self.opts.ulimits.is_empty() {
+        let mut cmd = if let Some(ns) = &self.opts.netns {
+            // ip execs the broker, so the pid is the broker's.
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(strata_bin());
+            c
+        } else if self.opts.ulimits.is_empty() {
             Command::new(strata_bin())
         } else {
             // sh sets the limits and execs the broker, so the pid is the broker's.
@@ -282,7 +304,7 @@ impl Broker {
                 "--listen",
                 self.opts.listen.as_deref().unwrap_or("127.0.0.1:0"),
                 "--admin-listen",
-                "127.0.0.1:0",
+                self.opts.admin_listen.as_deref().unwrap_or("127.0.0.1:0"),
             ])
             .args(&self.opts.args)
             .current_dir(&work)
