@@ -26,6 +26,11 @@ fn brokers(n: usize, voters: usize) -> Vec<Broker> {
 
 /// [`brokers`] with `extra` arguments for each.
 fn brokers_with(n: usize, voters: usize, extra: &[&str]) -> Vec<Broker> {
+    brokers_with_env(n, voters, extra, &[])
+}
+
+/// [`brokers_with`], each broker also with the environment `envs`.
+fn brokers_with_env(n: usize, voters: usize, extra: &[&str], envs: &[(&str, &str)]) -> Vec<Broker> {
     let session: &[&str] = if extra.contains(&"--broker-session-timeout-ms") {
         &[]
     } else {
@@ -44,8 +49,11 @@ fn brokers_with(n: usize, voters: usize, extra: &[&str]) -> Vec<Broker> {
         .map(|(i, a)| {
             // A fixed Kafka port, so a restarted broker is where clients
             // last saw it, as in a real deployment.
-            Broker::builder()
-                .listen(common::free_addr())
+            let mut b = Broker::builder();
+            for (k, v) in envs {
+                b = b.env(*k, *v);
+            }
+            b.listen(common::free_addr())
                 .args([
                     "--node-id".to_string(),
                     (i + 1).to_string(),
@@ -1162,16 +1170,95 @@ fn a_clean_stop_hands_leadership_over_at_once() {
 /// takes over and goes on uploading from where the manifest ends: its
 /// segments continue the old leader's, with no gap and no overlap, and
 /// with local retention keeping almost nothing every acknowledged record
-/// reads back from the tier, once, in order.
+/// reads back from the tier, once, in order. A new broker on an empty data
+/// directory then restores the topic from the tier, byte for byte.
 #[test]
 fn a_new_leader_continues_the_tier_where_the_old_one_stopped() {
     let tier = tempfile::tempdir().expect("tier dir");
     let tier_url = format!("file://{}", tier.path().display());
-    let mut brokers = brokers_with(
-        3,
-        3,
-        &["--tier-url", &tier_url, "--tier-interval-ms", "200"],
+    tier_continues_under_a_new_leader(&["--tier-url", &tier_url], &[], || {
+        let dir = common::find_tier_partition_dir(tier.path(), "tiered").expect("tier dir");
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).expect("manifest"))
+            .expect("manifest json")
+    });
+}
+
+/// The same on LocalStack S3, the manifest read from the bucket.
+#[test]
+fn a_new_leader_continues_the_s3_tier_where_the_old_one_stopped() {
+    use common::s3::{s3_client, s3_endpoint};
+    let Some(endpoint) = s3_endpoint() else {
+        eprintln!("STRATA_SKIP_S3=1: skipping the LocalStack test");
+        return;
+    };
+    let bucket = format!("strata-it-{}", uuid::Uuid::new_v4().simple());
+    let s3 = s3_client(&endpoint);
+    clients::block_on(s3.create_bucket().bucket(&bucket).send()).expect("create bucket");
+    let url = format!("s3://{bucket}/strata");
+    let envs = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    tier_continues_under_a_new_leader(
+        &["--tier-url", &url, "--tier-s3-endpoint", &endpoint],
+        &envs,
+        || {
+            // Many segment objects: the manifest may be on any page.
+            let mut token = None;
+            let key = loop {
+                let listed = clients::block_on(
+                    s3.list_objects_v2()
+                        .bucket(&bucket)
+                        .prefix("strata/")
+                        .set_continuation_token(token.clone())
+                        .send(),
+                )
+                .expect("list bucket");
+                if let Some(k) = listed
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .find(|k| k.contains("/tiered-") && k.ends_with("/0/manifest.json"))
+                {
+                    break k.to_string();
+                }
+                token = Some(
+                    listed
+                        .next_continuation_token()
+                        .expect("the manifest in the bucket")
+                        .to_string(),
+                );
+            };
+            let bytes = clients::block_on(async {
+                let out = s3
+                    .get_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .expect("get manifest");
+                out.body
+                    .collect()
+                    .await
+                    .expect("manifest body")
+                    .into_bytes()
+            });
+            serde_json::from_slice(&bytes).expect("manifest json")
+        },
     );
+}
+
+/// The body of the two tests above: `tier` names the tier (flags), `envs`
+/// the brokers' environment, `manifest` reads partition 0's manifest.
+fn tier_continues_under_a_new_leader(
+    tier: &[&str],
+    envs: &[(&str, &str)],
+    manifest: impl Fn() -> serde_json::Value,
+) {
+    let mut extra: Vec<&str> = tier.to_vec();
+    extra.extend(["--tier-interval-ms", "200"]);
+    let mut brokers = brokers_with_env(3, 3, &extra, envs);
     let all = bootstrap(&brokers);
     clients::create_replicated_topic(
         &all,
@@ -1253,11 +1340,7 @@ fn a_new_leader_continues_the_tier_where_the_old_one_stopped() {
         assert_eq!(read.get(o), Some(v), "acknowledged record at {o}");
     }
     // The manifest: segments end to end, no gap and no overlap.
-    let dir = common::find_tier_partition_dir(tier.path(), "tiered").expect("tier dir");
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("manifest.json")).expect("manifest"),
-    )
-    .expect("manifest json");
+    let manifest = manifest();
     let segments: Vec<(i64, i64)> = manifest["segments"]
         .as_array()
         .expect("segments")
@@ -1275,6 +1358,47 @@ fn a_new_leader_continues_the_tier_where_the_old_one_stopped() {
     }
     assert!(segments.last().map(|s| s.1) >= Some(last));
     brokers[(leader - 1) as usize].restart();
+    common::wait_ready(&brokers[(leader - 1) as usize].admin_addr());
+
+    // Another cluster, one broker on an empty data directory, restores the
+    // topic from the tier once these have stopped: what the tier holds
+    // reads back byte for byte, at the same offsets.
+    for b in &mut brokers {
+        b.kill9();
+    }
+    let mut fresh = Broker::builder().args(tier.iter().copied());
+    for (k, v) in envs {
+        fresh = fresh.env(*k, *v);
+    }
+    let fresh = fresh.start();
+    clients::create_topic(
+        &fresh.bootstrap(),
+        "tiered",
+        1,
+        &[("strata.restore", "true"), ("strata.tier.takeover", "true")],
+    );
+    let (low, high) = clients::watermarks(&fresh.bootstrap(), "tiered", 0);
+    assert_eq!(low, 0);
+    assert!(
+        high > last,
+        "restored up to {high}, the tier held up to {last}"
+    );
+    let got = clients::consume_ranges(
+        &fresh.bootstrap(),
+        "tiered",
+        &[(0, 0, high)],
+        clients::OP_TIMEOUT,
+    );
+    let restored = by_offset(&got);
+    assert_eq!(
+        restored.len() as i64,
+        high,
+        "an offset missing or read twice"
+    );
+    assert_eq!(got.len() as i64, high, "an offset read twice");
+    for (o, v) in acked.range(..high) {
+        assert_eq!(restored.get(o), Some(v), "restored record at {o}");
+    }
 }
 
 /// `unclean.leader.election.enable`: two topics with a partition on the
