@@ -1191,9 +1191,8 @@ fn a_new_leader_continues_the_s3_tier_where_the_old_one_stopped() {
         eprintln!("STRATA_SKIP_S3=1: skipping the LocalStack test");
         return;
     };
-    let bucket = format!("strata-it-{}", uuid::Uuid::new_v4().simple());
     let s3 = s3_client(&endpoint);
-    clients::block_on(s3.create_bucket().bucket(&bucket).send()).expect("create bucket");
+    let bucket = common::s3::new_bucket(&s3);
     let url = format!("s3://{bucket}/strata");
     let envs = [
         ("AWS_ACCESS_KEY_ID", "test"),
@@ -1204,46 +1203,11 @@ fn a_new_leader_continues_the_s3_tier_where_the_old_one_stopped() {
         &["--tier-url", &url, "--tier-s3-endpoint", &endpoint],
         &envs,
         || {
-            // Many segment objects: the manifest may be on any page.
-            let mut token = None;
-            let key = loop {
-                let listed = clients::block_on(
-                    s3.list_objects_v2()
-                        .bucket(&bucket)
-                        .prefix("strata/")
-                        .set_continuation_token(token.clone())
-                        .send(),
-                )
-                .expect("list bucket");
-                if let Some(k) = listed
-                    .contents()
-                    .iter()
-                    .filter_map(|o| o.key())
-                    .find(|k| k.contains("/tiered-") && k.ends_with("/0/manifest.json"))
-                {
-                    break k.to_string();
-                }
-                token = Some(
-                    listed
-                        .next_continuation_token()
-                        .expect("the manifest in the bucket")
-                        .to_string(),
-                );
-            };
-            let bytes = clients::block_on(async {
-                let out = s3
-                    .get_object()
-                    .bucket(&bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                    .expect("get manifest");
-                out.body
-                    .collect()
-                    .await
-                    .expect("manifest body")
-                    .into_bytes()
-            });
+            let key = common::s3::list_keys(&s3, &bucket, "strata/")
+                .into_iter()
+                .find(|k| k.contains("/tiered-") && k.ends_with("/0/manifest.json"))
+                .expect("the manifest in the bucket");
+            let bytes = common::s3::get_bytes(&s3, &bucket, &key);
             serde_json::from_slice(&bytes).expect("manifest json")
         },
     );

@@ -420,9 +420,8 @@ fn tiered_fetches_answer_request_timed_out_while_the_object_store_hangs() {
         eprintln!("STRATA_SKIP_S3=1: skipping the LocalStack test");
         return;
     };
-    let bucket = format!("strata-it-{}", uuid::Uuid::new_v4().simple());
     let s3 = common::s3::s3_client(&endpoint);
-    clients::block_on(s3.create_bucket().bucket(&bucket).send()).expect("create bucket");
+    let bucket = common::s3::new_bucket(&s3);
     let upstream = endpoint
         .trim_start_matches("http://")
         .trim_end_matches('/')

@@ -213,9 +213,8 @@ fn offload_and_replay_with_localstack_s3() {
         eprintln!("STRATA_SKIP_S3=1: skipping the LocalStack test");
         return;
     };
-    let bucket = format!("strata-it-{}", uuid::Uuid::new_v4().simple());
     let s3 = s3_client(&endpoint);
-    clients::block_on(s3.create_bucket().bucket(&bucket).send()).expect("create bucket");
+    let bucket = common::s3::new_bucket(&s3);
 
     let broker = Broker::builder()
         .args(["--tier-interval-ms", "200"])
@@ -230,27 +229,7 @@ fn offload_and_replay_with_localstack_s3() {
     let topic = offload_and_replay(&broker);
 
     // Inspect the bucket independently of the broker's object_store client.
-    let mut keys = Vec::new();
-    let mut token = None;
-    loop {
-        let out = clients::block_on(
-            s3.list_objects_v2()
-                .bucket(&bucket)
-                .prefix("strata/")
-                .set_continuation_token(token.clone())
-                .send(),
-        )
-        .expect("list bucket");
-        keys.extend(
-            out.contents()
-                .iter()
-                .filter_map(|o| o.key().map(String::from)),
-        );
-        match out.next_continuation_token() {
-            Some(t) => token = Some(t.to_string()),
-            None => break,
-        }
-    }
+    let keys = common::s3::list_keys(&s3, &bucket, "strata/");
     let ours: Vec<&String> = keys
         .iter()
         .filter(|k| k.contains(&format!("/{topic}-")))
@@ -266,21 +245,7 @@ fn offload_and_replay_with_localstack_s3() {
         .iter()
         .find(|k| k.ends_with("/0/manifest.json"))
         .expect("manifest key");
-    // One runtime for the request and its body: the body streams on it.
-    let bytes = clients::block_on(async {
-        let out = s3
-            .get_object()
-            .bucket(&bucket)
-            .key(manifest_key.as_str())
-            .send()
-            .await
-            .expect("get manifest");
-        out.body
-            .collect()
-            .await
-            .expect("manifest body")
-            .into_bytes()
-    });
+    let bytes = common::s3::get_bytes(&s3, &bucket, manifest_key);
     let json: serde_json::Value = serde_json::from_slice(&bytes).expect("manifest is json");
     assert!(
         json.get("version").is_some(),

@@ -99,51 +99,30 @@ impl Net {
 
     /// Drops every packet between nodes `a` and `b`.
     pub fn cut(&mut self, a: usize, b: usize) {
-        ip(&[
-            "netns",
-            "exec",
-            self.ns(a),
-            "ip",
-            "route",
-            "add",
-            "blackhole",
-            &format!("{}/32", self.ip(b)),
-        ]);
-        ip(&[
-            "netns",
-            "exec",
-            self.ns(b),
-            "ip",
-            "route",
-            "add",
-            "blackhole",
-            &format!("{}/32", self.ip(a)),
-        ]);
+        self.blackholes("add", a, b);
         self.cuts.push((a, b));
     }
 
     /// Lets every cut pair talk again.
     pub fn heal(&mut self) {
         for (a, b) in std::mem::take(&mut self.cuts) {
+            self.blackholes("del", a, b);
+        }
+    }
+
+    /// Adds or deletes (`op`) the blackhole routes of `a` to `b` and back.
+    fn blackholes(&self, op: &str, a: usize, b: usize) {
+        for (from, to) in [(a, b), (b, a)] {
+            let dest = format!("{}/32", self.ip(to));
             ip(&[
                 "netns",
                 "exec",
-                self.ns(a),
+                self.ns(from),
                 "ip",
                 "route",
-                "del",
+                op,
                 "blackhole",
-                &format!("{}/32", self.ip(b)),
-            ]);
-            ip(&[
-                "netns",
-                "exec",
-                self.ns(b),
-                "ip",
-                "route",
-                "del",
-                "blackhole",
-                &format!("{}/32", self.ip(a)),
+                &dest,
             ]);
         }
     }

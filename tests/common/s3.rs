@@ -24,3 +24,50 @@ pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
         .build();
     aws_sdk_s3::Client::from_conf(conf)
 }
+
+/// A new bucket with a unique name.
+pub fn new_bucket(s3: &aws_sdk_s3::Client) -> String {
+    let bucket = format!("strata-it-{}", uuid::Uuid::new_v4().simple());
+    super::clients::block_on(s3.create_bucket().bucket(&bucket).send()).expect("create bucket");
+    bucket
+}
+
+/// Every key under `prefix`, through all pages of the listing.
+pub fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let out = super::clients::block_on(
+            s3.list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.clone())
+                .send(),
+        )
+        .expect("list bucket");
+        keys.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(String::from)),
+        );
+        match out.next_continuation_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => return keys,
+        }
+    }
+}
+
+/// The bytes of one object.
+pub fn get_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bytes::Bytes {
+    // One runtime for the request and its body: the body streams on it.
+    super::clients::block_on(async {
+        let out = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("get object");
+        out.body.collect().await.expect("object body").into_bytes()
+    })
+}
