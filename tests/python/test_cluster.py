@@ -7,6 +7,7 @@ after cycle. Every acknowledged record is read back once, at the offset
 it was given, in order per partition.
 """
 
+import random
 import socket
 import threading
 import time
@@ -22,9 +23,18 @@ CYCLES = 6
 
 
 def free_addr():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+    """A free loopback port below the kernel's ephemeral range: a port the
+    kernel hands out for a bind to port 0 could go to another listener
+    (a broker's own admin listener on :0) before this one is bound."""
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    while True:
+        port = random.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return f"127.0.0.1:{port}"
 
 
 @pytest.fixture
