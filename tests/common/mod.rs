@@ -640,9 +640,30 @@ pub fn strip_ansi(s: &str) -> String {
 
 /// `127.0.0.1:PORT` with a port nobody listens on now (the caller binds it
 /// a moment later).
+/// A free loopback address for a listener the test binds later, on a port
+/// below the kernel's ephemeral range: a port the kernel hands out for a
+/// bind to port 0 or for an outgoing connection could be taken by another
+/// socket (a broker's admin listener on :0, a client) before the listener
+/// is bound. Ports are drawn from a random start per process, then in
+/// turn, so that one test never gets the same port twice.
 pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").to_string()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+        .max(20000);
+    let span = low - 10000;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10000 + (start + n.wrapping_mul(7919)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    panic!("no free port between 10000 and {low}");
 }
 
 /// Waits (up to 60 s) until the admin listener at `admin` answers `/ready`
