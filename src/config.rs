@@ -115,8 +115,9 @@ pub struct ServeArgs {
     pub zero_copy: Option<bool>,
     /// acks=all sync rounds covering several partitions make each data
     /// filesystem durable with one syncfs(2) instead of one fdatasync per
-    /// partition (up to 16 at once); turn off when the data dir shares its filesystem with
-    /// other busy writers [default: true]
+    /// partition (up to 16 at once), on ext4, XFS, Btrfs and F2FS (where
+    /// syncfs is durable); turn off when the data dir shares its
+    /// filesystem with other busy writers [default: true]
     #[arg(long, env = "STRATA_SYNC_ROUNDS_SYNCFS")]
     pub sync_rounds_syncfs: Option<bool>,
     /// Start writing appended log data to disk every this many bytes per

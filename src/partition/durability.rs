@@ -215,11 +215,27 @@ async fn sync_round(files: Vec<Arc<File>>, syncfs: bool) -> Vec<io::Result<()>> 
         .await
 }
 
+/// Filesystems whose syncfs(2) writes back and commits all the data of the
+/// filesystem, as an fdatasync of each file would: ext2/3/4, XFS, Btrfs,
+/// F2FS. Elsewhere syncfs may return success having made nothing durable:
+/// on FUSE (other than virtiofs) the kernel does not pass it to the
+/// filesystem at all, and network filesystems differ.
+const SYNCFS_DURABLE: [i64; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010];
+
+/// Whether syncfs(2) makes the data of the filesystem holding `f` durable
+/// (see [`SYNCFS_DURABLE`]).
+fn syncfs_is_durable(f: &File) -> bool {
+    // `f_type` is i64 here, narrower on other targets.
+    #[allow(clippy::useless_conversion)]
+    rustix::fs::fstatfs(f).is_ok_and(|s| SYNCFS_DURABLE.contains(&i64::from(s.f_type)))
+}
+
 /// Makes the files durable. With syncfs on and more than one file, each
 /// filesystem among them is synced once with syncfs(2): one write-back pass
 /// and one journal commit instead of a commit per file (the filesystem's
-/// other dirty data goes too). A file whose syncfs fails, or without
-/// syncfs, gets its own fdatasync.
+/// other dirty data goes too). A file whose syncfs fails, on a filesystem
+/// where syncfs is not known to be durable, or without syncfs, gets its
+/// own fdatasync.
 fn sync_all(files: &[Arc<File>], syncfs: bool) -> Vec<io::Result<()>> {
     let mut synced: HashMap<u64, bool> = HashMap::new();
     let devs: Vec<Option<u64>> = files
@@ -230,6 +246,9 @@ fn sync_all(files: &[Arc<File>], syncfs: bool) -> Vec<io::Result<()>> {
         for (f, dev) in files.iter().zip(&devs) {
             let Some(dev) = dev else { continue };
             synced.entry(*dev).or_insert_with(|| {
+                if !syncfs_is_durable(f) {
+                    return false;
+                }
                 rustix::fs::syncfs(f.as_ref())
                     .inspect_err(|e| {
                         tracing::warn!(error = %e, "syncfs failed; fsyncing each partition instead");
@@ -384,6 +403,23 @@ mod tests {
         let third = p.append(&one_record(), 0).expect("append").last_offset + 1;
         assert_eq!(third, 3);
         p.wait_durable(third).await.expect("durable after restart");
+    }
+
+    #[test]
+    fn syncfs_is_trusted_only_where_it_is_durable() {
+        // procfs and tmpfs keep nothing: syncfs there proves nothing.
+        let proc = File::open("/proc/self/status").unwrap();
+        assert!(!syncfs_is_durable(&proc));
+        if let Ok(shm) = tempfile::tempfile_in("/dev/shm") {
+            assert!(!syncfs_is_durable(&shm));
+        }
+        // Whatever the data directory's filesystem is, the answer matches
+        // its type.
+        let f = tempfile::tempfile().unwrap();
+        let kind = rustix::fs::fstatfs(&f).unwrap().f_type;
+        #[allow(clippy::useless_conversion)]
+        let listed = SYNCFS_DURABLE.contains(&i64::from(kind));
+        assert_eq!(syncfs_is_durable(&f), listed);
     }
 
     #[test]
