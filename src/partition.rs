@@ -335,12 +335,11 @@ impl Partition {
         let log = Log::open(&dir, config.log.clone())?;
         let meta = format!("version: 0\ntopic_id: {topic_id}\n");
         if read_topic_id(&dir) != Some(topic_id) {
-            std::fs::write(dir.join(PARTITION_METADATA), meta).map_err(|source| {
-                PartitionError::Sync {
+            crate::log::checkpoint::write_atomic(&dir.join(PARTITION_METADATA), meta.as_bytes())
+                .map_err(|source| PartitionError::Sync {
                     partition: dir_name(topic, index),
                     source,
-                }
-            })?;
+                })?;
         }
         let (producers, mut epochs, epochs_changed) = rebuild_state(&dir, &log)?;
         let leo = log.log_end_offset();

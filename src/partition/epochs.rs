@@ -9,7 +9,7 @@
 //!
 //! Persistence: `leader-epoch-checkpoint` in the partition directory, in
 //! Kafka's text format (`0`, the entry count, then `epoch start_offset` per
-//! line), replaced by write-to-temporary and rename whenever it changes
+//! line), replaced by write-to-temporary, fsync and rename whenever it changes
 //! (rarely: once per new epoch, on truncation and on restore). A missing or
 //! unreadable file is rebuilt from the batch headers replayed at open.
 
@@ -192,11 +192,11 @@ impl LeaderEpochCache {
         }
     }
 
-    /// Replaces the checkpoint in `dir` (temporary file, then rename).
+    /// Replaces the checkpoint in `dir` durably (temporary file, fsync,
+    /// rename, fsync of the directory): a power cut leaves the old file or
+    /// the new one, never an empty one.
     pub fn store(&self, dir: &Path) -> std::io::Result<()> {
-        let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-        std::fs::write(&tmp, self.encode())?;
-        std::fs::rename(&tmp, Self::path(dir))
+        crate::log::checkpoint::write_atomic(&Self::path(dir), self.encode().as_bytes())
     }
 }
 

@@ -118,11 +118,16 @@ async fn remove_old_staging_files(
     Ok(report)
 }
 
-/// Writes the local manifest copy: a temporary file renamed over the old
-/// one, so a crash leaves the old copy or the new one.
+/// Writes the local manifest copy: a temporary file, fsynced, renamed over
+/// the old one, so a crash or a power cut leaves the old copy or the new
+/// one, never an empty file.
 fn write_local_copy(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, body)?;
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(body)?;
+    f.sync_data()?;
+    drop(f);
     std::fs::rename(&tmp, path)
 }
 

@@ -132,14 +132,16 @@ pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError
                 path: path.display().to_string(),
                 source,
             })?;
-            let fs =
-                object_store::local::LocalFileSystem::new_with_prefix(&path).map_err(|source| {
-                    TierError::Store {
-                        op: "open",
-                        path: path.display().to_string(),
-                        source,
-                    }
-                })?;
+            // Objects are fsynced with their directories before a write
+            // returns, as S3 stores them durably before it answers: a
+            // segment the tier holds may be deleted from the log.
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)
+                .map_err(|source| TierError::Store {
+                    op: "open",
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .with_fsync(true);
             Ok(Built {
                 store: Arc::new(fs),
                 prefix: ObjectPath::default(),
