@@ -392,7 +392,10 @@ pub fn enqueue(producer: &FutureProducer, topic: &str, r: &TestRecord) -> Delive
                 );
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Err((e, _)) => panic!("enqueue to {topic}: {e}"),
+            Err((e, _)) => panic!(
+                "enqueue to {topic}: {e} ({:?})",
+                producer.client().fatal_error()
+            ),
         }
     }
 }

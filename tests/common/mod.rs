@@ -13,6 +13,7 @@
 
 pub mod clients;
 pub mod groups;
+pub mod lazyfs;
 pub mod netns;
 pub mod raw;
 pub mod s3;
