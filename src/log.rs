@@ -594,10 +594,16 @@ impl Log {
 
     /// Deletes whole sealed segments, oldest first: those whose max timestamp
     /// (file mtime if none) is more than `retention_ms` before `now_ms`, then
-    /// those that keep the log at or above `retention_bytes`. Never the
-    /// active segment. Returns how many were deleted; the log start offset
-    /// moves to the first remaining segment.
+    /// those that keep the log at or above `retention_bytes`. First the
+    /// active segment is rolled when `segment.ms` has passed or all it
+    /// holds is past `retention_ms` (see [`ActiveSegment::due_for_roll`]),
+    /// so an idle partition's records expire too; the new active segment
+    /// is empty and never deleted. Returns how many were deleted; the log
+    /// start offset moves to the first remaining segment.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        if self.active.due_for_roll(now_ms, &self.config) {
+            self.roll()?;
+        }
         let mut count = 0usize;
         if let Some(retention_ms) = self.config.retention_ms.filter(|ms| *ms >= 0) {
             count = self

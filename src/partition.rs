@@ -851,8 +851,9 @@ impl Partition {
         }
     }
 
-    /// Time-based housekeeping: retention (and rolling by segment.ms, which
-    /// the log does on its next append).
+    /// Time-based housekeeping: retention, after rolling an active segment
+    /// that `segment.ms` or `retention.ms` says is due (an append rolls by
+    /// `segment.ms` too).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
         let deleted = self.with_log(|log, _, _| Ok(log.apply_retention(now_ms)?))?;
         if deleted > 0 {

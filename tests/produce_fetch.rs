@@ -681,3 +681,50 @@ fn fetch_max_bytes_bounds_every_partition_after_the_first() {
         );
     }
 }
+
+/// An idle partition's records expire: with `segment.ms` and
+/// `retention.ms` short and nothing produced after the first burst, the
+/// retention pass rolls the active segment and deletes it (locally and in
+/// the tier), so the earliest offset reaches the log end; the next record
+/// goes on from there.
+#[test]
+fn an_idle_partition_expires_its_records() {
+    let broker = Broker::builder()
+        .args(["--log-retention-check-interval-ms", "200"])
+        .start();
+    let bootstrap = broker.bootstrap();
+    let topic = common::topic_name("idle");
+    clients::create_topic(
+        &bootstrap,
+        &topic,
+        1,
+        &[("retention.ms", "4000"), ("segment.ms", "2000")],
+    );
+    let records: Vec<TestRecord> = (0..3_000)
+        .map(|i| TestRecord::value(format!("idle-{i}")))
+        .collect();
+    clients::produce(&bootstrap, &topic, &records);
+    assert_eq!(clients::watermarks(&bootstrap, &topic, 0), (0, 3_000));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut low = 0;
+    while low < 3_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the earliest offset is still {low} a minute after the records expired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        low = clients::watermarks(&bootstrap, &topic, 0).0;
+    }
+    assert_eq!(clients::watermarks(&bootstrap, &topic, 0), (3_000, 3_000));
+    let at = clients::produce(&bootstrap, &topic, &[TestRecord::value("after")]);
+    assert_eq!(at, vec![(0, 3_000)]);
+    let got = clients::consume_ranges(
+        &bootstrap,
+        &topic,
+        &[(0, 3_000, 3_001)],
+        clients::OP_TIMEOUT,
+    );
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].offset, 3_000);
+    broker.assert_no_error_logs();
+}

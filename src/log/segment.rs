@@ -269,6 +269,17 @@ pub(crate) struct SegmentCore {
 }
 
 impl SegmentCore {
+    /// The time retention compares: the max timestamp, or the file's
+    /// modification time when no batch has a timestamp (as Kafka does).
+    pub(crate) fn retention_timestamp(&self) -> Option<i64> {
+        if let Some((timestamp, _)) = self.state.max_timestamp() {
+            return Some(timestamp);
+        }
+        let modified = self.file.metadata().and_then(|m| m.modified()).ok()?;
+        let since_epoch = modified.duration_since(UNIX_EPOCH).ok()?;
+        i64::try_from(since_epoch.as_millis()).ok()
+    }
+
     pub(crate) fn base_offset(&self) -> i64 {
         self.state.base_offset
     }
@@ -597,6 +608,29 @@ impl ActiveSegment {
         too_big || too_many_offsets || too_old
     }
 
+    /// Whether the retention pass must roll this segment although nothing
+    /// is appended: `segment.ms` has passed since its clock started, or
+    /// all it holds is older than `retention.ms` (as Kafka rolls an expired
+    /// active segment to delete it). An idle partition would otherwise keep
+    /// its expired records forever. An empty segment is never due.
+    pub(crate) fn due_for_roll(&self, now_ms: i64, config: &LogConfig) -> bool {
+        if self.core.state.is_empty() {
+            return false;
+        }
+        let segment_ms_passed = match (config.segment_ms, self.rolling_base_ms) {
+            (Some(segment_ms), Some(base)) => now_ms.saturating_sub(base) >= segment_ms,
+            _ => false,
+        };
+        let expired = match (
+            config.retention_ms.filter(|ms| *ms >= 0),
+            self.core.retention_timestamp(),
+        ) {
+            (Some(retention_ms), Some(ts)) => now_ms.saturating_sub(ts) > retention_ms,
+            _ => false,
+        };
+        segment_ms_passed || expired
+    }
+
     /// Writes `parts`, one after the other, at the end of the segment: their
     /// concatenation is the batches `headers` describe (after offset
     /// assignment). On a failed write the file is cut back (best effort) and
@@ -722,15 +756,9 @@ impl SealedSegment {
         &self.core
     }
 
-    /// The time retention compares: the max timestamp, or the file's
-    /// modification time when no batch has a timestamp (as Kafka does).
+    /// The time retention compares (see [`SegmentCore::retention_timestamp`]).
     pub(crate) fn retention_timestamp(&self) -> Option<i64> {
-        if let Some((timestamp, _)) = self.core.state.max_timestamp() {
-            return Some(timestamp);
-        }
-        let modified = self.core.file.metadata().and_then(|m| m.modified()).ok()?;
-        let since_epoch = modified.duration_since(UNIX_EPOCH).ok()?;
-        i64::try_from(since_epoch.as_millis()).ok()
+        self.core.retention_timestamp()
     }
 
     /// Makes this the active segment again (for truncation). The file was

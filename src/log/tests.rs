@@ -434,14 +434,73 @@ fn retention_by_time() {
     assert_eq!(log.apply_retention(12_000).unwrap(), 2);
     assert_eq!(log.log_start_offset(), 4);
     assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((4, 50_000)));
-    // Everything is old now, but the active segment stays.
-    assert_eq!(log.apply_retention(i64::MAX).unwrap(), 1);
+    // Everything is old now: the active segment rolls and goes too, as in
+    // Kafka; the log is empty at its end, which does not move.
+    assert_eq!(log.apply_retention(i64::MAX).unwrap(), 2);
     assert_eq!(log.segment_count(), 1);
-    assert_eq!(log.log_start_offset(), 6);
+    assert_eq!(log.log_start_offset(), 8);
     assert_eq!(log.log_end_offset(), 8);
+    assert_eq!(log.size_bytes(), 0);
     drop(log);
-    let log = Log::open(dir.path(), config()).unwrap();
-    assert_eq!(log.log_start_offset(), 6);
+    let mut log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (8, 8));
+    assert_eq!(append(&mut log, &batch(1, 95_000, 10)).0.base_offset, 8);
+}
+
+#[test]
+fn an_idle_partition_rolls_on_segment_ms_in_the_retention_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(
+        dir.path(),
+        LogConfig {
+            segment_ms: Some(2_000),
+            retention_ms: Some(4_000),
+            ..config()
+        },
+    )
+    .unwrap();
+    append_at(&mut log, &batch(3, 10_000, 10), 10_000, false);
+    append_at(&mut log, &batch(3, 10_500, 10), 10_500, false);
+    // Nothing is due yet: no roll, nothing deleted.
+    assert_eq!(log.apply_retention(11_999).unwrap(), 0);
+    assert_eq!(log.segment_count(), 1);
+    // segment.ms passed with no append: the pass rolls, but the records
+    // are not yet past retention.ms.
+    assert_eq!(log.apply_retention(12_000).unwrap(), 0);
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(log.log_start_offset(), 0);
+    // An empty active segment is never rolled again.
+    assert_eq!(log.apply_retention(12_100).unwrap(), 0);
+    assert_eq!(log.segment_count(), 2);
+    // Past retention.ms: the sealed segment goes; the empty active stays.
+    assert_eq!(log.apply_retention(14_503).unwrap(), 1);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (6, 6));
+    assert_eq!(log.segment_count(), 1);
+}
+
+#[test]
+fn the_retention_pass_leaves_an_active_segment_that_is_not_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(
+        dir.path(),
+        LogConfig {
+            retention_ms: Some(4_000),
+            ..config()
+        },
+    )
+    .unwrap();
+    append_at(&mut log, &batch(2, 10_000, 10), 10_000, false);
+    // No segment.ms and the records are within retention.ms.
+    assert_eq!(log.apply_retention(14_000).unwrap(), 0);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_end_offset(), 2);
+    // retention.ms -1 keeps everything, however old.
+    log.set_config(LogConfig {
+        retention_ms: Some(-1),
+        ..config()
+    });
+    assert_eq!(log.apply_retention(i64::MAX).unwrap(), 0);
+    assert_eq!(log.segment_count(), 1);
 }
 
 #[test]
