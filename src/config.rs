@@ -220,6 +220,13 @@ pub struct ServeArgs {
     /// still run); `strata tier restore --take-over` skips the wait [default: 300000]
     #[arg(long, env = "STRATA_TIER_TAKEOVER_QUIET_MS")]
     pub tier_takeover_quiet_ms: Option<u64>,
+    /// On a clean shutdown (SIGTERM), seal the active segment of each
+    /// partition this broker leads and upload what the tier lacks, for up
+    /// to this many ms, so that a cluster stopped cleanly restores whole;
+    /// 0 leaves the active segments local (uploads in flight still get 5 s)
+    /// [default: 30000]
+    #[arg(long, env = "STRATA_TIER_SHUTDOWN_UPLOAD_TIMEOUT_MS")]
+    pub tier_shutdown_upload_timeout_ms: Option<u64>,
     /// A partition whose tier reads have had no answer for this many ms
     /// answers fetches of tiered offsets with REQUEST_TIMED_OUT (an object
     /// store outage), instead of empty data [default: 30000]
@@ -268,6 +275,8 @@ pub struct TierSettings {
     pub orphan_grace_ms: u64,
     pub takeover_quiet_ms: u64,
     pub read_timeout_ms: u64,
+    /// 0: no upload of the active segments at shutdown.
+    pub shutdown_upload_timeout_ms: u64,
 }
 
 /// Log output format.
@@ -534,6 +543,7 @@ impl BrokerConfig {
             interval_ms: positive("tier-interval-ms", a.tier_interval_ms.unwrap_or(5000))?,
             orphan_grace_ms: a.tier_orphan_grace_ms.unwrap_or(15 * 60 * 1000),
             takeover_quiet_ms: a.tier_takeover_quiet_ms.unwrap_or(5 * 60 * 1000),
+            shutdown_upload_timeout_ms: a.tier_shutdown_upload_timeout_ms.unwrap_or(30_000),
             read_timeout_ms: positive(
                 "tier-read-timeout-ms",
                 a.tier_read_timeout_ms.unwrap_or(30_000),
@@ -752,6 +762,9 @@ impl ServeArgs {
             tier_orphan_grace_ms: self.tier_orphan_grace_ms.or(file.tier_orphan_grace_ms),
             tier_read_timeout_ms: self.tier_read_timeout_ms.or(file.tier_read_timeout_ms),
             tier_takeover_quiet_ms: self.tier_takeover_quiet_ms.or(file.tier_takeover_quiet_ms),
+            tier_shutdown_upload_timeout_ms: self
+                .tier_shutdown_upload_timeout_ms
+                .or(file.tier_shutdown_upload_timeout_ms),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
             group_min_session_timeout_ms: self

@@ -704,6 +704,14 @@ impl Log {
         &self.dir
     }
 
+    /// Seals the active segment unless it is empty; returns whether it did.
+    pub fn roll_if_not_empty(&mut self) -> Result<bool, LogError> {
+        if self.active.core().state.is_empty() {
+            return Ok(false);
+        }
+        self.roll().map(|()| true)
+    }
+
     /// Seals the active segment and starts a new one at the log end offset.
     fn roll(&mut self) -> Result<(), LogError> {
         let log_end_offset = self.log_end_offset();

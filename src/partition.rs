@@ -855,11 +855,29 @@ impl Partition {
     /// that `segment.ms` or `retention.ms` says is due (an append rolls by
     /// `segment.ms` too).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
-        let deleted = self.with_log(|log, _, _| Ok(log.apply_retention(now_ms)?))?;
+        let deleted = self.with_log(|log, producers, _| {
+            let active_before = log.active_base_offset();
+            let deleted = log.apply_retention(now_ms);
+            self.snapshot_if_rolled(log, producers, active_before);
+            Ok(deleted?)
+        })?;
         if deleted > 0 {
             self.after_start_moved();
         }
         Ok(deleted)
+    }
+
+    /// Seals the active segment if it holds anything (a new, empty one
+    /// takes appends), with the producer snapshot at its end, so that the
+    /// tier can take all of the log: a clean shutdown does this. Returns
+    /// whether it rolled.
+    pub fn seal_active(&self) -> Result<bool, PartitionError> {
+        self.with_log(|log, producers, _| {
+            let active_before = log.active_base_offset();
+            let rolled = log.roll_if_not_empty()?;
+            self.snapshot_if_rolled(log, producers, active_before);
+            Ok(rolled)
+        })
     }
 
     /// Snapshots the producer state at the log end, then flushes and closes

@@ -272,9 +272,16 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     let _ = tokio::time::timeout(Duration::from_secs(15), server_task).await;
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
-    // Uploads in flight get a few seconds; the rest are offered again at
-    // the next start (only the manifest makes an upload count).
-    uploader.shutdown(Duration::from_secs(5)).await;
+    // Active segments are sealed and uploaded (bounded); without that,
+    // uploads in flight get a few seconds. What is left is offered again
+    // at the next start (only the manifest makes an upload count).
+    match broker.config.tier.shutdown_upload_timeout_ms {
+        0 => uploader.shutdown(Duration::from_secs(5)).await,
+        ms => {
+            crate::broker::tier::upload_on_shutdown(&broker, &uploader, Duration::from_millis(ms))
+                .await
+        }
+    }
     uploader_token.cancel();
     let b = broker.clone();
     let _ = tokio::task::spawn_blocking(move || {

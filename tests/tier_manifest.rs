@@ -221,9 +221,11 @@ fn lost_or_damaged_manifest_never_loses_the_tier_and_repair_restores_it() {
 fn a_segment_damaged_before_upload_is_refused_and_the_tier_stops_there() {
     let tier = tempfile::tempdir().expect("tier dir");
     let url = format!("file://{}", tier.path().display());
-    // One tier pass at start, then none for an hour: the segments stay local.
+    // One tier pass at start, then none for an hour, and no upload at the
+    // clean stop: the segments stay local.
     let mut broker = Broker::builder()
         .args(["--tier-interval-ms", "3600000", "--tier-url", url.as_str()])
+        .args(["--tier-shutdown-upload-timeout-ms", "0"])
         .start();
     let data = broker.data_dir().to_path_buf();
     let topic = tiered_topic(&broker, "bitrot", 3000);

@@ -254,6 +254,84 @@ fn offload_and_replay_with_localstack_s3() {
     broker.assert_no_error_logs();
 }
 
+/// A clean stop seals and uploads the active segments, so a restore from
+/// the bucket alone brings back every acknowledged record; with
+/// `--tier-shutdown-upload-timeout-ms 0` the active segments stay local
+/// and the tier has nothing of the topic.
+#[test]
+fn a_clean_stop_leaves_the_whole_log_in_the_tier() {
+    let restored_end = |upload_timeout: &str| -> (Vec<i64>, String) {
+        let tier_dir = tempfile::tempdir().expect("tier dir");
+        let url = format!("file://{}", tier_dir.path().display());
+        let args = ["--tier-interval-ms", "200", "--tier-url", url.as_str()];
+        let mut first = Broker::builder()
+            .args(args)
+            .args(["--tier-shutdown-upload-timeout-ms", upload_timeout])
+            .start();
+        let topic = common::topic_name("whole");
+        // Default segments (1 GiB): everything is in the active segments.
+        clients::create_topic(&first.bootstrap(), &topic, 2, &[]);
+        let records: Vec<TestRecord> = (0..1000)
+            .map(|i| TestRecord::value(format!("whole-{i:05}")).in_partition(i % 2))
+            .collect();
+        let acked = clients::produce(&first.bootstrap(), &topic, &records);
+        assert!(acked.iter().all(|(_, o)| *o < 500));
+        first.stop();
+        first.assert_no_error_logs();
+        eprintln!("FIRSTLOG {}", first.logs());
+
+        let second = Broker::builder().args(args).start();
+        let out = std::process::Command::new(common::strata_bin())
+            .args([
+                "tier",
+                "restore",
+                &topic,
+                "--take-over",
+                "-b",
+                &second.bootstrap(),
+            ])
+            .output()
+            .expect("run strata tier restore");
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            return (
+                Vec::new(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        let ends: Vec<i64> = (0..2)
+            .map(|p| clients::watermarks(&second.bootstrap(), &topic, p).1)
+            .collect();
+        if ends == [500, 500] {
+            for p in 0..2 {
+                let got = clients::consume_ranges(
+                    &second.bootstrap(),
+                    &topic,
+                    &[(p, 0, 500)],
+                    clients::OP_TIMEOUT,
+                );
+                for c in &got {
+                    let i = c.offset * 2 + i64::from(p);
+                    let want = format!("whole-{i:05}");
+                    assert_eq!(c.record.value.as_deref(), Some(want.as_bytes()));
+                }
+                assert_eq!(got.len(), 500);
+            }
+        }
+        (ends, printed)
+    };
+    let (ends, printed) = restored_end("30000");
+    assert_eq!(ends, [500, 500], "every acknowledged record restored");
+    assert!(printed.contains("(2 partitions)"), "{printed}");
+    // Without it nothing of the topic reached the tier (its segments were
+    // never sealed): there is nothing to restore.
+    let (ends, refused) = restored_end("0");
+    assert!(
+        ends.is_empty() && refused.contains("no topic of this name in the tier"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn restore_into_an_empty_data_dir_serves_the_topic() {
     let tier_dir = tempfile::tempdir().expect("tier dir");
@@ -557,8 +635,13 @@ fn a_restored_topic_has_one_writer_in_the_tier() {
     );
     let from_b = batch("b");
     let at_b = produce(&b, &from_b);
-    // (A's records past its last sealed segment were never tiered.)
-    assert_eq!(at_b[0].1, a_tiered + 1, "B continues the tier's offsets");
+    // A's clean stop sealed and uploaded its last records too.
+    assert!(a_tiered < at_a.last().unwrap().1);
+    assert_eq!(
+        at_b[0].1,
+        at_a.last().unwrap().1 + 1,
+        "B continues after all of A's records"
+    );
     wait_tiered_past(&b, tier_dir.path(), &topic, at_b[0].1);
 
     // C cannot restore while B writes.
