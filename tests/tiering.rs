@@ -255,11 +255,17 @@ fn offload_and_replay_with_localstack_s3() {
 }
 
 /// A clean stop seals and uploads the active segments, so a restore from
-/// the bucket alone brings back every acknowledged record; with
+/// the bucket alone brings back every acknowledged record, and the topic's
+/// configs (kept in the tier's topic.json); with
 /// `--tier-shutdown-upload-timeout-ms 0` the active segments stay local
-/// and the tier has nothing of the topic.
+/// and the tier has none of the topic's records.
 #[test]
 fn a_clean_stop_leaves_the_whole_log_in_the_tier() {
+    const CONFIGS: &[(&str, &str)] = &[
+        ("retention.ms", "86400000"),
+        ("max.message.bytes", "200000"),
+        ("segment.ms", "3600000"),
+    ];
     let restored_end = |upload_timeout: &str| -> (Vec<i64>, String) {
         let tier_dir = tempfile::tempdir().expect("tier dir");
         let url = format!("file://{}", tier_dir.path().display());
@@ -270,12 +276,30 @@ fn a_clean_stop_leaves_the_whole_log_in_the_tier() {
             .start();
         let topic = common::topic_name("whole");
         // Default segments (1 GiB): everything is in the active segments.
-        clients::create_topic(&first.bootstrap(), &topic, 2, &[]);
+        clients::create_topic(
+            &first.bootstrap(),
+            &topic,
+            2,
+            &[("retention.ms", "86400000")],
+        );
+        // Configs changed after creation go to the tier too.
+        clients::alter_topic_configs(&first.bootstrap(), &topic, CONFIGS);
         let records: Vec<TestRecord> = (0..1000)
             .map(|i| TestRecord::value(format!("whole-{i:05}")).in_partition(i % 2))
             .collect();
         let acked = clients::produce(&first.bootstrap(), &topic, &records);
         assert!(acked.iter().all(|(_, o)| *o < 500));
+        // The tier pass writes the altered configs to topic.json.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let meta = common::find_tier_partition_dir(tier_dir.path(), &topic)
+                .and_then(|d| std::fs::read_to_string(d.parent()?.join("topic.json")).ok());
+            if meta.is_some_and(|m| m.contains("segment.ms")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "topic.json never written");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         first.stop();
         first.assert_no_error_logs();
         eprintln!("FIRSTLOG {}", first.logs());
@@ -302,6 +326,14 @@ fn a_clean_stop_leaves_the_whole_log_in_the_tier() {
         let ends: Vec<i64> = (0..2)
             .map(|p| clients::watermarks(&second.bootstrap(), &topic, p).1)
             .collect();
+        let configs = clients::describe_topic_configs(&second.bootstrap(), &topic);
+        for (k, v) in CONFIGS {
+            assert_eq!(configs[*k].0.as_deref(), Some(*v), "{k} restored");
+            assert!(
+                clients::is_topic_override(&configs[*k].1),
+                "{k} is the topic's own"
+            );
+        }
         if ends == [500, 500] {
             for p in 0..2 {
                 let got = clients::consume_ranges(
@@ -323,12 +355,13 @@ fn a_clean_stop_leaves_the_whole_log_in_the_tier() {
     let (ends, printed) = restored_end("30000");
     assert_eq!(ends, [500, 500], "every acknowledged record restored");
     assert!(printed.contains("(2 partitions)"), "{printed}");
-    // Without it nothing of the topic reached the tier (its segments were
-    // never sealed): there is nothing to restore.
-    let (ends, refused) = restored_end("0");
-    assert!(
-        ends.is_empty() && refused.contains("no topic of this name in the tier"),
-        "{refused}"
+    // Without it no record of the topic reached the tier (its segments
+    // were never sealed): the restore has its configs, not its records.
+    let (ends, _) = restored_end("0");
+    assert_eq!(
+        ends,
+        [0, 0],
+        "without the shutdown upload the records stay local"
     );
 }
 

@@ -330,7 +330,36 @@ async fn plan_restore(
             ));
         }
     };
-    let count = remote.partitions.iter().max().map(|p| p + 1).unwrap_or(1);
+    // The topic's configs and partition count as its cluster last wrote
+    // them (none in a tier written before topic.json existed); configs
+    // given with the restore win.
+    let meta = broker
+        .tier
+        .read_topic_meta(&cluster, &remote)
+        .await
+        .map_err(|e| {
+            err(
+                Code::KafkaStorageError,
+                format!("cannot read the topic's configs in the tier: {e}"),
+            )
+        })?;
+    let mut count = remote.partitions.iter().max().map(|p| p + 1).unwrap_or(1);
+    if let Some(meta) = meta {
+        count = count.max(meta.partitions);
+        for (k, v) in meta.configs {
+            if t.configs.contains_key(&k) {
+                continue;
+            }
+            match validate_topic_config(&k, &v) {
+                Ok(()) => {
+                    t.configs.insert(k, v);
+                }
+                Err(why) => {
+                    tracing::warn!(topic = %t.name, key = %k, %why, "a config from the tier is not restored");
+                }
+            }
+        }
+    }
     if requested_partitions != -1 && requested_partitions < count {
         return Err(err(
             Code::InvalidPartitions,

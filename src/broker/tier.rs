@@ -55,7 +55,12 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
             if shutdown.is_cancelled() {
                 return;
             }
-            if let Err(e) = tend(&p, &uploader, collect_orphans.then_some(grace)).await {
+            let tended = tend(&p, &uploader, collect_orphans.then_some(grace)).await;
+            let tended = match tended {
+                Ok(()) => publish_topic_meta(&broker, &p).await,
+                e => e,
+            };
+            if let Err(e) = tended {
                 let error = tiering::error_chain(&e);
                 if e.is_manifest_unusable() || e.is_not_owner() {
                     // The tier logged it at ERROR when it became so; once.
@@ -203,6 +208,39 @@ async fn tend(
     Ok(())
 }
 
+/// Topic configs that describe where a topic's tier is, not the topic:
+/// a restore sets them itself.
+const NOT_RESTORED: [&str; 3] = [
+    crate::config::TIER_CLUSTER_ID_CONFIG,
+    crate::config::TAKEOVER_CONFIG,
+    crate::config::RESTORE_CONFIG,
+];
+
+/// On the leader of a tiered topic's partition 0, keeps the topic's
+/// `topic.json` in the tier (partition count and configs; see
+/// `tiering::TopicMeta`) up to date, so that a restore brings them back.
+async fn publish_topic_meta(broker: &Broker, p: &Partition) -> Result<(), PassError> {
+    if p.index != 0 || !p.is_leader() || !p.config().tier.enabled {
+        return Ok(());
+    }
+    let Some(remote) = p.remote() else {
+        return Ok(());
+    };
+    let Some(topic) = broker.view().topic(&p.topic).cloned() else {
+        return Ok(());
+    };
+    let configs = topic
+        .configs
+        .into_iter()
+        .filter(|(k, _)| !NOT_RESTORED.contains(&k.as_str()))
+        .collect();
+    let partitions = topic.partitions.len() as i32;
+    if remote.publish_topic_meta(partitions, configs).await? {
+        tracing::debug!(partition = %p.name(), partitions, "topic configs written to the tier");
+    }
+    Ok(())
+}
+
 /// A clean shutdown's last tier pass, once no request is served: every
 /// partition this broker leads with tiering on seals its active segment
 /// (with its producer snapshot) and offers all the tier lacks, pass after
@@ -219,6 +257,9 @@ pub async fn upload_on_shutdown(broker: &Broker, uploader: &Uploader, timeout: D
         .collect();
     let mut sealed = 0usize;
     for p in &led {
+        if let Err(e) = publish_topic_meta(broker, p).await {
+            tracing::warn!(partition = %p.name(), error = %e, "cannot write the topic's configs to the tier at shutdown");
+        }
         match p.seal_active() {
             Ok(true) => sealed += 1,
             Ok(false) => {}

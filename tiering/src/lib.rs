@@ -101,6 +101,7 @@ mod partition;
 mod store;
 pub mod testkit;
 mod throttle;
+mod topic_meta;
 mod upload_queue;
 mod uploader;
 
@@ -115,6 +116,7 @@ pub use partition::{
 };
 pub use store::{ConditionalPut, S3Options, TierOptions};
 pub use throttle::{Backoff, RateLimiter, TokenBucket};
+pub use topic_meta::{TopicMeta, TOPIC_META_NAME};
 pub use upload_queue::{PushError, QueueLimits, Started, UploadQueue};
 pub use uploader::{UploadTicket, Uploader, UploaderConfig};
 

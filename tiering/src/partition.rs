@@ -170,6 +170,8 @@ pub(crate) struct PartitionInner {
     pub health: Mutex<ManifestHealth>,
     /// A local segment refused for upload as damaged: (base offset, why).
     pub refused: Mutex<Option<(i64, String)>>,
+    /// The `topic.json` this handle last wrote (`topic_meta.rs`).
+    pub topic_meta_written: tokio::sync::Mutex<Option<Vec<u8>>>,
 }
 
 /// The state of a partition's manifest as last seen.
@@ -222,6 +224,7 @@ impl RemotePartition {
                 known: Mutex::new(None),
                 health: Mutex::new(ManifestHealth::Usable),
                 refused: Mutex::new(None),
+                topic_meta_written: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -866,7 +869,8 @@ impl RemotePartition {
     }
 
     /// Removes the whole partition from the tier (topic deletion): the
-    /// manifest first, then every object under the partition directory.
+    /// manifest first, then every object under the partition directory
+    /// (and, for partition 0, the topic's `topic.json`).
     pub async fn delete_partition(&self) -> Result<usize, TierError> {
         let _writer = self.inner.write_lock.lock().await;
         // A partition another cluster took over is left to it (as last
@@ -890,6 +894,9 @@ impl RemotePartition {
             }
         }
         TierMetrics::add(&self.metrics().objects_deleted, deleted as u64);
+        if self.inner.key.partition == 0 {
+            self.delete_topic_meta().await?;
+        }
         Ok(deleted)
     }
 }
