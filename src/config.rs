@@ -184,6 +184,14 @@ pub struct ServeArgs {
     /// S3 region of an s3:// tier [default: AWS_REGION, else us-east-1]
     #[arg(long, env = "STRATA_TIER_S3_REGION")]
     pub tier_s3_region: Option<String>,
+    /// Server-side encryption of tier objects on S3: AES256 (SSE-S3) or
+    /// aws:kms (SSE-KMS) [default: the bucket's default encryption]
+    #[arg(long, env = "STRATA_TIER_S3_SSE")]
+    pub tier_s3_sse: Option<String>,
+    /// KMS key (id, alias or ARN) for --tier-s3-sse aws:kms [default: the
+    /// account's aws/s3 key]
+    #[arg(long, env = "STRATA_TIER_S3_KMS_KEY_ID")]
+    pub tier_s3_kms_key_id: Option<String>,
     /// Bytes of the tier's in-memory read cache [default: 268435456]
     #[arg(long, env = "STRATA_TIER_CACHE_MEMORY_BYTES")]
     pub tier_cache_memory_bytes: Option<u64>,
@@ -263,6 +271,7 @@ pub struct ServeArgs {
 pub struct TierSettings {
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
+    pub s3_sse: Option<tiering::S3Sse>,
     pub cache_memory_bytes: u64,
     pub cache_dir: Option<PathBuf>,
     pub cache_disk_bytes: u64,
@@ -343,6 +352,7 @@ impl BrokerConfig {
             s3: tiering::S3Options {
                 endpoint: t.s3_endpoint.clone(),
                 region: t.s3_region.clone(),
+                sse: t.s3_sse.clone(),
                 ..Default::default()
             },
             chunk_size: t.chunk_bytes,
@@ -511,9 +521,29 @@ impl BrokerConfig {
                 Ok(v)
             }
         };
+        let s3_sse = match (a.tier_s3_sse.as_deref(), a.tier_s3_kms_key_id) {
+            (None, None) => None,
+            (Some("AES256"), None) => Some(tiering::S3Sse::S3),
+            (Some("aws:kms"), key_id) => Some(tiering::S3Sse::Kms { key_id }),
+            (Some(v), _) if v != "AES256" => {
+                return Err(ConfigError::invalid(
+                    "tier-s3-sse",
+                    v,
+                    "expected AES256 or aws:kms",
+                ))
+            }
+            (_, key) => {
+                return Err(ConfigError::invalid(
+                    "tier-s3-kms-key-id",
+                    key.unwrap_or_default(),
+                    "applies only with --tier-s3-sse aws:kms",
+                ))
+            }
+        };
         let tier = TierSettings {
             s3_endpoint: a.tier_s3_endpoint,
             s3_region: a.tier_s3_region,
+            s3_sse,
             cache_memory_bytes: positive(
                 "tier-cache-memory-bytes",
                 a.tier_cache_memory_bytes.unwrap_or(256 << 20),
@@ -742,6 +772,8 @@ impl ServeArgs {
             tier_url: self.tier_url.or(file.tier_url),
             tier_s3_endpoint: self.tier_s3_endpoint.or(file.tier_s3_endpoint),
             tier_s3_region: self.tier_s3_region.or(file.tier_s3_region),
+            tier_s3_sse: self.tier_s3_sse.or(file.tier_s3_sse),
+            tier_s3_kms_key_id: self.tier_s3_kms_key_id.or(file.tier_s3_kms_key_id),
             tier_cache_memory_bytes: self
                 .tier_cache_memory_bytes
                 .or(file.tier_cache_memory_bytes),
@@ -970,6 +1002,37 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert!(c.tier_url.starts_with("file://") && c.tier_url.ends_with("/tier"));
         assert!(c.auto_create_topics);
+    }
+
+    #[test]
+    fn tier_s3_encryption_is_checked() {
+        let sse = |sse: Option<&str>, key: Option<&str>| {
+            BrokerConfig::from_args(ServeArgs {
+                tier_s3_sse: sse.map(str::to_string),
+                tier_s3_kms_key_id: key.map(str::to_string),
+                ..Default::default()
+            })
+            .map(|c| c.tier.s3_sse)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(sse(None, None), Ok(None));
+        assert_eq!(sse(Some("AES256"), None), Ok(Some(tiering::S3Sse::S3)));
+        assert_eq!(
+            sse(Some("aws:kms"), None),
+            Ok(Some(tiering::S3Sse::Kms { key_id: None }))
+        );
+        assert_eq!(
+            sse(Some("aws:kms"), Some("alias/strata")),
+            Ok(Some(tiering::S3Sse::Kms {
+                key_id: Some("alias/strata".into())
+            }))
+        );
+        let e = sse(Some("aes256"), None).unwrap_err();
+        assert!(e.contains("tier-s3-sse") && e.contains("aws:kms"), "{e}");
+        let e = sse(Some("AES256"), Some("k")).unwrap_err();
+        assert!(e.contains("tier-s3-kms-key-id"), "{e}");
+        let e = sse(None, Some("k")).unwrap_err();
+        assert!(e.contains("tier-s3-kms-key-id"), "{e}");
     }
 
     #[test]

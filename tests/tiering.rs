@@ -207,6 +207,77 @@ fn offload_and_replay_with_file_tier() {
     broker.assert_no_error_logs();
 }
 
+/// `--tier-s3-sse`: every object the tier writes to S3 (segments, their
+/// indexes, manifests, topic.json) carries the encryption asked for, SSE-S3
+/// or SSE-KMS with the named key, as S3 (LocalStack) reports it. S3
+/// encrypts with SSE-S3 when asked for nothing, so the SSE-KMS case is the
+/// one that shows the broker's headers reach the store.
+#[test]
+fn tier_objects_carry_the_server_side_encryption_asked_for() {
+    let Some(endpoint) = s3_endpoint() else {
+        eprintln!("STRATA_SKIP_S3=1: skipping the LocalStack test");
+        return;
+    };
+    let s3 = s3_client(&endpoint);
+    // LocalStack's S3 takes any key id (it does not ask its KMS).
+    let key_arn = "arn:aws:kms:us-east-1:000000000000:key/strata-test".to_string();
+    for (args, want, want_key) in [
+        (vec!["--tier-s3-sse", "AES256"], "AES256", None),
+        (
+            vec![
+                "--tier-s3-sse",
+                "aws:kms",
+                "--tier-s3-kms-key-id",
+                key_arn.as_str(),
+            ],
+            "aws:kms",
+            Some(key_arn.as_str()),
+        ),
+    ] {
+        let bucket = common::s3::new_bucket(&s3);
+        let mut broker = Broker::builder()
+            .args(["--tier-interval-ms", "200"])
+            .arg("--tier-url")
+            .arg(format!("s3://{bucket}/strata"))
+            .arg("--tier-s3-endpoint")
+            .arg(&endpoint)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .start();
+        let topic = common::topic_name("sse");
+        clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+        let records: Vec<TestRecord> = (0..200)
+            .map(|i| TestRecord::value(format!("sse-{i}")))
+            .collect();
+        clients::produce(&broker.bootstrap(), &topic, &records);
+        // The clean stop seals the segment and uploads it.
+        broker.stop();
+        broker.assert_no_error_logs();
+        let keys = common::s3::list_keys(&s3, &bucket, "strata/");
+        let kinds = [".log", ".index", "manifest.json", "topic.json"];
+        for kind in kinds {
+            assert!(
+                keys.iter().any(|k| k.ends_with(kind)),
+                "no {kind} in {keys:?}"
+            );
+        }
+        for key in &keys {
+            let (sse, kms_key) = common::s3::object_encryption(&s3, &bucket, key);
+            assert_eq!(sse.as_deref(), Some(want), "{key}");
+            if let Some(k) = want_key {
+                assert!(
+                    kms_key
+                        .as_deref()
+                        .is_some_and(|got| got.contains(k) || k.contains(got)),
+                    "{key}: {kms_key:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn offload_and_replay_with_localstack_s3() {
     let Some(endpoint) = s3_endpoint() else {

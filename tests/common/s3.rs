@@ -71,3 +71,17 @@ pub fn get_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bytes::Byt
         out.body.collect().await.expect("object body").into_bytes()
     })
 }
+
+/// The server-side encryption S3 reports for an object, and its KMS key.
+pub fn object_encryption(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> (Option<String>, Option<String>) {
+    let out = super::clients::block_on(s3.head_object().bucket(bucket).key(key).send())
+        .expect("head object");
+    (
+        out.server_side_encryption().map(|e| e.as_str().to_string()),
+        out.ssekms_key_id().map(str::to_string),
+    )
+}

@@ -28,6 +28,7 @@ def render(tmp_path: Path, **overrides) -> dict:
         "node_id": "2",
         "data_volume_id": '"vol-0123456789abcdef0"',
         "tier_url": '"s3://acme-tier/strata/prod"',
+        "kms_key_arn": '"arn:aws:kms:eu-west-1:123456789012:key/acme"',
         "region": '"eu-west-1"',
         "advertised_host": '""',
         "kafka_port": "9092",
@@ -73,6 +74,8 @@ def test_broker_config(rendered):
         "admin-listen": "0.0.0.0:9644",
         "node-id": 2,
         "tier-url": "s3://acme-tier/strata/prod",
+        "tier-s3-sse": "aws:kms",
+        "tier-s3-kms-key-id": "arn:aws:kms:eu-west-1:123456789012:key/acme",
         "auto-create-topics": False,
         "num-partitions": 3,
         "log-level": "info",
@@ -121,6 +124,7 @@ def module_stubs(broker_count: int, subnets: int) -> dict:
         "data.aws_subnet.broker": [{"availability_zone": f"eu-west-1{'abc'[i % 3]}"} for i in range(subnets)],
         "aws_ebs_volume.data": [{"id": f"vol-{i + 1:017x}"} for i in range(broker_count)],
         "aws_s3_bucket.tier": {"id": "prod-tier-20260101"},
+        "aws_kms_key.tier": [{"arn": "arn:aws:kms:eu-west-1:123456789012:key/prod"}],
         "data.aws_region.current": {"name": "eu-west-1"},
     }
 
@@ -159,6 +163,9 @@ def test_the_default_is_a_three_broker_cluster(module, tmp_path):
         assert d["env"]["STRATA_ADVERTISED_HOST"] == f"broker-{i + 1}.{DOMAIN}"
         assert d["env"]["STRATA_DATA_VOLUME_ID"] == f"vol-{i + 1:017x}"
         assert d["config"]["tier-url"] == "s3://prod-tier-20260101/strata"
+        # Objects go with the module's KMS key, as the bucket policy demands.
+        assert d["config"]["tier-s3-sse"] == "aws:kms"
+        assert d["config"]["tier-s3-kms-key-id"] == "arn:aws:kms:eu-west-1:123456789012:key/prod"
     # The Route 53 records are those names.
     record = module.of_type("aws_route53_record")["broker"]
     assert record["name"] == "${local.brokers[count.index].dns_name}"

@@ -114,7 +114,7 @@ pub use partition::{
     DeleteOutcome, ManifestHealth, OrphanReport, RemotePartition, RemoteRead, RepairReport,
     RepairedSegment, RetentionPolicy, SegmentUpload, TimestampOffset, UploadOutcome,
 };
-pub use store::{ConditionalPut, S3Options, TierOptions};
+pub use store::{ConditionalPut, S3Options, S3Sse, TierOptions};
 pub use throttle::{Backoff, RateLimiter, TokenBucket};
 pub use topic_meta::{TopicMeta, TOPIC_META_NAME};
 pub use upload_queue::{PushError, QueueLimits, Started, UploadQueue};

@@ -30,6 +30,19 @@ pub struct S3Options {
     /// Virtual-hosted-style requests (`bucket.host`). Default false
     /// (path style), which LocalStack and MinIO need.
     pub virtual_hosted_style: Option<bool>,
+    /// Server-side encryption asked for on every object written; `None`
+    /// leaves it to the bucket's default.
+    pub sse: Option<S3Sse>,
+}
+
+/// Server-side encryption of the objects the tier writes to S3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Sse {
+    /// SSE-S3 (`x-amz-server-side-encryption: AES256`).
+    S3,
+    /// SSE-KMS (`aws:kms`) with this key (id, alias or ARN), or the
+    /// account's default `aws/s3` key when `None`.
+    Kms { key_id: Option<String> },
 }
 
 /// Tunables of a tier. [`TierOptions::default`] is what `from_url` uses.
@@ -117,6 +130,13 @@ pub(crate) struct Built {
     pub s3_bucket: Option<String>,
 }
 
+/// object_store's key for the `x-amz-server-side-encryption` setting.
+fn sse_key() -> object_store::aws::AmazonS3ConfigKey {
+    "aws_server_side_encryption"
+        .parse()
+        .expect("object_store knows aws_server_side_encryption")
+}
+
 pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError> {
     let invalid = |message: &str| TierError::InvalidUrl {
         url: url.to_string(),
@@ -192,6 +212,14 @@ pub(crate) fn build(url: &str, options: &TierOptions) -> Result<Built, TierError
             }
             if let Some(v) = s3.virtual_hosted_style {
                 b = b.with_virtual_hosted_style_request(v);
+            }
+            match &s3.sse {
+                None => {}
+                Some(S3Sse::S3) => b = b.with_config(sse_key(), "AES256"),
+                Some(S3Sse::Kms { key_id: Some(key) }) => {
+                    b = b.with_sse_kms_encryption(key.clone());
+                }
+                Some(S3Sse::Kms { key_id: None }) => b = b.with_config(sse_key(), "aws:kms"),
             }
             let store = b.build().map_err(|source| TierError::Store {
                 op: "open",

@@ -82,6 +82,7 @@ fn s3_options(endpoint: &str) -> TierOptions {
             session_token: None,
             allow_http: Some(true),
             virtual_hosted_style: Some(false),
+            sse: None,
         },
         ..small_options()
     }

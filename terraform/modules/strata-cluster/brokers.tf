@@ -46,6 +46,7 @@ resource "aws_instance" "broker" {
     node_id            = local.brokers[count.index].node_id
     data_volume_id     = aws_ebs_volume.data[count.index].id
     tier_url           = local.tier_url
+    kms_key_arn        = local.kms_key_arn
     region             = local.region
     advertised_host    = local.brokers[count.index].dns_name
     kafka_port         = local.kafka_port
