@@ -436,6 +436,94 @@ fn a_clean_stop_leaves_the_whole_log_in_the_tier() {
     );
 }
 
+/// `strata tier restore --all`: every topic the tier holds for a cluster
+/// comes back on a new cluster (partition counts, configs, records); a
+/// topic that exists already is left alone; each topic is reported as it
+/// goes.
+#[test]
+fn restore_all_brings_back_every_topic_of_a_cluster() {
+    let tier_dir = tempfile::tempdir().expect("tier dir");
+    let url = format!("file://{}", tier_dir.path().display());
+    let args = ["--tier-interval-ms", "200", "--tier-url", url.as_str()];
+    let mut first = Broker::builder().args(args).start();
+    let (wide, narrow) = (common::topic_name("wide"), common::topic_name("narrow"));
+    clients::create_topic(&first.bootstrap(), &wide, 3, &[("retention.ms", "7200000")]);
+    clients::create_topic(&first.bootstrap(), &narrow, 1, &[]);
+    for (topic, partitions) in [(&wide, 3), (&narrow, 1)] {
+        let records: Vec<TestRecord> = (0..60)
+            .map(|i| TestRecord::value(format!("{topic}-{i}")).in_partition(i % partitions))
+            .collect();
+        clients::produce(&first.bootstrap(), topic, &records);
+    }
+    first.stop();
+    let cluster = std::fs::read_dir(tier_dir.path())
+        .expect("tier dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| !n.starts_with('_'))
+        .expect("the first cluster's directory");
+
+    let second = Broker::builder().args(args).start();
+    // A topic of that name exists on the new cluster already.
+    clients::create_topic(&second.bootstrap(), &narrow, 2, &[]);
+    let out = std::process::Command::new(common::strata_bin())
+        .args([
+            "tier",
+            "restore",
+            "--all",
+            "--take-over",
+            "--from-cluster",
+            &cluster,
+        ])
+        .args(["--tier-url", &url, "-b", &second.bootstrap()])
+        .output()
+        .expect("run strata tier restore --all");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains(&format!("{wide}: restored")), "{stderr}");
+    assert!(stderr.contains(&format!("{narrow}: exists")), "{stderr}");
+    assert!(stderr.contains("[2/2]"), "{stderr}");
+    assert!(stdout.contains("restored 1 of 2 topics"), "{stdout}");
+    assert_eq!(
+        clients::partition_count(&second.bootstrap(), &wide),
+        Some(3)
+    );
+    let configs = clients::describe_topic_configs(&second.bootstrap(), &wide);
+    assert_eq!(configs["retention.ms"].0.as_deref(), Some("7200000"));
+    let ranges: Vec<(i32, i64, i64)> = (0..3).map(|p| (p, 0, 20)).collect();
+    let got = clients::consume_ranges(&second.bootstrap(), &wide, &ranges, clients::OP_TIMEOUT);
+    assert_eq!(got.len(), 60);
+    // The existing topic is untouched.
+    assert_eq!(
+        clients::partition_count(&second.bootstrap(), &narrow),
+        Some(2)
+    );
+    assert_eq!(clients::watermarks(&second.bootstrap(), &narrow, 0), (0, 0));
+
+    // Naming no cluster when the tier holds several is refused, naming them.
+    let out = std::process::Command::new(common::strata_bin())
+        .args([
+            "tier",
+            "restore",
+            "--all",
+            "--tier-url",
+            &url,
+            "-b",
+            &second.bootstrap(),
+        ])
+        .output()
+        .expect("run strata tier restore --all");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--from-cluster") && stderr.contains(&cluster),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn restore_into_an_empty_data_dir_serves_the_topic() {
     let tier_dir = tempfile::tempdir().expect("tier dir");

@@ -33,24 +33,36 @@ enum TierCommand {
         /// Topics to show (default: every topic)
         topics: Vec<String>,
     },
-    /// Recreate a topic from the tier (for a new cluster or an empty data
-    /// dir). This cluster becomes the topic's only writer in the tier: the
-    /// cluster that wrote it before can no longer write it
-    Restore {
-        topic: String,
-        /// The cluster whose tier prefix holds the topic, when several do
-        #[arg(long)]
-        from_cluster: Option<String>,
-        /// Take the topic over even though its manifests were written
-        /// recently (within the broker's --tier-takeover-quiet-ms): only
-        /// when the cluster that wrote it has stopped
-        #[arg(long)]
-        take_over: bool,
-    },
+    /// Recreate a topic from the tier, or with --all every topic of a
+    /// cluster (for a new cluster or an empty data dir), with its partition
+    /// count and configs. This cluster becomes the topic's only writer in
+    /// the tier: the cluster that wrote it before can no longer write it
+    Restore(RestoreArgs),
     /// Rebuild a topic's missing or damaged tier manifests from the segment
     /// objects in the bucket (reads the tier directly, with the broker's tier
     /// settings; a readable manifest is left alone)
     Repair(RepairArgs),
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    topic: Option<String>,
+    /// Every topic the tier holds for the cluster --from-cluster names (or
+    /// for the only cluster in the tier): reads the tier's listing with the
+    /// broker's tier settings; topics that exist already are left alone
+    #[arg(long)]
+    all: bool,
+    /// The cluster whose tier prefix holds the topic, when several do
+    #[arg(long)]
+    from_cluster: Option<String>,
+    /// Take the topic over even though its manifests were written
+    /// recently (within the broker's --tier-takeover-quiet-ms): only
+    /// when the cluster that wrote it has stopped
+    #[arg(long)]
+    take_over: bool,
+    #[command(flatten)]
+    settings: Box<crate::config::ServeArgs>,
 }
 
 #[derive(Args, Debug)]
@@ -79,25 +91,33 @@ pub async fn run(args: TierArgs) -> anyhow::Result<()> {
     let client = args.conn.connect().await?;
     match args.cmd {
         TierCommand::Status { topics } => status(&client, &topics, args.conn.output).await,
-        TierCommand::Restore {
-            topic,
-            from_cluster,
-            take_over,
-        } => restore(&client, &topic, from_cluster, take_over, args.conn.output).await,
+        TierCommand::Restore(r) => match r.topic {
+            Some(topic) => {
+                let partitions = restore(&client, &topic, r.from_cluster, r.take_over).await?;
+                print_restored(&topic, partitions, args.conn.output)
+            }
+            None => restore_all(&client, r, args.conn.output).await,
+        },
         TierCommand::Repair(_) => unreachable!("handled above"),
     }
 }
 
-async fn repair(args: RepairArgs, out: Output) -> anyhow::Result<()> {
-    let config = crate::config::BrokerConfig::load(*args.settings)?;
-    // No disk cache: building one empties its directory, which may be a
-    // running broker's.
+/// The tier the broker settings `settings` name, read directly (no disk
+/// cache: building one empties its directory, which may be a running
+/// broker's); and its URL.
+fn open_tier(settings: crate::config::ServeArgs) -> anyhow::Result<(tiering::TierStore, String)> {
+    let config = crate::config::BrokerConfig::load(settings)?;
     let options = tiering::TierOptions {
         disk_cache_dir: None,
         ..config.tier_options()
     };
     let tier = tiering::TierStore::from_url_with(&config.tier_url, options)
         .with_context(|| format!("invalid tier settings. tier-url={}", config.tier_url))?;
+    Ok((tier, config.tier_url))
+}
+
+async fn repair(args: RepairArgs, out: Output) -> anyhow::Result<()> {
+    let (tier, tier_url) = open_tier(*args.settings)?;
     let mut found = tier.find_remote_topic(&args.topic).await?;
     if let Some(c) = &args.from_cluster {
         found.retain(|(cluster, _)| cluster == c);
@@ -111,7 +131,7 @@ async fn repair(args: RepairArgs, out: Output) -> anyhow::Result<()> {
         0 => anyhow::bail!(
             "no topic {} in the tier. tier-url={}",
             args.topic,
-            config.tier_url
+            tier_url
         ),
         1 => found.remove(0),
         _ => anyhow::bail!(
@@ -355,13 +375,91 @@ async fn status(client: &Client, topics: &[String], out: Output) -> anyhow::Resu
     }
 }
 
+/// `restore --all`: each topic the tier holds for the cluster, one
+/// CreateTopics each, with a line per topic on stderr as it goes.
+async fn restore_all(client: &Client, args: RestoreArgs, out: Output) -> anyhow::Result<()> {
+    let (tier, tier_url) = open_tier(*args.settings)?;
+    let clusters = tier.list_clusters().await?;
+    let cluster = match args.from_cluster {
+        Some(c) if clusters.contains(&c) => c,
+        Some(c) => anyhow::bail!("the tier holds no cluster {c}. tier-url={tier_url}, clusters={clusters:?}"),
+        None => match clusters.as_slice() {
+            [one] => one.clone(),
+            [] => anyhow::bail!("the tier holds no cluster. tier-url={tier_url}"),
+            many => anyhow::bail!(
+                "the tier holds several clusters; name one with --from-cluster. tier-url={tier_url}, clusters={many:?}"
+            ),
+        },
+    };
+    let topics = tier.list_remote_topics(&cluster).await?;
+    let total = topics.len();
+    let mut rows = Vec::new();
+    let mut failed = 0usize;
+    for (i, t) in topics.iter().enumerate() {
+        let outcome = restore(client, &t.topic, Some(cluster.clone()), args.take_over).await;
+        let (status, partitions) = match outcome {
+            Ok(n) => ("restored".to_string(), n),
+            Err(e)
+                if e.downcast_ref::<crate::client::ClientError>()
+                    .and_then(|c| c.kafka_code())
+                    .is_some_and(|c| {
+                        c.code() == kafka_protocol::error::ResponseError::TopicAlreadyExists.code()
+                    }) =>
+            {
+                ("exists".to_string(), -1)
+            }
+            Err(e) => {
+                failed += 1;
+                (format!("failed: {e:#}"), -1)
+            }
+        };
+        eprintln!("[{}/{total}] {}: {status}", i + 1, t.topic);
+        rows.push((t.topic.clone(), status, partitions));
+    }
+    match out {
+        Output::Json => print_json(&json!({
+            "cluster": cluster,
+            "topics": rows
+                .iter()
+                .map(|(t, s, p)| json!({"topic": t, "status": s, "partitions": p}))
+                .collect::<Vec<_>>(),
+        }))?,
+        Output::Table => {
+            let restored = rows.iter().filter(|r| r.1 == "restored").count();
+            let exists = rows.iter().filter(|r| r.1 == "exists").count();
+            print_str(&format!(
+                "restored {restored} of {total} topics of cluster {cluster} ({exists} existed, {failed} failed)\n"
+            ))?;
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {total} topics not restored");
+    }
+    Ok(())
+}
+
+/// Prints one restored topic.
+fn print_restored(topic: &str, partitions: i32, out: Output) -> anyhow::Result<()> {
+    match out {
+        Output::Json => print_json(&json!({
+            "topic": topic,
+            "partitions": partitions,
+            "restored": true,
+        })),
+        Output::Table => print_str(&format!(
+            "restored {topic} from the tier ({partitions} partitions)\n"
+        )),
+    }
+}
+
+/// Restores `topic` (CreateTopics with `strata.restore=true`); returns its
+/// partition count.
 async fn restore(
     client: &Client,
     topic: &str,
     from_cluster: Option<String>,
     take_over: bool,
-    out: Output,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<i32> {
     let mut configs = vec![(
         crate::config::RESTORE_CONFIG.to_string(),
         "true".to_string(),
@@ -383,19 +481,10 @@ async fn restore(
             configs,
         }])
         .await?;
-    for (name, r) in created {
-        let r = r.with_context(|| format!("restore {name}"))?;
-        match out {
-            Output::Json => print_json(&json!({
-                "topic": name,
-                "partitions": r.num_partitions,
-                "restored": true,
-            }))?,
-            Output::Table => print_str(&format!(
-                "restored {name} from the tier ({} partitions)\n",
-                r.num_partitions
-            ))?,
-        }
-    }
-    Ok(())
+    let (name, r) = created
+        .into_iter()
+        .next()
+        .context("CreateTopics answered no topic")?;
+    let r = r.with_context(|| format!("restore {name}"))?;
+    Ok(r.num_partitions)
 }
