@@ -833,10 +833,7 @@ impl Partition {
             if target <= log.log_start_offset() {
                 return Ok(log.log_start_offset());
             }
-            let active_before = log.active_base_offset();
-            let start = log.delete_records_before(target)?;
-            self.snapshot_if_rolled(log, producers, active_before);
-            Ok(start)
+            self.snapshot_roll(log, producers, |log| log.delete_records_before(target))
         })
     }
 
@@ -856,10 +853,7 @@ impl Partition {
     /// `segment.ms` too).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
         let deleted = self.with_log(|log, producers, _| {
-            let active_before = log.active_base_offset();
-            let deleted = log.apply_retention(now_ms);
-            self.snapshot_if_rolled(log, producers, active_before);
-            Ok(deleted?)
+            self.snapshot_roll(log, producers, |log| log.apply_retention(now_ms))
         })?;
         if deleted > 0 {
             self.after_start_moved();
@@ -873,10 +867,7 @@ impl Partition {
     /// whether it rolled.
     pub fn seal_active(&self) -> Result<bool, PartitionError> {
         self.with_log(|log, producers, _| {
-            let active_before = log.active_base_offset();
-            let rolled = log.roll_if_not_empty()?;
-            self.snapshot_if_rolled(log, producers, active_before);
-            Ok(rolled)
+            self.snapshot_roll(log, producers, Log::roll_if_not_empty)
         })
     }
 

@@ -2165,26 +2165,7 @@ fn a_leader_cut_off_from_the_other_brokers_loses_nothing_acknowledged() {
     let others: Vec<usize> = (1..=3).filter(|i| *i != leader).collect();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (all, stop) = (all.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let producer = clients::producer(
-                &all,
-                &[
-                    ("enable.idempotence", "true"),
-                    ("acks", "all"),
-                    ("request.timeout.ms", "5000"),
-                    ("message.timeout.ms", "120000"),
-                    ("topic.metadata.refresh.interval.ms", "1000"),
-                ],
-            );
-            let (mut n, mut acked, mut failed) = (0, BTreeMap::new(), 0);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                failed += send_numbered(&producer, "cut", &mut n, 100, &mut acked);
-            }
-            (acked, failed)
-        })
-    };
+    let writer = write_numbered_until(&all, "cut", 100, &stop);
     std::thread::sleep(Duration::from_secs(2));
     for o in &others {
         net.cut(leader, *o);
@@ -2214,6 +2195,36 @@ fn a_leader_cut_off_from_the_other_brokers_loses_nothing_acknowledged() {
         &format!("leader {leader} cut off, {new_leader} took over"),
     );
     drop(brokers);
+}
+
+/// A thread with an idempotent `acks=all` producer that sends numbered
+/// records to `topic` ([`send_numbered`], `batch` at a time) until `stop`;
+/// it returns the acknowledged records by offset and the count of those
+/// that were not.
+fn write_numbered_until(
+    all: &str,
+    topic: &str,
+    batch: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(BTreeMap<i64, String>, usize)> {
+    let (all, topic, stop) = (all.to_string(), topic.to_string(), stop.clone());
+    std::thread::spawn(move || {
+        let producer = clients::producer(
+            &all,
+            &[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("request.timeout.ms", "5000"),
+                ("message.timeout.ms", "120000"),
+                ("topic.metadata.refresh.interval.ms", "1000"),
+            ],
+        );
+        let (mut n, mut acked, mut failed) = (0, BTreeMap::new(), 0);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            failed += send_numbered(&producer, &topic, &mut n, batch, &mut acked);
+        }
+        (acked, failed)
+    })
 }
 
 /// Reads partition 0 of `topic` (records sent by [`send_numbered`]) to
@@ -2358,26 +2369,7 @@ fn all_brokers_losing_power_at_once_lose_nothing_acknowledged() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> = topics
         .iter()
-        .map(|t| {
-            let (all, stop, t) = (all.clone(), stop.clone(), t.clone());
-            std::thread::spawn(move || {
-                let producer = clients::producer(
-                    &all,
-                    &[
-                        ("enable.idempotence", "true"),
-                        ("acks", "all"),
-                        ("request.timeout.ms", "5000"),
-                        ("message.timeout.ms", "120000"),
-                        ("topic.metadata.refresh.interval.ms", "1000"),
-                    ],
-                );
-                let (mut n, mut acked, mut failed) = (0, BTreeMap::new(), 0);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    failed += send_numbered(&producer, &t, &mut n, 50, &mut acked);
-                }
-                (acked, failed)
-            })
-        })
+        .map(|t| write_numbered_until(&all, t, 50, &stop))
         .collect();
     let mut dropped = Vec::new();
     for _ in 0..2 {

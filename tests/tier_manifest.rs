@@ -363,17 +363,10 @@ impl Drop for FaultProxy {
 }
 
 fn s3_broker(endpoint: &str, bucket: &str, extra: &[&str]) -> Broker {
-    Broker::builder()
+    let builder = Broker::builder()
         .args(["--tier-interval-ms", "100"])
-        .args(extra.iter().copied())
-        .arg("--tier-url")
-        .arg(format!("s3://{bucket}/strata"))
-        .arg("--tier-s3-endpoint")
-        .arg(endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .start()
+        .args(extra.iter().copied());
+    common::s3::tiered_to(builder, endpoint, bucket).start()
 }
 
 /// An object store that refuses connections at start: the broker starts,

@@ -235,17 +235,10 @@ fn tier_objects_carry_the_server_side_encryption_asked_for() {
         ),
     ] {
         let bucket = common::s3::new_bucket(&s3);
-        let mut broker = Broker::builder()
+        let builder = Broker::builder()
             .args(["--tier-interval-ms", "200"])
-            .arg("--tier-url")
-            .arg(format!("s3://{bucket}/strata"))
-            .arg("--tier-s3-endpoint")
-            .arg(&endpoint)
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .start();
+            .args(args);
+        let mut broker = common::s3::tiered_to(builder, &endpoint, &bucket).start();
         let topic = common::topic_name("sse");
         clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
         let records: Vec<TestRecord> = (0..200)
@@ -287,16 +280,8 @@ fn offload_and_replay_with_localstack_s3() {
     let s3 = s3_client(&endpoint);
     let bucket = common::s3::new_bucket(&s3);
 
-    let broker = Broker::builder()
-        .args(["--tier-interval-ms", "200"])
-        .arg("--tier-url")
-        .arg(format!("s3://{bucket}/strata"))
-        .arg("--tier-s3-endpoint")
-        .arg(&endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .start();
+    let builder = Broker::builder().args(["--tier-interval-ms", "200"]);
+    let broker = common::s3::tiered_to(builder, &endpoint, &bucket).start();
     let topic = offload_and_replay(&broker);
 
     // Inspect the bucket independently of the broker's object_store client.

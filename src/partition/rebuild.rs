@@ -13,6 +13,22 @@ use super::{
 use crate::log::{Log, SealedSegmentInfo};
 
 impl Partition {
+    /// Runs `f` on the log, then writes the producer snapshot at the new
+    /// active segment's base if `f` rolled it (whether or not `f` then
+    /// failed): for rolls that take no records (retention, DeleteRecords,
+    /// sealing), after which `producers` is the state at the new base.
+    pub(super) fn snapshot_roll<T>(
+        &self,
+        log: &mut Log,
+        producers: &ProducerStateTable,
+        f: impl FnOnce(&mut Log) -> Result<T, crate::log::LogError>,
+    ) -> Result<T, PartitionError> {
+        let active_before = log.active_base_offset();
+        let out = f(log);
+        self.snapshot_if_rolled(log, producers, active_before);
+        Ok(out?)
+    }
+
     /// Writes the producer snapshot at the active segment's base when the
     /// log rolled since `active_before` (fsynced: once tiered segments are
     /// deleted, the snapshot is what remains of their producer state). A

@@ -186,9 +186,26 @@ impl State {
     fn unlinked(&mut self, ino: u64) {
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.nlink = n.nlink.saturating_sub(1);
-            if n.nlink == 0 && n.open == 0 {
-                self.nodes.remove(&ino);
-            }
+        }
+        self.drop_if_gone(ino);
+    }
+
+    /// A handle on `ino` is closed; the node goes if it has no name left.
+    fn released(&mut self, ino: u64) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.open = n.open.saturating_sub(1);
+        }
+        self.drop_if_gone(ino);
+    }
+
+    /// Removes `ino` once it has neither a name nor an open handle.
+    fn drop_if_gone(&mut self, ino: u64) {
+        if self
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.nlink == 0 && n.open == 0)
+        {
+            self.nodes.remove(&ino);
         }
     }
 
@@ -572,13 +589,12 @@ impl Filesystem for Fs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = s.nodes.get_mut(&ino.0) {
-            n.open = n.open.saturating_sub(1);
-            if n.nlink == 0 && n.open == 0 {
-                s.nodes.remove(&ino.0);
-            }
-        }
+        // Not refused while the power is off: the kernel closes the handles
+        // of the processes killed after the cut.
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .released(ino.0);
         reply.ok();
     }
 

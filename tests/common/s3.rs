@@ -25,6 +25,18 @@ pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// `b` tiering to `s3://<bucket>/strata` on the LocalStack at `endpoint`,
+/// with LocalStack's credentials.
+pub fn tiered_to(b: super::BrokerBuilder, endpoint: &str, bucket: &str) -> super::BrokerBuilder {
+    b.arg("--tier-url")
+        .arg(format!("s3://{bucket}/strata"))
+        .arg("--tier-s3-endpoint")
+        .arg(endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+}
+
 /// A new bucket with a unique name.
 pub fn new_bucket(s3: &aws_sdk_s3::Client) -> String {
     let bucket = format!("strata-it-{}", uuid::Uuid::new_v4().simple());
