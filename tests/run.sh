@@ -8,8 +8,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export DEBIAN_FRONTEND=noninteractive
+# One build per run: incremental caches would only take disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "disk"
+df -h . /tmp 2>/dev/null || true
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
