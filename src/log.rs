@@ -596,7 +596,7 @@ impl Log {
     /// (file mtime if none) is more than `retention_ms` before `now_ms`, then
     /// those that keep the log at or above `retention_bytes`. First the
     /// active segment is rolled when `segment.ms` has passed or all it
-    /// holds is past `retention_ms` (see [`ActiveSegment::due_for_roll`]),
+    /// holds is past `retention_ms` (see `ActiveSegment::due_for_roll`),
     /// so an idle partition's records expire too; the new active segment
     /// is empty and never deleted. Returns how many were deleted; the log
     /// start offset moves to the first remaining segment.

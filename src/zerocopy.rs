@@ -48,9 +48,13 @@ pub fn parts_len(parts: &[Part]) -> u64 {
 }
 
 /// Placeholders are slices of this; the largest placeholder ends within it.
-/// It is in `.bss` and never written, so it costs no memory.
+/// Allocated zeroed on first use (the allocator maps fresh pages for a
+/// request this large) and never written, so it costs address space, not
+/// memory. Not a zero-filled `static`: that would be read-only data, stored
+/// in full in every binary that links this module.
 const ZEROS_LEN: usize = 256 << 20;
-static ZEROS: [u8; ZEROS_LEN] = [0; ZEROS_LEN];
+static ZEROS: std::sync::LazyLock<Box<[u8]>> =
+    std::sync::LazyLock::new(|| vec![0; ZEROS_LEN].into_boxed_slice());
 
 /// The placeholder for the parts numbered `index` (of one response) of
 /// `len` bytes in all, or `None` when it would not fit (the caller then
