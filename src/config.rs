@@ -175,7 +175,7 @@ pub struct ServeArgs {
     /// How often retention and segment.ms are checked (log.retention.check.interval.ms) [default: 300000]
     #[arg(long, env = "STRATA_LOG_RETENTION_CHECK_INTERVAL_MS")]
     pub log_retention_check_interval_ms: Option<u64>,
-    /// Object-store URL of the tier: file:///path, s3://bucket/prefix or memory:// [default: `file://<data-dir>/tier`]
+    /// Object-store URL of the tier: file:///path, s3://bucket/prefix or memory:// [default: file://DATA_DIR/tier, DATA_DIR being --data-dir]
     #[arg(long, env = "STRATA_TIER_URL")]
     pub tier_url: Option<String>,
     /// S3 endpoint of an s3:// tier, e.g. http://127.0.0.1:4566 [default: AWS_ENDPOINT_URL, else AWS]
