@@ -201,11 +201,12 @@ pub struct ServeArgs {
     /// Bytes of the tier's disk read cache [default: 4294967296]
     #[arg(long, env = "STRATA_TIER_CACHE_DISK_BYTES")]
     pub tier_cache_disk_bytes: Option<u64>,
-    /// Bytes per ranged GET from the tier [default: 1048576]
+    /// Bytes per ranged GET from the tier (each segment object is read in
+    /// ranges of the size it was uploaded with) [default: 4194304]
     #[arg(long, env = "STRATA_TIER_CHUNK_BYTES")]
     pub tier_chunk_bytes: Option<u64>,
     /// Chunks read ahead of a sequential tier reader, per partition (0: off)
-    /// [default: 8]
+    /// [default: 2]
     #[arg(long, env = "STRATA_TIER_PREFETCH_CHUNKS")]
     pub tier_prefetch_chunks: Option<u64>,
     /// Segment uploads running at once [default: 2]
@@ -553,8 +554,8 @@ impl BrokerConfig {
                 "tier-cache-disk-bytes",
                 a.tier_cache_disk_bytes.unwrap_or(4 << 30),
             )?,
-            chunk_bytes: positive("tier-chunk-bytes", a.tier_chunk_bytes.unwrap_or(1 << 20))?,
-            prefetch_chunks: match a.tier_prefetch_chunks.unwrap_or(8) {
+            chunk_bytes: positive("tier-chunk-bytes", a.tier_chunk_bytes.unwrap_or(4 << 20))?,
+            prefetch_chunks: match a.tier_prefetch_chunks.unwrap_or(2) {
                 n @ 0..=256 => n,
                 n => {
                     return Err(ConfigError::invalid(

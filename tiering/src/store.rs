@@ -49,7 +49,8 @@ pub enum S3Sse {
 #[derive(Debug, Clone)]
 pub struct TierOptions {
     pub s3: S3Options,
-    /// Bytes per ranged GET of a segment (default 1 MiB).
+    /// Bytes per ranged GET of a segment (default 4 MiB: a replay costs a
+    /// GET per 4 MiB).
     pub chunk_size: u64,
     /// Bound of the in-memory read cache in bytes (default 256 MiB).
     pub memory_cache_bytes: u64,
@@ -57,7 +58,7 @@ pub struct TierOptions {
     pub disk_cache_dir: Option<PathBuf>,
     /// Bound of the disk read cache in bytes (default 4 GiB).
     pub disk_cache_bytes: u64,
-    /// Chunks fetched ahead of a sequential reader (default 8; 0 disables).
+    /// Chunks fetched ahead of a sequential reader (default 2; 0 disables).
     pub prefetch_chunks: u64,
     /// Files at least this large are uploaded in parts (default 16 MiB).
     pub multipart_threshold: u64,
@@ -71,11 +72,11 @@ impl Default for TierOptions {
     fn default() -> Self {
         TierOptions {
             s3: S3Options::default(),
-            chunk_size: 1 << 20,
+            chunk_size: 4 << 20,
             memory_cache_bytes: 256 << 20,
             disk_cache_dir: None,
             disk_cache_bytes: 4 << 30,
-            prefetch_chunks: 8,
+            prefetch_chunks: 2,
             multipart_threshold: 16 << 20,
             multipart_part_size: 8 << 20,
             multipart_concurrency: 4,

@@ -68,7 +68,7 @@ pub struct Args {
     #[arg(long)]
     pub tier_cache_bytes: Option<u64>,
     /// Bytes per ranged GET, for the broker (--tier-chunk-bytes) and the raw reference.
-    #[arg(long, default_value_t = MIB)]
+    #[arg(long, default_value_t = 4 * MIB)]
     pub tier_chunk_bytes: u64,
     /// Gives the broker a tier disk cache of this many bytes
     /// (--tier-cache-dir in the work directory, --tier-cache-disk-bytes).
