@@ -116,7 +116,7 @@ impl Broker {
         let groups =
             crate::group::Coordinator::new(crate::group::GroupConfig::from_broker(&config), now_ms);
         let mut metrics = crate::telemetry::metrics::Metrics::new();
-        metrics.register_tier(tier.metrics());
+        metrics.register_tier(tier.metrics(), tier.requests());
         let durability = partition::durability::Durability::new(
             config.sync_rounds_syncfs,
             partition::durability::SyncMetrics::new(crate::telemetry::metrics::latency_histogram()),

@@ -16,6 +16,7 @@ mod group;
 mod output;
 mod produce;
 mod tier;
+mod tier_cost;
 mod topic;
 
 use std::io::IsTerminal;

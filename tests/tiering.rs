@@ -1141,3 +1141,159 @@ fn tier_retention_and_delete_records_move_the_log_start() {
     );
     broker.assert_no_error_logs();
 }
+
+/// Replaying cold data costs at most one GET per tier chunk (4 MiB) of
+/// each segment object, counted by a proxy in front of LocalStack, which
+/// sees what the store really receives; the broker's own request counters
+/// (`strata_tier_requests_total`) agree with it, and `strata tier cost`
+/// prices them.
+#[test]
+fn cold_replay_costs_at_most_one_get_per_chunk() {
+    const CHUNK: u64 = 4 << 20;
+    const N: usize = 3_000; // 30 MB
+    let Some(endpoint) = s3_endpoint() else {
+        eprintln!("STRATA_SKIP_S3=1: skipping the LocalStack test");
+        return;
+    };
+    let s3 = s3_client(&endpoint);
+    let bucket = common::s3::new_bucket(&s3);
+    let proxy = common::s3::CountingProxy::start(&endpoint);
+    let builder = Broker::builder().args(["--tier-interval-ms", "500"]);
+    let mut broker = common::s3::tiered_to(builder, &proxy.endpoint, &bucket).start();
+    let topic = common::topic_name("cost");
+    clients::create_topic(
+        &broker.bootstrap(),
+        &topic,
+        1,
+        &[
+            ("segment.bytes", &(8u64 << 20).to_string()),
+            ("local.retention.bytes", &(8u64 << 20).to_string()),
+        ],
+    );
+    let records: Vec<TestRecord> = (0..N).map(|i| TestRecord::value(value(i))).collect();
+    clients::produce(&broker.bootstrap(), &topic, &records);
+    let dir = broker.data_dir().join(format!("{topic}-0"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while local_segments(&dir).0.first().is_none_or(|b| *b == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the local log was not cut\n{}",
+            broker.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Cold: a restart empties the tier cache.
+    broker.restart();
+    proxy.reset();
+    let got = clients::consume_ranges(
+        &broker.bootstrap(),
+        &topic,
+        &[(0, 0, N as i64)],
+        Duration::from_secs(120),
+    );
+    assert_eq!(got.len(), N);
+    for (i, c) in got.iter().enumerate() {
+        assert_eq!(c.offset, i as i64);
+        assert!(
+            c.record.value.as_deref() == Some(&value(i)[..]),
+            "record {i}"
+        );
+    }
+
+    let ours = format!("/{topic}-");
+    let objects = common::s3::list_sizes(&s3, &bucket, "strata/");
+    let segments: Vec<&(String, u64)> = objects
+        .iter()
+        .filter(|(k, _)| k.contains(&ours) && k.ends_with(".log"))
+        .collect();
+    let chunks: u64 = segments.iter().map(|(_, size)| size.div_ceil(CHUNK)).sum();
+    let data = proxy.requests_where(|m, p| m == "GET" && p.contains(&ours) && p.ends_with(".log"));
+    assert!(!data.is_empty(), "nothing was read from the tier");
+    assert!(
+        data.len() as u64 <= chunks,
+        "{} GETs of segment data for {} segment objects of {chunks} chunks",
+        data.len(),
+        segments.len()
+    );
+    // Each chunk once, none larger than a chunk.
+    let mut ranges: Vec<(&str, Option<&str>)> = data
+        .iter()
+        .map(|r| (r.path.as_str(), r.range.as_deref()))
+        .collect();
+    ranges.sort_unstable();
+    ranges.dedup();
+    assert_eq!(
+        ranges.len(),
+        data.len(),
+        "a chunk was fetched twice: {data:?}"
+    );
+    assert!(data.iter().all(|r| r.bytes as u64 <= CHUNK), "{data:?}");
+    let read: usize = data.iter().map(|r| r.bytes).sum();
+    println!(
+        "cold replay: {} data GETs for {:.1} MiB read from the tier ({:.3} GETs per MiB)",
+        data.len(),
+        read as f64 / (1 << 20) as f64,
+        data.len() as f64 / (read as f64 / (1 << 20) as f64)
+    );
+    let data_gets = data.len();
+
+    // The broker counts what the store received (polled: the tier loop
+    // may be between its count and the request).
+    let series = format!("strata_tier_requests_total{{topic=\"{topic}\",op=\"get\"}}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counted = broker.metrics().get(&series).copied().unwrap_or(0.0) as usize;
+        let received = proxy.count("GET", &ours) + proxy.count("HEAD", &ours);
+        if counted == received {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker counted {counted} GETs of {topic}, the store received {received}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let prices = tempfile::NamedTempFile::new().expect("price file");
+    std::fs::write(prices.path(), "get_per_1000 = 1000.0\n").expect("write prices");
+    let out = std::process::Command::new(common::strata_bin())
+        .args([
+            "tier",
+            "cost",
+            &topic,
+            "--output",
+            "json",
+            "-b",
+            &broker.bootstrap(),
+        ])
+        .arg("--metrics")
+        .arg(format!("http://{}/metrics", broker.admin_addr()))
+        .arg("--prices")
+        .arg(prices.path())
+        .output()
+        .expect("strata tier cost");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let row = &report["topics"][0];
+    assert_eq!(row["topic"], topic.as_str(), "{report}");
+    let gets = row["get_requests"].as_f64().unwrap();
+    assert!(gets >= data_gets as f64, "{report}");
+    let stored = row["stored_bytes"].as_f64().unwrap();
+    let all_objects: u64 = objects
+        .iter()
+        .filter(|(k, _)| k.contains(&ours))
+        .map(|(_, s)| s)
+        .sum();
+    assert!(stored > 0.0 && stored <= all_objects as f64, "{report}");
+    // At $1 a GET, the month's requests cost at least the GETs seen.
+    assert!(
+        row["monthly"]["requests_usd"].as_f64().unwrap() >= gets,
+        "{report}"
+    );
+    broker.assert_no_error_logs();
+}

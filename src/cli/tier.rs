@@ -1,4 +1,4 @@
-//! `strata tier status|restore|repair`.
+//! `strata tier status|restore|repair|cost`.
 //!
 //! Status and restore speak the Kafka protocol: status reads ListOffsets
 //! (earliest, earliest-local, latest-tiered, latest) and DescribeLogDirs
@@ -42,6 +42,10 @@ enum TierCommand {
     /// objects in the bucket (reads the tier directly, with the broker's tier
     /// settings; a readable manifest is left alone)
     Repair(RepairArgs),
+    /// Object-store requests and bytes per topic (from each broker's
+    /// /metrics), bytes stored, and an estimated monthly cost from a price
+    /// table (S3 Standard by default)
+    Cost(super::tier_cost::CostArgs),
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +102,7 @@ pub async fn run(args: TierArgs) -> anyhow::Result<()> {
             }
             None => restore_all(&client, r, args.conn.output).await,
         },
+        TierCommand::Cost(c) => super::tier_cost::run(&client, c, args.conn.output).await,
         TierCommand::Repair(_) => unreachable!("handled above"),
     }
 }
@@ -255,6 +260,43 @@ struct Row {
     upload_lag: i64,
 }
 
+/// A partition's bytes on local disk (summed over its replicas) and in
+/// the tier, and how far its uploads lag.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Sizes {
+    pub local_bytes: i64,
+    pub tier_bytes: i64,
+    pub upload_lag: i64,
+}
+
+/// The sizes of every partition the brokers of `md` hold, from their log
+/// dirs (DescribeLogDirs): the first is local disk, the second the tier.
+pub(super) async fn log_dir_sizes(
+    client: &Client,
+    md: &crate::client::ClusterMetadata,
+) -> anyhow::Result<BTreeMap<(String, i32), Sizes>> {
+    let mut sizes: BTreeMap<(String, i32), Sizes> = BTreeMap::new();
+    for b in &md.brokers {
+        for (i, (_dir, parts)) in client
+            .describe_log_dirs(b.node_id)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            for (t, p, size, lag) in parts {
+                let s = sizes.entry((t, p)).or_default();
+                if i == 0 {
+                    s.local_bytes += size;
+                } else {
+                    s.tier_bytes = size;
+                    s.upload_lag = lag;
+                }
+            }
+        }
+    }
+    Ok(sizes)
+}
+
 async fn status(client: &Client, topics: &[String], out: Output) -> anyhow::Result<()> {
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let md = client
@@ -284,41 +326,25 @@ async fn status(client: &Client, topics: &[String], out: Output) -> anyhow::Resu
             offsets.entry(key).or_insert([-1; 4])[i] = o.offset;
         }
     }
-    // Sizes: the first log dir is local disk, the second the tier.
-    let mut local: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut tier: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
-    for b in &md.brokers {
-        for (i, (_dir, parts)) in client
-            .describe_log_dirs(b.node_id)
-            .await?
-            .into_iter()
-            .enumerate()
-        {
-            for (t, p, size, lag) in parts {
-                if i == 0 {
-                    *local.entry((t, p)).or_default() += size;
-                } else {
-                    tier.insert((t, p), (size, lag));
-                }
-            }
-        }
-    }
+    let sizes = log_dir_sizes(client, &md).await?;
     let rows: Vec<Row> = offsets
         .into_iter()
         .map(
             |((topic, partition), [earliest, earliest_local, latest_tiered, latest])| {
-                let key = (topic.clone(), partition);
-                let (tier_bytes, upload_lag) = tier.get(&key).copied().unwrap_or((0, 0));
+                let s = sizes
+                    .get(&(topic.clone(), partition))
+                    .copied()
+                    .unwrap_or_default();
                 Row {
-                    local_bytes: local.get(&key).copied().unwrap_or(0),
+                    local_bytes: s.local_bytes,
                     topic,
                     partition,
                     earliest,
                     earliest_local,
                     latest_tiered,
                     latest,
-                    tier_bytes,
-                    upload_lag,
+                    tier_bytes: s.tier_bytes,
+                    upload_lag: s.upload_lag,
                 }
             },
         )

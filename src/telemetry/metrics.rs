@@ -197,6 +197,17 @@ impl Metrics {
             "Record bytes sent to fetches with sendfile(2), without copying",
             m.fetch_zero_copy_bytes.clone(),
         );
+        let started = Gauge::<i64>::default();
+        started.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        );
+        registry.register(
+            "strata_start_time_seconds",
+            "When this broker process started, in seconds since the Unix epoch (the window its counters cover)",
+            started,
+        );
         registry.register(
             "strata_partitions",
             "Partition replicas hosted by this broker",
@@ -330,9 +341,15 @@ impl Metrics {
         );
     }
 
-    pub fn register_tier(&mut self, tier: std::sync::Arc<tiering::TierMetrics>) {
-        self.registry
-            .register_collector(Box::new(TierCollector { metrics: tier }));
+    pub fn register_tier(
+        &mut self,
+        tier: std::sync::Arc<tiering::TierMetrics>,
+        requests: std::sync::Arc<tiering::cost::StoreRequests>,
+    ) {
+        self.registry.register_collector(Box::new(TierCollector {
+            metrics: tier,
+            requests,
+        }));
     }
 
     /// Counts one handled request.
@@ -401,6 +418,7 @@ impl Metrics {
 #[derive(Debug)]
 struct TierCollector {
     metrics: std::sync::Arc<tiering::TierMetrics>,
+    requests: std::sync::Arc<tiering::cost::StoreRequests>,
 }
 
 impl TierCollector {
@@ -426,6 +444,27 @@ impl TierCollector {
         let g = prometheus_client::metrics::gauge::ConstGauge::new(value as i64);
         let m = encoder.encode_descriptor(name, help, None, g.metric_type())?;
         g.encode(m)
+    }
+
+    /// A counter family with one series per `(labels, value)`.
+    fn counters<const N: usize>(
+        encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+        name: &str,
+        help: &str,
+        series: &[([(&'static str, String); N], u64)],
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let mut family = encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (labels, value) in series {
+            let c = prometheus_client::metrics::counter::ConstCounter::new(*value);
+            c.encode(family.encode_family(labels)?)?;
+        }
+        Ok(())
     }
 
     fn histogram(
@@ -552,6 +591,40 @@ impl prometheus_client::collector::Collector for TierCollector {
         ] {
             Self::gauge(&mut encoder, name, help, v.load(Relaxed))?;
         }
+        let by_topic = self.requests.by_topic();
+        let mut requests = Vec::new();
+        let mut bytes = Vec::new();
+        for (topic, t) in &by_topic {
+            for (op, n) in [
+                ("put", t.puts),
+                ("get", t.gets),
+                ("list", t.lists),
+                ("delete", t.deletes),
+            ] {
+                requests.push(([("topic", topic.clone()), ("op", op.to_string())], n));
+            }
+            for (direction, n) in [("put", t.bytes_put), ("get", t.bytes_got)] {
+                bytes.push((
+                    [
+                        ("topic", topic.clone()),
+                        ("direction", direction.to_string()),
+                    ],
+                    n,
+                ));
+            }
+        }
+        Self::counters(
+            &mut encoder,
+            "strata_tier_requests",
+            "Object-store requests by topic and billing class (put, get, list, delete); topic \"\" for listings of the whole tier",
+            &requests,
+        )?;
+        Self::counters(
+            &mut encoder,
+            "strata_tier_request_bytes",
+            "Bytes sent to (put) and returned by (get) the object store, by topic",
+            &bytes,
+        )?;
         Self::histogram(
             &mut encoder,
             "strata_tier_request_duration_seconds",
@@ -625,6 +698,7 @@ mod tests {
             "strata_isr_expands_total",
             "strata_replica_max_lag",
             "strata_metadata_applied_end",
+            "strata_start_time_seconds",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

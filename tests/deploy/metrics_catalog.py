@@ -45,6 +45,9 @@ CATALOG: dict[str, tuple[str, frozenset[str]]] = {
     "strata_tier_cache_evictions_total": (COUNTER, frozenset()),
     "strata_tier_cache_size_bytes": (GAUGE, frozenset()),
     "strata_tier_request_duration_seconds": (HISTOGRAM, frozenset({"op"})),
+    "strata_tier_requests_total": (COUNTER, frozenset({"topic", "op"})),
+    "strata_tier_request_bytes_total": (COUNTER, frozenset({"topic", "direction"})),
+    "strata_start_time_seconds": (GAUGE, frozenset()),
 }
 
 # Labels Prometheus adds to every scraped series.

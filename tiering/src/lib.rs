@@ -90,6 +90,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 mod batch;
 mod cache;
+pub mod cost;
 mod error;
 pub mod faults;
 mod index;
@@ -145,6 +146,9 @@ pub(crate) struct StoreInner {
     pub options: TierOptions,
     pub cache: cache::ReadCache,
     pub metrics: Arc<TierMetrics>,
+    /// Requests and bytes per topic ([`cost`]), counted by the wrapper
+    /// `store` is.
+    pub requests: Arc<cost::StoreRequests>,
     /// `file://`: the directory object paths map into, where a put cut
     /// short leaves a staging file the store neither lists nor deletes.
     pub local_root: Option<PathBuf>,
@@ -224,6 +228,9 @@ impl TierStore {
     ) -> Result<TierStore, TierError> {
         options.validate()?;
         let metrics = Arc::new(TierMetrics::default());
+        let requests = Arc::new(cost::StoreRequests::new(&prefix));
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(cost::CountingStore::new(store, Arc::clone(&requests)));
         let cache = cache::ReadCache::new(
             options.memory_cache_bytes,
             options.disk_cache_dir.clone(),
@@ -240,6 +247,7 @@ impl TierStore {
                 options,
                 cache,
                 metrics,
+                requests,
                 local_root,
                 s3,
             }),
@@ -254,6 +262,11 @@ impl TierStore {
     /// The tier's metrics (shared by every clone and partition handle).
     pub fn metrics(&self) -> Arc<TierMetrics> {
         self.inner.metrics.clone()
+    }
+
+    /// Object-store requests and bytes per topic.
+    pub fn requests(&self) -> Arc<cost::StoreRequests> {
+        self.inner.requests.clone()
     }
 
     /// The options the store was built with.

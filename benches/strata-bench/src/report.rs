@@ -101,6 +101,8 @@ fn tier_json(t: &TierRun) -> Value {
         "warm_cache_hit_ratio": t.warm_hit_ratio,
         "warm_zero_copy_bytes": t.warm_zero_copy_bytes,
         "cold_bytes_downloaded": t.cold_downloaded,
+        "cold_gets": t.cold_gets,
+        "cold_gets_per_mib": t.cold_gets / (t.cold.bytes as f64 / (1u64 << 20) as f64).max(1e-9),
         "broker_peak_rss_bytes": t.rss_first_process,
         "cold_broker_peak_rss_bytes": t.rss_cold_process,
         "cache_capacity_bytes": t.cache_bytes,

@@ -225,6 +225,14 @@ fn consume_table(r: &Results, consume_record_size: usize) {
         "mock broker: the same consumer over the same records from librdkafka's in-process mock broker (memory only), \
          the client's own ceiling on the machine the bench runs on"
     );
+    for tr in tiers {
+        println!(
+            "{}:// cold replay: {} object-store GETs, {:.3} per MiB replayed (one per 4 MiB chunk is 0.25, plus index and manifest reads)",
+            tr.backend,
+            tr.cold_gets,
+            tr.cold_gets / (tr.cold.bytes as f64 / (1u64 << 20) as f64).max(1e-9)
+        );
+    }
 }
 
 /// End to end at a fixed rate, with the broker's and the client's share of

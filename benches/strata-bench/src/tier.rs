@@ -25,6 +25,8 @@ pub struct TierRun {
     pub warm_hit_ratio: Option<f64>,
     pub warm_zero_copy_bytes: f64,
     pub cold_downloaded: Option<f64>,
+    /// Object-store GETs (and HEADs) the cold replay made for the topic.
+    pub cold_gets: f64,
     pub rss_first_process: Option<u64>,
     pub rss_cold_process: Option<u64>,
     pub cache_bytes: u64,
@@ -146,10 +148,20 @@ pub fn tier_run(
         metric_sum(&after, "strata_tier_bytes_downloaded_total", None)
             - metric_sum(&before, "strata_tier_bytes_downloaded_total", None),
     );
+    let gets = |m: &std::collections::BTreeMap<String, f64>| {
+        m.get(&format!(
+            "strata_tier_requests_total{{topic=\"{topic}\",op=\"get\"}}"
+        ))
+        .copied()
+        .unwrap_or(0.0)
+    };
+    let cold_gets = gets(&after) - gets(&before);
     let rss_cold_process = b.peak_rss();
     say(format!(
-        "{backend}: cold tier read {:.1} MB/s, broker peak RSS {:.0} MiB",
+        "{backend}: cold tier read {:.1} MB/s, {} GETs ({:.3} per MiB replayed), broker peak RSS {:.0} MiB",
         cold.mb_per_sec(),
+        cold_gets,
+        cold_gets / (cold.bytes as f64 / MIB as f64).max(1e-9),
         rss_cold_process.unwrap_or(0) as f64 / MIB as f64
     ));
     let raw_t = raw(topic)?;
@@ -172,6 +184,7 @@ pub fn tier_run(
         warm_hit_ratio,
         warm_zero_copy_bytes: warm_zero_copy,
         cold_downloaded,
+        cold_gets,
         rss_first_process,
         rss_cold_process,
         cache_bytes: plan.cache_bytes,
