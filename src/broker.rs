@@ -386,6 +386,15 @@ impl Broker {
                     tracing::warn!(partition = %p.name(), wait_ms = TIER_WAIT.as_millis() as u64, "tier manifest read did not answer; the tier loop retries");
                 }
             }
+            // Its role before anyone can reach it: a replicated partition
+            // opens leading alone, which would acknowledge a produce on
+            // its own disk only.
+            if let Some((topic, info)) = view
+                .topic_by_id(key.0)
+                .and_then(|t| Some((t, t.partitions.get(usize::try_from(key.1).ok()?)?)))
+            {
+                self.apply_role(topic, info, &p, now_ms());
+            }
             self.partitions
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -399,36 +408,44 @@ impl Broker {
     /// the view's ISR), or follows the leader through a fetcher, or (no
     /// leader) waits.
     fn apply_roles(&self, view: &crate::metadata::ClusterView) {
-        let me = self.node_id();
         let now = now_ms();
         for topic in view.topics.values() {
             for (i, info) in topic.partitions.iter().enumerate() {
-                let Some(p) = self.partition(topic.id, i as i32) else {
-                    continue;
-                };
-                let replicated = info.replicas.len() > 1;
-                tracing::debug!(partition = %p.name(), leader = info.leader, epoch = info.leader_epoch, "applying role");
-                let result = if info.leader == me {
-                    self.fetchers.unfollow(&p);
-                    let isr: std::collections::BTreeSet<i32> = info.isr.iter().copied().collect();
-                    p.become_leader(info.leader_epoch, isr.clone(), replicated, now)
-                        .map(|_| {
-                            let (left, joined) = p.set_isr(isr);
-                            self.metrics.isr_shrinks.inc_by(left as u64);
-                            self.metrics.isr_expands.inc_by(joined as u64);
-                        })
-                } else if info.leader >= 0 {
-                    p.become_follower(info.leader_epoch, info.leader).map(|_| {
-                        self.fetchers.follow(&topic.name, &p, info.leader);
-                    })
-                } else {
-                    self.fetchers.unfollow(&p);
-                    Ok(())
-                };
-                if let Err(e) = result {
-                    tracing::warn!(partition = %p.name(), error = %e, "cannot take the partition's role");
+                if let Some(p) = self.partition(topic.id, i as i32) {
+                    self.apply_role(topic, info, &p, now);
                 }
             }
+        }
+    }
+
+    /// The role `info` gives local replica `p` of `topic`.
+    fn apply_role(
+        &self,
+        topic: &TopicInfo,
+        info: &crate::metadata::PartitionInfo,
+        p: &Arc<Partition>,
+        now: i64,
+    ) {
+        let replicated = info.replicas.len() > 1;
+        tracing::debug!(partition = %p.name(), leader = info.leader, epoch = info.leader_epoch, "applying role");
+        let result = if info.leader == self.node_id() {
+            self.fetchers.unfollow(p);
+            let isr: std::collections::BTreeSet<i32> = info.isr.iter().copied().collect();
+            p.become_leader(info.leader_epoch, isr.clone(), replicated, now)
+                .map(|_| {
+                    let (left, joined) = p.set_isr(isr);
+                    self.metrics.isr_shrinks.inc_by(left as u64);
+                    self.metrics.isr_expands.inc_by(joined as u64);
+                })
+        } else if info.leader >= 0 {
+            p.become_follower(info.leader_epoch, info.leader)
+                .map(|_| self.fetchers.follow(&topic.name, p, info.leader))
+        } else {
+            self.fetchers.unfollow(p);
+            Ok(())
+        };
+        if let Err(e) = result {
+            tracing::warn!(partition = %p.name(), error = %e, "cannot take the partition's role");
         }
     }
 

@@ -106,6 +106,21 @@ pub enum PartitionError {
     },
 }
 
+impl PartitionError {
+    /// The replica's role changed under the operation: it leads now, or
+    /// follows another leader or epoch than the request was sent to.
+    pub fn is_role_change(&self) -> bool {
+        matches!(
+            self,
+            PartitionError::Replica {
+                source: replica::ReplicaError::NotFollower
+                    | replica::ReplicaError::NotFollowing { .. },
+                ..
+            }
+        )
+    }
+}
+
 /// Per-topic settings that the partition applies beside the log's own,
 /// derived from the topic's resolved configs, which it carries.
 #[derive(Debug, Clone, PartialEq)]

@@ -2337,14 +2337,9 @@ fn the_power_cut_filesystem_keeps_only_what_was_fsynced() {
 /// fsynced (see `common::lazyfs`), so unlike a SIGKILL, which keeps the
 /// page cache, this shows what the fsyncs behind `acks=all` buy. Every
 /// acknowledged record is there after the power comes back, once, in
-/// order; the metadata quorum, written to the same disks, comes back too.
-///
-/// Not in the default run: about one run in seven under a loaded machine,
-/// one partition takes no writes after the power comes back (its high
-/// watermark stays 0 for minutes though every replica is in the ISR), a
-/// bug not yet found. Run it with `cargo nextest run --run-ignored all`.
+/// order; the metadata quorum, written to the same disks, comes back too,
+/// and every partition takes writes again.
 #[test]
-#[ignore = "a partition can stay unavailable after the power comes back (known bug)"]
 fn all_brokers_losing_power_at_once_lose_nothing_acknowledged() {
     const TOPICS: usize = 4;
     if !common::lazyfs::available() {

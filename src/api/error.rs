@@ -22,7 +22,8 @@ pub fn partition_error_code(e: &PartitionError) -> i16 {
         PartitionError::Closed { .. } => Code::NotLeaderOrFollower.code(),
         PartitionError::Replica { source, .. } => match source {
             crate::partition::replica::ReplicaError::NotLeader { .. }
-            | crate::partition::replica::ReplicaError::NotFollower => {
+            | crate::partition::replica::ReplicaError::NotFollower
+            | crate::partition::replica::ReplicaError::NotFollowing { .. } => {
                 Code::NotLeaderOrFollower.code()
             }
             crate::partition::replica::ReplicaError::FencedEpoch { .. } => {

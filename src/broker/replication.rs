@@ -313,13 +313,14 @@ async fn check_logs(
             let Some(epoch) = p.latest_epoch() else {
                 break;
             };
+            let asked = (link.leader, p.leader_epoch());
             let req = OffsetForLeaderEpochRequest::default()
                 .with_replica_id(BrokerId(me))
                 .with_topics(vec![OffsetForLeaderTopic::default()
                     .with_topic(TopicName(StrBytes::from_string(topic.clone())))
                     .with_partitions(vec![OffsetForLeaderPartition::default()
                         .with_partition(p.index)
-                        .with_current_leader_epoch(p.leader_epoch())
+                        .with_current_leader_epoch(asked.1)
                         .with_leader_epoch(epoch)])]);
             let resp = c.send(&req).await?;
             let Some(r) = resp
@@ -340,8 +341,12 @@ async fn check_logs(
             if cut < p.log_end_offset() {
                 tracing::info!(partition = %p.name(), from = p.log_end_offset(), to = cut, leader_epoch = r.leader_epoch, "truncating what diverged from the leader");
             }
-            if let Err(e) = p.truncate_to(cut) {
-                tracing::warn!(partition = %p.name(), error = %e, "cannot truncate the follower's log");
+            if let Err(e) = p.truncate_diverged(cut, asked) {
+                if e.is_role_change() {
+                    tracing::debug!(partition = %p.name(), error = %e, "role changed during the check");
+                } else {
+                    tracing::warn!(partition = %p.name(), error = %e, "cannot truncate the follower's log");
+                }
                 all_checked = false;
                 continue 'partition;
             }
@@ -416,6 +421,9 @@ async fn fetch_once(
 ) -> Result<bool, crate::client::ClientError> {
     let version = c.version::<FetchRequest>()?;
     let mut by_topic: HashMap<Uuid, FetchTopic> = HashMap::new();
+    // The epoch each partition was fetched at: an answer is appended only
+    // while the partition still follows this leader at it.
+    let mut epochs: HashMap<Key, i32> = HashMap::new();
     for Target {
         key,
         topic,
@@ -423,6 +431,8 @@ async fn fetch_once(
         ..
     } in parts
     {
+        let epoch = p.leader_epoch();
+        epochs.insert(*key, epoch);
         by_topic
             .entry(key.0)
             .or_insert_with(|| {
@@ -434,7 +444,7 @@ async fn fetch_once(
             .push(
                 FetchPartition::default()
                     .with_partition(p.index)
-                    .with_current_leader_epoch(p.leader_epoch())
+                    .with_current_leader_epoch(epoch)
                     .with_fetch_offset(p.log_end_offset())
                     .with_last_fetched_epoch(p.latest_epoch().unwrap_or(-1))
                     .with_log_start_offset(p.local_log_start_offset())
@@ -486,8 +496,15 @@ async fn fetch_once(
                 continue;
             }
             if let Some(records) = pd.records.as_ref().filter(|r| !r.is_empty()) {
-                match p.append_replicated(records, now) {
+                let from = (link.leader, epochs.get(key).copied().unwrap_or(-1));
+                match p.append_replicated(records, from, now) {
                     Ok(end) => appended.push((Arc::clone(p), end)),
+                    Err(e) if e.is_role_change() => {
+                        // Moving to another leader or taking the lead: the
+                        // answer is stale, the new role checks the log.
+                        tracing::debug!(partition = %p.name(), error = %e, "role changed during the fetch");
+                        continue;
+                    }
                     Err(e) => {
                         ok = false;
                         tracing::warn!(partition = %p.name(), error = %e, "cannot append the leader's batches; checking the log again");

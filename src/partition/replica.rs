@@ -30,6 +30,14 @@ pub enum ReplicaError {
     /// Batches copied from a leader reached a replica that leads itself.
     #[error("this replica leads; it does not copy another replica's log")]
     NotFollower,
+    /// An answer from a leader this replica no longer follows at that
+    /// epoch (the role changed while the request was out).
+    #[error("answer from a leader no longer followed. from={from}@{epoch}, now={now:?}")]
+    NotFollowing {
+        from: BrokerId,
+        epoch: i32,
+        now: Option<(BrokerId, i32)>,
+    },
     /// The request names an epoch older than this replica's
     /// (FENCED_LEADER_EPOCH).
     #[error("leader epoch is fenced. requested={requested}, current={current}")]

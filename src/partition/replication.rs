@@ -47,9 +47,35 @@ impl Partition {
 
     /// The leader this replica follows, if it follows.
     pub fn followed_leader(&self) -> Option<BrokerId> {
+        self.following().map(|(leader, _)| leader)
+    }
+
+    /// The leader this replica follows and at which epoch, if it follows.
+    pub fn following(&self) -> Option<(BrokerId, i32)> {
         match self.replica().role() {
-            Role::Follower { leader, .. } => Some(*leader),
+            Role::Follower { leader, epoch } => Some((*leader, *epoch)),
             Role::Leader { .. } => None,
+        }
+    }
+
+    /// Refuses an answer from `leader` at `epoch` unless this replica still
+    /// follows it at that epoch (callers hold the state lock, which role
+    /// changes take first, so the role cannot change before they are done).
+    fn check_following(&self, leader: BrokerId, epoch: i32) -> Result<(), PartitionError> {
+        match self.replica().role() {
+            Role::Follower {
+                leader: l,
+                epoch: e,
+            } if *l == leader && *e == epoch => Ok(()),
+            Role::Leader { .. } => Err(self.refuse(ReplicaError::NotFollower)),
+            Role::Follower {
+                leader: l,
+                epoch: e,
+            } => Err(self.refuse(ReplicaError::NotFollowing {
+                from: leader,
+                epoch,
+                now: Some((*l, *e)),
+            })),
         }
     }
 
@@ -126,12 +152,18 @@ impl Partition {
             return Ok(false);
         }
         let durable = self.durable.borrow().offset.min(leo);
+        // The followers first, at unknown positions, then the log end: a
+        // log end taken while the replica still led alone would raise the
+        // high watermark over records no follower has.
         if epoch == r.epoch() && r.is_leader() {
             // Already leading at this epoch (a partition opens leading
             // alone): only whether it is replicated may be news.
             if self.replicated.swap(replicated, Ordering::AcqRel) != replicated {
-                r.on_log_end(if replicated { durable } else { leo });
                 r.become_leader(epoch, isr, now_ms);
+                r.on_log_end(if replicated { durable } else { leo });
+                let hwm = r.high_watermark();
+                drop(r);
+                self.high_watermark.send_replace(hwm);
             }
             return Ok(false);
         }
@@ -139,8 +171,8 @@ impl Partition {
             store_epochs(&self.dir, epochs);
         }
         self.replicated.store(replicated, Ordering::Release);
-        r.on_log_end(if replicated { durable } else { leo });
         r.become_leader(epoch, isr, now_ms);
+        r.on_log_end(if replicated { durable } else { leo });
         let hwm = r.high_watermark();
         drop(r);
         self.high_watermark.send_replace(hwm);
@@ -191,13 +223,17 @@ impl Partition {
     /// must start at the log end. The epoch cache and producer state follow
     /// the batches' headers, so a follower that takes the lead knows the
     /// epochs and recognises retried batches. Refused on a leader. Returns
-    /// the new log end; nothing is durable yet.
-    pub fn append_replicated(&self, records: &Bytes, now_ms: i64) -> Result<i64, PartitionError> {
+    /// the new log end; nothing is durable yet. Refused unless the replica
+    /// still follows `leader` at `epoch`, those the fetch was sent to.
+    pub fn append_replicated(
+        &self,
+        records: &Bytes,
+        (leader, epoch): (BrokerId, i32),
+        now_ms: i64,
+    ) -> Result<i64, PartitionError> {
         let headers = validate_batches(records, usize::MAX)?;
         let mut st = self.lock();
-        if self.replica().is_leader() {
-            return Err(self.refuse(ReplicaError::NotFollower));
-        }
+        self.check_following(leader, epoch)?;
         let State {
             log,
             producers,
@@ -271,6 +307,23 @@ impl Partition {
     /// come down to the new log end at most.
     pub fn truncate_to(&self, offset: i64) -> Result<(), PartitionError> {
         let mut st = self.lock();
+        self.truncate_locked(&mut st, offset)
+    }
+
+    /// [`Self::truncate_to`] by a follower on its leader's word: refused
+    /// unless the replica still follows `leader` at `epoch`, those the
+    /// question was asked of (a leader's log is never cut this way).
+    pub fn truncate_diverged(
+        &self,
+        offset: i64,
+        (leader, epoch): (BrokerId, i32),
+    ) -> Result<(), PartitionError> {
+        let mut st = self.lock();
+        self.check_following(leader, epoch)?;
+        self.truncate_locked(&mut st, offset)
+    }
+
+    fn truncate_locked(&self, st: &mut State, offset: i64) -> Result<(), PartitionError> {
         let State {
             log,
             producers,

@@ -26,12 +26,18 @@ fn config() -> PartitionConfig {
 }
 
 fn open(dir: &Path, node_id: BrokerId) -> Arc<Partition> {
+    open_at(dir, node_id, 0)
+}
+
+/// Opens the replica as a broker does, at the leader epoch the metadata
+/// names.
+fn open_at(dir: &Path, node_id: BrokerId, epoch: i32) -> Arc<Partition> {
     let log_dir = LogDir {
         path: dir.to_path_buf(),
         durability: Durability::new(false, SyncMetrics::new(Histogram::new([0.01]))),
         node_id,
     };
-    Arc::new(Partition::open(&log_dir, "r", TOPIC_ID, 0, 0, config(), None).expect("open"))
+    Arc::new(Partition::open(&log_dir, "r", TOPIC_ID, 0, epoch, config(), None).expect("open"))
 }
 
 /// A batch of `n` records from producer 7 at `seq` (idempotent), values
@@ -80,7 +86,8 @@ async fn fetch_round(leader: &Partition, follower: &Arc<Partition>, id: BrokerId
     while let Some(epoch) = asking {
         let (e, end) = leader.end_offset_for_epoch(epoch);
         let cut = follower.divergence(e, end);
-        follower.truncate_to(cut).expect("truncate");
+        let from = follower.following().expect("a follower");
+        follower.truncate_diverged(cut, from).expect("truncate");
         if e == epoch || e < 0 {
             break;
         }
@@ -98,8 +105,9 @@ async fn fetch_round(leader: &Partition, follower: &Arc<Partition>, id: BrokerId
         let read = leader.read_for_follower(at, 1 << 20).expect("leader read");
         match read.data {
             ReadData::Bytes(b) if !b.is_empty() => {
+                let from = follower.following().expect("a follower");
                 follower
-                    .append_replicated(&b, 0)
+                    .append_replicated(&b, from, 0)
                     .expect("append replicated");
             }
             _ => break,
@@ -158,7 +166,19 @@ async fn followers_copy_the_leader_byte_for_byte_and_commit_moves_with_them() {
         f2.append(&batch("x", 100, 1), 0),
         Err(PartitionError::Replica { .. })
     ));
-    assert!(l.append_replicated(&batch("x", 100, 1), 0).is_err());
+    assert!(l.append_replicated(&batch("x", 100, 1), (2, 1), 0).is_err());
+    // An answer from a leader it no longer follows at that epoch.
+    let (leader, epoch) = f2.following().expect("a follower");
+    let stale = f2.append_replicated(&batch("x", 100, 1), (leader, epoch - 1), 0);
+    assert!(
+        stale.as_ref().is_err_and(PartitionError::is_role_change),
+        "{stale:?}"
+    );
+    let stale = f2.truncate_diverged(0, (leader + 10, epoch));
+    assert!(
+        stale.as_ref().is_err_and(PartitionError::is_role_change),
+        "{stale:?}"
+    );
     // A follower knows the producer's sequence: as leader it takes the next
     // batch and answers a retry of the last one with its offsets.
     f2.become_leader(2, all(), true, 0).expect("lead");
@@ -379,4 +399,42 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(run_model(steps));
     }
+}
+
+/// A leader restarted at the epoch it led (it opens leading alone, with
+/// its high watermark forgotten) holds records its followers lack: taking
+/// the lead again must not count them as committed, and once the
+/// followers have them the high watermark clients see moves past them.
+#[tokio::test]
+async fn a_leader_reopened_at_its_epoch_commits_only_what_followers_hold() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let l = open_at(dirs[0].path(), 1, 1);
+    let f2 = open(dirs[1].path(), 2);
+    let f3 = open(dirs[2].path(), 3);
+    l.become_leader(1, all(), true, 0).expect("lead");
+    f2.become_follower(1, 1).expect("follow");
+    f3.become_follower(1, 1).expect("follow");
+    l.append(&batch("a", 0, 3), 0).expect("append");
+    l.wait_durable(3).await.expect("durable");
+    fetch_round(&l, &f2, 2, false).await;
+    fetch_round(&l, &f3, 3, false).await;
+    assert_eq!(l.high_watermark(), 3);
+    // Two more batches reach the leader's disk only.
+    l.append(&batch("b", 3, 2), 0).expect("append");
+    l.append(&batch("c", 5, 2), 0).expect("append");
+    l.wait_durable(7).await.expect("durable");
+    l.close().expect("close");
+    drop(l);
+
+    let l = open_at(dirs[0].path(), 1, 1);
+    l.forget_high_watermark(None);
+    l.become_leader(1, all(), true, 0).expect("lead again");
+    assert_eq!(l.high_watermark(), 0, "nothing known committed yet");
+    // One follower has fetched: the other's position is unknown.
+    fetch_round(&l, &f2, 2, false).await;
+    assert_eq!(l.high_watermark(), 0, "broker 3 has not fetched");
+    fetch_round(&l, &f3, 3, false).await;
+    assert_eq!(l.high_watermark(), 7, "both followers hold all 7 records");
+    fetch_round(&l, &f2, 2, false).await;
+    assert_eq!(f2.high_watermark(), 7);
 }
