@@ -30,6 +30,7 @@ use crate::partition::{self, Partition, PartitionConfig, PartitionError};
 
 mod group_log;
 pub mod replication;
+pub mod scrub;
 pub mod tier;
 
 /// Milliseconds since the Unix epoch.

@@ -236,6 +236,17 @@ pub struct ServeArgs {
     /// [default: 30000]
     #[arg(long, env = "STRATA_TIER_SHUTDOWN_UPLOAD_TIMEOUT_MS")]
     pub tier_shutdown_upload_timeout_ms: Option<u64>,
+    /// How often the leader of each tiered partition reads back every tier
+    /// object of it and checks its CRC-32C and size against the manifest
+    /// (a scrub), re-uploading a damaged segment its local log still
+    /// holds; 0 turns the background scrub off (`strata tier scrub` runs
+    /// one on demand) [default: 86400000, a day]
+    #[arg(long, env = "STRATA_TIER_SCRUB_INTERVAL_MS")]
+    pub tier_scrub_interval_ms: Option<u64>,
+    /// Bytes per second the background scrub may read, 0 for unlimited
+    /// [default: 8388608]
+    #[arg(long, env = "STRATA_TIER_SCRUB_BYTES_PER_SEC")]
+    pub tier_scrub_bytes_per_sec: Option<u64>,
     /// A partition whose tier reads have had no answer for this many ms
     /// answers fetches of tiered offsets with REQUEST_TIMED_OUT (an object
     /// store outage), instead of empty data [default: 30000]
@@ -287,6 +298,9 @@ pub struct TierSettings {
     pub read_timeout_ms: u64,
     /// 0: no upload of the active segments at shutdown.
     pub shutdown_upload_timeout_ms: u64,
+    /// 0: no background scrub.
+    pub scrub_interval_ms: u64,
+    pub scrub_bytes_per_sec: u64,
 }
 
 /// Log output format.
@@ -575,6 +589,8 @@ impl BrokerConfig {
             orphan_grace_ms: a.tier_orphan_grace_ms.unwrap_or(15 * 60 * 1000),
             takeover_quiet_ms: a.tier_takeover_quiet_ms.unwrap_or(5 * 60 * 1000),
             shutdown_upload_timeout_ms: a.tier_shutdown_upload_timeout_ms.unwrap_or(30_000),
+            scrub_interval_ms: a.tier_scrub_interval_ms.unwrap_or(24 * 60 * 60 * 1000),
+            scrub_bytes_per_sec: a.tier_scrub_bytes_per_sec.unwrap_or(8 << 20),
             read_timeout_ms: positive(
                 "tier-read-timeout-ms",
                 a.tier_read_timeout_ms.unwrap_or(30_000),
@@ -798,6 +814,10 @@ impl ServeArgs {
             tier_shutdown_upload_timeout_ms: self
                 .tier_shutdown_upload_timeout_ms
                 .or(file.tier_shutdown_upload_timeout_ms),
+            tier_scrub_interval_ms: self.tier_scrub_interval_ms.or(file.tier_scrub_interval_ms),
+            tier_scrub_bytes_per_sec: self
+                .tier_scrub_bytes_per_sec
+                .or(file.tier_scrub_bytes_per_sec),
             log_level: self.log_level.or(file.log_level),
             log_format: self.log_format.or(file.log_format),
             group_min_session_timeout_ms: self

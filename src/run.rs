@@ -229,6 +229,10 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         uploader.clone(),
         shutdown.child_token(),
     ));
+    tasks.spawn(crate::broker::scrub::run(
+        broker.clone(),
+        shutdown.child_token(),
+    ));
     tasks.spawn(crate::group::run_timers(
         broker.clone(),
         shutdown.child_token(),

@@ -464,3 +464,146 @@ fn tiered_fetches_answer_request_timed_out_while_the_object_store_hangs() {
     );
     assert_eq!(got.len(), 3000);
 }
+
+/// `strata tier scrub` on the bucket, with the broker's tier settings.
+fn scrub(data: &Path, url: &str, topic: &str) -> (bool, serde_json::Value) {
+    let out = std::process::Command::new(common::strata_bin())
+        .args([
+            "tier",
+            "scrub",
+            topic,
+            "--output",
+            "json",
+            "--tier-url",
+            url,
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("run strata tier scrub");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "scrub printed no json ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
+}
+
+/// A flipped byte in a tiered segment whose local copy is gone, and
+/// another in one the local log still holds: `strata tier scrub` reports
+/// both (exit code 1), fetches of the first answer an error, never the
+/// damaged bytes, and the broker's background scrub uploads the second
+/// again from its local copy, after which it is clean.
+#[test]
+fn the_scrub_finds_damaged_tier_objects_and_reuploads_what_is_still_local() {
+    let tier = tempfile::tempdir().expect("tier dir");
+    let url = format!("file://{}", tier.path().display());
+    let broker = Broker::builder()
+        .args(["--tier-interval-ms", "100", "--tier-url", &url])
+        .args(["--tier-scrub-interval-ms", "500"])
+        .expect_error("tier scrub: a segment object is damaged")
+        .expect_error("damaged tier segment has no local copy")
+        .start();
+    let data = broker.data_dir().to_path_buf();
+    let topic = tiered_topic(&broker, "scrub", RECORDS);
+    let dir = common::tier_partition_dir(tier.path(), &topic);
+    let local_dir = data.join(format!("{topic}-0"));
+    let local_bases = || -> Vec<i64> {
+        let mut v: Vec<i64> = std::fs::read_dir(&local_dir)
+            .expect("partition dir")
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                n.strip_suffix(".log")?.parse().ok()
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let manifest = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest"))
+            .expect("json")
+    };
+    // Some tiered segments only in the tier, one still local too.
+    wait_until("tiered segments, local and not", || {
+        let m = manifest();
+        let bases: Vec<i64> = m["segments"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|s| s["base_offset"].as_i64()).collect())
+            .unwrap_or_default();
+        let local = local_bases();
+        bases.len() >= 3 && bases.iter().any(|b| local.contains(b)) && local[0] > bases[0]
+    });
+    let m = manifest();
+    let segments = m["segments"].as_array().expect("segments").clone();
+    let local = local_bases();
+    let gone = segments
+        .iter()
+        .find(|s| !local.contains(&s["base_offset"].as_i64().unwrap()))
+        .expect("a segment only in the tier")
+        .clone();
+    let kept = segments
+        .iter()
+        .find(|s| local.contains(&s["base_offset"].as_i64().unwrap()))
+        .expect("a segment also local")
+        .clone();
+    let flip = |seg: &serde_json::Value| {
+        let name = seg["objects"]["log"]["name"].as_str().expect("log object");
+        let path = dir.join(name);
+        let mut b = std::fs::read(&path).expect("log object");
+        let at = b.len() / 2;
+        b[at] ^= 0x10;
+        std::fs::write(&path, b).expect("damage");
+        name.to_string()
+    };
+    let gone_name = flip(&gone);
+    let kept_name = flip(&kept);
+
+    // On demand, from the bucket alone.
+    let (ok, report) = scrub(&data, &url, &topic);
+    assert!(!ok, "a damaged tier exits non-zero: {report}");
+    let problems = report["partitions"][0]["problems"]
+        .as_array()
+        .expect("problems")
+        .clone();
+    let named: Vec<&str> = problems
+        .iter()
+        .filter_map(|p| p["object"].as_str())
+        .collect();
+    assert!(named.contains(&gone_name.as_str()), "{report}");
+    assert!(named.contains(&kept_name.as_str()), "{report}");
+
+    // Never the damaged bytes: the damaged offsets answer an error.
+    let offset = gone["base_offset"].as_i64().unwrap();
+    let (code, _) = fetch_at(&broker, &topic, offset);
+    assert_ne!(code, 0, "a fetch at {offset} of a damaged segment");
+
+    // The background scrub uploads the local one again; the other stays
+    // damaged, shown per partition.
+    let damaged =
+        format!("strata_tier_scrub_damaged_segments{{topic=\"{topic}\",partition=\"0\"}}");
+    wait_until("a re-upload", || {
+        metric(&broker, "strata_tier_scrub_reuploads_total") >= 1.0
+            && metric(&broker, &damaged) == 1.0
+    });
+    let now = manifest();
+    let replaced = now["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["base_offset"] == kept["base_offset"])
+        .expect("the segment is still in the manifest");
+    assert_eq!(replaced["last_offset"], kept["last_offset"]);
+    assert_ne!(replaced["id"], kept["id"], "new objects");
+    let (_, report) = scrub(&data, &url, &topic);
+    let named: Vec<String> = report["partitions"][0]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["object"].as_str().map(String::from))
+        .collect();
+    assert_eq!(named, vec![gone_name], "{report}");
+    drop(broker);
+}

@@ -42,6 +42,11 @@ enum TierCommand {
     /// objects in the bucket (reads the tier directly, with the broker's tier
     /// settings; a readable manifest is left alone)
     Repair(RepairArgs),
+    /// Read back every tier object of a topic and check it (CRC-32C of
+    /// every batch, chunk and object, sizes, offsets) against its
+    /// manifest; reads the tier directly, with the broker's tier settings.
+    /// Exits non-zero when an object is damaged or missing
+    Scrub(ScrubArgs),
     /// Object-store requests and bytes per topic (from each broker's
     /// /metrics), bytes stored, and an estimated monthly cost from a price
     /// table (S3 Standard by default)
@@ -70,6 +75,25 @@ struct RestoreArgs {
 }
 
 #[derive(Args, Debug)]
+struct ScrubArgs {
+    topic: String,
+    /// Only this partition [default: every partition the tier holds]
+    #[arg(long)]
+    partition: Option<i32>,
+    /// The cluster whose tier prefix holds the topic, when several do
+    #[arg(long)]
+    from_cluster: Option<String>,
+    /// The topic id (32 hex digits), when the tier holds several topics of this name
+    #[arg(long)]
+    topic_id: Option<String>,
+    /// Read at most this many bytes per second (0: no limit)
+    #[arg(long, default_value_t = 0)]
+    bytes_per_second: u64,
+    #[command(flatten)]
+    settings: Box<crate::config::ServeArgs>,
+}
+
+#[derive(Args, Debug)]
 struct RepairArgs {
     topic: String,
     /// Only this partition [default: every partition the tier holds]
@@ -89,8 +113,10 @@ struct RepairArgs {
 }
 
 pub async fn run(args: TierArgs) -> anyhow::Result<()> {
-    if let TierCommand::Repair(r) = args.cmd {
-        return repair(r, args.conn.output).await;
+    match args.cmd {
+        TierCommand::Repair(r) => return repair(r, args.conn.output).await,
+        TierCommand::Scrub(r) => return scrub(r, args.conn.output).await,
+        _ => {}
     }
     let client = args.conn.connect().await?;
     match args.cmd {
@@ -103,7 +129,7 @@ pub async fn run(args: TierArgs) -> anyhow::Result<()> {
             None => restore_all(&client, r, args.conn.output).await,
         },
         TierCommand::Cost(c) => super::tier_cost::run(&client, c, args.conn.output).await,
-        TierCommand::Repair(_) => unreachable!("handled above"),
+        TierCommand::Repair(_) | TierCommand::Scrub(_) => unreachable!("handled above"),
     }
 }
 
@@ -121,27 +147,30 @@ fn open_tier(settings: crate::config::ServeArgs) -> anyhow::Result<(tiering::Tie
     Ok((tier, config.tier_url))
 }
 
-async fn repair(args: RepairArgs, out: Output) -> anyhow::Result<()> {
-    let (tier, tier_url) = open_tier(*args.settings)?;
-    let mut found = tier.find_remote_topic(&args.topic).await?;
-    if let Some(c) = &args.from_cluster {
+/// The tier's copy of `topic` (one cluster's, one topic id) and the
+/// partitions to work on: `partition`, or every one the tier holds.
+async fn find_in_tier(
+    tier: &tiering::TierStore,
+    tier_url: &str,
+    topic: &str,
+    from_cluster: Option<&str>,
+    topic_id: Option<&str>,
+    partition: Option<i32>,
+) -> anyhow::Result<(String, tiering::RemoteTopic, Vec<i32>)> {
+    let mut found = tier.find_remote_topic(topic).await?;
+    if let Some(c) = from_cluster {
         found.retain(|(cluster, _)| cluster == c);
     }
-    if let Some(id) = &args.topic_id {
+    if let Some(id) = topic_id {
         let id = tiering::layout::parse_topic_id(id)
             .with_context(|| format!("--topic-id is not 32 hex digits: {id}"))?;
         found.retain(|(_, t)| t.topic_id == id);
     }
     let (cluster, remote) = match found.len() {
-        0 => anyhow::bail!(
-            "no topic {} in the tier. tier-url={}",
-            args.topic,
-            tier_url
-        ),
+        0 => anyhow::bail!("no topic {topic} in the tier. tier-url={tier_url}"),
         1 => found.remove(0),
         _ => anyhow::bail!(
-            "the tier holds topic {} several times; choose one with --from-cluster and --topic-id: {}",
-            args.topic,
+            "the tier holds topic {topic} several times; choose one with --from-cluster and --topic-id: {}",
             found
                 .iter()
                 .map(|(c, t)| format!("cluster {c} topic id {}", tiering::layout::hex(&t.topic_id)))
@@ -149,11 +178,102 @@ async fn repair(args: RepairArgs, out: Output) -> anyhow::Result<()> {
                 .join(", ")
         ),
     };
-    let partitions: Vec<i32> = match args.partition {
+    let partitions: Vec<i32> = match partition {
         Some(p) if remote.partitions.contains(&p) => vec![p],
-        Some(p) => anyhow::bail!("the tier holds no partition {p} of {}", args.topic),
+        Some(p) => anyhow::bail!("the tier holds no partition {p} of {topic}"),
         None => remote.partitions.clone(),
     };
+    Ok((cluster, remote, partitions))
+}
+
+async fn scrub(args: ScrubArgs, out: Output) -> anyhow::Result<()> {
+    let (tier, tier_url) = open_tier(*args.settings)?;
+    let (cluster, remote, partitions) = find_in_tier(
+        &tier,
+        &tier_url,
+        &args.topic,
+        args.from_cluster.as_deref(),
+        args.topic_id.as_deref(),
+        args.partition,
+    )
+    .await?;
+    let limiter = tiering::RateLimiter::new(args.bytes_per_second);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut reports = Vec::new();
+    for p in partitions {
+        let part = tier.partition(tiering::PartitionKey::new(
+            &cluster,
+            &remote.topic,
+            remote.topic_id,
+            p,
+        ));
+        let r = part
+            .scrub(&limiter, &cancel)
+            .await
+            .with_context(|| format!("scrub of {}-{p} stopped", remote.topic))?;
+        reports.push((p, r));
+    }
+    let damaged: usize = reports.iter().map(|(_, r)| r.problems.len()).sum();
+    match out {
+        Output::Json => print_json(&json!({
+            "topic": remote.topic,
+            "cluster_id": cluster,
+            "partitions": reports.iter().map(|(p, r)| json!({
+                "partition": p,
+                "segments": r.segments,
+                "objects": r.objects,
+                "bytes": r.bytes,
+                "problems": r.problems.iter().map(|x| json!({
+                    "base_offset": x.base_offset,
+                    "last_offset": x.last_offset,
+                    "object": x.object,
+                    "problem": x.problem,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }))?,
+        Output::Table => {
+            let mut c = Columns::new(&["PARTITION", "SEGMENTS", "OBJECTS", "BYTES", "DAMAGED"]);
+            for (p, r) in &reports {
+                c.row([
+                    p.to_string(),
+                    r.segments.to_string(),
+                    r.objects.to_string(),
+                    r.bytes.to_string(),
+                    r.problems.len().to_string(),
+                ]);
+            }
+            let mut text = c.render();
+            for (p, r) in &reports {
+                for x in &r.problems {
+                    text.push_str(&format!(
+                        "partition {p}, offsets {}..={}: {}: {}\n",
+                        x.base_offset, x.last_offset, x.object, x.problem
+                    ));
+                }
+            }
+            print_str(&text)?;
+        }
+    }
+    if damaged > 0 {
+        anyhow::bail!(
+            "{damaged} damaged or missing tier object(s) in {}; a broker whose local log still holds such a segment uploads it again on its next scrub pass",
+            remote.topic
+        );
+    }
+    Ok(())
+}
+
+async fn repair(args: RepairArgs, out: Output) -> anyhow::Result<()> {
+    let (tier, tier_url) = open_tier(*args.settings)?;
+    let (cluster, remote, partitions) = find_in_tier(
+        &tier,
+        &tier_url,
+        &args.topic,
+        args.from_cluster.as_deref(),
+        args.topic_id.as_deref(),
+        args.partition,
+    )
+    .await?;
     let mut reports = Vec::new();
     let mut failed = 0;
     for p in partitions {

@@ -87,6 +87,7 @@ pub struct Metrics {
     pub tier_bytes: Family<PartitionLabels, Gauge>,
     pub tier_cache_size_bytes: Gauge,
     pub tier_passes: Counter,
+    pub tier_scrub_damaged: Family<PartitionLabels, Gauge>,
     pub tier_available: Gauge,
     pub consumer_group_lag: Family<GroupPartitionLabels, Gauge>,
 }
@@ -138,6 +139,7 @@ impl Metrics {
             tier_bytes: Family::default(),
             tier_cache_size_bytes: Gauge::default(),
             tier_passes: Counter::default(),
+            tier_scrub_damaged: Family::default(),
             tier_available: Gauge::default(),
             consumer_group_lag: Family::default(),
             registry: Registry::default(),
@@ -272,6 +274,11 @@ impl Metrics {
             "strata_tier_copy_lag_bytes",
             "Bytes of sealed local segments not yet in the tier, by partition",
             m.tier_copy_lag_bytes.clone(),
+        );
+        registry.register(
+            "strata_tier_scrub_damaged_segments",
+            "Tier segments the last scrub found damaged or missing and could not upload again from a local copy, by partition",
+            m.tier_scrub_damaged.clone(),
         );
         registry.register(
             "strata_tier_copy_lag_segments",
@@ -568,6 +575,26 @@ impl prometheus_client::collector::Collector for TierCollector {
                 "strata_tier_segments_refused",
                 "Local segments refused for upload because a batch failed its checks",
                 &m.segments_refused,
+            ),
+            (
+                "strata_tier_scrub_segments",
+                "Tier segments read back and checked by scrubs",
+                &m.scrub_segments,
+            ),
+            (
+                "strata_tier_scrub_bytes",
+                "Bytes read back from the object store by scrubs",
+                &m.scrub_bytes,
+            ),
+            (
+                "strata_tier_scrub_problems",
+                "Damaged or missing tier objects found by scrubs (each pass counts what it finds)",
+                &m.scrub_problems,
+            ),
+            (
+                "strata_tier_scrub_reuploads",
+                "Damaged tier segments uploaded again from a local copy",
+                &m.scrub_reuploads,
             ),
             (
                 "strata_tier_not_owner_writes",

@@ -48,6 +48,10 @@ CATALOG: dict[str, tuple[str, frozenset[str]]] = {
     "strata_tier_requests_total": (COUNTER, frozenset({"topic", "op"})),
     "strata_tier_request_bytes_total": (COUNTER, frozenset({"topic", "direction"})),
     "strata_start_time_seconds": (GAUGE, frozenset()),
+    "strata_tier_scrub_bytes_total": (COUNTER, frozenset()),
+    "strata_tier_scrub_problems_total": (COUNTER, frozenset()),
+    "strata_tier_scrub_reuploads_total": (COUNTER, frozenset()),
+    "strata_tier_scrub_damaged_segments": (GAUGE, frozenset({"topic", "partition"})),
 }
 
 # Labels Prometheus adds to every scraped series.

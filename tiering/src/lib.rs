@@ -113,7 +113,8 @@ pub use manifest::{Manifest, ObjectKind, ObjectRef, SegmentMeta};
 pub use metrics::TierMetrics;
 pub use partition::{
     DeleteOutcome, ManifestHealth, OrphanReport, RemotePartition, RemoteRead, RepairReport,
-    RepairedSegment, RetentionPolicy, SegmentUpload, TimestampOffset, UploadOutcome,
+    RepairedSegment, RetentionPolicy, ScrubProblem, ScrubReport, SegmentUpload, TimestampOffset,
+    UploadOutcome,
 };
 pub use store::{ConditionalPut, S3Options, S3Sse, TierOptions};
 pub use throttle::{Backoff, RateLimiter, TokenBucket};

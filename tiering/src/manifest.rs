@@ -328,6 +328,31 @@ impl Manifest {
         Ok(AddOutcome::Added(next))
     }
 
+    /// The manifest with the segment of `seg`'s offsets (same base and last
+    /// offset) replaced by `seg`: new objects for the same records (a
+    /// re-upload of a segment a scrub found damaged). `None` when no
+    /// segment has those offsets (retention removed it meanwhile).
+    pub fn with_segment_replaced(
+        &self,
+        seg: SegmentMeta,
+        writer_epoch: i32,
+        partition: &str,
+    ) -> Result<Option<Manifest>, TierError> {
+        self.check_fence(writer_epoch, partition)?;
+        let Some(i) = self
+            .segments
+            .iter()
+            .position(|s| s.base_offset == seg.base_offset && s.last_offset == seg.last_offset)
+        else {
+            return Ok(None);
+        };
+        let mut next = self.clone();
+        next.segments[i] = seg;
+        next.leader_epoch = next.leader_epoch.max(writer_epoch);
+        next.generation += 1;
+        Ok(Some(next))
+    }
+
     /// The manifest without segments wholly below `offset` and with its start
     /// offset raised to `offset` (never lowered, never past the tier's end).
     /// Returns the new manifest and the removed segments.

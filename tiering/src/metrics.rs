@@ -54,6 +54,14 @@ pub struct TierMetrics {
     pub manifests_unreadable: AtomicU64,
     /// Local segments refused for upload because a batch failed its checks.
     pub segments_refused: AtomicU64,
+    /// Segments a scrub read back and checked.
+    pub scrub_segments: AtomicU64,
+    /// Bytes a scrub read back.
+    pub scrub_bytes: AtomicU64,
+    /// Damaged or missing segment objects a scrub found (each pass counts).
+    pub scrub_problems: AtomicU64,
+    /// Segments re-uploaded from a local copy after a scrub found them damaged.
+    pub scrub_reuploads: AtomicU64,
     /// Latency of GETs (ranged and whole) issued by reads.
     pub get_latency: LatencyHistogram,
     /// Latency of PUTs of segment objects (whole files, multipart included).
@@ -128,6 +136,10 @@ impl TierMetrics {
             ("manifests_missing", g(&self.manifests_missing)),
             ("manifests_unreadable", g(&self.manifests_unreadable)),
             ("segments_refused", g(&self.segments_refused)),
+            ("scrub_segments", g(&self.scrub_segments)),
+            ("scrub_bytes", g(&self.scrub_bytes)),
+            ("scrub_problems", g(&self.scrub_problems)),
+            ("scrub_reuploads", g(&self.scrub_reuploads)),
         ]
     }
 }

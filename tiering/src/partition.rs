@@ -25,10 +25,12 @@ use crate::{TierError, TierStore};
 
 mod read;
 mod repair;
+mod scrub;
 mod upload;
 
 pub use read::RemoteRead;
 pub use repair::{RepairReport, RepairedSegment};
+pub use scrub::{ScrubProblem, ScrubReport};
 pub use upload::{SegmentUpload, UploadOutcome};
 
 /// How many times a manifest update re-reads and re-applies after losing a race.

@@ -181,14 +181,42 @@ impl RemotePartition {
             last_offset = upload.last_offset,
             bytes = upload.size,
         );
-        self.upload_segment_inner(upload, cancel, limiter)
+        self.upload_segment_inner(upload, false, cancel, limiter)
             .instrument(span)
             .await
+    }
+
+    /// Uploads a local segment again, under new object names, in place of
+    /// the manifest's segment of the same offsets (a scrub found its
+    /// objects damaged or missing). The old objects are left for orphan
+    /// collection, so reads in flight still find them.
+    /// [`UploadOutcome::AlreadyCovered`] when the manifest no longer has a
+    /// segment of those offsets.
+    pub async fn reupload_segment(
+        &self,
+        upload: &SegmentUpload,
+        cancel: &CancellationToken,
+        limiter: &RateLimiter,
+    ) -> Result<UploadOutcome, TierError> {
+        let outcome = self
+            .upload_segment_inner(upload, true, cancel, limiter)
+            .await?;
+        if let UploadOutcome::Uploaded(meta) = &outcome {
+            TierMetrics::add(&self.metrics().scrub_reuploads, 1);
+            tracing::warn!(
+                partition = %self.inner.name,
+                base_offset = meta.base_offset,
+                last_offset = meta.last_offset,
+                "damaged tier segment uploaded again from the local copy"
+            );
+        }
+        Ok(outcome)
     }
 
     async fn upload_segment_inner(
         &self,
         upload: &SegmentUpload,
+        replace: bool,
         cancel: &CancellationToken,
         limiter: &RateLimiter,
     ) -> Result<UploadOutcome, TierError> {
@@ -220,9 +248,10 @@ impl RemotePartition {
         // Cheap early checks on the cached manifest: fenced or already tiered.
         let current = cancellable(Some(cancel), self.manifest()).await?;
         current.check_fence(upload.leader_epoch, &self.inner.name)?;
-        if current
-            .last_offset()
-            .is_some_and(|l| upload.last_offset <= l)
+        if !replace
+            && current
+                .last_offset()
+                .is_some_and(|l| upload.last_offset <= l)
         {
             return Ok(UploadOutcome::AlreadyCovered);
         }
@@ -305,13 +334,18 @@ impl RemotePartition {
             let name = self.inner.name.clone();
             let committed = self
                 .update_manifest(upload.leader_epoch, Some(cancel), |m| {
-                    match m.with_segment(meta.clone(), upload.leader_epoch, &name)? {
-                        AddOutcome::Added(next) => {
-                            put_tried.store(true, std::sync::atomic::Ordering::Relaxed);
-                            Ok(Some((next, ())))
+                    let next = if replace {
+                        m.with_segment_replaced(meta.clone(), upload.leader_epoch, &name)?
+                    } else {
+                        match m.with_segment(meta.clone(), upload.leader_epoch, &name)? {
+                            AddOutcome::Added(next) => Some(next),
+                            AddOutcome::AlreadyCovered => None,
                         }
-                        AddOutcome::AlreadyCovered => Ok(None),
+                    };
+                    if next.is_some() {
+                        put_tried.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
+                    Ok(next.map(|n| (n, ())))
                 })
                 .await?;
             Ok(committed.map(|_| meta))
