@@ -516,6 +516,8 @@ impl Broker {
         m.log_size_bytes.clear();
         m.tier_copy_lag_bytes.clear();
         m.tier_copy_lag_segments.clear();
+        m.tier_view_age.clear();
+        m.tier_scrub_damaged.clear();
         m.tier_bytes.clear();
         m.consumer_group_lag.clear();
         self.refresh_group_lag();
@@ -590,6 +592,16 @@ impl Broker {
                 .get_or_create(&l)
                 .set(p.size_bytes() as i64);
             if p.config().tier.enabled {
+                let polled = p.tier_refreshed_ms();
+                let age = if polled < 0 {
+                    f64::INFINITY
+                } else {
+                    (now_ms() - polled).max(0) as f64 / 1000.0
+                };
+                m.tier_view_age.get_or_create(&l).set(age);
+                m.tier_scrub_damaged
+                    .get_or_create(&l)
+                    .set(p.tier_scrub_damaged());
                 let uploaded = p.tier_last_offset().unwrap_or(-1);
                 let lagging: Vec<_> = p
                     .sealed_segments()

@@ -958,6 +958,9 @@ fn resolve_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
 pub const TIER_CLUSTER_ID_CONFIG: &str = "strata.tier.cluster.id";
 /// Create-time only: restore the topic of this name from the tier.
 pub const RESTORE_CONFIG: &str = "strata.restore";
+/// Set at creation, never changed: the topic is a read-only replica of the
+/// topic of the same name that the cluster of this id writes to the tier.
+pub const READ_REPLICA_CONFIG: &str = "strata.read.replica.of";
 /// Create-time only, with [`RESTORE_CONFIG`]: take the topic over from the
 /// cluster that wrote it without waiting for its manifests to be quiet
 /// (the operator vouches that it stopped).
@@ -992,9 +995,9 @@ fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
             )),
         },
         // Set by a restore: the cluster whose tier prefix holds the topic.
-        TIER_CLUSTER_ID_CONFIG => {
+        TIER_CLUSTER_ID_CONFIG | READ_REPLICA_CONFIG => {
             if value.is_empty() || value.contains('/') {
-                Err(format!("invalid value for {TIER_CLUSTER_ID_CONFIG}: expected a cluster id. value={value:?}"))
+                Err(format!("invalid value for {key}: expected a cluster id. value={value:?}"))
             } else {
                 Ok(())
             }
@@ -1008,7 +1011,7 @@ fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
 
 /// Whether `key` is a topic config (Kafka's, or Strata's own).
 pub fn is_topic_config(key: &str) -> bool {
-    key == TIER_CLUSTER_ID_CONFIG || topic::spec(key).is_some()
+    key == TIER_CLUSTER_ID_CONFIG || key == READ_REPLICA_CONFIG || topic::spec(key).is_some()
 }
 
 #[cfg(test)]

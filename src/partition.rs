@@ -146,6 +146,7 @@ impl PartitionConfig {
             local_retention_bytes: topic.local_retention_bytes,
             retention_ms: topic.retention_ms,
             retention_bytes: topic.retention_bytes,
+            read_replica: topic.read_replica_of.is_some(),
         };
         PartitionConfig {
             log: LogConfig {
@@ -189,6 +190,9 @@ pub struct TierPolicy {
     pub retention_ms: Option<i64>,
     /// `retention.bytes`, over the whole log.
     pub retention_bytes: Option<i64>,
+    /// A read replica: the log follows another cluster's manifest, and
+    /// takes no writes.
+    pub read_replica: bool,
 }
 
 /// Result of a successful append.
@@ -283,6 +287,10 @@ pub struct Partition {
     /// answer (`None` once one answers): how long the object store has
     /// been silent for this partition.
     remote_silent_since: Mutex<Option<std::time::Instant>>,
+    /// When the tier's manifest was last read or confirmed (ms), -1 never.
+    tier_refreshed_ms: AtomicI64,
+    /// Segments the last scrub found damaged and could not upload again.
+    tier_scrub_damaged: AtomicI64,
     /// The replica's role and high-watermark arithmetic (`replica.rs`); a
     /// single broker leads with itself as the only in-sync replica. Role
     /// changes take the state lock first, so an append sees one role and
@@ -401,6 +409,8 @@ impl Partition {
             tier_start: AtomicI64::new(tier_start),
             tier_last: AtomicI64::new(tier_last),
             remote_silent_since: Mutex::new(None),
+            tier_refreshed_ms: AtomicI64::new(-1),
+            tier_scrub_damaged: AtomicI64::new(0),
             replica: Mutex::new(replica::Replica::leader_alone(
                 log_dir.node_id,
                 leader_epoch,

@@ -1297,3 +1297,162 @@ fn cold_replay_costs_at_most_one_get_per_chunk() {
     );
     broker.assert_no_error_logs();
 }
+
+/// A second cluster serves a topic that another cluster writes to the same
+/// tier, read-only (`strata.read.replica.of`): its history replays byte for
+/// byte through a consumer group, what the source uploads later shows up
+/// within a few tier passes, produce and DeleteRecords are refused with
+/// POLICY_VIOLATION, and the replica writes nothing to the tier.
+#[test]
+fn a_read_replica_cluster_serves_and_follows_another_clusters_topic() {
+    use rdkafka::consumer::CommitMode;
+    let tier = tempfile::tempdir().expect("tier dir");
+    let url = format!("file://{}", tier.path().display());
+    let tiered = ["--tier-interval-ms", "200", "--tier-url", url.as_str()];
+    let source = Broker::builder().args(tiered).start();
+    let topic = common::topic_name("replica");
+    clients::create_topic(
+        &source.bootstrap(),
+        &topic,
+        1,
+        &[("segment.bytes", "262144")],
+    );
+    let batch = |from: usize, n: usize| -> Vec<TestRecord> {
+        (from..from + n)
+            .map(|i| TestRecord::keyed(format!("k{i}"), value(i)[..1000].to_vec()).in_partition(0))
+            .collect()
+    };
+    clients::produce(&source.bootstrap(), &topic, &batch(0, 2000));
+    let dir = common::tier_partition_dir(tier.path(), &topic);
+    let tier_end = || -> i64 {
+        std::fs::read(dir.join("manifest.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|m| m["segments"].as_array()?.last()?["last_offset"].as_i64())
+            .map_or(0, |l| l + 1)
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("the source's uploads", &|| tier_end() > 1500);
+    let source_cluster = dir
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .expect("cluster dir")
+        .to_string_lossy()
+        .to_string();
+
+    let replica = Broker::builder().args(tiered).start();
+    clients::create_topic(
+        &replica.bootstrap(),
+        &topic,
+        1,
+        &[("strata.read.replica.of", source_cluster.as_str())],
+    );
+    let end = tier_end();
+    wait("the replica to serve the tier", &|| {
+        clients::watermarks(&replica.bootstrap(), &topic, 0).1 >= end
+    });
+    // History through a consumer group, committed like any topic's.
+    let c = clients::consumer(&replica.bootstrap(), &[("auto.offset.reset", "earliest")]);
+    c.subscribe(&[&topic]).expect("subscribe");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (got.len() as i64) < end {
+        assert!(Instant::now() < deadline, "read {} of {end}", got.len());
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            got.push(clients::Consumed::from_message(&m.expect("message")));
+        }
+    }
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.offset, i as i64);
+        assert_eq!(
+            r.record.value.as_deref(),
+            Some(&value(i)[..1000]),
+            "offset {i}"
+        );
+    }
+    let mut read_to = TopicPartitionList::new();
+    read_to
+        .add_partition_offset(&topic, 0, Offset::Offset(end))
+        .expect("tpl");
+    c.commit(&read_to, CommitMode::Sync).expect("commit");
+    let committed = c.committed(Duration::from_secs(10)).expect("committed");
+    let at = committed
+        .find_partition(&topic, 0)
+        .and_then(|p| p.offset().to_raw())
+        .expect("a committed offset");
+    assert!(at >= end, "committed {at}, read {end}");
+
+    // Read-only: produce and DeleteRecords refused.
+    let producer = clients::producer(&replica.bootstrap(), &[("message.timeout.ms", "10000")]);
+    let refused = clients::await_delivery(clients::enqueue(
+        &producer,
+        &topic,
+        &TestRecord::value("nope").in_partition(0),
+    ))
+    .expect_err("a produce to a read replica");
+    assert!(
+        matches!(
+            refused,
+            rdkafka::error::KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::PolicyViolation
+            )
+        ),
+        "{refused:?}"
+    );
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(10))
+        .expect("tpl");
+    let admin = clients::admin(&replica.bootstrap());
+    let deleted =
+        clients::block_on(admin.delete_records(&tpl, &rdkafka::admin::AdminOptions::new()))
+            .expect("delete records");
+    let answer = format!("{:?}", deleted.elements()[0].error());
+    assert!(
+        answer.contains("PolicyViolation"),
+        "DeleteRecords on a read replica: {answer}"
+    );
+
+    // What the source uploads next shows up.
+    clients::produce(&source.bootstrap(), &topic, &batch(2000, 2000));
+    wait("more source uploads", &|| tier_end() > end + 1500);
+    let later = tier_end();
+    wait("the replica to follow", &|| {
+        clients::watermarks(&replica.bootstrap(), &topic, 0).1 >= later
+    });
+    let tail = clients::consume_ranges(
+        &replica.bootstrap(),
+        &topic,
+        &[(0, later - 5, later)],
+        Duration::from_secs(30),
+    );
+    assert_eq!(tail.len(), 5);
+    for r in &tail {
+        assert_eq!(
+            r.record.value.as_deref(),
+            Some(&value(r.offset as usize)[..1000])
+        );
+    }
+    let m = replica.metrics();
+    let series = |op: &str| format!("strata_tier_requests_total{{topic=\"{topic}\",op=\"{op}\"}}");
+    assert_eq!(
+        m.get(&series("put")).copied().unwrap_or(0.0),
+        0.0,
+        "the replica wrote"
+    );
+    assert_eq!(
+        m.get(&series("delete")).copied().unwrap_or(0.0),
+        0.0,
+        "the replica deleted"
+    );
+    let lag = format!("strata_tier_view_age_seconds{{topic=\"{topic}\",partition=\"0\"}}");
+    assert!(m.get(&lag).is_some_and(|s| *s < 30.0), "{:?}", m.get(&lag));
+    replica.assert_no_error_logs();
+    source.assert_no_error_logs();
+}

@@ -262,21 +262,57 @@ pub async fn create_topic(broker: &Broker, t: NewTopic) -> Result<TopicInfo, Adm
 /// tier (optionally `strata.tier.cluster.id` names the source cluster) and
 /// create it with its old id and partition count, reading its history from
 /// there. The local logs then start after what the tier holds.
+///
+/// `strata.read.replica.of=<cluster>` likewise, from that cluster's
+/// prefix, but without taking the topic over: the source cluster goes on
+/// writing it, and this one only reads (see [`crate::config::READ_REPLICA_CONFIG`]).
 async fn plan_restore(
     broker: &Broker,
     t: &mut NewTopic,
     requested_partitions: i32,
 ) -> Result<(), AdminError> {
-    use crate::config::{RESTORE_CONFIG, TAKEOVER_CONFIG, TIER_CLUSTER_ID_CONFIG};
+    use crate::config::{
+        READ_REPLICA_CONFIG, RESTORE_CONFIG, TAKEOVER_CONFIG, TIER_CLUSTER_ID_CONFIG,
+    };
     let takeover = t.configs.remove(TAKEOVER_CONFIG);
-    let Some(flag) = t.configs.remove(RESTORE_CONFIG) else {
-        return match takeover {
-            Some(_) => Err(err(
+    let replica_of = t.configs.get(READ_REPLICA_CONFIG).cloned();
+    if let Some(source) = &replica_of {
+        if t.configs.contains_key(RESTORE_CONFIG) || takeover.is_some() {
+            return Err(err(
                 Code::InvalidConfig,
-                format!("{TAKEOVER_CONFIG} applies only to a restore ({RESTORE_CONFIG}=true)"),
-            )),
-            None => Ok(()),
-        };
+                format!("{READ_REPLICA_CONFIG} does not go with {RESTORE_CONFIG} or {TAKEOVER_CONFIG}: a read replica never takes the topic over"),
+            ));
+        }
+        if *source == broker.view().cluster_id {
+            return Err(err(
+                Code::InvalidConfig,
+                format!("a topic cannot be a read replica of its own cluster. {READ_REPLICA_CONFIG}={source}"),
+            ));
+        }
+        if t.configs
+            .get(TIER_CLUSTER_ID_CONFIG)
+            .is_some_and(|c| c != source)
+        {
+            return Err(err(
+                Code::InvalidConfig,
+                format!("{TIER_CLUSTER_ID_CONFIG} differs from {READ_REPLICA_CONFIG}"),
+            ));
+        }
+        t.configs
+            .insert(TIER_CLUSTER_ID_CONFIG.to_string(), source.clone());
+    }
+    let flag = match (t.configs.remove(RESTORE_CONFIG), &replica_of) {
+        (_, Some(_)) => "true".to_string(),
+        (Some(flag), None) => flag,
+        (None, None) => {
+            return match takeover {
+                Some(_) => Err(err(
+                    Code::InvalidConfig,
+                    format!("{TAKEOVER_CONFIG} applies only to a restore ({RESTORE_CONFIG}=true)"),
+                )),
+                None => Ok(()),
+            };
+        }
     };
     let forced = match takeover.as_deref() {
         None | Some("false") => false,
@@ -380,6 +416,10 @@ async fn plan_restore(
                 t.name
             ),
         ));
+    }
+    if replica_of.is_some() {
+        tracing::info!(topic = %t.name, partitions = t.partitions, source_cluster = %cluster, "serving a read replica of a topic another cluster writes to the tier");
+        return Ok(());
     }
     take_over(broker, &cluster, &remote, t, forced).await?;
     if cluster != broker.view().cluster_id {
@@ -783,6 +823,10 @@ pub async fn delete_records(
             };
             match served {
                 Err(why) => r.error_code = super::error::not_served_code(why),
+                Ok(part) if part.config().tier.read_replica => {
+                    // Its history is the source cluster's to delete.
+                    r.error_code = Code::PolicyViolation.code();
+                }
                 Ok(part) => {
                     // The tier is written first; a hanging object store
                     // answers REQUEST_TIMED_OUT after the request's timeout.

@@ -197,14 +197,36 @@ pub fn describe(
 async fn apply_topic_configs(
     broker: &Broker,
     name: &str,
-    new: BTreeMap<String, String>,
+    mut new: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<(), (i16, String)> {
-    if broker.view().topic(name).is_none() {
+    let Some(current) = broker.view().topic(name).cloned() else {
         return Err((
             Code::UnknownTopicOrPartition.code(),
             format!("unknown topic. topic={name}"),
         ));
+    };
+    // Where the topic's tier is, and whether it is a read replica, are set
+    // at creation for good: carried over by AlterConfigs (which replaces
+    // the whole set), never changed or removed.
+    for key in [
+        crate::config::READ_REPLICA_CONFIG,
+        crate::config::TIER_CLUSTER_ID_CONFIG,
+    ] {
+        match (current.configs.get(key), new.get(key)) {
+            (Some(was), None) => {
+                new.insert(key.to_string(), was.clone());
+            }
+            (was, now) if was == now => {}
+            _ => {
+                return Err((
+                    Code::InvalidConfig.code(),
+                    format!(
+                        "{key} is set when the topic is created and cannot change. topic={name}"
+                    ),
+                ))
+            }
+        }
     }
     for (k, v) in &new {
         validate_topic_config(k, v).map_err(|m| (Code::InvalidConfig.code(), m))?;

@@ -101,6 +101,17 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
                 ));
                 continue;
             }
+            if let Some(source) = topic.configs.get(crate::config::READ_REPLICA_CONFIG) {
+                parts.push(failed(
+                    pd.index,
+                    Code::PolicyViolation.code(),
+                    Some(format!(
+                        "topic is a read replica of cluster {source}: it takes no writes. topic={}",
+                        topic.name
+                    )),
+                ));
+                continue;
+            }
             let partition = match broker.leader_partition(topic, pd.index) {
                 Ok(p) => p,
                 Err(why) => {

@@ -26,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::partition::Partition;
-use crate::telemetry::metrics::PartitionLabels;
 
 /// The background passes until `cancel`.
 pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
@@ -45,10 +44,11 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
             if cancel.is_cancelled() {
                 return;
             }
-            if !p.is_leader() || !p.config().tier.enabled {
+            let tier = &p.config().tier;
+            if !p.is_leader() || !tier.enabled || tier.read_replica {
                 continue;
             }
-            if let Err(e) = scrub_partition(&broker, &p, &limiter, &cancel).await {
+            if let Err(e) = scrub_partition(&p, &limiter, &cancel).await {
                 if !e.is_cancelled() {
                     tracing::warn!(partition = %p.name(), error = %tiering::error_chain(&e), "tier scrub stopped; the next pass tries again");
                 }
@@ -60,7 +60,6 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
 /// Scrubs one partition and uploads again each damaged segment its local
 /// log still holds. Returns how many damaged segments are left.
 pub async fn scrub_partition(
-    broker: &Broker,
     p: &Partition,
     limiter: &tiering::RateLimiter,
     cancel: &CancellationToken,
@@ -104,13 +103,6 @@ pub async fn scrub_partition(
             }
         }
     }
-    broker
-        .metrics
-        .tier_scrub_damaged
-        .get_or_create(&PartitionLabels {
-            topic: p.topic.clone(),
-            partition: p.index.to_string(),
-        })
-        .set(left as i64);
+    p.set_tier_scrub_damaged(left as i64);
     Ok(left)
 }

@@ -124,6 +124,10 @@ async fn tend(
         return Ok(());
     }
     p.refresh_tier().await?;
+    if config.tier.read_replica {
+        // Another cluster writes this tier; a read replica only follows it.
+        return Ok(());
+    }
     // Another cluster took the partition over: it writes the tier now, and
     // this broker keeps its local data whole (none of it counts as tiered).
     remote.check_owner().await?;
@@ -220,7 +224,8 @@ const NOT_RESTORED: [&str; 3] = [
 /// `topic.json` in the tier (partition count and configs; see
 /// `tiering::TopicMeta`) up to date, so that a restore brings them back.
 async fn publish_topic_meta(broker: &Broker, p: &Partition) -> Result<(), PassError> {
-    if p.index != 0 || !p.is_leader() || !p.config().tier.enabled {
+    let tier = &p.config().tier;
+    if p.index != 0 || !p.is_leader() || !tier.enabled || tier.read_replica {
         return Ok(());
     }
     let Some(remote) = p.remote() else {
@@ -253,7 +258,10 @@ pub async fn upload_on_shutdown(broker: &Broker, uploader: &Uploader, timeout: D
     let led: Vec<Arc<Partition>> = broker
         .all_partitions()
         .into_iter()
-        .filter(|p| p.is_leader() && p.remote().is_some() && p.config().tier.enabled)
+        .filter(|p| {
+            let tier = &p.config().tier;
+            p.is_leader() && p.remote().is_some() && tier.enabled && !tier.read_replica
+        })
         .collect();
     let mut sealed = 0usize;
     for p in &led {

@@ -508,6 +508,9 @@ pub struct TopicConfig {
     pub compression: Option<Compression>,
     /// `min.insync.replicas`
     pub min_insync_replicas: i32,
+    /// `strata.read.replica.of`: the cluster whose topic this one replicates
+    /// from the tier, read-only.
+    pub read_replica_of: Option<String>,
 }
 
 impl TopicConfig {
@@ -566,6 +569,7 @@ impl TopicConfig {
             log_append_time: text("message.timestamp.type") == "LogAppendTime",
             compression: codec(text("compression.type")),
             min_insync_replicas: int("min.insync.replicas").clamp(1, i64::from(i32::MAX)) as i32,
+            read_replica_of: overrides.get(super::READ_REPLICA_CONFIG).cloned(),
             values,
         }
     }

@@ -37,6 +37,21 @@ impl Partition {
         })
     }
 
+    /// When the tier's manifest was last read or confirmed (ms since the
+    /// epoch), -1 when never.
+    pub fn tier_refreshed_ms(&self) -> i64 {
+        self.tier_refreshed_ms.load(Ordering::Acquire)
+    }
+
+    /// Segments the last scrub found damaged and could not upload again.
+    pub fn tier_scrub_damaged(&self) -> i64 {
+        self.tier_scrub_damaged.load(Ordering::Relaxed)
+    }
+
+    pub fn set_tier_scrub_damaged(&self, n: i64) {
+        self.tier_scrub_damaged.store(n, Ordering::Relaxed);
+    }
+
     /// The last offset in the tier, if any.
     pub fn tier_last_offset(&self) -> Option<i64> {
         Some(self.tier_last.load(Ordering::Acquire)).filter(|o| *o >= 0)
@@ -58,13 +73,25 @@ impl Partition {
     /// offsets at or beyond the local log end (a restored or replaced data
     /// dir), the local log restarts after the tier's last offset so no
     /// offset is ever assigned twice.
+    ///
+    /// A read replica re-reads the manifest from the store every time (the
+    /// source cluster writes it) and follows it the same way: its local
+    /// log stays empty, after the tier's last offset.
     pub async fn refresh_tier(&self) -> Result<(), PartitionError> {
         let Some(remote) = &self.remote else {
             return Ok(());
         };
-        let manifest = remote.manifest().await.map_err(|e| self.tier_err(e))?;
+        let read_replica = self.config().tier.read_replica;
+        let manifest = if read_replica {
+            remote.refresh().await
+        } else {
+            remote.manifest().await
+        }
+        .map_err(|e| self.tier_err(e))?;
+        self.tier_refreshed_ms
+            .store(crate::broker::now_ms(), Ordering::Release);
         let (readable_start, mut last) = tier_offsets(&manifest);
-        let ours = remote.writes(&manifest);
+        let ours = remote.writes(&manifest) || read_replica;
         if !ours {
             // Another cluster took the partition over and writes the tier
             // on from what this one uploaded: only the part below the local
@@ -178,6 +205,9 @@ impl Partition {
             d.offset = d.offset.max(leo);
             d.round += 1;
         });
+        // Everything below is in the tier: a replicated leader's term in
+        // the high watermark moves there too.
+        self.on_durable(leo);
         Ok(())
     }
 

@@ -88,6 +88,7 @@ pub struct Metrics {
     pub tier_cache_size_bytes: Gauge,
     pub tier_passes: Counter,
     pub tier_scrub_damaged: Family<PartitionLabels, Gauge>,
+    pub tier_view_age: Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub tier_available: Gauge,
     pub consumer_group_lag: Family<GroupPartitionLabels, Gauge>,
 }
@@ -140,6 +141,7 @@ impl Metrics {
             tier_cache_size_bytes: Gauge::default(),
             tier_passes: Counter::default(),
             tier_scrub_damaged: Family::default(),
+            tier_view_age: Family::default(),
             tier_available: Gauge::default(),
             consumer_group_lag: Family::default(),
             registry: Registry::default(),
@@ -274,6 +276,11 @@ impl Metrics {
             "strata_tier_copy_lag_bytes",
             "Bytes of sealed local segments not yet in the tier, by partition",
             m.tier_copy_lag_bytes.clone(),
+        );
+        registry.register(
+            "strata_tier_view_age_seconds",
+            "Seconds since each tiered partition last took its tier manifest into account; for a read replica, since it last read the source cluster's manifest (what it serves may be this far behind the source's tier)",
+            m.tier_view_age.clone(),
         );
         registry.register(
             "strata_tier_scrub_damaged_segments",

@@ -52,6 +52,7 @@ CATALOG: dict[str, tuple[str, frozenset[str]]] = {
     "strata_tier_scrub_problems_total": (COUNTER, frozenset()),
     "strata_tier_scrub_reuploads_total": (COUNTER, frozenset()),
     "strata_tier_scrub_damaged_segments": (GAUGE, frozenset({"topic", "partition"})),
+    "strata_tier_view_age_seconds": (GAUGE, frozenset({"topic", "partition"})),
 }
 
 # Labels Prometheus adds to every scraped series.
