@@ -29,6 +29,7 @@ use crate::metadata::{ClusterView, Metadata, TopicInfo};
 use crate::partition::{self, Partition, PartitionConfig, PartitionError};
 
 mod group_log;
+pub mod read_replica;
 pub mod replication;
 pub mod scrub;
 pub mod tier;

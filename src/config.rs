@@ -236,6 +236,11 @@ pub struct ServeArgs {
     /// [default: 30000]
     #[arg(long, env = "STRATA_TIER_SHUTDOWN_UPLOAD_TIMEOUT_MS")]
     pub tier_shutdown_upload_timeout_ms: Option<u64>,
+    /// Make this cluster a read replica of the cluster of this id: every
+    /// topic it writes to the tier is created here as a read-only replica
+    /// (`strata.read.replica.of`), as it appears [default: none]
+    #[arg(long, env = "STRATA_READ_REPLICA_OF")]
+    pub read_replica_of: Option<String>,
     /// How often the leader of each tiered partition reads back every tier
     /// object of it and checks its CRC-32C and size against the manifest
     /// (a scrub), re-uploading a damaged segment its local log still
@@ -300,6 +305,8 @@ pub struct TierSettings {
     pub shutdown_upload_timeout_ms: u64,
     /// 0: no background scrub.
     pub scrub_interval_ms: u64,
+    /// `--read-replica-of`: the cluster whose topics this one replicates.
+    pub read_replica_of: Option<String>,
     pub scrub_bytes_per_sec: u64,
 }
 
@@ -590,6 +597,17 @@ impl BrokerConfig {
             takeover_quiet_ms: a.tier_takeover_quiet_ms.unwrap_or(5 * 60 * 1000),
             shutdown_upload_timeout_ms: a.tier_shutdown_upload_timeout_ms.unwrap_or(30_000),
             scrub_interval_ms: a.tier_scrub_interval_ms.unwrap_or(24 * 60 * 60 * 1000),
+            read_replica_of: match a.read_replica_of.as_deref() {
+                None => None,
+                Some(c) if c.is_empty() || c.contains('/') => {
+                    return Err(ConfigError::invalid(
+                        "read-replica-of",
+                        c,
+                        "expected a cluster id",
+                    ))
+                }
+                Some(c) => Some(c.to_string()),
+            },
             scrub_bytes_per_sec: a.tier_scrub_bytes_per_sec.unwrap_or(8 << 20),
             read_timeout_ms: positive(
                 "tier-read-timeout-ms",
@@ -815,6 +833,7 @@ impl ServeArgs {
                 .tier_shutdown_upload_timeout_ms
                 .or(file.tier_shutdown_upload_timeout_ms),
             tier_scrub_interval_ms: self.tier_scrub_interval_ms.or(file.tier_scrub_interval_ms),
+            read_replica_of: self.read_replica_of.or(file.read_replica_of),
             tier_scrub_bytes_per_sec: self
                 .tier_scrub_bytes_per_sec
                 .or(file.tier_scrub_bytes_per_sec),

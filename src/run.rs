@@ -229,6 +229,13 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         uploader.clone(),
         shutdown.child_token(),
     ));
+    if let Some(source) = config.tier.read_replica_of.clone() {
+        tasks.spawn(crate::broker::read_replica::run(
+            broker.clone(),
+            source,
+            shutdown.child_token(),
+        ));
+    }
     tasks.spawn(crate::broker::scrub::run(
         broker.clone(),
         shutdown.child_token(),

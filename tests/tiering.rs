@@ -1456,3 +1456,78 @@ fn a_read_replica_cluster_serves_and_follows_another_clusters_topic() {
     replica.assert_no_error_logs();
     source.assert_no_error_logs();
 }
+
+/// A whole cluster as a read replica (`--read-replica-of`): every topic
+/// the source wrote to the tier appears, with its partition count, serves
+/// every record the source acknowledged (a clean stop uploaded them all),
+/// and takes no writes.
+#[test]
+fn a_read_replica_cluster_takes_every_topic_of_its_source() {
+    let tier = tempfile::tempdir().expect("tier dir");
+    let url = format!("file://{}", tier.path().display());
+    let tiered = ["--tier-interval-ms", "200", "--tier-url", url.as_str()];
+    let mut source = Broker::builder().args(tiered).start();
+    let topics = [
+        (common::topic_name("rc-a"), 2),
+        (common::topic_name("rc-b"), 1),
+    ];
+    let records = |t: &str, p: i32| -> Vec<TestRecord> {
+        (0..300)
+            .map(|i| TestRecord::value(format!("{t}-{p}-{i}")).in_partition(p))
+            .collect()
+    };
+    for (t, parts) in &topics {
+        clients::create_topic(&source.bootstrap(), t, *parts, &[]);
+        for p in 0..*parts {
+            clients::produce(&source.bootstrap(), t, &records(t, p));
+        }
+    }
+    source.stop();
+    let dir = common::tier_partition_dir(tier.path(), &topics[0].0);
+    let source_cluster = dir
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .expect("cluster dir")
+        .to_string_lossy()
+        .to_string();
+
+    let replica = Broker::builder()
+        .args(tiered)
+        .args(["--read-replica-of", source_cluster.as_str()])
+        .start();
+    for (t, parts) in &topics {
+        clients::wait_for_topic(&replica.bootstrap(), t, *parts as usize);
+        let client = clients::metadata_client(&replica.bootstrap());
+        for p in 0..*parts {
+            // The topic may show in metadata a moment before it serves.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while client
+                .fetch_watermarks(t, p, Duration::from_secs(5))
+                .map_or(true, |(_, high)| high < 300)
+            {
+                assert!(Instant::now() < deadline, "{t}-{p} not served");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let got = clients::consume_ranges(
+                &replica.bootstrap(),
+                t,
+                &[(p, 0, 300)],
+                Duration::from_secs(30),
+            );
+            let want = records(t, p);
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.record.value, w.value, "{t}-{p} offset {}", g.offset);
+            }
+        }
+    }
+    let producer = clients::producer(&replica.bootstrap(), &[("message.timeout.ms", "10000")]);
+    let refused = clients::await_delivery(clients::enqueue(
+        &producer,
+        &topics[1].0,
+        &TestRecord::value("nope").in_partition(0),
+    ));
+    assert!(refused.is_err(), "a produce to a read replica: {refused:?}");
+    replica.assert_no_error_logs();
+}

@@ -221,6 +221,28 @@ pub fn check_new_topic(broker: &Broker, t: &NewTopic) -> Result<(), AdminError> 
     Ok(())
 }
 
+/// Creates `name` as a read replica of the topic of that name that cluster
+/// `source` writes to the tier (the broker-wide `--read-replica-of`).
+pub async fn create_read_replica(
+    broker: &Broker,
+    name: &str,
+    source: &str,
+) -> Result<TopicInfo, AdminError> {
+    let mut t = NewTopic {
+        id: None,
+        name: name.to_string(),
+        partitions: -1,
+        replication_factor: -1,
+        configs: BTreeMap::from([(
+            crate::config::READ_REPLICA_CONFIG.to_string(),
+            source.to_string(),
+        )]),
+        assignments: None,
+    };
+    plan_restore(broker, &mut t, -1).await?;
+    create_topic(broker, t).await
+}
+
 /// Creates a topic through the metadata quorum and opens its partitions.
 pub async fn create_topic(broker: &Broker, t: NewTopic) -> Result<TopicInfo, AdminError> {
     check_new_topic(broker, &t)?;
@@ -395,6 +417,16 @@ async fn plan_restore(
                 }
             }
         }
+    }
+    if replica_of.is_some() {
+        // A replica has the source's partitions, no more, no fewer.
+        if requested_partitions != -1 && requested_partitions != count {
+            return Err(err(
+                Code::InvalidPartitions,
+                format!("a read replica has the source's {count} partitions. requested={requested_partitions}"),
+            ));
+        }
+        t.partitions = count;
     }
     if requested_partitions != -1 && requested_partitions < count {
         return Err(err(
