@@ -1531,3 +1531,143 @@ fn a_read_replica_cluster_takes_every_topic_of_its_source() {
     assert!(refused.is_err(), "a produce to a read replica: {refused:?}");
     replica.assert_no_error_logs();
 }
+
+/// On LocalStack S3, a read replica follows a source cluster under load:
+/// while an idempotent acks=all producer writes to the source, a consumer
+/// on the replica reads along; once the source stops cleanly (uploading
+/// the rest), the replica serves every acknowledged record, at its offset,
+/// and it wrote no object of the source's.
+#[test]
+fn a_read_replica_on_s3_follows_its_source_under_load() {
+    let Some(endpoint) = s3_endpoint() else {
+        eprintln!("STRATA_SKIP_S3=1: skipping the LocalStack test");
+        return;
+    };
+    let s3 = s3_client(&endpoint);
+    let bucket = common::s3::new_bucket(&s3);
+    let builder = || Broker::builder().args(["--tier-interval-ms", "200"]);
+    let mut source = common::s3::tiered_to(builder(), &endpoint, &bucket).start();
+    let topic = common::topic_name("rr-s3");
+    clients::create_topic(
+        &source.bootstrap(),
+        &topic,
+        1,
+        &[("segment.bytes", "131072")],
+    );
+    // A first segment in the tier, so the replica has something to plan.
+    let first: Vec<TestRecord> = (0..400)
+        .map(|i| TestRecord::value(value(i)[..500].to_vec()).in_partition(0))
+        .collect();
+    // In several requests: a segment rolls only at an append.
+    for chunk in first.chunks(50) {
+        clients::produce(&source.bootstrap(), &topic, chunk);
+    }
+    let ours = format!("/{topic}-");
+    let manifest_key = || {
+        common::s3::list_keys(&s3, &bucket, "strata/")
+            .into_iter()
+            .find(|k| k.contains(&ours) && k.ends_with("/0/manifest.json"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let key = loop {
+        if let Some(k) = manifest_key() {
+            break k;
+        }
+        assert!(Instant::now() < deadline, "no manifest in the bucket");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let source_cluster = key
+        .split('/')
+        .nth(1)
+        .expect("cluster in the key")
+        .to_string();
+
+    let replica = common::s3::tiered_to(builder(), &endpoint, &bucket).start();
+    clients::create_topic(
+        &replica.bootstrap(),
+        &topic,
+        1,
+        &[("strata.read.replica.of", source_cluster.as_str())],
+    );
+    // Load on the source while the replica's consumer reads along.
+    let writer = {
+        let bootstrap = source.bootstrap();
+        let topic = topic.clone();
+        std::thread::spawn(move || {
+            let producer = clients::producer(
+                &bootstrap,
+                &[
+                    ("enable.idempotence", "true"),
+                    ("acks", "all"),
+                    ("linger.ms", "5"),
+                ],
+            );
+            let records: Vec<TestRecord> = (400..4000)
+                .map(|i| TestRecord::value(value(i)[..500].to_vec()).in_partition(0))
+                .collect();
+            let mut acked = Vec::new();
+            for chunk in records.chunks(100) {
+                acked.extend(clients::produce_all(&producer, &topic, chunk));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            acked
+        })
+    };
+    let c = clients::consumer(&replica.bootstrap(), &[("auto.offset.reset", "earliest")]);
+    c.subscribe(&[&topic]).expect("subscribe");
+    let mut got: Vec<clients::Consumed> = Vec::new();
+    let mut read_during_load = 0;
+    let mut stopped = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got.len() < 4000 {
+        assert!(
+            Instant::now() < deadline,
+            "the replica served {} of 4000",
+            got.len()
+        );
+        if !stopped && writer.is_finished() {
+            read_during_load = got.len();
+            // A clean stop uploads the active segment too.
+            source.stop();
+            stopped = true;
+        }
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            got.push(clients::Consumed::from_message(&m.expect("message")));
+        }
+    }
+    let acked = writer.join().expect("writer");
+    assert_eq!(acked.len(), 3600);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.offset, i as i64);
+        assert_eq!(
+            r.record.value.as_deref(),
+            Some(&value(i)[..500]),
+            "offset {i}"
+        );
+    }
+    for (_, offset) in &acked {
+        assert!((*offset as usize) < got.len());
+    }
+    println!(
+        "read replica on S3: {} records read while the source was writing, {} in all",
+        read_during_load,
+        got.len()
+    );
+    assert!(
+        read_during_load > 400,
+        "the replica did not follow while the source wrote"
+    );
+    let m = replica.metrics();
+    let series = |op: &str| format!("strata_tier_requests_total{{topic=\"{topic}\",op=\"{op}\"}}");
+    assert_eq!(
+        m.get(&series("put")).copied().unwrap_or(0.0),
+        0.0,
+        "the replica wrote"
+    );
+    assert_eq!(
+        m.get(&series("delete")).copied().unwrap_or(0.0),
+        0.0,
+        "the replica deleted"
+    );
+    replica.assert_no_error_logs();
+}

@@ -382,3 +382,107 @@ async fn s3_orphan_collection_aborts_stale_multipart_uploads() {
     assert_eq!(pending(client.clone(), bucket.clone()).await, 0);
     check_reads(&part, &segs[..1]).await;
 }
+
+/// The scrub on LocalStack: a flipped byte, a truncated object and a
+/// deleted one, each made through another client, are found and named;
+/// re-uploads from the local files make the next scrub clean, and the
+/// damaged bytes are never served.
+#[tokio::test]
+async fn s3_scrub_finds_damage_made_in_the_bucket() {
+    let Some(ep) = endpoint() else { return };
+    let client = sdk(&ep).await;
+    let bucket = new_bucket(&client).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segs = three_segments(dir.path());
+    let url = format!("s3://{bucket}/tier");
+    let tier = TierStore::from_url_with(&url, s3_options(&ep)).expect("tier");
+    let part = tier.partition(key("scrubbed", 0));
+    upload_all(&part, &segs, 1).await;
+    let limit = tiering::RateLimiter::unlimited();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    assert!(part
+        .scrub(&limit, &cancel)
+        .await
+        .expect("scrub")
+        .problems
+        .is_empty());
+
+    let m = part.manifest().await.expect("manifest");
+    let key_of = |seg: usize, kind: ObjectKind| {
+        format!(
+            "{}/{}",
+            part.dir(),
+            m.segments[seg].object(kind).expect("object").name
+        )
+    };
+    let (mut log_b, _) = object(&client, &bucket, &key_of(1, ObjectKind::Log)).await;
+    let (_, pos, _) = segs[1].batches[7];
+    log_b[pos as usize + 70] ^= 0x08;
+    let put = |key: String, body: Vec<u8>| {
+        let client = client.clone();
+        let bucket = bucket.clone();
+        async move {
+            client
+                .put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .body(body.into())
+                .send()
+                .await
+                .expect("put")
+        }
+    };
+    put(key_of(1, ObjectKind::Log), log_b).await;
+    let (mut idx_c, _) = object(&client, &bucket, &key_of(2, ObjectKind::Index)).await;
+    idx_c.truncate(idx_c.len() / 2);
+    put(key_of(2, ObjectKind::Index), idx_c).await;
+    client
+        .delete_object()
+        .bucket(&bucket)
+        .key(key_of(0, ObjectKind::Timeindex))
+        .send()
+        .await
+        .expect("delete");
+
+    let found = part.scrub(&limit, &cancel).await.expect("scrub");
+    let mut named: Vec<(i64, String)> = found
+        .problems
+        .iter()
+        .map(|p| (p.base_offset, p.object.clone()))
+        .collect();
+    named.sort();
+    let want = |seg: usize, kind: ObjectKind| {
+        (
+            segs[seg].base_offset,
+            m.segments[seg].object(kind).expect("object").name.clone(),
+        )
+    };
+    assert_eq!(
+        named,
+        vec![
+            want(0, ObjectKind::Timeindex),
+            want(1, ObjectKind::Log),
+            want(2, ObjectKind::Index)
+        ],
+        "{found:?}"
+    );
+    // Never the damaged bytes.
+    let (victim, _, _) = segs[1].batches[7];
+    assert!(part.read(victim, 1).await.is_err());
+
+    for s in &segs {
+        part.reupload_segment(&s.upload(1), &cancel, &limit)
+            .await
+            .expect("re-upload");
+    }
+    assert!(part
+        .scrub(&limit, &cancel)
+        .await
+        .expect("scrub")
+        .problems
+        .is_empty());
+    assert_eq!(
+        part.read(victim, 1).await.expect("read"),
+        segs[1].expected_read(victim, 1)
+    );
+}
