@@ -605,5 +605,27 @@ fn the_scrub_finds_damaged_tier_objects_and_reuploads_what_is_still_local() {
         .filter_map(|p| p["object"].as_str().map(String::from))
         .collect();
     assert_eq!(named, vec![gone_name], "{report}");
+    // `strata tier status` shows what the broker's last scrub left damaged.
+    let out = std::process::Command::new(common::strata_bin())
+        .args([
+            "tier",
+            "status",
+            &topic,
+            "--output",
+            "json",
+            "-b",
+            &broker.bootstrap(),
+        ])
+        .arg("--metrics")
+        .arg(format!("http://{}/metrics", broker.admin_addr()))
+        .output()
+        .expect("strata tier status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status[0]["scrub_damaged_segments"], 1.0, "{status}");
     drop(broker);
 }

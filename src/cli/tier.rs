@@ -32,6 +32,10 @@ enum TierCommand {
     Status {
         /// Topics to show (default: every topic)
         topics: Vec<String>,
+        /// A broker's metrics URL (once per broker), for the segments each
+        /// partition's last scrub found damaged (column SCRUB DAMAGED)
+        #[arg(long = "metrics")]
+        metrics: Vec<String>,
     },
     /// Recreate a topic from the tier, or with --all every topic of a
     /// cluster (for a new cluster or an empty data dir), with its partition
@@ -120,7 +124,9 @@ pub async fn run(args: TierArgs) -> anyhow::Result<()> {
     }
     let client = args.conn.connect().await?;
     match args.cmd {
-        TierCommand::Status { topics } => status(&client, &topics, args.conn.output).await,
+        TierCommand::Status { topics, metrics } => {
+            status(&client, &topics, &metrics, args.conn.output).await
+        }
         TierCommand::Restore(r) => match r.topic {
             Some(topic) => {
                 let partitions = restore(&client, &topic, r.from_cluster, r.take_over).await?;
@@ -369,6 +375,8 @@ async fn repair(args: RepairArgs, out: Output) -> anyhow::Result<()> {
 }
 
 struct Row {
+    /// `None` without `--metrics`.
+    scrub_damaged: Option<f64>,
     topic: String,
     partition: i32,
     earliest: i64,
@@ -417,7 +425,24 @@ pub(super) async fn log_dir_sizes(
     Ok(sizes)
 }
 
-async fn status(client: &Client, topics: &[String], out: Output) -> anyhow::Result<()> {
+async fn status(
+    client: &Client,
+    topics: &[String],
+    metrics: &[String],
+    out: Output,
+) -> anyhow::Result<()> {
+    // Damaged segments per partition as its leader's last scrub left them
+    // (the other brokers report 0).
+    let mut damaged: BTreeMap<(String, i32), f64> = BTreeMap::new();
+    for url in metrics {
+        for (key, n) in super::tier_cost::scrape(url).await?.scrub_damaged {
+            let d = damaged.entry(key).or_default();
+            *d = d.max(n);
+        }
+    }
+    let damaged_of = |key: &(String, i32)| {
+        (!metrics.is_empty()).then(|| damaged.get(key).copied().unwrap_or(0.0))
+    };
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let md = client
         .metadata(if names.is_empty() { None } else { Some(&names) })
@@ -455,7 +480,9 @@ async fn status(client: &Client, topics: &[String], out: Output) -> anyhow::Resu
                     .get(&(topic.clone(), partition))
                     .copied()
                     .unwrap_or_default();
+                let scrub_damaged = damaged_of(&(topic.clone(), partition));
                 Row {
+                    scrub_damaged,
                     local_bytes: s.local_bytes,
                     topic,
                     partition,
@@ -482,6 +509,7 @@ async fn status(client: &Client, topics: &[String], out: Output) -> anyhow::Resu
                 "local_bytes": r.local_bytes,
                 "tier_bytes": r.tier_bytes,
                 "upload_lag_offsets": r.upload_lag,
+                "scrub_damaged_segments": r.scrub_damaged,
             }))
             .collect::<Vec<_>>())),
         Output::Table => {
@@ -498,6 +526,7 @@ async fn status(client: &Client, topics: &[String], out: Output) -> anyhow::Resu
                 "LOCAL BYTES",
                 "TIER BYTES",
                 "UPLOAD LAG",
+                "SCRUB DAMAGED",
             ]);
             for r in &rows {
                 c.row([
@@ -514,6 +543,7 @@ async fn status(client: &Client, topics: &[String], out: Output) -> anyhow::Resu
                     r.local_bytes.to_string(),
                     r.tier_bytes.to_string(),
                     r.upload_lag.to_string(),
+                    r.scrub_damaged.map_or("-".into(), |d| format!("{d:.0}")),
                 ]);
             }
             c.print()

@@ -127,6 +127,8 @@ impl Usage {
 pub struct Scrape {
     pub start_time: Option<f64>,
     pub by_topic: BTreeMap<String, Usage>,
+    /// `strata_tier_scrub_damaged_segments` by topic and partition.
+    pub scrub_damaged: BTreeMap<(String, i32), f64>,
 }
 
 /// Reads the tier counters out of a Prometheus text exposition.
@@ -151,6 +153,14 @@ pub fn parse_scrape(text: &str) -> Scrape {
         };
         match name {
             "strata_start_time_seconds" => s.start_time = Some(value),
+            "strata_tier_scrub_damaged_segments" => {
+                let (Some(topic), Some(p)) = (label("topic"), label("partition")) else {
+                    continue;
+                };
+                if let Ok(p) = p.parse() {
+                    s.scrub_damaged.insert((topic, p), value);
+                }
+            }
             "strata_tier_requests_total" => {
                 let (Some(topic), Some(op)) = (label("topic"), label("op")) else {
                     continue;
@@ -222,7 +232,7 @@ pub fn report(
         .collect()
 }
 
-async fn scrape(url: &str) -> anyhow::Result<Scrape> {
+pub(super) async fn scrape(url: &str) -> anyhow::Result<Scrape> {
     let resp = reqwest::get(url)
         .await
         .with_context(|| format!("cannot read the broker metrics at {url}"))?;
@@ -380,6 +390,7 @@ strata_tier_requests_total{topic="",op="list"} 6
 strata_tier_request_bytes_total{topic="orders",direction="put"} 1073741824
 strata_tier_request_bytes_total{topic="orders",direction="get"} 2147483648
 strata_tier_bytes_uploaded_total 5
+strata_tier_scrub_damaged_segments{topic="orders",partition="3"} 2
 "#;
 
     #[test]
@@ -399,6 +410,7 @@ strata_tier_bytes_uploaded_total 5
             }
         );
         assert_eq!(s.by_topic[""].lists, 6.0);
+        assert_eq!(s.scrub_damaged[&("orders".to_string(), 3)], 2.0);
     }
 
     #[test]
