@@ -1039,3 +1039,53 @@ async fn scrub_finds_damage_and_a_reupload_repairs_it() {
     assert_eq!(offsets(&m), offsets(&m2));
     assert_ne!(m.segments[1].id, m2.segments[1].id);
 }
+
+/// The scrub on a `file://` tier, with the damage made in the files:
+/// a flipped byte, a truncated object and a deleted one are each found.
+#[tokio::test]
+async fn scrub_finds_damage_in_a_file_tier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segs = three_segments(&dir.path().join("local"));
+    let root = dir.path().join("tier");
+    let url = format!("file://{}", root.display());
+    let tier = TierStore::from_url_with(&url, small_options()).expect("tier");
+    let part = tier.partition(key("t", 0));
+    upload_all(&part, &segs, 1).await;
+    let limit = tiering::RateLimiter::unlimited();
+    let cancel = CancellationToken::new();
+    let m = part.manifest().await.expect("manifest");
+    let file = |seg: usize, kind: ObjectKind| {
+        root.join(part.dir())
+            .join(&m.segments[seg].object(kind).expect("object").name)
+    };
+    let mut log = std::fs::read(file(0, ObjectKind::Log)).expect("log");
+    let (_, pos, _) = segs[0].batches[2];
+    log[pos as usize + 70] ^= 0x01;
+    std::fs::write(file(0, ObjectKind::Log), log).expect("flip");
+    let crcs = std::fs::read(file(1, ObjectKind::Crcs)).expect("crcs");
+    std::fs::write(file(1, ObjectKind::Crcs), &crcs[..crcs.len() - 2]).expect("truncate");
+    std::fs::remove_file(file(2, ObjectKind::Log)).expect("delete");
+    let found = part.scrub(&limit, &cancel).await.expect("scrub");
+    let mut got: Vec<(i64, String)> = found
+        .problems
+        .iter()
+        .map(|p| (p.base_offset, p.object.clone()))
+        .collect();
+    got.sort();
+    let name = |seg: usize, kind: ObjectKind| {
+        (
+            segs[seg].base_offset,
+            m.segments[seg].object(kind).expect("object").name.clone(),
+        )
+    };
+    assert_eq!(
+        got,
+        vec![
+            name(0, ObjectKind::Log),
+            name(1, ObjectKind::Crcs),
+            name(2, ObjectKind::Log)
+        ],
+        "{found:?}"
+    );
+    assert!(found.problems.iter().any(|p| p.problem.contains("missing")));
+}
