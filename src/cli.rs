@@ -13,6 +13,7 @@ mod cluster;
 mod consume;
 mod format;
 mod group;
+mod log_dirs;
 mod output;
 mod produce;
 mod tier;

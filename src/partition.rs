@@ -195,6 +195,14 @@ pub struct TierPolicy {
     pub read_replica: bool,
 }
 
+impl TierPolicy {
+    /// Whether this partition's leader writes its tier: tiering is on and
+    /// it is no read replica of another cluster's.
+    pub fn writes(&self) -> bool {
+        self.enabled && !self.read_replica
+    }
+}
+
 /// Result of a successful append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {

@@ -44,8 +44,7 @@ pub async fn run(broker: Arc<Broker>, cancel: CancellationToken) {
             if cancel.is_cancelled() {
                 return;
             }
-            let tier = &p.config().tier;
-            if !p.is_leader() || !tier.enabled || tier.read_replica {
+            if !p.is_leader() || !p.config().tier.writes() {
                 continue;
             }
             if let Err(e) = scrub_partition(&p, &limiter, &cancel).await {

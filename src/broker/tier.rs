@@ -224,8 +224,7 @@ const NOT_RESTORED: [&str; 3] = [
 /// `topic.json` in the tier (partition count and configs; see
 /// `tiering::TopicMeta`) up to date, so that a restore brings them back.
 async fn publish_topic_meta(broker: &Broker, p: &Partition) -> Result<(), PassError> {
-    let tier = &p.config().tier;
-    if p.index != 0 || !p.is_leader() || !tier.enabled || tier.read_replica {
+    if p.index != 0 || !p.is_leader() || !p.config().tier.writes() {
         return Ok(());
     }
     let Some(remote) = p.remote() else {
@@ -258,10 +257,7 @@ pub async fn upload_on_shutdown(broker: &Broker, uploader: &Uploader, timeout: D
     let led: Vec<Arc<Partition>> = broker
         .all_partitions()
         .into_iter()
-        .filter(|p| {
-            let tier = &p.config().tier;
-            p.is_leader() && p.remote().is_some() && tier.enabled && !tier.read_replica
-        })
+        .filter(|p| p.is_leader() && p.remote().is_some() && p.config().tier.writes())
         .collect();
     let mut sealed = 0usize;
     for p in &led {

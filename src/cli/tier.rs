@@ -78,8 +78,10 @@ struct RestoreArgs {
     settings: Box<crate::config::ServeArgs>,
 }
 
+/// A topic's partitions in the tier, read directly with the broker's tier
+/// settings (`scrub`, `repair`).
 #[derive(Args, Debug)]
-struct ScrubArgs {
+struct InTierArgs {
     topic: String,
     /// Only this partition [default: every partition the tier holds]
     #[arg(long)]
@@ -90,30 +92,26 @@ struct ScrubArgs {
     /// The topic id (32 hex digits), when the tier holds several topics of this name
     #[arg(long)]
     topic_id: Option<String>,
-    /// Read at most this many bytes per second (0: no limit)
-    #[arg(long, default_value_t = 0)]
-    bytes_per_second: u64,
     #[command(flatten)]
     settings: Box<crate::config::ServeArgs>,
 }
 
 #[derive(Args, Debug)]
+struct ScrubArgs {
+    #[command(flatten)]
+    target: InTierArgs,
+    /// Read at most this many bytes per second (0: no limit)
+    #[arg(long, default_value_t = 0)]
+    bytes_per_second: u64,
+}
+
+#[derive(Args, Debug)]
 struct RepairArgs {
-    topic: String,
-    /// Only this partition [default: every partition the tier holds]
-    #[arg(long)]
-    partition: Option<i32>,
-    /// The cluster whose tier prefix holds the topic, when several do
-    #[arg(long)]
-    from_cluster: Option<String>,
-    /// The topic id (32 hex digits), when the tier holds several topics of this name
-    #[arg(long)]
-    topic_id: Option<String>,
+    #[command(flatten)]
+    target: InTierArgs,
     /// Show what would be written; write nothing
     #[arg(long)]
     dry_run: bool,
-    #[command(flatten)]
-    settings: Box<crate::config::ServeArgs>,
 }
 
 pub async fn run(args: TierArgs) -> anyhow::Result<()> {
@@ -153,21 +151,24 @@ fn open_tier(settings: crate::config::ServeArgs) -> anyhow::Result<(tiering::Tie
     Ok((tier, config.tier_url))
 }
 
-/// The tier's copy of `topic` (one cluster's, one topic id) and the
-/// partitions to work on: `partition`, or every one the tier holds.
-async fn find_in_tier(
-    tier: &tiering::TierStore,
-    tier_url: &str,
-    topic: &str,
-    from_cluster: Option<&str>,
-    topic_id: Option<&str>,
-    partition: Option<i32>,
-) -> anyhow::Result<(String, tiering::RemoteTopic, Vec<i32>)> {
-    let mut found = tier.find_remote_topic(topic).await?;
-    if let Some(c) = from_cluster {
+/// A topic's copy in the tier (one cluster's, one topic id).
+struct InTier {
+    topic: String,
+    cluster: String,
+    /// The partitions to work on: `--partition`, or every one the tier
+    /// holds, each with its handle.
+    partitions: Vec<(i32, tiering::RemotePartition)>,
+}
+
+/// Opens the tier with the broker settings of `args` and finds its topic.
+async fn open_in_tier(args: InTierArgs) -> anyhow::Result<InTier> {
+    let (tier, tier_url) = open_tier(*args.settings)?;
+    let topic = args.topic;
+    let mut found = tier.find_remote_topic(&topic).await?;
+    if let Some(c) = &args.from_cluster {
         found.retain(|(cluster, _)| cluster == c);
     }
-    if let Some(id) = topic_id {
+    if let Some(id) = &args.topic_id {
         let id = tiering::layout::parse_topic_id(id)
             .with_context(|| format!("--topic-id is not 32 hex digits: {id}"))?;
         found.retain(|(_, t)| t.topic_id == id);
@@ -184,45 +185,45 @@ async fn find_in_tier(
                 .join(", ")
         ),
     };
-    let partitions: Vec<i32> = match partition {
+    let numbers: Vec<i32> = match args.partition {
         Some(p) if remote.partitions.contains(&p) => vec![p],
         Some(p) => anyhow::bail!("the tier holds no partition {p} of {topic}"),
         None => remote.partitions.clone(),
     };
-    Ok((cluster, remote, partitions))
+    let partitions = numbers
+        .into_iter()
+        .map(|p| {
+            let key = tiering::PartitionKey::new(&cluster, &remote.topic, remote.topic_id, p);
+            (p, tier.partition(key))
+        })
+        .collect();
+    Ok(InTier {
+        topic: remote.topic,
+        cluster,
+        partitions,
+    })
 }
 
 async fn scrub(args: ScrubArgs, out: Output) -> anyhow::Result<()> {
-    let (tier, tier_url) = open_tier(*args.settings)?;
-    let (cluster, remote, partitions) = find_in_tier(
-        &tier,
-        &tier_url,
-        &args.topic,
-        args.from_cluster.as_deref(),
-        args.topic_id.as_deref(),
-        args.partition,
-    )
-    .await?;
+    let InTier {
+        topic,
+        cluster,
+        partitions,
+    } = open_in_tier(args.target).await?;
     let limiter = tiering::RateLimiter::new(args.bytes_per_second);
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut reports = Vec::new();
-    for p in partitions {
-        let part = tier.partition(tiering::PartitionKey::new(
-            &cluster,
-            &remote.topic,
-            remote.topic_id,
-            p,
-        ));
+    for (p, part) in partitions {
         let r = part
             .scrub(&limiter, &cancel)
             .await
-            .with_context(|| format!("scrub of {}-{p} stopped", remote.topic))?;
+            .with_context(|| format!("scrub of {topic}-{p} stopped"))?;
         reports.push((p, r));
     }
     let damaged: usize = reports.iter().map(|(_, r)| r.problems.len()).sum();
     match out {
         Output::Json => print_json(&json!({
-            "topic": remote.topic,
+            "topic": topic,
             "cluster_id": cluster,
             "partitions": reports.iter().map(|(p, r)| json!({
                 "partition": p,
@@ -262,33 +263,21 @@ async fn scrub(args: ScrubArgs, out: Output) -> anyhow::Result<()> {
     }
     if damaged > 0 {
         anyhow::bail!(
-            "{damaged} damaged or missing tier object(s) in {}; a broker whose local log still holds such a segment uploads it again on its next scrub pass",
-            remote.topic
+            "{damaged} damaged or missing tier object(s) in {topic}; a broker whose local log still holds such a segment uploads it again on its next scrub pass"
         );
     }
     Ok(())
 }
 
 async fn repair(args: RepairArgs, out: Output) -> anyhow::Result<()> {
-    let (tier, tier_url) = open_tier(*args.settings)?;
-    let (cluster, remote, partitions) = find_in_tier(
-        &tier,
-        &tier_url,
-        &args.topic,
-        args.from_cluster.as_deref(),
-        args.topic_id.as_deref(),
-        args.partition,
-    )
-    .await?;
+    let InTier {
+        topic,
+        cluster,
+        partitions,
+    } = open_in_tier(args.target).await?;
     let mut reports = Vec::new();
     let mut failed = 0;
-    for p in partitions {
-        let part = tier.partition(tiering::PartitionKey::new(
-            &cluster,
-            &remote.topic,
-            remote.topic_id,
-            p,
-        ));
+    for (p, part) in partitions {
         let r = match part.repair_manifest(args.dry_run).await {
             Ok(r) => json!({
                 "partition": p,
@@ -313,7 +302,7 @@ async fn repair(args: RepairArgs, out: Output) -> anyhow::Result<()> {
     }
     match out {
         Output::Json => print_json(&json!({
-            "topic": remote.topic,
+            "topic": topic,
             "cluster_id": cluster,
             "partitions": reports,
         }))?,
@@ -388,43 +377,6 @@ struct Row {
     upload_lag: i64,
 }
 
-/// A partition's bytes on local disk (summed over its replicas) and in
-/// the tier, and how far its uploads lag.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Sizes {
-    pub local_bytes: i64,
-    pub tier_bytes: i64,
-    pub upload_lag: i64,
-}
-
-/// The sizes of every partition the brokers of `md` hold, from their log
-/// dirs (DescribeLogDirs): the first is local disk, the second the tier.
-pub(super) async fn log_dir_sizes(
-    client: &Client,
-    md: &crate::client::ClusterMetadata,
-) -> anyhow::Result<BTreeMap<(String, i32), Sizes>> {
-    let mut sizes: BTreeMap<(String, i32), Sizes> = BTreeMap::new();
-    for b in &md.brokers {
-        for (i, (_dir, parts)) in client
-            .describe_log_dirs(b.node_id)
-            .await?
-            .into_iter()
-            .enumerate()
-        {
-            for (t, p, size, lag) in parts {
-                let s = sizes.entry((t, p)).or_default();
-                if i == 0 {
-                    s.local_bytes += size;
-                } else {
-                    s.tier_bytes = size;
-                    s.upload_lag = lag;
-                }
-            }
-        }
-    }
-    Ok(sizes)
-}
-
 async fn status(
     client: &Client,
     topics: &[String],
@@ -471,7 +423,7 @@ async fn status(
             offsets.entry(key).or_insert([-1; 4])[i] = o.offset;
         }
     }
-    let sizes = log_dir_sizes(client, &md).await?;
+    let sizes = super::log_dirs::log_dir_sizes(client, &md).await?;
     let rows: Vec<Row> = offsets
         .into_iter()
         .map(

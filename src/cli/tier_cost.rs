@@ -256,9 +256,7 @@ pub async fn run(client: &Client, args: CostArgs, out: Output) -> anyhow::Result
         Some(p) => Prices::load(p)?,
         None => Prices::default(),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let now = crate::clock::now_ms() as f64 / 1000.0;
     let mut scrapes = Vec::new();
     for url in &args.metrics {
         let s = scrape(url).await?;
@@ -269,7 +267,7 @@ pub async fn run(client: &Client, args: CostArgs, out: Output) -> anyhow::Result
     let md = client
         .metadata(if names.is_empty() { None } else { Some(&names) })
         .await?;
-    let sizes = super::tier::log_dir_sizes(client, &md).await?;
+    let sizes = super::log_dirs::log_dir_sizes(client, &md).await?;
     let mut stored: BTreeMap<String, f64> = BTreeMap::new();
     for ((topic, _), s) in &sizes {
         *stored.entry(topic.clone()).or_default() += s.tier_bytes as f64;

@@ -89,7 +89,7 @@ impl Partition {
         }
         .map_err(|e| self.tier_err(e))?;
         self.tier_refreshed_ms
-            .store(crate::broker::now_ms(), Ordering::Release);
+            .store(crate::clock::now_ms(), Ordering::Release);
         let (readable_start, mut last) = tier_offsets(&manifest);
         let ours = remote.writes(&manifest) || read_replica;
         if !ours {

@@ -202,11 +202,7 @@ impl Metrics {
             m.fetch_zero_copy_bytes.clone(),
         );
         let started = Gauge::<i64>::default();
-        started.set(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
-        );
+        started.set(crate::clock::now_ms() / 1000);
         registry.register(
             "strata_start_time_seconds",
             "When this broker process started, in seconds since the Unix epoch (the window its counters cover)",
