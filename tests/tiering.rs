@@ -37,6 +37,18 @@ fn value(i: usize) -> Vec<u8> {
     v
 }
 
+/// The cluster id in a `file://` tier's partition directory
+/// (`<root>/<cluster>/<topic>-<id>/<partition>`).
+fn cluster_of(partition_dir: &Path) -> String {
+    partition_dir
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .expect("cluster dir")
+        .to_string_lossy()
+        .to_string()
+}
+
 /// Base offsets and total bytes of the local `.log` segments of a partition.
 fn local_segments(dir: &Path) -> (Vec<i64>, u64) {
     let mut bases = Vec::new();
@@ -1339,13 +1351,7 @@ fn a_read_replica_cluster_serves_and_follows_another_clusters_topic() {
         }
     };
     wait("the source's uploads", &|| tier_end() > 1500);
-    let source_cluster = dir
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-        .expect("cluster dir")
-        .to_string_lossy()
-        .to_string();
+    let source_cluster = cluster_of(&dir);
 
     let replica = Broker::builder().args(tiered).start();
     clients::create_topic(
@@ -1484,13 +1490,7 @@ fn a_read_replica_cluster_takes_every_topic_of_its_source() {
     }
     source.stop();
     let dir = common::tier_partition_dir(tier.path(), &topics[0].0);
-    let source_cluster = dir
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-        .expect("cluster dir")
-        .to_string_lossy()
-        .to_string();
+    let source_cluster = cluster_of(&dir);
 
     let replica = Broker::builder()
         .args(tiered)
