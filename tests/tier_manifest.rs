@@ -536,6 +536,17 @@ fn the_scrub_finds_damaged_tier_objects_and_reuploads_what_is_still_local() {
         let local = local_bases();
         bases.len() >= 3 && bases.iter().any(|b| local.contains(b)) && local[0] > bases[0]
     });
+    // Local retention must not take the local copy the scrub re-uploads
+    // from: keep everything local from here on.
+    clients::alter_topic_configs(
+        &broker.bootstrap(),
+        &topic,
+        &[
+            ("segment.bytes", "1048576"),
+            ("local.retention.bytes", "1099511627776"),
+        ],
+    );
+    wait_passes(&broker, 2.0);
     let m = manifest();
     let segments = m["segments"].as_array().expect("segments").clone();
     let local = local_bases();
