@@ -26,6 +26,7 @@ pub mod produce;
 pub mod producer_id;
 mod reassign;
 pub mod replica_fetch;
+pub mod sasl;
 pub mod versions;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tracing::Instrument;
 
 use crate::broker::Broker;
+use crate::security::Session;
 use error::Code;
 
 /// What the connection does after a request.
@@ -49,6 +51,9 @@ pub enum Outcome {
     Spliced(Vec<crate::zerocopy::Part>),
     /// Send nothing (acks=0 produce).
     NoReply,
+    /// Send this response frame body, then close the connection (a failed
+    /// authentication).
+    ReplyThenClose(Bytes),
     /// Close the connection (malformed or unsupported request).
     Close,
 }
@@ -88,6 +93,11 @@ static MALFORMED_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimite
 static ENCODE_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
 const CLIENT_LOG_EVERY_MS: u64 = 10_000;
 
+/// Requests refused by the session's state (before authentication, after
+/// its end), logged once per 10 s at most.
+static SESSION_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+static SESSION_END_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+
 /// Logs a malformed-request line at WARN when the rate limit allows.
 macro_rules! malformed {
     ($($field:tt)*) => {
@@ -97,7 +107,13 @@ macro_rules! malformed {
     };
 }
 
-pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
+/// `session` is the connection's: its listener, and what SASL has
+/// established so far (SaslHandshake and SaslAuthenticate change it).
+pub async fn handle_frame(
+    broker: &Arc<Broker>,
+    session: &mut Session,
+    mut frame: Bytes,
+) -> Pending {
     if frame.len() < 8 {
         malformed!(
             len = frame.len(),
@@ -122,6 +138,27 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
     if version < range.0 || version > range.1 || version < api_key.valid_versions().min {
         malformed!(api = ?api_key, version, "unsupported api version; closing connection");
         return ready(Outcome::Close);
+    }
+    if !matches!(
+        api_key,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    ) {
+        let refused = if !session.authenticated() {
+            Some((
+                &SESSION_LOG,
+                "request before SASL authentication; closing connection",
+            ))
+        } else if session.expired(std::time::Instant::now()) {
+            Some((&SESSION_END_LOG, "SASL session ended without re-authentication (connections-max-reauth-ms); closing connection"))
+        } else {
+            None
+        };
+        if let Some((limiter, why)) = refused {
+            if let Some(suppressed) = limiter.allow(CLIENT_LOG_EVERY_MS) {
+                tracing::warn!(peer = %session.peer, listener = %session.listener.name, api = ?api_key, suppressed, "{why}");
+            }
+            return ready(Outcome::Close);
+        }
     }
     let header_version = api_key.request_header_version(version);
     let header = match decode_guarded(|| RequestHeader::decode(&mut frame, header_version)) {
@@ -149,14 +186,26 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
         partition = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
+    let mut close_after = false;
     let handled = match request {
         RequestKind::Produce(r) => {
-            produce::handle(broker, r, version)
+            produce::handle(broker, r, version, &session.listener.name)
                 .instrument(span.clone())
                 .await
         }
+        RequestKind::SaslHandshake(r) => Handled::Now(Some(ResponseKind::SaslHandshake(
+            sasl::handshake(session, r),
+        ))),
+        RequestKind::SaslAuthenticate(r) => {
+            let (resp, keep) = sasl::authenticate(broker, session, r)
+                .instrument(span.clone())
+                .await;
+            close_after = !keep;
+            Handled::Now(Some(ResponseKind::SaslAuthenticate(resp)))
+        }
         RequestKind::Fetch(r) => {
             let b = broker.clone();
+            let listener = session.listener.clone();
             Handled::Later(Box::pin(
                 async move {
                     let replica = replica_fetch::replica_of(&r, version);
@@ -165,14 +214,14 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
                         return (Some(ResponseKind::Fetch(resp)), Vec::new());
                     }
                     let (mut resp, files) = fetch::handle(&b, r, version).await;
-                    leader_hint::fetch(&mut resp, &b.view(), version);
+                    leader_hint::fetch(&mut resp, &b.view(), version, &listener.name);
                     (Some(ResponseKind::Fetch(resp)), files)
                 }
                 .instrument(span.clone()),
             ))
         }
         other => Handled::Now(
-            dispatch(broker, &header, other)
+            dispatch(broker, &header, other, &session.listener.name)
                 .instrument(span.clone())
                 .await,
         ),
@@ -198,7 +247,10 @@ pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Pending {
         }
     };
     match handled {
-        Handled::Now(r) => ready(finish(r, Vec::new())),
+        Handled::Now(r) => ready(match finish(r, Vec::new()) {
+            Outcome::Reply(b) if close_after => Outcome::ReplyThenClose(b),
+            o => o,
+        }),
         Handled::Later(f) => {
             // Run it now, concurrently with later requests of the connection.
             let task = tokio::spawn(async move {
@@ -296,6 +348,8 @@ fn error_codes(r: &ResponseKind) -> Vec<i16> {
             )
             .collect(),
         ResponseKind::ApiVersions(r) => vec![r.error_code],
+        ResponseKind::SaslHandshake(r) => vec![r.error_code],
+        ResponseKind::SaslAuthenticate(r) => vec![r.error_code],
         ResponseKind::DescribeCluster(r) => vec![r.error_code],
         ResponseKind::DescribeQuorum(r) => r
             .topics
@@ -358,11 +412,14 @@ async fn dispatch(
     broker: &Broker,
     header: &RequestHeader,
     request: RequestKind,
+    listener: &str,
 ) -> Option<ResponseKind> {
     let v = header.request_api_version;
     Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(versions::handle(r, v)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, v).await),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(broker, r, v, listener).await)
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(offsets::list_offsets(broker, r, v).await)
         }
@@ -391,7 +448,7 @@ async fn dispatch(
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r, v).await)
         }
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(cluster::describe_cluster(broker, r, v))
+            ResponseKind::DescribeCluster(cluster::describe_cluster(broker, r, v, listener))
         }
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(cluster::describe_quorum(broker, r, v).await)
@@ -412,7 +469,7 @@ async fn dispatch(
             ResponseKind::InitProducerId(producer_id::handle(broker, r, v).await)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(group::find_coordinator(broker, r, v).await)
+            ResponseKind::FindCoordinator(group::find_coordinator(broker, r, v, listener).await)
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(group::join_group(broker, header, r, v).await)

@@ -66,8 +66,9 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub metadata: Metadata,
     pub tier: tiering::TierStore,
-    /// host and port clients are told to connect to.
-    pub advertised: (String, u16),
+    /// This broker's registration: where other brokers and the clients of
+    /// each listener reach it.
+    pub me: crate::metadata::BrokerInfo,
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Paces the bytes fetches request from the tier (`--tier-fetch-bytes-per-sec`).
     pub tier_fetch_limiter: Arc<tiering::RateLimiter>,
@@ -106,7 +107,7 @@ impl Broker {
         config: BrokerConfig,
         metadata: Metadata,
         tier: tiering::TierStore,
-        advertised: (String, u16),
+        me: crate::metadata::BrokerInfo,
     ) -> Broker {
         let groups =
             crate::group::Coordinator::new(crate::group::GroupConfig::from_broker(&config), now_ms);
@@ -135,7 +136,7 @@ impl Broker {
             config,
             metadata,
             tier,
-            advertised,
+            me,
             tier_fetch_limiter,
             metrics,
             partitions: RwLock::new(HashMap::new()),

@@ -10,6 +10,7 @@
 //! broker-wide defaults for them live here and are resolved per topic by
 //! [`TopicConfig`].
 
+pub mod listeners;
 pub mod topic;
 
 pub use topic::TopicConfig;
@@ -70,6 +71,42 @@ pub struct ServeArgs {
     /// Address clients are told to connect to [default: the bound Kafka listener]
     #[arg(long, env = "STRATA_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
+    /// Kafka listeners as NAME://HOST:PORT,... (Kafka's listeners); a name is its security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) unless --listener-security-protocol-map maps it [default: PLAINTEXT://--listen]
+    #[arg(long, env = "STRATA_LISTENERS")]
+    pub listeners: Option<String>,
+    /// What clients of each listener are told to connect to, as NAME://HOST:PORT,... [default: each bound address]
+    #[arg(long, env = "STRATA_ADVERTISED_LISTENERS")]
+    pub advertised_listeners: Option<String>,
+    /// Security protocol of each listener name, as NAME:PROTOCOL,... (listener.security.protocol.map)
+    #[arg(long, env = "STRATA_LISTENER_SECURITY_PROTOCOL_MAP")]
+    pub listener_security_protocol_map: Option<String>,
+    /// The listener other brokers connect to; it must be PLAINTEXT [default: the first of --listeners]
+    #[arg(long, env = "STRATA_INTER_BROKER_LISTENER_NAME")]
+    pub inter_broker_listener_name: Option<String>,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners; reread on SIGHUP
+    #[arg(long, env = "STRATA_SSL_CERTIFICATE_FILE")]
+    pub ssl_certificate_file: Option<PathBuf>,
+    /// PEM private key of --ssl-certificate-file; reread on SIGHUP
+    #[arg(long, env = "STRATA_SSL_KEY_FILE")]
+    pub ssl_key_file: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates (mTLS); reread on SIGHUP
+    #[arg(long, env = "STRATA_SSL_CLIENT_CA_FILE")]
+    pub ssl_client_ca_file: Option<PathBuf>,
+    /// Client certificates on TLS listeners: none, requested or required (ssl.client.auth) [default: none]
+    #[arg(long, env = "STRATA_SSL_CLIENT_AUTH")]
+    pub ssl_client_auth: Option<String>,
+    /// SASL mechanisms offered on SASL listeners (sasl.enabled.mechanisms); Strata offers PLAIN [default: PLAIN]
+    #[arg(long, env = "STRATA_SASL_ENABLED_MECHANISMS")]
+    pub sasl_enabled_mechanisms: Option<String>,
+    /// TOML file of the PLAIN users: a [users] table of name = "password"; reread on SIGHUP
+    #[arg(long, env = "STRATA_SASL_PLAIN_USERS_FILE")]
+    pub sasl_plain_users_file: Option<PathBuf>,
+    /// A failed SASL authentication is answered after this delay, then the connection closes (connection.failed.authentication.delay.ms) [default: 100]
+    #[arg(long, env = "STRATA_SASL_FAILED_AUTHENTICATION_DELAY_MS")]
+    pub sasl_failed_authentication_delay_ms: Option<u64>,
+    /// A SASL session lasts this long; the client must authenticate again before it ends or its connection is closed, 0 for no limit (connections.max.reauth.ms) [default: 0]
+    #[arg(long, env = "STRATA_CONNECTIONS_MAX_REAUTH_MS")]
+    pub connections_max_reauth_ms: Option<u64>,
     /// Admin HTTP listener (/health, /ready) [default: 127.0.0.1:9644]
     #[arg(long, env = "STRATA_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
@@ -321,8 +358,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub data_dir: PathBuf,
+    /// The inter-broker listener's address (one of `security.listeners`).
     pub listen: SocketAddr,
     pub advertised_listener: Option<(String, u16)>,
+    /// The Kafka listeners, their security, TLS files and SASL settings.
+    pub security: listeners::Security,
     pub admin_listen: SocketAddr,
     pub node_id: i32,
     /// The controller listener and the voters by node id and address, when
@@ -412,15 +452,28 @@ impl BrokerConfig {
         if data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("data-dir", "", "must not be empty"));
         }
-        let listen = resolve_addr("listen", a.listen.as_deref().unwrap_or("127.0.0.1:9092"))?;
+        let security = listeners::parse(listeners::SecurityArgs {
+            listen: a.listen.as_deref(),
+            advertised_listener: a.advertised_listener.as_deref(),
+            listeners: a.listeners.as_deref(),
+            advertised_listeners: a.advertised_listeners.as_deref(),
+            protocol_map: a.listener_security_protocol_map.as_deref(),
+            inter_broker_listener_name: a.inter_broker_listener_name.as_deref(),
+            ssl_certificate_file: a.ssl_certificate_file.clone(),
+            ssl_key_file: a.ssl_key_file.clone(),
+            ssl_client_ca_file: a.ssl_client_ca_file.clone(),
+            ssl_client_auth: a.ssl_client_auth.as_deref(),
+            sasl_enabled_mechanisms: a.sasl_enabled_mechanisms.as_deref(),
+            sasl_plain_users_file: a.sasl_plain_users_file.clone(),
+            sasl_failed_authentication_delay_ms: a.sasl_failed_authentication_delay_ms,
+            connections_max_reauth_ms: a.connections_max_reauth_ms,
+        })?;
+        let listen = security.inter_broker().addr;
+        let advertised_listener = security.inter_broker().advertised.clone();
         let admin_listen = resolve_addr(
             "admin-listen",
             a.admin_listen.as_deref().unwrap_or("127.0.0.1:9644"),
         )?;
-        let advertised_listener = match a.advertised_listener {
-            Some(v) => Some(parse_host_port("advertised-listener", &v)?),
-            None => None,
-        };
         let node_id = a.node_id.unwrap_or(1);
         if node_id < 0 {
             return Err(ConfigError::invalid("node-id", node_id, "must be >= 0"));
@@ -647,6 +700,7 @@ impl BrokerConfig {
             data_dir,
             listen,
             advertised_listener,
+            security,
             admin_listen,
             node_id,
             controller,
@@ -747,6 +801,28 @@ impl ServeArgs {
             data_dir: self.data_dir.or(file.data_dir),
             listen: self.listen.or(file.listen),
             advertised_listener: self.advertised_listener.or(file.advertised_listener),
+            listeners: self.listeners.or(file.listeners),
+            advertised_listeners: self.advertised_listeners.or(file.advertised_listeners),
+            listener_security_protocol_map: self
+                .listener_security_protocol_map
+                .or(file.listener_security_protocol_map),
+            inter_broker_listener_name: self
+                .inter_broker_listener_name
+                .or(file.inter_broker_listener_name),
+            ssl_certificate_file: self.ssl_certificate_file.or(file.ssl_certificate_file),
+            ssl_key_file: self.ssl_key_file.or(file.ssl_key_file),
+            ssl_client_ca_file: self.ssl_client_ca_file.or(file.ssl_client_ca_file),
+            ssl_client_auth: self.ssl_client_auth.or(file.ssl_client_auth),
+            sasl_enabled_mechanisms: self
+                .sasl_enabled_mechanisms
+                .or(file.sasl_enabled_mechanisms),
+            sasl_plain_users_file: self.sasl_plain_users_file.or(file.sasl_plain_users_file),
+            sasl_failed_authentication_delay_ms: self
+                .sasl_failed_authentication_delay_ms
+                .or(file.sasl_failed_authentication_delay_ms),
+            connections_max_reauth_ms: self
+                .connections_max_reauth_ms
+                .or(file.connections_max_reauth_ms),
             admin_listen: self.admin_listen.or(file.admin_listen),
             node_id: self.node_id.or(file.node_id),
             controller_listen: self.controller_listen.or(file.controller_listen),

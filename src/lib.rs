@@ -15,6 +15,7 @@ pub mod log;
 pub mod metadata;
 pub mod partition;
 pub mod run;
+pub mod security;
 pub mod server;
 pub mod telemetry;
 pub mod writeback;

@@ -99,9 +99,37 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub node_id: i32,
+    /// Where other brokers reach it (its inter-broker listener).
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// What clients of each listener are told; empty for a broker
+    /// registered before listeners were named, which answers `host:port`
+    /// on every listener.
+    #[serde(default)]
+    pub listeners: Vec<Endpoint>,
+}
+
+/// The address a broker advertises on one of its listeners.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub listener: String,
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerInfo {
+    /// The address for clients of `listener`; `None` when the broker has
+    /// no listener of that name (Kafka leaves such brokers out).
+    pub fn endpoint(&self, listener: &str) -> Option<(String, i32)> {
+        if self.listeners.is_empty() {
+            return Some((self.host.clone(), self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|e| e.listener == listener)
+            .map(|e| (e.host.clone(), e.port))
+    }
 }
 
 /// One partition of a topic.

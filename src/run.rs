@@ -56,12 +56,116 @@ async fn wait_for_signal() {
     }
 }
 
+/// What clients of a listener bound at `bound` are told: the advertised
+/// address (port 0: the bound port), else the bound address (127.0.0.1
+/// for an unspecified one, with a warning).
+fn advertised_address(
+    advertised: Option<&(String, u16)>,
+    bound: std::net::SocketAddr,
+) -> (String, u16) {
+    match advertised {
+        Some((h, p)) => (h.clone(), if *p == 0 { bound.port() } else { *p }),
+        None => {
+            let ip = bound.ip();
+            let host = if ip.is_unspecified() {
+                tracing::warn!(%bound, "listening on an unspecified address; advertising 127.0.0.1 (set --advertised-listeners)");
+                "127.0.0.1".to_string()
+            } else {
+                ip.to_string()
+            };
+            (host, bound.port())
+        }
+    }
+}
+
+/// What can be reloaded: the TLS files and the SASL users.
+#[derive(Clone)]
+enum Reloadable {
+    Tls(Arc<crate::security::tls::Tls>),
+    Sasl(Arc<crate::security::sasl::Sasl>),
+}
+
+/// The listeners as connections see them, with the TLS files and SASL
+/// users loaded (an error names the file); the second value lists what
+/// SIGHUP reloads.
+fn load_security(
+    config: &BrokerConfig,
+) -> anyhow::Result<(Vec<Arc<crate::security::Listener>>, Vec<Reloadable>)> {
+    use crate::security::{sasl::Sasl, tls::Tls, Listener};
+    let s = &config.security;
+    let tls = s.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
+    let any_sasl = s.listeners.iter().any(|l| l.protocol.sasl());
+    let sasl = any_sasl
+        .then(|| Sasl::load(s.sasl.clone()))
+        .transpose()?
+        .map(Arc::new);
+    let listeners = s
+        .listeners
+        .iter()
+        .map(|l| {
+            Arc::new(Listener {
+                name: l.name.clone(),
+                protocol: l.protocol,
+                tls: if l.protocol.tls() { tls.clone() } else { None },
+                sasl: if l.protocol.sasl() {
+                    sasl.clone()
+                } else {
+                    None
+                },
+            })
+        })
+        .collect();
+    let reloadable = tls
+        .map(Reloadable::Tls)
+        .into_iter()
+        .chain(sasl.map(Reloadable::Sasl))
+        .collect();
+    Ok((listeners, reloadable))
+}
+
+/// Rereads the TLS files and the SASL users on each SIGHUP; what fails to
+/// load keeps the previous contents.
+async fn reload_on_sighup(what: Vec<Reloadable>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot handle SIGHUP; certificates and users are not reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        for r in &what {
+            let (name, result) = match r {
+                Reloadable::Tls(t) => ("TLS certificate and key", t.reload()),
+                Reloadable::Sasl(s) => ("SASL users", s.reload()),
+            };
+            match result {
+                Ok(()) => tracing::info!("{name} reloaded (SIGHUP)"),
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "cannot reload the {name}; the previous ones stay in force"
+                    )
+                }
+            }
+        }
+    }
+}
+
 /// Runs a broker until `shutdown` is cancelled.
 pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir. path={}", config.data_dir.display()))?;
-    let listener = server::bind_kafka(config.listen, config.tcp_congestion_control.as_deref())
-        .with_context(|| format!("cannot bind kafka listener. listen={}", config.listen))?;
+    let (security, reloadable) = load_security(&config)?;
+    let mut kafka_listeners = Vec::new();
+    for (spec, listener) in config.security.listeners.iter().zip(&security) {
+        let socket = server::bind_kafka(spec.addr, config.tcp_congestion_control.as_deref())
+            .with_context(|| {
+                format!(
+                    "cannot bind kafka listener. listeners={}://{}",
+                    spec.name, spec.addr
+                )
+            })?;
+        kafka_listeners.push((socket, listener.clone()));
+    }
     let admin_listener = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| {
@@ -70,11 +174,32 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
                 config.admin_listen
             )
         })?;
-    let kafka_addr = listener.local_addr().context("kafka listener address")?;
+    let kafka_addr = kafka_listeners[config.security.inter_broker]
+        .0
+        .local_addr()
+        .context("kafka listener address")?;
     let admin_addr = admin_listener
         .local_addr()
         .context("admin listener address")?;
     println!("kafka listener bound to {kafka_addr}");
+    let mut endpoints = Vec::new();
+    for ((socket, listener), spec) in kafka_listeners.iter().zip(&config.security.listeners) {
+        let bound = socket.local_addr().context("kafka listener address")?;
+        println!(
+            "listener {} ({}) bound to {bound}",
+            listener.name,
+            listener.protocol.name()
+        );
+        let (host, port) = advertised_address(spec.advertised.as_ref(), bound);
+        endpoints.push(crate::metadata::Endpoint {
+            listener: listener.name.clone(),
+            host,
+            port: i32::from(port),
+        });
+    }
+    if !reloadable.is_empty() {
+        tokio::spawn(reload_on_sighup(reloadable));
+    }
     println!("admin listener bound to {admin_addr}");
     tracing::info!(%kafka_addr, %admin_addr, data_dir = %config.data_dir.display(), "strata starting");
 
@@ -85,19 +210,8 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         shutdown.child_token(),
     ));
 
-    let advertised = match &config.advertised_listener {
-        Some((h, p)) => (h.clone(), if *p == 0 { kafka_addr.port() } else { *p }),
-        None => {
-            let ip = kafka_addr.ip();
-            let host = if ip.is_unspecified() {
-                tracing::warn!("listening on an unspecified address; advertising 127.0.0.1 (set --advertised-listener)");
-                "127.0.0.1".to_string()
-            } else {
-                ip.to_string()
-            };
-            (host, kafka_addr.port())
-        }
-    };
+    let inter_broker = &endpoints[config.security.inter_broker];
+    let advertised = (inter_broker.host.clone(), inter_broker.port);
 
     let quorum = match &config.controller {
         None => Quorum::Alone {
@@ -148,12 +262,13 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     let me = BrokerInfo {
         node_id: config.node_id,
         host: advertised.0.clone(),
-        port: advertised.1 as i32,
+        port: advertised.1,
         rack: None,
+        listeners: endpoints,
     };
     if metadata.view().brokers.get(&config.node_id) != Some(&me) {
         metadata
-            .propose(Command::RegisterBroker(me))
+            .propose(Command::RegisterBroker(me.clone()))
             .await
             .context("cannot register broker in metadata")?;
     }
@@ -168,7 +283,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         tracing::error!(tier_url = %tier.url(), error = %why, "tier is unusable; serving local data, uploads wait and tiered reads answer an error until it answers");
     }
 
-    let broker = Arc::new(Broker::new(config.clone(), metadata, tier, advertised));
+    let broker = Arc::new(Broker::new(config.clone(), metadata, tier, me));
     broker.fetchers.attach(&broker);
     broker.set_tier_down(first_probe.err());
     // Replicated partitions this broker led before it stopped get a new
@@ -268,7 +383,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     ));
     let server_task = tokio::spawn(server::run(
         broker.clone(),
-        listener,
+        kafka_listeners,
         shutdown.child_token(),
     ));
     broker.set_ready();

@@ -29,6 +29,14 @@
 //!
 //! Cancellation: on shutdown, connections stop reading; handlers in flight
 //! finish (bounded by their own timeouts) before the writer ends.
+//!
+//! Security: each listener has a security protocol (`security`). A TLS
+//! listener completes the handshake within `--request-body-timeout-ms`
+//! before reading requests; on TLS connections file ranges cannot go out
+//! with sendfile (the kernel would send them unencrypted), so they are read
+//! into one reused buffer per connection and written through the TLS
+//! stream. A SASL listener's connections read frames of at most
+//! [`crate::security::UNAUTHENTICATED_MAX_FRAME`] until they authenticate.
 
 pub mod admin;
 pub mod frame;
@@ -39,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +55,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::broker::Broker;
+use crate::security::{Listener, Session};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::LogLimiter;
 use crate::zerocopy::{self, Part};
@@ -191,10 +200,18 @@ static TOO_LARGE_LOG: LogLimiter = LogLimiter::new();
 static ACCEPT_LOG: LogLimiter = LogLimiter::new();
 /// Bodies that did not arrive in time, logged once a minute at most.
 static SLOW_BODY_LOG: LogLimiter = LogLimiter::new();
+/// TLS handshakes that failed, logged once a minute at most.
+static TLS_LOG: LogLimiter = LogLimiter::new();
 const CLIENT_LOG_EVERY_MS: u64 = 60_000;
 
-/// Accepts Kafka connections until `shutdown` is cancelled.
-pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) {
+/// Accepts Kafka connections on every listener until `shutdown` is
+/// cancelled. The connection caps and request-byte bounds are the
+/// broker's, shared by all listeners.
+pub async fn run(
+    broker: Arc<Broker>,
+    listeners: Vec<(TcpListener, Arc<Listener>)>,
+    shutdown: CancellationToken,
+) {
     let tracker = TaskTracker::new();
     let limits = RequestBytes::new(
         broker.config.queued_max_request_bytes,
@@ -205,10 +222,35 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancellat
         max: broker.config.max_connections,
         max_per_ip: broker.config.max_connections_per_ip,
     });
+    let accepts = listeners.into_iter().map(|(socket, listener)| {
+        accept_loop(
+            broker.clone(),
+            socket,
+            listener,
+            shutdown.clone(),
+            &tracker,
+            limits.clone(),
+            count.clone(),
+        )
+    });
+    futures::future::join_all(accepts).await;
+    tracker.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait()).await;
+}
+
+async fn accept_loop(
+    broker: Arc<Broker>,
+    socket: TcpListener,
+    listener: Arc<Listener>,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+    limits: RequestBytes,
+    count: Arc<ConnectionCount>,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
+            accepted = socket.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let counted = match count.admit(peer.ip()) {
                         Ok(c) => c,
@@ -225,10 +267,11 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancellat
                     let broker = broker.clone();
                     let shutdown = shutdown.clone();
                     let limits = limits.clone();
+                    let session = Session::new(listener.clone(), peer);
                     tracker.spawn(async move {
-                        tracing::debug!(%peer, "connection opened");
+                        tracing::debug!(%peer, listener = %session.listener.name, "connection opened");
                         broker.metrics.connections.inc();
-                        serve_connection(broker.clone(), stream, shutdown, limits).await;
+                        accepted_connection(broker.clone(), stream, session, shutdown, limits).await;
                         drop(counted);
                         broker.metrics.connections.dec();
                         tracing::debug!(%peer, "connection closed");
@@ -244,21 +287,105 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, shutdown: Cancellat
             }
         }
     }
-    tracker.close();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tracker.wait()).await;
 }
 
-async fn serve_connection(
+/// Serves an accepted connection: after its TLS handshake on a TLS
+/// listener, as it is on others.
+async fn accepted_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
+    session: Session,
     shutdown: CancellationToken,
     limits: RequestBytes,
 ) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let (reader, writer) = stream.into_split();
+    let Some(tls) = session.listener.tls.clone() else {
+        return serve_connection(broker, stream, session, shutdown, limits).await;
+    };
+    let limit = Duration::from_millis(broker.config.request_body_timeout_ms);
+    let handshake = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        h = tokio::time::timeout(limit, tls.acceptor().accept(stream)) => h,
+    };
+    let failure = match handshake {
+        Ok(Ok(stream)) => return serve_connection(broker, stream, session, shutdown, limits).await,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!(
+            "no handshake within {} ms (request-body-timeout-ms)",
+            limit.as_millis()
+        ),
+    };
+    broker.metrics.tls_handshake_failures.inc();
+    if let Some(more) = TLS_LOG.allow(CLIENT_LOG_EVERY_MS) {
+        tracing::warn!(peer = %session.peer, listener = %session.listener.name, error = %failure, suppressed = more, "TLS handshake failed; closing connection");
+    }
+}
+
+/// A client connection: plain TCP, or TLS over it.
+trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    type Reader: AsyncRead + Send + Unpin + 'static;
+    type Writer: RegionWriter;
+    fn split(self) -> (Self::Reader, Self::Writer);
+}
+
+impl Connection for TcpStream {
+    type Reader = tokio::net::tcp::OwnedReadHalf;
+    type Writer = tokio::net::tcp::OwnedWriteHalf;
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        self.into_split()
+    }
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+impl Connection for TlsStream {
+    type Reader = tokio::io::ReadHalf<TlsStream>;
+    type Writer = tokio::io::WriteHalf<TlsStream>;
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        tokio::io::split(self)
+    }
+}
+
+/// How the write half of a connection sends a file range of a response.
+trait RegionWriter: AsyncWrite + Send + Unpin + Sized + 'static {
+    /// Writes `region` after what `w` buffers; `scratch` is the
+    /// connection's reused buffer for writers that must copy.
+    fn write_region<'a>(
+        w: &'a mut BufWriter<Self>,
+        region: &'a zerocopy::FileRegion,
+        scratch: &'a mut Vec<u8>,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'a;
+}
+
+impl RegionWriter for tokio::net::tcp::OwnedWriteHalf {
+    async fn write_region(
+        w: &mut BufWriter<Self>,
+        region: &zerocopy::FileRegion,
+        _scratch: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        w.flush().await?;
+        zerocopy::send_file(w.get_ref().as_ref(), region).await
+    }
+}
+
+impl RegionWriter for tokio::io::WriteHalf<TlsStream> {
+    async fn write_region(
+        w: &mut BufWriter<Self>,
+        region: &zerocopy::FileRegion,
+        scratch: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        zerocopy::copy_file(w, region, scratch).await
+    }
+}
+
+async fn serve_connection<C: Connection>(
+    broker: Arc<Broker>,
+    stream: C,
+    mut session: Session,
+    shutdown: CancellationToken,
+    limits: RequestBytes,
+) {
+    let peer = session.peer;
+    let (reader, writer) = stream.split();
     // Pipelined requests come several to a read: one recv takes the length
     // prefixes and bodies of all that have arrived. A body bigger than the
     // buffer is read straight into its own.
@@ -274,13 +401,12 @@ async fn serve_connection(
         broker.metrics.clone(),
     ));
     let connection = Arc::new(Semaphore::new(limits.connection_max as usize));
-    let max = broker.config.socket_request_max_bytes;
     let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
     let body_timeout = Duration::from_millis(broker.config.request_body_timeout_ms);
     loop {
         let size = tokio::select! {
             _ = closed.cancelled() => break,
-            f = frame::read_len(&mut reader, max) => f,
+            f = frame::read_len(&mut reader, session.max_frame(broker.config.socket_request_max_bytes)) => f,
             _ = idle_for(idle, &connection, limits.connection_max) => {
                 tracing::debug!(%peer, idle_ms = idle.as_millis() as u64, "idle connection closed");
                 break;
@@ -292,7 +418,12 @@ async fn serve_connection(
             Ok(None) => break,
             Err(frame::FrameError::TooLarge { size, max }) => {
                 if let Some(more) = TOO_LARGE_LOG.allow(CLIENT_LOG_EVERY_MS) {
-                    tracing::warn!(%peer, size, max, suppressed = more, "request frame exceeds socket.request.max.bytes; closing connection");
+                    let limit = if session.authenticated() {
+                        "socket.request.max.bytes"
+                    } else {
+                        "the limit before SASL authentication"
+                    };
+                    tracing::warn!(%peer, size, max, suppressed = more, "request frame exceeds {limit}; closing connection");
                 }
                 break;
             }
@@ -330,7 +461,7 @@ async fn serve_connection(
         // when this returns; waiting for durability or data continues in
         // the returned future while the next request is read.
         let api_key = frame::api_key(&frame);
-        let pending = api::handle_frame(&broker, frame).await;
+        let pending = api::handle_frame(&broker, &mut session, frame).await;
         if tx.send((api_key, pending, held)).await.is_err() {
             break;
         }
@@ -411,14 +542,15 @@ async fn hold(
     }
 }
 
-async fn write_responses(
-    writer: tokio::net::tcp::OwnedWriteHalf,
+async fn write_responses<W: RegionWriter>(
+    writer: W,
     mut rx: mpsc::Receiver<(i16, api::Pending, Held)>,
     closed: CancellationToken,
     metrics: Arc<Metrics>,
 ) {
     let _close_on_exit = closed.drop_guard();
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    let mut scratch = Vec::new();
     loop {
         // Flush whenever the writer would wait (for the next request or for
         // the next response to be ready), so buffered responses never sit
@@ -446,28 +578,33 @@ async fn write_responses(
                 pending.await
             }
         };
-        let parts = match outcome {
-            api::Outcome::Reply(b) => vec![Part::Mem(b)],
-            api::Outcome::Spliced(parts) => parts,
+        let (parts, last) = match outcome {
+            api::Outcome::Reply(b) => (vec![Part::Mem(b)], false),
+            api::Outcome::ReplyThenClose(b) => (vec![Part::Mem(b)], true),
+            api::Outcome::Spliced(parts) => (parts, false),
             api::Outcome::NoReply => continue,
             api::Outcome::Close => break,
         };
-        if let Err(e) = write_frame(&mut writer, &parts).await {
+        if let Err(e) = write_frame(&mut writer, &parts, &mut scratch).await {
             tracing::debug!(error = %e, "response write failed; closing connection");
             break;
         }
         metrics.observe_request_total(api_key, held.arrived.elapsed().as_secs_f64());
         drop(held);
+        if last {
+            break;
+        }
     }
     let _ = writer.flush().await;
     let _ = writer.into_inner().shutdown().await;
 }
 
 /// Writes one response frame: the length, then the parts; file parts go
-/// with sendfile straight to the socket after flushing what is buffered.
-async fn write_frame(
-    writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+/// as the connection sends them (sendfile on plain TCP).
+async fn write_frame<W: RegionWriter>(
+    writer: &mut BufWriter<W>,
     parts: &[Part],
+    scratch: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     let total = zerocopy::parts_len(parts);
     let len = u32::try_from(total)
@@ -476,10 +613,7 @@ async fn write_frame(
     for part in parts {
         match part {
             Part::Mem(b) => writer.write_all(b).await?,
-            Part::File(region) => {
-                writer.flush().await?;
-                zerocopy::send_file(writer.get_ref().as_ref(), region).await?;
-            }
+            Part::File(region) => W::write_region(writer, region, scratch).await?,
         }
     }
     Ok(())

@@ -168,6 +168,46 @@ impl ByteBufMut for SpliceBuf {
     }
 }
 
+/// Largest read of [`copy_file`]: the buffer it reuses per connection.
+const COPY_CHUNK: usize = 128 * 1024;
+
+/// Writes `region` to `w` by reading it into `scratch` (grown once to at
+/// most [`COPY_CHUNK`] and reused), for connections that cannot take
+/// sendfile (TLS: the bytes must pass through the encryption). A file
+/// shorter than the range is an `UnexpectedEof` error.
+pub async fn copy_file<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    region: &FileRegion,
+    scratch: &mut Vec<u8>,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    use tokio::io::AsyncWriteExt;
+    let want = usize::try_from(region.len)
+        .unwrap_or(usize::MAX)
+        .min(COPY_CHUNK);
+    if scratch.len() < want {
+        scratch.resize(want, 0);
+    }
+    let mut offset = region.position;
+    let end = region.position + region.len;
+    while offset < end {
+        let n = usize::try_from(end - offset)
+            .unwrap_or(usize::MAX)
+            .min(scratch.len());
+        // Page-cache data, as sendfile would read it on this thread.
+        let read = region.file.read_at(&mut scratch[..n], offset)?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shorter than the range being sent",
+            ));
+        }
+        w.write_all(&scratch[..read]).await?;
+        offset += read as u64;
+    }
+    Ok(())
+}
+
 /// Sends `region` to `stream` with sendfile(2), waiting for the socket to
 /// become writable as needed. A file shorter than the range is an
 /// `UnexpectedEof` error; a file system without sendfile falls back to

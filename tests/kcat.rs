@@ -255,3 +255,106 @@ fn kcat_headers() {
     }
     broker.assert_no_error_logs();
 }
+
+#[test]
+fn kcat_over_sasl_ssl_and_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::Pki::create(dir.path());
+    let users = dir.path().join("users.toml");
+    std::fs::write(&users, "[users]\nalice = \"alice-secret\"\n").unwrap();
+    let broker = Broker::builder()
+        .args([
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0,SASL_SSL://127.0.0.1:0",
+            "--ssl-client-auth",
+            "required",
+            "--sasl-plain-users-file",
+            users.to_str().unwrap(),
+        ])
+        .args(pki.broker_args())
+        .start();
+    let ca = pki.ca.display().to_string();
+    let sasl_ssl = broker.listener("SASL_SSL");
+    let login = |password: &str| -> Vec<String> {
+        [
+            "-b",
+            &sasl_ssl,
+            "-m",
+            "30",
+            "-X",
+            "security.protocol=SASL_SSL",
+            "-X",
+            &format!("ssl.ca.location={ca}"),
+            "-X",
+            "sasl.mechanisms=PLAIN",
+            "-X",
+            "sasl.username=alice",
+            "-X",
+            &format!("sasl.password={password}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let with = |base: &[String], more: &[&str]| -> Vec<String> {
+        base.iter()
+            .cloned()
+            .chain(more.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let topic = common::topic_name("kcat-sasl-ssl");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let lines: Vec<String> = (0..300)
+        .map(|i| format!("key-{i}:secure value {i} {}", "xyz".repeat(i % 50)))
+        .collect();
+    let file = dir.path().join("in.txt");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let good = login("alice-secret");
+    let args = with(
+        &good,
+        &["-P", "-t", &topic, "-K:", "-l", file.to_str().unwrap()],
+    );
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    let args = with(
+        &good,
+        &["-C", "-t", &topic, "-o", "beginning", "-e", "-f", "%k:%s\n"],
+    );
+    let out = ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(out.lines().collect::<Vec<_>>(), lines);
+    // The SASL_SSL listener advertises itself.
+    let args = with(&good, &["-L"]);
+    let out = ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert!(out.contains(&format!("at {sasl_ssl}")), "{out}");
+
+    // A wrong password fails with an authentication error.
+    let bad = with(&login("wrong"), &["-L", "-m", "5"]);
+    let o = kcat(&bad.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert!(!o.status.success(), "kcat with a wrong password succeeded");
+    assert!(
+        o.stderr.contains("Authentication failed") || o.stderr.contains("SASL"),
+        "{}",
+        o.stderr
+    );
+
+    // The SSL listener requires a client certificate signed by the CA.
+    let ssl = broker.listener("SSL");
+    let base = [
+        "-b",
+        &ssl,
+        "-m",
+        "5",
+        "-X",
+        "security.protocol=SSL",
+        "-X",
+        &format!("ssl.ca.location={ca}"),
+        "-L",
+    ];
+    assert!(!kcat(&base, None).status.success(), "no client certificate");
+    let cert = format!("ssl.certificate.location={}", pki.client_cert.display());
+    let key = format!("ssl.key.location={}", pki.client_key.display());
+    let mut with_cert = base.to_vec();
+    with_cert.extend(["-X", &cert, "-X", &key]);
+    let out = ok(&with_cert, None);
+    assert!(out.contains(&format!("at {ssl}")), "{out}");
+    assert!(broker.logs().contains("TLS handshake failed"));
+}

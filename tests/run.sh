@@ -19,6 +19,13 @@ df -h . /tmp 2>/dev/null || true
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+# The test clients' librdkafka is built with OpenSSL (TLS and SASL tests).
+if ! pkg-config --exists openssl 2>/dev/null; then
+  step "installing libssl-dev and pkg-config"
+  $SUDO apt-get update -q </dev/null
+  $SUDO apt-get install -y -q libssl-dev pkg-config </dev/null
+fi
+
 # 1. Lints first: fail fast.
 step "cargo fmt --check"
 cargo fmt --all --check

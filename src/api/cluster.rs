@@ -23,6 +23,7 @@ pub fn describe_cluster(
     broker: &Broker,
     req: DescribeClusterRequest,
     version: i16,
+    listener: &str,
 ) -> DescribeClusterResponse {
     let view = broker.view();
     let mut resp = DescribeClusterResponse::default()
@@ -43,7 +44,7 @@ pub fn describe_cluster(
             return resp;
         }
     }
-    resp.brokers = broker_list(broker)
+    resp.brokers = broker_list(broker, listener)
         .into_iter()
         .map(|b| {
             DescribeClusterBroker::default()

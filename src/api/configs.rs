@@ -40,7 +40,9 @@ fn config_type(key: &str) -> i8 {
         | "message.timestamp.type"
         | "log.dirs"
         | "listeners"
-        | "advertised.listeners" => 2,
+        | "advertised.listeners"
+        | "inter.broker.listener.name"
+        | "listener.security.protocol.map" => 2,
         "index.interval.bytes"
         | "max.message.bytes"
         | "min.insync.replicas"
@@ -79,14 +81,31 @@ fn broker_configs(broker: &Broker) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert("node.id".into(), c.node_id.to_string());
     m.insert("log.dirs".into(), c.data_dir.display().to_string());
-    m.insert("listeners".into(), format!("PLAINTEXT://{}", c.listen));
+    let listeners: Vec<String> = c
+        .security
+        .listeners
+        .iter()
+        .map(|l| format!("{}://{}", l.name, l.addr))
+        .collect();
+    m.insert("listeners".into(), listeners.join(","));
+    let advertised: Vec<String> = broker
+        .me
+        .listeners
+        .iter()
+        .map(|e| format!("{}://{}:{}", e.listener, e.host, e.port))
+        .collect();
+    m.insert("advertised.listeners".into(), advertised.join(","));
     m.insert(
-        "advertised.listeners".into(),
-        format!(
-            "PLAINTEXT://{}:{}",
-            broker.advertised.0, broker.advertised.1
-        ),
+        "inter.broker.listener.name".into(),
+        c.security.inter_broker().name.clone(),
     );
+    let protocols: Vec<String> = c
+        .security
+        .listeners
+        .iter()
+        .map(|l| format!("{}:{}", l.name, l.protocol.name()))
+        .collect();
+    m.insert("listener.security.protocol.map".into(), protocols.join(","));
     m.insert(
         "auto.create.topics.enable".into(),
         c.auto_create_topics.to_string(),

@@ -90,6 +90,7 @@ pub async fn find_coordinator(
     broker: &Broker,
     req: FindCoordinatorRequest,
     version: i16,
+    listener: &str,
 ) -> FindCoordinatorResponse {
     let keys: Vec<String> = if version >= 4 {
         req.coordinator_keys.iter().map(|k| k.to_string()).collect()
@@ -115,8 +116,11 @@ pub async fn find_coordinator(
             ));
         }
         if req.key_type == 1 {
-            let (host, port) = broker.advertised.clone();
-            return Ok((broker.node_id(), host, i32::from(port)));
+            return broker
+                .me
+                .endpoint(listener)
+                .map(|(host, port)| (broker.node_id(), host, port))
+                .ok_or((Code::CoordinatorNotAvailable.code(), None));
         }
         if let Err(e) = &offsets_topic {
             return Err((Code::CoordinatorNotAvailable.code(), Some(e.to_string())));
@@ -131,7 +135,10 @@ pub async fn find_coordinator(
             {
                 Err((Code::CoordinatorLoadInProgress.code(), None))
             }
-            Some(b) => Ok((b.node_id, b.host, b.port)),
+            Some(b) => b
+                .endpoint(listener)
+                .map(|(host, port)| (b.node_id, host, port))
+                .ok_or((Code::CoordinatorNotAvailable.code(), None)),
             None => Err((Code::CoordinatorNotAvailable.code(), None)),
         }
     };

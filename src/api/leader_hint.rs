@@ -40,18 +40,21 @@ fn leader_of(
         .map_or((-1, -1), |p| (p.leader, p.leader_epoch))
 }
 
-/// The registered endpoints of `ids` (unknown ones left out).
+/// The registered endpoints of `ids` on `listener` (unknown ones left
+/// out).
 fn endpoints(
     view: &ClusterView,
     ids: BTreeSet<i32>,
+    listener: &str,
 ) -> Vec<(i32, StrBytes, i32, Option<StrBytes>)> {
     ids.into_iter()
         .filter_map(|id| {
             let b = view.brokers.get(&id)?;
+            let (host, port) = b.endpoint(listener)?;
             Some((
                 id,
-                StrBytes::from_string(b.host.clone()),
-                b.port,
+                StrBytes::from_string(host),
+                port,
                 b.rack.clone().map(StrBytes::from_string),
             ))
         })
@@ -60,7 +63,7 @@ fn endpoints(
 
 /// Fills the leader of each moved partition a Produce answer names (where
 /// the answer has none yet) and the endpoints of those leaders.
-pub fn produce(resp: &mut ProduceResponse, view: &ClusterView, version: i16) {
+pub fn produce(resp: &mut ProduceResponse, view: &ClusterView, version: i16, listener: &str) {
     if version < 10 {
         return;
     }
@@ -81,7 +84,7 @@ pub fn produce(resp: &mut ProduceResponse, view: &ClusterView, version: i16) {
             }
         }
     }
-    resp.node_endpoints = endpoints(view, named)
+    resp.node_endpoints = endpoints(view, named, listener)
         .into_iter()
         .map(|(id, host, port, rack)| {
             produce_response::NodeEndpoint::default()
@@ -94,7 +97,7 @@ pub fn produce(resp: &mut ProduceResponse, view: &ClusterView, version: i16) {
 }
 
 /// As [`produce`], for a Fetch answer.
-pub fn fetch(resp: &mut FetchResponse, view: &ClusterView, version: i16) {
+pub fn fetch(resp: &mut FetchResponse, view: &ClusterView, version: i16, listener: &str) {
     if version < 12 {
         return;
     }
@@ -117,7 +120,7 @@ pub fn fetch(resp: &mut FetchResponse, view: &ClusterView, version: i16) {
     if version < 16 {
         return;
     }
-    resp.node_endpoints = endpoints(view, named)
+    resp.node_endpoints = endpoints(view, named, listener)
         .into_iter()
         .map(|(id, host, port, rack)| {
             fetch_response::NodeEndpoint::default()

@@ -13,27 +13,27 @@ use super::error::Code;
 use crate::broker::Broker;
 use crate::metadata::TopicInfo;
 
-pub fn broker_list(broker: &Broker) -> Vec<MetadataResponseBroker> {
-    let (host, port) = &broker.advertised;
+/// The running brokers as clients of `listener` reach them: this one,
+/// and the others that are not fenced and have a listener of that name.
+pub fn broker_list(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroker> {
     let view = broker.view();
+    let me = &broker.me;
     let mut out: Vec<MetadataResponseBroker> = view
         .brokers
         .values()
-        .filter(|b| b.node_id != broker.node_id() && !view.fenced.contains(&b.node_id))
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.node_id))
-                .with_host(StrBytes::from_string(b.host.clone()))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        .filter(|b| b.node_id != me.node_id && !view.fenced.contains(&b.node_id))
+        .chain(std::iter::once(me))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
         })
         .collect();
-    out.push(
-        MetadataResponseBroker::default()
-            .with_node_id(BrokerId(broker.node_id()))
-            .with_host(StrBytes::from_string(host.clone()))
-            .with_port(*port as i32),
-    );
     out.sort_by_key(|b| b.node_id.0);
     out
 }
@@ -108,7 +108,12 @@ fn error_entry(name: Option<String>, id: Uuid, code: i16) -> MetadataResponseTop
         .with_topic_id(id)
 }
 
-pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    broker: &Broker,
+    req: MetadataRequest,
+    version: i16,
+    listener: &str,
+) -> MetadataResponse {
     let topic_ops = authorized(
         version >= 8 && req.include_topic_authorized_operations,
         TOPIC_AUTHORIZED_OPERATIONS,
@@ -177,7 +182,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Meta
     }
     let view = broker.view();
     MetadataResponse::default()
-        .with_brokers(broker_list(broker))
+        .with_brokers(broker_list(broker, listener))
         .with_cluster_id(if version >= 2 {
             Some(StrBytes::from_string(view.cluster_id.clone()))
         } else {

@@ -38,7 +38,9 @@ fn failed(index: i32, code: i16, msg: Option<String>) -> PartitionProduceRespons
 
 /// Appends now (in request order); an `acks=all` answer waits for the
 /// fsync in the returned continuation.
-pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handled {
+/// `listener`: the one the request came on (leader hints name its
+/// endpoints).
+pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16, listener: &str) -> Handled {
     let acks = req.acks;
     let view = broker.view();
     super::record_target(
@@ -225,10 +227,11 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
     }
     if pending.is_empty() {
         return Handled::Now(Some(ResponseKind::Produce(finish(
-            responses, version, &view,
+            responses, version, &view, listener,
         ))));
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let listener = listener.to_string();
     Handled::Later(Box::pin(async move {
         let waits = pending.iter().map(|(_, _, p, off)| {
             let p = p.clone();
@@ -271,7 +274,9 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Handl
             }
         }
         (
-            Some(ResponseKind::Produce(finish(responses, version, &view))),
+            Some(ResponseKind::Produce(finish(
+                responses, version, &view, &listener,
+            ))),
             Vec::new(),
         )
     }))
@@ -296,6 +301,7 @@ fn finish(
     mut responses: Vec<TopicProduceResponse>,
     version: i16,
     view: &crate::metadata::ClusterView,
+    listener: &str,
 ) -> ProduceResponse {
     if version < 8 {
         for t in &mut responses {
@@ -305,6 +311,6 @@ fn finish(
         }
     }
     let mut resp = ProduceResponse::default().with_responses(responses);
-    super::leader_hint::produce(&mut resp, view, version);
+    super::leader_hint::produce(&mut resp, view, version, listener);
     resp
 }

@@ -781,6 +781,7 @@ mod tests {
             host: "localhost".to_string(),
             port: 9092 + id,
             rack: None,
+            listeners: Vec::new(),
         }
     }
 

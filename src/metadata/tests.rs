@@ -21,6 +21,7 @@ fn broker(id: i32) -> Command {
         host: "localhost".to_string(),
         port: 9092,
         rack: None,
+        listeners: Vec::new(),
     })
 }
 

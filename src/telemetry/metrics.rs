@@ -67,6 +67,9 @@ pub struct Metrics {
     pub records_out: Family<TopicLabels, Counter>,
     pub connections: Gauge,
     pub connections_refused: Counter,
+    pub tls_handshake_failures: Counter,
+    pub sasl_authentications: Counter,
+    pub sasl_authentication_failures: Counter,
     pub request_body_timeouts: Counter,
     pub request_bytes_in_flight: Gauge,
     pub fetch_zero_copy_bytes: Counter,
@@ -120,6 +123,9 @@ impl Metrics {
             records_out: Family::default(),
             connections: Gauge::default(),
             connections_refused: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            sasl_authentications: Counter::default(),
+            sasl_authentication_failures: Counter::default(),
             request_body_timeouts: Counter::default(),
             request_bytes_in_flight: Gauge::default(),
             fetch_zero_copy_bytes: Counter::default(),
@@ -302,6 +308,21 @@ impl Metrics {
             "strata_connections_refused",
             "Kafka connections closed on accept by max-connections or max-connections-per-ip",
             m.connections_refused.clone(),
+        );
+        registry.register(
+            "strata_tls_handshake_failures",
+            "TLS connections closed because their handshake failed or did not finish in time",
+            m.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "strata_sasl_authentications",
+            "Successful SASL authentications (re-authentications included)",
+            m.sasl_authentications.clone(),
+        );
+        registry.register(
+            "strata_sasl_authentication_failures",
+            "Failed SASL authentications; each closes its connection",
+            m.sasl_authentication_failures.clone(),
         );
         registry.register(
             "strata_request_body_timeouts",

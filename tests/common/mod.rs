@@ -15,6 +15,7 @@ pub mod clients;
 pub mod groups;
 pub mod lazyfs;
 pub mod netns;
+pub mod pki;
 pub mod raw;
 pub mod s3;
 pub mod segments;
@@ -169,6 +170,7 @@ impl BrokerBuilder {
             data_dir,
             opts: self,
             kafka_addr: String::new(),
+            listeners: Vec::new(),
             admin_addr: String::new(),
             runs: 0,
             stdout_thread: None,
@@ -192,6 +194,8 @@ pub struct Broker {
     opts: BrokerBuilder,
     kafka_addr: String,
     admin_addr: String,
+    /// Every Kafka listener by name, as bound (`--listeners`).
+    listeners: Vec<(String, String)>,
     runs: usize,
     stdout_thread: Option<thread::JoinHandle<()>>,
 }
@@ -209,6 +213,15 @@ impl Broker {
     /// `127.0.0.1:PORT` of the Kafka listener.
     pub fn bootstrap(&self) -> String {
         self.kafka_addr.clone()
+    }
+
+    /// The bound address of the Kafka listener called `name`.
+    pub fn listener(&self, name: &str) -> String {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| panic!("no listener {name}: {:?}", self.listeners))
     }
 
     /// `127.0.0.1:PORT` of the admin HTTP listener.
@@ -301,9 +314,15 @@ impl Broker {
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(if self.opts.args.iter().any(|a| a == "--listeners") {
+                vec![]
+            } else {
+                vec![
+                    "--listen",
+                    self.opts.listen.as_deref().unwrap_or("127.0.0.1:0"),
+                ]
+            })
             .args([
-                "--listen",
-                self.opts.listen.as_deref().unwrap_or("127.0.0.1:0"),
                 "--admin-listen",
                 self.opts.admin_listen.as_deref().unwrap_or("127.0.0.1:0"),
             ])
@@ -351,6 +370,7 @@ impl Broker {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut kafka = None;
         let mut admin = None;
+        self.listeners.clear();
         while kafka.is_none() || admin.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -364,6 +384,13 @@ impl Broker {
                     }
                     if let Some(a) = addr_after(&line, "admin listener bound to ") {
                         admin = Some(a);
+                    }
+                    if let Some(rest) = line.strip_prefix("listener ") {
+                        if let (Some(name), Some(a)) =
+                            (rest.split(' ').next(), addr_after(&line, " bound to "))
+                        {
+                            self.listeners.push((name.to_string(), a));
+                        }
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {

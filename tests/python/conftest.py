@@ -21,6 +21,7 @@ START_TIMEOUT = 60
 STOP_TIMEOUT = 20
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 BOUND = re.compile(r"(kafka|admin) listener bound to (\S+)")
+LISTENER = re.compile(r"^listener (\S+) \(\S+\) bound to (\S+)")
 
 
 def strata_bin():
@@ -41,6 +42,8 @@ class Broker:
         self.proc = None
         self.bootstrap = None
         self.admin = None
+        # Every Kafka listener by name, as bound.
+        self.listeners = {}
         self.stdout_log = self.workdir / "stdout.log"
         self.stderr_log = self.workdir / "stderr.log"
 
@@ -51,7 +54,7 @@ class Broker:
         cmd = [
             strata_bin(), "serve",
             "--data-dir", str(self.data_dir),
-            "--listen", self.listen,
+            *([] if "--listeners" in self.extra_args else ["--listen", self.listen]),
             "--admin-listen", "127.0.0.1:0",
             *self.extra_args,
         ]
@@ -68,7 +71,11 @@ class Broker:
                 for raw in iter(stream.readline, b""):
                     log.write(raw)
                     log.flush()
-                    m = BOUND.search(ANSI.sub("", raw.decode("utf-8", "replace")))
+                    line = ANSI.sub("", raw.decode("utf-8", "replace"))
+                    listener = LISTENER.match(line)
+                    if listener:
+                        self.listeners[listener.group(1)] = listener.group(2)
+                    m = BOUND.search(line)
                     if m and m.group(1) not in found:
                         found[m.group(1)] = m.group(2)
                         if len(found) == 2:

@@ -1,0 +1,116 @@
+//! SaslHandshake and SaslAuthenticate (KIP-43, KIP-152): the client names
+//! a mechanism, then sends its tokens in SaslAuthenticate requests. A
+//! success sets the session's principal (and, with
+//! `--connections-max-reauth-ms`, when the session ends); a failure is
+//! answered after the configured delay and closes the connection. A
+//! client may authenticate again on the same connection (KIP-368), as the
+//! same principal only.
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::error::Code;
+use crate::broker::Broker;
+use crate::config::listeners::Mechanism;
+use crate::security::Session;
+use crate::telemetry::LogLimiter;
+
+/// Failed authentications, logged once per 10 s at most.
+static FAILED_LOG: LogLimiter = LogLimiter::new();
+
+pub fn handshake(session: &mut Session, r: SaslHandshakeRequest) -> SaslHandshakeResponse {
+    let Some(sasl) = &session.listener.sasl else {
+        return SaslHandshakeResponse::default().with_error_code(Code::IllegalSaslState.code());
+    };
+    let offered = sasl
+        .settings
+        .mechanisms
+        .iter()
+        .map(|m| StrBytes::from_static_str(m.name()))
+        .collect();
+    let resp = SaslHandshakeResponse::default().with_mechanisms(offered);
+    match sasl.mechanism(r.mechanism.as_str()) {
+        Some(m) => {
+            session.mechanism = Some(m);
+            resp
+        }
+        None => resp.with_error_code(Code::UnsupportedSaslMechanism.code()),
+    }
+}
+
+/// The response, and whether the connection stays open.
+pub async fn authenticate(
+    broker: &Broker,
+    session: &mut Session,
+    r: SaslAuthenticateRequest,
+) -> (SaslAuthenticateResponse, bool) {
+    let illegal = |m: &'static str| {
+        (
+            SaslAuthenticateResponse::default()
+                .with_error_code(Code::IllegalSaslState.code())
+                .with_error_message(Some(StrBytes::from_static_str(m))),
+            false,
+        )
+    };
+    let Some(sasl) = session.listener.sasl.clone() else {
+        return illegal("SaslAuthenticate on a listener without SASL");
+    };
+    let Some(mechanism) = session.mechanism.take() else {
+        return illegal("SaslAuthenticate before SaslHandshake");
+    };
+    let outcome = match mechanism {
+        Mechanism::Plain => sasl.authenticate_plain(&r.auth_bytes).and_then(|user| {
+            let principal = format!("User:{user}");
+            match &session.principal {
+                Some(p) if *p != principal => Err(crate::security::sasl::Refused(
+                    "Authentication failed: re-authentication must use the same principal".into(),
+                )),
+                _ => Ok(principal),
+            }
+        }),
+    };
+    match outcome {
+        Ok(principal) => {
+            broker.metrics.sasl_authentications.inc();
+            tracing::debug!(peer = %session.peer, %principal, mechanism = mechanism.name(), "authenticated");
+            session.principal = Some(principal);
+            let lifetime = sasl.settings.max_reauth_ms;
+            session.expires =
+                (lifetime > 0).then(|| Instant::now() + Duration::from_millis(lifetime));
+            (
+                SaslAuthenticateResponse::default()
+                    .with_session_lifetime_ms(i64::try_from(lifetime).unwrap_or(i64::MAX)),
+                true,
+            )
+        }
+        Err(refused) => {
+            broker.metrics.sasl_authentication_failures.inc();
+            if let Some(suppressed) = FAILED_LOG.allow(10_000) {
+                tracing::warn!(
+                    peer = %session.peer,
+                    listener = %session.listener.name,
+                    mechanism = mechanism.name(),
+                    reason = %refused.0,
+                    suppressed,
+                    "SASL authentication failed; closing connection"
+                );
+            }
+            // Slows down password guessing on this connection; others are
+            // served meanwhile.
+            tokio::time::sleep(Duration::from_millis(
+                sasl.settings.failed_authentication_delay_ms,
+            ))
+            .await;
+            (
+                SaslAuthenticateResponse::default()
+                    .with_error_code(Code::SaslAuthenticationFailed.code())
+                    .with_error_message(Some(StrBytes::from_string(refused.0))),
+                false,
+            )
+        }
+    }
+}

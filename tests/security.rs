@@ -1,0 +1,465 @@
+//! Listener security against the real broker: TLS (with and without client
+//! certificates), SASL/PLAIN over plaintext and TLS, refusals (wrong
+//! passwords, untrusted and expired certificates, plaintext clients on TLS
+//! listeners, requests before authentication), session lifetimes and the
+//! SIGHUP reload. Clients are rdkafka (librdkafka with OpenSSL) and raw
+//! Kafka frames.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+use common::clients::{self, TestRecord};
+use common::pki::Pki;
+use common::raw::RawConn;
+use common::Broker;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const LISTENERS: &str =
+    "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0";
+
+fn users_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+    let path = dir.join("users.toml");
+    let mut text = String::from("[users]\n");
+    for (u, p) in users {
+        text.push_str(&format!("{u} = \"{p}\"\n"));
+    }
+    std::fs::write(&path, text).expect("write users");
+    path
+}
+
+/// A broker with all four kinds of listener; clients may present a
+/// certificate (`--ssl-client-auth requested`) unless `auth` says otherwise.
+fn secure_broker(dir: &Path, auth: &str, extra: &[&str]) -> (Broker, Pki) {
+    let pki = Pki::create(dir);
+    let users = users_file(dir, &[("alice", "alice-secret"), ("bob", "bob-secret")]);
+    let broker = Broker::builder()
+        .args(["--listeners", LISTENERS, "--ssl-client-auth", auth])
+        .args(pki.broker_args())
+        .arg("--sasl-plain-users-file")
+        .arg(users.display().to_string())
+        .args(extra.iter().copied())
+        .start();
+    (broker, pki)
+}
+
+/// Client settings for a listener's protocol.
+fn settings(protocol: &str, pki: &Pki, user: Option<(&str, &str)>) -> Vec<(String, String)> {
+    let mut s = vec![("security.protocol".to_string(), protocol.to_string())];
+    if protocol.ends_with("SSL") {
+        s.push(("ssl.ca.location".into(), pki.ca.display().to_string()));
+    }
+    if let Some((u, p)) = user {
+        s.push(("sasl.mechanism".into(), "PLAIN".into()));
+        s.push(("sasl.username".into(), u.into()));
+        s.push(("sasl.password".into(), p.into()));
+    }
+    s
+}
+
+fn refs(s: &[(String, String)]) -> Vec<(&str, &str)> {
+    s.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// A metadata-only client; `Err` carries what librdkafka reported.
+fn metadata_with(
+    bootstrap: &str,
+    s: &[(String, String)],
+) -> Result<Vec<(i32, String, i32)>, String> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4");
+    for (k, v) in s {
+        c.set(k, v);
+    }
+    let consumer: BaseConsumer = c.create().map_err(|e| e.to_string())?;
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    Ok(md
+        .brokers()
+        .iter()
+        .map(|b| (b.id(), b.host().to_string(), b.port()))
+        .collect())
+}
+
+/// Produces `n` records of 4 KiB over the listener and reads them back.
+fn round_trip(bootstrap: &str, s: &[(String, String)], topic: &str, n: usize) {
+    let records: Vec<TestRecord> = (0..n)
+        .map(|i| TestRecord::keyed(format!("k{i}"), vec![b'a' + (i % 26) as u8; 4096]))
+        .collect();
+    let producer = clients::producer(bootstrap, &refs(s));
+    let at = clients::produce_all(&producer, topic, &records);
+    let (first, last) = (at[0].1, at[n - 1].1);
+    let consumer = clients::consumer(bootstrap, &refs(s));
+    let got = clients::consume_ranges_with(&consumer, topic, &[(0, first, last + 1)], TIMEOUT);
+    assert_eq!(got.len(), n, "read back over {bootstrap}");
+    for (want, got) in records.iter().zip(&got) {
+        want.matches(got).expect("same record");
+    }
+}
+
+#[test]
+fn every_listener_serves_clients_with_its_security_and_advertises_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, pki) = secure_broker(dir.path(), "requested", &[]);
+    let topic = common::topic_name("secure");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let alice = Some(("alice", "alice-secret"));
+    for (listener, user) in [
+        ("SSL", None),
+        ("SASL_PLAINTEXT", alice),
+        ("SASL_SSL", alice),
+    ] {
+        let addr = broker.listener(listener);
+        let s = settings(listener, &pki, user);
+        // Each listener's clients are told that listener's address.
+        let brokers = metadata_with(&addr, &s).unwrap_or_else(|e| panic!("{listener}: {e}"));
+        let port: i32 = addr
+            .rsplit_once(':')
+            .expect("port")
+            .1
+            .parse()
+            .expect("port");
+        assert_eq!(brokers, [(1, "127.0.0.1".to_string(), port)], "{listener}");
+        // 400 KiB: fetches over TLS copy the file data in several chunks.
+        round_trip(&addr, &s, &topic, 100);
+    }
+    // A client certificate is accepted when offered (requested, not required).
+    let mut s = settings("SSL", &pki, None);
+    s.push((
+        "ssl.certificate.location".into(),
+        pki.client_cert.display().to_string(),
+    ));
+    s.push((
+        "ssl.key.location".into(),
+        pki.client_key.display().to_string(),
+    ));
+    round_trip(&broker.listener("SSL"), &s, &topic, 5);
+    let m = broker.metrics();
+    assert!(m["strata_sasl_authentications_total"] >= 2.0, "{m:?}");
+    assert_eq!(m["strata_sasl_authentication_failures_total"], 0.0);
+    assert_eq!(m["strata_tls_handshake_failures_total"], 0.0);
+}
+
+#[test]
+fn wrong_passwords_are_refused_and_logged_while_others_are_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, pki) = secure_broker(dir.path(), "none", &[]);
+    for listener in ["SASL_PLAINTEXT", "SASL_SSL"] {
+        let addr = broker.listener(listener);
+        for (user, pass) in [
+            ("alice", "wrong"),
+            ("mallory", "alice-secret"),
+            ("alice", ""),
+        ] {
+            let e = metadata_with(&addr, &settings(listener, &pki, Some((user, pass))))
+                .expect_err("refused");
+            assert!(!e.is_empty());
+        }
+        // No credentials at all: the client cannot get past the handshake.
+        metadata_with(&addr, &settings(listener, &pki, None)).expect_err("no SASL");
+    }
+    let logs = broker.logs();
+    assert!(logs.contains("SASL authentication failed"), "{logs}");
+    assert!(broker.metrics()["strata_sasl_authentication_failures_total"] >= 2.0);
+    // The broker goes on serving good clients on every listener.
+    let topic = common::topic_name("after-refusals");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    round_trip(
+        &broker.listener("SASL_SSL"),
+        &settings("SASL_SSL", &pki, Some(("bob", "bob-secret"))),
+        &topic,
+        3,
+    );
+}
+
+#[test]
+fn a_plaintext_client_on_a_tls_listener_is_refused_and_the_listener_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, pki) = secure_broker(dir.path(), "none", &[]);
+    let mut raw = RawConn::connect(&broker.listener("SSL"));
+    raw.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let sent = raw.wait_closed(TIMEOUT).expect("closed");
+    assert!(
+        !sent.starts_with(&[0, 0]),
+        "no Kafka response on a TLS listener: {sent:?}"
+    );
+    // A TLS client that does not trust the broker's CA gives up itself.
+    let mut untrusting = settings("SSL", &pki, None);
+    untrusting[1].1 = pki.other_ca.display().to_string();
+    metadata_with(&broker.listener("SSL"), &untrusting).expect_err("untrusted broker");
+    // librdkafka on a plaintext client to TLS and SASL_SSL listeners.
+    metadata_with(
+        &broker.listener("SASL_SSL"),
+        &settings("SASL_PLAINTEXT", &pki, Some(("alice", "alice-secret"))),
+    )
+    .expect_err("plaintext SASL on TLS");
+    let logs = broker.logs();
+    assert!(logs.contains("TLS handshake failed"), "{logs}");
+    assert!(broker.metrics()["strata_tls_handshake_failures_total"] >= 2.0);
+    let topic = common::topic_name("tls-after");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    round_trip(
+        &broker.listener("SSL"),
+        &settings("SSL", &pki, None),
+        &topic,
+        3,
+    );
+}
+
+#[test]
+fn required_client_certificates_refuse_missing_expired_and_foreign_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, pki) = secure_broker(dir.path(), "required", &[]);
+    let addr = broker.listener("SSL");
+    let with_cert = |cert: &Path, key: &Path| {
+        let mut s = settings("SSL", &pki, None);
+        s.push((
+            "ssl.certificate.location".into(),
+            cert.display().to_string(),
+        ));
+        s.push(("ssl.key.location".into(), key.display().to_string()));
+        s
+    };
+    metadata_with(&addr, &settings("SSL", &pki, None)).expect_err("no client certificate");
+    metadata_with(
+        &addr,
+        &with_cert(&pki.expired_client_cert, &pki.expired_client_key),
+    )
+    .expect_err("expired client certificate");
+    metadata_with(&addr, &with_cert(&pki.stranger_cert, &pki.stranger_key))
+        .expect_err("client certificate from another CA");
+    let logs = broker.logs();
+    assert!(logs.contains("TLS handshake failed"), "{logs}");
+    assert!(broker.metrics()["strata_tls_handshake_failures_total"] >= 3.0);
+    let topic = common::topic_name("mtls");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    round_trip(
+        &addr,
+        &with_cert(&pki.client_cert, &pki.client_key),
+        &topic,
+        10,
+    );
+}
+
+/// SaslHandshake then SaslAuthenticate (PLAIN) on a raw connection.
+fn raw_login(raw: &mut RawConn, user: &str, pass: &str) -> SaslAuthenticateResponse {
+    let hs: SaslHandshakeResponse = raw.roundtrip(
+        ApiKey::SaslHandshake,
+        1,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+    );
+    assert_eq!(hs.error_code, 0);
+    assert_eq!(hs.mechanisms, [StrBytes::from_static_str("PLAIN")]);
+    raw.roundtrip(
+        ApiKey::SaslAuthenticate,
+        2,
+        &SaslAuthenticateRequest::default()
+            .with_auth_bytes(format!("\0{user}\0{pass}").into_bytes().into()),
+    )
+}
+
+#[test]
+fn before_authentication_only_the_handshake_is_served_and_frames_are_small() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, _pki) =
+        secure_broker(dir.path(), "none", &["--connections-max-reauth-ms", "1500"]);
+    let addr = broker.listener("SASL_PLAINTEXT");
+
+    // ApiVersions is served before authentication, Metadata closes.
+    let mut raw = RawConn::connect(&addr);
+    let versions: ApiVersionsResponse =
+        raw.roundtrip(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert!(versions
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::SaslAuthenticate as i16));
+    raw.send(ApiKey::Metadata, 12, &MetadataRequest::default());
+    raw.wait_closed(TIMEOUT)
+        .expect("closed before authentication");
+
+    // A big frame before authentication closes the connection unread.
+    let mut raw = RawConn::connect(&addr);
+    raw.write_raw(&(1i32 << 20).to_be_bytes())
+        .expect("write length");
+    raw.wait_closed(TIMEOUT).expect("closed on a 1 MiB frame");
+
+    // SaslAuthenticate without a handshake: ILLEGAL_SASL_STATE, closed.
+    let mut raw = RawConn::connect(&addr);
+    let r: SaslAuthenticateResponse = raw.roundtrip(
+        ApiKey::SaslAuthenticate,
+        2,
+        &SaslAuthenticateRequest::default()
+            .with_auth_bytes(b"\0alice\0alice-secret".to_vec().into()),
+    );
+    assert_eq!(r.error_code, 34, "ILLEGAL_SASL_STATE");
+    raw.wait_closed(TIMEOUT).expect("closed");
+
+    // A wrong password: SASL_AUTHENTICATION_FAILED with a message, closed.
+    let mut raw = RawConn::connect(&addr);
+    let r = raw_login(&mut raw, "alice", "nope");
+    assert_eq!(r.error_code, 58, "SASL_AUTHENTICATION_FAILED");
+    assert!(r
+        .error_message
+        .expect("message")
+        .contains("Invalid username or password"));
+    raw.wait_closed(TIMEOUT)
+        .expect("closed after a failed login");
+
+    // A session lasts --connections-max-reauth-ms: served until then,
+    // closed at the first request after it; authenticating again (as the
+    // same user only) extends it.
+    let mut raw = RawConn::connect(&addr);
+    let r = raw_login(&mut raw, "alice", "alice-secret");
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.session_lifetime_ms, 1500);
+    let _: kafka_protocol::messages::MetadataResponse =
+        raw.roundtrip(ApiKey::Metadata, 12, &MetadataRequest::default());
+    let r = raw_login(&mut raw, "bob", "bob-secret");
+    assert_eq!(r.error_code, 58, "re-authentication as someone else");
+    raw.wait_closed(TIMEOUT).expect("closed");
+    let mut raw = RawConn::connect(&addr);
+    assert_eq!(raw_login(&mut raw, "alice", "alice-secret").error_code, 0);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(raw_login(&mut raw, "alice", "alice-secret").error_code, 0);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(started.elapsed() > Duration::from_millis(1500));
+    let _: kafka_protocol::messages::MetadataResponse =
+        raw.roundtrip(ApiKey::Metadata, 12, &MetadataRequest::default());
+    std::thread::sleep(Duration::from_millis(1600));
+    raw.send(ApiKey::Metadata, 12, &MetadataRequest::default());
+    raw.wait_closed(TIMEOUT)
+        .expect("closed after the session ended");
+
+    // SaslHandshake on a listener without SASL: ILLEGAL_SASL_STATE.
+    let mut raw = RawConn::connect(&broker.bootstrap());
+    let hs: SaslHandshakeResponse = raw.roundtrip(
+        ApiKey::SaslHandshake,
+        1,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+    );
+    assert_eq!(hs.error_code, 34);
+
+    let logs = broker.logs();
+    assert!(
+        logs.contains("request before SASL authentication"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("SASL session ended without re-authentication"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn sighup_reloads_users_and_keeps_them_when_the_file_breaks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut broker, pki) = secure_broker(dir.path(), "none", &[]);
+    let addr = broker.listener("SASL_SSL");
+    let carol = settings("SASL_SSL", &pki, Some(("carol", "carol-secret")));
+    metadata_with(&addr, &carol).expect_err("carol is not a user yet");
+    users_file(
+        dir.path(),
+        &[("alice", "alice-secret"), ("carol", "carol-secret")],
+    );
+    broker.signal("HUP");
+    let deadline = Instant::now() + TIMEOUT;
+    while metadata_with(&addr, &carol).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "carol never accepted after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    metadata_with(
+        &addr,
+        &settings("SASL_SSL", &pki, Some(("bob", "bob-secret"))),
+    )
+    .expect_err("bob was removed");
+    // A broken file: an error naming it, and carol still gets in.
+    broker.expect_error("cannot reload the SASL users");
+    std::fs::write(dir.path().join("users.toml"), "not toml [").expect("write");
+    broker.signal("HUP");
+    let deadline = Instant::now() + TIMEOUT;
+    while !broker.logs().contains("cannot reload the SASL users") {
+        assert!(Instant::now() < deadline, "no reload error logged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(broker.logs().contains("sasl-plain-users-file="));
+    metadata_with(&addr, &carol).expect("carol still a user");
+}
+
+#[test]
+fn invalid_security_settings_stop_the_broker_with_a_message_naming_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::create(dir.path());
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--listeners".into(),
+                "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0".into(),
+            ],
+            "ssl-certificate-file",
+        ),
+        (
+            vec![
+                "--listeners".into(),
+                "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0".into(),
+                "--ssl-certificate-file".into(),
+                pki.server_cert.display().to_string(),
+                "--ssl-key-file".into(),
+                pki.client_key.display().to_string(),
+            ],
+            "does not match",
+        ),
+        (
+            vec![
+                "--listeners".into(),
+                "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0".into(),
+                "--ssl-certificate-file".into(),
+                dir.path().join("missing.pem").display().to_string(),
+                "--ssl-key-file".into(),
+                pki.server_key.display().to_string(),
+            ],
+            "ssl-certificate-file=",
+        ),
+        (
+            vec![
+                "--listeners".into(),
+                "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0".into(),
+                "--sasl-plain-users-file".into(),
+                dir.path().join("missing.toml").display().to_string(),
+            ],
+            "sasl-plain-users-file=",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = std::process::Command::new(common::strata_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(&args)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run strata");
+        assert!(!out.status.success(), "{args:?} started");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains(want), "{args:?}: {text}");
+    }
+}
