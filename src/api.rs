@@ -27,6 +27,7 @@ pub mod producer_id;
 mod reassign;
 pub mod replica_fetch;
 pub mod sasl;
+pub mod users;
 pub mod versions;
 
 use std::sync::Arc;
@@ -350,6 +351,12 @@ fn error_codes(r: &ResponseKind) -> Vec<i16> {
         ResponseKind::ApiVersions(r) => vec![r.error_code],
         ResponseKind::SaslHandshake(r) => vec![r.error_code],
         ResponseKind::SaslAuthenticate(r) => vec![r.error_code],
+        ResponseKind::DescribeUserScramCredentials(r) => std::iter::once(r.error_code)
+            .chain(r.results.iter().map(|u| u.error_code))
+            .collect(),
+        ResponseKind::AlterUserScramCredentials(r) => {
+            r.results.iter().map(|u| u.error_code).collect()
+        }
         ResponseKind::DescribeCluster(r) => vec![r.error_code],
         ResponseKind::DescribeQuorum(r) => r
             .topics
@@ -492,6 +499,12 @@ async fn dispatch(
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(group_offsets::offset_delete(broker, r, v).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(users::describe(broker, r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(users::alter(broker, r).await)
         }
         other => {
             // versions::supported() keeps us from getting here; Produce and

@@ -1,4 +1,5 @@
-//! The `strata` client subcommands: `topic`, `group`, `produce`, `consume`.
+//! The `strata` client subcommands: `topic`, `group`, `produce`, `consume`,
+//! `tier`, `cluster`, `user`.
 //!
 //! Overview: each subcommand connects with [`crate::client::Client`] (never
 //! broker internals), prints a human table by default or JSON with
@@ -19,6 +20,7 @@ mod produce;
 mod tier;
 mod tier_cost;
 mod topic;
+mod user;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -51,6 +53,8 @@ pub enum Command {
     Tier(tier::TierArgs),
     /// Brokers and the metadata quorum
     Cluster(cluster::ClusterArgs),
+    /// Users with SASL/SCRAM credentials: create, delete, list
+    User(user::UserArgs),
 }
 
 /// How results are printed.
@@ -162,6 +166,7 @@ pub fn run(cmd: Command) -> ExitCode {
             Command::Consume(a) => consume::run(a).await,
             Command::Tier(a) => tier::run(a).await,
             Command::Cluster(a) => cluster::run(a).await,
+            Command::User(a) => user::run(a).await,
         }
     });
     match result {

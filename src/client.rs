@@ -36,7 +36,8 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 pub use admin::{
-    AlterOp, ConfigEntry, ConfigResource, CreatedTopic, NewTopic, OngoingReassignment, Reassignment,
+    AlterOp, ConfigEntry, ConfigResource, CreatedTopic, NewTopic, OngoingReassignment,
+    Reassignment, ScramUpsert,
 };
 pub use conn::Connection;
 pub use data::{

@@ -95,7 +95,7 @@ pub struct ServeArgs {
     /// Client certificates on TLS listeners: none, requested or required (ssl.client.auth) [default: none]
     #[arg(long, env = "STRATA_SSL_CLIENT_AUTH")]
     pub ssl_client_auth: Option<String>,
-    /// SASL mechanisms offered on SASL listeners (sasl.enabled.mechanisms); Strata offers PLAIN [default: PLAIN]
+    /// SASL mechanisms offered on SASL listeners (sasl.enabled.mechanisms): PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 [default: PLAIN]
     #[arg(long, env = "STRATA_SASL_ENABLED_MECHANISMS")]
     pub sasl_enabled_mechanisms: Option<String>,
     /// TOML file of the PLAIN users: a [users] table of name = "password"; reread on SIGHUP

@@ -209,6 +209,56 @@ pub struct ClusterView {
     /// start again.
     #[serde(default)]
     pub shut_down: std::collections::BTreeSet<i32>,
+    /// SCRAM credentials by user name and mechanism (salted; never the
+    /// password).
+    #[serde(default)]
+    pub scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+}
+
+/// A SCRAM mechanism, with Kafka's code in the SCRAM admin APIs.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ScramMechanism {
+    Sha256,
+    Sha512,
+}
+
+impl ScramMechanism {
+    pub const ALL: [ScramMechanism; 2] = [ScramMechanism::Sha256, ScramMechanism::Sha512];
+
+    /// The SASL mechanism name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScramMechanism::Sha256 => "SCRAM-SHA-256",
+            ScramMechanism::Sha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ScramMechanism> {
+        ScramMechanism::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Kafka's code (1: SCRAM-SHA-256, 2: SCRAM-SHA-512).
+    pub fn code(self) -> i8 {
+        match self {
+            ScramMechanism::Sha256 => 1,
+            ScramMechanism::Sha512 => 2,
+        }
+    }
+
+    pub fn from_code(code: i8) -> Option<ScramMechanism> {
+        ScramMechanism::ALL.into_iter().find(|m| m.code() == code)
+    }
+}
+
+/// What the server keeps of a SCRAM password (RFC 5802): the salt, the
+/// iteration count, and the stored and server keys derived from the
+/// salted password.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScramCredential {
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
 }
 
 impl ClusterView {
@@ -320,6 +370,14 @@ pub enum Command {
     /// in-sync target replica.
     Reassign {
         partitions: Vec<(Uuid, i32, Option<Vec<i32>>)>,
+    },
+    /// Sets and removes SCRAM credentials (Kafka's
+    /// AlterUserScramCredentials, checked by the caller): deletions first,
+    /// then upserts; deleting a credential that does not exist does
+    /// nothing.
+    AlterScramCredentials {
+        upserts: Vec<(String, ScramMechanism, ScramCredential)>,
+        deletions: Vec<(String, ScramMechanism)>,
     },
 }
 

@@ -5,7 +5,8 @@
 //! handshake before its first request is read (bounded by a timeout; a
 //! failed handshake is logged and counted, and the connection closed). On a
 //! SASL listener the session starts unauthenticated: until SaslAuthenticate
-//! succeeds only ApiVersions, SaslHandshake and SaslAuthenticate are
+//! succeeds (one round for PLAIN, two for SCRAM, whose credentials are in
+//! cluster metadata) only ApiVersions, SaslHandshake and SaslAuthenticate are
 //! served, frames are capped at [`UNAUTHENTICATED_MAX_FRAME`], and any
 //! other request closes the connection. A failed authentication is answered
 //! after `--sasl-failed-authentication-delay-ms`, then the connection
@@ -19,6 +20,7 @@
 //! what they negotiated.
 
 pub mod sasl;
+pub mod scram;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -66,6 +68,8 @@ pub struct Session {
     pub mechanism: Option<Mechanism>,
     /// When the SASL session ends (`--connections-max-reauth-ms`).
     pub expires: Option<Instant>,
+    /// A SCRAM exchange between its first and its final round.
+    pub scram: Option<scram::ScramServer>,
 }
 
 impl Session {
@@ -77,6 +81,7 @@ impl Session {
             principal,
             mechanism: None,
             expires: None,
+            scram: None,
         }
     }
 

@@ -308,6 +308,17 @@ async fn accepted_connection(
     };
     let failure = match handshake {
         Ok(Ok(stream)) => return serve_connection(broker, stream, session, shutdown, limits).await,
+        // The client went away mid-handshake (a client shutting down):
+        // nothing was refused.
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            tracing::debug!(peer = %session.peer, error = %e, "connection closed during the TLS handshake");
+            return;
+        }
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!(
             "no handshake within {} ms (request-body-timeout-ms)",

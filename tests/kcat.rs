@@ -274,6 +274,8 @@ fn kcat_over_sasl_ssl_and_with_client_certificates() {
         .args(pki.broker_args())
         .start();
     let ca = pki.ca.display().to_string();
+    let cert = format!("ssl.certificate.location={}", pki.client_cert.display());
+    let key = format!("ssl.key.location={}", pki.client_key.display());
     let sasl_ssl = broker.listener("SASL_SSL");
     let login = |password: &str| -> Vec<String> {
         [
@@ -291,6 +293,11 @@ fn kcat_over_sasl_ssl_and_with_client_certificates() {
             "sasl.username=alice",
             "-X",
             &format!("sasl.password={password}"),
+            // Client certificates are required on every TLS listener.
+            "-X",
+            &cert,
+            "-X",
+            &key,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -350,8 +357,6 @@ fn kcat_over_sasl_ssl_and_with_client_certificates() {
         "-L",
     ];
     assert!(!kcat(&base, None).status.success(), "no client certificate");
-    let cert = format!("ssl.certificate.location={}", pki.client_cert.display());
-    let key = format!("ssl.key.location={}", pki.client_key.display());
     let mut with_cert = base.to_vec();
     with_cert.extend(["-X", &cert, "-X", &key]);
     let out = ok(&with_cert, None);

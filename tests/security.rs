@@ -75,6 +75,22 @@ fn metadata_with(
     bootstrap: &str,
     s: &[(String, String)],
 ) -> Result<Vec<(i32, String, i32)>, String> {
+    metadata_within(bootstrap, s, Duration::from_secs(20))
+}
+
+/// Asserts that a client with these settings gets no metadata (librdkafka
+/// retries a refused connection until the timeout, so it is short).
+fn refused(bootstrap: &str, s: &[(String, String)], why: &str) {
+    if let Ok(md) = metadata_within(bootstrap, s, Duration::from_secs(3)) {
+        panic!("{why}: the client got metadata {md:?}");
+    }
+}
+
+fn metadata_within(
+    bootstrap: &str,
+    s: &[(String, String)],
+    timeout: Duration,
+) -> Result<Vec<(i32, String, i32)>, String> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4");
@@ -83,7 +99,7 @@ fn metadata_with(
     }
     let consumer: BaseConsumer = c.create().map_err(|e| e.to_string())?;
     let md = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
+        .fetch_metadata(None, timeout)
         .map_err(|e| e.to_string())?;
     Ok(md
         .brokers()
@@ -162,12 +178,14 @@ fn wrong_passwords_are_refused_and_logged_while_others_are_served() {
             ("mallory", "alice-secret"),
             ("alice", ""),
         ] {
-            let e = metadata_with(&addr, &settings(listener, &pki, Some((user, pass))))
-                .expect_err("refused");
-            assert!(!e.is_empty());
+            refused(
+                &addr,
+                &settings(listener, &pki, Some((user, pass))),
+                "wrong credentials",
+            );
         }
         // No credentials at all: the client cannot get past the handshake.
-        metadata_with(&addr, &settings(listener, &pki, None)).expect_err("no SASL");
+        refused(&addr, &settings(listener, &pki, None), "no SASL");
     }
     let logs = broker.logs();
     assert!(logs.contains("SASL authentication failed"), "{logs}");
@@ -197,13 +215,13 @@ fn a_plaintext_client_on_a_tls_listener_is_refused_and_the_listener_keeps_servin
     // A TLS client that does not trust the broker's CA gives up itself.
     let mut untrusting = settings("SSL", &pki, None);
     untrusting[1].1 = pki.other_ca.display().to_string();
-    metadata_with(&broker.listener("SSL"), &untrusting).expect_err("untrusted broker");
+    refused(&broker.listener("SSL"), &untrusting, "untrusted broker");
     // librdkafka on a plaintext client to TLS and SASL_SSL listeners.
-    metadata_with(
+    refused(
         &broker.listener("SASL_SSL"),
         &settings("SASL_PLAINTEXT", &pki, Some(("alice", "alice-secret"))),
-    )
-    .expect_err("plaintext SASL on TLS");
+        "plaintext SASL on TLS",
+    );
     let logs = broker.logs();
     assert!(logs.contains("TLS handshake failed"), "{logs}");
     assert!(broker.metrics()["strata_tls_handshake_failures_total"] >= 2.0);
@@ -231,14 +249,17 @@ fn required_client_certificates_refuse_missing_expired_and_foreign_ones() {
         s.push(("ssl.key.location".into(), key.display().to_string()));
         s
     };
-    metadata_with(&addr, &settings("SSL", &pki, None)).expect_err("no client certificate");
-    metadata_with(
+    refused(&addr, &settings("SSL", &pki, None), "no client certificate");
+    refused(
         &addr,
         &with_cert(&pki.expired_client_cert, &pki.expired_client_key),
-    )
-    .expect_err("expired client certificate");
-    metadata_with(&addr, &with_cert(&pki.stranger_cert, &pki.stranger_key))
-        .expect_err("client certificate from another CA");
+        "expired client certificate",
+    );
+    refused(
+        &addr,
+        &with_cert(&pki.stranger_cert, &pki.stranger_key),
+        "client certificate from another CA",
+    );
     let logs = broker.logs();
     assert!(logs.contains("TLS handshake failed"), "{logs}");
     assert!(broker.metrics()["strata_tls_handshake_failures_total"] >= 3.0);
@@ -368,7 +389,7 @@ fn sighup_reloads_users_and_keeps_them_when_the_file_breaks() {
     let (mut broker, pki) = secure_broker(dir.path(), "none", &[]);
     let addr = broker.listener("SASL_SSL");
     let carol = settings("SASL_SSL", &pki, Some(("carol", "carol-secret")));
-    metadata_with(&addr, &carol).expect_err("carol is not a user yet");
+    refused(&addr, &carol, "carol is not a user yet");
     users_file(
         dir.path(),
         &[("alice", "alice-secret"), ("carol", "carol-secret")],
@@ -382,11 +403,11 @@ fn sighup_reloads_users_and_keeps_them_when_the_file_breaks() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    metadata_with(
+    refused(
         &addr,
         &settings("SASL_SSL", &pki, Some(("bob", "bob-secret"))),
-    )
-    .expect_err("bob was removed");
+        "bob was removed",
+    );
     // A broken file: an error naming it, and carol still gets in.
     broker.expect_error("cannot reload the SASL users");
     std::fs::write(dir.path().join("users.toml"), "not toml [").expect("write");
@@ -462,4 +483,128 @@ fn invalid_security_settings_stop_the_broker_with_a_message_naming_them() {
         );
         assert!(text.contains(want), "{args:?}: {text}");
     }
+}
+
+/// Runs `strata ARGS` against `bootstrap`; (success, stdout, stderr).
+fn strata_cli(bootstrap: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(common::strata_bin())
+        .args(args)
+        .args(["--bootstrap", bootstrap])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run strata");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn scram_settings(
+    protocol: &str,
+    pki: &Pki,
+    mechanism: &str,
+    user: &str,
+    pass: &str,
+) -> Vec<(String, String)> {
+    let mut s = settings(protocol, pki, Some((user, pass)));
+    s.iter_mut()
+        .filter(|(k, _)| k == "sasl.mechanism")
+        .for_each(|(_, v)| *v = mechanism.to_string());
+    s
+}
+
+#[test]
+fn scram_users_created_with_the_cli_log_in_and_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut broker, pki) = secure_broker(
+        dir.path(),
+        "none",
+        &[
+            "--sasl-enabled-mechanisms",
+            "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        ],
+    );
+    let admin = broker.bootstrap();
+    let (ok, out, err) = strata_cli(
+        &admin,
+        &["user", "create", "carol", "--password", "carol-secret"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("user carol created"), "{out}");
+    let pw_file = dir.path().join("dave.pw");
+    std::fs::write(&pw_file, "dave-secret\n").expect("write");
+    let (ok, out, err) = strata_cli(
+        &admin,
+        &[
+            "user",
+            "create",
+            "dave",
+            "--password-file",
+            pw_file.to_str().expect("utf8"),
+            "--mechanism",
+            "SCRAM-SHA-512",
+            "--iterations",
+            "4096",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = strata_cli(&admin, &["user", "list", "--output", "json"]);
+    assert!(ok);
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        listed,
+        serde_json::json!([
+            {"user": "carol", "credentials": [
+                {"mechanism": "SCRAM-SHA-256", "iterations": 8192},
+                {"mechanism": "SCRAM-SHA-512", "iterations": 8192}]},
+            {"user": "dave", "credentials": [
+                {"mechanism": "SCRAM-SHA-512", "iterations": 4096}]},
+        ])
+    );
+    // Bad requests are refused with Kafka's codes, naming the user.
+    let (ok, _, err) = strata_cli(
+        &admin,
+        &["user", "delete", "nobody", "--mechanism", "SCRAM-SHA-256"],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("RESOURCE_NOT_FOUND") || err.contains("RESOURCE"),
+        "{err}"
+    );
+
+    let topic = common::topic_name("scram");
+    clients::create_topic(&admin, &topic, 1, &[]);
+    for listener in ["SASL_PLAINTEXT", "SASL_SSL"] {
+        for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+            let s = scram_settings(listener, &pki, mechanism, "carol", "carol-secret");
+            round_trip(&broker.listener(listener), &s, &topic, 5);
+            let wrong = scram_settings(listener, &pki, mechanism, "carol", "wrong");
+            refused(&broker.listener(listener), &wrong, "wrong password");
+        }
+    }
+    // dave has SCRAM-SHA-512 only.
+    let addr = broker.listener("SASL_SSL");
+    metadata_with(
+        &addr,
+        &scram_settings("SASL_SSL", &pki, "SCRAM-SHA-512", "dave", "dave-secret"),
+    )
+    .expect("dave over SHA-512");
+    refused(
+        &addr,
+        &scram_settings("SASL_SSL", &pki, "SCRAM-SHA-256", "dave", "dave-secret"),
+        "dave has no SHA-256 credential",
+    );
+
+    // Credentials live in cluster metadata: they survive a restart.
+    broker.stop();
+    broker.restart();
+    let addr = broker.listener("SASL_SSL");
+    let carol = scram_settings("SASL_SSL", &pki, "SCRAM-SHA-256", "carol", "carol-secret");
+    metadata_with(&addr, &carol).expect("carol after restart");
+    let (ok, out, err) = strata_cli(&broker.bootstrap(), &["user", "delete", "carol"]);
+    assert!(ok, "{out}{err}");
+    refused(&addr, &carol, "carol deleted");
+    let (_, out, _) = strata_cli(&broker.bootstrap(), &["user", "list"]);
+    assert!(!out.contains("carol") && out.contains("dave"), "{out}");
 }

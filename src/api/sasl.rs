@@ -1,5 +1,7 @@
 //! SaslHandshake and SaslAuthenticate (KIP-43, KIP-152): the client names
-//! a mechanism, then sends its tokens in SaslAuthenticate requests. A
+//! a mechanism, then sends its tokens in SaslAuthenticate requests (one
+//! for PLAIN, two for SCRAM, whose credentials come from the metadata
+//! view at the first round). A
 //! success sets the session's principal (and, with
 //! `--connections-max-reauth-ms`, when the session ends); a failure is
 //! answered after the configured delay and closes the connection. A
@@ -13,9 +15,14 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use bytes::Bytes;
+
 use super::error::Code;
 use crate::broker::Broker;
 use crate::config::listeners::Mechanism;
+use crate::metadata::ScramMechanism;
+use crate::security::sasl::Refused;
+use crate::security::scram::ScramServer;
 use crate::security::Session;
 use crate::telemetry::LogLimiter;
 
@@ -33,6 +40,8 @@ pub fn handshake(session: &mut Session, r: SaslHandshakeRequest) -> SaslHandshak
         .map(|m| StrBytes::from_static_str(m.name()))
         .collect();
     let resp = SaslHandshakeResponse::default().with_mechanisms(offered);
+    // A handshake starts over: an exchange in progress is dropped.
+    session.scram = None;
     match sasl.mechanism(r.mechanism.as_str()) {
         Some(m) => {
             session.mechanism = Some(m);
@@ -62,19 +71,46 @@ pub async fn authenticate(
     let Some(mechanism) = session.mechanism.take() else {
         return illegal("SaslAuthenticate before SaslHandshake");
     };
-    let outcome = match mechanism {
-        Mechanism::Plain => sasl.authenticate_plain(&r.auth_bytes).and_then(|user| {
-            let principal = format!("User:{user}");
-            match &session.principal {
-                Some(p) if *p != principal => Err(crate::security::sasl::Refused(
-                    "Authentication failed: re-authentication must use the same principal".into(),
-                )),
-                _ => Ok(principal),
-            }
-        }),
+    let scram = match mechanism {
+        Mechanism::Plain => None,
+        Mechanism::ScramSha256 => Some(ScramMechanism::Sha256),
+        Mechanism::ScramSha512 => Some(ScramMechanism::Sha512),
     };
+    let outcome = match (scram, session.scram.take()) {
+        (None, _) => sasl
+            .authenticate_plain(&r.auth_bytes)
+            .map(|user| (user, Bytes::new())),
+        (Some(m), None) => {
+            let lookup = |user: &str| broker.view().scram.get(user)?.get(&m).cloned();
+            match ScramServer::start(m, &r.auth_bytes, lookup) {
+                Ok((exchange, server_first)) => {
+                    // The final round follows on this connection.
+                    session.scram = Some(exchange);
+                    session.mechanism = Some(mechanism);
+                    return (
+                        SaslAuthenticateResponse::default()
+                            .with_auth_bytes(Bytes::from(server_first)),
+                        true,
+                    );
+                }
+                Err(e) => Err(e),
+            }
+        }
+        (Some(_), Some(exchange)) => exchange
+            .finish(&r.auth_bytes)
+            .map(|(user, server_final)| (user, Bytes::from(server_final))),
+    };
+    let outcome = outcome.and_then(|(user, reply)| {
+        let principal = format!("User:{user}");
+        match &session.principal {
+            Some(p) if *p != principal => Err(Refused(
+                "Authentication failed: re-authentication must use the same principal".into(),
+            )),
+            _ => Ok((principal, reply)),
+        }
+    });
     match outcome {
-        Ok(principal) => {
+        Ok((principal, reply)) => {
             broker.metrics.sasl_authentications.inc();
             tracing::debug!(peer = %session.peer, %principal, mechanism = mechanism.name(), "authenticated");
             session.principal = Some(principal);
@@ -83,6 +119,7 @@ pub async fn authenticate(
                 (lifetime > 0).then(|| Instant::now() + Duration::from_millis(lifetime));
             (
                 SaslAuthenticateResponse::default()
+                    .with_auth_bytes(reply)
                     .with_session_lifetime_ms(i64::try_from(lifetime).unwrap_or(i64::MAX)),
                 true,
             )

@@ -55,6 +55,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // framing); authenticate v1+ carries the session lifetime (KIP-368).
     (ApiKey::SaslHandshake, 1, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    // SCRAM credentials in cluster metadata (KIP-554).
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The advertised (min, max) of `key`, if Strata handles it.

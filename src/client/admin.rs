@@ -559,3 +559,113 @@ impl Client {
             .collect())
     }
 }
+
+/// A SCRAM credential to set: the password already salted by the caller
+/// (the request never carries the password).
+#[derive(Debug, Clone)]
+pub struct ScramUpsert {
+    pub user: String,
+    /// Kafka's code: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
+    pub mechanism: i8,
+    pub iterations: i32,
+    pub salt: Vec<u8>,
+    pub salted_password: Vec<u8>,
+}
+
+impl Client {
+    /// DescribeUserScramCredentials: each user's (mechanism code,
+    /// iterations), for `users` or every user with a credential.
+    #[allow(clippy::type_complexity)]
+    pub async fn describe_scram_credentials(
+        &self,
+        users: Option<&[String]>,
+    ) -> Result<Vec<(String, Result<Vec<(i8, i32)>, ClientError>)>, ClientError> {
+        use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+        use kafka_protocol::messages::DescribeUserScramCredentialsRequest;
+        let conn = self.admin_conn().await?;
+        let req = DescribeUserScramCredentialsRequest::default().with_users(users.map(|us| {
+            us.iter()
+                .map(|u| UserName::default().with_name(StrBytes::from_string(u.clone())))
+                .collect()
+        }));
+        let resp = conn.send(&req).await?;
+        error::check(
+            resp.error_code,
+            "describe SCRAM credentials",
+            String::new,
+            resp.error_message.as_deref(),
+        )?;
+        Ok(resp
+            .results
+            .into_iter()
+            .map(|r| {
+                let user = r.user.to_string();
+                let outcome = error::check(
+                    r.error_code,
+                    "describe SCRAM credentials",
+                    || format!("user={user}"),
+                    r.error_message.as_deref(),
+                )
+                .map(|()| {
+                    r.credential_infos
+                        .iter()
+                        .map(|c| (c.mechanism, c.iterations))
+                        .collect()
+                });
+                (user, outcome)
+            })
+            .collect())
+    }
+
+    /// AlterUserScramCredentials: one outcome per user named.
+    pub async fn alter_scram_credentials(
+        &self,
+        deletions: &[(String, i8)],
+        upserts: &[ScramUpsert],
+    ) -> Result<Vec<(String, Result<(), ClientError>)>, ClientError> {
+        use kafka_protocol::messages::alter_user_scram_credentials_request::{
+            ScramCredentialDeletion, ScramCredentialUpsertion,
+        };
+        use kafka_protocol::messages::AlterUserScramCredentialsRequest;
+        let conn = self.admin_conn().await?;
+        let req = AlterUserScramCredentialsRequest::default()
+            .with_deletions(
+                deletions
+                    .iter()
+                    .map(|(u, m)| {
+                        ScramCredentialDeletion::default()
+                            .with_name(StrBytes::from_string(u.clone()))
+                            .with_mechanism(*m)
+                    })
+                    .collect(),
+            )
+            .with_upsertions(
+                upserts
+                    .iter()
+                    .map(|u| {
+                        ScramCredentialUpsertion::default()
+                            .with_name(StrBytes::from_string(u.user.clone()))
+                            .with_mechanism(u.mechanism)
+                            .with_iterations(u.iterations)
+                            .with_salt(u.salt.clone().into())
+                            .with_salted_password(u.salted_password.clone().into())
+                    })
+                    .collect(),
+            );
+        let resp = conn.send(&req).await?;
+        Ok(resp
+            .results
+            .into_iter()
+            .map(|r| {
+                let user = r.user.to_string();
+                let outcome = error::check(
+                    r.error_code,
+                    "alter SCRAM credentials",
+                    || format!("user={user}"),
+                    r.error_message.as_deref(),
+                );
+                (user, outcome)
+            })
+            .collect())
+    }
+}

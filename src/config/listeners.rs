@@ -89,12 +89,22 @@ pub struct TlsFiles {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {
     Plain,
+    ScramSha256,
+    ScramSha512,
 }
 
 impl Mechanism {
+    pub const ALL: [Mechanism; 3] = [
+        Mechanism::Plain,
+        Mechanism::ScramSha256,
+        Mechanism::ScramSha512,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Mechanism::Plain => "PLAIN",
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha512 => "SCRAM-SHA-512",
         }
     }
 }
@@ -371,16 +381,16 @@ pub fn parse(a: SecurityArgs<'_>) -> Result<Security, ConfigError> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        let mech = match m {
-            "PLAIN" => Mechanism::Plain,
-            other => {
-                return Err(ConfigError::invalid(
+        let mech = Mechanism::ALL
+            .into_iter()
+            .find(|k| k.name() == m)
+            .ok_or_else(|| {
+                ConfigError::invalid(
                     "sasl-enabled-mechanisms",
-                    other,
-                    "the mechanisms Strata offers: PLAIN",
-                ))
-            }
-        };
+                    m,
+                    "the mechanisms Strata offers: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+                )
+            })?;
         if !mechanisms.contains(&mech) {
             mechanisms.push(mech);
         }
@@ -439,6 +449,16 @@ mod tests {
 
     #[test]
     fn listeners_take_protocols_from_names_or_the_map() {
+        let scram = parse(SecurityArgs {
+            listeners: Some("PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0"),
+            sasl_enabled_mechanisms: Some("SCRAM-SHA-512,SCRAM-SHA-256"),
+            ..Default::default()
+        })
+        .expect("SCRAM needs no users file");
+        assert_eq!(
+            scram.sasl.mechanisms,
+            [Mechanism::ScramSha512, Mechanism::ScramSha256]
+        );
         let s = parse(SecurityArgs {
             listeners: Some("PLAINTEXT://127.0.0.1:0, CLIENT://127.0.0.1:0,SASL_SSL://127.0.0.1:0"),
             advertised_listeners: Some("CLIENT://public.example:9094"),

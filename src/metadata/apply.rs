@@ -101,6 +101,23 @@ impl ClusterView {
                 alter_map(&mut self.broker_configs, set, delete, *replace);
                 CommandResult::Ok
             }
+            Command::AlterScramCredentials { upserts, deletions } => {
+                for (user, mechanism) in deletions {
+                    if let Some(creds) = self.scram.get_mut(user) {
+                        creds.remove(mechanism);
+                        if creds.is_empty() {
+                            self.scram.remove(user);
+                        }
+                    }
+                }
+                for (user, mechanism, credential) in upserts {
+                    self.scram
+                        .entry(user.clone())
+                        .or_default()
+                        .insert(*mechanism, credential.clone());
+                }
+                CommandResult::Ok
+            }
         }
     }
 

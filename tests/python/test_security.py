@@ -31,7 +31,7 @@ def pki(tmp_path):
     return {k: str(v) for k, v in files.items()}
 
 
-def start_secure(tmp_path, pki, client_auth="none"):
+def start_secure(tmp_path, pki, client_auth="none", mechanisms="PLAIN"):
     users = tmp_path / "users.toml"
     users.write_text('[users]\nalice = "alice-secret"\n')
     b = Broker(tmp_path / "broker", extra_args=[
@@ -41,6 +41,7 @@ def start_secure(tmp_path, pki, client_auth="none"):
         "--ssl-client-ca-file", pki["ca"],
         "--ssl-client-auth", client_auth,
         "--sasl-plain-users-file", str(users),
+        "--sasl-enabled-mechanisms", mechanisms,
     ])
     (tmp_path / "broker").mkdir()
     return b.start()
@@ -121,6 +122,55 @@ def test_a_client_that_does_not_trust_the_broker_gives_up(secure, pki):
     conf["ssl.ca.location"] = pki["other-ca"]
     with pytest.raises(KafkaException):
         Producer(conf).list_topics(timeout=5)
+
+
+def test_scram_credentials_set_by_the_admin_client_log_in(tmp_path, pki):
+    from confluent_kafka.admin import (
+        AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
+    b = start_secure(tmp_path, pki, mechanisms="PLAIN,SCRAM-SHA-256,SCRAM-SHA-512")
+    try:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        fs = admin.alter_user_scram_credentials([
+            UserScramCredentialUpsertion(
+                "erin", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"erin-secret"),
+            UserScramCredentialUpsertion(
+                "erin", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"erin-secret"),
+        ])
+        for f in fs.values():
+            f.result(timeout=30)
+        described = admin.describe_user_scram_credentials(["erin"])["erin"].result(timeout=30)
+        infos = sorted((i.mechanism, i.iterations) for i in described.scram_credential_infos)
+        assert infos == sorted([(ScramMechanism.SCRAM_SHA_256, 4096),
+                                (ScramMechanism.SCRAM_SHA_512, 8192)])
+        # Too few iterations: refused for that user.
+        bad = admin.alter_user_scram_credentials([
+            UserScramCredentialUpsertion(
+                "frank", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 100), b"pw")])
+        with pytest.raises(KafkaException):
+            bad["frank"].result(timeout=30)
+        for protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                conf = client_conf(b, protocol, pki, **{
+                    "sasl.mechanism": mechanism, "sasl.username": "erin",
+                    "sasl.password": "erin-secret"})
+                assert Producer(conf).list_topics(timeout=10).brokers
+                conf["sasl.password"] = "wrong"
+                with pytest.raises(KafkaException):
+                    Producer(conf).list_topics(timeout=5)
+        fs = admin.alter_user_scram_credentials([
+            UserScramCredentialDeletion("erin", ScramMechanism.SCRAM_SHA_512)])
+        for f in fs.values():
+            f.result(timeout=30)
+        conf = client_conf(b, "SASL_SSL", pki, **{
+            "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "erin",
+            "sasl.password": "erin-secret"})
+        with pytest.raises(KafkaException):
+            Producer(conf).list_topics(timeout=5)
+        b.stop()
+    finally:
+        b.kill()
 
 
 def test_required_client_certificates(tmp_path, pki):
