@@ -87,14 +87,28 @@ pub struct ConnectArgs {
     /// Seconds to wait for a connection or a response
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub timeout: u64,
+
+    /// Client properties for secured listeners, one key=value per line
+    /// (as Kafka's tools take): security.protocol, ssl.ca.location,
+    /// ssl.certificate.location, ssl.key.location, sasl.mechanism,
+    /// sasl.username, sasl.password
+    #[arg(long, env = "STRATA_COMMAND_CONFIG", global = true)]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 impl ConnectArgs {
     async fn connect(&self) -> anyhow::Result<Client> {
+        let security = match &self.command_config {
+            Some(path) => {
+                crate::client::Security::from_properties(&crate::client::read_properties(path)?)?
+            }
+            None => crate::client::Security::default(),
+        };
         let options = ClientOptions {
             client_id: "strata-cli".to_owned(),
             connect_timeout: Duration::from_secs(self.timeout.min(10)),
             request_timeout: Duration::from_secs(self.timeout),
+            security,
         };
         Ok(Client::connect_with(&self.bootstrap, options).await?)
     }

@@ -24,6 +24,7 @@ mod data;
 mod error;
 mod groups;
 mod records;
+mod security;
 pub mod versions;
 
 use std::collections::{BTreeMap, HashMap};
@@ -49,6 +50,7 @@ pub use groups::{CommittedOffset, GroupDescription, GroupListing, GroupMember, M
 pub use records::{BatchCompression, ConsumedRecord, ProduceRecord};
 
 pub use conn::ConnOptions;
+pub use security::{read_properties, SaslLogin, Security};
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -59,6 +61,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// How long to wait for a response (a fetch waits this plus its max wait).
     pub request_timeout: Duration,
+    /// TLS and SASL of every connection.
+    pub security: Security,
 }
 
 impl Default for ClientOptions {
@@ -67,6 +71,7 @@ impl Default for ClientOptions {
             client_id: "strata-client".to_owned(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            security: Security::default(),
         }
     }
 }
@@ -387,6 +392,7 @@ fn conn_options(o: &ClientOptions) -> ConnOptions {
         client_id: o.client_id.clone(),
         connect_timeout: o.connect_timeout,
         request_timeout: o.request_timeout,
+        security: o.security.clone(),
     }
 }
 

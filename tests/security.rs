@@ -596,6 +596,64 @@ fn scram_users_created_with_the_cli_log_in_and_survive_a_restart() {
         "dave has no SHA-256 credential",
     );
 
+    // The CLI connects to secured listeners with Kafka-style properties.
+    let props = |protocol: &str, mechanism: &str, password: &str| {
+        let path = dir
+            .path()
+            .join(format!("{protocol}-{mechanism}-{password}.properties"));
+        std::fs::write(
+            &path,
+            format!(
+                "# client settings\nsecurity.protocol={protocol}\nssl.ca.location={}\nsasl.mechanism={mechanism}\nsasl.username=carol\nsasl.password={password}\n",
+                pki.ca.display()
+            ),
+        )
+        .expect("write properties");
+        path.display().to_string()
+    };
+    for (protocol, mechanism) in [
+        ("SASL_SSL", "SCRAM-SHA-512"),
+        ("SASL_PLAINTEXT", "SCRAM-SHA-256"),
+    ] {
+        let config = props(protocol, mechanism, "carol-secret");
+        let (ok, out, err) = strata_cli(
+            &broker.listener(protocol),
+            &["topic", "list", "--command-config", &config],
+        );
+        assert!(ok, "{protocol} {mechanism}: {out}{err}");
+        assert!(out.contains(&topic), "{out}");
+        let config = props(protocol, mechanism, "wrong");
+        let (ok, _, err) = strata_cli(
+            &broker.listener(protocol),
+            &[
+                "topic",
+                "list",
+                "--command-config",
+                &config,
+                "--timeout",
+                "5",
+            ],
+        );
+        assert!(!ok);
+        assert!(err.contains("SASL authentication"), "{err}");
+    }
+    let mut ssl_only = std::fs::File::create(dir.path().join("ssl.properties")).expect("create");
+    std::io::Write::write_all(
+        &mut ssl_only,
+        format!(
+            "security.protocol=SSL\nssl.ca.location={}\n",
+            pki.ca.display()
+        )
+        .as_bytes(),
+    )
+    .expect("write");
+    let ssl_config = dir.path().join("ssl.properties").display().to_string();
+    let (ok, out, err) = strata_cli(
+        &broker.listener("SSL"),
+        &["topic", "list", "--command-config", &ssl_config],
+    );
+    assert!(ok, "{out}{err}");
+
     // Credentials live in cluster metadata: they survive a restart.
     broker.stop();
     broker.restart();

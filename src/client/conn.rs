@@ -37,6 +37,7 @@ pub struct ConnOptions {
     pub client_id: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    pub security: super::Security,
 }
 
 type Waiters = HashMap<i32, oneshot::Sender<Bytes>>;
@@ -103,7 +104,50 @@ impl Connection {
                 }
             };
         let _ = stream.set_nodelay(true);
-        let (rd, mut wr) = stream.into_split();
+        type Half<T> = Box<T>;
+        let (rd, mut wr): (
+            Half<dyn tokio::io::AsyncRead + Send + Unpin>,
+            Half<dyn tokio::io::AsyncWrite + Send + Unpin>,
+        ) = match &opts.security.tls {
+            None => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name =
+                    rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+                        ClientError::Tls {
+                            addr: addr.to_owned(),
+                            source: std::io::Error::other(e),
+                        }
+                    })?;
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let tls = match tokio::time::timeout(
+                    opts.connect_timeout,
+                    connector.connect(name, stream),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(source)) => {
+                        return Err(ClientError::Tls {
+                            addr: addr.to_owned(),
+                            source,
+                        })
+                    }
+                    Err(_) => {
+                        return Err(ClientError::Tls {
+                            addr: addr.to_owned(),
+                            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"),
+                        })
+                    }
+                };
+                let (r, w) = tokio::io::split(tls);
+                (Box::new(r), Box::new(w))
+            }
+        };
         let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
         let pending = Arc::new(Mutex::new(Pending::default()));
 
@@ -158,6 +202,9 @@ impl Connection {
             writer,
         };
         conn.versions = conn.handshake().await?;
+        if let Some(login) = &opts.security.sasl {
+            conn.authenticate(login).await?;
+        }
         Ok(conn)
     }
 
@@ -316,6 +363,82 @@ impl Connection {
         ClientError::Disconnected {
             addr: self.addr.clone(),
         }
+    }
+
+    /// SaslHandshake, then SaslAuthenticate: one round for PLAIN, two for
+    /// SCRAM (whose final answer must prove the broker knows the
+    /// credential).
+    async fn authenticate(&self, login: &super::SaslLogin) -> Result<(), ClientError> {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let refused = |message: String| ClientError::Authentication {
+            addr: self.addr.clone(),
+            message,
+        };
+        let hs = self
+            .send(
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_string(login.mechanism.clone())),
+            )
+            .await?;
+        if hs.error_code != 0 {
+            let offered: Vec<&str> = hs.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(refused(format!(
+                "the broker does not offer {} (it offers {})",
+                login.mechanism,
+                offered.join(", ")
+            )));
+        }
+        let round = |bytes: Vec<u8>| async move {
+            let r = self
+                .send(&SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes)))
+                .await?;
+            if r.error_code != 0 {
+                return Err(refused(
+                    r.error_message
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| format!("error code {}", r.error_code)),
+                ));
+            }
+            Ok(r.auth_bytes)
+        };
+        let scram = crate::metadata::ScramMechanism::from_name(&login.mechanism);
+        match scram {
+            None => {
+                round(format!("\0{}\0{}", login.username, login.password).into_bytes()).await?;
+            }
+            Some(m) => {
+                use crate::security::scram::client;
+                let nonce: String = {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 24]>())
+                };
+                let first = client::first(&login.username, &nonce);
+                let server_first = round(first.clone().into_bytes()).await?;
+                let server_first = String::from_utf8_lossy(&server_first).into_owned();
+                if !server_first.starts_with(&format!("r={nonce}")) {
+                    return Err(refused(
+                        "the broker's SCRAM nonce does not extend ours".into(),
+                    ));
+                }
+                let (last, expected) = client::last(m, &login.password, &first, &server_first)
+                    .ok_or_else(|| refused("malformed SCRAM message from the broker".into()))?;
+                let server_final = round(last.into_bytes()).await?;
+                let expected = {
+                    use base64::Engine;
+                    format!(
+                        "v={}",
+                        base64::engine::general_purpose::STANDARD.encode(expected)
+                    )
+                };
+                if server_final.as_ref() != expected.as_bytes() {
+                    return Err(refused(
+                        "the broker's SCRAM signature is wrong: it does not know the credential"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// ApiVersions at the highest version the codec knows; on

@@ -90,6 +90,19 @@ pub enum ClientError {
     #[error("invalid bootstrap address {bootstrap:?}: expected HOST:PORT[,HOST:PORT...]")]
     InvalidBootstrap { bootstrap: String },
 
+    #[error("invalid client security settings: {0}")]
+    Config(String),
+
+    #[error("TLS handshake with {addr} failed")]
+    Tls {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("SASL authentication with {addr} failed: {message}")]
+    Authentication { addr: String, message: String },
+
     #[error("cannot connect to {addr}")]
     Connect {
         addr: String,

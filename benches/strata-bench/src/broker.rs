@@ -23,6 +23,8 @@ pub struct Broker {
     child: Option<Child>,
     pub bootstrap: String,
     pub admin: String,
+    /// Every Kafka listener as (name, bound address).
+    pub listeners: Vec<(String, String)>,
 }
 
 impl Broker {
@@ -58,9 +60,19 @@ impl Broker {
             child: None,
             bootstrap: String::new(),
             admin: String::new(),
+            listeners: Vec::new(),
         };
         b.spawn()?;
         Ok(b)
+    }
+
+    /// The bound address of the listener called `name`.
+    pub fn listener(&self, name: &str) -> Result<&str> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.as_str())
+            .with_context(|| format!("the broker has no listener {name}"))
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -82,7 +94,12 @@ impl Broker {
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(if self.args.iter().any(|a| a == "--listeners") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--tier-interval-ms", "500"])
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
@@ -98,6 +115,7 @@ impl Broker {
                 for (prefix, kind) in [
                     ("kafka listener bound to ", "kafka"),
                     ("admin listener bound to ", "admin"),
+                    ("listener ", "listener"),
                 ] {
                     if let Some(addr) = line.trim().strip_prefix(prefix) {
                         let _ = tx.send((kind, addr.to_string()));
@@ -109,9 +127,18 @@ impl Broker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut kafka, mut admin) = (None, None);
+        self.listeners.clear();
         while kafka.is_none() || admin.is_none() {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(("kafka", a)) => kafka = Some(a),
+                // "NAME (PROTOCOL) bound to ADDR"
+                Ok(("listener", rest)) => {
+                    if let (Some(name), Some((_, addr))) =
+                        (rest.split(' ').next(), rest.rsplit_once(" bound to "))
+                    {
+                        self.listeners.push((name.to_string(), addr.to_string()));
+                    }
+                }
                 Ok((_, a)) => admin = Some(a),
                 Err(_) => {
                     if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok()?) {

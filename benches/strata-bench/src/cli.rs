@@ -122,6 +122,12 @@ pub struct Args {
     /// topic of replication factor 1 and to one of factor N, same run.
     #[arg(long, value_parser = clap::value_parser!(u8).range(2..=5))]
     pub brokers: Option<u8>,
+    /// Measure what TLS costs instead of the single-broker runs: one broker
+    /// with a PLAINTEXT and an SSL listener, a hot consume of the consume
+    /// data set and an acks=1 produce (--e2e-record-size records, 16
+    /// partitions, --produce-bytes) over each, alternating, same run.
+    #[arg(long, conflicts_with = "brokers")]
+    pub tls: bool,
     /// Keep the work directory (broker data and logs) at the end.
     #[arg(long)]
     pub keep: bool,

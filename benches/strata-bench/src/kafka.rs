@@ -40,11 +40,30 @@ fn apply(c: &mut ClientConfig, producer: bool) {
     }
 }
 
+/// Client properties by bootstrap address: the security settings of a
+/// listener (`--tls`), applied to every client of that address.
+static SECURITY: Mutex<Vec<(String, Props)>> = Mutex::new(Vec::new());
+
+/// Every client of `bootstrap` gets `props` (security.protocol, CA, ...).
+pub fn secure(bootstrap: &str, props: Props) {
+    let mut s = SECURITY.lock().unwrap_or_else(|e| e.into_inner());
+    s.retain(|(b, _)| b != bootstrap);
+    s.push((bootstrap.to_string(), props));
+}
+
 fn base_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4")
         .set("client.id", "strata-bench");
+    let s = SECURITY.lock().unwrap_or_else(|e| e.into_inner());
+    for (k, v) in s
+        .iter()
+        .filter(|(b, _)| b == bootstrap)
+        .flat_map(|(_, p)| p)
+    {
+        c.set(k, v);
+    }
     c
 }
 

@@ -17,6 +17,7 @@ mod report;
 mod stats;
 mod tables;
 mod tier;
+mod tls;
 mod workloads;
 
 use std::process::ExitCode;
@@ -65,6 +66,7 @@ fn run(a: &Args) -> Result<()> {
     ));
     let result = match a.brokers {
         Some(n) => cluster::run(a, &plan, &work, usize::from(n)),
+        None if a.tls => tls::run(a, &plan, &work),
         None => workloads::run_in(a, &plan, &work).and_then(|r| report_all(a, &plan, &r)),
     };
     if a.keep || result.is_err() {

@@ -178,3 +178,45 @@ fn quick_cluster_run_compares_replication_factors() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn quick_tls_run_compares_ssl_with_plaintext() {
+    let dir = std::env::temp_dir().join(format!("strata-bench-smoke-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let json_path = dir.join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata-bench"))
+        .args(["--quick", "--tls"])
+        .arg("--strata-bin")
+        .arg(strata_bin())
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--work-dir")
+        .arg(&dir)
+        .output()
+        .expect("run strata-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "strata-bench --tls failed\n--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("## TLS against PLAINTEXT"), "{stdout}");
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("json file")).expect("valid JSON");
+    let runs = v["tls"].as_array().expect("tls runs");
+    for listener in ["PLAINTEXT", "SSL"] {
+        for workload in ["hot consume", "produce acks=1"] {
+            let n = runs
+                .iter()
+                .filter(|r| r["listener"] == listener && r["workload"] == workload)
+                .inspect(|r| {
+                    number(r, "mb_per_sec");
+                })
+                .count();
+            assert_eq!(n, 2, "{listener} {workload}: {runs:?}");
+        }
+    }
+    number(&v["ssl_over_plaintext"], "hot consume");
+    number(&v["ssl_over_plaintext"], "produce acks=1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
