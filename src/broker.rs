@@ -69,6 +69,9 @@ pub struct Broker {
     /// This broker's registration: where other brokers and the clients of
     /// each listener reach it.
     pub me: crate::metadata::BrokerInfo,
+    /// How this broker's connections to the others' inter-broker listener
+    /// are secured (`--inter-broker-client-config`).
+    pub inter_broker_security: crate::client::Security,
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Paces the bytes fetches request from the tier (`--tier-fetch-bytes-per-sec`).
     pub tier_fetch_limiter: Arc<tiering::RateLimiter>,
@@ -137,6 +140,7 @@ impl Broker {
             metadata,
             tier,
             me,
+            inter_broker_security: crate::client::Security::default(),
             tier_fetch_limiter,
             metrics,
             partitions: RwLock::new(HashMap::new()),

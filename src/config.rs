@@ -80,9 +80,12 @@ pub struct ServeArgs {
     /// Security protocol of each listener name, as NAME:PROTOCOL,... (listener.security.protocol.map)
     #[arg(long, env = "STRATA_LISTENER_SECURITY_PROTOCOL_MAP")]
     pub listener_security_protocol_map: Option<String>,
-    /// The listener other brokers connect to; it must be PLAINTEXT [default: the first of --listeners]
+    /// The listener other brokers connect to [default: the first of --listeners]
     #[arg(long, env = "STRATA_INTER_BROKER_LISTENER_NAME")]
     pub inter_broker_listener_name: Option<String>,
+    /// Client properties (key=value lines, as Kafka's tools take) of this broker's connections to the other brokers' inter-broker listener, needed when it is not PLAINTEXT: security.protocol, ssl.ca.location, ssl.certificate.location, ssl.key.location, sasl.mechanism, sasl.username, sasl.password
+    #[arg(long, env = "STRATA_INTER_BROKER_CLIENT_CONFIG")]
+    pub inter_broker_client_config: Option<PathBuf>,
     /// PEM certificate chain of the SSL and SASL_SSL listeners; reread on SIGHUP
     #[arg(long, env = "STRATA_SSL_CERTIFICATE_FILE")]
     pub ssl_certificate_file: Option<PathBuf>,
@@ -467,6 +470,7 @@ impl BrokerConfig {
             sasl_plain_users_file: a.sasl_plain_users_file.clone(),
             sasl_failed_authentication_delay_ms: a.sasl_failed_authentication_delay_ms,
             connections_max_reauth_ms: a.connections_max_reauth_ms,
+            inter_broker_client_config: a.inter_broker_client_config.clone(),
         })?;
         let listen = security.inter_broker().addr;
         let advertised_listener = security.inter_broker().advertised.clone();
@@ -809,6 +813,9 @@ impl ServeArgs {
             inter_broker_listener_name: self
                 .inter_broker_listener_name
                 .or(file.inter_broker_listener_name),
+            inter_broker_client_config: self
+                .inter_broker_client_config
+                .or(file.inter_broker_client_config),
             ssl_certificate_file: self.ssl_certificate_file.or(file.ssl_certificate_file),
             ssl_key_file: self.ssl_key_file.or(file.ssl_key_file),
             ssl_client_ca_file: self.ssl_client_ca_file.or(file.ssl_client_ca_file),

@@ -78,6 +78,30 @@ fn advertised_address(
     }
 }
 
+/// How this broker connects to the others' inter-broker listener: its
+/// client properties, whose protocol must be that listener's.
+fn inter_broker_client(config: &BrokerConfig) -> anyhow::Result<crate::client::Security> {
+    let listener = config.security.inter_broker();
+    let Some(path) = &config.security.inter_broker_client_config else {
+        return Ok(crate::client::Security::default());
+    };
+    let props = crate::client::read_properties(path)
+        .with_context(|| format!("inter-broker-client-config={}", path.display()))?;
+    let security = crate::client::Security::from_properties(&props)
+        .with_context(|| format!("inter-broker-client-config={}", path.display()))?;
+    if security.tls.is_some() != listener.protocol.tls()
+        || security.sasl.is_some() != listener.protocol.sasl()
+    {
+        anyhow::bail!(
+            "security.protocol in inter-broker-client-config={} must be {}, the protocol of the inter-broker listener {}",
+            path.display(),
+            listener.protocol.name(),
+            listener.name
+        );
+    }
+    Ok(security)
+}
+
 /// What can be reloaded: the TLS files and the SASL users.
 #[derive(Clone)]
 enum Reloadable {
@@ -155,6 +179,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir. path={}", config.data_dir.display()))?;
     let (security, reloadable) = load_security(&config)?;
+    let inter_broker_security = inter_broker_client(&config)?;
     let mut kafka_listeners = Vec::new();
     for (spec, listener) in config.security.listeners.iter().zip(&security) {
         let socket = server::bind_kafka(spec.addr, config.tcp_congestion_control.as_deref())
@@ -283,7 +308,9 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         tracing::error!(tier_url = %tier.url(), error = %why, "tier is unusable; serving local data, uploads wait and tiered reads answer an error until it answers");
     }
 
-    let broker = Arc::new(Broker::new(config.clone(), metadata, tier, me));
+    let mut broker = Broker::new(config.clone(), metadata, tier, me);
+    broker.inter_broker_security = inter_broker_security;
+    let broker = Arc::new(broker);
     broker.fetchers.attach(&broker);
     broker.set_tier_down(first_probe.err());
     // Replicated partitions this broker led before it stopped get a new

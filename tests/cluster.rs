@@ -2398,3 +2398,66 @@ fn all_brokers_losing_power_at_once_lose_nothing_acknowledged() {
     }
     drop(brokers);
 }
+
+/// Brokers replicate over a SASL_SSL inter-broker listener: followers log
+/// in with the inter-broker client properties, and acks=all with
+/// min.insync.replicas=2 succeeds only if they copy the leader's records
+/// through it. Clients keep the PLAINTEXT listener's addresses.
+#[test]
+fn replication_runs_over_a_sasl_ssl_inter_broker_listener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = common::pki::Pki::create(dir.path());
+    let users = dir.path().join("users.toml");
+    std::fs::write(&users, "[users]\nbroker = \"broker-secret\"\n").expect("users");
+    let client = dir.path().join("inter-broker.properties");
+    std::fs::write(
+        &client,
+        format!(
+            "security.protocol=SASL_SSL\nssl.ca.location={}\nsasl.mechanism=PLAIN\nsasl.username=broker\nsasl.password=broker-secret\n",
+            pki.ca.display()
+        ),
+    )
+    .expect("client properties");
+    let brokers = brokers_built(2, 2, &[], |_, b| {
+        b.args([
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:0,INTERNAL://127.0.0.1:0",
+            "--listener-security-protocol-map",
+            "INTERNAL:SASL_SSL",
+            "--inter-broker-listener-name",
+            "INTERNAL",
+            "--inter-broker-client-config",
+            client.to_str().expect("utf8"),
+            "--sasl-plain-users-file",
+            users.to_str().expect("utf8"),
+        ])
+        .args(pki.broker_args())
+    });
+    let plain = brokers[0].listener("PLAINTEXT");
+    clients::create_replicated_topic(&plain, "secured", 2, 2, &[("min.insync.replicas", "2")]);
+    let records: Vec<TestRecord> = (0..200)
+        .map(|i| TestRecord::keyed(format!("k{i}"), format!("v{i}")).in_partition(i % 2))
+        .collect();
+    let producer = clients::producer(&plain, &[("acks", "all")]);
+    let at = clients::produce_all(&producer, "secured", &records);
+    assert_eq!(at.len(), 200);
+    // Clients of the PLAINTEXT listener are told both brokers' PLAINTEXT
+    // addresses.
+    let md = clients::metadata_client(&plain)
+        .fetch_metadata(Some("secured"), clients::OP_TIMEOUT)
+        .expect("metadata");
+    let mut ports: Vec<String> = md
+        .brokers()
+        .iter()
+        .map(|b| format!("{}:{}", b.host(), b.port()))
+        .collect();
+    ports.sort();
+    let mut want: Vec<String> = brokers.iter().map(|b| b.listener("PLAINTEXT")).collect();
+    want.sort();
+    assert_eq!(ports, want);
+    let logins: f64 = brokers
+        .iter()
+        .map(|b| b.metrics()["strata_sasl_authentications_total"])
+        .sum();
+    assert!(logins >= 1.0, "followers log in to their leaders");
+}

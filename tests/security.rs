@@ -465,6 +465,26 @@ fn invalid_security_settings_stop_the_broker_with_a_message_naming_them() {
             "sasl-plain-users-file=",
         ),
     ];
+    let plaintext_client = dir.path().join("plain.properties");
+    std::fs::write(&plaintext_client, "security.protocol=PLAINTEXT\n").expect("write");
+    let mut cases = cases;
+    cases.push((
+        vec![
+            "--listeners".into(),
+            "PLAINTEXT://127.0.0.1:0,INTERNAL://127.0.0.1:0".into(),
+            "--listener-security-protocol-map".into(),
+            "INTERNAL:SSL".into(),
+            "--inter-broker-listener-name".into(),
+            "INTERNAL".into(),
+            "--ssl-certificate-file".into(),
+            pki.server_cert.display().to_string(),
+            "--ssl-key-file".into(),
+            pki.server_key.display().to_string(),
+            "--inter-broker-client-config".into(),
+            plaintext_client.display().to_string(),
+        ],
+        "must be SSL",
+    ));
     for (args, want) in cases {
         let out = std::process::Command::new(common::strata_bin())
             .arg("serve")

@@ -233,8 +233,7 @@ async fn run(broker: Arc<Broker>, link: Arc<Link>) {
                 client_id: format!("strata-replica-{me}"),
                 connect_timeout: Duration::from_secs(3),
                 request_timeout: Duration::from_secs(30),
-                // The inter-broker listener is PLAINTEXT.
-                security: Default::default(),
+                security: broker.inter_broker_security.clone(),
             };
             match Connection::open(&addr, &opts).await {
                 Ok(c) => conn = Some(c),

@@ -131,6 +131,9 @@ pub struct Security {
     pub inter_broker: usize,
     pub tls: Option<TlsFiles>,
     pub sasl: SaslSettings,
+    /// Client properties of this broker's connections to the others'
+    /// inter-broker listener (needed when that listener is not PLAINTEXT).
+    pub inter_broker_client_config: Option<PathBuf>,
 }
 
 impl Security {
@@ -156,6 +159,7 @@ pub struct SecurityArgs<'a> {
     pub sasl_plain_users_file: Option<PathBuf>,
     pub sasl_failed_authentication_delay_ms: Option<u64>,
     pub connections_max_reauth_ms: Option<u64>,
+    pub inter_broker_client_config: Option<PathBuf>,
 }
 
 /// `NAME://HOST:PORT,...` as (name, host:port) pairs.
@@ -313,11 +317,18 @@ pub fn parse(a: SecurityArgs<'_>) -> Result<Security, ConfigError> {
             )
         })?,
     };
-    if listeners[inter_broker].protocol != SecurityProtocol::Plaintext {
+    let inter_broker_protocol = listeners[inter_broker].protocol;
+    if inter_broker_protocol != SecurityProtocol::Plaintext
+        && a.inter_broker_client_config.is_none()
+    {
         return Err(ConfigError::invalid(
-            "inter-broker-listener-name",
-            &listeners[inter_broker].name,
-            "brokers connect to each other over PLAINTEXT only: name a PLAINTEXT listener (the first listener is the default)",
+            "inter-broker-client-config",
+            "",
+            format!(
+                "the inter-broker listener {} is {}: give the client properties brokers use to reach it (security.protocol, ssl.ca.location, sasl.*)",
+                listeners[inter_broker].name,
+                inter_broker_protocol.name()
+            ),
         ));
     }
 
@@ -412,6 +423,7 @@ pub fn parse(a: SecurityArgs<'_>) -> Result<Security, ConfigError> {
     Ok(Security {
         listeners,
         inter_broker,
+        inter_broker_client_config: a.inter_broker_client_config,
         tls,
         sasl: SaslSettings {
             mechanisms,
@@ -533,7 +545,7 @@ mod tests {
                     ssl_key_file: Some("k".into()),
                     ..Default::default()
                 },
-                "inter-broker-listener-name",
+                "inter-broker-client-config",
             ),
             (
                 SecurityArgs {
