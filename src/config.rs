@@ -119,6 +119,9 @@ pub struct ServeArgs {
     /// Controller listener: where the metadata voters reach this node (needs --controller-quorum-voters)
     #[arg(long, env = "STRATA_CONTROLLER_LISTEN")]
     pub controller_listen: Option<String>,
+    /// Security of the controller listener: PLAINTEXT, or SSL, where every voter presents its --ssl-certificate-file and requires the others' certificates signed by --ssl-client-ca-file [default: PLAINTEXT]
+    #[arg(long, env = "STRATA_CONTROLLER_SECURITY_PROTOCOL")]
+    pub controller_security_protocol: Option<String>,
     /// The metadata voters as ID@HOST:PORT,... (Kafka's controller.quorum.voters); a node outside them follows the metadata log as a learner [default: this node alone]
     #[arg(long, env = "STRATA_CONTROLLER_QUORUM_VOTERS")]
     pub controller_quorum_voters: Option<String>,
@@ -482,11 +485,38 @@ impl BrokerConfig {
         if node_id < 0 {
             return Err(ConfigError::invalid("node-id", node_id, "must be >= 0"));
         }
-        let controller = controller_quorum(
+        let mut controller = controller_quorum(
             node_id,
             a.controller_listen.as_deref(),
             a.controller_quorum_voters.as_deref(),
         )?;
+        match a.controller_security_protocol.as_deref() {
+            None | Some("PLAINTEXT") => {}
+            Some("SSL") => {
+                let Some(quorum) = controller.as_mut() else {
+                    return Err(ConfigError::invalid(
+                        "controller-security-protocol",
+                        "SSL",
+                        "applies to a quorum of several voters (--controller-listen, --controller-quorum-voters)",
+                    ));
+                };
+                if !security.tls.as_ref().is_some_and(|t| t.client_ca.is_some()) {
+                    return Err(ConfigError::invalid(
+                        "controller-security-protocol",
+                        "SSL",
+                        "needs --ssl-certificate-file, --ssl-key-file and --ssl-client-ca-file (the CA that signs every voter's certificate)",
+                    ));
+                }
+                quorum.tls = true;
+            }
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "controller-security-protocol",
+                    other,
+                    "expected PLAINTEXT or SSL",
+                ))
+            }
+        }
         let num_partitions = at_least("num-partitions", a.num_partitions.unwrap_or(1), 1)?;
         let default_replication_factor = a
             .default_replication_factor
@@ -833,6 +863,9 @@ impl ServeArgs {
             admin_listen: self.admin_listen.or(file.admin_listen),
             node_id: self.node_id.or(file.node_id),
             controller_listen: self.controller_listen.or(file.controller_listen),
+            controller_security_protocol: self
+                .controller_security_protocol
+                .or(file.controller_security_protocol),
             controller_quorum_voters: self
                 .controller_quorum_voters
                 .or(file.controller_quorum_voters),
@@ -949,6 +982,9 @@ pub struct ControllerQuorum {
     pub listen: SocketAddr,
     /// Every voter's node id and controller address (this node's included).
     pub voters: BTreeMap<i32, String>,
+    /// The transport is TLS with client certificates both ways
+    /// (`--controller-security-protocol SSL`).
+    pub tls: bool,
 }
 
 /// The quorum `--controller-listen` and `--controller-quorum-voters` name:
@@ -1009,6 +1045,7 @@ fn controller_quorum(
     Ok(Some(ControllerQuorum {
         listen,
         voters: parsed,
+        tls: false,
     }))
 }
 

@@ -58,6 +58,7 @@
 
 mod apply;
 mod network;
+pub use network::ControllerTls;
 mod quorum;
 mod store;
 #[cfg(test)]
@@ -680,6 +681,8 @@ struct Reopen {
     /// alone.
     voters: Option<BTreeMap<NodeId, String>>,
     config: Arc<Config>,
+    /// TLS of the controller transport.
+    tls: Option<network::ControllerTls>,
 }
 
 /// Who votes on the metadata.
@@ -693,6 +696,8 @@ pub enum Quorum {
     Voters {
         voters: BTreeMap<NodeId, String>,
         listener: tokio::net::TcpListener,
+        /// TLS with client certificates on the controller transport.
+        tls: Option<network::ControllerTls>,
     },
 }
 
@@ -741,9 +746,13 @@ impl Metadata {
     ) -> Result<Metadata, MetadataError> {
         let broker_id =
             i32::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
-        let (raft_addr, voters, listener) = match quorum {
-            Quorum::Alone { raft_addr } => (raft_addr, None, None),
-            Quorum::Voters { voters, listener } => {
+        let (raft_addr, voters, listener, tls) = match quorum {
+            Quorum::Alone { raft_addr } => (raft_addr, None, None, None),
+            Quorum::Voters {
+                voters,
+                listener,
+                tls,
+            } => {
                 // A node outside the voters follows the log as a learner,
                 // reached at its controller listener.
                 let addr = match voters.get(&node_id) {
@@ -757,7 +766,7 @@ impl Metadata {
                         })?
                         .to_string(),
                 };
-                (addr, Some(voters), Some(listener))
+                (addr, Some(voters), Some(listener), tls)
             }
         };
         let config = Arc::new(tuning.raft_config(voters.is_some())?);
@@ -769,6 +778,7 @@ impl Metadata {
             &expected,
             Arc::clone(&config),
             Arc::clone(&publisher),
+            tls.clone(),
         )
         .await?;
 
@@ -785,6 +795,7 @@ impl Metadata {
                 raft_addr: raft_addr.clone(),
                 voters,
                 config,
+                tls: tls.clone(),
             },
             restart: tokio::sync::Mutex::new(()),
             liveness: Arc::new(Liveness::default()),
@@ -794,9 +805,12 @@ impl Metadata {
                 raft: Arc::clone(&metadata.raft),
                 liveness: Arc::clone(&metadata.liveness),
             });
-            metadata
-                .tasks
-                .spawn(network::serve(listener, handler, metadata.cancel.clone()));
+            metadata.tasks.spawn(network::serve(
+                listener,
+                handler,
+                metadata.cancel.clone(),
+                tls,
+            ));
         }
         match metadata.start(broker_id, raft_addr).await {
             Ok(()) => Ok(metadata),
@@ -849,6 +863,7 @@ impl Metadata {
             &expected,
             Arc::clone(&r.config),
             Arc::clone(&self.publisher),
+            r.tls.clone(),
         )
         .await?;
         *self.store_released.lock().await = released;
@@ -1047,6 +1062,7 @@ async fn open_raft(
     expected_voters: &std::collections::BTreeSet<NodeId>,
     config: Arc<Config>,
     publisher: Arc<Publisher>,
+    tls: Option<network::ControllerTls>,
 ) -> Result<(Raft<TypeConfig>, mpsc::Receiver<()>), MetadataError> {
     let (alive, released) = mpsc::channel(1);
     let store = store::Store::open(dir, publisher, alive)?;
@@ -1069,9 +1085,15 @@ async fn open_raft(
         }
     }
     let (log_store, state_machine) = Adaptor::new(store);
-    let raft = Raft::new(node_id, config, network::Network, log_store, state_machine)
-        .await
-        .map_err(MetadataError::raft("start raft"))?;
+    let raft = Raft::new(
+        node_id,
+        config,
+        network::Network { tls },
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(MetadataError::raft("start raft"))?;
     Ok((raft, released))
 }
 

@@ -250,6 +250,10 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
                 )
             })?;
             tracing::info!(controller_addr = %c.listen, voters = ?c.voters, "serving the controller listener");
+            let tls = match (&config.security.tls, c.tls) {
+                (Some(files), true) => Some(crate::security::tls::controller(files)?),
+                _ => None,
+            };
             Quorum::Voters {
                 voters: c
                     .voters
@@ -257,6 +261,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
                     .map(|(id, addr)| (*id as u64, addr.clone()))
                     .collect(),
                 listener,
+                tls,
             }
         }
     };

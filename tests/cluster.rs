@@ -2461,3 +2461,55 @@ fn replication_runs_over_a_sasl_ssl_inter_broker_listener() {
         .sum();
     assert!(logins >= 1.0, "followers log in to their leaders");
 }
+
+/// The metadata voters talk TLS with client certificates both ways
+/// (`--controller-security-protocol SSL`): the cluster forms, serves, and a
+/// plain TCP client on a controller port is refused before it is read.
+#[test]
+fn the_controller_quorum_runs_over_mutual_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = common::pki::Pki::create(dir.path());
+    let brokers = brokers_built(3, 3, &["--controller-security-protocol", "SSL"], |_, b| {
+        b.args(pki.broker_args())
+    });
+    let all = bootstrap(&brokers);
+    clients::create_replicated_topic(&all, "over-mtls", 3, 3, &[]);
+    let at = clients::produce(
+        &all,
+        "over-mtls",
+        &(0..30)
+            .map(|i| TestRecord::value(format!("v{i}")).in_partition(i % 3))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(at.len(), 30);
+    for b in &brokers {
+        assert_eq!(leaders(b, "over-mtls").len(), 3);
+    }
+    // A plain TCP client on a controller port: the frame it sends is never
+    // answered; the handshake failure is logged.
+    let controller = brokers[0]
+        .logs()
+        .lines()
+        .find_map(|l| {
+            l.split("controller_addr=")
+                .nth(1)
+                .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
+        })
+        .expect("controller address in the log");
+    let mut raw = common::raw::RawConn::connect(&controller);
+    raw.write_frame(br#"{"Heartbeat":{"node_id":9}}"#)
+        .expect("write");
+    let answered = raw.wait_closed(Duration::from_secs(30)).expect("closed");
+    assert!(
+        !answered.starts_with(&[0, 0, 0]),
+        "a plain client got an answer: {answered:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !brokers[0]
+        .logs()
+        .contains("controller TLS handshake failed")
+    {
+        assert!(Instant::now() < deadline, "no handshake failure logged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -485,6 +485,25 @@ fn invalid_security_settings_stop_the_broker_with_a_message_naming_them() {
         ],
         "must be SSL",
     ));
+    cases.push((
+        vec!["--controller-security-protocol".into(), "SSL".into()],
+        "controller-security-protocol",
+    ));
+    cases.push((
+        vec![
+            "--controller-listen".into(),
+            "127.0.0.1:0".into(),
+            "--controller-quorum-voters".into(),
+            "1@127.0.0.1:19093".into(),
+            "--controller-security-protocol".into(),
+            "SSL".into(),
+            "--ssl-certificate-file".into(),
+            pki.server_cert.display().to_string(),
+            "--ssl-key-file".into(),
+            pki.server_key.display().to_string(),
+        ],
+        "ssl-client-ca-file",
+    ));
     for (args, want) in cases {
         let out = std::process::Command::new(common::strata_bin())
             .arg("serve")

@@ -15,6 +15,12 @@
 //! the connection with a warning. The server answers whatever raft answers,
 //! errors included, so the caller sees the peer's own refusal (a stale
 //! term, a vote denied).
+//!
+//! Security: with [`ControllerTls`] (`--controller-security-protocol
+//! SSL`) every connection is TLS and both ends present a certificate
+//! signed by the cluster's CA; a connection that does not (a plain TCP
+//! client, an unknown certificate) is closed after its failed handshake,
+//! before any frame is read.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +35,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +53,22 @@ static UNREACHABLE_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimi
 
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// TLS of the controller transport: the listener's acceptor, which
+/// requires a client certificate, and the connector peers use, which
+/// presents this node's certificate. Both trust only the cluster's CA.
+#[derive(Clone)]
+pub struct ControllerTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub connector: tokio_rustls::TlsConnector,
+}
+
+/// A controller connection: TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
+
+/// Controller connections whose TLS handshake failed: one line per 30 s.
+static HANDSHAKE_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
 
 /// What one controller asks another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,7 +121,10 @@ pub(crate) struct ProposeRefused {
     pub(crate) message: String,
 }
 
-async fn write_frame<T: Serialize>(stream: &mut TcpStream, msg: &T) -> std::io::Result<()> {
+async fn write_frame<T: Serialize, S: AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    msg: &T,
+) -> std::io::Result<()> {
     let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
     if body.len() > MAX_FRAME {
         return Err(std::io::Error::other(format!(
@@ -114,8 +139,8 @@ async fn write_frame<T: Serialize>(stream: &mut TcpStream, msg: &T) -> std::io::
 }
 
 /// Reads one frame; `None` when the peer closed the connection before it.
-async fn read_frame<T: for<'de> Deserialize<'de>>(
-    stream: &mut TcpStream,
+async fn read_frame<T: for<'de> Deserialize<'de>, S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
 ) -> std::io::Result<Option<T>> {
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len).await {
@@ -137,21 +162,25 @@ async fn read_frame<T: for<'de> Deserialize<'de>>(
 }
 
 /// Creates [`Peer`] clients.
-pub(crate) struct Network;
+pub(crate) struct Network {
+    pub(crate) tls: Option<ControllerTls>,
+}
 
 /// A client for one peer controller.
 pub(crate) struct Peer {
     target: NodeId,
     addr: String,
-    conn: Option<TcpStream>,
+    conn: Option<Box<dyn Stream>>,
+    tls: Option<ControllerTls>,
 }
 
 impl Peer {
-    pub(crate) fn new(target: NodeId, addr: String) -> Peer {
+    pub(crate) fn new(target: NodeId, addr: String, tls: Option<ControllerTls>) -> Peer {
         Peer {
             target,
             addr,
             conn: None,
+            tls,
         }
     }
 
@@ -192,13 +221,29 @@ impl Peer {
     }
 
     /// The connection, made if there is none.
-    async fn open(&mut self) -> std::io::Result<&mut TcpStream> {
+    async fn open(&mut self) -> std::io::Result<&mut Box<dyn Stream>> {
         if self.conn.is_none() {
             let c = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
                 .await
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
             c.set_nodelay(true)?;
-            self.conn = Some(c);
+            let conn: Box<dyn Stream> = match &self.tls {
+                None => Box::new(c),
+                Some(tls) => {
+                    let host = self
+                        .addr
+                        .rsplit_once(':')
+                        .map_or(self.addr.as_str(), |(h, _)| h);
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                        .map_err(std::io::Error::other)?;
+                    let tls = tokio::time::timeout(CONNECT_TIMEOUT, tls.connector.connect(name, c))
+                        .await
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                    Box::new(tls)
+                }
+            };
+            self.conn = Some(conn);
         }
         self.conn
             .as_mut()
@@ -240,7 +285,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        Peer::new(target, node.addr.clone())
+        Peer::new(target, node.addr.clone(), self.tls.clone())
     }
 }
 
@@ -319,6 +364,7 @@ pub(crate) async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     cancel: CancellationToken,
+    tls: Option<ControllerTls>,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -334,7 +380,28 @@ pub(crate) async fn serve<H: Handler>(
         };
         let handler = Arc::clone(&handler);
         let cancel = cancel.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let stream: Box<dyn Stream> = match tls {
+                None => Box::new(stream),
+                Some(tls) => {
+                    let accepted = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        a = tokio::time::timeout(CONNECT_TIMEOUT, tls.acceptor.accept(stream)) => a,
+                    };
+                    match accepted {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            if let Some(suppressed) = HANDSHAKE_LOG.allow(30_000) {
+                                tracing::warn!(%peer, error = %e, suppressed, "controller TLS handshake failed; closing connection");
+                            }
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 r = serve_connection(stream, handler) => if let Err(e) = r {
@@ -346,11 +413,10 @@ pub(crate) async fn serve<H: Handler>(
 }
 
 async fn serve_connection<H: Handler>(
-    mut stream: TcpStream,
+    mut stream: Box<dyn Stream>,
     handler: Arc<H>,
 ) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    while let Some(req) = read_frame::<Request>(&mut stream).await? {
+    while let Some(req) = read_frame::<Request, _>(&mut stream).await? {
         let resp = match req {
             Request::AppendEntries(r) => {
                 Response::AppendEntries(handler.raft().append_entries(r).await)
@@ -385,7 +451,9 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().to_string()
         };
-        let mut peer = Network.new_client(2, &BasicNode::new(addr.clone())).await;
+        let mut peer = Network { tls: None }
+            .new_client(2, &BasicNode::new(addr.clone()))
+            .await;
         let vote = VoteRequest::new(openraft::Vote::new(1, 1), None);
         let err = peer
             .vote(vote.clone(), RPCOption::new(Duration::from_secs(1)))
@@ -413,9 +481,9 @@ mod tests {
                 .unwrap();
             // A length past the limit: refused before any allocation.
             let (mut s, _) = listener.accept().await.unwrap();
-            read_frame::<Request>(&mut s).await
+            read_frame::<Request, _>(&mut s).await
         });
-        let mut peer = Peer::new(1, addr.to_string());
+        let mut peer = Peer::new(1, addr.to_string(), None);
         let resp = peer
             .call(
                 &Request::Propose(Command::AllocateProducerIds { count: 5 }),

@@ -248,7 +248,7 @@ impl Metadata {
         let mut logged = tokio::time::Instant::now();
         loop {
             for (id, voter) in voters {
-                let mut peer = network::Peer::new(*id, voter.clone());
+                let mut peer = network::Peer::new(*id, voter.clone(), self.reopen.tls.clone());
                 let req = network::Request::Join {
                     node_id,
                     addr: addr.clone(),
@@ -275,7 +275,7 @@ impl Metadata {
         addr: String,
         cmd: &Command,
     ) -> Result<Result<(u64, CommandResult), network::ProposeRefused>, MetadataError> {
-        let mut peer = network::Peer::new(leader, addr);
+        let mut peer = network::Peer::new(leader, addr, self.reopen.tls.clone());
         // Not connected: nothing was sent, so it is safe to try again (a
         // leader that just stopped, before the others elect a new one).
         if let Err(e) = peer.connect().await {
@@ -342,7 +342,7 @@ impl Metadata {
                 (Some(l), Some(addr)) => {
                     leading_since = None;
                     if peer.as_ref().is_none_or(|(id, _)| *id != l) {
-                        peer = Some((l, network::Peer::new(l, addr)));
+                        peer = Some((l, network::Peer::new(l, addr, self.reopen.tls.clone())));
                     }
                     if let Some((_, p)) = peer.as_mut() {
                         let beat = network::Request::Heartbeat {
@@ -480,7 +480,7 @@ impl Metadata {
                 node_id: self.node_id,
             });
         };
-        let mut peer = network::Peer::new(leader, addr);
+        let mut peer = network::Peer::new(leader, addr, self.reopen.tls.clone());
         match peer
             .call(&network::Request::QuorumStatus, Duration::from_secs(5))
             .await?

@@ -318,6 +318,7 @@ impl Quorum3 {
         let quorum = super::Quorum::Voters {
             voters: self.addrs.clone(),
             listener,
+            tls: None,
         };
         Metadata::open_quorum(self.dirs[(id - 1) as usize].path(), id, quorum)
             .await
@@ -423,6 +424,7 @@ async fn a_directory_of_another_quorum_is_refused() {
     let quorum = super::Quorum::Voters {
         voters: q.addrs.clone(),
         listener: listeners.remove(0),
+        tls: None,
     };
     let err = Metadata::open_quorum(q.dirs[0].path(), 1, quorum)
         .await
@@ -448,6 +450,7 @@ async fn a_node_outside_the_voters_follows_as_a_learner() {
         let quorum = super::Quorum::Voters {
             voters: q.addrs.clone(),
             listener: learner_listener,
+            tls: None,
         };
         Metadata::open_quorum(learner_dir.path(), 4, quorum)
             .await
@@ -478,6 +481,7 @@ async fn a_node_outside_the_voters_follows_as_a_learner() {
     let quorum = super::Quorum::Voters {
         voters: q.addrs.clone(),
         listener,
+        tls: None,
     };
     let reopened = tokio::time::timeout(
         Duration::from_secs(3),

@@ -45,6 +45,57 @@ impl Tls {
     }
 }
 
+/// The controller transport's TLS: the broker's certificate on both
+/// ends, client certificates required, and only `--ssl-client-ca-file`
+/// trusted either way.
+pub fn controller(files: &TlsFiles) -> anyhow::Result<crate::metadata::ControllerTls> {
+    let Some(ca) = &files.client_ca else {
+        anyhow::bail!("the controller's TLS needs ssl-client-ca-file");
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates("ssl-client-ca-file", ca)? {
+        roots.add(cert).with_context(|| {
+            format!(
+                "invalid CA certificate. ssl-client-ca-file={}",
+                ca.display()
+            )
+        })?;
+    }
+    let roots = Arc::new(roots);
+    let key = || {
+        PrivateKeyDer::from_pem_file(&files.key).with_context(|| {
+            format!(
+                "cannot read the private key. ssl-key-file={}",
+                files.key.display()
+            )
+        })
+    };
+    let chain = certificates("ssl-certificate-file", &files.certificate)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .context("controller client-certificate verifier")?;
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key()?)
+        .context("the key does not match the certificate (ssl-certificate-file, ssl-key-file)")?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key()?)
+        .context("the key does not match the certificate (ssl-certificate-file, ssl-key-file)")?;
+    Ok(crate::metadata::ControllerTls {
+        acceptor: TlsAcceptor::from(Arc::new(server)),
+        connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+    })
+}
+
 fn certificates(flag: &str, path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
