@@ -500,7 +500,7 @@ impl BrokerConfig {
                         "applies to a quorum of several voters (--controller-listen, --controller-quorum-voters)",
                     ));
                 };
-                if !security.tls.as_ref().is_some_and(|t| t.client_ca.is_some()) {
+                if security.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
                     return Err(ConfigError::invalid(
                         "controller-security-protocol",
                         "SSL",
