@@ -101,7 +101,7 @@ pub struct ServeArgs {
     /// SASL mechanisms offered on SASL listeners (sasl.enabled.mechanisms): PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 [default: PLAIN]
     #[arg(long, env = "STRATA_SASL_ENABLED_MECHANISMS")]
     pub sasl_enabled_mechanisms: Option<String>,
-    /// TOML file of the PLAIN users: a [users] table of name = "password"; reread on SIGHUP
+    /// TOML file of the PLAIN users: a table named users of name = "password" entries; reread on SIGHUP
     #[arg(long, env = "STRATA_SASL_PLAIN_USERS_FILE")]
     pub sasl_plain_users_file: Option<PathBuf>,
     /// A failed SASL authentication is answered after this delay, then the connection closes (connection.failed.authentication.delay.ms) [default: 100]

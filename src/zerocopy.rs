@@ -172,7 +172,7 @@ impl ByteBufMut for SpliceBuf {
 const COPY_CHUNK: usize = 128 * 1024;
 
 /// Writes `region` to `w` by reading it into `scratch` (grown once to at
-/// most [`COPY_CHUNK`] and reused), for connections that cannot take
+/// most `COPY_CHUNK`, 128 KiB, and reused), for connections that cannot take
 /// sendfile (TLS: the bytes must pass through the encryption). A file
 /// shorter than the range is an `UnexpectedEof` error.
 pub async fn copy_file<W: tokio::io::AsyncWrite + Unpin>(
