@@ -1599,15 +1599,26 @@ fn coordinator_of(brokers: &[&Broker], group: &str) -> i32 {
 }
 
 /// Committed offsets of `group` on `topic`, summed over its partitions.
+/// librdkafka's committed() gives up on the first NOT_COORDINATOR (a
+/// coordinator that moved after the client looked it up); asked again, it
+/// looks the coordinator up again, as an application would.
 fn committed_total(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
     let c = clients::consumer(bootstrap, &[("group.id", group)]);
     let mut asked = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
         asked.add_partition(topic, p);
     }
-    c.committed_offsets(asked, clients::OP_TIMEOUT)
-        .expect("committed offsets")
-        .elements()
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        match c.committed_offsets(asked.clone(), clients::OP_TIMEOUT) {
+            Ok(got) => break got,
+            Err(e) if Instant::now() < deadline && e.to_string().contains("Coordinator") => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("committed offsets: {e}"),
+        }
+    };
+    got.elements()
         .iter()
         .filter_map(|e| e.offset().to_raw())
         .filter(|o| *o >= 0)

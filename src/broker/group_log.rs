@@ -71,20 +71,25 @@ impl Broker {
     /// so its log no longer moves under a load).
     pub(crate) fn update_group_ownership(&self) {
         let view = self.view();
+        let mut arriving = std::collections::HashSet::new();
         let ownership = view.topic(OFFSETS_TOPIC).map(|t| {
-            let led = t
-                .partitions
-                .iter()
-                .enumerate()
-                .filter(|(_, info)| info.leader == self.node_id())
-                .filter_map(|(i, info)| {
-                    let p = self.partition(t.id, i as i32)?;
-                    (p.is_leader() && p.leader_epoch() == info.leader_epoch)
-                        .then_some((i as i32, info.leader_epoch))
-                })
-                .collect();
+            let mut led = std::collections::HashMap::new();
+            for (i, info) in t.partitions.iter().enumerate() {
+                if info.leader != self.node_id() {
+                    continue;
+                }
+                let ready = self
+                    .partition(t.id, i as i32)
+                    .is_some_and(|p| p.is_leader() && p.leader_epoch() == info.leader_epoch);
+                if ready {
+                    led.insert(i as i32, info.leader_epoch);
+                } else {
+                    arriving.insert(i as i32);
+                }
+            }
             (t.partitions.len() as i32, led)
         });
+        self.groups.set_arriving(arriving);
         self.groups.set_ownership(ownership);
     }
 

@@ -85,6 +85,9 @@ struct Ownership {
     count: Option<i32>,
     /// Led partitions by index.
     led: HashMap<i32, Led>,
+    /// Partitions the metadata makes this node the leader of whose replica
+    /// has not taken the role yet: their groups are about to load here.
+    arriving: std::collections::HashSet<i32>,
 }
 
 /// An offsets partition this node leads, at a leader epoch.
@@ -98,12 +101,15 @@ struct Led {
 impl Ownership {
     /// Whether this node serves `group_id` now: NOT_COORDINATOR when
     /// another node leads its partition, COORDINATOR_LOAD_IN_PROGRESS
-    /// while the partition loads.
+    /// while the partition loads or is about to (a client that found this
+    /// node the coordinator waits and retries rather than asking again).
     fn check(&self, group_id: &str) -> Result<(), GroupError> {
         let Some(count) = self.count else {
             return Ok(());
         };
-        match self.led.get(&partition_for(group_id, count)) {
+        let p = partition_for(group_id, count);
+        match self.led.get(&p) {
+            None if self.arriving.contains(&p) => Err(GroupError::LoadInProgress),
             None => Err(GroupError::NotCoordinator),
             Some(l) if !l.loaded => Err(GroupError::LoadInProgress),
             Some(_) => Ok(()),
@@ -223,6 +229,14 @@ impl Coordinator {
     /// memory, their parked requests answered NOT_COORDINATOR; one it
     /// newly leads answers COORDINATOR_LOAD_IN_PROGRESS until
     /// [`Coordinator::load_pending`] has replayed it.
+    /// The offsets partitions the metadata makes this node the leader of
+    /// whose replicas have not taken the role yet (see
+    /// [`Coordinator::set_ownership`] for those that have).
+    pub fn set_arriving(&self, partitions: std::collections::HashSet<i32>) {
+        let mut o = self.ownership.write().unwrap_or_else(|e| e.into_inner());
+        o.arriving = partitions;
+    }
+
     pub fn set_ownership(&self, ownership: Option<(i32, HashMap<i32, i32>)>) {
         let (dropped, pending) = {
             let mut o = self.ownership.write().unwrap_or_else(|e| e.into_inner());

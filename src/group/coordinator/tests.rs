@@ -503,6 +503,12 @@ async fn groups_follow_the_leadership_of_their_offsets_partition() {
         Err(GroupError::NotCoordinator)
     ));
     assert!(c.list().expect("list").is_empty());
+    // The metadata names this node the leader again, before its replica
+    // takes the role: clients are told to wait, not to look elsewhere.
+    c.set_arriving([p].into_iter().collect());
+    assert!(matches!(c.serving("g"), Err(GroupError::LoadInProgress)));
+    c.set_arriving(Default::default());
+    assert!(matches!(c.serving("g"), Err(GroupError::NotCoordinator)));
     // Meanwhile the other node's coordinator commits (same log).
     log.append(
         "g",
