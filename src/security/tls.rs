@@ -53,16 +53,7 @@ pub fn controller(files: &TlsFiles) -> anyhow::Result<crate::metadata::Controlle
         anyhow::bail!("the controller's TLS needs ssl-client-ca-file");
     };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certificates("ssl-client-ca-file", ca)? {
-        roots.add(cert).with_context(|| {
-            format!(
-                "invalid CA certificate. ssl-client-ca-file={}",
-                ca.display()
-            )
-        })?;
-    }
-    let roots = Arc::new(roots);
+    let roots = Arc::new(client_ca_roots(ca)?);
     let key = || {
         PrivateKeyDer::from_pem_file(&files.key).with_context(|| {
             format!(
@@ -96,6 +87,20 @@ pub fn controller(files: &TlsFiles) -> anyhow::Result<crate::metadata::Controlle
     })
 }
 
+/// The certificates of `--ssl-client-ca-file`, as trust roots.
+fn client_ca_roots(ca: &Path) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates("ssl-client-ca-file", ca)? {
+        roots.add(cert).with_context(|| {
+            format!(
+                "invalid CA certificate. ssl-client-ca-file={}",
+                ca.display()
+            )
+        })?;
+    }
+    Ok(roots)
+}
+
 fn certificates(flag: &str, path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -121,17 +126,8 @@ fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
     let builder = match (&files.client_ca, files.client_auth) {
         (_, ClientAuth::None) | (None, _) => builder.with_no_client_auth(),
         (Some(ca), auth) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in certificates("ssl-client-ca-file", ca)? {
-                roots.add(cert).with_context(|| {
-                    format!(
-                        "invalid CA certificate. ssl-client-ca-file={}",
-                        ca.display()
-                    )
-                })?;
-            }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
+                Arc::new(client_ca_roots(ca)?),
                 provider,
             );
             let verifier = if auth == ClientAuth::Requested {
