@@ -126,7 +126,7 @@ pub struct Args {
     /// with a PLAINTEXT and an SSL listener, a hot consume of the consume
     /// data set and an acks=1 produce (--e2e-record-size records, 16
     /// partitions, --produce-bytes) over each, alternating, same run.
-    #[arg(long, conflicts_with = "brokers")]
+    #[arg(long, conflicts_with_all = ["brokers", "bootstrap"])]
     pub tls: bool,
     /// Keep the work directory (broker data and logs) at the end.
     #[arg(long)]
