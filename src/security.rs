@@ -43,18 +43,6 @@ pub struct Listener {
     pub sasl: Option<Arc<sasl::Sasl>>,
 }
 
-impl Listener {
-    /// A PLAINTEXT listener of this name (tests, in-process brokers).
-    pub fn plaintext(name: &str) -> Listener {
-        Listener {
-            name: name.to_string(),
-            protocol: SecurityProtocol::Plaintext,
-            tls: None,
-            sasl: None,
-        }
-    }
-}
-
 /// What a connection knows about its client.
 pub struct Session {
     pub listener: Arc<Listener>,

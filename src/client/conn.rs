@@ -407,11 +407,8 @@ impl Connection {
                 round(format!("\0{}\0{}", login.username, login.password).into_bytes()).await?;
             }
             Some(m) => {
-                use crate::security::scram::client;
-                let nonce: String = {
-                    use base64::Engine;
-                    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 24]>())
-                };
+                use crate::security::scram::{client, nonce};
+                let nonce = nonce();
                 let first = client::first(&login.username, &nonce);
                 let server_first = round(first.clone().into_bytes()).await?;
                 let server_first = String::from_utf8_lossy(&server_first).into_owned();
@@ -423,14 +420,7 @@ impl Connection {
                 let (last, expected) = client::last(m, &login.password, &first, &server_first)
                     .ok_or_else(|| refused("malformed SCRAM message from the broker".into()))?;
                 let server_final = round(last.into_bytes()).await?;
-                let expected = {
-                    use base64::Engine;
-                    format!(
-                        "v={}",
-                        base64::engine::general_purpose::STANDARD.encode(expected)
-                    )
-                };
-                if server_final.as_ref() != expected.as_bytes() {
+                if server_final.as_ref() != expected.as_slice() {
                     return Err(refused(
                         "the broker's SCRAM signature is wrong: it does not know the credential"
                             .into(),

@@ -76,6 +76,21 @@ pub fn credential(
     }
 }
 
+/// A fresh random nonce (24 bytes, base64), for either side.
+pub fn nonce() -> String {
+    B64.encode(rand::random::<[u8; 24]>())
+}
+
+/// The server's final message, `v=` and its signature of `auth_message`:
+/// proof that it holds the credential's server key.
+fn server_final(m: ScramMechanism, server_key: &[u8], auth_message: &str) -> Vec<u8> {
+    format!(
+        "v={}",
+        B64.encode(hmac(m, server_key, auth_message.as_bytes()))
+    )
+    .into_bytes()
+}
+
 fn refused(m: ScramMechanism) -> Refused {
     Refused(format!(
         "Authentication failed during authentication due to invalid credentials with SASL mechanism {}",
@@ -188,7 +203,7 @@ impl ScramServer {
             return Err(malformed("bad authorization id"));
         }
         let credential = lookup(&user).ok_or_else(|| refused(mechanism))?;
-        let nonce = format!("{client_nonce}{}", B64.encode(rand::random::<[u8; 24]>()));
+        let nonce = format!("{client_nonce}{}", nonce());
         let server_first = format!(
             "r={nonce},s={},i={}",
             B64.encode(&credential.salt),
@@ -241,11 +256,8 @@ impl ScramServer {
         if constant_time::verify_slices_are_equal(&stored, &self.credential.stored_key).is_err() {
             return Err(refused(m));
         }
-        let server_signature = hmac(m, &self.credential.server_key, auth_message.as_bytes());
-        Ok((
-            self.user,
-            format!("v={}", B64.encode(server_signature)).into_bytes(),
-        ))
+        let reply = server_final(m, &self.credential.server_key, &auth_message);
+        Ok((self.user, reply))
     }
 }
 
@@ -259,8 +271,9 @@ pub mod client {
         format!("n,,n={name},r={nonce}")
     }
 
-    /// The client's final message for the server's first, or `None` when
-    /// the server's message is not one.
+    /// The client's final message for the server's first, and the final
+    /// message the server must answer; `None` when the server's message is
+    /// not one.
     pub fn last(
         m: ScramMechanism,
         password: &str,
@@ -284,10 +297,9 @@ pub mod client {
             .map(|(a, b)| a ^ b)
             .collect();
         let server_key = hmac(m, &salted, b"Server Key");
-        let expected_final = hmac(m, &server_key, auth_message.as_bytes());
         Some((
             format!("{without_proof},p={}", B64.encode(proof)),
-            expected_final,
+            server_final(m, &server_key, &auth_message),
         ))
     }
 }
@@ -323,8 +335,7 @@ mod tests {
             client::last(m, given, &first, &server_first).expect("server first parses");
         let (name, server_final) = server.finish(last.as_bytes())?;
         assert_eq!(
-            server_final,
-            format!("v={}", B64.encode(expected)).into_bytes(),
+            server_final, expected,
             "the server proves it knows the credential"
         );
         Ok(name)

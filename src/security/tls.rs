@@ -54,14 +54,7 @@ pub fn controller(files: &TlsFiles) -> anyhow::Result<crate::metadata::Controlle
     };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let roots = Arc::new(client_ca_roots(ca)?);
-    let key = || {
-        PrivateKeyDer::from_pem_file(&files.key).with_context(|| {
-            format!(
-                "cannot read the private key. ssl-key-file={}",
-                files.key.display()
-            )
-        })
-    };
+    let key = private_key(files)?;
     let chain = certificates("ssl-certificate-file", &files.certificate)?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         roots.clone(),
@@ -73,17 +66,27 @@ pub fn controller(files: &TlsFiles) -> anyhow::Result<crate::metadata::Controlle
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain.clone(), key()?)
+        .with_single_cert(chain.clone(), key.clone_key())
         .context("the key does not match the certificate (ssl-certificate-file, ssl-key-file)")?;
     let client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key()?)
+        .with_client_auth_cert(chain, key)
         .context("the key does not match the certificate (ssl-certificate-file, ssl-key-file)")?;
     Ok(crate::metadata::ControllerTls {
         acceptor: TlsAcceptor::from(Arc::new(server)),
         connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+    })
+}
+
+/// The private key of `--ssl-key-file`.
+fn private_key(files: &TlsFiles) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(&files.key).with_context(|| {
+        format!(
+            "cannot read the private key. ssl-key-file={}",
+            files.key.display()
+        )
     })
 }
 
@@ -113,12 +116,7 @@ fn certificates(flag: &str, path: &Path) -> anyhow::Result<Vec<CertificateDer<'s
 
 fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
     let chain = certificates("ssl-certificate-file", &files.certificate)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).with_context(|| {
-        format!(
-            "cannot read the private key. ssl-key-file={}",
-            files.key.display()
-        )
-    })?;
+    let key = private_key(files)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
