@@ -11,6 +11,7 @@
 //! which answers an unknown version with UNSUPPORTED_VERSION in the v0 layout
 //! (KIP-511). Per-partition failures are Kafka error codes in the response.
 
+pub mod acls;
 pub mod admin;
 pub mod cluster;
 pub mod configs;
@@ -39,7 +40,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::security::Session;
+use crate::security::{Caller, Session};
 use error::Code;
 
 /// What the connection does after a request.
@@ -176,6 +177,12 @@ pub async fn handle_frame(
             return ready(Outcome::Close);
         }
     };
+    let caller = Caller::new(
+        session,
+        broker.config.authorizer.as_ref(),
+        || broker.view(),
+        &broker.metrics.authorization_failures,
+    );
     let client_id = header.client_id.as_ref().map(|s| s.as_str()).unwrap_or("");
     let span = tracing::info_span!(
         "request",
@@ -190,7 +197,7 @@ pub async fn handle_frame(
     let mut close_after = false;
     let handled = match request {
         RequestKind::Produce(r) => {
-            produce::handle(broker, r, version, &session.listener.name)
+            produce::handle(broker, r, version, &caller)
                 .instrument(span.clone())
                 .await
         }
@@ -206,23 +213,22 @@ pub async fn handle_frame(
         }
         RequestKind::Fetch(r) => {
             let b = broker.clone();
-            let listener = session.listener.clone();
             Handled::Later(Box::pin(
                 async move {
                     let replica = replica_fetch::replica_of(&r, version);
                     if replica >= 0 {
-                        let resp = replica_fetch::handle(&b, r, version, replica).await;
+                        let resp = replica_fetch::handle(&b, r, version, replica, &caller).await;
                         return (Some(ResponseKind::Fetch(resp)), Vec::new());
                     }
-                    let (mut resp, files) = fetch::handle(&b, r, version).await;
-                    leader_hint::fetch(&mut resp, &b.view(), version, &listener.name);
+                    let (mut resp, files) = fetch::handle(&b, r, version, &caller).await;
+                    leader_hint::fetch(&mut resp, &b.view(), version, &caller.listener.name);
                     (Some(ResponseKind::Fetch(resp)), files)
                 }
                 .instrument(span.clone()),
             ))
         }
         other => Handled::Now(
-            dispatch(broker, &header, other, &session.listener.name)
+            dispatch(broker, &header, other, &caller)
                 .instrument(span.clone())
                 .await,
         ),
@@ -358,6 +364,19 @@ fn error_codes(r: &ResponseKind) -> Vec<i16> {
             r.results.iter().map(|u| u.error_code).collect()
         }
         ResponseKind::DescribeCluster(r) => vec![r.error_code],
+        ResponseKind::CreateAcls(r) => r.results.iter().map(|a| a.error_code).collect(),
+        ResponseKind::DescribeAcls(r) => vec![r.error_code],
+        ResponseKind::DeleteAcls(r) => r
+            .filter_results
+            .iter()
+            .map(|f| f.error_code)
+            .chain(
+                r.filter_results
+                    .iter()
+                    .flat_map(|f| f.matching_acls.iter().map(|a| a.error_code)),
+            )
+            .collect(),
+
         ResponseKind::DescribeQuorum(r) => r
             .topics
             .iter()
@@ -419,92 +438,109 @@ async fn dispatch(
     broker: &Broker,
     header: &RequestHeader,
     request: RequestKind,
-    listener: &str,
+    caller: &Caller,
 ) -> Option<ResponseKind> {
     let v = header.request_api_version;
     Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(versions::handle(r, v)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(broker, r, v, listener).await)
+            ResponseKind::Metadata(metadata::handle(broker, r, v, caller).await)
         }
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(offsets::list_offsets(broker, r, v).await)
+            ResponseKind::ListOffsets(offsets::list_offsets(broker, r, v, caller).await)
         }
-        RequestKind::OffsetForLeaderEpoch(r) => {
-            ResponseKind::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(broker, r, v))
-        }
+        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
+            offsets::offset_for_leader_epoch(broker, r, v, caller),
+        ),
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(admin::create_topics(broker, r, v).await)
+            ResponseKind::CreateTopics(admin::create_topics(broker, r, v, caller).await)
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v).await)
+            ResponseKind::DeleteTopics(admin::delete_topics(broker, r, v, caller).await)
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(admin::create_partitions(broker, r, v).await)
+            ResponseKind::CreatePartitions(admin::create_partitions(broker, r, v, caller).await)
         }
         RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(admin::delete_records(broker, r, v).await)
+            ResponseKind::DeleteRecords(admin::delete_records(broker, r, v, caller).await)
         }
         RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(configs::describe(broker, r, v))
+            ResponseKind::DescribeConfigs(configs::describe(broker, r, v, caller))
         }
         RequestKind::AlterConfigs(r) => {
-            ResponseKind::AlterConfigs(configs::alter(broker, r, v).await)
+            ResponseKind::AlterConfigs(configs::alter(broker, r, v, caller).await)
         }
-        RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r, v).await)
-        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            configs::incremental_alter(broker, r, v, caller).await,
+        ),
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(cluster::describe_cluster(broker, r, v, listener))
+            ResponseKind::DescribeCluster(cluster::describe_cluster(broker, r, v, caller))
         }
         RequestKind::DescribeQuorum(r) => {
-            ResponseKind::DescribeQuorum(cluster::describe_quorum(broker, r, v).await)
+            ResponseKind::DescribeQuorum(cluster::describe_quorum(broker, r, v, caller).await)
         }
         RequestKind::ElectLeaders(r) => {
-            ResponseKind::ElectLeaders(elect::elect_leaders(broker, r, v).await)
+            ResponseKind::ElectLeaders(elect::elect_leaders(broker, r, v, caller).await)
         }
         RequestKind::AlterPartitionReassignments(r) => {
-            ResponseKind::AlterPartitionReassignments(reassign::alter(broker, r, v).await)
+            ResponseKind::AlterPartitionReassignments(reassign::alter(broker, r, v, caller).await)
         }
         RequestKind::ListPartitionReassignments(r) => {
-            ResponseKind::ListPartitionReassignments(reassign::list(broker, r, v))
+            ResponseKind::ListPartitionReassignments(reassign::list(broker, r, v, caller))
         }
         RequestKind::DescribeLogDirs(r) => {
-            ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(broker, r, v).await)
+            ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(broker, r, v, caller).await)
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producer_id::handle(broker, r, v).await)
+            ResponseKind::InitProducerId(producer_id::handle(broker, r, v, caller).await)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(group::find_coordinator(broker, r, v, listener).await)
+            ResponseKind::FindCoordinator(group::find_coordinator(broker, r, v, caller).await)
         }
         RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(group::join_group(broker, header, r, v).await)
+            ResponseKind::JoinGroup(group::join_group(broker, header, r, v, caller).await)
         }
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(group::sync_group(broker, r, v).await),
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group::heartbeat(broker, r, v)),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(group::leave_group(broker, r, v)),
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(group::sync_group(broker, r, v, caller).await)
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(group::heartbeat(broker, r, v, caller))
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(group::leave_group(broker, r, v, caller))
+        }
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(group::describe_groups(broker, r, v))
+            ResponseKind::DescribeGroups(group::describe_groups(broker, r, v, caller))
         }
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(group::list_groups(broker, r, v)),
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(group::list_groups(broker, r, v, caller))
+        }
         RequestKind::DeleteGroups(r) => {
-            ResponseKind::DeleteGroups(group::delete_groups(broker, r, v).await)
+            ResponseKind::DeleteGroups(group::delete_groups(broker, r, v, caller).await)
         }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(group_offsets::offset_commit(broker, r, v).await)
+            ResponseKind::OffsetCommit(group_offsets::offset_commit(broker, r, v, caller).await)
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(group_offsets::offset_fetch(broker, r, v))
+            ResponseKind::OffsetFetch(group_offsets::offset_fetch(broker, r, v, caller))
         }
         RequestKind::OffsetDelete(r) => {
-            ResponseKind::OffsetDelete(group_offsets::offset_delete(broker, r, v).await)
+            ResponseKind::OffsetDelete(group_offsets::offset_delete(broker, r, v, caller).await)
         }
         RequestKind::DescribeUserScramCredentials(r) => {
-            ResponseKind::DescribeUserScramCredentials(users::describe(broker, r))
+            ResponseKind::DescribeUserScramCredentials(users::describe(broker, r, caller))
         }
         RequestKind::AlterUserScramCredentials(r) => {
-            ResponseKind::AlterUserScramCredentials(users::alter(broker, r).await)
+            ResponseKind::AlterUserScramCredentials(users::alter(broker, r, caller).await)
+        }
+        RequestKind::CreateAcls(r) => {
+            ResponseKind::CreateAcls(acls::create(broker, r, caller).await)
+        }
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(acls::describe(broker, r, caller))
+        }
+        RequestKind::DeleteAcls(r) => {
+            ResponseKind::DeleteAcls(acls::delete(broker, r, caller).await)
         }
         other => {
             // versions::supported() keeps us from getting here; Produce and

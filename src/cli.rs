@@ -1,5 +1,5 @@
 //! The `strata` client subcommands: `topic`, `group`, `produce`, `consume`,
-//! `tier`, `cluster`, `user`.
+//! `tier`, `cluster`, `user`, `acl`.
 //!
 //! Overview: each subcommand connects with [`crate::client::Client`] (never
 //! broker internals), prints a human table by default or JSON with
@@ -10,6 +10,7 @@
 //! Cancellation: Ctrl-C ends `consume` cleanly (output flushed, exit 0);
 //! other commands are short and simply die with the process.
 
+mod acl;
 mod cluster;
 mod consume;
 mod format;
@@ -55,6 +56,8 @@ pub enum Command {
     Cluster(cluster::ClusterArgs),
     /// Users with SASL/SCRAM credentials: create, delete, list
     User(user::UserArgs),
+    /// ACLs (with the broker's --authorizer acl): add, list, remove
+    Acl(acl::AclArgs),
 }
 
 /// How results are printed.
@@ -181,6 +184,7 @@ pub fn run(cmd: Command) -> ExitCode {
             Command::Tier(a) => tier::run(a).await,
             Command::Cluster(a) => cluster::run(a).await,
             Command::User(a) => user::run(a).await,
+            Command::Acl(a) => acl::run(a).await,
         }
     });
     match result {

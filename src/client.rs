@@ -18,6 +18,7 @@
 //! abandons it (its response is discarded); the connection stays usable.
 //! Dropping the `Client` closes its connections.
 
+mod acls;
 mod admin;
 mod conn;
 mod data;

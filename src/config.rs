@@ -110,6 +110,15 @@ pub struct ServeArgs {
     /// A SASL session lasts this long; the client must authenticate again before it ends or its connection is closed, 0 for no limit (connections.max.reauth.ms) [default: 0]
     #[arg(long, env = "STRATA_CONNECTIONS_MAX_REAUTH_MS")]
     pub connections_max_reauth_ms: Option<u64>,
+    /// The authorizer: none, or acl (Kafka's standard ACL authorizer: every request is checked against the ACLs in cluster metadata) [default: none]
+    #[arg(long, env = "STRATA_AUTHORIZER")]
+    pub authorizer: Option<String>,
+    /// Principals the authorizer lets do anything, separated by ';' (super.users), e.g. User:admin;User:ANONYMOUS
+    #[arg(long, env = "STRATA_SUPER_USERS")]
+    pub super_users: Option<String>,
+    /// With the acl authorizer, a resource no ACL names is open to everyone (allow.everyone.if.no.acl.found) [default: false]
+    #[arg(long, env = "STRATA_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
     /// Admin HTTP listener (/health, /ready) [default: 127.0.0.1:9644]
     #[arg(long, env = "STRATA_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
@@ -369,6 +378,9 @@ pub struct BrokerConfig {
     pub advertised_listener: Option<(String, u16)>,
     /// The Kafka listeners, their security, TLS files and SASL settings.
     pub security: listeners::Security,
+    /// The ACL authorizer's settings; `None`: no authorizer, every
+    /// authenticated client may do everything.
+    pub authorizer: Option<std::sync::Arc<crate::security::acl::Authorizer>>,
     pub admin_listen: SocketAddr,
     pub node_id: i32,
     /// The controller listener and the voters by node id and address, when
@@ -476,6 +488,11 @@ impl BrokerConfig {
             inter_broker_client_config: a.inter_broker_client_config.clone(),
         })?;
         let listen = security.inter_broker().addr;
+        let authorizer = authorizer(
+            a.authorizer.as_deref(),
+            a.super_users.as_deref(),
+            a.allow_everyone_if_no_acl_found,
+        )?;
         let advertised_listener = security.inter_broker().advertised.clone();
         let admin_listen = resolve_addr(
             "admin-listen",
@@ -735,6 +752,7 @@ impl BrokerConfig {
             listen,
             advertised_listener,
             security,
+            authorizer,
             admin_listen,
             node_id,
             controller,
@@ -860,6 +878,11 @@ impl ServeArgs {
             connections_max_reauth_ms: self
                 .connections_max_reauth_ms
                 .or(file.connections_max_reauth_ms),
+            authorizer: self.authorizer.or(file.authorizer),
+            super_users: self.super_users.or(file.super_users),
+            allow_everyone_if_no_acl_found: self
+                .allow_everyone_if_no_acl_found
+                .or(file.allow_everyone_if_no_acl_found),
             admin_listen: self.admin_listen.or(file.admin_listen),
             node_id: self.node_id.or(file.node_id),
             controller_listen: self.controller_listen.or(file.controller_listen),
@@ -990,6 +1013,58 @@ pub struct ControllerQuorum {
 /// The quorum `--controller-listen` and `--controller-quorum-voters` name:
 /// none when neither is set; both or neither; voters as `ID@HOST:PORT`
 /// with distinct ids. A node outside them joins as a learner.
+/// The authorizer flags: `--authorizer none|acl`, `--super-users` (only
+/// with acl), `--allow-everyone-if-no-acl-found`.
+fn authorizer(
+    kind: Option<&str>,
+    super_users: Option<&str>,
+    allow_everyone: Option<bool>,
+) -> Result<Option<std::sync::Arc<crate::security::acl::Authorizer>>, ConfigError> {
+    match kind.unwrap_or("none") {
+        "none" => {
+            if let Some(users) = super_users {
+                return Err(ConfigError::invalid(
+                    "super-users",
+                    users,
+                    "applies only with --authorizer acl",
+                ));
+            }
+            Ok(None)
+        }
+        "acl" => {
+            let mut set = std::collections::BTreeSet::new();
+            for p in super_users.unwrap_or("").split(';').map(str::trim) {
+                if p.is_empty() {
+                    continue;
+                }
+                match p.split_once(':') {
+                    Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
+                        set.insert(p.to_string());
+                    }
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "super-users",
+                            p,
+                            "each principal must be TYPE:NAME, such as User:admin",
+                        ))
+                    }
+                }
+            }
+            Ok(Some(std::sync::Arc::new(
+                crate::security::acl::Authorizer {
+                    super_users: set,
+                    allow_everyone_if_no_acl_found: allow_everyone.unwrap_or(false),
+                },
+            )))
+        }
+        other => Err(ConfigError::invalid(
+            "authorizer",
+            other,
+            "must be none or acl",
+        )),
+    }
+}
+
 fn controller_quorum(
     node_id: i32,
     listen: Option<&str>,

@@ -214,6 +214,9 @@ pub struct ClusterView {
     /// password).
     #[serde(default)]
     pub scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+    /// The ACLs the authorizer reads (CreateAcls, DeleteAcls).
+    #[serde(default)]
+    pub acls: std::collections::BTreeSet<crate::security::acl::AclBinding>,
 }
 
 /// A SCRAM mechanism, with Kafka's code in the SCRAM admin APIs.
@@ -380,6 +383,15 @@ pub enum Command {
         upserts: Vec<(String, ScramMechanism, ScramCredential)>,
         deletions: Vec<(String, ScramMechanism)>,
     },
+    /// Adds ACLs (checked by the caller); one already there stays once.
+    CreateAcls {
+        acls: Vec<crate::security::acl::AclBinding>,
+    },
+    /// Removes the ACLs each filter matches; answers
+    /// [`CommandResult::AclsDeleted`].
+    DeleteAcls {
+        filters: Vec<crate::security::acl::AclFilter>,
+    },
 }
 
 /// What a reassignment request did to one partition.
@@ -446,6 +458,10 @@ pub enum CommandResult {
     /// One outcome per partition of [`Command::ElectLeaders`].
     Elections {
         outcomes: Vec<ElectionOutcome>,
+    },
+    /// The ACLs each filter of [`Command::DeleteAcls`] removed.
+    AclsDeleted {
+        per_filter: Vec<Vec<crate::security::acl::AclBinding>>,
     },
     /// Any other malformed command (bad broker id, non-positive count, ...).
     InvalidRequest {

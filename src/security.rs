@@ -19,6 +19,7 @@
 //! in force and logs an error naming it. Connections open at the time keep
 //! what they negotiated.
 
+pub mod acl;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -28,6 +29,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::listeners::{Mechanism, SecurityProtocol};
+use crate::metadata::ClusterView;
+use acl::{Authorizer, Operation, ResourceType};
 
 /// Largest request frame read from a client that has not authenticated
 /// (Kafka's `sasl.server.max.receive.size`).
@@ -90,6 +93,149 @@ impl Session {
             configured
         } else {
             configured.min(UNAUTHENTICATED_MAX_FRAME)
+        }
+    }
+}
+
+/// Who sent a request, as the handlers see it: the listener it came on,
+/// the authenticated principal and the peer's address, and the authorizer
+/// with the ACLs of the moment (`None` without `--authorizer acl`: every
+/// check passes).
+#[derive(Clone)]
+pub struct Caller {
+    pub listener: Arc<Listener>,
+    pub principal: String,
+    /// The peer's IP address, as ACL hosts name it.
+    pub host: String,
+    authz: Option<Authz>,
+}
+
+/// What a checked caller's decisions need.
+#[derive(Clone)]
+struct Authz {
+    authorizer: Arc<Authorizer>,
+    view: Arc<ClusterView>,
+    /// Counts refusals (`strata_authorization_failures_total`).
+    denied: prometheus_client::metrics::counter::Counter,
+}
+
+/// Refusals logged once per 10 s at most.
+static DENIED_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+
+impl Caller {
+    /// The caller of an authenticated session; `view` supplies the ACLs.
+    pub fn new(
+        session: &Session,
+        authorizer: Option<&Arc<Authorizer>>,
+        view: impl FnOnce() -> Arc<ClusterView>,
+        denied: &prometheus_client::metrics::counter::Counter,
+    ) -> Caller {
+        Caller {
+            listener: session.listener.clone(),
+            principal: session
+                .principal
+                .clone()
+                .unwrap_or_else(|| "User:ANONYMOUS".into()),
+            host: session.peer.ip().to_string(),
+            authz: authorizer.map(|a| Authz {
+                authorizer: a.clone(),
+                view: view(),
+                denied: denied.clone(),
+            }),
+        }
+    }
+
+    /// A caller every check lets through (the broker's own requests, and
+    /// tests).
+    pub fn unchecked(listener: Arc<Listener>) -> Caller {
+        Caller {
+            listener,
+            principal: "User:ANONYMOUS".into(),
+            host: "127.0.0.1".into(),
+            authz: None,
+        }
+    }
+
+    /// Whether requests are checked at all.
+    pub fn checked(&self) -> bool {
+        self.authz.is_some()
+    }
+
+    /// Whether the caller may do `op` on the resource `rt`/`name`.
+    pub fn allows(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
+        let Some(z) = &self.authz else {
+            return true;
+        };
+        let allowed =
+            z.authorizer
+                .authorize(&z.view.acls, &self.principal, &self.host, op, rt, name);
+        if !allowed {
+            self.refused(z, op, rt, name);
+        }
+        allowed
+    }
+
+    fn refused(&self, z: &Authz, op: Operation, rt: ResourceType, name: &str) {
+        z.denied.inc();
+        if let Some(suppressed) = DENIED_LOG.allow(10_000) {
+            tracing::info!(
+                principal = %self.principal,
+                host = %self.host,
+                operation = %op,
+                resource_type = %rt,
+                resource = name,
+                suppressed,
+                "authorization failed"
+            );
+        }
+    }
+
+    /// The message of an *_AUTHORIZATION_FAILED answer.
+    pub fn denied_message(&self, op: Operation, rt: ResourceType, name: &str) -> String {
+        format!("{} is not authorized to {op} {rt} {name}", self.principal)
+    }
+
+    /// Like [`Caller::allows`], without logging or counting a refusal:
+    /// for filtering what a listing shows.
+    pub fn may_see(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
+        self.authz.as_ref().is_none_or(|z| {
+            z.authorizer
+                .authorize(&z.view.acls, &self.principal, &self.host, op, rt, name)
+        })
+    }
+
+    /// Whether the caller may do `op` on the cluster.
+    pub fn allows_cluster(&self, op: Operation) -> bool {
+        self.allows(op, ResourceType::Cluster, acl::CLUSTER_NAME)
+    }
+
+    /// Whether the caller may do `op` on some resource of type `rt`.
+    pub fn allows_any(&self, op: Operation, rt: ResourceType) -> bool {
+        let Some(z) = &self.authz else {
+            return true;
+        };
+        let allowed = z
+            .authorizer
+            .authorize_any(&z.view.acls, &self.principal, &self.host, op, rt);
+        if !allowed {
+            self.refused(z, op, rt, "(any)");
+        }
+        allowed
+    }
+
+    /// The bits of `ops` the caller may do on `rt`/`name` (an
+    /// authorized-operations field).
+    pub fn authorized_operations(&self, rt: ResourceType, name: &str, ops: &[Operation]) -> i32 {
+        match &self.authz {
+            None => ops.iter().fold(0, |bits, op| bits | (1 << op.code())),
+            Some(z) => z.authorizer.authorized_operations(
+                &z.view.acls,
+                &self.principal,
+                &self.host,
+                rt,
+                name,
+                ops,
+            ),
         }
     }
 }

@@ -55,6 +55,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::broker::Broker;
+use crate::config::listeners::SecurityProtocol;
 use crate::security::{Listener, Session};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::LogLimiter;
@@ -294,7 +295,7 @@ async fn accept_loop(
 async fn accepted_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
-    session: Session,
+    mut session: Session,
     shutdown: CancellationToken,
     limits: RequestBytes,
 ) {
@@ -307,7 +308,24 @@ async fn accepted_connection(
         h = tokio::time::timeout(limit, tls.acceptor().accept(stream)) => h,
     };
     let failure = match handshake {
-        Ok(Ok(stream)) => return serve_connection(broker, stream, session, shutdown, limits).await,
+        Ok(Ok(stream)) => {
+            // On an SSL listener a client certificate names the principal
+            // (SASL names it on SASL_SSL).
+            if session.listener.protocol == SecurityProtocol::Ssl {
+                let leaf = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first());
+                if let Some(principal) =
+                    leaf.and_then(|c| crate::security::tls::certificate_principal(c))
+                {
+                    tracing::debug!(peer = %session.peer, %principal, "client certificate");
+                    session.principal = Some(principal);
+                }
+            }
+            return serve_connection(broker, stream, session, shutdown, limits).await;
+        }
         // The client went away mid-handshake (a client shutting down):
         // nothing was refused.
         Ok(Err(e))

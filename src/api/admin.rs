@@ -29,6 +29,8 @@ use super::error::{partition_error_code, Code, NONE};
 use crate::broker::Broker;
 use crate::config::validate_topic_config;
 use crate::metadata::{Command, CommandResult, TopicInfo};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::Caller;
 
 /// Most partitions one topic may have (a guard against absurd requests).
 pub const MAX_PARTITIONS: i32 = 100_000;
@@ -500,6 +502,21 @@ async fn take_over(
     Ok(())
 }
 
+/// Whether the caller may create the topic `name`: CREATE on the cluster
+/// or on the topic, as Kafka checks it.
+pub fn may_create_topic(caller: &Caller, name: &str) -> bool {
+    caller.may_see(Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
+        || caller.allows(Operation::Create, ResourceType::Topic, name)
+}
+
+/// TOPIC_AUTHORIZATION_FAILED with its message.
+fn topic_denied(caller: &Caller, op: Operation, name: &str) -> AdminError {
+    err(
+        Code::TopicAuthorizationFailed,
+        caller.denied_message(op, ResourceType::Topic, name),
+    )
+}
+
 /// Auto-creation on first use with the broker's defaults.
 pub async fn auto_create(broker: &Broker, name: &str) -> Result<TopicInfo, AdminError> {
     let t = NewTopic {
@@ -525,6 +542,7 @@ pub async fn create_topics(
     broker: &Broker,
     req: CreateTopicsRequest,
     version: i16,
+    caller: &Caller,
 ) -> CreateTopicsResponse {
     let mut results = Vec::new();
     let mut budget = PartitionBudget::new();
@@ -532,6 +550,9 @@ pub async fn create_topics(
         let name = ct.name.0.to_string();
         let mut configs = BTreeMap::new();
         let mut config_error = None;
+        if !may_create_topic(caller, &name) {
+            config_error = Some(topic_denied(caller, Operation::Create, &name));
+        }
         for c in &ct.configs {
             match &c.value {
                 Some(v) => {
@@ -626,7 +647,11 @@ pub async fn create_topics(
                         r.topic_id = t.id;
                     }
                 }
-                if version >= 5 {
+                if version >= 5
+                    && !caller.may_see(Operation::DescribeConfigs, ResourceType::Topic, &name)
+                {
+                    r.topic_config_error_code = Code::TopicAuthorizationFailed.code();
+                } else if version >= 5 {
                     let topic_configs = created
                         .as_ref()
                         .map(|t| t.configs.clone())
@@ -671,6 +696,7 @@ pub async fn delete_topics(
     broker: &Broker,
     req: DeleteTopicsRequest,
     version: i16,
+    caller: &Caller,
 ) -> DeleteTopicsResponse {
     // v0-v5 name topics in `topic_names`; v6+ in `topics` (by name or id).
     let mut wanted: Vec<(Option<String>, Uuid)> = req
@@ -697,7 +723,23 @@ pub async fn delete_topics(
         if version >= 6 {
             r.topic_id = id;
         }
+        // The name to authorize: the one given, or the one the id has.
+        let auth_name = name
+            .clone()
+            .or_else(|| topic.as_ref().map(|t| t.name.clone()));
         match topic {
+            _ if auth_name
+                .as_deref()
+                .is_some_and(|n| !caller.allows(Operation::Delete, ResourceType::Topic, n)) =>
+            {
+                let (code, msg) = topic_denied(
+                    caller,
+                    Operation::Delete,
+                    auth_name.as_deref().unwrap_or(""),
+                );
+                r.error_code = code;
+                r.error_message = Some(StrBytes::from_string(msg));
+            }
             None => {
                 r.error_code = if name.is_none() {
                     Code::UnknownTopicId.code()
@@ -754,6 +796,7 @@ pub async fn create_partitions(
     broker: &Broker,
     req: CreatePartitionsRequest,
     _version: i16,
+    caller: &Caller,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     let mut changed = false;
@@ -768,6 +811,9 @@ pub async fn create_partitions(
                 .flatten()
         });
         let outcome: Result<(), AdminError> = match view.topic(&name) {
+            _ if !caller.allows(Operation::Alter, ResourceType::Topic, &name) => {
+                Err(topic_denied(caller, Operation::Alter, &name))
+            }
             None => Err(err(
                 Code::UnknownTopicOrPartition,
                 format!("unknown topic. topic={name}"),
@@ -839,10 +885,12 @@ pub async fn delete_records(
     broker: &Broker,
     req: DeleteRecordsRequest,
     _version: i16,
+    caller: &Caller,
 ) -> DeleteRecordsResponse {
     let view = broker.view();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
+        let denied = !caller.allows(Operation::Delete, ResourceType::Topic, &t.name);
         let topic = view.topic(t.name.0.as_str());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
@@ -854,6 +902,7 @@ pub async fn delete_records(
                 None => Err(crate::broker::NotServed::UnknownPartition),
             };
             match served {
+                _ if denied => r.error_code = Code::TopicAuthorizationFailed.code(),
                 Err(why) => r.error_code = super::error::not_served_code(why),
                 Ok(part) if part.config().tier.read_replica => {
                     // Its history is the source cluster's to delete.

@@ -15,6 +15,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::error::Code;
 use super::metadata::broker_list;
 use crate::broker::Broker;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::Caller;
 
 /// Endpoint type 1: brokers (2, controllers, is not served here).
 const ENDPOINT_BROKERS: i8 = 1;
@@ -23,15 +25,19 @@ pub fn describe_cluster(
     broker: &Broker,
     req: DescribeClusterRequest,
     version: i16,
-    listener: &str,
+    caller: &Caller,
 ) -> DescribeClusterResponse {
+    let listener = caller.listener.name.as_str();
     let view = broker.view();
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(view.cluster_id.clone()))
         .with_controller_id(BrokerId(broker.node_id()))
-        .with_cluster_authorized_operations(super::metadata::authorized(
+        .with_cluster_authorized_operations(super::metadata::authorized_operations(
+            caller,
             req.include_cluster_authorized_operations,
-            super::metadata::CLUSTER_AUTHORIZED_OPERATIONS,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+            super::acls::CLUSTER_OPERATIONS,
         ));
     if version >= 1 {
         resp.endpoint_type = ENDPOINT_BROKERS;
@@ -64,7 +70,12 @@ pub async fn describe_log_dirs(
     broker: &Broker,
     req: DescribeLogDirsRequest,
     _version: i16,
+    caller: &Caller,
 ) -> DescribeLogDirsResponse {
+    if !caller.allows_cluster(Operation::Describe) {
+        return DescribeLogDirsResponse::default()
+            .with_error_code(Code::ClusterAuthorizationFailed.code());
+    }
     let view = broker.view();
     let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|ts| {
         ts.into_iter()
@@ -140,11 +151,21 @@ pub async fn describe_quorum(
     broker: &Broker,
     req: kafka_protocol::messages::DescribeQuorumRequest,
     version: i16,
+    caller: &Caller,
 ) -> kafka_protocol::messages::DescribeQuorumResponse {
     use kafka_protocol::messages::describe_quorum_response::{
         Listener, Node, PartitionData, ReplicaState, TopicData,
     };
     use kafka_protocol::messages::DescribeQuorumResponse;
+    if !caller.allows_cluster(Operation::Describe) {
+        return DescribeQuorumResponse::default()
+            .with_error_code(Code::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(StrBytes::from_string(caller.denied_message(
+                Operation::Describe,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            ))));
+    }
     let status = broker.metadata.quorum_status().await;
     let replica_state = |v: &crate::metadata::VoterStatus| {
         ReplicaState::default()

@@ -22,6 +22,8 @@ use super::error::Code;
 use crate::broker::Broker;
 use crate::config::{is_topic_config, validate_topic_config};
 use crate::metadata::{Command, CommandResult};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::Caller;
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -133,10 +135,31 @@ fn broker_configs(broker: &Broker) -> BTreeMap<String, String> {
     m
 }
 
+/// Why the caller may not do `op` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on a
+/// config resource: a topic's take the operation on the topic, a broker's
+/// on the cluster.
+fn config_denied(
+    caller: &Caller,
+    resource_type: i8,
+    name: &str,
+    op: Operation,
+) -> Option<(i16, String)> {
+    let (rt, name, code) = match resource_type {
+        RESOURCE_TOPIC => (ResourceType::Topic, name, Code::TopicAuthorizationFailed),
+        _ => (
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+            Code::ClusterAuthorizationFailed,
+        ),
+    };
+    (!caller.allows(op, rt, name)).then(|| (code.code(), caller.denied_message(op, rt, name)))
+}
+
 pub fn describe(
     broker: &Broker,
     req: DescribeConfigsRequest,
     version: i16,
+    caller: &Caller,
 ) -> DescribeConfigsResponse {
     let view = broker.view();
     let results = req
@@ -151,6 +174,16 @@ pub fn describe(
             let mut r = DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
+            if let Some((code, message)) = config_denied(
+                caller,
+                res.resource_type,
+                &res.resource_name,
+                Operation::DescribeConfigs,
+            ) {
+                r.error_code = code;
+                r.error_message = Some(StrBytes::from_string(message));
+                return r;
+            }
             match res.resource_type {
                 RESOURCE_TOPIC => match view.topic(res.resource_name.as_str()) {
                     Some(topic) => {
@@ -339,11 +372,14 @@ pub async fn alter(
     broker: &Broker,
     req: AlterConfigsRequest,
     _version: i16,
+    caller: &Caller,
 ) -> AlterConfigsResponse {
     let mut responses = Vec::new();
     for res in req.resources {
         let name = res.resource_name.to_string();
+        let denied = config_denied(caller, res.resource_type, &name, Operation::AlterConfigs);
         let outcome = match res.resource_type {
+            _ if denied.is_some() => Err(denied.expect("checked just now")),
             RESOURCE_TOPIC => {
                 let mut new = BTreeMap::new();
                 let mut bad = None;
@@ -408,11 +444,14 @@ pub async fn incremental_alter(
     broker: &Broker,
     req: IncrementalAlterConfigsRequest,
     _version: i16,
+    caller: &Caller,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
     for res in req.resources {
         let name = res.resource_name.to_string();
+        let denied = config_denied(caller, res.resource_type, &name, Operation::AlterConfigs);
         let outcome = match res.resource_type {
+            _ if denied.is_some() => Err(denied.expect("checked just now")),
             RESOURCE_TOPIC => match broker.view().topic(&name) {
                 None => Err((
                     Code::UnknownTopicOrPartition.code(),

@@ -15,6 +15,8 @@ use uuid::Uuid;
 use super::error::{Code, NONE};
 use crate::broker::Broker;
 use crate::metadata::{Command, CommandResult, Election, ElectionOutcome};
+use crate::security::acl::Operation;
+use crate::security::Caller;
 
 /// One asked-for partition: by topic name and index, with its topic id when
 /// the topic has that partition.
@@ -28,7 +30,12 @@ pub async fn elect_leaders(
     broker: &Broker,
     req: ElectLeadersRequest,
     version: i16,
+    caller: &Caller,
 ) -> ElectLeadersResponse {
+    if !caller.allows_cluster(Operation::Alter) {
+        return ElectLeadersResponse::default()
+            .with_error_code(Code::ClusterAuthorizationFailed.code());
+    }
     // v0 has no election type: preferred.
     let election = match (version, req.election_type) {
         (0, _) | (_, 0) => Election::Preferred,

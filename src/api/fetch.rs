@@ -20,6 +20,8 @@
 //! (a placeholder then stands for several parts: file ranges, and bytes of
 //! chunks that are in memory); otherwise it is bytes.
 
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::Caller;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +53,7 @@ pub async fn handle(
     broker: &Broker,
     req: FetchRequest,
     version: i16,
+    caller: &Caller,
 ) -> (FetchResponse, FileRanges) {
     if req.session_id != 0 {
         let resp = FetchResponse::default()
@@ -82,8 +85,14 @@ pub async fn handle(
             )
         };
         topics.push((ft.topic.clone(), ft.topic_id));
+        let name = topic
+            .map(|t| t.name.as_str())
+            .unwrap_or(ft.topic.0.as_str());
+        let denied = (topic.is_some() || version < 13)
+            && !caller.allows(Operation::Read, ResourceType::Topic, name);
         for fp in &ft.partitions {
             let partition = match topic {
+                _ if denied => Err(Code::TopicAuthorizationFailed.code()),
                 None => Err(unknown),
                 Some(t) => broker
                     .leader_partition(t, fp.partition)

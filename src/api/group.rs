@@ -27,6 +27,8 @@ use super::error::{Code, NONE};
 use crate::broker::Broker;
 use crate::group::state::{JoinRequest, LeavingMember, Protocol, SyncRequest};
 use crate::group::GroupError;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::Caller;
 
 /// The Kafka error code of a coordinator error.
 pub fn group_error_code(e: &GroupError) -> i16 {
@@ -90,8 +92,9 @@ pub async fn find_coordinator(
     broker: &Broker,
     req: FindCoordinatorRequest,
     version: i16,
-    listener: &str,
+    caller: &Caller,
 ) -> FindCoordinatorResponse {
+    let listener = caller.listener.name.as_str();
     let keys: Vec<String> = if version >= 4 {
         req.coordinator_keys.iter().map(|k| k.to_string()).collect()
     } else {
@@ -113,6 +116,20 @@ pub async fn find_coordinator(
                     "unsupported coordinator key type. key_type={}",
                     req.key_type
                 )),
+            ));
+        }
+        let (rt, refused) = if req.key_type == 0 {
+            (ResourceType::Group, Code::GroupAuthorizationFailed)
+        } else {
+            (
+                ResourceType::TransactionalId,
+                Code::TransactionalIdAuthorizationFailed,
+            )
+        };
+        if !caller.allows(Operation::Describe, rt, key) {
+            return Err((
+                refused.code(),
+                Some(caller.denied_message(Operation::Describe, rt, key)),
             ));
         }
         if req.key_type == 1 {
@@ -171,6 +188,11 @@ pub async fn find_coordinator(
         .with_port(port)
 }
 
+/// Joining, syncing, heartbeating and leaving take READ on the group.
+fn may_read_group(caller: &Caller, group: &str) -> bool {
+    caller.allows(Operation::Read, ResourceType::Group, group)
+}
+
 // ----- JoinGroup -----------------------------------------------------------
 
 fn join_error(version: i16, member_id: String, e: &GroupError) -> JoinGroupResponse {
@@ -192,12 +214,20 @@ pub async fn join_group(
     header: &RequestHeader,
     req: JoinGroupRequest,
     version: i16,
+    caller: &Caller,
 ) -> JoinGroupResponse {
     let group_id = req.group_id.0.to_string();
     let member_id = req.member_id.to_string();
     if group_id.is_empty() {
         let e = GroupError::InvalidGroupId { group: group_id };
         return join_error(version, member_id, &e);
+    }
+    if !may_read_group(caller, &group_id) {
+        return JoinGroupResponse::default()
+            .with_error_code(Code::GroupAuthorizationFailed.code())
+            .with_generation_id(-1)
+            .with_protocol_name(if version >= 7 { None } else { Some(s("")) })
+            .with_member_id(s(member_id));
     }
     let client_id = header
         .client_id
@@ -210,8 +240,7 @@ pub async fn join_group(
         member_id: member_id.clone(),
         group_instance_id: instance_id,
         client_id,
-        // The peer address does not reach request handlers yet.
-        client_host: String::new(),
+        client_host: format!("/{}", caller.host),
         session_timeout_ms: req.session_timeout_ms,
         rebalance_timeout_ms: if version >= 1 {
             req.rebalance_timeout_ms
@@ -266,8 +295,16 @@ pub async fn join_group(
 
 // ----- SyncGroup -----------------------------------------------------------
 
-pub async fn sync_group(broker: &Broker, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+pub async fn sync_group(
+    broker: &Broker,
+    req: SyncGroupRequest,
+    version: i16,
+    caller: &Caller,
+) -> SyncGroupResponse {
     let group_id = req.group_id.0.to_string();
+    if !may_read_group(caller, &group_id) {
+        return SyncGroupResponse::default().with_error_code(Code::GroupAuthorizationFailed.code());
+    }
     let sync = SyncRequest {
         member_id: req.member_id.to_string(),
         group_instance_id: req.group_instance_id.map(|i| i.to_string()),
@@ -306,8 +343,16 @@ pub async fn sync_group(broker: &Broker, req: SyncGroupRequest, version: i16) ->
 
 // ----- Heartbeat and LeaveGroup ------------------------------------------
 
-pub fn heartbeat(broker: &Broker, req: HeartbeatRequest, _version: i16) -> HeartbeatResponse {
+pub fn heartbeat(
+    broker: &Broker,
+    req: HeartbeatRequest,
+    _version: i16,
+    caller: &Caller,
+) -> HeartbeatResponse {
     let group_id = req.group_id.0.to_string();
+    if !may_read_group(caller, &group_id) {
+        return HeartbeatResponse::default().with_error_code(Code::GroupAuthorizationFailed.code());
+    }
     let result = if group_id.is_empty() {
         Err(GroupError::InvalidGroupId {
             group: group_id.clone(),
@@ -329,8 +374,17 @@ pub fn heartbeat(broker: &Broker, req: HeartbeatRequest, _version: i16) -> Heart
     }
 }
 
-pub fn leave_group(broker: &Broker, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub fn leave_group(
+    broker: &Broker,
+    req: LeaveGroupRequest,
+    version: i16,
+    caller: &Caller,
+) -> LeaveGroupResponse {
     let group_id = req.group_id.0.to_string();
+    if !may_read_group(caller, &group_id) {
+        return LeaveGroupResponse::default()
+            .with_error_code(Code::GroupAuthorizationFailed.code());
+    }
     let leaving: Vec<LeavingMember> = if version >= 3 {
         req.members
             .iter()
@@ -389,28 +443,32 @@ pub fn leave_group(broker: &Broker, req: LeaveGroupRequest, version: i16) -> Lea
 
 // ----- DescribeGroups, ListGroups, DeleteGroups ---------------------------
 
-/// READ (3), DELETE (6) and DESCRIBE (8): everything a group allows, as
-/// there are no ACLs.
-const GROUP_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
-
 pub fn describe_groups(
     broker: &Broker,
     req: DescribeGroupsRequest,
     version: i16,
+    caller: &Caller,
 ) -> DescribeGroupsResponse {
     let groups = req
         .groups
         .into_iter()
         .map(|gid| {
             let id = gid.0.to_string();
-            let ops = if version >= 3 && req.include_authorized_operations {
-                GROUP_AUTHORIZED_OPERATIONS
-            } else {
-                i32::MIN
-            };
+            let ops = super::metadata::authorized_operations(
+                caller,
+                version >= 3 && req.include_authorized_operations,
+                ResourceType::Group,
+                &id,
+                super::acls::GROUP_OPERATIONS,
+            );
             let base = DescribedGroup::default()
                 .with_group_id(gid)
                 .with_authorized_operations(ops);
+            if !caller.allows(Operation::Describe, ResourceType::Group, &id) {
+                return base
+                    .with_authorized_operations(i32::MIN)
+                    .with_error_code(Code::GroupAuthorizationFailed.code());
+            }
             match broker.groups.describe(&id) {
                 Ok(Some(d)) => {
                     let members = d
@@ -453,7 +511,15 @@ pub fn describe_groups(
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-pub fn list_groups(broker: &Broker, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+/// With DESCRIBE on the cluster every group is listed; otherwise those the
+/// caller may DESCRIBE.
+pub fn list_groups(
+    broker: &Broker,
+    req: ListGroupsRequest,
+    version: i16,
+    caller: &Caller,
+) -> ListGroupsResponse {
+    let all = caller.may_see(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME);
     let listing = match broker.groups.list() {
         Ok(l) => l,
         Err(e) => return ListGroupsResponse::default().with_error_code(group_error_code(&e)),
@@ -474,6 +540,7 @@ pub fn list_groups(broker: &Broker, req: ListGroupsRequest, version: i16) -> Lis
     let groups = listing
         .into_iter()
         .filter(|_| classic_wanted)
+        .filter(|g| all || caller.may_see(Operation::Describe, ResourceType::Group, &g.group_id))
         .filter(|g| states.is_empty() || states.contains(&g.state.as_str().to_lowercase()))
         .map(|g| {
             ListedGroup::default()
@@ -490,19 +557,25 @@ pub async fn delete_groups(
     broker: &Broker,
     req: DeleteGroupsRequest,
     _version: i16,
+    caller: &Caller,
 ) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for gid in req.groups_names {
         let id = gid.0.to_string();
-        let code = match broker.groups.delete_group(broker, &id).await {
+        let code = if !caller.allows(Operation::Delete, ResourceType::Group, &id) {
+            Err(Code::GroupAuthorizationFailed.code())
+        } else {
+            broker.groups.delete_group(broker, &id).await.map_err(|e| {
+                log_error("DeleteGroups", &id, &e);
+                group_error_code(&e)
+            })
+        };
+        let code = match code {
             Ok(()) => {
                 tracing::info!(group = %id, "group deleted");
                 NONE
             }
-            Err(e) => {
-                log_error("DeleteGroups", &id, &e);
-                group_error_code(&e)
-            }
+            Err(code) => code,
         };
         results.push(
             DeletableGroupResult::default()

@@ -23,13 +23,15 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::error::NONE;
+use super::error::{Code, NONE};
 use super::group::{group_error_code, log_error};
 use crate::broker::Broker;
 use crate::group::coordinator::TopicOffsets;
 use crate::group::records::OffsetValue;
 use crate::group::GroupError;
 use crate::metadata::ClusterView;
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::Caller;
 
 fn partition_exists(view: &ClusterView, topic: &str, partition: i32) -> bool {
     view.topic(topic)
@@ -42,8 +44,11 @@ pub async fn offset_commit(
     broker: &Broker,
     req: OffsetCommitRequest,
     version: i16,
+    caller: &Caller,
 ) -> OffsetCommitResponse {
     let group_id = req.group_id.0.to_string();
+    // READ on the group, then READ on each topic.
+    let group_denied = !caller.allows(Operation::Read, ResourceType::Group, &group_id);
     let view = broker.view();
     let now = broker.groups.now().wall_ms;
     let max_metadata = broker.groups.config().offset_metadata_max_bytes;
@@ -56,6 +61,8 @@ pub async fn offset_commit(
     let mut offsets: Vec<(String, i32, OffsetValue)> = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let topic = t.name.0.to_string();
+        let topic_denied =
+            !group_denied && !caller.allows(Operation::Read, ResourceType::Topic, &topic);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.iter().enumerate() {
             let metadata = p
@@ -63,7 +70,11 @@ pub async fn offset_commit(
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let code = if !partition_exists(&view, &topic, p.partition_index) {
+            let code = if group_denied {
+                EdgeCode(Code::GroupAuthorizationFailed.code())
+            } else if topic_denied {
+                EdgeCode(Code::TopicAuthorizationFailed.code())
+            } else if !partition_exists(&view, &topic, p.partition_index) {
                 GroupError::UnknownTopicOrPartition {
                     topic: topic.clone(),
                     partition: p.partition_index,
@@ -98,17 +109,21 @@ pub async fn offset_commit(
         }
         codes.push((t.name.clone(), parts));
     }
-    let result = broker
-        .groups
-        .commit_offsets(
-            broker,
-            &group_id,
-            req.member_id.as_str(),
-            req.group_instance_id.as_ref().map(|i| i.as_str()),
-            req.generation_id_or_member_epoch,
-            offsets,
-        )
-        .await;
+    let result = if group_denied {
+        Ok(())
+    } else {
+        broker
+            .groups
+            .commit_offsets(
+                broker,
+                &group_id,
+                req.member_id.as_str(),
+                req.group_instance_id.as_ref().map(|i| i.as_str()),
+                req.generation_id_or_member_epoch,
+                offsets,
+            )
+            .await
+    };
     if let Err(e) = result {
         log_error("OffsetCommit", &group_id, &e);
         let code = group_error_code(&e);
@@ -148,16 +163,45 @@ impl From<GroupError> for EdgeCode {
 
 // ----- OffsetFetch ---------------------------------------------------------
 
-/// One group's answer: its topics, or a group-level error code.
+/// One group's answer: its topics, each with the error code of its
+/// partitions, or a group-level error code. The group takes DESCRIBE;
+/// topics named that the caller may not DESCRIBE answer
+/// TOPIC_AUTHORIZATION_FAILED, and those it may not see are left out of an
+/// answer for all topics.
 fn fetch_group(
     broker: &Broker,
+    caller: &Caller,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<Vec<TopicOffsets>, i16> {
-    broker.groups.fetch_offsets(group_id, topics).map_err(|e| {
+) -> Result<Vec<(TopicOffsets, i16)>, i16> {
+    if !caller.allows(Operation::Describe, ResourceType::Group, group_id) {
+        return Err(Code::GroupAuthorizationFailed.code());
+    }
+    let (asked, denied): (Option<Vec<_>>, Vec<_>) = match topics {
+        None => (None, Vec::new()),
+        Some(ts) => {
+            let (ok, denied) = ts
+                .into_iter()
+                .partition(|(t, _)| caller.allows(Operation::Describe, ResourceType::Topic, t));
+            (Some(ok), denied)
+        }
+    };
+    let all = asked.is_none();
+    let found = broker.groups.fetch_offsets(group_id, asked).map_err(|e| {
         log_error("OffsetFetch", group_id, &e);
         group_error_code(&e)
-    })
+    })?;
+    Ok(found
+        .into_iter()
+        .filter(|(t, _)| !all || caller.may_see(Operation::Describe, ResourceType::Topic, t))
+        .map(|t| (t, NONE))
+        .chain(denied.into_iter().map(|(t, ps)| {
+            (
+                (t, ps.into_iter().map(|p| (p, None)).collect()),
+                Code::TopicAuthorizationFailed.code(),
+            )
+        }))
+        .collect())
 }
 
 fn metadata_of(v: &Option<OffsetValue>) -> Option<StrBytes> {
@@ -166,7 +210,12 @@ fn metadata_of(v: &Option<OffsetValue>) -> Option<StrBytes> {
     ))
 }
 
-pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub fn offset_fetch(
+    broker: &Broker,
+    req: OffsetFetchRequest,
+    version: i16,
+    caller: &Caller,
+) -> OffsetFetchResponse {
     if version >= 8 {
         let groups = req
             .groups
@@ -179,11 +228,11 @@ pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
                         .collect()
                 });
                 let base = OffsetFetchResponseGroup::default().with_group_id(g.group_id);
-                match fetch_group(broker, &id, wanted) {
+                match fetch_group(broker, caller, &id, wanted) {
                     Ok(topics) => base.with_topics(
                         topics
                             .into_iter()
-                            .map(|(name, parts)| {
+                            .map(|((name, parts), code)| {
                                 OffsetFetchResponseTopics::default()
                                     .with_name(TopicName(StrBytes::from_string(name)))
                                     .with_partitions(
@@ -199,6 +248,7 @@ pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
                                                         v.as_ref().map_or(-1, |v| v.leader_epoch),
                                                     )
                                                     .with_metadata(metadata_of(&v))
+                                                    .with_error_code(code)
                                             })
                                             .collect(),
                                     )
@@ -217,14 +267,14 @@ pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let (topics, group_code) = match fetch_group(broker, &group_id, wanted.clone()) {
+    let (topics, group_code) = match fetch_group(broker, caller, &group_id, wanted.clone()) {
         Ok(t) => (t, NONE),
         // v1 has no top-level error: each requested partition carries it.
         Err(code) => (
             wanted
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(t, ps)| (t, ps.into_iter().map(|p| (p, None)).collect()))
+                .map(|(t, ps)| ((t, ps.into_iter().map(|p| (p, None)).collect()), NONE))
                 .collect(),
             code,
         ),
@@ -232,7 +282,12 @@ pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest, version: i16) -> O
     let partition_code = if version < 2 { group_code } else { NONE };
     let topics = topics
         .into_iter()
-        .map(|(name, parts)| {
+        .map(|((name, parts), topic_code)| {
+            let partition_code = if topic_code != NONE {
+                topic_code
+            } else {
+                partition_code
+            };
             OffsetFetchResponseTopic::default()
                 .with_name(TopicName(StrBytes::from_string(name)))
                 .with_partitions(
@@ -267,11 +322,17 @@ pub async fn offset_delete(
     broker: &Broker,
     req: OffsetDeleteRequest,
     _version: i16,
+    caller: &Caller,
 ) -> OffsetDeleteResponse {
     let group_id = req.group_id.0.to_string();
     if group_id.is_empty() {
         let e = GroupError::InvalidGroupId { group: group_id };
         return OffsetDeleteResponse::default().with_error_code(group_error_code(&e));
+    }
+    // DELETE on the group, READ on each topic.
+    if !caller.allows(Operation::Delete, ResourceType::Group, &group_id) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(Code::GroupAuthorizationFailed.code());
     }
     let view = broker.view();
     // Per partition: Some(code) when refused at the edge, None when asked of
@@ -280,11 +341,17 @@ pub async fn offset_delete(
     let mut asked: Vec<(String, i32)> = Vec::new();
     for t in &req.topics {
         let topic = t.name.0.to_string();
+        let topic_denied = !caller.allows(Operation::Read, ResourceType::Topic, &topic);
         let parts = t
             .partitions
             .iter()
             .map(|p| {
-                if partition_exists(&view, &topic, p.partition_index) {
+                if topic_denied {
+                    (
+                        p.partition_index,
+                        Some(Code::TopicAuthorizationFailed.code()),
+                    )
+                } else if partition_exists(&view, &topic, p.partition_index) {
                     asked.push((topic.clone(), p.partition_index));
                     (p.partition_index, None)
                 } else {

@@ -8,10 +8,13 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::acls::{CLUSTER_OPERATIONS, TOPIC_OPERATIONS};
 use super::admin::{self, validate_topic_name};
 use super::error::Code;
 use crate::broker::Broker;
 use crate::metadata::TopicInfo;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::Caller;
 
 /// The running brokers as clients of `listener` reach them: this one,
 /// and the others that are not fenced and have a listener of that name.
@@ -38,31 +41,18 @@ pub fn broker_list(broker: &Broker, listener: &str) -> Vec<MetadataResponseBroke
     out
 }
 
-/// Kafka's ACL operations as bits of an authorized-operations field.
-const fn ops(list: &[u8]) -> i32 {
-    let mut bits = 0;
-    let mut i = 0;
-    while i < list.len() {
-        bits |= 1 << list[i];
-        i += 1;
-    }
-    bits
-}
-
-/// What a client may do on a topic: everything Kafka defines for topics
-/// (READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS,
-/// ALTER_CONFIGS), as Kafka answers without an authorizer.
-pub const TOPIC_AUTHORIZED_OPERATIONS: i32 = ops(&[3, 4, 5, 6, 7, 8, 10, 11]);
-
-/// What a client may do on the cluster: CREATE, ALTER, DESCRIBE,
-/// CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
-pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = ops(&[5, 7, 8, 9, 10, 11, 12]);
-
-/// The authorized-operations field: the set when asked for, else "not
-/// asked" (`i32::MIN`), as Kafka encodes it.
-pub fn authorized(asked: bool, set: i32) -> i32 {
+/// An authorized-operations field: the caller's operations among `ops` on
+/// the resource when the client asked, else "not asked" (`i32::MIN`), as
+/// Kafka encodes it.
+pub fn authorized_operations(
+    caller: &Caller,
+    asked: bool,
+    rt: ResourceType,
+    name: &str,
+    ops: &[Operation],
+) -> i32 {
     if asked {
-        set
+        caller.authorized_operations(rt, name, ops)
     } else {
         i32::MIN
     }
@@ -108,27 +98,37 @@ fn error_entry(name: Option<String>, id: Uuid, code: i16) -> MetadataResponseTop
         .with_topic_id(id)
 }
 
+/// Topics the caller may not DESCRIBE are left out of a listing and
+/// answer TOPIC_AUTHORIZATION_FAILED when named; auto-creation takes
+/// CREATE on the cluster or the topic.
 pub async fn handle(
     broker: &Broker,
     req: MetadataRequest,
     version: i16,
-    listener: &str,
+    caller: &Caller,
 ) -> MetadataResponse {
-    let topic_ops = authorized(
-        version >= 8 && req.include_topic_authorized_operations,
-        TOPIC_AUTHORIZED_OPERATIONS,
-    );
-    let cluster_ops = authorized(
+    let listener = caller.listener.name.as_str();
+    let topics_asked = version >= 8 && req.include_topic_authorized_operations;
+    let cluster_ops = authorized_operations(
+        caller,
         (8..=10).contains(&version) && req.include_cluster_authorized_operations,
-        CLUSTER_AUTHORIZED_OPERATIONS,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+        CLUSTER_OPERATIONS,
     );
+    let describe = |name: &str| caller.allows(Operation::Describe, ResourceType::Topic, name);
+    let denied = |name: Option<String>, id: Uuid| {
+        error_entry(name, id, Code::TopicAuthorizationFailed.code())
+    };
     // Partitions led by a fenced broker have no leader to go to.
     let fenced = broker.view().fenced.clone();
     let mut topics = Vec::new();
     match req.topics {
         None => {
             for t in broker.view().topics.values() {
-                topics.push(topic_entry(t, version, &fenced));
+                if caller.may_see(Operation::Describe, ResourceType::Topic, &t.name) {
+                    topics.push(topic_entry(t, version, &fenced));
+                }
             }
         }
         Some(requested) => {
@@ -137,6 +137,10 @@ pub async fn handle(
             for rt in requested {
                 let view = broker.view();
                 if let Some(name) = rt.name.as_ref().map(|n| n.0.to_string()) {
+                    if !describe(&name) {
+                        topics.push(denied(Some(name), Uuid::nil()));
+                        continue;
+                    }
                     if let Some(t) = view.topic(&name) {
                         topics.push(topic_entry(t, version, &fenced));
                         continue;
@@ -151,6 +155,10 @@ pub async fn handle(
                         continue;
                     }
                     if allow_auto && broker.config.auto_create_topics {
+                        if !admin::may_create_topic(caller, &name) {
+                            topics.push(denied(Some(name), Uuid::nil()));
+                            continue;
+                        }
                         match admin::auto_create(broker, &name).await {
                             Ok(t) => {
                                 // Kafka answers LEADER_NOT_AVAILABLE until the
@@ -171,6 +179,7 @@ pub async fn handle(
                     }
                 } else if !rt.topic_id.is_nil() {
                     match view.topic_by_id(rt.topic_id) {
+                        Some(t) if !describe(&t.name) => topics.push(denied(None, rt.topic_id)),
                         Some(t) => topics.push(topic_entry(t, version, &fenced)),
                         None => {
                             topics.push(error_entry(None, rt.topic_id, Code::UnknownTopicId.code()))
@@ -193,8 +202,17 @@ pub async fn handle(
             topics
                 .into_iter()
                 .map(|t| {
-                    let ok = t.error_code == 0;
-                    t.with_topic_authorized_operations(if ok { topic_ops } else { i32::MIN })
+                    let ops = match (&t.name, t.error_code) {
+                        (Some(name), 0) => authorized_operations(
+                            caller,
+                            topics_asked,
+                            ResourceType::Topic,
+                            name,
+                            TOPIC_OPERATIONS,
+                        ),
+                        _ => i32::MIN,
+                    };
+                    t.with_topic_authorized_operations(ops)
                 })
                 .collect(),
         )

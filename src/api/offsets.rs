@@ -1,6 +1,8 @@
 //! ListOffsets (earliest, latest, by timestamp, max timestamp) and
 //! OffsetForLeaderEpoch.
 
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::Caller;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -26,11 +28,13 @@ pub async fn list_offsets(
     broker: &Broker,
     req: ListOffsetsRequest,
     version: i16,
+    caller: &Caller,
 ) -> ListOffsetsResponse {
     let view = broker.view();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
-        let topic = view.topic(t.name.0.as_str());
+        let denied = !caller.allows(Operation::Describe, ResourceType::Topic, &t.name);
+        let topic = view.topic(t.name.0.as_str()).filter(|_| !denied);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for lp in &t.partitions {
             let mut r = ListOffsetsPartitionResponse::default()
@@ -38,6 +42,11 @@ pub async fn list_offsets(
                 .with_timestamp(-1)
                 .with_offset(-1)
                 .with_leader_epoch(-1);
+            if denied {
+                r.error_code = Code::TopicAuthorizationFailed.code();
+                partitions.push(r);
+                continue;
+            }
             let served = match topic {
                 Some(tp) => broker.leader_partition(tp, lp.partition_index),
                 None => Err(crate::broker::NotServed::UnknownPartition),
@@ -140,12 +149,18 @@ pub fn offset_for_leader_epoch(
     broker: &Broker,
     req: OffsetForLeaderEpochRequest,
     _version: i16,
+    caller: &Caller,
 ) -> OffsetForLeaderEpochResponse {
     let view = broker.view();
+    // Followers need CLUSTER_ACTION; consumers DESCRIBE on each topic.
+    let follower_denied = req.replica_id.0 >= 0 && !caller.allows_cluster(Operation::ClusterAction);
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
+            let denied = follower_denied
+                || (req.replica_id.0 < 0
+                    && !caller.allows(Operation::Describe, ResourceType::Topic, &t.topic));
             let topic = view.topic(t.topic.0.as_str());
             let partitions = t
                 .partitions
@@ -155,6 +170,10 @@ pub fn offset_for_leader_epoch(
                         .with_partition(lp.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
+                    if denied {
+                        r.error_code = Code::TopicAuthorizationFailed.code();
+                        return r;
+                    }
                     let served = match topic {
                         Some(tp) => broker.leader_partition(tp, lp.partition),
                         None => Err(crate::broker::NotServed::UnknownPartition),

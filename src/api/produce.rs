@@ -21,6 +21,8 @@ use super::error::{partition_error_code, Code};
 use super::Handled;
 use crate::broker::{now_ms, Broker};
 use crate::partition::Partition;
+use crate::security::acl::{Operation, ResourceType};
+use crate::security::Caller;
 
 /// Appends that fail on storage (a full disk, a failed fsync): clients
 /// retry, so one line per 10 s, with the count suppressed.
@@ -38,9 +40,16 @@ fn failed(index: i32, code: i16, msg: Option<String>) -> PartitionProduceRespons
 
 /// Appends now (in request order); an `acks=all` answer waits for the
 /// fsync in the returned continuation.
-/// `listener`: the one the request came on (leader hints name its
+/// `caller`: who sent it (each topic takes WRITE) and the listener it came
+/// on (leader hints name its
 /// endpoints).
-pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16, listener: &str) -> Handled {
+pub async fn handle(
+    broker: &Broker,
+    req: ProduceRequest,
+    version: i16,
+    caller: &Caller,
+) -> Handled {
+    let listener = caller.listener.name.as_str();
     let acks = req.acks;
     let view = broker.view();
     super::record_target(
@@ -69,8 +78,17 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16, listener
             Code::UnknownTopicOrPartition.code()
         };
         let mut parts = Vec::with_capacity(td.partition_data.len());
+        // Unauthorized topics are refused before their existence is told.
+        let name = topic.map(|t| t.name.as_str()).unwrap_or(td.name.0.as_str());
+        let denied = (topic.is_some() || version < 13)
+            && !caller.allows(Operation::Write, ResourceType::Topic, name);
         for pd in &td.partition_data {
-            let code_msg: Option<(i16, String)> = if req.transactional_id.is_some() {
+            let code_msg: Option<(i16, String)> = if denied {
+                Some((
+                    Code::TopicAuthorizationFailed.code(),
+                    caller.denied_message(Operation::Write, ResourceType::Topic, name),
+                ))
+            } else if req.transactional_id.is_some() {
                 Some((
                     Code::UnsupportedVersion.code(),
                     "transactions are not supported by this broker yet".into(),

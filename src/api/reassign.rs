@@ -23,6 +23,8 @@ use uuid::Uuid;
 use super::error::{Code, NONE};
 use crate::broker::Broker;
 use crate::metadata::{Command, CommandResult, ReassignOutcome};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::Caller;
 
 /// A partition's error in a reassignment answer.
 type Refusal = (i16, Option<String>);
@@ -31,7 +33,17 @@ pub async fn alter(
     broker: &Broker,
     req: AlterPartitionReassignmentsRequest,
     version: i16,
+    caller: &Caller,
 ) -> AlterPartitionReassignmentsResponse {
+    if !caller.allows_cluster(Operation::Alter) {
+        return AlterPartitionReassignmentsResponse::default()
+            .with_error_code(Code::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(StrBytes::from_string(caller.denied_message(
+                Operation::Alter,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            ))));
+    }
     let view = broker.view();
     // v0 has no flag: the factor may not change, as in Kafka.
     let factor_may_change = version >= 1 && req.allow_replication_factor_change;
@@ -154,7 +166,17 @@ pub fn list(
     broker: &Broker,
     req: ListPartitionReassignmentsRequest,
     _version: i16,
+    caller: &Caller,
 ) -> ListPartitionReassignmentsResponse {
+    if !caller.allows_cluster(Operation::Describe) {
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(Code::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(StrBytes::from_string(caller.denied_message(
+                Operation::Describe,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            ))));
+    }
     let view = broker.view();
     let ongoing = |info: &crate::metadata::PartitionInfo, index: i32| {
         info.is_reassigning().then(|| {

@@ -12,6 +12,8 @@
 //! answers OFFSET_OUT_OF_RANGE). The request long-polls on the partitions'
 //! log ends.
 
+use crate::security::acl::Operation;
+use crate::security::Caller;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,8 +47,12 @@ pub async fn handle(
     req: FetchRequest,
     version: i16,
     replica: i32,
+    caller: &Caller,
 ) -> FetchResponse {
     let view = broker.view();
+    // Followers need CLUSTER_ACTION on the cluster; without it every
+    // partition is refused, as Kafka does.
+    let denied = !caller.allows_cluster(Operation::ClusterAction);
     let now = now_ms();
     let mut topics = Vec::new();
     let mut targets = Vec::new();
@@ -63,6 +69,7 @@ pub async fn handle(
         );
         for fp in &ft.partitions {
             let partition = match topic {
+                _ if denied => Err(Code::TopicAuthorizationFailed.code()),
                 None if version >= 13 => Err(Code::UnknownTopicId.code()),
                 None => Err(Code::UnknownTopicOrPartition.code()),
                 Some(t) => {

@@ -20,7 +20,9 @@ use kafka_protocol::protocol::StrBytes;
 use super::error::Code;
 use crate::broker::Broker;
 use crate::metadata::{Command, ScramCredential, ScramMechanism};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::security::scram::{self, MAX_ITERATIONS, MIN_ITERATIONS};
+use crate::security::Caller;
 
 fn describe_result(user: &str, code: Code, message: String) -> DescribeUserScramCredentialsResult {
     DescribeUserScramCredentialsResult::default()
@@ -32,7 +34,17 @@ fn describe_result(user: &str, code: Code, message: String) -> DescribeUserScram
 pub fn describe(
     broker: &Broker,
     req: DescribeUserScramCredentialsRequest,
+    caller: &Caller,
 ) -> DescribeUserScramCredentialsResponse {
+    if !caller.allows_cluster(Operation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(Code::ClusterAuthorizationFailed.code())
+            .with_error_message(Some(StrBytes::from_string(caller.denied_message(
+                Operation::Describe,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            ))));
+    }
     let view = broker.view();
     let found = |user: &str, creds: &BTreeMap<ScramMechanism, ScramCredential>| {
         DescribeUserScramCredentialsResult::default()
@@ -89,9 +101,11 @@ type Refusal = (Code, String);
 pub async fn alter(
     broker: &Broker,
     req: AlterUserScramCredentialsRequest,
+    caller: &Caller,
 ) -> AlterUserScramCredentialsResponse {
     let view = broker.view();
     let mut refused: BTreeMap<String, Refusal> = BTreeMap::new();
+    let denied = !caller.allows_cluster(Operation::Alter);
     let mut users: Vec<String> = Vec::new();
     let mut pairs = BTreeMap::new();
     let mut note = |user: &str, mechanism: i8| {
@@ -105,6 +119,17 @@ pub async fn alter(
     }
     for u in &req.upsertions {
         note(&u.name, u.mechanism);
+    }
+    if denied {
+        for user in &users {
+            refused.insert(
+                user.clone(),
+                (
+                    Code::ClusterAuthorizationFailed,
+                    caller.denied_message(Operation::Alter, ResourceType::Cluster, CLUSTER_NAME),
+                ),
+            );
+        }
     }
     for ((user, _), n) in &pairs {
         if *n > 1 {

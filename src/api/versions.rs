@@ -58,6 +58,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // SCRAM credentials in cluster metadata (KIP-554).
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    // ACLs in cluster metadata; SECURITY_DISABLED without --authorizer acl.
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The advertised (min, max) of `key`, if Strata handles it.

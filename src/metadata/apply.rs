@@ -118,6 +118,24 @@ impl ClusterView {
                 }
                 CommandResult::Ok
             }
+            Command::CreateAcls { acls } => {
+                self.acls.extend(acls.iter().cloned());
+                CommandResult::Ok
+            }
+            Command::DeleteAcls { filters } => {
+                let per_filter = filters
+                    .iter()
+                    .map(|f| {
+                        let matched: Vec<_> =
+                            self.acls.iter().filter(|b| f.matches(b)).cloned().collect();
+                        for b in &matched {
+                            self.acls.remove(b);
+                        }
+                        matched
+                    })
+                    .collect();
+                CommandResult::AclsDeleted { per_filter }
+            }
         }
     }
 

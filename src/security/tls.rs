@@ -149,3 +149,93 @@ fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
         )
     })
 }
+
+/// The principal of a client certificate, as Kafka's default mapping
+/// names it: `User:` and the subject's distinguished name in RFC 2253 form
+/// (most specific attribute first, such as `User:CN=alice,OU=eng,O=Example`).
+/// `None` when the certificate cannot be parsed.
+pub fn certificate_principal(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let rdns: Vec<String> = cert
+        .subject()
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|a| {
+                    let oid = a.attr_type().to_id_string();
+                    match (short_name(&oid), a.as_str()) {
+                        (Some(name), Ok(v)) => format!("{name}={}", escape_dn_value(v)),
+                        // Unknown types and non-string values: the OID and
+                        // the value's DER as hex, as RFC 2253 writes them.
+                        _ => {
+                            let mut hex = String::from("#");
+                            use x509_parser::asn1_rs::ToDer;
+                            for b in a.attr_value().to_der_vec().unwrap_or_default() {
+                                hex.push_str(&format!("{b:02x}"));
+                            }
+                            format!("{oid}={hex}")
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    let dn: Vec<String> = rdns.into_iter().rev().collect();
+    Some(format!("User:{}", dn.join(",")))
+}
+
+/// RFC 2253's names of the attribute types it names.
+fn short_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "STREET",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        _ => return None,
+    })
+}
+
+/// Escapes an attribute value as RFC 2253 does.
+fn escape_dn_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod principal_tests {
+    use super::*;
+
+    #[test]
+    fn the_subject_is_named_most_specific_first() {
+        let mut params = rcgen::CertificateParams::new(vec!["client".into()]).unwrap();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CountryName, "US");
+        dn.push(rcgen::DnType::OrganizationName, "Example, Inc");
+        dn.push(rcgen::DnType::OrganizationalUnitName, "eng");
+        dn.push(rcgen::DnType::CommonName, "alice");
+        params.distinguished_name = dn;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            certificate_principal(cert.der()).as_deref(),
+            Some("User:CN=alice,OU=eng,O=Example\\, Inc,C=US")
+        );
+        assert_eq!(certificate_principal(b"not a certificate"), None);
+    }
+}

@@ -70,6 +70,7 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     pub sasl_authentications: Counter,
     pub sasl_authentication_failures: Counter,
+    pub authorization_failures: Counter,
     pub request_body_timeouts: Counter,
     pub request_bytes_in_flight: Gauge,
     pub fetch_zero_copy_bytes: Counter,
@@ -126,6 +127,7 @@ impl Metrics {
             tls_handshake_failures: Counter::default(),
             sasl_authentications: Counter::default(),
             sasl_authentication_failures: Counter::default(),
+            authorization_failures: Counter::default(),
             request_body_timeouts: Counter::default(),
             request_bytes_in_flight: Gauge::default(),
             fetch_zero_copy_bytes: Counter::default(),
@@ -323,6 +325,11 @@ impl Metrics {
             "strata_sasl_authentication_failures",
             "Failed SASL authentications; each closes its connection",
             m.sasl_authentication_failures.clone(),
+        );
+        registry.register(
+            "strata_authorization_failures",
+            "Operations the ACL authorizer refused (one per resource and operation checked)",
+            m.authorization_failures.clone(),
         );
         registry.register(
             "strata_request_body_timeouts",

@@ -36,6 +36,7 @@ CATALOG: dict[str, tuple[str, frozenset[str]]] = {
     "strata_connections": (GAUGE, frozenset()),
     "strata_sasl_authentications_total": (COUNTER, frozenset()),
     "strata_sasl_authentication_failures_total": (COUNTER, frozenset()),
+    "strata_authorization_failures_total": (COUNTER, frozenset()),
     "strata_tls_handshake_failures_total": (COUNTER, frozenset()),
     "strata_tier_copy_lag_bytes": (GAUGE, frozenset({"topic", "partition"})),
     "strata_tier_copy_lag_segments": (GAUGE, frozenset({"topic", "partition"})),
