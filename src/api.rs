@@ -116,6 +116,9 @@ pub async fn handle_frame(
     session: &mut Session,
     mut frame: Bytes,
 ) -> Pending {
+    if session.raw_tokens {
+        return ready(sasl::raw_token(broker, session, frame).await);
+    }
     if frame.len() < 8 {
         malformed!(
             len = frame.len(),
@@ -202,7 +205,7 @@ pub async fn handle_frame(
                 .await
         }
         RequestKind::SaslHandshake(r) => Handled::Now(Some(ResponseKind::SaslHandshake(
-            sasl::handshake(session, r),
+            sasl::handshake(session, r, version),
         ))),
         RequestKind::SaslAuthenticate(r) => {
             let (resp, keep) = sasl::authenticate(broker, session, r)

@@ -61,6 +61,9 @@ pub struct Session {
     pub expires: Option<Instant>,
     /// A SCRAM exchange between its first and its final round.
     pub scram: Option<scram::ScramServer>,
+    /// After a SaslHandshake v0, the SASL tokens come as bare frames (no
+    /// Kafka request header) until the exchange ends.
+    pub raw_tokens: bool,
 }
 
 impl Session {
@@ -73,6 +76,7 @@ impl Session {
             mechanism: None,
             expires: None,
             scram: None,
+            raw_tokens: false,
         }
     }
 

@@ -363,6 +363,29 @@ fn before_authentication_only_the_handshake_is_served_and_frames_are_small() {
     raw.wait_closed(TIMEOUT)
         .expect("closed after the session ended");
 
+    // SaslHandshake v0: the token follows as a bare frame, answered by a
+    // bare (empty, for PLAIN) frame; then Kafka requests are served. A
+    // wrong password closes the connection without an answer.
+    for (password, accepted) in [("alice-secret", true), ("nope", false)] {
+        let mut raw = RawConn::connect(&addr);
+        let hs: SaslHandshakeResponse = raw.roundtrip(
+            ApiKey::SaslHandshake,
+            0,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        );
+        assert_eq!(hs.error_code, 0);
+        raw.write_frame(format!("\0alice\0{password}").as_bytes())
+            .expect("token");
+        if accepted {
+            assert!(raw.read_frame().expect("bare answer").is_empty());
+            let _: kafka_protocol::messages::MetadataResponse =
+                raw.roundtrip(ApiKey::Metadata, 12, &MetadataRequest::default());
+        } else {
+            raw.wait_closed(TIMEOUT)
+                .expect("closed after a failed v0 login");
+        }
+    }
+
     // SaslHandshake on a listener without SASL: ILLEGAL_SASL_STATE.
     let mut raw = RawConn::connect(&broker.bootstrap());
     let hs: SaslHandshakeResponse = raw.roundtrip(

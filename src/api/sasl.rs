@@ -7,6 +7,11 @@
 //! answered after the configured delay and closes the connection. A
 //! client may authenticate again on the same connection (KIP-368), as the
 //! same principal only.
+//!
+//! SaslHandshake v0 (what clients before KIP-152 send, and what librdkafka
+//! before 2.10 needs to see advertised) is followed by the tokens as bare
+//! frames instead of SaslAuthenticate requests: [`raw_token`] serves those
+//! with the same authenticators.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +23,7 @@ use kafka_protocol::protocol::StrBytes;
 use bytes::Bytes;
 
 use super::error::Code;
+use super::Outcome;
 use crate::broker::Broker;
 use crate::config::listeners::Mechanism;
 use crate::metadata::ScramMechanism;
@@ -29,7 +35,11 @@ use crate::telemetry::LogLimiter;
 /// Failed authentications, logged once per 10 s at most.
 static FAILED_LOG: LogLimiter = LogLimiter::new();
 
-pub fn handshake(session: &mut Session, r: SaslHandshakeRequest) -> SaslHandshakeResponse {
+pub fn handshake(
+    session: &mut Session,
+    r: SaslHandshakeRequest,
+    version: i16,
+) -> SaslHandshakeResponse {
     let Some(sasl) = &session.listener.sasl else {
         return SaslHandshakeResponse::default().with_error_code(Code::IllegalSaslState.code());
     };
@@ -45,6 +55,7 @@ pub fn handshake(session: &mut Session, r: SaslHandshakeRequest) -> SaslHandshak
     match sasl.mechanism(r.mechanism.as_str()) {
         Some(m) => {
             session.mechanism = Some(m);
+            session.raw_tokens = version == 0;
             resp
         }
         None => resp.with_error_code(Code::UnsupportedSaslMechanism.code()),
@@ -149,5 +160,24 @@ pub async fn authenticate(
                 false,
             )
         }
+    }
+}
+
+/// A bare SASL token after a SaslHandshake v0: the answer is the server's
+/// token as a bare frame (empty when PLAIN succeeds); a failure closes the
+/// connection without an answer, as Kafka does for these clients.
+pub async fn raw_token(broker: &Broker, session: &mut Session, token: Bytes) -> Outcome {
+    let (resp, keep) = authenticate(
+        broker,
+        session,
+        SaslAuthenticateRequest::default().with_auth_bytes(token),
+    )
+    .await;
+    // A SCRAM exchange between its rounds keeps reading bare tokens.
+    session.raw_tokens = keep && session.scram.is_some();
+    if keep && resp.error_code == 0 {
+        Outcome::Reply(resp.auth_bytes)
+    } else {
+        Outcome::Close
     }
 }

@@ -51,9 +51,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
-    // SASL: handshake v1 only (v0 would send the tokens outside Kafka
-    // framing); authenticate v1+ carries the session lifetime (KIP-368).
-    (ApiKey::SaslHandshake, 1, 1),
+    // SASL: handshake v0 (tokens then come as bare frames) and v1
+    // (tokens in SaslAuthenticate); authenticate v1+ carries the session
+    // lifetime (KIP-368).
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     // SCRAM credentials in cluster metadata (KIP-554).
     (ApiKey::DescribeUserScramCredentials, 0, 0),
