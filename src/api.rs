@@ -140,7 +140,7 @@ pub async fn handle_frame(
     if api_key == ApiKey::ApiVersions && version > range.1 {
         return ready(versions::unsupported_version_response(correlation_id));
     }
-    if version < range.0 || version > range.1 || version < api_key.valid_versions().min {
+    if !versions::accepted(api_key, version) {
         malformed!(api = ?api_key, version, "unsupported api version; closing connection");
         return ready(Outcome::Close);
     }
@@ -165,18 +165,10 @@ pub async fn handle_frame(
             return ready(Outcome::Close);
         }
     }
-    let header_version = api_key.request_header_version(version);
-    let header = match decode_guarded(|| RequestHeader::decode(&mut frame, header_version)) {
-        Some(h) => h,
-        None => {
-            malformed!(api = ?api_key, version, "malformed request header; closing connection");
-            return ready(Outcome::Close);
-        }
-    };
-    let request = match decode_guarded(|| RequestKind::decode(api_key, &mut frame, version)) {
-        Some(r) => r,
-        None => {
-            malformed!(api = ?api_key, version, correlation_id, "malformed request body; closing connection");
+    let (header, request) = match decode_request(api_key, version, &mut frame) {
+        Ok(decoded) => decoded,
+        Err(part) => {
+            malformed!(api = ?api_key, version, correlation_id, "malformed request {part}; closing connection");
             return ready(Outcome::Close);
         }
     };
@@ -275,6 +267,20 @@ pub async fn handle_frame(
             })
         }
     }
+}
+
+/// Decodes a request frame's header and body for `api_key` at `version`
+/// (both already checked against [`versions::SUPPORTED`]); `Err` names the
+/// part that is malformed. Never panics, whatever the bytes.
+pub fn decode_request(
+    api_key: ApiKey,
+    version: i16,
+    frame: &mut Bytes,
+) -> Result<(RequestHeader, RequestKind), &'static str> {
+    let header_version = api_key.request_header_version(version);
+    let header = decode_guarded(|| RequestHeader::decode(frame, header_version)).ok_or("header")?;
+    let request = decode_guarded(|| RequestKind::decode(api_key, frame, version)).ok_or("body")?;
+    Ok((header, request))
 }
 
 /// Records the topic (and partition) on the current request span when a

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod fuzzing;
 pub mod group;
 pub mod log;
 pub mod metadata;

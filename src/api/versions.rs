@@ -73,6 +73,15 @@ pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
         .map(|(_, min, max)| (*min, *max))
 }
 
+/// Whether a request of `key` at `version` is served: inside the
+/// advertised range and one the codec decodes (Produce v0-v2 are
+/// advertised but refused).
+pub fn accepted(key: ApiKey, version: i16) -> bool {
+    supported(key).is_some_and(|(min, max)| {
+        version >= min && version <= max && version >= key.valid_versions().min
+    })
+}
+
 fn api_list() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()

@@ -114,7 +114,7 @@ fn certificates(flag: &str, path: &Path) -> anyhow::Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
-fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
+pub(crate) fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
     let chain = certificates("ssl-certificate-file", &files.certificate)?;
     let key = private_key(files)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

@@ -1,0 +1,9 @@
+#![no_main]
+
+/// The broker's allocator (see `strata::alloc`).
+#[global_allocator]
+static ALLOC: strata::alloc::GuardedAlloc = strata::alloc::GuardedAlloc;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    strata::fuzzing::certificate_principal(data);
+});
