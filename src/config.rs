@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// Admin HTTP listener (/health, /ready) [default: 127.0.0.1:9644]
     #[arg(long, env = "STRATA_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
+    /// Serve the admin listener over TLS (HTTPS) with --ssl-certificate-file and --ssl-key-file, asking for client certificates as --ssl-client-auth says [default: false]
+    #[arg(long, env = "STRATA_ADMIN_SSL")]
+    pub admin_ssl: Option<bool>,
     /// This broker's node id [default: 1]
     #[arg(long, env = "STRATA_NODE_ID")]
     pub node_id: Option<i32>,
@@ -382,6 +385,8 @@ pub struct BrokerConfig {
     /// authenticated client may do everything.
     pub authorizer: Option<std::sync::Arc<crate::security::acl::Authorizer>>,
     pub admin_listen: SocketAddr,
+    /// The admin listener speaks HTTPS with the Kafka listeners' TLS files.
+    pub admin_ssl: bool,
     pub node_id: i32,
     /// The controller listener and the voters by node id and address, when
     /// the metadata quorum has several voters (`None`: this node alone).
@@ -498,6 +503,14 @@ impl BrokerConfig {
             "admin-listen",
             a.admin_listen.as_deref().unwrap_or("127.0.0.1:9644"),
         )?;
+        let admin_ssl = a.admin_ssl.unwrap_or(false);
+        if admin_ssl && security.tls.is_none() {
+            return Err(ConfigError::invalid(
+                "admin-ssl",
+                "true",
+                "needs --ssl-certificate-file and --ssl-key-file",
+            ));
+        }
         let node_id = a.node_id.unwrap_or(1);
         if node_id < 0 {
             return Err(ConfigError::invalid("node-id", node_id, "must be >= 0"));
@@ -754,6 +767,7 @@ impl BrokerConfig {
             security,
             authorizer,
             admin_listen,
+            admin_ssl,
             node_id,
             controller,
             broker_session_timeout_ms: at_least(
@@ -884,6 +898,7 @@ impl ServeArgs {
                 .allow_everyone_if_no_acl_found
                 .or(file.allow_everyone_if_no_acl_found),
             admin_listen: self.admin_listen.or(file.admin_listen),
+            admin_ssl: self.admin_ssl.or(file.admin_ssl),
             node_id: self.node_id.or(file.node_id),
             controller_listen: self.controller_listen.or(file.controller_listen),
             controller_security_protocol: self

@@ -179,6 +179,15 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir. path={}", config.data_dir.display()))?;
     let (security, reloadable) = load_security(&config)?;
+    let admin_tls = config
+        .admin_ssl
+        .then(|| {
+            reloadable.iter().find_map(|r| match r {
+                Reloadable::Tls(t) => Some(t.clone()),
+                Reloadable::Sasl(_) => None,
+            })
+        })
+        .flatten();
     let inter_broker_security = inter_broker_client(&config)?;
     let mut kafka_listeners = Vec::new();
     for (spec, listener) in config.security.listeners.iter().zip(&security) {
@@ -231,6 +240,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     let admin_state = server::admin::AdminState::default();
     let admin_task = tokio::spawn(server::admin::run(
         admin_listener,
+        admin_tls,
         admin_state.clone(),
         shutdown.child_token(),
     ));

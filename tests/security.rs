@@ -488,9 +488,24 @@ fn invalid_security_settings_stop_the_broker_with_a_message_naming_them() {
             "sasl-plain-users-file=",
         ),
     ];
+    let mut cases = cases;
+    cases.push((vec!["--admin-ssl".into(), "true".into()], "admin-ssl"));
+    cases.push((
+        vec!["--super-users".into(), "User:admin".into()],
+        "super-users",
+    ));
+    cases.push((vec!["--authorizer".into(), "ranger".into()], "authorizer"));
+    cases.push((
+        vec![
+            "--authorizer".into(),
+            "acl".into(),
+            "--super-users".into(),
+            "admin".into(),
+        ],
+        "super-users",
+    ));
     let plaintext_client = dir.path().join("plain.properties");
     std::fs::write(&plaintext_client, "security.protocol=PLAINTEXT\n").expect("write");
-    let mut cases = cases;
     cases.push((
         vec![
             "--listeners".into(),
@@ -727,4 +742,93 @@ fn scram_users_created_with_the_cli_log_in_and_survive_a_restart() {
     refused(&addr, &carol, "carol deleted");
     let (_, out, _) = strata_cli(&broker.bootstrap(), &["user", "list"]);
     assert!(!out.contains("carol") && out.contains("dave"), "{out}");
+}
+
+/// GET `path` over HTTPS from `addr`, trusting `ca`; the status line and
+/// the body.
+fn https_get(addr: &str, ca: &Path, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca)?;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        "localhost".try_into().expect("name"),
+    )
+    .expect("client");
+    let tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(TIMEOUT))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = Vec::new();
+    match tls.read_to_end(&mut out) {
+        Ok(_) => {}
+        // A peer that closes without close_notify after the body.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn the_admin_listener_serves_https_with_the_brokers_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::create(dir.path());
+    let broker = Broker::builder()
+        .args([
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0",
+            "--admin-ssl",
+            "true",
+        ])
+        .args(pki.broker_args())
+        .start();
+    let admin = broker.admin_addr();
+    let deadline = Instant::now() + TIMEOUT;
+    let ready = loop {
+        let r = https_get(&admin, &pki.ca, "/ready").expect("https");
+        if r.starts_with("HTTP/1.1 200") || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.contains("ready"),
+        "{ready}"
+    );
+    let metrics = https_get(&admin, &pki.ca, "/metrics").expect("https");
+    assert!(
+        metrics.contains("strata_tls_handshake_failures_total"),
+        "{metrics}"
+    );
+    // Plain HTTP gets no answer, and the failed handshake is counted.
+    let plain = std::panic::catch_unwind(|| common::http_get(&admin, "/health"));
+    assert!(
+        !matches!(&plain, Ok((200, _))),
+        "plain HTTP was served: {plain:?}"
+    );
+    let metrics = https_get(&admin, &pki.ca, "/metrics").expect("https");
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("strata_tls_handshake_failures_total"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the counter");
+    assert!(failures >= 1.0, "{metrics}");
+    // A client that does not trust the broker's CA is refused.
+    assert!(https_get(&admin, &pki.other_ca, "/health").is_err());
 }
