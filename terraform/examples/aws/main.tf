@@ -49,11 +49,31 @@ module "strata" {
 
   client_cidrs = var.client_cidrs
   admin_cidrs  = var.admin_cidrs
+
+  # Listener security (docs/deploy.md, "Security"): clients on a SASL_SSL
+  # listener on 9094, TLS certificate and SCRAM passwords from Secrets
+  # Manager, and the ACL authorizer.
+  # tls = {
+  #   enabled                = true
+  #   certificate_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/tls-cert-AbC123"
+  #   private_key_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/tls-key-DeF456"
+  # }
+  # sasl = {
+  #   mechanisms  = ["SCRAM-SHA-512"]
+  #   scram_users = { admin = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:strata/admin-GhI789" }
+  # }
+  # authorizer  = "acl"
+  # super_users = ["User:admin"]
 }
 
 output "bootstrap_servers" {
   description = "bootstrap.servers for Kafka clients."
   value       = module.strata.bootstrap_servers
+}
+
+output "client_security_protocol" {
+  description = "security.protocol for Kafka clients."
+  value       = module.strata.client_security_protocol
 }
 
 output "bucket_name" {

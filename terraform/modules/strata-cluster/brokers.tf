@@ -54,6 +54,13 @@ resource "aws_instance" "broker" {
     controller_port    = local.controller_port
     controller_voters  = local.controller_quorum_voters
     controller_role    = local.brokers[count.index].controller_role
+    client_protocol    = local.client_protocol
+    client_port        = local.client_port
+    security_env       = join("", [for line in local.security_env : "${line}\n"])
+    security_files     = local.security_inline
+    security_secrets   = local.security_secrets
+    scram_users        = local.brokers[count.index].node_id == 1 ? local.scram_users : ""
+    scram_mechanisms   = local.scram_mechanisms
     auto_create_topics = var.auto_create_topics
     num_partitions     = var.num_partitions
     replication_factor = var.default_replication_factor
@@ -107,6 +114,43 @@ resource "aws_instance" "broker" {
     precondition {
       condition     = var.default_replication_factor == null ? true : var.default_replication_factor <= var.broker_count
       error_message = "default_replication_factor cannot exceed broker_count: topics created without a replication factor would be refused."
+    }
+
+    # Listener security: each file from one source, nothing given that is
+    # not used, an authorizer only where clients authenticate.
+    precondition {
+      condition     = !var.tls.enabled || ((var.tls.certificate_secret_arn != null) != (var.tls_pem.certificate != null) && (var.tls.private_key_secret_arn != null) != (var.tls_pem.private_key != null))
+      error_message = "tls.enabled needs the certificate and the private key, each from one source: tls.certificate_secret_arn or tls_pem.certificate, tls.private_key_secret_arn or tls_pem.private_key."
+    }
+
+    precondition {
+      condition     = var.tls.enabled || (var.tls.certificate_secret_arn == null && var.tls.private_key_secret_arn == null && var.tls.client_ca_secret_arn == null && var.tls.client_auth == "none" && var.tls_pem.certificate == null && var.tls_pem.private_key == null && var.tls_pem.client_ca == null)
+      error_message = "Certificates, keys, a client CA or tls.client_auth are given but tls.enabled is false: set tls.enabled = true, or remove them."
+    }
+
+    precondition {
+      condition     = !(var.tls.client_ca_secret_arn != null && var.tls_pem.client_ca != null) && (var.tls.client_auth == "none" || var.tls.client_ca_secret_arn != null || var.tls_pem.client_ca != null)
+      error_message = "The client CA comes from one source, tls.client_ca_secret_arn or tls_pem.client_ca, and tls.client_auth requested or required needs it."
+    }
+
+    precondition {
+      condition     = contains(var.sasl.mechanisms, "PLAIN") == (var.sasl.plain_users_secret_arn != null)
+      error_message = "SASL mechanism PLAIN needs sasl.plain_users_secret_arn (the PLAIN users file), and sasl.plain_users_secret_arn needs PLAIN in sasl.mechanisms."
+    }
+
+    precondition {
+      condition     = length(var.sasl.scram_users) == 0 || contains(var.sasl.mechanisms, "SCRAM-SHA-256") || contains(var.sasl.mechanisms, "SCRAM-SHA-512")
+      error_message = "sasl.scram_users needs SCRAM-SHA-256 or SCRAM-SHA-512 in sasl.mechanisms."
+    }
+
+    precondition {
+      condition     = var.authorizer != "acl" || length(var.sasl.mechanisms) > 0 || (var.tls.enabled && var.tls.client_auth == "required")
+      error_message = "authorizer = acl needs a clients' listener on which every client authenticates: sasl.mechanisms, or tls with client_auth = required. Otherwise clients would connect as User:ANONYMOUS, a super user."
+    }
+
+    precondition {
+      condition     = var.authorizer == "acl" || (length(var.super_users) == 0 && !var.allow_everyone_if_no_acl_found)
+      error_message = "super_users and allow_everyone_if_no_acl_found apply only with authorizer = acl."
     }
   }
 }

@@ -1,6 +1,7 @@
 # The brokers' role: objects under the tier prefix, the KMS key through S3
-# only, the cluster's log group, and the one binary object (when it is
-# downloaded from S3). Nothing else.
+# only, the cluster's log group, the one binary object (when it is
+# downloaded from S3) and the Secrets Manager secrets of the listeners'
+# security (when any is given). Nothing else.
 
 data "aws_iam_policy_document" "assume_ec2" {
   statement {
@@ -86,6 +87,20 @@ data "aws_iam_policy_document" "broker" {
       effect    = "Allow"
       actions   = ["s3:GetObject"]
       resources = local.artifact_s3_arns
+    }
+  }
+
+  # TLS certificates and keys, the PLAIN users file and the SCRAM users'
+  # passwords: exactly the secrets named in var.tls and var.sasl, read once
+  # at first boot.
+  dynamic "statement" {
+    for_each = length(local.secret_arns) > 0 ? [1] : []
+
+    content {
+      sid       = "ReadListenerSecrets"
+      effect    = "Allow"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = local.secret_arns
     }
   }
 }

@@ -1,8 +1,12 @@
 # Security groups, the bootstrap load balancer and per-broker DNS names.
 #
-# Brokers accept Kafka (9092) from var.client_cidrs, admin HTTP (9644) from
-# var.admin_cidrs, and Kafka plus the controller port (9093) from each other.
-# No CIDR is open by default; 0.0.0.0/0 is refused by variable validation.
+# Brokers accept Kafka clients from var.client_cidrs on the clients' listener
+# (9092, or var.client_listener_port once TLS or SASL secures it), admin HTTP
+# (9644) from var.admin_cidrs, and Kafka (9092) plus the controller port
+# (9093) from each other. With a secured clients' listener, 9092 (PLAINTEXT,
+# whose principal is a super user under the ACL authorizer) is open to the
+# cluster's own members only. No CIDR is open by default; 0.0.0.0/0 is
+# refused by variable validation.
 
 resource "aws_security_group" "broker" {
   name_prefix = "${var.name}-broker-"
@@ -21,8 +25,8 @@ resource "aws_vpc_security_group_ingress_rule" "kafka_clients" {
   security_group_id = aws_security_group.broker.id
   description       = "Kafka clients"
   ip_protocol       = "tcp"
-  from_port         = local.kafka_port
-  to_port           = local.kafka_port
+  from_port         = local.client_port
+  to_port           = local.client_port
   cidr_ipv4         = each.value
   tags              = local.tags
 }
@@ -104,14 +108,14 @@ resource "aws_vpc_security_group_ingress_rule" "nlb_clients" {
   security_group_id = aws_security_group.nlb[0].id
   description       = "Kafka clients bootstrapping"
   ip_protocol       = "tcp"
-  from_port         = local.kafka_port
-  to_port           = local.kafka_port
+  from_port         = local.client_port
+  to_port           = local.client_port
   cidr_ipv4         = each.value
   tags              = local.tags
 }
 
 resource "aws_vpc_security_group_egress_rule" "nlb_to_brokers" {
-  for_each = var.create_load_balancer ? { kafka = local.kafka_port, health = local.admin_port } : {}
+  for_each = var.create_load_balancer ? { kafka = local.client_port, health = local.admin_port } : {}
 
   security_group_id            = aws_security_group.nlb[0].id
   description                  = "To the brokers (${each.key})"
@@ -123,7 +127,7 @@ resource "aws_vpc_security_group_egress_rule" "nlb_to_brokers" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "brokers_from_nlb" {
-  for_each = var.create_load_balancer ? { kafka = local.kafka_port, health = local.admin_port } : {}
+  for_each = var.create_load_balancer ? { kafka = local.client_port, health = local.admin_port } : {}
 
   security_group_id            = aws_security_group.broker.id
   description                  = "From the bootstrap load balancer (${each.key})"
@@ -161,7 +165,7 @@ resource "aws_lb_target_group" "kafka" {
   count = var.create_load_balancer ? 1 : 0
 
   name_prefix          = substr(var.name, 0, 6)
-  port                 = local.kafka_port
+  port                 = local.client_port
   protocol             = "TCP"
   target_type          = "instance"
   vpc_id               = var.vpc_id
@@ -178,6 +182,12 @@ resource "aws_lb_target_group" "kafka" {
     healthy_threshold   = 2
     unhealthy_threshold = 2
   }
+
+  # A new clients' port (tls or sasl turned on or off) replaces the group;
+  # the listener moves to the new one before the old one goes.
+  lifecycle {
+    create_before_destroy = true
+  }
 }
 
 resource "aws_lb_target_group_attachment" "kafka" {
@@ -185,14 +195,14 @@ resource "aws_lb_target_group_attachment" "kafka" {
 
   target_group_arn = aws_lb_target_group.kafka[0].arn
   target_id        = aws_instance.broker[count.index].id
-  port             = local.kafka_port
+  port             = local.client_port
 }
 
 resource "aws_lb_listener" "kafka" {
   count = var.create_load_balancer ? 1 : 0
 
   load_balancer_arn = aws_lb.bootstrap[0].arn
-  port              = local.kafka_port
+  port              = local.client_port
   protocol          = "TCP"
   tags              = local.tags
 

@@ -1,17 +1,22 @@
 output "bootstrap_servers" {
-  description = "Kafka bootstrap address for clients (bootstrap.servers): the bootstrap DNS name or the load balancer, else the brokers' advertised addresses joined by commas."
+  description = "Kafka bootstrap address for clients (bootstrap.servers) on the clients' listener: port 9092, or client_listener_port when tls or sasl secures it (see client_security_protocol). The bootstrap DNS name or the load balancer, else the brokers' advertised addresses joined by commas."
   value = (
-    local.use_dns ? "bootstrap.${var.dns_domain}:${local.kafka_port}" :
-    var.create_load_balancer ? "${aws_lb.bootstrap[0].dns_name}:${local.kafka_port}" :
-    join(",", [for b in aws_instance.broker : "${b.private_ip}:${local.kafka_port}"])
+    local.use_dns ? "bootstrap.${var.dns_domain}:${local.client_port}" :
+    var.create_load_balancer ? "${aws_lb.bootstrap[0].dns_name}:${local.client_port}" :
+    join(",", [for b in aws_instance.broker : "${b.private_ip}:${local.client_port}"])
   )
 }
 
+output "client_security_protocol" {
+  description = "security.protocol of the clients' listener at bootstrap_servers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+  value       = local.client_protocol
+}
+
 output "broker_addresses" {
-  description = "Advertised Kafka address of each broker, in node id order (node id = index + 1)."
+  description = "Advertised address of each broker on the clients' listener, in node id order (node id = index + 1)."
   value = [
     for i, b in aws_instance.broker :
-    "${coalesce(local.brokers[i].dns_name, b.private_ip)}:${local.kafka_port}"
+    "${coalesce(local.brokers[i].dns_name, b.private_ip)}:${local.client_port}"
   ]
 }
 

@@ -223,8 +223,11 @@ variable "extra_config" {
       "data-dir", "listen", "advertised-listener", "admin-listen", "node-id", "tier-url", "log-format",
       "auto-create-topics", "num-partitions", "log-level", "controller-listen", "controller-quorum-voters",
       "default-replication-factor", "offsets-topic-replication-factor",
+      "listeners", "advertised-listeners", "listener-security-protocol-map", "inter-broker-listener-name",
+      "ssl-certificate-file", "ssl-key-file", "ssl-client-ca-file", "ssl-client-auth",
+      "sasl-enabled-mechanisms", "sasl-plain-users-file", "authorizer", "super-users", "allow-everyone-if-no-acl-found",
     ], k)])
-    error_message = "extra_config keys must be kebab-case flag names, values single-line TOML literals, and keys not ones the module sets itself (data-dir, listen, advertised-listener, admin-listen, node-id, tier-url, log-format, auto-create-topics, num-partitions, log-level, controller-listen, controller-quorum-voters, default-replication-factor, offsets-topic-replication-factor)."
+    error_message = "extra_config keys must be kebab-case flag names, values single-line TOML literals, and keys not ones the module sets itself (data-dir, listen, advertised-listener, admin-listen, node-id, tier-url, log-format, auto-create-topics, num-partitions, log-level, controller-listen, controller-quorum-voters, default-replication-factor, offsets-topic-replication-factor, and the listener security keys set by tls, tls_pem, sasl, client_listener_port, authorizer, super_users and allow_everyone_if_no_acl_found: listeners, advertised-listeners, listener-security-protocol-map, inter-broker-listener-name, ssl-*, sasl-enabled-mechanisms, sasl-plain-users-file, authorizer, super-users, allow-everyone-if-no-acl-found)."
   }
 }
 
@@ -317,13 +320,13 @@ variable "access_log_bucket" {
 # --- Network -------------------------------------------------------------------
 
 variable "client_cidrs" {
-  description = "IPv4 CIDRs of Kafka clients allowed to reach port 9092 on the brokers and the load balancer. Empty by default: nothing outside the cluster connects until you list networks. 0.0.0.0/0 is refused."
+  description = "IPv4 CIDRs of Kafka clients allowed to reach the clients' listener on the brokers and the load balancer: port 9092, or client_listener_port once tls or sasl secures it (9092 then serves the cluster's own brokers only). Empty by default: nothing outside the cluster connects until you list networks. 0.0.0.0/0 is refused."
   type        = list(string)
   default     = []
 
   validation {
     condition     = alltrue([for c in var.client_cidrs : can(cidrhost(c, 0)) && c != "0.0.0.0/0"])
-    error_message = "client_cidrs must be IPv4 CIDRs, and 0.0.0.0/0 is not allowed: the Kafka listener has no authentication yet."
+    error_message = "client_cidrs must be IPv4 CIDRs, and 0.0.0.0/0 is not allowed: list the networks of the Kafka clients."
   }
 }
 
@@ -350,7 +353,7 @@ variable "egress_cidrs" {
 }
 
 variable "create_load_balancer" {
-  description = "Create a Network Load Balancer on port 9092 in front of all brokers as the bootstrap address. Clients then connect to each broker's advertised address directly."
+  description = "Create a Network Load Balancer in front of all brokers as the bootstrap address, on the clients' listener port (9092, or client_listener_port with tls or sasl; TLS passes through to the brokers). Clients then connect to each broker's advertised address directly."
   type        = bool
   default     = true
 }
@@ -388,6 +391,127 @@ variable "dns_domain" {
     condition     = var.dns_domain == null || can(regex("^([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?$", var.dns_domain))
     error_message = "dns_domain must be a lowercase DNS name without a trailing dot."
   }
+}
+
+# --- Listener security -----------------------------------------------------------
+# All off by default: one PLAINTEXT listener on 9092, no authorizer. With tls
+# or sasl, clients get a listener of their own on client_listener_port and
+# 9092 stays PLAINTEXT on the private network for the brokers' replication,
+# open to the cluster's own members only. docs/deploy.md, "Security".
+
+variable "tls" {
+  description = "TLS on the clients' listener (SSL, or SASL_SSL together with sasl). enabled turns it on. The certificate chain (leaf first) and its private key, PEM, come from Secrets Manager, certificate_secret_arn and private_key_secret_arn (full secret ARNs whose SecretString is the PEM, fetched by each broker at first boot), or inline through tls_pem: one source for each. One certificate serves every broker, so it must name broker-<id>.<dns_domain> and bootstrap.<dns_domain> (a wildcard *.<dns_domain> does). client_ca_secret_arn (or tls_pem.client_ca) is the PEM CA that signs client certificates; client_auth (Kafka's ssl.client.auth) is none, requested (verified when presented) or required, which needs that CA."
+  type = object({
+    enabled                = optional(bool, false)
+    certificate_secret_arn = optional(string)
+    private_key_secret_arn = optional(string)
+    client_ca_secret_arn   = optional(string)
+    client_auth            = optional(string, "none")
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = contains(["none", "requested", "required"], var.tls.client_auth)
+    error_message = "tls.client_auth must be none, requested or required."
+  }
+
+  validation {
+    condition = alltrue([
+      for arn in [var.tls.certificate_secret_arn, var.tls.private_key_secret_arn, var.tls.client_ca_secret_arn] :
+      arn == null ? true : can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$", arn))
+    ])
+    error_message = "tls.certificate_secret_arn, tls.private_key_secret_arn and tls.client_ca_secret_arn must be null or full Secrets Manager secret ARNs (arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters>)."
+  }
+}
+
+variable "tls_pem" {
+  description = "PEM contents given inline instead of the Secrets Manager ARNs of tls: certificate (the chain, leaf first), private_key and client_ca. Sensitive: Terraform does not show them, but they are stored in the state and travel in the brokers' user data, which whoever may call ec2:DescribeInstanceAttribute can read, and which must stay under EC2's 16 KiB (gzipped). Prefer tls.private_key_secret_arn for the key."
+  type = object({
+    certificate = optional(string)
+    private_key = optional(string)
+    client_ca   = optional(string)
+  })
+  default   = {}
+  nullable  = false
+  sensitive = true
+
+  validation {
+    condition = (
+      (var.tls_pem.certificate == null ? true : can(regex("-----BEGIN CERTIFICATE-----", var.tls_pem.certificate))) &&
+      (var.tls_pem.private_key == null ? true : can(regex("-----BEGIN [A-Z ]*PRIVATE KEY-----", var.tls_pem.private_key))) &&
+      (var.tls_pem.client_ca == null ? true : can(regex("-----BEGIN CERTIFICATE-----", var.tls_pem.client_ca)))
+    )
+    error_message = "tls_pem.certificate and tls_pem.client_ca must be PEM certificates (-----BEGIN CERTIFICATE-----), tls_pem.private_key a PEM private key (-----BEGIN ... PRIVATE KEY-----)."
+  }
+}
+
+variable "sasl" {
+  description = "SASL on the clients' listener (SASL_PLAINTEXT, or SASL_SSL together with tls). mechanisms: any of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (empty: no SASL). scram_users maps user names to full Secrets Manager secret ARNs whose SecretString is the password: broker 1 creates each user for the SCRAM mechanisms enabled (or sets its password to the secret's) once it is ready, at its first boot. PLAIN needs plain_users_secret_arn, a secret whose SecretString is the PLAIN users file (TOML, a [users] table of name = \"password\")."
+  type = object({
+    mechanisms             = optional(list(string), [])
+    scram_users            = optional(map(string), {})
+    plain_users_secret_arn = optional(string)
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = alltrue([for m in var.sasl.mechanisms : contains(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], m)]) && length(distinct(var.sasl.mechanisms)) == length(var.sasl.mechanisms)
+    error_message = "sasl.mechanisms must be distinct names among PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512."
+  }
+
+  validation {
+    condition     = alltrue([for name in keys(var.sasl.scram_users) : can(regex("^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$", name))])
+    error_message = "sasl.scram_users names must be 1-64 letters, digits, '.', '_', '@' and '-', starting with a letter or digit."
+  }
+
+  validation {
+    condition = alltrue([
+      for arn in concat(values(var.sasl.scram_users), var.sasl.plain_users_secret_arn == null ? [] : [var.sasl.plain_users_secret_arn]) :
+      can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$", arn))
+    ])
+    error_message = "The secrets of sasl.scram_users and sasl.plain_users_secret_arn must be full Secrets Manager secret ARNs (arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters>)."
+  }
+}
+
+variable "client_listener_port" {
+  description = "Port of the clients' listener when tls or sasl secures it (on the brokers, the load balancer and in client_cidrs' security group rules). 9092 then stays the PLAINTEXT listener between brokers."
+  type        = number
+  default     = 9094
+
+  validation {
+    condition     = var.client_listener_port >= 1024 && var.client_listener_port <= 65535 && floor(var.client_listener_port) == var.client_listener_port && !contains([9092, 9093, 9644], var.client_listener_port)
+    error_message = "client_listener_port must be a whole number from 1024 to 65535, and not 9092, 9093 or 9644 (the brokers' PLAINTEXT, controller and admin ports)."
+  }
+}
+
+variable "authorizer" {
+  description = "Broker setting authorizer: none (every client may do everything) or acl (Kafka's ACL authorizer: ACLs in cluster metadata decide, managed with strata acl or Kafka's tools). acl needs a clients' listener that authenticates every client: sasl, or tls with client_auth = required. User:ANONYMOUS, the principal of the brokers' PLAINTEXT listener (replication fetches, and strata commands run on a broker against 127.0.0.1:9092), is then added to super_users."
+  type        = string
+  default     = "none"
+
+  validation {
+    condition     = contains(["none", "acl"], var.authorizer)
+    error_message = "authorizer must be none or acl."
+  }
+}
+
+variable "super_users" {
+  description = "Broker setting super-users with authorizer = acl: principals allowed everything, such as User:admin (a SASL user) or User:CN=ops,O=Example (a client certificate's subject). User:ANONYMOUS is added by the module."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for p in var.super_users : can(regex("^User:[A-Za-z0-9._@=,+-]+$", p))])
+    error_message = "super_users must be principals User:NAME, NAME of letters, digits and . _ @ = , + - (no spaces or ';')."
+  }
+}
+
+variable "allow_everyone_if_no_acl_found" {
+  description = "Broker setting allow-everyone-if-no-acl-found with authorizer = acl: a resource no ACL names is open to every client. Off by default, as in Kafka."
+  type        = bool
+  default     = false
 }
 
 # --- Logs ------------------------------------------------------------------------

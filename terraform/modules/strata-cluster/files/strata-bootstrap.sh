@@ -6,10 +6,13 @@
 #   2. the hot-tier EBS volume: wait for it, format it if blank, mount it at
 #      /var/lib/strata;
 #   3. the strata binary: download, check its SHA-256, install;
-#   4. the advertised listener (DNS name, else the private address) and, on
-#      a learner, the controller listener;
-#   5. the CloudWatch agent for the log group (best effort);
-#   6. start strata.service.
+#   4. the advertised listeners (DNS name, else the private address), the
+#      listeners' security settings and, on a learner, the controller
+#      listener;
+#   5. the TLS and SASL files: from Secrets Manager, readable by strata only;
+#   6. the CloudWatch agent for the log group (best effort);
+#   7. start strata.service;
+#   8. on broker 1, the SCRAM users, once the broker is ready.
 set -euo pipefail
 
 # shellcheck source=/dev/null
@@ -25,6 +28,21 @@ retry() {
     sleep $((n * 3))
   done
   return 1
+}
+
+# secret ARN FILE: the SecretString of a Secrets Manager secret into FILE,
+# created with mode 0600; nothing of it on a command line or in the log.
+secret() {
+  local region tmp
+  region=$(cut -d: -f4 <<<"$1")
+  tmp=$(mktemp "$2.XXXXXX")
+  if aws secretsmanager get-secret-value --region "$region" --secret-id "$1" \
+    --query SecretString --output text >"$tmp" && [ -s "$tmp" ] && [ "$(cat "$tmp")" != None ]; then
+    mv -f "$tmp" "$2"
+  else
+    rm -f "$tmp"
+    return 1
+  fi
 }
 
 imds() {
@@ -86,25 +104,49 @@ install -m 0755 -o root -g root "$tmp" /usr/local/bin/strata
 rm -f "$tmp"
 
 # 4. Listeners: flags and env beat the config file, so the advertised
-# listener goes in strata.env next to the region the S3 client needs. A
-# learner (a broker outside the metadata voters) serves the controller
-# listener on its private address: the voters reach it at the address it
-# listens on, so it cannot be 0.0.0.0.
+# listener goes in strata.env next to the region the S3 client needs. With a
+# secured clients' listener, both listeners are advertised at the same host
+# (PLAINTEXT for the brokers, the other for clients), and the TLS, SASL and
+# authorizer settings cloud-init wrote to security.env follow. A learner (a
+# broker outside the metadata voters) serves the controller listener on its
+# private address: the voters reach it at the address it listens on, so it
+# cannot be 0.0.0.0.
 host="$STRATA_ADVERTISED_HOST"
 if [ -z "$host" ]; then host=$(retry imds local-ipv4); fi
+advertised="STRATA_ADVERTISED_LISTENER=$host:$STRATA_KAFKA_PORT"
+if [ "$STRATA_CLIENT_PROTOCOL" != PLAINTEXT ]; then
+  advertised="STRATA_ADVERTISED_LISTENERS=PLAINTEXT://$host:$STRATA_KAFKA_PORT,$STRATA_CLIENT_PROTOCOL://$host:$STRATA_CLIENT_PORT"
+fi
 controller=""
 if [ "$STRATA_CONTROLLER_ROLE" = learner ]; then
   ip=$(retry imds local-ipv4)
   controller="STRATA_CONTROLLER_LISTEN=$ip:$STRATA_CONTROLLER_PORT"
 fi
+security=""
+if [ -f /etc/strata/security.env ]; then security=$(cat /etc/strata/security.env); fi
 umask 022
 cat >/etc/strata/strata.env <<ENV
-STRATA_ADVERTISED_LISTENER=$host:$STRATA_KAFKA_PORT
+$advertised
 AWS_REGION=$AWS_REGION
 $controller
+$security
 ENV
 
-# 5. CloudWatch agent. The broker runs without it; say so loudly.
+# 5. TLS and SASL files: the certificate, key and client CA and the PLAIN
+# users file, fetched from Secrets Manager (or written by cloud-init, when
+# given inline), readable by the strata user only. The broker reads them at
+# start and again on SIGHUP.
+if [ -n "$STRATA_SECURITY_SECRETS" ] || [ -d /etc/strata/security ]; then
+  mkdir -p /etc/strata/security
+  chmod 0700 /etc/strata/security
+  for item in $STRATA_SECURITY_SECRETS; do
+    retry secret "${item#*=}" "/etc/strata/security/${item%%=*}"
+  done
+  chown -R strata:strata /etc/strata/security
+  chmod 0600 /etc/strata/security/*
+fi
+
+# 6. CloudWatch agent. The broker runs without it; say so loudly.
 if command -v dnf >/dev/null 2>&1 && dnf install -y -q amazon-cloudwatch-agent logrotate; then
   /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl \
     -a fetch-config -m ec2 -s -c file:/etc/strata/cloudwatch-agent.json
@@ -112,7 +154,34 @@ else
   log "warning: amazon-cloudwatch-agent could not be installed; logs stay in /var/log/strata"
 fi
 
-# 6. Service.
+# 7. Service.
 systemctl daemon-reload
 systemctl enable --now strata.service
 log "strata node $STRATA_NODE_ID started"
+
+# 8. SCRAM users, on broker 1 only: once the broker is ready, each NAME=ARN
+# of STRATA_SCRAM_USERS is created, or its password set, with the password
+# its secret holds, through the PLAINTEXT listener here (the brokers' own,
+# whose principal the authorizer lets do anything). Running it again sets
+# the same passwords.
+if [ -n "$STRATA_SCRAM_USERS" ]; then
+  for _ in $(seq 1 180); do
+    if curl -fsS -o /dev/null "http://127.0.0.1:$STRATA_ADMIN_PORT/ready"; then break; fi
+    sleep 5
+  done
+  mechanisms=()
+  for mechanism in $STRATA_SCRAM_MECHANISMS; do mechanisms+=(--mechanism "$mechanism"); done
+  passwords=$(mktemp -d)
+  trap 'rm -rf "$passwords"' EXIT
+  for item in $STRATA_SCRAM_USERS; do
+    user="${item%%=*}"
+    retry secret "${item#*=}" "$passwords/$user"
+    if ! retry /usr/local/bin/strata user create "$user" --password-file "$passwords/$user" \
+      "${mechanisms[@]}" --bootstrap "127.0.0.1:$STRATA_KAFKA_PORT"; then
+      log "SCRAM user $user could not be created; create it with strata user create"
+      exit 1
+    fi
+    rm -f "$passwords/$user"
+    log "SCRAM user $user set for ${STRATA_SCRAM_MECHANISMS// /, }"
+  done
+fi
