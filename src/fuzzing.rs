@@ -63,6 +63,16 @@ impl Fixtures {
         })
     }
 
+    /// The fixtures of this repository's `fuzz/fixtures`, loaded once per
+    /// process.
+    pub fn shared() -> &'static Fixtures {
+        static SHARED: OnceLock<Fixtures> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fixtures");
+            Fixtures::load(&dir).expect("fuzz/fixtures")
+        })
+    }
+
     /// A SASL/PLAIN token.
     pub fn sasl_plain(&self, data: &[u8]) {
         let _ = self.sasl.authenticate_plain(data);

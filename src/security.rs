@@ -213,6 +213,13 @@ impl Caller {
         self.allows(op, ResourceType::Cluster, acl::CLUSTER_NAME)
     }
 
+    /// `None` when the caller may do `op` on the cluster; else the message
+    /// of a CLUSTER_AUTHORIZATION_FAILED answer.
+    pub fn cluster_refusal(&self, op: Operation) -> Option<String> {
+        (!self.allows_cluster(op))
+            .then(|| self.denied_message(op, ResourceType::Cluster, acl::CLUSTER_NAME))
+    }
+
     /// Whether the caller may do `op` on some resource of type `rt`.
     pub fn allows_any(&self, op: Operation, rt: ResourceType) -> bool {
         let Some(z) = &self.authz else {

@@ -102,12 +102,12 @@ fn mutate(rng: &mut XorShift, seed: &[u8]) -> Vec<u8> {
 
 #[test]
 fn every_target_survives_its_seeds_mutations_of_them_and_random_input() {
-    let fixtures = Fixtures::load(&fuzz_dir().join("fixtures")).expect("fuzz/fixtures");
+    let fixtures = Fixtures::shared();
     for target in TARGETS {
         let started = std::time::Instant::now();
         let seeds = seeds(target);
         for (_, data) in &seeds {
-            run(&fixtures, target, data);
+            run(fixtures, target, data);
         }
         let mut rng = XorShift::new(0x5eed ^ target.len() as u64);
         // The TLS handshake costs the most per input.
@@ -125,7 +125,7 @@ fn every_target_survives_its_seeds_mutations_of_them_and_random_input() {
                 mutate(&mut rng, seed)
             };
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(&fixtures, target, &input)
+                run(fixtures, target, &input)
             }));
             assert!(outcome.is_ok(), "{target} panicked on input {input:02x?}");
         }
@@ -268,21 +268,9 @@ fn regenerate_seeds() {
         ],
     );
     let client_hello = {
-        use tokio_rustls::rustls;
-        let mut roots = rustls::RootCertStore::empty();
-        let ca = std::fs::read(fuzz_dir().join("fixtures/ca.pem")).expect("ca");
-        for cert in rustls_pemfile_certs(&ca) {
-            roots.add(cert).expect("root");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let mut conn = rustls::ClientConnection::new(
-            std::sync::Arc::new(config),
+        let config = common::pki::tls_client_config(&fuzz_dir().join("fixtures/ca.pem"));
+        let mut conn = tokio_rustls::rustls::ClientConnection::new(
+            config,
             "localhost".try_into().expect("name"),
         )
         .expect("client");

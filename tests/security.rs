@@ -749,21 +749,8 @@ fn scram_users_created_with_the_cli_log_in_and_survive_a_restart() {
 fn https_get(addr: &str, ca: &Path, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(ca)?;
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.expect("pem")).expect("root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let conn = rustls::ClientConnection::new(
-        std::sync::Arc::new(config),
+        common::pki::tls_client_config(ca),
         "localhost".try_into().expect("name"),
     )
     .expect("client");

@@ -17,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::error::Code;
 use crate::broker::Broker;
 use crate::metadata::{Command, CommandResult};
-use crate::security::acl::{AclBinding, AclFilter, Operation, ResourceType, CLUSTER_NAME};
+use crate::security::acl::{AclBinding, AclFilter, Operation};
 use crate::security::Caller;
 
 fn msg(s: String) -> Option<StrBytes> {
@@ -31,13 +31,10 @@ const NO_AUTHORIZER: &str = "no authorizer is configured (--authorizer acl)";
 fn refusal(caller: &Caller, op: Operation) -> Option<(Code, String)> {
     if !caller.checked() {
         Some((Code::SecurityDisabled, NO_AUTHORIZER.into()))
-    } else if !caller.allows_cluster(op) {
-        Some((
-            Code::ClusterAuthorizationFailed,
-            caller.denied_message(op, ResourceType::Cluster, CLUSTER_NAME),
-        ))
     } else {
-        None
+        caller
+            .cluster_refusal(op)
+            .map(|why| (Code::ClusterAuthorizationFailed, why))
     }
 }
 

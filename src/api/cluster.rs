@@ -157,14 +157,10 @@ pub async fn describe_quorum(
         Listener, Node, PartitionData, ReplicaState, TopicData,
     };
     use kafka_protocol::messages::DescribeQuorumResponse;
-    if !caller.allows_cluster(Operation::Describe) {
+    if let Some(why) = caller.cluster_refusal(Operation::Describe) {
         return DescribeQuorumResponse::default()
             .with_error_code(Code::ClusterAuthorizationFailed.code())
-            .with_error_message(Some(StrBytes::from_string(caller.denied_message(
-                Operation::Describe,
-                ResourceType::Cluster,
-                CLUSTER_NAME,
-            ))));
+            .with_error_message(Some(StrBytes::from_string(why)));
     }
     let status = broker.metadata.quorum_status().await;
     let replica_state = |v: &crate::metadata::VoterStatus| {

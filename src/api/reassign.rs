@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::error::{Code, NONE};
 use crate::broker::Broker;
 use crate::metadata::{Command, CommandResult, ReassignOutcome};
-use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::acl::Operation;
 use crate::security::Caller;
 
 /// A partition's error in a reassignment answer.
@@ -35,14 +35,10 @@ pub async fn alter(
     version: i16,
     caller: &Caller,
 ) -> AlterPartitionReassignmentsResponse {
-    if !caller.allows_cluster(Operation::Alter) {
+    if let Some(why) = caller.cluster_refusal(Operation::Alter) {
         return AlterPartitionReassignmentsResponse::default()
             .with_error_code(Code::ClusterAuthorizationFailed.code())
-            .with_error_message(Some(StrBytes::from_string(caller.denied_message(
-                Operation::Alter,
-                ResourceType::Cluster,
-                CLUSTER_NAME,
-            ))));
+            .with_error_message(Some(StrBytes::from_string(why)));
     }
     let view = broker.view();
     // v0 has no flag: the factor may not change, as in Kafka.
@@ -168,14 +164,10 @@ pub fn list(
     _version: i16,
     caller: &Caller,
 ) -> ListPartitionReassignmentsResponse {
-    if !caller.allows_cluster(Operation::Describe) {
+    if let Some(why) = caller.cluster_refusal(Operation::Describe) {
         return ListPartitionReassignmentsResponse::default()
             .with_error_code(Code::ClusterAuthorizationFailed.code())
-            .with_error_message(Some(StrBytes::from_string(caller.denied_message(
-                Operation::Describe,
-                ResourceType::Cluster,
-                CLUSTER_NAME,
-            ))));
+            .with_error_message(Some(StrBytes::from_string(why)));
     }
     let view = broker.view();
     let ongoing = |info: &crate::metadata::PartitionInfo, index: i32| {

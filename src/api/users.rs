@@ -20,7 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::error::Code;
 use crate::broker::Broker;
 use crate::metadata::{Command, ScramCredential, ScramMechanism};
-use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::acl::Operation;
 use crate::security::scram::{self, MAX_ITERATIONS, MIN_ITERATIONS};
 use crate::security::Caller;
 
@@ -36,14 +36,10 @@ pub fn describe(
     req: DescribeUserScramCredentialsRequest,
     caller: &Caller,
 ) -> DescribeUserScramCredentialsResponse {
-    if !caller.allows_cluster(Operation::Describe) {
+    if let Some(why) = caller.cluster_refusal(Operation::Describe) {
         return DescribeUserScramCredentialsResponse::default()
             .with_error_code(Code::ClusterAuthorizationFailed.code())
-            .with_error_message(Some(StrBytes::from_string(caller.denied_message(
-                Operation::Describe,
-                ResourceType::Cluster,
-                CLUSTER_NAME,
-            ))));
+            .with_error_message(Some(StrBytes::from_string(why)));
     }
     let view = broker.view();
     let found = |user: &str, creds: &BTreeMap<ScramMechanism, ScramCredential>| {
@@ -105,7 +101,7 @@ pub async fn alter(
 ) -> AlterUserScramCredentialsResponse {
     let view = broker.view();
     let mut refused: BTreeMap<String, Refusal> = BTreeMap::new();
-    let denied = !caller.allows_cluster(Operation::Alter);
+    let denied = caller.cluster_refusal(Operation::Alter);
     let mut users: Vec<String> = Vec::new();
     let mut pairs = BTreeMap::new();
     let mut note = |user: &str, mechanism: i8| {
@@ -120,14 +116,11 @@ pub async fn alter(
     for u in &req.upsertions {
         note(&u.name, u.mechanism);
     }
-    if denied {
+    if let Some(why) = denied {
         for user in &users {
             refused.insert(
                 user.clone(),
-                (
-                    Code::ClusterAuthorizationFailed,
-                    caller.denied_message(Operation::Alter, ResourceType::Cluster, CLUSTER_NAME),
-                ),
+                (Code::ClusterAuthorizationFailed, why.clone()),
             );
         }
     }
