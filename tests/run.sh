@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: lint, build, Rust tests (unit + integration), Python
-# client tests. Installs what it needs (kcat, a Python venv, cargo-nextest)
+# client tests. Installs what it needs (kcat, a Python venv, kafkajs, cargo-nextest)
 # when missing. Works in a fresh clone, with CI=true and no stdin.
 set -euo pipefail
 
@@ -41,6 +41,21 @@ if ! command -v kcat >/dev/null 2>&1; then
   $SUDO apt-get install -y -q kcat </dev/null
 fi
 command -v kcat >/dev/null 2>&1 || { echo "kcat is still missing after apt-get install" >&2; exit 1; }
+
+# kafkajs (tests/python/test_kafkajs.py): Node.js from Debian when missing,
+# the package from tests/node/package-lock.json.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  step "installing nodejs and npm"
+  $SUDO apt-get update -q </dev/null
+  $SUDO apt-get install -y -q nodejs npm </dev/null
+fi
+NODE_STAMP="tests/node/node_modules/.lock.sha256"
+node_hash="$(sha256sum tests/node/package-lock.json | cut -d' ' -f1)"
+if [ "$(cat "$NODE_STAMP" 2>/dev/null || true)" != "$node_hash" ]; then
+  step "npm ci in tests/node"
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error </dev/null)
+  echo "$node_hash" > "$NODE_STAMP"
+fi
 
 REQ="tests/python/requirements.txt"
 STAMP=".venv/.requirements.sha256"

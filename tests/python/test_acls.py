@@ -112,6 +112,22 @@ def test_acls_made_with_the_admin_client_govern_a_sasl_user(acl_broker):
     finally:
         c.close()
 
+    # A group no ACL lets her read: joining it is refused.
+    c = Consumer(alice(acl_broker, **{"group.id": f"other-{uuid.uuid4().hex[:6]}",
+                                      "auto.offset.reset": "earliest"}))
+    try:
+        c.subscribe([topic])
+        refused = None
+        for _ in range(30):
+            m = c.poll(1)
+            if m is not None and m.error() is not None:
+                refused = m.error()
+                break
+        assert refused is not None and \
+            refused.code() == KafkaError.GROUP_AUTHORIZATION_FAILED, refused
+    finally:
+        c.close()
+
     # kcat, logged in as alice, lists only what she may describe.
     kcat = shutil.which("kcat")
     assert kcat, "kcat is required: bash tests/run.sh installs it"

@@ -1,0 +1,68 @@
+"""kafkajs (a client with its own implementation of the protocol, from npm;
+tests/run.sh installs it into tests/node) over SASL/SCRAM: SCRAM-SHA-256 and
+SCRAM-SHA-512 users created with `strata user create`, a producer and a
+consumer group, and a wrong password refused."""
+
+import json
+import pathlib
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import Broker, strata_bin
+
+NODE_DIR = pathlib.Path(__file__).resolve().parents[1] / "node"
+
+
+def kafkajs(*args):
+    node = shutil.which("node")
+    assert node, "node is required: install Node.js (tests/run.sh checks for it)"
+    assert (NODE_DIR / "node_modules" / "kafkajs").is_dir(), \
+        "kafkajs is not installed: bash tests/run.sh runs npm ci in tests/node"
+    return subprocess.run([node, str(NODE_DIR / "scram.js"), *map(str, args)],
+                          capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture
+def scram_broker(tmp_path):
+    (tmp_path / "broker").mkdir()
+    b = Broker(tmp_path / "broker", extra_args=[
+        "--listeners", "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+        "--sasl-enabled-mechanisms", "SCRAM-SHA-256,SCRAM-SHA-512",
+    ]).start()
+    try:
+        yield b
+        b.stop()
+        errors = b.error_lines()
+        assert not errors, "broker logged ERROR lines:\n" + "\n".join(errors)
+    except BaseException:
+        print(b.log_tail())
+        raise
+    finally:
+        b.kill()
+
+
+@pytest.mark.parametrize("mechanism", ["scram-sha-256", "scram-sha-512"])
+def test_kafkajs_produces_and_consumes_in_a_group_over_scram(scram_broker, mechanism):
+    user = f"js-{mechanism[-3:]}"
+    subprocess.run([strata_bin(), "user", "create", user, "--password", "js-secret",
+                    "--mechanism", mechanism.upper(), "--bootstrap", scram_broker.bootstrap],
+                   check=True, capture_output=True, timeout=60)
+    topic = f"kafkajs-{uuid.uuid4().hex[:8]}"
+    subprocess.run([strata_bin(), "topic", "create", topic, "--partitions", "1",
+                    "--bootstrap", scram_broker.bootstrap],
+                   check=True, capture_output=True, timeout=60)
+    addr = scram_broker.listeners["SASL_PLAINTEXT"]
+    r = kafkajs(addr, mechanism, user, "js-secret", topic, 50)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["produced"] == 50
+    assert out["consumed"] == [[f"k{i}", f"v{i}"] for i in range(50)]
+
+    r = kafkajs(addr, mechanism, user, "wrong", topic, 1)
+    assert r.returncode == 2, r.stdout + r.stderr
+    refused = json.loads(r.stdout.strip().splitlines()[-1])
+    assert refused["error"] == "KafkaJSSASLAuthenticationError", refused
+    assert "SASL authentication failed" in scram_broker.logs()
