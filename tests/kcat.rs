@@ -363,3 +363,78 @@ fn kcat_over_sasl_ssl_and_with_client_certificates() {
     assert!(out.contains(&format!("at {ssl}")), "{out}");
     assert!(broker.logs().contains("TLS handshake failed"));
 }
+
+#[test]
+fn kcat_over_sasl_plaintext_with_plain_and_both_scram_mechanisms() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(&users, "[users]\nalice = \"alice-secret\"\n").unwrap();
+    let broker = Broker::builder()
+        .args([
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+            "--sasl-enabled-mechanisms",
+            "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            "--sasl-plain-users-file",
+            users.to_str().unwrap(),
+        ])
+        .start();
+    let created = Command::new(common::strata_bin())
+        .args(["user", "create", "carol", "--password", "carol-secret"])
+        .args(["--bootstrap", &broker.bootstrap()])
+        .output()
+        .expect("strata user create");
+    assert!(created.status.success(), "{created:?}");
+    let topic = common::topic_name("kcat-sasl");
+    clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let addr = broker.listener("SASL_PLAINTEXT");
+    let login = |mechanism: &str, user: &str, password: &str| -> Vec<String> {
+        [
+            "-b",
+            &addr,
+            "-m",
+            "10",
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+            "-X",
+            &format!("sasl.mechanisms={mechanism}"),
+            "-X",
+            &format!("sasl.username={user}"),
+            "-X",
+            &format!("sasl.password={password}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let input = dir.path().join("in.txt");
+    for (mechanism, user, password) in [
+        ("PLAIN", "alice", "alice-secret"),
+        ("SCRAM-SHA-256", "carol", "carol-secret"),
+        ("SCRAM-SHA-512", "carol", "carol-secret"),
+    ] {
+        std::fs::write(&input, format!("{mechanism}:by {user}\n")).unwrap();
+        let mut args = login(mechanism, user, password);
+        args.extend(["-P", "-t", &topic, "-K:", "-l", input.to_str().unwrap()].map(String::from));
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+        let mut wrong = login(mechanism, user, "wrong");
+        wrong.extend(["-L", "-m", "5"].map(String::from));
+        let o = kcat(&wrong.iter().map(String::as_str).collect::<Vec<_>>(), None);
+        assert!(
+            !o.status.success(),
+            "{mechanism}: a wrong password succeeded"
+        );
+    }
+    let mut args = login("SCRAM-SHA-512", "carol", "carol-secret");
+    args.extend(["-C", "-t", &topic, "-o", "beginning", "-e", "-f", "%k:%s\n"].map(String::from));
+    let out = ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "PLAIN:by alice",
+            "SCRAM-SHA-256:by carol",
+            "SCRAM-SHA-512:by carol"
+        ]
+    );
+    assert!(broker.logs().contains("SASL authentication failed"));
+}
