@@ -151,9 +151,10 @@ class Broker:
         return "\n".join(out)
 
 
-@pytest.fixture
-def broker(tmp_path, request):
-    b = Broker(tmp_path).start()
+def serving(b):
+    """A fixture's body for the started broker `b`: yields it, then stops it
+    and fails the test if it logged an ERROR line; prints its log tail when
+    anything fails, and kills it in the end."""
     try:
         yield b
         b.stop()
@@ -164,6 +165,11 @@ def broker(tmp_path, request):
         raise
     finally:
         b.kill()
+
+
+@pytest.fixture
+def broker(tmp_path, request):
+    yield from serving(Broker(tmp_path).start())
 
 
 @pytest.fixture

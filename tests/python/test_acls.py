@@ -13,7 +13,7 @@ from confluent_kafka.admin import (
     ResourcePatternType, ResourceType,
 )
 
-from conftest import Broker
+from conftest import Broker, serving
 
 LISTENERS = "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0"
 
@@ -31,16 +31,7 @@ def acl_broker(tmp_path):
         "--authorizer", "acl",
         "--super-users", "User:ANONYMOUS;User:admin",
     ]).start()
-    try:
-        yield b
-        b.stop()
-        errors = b.error_lines()
-        assert not errors, "broker logged ERROR lines:\n" + "\n".join(errors)
-    except BaseException:
-        print(b.log_tail())
-        raise
-    finally:
-        b.kill()
+    yield from serving(b)
 
 
 def alice(broker, **extra):

@@ -21,7 +21,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker
+from conftest import Broker, serving
 
 TIMEOUT = 30
 # No initial rebalance delay and short sessions: fast tests.
@@ -34,16 +34,7 @@ FAST_GROUPS = [
 @pytest.fixture
 def gbroker(tmp_path):
     b = Broker(tmp_path, FAST_GROUPS).start()
-    try:
-        yield b
-        b.stop()
-        errors = b.error_lines()
-        assert not errors, "broker logged ERROR lines:\n" + "\n".join(errors)
-    except BaseException:
-        print(b.log_tail())
-        raise
-    finally:
-        b.kill()
+    yield from serving(b)
 
 
 def name(prefix):

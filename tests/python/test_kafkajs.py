@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import Broker, strata_bin
+from conftest import Broker, serving, strata_bin
 
 NODE_DIR = pathlib.Path(__file__).resolve().parents[1] / "node"
 
@@ -32,16 +32,7 @@ def scram_broker(tmp_path):
         "--listeners", "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
         "--sasl-enabled-mechanisms", "SCRAM-SHA-256,SCRAM-SHA-512",
     ]).start()
-    try:
-        yield b
-        b.stop()
-        errors = b.error_lines()
-        assert not errors, "broker logged ERROR lines:\n" + "\n".join(errors)
-    except BaseException:
-        print(b.log_tail())
-        raise
-    finally:
-        b.kill()
+    yield from serving(b)
 
 
 @pytest.mark.parametrize("mechanism", ["scram-sha-256", "scram-sha-512"])

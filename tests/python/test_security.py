@@ -8,7 +8,7 @@ import pytest
 import trustme
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from conftest import Broker
+from conftest import Broker, serving
 
 LISTENERS = ",".join(
     f"{p}://127.0.0.1:0" for p in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -50,16 +50,7 @@ def start_secure(tmp_path, pki, client_auth="none", mechanisms="PLAIN"):
 @pytest.fixture
 def secure(tmp_path, pki):
     b = start_secure(tmp_path, pki)
-    try:
-        yield b
-        b.stop()
-        errors = b.error_lines()
-        assert not errors, "broker logged ERROR lines:\n" + "\n".join(errors)
-    except BaseException:
-        print(b.log_tail())
-        raise
-    finally:
-        b.kill()
+    yield from serving(b)
 
 
 def client_conf(broker, protocol, pki, password="alice-secret", **extra):
