@@ -24,7 +24,7 @@ pub mod sasl;
 pub mod scram;
 pub mod tls;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,7 +53,7 @@ pub struct Session {
     /// The authenticated principal (`User:NAME`); `User:ANONYMOUS` on
     /// listeners without SASL; `None` while a SASL client has not
     /// authenticated.
-    pub principal: Option<String>,
+    pub principal: Option<Arc<str>>,
     /// The mechanism chosen by the last SaslHandshake, until the
     /// SaslAuthenticate that follows it.
     pub mechanism: Option<Mechanism>,
@@ -68,7 +68,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(listener: Arc<Listener>, peer: SocketAddr) -> Session {
-        let principal = (!listener.protocol.sasl()).then(|| "User:ANONYMOUS".to_string());
+        let principal = (!listener.protocol.sasl()).then(|| Arc::from(ANONYMOUS));
         Session {
             listener,
             peer,
@@ -101,16 +101,19 @@ impl Session {
     }
 }
 
+/// The principal of a connection no authentication names.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
 /// Who sent a request, as the handlers see it: the listener it came on,
 /// the authenticated principal and the peer's address, and the authorizer
 /// with the ACLs of the moment (`None` without `--authorizer acl`: every
-/// check passes).
+/// check passes). Built per request: without an authorizer it allocates
+/// nothing.
 #[derive(Clone)]
 pub struct Caller {
     pub listener: Arc<Listener>,
-    pub principal: String,
-    /// The peer's IP address, as ACL hosts name it.
-    pub host: String,
+    pub principal: Arc<str>,
+    pub peer: IpAddr,
     authz: Option<Authz>,
 }
 
@@ -119,6 +122,8 @@ pub struct Caller {
 struct Authz {
     authorizer: Arc<Authorizer>,
     view: Arc<ClusterView>,
+    /// The peer's address as ACL hosts name it.
+    host: String,
     /// Counts refusals (`strata_authorization_failures_total`).
     denied: prometheus_client::metrics::counter::Counter,
 }
@@ -139,24 +144,14 @@ impl Caller {
             principal: session
                 .principal
                 .clone()
-                .unwrap_or_else(|| "User:ANONYMOUS".into()),
-            host: session.peer.ip().to_string(),
+                .unwrap_or_else(|| Arc::from(ANONYMOUS)),
+            peer: session.peer.ip(),
             authz: authorizer.map(|a| Authz {
                 authorizer: a.clone(),
                 view: view(),
+                host: session.peer.ip().to_string(),
                 denied: denied.clone(),
             }),
-        }
-    }
-
-    /// A caller every check lets through (the broker's own requests, and
-    /// tests).
-    pub fn unchecked(listener: Arc<Listener>) -> Caller {
-        Caller {
-            listener,
-            principal: "User:ANONYMOUS".into(),
-            host: "127.0.0.1".into(),
-            authz: None,
         }
     }
 
@@ -170,9 +165,9 @@ impl Caller {
         let Some(z) = &self.authz else {
             return true;
         };
-        let allowed =
-            z.authorizer
-                .authorize(&z.view.acls, &self.principal, &self.host, op, rt, name);
+        let allowed = z
+            .authorizer
+            .authorize(&z.view.acls, &self.principal, &z.host, op, rt, name);
         if !allowed {
             self.refused(z, op, rt, name);
         }
@@ -184,7 +179,7 @@ impl Caller {
         if let Some(suppressed) = DENIED_LOG.allow(10_000) {
             tracing::info!(
                 principal = %self.principal,
-                host = %self.host,
+                host = %z.host,
                 operation = %op,
                 resource_type = %rt,
                 resource = name,
@@ -204,7 +199,7 @@ impl Caller {
     pub fn may_see(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
         self.authz.as_ref().is_none_or(|z| {
             z.authorizer
-                .authorize(&z.view.acls, &self.principal, &self.host, op, rt, name)
+                .authorize(&z.view.acls, &self.principal, &z.host, op, rt, name)
         })
     }
 
@@ -227,7 +222,7 @@ impl Caller {
         };
         let allowed = z
             .authorizer
-            .authorize_any(&z.view.acls, &self.principal, &self.host, op, rt);
+            .authorize_any(&z.view.acls, &self.principal, &z.host, op, rt);
         if !allowed {
             self.refused(z, op, rt, "(any)");
         }
@@ -242,7 +237,7 @@ impl Caller {
             Some(z) => z.authorizer.authorized_operations(
                 &z.view.acls,
                 &self.principal,
-                &self.host,
+                &z.host,
                 rt,
                 name,
                 ops,

@@ -321,7 +321,7 @@ async fn accepted_connection(
                     leaf.and_then(|c| crate::security::tls::certificate_principal(c))
                 {
                     tracing::debug!(peer = %session.peer, %principal, "client certificate");
-                    session.principal = Some(principal);
+                    session.principal = Some(principal.into());
                 }
             }
             return serve_connection(broker, stream, session, shutdown, limits).await;

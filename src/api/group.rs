@@ -240,7 +240,7 @@ pub async fn join_group(
         member_id: member_id.clone(),
         group_instance_id: instance_id,
         client_id,
-        client_host: format!("/{}", caller.host),
+        client_host: format!("/{}", caller.peer),
         session_timeout_ms: req.session_timeout_ms,
         rebalance_timeout_ms: if version >= 1 {
             req.rebalance_timeout_ms

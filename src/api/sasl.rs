@@ -114,7 +114,7 @@ pub async fn authenticate(
     let outcome = outcome.and_then(|(user, reply)| {
         let principal = format!("User:{user}");
         match &session.principal {
-            Some(p) if *p != principal => Err(Refused(
+            Some(p) if **p != *principal => Err(Refused(
                 "Authentication failed: re-authentication must use the same principal".into(),
             )),
             _ => Ok((principal, reply)),
@@ -124,7 +124,7 @@ pub async fn authenticate(
         Ok((principal, reply)) => {
             broker.metrics.sasl_authentications.inc();
             tracing::debug!(peer = %session.peer, %principal, mechanism = mechanism.name(), "authenticated");
-            session.principal = Some(principal);
+            session.principal = Some(principal.into());
             let lifetime = sasl.settings.max_reauth_ms;
             session.expires =
                 (lifetime > 0).then(|| Instant::now() + Duration::from_millis(lifetime));
