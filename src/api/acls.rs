@@ -20,6 +20,22 @@ use crate::metadata::{Command, CommandResult};
 use crate::security::acl::{AclBinding, AclFilter, Operation};
 use crate::security::Caller;
 
+/// The [`AclFilter`] of a request's seven filter fields, which
+/// DescribeAcls and each DeleteAcls filter name alike.
+macro_rules! filter_of {
+    ($f:expr) => {
+        AclFilter::from_wire(
+            $f.resource_type_filter,
+            $f.resource_name_filter.as_deref(),
+            $f.pattern_type_filter,
+            $f.principal_filter.as_deref(),
+            $f.host_filter.as_deref(),
+            $f.operation,
+            $f.permission_type,
+        )
+    };
+}
+
 fn msg(s: String) -> Option<StrBytes> {
     Some(StrBytes::from_string(s))
 }
@@ -103,15 +119,7 @@ pub fn describe(
     if let Some((code, m)) = refusal(caller, Operation::Describe) {
         return failed(code, m);
     }
-    let filter = match AclFilter::from_wire(
-        req.resource_type_filter,
-        req.resource_name_filter.as_deref(),
-        req.pattern_type_filter,
-        req.principal_filter.as_deref(),
-        req.host_filter.as_deref(),
-        req.operation,
-        req.permission_type,
-    ) {
+    let filter = match filter_of!(req) {
         Ok(f) => f,
         Err(e) => return failed(Code::InvalidRequest, e),
     };
@@ -156,16 +164,7 @@ pub async fn delete(
         .iter()
         .map(|f| match &refused {
             Some(r) => Err(r.clone()),
-            None => AclFilter::from_wire(
-                f.resource_type_filter,
-                f.resource_name_filter.as_deref(),
-                f.pattern_type_filter,
-                f.principal_filter.as_deref(),
-                f.host_filter.as_deref(),
-                f.operation,
-                f.permission_type,
-            )
-            .map_err(|e| (Code::InvalidRequest, e)),
+            None => filter_of!(f).map_err(|e| (Code::InvalidRequest, e)),
         })
         .collect();
     let filters: Vec<AclFilter> = parsed.iter().filter_map(|p| p.clone().ok()).collect();

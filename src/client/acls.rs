@@ -13,32 +13,24 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-/// A filter's wire fields: (resource type, name, pattern type, principal,
-/// host, operation, permission).
-type WireFilter<'a> = (
-    i8,
-    Option<&'a str>,
-    i8,
-    Option<&'a str>,
-    Option<&'a str>,
-    i8,
-    i8,
-);
-
-fn wire(f: &AclFilter) -> WireFilter<'_> {
-    (
-        f.resource_type.map_or(ANY, |t| t.code()),
-        f.resource_name.as_deref(),
-        match f.pattern {
-            PatternFilter::Any => ANY,
-            PatternFilter::Match => MATCH,
-            PatternFilter::Exactly(p) => p.code(),
-        },
-        f.principal.as_deref(),
-        f.host.as_deref(),
-        f.operation.map_or(ANY, |o| o.code()),
-        f.permission.map_or(ANY, |p| p.code()),
-    )
+/// `$message` with a filter's seven fields set from `$filter`
+/// (DescribeAcls and each DeleteAcls filter name them alike).
+macro_rules! with_filter {
+    ($message:expr, $filter:expr) => {{
+        let f: &AclFilter = $filter;
+        $message
+            .with_resource_type_filter(f.resource_type.map_or(ANY, |t| t.code()))
+            .with_resource_name_filter(f.resource_name.as_deref().map(s))
+            .with_pattern_type_filter(match f.pattern {
+                PatternFilter::Any => ANY,
+                PatternFilter::Match => MATCH,
+                PatternFilter::Exactly(p) => p.code(),
+            })
+            .with_principal_filter(f.principal.as_deref().map(s))
+            .with_host_filter(f.host.as_deref().map(s))
+            .with_operation(f.operation.map_or(ANY, |o| o.code()))
+            .with_permission_type(f.permission.map_or(ANY, |p| p.code()))
+    }};
 }
 
 /// A binding from the wire codes of an answer; `None` for codes this
@@ -96,15 +88,7 @@ impl Client {
     /// The ACLs a filter matches.
     pub async fn describe_acls(&self, filter: &AclFilter) -> Result<Vec<AclBinding>, ClientError> {
         let conn = self.admin_conn().await?;
-        let (rt, name, pattern, principal, host, op, permission) = wire(filter);
-        let req = DescribeAclsRequest::default()
-            .with_resource_type_filter(rt)
-            .with_resource_name_filter(name.map(s))
-            .with_pattern_type_filter(pattern)
-            .with_principal_filter(principal.map(s))
-            .with_host_filter(host.map(s))
-            .with_operation(op)
-            .with_permission_type(permission);
+        let req = with_filter!(DescribeAclsRequest::default(), filter);
         let resp = conn.send(&req).await?;
         error::check(
             resp.error_code,
@@ -140,17 +124,7 @@ impl Client {
         let req = DeleteAclsRequest::default().with_filters(
             filters
                 .iter()
-                .map(|f| {
-                    let (rt, name, pattern, principal, host, op, permission) = wire(f);
-                    DeleteAclsFilter::default()
-                        .with_resource_type_filter(rt)
-                        .with_resource_name_filter(name.map(s))
-                        .with_pattern_type_filter(pattern)
-                        .with_principal_filter(principal.map(s))
-                        .with_host_filter(host.map(s))
-                        .with_operation(op)
-                        .with_permission_type(permission)
-                })
+                .map(|f| with_filter!(DeleteAclsFilter::default(), f))
                 .collect(),
         );
         let resp = conn.send(&req).await?;
