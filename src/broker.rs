@@ -519,6 +519,8 @@ impl Broker {
         m.tier_scrub_damaged.clear();
         m.tier_bytes.clear();
         m.consumer_group_lag.clear();
+        m.cleaner_dirty_ratio.clear();
+        m.cleaner_last_clean_age.clear();
         self.refresh_group_lag();
         m.tier_cache_size_bytes.set(
             (self.tier.cache_memory_bytes().await + self.tier.cache_disk_bytes().await) as i64,
@@ -578,11 +580,28 @@ impl Broker {
                 .max()
                 .unwrap_or(0),
         );
+        let mut max_dirty = 0.0f64;
         for p in parts {
             let l = crate::telemetry::metrics::PartitionLabels {
                 topic: p.topic.clone(),
                 partition: p.index.to_string(),
             };
+            if p.compacted().is_some() {
+                let ratio = p
+                    .clean_plan(now_ms())
+                    .ok()
+                    .flatten()
+                    .map_or(0.0, |plan| plan.dirty_ratio);
+                max_dirty = max_dirty.max(ratio);
+                m.cleaner_dirty_ratio.get_or_create(&l).set(ratio);
+                let last = p.last_clean_ms();
+                let age = if last < 0 {
+                    f64::INFINITY
+                } else {
+                    (now_ms() - last).max(0) as f64 / 1000.0
+                };
+                m.cleaner_last_clean_age.get_or_create(&l).set(age);
+            }
             m.log_end_offset.get_or_create(&l).set(p.log_end_offset());
             m.log_start_offset
                 .get_or_create(&l)
@@ -620,6 +639,99 @@ impl Broker {
                 }
             }
         }
+        m.cleaner_max_dirty_ratio.set(max_dirty);
+    }
+
+    /// The cleaner's settings now: the dynamic broker configs
+    /// (`log.cleaner.*`) over the broker's own.
+    pub fn cleaner_settings(&self) -> crate::config::CleanerSettings {
+        let view = self.view();
+        let dynamic = |key: &str| -> Option<u64> {
+            let v = view.broker_configs.get(key)?;
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .or_else(|| v.trim().parse::<f64>().ok().map(|f| f as u64))
+        };
+        let mut s = self.config.log_cleaner;
+        if let Some(t) = dynamic("log.cleaner.threads").filter(|t| *t >= 1) {
+            s.threads = u32::try_from(t).unwrap_or(u32::MAX);
+        }
+        if let Some(b) = dynamic("log.cleaner.dedupe.buffer.size") {
+            s.dedupe_buffer_size = b.max(1 << 10);
+        }
+        if let Some(r) = dynamic("log.cleaner.io.max.bytes.per.second") {
+            s.io_max_bytes_per_second = r;
+        }
+        if let Some(b) = dynamic("log.cleaner.backoff.ms").filter(|b| *b >= 1) {
+            s.backoff_ms = b;
+        }
+        s
+    }
+
+    /// One cleaner round (blocking): every compacted partition whose pass
+    /// is due gets one, the dirtiest first, on `threads` threads sharing
+    /// the I/O limit, each with its share of the dedupe buffer. Returns
+    /// how many passes replaced segments.
+    pub fn clean_logs(&self, settings: crate::config::CleanerSettings) -> usize {
+        let now = now_ms();
+        let mut due: Vec<(f64, Arc<Partition>)> = self
+            .all_partitions()
+            .into_iter()
+            .filter(|p| p.compacted().is_some())
+            .filter_map(|p| match p.clean_plan(now) {
+                Ok(Some(plan)) if plan.due => Some((plan.dirty_ratio, p)),
+                _ => None,
+            })
+            .collect();
+        if due.is_empty() {
+            return 0;
+        }
+        due.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let threads = (settings.threads as usize).clamp(1, due.len());
+        let resources = crate::log::cleaner::Resources {
+            dedupe_bytes: usize::try_from(settings.dedupe_buffer_size / threads as u64)
+                .unwrap_or(usize::MAX),
+            throttle: crate::log::cleaner::Throttle::new(
+                Some(settings.io_max_bytes_per_second).filter(|r| *r > 0),
+            ),
+        };
+        let queue = std::sync::Mutex::new(due.into_iter().map(|(_, p)| p));
+        let swapped = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some(p) = next else {
+                        return;
+                    };
+                    match p.clean(now_ms(), &resources) {
+                        Ok(Some(r)) => {
+                            self.metrics.cleaner_read_bytes.inc_by(r.bytes_read);
+                            if r.swapped {
+                                self.metrics.cleaner_passes.inc();
+                                self.metrics.cleaner_written_bytes.inc_by(r.bytes_written);
+                                swapped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            tracing::info!(
+                                partition = %p.name(),
+                                dirty_ratio = format!("{:.2}", r.dirty_ratio),
+                                read_bytes = r.bytes_read,
+                                written_bytes = r.bytes_written,
+                                seconds = format!("{:.3}", r.seconds),
+                                swapped = r.swapped,
+                                "log cleaner pass"
+                            );
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(partition = %p.name(), error = %e, "log cleaner pass failed")
+                        }
+                    }
+                });
+            }
+        });
+        swapped.into_inner()
     }
 
     /// Consumer lag per group and partition: high watermark minus the

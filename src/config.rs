@@ -230,6 +230,18 @@ pub struct ServeArgs {
     /// How often retention and segment.ms are checked (log.retention.check.interval.ms) [default: 300000]
     #[arg(long, env = "STRATA_LOG_RETENTION_CHECK_INTERVAL_MS")]
     pub log_retention_check_interval_ms: Option<u64>,
+    /// Threads compacting logs of cleanup.policy=compact topics (log.cleaner.threads) [default: 1]
+    #[arg(long, env = "STRATA_LOG_CLEANER_THREADS")]
+    pub log_cleaner_threads: Option<u32>,
+    /// Memory for one cleaner pass's map of keys, in bytes, shared by the threads (log.cleaner.dedupe.buffer.size) [default: 134217728]
+    #[arg(long, env = "STRATA_LOG_CLEANER_DEDUPE_BUFFER_SIZE")]
+    pub log_cleaner_dedupe_buffer_size: Option<u64>,
+    /// Bytes per second the cleaner threads read and write together, 0 for no limit (log.cleaner.io.max.bytes.per.second) [default: 0]
+    #[arg(long, env = "STRATA_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND")]
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// How long the cleaner sleeps when no log is due for a pass (log.cleaner.backoff.ms) [default: 15000]
+    #[arg(long, env = "STRATA_LOG_CLEANER_BACKOFF_MS")]
+    pub log_cleaner_backoff_ms: Option<u64>,
     /// Object-store URL of the tier: file:///path, s3://bucket/prefix or memory:// [default: file://DATA_DIR/tier, DATA_DIR being --data-dir]
     #[arg(long, env = "STRATA_TIER_URL")]
     pub tier_url: Option<String>,
@@ -417,6 +429,7 @@ pub struct BrokerConfig {
     pub log_segment_bytes: u64,
     pub log_retention_ms: i64,
     pub log_retention_check_interval_ms: u64,
+    pub log_cleaner: CleanerSettings,
     pub tier_url: String,
     pub tier: TierSettings,
     pub log_level: String,
@@ -613,6 +626,20 @@ impl BrokerConfig {
             a.log_retention_ms.unwrap_or(7 * 24 * 3600 * 1000),
             -1,
         )?;
+        let log_cleaner = CleanerSettings {
+            threads: at_least("log-cleaner-threads", a.log_cleaner_threads.unwrap_or(1), 1)?,
+            dedupe_buffer_size: at_least(
+                "log-cleaner-dedupe-buffer-size",
+                a.log_cleaner_dedupe_buffer_size.unwrap_or(128 << 20),
+                1 << 10,
+            )?,
+            io_max_bytes_per_second: a.log_cleaner_io_max_bytes_per_second.unwrap_or(0),
+            backoff_ms: at_least(
+                "log-cleaner-backoff-ms",
+                a.log_cleaner_backoff_ms.unwrap_or(15_000),
+                1,
+            )?,
+        };
         let log_retention_check_interval_ms = a.log_retention_check_interval_ms.unwrap_or(300_000);
         if log_retention_check_interval_ms == 0 {
             return Err(ConfigError::invalid(
@@ -815,6 +842,7 @@ impl BrokerConfig {
             log_segment_bytes,
             log_retention_ms,
             log_retention_check_interval_ms,
+            log_cleaner,
             tier_url,
             tier,
             log_level: a.log_level.unwrap_or_else(|| "info".to_string()),
@@ -958,6 +986,14 @@ impl ServeArgs {
             log_retention_check_interval_ms: self
                 .log_retention_check_interval_ms
                 .or(file.log_retention_check_interval_ms),
+            log_cleaner_threads: self.log_cleaner_threads.or(file.log_cleaner_threads),
+            log_cleaner_dedupe_buffer_size: self
+                .log_cleaner_dedupe_buffer_size
+                .or(file.log_cleaner_dedupe_buffer_size),
+            log_cleaner_io_max_bytes_per_second: self
+                .log_cleaner_io_max_bytes_per_second
+                .or(file.log_cleaner_io_max_bytes_per_second),
+            log_cleaner_backoff_ms: self.log_cleaner_backoff_ms.or(file.log_cleaner_backoff_ms),
             tier_url: self.tier_url.or(file.tier_url),
             tier_s3_endpoint: self.tier_s3_endpoint.or(file.tier_s3_endpoint),
             tier_s3_region: self.tier_s3_region.or(file.tier_s3_region),
@@ -1200,6 +1236,18 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
     check_topic_config(key, value).map_err(clip_message)
 }
 
+/// The log cleaner's settings (Kafka's `log.cleaner.*`); the dynamic
+/// broker configs of the same names override them at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanerSettings {
+    pub threads: u32,
+    /// Bytes of keys one pass may map (divided among the threads).
+    pub dedupe_buffer_size: u64,
+    /// 0: no limit.
+    pub io_max_bytes_per_second: u64,
+    pub backoff_ms: u64,
+}
+
 /// Longest message Strata puts in a response: messages quote keys and
 /// values clients sent, and a response string has at most 32,767 bytes.
 pub const MAX_MESSAGE_CHARS: usize = 1000;
@@ -1214,13 +1262,10 @@ pub fn clip_message(m: String) -> String {
 
 fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
     match key {
-        "cleanup.policy" => match value {
-            "delete" => Ok(()),
-            "compact" | "compact,delete" | "delete,compact" => Err(format!(
-                "invalid value for cleanup.policy: compaction is not implemented yet. value={value:?}"
-            )),
+        "cleanup.policy" => match value.replace(' ', "").as_str() {
+            "delete" | "compact" | "compact,delete" | "delete,compact" => Ok(()),
             _ => Err(format!(
-                "invalid value for cleanup.policy: expected delete. value={value:?}"
+                "invalid value for cleanup.policy: expected delete, compact or compact,delete. value={value:?}"
             )),
         },
         // Set by a restore: the cluster whose tier prefix holds the topic.
@@ -1374,6 +1419,8 @@ mod tests {
         assert!(validate_topic_config("retention.ms", "-2").is_err());
         assert!(validate_topic_config("retention.ms", "abc").is_err());
         assert!(validate_topic_config("nope", "1").is_err());
-        assert!(validate_topic_config("cleanup.policy", "compact").is_err());
+        assert!(validate_topic_config("cleanup.policy", "compact").is_ok());
+        assert!(validate_topic_config("cleanup.policy", "compact, delete").is_ok());
+        assert!(validate_topic_config("cleanup.policy", "shred").is_err());
     }
 }

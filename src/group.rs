@@ -27,8 +27,9 @@
 //! in a crash only makes members rejoin. At start, [`Coordinator::load`]
 //! replays `__consumer_offsets` before the broker reports ready; a null
 //! value (tombstone) deletes its key. The topic is created with
-//! cleanup.policy=delete and retention.ms=-1 because the log cannot compact
-//! yet: nothing expires, the topic only grows.
+//! cleanup.policy=compact: the log cleaner keeps each key's last record,
+//! and drops tombstones after `delete.retention.ms`, so replaying the
+//! compacted log gives the same groups and offsets.
 //!
 //! Cancellation: a handler dropped while parked leaves a reply nobody reads;
 //! [`Coordinator::shutdown`] answers every parked request with

@@ -11,7 +11,10 @@
 //! segments from the front.
 //!
 //! Batches stay opaque: [`batch`] validates headers and CRCs and rewrites base
-//! offsets in place. Offsets are contiguous (no compaction yet).
+//! offsets in place. Offsets are contiguous except where the log cleaner
+//! ([`cleaner`], for `cleanup.policy=compact`) removed records: it keeps
+//! offsets, so a cleaned log has gaps, and a compacted topic's follower
+//! copies them.
 //!
 //! Timestamp lookups ([`Log::offset_for_timestamp`], [`Log::max_timestamp`])
 //! work at batch granularity: they return a batch's base offset and its max
@@ -30,6 +33,10 @@
 //! - `log-start-offset`: text, `version=1`, `log_start_offset=<offset>`,
 //!   written whenever DeleteRecords, retention or truncation moves the log
 //!   start offset.
+//! - `cleaner-offset-checkpoint`: text, `version=1`, `first_dirty=<offset>`:
+//!   below it the cleaner has cleaned (and offsets may have gaps).
+//! - `cleaner-swap` and `*.cleaned`: a cleaner pass in flight (see
+//!   [`cleaner`]; completed or removed at open).
 //!
 //! # Consistency
 //!
@@ -54,6 +61,7 @@
 
 pub mod batch;
 pub(crate) mod checkpoint;
+pub mod cleaner;
 pub mod index;
 pub mod recompress;
 mod recovery;
@@ -71,6 +79,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 pub use batch::{assign_offsets, validate_batches, BatchError, BatchHeader, BATCH_HEADER_LEN};
+pub use cleaner::Compaction;
 
 use crate::zerocopy::FileRegion;
 use checkpoint::RecoveryCheckpoint;
@@ -134,7 +143,7 @@ impl LogError {
 }
 
 /// Per-partition log settings (Kafka topic configs of the same names).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when an append would pass this size (capped at
     /// 2 GiB - 1 so positions fit Kafka's index format). Default 1 GiB.
@@ -152,6 +161,10 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// When appended bytes start their write-back (the broker's setting).
     pub writeback: crate::writeback::Writeback,
+    /// `cleanup.policy` holds `compact`: the cleaner's settings. Offsets
+    /// may then have gaps anywhere in the log (a follower copies its
+    /// leader's cleaned batches as they are).
+    pub compaction: Option<Compaction>,
 }
 
 impl Default for LogConfig {
@@ -163,6 +176,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             index_interval_bytes: 4096,
             writeback: crate::writeback::Writeback::default(),
+            compaction: None,
         }
     }
 }
@@ -192,6 +206,8 @@ pub struct Log {
     active: ActiveSegment,
     log_start_offset: i64,
     recovery_point: i64,
+    /// The first offset the cleaner has not cleaned (`cleaner.rs`).
+    first_dirty: i64,
     /// An fsync of this log failed. Linux may then drop the pages it could
     /// not write and report the error once, so a later fsync can succeed
     /// over a hole: from here on nothing is appended or made durable, until
@@ -223,9 +239,16 @@ impl Log {
     /// Opens (creating if missing) and recovers the log in `dir`.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         fs::create_dir_all(dir).map_err(|e| LogError::io("create", dir, e))?;
+        cleaner::finish_swap(dir)?;
         let recovery = checkpoint::read_recovery(dir)?;
         let stored_start = checkpoint::read_log_start(dir)?;
-        let mut loaded = recovery::load(dir, config.index_interval_bytes, recovery)?;
+        let first_dirty = cleaner::read_first_dirty(dir)?.unwrap_or(0);
+        let gaps_below = if config.compaction.is_some() {
+            i64::MAX
+        } else {
+            first_dirty
+        };
+        let mut loaded = recovery::load(dir, config.index_interval_bytes, recovery, gaps_below)?;
         let active = match loaded.pop() {
             Some(last) => ActiveSegment::from_loaded(last)?,
             None => ActiveSegment::create(dir, stored_start.unwrap_or(0))?,
@@ -242,6 +265,7 @@ impl Log {
             active,
             log_start_offset: stored_start.unwrap_or(0).max(first_base),
             recovery_point: 0,
+            first_dirty,
             sync_failed: false,
             read_only: false,
         };
@@ -383,8 +407,14 @@ impl Log {
             });
         }
         let mut expected = self.log_end_offset();
+        let gaps = self.config.compaction.is_some();
         for h in headers {
-            if h.base_offset != expected || h.last_offset_delta < 0 {
+            let in_order = if gaps {
+                h.base_offset >= expected
+            } else {
+                h.base_offset == expected
+            };
+            if !in_order || h.last_offset_delta < 0 {
                 return Err(LogError::NotContiguous {
                     expected,
                     got: h.base_offset,
@@ -674,6 +704,7 @@ impl Log {
         }
         // Lower the recovery point first: a crash mid-way must rescan.
         self.recovery_point = self.recovery_point.min(offset);
+        self.first_dirty = self.first_dirty.min(offset);
         self.write_recovery_point(false)?;
         while self.active.core().base_offset() > offset {
             let Some(previous) = self.sealed.pop_back() else {
@@ -733,6 +764,7 @@ impl Log {
     /// Deletes every segment and starts empty at `offset` (the new log start).
     fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
         self.recovery_point = self.recovery_point.min(offset);
+        self.first_dirty = self.first_dirty.min(offset);
         self.write_recovery_point(false)?;
         self.set_log_start_offset(offset)?;
         let fresh = ActiveSegment::create(&self.dir, offset)?;

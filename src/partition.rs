@@ -165,6 +165,7 @@ impl PartitionConfig {
                 },
                 index_interval_bytes: topic.index_interval_bytes,
                 writeback: writeback.clone(),
+                compaction: topic.compaction.clone(),
             },
             max_message_bytes: topic.max_message_bytes,
             log_append_time: topic.log_append_time,
@@ -210,6 +211,19 @@ pub struct AppendResult {
     pub last_offset: i64,
     pub log_append_time: i64,
     pub log_start_offset: i64,
+}
+
+/// What a cleaner pass did ([`Partition::clean`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CleanReport {
+    /// The cleaned segments replaced the old ones (false: the log moved
+    /// meanwhile and the pass was dropped).
+    pub swapped: bool,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// The dirty ratio that called for the pass.
+    pub dirty_ratio: f64,
+    pub seconds: f64,
 }
 
 /// Where an offset of a partition is ([`Partition::locate`]).
@@ -310,6 +324,8 @@ pub struct Partition {
     /// On a follower: its leader's high watermark minus its log end after
     /// the last fetch.
     follower_lag: AtomicI64,
+    /// When a cleaner pass last replaced segments (ms), -1 never.
+    last_clean_ms: AtomicI64,
 }
 
 /// `replica.lag.time.max.ms` (Kafka's default).
@@ -427,6 +443,7 @@ impl Partition {
             )),
             replicated: AtomicBool::new(false),
             follower_lag: AtomicI64::new(0),
+            last_clean_ms: AtomicI64::new(-1),
         })
     }
 
@@ -754,6 +771,71 @@ impl Partition {
     pub fn local_log_start_offset(&self) -> i64 {
         self.with_log(|log, _, _| Ok(log.log_start_offset()))
             .unwrap_or(0)
+    }
+
+    /// Whether the topic compacts (its records need keys), and the batch
+    /// size limit.
+    pub fn compacted(&self) -> Option<usize> {
+        let st = self.lock();
+        st.config
+            .log
+            .compaction
+            .is_some()
+            .then_some(st.config.max_message_bytes)
+    }
+
+    /// One cleaner pass over this partition's log if its dirty ratio or
+    /// `max.compaction.lag.ms` calls for one (see `log::cleaner`): the
+    /// segments below the high watermark and, when the tier is written,
+    /// below the tier's end (the tier keeps what it was sent). Blocking.
+    /// Returns the pass's figures, None when no pass was due.
+    pub fn clean(
+        &self,
+        now_ms: i64,
+        resources: &crate::log::cleaner::Resources,
+    ) -> Result<Option<CleanReport>, PartitionError> {
+        let Some(plan) = self.clean_plan(now_ms)? else {
+            return Ok(None);
+        };
+        if !plan.due {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        let cleaned = crate::log::cleaner::clean(&plan, resources)?;
+        let (read, written) = (cleaned.bytes_read, cleaned.bytes_written);
+        let swapped = self.with_log(|log, _, _| Ok(log.commit_clean(cleaned)?))?;
+        if swapped {
+            self.last_clean_ms.store(now_ms, Ordering::Release);
+        }
+        Ok(Some(CleanReport {
+            swapped,
+            bytes_read: read,
+            bytes_written: written,
+            dirty_ratio: plan.dirty_ratio,
+            seconds: started.elapsed().as_secs_f64(),
+        }))
+    }
+
+    /// When a cleaner pass last replaced segments (ms), -1 never.
+    pub fn last_clean_ms(&self) -> i64 {
+        self.last_clean_ms.load(Ordering::Acquire)
+    }
+
+    /// The pass the cleaner would make now (None: the topic does not
+    /// compact, or nothing is dirty).
+    pub fn clean_plan(
+        &self,
+        now_ms: i64,
+    ) -> Result<Option<crate::log::cleaner::CleanPlan>, PartitionError> {
+        let mut upper = self.high_watermark();
+        let tier = self.lock().config.tier;
+        if tier.read_replica {
+            return Ok(None);
+        }
+        if tier.writes() {
+            upper = upper.min(self.tier_last.load(Ordering::Acquire) + 1);
+        }
+        self.with_log(|log, _, _| Ok(log.plan_clean(upper, now_ms)))
     }
 
     /// The codec produced batches are stored in, and the batch size limit,

@@ -417,6 +417,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         async move { broker.metadata.watch_brokers(session, cancel).await }
     });
     tasks.spawn(retention_loop(broker.clone(), shutdown.child_token()));
+    tasks.spawn(cleaner_loop(broker.clone(), shutdown.child_token()));
     tasks.spawn(rebalance_leaders(broker.clone(), shutdown.child_token()));
     tasks.spawn(checkpoint_loop(broker.clone(), shutdown.child_token()));
     tasks.spawn(crate::broker::replication::run_isr_updates(
@@ -604,6 +605,25 @@ async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
                 let b = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
             }
+        }
+    }
+}
+
+/// Runs the log cleaner: a round, then `log.cleaner.backoff.ms` of sleep
+/// when no pass replaced anything (at once again otherwise).
+async fn cleaner_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let settings = broker.cleaner_settings();
+        let b = broker.clone();
+        let swapped = tokio::task::spawn_blocking(move || b.clean_logs(settings))
+            .await
+            .unwrap_or(0);
+        if swapped > 0 {
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(settings.backoff_ms)) => {}
         }
     }
 }

@@ -132,6 +132,22 @@ fn broker_configs(broker: &Broker) -> BTreeMap<String, String> {
         "log.retention.check.interval.ms".into(),
         c.log_retention_check_interval_ms.to_string(),
     );
+    m.insert(
+        "log.cleaner.threads".into(),
+        c.log_cleaner.threads.to_string(),
+    );
+    m.insert(
+        "log.cleaner.dedupe.buffer.size".into(),
+        c.log_cleaner.dedupe_buffer_size.to_string(),
+    );
+    m.insert(
+        "log.cleaner.io.max.bytes.per.second".into(),
+        c.log_cleaner.io_max_bytes_per_second.to_string(),
+    );
+    m.insert(
+        "log.cleaner.backoff.ms".into(),
+        c.log_cleaner.backoff_ms.to_string(),
+    );
     m
 }
 

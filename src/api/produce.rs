@@ -184,6 +184,14 @@ pub async fn handle(
                     }
                 }
             };
+            // A compacted topic takes only keyed records.
+            if let Some(max) = partition.compacted() {
+                if let Err(e) = crate::log::cleaner::check_keyed(records, max) {
+                    let code = super::error::batch_error_code(&e);
+                    parts.push(failed(pd.index, code, Some(e.to_string())));
+                    continue;
+                }
+            }
             match partition.append(records, now_ms()) {
                 Ok(r) => {
                     // A replicated leader's high watermark waits for its

@@ -2,8 +2,10 @@
 //! partitions of `__consumer_offsets`.
 //!
 //! The topic is created on first use with `offsets.topic.num.partitions`
-//! partitions, retention.ms=-1 (nothing expires: compaction does not exist
-//! yet, so deletion by age would lose live offsets) and 100 MiB segments.
+//! partitions, cleanup.policy=compact (the cleaner keeps each key's last
+//! record; nothing expires by age) and 100 MiB segments. An offsets topic
+//! created by an older version with cleanup.policy=delete is switched to
+//! compact when this broker first needs it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -147,6 +149,31 @@ impl AsRef<Coordinator> for Broker {
 
 impl GroupLog for Broker {
     async fn ensure_topic(&self) -> Result<(), GroupError> {
+        let outdated = self.view().topic(OFFSETS_TOPIC).is_some_and(|t| {
+            t.configs.get("cleanup.policy").map(String::as_str) != Some("compact")
+        });
+        if outdated {
+            // Created before the log compacted: compact it from now on.
+            let set = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+            match self
+                .metadata
+                .propose(Command::AlterTopicConfigs {
+                    name: OFFSETS_TOPIC.to_string(),
+                    set,
+                    delete: Vec::new(),
+                    replace: false,
+                })
+                .await
+            {
+                Ok(_) => tracing::info!(
+                    topic = OFFSETS_TOPIC,
+                    "the offsets topic compacts from now on"
+                ),
+                Err(e) => {
+                    tracing::warn!(topic = OFFSETS_TOPIC, error = %e, "cannot switch the offsets topic to cleanup.policy=compact")
+                }
+            }
+        }
         if self.offsets_topic_ready() {
             return Ok(());
         }
@@ -155,6 +182,7 @@ impl GroupLog for Broker {
             let replication_factor = self.offsets_topic_replication_factor()?;
             let cfg = GroupConfig::from_broker(&self.config);
             let configs: BTreeMap<String, String> = [
+                ("cleanup.policy", "compact".to_string()),
                 ("retention.ms", "-1".to_string()),
                 ("segment.bytes", cfg.offsets_topic_segment_bytes.to_string()),
             ]

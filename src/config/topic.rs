@@ -67,8 +67,6 @@ pub struct Spec {
 }
 
 const LONG_MAX: &str = "9223372036854775807";
-const NO_COMPACTION: Option<&str> =
-    Some("Strata does not compact logs; accepted for compatibility, without effect.");
 const NO_REPLICATION: Option<&str> =
     Some("Strata does not replicate partitions yet; accepted, without effect.");
 const FSYNC: Option<&str> = Some(
@@ -114,7 +112,7 @@ pub const SPECS: &[Spec] = &[
         name: "delete.retention.ms",
         kind: Kind::Long { min: 0 },
         default: Default::Fixed("86400000"),
-        no_effect: NO_COMPACTION,
+        no_effect: None,
     },
     Spec {
         name: "file.delete.delay.ms",
@@ -171,7 +169,7 @@ pub const SPECS: &[Spec] = &[
         name: "max.compaction.lag.ms",
         kind: Kind::Long { min: 1 },
         default: Default::Fixed(LONG_MAX),
-        no_effect: NO_COMPACTION,
+        no_effect: None,
     },
     Spec {
         name: "max.message.bytes",
@@ -222,13 +220,13 @@ pub const SPECS: &[Spec] = &[
         name: "min.cleanable.dirty.ratio",
         kind: Kind::Double { min: 0.0, max: 1.0 },
         default: Default::Fixed("0.5"),
-        no_effect: NO_COMPACTION,
+        no_effect: None,
     },
     Spec {
         name: "min.compaction.lag.ms",
         kind: Kind::Long { min: 0 },
         default: Default::Fixed("0"),
-        no_effect: NO_COMPACTION,
+        no_effect: None,
     },
     Spec {
         name: "min.insync.replicas",
@@ -332,8 +330,8 @@ const fn dynamic(name: &'static str, topic: &'static str) -> DynamicBroker {
 }
 
 /// Kafka's cluster-wide dynamic broker configs Strata takes (AlterConfigs on
-/// the broker resource): the topic defaults, and the log cleaner's (stored,
-/// without effect until there is a cleaner).
+/// the broker resource): the topic defaults, and the log cleaner's (read by
+/// the cleaner before each round).
 pub const DYNAMIC_BROKER: &[DynamicBroker] = &[
     dynamic("compression.type", "compression.type"),
     dynamic("log.cleaner.delete.retention.ms", "delete.retention.ms"),
@@ -511,6 +509,11 @@ pub struct TopicConfig {
     /// `strata.read.replica.of`: the cluster whose topic this one replicates
     /// from the tier, read-only.
     pub read_replica_of: Option<String>,
+    /// `cleanup.policy` holds `delete`: retention deletes old segments.
+    pub delete_policy: bool,
+    /// `cleanup.policy` holds `compact`: the log cleaner keeps the last
+    /// record of each key, with these settings.
+    pub compaction: Option<crate::log::Compaction>,
 }
 
 impl TopicConfig {
@@ -550,8 +553,20 @@ impl TopicConfig {
                 .unwrap_or(-1)
         };
         let opt = |v: i64| (v >= 0).then_some(v);
-        let retention_ms = opt(int("retention.ms"));
-        let retention_bytes = opt(int("retention.bytes"));
+        let policy: Vec<&str> = text("cleanup.policy").split(',').map(str::trim).collect();
+        let delete_policy = policy.contains(&"delete");
+        let compaction = policy.contains(&"compact").then(|| crate::log::Compaction {
+            min_cleanable_dirty_ratio: text("min.cleanable.dirty.ratio")
+                .trim()
+                .parse()
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: int("min.compaction.lag.ms").max(0),
+            max_compaction_lag_ms: int("max.compaction.lag.ms").max(1),
+            delete_retention_ms: int("delete.retention.ms").max(0),
+        });
+        // Retention deletes only under the `delete` policy.
+        let retention_ms = opt(int("retention.ms")).filter(|_| delete_policy);
+        let retention_bytes = opt(int("retention.bytes")).filter(|_| delete_policy);
         let local = |k: &str, total: Option<i64>| match int(k) {
             -2 => total,
             v => opt(v),
@@ -570,6 +585,8 @@ impl TopicConfig {
             compression: codec(text("compression.type")),
             min_insync_replicas: int("min.insync.replicas").clamp(1, i64::from(i32::MAX)) as i32,
             read_replica_of: overrides.get(super::READ_REPLICA_CONFIG).cloned(),
+            delete_policy,
+            compaction,
             values,
         }
     }

@@ -280,6 +280,19 @@ pub fn validate_batches(
     Ok(headers)
 }
 
+/// Marks a whole batch (header first) as LogAppendTime and updates its
+/// CRC; a batch shorter than its header is left as it is.
+pub fn set_log_append_time(batch: &mut [u8]) {
+    if batch.len() < BATCH_HEADER_LEN {
+        return;
+    }
+    let attributes =
+        i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]) | TIMESTAMP_TYPE_BIT;
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Refuses batches clients may not write: control batches (only a
 /// transaction coordinator writes markers, as in Kafka) and transactional
 /// batches (transactions are not supported yet, so no marker could ever

@@ -76,7 +76,7 @@ pub(crate) fn decode_log_start(text: &str) -> Option<i64> {
 }
 
 /// The values of exactly `keys`, in order, one `key=value` per line.
-fn fields<'a>(text: &'a str, keys: &[&str]) -> Option<Vec<&'a str>> {
+pub(crate) fn fields<'a>(text: &'a str, keys: &[&str]) -> Option<Vec<&'a str>> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.len() != keys.len() {
         return None;

@@ -4,7 +4,8 @@
 //! # Overview
 //!
 //! Segments are loaded in base-offset order. A segment is scanned batch by
-//! batch (header, CRC-32C, contiguous offsets) when it is the active (last)
+//! batch (header, CRC-32C, contiguous offsets, or increasing ones where the
+//! cleaner made gaps) when it is the active (last)
 //! segment, or when the last shutdown was not clean and it may hold offsets
 //! at or above the recovery point (segments rolled after the last
 //! checkpoint). Other
@@ -41,10 +42,14 @@ use super::LogError;
 
 /// Loads every segment of `dir`, oldest first; the last one is the active
 /// segment. Empty when the directory holds no segment.
+///
+/// Offsets may have gaps (the cleaner's) in segments based below
+/// `gaps_below`: between batches, and before the next segment's base.
 pub(crate) fn load(
     dir: &Path,
     index_interval: u32,
     checkpoint: Option<RecoveryCheckpoint>,
+    gaps_below: i64,
 ) -> Result<Vec<LoadedSegment>, LogError> {
     let bases = list_segments(dir)?;
     let (recovery_point, clean) =
@@ -58,11 +63,12 @@ pub(crate) fn load(
         // it is the one most likely damaged (a torn write, a bad sector under
         // the newest data), and it is bounded by segment.bytes.
         let needs_scan = is_last || (!clean && next_base.is_none_or(|next| next > recovery_point));
+        let gaps = base < gaps_below;
         let (mut segment, damage, rebuilt) = if needs_scan {
-            let (segment, damage) = scan(dir, base, index_interval)?;
+            let (segment, damage) = scan(dir, base, index_interval, gaps)?;
             (segment, damage, true)
         } else {
-            match load_with_indexes(dir, base, next_base) {
+            match load_with_indexes(dir, base, next_base, gaps) {
                 Ok(segment) => (segment, None, false),
                 Err(reason) => {
                     tracing::warn!(
@@ -70,7 +76,7 @@ pub(crate) fn load(
                         reason = %reason,
                         "rebuilding segment indexes"
                     );
-                    let (segment, damage) = scan(dir, base, index_interval)?;
+                    let (segment, damage) = scan(dir, base, index_interval, gaps)?;
                     (segment, damage, true)
                 }
             }
@@ -87,7 +93,10 @@ pub(crate) fn load(
             segment.truncate_file(damage.position)?;
             drop_later = true;
         } else if let Some(next) = next_base {
-            if segment.state.next_offset != next {
+            if gaps && segment.state.next_offset < next {
+                // A cleaned segment covers up to the next one.
+                segment.state.next_offset = next;
+            } else if segment.state.next_offset != next {
                 tracing::warn!(
                     file = %segment.path().display(),
                     next_offset = segment.state.next_offset,
@@ -170,12 +179,14 @@ pub(crate) struct Damage {
 }
 
 /// Opens the segment with base `base_offset` in `dir` and rebuilds its state
-/// by validating every batch (header, CRC, contiguous offsets). Stops at the
-/// first torn or corrupt batch and reports it; the file is not modified.
+/// by validating every batch (header, CRC, contiguous offsets, or increasing
+/// ones with `gaps`). Stops at the first torn or corrupt batch and reports
+/// it; the file is not modified.
 pub(crate) fn scan(
     dir: &Path,
     base_offset: i64,
     index_interval: u32,
+    gaps: bool,
 ) -> Result<(LoadedSegment, Option<Damage>), LogError> {
     let path = dir.join(file_name(base_offset, LOG_SUFFIX));
     let file = open_rw(&path, false)?;
@@ -191,7 +202,7 @@ pub(crate) fn scan(
             if pos >= size {
                 break None;
             }
-            match check_batch(&mut reader, pos, size, state.next_offset) {
+            match check_batch(&mut reader, pos, size, state.next_offset, gaps) {
                 Ok(Ok(header)) => {
                     state.on_batch(pos, &header, index_interval);
                     pos += header.total_len() as u64;
@@ -216,6 +227,7 @@ fn check_batch(
     pos: u64,
     size: u64,
     expected_offset: i64,
+    gaps: bool,
 ) -> io::Result<Result<BatchHeader, String>> {
     if pos > MAX_SEGMENT_BYTES {
         return Ok(Err(format!(
@@ -237,7 +249,12 @@ fn check_batch(
             size - pos
         )));
     }
-    if header.base_offset != expected_offset {
+    let in_order = if gaps {
+        header.base_offset >= expected_offset
+    } else {
+        header.base_offset == expected_offset
+    };
+    if !in_order {
         return Ok(Err(format!(
             "batch offset is not contiguous. base_offset={}, expected={expected_offset}",
             header.base_offset
@@ -260,6 +277,7 @@ pub(crate) fn load_with_indexes(
     dir: &Path,
     base_offset: i64,
     next_base: Option<i64>,
+    gaps: bool,
 ) -> Result<LoadedSegment, String> {
     let path = dir.join(file_name(base_offset, LOG_SUFFIX));
     let file = open_rw(&path, false).map_err(|e| e.to_string())?;
@@ -290,7 +308,7 @@ pub(crate) fn load_with_indexes(
             let mut walker = HeaderWalker::new(&file, &path, walk_start, size);
             let mut next = walk_offset;
             while let Some((_, header)) = walker.next_header().map_err(|e| e.to_string())? {
-                if header.base_offset != next {
+                if header.base_offset < next || (!gaps && header.base_offset != next) {
                     return Err(format!(
                         "batch offset is not contiguous. base_offset={}, expected={next}",
                         header.base_offset
@@ -356,6 +374,6 @@ mod tests {
     #[test]
     fn empty_dir_loads_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(load(dir.path(), 4096, None).unwrap().is_empty());
+        assert!(load(dir.path(), 4096, None, 0).unwrap().is_empty());
     }
 }

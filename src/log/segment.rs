@@ -18,8 +18,10 @@
 //!
 //! Offsets within a segment are contiguous: each batch's base offset is the
 //! previous batch's last offset + 1, and the first is the segment's base
-//! offset (there is no compaction yet). Recovery treats anything else as
-//! corruption. File positions fit in an i32 as in Kafka, so a segment never
+//! offset; recovery treats anything else as corruption. A segment the log
+//! cleaner wrote, and any segment of a compacted topic, may have gaps:
+//! offsets only increase, and a sealed segment covers up to the next one's
+//! base. File positions fit in an i32 as in Kafka, so a segment never
 //! grows past 2 GiB.
 //!
 //! # Crash safety
@@ -246,7 +248,7 @@ impl SegmentState {
 
     /// Adds the final time index entry (Kafka does this when a segment stops
     /// being active), so the segment's max timestamp survives a reopen.
-    fn finish_time_index(&mut self) {
+    pub(crate) fn finish_time_index(&mut self) {
         if self.offset_of_max_timestamp >= self.base_offset {
             self.time_index
                 .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);

@@ -95,6 +95,12 @@ pub struct Metrics {
     pub tier_view_age: Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub tier_available: Gauge,
     pub consumer_group_lag: Family<GroupPartitionLabels, Gauge>,
+    pub cleaner_passes: Counter,
+    pub cleaner_read_bytes: Counter,
+    pub cleaner_written_bytes: Counter,
+    pub cleaner_dirty_ratio: Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub cleaner_max_dirty_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub cleaner_last_clean_age: Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -152,6 +158,12 @@ impl Metrics {
             tier_view_age: Family::default(),
             tier_available: Gauge::default(),
             consumer_group_lag: Family::default(),
+            cleaner_passes: Counter::default(),
+            cleaner_read_bytes: Counter::default(),
+            cleaner_written_bytes: Counter::default(),
+            cleaner_dirty_ratio: Family::default(),
+            cleaner_max_dirty_ratio: Gauge::default(),
+            cleaner_last_clean_age: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -280,6 +292,36 @@ impl Metrics {
             "strata_tier_copy_lag_bytes",
             "Bytes of sealed local segments not yet in the tier, by partition",
             m.tier_copy_lag_bytes.clone(),
+        );
+        registry.register(
+            "strata_log_cleaner_passes",
+            "Log cleaner passes that replaced segments of a compacted partition",
+            m.cleaner_passes.clone(),
+        );
+        registry.register(
+            "strata_log_cleaner_read_bytes",
+            "Bytes of log the cleaner read (building its key map and copying)",
+            m.cleaner_read_bytes.clone(),
+        );
+        registry.register(
+            "strata_log_cleaner_written_bytes",
+            "Bytes of cleaned segments the cleaner wrote",
+            m.cleaner_written_bytes.clone(),
+        );
+        registry.register(
+            "strata_log_cleaner_dirty_ratio",
+            "Dirty bytes over all cleanable bytes of each compacted partition (a pass is due at min.cleanable.dirty.ratio)",
+            m.cleaner_dirty_ratio.clone(),
+        );
+        registry.register(
+            "strata_log_cleaner_max_dirty_ratio",
+            "The largest dirty ratio over this broker's compacted partitions",
+            m.cleaner_max_dirty_ratio.clone(),
+        );
+        registry.register(
+            "strata_log_cleaner_last_clean_age_seconds",
+            "Seconds since the cleaner last replaced segments of each compacted partition (+Inf: not since the broker started)",
+            m.cleaner_last_clean_age.clone(),
         );
         registry.register(
             "strata_tier_view_age_seconds",

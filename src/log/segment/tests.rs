@@ -122,7 +122,7 @@ fn truncate_recomputes_state() {
     assert_eq!(state.max_timestamp(), Some((1_009, 18)));
     let size = state.size;
     assert_eq!(segment.core().file().metadata().unwrap().len(), size);
-    let (loaded, damage) = scan(dir.path(), 0, 300).unwrap();
+    let (loaded, damage) = scan(dir.path(), 0, 300, false).unwrap();
     assert!(damage.is_none());
     assert_eq!(loaded.state.offset_index, state.offset_index);
     assert_eq!(loaded.state.max_timestamp(), state.max_timestamp());
@@ -138,15 +138,15 @@ fn seal_writes_indexes_that_load_back() {
     segment.prepare_seal().unwrap();
     let expected = segment.core().state.clone();
     let sealed = segment.into_sealed();
-    let loaded = load_with_indexes(dir.path(), 10, Some(expected.next_offset)).unwrap();
+    let loaded = load_with_indexes(dir.path(), 10, Some(expected.next_offset), false).unwrap();
     assert_eq!(loaded.state.offset_index, expected.offset_index);
     assert_eq!(loaded.state.time_index, expected.time_index);
     assert_eq!(loaded.state.max_timestamp(), expected.max_timestamp());
-    let tail = load_with_indexes(dir.path(), 10, None).unwrap();
+    let tail = load_with_indexes(dir.path(), 10, None, false).unwrap();
     assert_eq!(tail.state.next_offset, expected.next_offset);
     assert_eq!(tail.state.size, expected.size);
     assert!(sealed.retention_timestamp().is_some());
-    assert!(load_with_indexes(dir.path(), 10, Some(20)).is_err());
+    assert!(load_with_indexes(dir.path(), 10, Some(20), false).is_err());
     sealed.delete().unwrap();
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
 }
@@ -159,7 +159,7 @@ fn scan_reports_damage() {
     let path = dir.path().join(file_name(0, LOG_SUFFIX));
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(size - 3).unwrap();
-    let (loaded, damage) = scan(dir.path(), 0, 4096).unwrap();
+    let (loaded, damage) = scan(dir.path(), 0, 4096, false).unwrap();
     let damage = damage.unwrap();
     assert_eq!(loaded.state.next_offset, 8);
     assert_eq!(damage.offset, 8);

@@ -1,0 +1,746 @@
+//! The log cleaner: compaction of a log whose `cleanup.policy` holds
+//! `compact`, keeping the last record of every key with its offset.
+//!
+//! # Overview
+//!
+//! A pass has three steps. [`Log::plan_clean`] (under the partition's lock)
+//! picks the sealed segments from the log start up to a limit: below the
+//! high watermark and the tier's end (the caller's `upper`), before the
+//! first segment younger than `min.compaction.lag.ms`; the active segment is
+//! never cleaned. The part from the first dirty offset (the cleaner
+//! checkpoint: everything below it was cleaned before) is dirty; the pass
+//! is due when dirty bytes over all bytes reach `min.cleanable.dirty.ratio`,
+//! or when the oldest dirty segment is older than `max.compaction.lag.ms`.
+//!
+//! [`clean`] (outside the lock: sealed segment files never change) reads the
+//! dirty part into an [`OffsetMap`] (key -> offset of its last record),
+//! bounded by the dedupe buffer: when it fills, the map ends at a batch
+//! boundary and the rest stays dirty for the next pass. Then it copies the
+//! segments from the log start to the map's end into `.cleaned` files,
+//! merging neighbours up to `segment.bytes`, with each record kept when no
+//! later record of its key is in the map. A tombstone (null value) is kept
+//! while it is dirty, and dropped by a later pass once its segment is older
+//! than `delete.retention.ms` (the segment's modification time, which a
+//! cleaned segment inherits from its newest source, as Kafka does). Batches
+//! that lose nothing are copied byte for byte; the others are encoded again
+//! with their codec, producer id, epoch, sequences, timestamps and offsets.
+//! Keyless records (written before the policy) are kept.
+//!
+//! [`Log::commit_clean`] (under the lock) swaps the new files for the old
+//! ones if the log still holds those segments (retention or a truncation
+//! may have moved it meanwhile; the pass is then dropped).
+//!
+//! # Consistency
+//!
+//! Offsets never change, so a cleaned log has gaps: between batches, inside
+//! a batch, and between segments (a segment covers up to the next one's
+//! base). Reads return the next batch at or above an offset; recovery
+//! accepts gaps below the cleaner checkpoint, and everywhere in a compacted
+//! topic (a follower copies its leader's cleaned batches as they are).
+//!
+//! # Crash safety
+//!
+//! New segments are written and fsynced as `<base>.log.cleaned` (and their
+//! indexes) beside the old ones; then the swap is decided durably by writing
+//! `cleaner-swap` (the replaced and the new base offsets, and the new first
+//! dirty offset). The swap deletes the replaced segments that no new one
+//! overwrites, renames each new segment's indexes then its log into place,
+//! writes the checkpoint and removes `cleaner-swap`. [`finish_swap`], run
+//! when the log opens, completes a swap whose `cleaner-swap` exists (each
+//! step can be redone) and otherwise deletes `.cleaned` leftovers: a kill
+//! at any step leaves the old segments or the new ones, never a mix.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+};
+
+use super::batch::{BatchError, BatchHeader};
+use super::checkpoint::{self, sync_dir, write_atomic};
+use super::segment::{
+    file_name, remove_if_exists, HeaderWalker, LoadedSegment, SealedSegment, SegmentState,
+    INDEX_SUFFIX, LOG_SUFFIX, MAX_RELATIVE_OFFSET, TIME_INDEX_SUFFIX,
+};
+use super::{Log, LogError};
+
+/// The cleaner settings of a compacted topic (Kafka's topic configs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compaction {
+    /// `min.cleanable.dirty.ratio`
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`
+    pub delete_retention_ms: i64,
+}
+
+/// The first offset the cleaner has not cleaned: `version=1`,
+/// `first_dirty=<offset>`.
+pub(crate) const CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+/// A decided swap: `version=1`, `replaced=<bases>`, `new=<bases>`,
+/// `first_dirty=<offset>` (bases comma-separated).
+const SWAP_FILE: &str = "cleaner-swap";
+const CLEANED: &str = "cleaned";
+/// What one key costs in the dedupe buffer besides its bytes (Kafka counts
+/// 24 bytes per entry for its hash and offset; a map of whole keys costs
+/// more).
+const ENTRY_OVERHEAD: usize = 64;
+
+pub(crate) fn read_first_dirty(dir: &Path) -> Result<Option<i64>, LogError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let parsed = checkpoint::fields(&text, &["version", "first_dirty"])
+                .filter(|f| f[0] == "1")
+                .and_then(|f| f[1].parse().ok());
+            if parsed.is_none() {
+                tracing::warn!(file = %path.display(), "ignoring unreadable cleaner checkpoint");
+            }
+            Ok(parsed)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LogError::io("read", &path, e)),
+    }
+}
+
+fn write_first_dirty(dir: &Path, offset: i64) -> Result<(), LogError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    write_atomic(
+        &path,
+        format!("version=1\nfirst_dirty={offset}\n").as_bytes(),
+    )
+    .map_err(|e| LogError::io("write", &path, e))
+}
+
+fn cleaned_path(dir: &Path, base: i64, suffix: &str) -> PathBuf {
+    dir.join(format!("{}.{CLEANED}", file_name(base, suffix)))
+}
+
+/// A swap decided by `cleaner-swap`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Swap {
+    replaced: Vec<i64>,
+    new: Vec<i64>,
+    first_dirty: i64,
+}
+
+impl Swap {
+    fn encode(&self) -> String {
+        let list = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        format!(
+            "version=1\nreplaced={}\nnew={}\nfirst_dirty={}\n",
+            list(&self.replaced),
+            list(&self.new),
+            self.first_dirty
+        )
+    }
+
+    fn decode(text: &str) -> Option<Swap> {
+        let f = checkpoint::fields(text, &["version", "replaced", "new", "first_dirty"])?;
+        if f[0] != "1" {
+            return None;
+        }
+        let list = |s: &str| -> Option<Vec<i64>> {
+            s.split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse().ok())
+                .collect()
+        };
+        Some(Swap {
+            replaced: list(f[1])?,
+            new: list(f[2])?,
+            first_dirty: f[3].parse().ok()?,
+        })
+    }
+
+    /// Carries the swap out; every step can run again after a crash.
+    fn apply(&self, dir: &Path) -> Result<(), LogError> {
+        for &base in self.replaced.iter().filter(|b| !self.new.contains(b)) {
+            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                remove_if_exists(&dir.join(file_name(base, suffix)))?;
+            }
+        }
+        for &base in &self.new {
+            let log = cleaned_path(dir, base, LOG_SUFFIX);
+            if !log.exists() {
+                continue; // moved before a crash, indexes first
+            }
+            for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+                let from = cleaned_path(dir, base, suffix);
+                let to = dir.join(file_name(base, suffix));
+                match fs::rename(&from, &to) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && suffix != LOG_SUFFIX => {
+                        // An index moved before a crash; or lost: recovery
+                        // rebuilds a missing index from the log.
+                    }
+                    Err(e) => return Err(LogError::io("rename", &from, e)),
+                }
+            }
+        }
+        sync_dir(dir).map_err(|e| LogError::io("sync", dir, e))?;
+        write_first_dirty(dir, self.first_dirty)?;
+        remove_if_exists(&dir.join(SWAP_FILE))?;
+        sync_dir(dir).map_err(|e| LogError::io("sync", dir, e))
+    }
+}
+
+/// Completes a swap a crash interrupted, or removes the files of a pass
+/// that was never decided. Runs before the segments are listed.
+pub(crate) fn finish_swap(dir: &Path) -> Result<(), LogError> {
+    let swap_path = dir.join(SWAP_FILE);
+    match fs::read_to_string(&swap_path) {
+        Ok(text) => match Swap::decode(&text) {
+            Some(swap) => {
+                tracing::info!(dir = %dir.display(), segments = swap.new.len(), "completing an interrupted cleaner swap");
+                swap.apply(dir)?;
+            }
+            None => {
+                // write_atomic never leaves a partial file: this is damage.
+                // The old segments may be gone: keep whatever is there.
+                tracing::error!(file = %swap_path.display(), "unreadable cleaner swap; keeping the segments as they are");
+                remove_if_exists(&swap_path)?;
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LogError::io("read", &swap_path, e)),
+    }
+    let entries = fs::read_dir(dir).map_err(|e| LogError::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io("list", dir, e))?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(&format!(".{CLEANED}")))
+        {
+            remove_if_exists(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// A sealed segment as a pass reads it.
+#[derive(Debug, Clone)]
+struct Source {
+    base: i64,
+    /// The next segment's base: this one covers `[base, next)`.
+    next: i64,
+    path: PathBuf,
+    file: Arc<File>,
+    size: u64,
+    /// Modification time (ms).
+    modified_ms: i64,
+}
+
+/// What one pass cleans ([`Log::plan_clean`]).
+#[derive(Debug, Clone)]
+pub struct CleanPlan {
+    dir: PathBuf,
+    sources: Vec<Source>,
+    first_dirty: i64,
+    compaction: Compaction,
+    segment_bytes: u64,
+    index_interval: u32,
+    now_ms: i64,
+    /// Dirty bytes over all bytes of the cleanable segments.
+    pub dirty_ratio: f64,
+    /// Whether the ratio or `max.compaction.lag.ms` calls for a pass.
+    pub due: bool,
+}
+
+/// The files a pass wrote, for [`Log::commit_clean`].
+#[derive(Debug)]
+pub struct Cleaned {
+    replaced: Vec<i64>,
+    /// The files read, to tell them from others at the same base offsets.
+    read: Vec<Arc<File>>,
+    new: Vec<(i64, LoadedSegment)>,
+    first_dirty: i64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+/// The broker-wide resources of the cleaner threads.
+#[derive(Debug)]
+pub struct Resources {
+    /// `log.cleaner.dedupe.buffer.size` for one pass.
+    pub dedupe_bytes: usize,
+    /// `log.cleaner.io.max.bytes.per.second`, shared by every thread.
+    pub throttle: Throttle,
+}
+
+/// A byte rate shared by the cleaner threads (None: unlimited).
+#[derive(Debug)]
+pub struct Throttle {
+    rate: Option<u64>,
+    state: Mutex<(Instant, u64)>,
+}
+
+impl Throttle {
+    pub fn new(bytes_per_second: Option<u64>) -> Self {
+        Throttle {
+            rate: bytes_per_second.filter(|r| *r > 0),
+            state: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Accounts for `bytes` of I/O; sleeps while the rate is exceeded.
+    fn spend(&self, bytes: u64) {
+        let Some(rate) = self.rate else {
+            return;
+        };
+        let wait = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let elapsed = st.0.elapsed();
+            if elapsed > Duration::from_secs(1) {
+                *st = (Instant::now(), 0);
+            }
+            st.1 += bytes;
+            let due = Duration::from_secs_f64(st.1 as f64 / rate as f64);
+            due.saturating_sub(st.0.elapsed())
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// Key -> offset of its last record in the dirty part read so far, within
+/// a byte budget.
+#[derive(Debug, Default)]
+struct OffsetMap {
+    offsets: HashMap<Bytes, i64>,
+    bytes: usize,
+}
+
+impl Log {
+    /// The first offset the cleaner has not cleaned.
+    pub fn first_dirty_offset(&self) -> i64 {
+        self.first_dirty.max(self.log_start_offset)
+    }
+
+    /// The pass the cleaner would make now, with segments below `upper`
+    /// (the high watermark, the tier's end); None when the topic does not
+    /// compact or nothing is dirty.
+    pub fn plan_clean(&self, upper: i64, now_ms: i64) -> Option<CleanPlan> {
+        let compaction = self.config.compaction.clone()?;
+        let first_dirty = self.first_dirty_offset();
+        let lag_floor = now_ms.saturating_sub(compaction.min_compaction_lag_ms);
+        let mut sources = Vec::new();
+        let cores: Vec<_> = self.sealed.iter().map(SealedSegment::core).collect();
+        for (i, core) in cores.iter().enumerate() {
+            let next = cores
+                .get(i + 1)
+                .map_or(self.active.core().base_offset(), |c| c.base_offset());
+            if next > upper {
+                break;
+            }
+            let young = core
+                .state
+                .max_timestamp()
+                .is_some_and(|(ts, _)| ts > lag_floor);
+            if next > first_dirty && compaction.min_compaction_lag_ms > 0 && young {
+                break;
+            }
+            let modified_ms = core
+                .file()
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(now_ms, |d| d.as_millis() as i64);
+            sources.push(Source {
+                base: core.base_offset(),
+                next,
+                path: core.path().to_path_buf(),
+                file: Arc::clone(core.file()),
+                size: core.size(),
+                modified_ms,
+            });
+        }
+        let dirty: Vec<&Source> = sources.iter().filter(|s| s.next > first_dirty).collect();
+        let oldest_dirty = dirty.first()?;
+        let total: u64 = sources.iter().map(|s| s.size).sum();
+        let dirty_bytes: u64 = dirty.iter().map(|s| s.size).sum();
+        let dirty_ratio = if total == 0 {
+            0.0
+        } else {
+            dirty_bytes as f64 / total as f64
+        };
+        let overdue = {
+            let core = cores
+                .iter()
+                .find(|c| c.base_offset() == oldest_dirty.base)?;
+            core.state
+                .max_timestamp()
+                .map_or(oldest_dirty.modified_ms, |(ts, _)| ts)
+                < now_ms.saturating_sub(compaction.max_compaction_lag_ms)
+        };
+        let due =
+            dirty_bytes > 0 && (dirty_ratio >= compaction.min_cleanable_dirty_ratio || overdue);
+        Some(CleanPlan {
+            dir: self.dir.clone(),
+            sources,
+            first_dirty,
+            compaction,
+            segment_bytes: self.config.segment_bytes.min(super::MAX_SEGMENT_BYTES),
+            index_interval: self.config.index_interval_bytes,
+            now_ms,
+            dirty_ratio,
+            due,
+        })
+    }
+
+    /// Swaps a pass's segments in, if the log still holds the segments it
+    /// read; returns whether it did. Drops the pass's files otherwise.
+    pub fn commit_clean(&mut self, cleaned: Cleaned) -> Result<bool, LogError> {
+        self.check_sync_ok()?;
+        let bases: Vec<i64> = self.sealed.iter().map(|s| s.core().base_offset()).collect();
+        let start = cleaned
+            .replaced
+            .first()
+            .and_then(|first| bases.iter().position(|b| b == first));
+        let held = start.is_some_and(|i| {
+            bases.get(i..i + cleaned.replaced.len()) == Some(&cleaned.replaced[..])
+                && self
+                    .sealed
+                    .iter()
+                    .skip(i)
+                    .zip(&cleaned.read)
+                    .all(|(s, f)| Arc::ptr_eq(s.core().file(), f))
+        });
+        let Some(start) = start.filter(|_| held) else {
+            tracing::info!(dir = %self.dir.display(), "the log moved during a cleaner pass; dropping it");
+            for (base, _) in &cleaned.new {
+                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    remove_if_exists(&cleaned_path(&self.dir, *base, suffix))?;
+                }
+            }
+            return Ok(false);
+        };
+        let swap = Swap {
+            replaced: cleaned.replaced.clone(),
+            new: cleaned.new.iter().map(|(b, _)| *b).collect(),
+            first_dirty: cleaned.first_dirty,
+        };
+        let swap_path = self.dir.join(SWAP_FILE);
+        write_atomic(&swap_path, swap.encode().as_bytes())
+            .map_err(|e| LogError::io("write", &swap_path, e))?;
+        swap.apply(&self.dir)?;
+        let replaced = cleaned.replaced.len();
+        let fresh: Vec<SealedSegment> = cleaned
+            .new
+            .into_iter()
+            .map(|(_, loaded)| SealedSegment::from_loaded(loaded))
+            .collect();
+        let old: Vec<SealedSegment> = self.sealed.drain(start..start + replaced).collect();
+        for (i, segment) in fresh.into_iter().enumerate() {
+            self.sealed.insert(start + i, segment);
+        }
+        // Their files are gone or replaced; open handles keep reads in
+        // flight working until they finish.
+        drop(old);
+        self.first_dirty = cleaned.first_dirty;
+        Ok(true)
+    }
+}
+
+/// Runs a pass: reads the dirty part into an offset map, writes the
+/// cleaned segments as `.cleaned` files. Blocking; no lock held.
+pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogError> {
+    let mut bytes_read = 0u64;
+    let mut map = OffsetMap::default();
+    let mut map_end = plan.sources.last().map_or(plan.first_dirty, |s| s.next);
+    'sources: for source in plan.sources.iter().filter(|s| s.next > plan.first_dirty) {
+        for batch in batches(source)? {
+            let (header, bytes) = batch?;
+            bytes_read += bytes.len() as u64;
+            resources.throttle.spend(bytes.len() as u64);
+            if header.last_offset() < plan.first_dirty || header.is_control() {
+                continue;
+            }
+            let Some(records) = decode(&bytes) else {
+                continue;
+            };
+            let added: usize = records
+                .iter()
+                .filter_map(|r| r.key.as_ref())
+                .filter(|k| !map.offsets.contains_key(*k))
+                .map(|k| k.len() + ENTRY_OVERHEAD)
+                .sum();
+            if !map.offsets.is_empty() && map.bytes + added > resources.dedupe_bytes {
+                map_end = header.base_offset;
+                break 'sources;
+            }
+            map.bytes += added;
+            for r in records.iter().filter(|r| r.offset >= plan.first_dirty) {
+                if let Some(k) = &r.key {
+                    map.offsets.insert(k.clone(), r.offset);
+                }
+            }
+        }
+    }
+    let rewrite: Vec<&Source> = plan.sources.iter().filter(|s| s.base < map_end).collect();
+    let mut groups: Vec<Vec<&Source>> = Vec::new();
+    for s in rewrite {
+        match groups.last_mut() {
+            Some(g)
+                if g.iter().map(|x| x.size).sum::<u64>() + s.size <= plan.segment_bytes
+                    && s.next - g[0].base <= MAX_RELATIVE_OFFSET =>
+            {
+                g.push(s)
+            }
+            _ => groups.push(vec![s]),
+        }
+    }
+    let horizon = plan
+        .now_ms
+        .saturating_sub(plan.compaction.delete_retention_ms);
+    let mut new = Vec::with_capacity(groups.len());
+    let mut bytes_written = 0u64;
+    let mut replaced = Vec::new();
+    let mut read = Vec::new();
+    for group in &groups {
+        let base = group[0].base;
+        let next = group.last().map_or(base, |s| s.next);
+        let path = cleaned_path(&plan.dir, base, LOG_SUFFIX);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| LogError::io("create", &path, e))?;
+        let mut out = BufWriter::new(&file);
+        let mut state = SegmentState::new(base);
+        for source in group {
+            replaced.push(source.base);
+            read.push(Arc::clone(&source.file));
+            let drop_tombstones = source.modified_ms < horizon;
+            for batch in batches(source)? {
+                let (header, bytes) = batch?;
+                bytes_read += bytes.len() as u64;
+                let kept = retain(
+                    &header,
+                    bytes,
+                    &map,
+                    map_end,
+                    plan.first_dirty,
+                    drop_tombstones,
+                );
+                for b in kept {
+                    let h = BatchHeader::parse(&b).map_err(|source| LogError::Corrupt {
+                        path: path.clone(),
+                        position: state.size,
+                        source,
+                    })?;
+                    out.write_all(&b)
+                        .map_err(|e| LogError::io("write", &path, e))?;
+                    state.on_batch(state.size, &h, plan.index_interval);
+                    bytes_written += b.len() as u64;
+                    resources.throttle.spend(b.len() as u64);
+                }
+            }
+        }
+        out.flush().map_err(|e| LogError::io("write", &path, e))?;
+        drop(out);
+        let modified = group
+            .iter()
+            .map(|s| s.modified_ms)
+            .max()
+            .unwrap_or(plan.now_ms);
+        file.set_modified(UNIX_EPOCH + Duration::from_millis(modified.max(0) as u64))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| LogError::io("sync", &path, e))?;
+        state.finish_time_index();
+        state.next_offset = next;
+        for (suffix, bytes) in [
+            (INDEX_SUFFIX, state.offset_index.encode()),
+            (TIME_INDEX_SUFFIX, state.time_index.encode()),
+        ] {
+            let p = cleaned_path(&plan.dir, base, suffix);
+            write_atomic(&p, &bytes).map_err(|e| LogError::io("write", &p, e))?;
+        }
+        let final_path = plan.dir.join(file_name(base, LOG_SUFFIX));
+        new.push((
+            base,
+            LoadedSegment {
+                path: final_path,
+                file,
+                state,
+            },
+        ));
+    }
+    sync_dir(&plan.dir).map_err(|e| LogError::io("sync", &plan.dir, e))?;
+    Ok(Cleaned {
+        replaced,
+        read,
+        new,
+        first_dirty: map_end.max(plan.first_dirty),
+        bytes_read,
+        bytes_written,
+    })
+}
+
+/// The batches of a segment file, in order, with their bytes.
+fn batches(
+    source: &Source,
+) -> Result<impl Iterator<Item = Result<(BatchHeader, Bytes), LogError>> + '_, LogError> {
+    let mut walker = HeaderWalker::new(&source.file, &source.path, 0, source.size);
+    Ok(std::iter::from_fn(move || {
+        let (pos, header) = match walker.next_header() {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut buf = vec![0u8; header.total_len()];
+        Some(
+            source
+                .file
+                .read_exact_at(&mut buf, pos)
+                .map(|()| (header, Bytes::from(buf)))
+                .map_err(|e| LogError::io("read", &source.path, e)),
+        )
+    }))
+}
+
+/// The records of a batch; None when it does not decode (it is then kept
+/// as it is and takes no part in the map).
+fn decode(batch: &Bytes) -> Option<Vec<Record>> {
+    let mut bytes = batch.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        RecordBatchDecoder::decode(&mut bytes)
+    }))
+    .ok()?
+    .ok()
+    .map(|set| set.records)
+}
+
+/// What of `batch` a pass keeps: the batch itself, nothing, or its kept
+/// records encoded again.
+fn retain(
+    header: &BatchHeader,
+    batch: Bytes,
+    map: &OffsetMap,
+    map_end: i64,
+    first_dirty: i64,
+    drop_tombstones: bool,
+) -> Vec<Bytes> {
+    if header.is_control() || header.base_offset >= map_end {
+        return vec![batch];
+    }
+    let Some(records) = decode(&batch) else {
+        return vec![batch];
+    };
+    let keep = |r: &Record| {
+        let Some(key) = &r.key else {
+            return true;
+        };
+        if map.offsets.get(key).is_some_and(|last| r.offset < *last) {
+            return false;
+        }
+        !(r.value.is_none() && r.offset < first_dirty && drop_tombstones)
+    };
+    let kept: Vec<Record> = records.iter().filter(|r| keep(r)).cloned().collect();
+    if kept.len() == records.len() {
+        return vec![batch];
+    }
+    if kept.is_empty() {
+        return Vec::new();
+    }
+    match encode(header, &kept) {
+        Ok(encoded) => encoded,
+        Err(e) => {
+            tracing::warn!(offset = header.base_offset, error = %e, "cannot encode a cleaned batch; keeping it whole");
+            vec![batch]
+        }
+    }
+}
+
+/// `records` (what is left of the batch `header`) as batches in the same
+/// codec, with the same producer, sequences, timestamps and offsets.
+fn encode(header: &BatchHeader, records: &[Record]) -> Result<Vec<Bytes>, BatchError> {
+    let compression = match header.compression() {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        2 => Compression::Snappy,
+        3 => Compression::Lz4,
+        _ => Compression::Zstd,
+    };
+    let mut records = records.to_vec();
+    if header.is_log_append_time() {
+        // The batch's time is its max timestamp; keep it.
+        for r in &mut records {
+            r.timestamp = header.max_timestamp;
+        }
+    }
+    if header.base_sequence == -1 {
+        // No sequences: the encoder takes the first record's as the base,
+        // and keeps a batch together while offset minus sequence holds.
+        let first = records.first().map_or(0, |r| r.offset);
+        for r in &mut records {
+            r.sequence = (r.offset - first) as i32 - 1;
+        }
+    }
+    let mut out = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .map_err(|e| BatchError::Corrupt {
+        reason: format!("cannot encode cleaned records: {e}"),
+    })?;
+    let mut out = out.freeze();
+    let mut batches = Vec::new();
+    while !out.is_empty() {
+        let h = BatchHeader::parse(&out)?;
+        let mut b = out.split_to(h.total_len().min(out.len())).to_vec();
+        if header.is_log_append_time() {
+            super::batch::set_log_append_time(&mut b);
+        }
+        batches.push(Bytes::from(b));
+    }
+    Ok(batches)
+}
+
+/// Refuses records without a key (a compacted topic could never clean
+/// them); control batches pass.
+pub fn check_keyed(records: &Bytes, max_batch_bytes: usize) -> Result<(), BatchError> {
+    let headers = super::batch::validate_batches(records, max_batch_bytes)?;
+    let mut pos = 0;
+    for h in &headers {
+        let batch = records.slice(pos..pos + h.total_len());
+        pos += h.total_len();
+        if h.is_control() {
+            continue;
+        }
+        let decoded = decode(&batch).ok_or_else(|| BatchError::Corrupt {
+            reason: format!("batch does not decode. base_offset={}", h.base_offset),
+        })?;
+        if let Some(i) = decoded.iter().position(|r| r.key.is_none()) {
+            return Err(BatchError::NotAllowed {
+                reason: format!(
+                    "a compacted topic (cleanup.policy=compact) takes only records with a key. record={i}"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
