@@ -132,22 +132,18 @@ fn broker_configs(broker: &Broker) -> BTreeMap<String, String> {
         "log.retention.check.interval.ms".into(),
         c.log_retention_check_interval_ms.to_string(),
     );
-    m.insert(
-        "log.cleaner.threads".into(),
-        c.log_cleaner.threads.to_string(),
-    );
-    m.insert(
-        "log.cleaner.dedupe.buffer.size".into(),
-        c.log_cleaner.dedupe_buffer_size.to_string(),
-    );
-    m.insert(
-        "log.cleaner.io.max.bytes.per.second".into(),
-        c.log_cleaner.io_max_bytes_per_second.to_string(),
-    );
-    m.insert(
-        "log.cleaner.backoff.ms".into(),
-        c.log_cleaner.backoff_ms.to_string(),
-    );
+    let cleaner = &c.log_cleaner;
+    for (key, value) in [
+        ("log.cleaner.threads", u64::from(cleaner.threads)),
+        ("log.cleaner.dedupe.buffer.size", cleaner.dedupe_buffer_size),
+        (
+            "log.cleaner.io.max.bytes.per.second",
+            cleaner.io_max_bytes_per_second,
+        ),
+        ("log.cleaner.backoff.ms", cleaner.backoff_ms),
+    ] {
+        m.insert(key.into(), value.to_string());
+    }
     m
 }
 

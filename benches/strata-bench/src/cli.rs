@@ -128,6 +128,12 @@ pub struct Args {
     /// partitions, --produce-bytes) over each, alternating, same run.
     #[arg(long, conflicts_with_all = ["brokers", "bootstrap"])]
     pub tls: bool,
+    /// What the log cleaner does and costs: its throughput on a compacted
+    /// topic of keyed updates (--produce-bytes) beside the disk's
+    /// sequential read + write, and acks=1 produce to a compacted topic
+    /// while the cleaner runs beside produce to a delete topic, same run.
+    #[arg(long, conflicts_with_all = ["brokers", "bootstrap", "tls"])]
+    pub compaction: bool,
     /// Keep the work directory (broker data and logs) at the end.
     #[arg(long)]
     pub keep: bool,

@@ -87,6 +87,7 @@ pub fn run(a: &Args, plan: &Plan, work: &Path, brokers: usize) -> Result<()> {
                 acks: acks.clone(),
                 linger_ms: a.linger_ms,
                 rate: None,
+                keys: None,
             };
             let result = kafka::produce(&bootstrap, &spec, Instant::now(), false, true, None)?;
             say(format!(

@@ -284,6 +284,9 @@ pub struct ProduceSpec {
     pub linger_ms: u32,
     /// Records per second; `None` produces as fast as the client can.
     pub rate: Option<f64>,
+    /// Keyed records, over this many keys (record `i` has key `i % keys`);
+    /// `None` leaves records without a key.
+    pub keys: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -360,9 +363,12 @@ pub fn produce(
     // and the topic's metadata are in place before the clock starts.
     if warm_up {
         for p in 0..spec.partitions {
-            let r = BaseRecord::<(), [u8], usize>::with_opaque_to(&spec.topic, 0)
+            let mut r = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&spec.topic, 0)
                 .payload(&pool[..spec.record_bytes])
                 .partition(p);
+            if spec.keys.is_some() {
+                r = r.key(b"warm-up");
+            }
             producer
                 .send(r)
                 .map_err(|(e, _)| anyhow!("produce to {}: {e}", spec.topic))?;
@@ -400,9 +406,14 @@ pub fn produce(
             &pool[off..off + spec.record_bytes]
         };
         let partition = (i % spec.partitions as u64) as i32;
-        let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(&spec.topic, sent as usize)
-            .payload(payload)
-            .partition(partition);
+        let key = spec.keys.map(|k| format!("key-{:010}", i % k.max(1)));
+        let mut record =
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(&spec.topic, sent as usize)
+                .payload(payload)
+                .partition(partition);
+        if let Some(key) = &key {
+            record = record.key(key.as_bytes());
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,

@@ -9,6 +9,7 @@
 mod broker;
 mod cli;
 mod cluster;
+mod compaction;
 mod cpu;
 mod http;
 mod kafka;
@@ -67,6 +68,7 @@ fn run(a: &Args) -> Result<()> {
     let result = match a.brokers {
         Some(n) => cluster::run(a, &plan, &work, usize::from(n)),
         None if a.tls => tls::run(a, &plan, &work),
+        None if a.compaction => compaction::run(a, &plan, &work),
         None => workloads::run_in(a, &plan, &work).and_then(|r| report_all(a, &plan, &r)),
     };
     if a.keep || result.is_err() {

@@ -170,6 +170,35 @@ pub fn disk_write(dir: &Path, bytes: u64, sync_every: bool) -> Result<Transfer> 
     Ok(Transfer { bytes, secs })
 }
 
+/// Copies a file of `bytes` (written and in the page cache first, not
+/// timed) to a new one in 1 MiB reads and writes, fdatasync at the end:
+/// the sequential read + write a log cleaner pass does at best. Both files
+/// are removed.
+pub fn disk_copy(dir: &Path, bytes: u64) -> Result<Transfer> {
+    let from = dir.join(format!("strata-bench-copy-from-{}.tmp", std::process::id()));
+    let to = dir.join(format!("strata-bench-copy-to-{}.tmp", std::process::id()));
+    let buf = crate::kafka::payload_pool(BUF);
+    let mut f = File::create(&from).with_context(|| format!("create {}", from.display()))?;
+    write_chunks(&mut f, &buf, bytes, |_| Ok(()))?;
+    drop(f);
+    let start = Instant::now();
+    let mut src = File::open(&from)?;
+    let mut dst = File::create(&to).with_context(|| format!("create {}", to.display()))?;
+    let mut chunk = vec![0u8; BUF];
+    loop {
+        let n = std::io::Read::read(&mut src, &mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&chunk[..n])?;
+    }
+    dst.sync_data()?;
+    let secs = start.elapsed().as_secs_f64();
+    std::fs::remove_file(&from)?;
+    std::fs::remove_file(&to)?;
+    Ok(Transfer { bytes, secs })
+}
+
 /// Latency of appending 4 KiB to a file and calling fdatasync, `n` times:
 /// the floor under any `acks=all` produce that waits for its data to be on
 /// disk. The file is removed.

@@ -111,6 +111,7 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         acks: "1".into(),
         linger_ms: a.linger_ms,
         rate: None,
+        keys: None,
     };
     kafka::produce(&plain, &spec, Instant::now(), false, false, None)?;
     // One read to bring it into the page cache.
@@ -147,6 +148,7 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
                 acks: "1".into(),
                 linger_ms: a.linger_ms,
                 rate: None,
+                keys: None,
             };
             let r = kafka::produce(addr, &spec, Instant::now(), false, true, pid)?;
             say(format!(

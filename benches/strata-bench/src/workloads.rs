@@ -96,6 +96,7 @@ pub fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<Results> {
                     acks: acks.clone(),
                     linger_ms: a.linger_ms,
                     rate: None,
+                    keys: None,
                 };
                 let r = kafka::produce(&bootstrap, &spec, Instant::now(), false, true, pid)?;
                 say(format!(
@@ -289,6 +290,7 @@ pub fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<Results> {
             acks: "1".into(),
             linger_ms: a.linger_ms,
             rate: None,
+            keys: None,
         };
         kafka::produce(bootstrap, &spec, Instant::now(), false, false, pid)
     };

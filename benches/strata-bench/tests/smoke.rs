@@ -220,3 +220,44 @@ fn quick_tls_run_compares_ssl_with_plaintext() {
     number(&v["ssl_over_plaintext"], "produce acks=1");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn quick_compaction_run_measures_the_cleaner() {
+    let dir = std::env::temp_dir().join(format!(
+        "strata-bench-smoke-compaction-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let json_path = dir.join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata-bench"))
+        .args(["--quick", "--compaction"])
+        .arg("--strata-bin")
+        .arg(strata_bin())
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--work-dir")
+        .arg(&dir)
+        .output()
+        .expect("run strata-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "strata-bench --compaction failed\n--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("## Log cleaner"), "{stdout}");
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("json file")).expect("valid JSON");
+    number(&v, "cleaner_mb_per_sec");
+    number(&v, "disk_copy_mb_per_sec");
+    // Updates over 10,000 keys: the cleaned log is a fraction of the dirty one.
+    assert!(
+        number(&v, "cleaned_bytes") < number(&v, "dirty_bytes"),
+        "{v}"
+    );
+    let runs = v["produce"].as_array().expect("produce runs");
+    assert_eq!(runs.len(), 6, "3 kinds x 2 rounds: {runs:?}");
+    number(&v, "produce_compact_over_delete");
+    number(&v, "produce_compact_idle_over_delete");
+    let _ = std::fs::remove_dir_all(&dir);
+}
