@@ -2524,3 +2524,143 @@ fn the_controller_quorum_runs_over_mutual_tls() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A replicated compacted topic: the leader cleans its log; a follower
+/// whose copy of the partition is lost (its directory removed, as after a
+/// disk replacement) copies the leader's cleaned batches, gaps and all,
+/// rejoins the ISR, and once it leads serves each key's last acknowledged
+/// value at its offset.
+#[test]
+fn a_follower_copies_a_cleaned_log_and_serves_it_as_leader() {
+    const TOPIC: &str = "compacted-rep";
+    const KEYS: usize = 50;
+    let mut brokers = brokers_with(
+        3,
+        3,
+        &[
+            "--log-cleaner-backoff-ms",
+            "50",
+            "--log-retention-check-interval-ms",
+            "200",
+        ],
+    );
+    let all = bootstrap(&brokers);
+    clients::create_replicated_topic(
+        &all,
+        TOPIC,
+        1,
+        2,
+        &[
+            ("cleanup.policy", "compact"),
+            ("remote.storage.enable", "false"),
+            ("segment.bytes", "4096"),
+            ("segment.ms", "300"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    );
+    let m = wait_for(&brokers[0], TOPIC, "led with an ISR of two", |m| {
+        m[&0].0 > 0 && m[&0].1.len() == 2
+    });
+    let (leader, isr) = m[&0].clone();
+    let follower = *isr.iter().find(|b| **b != leader).expect("a follower");
+    let (li, fi) = ((leader - 1) as usize, (follower - 1) as usize);
+    let producer = clients::producer(&brokers[li].bootstrap(), &[("acks", "all")]);
+    let mut last: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for i in 0..3000 {
+        let (key, value) = (format!("k{:02}", i % KEYS), format!("v{i:05}"));
+        let f = clients::enqueue(
+            &producer,
+            TOPIC,
+            &TestRecord::keyed(key.clone(), value.clone()),
+        );
+        if i % 500 == 499 || i == 2999 {
+            // Wait now and then so segments roll by time in between.
+            let (_, o) = clients::await_delivery(f).expect("acks=all delivery");
+            last.insert(key, (o, value));
+        } else {
+            drop(f);
+        }
+    }
+    let producer_done = clients::producer(&brokers[li].bootstrap(), &[("acks", "all")]);
+    drop(producer_done);
+    // Every key's last value as acknowledged: read it back before cleaning
+    // decides anything (the offsets of each key's last record).
+    let high = high_watermark(&brokers[li].bootstrap(), TOPIC, 0);
+    let got = clients::consume_ranges(
+        &brokers[li].bootstrap(),
+        TOPIC,
+        &[(0, 0, high)],
+        clients::OP_TIMEOUT,
+    );
+    let mut expected: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for c in &got {
+        let key = String::from_utf8(c.record.key.clone().expect("key")).expect("utf-8");
+        expected.insert(key, (c.offset, value_of(c)));
+    }
+    for (k, v) in &last {
+        assert!(
+            expected[k].0 >= v.0,
+            "{k}: read {:?} before acknowledged {v:?}",
+            expected[k]
+        );
+    }
+    // The leader cleans (more than once: segments keep rolling).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while brokers[li]
+        .metrics()
+        .get("strata_log_cleaner_passes_total")
+        .copied()
+        .unwrap_or(0.0)
+        < 2.0
+    {
+        assert!(Instant::now() < deadline, "the leader never cleaned");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The follower loses its copy and fetches the cleaned one.
+    brokers[fi].kill9();
+    let dir = brokers[fi].data_dir().join(format!("{TOPIC}-0"));
+    std::fs::remove_dir_all(&dir).expect("remove the follower's partition");
+    brokers[fi].restart();
+    // Caught up: its log ends where the leader's does (the ISR in metadata
+    // may still name it from before the kill).
+    let leader_end = high_watermark(&brokers[li].bootstrap(), TOPIC, 0);
+    let series = format!("strata_partition_log_end_offset{{topic=\"{TOPIC}\",partition=\"0\"}}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let end = brokers[fi].metrics().get(&series).copied().unwrap_or(0.0);
+        if end as i64 >= leader_end {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the follower stays at {end} of {leader_end}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        brokers[fi].logs().contains("log cleaner pass"),
+        "the follower cleans its own copy too"
+    );
+    brokers[li].kill9();
+    wait_for(&brokers[fi], TOPIC, "the follower leads", |m| {
+        m[&0].0 == follower
+    });
+    let high = high_watermark(&brokers[fi].bootstrap(), TOPIC, 0);
+    let got = clients::consume_ranges(
+        &brokers[fi].bootstrap(),
+        TOPIC,
+        &[(0, 0, high)],
+        clients::OP_TIMEOUT,
+    );
+    assert!(
+        got.len() < 3000,
+        "the copy is compacted: {} records",
+        got.len()
+    );
+    let mut read: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for c in &got {
+        let key = String::from_utf8(c.record.key.clone().expect("key")).expect("utf-8");
+        if let Some((o, _)) = read.get(&key) {
+            assert!(*o < c.offset, "{key} out of order");
+        }
+        read.insert(key, (c.offset, value_of(c)));
+    }
+    assert_eq!(read, expected, "each key's last value at its offset");
+}
