@@ -2631,7 +2631,10 @@ fn a_follower_copies_a_cleaned_log_and_serves_it_as_leader() {
         if end as i64 >= leader_end {
             break;
         }
-        assert!(Instant::now() < deadline, "the follower stays at {end} of {leader_end}");
+        assert!(
+            Instant::now() < deadline,
+            "the follower stays at {end} of {leader_end}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(

@@ -1,5 +1,5 @@
 //! Log compaction with a real client (librdkafka through rdkafka): keyless
-//! records refused, and kill -9 of the broker while the cleaner runs,
+//! records and DeleteRecords refused, and kill -9 of the broker while the cleaner runs,
 //! repeated, losing no acknowledged latest value and bringing back no
 //! older one.
 
@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::clients::{self, TestRecord};
 use common::Broker;
+use rdkafka::admin::AdminOptions;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
 
 const KEYS: u64 = 300;
 
@@ -53,7 +55,7 @@ fn id_of(c: &clients::Consumed) -> (String, u64) {
 }
 
 #[test]
-fn keyless_records_are_refused_by_a_compacted_topic() {
+fn keyless_records_and_delete_records_are_refused_by_a_compacted_topic() {
     let broker = Broker::start();
     let bs = broker.bootstrap();
     let topic = compacted_topic(&bs);
@@ -65,6 +67,19 @@ fn keyless_records_are_refused_by_a_compacted_topic() {
     }
     let keyed = clients::enqueue(&p, &topic, &record(1));
     clients::await_delivery(keyed).expect("a keyed record is taken");
+
+    // As in Kafka, DeleteRecords needs the delete policy.
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(1))
+        .expect("tpl");
+    let admin = clients::admin(&bs);
+    let deleted = clients::block_on(admin.delete_records(&tpl, &AdminOptions::new()))
+        .expect("delete records");
+    let answer = format!("{:?}", deleted.elements()[0].error());
+    assert!(
+        answer.contains("PolicyViolation"),
+        "DeleteRecords on a compact topic: {answer}"
+    );
 }
 
 /// Produces with acks=all while the cleaner compacts; kills the broker

@@ -908,6 +908,12 @@ pub async fn delete_records(
                     // Its history is the source cluster's to delete.
                     r.error_code = Code::PolicyViolation.code();
                 }
+                Ok(part) if !part.topic_config().delete_policy => {
+                    // As Kafka: records of a compact-only topic go by
+                    // compaction alone.
+                    tracing::info!(partition = %part.name(), "delete records refused: cleanup.policy does not hold delete");
+                    r.error_code = Code::PolicyViolation.code();
+                }
                 Ok(part) => {
                     // The tier is written first; a hanging object store
                     // answers REQUEST_TIMED_OUT after the request's timeout.
