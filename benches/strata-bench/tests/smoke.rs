@@ -125,14 +125,17 @@ fn quick_run_writes_every_figure() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn quick_cluster_run_compares_replication_factors() {
+/// Runs `strata-bench --quick` with `args` against a broker it starts,
+/// in a work dir named after `name`; returns its stdout and JSON report
+/// (the work dir removed).
+fn run_quick(name: &str, args: &[&str]) -> (String, Value) {
     let dir =
-        std::env::temp_dir().join(format!("strata-bench-smoke-cluster-{}", std::process::id()));
+        std::env::temp_dir().join(format!("strata-bench-smoke-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("work dir");
     let json_path = dir.join("bench.json");
     let out = Command::new(env!("CARGO_BIN_EXE_strata-bench"))
-        .args(["--quick", "--brokers", "3"])
+        .arg("--quick")
+        .args(args)
         .arg("--strata-bin")
         .arg(strata_bin())
         .arg("--json")
@@ -141,15 +144,22 @@ fn quick_cluster_run_compares_replication_factors() {
         .arg(&dir)
         .output()
         .expect("run strata-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "strata-bench --brokers 3 failed\n--- stdout\n{stdout}\n--- stderr\n{}",
+        "strata-bench {args:?} failed\n--- stdout\n{stdout}\n--- stderr\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("## Replication: 3 brokers"), "{stdout}");
     let v: Value =
         serde_json::from_slice(&std::fs::read(&json_path).expect("json file")).expect("valid JSON");
+    let _ = std::fs::remove_dir_all(&dir);
+    (stdout, v)
+}
+
+#[test]
+fn quick_cluster_run_compares_replication_factors() {
+    let (stdout, v) = run_quick("cluster", &["--brokers", "3"]);
+    assert!(stdout.contains("## Replication: 3 brokers"), "{stdout}");
     let runs = v["replication"].as_array().expect("replication runs");
     let mut got: Vec<(String, i64)> = runs
         .iter()
@@ -176,33 +186,12 @@ fn quick_cluster_run_compares_replication_factors() {
         number(&v["overhead"][acks], "mb_per_sec_ratio");
         number(&v["overhead"][acks], "p99_ratio");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn quick_tls_run_compares_ssl_with_plaintext() {
-    let dir = std::env::temp_dir().join(format!("strata-bench-smoke-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("work dir");
-    let json_path = dir.join("bench.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_strata-bench"))
-        .args(["--quick", "--tls"])
-        .arg("--strata-bin")
-        .arg(strata_bin())
-        .arg("--json")
-        .arg(&json_path)
-        .arg("--work-dir")
-        .arg(&dir)
-        .output()
-        .expect("run strata-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "strata-bench --tls failed\n--- stdout\n{stdout}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, v) = run_quick("tls", &["--tls"]);
     assert!(stdout.contains("## TLS against PLAINTEXT"), "{stdout}");
-    let v: Value =
-        serde_json::from_slice(&std::fs::read(&json_path).expect("json file")).expect("valid JSON");
     let runs = v["tls"].as_array().expect("tls runs");
     for listener in ["PLAINTEXT", "SSL"] {
         for workload in ["hot consume", "produce acks=1"] {
@@ -218,36 +207,12 @@ fn quick_tls_run_compares_ssl_with_plaintext() {
     }
     number(&v["ssl_over_plaintext"], "hot consume");
     number(&v["ssl_over_plaintext"], "produce acks=1");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn quick_compaction_run_measures_the_cleaner() {
-    let dir = std::env::temp_dir().join(format!(
-        "strata-bench-smoke-compaction-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).expect("work dir");
-    let json_path = dir.join("bench.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_strata-bench"))
-        .args(["--quick", "--compaction"])
-        .arg("--strata-bin")
-        .arg(strata_bin())
-        .arg("--json")
-        .arg(&json_path)
-        .arg("--work-dir")
-        .arg(&dir)
-        .output()
-        .expect("run strata-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "strata-bench --compaction failed\n--- stdout\n{stdout}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, v) = run_quick("compaction", &["--compaction"]);
     assert!(stdout.contains("## Log cleaner"), "{stdout}");
-    let v: Value =
-        serde_json::from_slice(&std::fs::read(&json_path).expect("json file")).expect("valid JSON");
     number(&v, "cleaner_mb_per_sec");
     number(&v, "disk_copy_mb_per_sec");
     // Updates over 10,000 keys: the cleaned log is a fraction of the dirty one.
@@ -259,5 +224,4 @@ fn quick_compaction_run_measures_the_cleaner() {
     assert_eq!(runs.len(), 6, "3 kinds x 2 rounds: {runs:?}");
     number(&v, "produce_compact_over_delete");
     number(&v, "produce_compact_idle_over_delete");
-    let _ = std::fs::remove_dir_all(&dir);
 }
