@@ -728,10 +728,17 @@ pub fn check_keyed(records: &Bytes, max_batch_bytes: usize) -> Result<(), BatchE
         if h.is_control() {
             continue;
         }
-        let decoded = decode(&batch).ok_or_else(|| BatchError::Corrupt {
-            reason: format!("batch does not decode. base_offset={}", h.base_offset),
-        })?;
-        if let Some(i) = decoded.iter().position(|r| r.key.is_none()) {
+        let keyless = match (h.compression(), first_keyless(&batch, h.record_count())) {
+            // Uncompressed: the records' key lengths, read in place.
+            (0, Some(found)) => found,
+            _ => {
+                let decoded = decode(&batch).ok_or_else(|| BatchError::Corrupt {
+                    reason: format!("batch does not decode. base_offset={}", h.base_offset),
+                })?;
+                decoded.iter().position(|r| r.key.is_none())
+            }
+        };
+        if let Some(i) = keyless {
             return Err(BatchError::NotAllowed {
                 reason: format!(
                     "a compacted topic (cleanup.policy=compact) takes only records with a key. record={i}"
@@ -740,6 +747,43 @@ pub fn check_keyed(records: &Bytes, max_batch_bytes: usize) -> Result<(), BatchE
         }
     }
     Ok(())
+}
+
+/// The index of the first record without a key in an uncompressed batch
+/// (Some(None): every record has one), read from the records' length
+/// prefixes without decoding them; None when the records do not parse
+/// (the caller decodes, and reports what is wrong).
+fn first_keyless(batch: &[u8], count: i32) -> Option<Option<usize>> {
+    let mut at = super::BATCH_HEADER_LEN;
+    for i in 0..usize::try_from(count).ok()? {
+        let (len, n) = varint(batch.get(at..)?)?;
+        let body = at + n;
+        let end = body.checked_add(usize::try_from(len).ok()?)?;
+        let record = batch.get(body..end)?;
+        // attributes (1 byte), timestampDelta, offsetDelta, keyLength.
+        let mut pos = 1;
+        for _ in 0..2 {
+            pos += varint(record.get(pos..)?)?.1;
+        }
+        let (key_len, _) = varint(record.get(pos..)?)?;
+        if key_len < 0 {
+            return Some(Some(i));
+        }
+        at = end;
+    }
+    (at == batch.len()).then_some(None)
+}
+
+/// A zigzag varint (Kafka's record fields) and its length in bytes.
+fn varint(bytes: &[u8]) -> Option<(i64, usize)> {
+    let mut raw = 0u64;
+    for (i, b) in bytes.iter().take(10).enumerate() {
+        raw |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(((raw >> 1) as i64 ^ -((raw & 1) as i64), i + 1));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

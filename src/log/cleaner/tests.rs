@@ -380,6 +380,60 @@ fn keyless_records_are_refused() {
 }
 
 #[test]
+fn key_lengths_read_in_place_agree_with_the_decoder() {
+    let value = vec![b'v'; 300];
+    let key = vec![b'k'; 200];
+    for keyless_at in [None, Some(0), Some(3), Some(9)] {
+        let records: Vec<TestRecord<'_>> = (0..10)
+            .map(|i| {
+                let k = (keyless_at != Some(i)).then_some(key.as_slice());
+                let v = (i % 4 != 1).then_some(value.as_slice());
+                (k, v, NOW + i as i64 * 1000)
+            })
+            .collect();
+        let batch = build_batch(&records);
+        assert_eq!(
+            first_keyless(&batch, 10),
+            Some(keyless_at),
+            "{keyless_at:?}"
+        );
+        let decoded = decode(&Bytes::from(batch.clone())).unwrap();
+        assert_eq!(decoded.iter().position(|r| r.key.is_none()), keyless_at);
+        // Records cut short: a keyless one before the cut, or no answer;
+        // never "all keyed", never a panic.
+        for cut in [61, 62, 100, batch.len() - 1] {
+            let got = first_keyless(&batch[..cut], 10);
+            assert!(
+                got.is_none() || got == Some(keyless_at).filter(|k| k.is_some()),
+                "cut at {cut}: {got:?}"
+            );
+        }
+        assert_ne!(first_keyless(&batch, 11), Some(None));
+    }
+    for n in [0i64, 1, -1, 63, -64, 64, 300, -300, i64::MAX, i64::MIN] {
+        let mut buf = Vec::new();
+        let mut z = ((n << 1) ^ (n >> 63)) as u64;
+        loop {
+            let b = (z & 0x7f) as u8;
+            z >>= 7;
+            if z == 0 {
+                buf.push(b);
+                break;
+            }
+            buf.push(b | 0x80);
+        }
+        assert_eq!(varint(&buf), Some((n, buf.len())), "{n}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn first_keyless_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400), count in -2i32..20) {
+        let _ = first_keyless(&bytes, count);
+    }
+}
+
+#[test]
 fn swap_file_round_trips() {
     let s = Swap {
         replaced: vec![0, 10, 20],
