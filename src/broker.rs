@@ -675,19 +675,19 @@ impl Broker {
     /// how many passes replaced segments.
     pub fn clean_logs(&self, settings: crate::config::CleanerSettings) -> usize {
         let now = now_ms();
-        let mut due: Vec<(f64, Arc<Partition>)> = self
+        let mut due: Vec<(crate::log::cleaner::CleanPlan, Arc<Partition>)> = self
             .all_partitions()
             .into_iter()
             .filter(|p| p.compacted().is_some())
             .filter_map(|p| match p.clean_plan(now) {
-                Ok(Some(plan)) if plan.due => Some((plan.dirty_ratio, p)),
+                Ok(Some(plan)) if plan.due => Some((plan, p)),
                 _ => None,
             })
             .collect();
         if due.is_empty() {
             return 0;
         }
-        due.sort_by(|a, b| b.0.total_cmp(&a.0));
+        due.sort_by(|a, b| b.0.dirty_ratio.total_cmp(&a.0.dirty_ratio));
         let threads = (settings.threads as usize).clamp(1, due.len());
         let resources = crate::log::cleaner::Resources {
             dedupe_bytes: usize::try_from(settings.dedupe_buffer_size / threads as u64)
@@ -696,17 +696,17 @@ impl Broker {
                 Some(settings.io_max_bytes_per_second).filter(|r| *r > 0),
             ),
         };
-        let queue = std::sync::Mutex::new(due.into_iter().map(|(_, p)| p));
+        let queue = std::sync::Mutex::new(due.into_iter());
         let swapped = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| loop {
                     let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                    let Some(p) = next else {
+                    let Some((plan, p)) = next else {
                         return;
                     };
-                    match p.clean(now_ms(), &resources) {
-                        Ok(Some(r)) => {
+                    match p.clean(&plan, &resources) {
+                        Ok(r) => {
                             self.metrics.cleaner_read_bytes.inc_by(r.bytes_read);
                             if r.swapped {
                                 self.metrics.cleaner_passes.inc();
@@ -723,7 +723,6 @@ impl Broker {
                                 "log cleaner pass"
                             );
                         }
-                        Ok(None) => {}
                         Err(e) => {
                             tracing::warn!(partition = %p.name(), error = %e, "log cleaner pass failed")
                         }

@@ -784,36 +784,30 @@ impl Partition {
             .then_some(st.config.max_message_bytes)
     }
 
-    /// One cleaner pass over this partition's log if its dirty ratio or
-    /// `max.compaction.lag.ms` calls for one (see `log::cleaner`): the
-    /// segments below the high watermark and, when the tier is written,
-    /// below the tier's end (the tier keeps what it was sent). Blocking.
-    /// Returns the pass's figures, None when no pass was due.
+    /// Carries out `plan` (from [`Partition::clean_plan`], see
+    /// `log::cleaner`): the pass outside the partition's lock, then its
+    /// swap, dropped if the log moved meanwhile. Blocking. Returns the
+    /// pass's figures.
     pub fn clean(
         &self,
-        now_ms: i64,
+        plan: &crate::log::cleaner::CleanPlan,
         resources: &crate::log::cleaner::Resources,
-    ) -> Result<Option<CleanReport>, PartitionError> {
-        let Some(plan) = self.clean_plan(now_ms)? else {
-            return Ok(None);
-        };
-        if !plan.due {
-            return Ok(None);
-        }
+    ) -> Result<CleanReport, PartitionError> {
         let started = std::time::Instant::now();
-        let cleaned = crate::log::cleaner::clean(&plan, resources)?;
+        let cleaned = crate::log::cleaner::clean(plan, resources)?;
         let (read, written) = (cleaned.bytes_read, cleaned.bytes_written);
         let swapped = self.with_log(|log, _, _| Ok(log.commit_clean(cleaned)?))?;
         if swapped {
-            self.last_clean_ms.store(now_ms, Ordering::Release);
+            self.last_clean_ms
+                .store(crate::clock::now_ms(), Ordering::Release);
         }
-        Ok(Some(CleanReport {
+        Ok(CleanReport {
             swapped,
             bytes_read: read,
             bytes_written: written,
             dirty_ratio: plan.dirty_ratio,
             seconds: started.elapsed().as_secs_f64(),
-        }))
+        })
     }
 
     /// When a cleaner pass last replaced segments (ms), -1 never.
@@ -821,8 +815,11 @@ impl Partition {
         self.last_clean_ms.load(Ordering::Acquire)
     }
 
-    /// The pass the cleaner would make now (None: the topic does not
-    /// compact, or nothing is dirty).
+    /// The pass the cleaner would make now, over the segments below the
+    /// high watermark and, when the tier is written, below the tier's end
+    /// (the tier keeps what it was sent); None when the topic does not
+    /// compact or nothing is dirty. Its `due` says whether the dirty ratio
+    /// or `max.compaction.lag.ms` calls for it.
     pub fn clean_plan(
         &self,
         now_ms: i64,

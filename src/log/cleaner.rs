@@ -56,12 +56,13 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
+use tiering::TokenBucket;
 
 use super::batch::{BatchError, BatchHeader};
 use super::checkpoint::{self, sync_dir, write_atomic};
@@ -238,6 +239,8 @@ struct Source {
     path: PathBuf,
     file: Arc<File>,
     size: u64,
+    /// Largest batch max timestamp, if any batch has one.
+    max_timestamp: Option<i64>,
     /// Modification time (ms).
     modified_ms: i64,
 }
@@ -261,9 +264,9 @@ pub struct CleanPlan {
 /// The files a pass wrote, for [`Log::commit_clean`].
 #[derive(Debug)]
 pub struct Cleaned {
-    replaced: Vec<i64>,
-    /// The files read, to tell them from others at the same base offsets.
-    read: Vec<Arc<File>>,
+    /// The segments replaced: base offset and the file read (to tell it
+    /// from another at the same base offset).
+    replaced: Vec<(i64, Arc<File>)>,
     new: Vec<(i64, LoadedSegment)>,
     first_dirty: i64,
     pub bytes_read: u64,
@@ -279,36 +282,30 @@ pub struct Resources {
     pub throttle: Throttle,
 }
 
-/// A byte rate shared by the cleaner threads (None: unlimited).
+/// A byte rate shared by the cleaner threads (None: unlimited): the
+/// tier's token bucket (a burst of one second), waited on by sleeping, as
+/// the cleaner runs on blocking threads.
 #[derive(Debug)]
-pub struct Throttle {
-    rate: Option<u64>,
-    state: Mutex<(Instant, u64)>,
-}
+pub struct Throttle(Option<Mutex<TokenBucket>>);
 
 impl Throttle {
     pub fn new(bytes_per_second: Option<u64>) -> Self {
-        Throttle {
-            rate: bytes_per_second.filter(|r| *r > 0),
-            state: Mutex::new((Instant::now(), 0)),
-        }
+        Throttle(
+            bytes_per_second
+                .filter(|r| *r > 0)
+                .map(|r| Mutex::new(TokenBucket::new(r, r, tokio::time::Instant::now()))),
+        )
     }
 
     /// Accounts for `bytes` of I/O; sleeps while the rate is exceeded.
     fn spend(&self, bytes: u64) {
-        let Some(rate) = self.rate else {
+        let Some(bucket) = &self.0 else {
             return;
         };
-        let wait = {
-            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let elapsed = st.0.elapsed();
-            if elapsed > Duration::from_secs(1) {
-                *st = (Instant::now(), 0);
-            }
-            st.1 += bytes;
-            let due = Duration::from_secs_f64(st.1 as f64 / rate as f64);
-            due.saturating_sub(st.0.elapsed())
-        };
+        let wait = bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(bytes, tokio::time::Instant::now());
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
@@ -345,10 +342,8 @@ impl Log {
             if next > upper {
                 break;
             }
-            let young = core
-                .state
-                .max_timestamp()
-                .is_some_and(|(ts, _)| ts > lag_floor);
+            let max_timestamp = core.state.max_timestamp().map(|(ts, _)| ts);
+            let young = max_timestamp.is_some_and(|ts| ts > lag_floor);
             if next > first_dirty && compaction.min_compaction_lag_ms > 0 && young {
                 break;
             }
@@ -365,6 +360,7 @@ impl Log {
                 path: core.path().to_path_buf(),
                 file: Arc::clone(core.file()),
                 size: core.size(),
+                max_timestamp,
                 modified_ms,
             });
         }
@@ -377,15 +373,10 @@ impl Log {
         } else {
             dirty_bytes as f64 / total as f64
         };
-        let overdue = {
-            let core = cores
-                .iter()
-                .find(|c| c.base_offset() == oldest_dirty.base)?;
-            core.state
-                .max_timestamp()
-                .map_or(oldest_dirty.modified_ms, |(ts, _)| ts)
-                < now_ms.saturating_sub(compaction.max_compaction_lag_ms)
-        };
+        let overdue = oldest_dirty
+            .max_timestamp
+            .unwrap_or(oldest_dirty.modified_ms)
+            < now_ms.saturating_sub(compaction.max_compaction_lag_ms);
         let due =
             dirty_bytes > 0 && (dirty_ratio >= compaction.min_cleanable_dirty_ratio || overdue);
         Some(CleanPlan {
@@ -405,21 +396,23 @@ impl Log {
     /// read; returns whether it did. Drops the pass's files otherwise.
     pub fn commit_clean(&mut self, cleaned: Cleaned) -> Result<bool, LogError> {
         self.check_sync_ok()?;
-        let bases: Vec<i64> = self.sealed.iter().map(|s| s.core().base_offset()).collect();
+        // The same files, in a row: the same segments (a file is never
+        // shared by two).
+        let holds = |s: &SealedSegment, (_, f): &(i64, Arc<File>)| Arc::ptr_eq(s.core().file(), f);
         let start = cleaned
             .replaced
             .first()
-            .and_then(|first| bases.iter().position(|b| b == first));
-        let held = start.is_some_and(|i| {
-            bases.get(i..i + cleaned.replaced.len()) == Some(&cleaned.replaced[..])
-                && self
-                    .sealed
-                    .iter()
-                    .skip(i)
-                    .zip(&cleaned.read)
-                    .all(|(s, f)| Arc::ptr_eq(s.core().file(), f))
-        });
-        let Some(start) = start.filter(|_| held) else {
+            .and_then(|first| self.sealed.iter().position(|s| holds(s, first)))
+            .filter(|&i| {
+                self.sealed.len() - i >= cleaned.replaced.len()
+                    && self
+                        .sealed
+                        .iter()
+                        .skip(i)
+                        .zip(&cleaned.replaced)
+                        .all(|(s, r)| holds(s, r))
+            });
+        let Some(start) = start else {
             tracing::info!(dir = %self.dir.display(), "the log moved during a cleaner pass; dropping it");
             for (base, _) in &cleaned.new {
                 for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
@@ -429,7 +422,7 @@ impl Log {
             return Ok(false);
         };
         let swap = Swap {
-            replaced: cleaned.replaced.clone(),
+            replaced: cleaned.replaced.iter().map(|(b, _)| *b).collect(),
             new: cleaned.new.iter().map(|(b, _)| *b).collect(),
             first_dirty: cleaned.first_dirty,
         };
@@ -462,7 +455,7 @@ pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogErro
     let mut map = OffsetMap::default();
     let mut map_end = plan.sources.last().map_or(plan.first_dirty, |s| s.next);
     'sources: for source in plan.sources.iter().filter(|s| s.next > plan.first_dirty) {
-        for batch in batches(source)? {
+        for batch in batches(source) {
             let (header, bytes) = batch?;
             bytes_read += bytes.len() as u64;
             resources.throttle.spend(bytes.len() as u64);
@@ -509,7 +502,6 @@ pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogErro
     let mut new = Vec::with_capacity(groups.len());
     let mut bytes_written = 0u64;
     let mut replaced = Vec::new();
-    let mut read = Vec::new();
     for group in &groups {
         let base = group[0].base;
         let next = group.last().map_or(base, |s| s.next);
@@ -524,12 +516,12 @@ pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogErro
         let mut out = BufWriter::new(&file);
         let mut state = SegmentState::new(base);
         for source in group {
-            replaced.push(source.base);
-            read.push(Arc::clone(&source.file));
+            replaced.push((source.base, Arc::clone(&source.file)));
             let drop_tombstones = source.modified_ms < horizon;
-            for batch in batches(source)? {
+            for batch in batches(source) {
                 let (header, bytes) = batch?;
                 bytes_read += bytes.len() as u64;
+                resources.throttle.spend(bytes.len() as u64);
                 let kept = retain(
                     &header,
                     bytes,
@@ -584,7 +576,6 @@ pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogErro
     sync_dir(&plan.dir).map_err(|e| LogError::io("sync", &plan.dir, e))?;
     Ok(Cleaned {
         replaced,
-        read,
         new,
         first_dirty: map_end.max(plan.first_dirty),
         bytes_read,
@@ -593,11 +584,9 @@ pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogErro
 }
 
 /// The batches of a segment file, in order, with their bytes.
-fn batches(
-    source: &Source,
-) -> Result<impl Iterator<Item = Result<(BatchHeader, Bytes), LogError>> + '_, LogError> {
+fn batches(source: &Source) -> impl Iterator<Item = Result<(BatchHeader, Bytes), LogError>> + '_ {
     let mut walker = HeaderWalker::new(&source.file, &source.path, 0, source.size);
-    Ok(std::iter::from_fn(move || {
+    std::iter::from_fn(move || {
         let (pos, header) = match walker.next_header() {
             Ok(Some(found)) => found,
             Ok(None) => return None,
@@ -611,7 +600,7 @@ fn batches(
                 .map(|()| (header, Bytes::from(buf)))
                 .map_err(|e| LogError::io("read", &source.path, e)),
         )
-    }))
+    })
 }
 
 /// The records of a batch; None when it does not decode (it is then kept

@@ -300,7 +300,7 @@ fn a_crash_at_any_step_of_the_swap_leaves_old_or_new() {
         let plan = log.plan_clean(log.log_end_offset(), NOW).unwrap();
         let cleaned = clean(&plan, &resources(1 << 20)).unwrap();
         let swap = Swap {
-            replaced: cleaned.replaced.clone(),
+            replaced: cleaned.replaced.iter().map(|(b, _)| *b).collect(),
             new: cleaned.new.iter().map(|(b, _)| *b).collect(),
             first_dirty: cleaned.first_dirty,
         };
