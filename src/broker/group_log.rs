@@ -150,7 +150,9 @@ impl AsRef<Coordinator> for Broker {
 impl GroupLog for Broker {
     async fn ensure_topic(&self) -> Result<(), GroupError> {
         let outdated = self.view().topic(OFFSETS_TOPIC).is_some_and(|t| {
-            t.configs.get("cleanup.policy").map(String::as_str) != Some("compact")
+            !t.configs
+                .get("cleanup.policy")
+                .is_some_and(|p| crate::config::topic::policy_holds(p, "compact"))
         });
         if outdated {
             // Created before the log compacted: compact it from now on.

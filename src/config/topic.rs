@@ -553,9 +553,9 @@ impl TopicConfig {
                 .unwrap_or(-1)
         };
         let opt = |v: i64| (v >= 0).then_some(v);
-        let policy: Vec<&str> = text("cleanup.policy").split(',').map(str::trim).collect();
-        let delete_policy = policy.contains(&"delete");
-        let compaction = policy.contains(&"compact").then(|| crate::log::Compaction {
+        let policy = text("cleanup.policy");
+        let delete_policy = policy_holds(policy, "delete");
+        let compaction = policy_holds(policy, "compact").then(|| crate::log::Compaction {
             min_cleanable_dirty_ratio: text("min.cleanable.dirty.ratio")
                 .trim()
                 .parse()
@@ -614,6 +614,11 @@ impl TopicConfig {
             .iter()
             .map(|(k, (v, source))| (k.as_str(), v.as_str(), *source))
     }
+}
+
+/// Whether the `cleanup.policy` value `value` (a list) holds `policy`.
+pub fn policy_holds(value: &str, policy: &str) -> bool {
+    value.split(',').any(|p| p.trim() == policy)
 }
 
 /// The codec a `compression.type` names (None: `producer`, or unknown).
