@@ -18,6 +18,7 @@ use crate::broker::{self, Broker};
 use crate::cli::{say, Args, Plan};
 use crate::kafka::{self, ProduceSpec};
 use crate::reference;
+use crate::stats::metric_sum;
 
 const ROUNDS: usize = 2;
 /// The produce runs: a compacted topic the cleaner works on meanwhile, one
@@ -45,14 +46,6 @@ fn spec(topic: String, bytes: u64, a: &Args) -> ProduceSpec {
         rate: None,
         keys: Some(keys(bytes)),
     }
-}
-
-/// Sum of a metric's samples whose labels contain `topic`.
-fn sum_for(m: &std::collections::BTreeMap<String, f64>, name: &str, topic: &str) -> f64 {
-    m.iter()
-        .filter(|(k, _)| k.starts_with(&format!("{name}{{")) && k.contains(&format!("\"{topic}\"")))
-        .map(|(_, v)| *v)
-        .sum()
 }
 
 pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
@@ -101,21 +94,15 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
     kafka::alter_topic(&bs, &topic, &compacted("86400000", "1"))?;
     std::thread::sleep(Duration::from_millis(2500));
     let m = b.metrics()?;
-    let size = sum_for(&m, "strata_partition_log_size_bytes", &topic);
-    let read_before = m
-        .get("strata_log_cleaner_read_bytes_total")
-        .copied()
-        .unwrap_or(0.0);
+    let size = metric_sum(&m, "strata_partition_log_size_bytes", Some(&topic));
+    let read_before = metric_sum(&m, "strata_log_cleaner_read_bytes_total", None);
     let start = Instant::now();
     kafka::alter_topic(&bs, &topic, &compacted("0", WEEK_MS))?;
     let deadline = start + Duration::from_secs(600);
     loop {
         let m = b.metrics()?;
-        let dirty = sum_for(&m, "strata_log_cleaner_dirty_ratio", &topic);
-        let passes = m
-            .get("strata_log_cleaner_passes_total")
-            .copied()
-            .unwrap_or(0.0);
+        let dirty = metric_sum(&m, "strata_log_cleaner_dirty_ratio", Some(&topic));
+        let passes = metric_sum(&m, "strata_log_cleaner_passes_total", None);
         if dirty == 0.0 && passes > 0.0 {
             break;
         }
@@ -126,12 +113,8 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     let m = b.metrics()?;
-    let after = sum_for(&m, "strata_partition_log_size_bytes", &topic);
-    let read = m
-        .get("strata_log_cleaner_read_bytes_total")
-        .copied()
-        .unwrap_or(0.0)
-        - read_before;
+    let after = metric_sum(&m, "strata_partition_log_size_bytes", Some(&topic));
+    let read = metric_sum(&m, "strata_log_cleaner_read_bytes_total", None) - read_before;
     let cleaner_mb_s = size / secs / 1e6;
     kafka::delete_topic(&bs, &topic)?;
     let disk = reference::disk_copy(work, size as u64).context("disk copy reference")?;
@@ -182,11 +165,7 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             runs.push((kind, r.mb_per_sec(), r.cpu.broker_pct));
         }
     }
-    let passes = b
-        .metrics()?
-        .get("strata_log_cleaner_passes_total")
-        .copied()
-        .unwrap_or(0.0);
+    let passes = metric_sum(&b.metrics()?, "strata_log_cleaner_passes_total", None);
     let rss = b.peak_rss();
     b.stop()?;
     let best = |kind: &str| {
