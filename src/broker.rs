@@ -32,6 +32,7 @@ pub mod read_replica;
 pub mod replication;
 pub mod scrub;
 pub mod tier;
+pub mod tier_compaction;
 
 pub use crate::clock::now_ms;
 
@@ -521,6 +522,8 @@ impl Broker {
         m.consumer_group_lag.clear();
         m.cleaner_dirty_ratio.clear();
         m.cleaner_last_clean_age.clear();
+        m.tier_compaction_dirty_ratio.clear();
+        m.tier_compaction_last_age.clear();
         self.refresh_group_lag();
         m.tier_cache_size_bytes.set(
             (self.tier.cache_memory_bytes().await + self.tier.cache_disk_bytes().await) as i64,
@@ -601,6 +604,10 @@ impl Broker {
                     (now_ms() - last).max(0) as f64 / 1000.0
                 };
                 m.cleaner_last_clean_age.get_or_create(&l).set(age);
+                if let Some((ratio, age)) = tier_compaction::state(&p, now_ms()) {
+                    m.tier_compaction_dirty_ratio.get_or_create(&l).set(ratio);
+                    m.tier_compaction_last_age.get_or_create(&l).set(age);
+                }
             }
             m.log_end_offset.get_or_create(&l).set(p.log_end_offset());
             m.log_start_offset

@@ -418,6 +418,10 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     });
     tasks.spawn(retention_loop(broker.clone(), shutdown.child_token()));
     tasks.spawn(cleaner_loop(broker.clone(), shutdown.child_token()));
+    tasks.spawn(crate::broker::tier_compaction::run(
+        broker.clone(),
+        shutdown.child_token(),
+    ));
     tasks.spawn(rebalance_leaders(broker.clone(), shutdown.child_token()));
     tasks.spawn(checkpoint_loop(broker.clone(), shutdown.child_token()));
     tasks.spawn(crate::broker::replication::run_isr_updates(

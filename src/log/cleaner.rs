@@ -21,7 +21,10 @@
 //! later record of its key is in the map. A tombstone (null value) is kept
 //! while it is dirty, and dropped by a later pass once its segment is older
 //! than `delete.retention.ms` (the segment's modification time, which a
-//! cleaned segment inherits from its newest source, as Kafka does). Batches
+//! cleaned segment inherits from its newest source, as Kafka does; segments
+//! merge only when both are past `delete.retention.ms` or were written in
+//! the same window of that length, so new data cannot keep resetting a
+//! tombstone's time: it goes within twice `delete.retention.ms`). Batches
 //! that lose nothing are copied byte for byte; the others are encoded again
 //! with their codec, producer id, epoch, sequences, timestamps and offsets.
 //! Keyless records (written before the policy) are kept.
@@ -264,6 +267,7 @@ pub struct CleanPlan {
 /// The files a pass wrote, for [`Log::commit_clean`].
 #[derive(Debug)]
 pub struct Cleaned {
+    dir: PathBuf,
     /// The segments replaced: base offset and the file read (to tell it
     /// from another at the same base offset).
     replaced: Vec<(i64, Arc<File>)>,
@@ -309,6 +313,168 @@ impl Throttle {
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
+    }
+}
+
+/// How dirty a run of segments is: dirty bytes (segments ending at or
+/// after `first_dirty`) over all bytes, and whether a pass is due (the
+/// ratio reached `min.cleanable.dirty.ratio`, or the oldest dirty segment's
+/// time is older than `max.compaction.lag.ms`). `segments` are (the next
+/// segment's base, bytes, time: max timestamp or modification), in order.
+/// None when nothing is dirty.
+pub fn assess(
+    segments: impl IntoIterator<Item = (i64, u64, i64)>,
+    first_dirty: i64,
+    compaction: &Compaction,
+    now_ms: i64,
+) -> Option<(f64, bool)> {
+    let (mut total, mut dirty_bytes) = (0u64, 0u64);
+    let mut oldest_dirty: Option<i64> = None;
+    for (next, size, time) in segments {
+        total += size;
+        if next > first_dirty {
+            dirty_bytes += size;
+            oldest_dirty.get_or_insert(time);
+        }
+    }
+    let oldest_dirty = oldest_dirty?;
+    let dirty_ratio = if total == 0 {
+        0.0
+    } else {
+        dirty_bytes as f64 / total as f64
+    };
+    let overdue = oldest_dirty < now_ms.saturating_sub(compaction.max_compaction_lag_ms);
+    let due = dirty_bytes > 0 && (dirty_ratio >= compaction.min_cleanable_dirty_ratio || overdue);
+    Some((dirty_ratio, due))
+}
+
+/// A segment file copied out of a log for a pass (tier compaction stages
+/// the tier's segments of a partition this way).
+#[derive(Debug, Clone)]
+pub struct StagedSegment {
+    pub base: i64,
+    /// It covers `[base, next)`.
+    pub next: i64,
+    pub path: PathBuf,
+    pub max_timestamp: Option<i64>,
+    /// When it was written (ms): drives `delete.retention.ms`.
+    pub modified_ms: i64,
+}
+
+/// One segment a pass wrote, as `.cleaned` files beside its sources.
+#[derive(Debug, Clone)]
+pub struct CleanedSegment {
+    pub base: i64,
+    /// It covers `[base, next)` (its last batch may end before).
+    pub next: i64,
+    pub size: u64,
+    pub max_timestamp: Option<i64>,
+    /// Newest modification time of its sources (ms).
+    pub modified_ms: i64,
+    pub log: PathBuf,
+    pub index: PathBuf,
+    pub time_index: PathBuf,
+}
+
+impl CleanPlan {
+    fn new(
+        dir: PathBuf,
+        sources: Vec<Source>,
+        first_dirty: i64,
+        compaction: Compaction,
+        segment_bytes: u64,
+        index_interval: u32,
+        now_ms: i64,
+    ) -> Option<CleanPlan> {
+        let (dirty_ratio, due) = assess(
+            sources
+                .iter()
+                .map(|s| (s.next, s.size, s.max_timestamp.unwrap_or(s.modified_ms))),
+            first_dirty,
+            &compaction,
+            now_ms,
+        )?;
+        Some(CleanPlan {
+            dir,
+            sources,
+            first_dirty,
+            compaction,
+            segment_bytes,
+            index_interval,
+            now_ms,
+            dirty_ratio,
+            due,
+        })
+    }
+
+    /// A pass over `segments` (staged in `dir`, in offset order) with the
+    /// same rules as a log's; the cleaned files are written to `dir`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn staged(
+        dir: &Path,
+        segments: &[StagedSegment],
+        first_dirty: i64,
+        compaction: Compaction,
+        segment_bytes: u64,
+        index_interval: u32,
+        now_ms: i64,
+    ) -> Result<Option<CleanPlan>, LogError> {
+        let mut sources = Vec::with_capacity(segments.len());
+        for s in segments {
+            let file = File::open(&s.path).map_err(|e| LogError::io("open", &s.path, e))?;
+            let size = file
+                .metadata()
+                .map_err(|e| LogError::io("stat", &s.path, e))?
+                .len();
+            sources.push(Source {
+                base: s.base,
+                next: s.next,
+                path: s.path.clone(),
+                file: Arc::new(file),
+                size,
+                max_timestamp: s.max_timestamp,
+                modified_ms: s.modified_ms,
+            });
+        }
+        Ok(CleanPlan::new(
+            dir.to_path_buf(),
+            sources,
+            first_dirty,
+            compaction,
+            segment_bytes.min(super::MAX_SEGMENT_BYTES),
+            index_interval,
+            now_ms,
+        ))
+    }
+}
+
+impl Cleaned {
+    /// The first offset left dirty after this pass.
+    pub fn first_dirty(&self) -> i64 {
+        self.first_dirty
+    }
+
+    /// The segments the pass wrote, in offset order.
+    pub fn segments(&self) -> Vec<CleanedSegment> {
+        self.new
+            .iter()
+            .map(|(base, loaded)| CleanedSegment {
+                base: *base,
+                next: loaded.state.next_offset,
+                size: loaded.state.size,
+                max_timestamp: loaded.state.max_timestamp().map(|(ts, _)| ts),
+                modified_ms: loaded
+                    .file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as i64),
+                log: cleaned_path(&self.dir, *base, LOG_SUFFIX),
+                index: cleaned_path(&self.dir, *base, INDEX_SUFFIX),
+                time_index: cleaned_path(&self.dir, *base, TIME_INDEX_SUFFIX),
+            })
+            .collect()
     }
 }
 
@@ -364,32 +530,15 @@ impl Log {
                 modified_ms,
             });
         }
-        let dirty: Vec<&Source> = sources.iter().filter(|s| s.next > first_dirty).collect();
-        let oldest_dirty = dirty.first()?;
-        let total: u64 = sources.iter().map(|s| s.size).sum();
-        let dirty_bytes: u64 = dirty.iter().map(|s| s.size).sum();
-        let dirty_ratio = if total == 0 {
-            0.0
-        } else {
-            dirty_bytes as f64 / total as f64
-        };
-        let overdue = oldest_dirty
-            .max_timestamp
-            .unwrap_or(oldest_dirty.modified_ms)
-            < now_ms.saturating_sub(compaction.max_compaction_lag_ms);
-        let due =
-            dirty_bytes > 0 && (dirty_ratio >= compaction.min_cleanable_dirty_ratio || overdue);
-        Some(CleanPlan {
-            dir: self.dir.clone(),
+        CleanPlan::new(
+            self.dir.clone(),
             sources,
             first_dirty,
             compaction,
-            segment_bytes: self.config.segment_bytes.min(super::MAX_SEGMENT_BYTES),
-            index_interval: self.config.index_interval_bytes,
+            self.config.segment_bytes.min(super::MAX_SEGMENT_BYTES),
+            self.config.index_interval_bytes,
             now_ms,
-            dirty_ratio,
-            due,
-        })
+        )
     }
 
     /// Swaps a pass's segments in, if the log still holds the segments it
@@ -483,22 +632,37 @@ pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogErro
             }
         }
     }
+    let horizon = plan
+        .now_ms
+        .saturating_sub(plan.compaction.delete_retention_ms);
+    // A merged segment takes its newest source's time, so merging an old
+    // segment with a younger one makes its tombstones wait again. Segments
+    // merge only when both are past `delete.retention.ms`, or both were
+    // written in the same window of that length: a tombstone then goes at
+    // most twice `delete.retention.ms` after its segment was written,
+    // however often new data comes, and never before.
+    let window = plan.compaction.delete_retention_ms.max(1);
+    let mergeable = |a: &Source, b: &Source| {
+        let (a_old, b_old) = (a.modified_ms < horizon, b.modified_ms < horizon);
+        (a_old && b_old)
+            || (!a_old
+                && !b_old
+                && a.modified_ms.div_euclid(window) == b.modified_ms.div_euclid(window))
+    };
     let rewrite: Vec<&Source> = plan.sources.iter().filter(|s| s.base < map_end).collect();
     let mut groups: Vec<Vec<&Source>> = Vec::new();
     for s in rewrite {
         match groups.last_mut() {
             Some(g)
                 if g.iter().map(|x| x.size).sum::<u64>() + s.size <= plan.segment_bytes
-                    && s.next - g[0].base <= MAX_RELATIVE_OFFSET =>
+                    && s.next - g[0].base <= MAX_RELATIVE_OFFSET
+                    && g.last().is_some_and(|last| mergeable(last, s)) =>
             {
                 g.push(s)
             }
             _ => groups.push(vec![s]),
         }
     }
-    let horizon = plan
-        .now_ms
-        .saturating_sub(plan.compaction.delete_retention_ms);
     let mut new = Vec::with_capacity(groups.len());
     let mut bytes_written = 0u64;
     let mut replaced = Vec::new();
@@ -575,6 +739,7 @@ pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogErro
     }
     sync_dir(&plan.dir).map_err(|e| LogError::io("sync", &plan.dir, e))?;
     Ok(Cleaned {
+        dir: plan.dir.clone(),
         replaced,
         new,
         first_dirty: map_end.max(plan.first_dirty),

@@ -101,6 +101,12 @@ pub struct Metrics {
     pub cleaner_dirty_ratio: Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub cleaner_max_dirty_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub cleaner_last_clean_age: Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub tier_compaction_passes: Counter,
+    pub tier_compaction_read_bytes: Counter,
+    pub tier_compaction_written_bytes: Counter,
+    pub tier_compaction_dirty_ratio:
+        Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub tier_compaction_last_age: Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -164,6 +170,11 @@ impl Metrics {
             cleaner_dirty_ratio: Family::default(),
             cleaner_max_dirty_ratio: Gauge::default(),
             cleaner_last_clean_age: Family::default(),
+            tier_compaction_passes: Counter::default(),
+            tier_compaction_read_bytes: Counter::default(),
+            tier_compaction_written_bytes: Counter::default(),
+            tier_compaction_dirty_ratio: Family::default(),
+            tier_compaction_last_age: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -322,6 +333,31 @@ impl Metrics {
             "strata_log_cleaner_last_clean_age_seconds",
             "Seconds since the cleaner last replaced segments of each compacted partition (+Inf: not since the broker started)",
             m.cleaner_last_clean_age.clone(),
+        );
+        registry.register(
+            "strata_tier_compaction_passes",
+            "Tier compaction passes that replaced segments of a compacted partition in the tier",
+            m.tier_compaction_passes.clone(),
+        );
+        registry.register(
+            "strata_tier_compaction_read_bytes",
+            "Bytes tier compaction read from the tier and from its staged copies",
+            m.tier_compaction_read_bytes.clone(),
+        );
+        registry.register(
+            "strata_tier_compaction_written_bytes",
+            "Bytes of compacted segments tier compaction uploaded",
+            m.tier_compaction_written_bytes.clone(),
+        );
+        registry.register(
+            "strata_tier_compaction_dirty_ratio",
+            "Dirty bytes over all bytes of each compacted partition's tier, on its leader (a pass is due at min.cleanable.dirty.ratio)",
+            m.tier_compaction_dirty_ratio.clone(),
+        );
+        registry.register(
+            "strata_tier_compaction_last_age_seconds",
+            "Seconds since tier compaction last replaced segments of each compacted partition's tier, on its leader (+Inf: never)",
+            m.tier_compaction_last_age.clone(),
         );
         registry.register(
             "strata_tier_view_age_seconds",

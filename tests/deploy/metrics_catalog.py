@@ -63,6 +63,11 @@ CATALOG: dict[str, tuple[str, frozenset[str]]] = {
     "strata_log_cleaner_dirty_ratio": (GAUGE, frozenset({"topic", "partition"})),
     "strata_log_cleaner_max_dirty_ratio": (GAUGE, frozenset()),
     "strata_log_cleaner_last_clean_age_seconds": (GAUGE, frozenset({"topic", "partition"})),
+    "strata_tier_compaction_passes_total": (COUNTER, frozenset()),
+    "strata_tier_compaction_read_bytes_total": (COUNTER, frozenset()),
+    "strata_tier_compaction_written_bytes_total": (COUNTER, frozenset()),
+    "strata_tier_compaction_dirty_ratio": (GAUGE, frozenset({"topic", "partition"})),
+    "strata_tier_compaction_last_age_seconds": (GAUGE, frozenset({"topic", "partition"})),
 }
 
 # Labels Prometheus adds to every scraped series.

@@ -133,13 +133,32 @@ pub struct Manifest {
     /// the partition over. Absent, the path's cluster owns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_cluster_id: Option<String>,
+    /// Tier compaction (compacted topics): offsets below this one are
+    /// clean, each key at most once. Absent, nothing in the tier is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleaned_upto: Option<i64>,
+    /// Wall-clock milliseconds of the last tier compaction swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacted_at_ms: Option<i64>,
+    /// Objects a tier compaction replaced: no longer part of the log, kept
+    /// from orphan collection for its grace period after `retired_at_ms`,
+    /// so reads in flight still find them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Retired>,
+}
+
+/// An object a tier compaction took out of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    pub name: String,
+    pub retired_at_ms: i64,
 }
 
 /// The result of adding a segment to a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddOutcome {
     /// The manifest now names the segment.
-    Added(Manifest),
+    Added(Box<Manifest>),
     /// The manifest already covers these offsets (a retried or duplicate
     /// upload); nothing to write, the new objects are unused.
     AlreadyCovered,
@@ -159,6 +178,9 @@ impl Manifest {
             log_start_offset: 0,
             segments: Vec::new(),
             owner_cluster_id: None,
+            cleaned_upto: None,
+            compacted_at_ms: None,
+            retired: Vec::new(),
         }
     }
 
@@ -325,7 +347,7 @@ impl Manifest {
         next.segments.push(seg);
         next.leader_epoch = next.leader_epoch.max(writer_epoch);
         next.generation += 1;
-        Ok(AddOutcome::Added(next))
+        Ok(AddOutcome::Added(Box::new(next)))
     }
 
     /// The manifest with the segment of `seg`'s offsets (same base and last
@@ -351,6 +373,66 @@ impl Manifest {
         next.leader_epoch = next.leader_epoch.max(writer_epoch);
         next.generation += 1;
         Ok(Some(next))
+    }
+
+    /// The first offset tier compaction has not cleaned.
+    pub fn first_dirty_offset(&self) -> i64 {
+        self.cleaned_upto
+            .unwrap_or(self.log_start_offset)
+            .max(self.log_start_offset)
+    }
+
+    /// Objects retired by tier compaction that orphan collection keeps at
+    /// `now_ms` (retired less than `grace_ms` before).
+    pub fn retired_kept(&self, grace_ms: i64, now_ms: i64) -> impl Iterator<Item = &str> {
+        self.retired
+            .iter()
+            .filter(move |r| now_ms.saturating_sub(r.retired_at_ms) < grace_ms)
+            .map(|r| r.name.as_str())
+    }
+
+    /// The manifest with the segments `replaced` (ids, a run in manifest
+    /// order) swapped for `new` (their records after tier compaction, same
+    /// offsets, in order), offsets below `cleaned_upto` marked clean, and
+    /// the replaced objects retired at `now_ms` (entries retired `grace_ms`
+    /// ago or more are dropped: their objects are plain orphans by then).
+    /// `None` when the manifest no longer holds that run (retention or
+    /// another pass changed it meanwhile).
+    pub fn with_run_replaced(
+        &self,
+        replaced: &[String],
+        new: &[SegmentMeta],
+        cleaned_upto: i64,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> Option<Manifest> {
+        let first = replaced.first()?;
+        let start = self.segments.iter().position(|s| &s.id == first)?;
+        let run = self.segments.get(start..start + replaced.len())?;
+        if run.iter().zip(replaced).any(|(s, id)| &s.id != id) {
+            return None;
+        }
+        let (lo, hi) = (run[0].base_offset, run[run.len() - 1].last_offset);
+        if new.iter().any(|s| s.base_offset < lo || s.last_offset > hi)
+            || new.windows(2).any(|w| w[1].last_offset <= w[0].last_offset)
+            || new.last().map(|s| s.last_offset) != Some(hi)
+        {
+            return None;
+        }
+        let mut next = self.clone();
+        next.retired
+            .retain(|r| now_ms.saturating_sub(r.retired_at_ms) < grace_ms);
+        next.retired.extend(run.iter().flat_map(|s| {
+            s.objects.values().map(|o| Retired {
+                name: o.name.clone(),
+                retired_at_ms: now_ms,
+            })
+        }));
+        next.segments
+            .splice(start..start + replaced.len(), new.iter().cloned());
+        next.cleaned_upto = Some(cleaned_upto.max(self.first_dirty_offset()));
+        next.compacted_at_ms = Some(now_ms);
+        Some(next)
     }
 
     /// The manifest without segments wholly below `offset` and with its start
@@ -481,9 +563,65 @@ mod tests {
 
     fn add(m: &Manifest, s: SegmentMeta, epoch: i32) -> Manifest {
         match m.with_segment(s, epoch, "t-0").expect("add") {
-            AddOutcome::Added(m) => m,
+            AddOutcome::Added(m) => *m,
             AddOutcome::AlreadyCovered => panic!("covered"),
         }
+    }
+
+    fn with_id(mut s: SegmentMeta, id: &str) -> SegmentMeta {
+        s.id = id.into();
+        for o in s.objects.values_mut() {
+            o.name = format!("{:020}-{id}.log", s.base_offset);
+        }
+        s
+    }
+
+    #[test]
+    fn a_run_is_replaced_whole_and_its_objects_retired() {
+        let m = Manifest::empty("c", "t", "00", 0);
+        let m = add(&m, with_id(seg(0, 9, 100, 10), "a"), 1);
+        let m = add(&m, with_id(seg(10, 19, 200, 10), "b"), 1);
+        let m = add(&m, with_id(seg(20, 29, 300, 10), "c"), 1);
+        assert_eq!(m.first_dirty_offset(), 0);
+        let merged = with_id(seg(0, 19, 200, 6), "ab");
+        let ids = ["a".to_string(), "b".to_string()];
+        let next = m
+            .with_run_replaced(&ids, std::slice::from_ref(&merged), 20, 1_000, 500)
+            .expect("run present");
+        assert!(next.check().is_ok());
+        let kept: Vec<&str> = next.segments.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(kept, ["ab", "c"]);
+        assert_eq!(next.first_dirty_offset(), 20);
+        assert_eq!(next.compacted_at_ms, Some(1_000));
+        assert_eq!(next.retired_kept(500, 1_499).count(), 2);
+        assert_eq!(next.retired_kept(500, 1_500).count(), 0);
+        // Survives encoding (and its CRC covers the new fields).
+        let decoded = Manifest::decode("m", &next.encode()).expect("decode");
+        assert_eq!(decoded, next);
+        // A run that is gone or out of order is not replaced.
+        assert!(next
+            .with_run_replaced(&ids, std::slice::from_ref(&merged), 20, 2_000, 500)
+            .is_none());
+        let swapped = ["b".to_string(), "a".to_string()];
+        assert!(m
+            .with_run_replaced(&swapped, std::slice::from_ref(&merged), 20, 1_000, 500)
+            .is_none());
+        // Replacements must end where the run ends and stay inside it.
+        let short = with_id(seg(0, 15, 200, 6), "short");
+        assert!(m
+            .with_run_replaced(&ids, &[short], 20, 1_000, 500)
+            .is_none());
+        // A later pass drops retired entries past the grace period.
+        let c = ["ab".to_string(), "c".to_string()];
+        let all = with_id(seg(0, 29, 300, 8), "abc");
+        let later = next
+            .with_run_replaced(&c, &[all], 30, 1_600, 500)
+            .expect("run present");
+        assert_eq!(later.retired.len(), 2);
+        assert!(later.retired.iter().all(|r| r.retired_at_ms == 1_600));
+        // Retention moving the start past the clean part leaves no clean part.
+        let (trimmed, _) = later.without_before(30);
+        assert_eq!(trimmed.first_dirty_offset(), 30);
     }
 
     #[test]

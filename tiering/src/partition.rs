@@ -102,11 +102,12 @@ async fn remove_old_staging_files(
             continue;
         }
         let path = entry.path();
-        let modified = entry
-            .metadata()
-            .await
-            .and_then(|m| m.modified())
-            .map_err(io_err("stat", &path))?;
+        // A put in flight renames its staging file into place meanwhile.
+        let modified = match entry.metadata().await.and_then(|m| m.modified()) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("stat", &path)(e)),
+        };
         if now_ms.saturating_sub(unix_ms(modified)) < grace_ms {
             report.kept_young += 1;
             continue;
@@ -822,15 +823,18 @@ impl RemotePartition {
         // uploads in flight are not orphans.
         let manifest = self.refresh().await?;
         self.note_owner(&manifest)?;
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        // Objects tier compaction retired stay for the grace period from
+        // their retirement, however old they are.
         let named: HashSet<&str> = manifest
             .segments
             .iter()
             .flat_map(|s| s.objects.values().map(|o| o.name.as_str()))
+            .chain(manifest.retired_kept(grace_ms, now_ms))
             .collect();
         let store = &self.inner.tier.inner.store;
         let mut listing = store.list(Some(&self.inner.dir));
         let mut report = OrphanReport::default();
-        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
         while let Some(item) = listing.next().await {
             let meta = item.map_err(store_err("list", &self.inner.dir))?;
             let Some(name) = meta.location.filename() else {

@@ -1089,3 +1089,128 @@ async fn scrub_finds_damage_in_a_file_tier() {
     );
     assert!(found.problems.iter().any(|p| p.problem.contains("missing")));
 }
+
+/// Tier compaction's swap: a run of segments replaced by fewer bytes in one
+/// manifest write; reads skip what was cleaned away (also a segment with
+/// no batch left past an offset); the replaced objects outlive their
+/// retirement for the grace period however old they are, then go.
+#[tokio::test]
+async fn a_compacted_run_replaces_segments_and_its_objects_retire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segs = three_segments(dir.path());
+    let root = dir.path().join("tier");
+    let url = format!("file://{}", root.display());
+    let tier = TierStore::from_url_with(&url, small_options()).expect("tier");
+    let part = tier.partition(key("orders", 0));
+    upload_all(&part, &segs, 1).await;
+    let before = part.manifest().await.expect("manifest");
+    let ids: Vec<String> = before.segments[..2].iter().map(|s| s.id.clone()).collect();
+    let old_names: Vec<String> = before.segments[..2]
+        .iter()
+        .flat_map(|s| s.objects.values().map(|o| o.name.clone()))
+        .collect();
+    // Every object is three hours old (a run uploaded long ago).
+    let three_hours_ago = std::time::SystemTime::now() - Duration::from_secs(3 * 3600);
+    for entry in std::fs::read_dir(root.join(part.dir())).expect("dir") {
+        let path = entry.expect("entry").path();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(three_hours_ago))
+            .expect("age");
+    }
+    // The "compacted" run keeps one batch from the middle of the second
+    // segment: offsets 0 .. segs[1].last_offset, mostly gaps.
+    let (kept_base, _, _) = segs[1].batches[10];
+    let kept = tiering::testkit::TestSegment::write(
+        &dir.path().join("cleaned"),
+        kept_base,
+        1,
+        4,
+        300,
+        2_000_000,
+    )
+    .expect("cleaned segment");
+    let mut upload = kept.upload(1);
+    upload.base_offset = segs[0].base_offset;
+    upload.last_offset = segs[1].last_offset;
+    let grace = Duration::from_secs(3600);
+    let cancel = CancellationToken::new();
+    let limiter = tiering::RateLimiter::unlimited();
+    let after = part
+        .replace_run(
+            &[(upload.clone(), 1)],
+            &ids,
+            segs[1].last_offset + 1,
+            1,
+            grace,
+            &cancel,
+            &limiter,
+        )
+        .await
+        .expect("swap")
+        .expect("run present");
+    assert_eq!(after.segments.len(), 2);
+    assert_eq!(after.first_dirty_offset(), segs[1].last_offset + 1);
+    assert!(after.total_bytes() < before.total_bytes());
+    assert_eq!(after.retired.len(), old_names.len());
+    // A second swap of the same run finds it gone and leaves no objects.
+    let listed = list_names(&tier_store(&root), &part.dir()).await;
+    let again = part
+        .replace_run(
+            &[(upload.clone(), 1)],
+            &ids,
+            segs[1].last_offset + 1,
+            1,
+            grace,
+            &cancel,
+            &limiter,
+        )
+        .await
+        .expect("second swap");
+    assert!(again.is_none());
+    assert_eq!(list_names(&tier_store(&root), &part.dir()).await, listed);
+
+    // Reads: offset 0 gets the kept batch; an offset past it in the
+    // compacted segment gets the third segment's first batch.
+    let first = part.read(0, 1 << 20).await.expect("read 0");
+    assert_eq!(first, kept.log);
+    let next = part
+        .read(kept.last_offset + 1, 1 << 20)
+        .await
+        .expect("read in the gap");
+    assert_eq!(
+        next.slice(..segs[2].batches[0].2 as usize),
+        segs[2].log.slice(..segs[2].batches[0].2 as usize)
+    );
+    // A fresh handle reads the same.
+    let fresh = TierStore::from_url_with(&url, small_options()).expect("tier");
+    let part2 = fresh.partition(key("orders", 0));
+    assert_eq!(part2.read(0, 1 << 20).await.expect("read"), kept.log);
+
+    // The retired objects are three hours old, but retired just now: kept.
+    let r = part.collect_orphans(grace, now_ms()).await.expect("gc");
+    assert_eq!(r.deleted, 0, "{r:?}");
+    let names = list_names(&tier_store(&root), &part.dir()).await;
+    for n in &old_names {
+        assert!(names.contains(n), "{n} kept during the grace period");
+    }
+    // Once the grace period has passed since retirement, they go.
+    let r = part
+        .collect_orphans(grace, now_ms() + 2 * 3600 * 1000)
+        .await
+        .expect("gc");
+    assert_eq!(r.deleted, old_names.len(), "{r:?}");
+    let names = list_names(&tier_store(&root), &part.dir()).await;
+    for n in &old_names {
+        assert!(!names.contains(n), "{n} collected");
+    }
+    assert_eq!(
+        replay(&part, 0, 1 << 20).await.expect("replay").len() as u64,
+        after.total_bytes()
+    );
+}
+
+fn tier_store(root: &std::path::Path) -> Arc<dyn ObjectStore> {
+    Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root).expect("local store"))
+}

@@ -257,6 +257,19 @@ fn short(path: &ObjectPath, start: u64, len: u64) -> TierError {
 impl RemotePartition {
     /// A whole small object of this partition, checked against `size` and
     /// `crc` and cached.
+    /// The object of `kind` of a segment the manifest names, whole and
+    /// checked against its CRC-32C; `None` when the segment has none.
+    pub async fn segment_object(
+        &self,
+        seg: &SegmentMeta,
+        kind: ObjectKind,
+    ) -> Result<Option<Bytes>, TierError> {
+        match seg.object(kind) {
+            Some(o) => Ok(Some(self.whole_object(&o.name, o.size, o.crc32c).await?)),
+            None => Ok(None),
+        }
+    }
+
     pub(crate) async fn whole_object(
         &self,
         name: &str,
@@ -382,20 +395,36 @@ impl RemotePartition {
         if offset < manifest.log_start_offset {
             return Err(out_of_range());
         }
-        let seg = manifest.segment_for(offset).ok_or_else(out_of_range)?;
-        let mut r = SegmentReader::open(self, seg, files).await?;
-        match self.read_batches(&mut r, seg, offset, max_bytes).await {
-            Ok((read, start)) => {
-                self.note_read(seg, &r, start, start + read.len);
-                Ok(read)
-            }
-            Err(e) => {
-                if e.is_integrity() {
-                    r.invalidate_touched().await;
+        let first = manifest.segment_for(offset).ok_or_else(out_of_range)?;
+        let from = manifest
+            .segments
+            .iter()
+            .position(|s| s.id == first.id)
+            .unwrap_or(0);
+        // A compacted segment may hold no batch at or after `offset` (its
+        // records up to its last offset were cleaned away): the next
+        // segment then has the next batch.
+        let mut read = RemoteRead::default();
+        for seg in &manifest.segments[from..] {
+            let mut r = SegmentReader::open(self, seg, files).await?;
+            match self.read_batches(&mut r, seg, offset, max_bytes).await {
+                Ok((found, start)) => {
+                    if found.len == 0 {
+                        read = found;
+                        continue;
+                    }
+                    self.note_read(seg, &r, start, start + found.len);
+                    return Ok(found);
                 }
-                Err(e)
+                Err(e) => {
+                    if e.is_integrity() {
+                        r.invalidate_touched().await;
+                    }
+                    return Err(e);
+                }
             }
         }
+        Ok(read)
     }
 
     /// Position of the first batch of `seg` whose last offset is `>= offset`

@@ -13,11 +13,12 @@ use super::{lock, unix_ms, RemotePartition};
 use crate::batch::BatchScan;
 use crate::error::{io_err, store_err};
 use crate::layout;
-use crate::manifest::{AddOutcome, ObjectKind, ObjectRef, SegmentMeta};
+use crate::manifest::{AddOutcome, Manifest, ObjectKind, ObjectRef, SegmentMeta};
 use crate::metrics::TierMetrics;
 use crate::store::cancellable;
 use crate::throttle::RateLimiter;
 use crate::TierError;
+use std::sync::Arc;
 
 /// A sealed segment as the broker describes it: offsets, timestamps, epoch,
 /// the paths of its files and its small per-segment state. The tier reads
@@ -256,81 +257,12 @@ impl RemotePartition {
             return Ok(UploadOutcome::AlreadyCovered);
         }
 
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut objects = BTreeMap::new();
         let mut written: Vec<ObjectPath> = Vec::new();
-        let chunk_size = self.inner.tier.inner.options.chunk_size;
         let put_tried = std::sync::atomic::AtomicBool::new(false);
         let result = async {
-            for (kind, file) in upload.files() {
-                let name = layout::object_name(upload.base_offset, &id, kind);
-                let dest = layout::child(&self.inner.dir, &name);
-                let checks = (kind == ObjectKind::Log).then(|| LogChecks {
-                    chunk_crcs: ChunkCrcs::new(chunk_size),
-                    scan: BatchScan::new(
-                        upload.size,
-                        Some((upload.base_offset, upload.last_offset)),
-                    ),
-                });
-                written.push(dest.clone());
-                let w = self.put_file(file, &dest, checks, cancel, limiter).await?;
-                if kind == ObjectKind::Log && w.size != upload.size {
-                    return Err(invalid("log file changed while it was uploaded"));
-                }
-                if let Some(crcs) = w.chunk_crcs {
-                    let name = layout::object_name(upload.base_offset, &id, ObjectKind::Crcs);
-                    let dest = layout::child(&self.inner.dir, &name);
-                    written.push(dest.clone());
-                    let crc = crc32c::crc32c(&crcs);
-                    let size = crcs.len() as u64;
-                    self.put_small(&dest, crcs, cancel, limiter).await?;
-                    objects.insert(
-                        ObjectKind::Crcs,
-                        ObjectRef {
-                            name,
-                            size,
-                            crc32c: crc,
-                        },
-                    );
-                }
-                objects.insert(
-                    kind,
-                    ObjectRef {
-                        name,
-                        size: w.size,
-                        crc32c: w.crc,
-                    },
-                );
-            }
-            for (kind, body) in upload.small_objects() {
-                let name = layout::object_name(upload.base_offset, &id, kind);
-                let dest = layout::child(&self.inner.dir, &name);
-                written.push(dest.clone());
-                let crc = crc32c::crc32c(&body);
-                let size = body.len() as u64;
-                self.put_small(&dest, body, cancel, limiter).await?;
-                objects.insert(
-                    kind,
-                    ObjectRef {
-                        name,
-                        size,
-                        crc32c: crc,
-                    },
-                );
-            }
-            let meta = SegmentMeta {
-                id: id.clone(),
-                base_offset: upload.base_offset,
-                last_offset: upload.last_offset,
-                first_timestamp: upload.first_timestamp,
-                max_timestamp: upload.max_timestamp,
-                size: upload.size,
-                leader_epoch: upload.leader_epoch,
-                uploaded_at_ms: now_ms(),
-                chunk_size: Some(chunk_size),
-                batches_checked: true,
-                objects: objects.clone(),
-            };
+            let meta = self
+                .put_segment_objects(upload, cancel, limiter, &mut written)
+                .await?;
             let name = self.inner.name.clone();
             let committed = self
                 .update_manifest(upload.leader_epoch, Some(cancel), |m| {
@@ -338,7 +270,7 @@ impl RemotePartition {
                         m.with_segment_replaced(meta.clone(), upload.leader_epoch, &name)?
                     } else {
                         match m.with_segment(meta.clone(), upload.leader_epoch, &name)? {
-                            AddOutcome::Added(next) => Some(next),
+                            AddOutcome::Added(next) => Some(*next),
                             AddOutcome::AlreadyCovered => None,
                         }
                     };
@@ -386,6 +318,157 @@ impl RemotePartition {
                 Err(e)
             }
         }
+    }
+
+    /// Tier compaction's swap: uploads `uploads` (the compacted records of
+    /// the segments `replaced`, a run of the manifest by id, in offset
+    /// order; each with the upload time of the newest segment it replaces,
+    /// kept as its `uploaded_at_ms` so that `delete.retention.ms` counts
+    /// from when its records reached the tier, not from the last pass),
+    /// then replaces the run by them in one fenced conditional
+    /// manifest write that marks offsets below `cleaned_upto` clean and
+    /// retires the run's objects for `grace`. `None` when the manifest no
+    /// longer holds the run (its objects are then removed again). A crash
+    /// before the write leaves the old run and unnamed new objects
+    /// (orphans); after it, the new run.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn replace_run(
+        &self,
+        uploads: &[(SegmentUpload, i64)],
+        replaced: &[String],
+        cleaned_upto: i64,
+        leader_epoch: i32,
+        grace: std::time::Duration,
+        cancel: &CancellationToken,
+        limiter: &RateLimiter,
+    ) -> Result<Option<Arc<Manifest>>, TierError> {
+        let mut written: Vec<ObjectPath> = Vec::new();
+        let put_tried = std::sync::atomic::AtomicBool::new(false);
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let result = async {
+            let mut metas = Vec::with_capacity(uploads.len());
+            for (upload, uploaded_at_ms) in uploads {
+                let mut meta = self
+                    .put_segment_objects(upload, cancel, limiter, &mut written)
+                    .await?;
+                meta.uploaded_at_ms = *uploaded_at_ms;
+                metas.push(meta);
+            }
+            let committed = self
+                .update_manifest(leader_epoch, Some(cancel), |m| {
+                    let next =
+                        m.with_run_replaced(replaced, &metas, cleaned_upto, now_ms(), grace_ms);
+                    if next.is_some() {
+                        put_tried.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(next.map(|n| (n, ())))
+                })
+                .await?;
+            Ok::<_, TierError>(committed.map(|(m, ())| m))
+        }
+        .await;
+        let unnamed = match &result {
+            Ok(Some(_)) => false,
+            Ok(None) => true,
+            Err(e) => {
+                !e.is_cancelled()
+                    && (!put_tried.load(std::sync::atomic::Ordering::Relaxed)
+                        || matches!(
+                            e,
+                            TierError::Fenced { .. } | TierError::ManifestConflict { .. }
+                        ))
+            }
+        };
+        if unnamed {
+            self.remove_objects(&written).await;
+        }
+        result
+    }
+
+    /// Writes every object of `upload` under a fresh upload id (noting each
+    /// in `written` before it is sent) and returns the segment's manifest
+    /// entry; the manifest is not changed.
+    async fn put_segment_objects(
+        &self,
+        upload: &SegmentUpload,
+        cancel: &CancellationToken,
+        limiter: &RateLimiter,
+        written: &mut Vec<ObjectPath>,
+    ) -> Result<SegmentMeta, TierError> {
+        let invalid = |message: &str| TierError::InvalidSegment {
+            partition: self.inner.name.clone(),
+            base_offset: upload.base_offset,
+            message: message.to_string(),
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut objects = BTreeMap::new();
+        let chunk_size = self.inner.tier.inner.options.chunk_size;
+        for (kind, file) in upload.files() {
+            let name = layout::object_name(upload.base_offset, &id, kind);
+            let dest = layout::child(&self.inner.dir, &name);
+            let checks = (kind == ObjectKind::Log).then(|| LogChecks {
+                chunk_crcs: ChunkCrcs::new(chunk_size),
+                scan: BatchScan::new(upload.size, Some((upload.base_offset, upload.last_offset))),
+            });
+            written.push(dest.clone());
+            let w = self.put_file(file, &dest, checks, cancel, limiter).await?;
+            if kind == ObjectKind::Log && w.size != upload.size {
+                return Err(invalid("log file changed while it was uploaded"));
+            }
+            if let Some(crcs) = w.chunk_crcs {
+                let name = layout::object_name(upload.base_offset, &id, ObjectKind::Crcs);
+                let dest = layout::child(&self.inner.dir, &name);
+                written.push(dest.clone());
+                let crc = crc32c::crc32c(&crcs);
+                let size = crcs.len() as u64;
+                self.put_small(&dest, crcs, cancel, limiter).await?;
+                objects.insert(
+                    ObjectKind::Crcs,
+                    ObjectRef {
+                        name,
+                        size,
+                        crc32c: crc,
+                    },
+                );
+            }
+            objects.insert(
+                kind,
+                ObjectRef {
+                    name,
+                    size: w.size,
+                    crc32c: w.crc,
+                },
+            );
+        }
+        for (kind, body) in upload.small_objects() {
+            let name = layout::object_name(upload.base_offset, &id, kind);
+            let dest = layout::child(&self.inner.dir, &name);
+            written.push(dest.clone());
+            let crc = crc32c::crc32c(&body);
+            let size = body.len() as u64;
+            self.put_small(&dest, body, cancel, limiter).await?;
+            objects.insert(
+                kind,
+                ObjectRef {
+                    name,
+                    size,
+                    crc32c: crc,
+                },
+            );
+        }
+        Ok(SegmentMeta {
+            id: id.clone(),
+            base_offset: upload.base_offset,
+            last_offset: upload.last_offset,
+            first_timestamp: upload.first_timestamp,
+            max_timestamp: upload.max_timestamp,
+            size: upload.size,
+            leader_epoch: upload.leader_epoch,
+            uploaded_at_ms: now_ms(),
+            chunk_size: Some(chunk_size),
+            batches_checked: true,
+            objects,
+        })
     }
 
     async fn remove_objects(&self, paths: &[ObjectPath]) {
