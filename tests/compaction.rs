@@ -410,6 +410,7 @@ fn tier_compaction_round(
         tier_bytes < uploaded / 4.0,
         "tier holds {tier_bytes} bytes after compaction, {uploaded} uploaded"
     );
+    check_cli_views(&first, &topic);
     // Retired objects go after the grace period (orphan collection runs
     // every 120 tier passes).
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -441,4 +442,57 @@ fn tier_compaction_round(
         "the restored topic reads the compacted key set"
     );
     second.assert_no_error_logs();
+}
+
+/// `strata topic describe` and `strata tier status` with `--metrics` show
+/// the partition's dirty ratio, last clean and last tier compaction.
+fn check_cli_views(broker: &Broker, topic: &str) {
+    let metrics = format!("http://{}/metrics", broker.admin_addr());
+    let bs = broker.bootstrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::strata_bin())
+            .args(args)
+            .args(["--metrics", &metrics, "--bootstrap", &bs])
+            .env_remove("STRATA_BOOTSTRAP")
+            .output()
+            .expect("run strata");
+        assert!(
+            out.status.success(),
+            "strata {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8 output")
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&run(&all)).expect("json output")
+    };
+    let described = json(&["topic", "describe", topic]);
+    let p0 = &described["partitions"][0];
+    assert!(p0["dirty_ratio"].as_f64().is_some(), "{described}");
+    let table = run(&["topic", "describe", topic]);
+    eprintln!("{table}");
+    assert!(
+        table.contains("DIRTY RATIO") && table.contains("LAST CLEAN"),
+        "{table}"
+    );
+    let status = json(&["tier", "status", topic]);
+    let row = &status[0];
+    assert!(row["tier_dirty_ratio"].as_f64().is_some(), "{status}");
+    assert_eq!(
+        row["tier_compacted"],
+        serde_json::Value::Bool(true),
+        "{status}"
+    );
+    assert!(
+        row["tier_compaction_seconds_ago"].as_f64().is_some(),
+        "{status}"
+    );
+    let table = run(&["tier", "status", topic]);
+    eprintln!("{table}");
+    assert!(
+        table.contains("LAST TIER COMPACTION") && table.contains("s ago"),
+        "{table}"
+    );
 }

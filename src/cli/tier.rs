@@ -15,6 +15,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::output::{print_json, print_str, Columns};
+use super::tier_cost::{age_text, CompactionScrape};
 use super::{ConnectArgs, Output};
 use crate::client::{Client, NewTopic, OffsetSpec};
 
@@ -33,7 +34,9 @@ enum TierCommand {
         /// Topics to show (default: every topic)
         topics: Vec<String>,
         /// A broker's metrics URL (once per broker), for the segments each
-        /// partition's last scrub found damaged (column SCRUB DAMAGED)
+        /// partition's last scrub found damaged (column SCRUB DAMAGED) and,
+        /// for compacted topics, the tier's dirty ratio and last tier
+        /// compaction
         #[arg(long = "metrics")]
         metrics: Vec<String>,
     },
@@ -366,6 +369,11 @@ async fn repair(args: RepairArgs, out: Output) -> anyhow::Result<()> {
 struct Row {
     /// `None` without `--metrics`.
     scrub_damaged: Option<f64>,
+    /// Tier compaction of a compacted topic, from its leader's gauges
+    /// (`None` without `--metrics`, or for other topics).
+    tier_dirty_ratio: Option<f64>,
+    /// Seconds since the last tier compaction (+Inf: never).
+    tier_compaction_age: Option<f64>,
     topic: String,
     partition: i32,
     earliest: i64,
@@ -386,10 +394,15 @@ async fn status(
     // Damaged segments per partition as its leader's last scrub left them
     // (the other brokers report 0).
     let mut damaged: BTreeMap<(String, i32), f64> = BTreeMap::new();
+    let mut compaction: BTreeMap<(String, i32), CompactionScrape> = BTreeMap::new();
     for url in metrics {
-        for (key, n) in super::tier_cost::scrape(url).await?.scrub_damaged {
+        let scraped = super::tier_cost::scrape(url).await?;
+        for (key, n) in scraped.scrub_damaged {
             let d = damaged.entry(key).or_default();
             *d = d.max(n);
+        }
+        for (key, c) in scraped.compaction {
+            compaction.entry(key).or_default().merge(&c);
         }
     }
     let damaged_of = |key: &(String, i32)| {
@@ -433,8 +446,14 @@ async fn status(
                     .copied()
                     .unwrap_or_default();
                 let scrub_damaged = damaged_of(&(topic.clone(), partition));
+                let c = compaction
+                    .get(&(topic.clone(), partition))
+                    .copied()
+                    .unwrap_or_default();
                 Row {
                     scrub_damaged,
+                    tier_dirty_ratio: c.tier_dirty_ratio,
+                    tier_compaction_age: c.tier_last_age,
                     local_bytes: s.local_bytes,
                     topic,
                     partition,
@@ -462,6 +481,9 @@ async fn status(
                 "tier_bytes": r.tier_bytes,
                 "upload_lag_offsets": r.upload_lag,
                 "scrub_damaged_segments": r.scrub_damaged,
+                "tier_dirty_ratio": r.tier_dirty_ratio,
+                "tier_compaction_seconds_ago": r.tier_compaction_age.filter(|a| a.is_finite()),
+                "tier_compacted": r.tier_compaction_age.map(f64::is_finite),
             }))
             .collect::<Vec<_>>())),
         Output::Table => {
@@ -479,6 +501,8 @@ async fn status(
                 "TIER BYTES",
                 "UPLOAD LAG",
                 "SCRUB DAMAGED",
+                "TIER DIRTY RATIO",
+                "LAST TIER COMPACTION",
             ]);
             for r in &rows {
                 c.row([
@@ -496,6 +520,8 @@ async fn status(
                     r.tier_bytes.to_string(),
                     r.upload_lag.to_string(),
                     r.scrub_damaged.map_or("-".into(), |d| format!("{d:.0}")),
+                    r.tier_dirty_ratio.map_or("-".into(), |d| format!("{d:.2}")),
+                    age_text(r.tier_compaction_age),
                 ]);
             }
             c.print()

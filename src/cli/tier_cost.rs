@@ -129,6 +129,64 @@ pub struct Scrape {
     pub by_topic: BTreeMap<String, Usage>,
     /// `strata_tier_scrub_damaged_segments` by topic and partition.
     pub scrub_damaged: BTreeMap<(String, i32), f64>,
+    /// The compaction gauges by topic and partition.
+    pub compaction: BTreeMap<(String, i32), CompactionScrape>,
+}
+
+/// A compacted partition's cleaner state as a broker's gauges report it
+/// (`None`: this broker does not report it).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct CompactionScrape {
+    /// `strata_log_cleaner_dirty_ratio`
+    pub dirty_ratio: Option<f64>,
+    /// `strata_log_cleaner_last_clean_age_seconds` (+Inf: not since start)
+    pub last_clean_age: Option<f64>,
+    /// `strata_tier_compaction_dirty_ratio` (the leader's)
+    pub tier_dirty_ratio: Option<f64>,
+    /// `strata_tier_compaction_last_age_seconds` (+Inf: never)
+    pub tier_last_age: Option<f64>,
+}
+
+impl CompactionScrape {
+    /// Two brokers' reports of one partition: the largest dirty ratios and
+    /// the most recent cleans.
+    pub fn merge(&mut self, o: &CompactionScrape) {
+        let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
+        let min = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        self.dirty_ratio = max(self.dirty_ratio, o.dirty_ratio);
+        self.last_clean_age = min(self.last_clean_age, o.last_clean_age);
+        self.tier_dirty_ratio = max(self.tier_dirty_ratio, o.tier_dirty_ratio);
+        self.tier_last_age = min(self.tier_last_age, o.tier_last_age);
+    }
+}
+
+/// The compaction state of every compacted partition the brokers at
+/// `urls` (their /metrics) report, merged.
+pub async fn scrape_compaction(
+    urls: &[String],
+) -> anyhow::Result<BTreeMap<(String, i32), CompactionScrape>> {
+    let mut out: BTreeMap<(String, i32), CompactionScrape> = BTreeMap::new();
+    for url in urls {
+        for (key, c) in scrape(url).await?.compaction {
+            out.entry(key).or_default().merge(&c);
+        }
+    }
+    Ok(out)
+}
+
+/// Seconds ago as an operator reads it: `12s ago`, `never`, `-` (unknown).
+pub fn age_text(age: Option<f64>) -> String {
+    match age {
+        None => "-".into(),
+        Some(a) if !a.is_finite() => "never".into(),
+        Some(a) => format!("{a:.0}s ago"),
+    }
 }
 
 /// Reads the tier counters out of a Prometheus text exposition.
@@ -138,6 +196,7 @@ pub fn parse_scrape(text: &str) -> Scrape {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
+        // Prometheus writes infinities as +Inf / -Inf.
         let Ok(value) = value.parse::<f64>() else {
             continue;
         };
@@ -153,12 +212,28 @@ pub fn parse_scrape(text: &str) -> Scrape {
         };
         match name {
             "strata_start_time_seconds" => s.start_time = Some(value),
-            "strata_tier_scrub_damaged_segments" => {
+            "strata_tier_scrub_damaged_segments"
+            | "strata_log_cleaner_dirty_ratio"
+            | "strata_log_cleaner_last_clean_age_seconds"
+            | "strata_tier_compaction_dirty_ratio"
+            | "strata_tier_compaction_last_age_seconds" => {
                 let (Some(topic), Some(p)) = (label("topic"), label("partition")) else {
                     continue;
                 };
-                if let Ok(p) = p.parse() {
-                    s.scrub_damaged.insert((topic, p), value);
+                let Ok(p) = p.parse() else {
+                    continue;
+                };
+                let key = (topic, p);
+                if name == "strata_tier_scrub_damaged_segments" {
+                    s.scrub_damaged.insert(key, value);
+                    continue;
+                }
+                let c = s.compaction.entry(key).or_default();
+                match name {
+                    "strata_log_cleaner_dirty_ratio" => c.dirty_ratio = Some(value),
+                    "strata_log_cleaner_last_clean_age_seconds" => c.last_clean_age = Some(value),
+                    "strata_tier_compaction_dirty_ratio" => c.tier_dirty_ratio = Some(value),
+                    _ => c.tier_last_age = Some(value),
                 }
             }
             "strata_tier_requests_total" => {
@@ -389,6 +464,10 @@ strata_tier_request_bytes_total{topic="orders",direction="put"} 1073741824
 strata_tier_request_bytes_total{topic="orders",direction="get"} 2147483648
 strata_tier_bytes_uploaded_total 5
 strata_tier_scrub_damaged_segments{topic="orders",partition="3"} 2
+strata_log_cleaner_dirty_ratio{topic="changes",partition="1"} 0.25
+strata_log_cleaner_last_clean_age_seconds{topic="changes",partition="1"} +Inf
+strata_tier_compaction_dirty_ratio{topic="changes",partition="1"} 0.5
+strata_tier_compaction_last_age_seconds{topic="changes",partition="1"} 12.5
 "#;
 
     #[test]
@@ -409,6 +488,24 @@ strata_tier_scrub_damaged_segments{topic="orders",partition="3"} 2
         );
         assert_eq!(s.by_topic[""].lists, 6.0);
         assert_eq!(s.scrub_damaged[&("orders".to_string(), 3)], 2.0);
+        let c = s.compaction[&("changes".to_string(), 1)];
+        assert_eq!(c.dirty_ratio, Some(0.25));
+        assert_eq!(c.last_clean_age, Some(f64::INFINITY));
+        assert_eq!(c.tier_dirty_ratio, Some(0.5));
+        assert_eq!(c.tier_last_age, Some(12.5));
+        assert_eq!(age_text(c.last_clean_age), "never");
+        assert_eq!(age_text(c.tier_last_age), "12s ago");
+        assert_eq!(age_text(None), "-");
+        let mut merged = c;
+        merged.merge(&CompactionScrape {
+            dirty_ratio: Some(0.1),
+            last_clean_age: Some(3.0),
+            tier_dirty_ratio: None,
+            tier_last_age: None,
+        });
+        assert_eq!(merged.dirty_ratio, Some(0.25));
+        assert_eq!(merged.last_clean_age, Some(3.0));
+        assert_eq!(merged.tier_last_age, Some(12.5));
     }
 
     #[test]

@@ -48,6 +48,11 @@ enum TopicCommand {
         /// Show every config, not only those set on the topic
         #[arg(long)]
         all_configs: bool,
+        /// A broker's metrics URL (once per broker): for a compacted topic,
+        /// each partition's dirty ratio and last clean (DIRTY RATIO, LAST
+        /// CLEAN: the largest ratio and newest clean over its replicas)
+        #[arg(long = "metrics")]
+        metrics: Vec<String>,
     },
     /// Delete topics
     Delete {
@@ -97,9 +102,11 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
             create(&client, new, if_not_exists, out).await
         }
         TopicCommand::List { exclude_internal } => list(&client, exclude_internal, out).await,
-        TopicCommand::Describe { topic, all_configs } => {
-            describe(&client, &topic, all_configs, out).await
-        }
+        TopicCommand::Describe {
+            topic,
+            all_configs,
+            metrics,
+        } => describe(&client, &topic, all_configs, &metrics, out).await,
         TopicCommand::Delete { topics, if_exists } => {
             delete_topics(&client, &topics, if_exists, out).await
         }
@@ -207,9 +214,18 @@ async fn describe(
     client: &Client,
     topic: &str,
     all_configs: bool,
+    metrics: &[String],
     out: Output,
 ) -> anyhow::Result<()> {
     let md = client.topic_metadata(topic).await?;
+    let compaction = super::tier_cost::scrape_compaction(metrics).await?;
+    // `None`: not asked for (no --metrics) or not reported (not compacted).
+    let cleaner = |p: i32| {
+        compaction
+            .get(&(topic.to_owned(), p))
+            .filter(|c| c.dirty_ratio.is_some())
+            .copied()
+    };
     let parts: Vec<(String, i32)> = md
         .partitions
         .iter()
@@ -245,6 +261,10 @@ async fn describe(
                         "offline_replicas": p.offline_replicas,
                         "earliest_offset": offset_of(&earliest, p.partition),
                         "latest_offset": offset_of(&latest, p.partition),
+                        "dirty_ratio": cleaner(p.partition).and_then(|c| c.dirty_ratio),
+                        "last_clean_seconds_ago": cleaner(p.partition)
+                            .and_then(|c| c.last_clean_age)
+                            .filter(|a| a.is_finite()),
                         "error": p.error.map(|c| c.name()),
                     })
                 })
@@ -266,16 +286,21 @@ async fn describe(
                 md.partitions.len(),
                 rf
             );
-            let mut c = Columns::new(&[
+            let with_cleaner = md.partitions.iter().any(|p| cleaner(p.partition).is_some());
+            let mut headers = vec![
                 "PARTITION",
                 "LEADER",
                 "REPLICAS",
                 "ISR",
                 "EARLIEST",
                 "LATEST",
-            ]);
+            ];
+            if with_cleaner {
+                headers.extend(["DIRTY RATIO", "LAST CLEAN"]);
+            }
+            let mut c = Columns::new(&headers);
             for p in &md.partitions {
-                c.row([
+                let mut row = vec![
                     p.partition.to_string(),
                     if p.leader >= 0 {
                         p.leader.to_string()
@@ -286,7 +311,13 @@ async fn describe(
                     join(&p.isr),
                     opt(offset_of(&earliest, p.partition)),
                     opt(offset_of(&latest, p.partition)),
-                ]);
+                ];
+                if with_cleaner {
+                    let state = cleaner(p.partition).unwrap_or_default();
+                    row.push(state.dirty_ratio.map_or("-".into(), |d| format!("{d:.2}")));
+                    row.push(super::tier_cost::age_text(state.last_clean_age));
+                }
+                c.row(row);
             }
             s.push_str(&c.render());
             s.push('\n');
