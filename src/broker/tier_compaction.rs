@@ -348,7 +348,15 @@ async fn pass(
         let uploaded_at = inputs.iter().map(|s| s.uploaded_at_ms).max().unwrap_or(now);
         uploads.push((upload, uploaded_at));
     }
-    let replaced: Vec<String> = sel.run.iter().map(|s| s.id.clone()).collect();
+    // A full key map ends the pass early: the segments after the last
+    // rewritten one stay as they are (and dirty).
+    let end = uploads.last().map_or(i64::MIN, |(u, _)| u.last_offset);
+    let replaced: Vec<String> = sel
+        .run
+        .iter()
+        .filter(|s| s.last_offset <= end)
+        .map(|s| s.id.clone())
+        .collect();
     let written_bytes: u64 = uploads.iter().map(|(u, _)| u.size).sum();
     let after = remote
         .replace_run(
@@ -363,9 +371,14 @@ async fn pass(
         .await?;
     Ok(Report {
         dirty_ratio: 0.0,
-        segments_before: sel.run.len(),
+        segments_before: replaced.len(),
         segments_after: uploads.len(),
-        bytes_before: sel.run.iter().map(|s| s.size).sum(),
+        bytes_before: sel
+            .run
+            .iter()
+            .filter(|s| s.last_offset <= end)
+            .map(|s| s.size)
+            .sum(),
         bytes_after: written_bytes,
         read_bytes: read_bytes + cleaned.bytes_read,
         written_bytes,
