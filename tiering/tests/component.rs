@@ -1137,9 +1137,10 @@ async fn a_compacted_run_replaces_segments_and_its_objects_retire() {
     let grace = Duration::from_secs(3600);
     let cancel = CancellationToken::new();
     let limiter = tiering::RateLimiter::unlimited();
-    let after = part
-        .replace_run(
-            &[(upload.clone(), 1)],
+    let uploads = [(upload, 1)];
+    let swap = || {
+        part.replace_run(
+            &uploads,
             &ids,
             segs[1].last_offset + 1,
             1,
@@ -1147,27 +1148,15 @@ async fn a_compacted_run_replaces_segments_and_its_objects_retire() {
             &cancel,
             &limiter,
         )
-        .await
-        .expect("swap")
-        .expect("run present");
+    };
+    let after = swap().await.expect("swap").expect("run present");
     assert_eq!(after.segments.len(), 2);
     assert_eq!(after.first_dirty_offset(), segs[1].last_offset + 1);
     assert!(after.total_bytes() < before.total_bytes());
     assert_eq!(after.retired.len(), old_names.len());
     // A second swap of the same run finds it gone and leaves no objects.
     let listed = list_names(&tier_store(&root), &part.dir()).await;
-    let again = part
-        .replace_run(
-            &[(upload.clone(), 1)],
-            &ids,
-            segs[1].last_offset + 1,
-            1,
-            grace,
-            &cancel,
-            &limiter,
-        )
-        .await
-        .expect("second swap");
+    let again = swap().await.expect("second swap");
     assert!(again.is_none());
     assert_eq!(list_names(&tier_store(&root), &part.dir()).await, listed);
 
