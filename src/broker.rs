@@ -31,6 +31,7 @@ mod group_log;
 pub mod read_replica;
 pub mod replication;
 pub mod scrub;
+pub mod table_export;
 pub mod tier;
 pub mod tier_compaction;
 

@@ -18,6 +18,7 @@ pub mod partition;
 pub mod run;
 pub mod security;
 pub mod server;
+pub mod table;
 pub mod telemetry;
 pub mod writeback;
 pub mod zerocopy;

@@ -262,6 +262,12 @@ pub const SPECS: &[Spec] = &[
         no_effect: None,
     },
     Spec {
+        name: "strata.table.enable",
+        kind: Kind::Boolean,
+        default: Default::Fixed("false"),
+        no_effect: None,
+    },
+    Spec {
         name: "retention.bytes",
         kind: Kind::Long { min: -1 },
         default: Default::Fixed("-1"),
@@ -492,6 +498,9 @@ pub struct TopicConfig {
     pub local_retention_bytes: Option<i64>,
     /// `remote.storage.enable`; internal topics (`__` names) stay local.
     pub remote_storage: bool,
+    /// `strata.table.enable`: uploaded segments are also written as
+    /// Parquet beside the tier (see `crate::table`).
+    pub table: bool,
     /// `segment.bytes`
     pub segment_bytes: u64,
     /// `segment.ms` (None: never roll by time).
@@ -577,6 +586,7 @@ impl TopicConfig {
             local_retention_ms: local("local.retention.ms", retention_ms),
             local_retention_bytes: local("local.retention.bytes", retention_bytes),
             remote_storage: !name.starts_with("__") && text("remote.storage.enable") != "false",
+            table: text("strata.table.enable") == "true",
             segment_bytes: int("segment.bytes").max(14) as u64,
             segment_ms: opt(int("segment.ms")),
             index_interval_bytes: int("index.interval.bytes").clamp(0, i64::from(u32::MAX)) as u32,

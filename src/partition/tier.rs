@@ -256,9 +256,15 @@ impl Partition {
     /// local retention limits (oldest first); returns how many.
     pub fn apply_local_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
         let policy = self.lock().config.tier;
-        let Some(uploaded) = self.tier_last_offset() else {
+        let Some(mut uploaded) = self.tier_last_offset() else {
             return Ok(0);
         };
+        if self.topic_config().table && self.is_leader() {
+            // A table topic's leader keeps its segments until it has
+            // exported them.
+            let exported = crate::table::exported_to(&self.dir).unwrap_or(i64::MIN);
+            uploaded = uploaded.min(exported.saturating_sub(1));
+        }
         let segments = self.sealed_segments();
         let mut local_bytes = self.size_bytes();
         let mut delete_to = None;

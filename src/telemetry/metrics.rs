@@ -102,6 +102,11 @@ pub struct Metrics {
     pub cleaner_max_dirty_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub cleaner_last_clean_age: Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub tier_compaction_passes: Counter,
+    pub table_export_segments: Counter,
+    pub table_export_files: Counter,
+    pub table_export_rows: Counter,
+    pub table_export_bytes: Counter,
+    pub table_export_errors: Counter,
     pub tier_compaction_read_bytes: Counter,
     pub tier_compaction_written_bytes: Counter,
     pub tier_compaction_dirty_ratio:
@@ -171,6 +176,11 @@ impl Metrics {
             cleaner_max_dirty_ratio: Gauge::default(),
             cleaner_last_clean_age: Family::default(),
             tier_compaction_passes: Counter::default(),
+            table_export_segments: Counter::default(),
+            table_export_files: Counter::default(),
+            table_export_rows: Counter::default(),
+            table_export_bytes: Counter::default(),
+            table_export_errors: Counter::default(),
             tier_compaction_read_bytes: Counter::default(),
             tier_compaction_written_bytes: Counter::default(),
             tier_compaction_dirty_ratio: Family::default(),
@@ -333,6 +343,31 @@ impl Metrics {
             "strata_log_cleaner_last_clean_age_seconds",
             "Seconds since the cleaner last replaced segments of each compacted partition (+Inf: not since the broker started)",
             m.cleaner_last_clean_age.clone(),
+        );
+        registry.register(
+            "strata_table_export_segments",
+            "Tiered segments written as Parquet table files (strata.table.enable)",
+            m.table_export_segments.clone(),
+        );
+        registry.register(
+            "strata_table_export_files",
+            "Parquet table files put in the store",
+            m.table_export_files.clone(),
+        );
+        registry.register(
+            "strata_table_export_rows",
+            "Records written as table rows",
+            m.table_export_rows.clone(),
+        );
+        registry.register(
+            "strata_table_export_bytes",
+            "Bytes of Parquet table files put in the store",
+            m.table_export_bytes.clone(),
+        );
+        registry.register(
+            "strata_table_export_errors",
+            "Table export passes that failed (retried at the next tier pass)",
+            m.table_export_errors.clone(),
         );
         registry.register(
             "strata_tier_compaction_passes",

@@ -121,6 +121,10 @@ impl StoreRequests {
             return String::new();
         }
         let dir = dir.as_ref();
+        if cluster.as_ref() == crate::TABLES_DIR {
+            // `tables/<topic>/...`: a topic's Parquet files.
+            return dir.to_string();
+        }
         match dir.rsplit_once('-') {
             Some((topic, id)) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
                 topic.to_string()
@@ -322,6 +326,10 @@ mod tests {
         assert_eq!(topic("tier/prefix/_probe/x"), "");
         assert_eq!(topic(&format!("tier/prefix/_probe/node-1-{ID}")), "");
         assert_eq!(topic("tier/prefix/c1/not-a-topic-dir/0"), "");
+        assert_eq!(
+            topic("tier/prefix/tables/orders/dt=2026-01-01/partition=0/x.parquet"),
+            "orders"
+        );
     }
 
     #[tokio::test]

@@ -127,6 +127,9 @@ use error::store_err;
 /// The directory under the tier's prefix that the start-up probe writes in;
 /// every other directory there is a cluster's.
 const PROBE_DIR: &str = "_probe";
+/// The directory under the prefix that holds the topics' Parquet tables
+/// (`tables/<topic>/...`, written by the broker); not a cluster.
+pub const TABLES_DIR: &str = "tables";
 
 /// A topic found in the tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,7 +354,8 @@ impl TierStore {
     }
 
     /// Cluster ids with data under this tier's prefix: every directory but
-    /// the probe's. Cluster ids are base64url, so one may begin with `_`.
+    /// the probe's and the tables'. Cluster ids are base64url (22
+    /// characters), so one may begin with `_` and none is `tables`.
     pub async fn list_clusters(&self) -> Result<Vec<String>, TierError> {
         let root = self.inner.prefix.clone();
         let listing = self
@@ -364,7 +368,7 @@ impl TierStore {
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(String::from))
-            .filter(|n| n != PROBE_DIR)
+            .filter(|n| n != PROBE_DIR && n != TABLES_DIR)
             .collect();
         ids.sort();
         Ok(ids)
