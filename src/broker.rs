@@ -517,6 +517,7 @@ impl Broker {
         m.log_size_bytes.clear();
         m.tier_copy_lag_bytes.clear();
         m.tier_copy_lag_segments.clear();
+        m.table_export_lag_segments.clear();
         m.tier_view_age.clear();
         m.tier_scrub_damaged.clear();
         m.tier_bytes.clear();
@@ -640,6 +641,18 @@ impl Broker {
                 m.tier_copy_lag_segments
                     .get_or_create(&l)
                     .set(lagging.len() as i64);
+                if p.is_leader() && p.topic_config().table {
+                    // Tiered segments the table does not have yet.
+                    let exported = crate::table::exported_to(p.dir()).unwrap_or(i64::MIN);
+                    let behind = p
+                        .sealed_segments()
+                        .iter()
+                        .filter(|s| s.next_offset - 1 <= uploaded && s.next_offset > exported)
+                        .count();
+                    m.table_export_lag_segments
+                        .get_or_create(&l)
+                        .set(behind as i64);
+                }
                 if let Some(remote) = p.remote() {
                     if let Ok(bytes) = remote.tier_bytes().await {
                         m.tier_bytes.get_or_create(&l).set(bytes as i64);

@@ -107,6 +107,7 @@ pub struct Metrics {
     pub table_export_rows: Counter,
     pub table_export_bytes: Counter,
     pub table_export_errors: Counter,
+    pub table_export_lag_segments: Family<PartitionLabels, Gauge>,
     pub tier_compaction_read_bytes: Counter,
     pub tier_compaction_written_bytes: Counter,
     pub tier_compaction_dirty_ratio:
@@ -181,6 +182,7 @@ impl Metrics {
             table_export_rows: Counter::default(),
             table_export_bytes: Counter::default(),
             table_export_errors: Counter::default(),
+            table_export_lag_segments: Family::default(),
             tier_compaction_read_bytes: Counter::default(),
             tier_compaction_written_bytes: Counter::default(),
             tier_compaction_dirty_ratio: Family::default(),
@@ -368,6 +370,11 @@ impl Metrics {
             "strata_table_export_errors",
             "Table export passes that failed (retried at the next tier pass)",
             m.table_export_errors.clone(),
+        );
+        registry.register(
+            "strata_table_export_lag_segments",
+            "Segments in the tier that a table topic's leader has not written as Parquet yet, by partition",
+            m.table_export_lag_segments.clone(),
         );
         registry.register(
             "strata_tier_compaction_passes",

@@ -130,12 +130,13 @@ def drive_traffic(bootstrap: str) -> None:
         pass
     consumer.close()
     assert got == records, f"fetched {got} of {records} records"
-    # A compacted topic that tiers: the cleaner's and tier compaction's
-    # per-partition gauges (the latter once the tier loop has read its
-    # manifest).
+    # A compacted table topic that tiers: the cleaner's, tier compaction's
+    # and table export's per-partition gauges (tier compaction's once the
+    # tier loop has read its manifest).
     compacted = "deploy-metrics-compacted"
     admin.create_topics([NewTopic(compacted, num_partitions=1, replication_factor=1, config={
-        "cleanup.policy": "compact", "remote.storage.enable": "true"})])[compacted].result(30)
+        "cleanup.policy": "compact", "remote.storage.enable": "true",
+        "strata.table.enable": "true"})])[compacted].result(30)
     for i in range(records):
         producer.produce(compacted, key=str(i % 10).encode(), value=b"v" * 100)
     assert producer.flush(60) == 0, "records still unacknowledged after 60 s"

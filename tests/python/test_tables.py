@@ -37,6 +37,15 @@ def metric(b, name):
     return None
 
 
+def export_lag(b, topic):
+    """strata_table_export_lag_segments per partition of `topic`."""
+    with urllib.request.urlopen(f"http://{b.admin}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {int(m.group(1)): float(m.group(2)) for m in re.finditer(
+        rf'^strata_table_export_lag_segments{{topic="{re.escape(topic)}",partition="(\d+)"}} (\S+)$',
+        text, re.M)}
+
+
 def create_table_topic(b, topic, partitions=2):
     a = AdminClient({"bootstrap.servers": b.bootstrap, "broker.address.family": "v4"})
     a.create_topics([NewTopic(topic, partitions, 1, config={
@@ -157,6 +166,7 @@ def test_a_table_topic_reads_back_in_duckdb_and_pyarrow(tmp_path, topic_name):
         hive = ds.dataset(table_dir(tier, topic), format="parquet", partitioning="hive").to_table()
         assert hive.num_rows == len(sent)
         assert metric(b, "strata_table_export_errors_total") == 0
+        assert export_lag(b, topic) == {0: 0.0, 1: 0.0}
 
 
 def test_kill9_during_export_leaves_no_duplicate_or_missing_offset(tmp_path, topic_name):
