@@ -422,6 +422,10 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         broker.clone(),
         shutdown.child_token(),
     ));
+    tasks.spawn(crate::broker::table_export::run(
+        broker.clone(),
+        shutdown.child_token(),
+    ));
     tasks.spawn(rebalance_leaders(broker.clone(), shutdown.child_token()));
     tasks.spawn(checkpoint_loop(broker.clone(), shutdown.child_token()));
     tasks.spawn(crate::broker::replication::run_isr_updates(

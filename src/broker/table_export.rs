@@ -7,11 +7,17 @@
 //! the store. A crash before that exports the segment again on the next
 //! pass: the files have the same names and rows, so they are overwritten,
 //! never doubled. Local retention keeps a table topic's segments until they
-//! are exported. Export runs in the tier loop, after uploads.
+//! are exported. Export runs in a loop of its own ([`run`]), every tier
+//! interval, so a long export never holds up uploads.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tiering::{TierError, TierStore};
+use tokio_util::sync::CancellationToken;
+
+use super::Broker;
 
 use crate::partition::{Partition, PartitionError};
 use crate::table::{self, TableError};
@@ -45,6 +51,57 @@ fn write_exported_to(dir: &Path, offset: i64) -> Result<(), ExportError> {
             source,
         }
     })
+}
+
+/// Exports the table topics' partitions this broker leads, every tier
+/// interval, until `shutdown`.
+pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let _ = std::fs::remove_dir_all(broker.config.data_dir.join(STAGING_DIR));
+    let every = Duration::from_millis(broker.config.tier.interval_ms);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        for p in broker.all_partitions() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if p.is_leader() && p.topic_config().table && p.config().tier.enabled {
+                export_table(&broker, &p).await;
+            }
+        }
+    }
+}
+
+/// Writes `p`'s newly tiered segments as Parquet; a failure is logged and
+/// counted, and the segments are tried again on the next round (local
+/// retention keeps them meanwhile).
+async fn export_table(broker: &Broker, p: &Partition) {
+    let staging = broker.config.data_dir.join(STAGING_DIR);
+    let m = &broker.metrics;
+    match export(p, &broker.tier, &staging).await {
+        Ok(done) => {
+            m.table_export_segments.inc_by(done.segments);
+            m.table_export_files.inc_by(done.files);
+            m.table_export_rows.inc_by(done.rows);
+            m.table_export_bytes.inc_by(done.bytes);
+            if done.segments > 0 {
+                tracing::info!(
+                    partition = %p.name(),
+                    segments = done.segments,
+                    files = done.files,
+                    rows = done.rows,
+                    bytes = done.bytes,
+                    "segments exported as parquet"
+                );
+            }
+        }
+        Err(e) => {
+            m.table_export_errors.inc();
+            tracing::warn!(partition = %p.name(), error = %e, "table export failed; retried at the next tier pass");
+        }
+    }
 }
 
 /// What one pass exported.

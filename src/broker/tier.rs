@@ -56,9 +56,6 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
                 return;
             }
             let tended = tend(&p, &uploader, collect_orphans.then_some(grace)).await;
-            if tended.is_ok() && p.is_leader() && p.topic_config().table {
-                export_table(&broker, &p).await;
-            }
             let tended = match tended {
                 Ok(()) => publish_topic_meta(&broker, &p).await,
                 e => e,
@@ -213,39 +210,6 @@ async fn tend(
         tracing::debug!(partition = %p.name(), report = ?report, "orphan collection");
     }
     Ok(())
-}
-
-/// Writes `p`'s newly tiered segments as Parquet (`strata.table.enable`);
-/// a failure is logged and counted, and the segments are tried again on
-/// the next pass (local retention keeps them meanwhile).
-async fn export_table(broker: &Broker, p: &Partition) {
-    let staging = broker
-        .config
-        .data_dir
-        .join(super::table_export::STAGING_DIR);
-    let m = &broker.metrics;
-    match super::table_export::export(p, &broker.tier, &staging).await {
-        Ok(done) => {
-            m.table_export_segments.inc_by(done.segments);
-            m.table_export_files.inc_by(done.files);
-            m.table_export_rows.inc_by(done.rows);
-            m.table_export_bytes.inc_by(done.bytes);
-            if done.segments > 0 {
-                tracing::info!(
-                    partition = %p.name(),
-                    segments = done.segments,
-                    files = done.files,
-                    rows = done.rows,
-                    bytes = done.bytes,
-                    "segments exported as parquet"
-                );
-            }
-        }
-        Err(e) => {
-            m.table_export_errors.inc();
-            tracing::warn!(partition = %p.name(), error = %e, "table export failed; retried at the next tier pass");
-        }
-    }
 }
 
 /// Topic configs that describe where a topic's tier is, not the topic:
