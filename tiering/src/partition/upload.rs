@@ -151,6 +151,18 @@ fn damaged(file: &Path, e: crate::batch::ScanError) -> TierError {
     }
 }
 
+/// Whether the objects of a write that failed with `e` are surely not
+/// named by the manifest, so they may be removed at once: the manifest PUT
+/// was never tried, or it was refused. (A cancelled write may have landed.)
+fn surely_unnamed(e: &TierError, put_tried: bool) -> bool {
+    !e.is_cancelled()
+        && (!put_tried
+            || matches!(
+                e,
+                TierError::Fenced { .. } | TierError::ManifestConflict { .. }
+            ))
+}
+
 fn now_ms() -> i64 {
     unix_ms(std::time::SystemTime::now())
 }
@@ -304,14 +316,7 @@ impl RemotePartition {
                     );
                     *lock(&self.inner.refused) = Some((upload.base_offset, e.to_string()));
                 }
-                // Remove the objects only when the manifest surely does not
-                // name them: the manifest PUT was never tried, or refused.
-                let surely_unnamed = !put_tried.load(std::sync::atomic::Ordering::Relaxed)
-                    || matches!(
-                        e,
-                        TierError::Fenced { .. } | TierError::ManifestConflict { .. }
-                    );
-                if surely_unnamed && !e.is_cancelled() {
+                if surely_unnamed(&e, put_tried.load(std::sync::atomic::Ordering::Relaxed)) {
                     self.remove_objects(&written).await;
                 }
                 TierMetrics::add(&self.metrics().upload_errors, 1);
@@ -370,14 +375,7 @@ impl RemotePartition {
         let unnamed = match &result {
             Ok(Some(_)) => false,
             Ok(None) => true,
-            Err(e) => {
-                !e.is_cancelled()
-                    && (!put_tried.load(std::sync::atomic::Ordering::Relaxed)
-                        || matches!(
-                            e,
-                            TierError::Fenced { .. } | TierError::ManifestConflict { .. }
-                        ))
-            }
+            Err(e) => surely_unnamed(e, put_tried.load(std::sync::atomic::Ordering::Relaxed)),
         };
         if unnamed {
             self.remove_objects(&written).await;
