@@ -630,9 +630,9 @@ impl Broker {
                     .get_or_create(&l)
                     .set(p.tier_scrub_damaged());
                 let uploaded = p.tier_last_offset().unwrap_or(-1);
-                let lagging: Vec<_> = p
-                    .sealed_segments()
-                    .into_iter()
+                let sealed = p.sealed_segments();
+                let lagging: Vec<_> = sealed
+                    .iter()
                     .filter(|s| s.next_offset - 1 > uploaded)
                     .collect();
                 m.tier_copy_lag_bytes
@@ -644,8 +644,7 @@ impl Broker {
                 if p.is_leader() && p.topic_config().table {
                     // Tiered segments the table does not have yet.
                     let exported = crate::table::exported_to(p.dir()).unwrap_or(i64::MIN);
-                    let behind = p
-                        .sealed_segments()
+                    let behind = sealed
                         .iter()
                         .filter(|s| s.next_offset - 1 <= uploaded && s.next_offset > exported)
                         .count();

@@ -351,12 +351,8 @@ async fn pass(
     // A full key map ends the pass early: the segments after the last
     // rewritten one stay as they are (and dirty).
     let end = uploads.last().map_or(i64::MIN, |(u, _)| u.last_offset);
-    let replaced: Vec<String> = sel
-        .run
-        .iter()
-        .filter(|s| s.last_offset <= end)
-        .map(|s| s.id.clone())
-        .collect();
+    let run: Vec<&SegmentMeta> = sel.run.iter().filter(|s| s.last_offset <= end).collect();
+    let replaced: Vec<String> = run.iter().map(|s| s.id.clone()).collect();
     let written_bytes: u64 = uploads.iter().map(|(u, _)| u.size).sum();
     let after = remote
         .replace_run(
@@ -373,12 +369,7 @@ async fn pass(
         dirty_ratio: 0.0,
         segments_before: replaced.len(),
         segments_after: uploads.len(),
-        bytes_before: sel
-            .run
-            .iter()
-            .filter(|s| s.last_offset <= end)
-            .map(|s| s.size)
-            .sum(),
+        bytes_before: run.iter().map(|s| s.size).sum(),
         bytes_after: written_bytes,
         read_bytes: read_bytes + cleaned.bytes_read,
         written_bytes,
