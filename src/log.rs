@@ -83,6 +83,7 @@ pub use cleaner::Compaction;
 
 use crate::zerocopy::FileRegion;
 use checkpoint::RecoveryCheckpoint;
+pub(crate) use segment::file_batches;
 use segment::{ActiveSegment, SealedSegment, SegmentCore, MAX_RELATIVE_OFFSET, MAX_SEGMENT_BYTES};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;

@@ -28,7 +28,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,13 +37,13 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
-use bytes::Bytes;
-use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
+use kafka_protocol::records::TimestampType;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
-use crate::log::batch::{BatchHeader, BATCH_HEADER_LEN};
+use crate::log::batch::decode_records;
+use crate::log::{file_batches, LogError};
 
 /// The partition file holding the offset after the last segment whose
 /// table files are all in the store (written by the broker's export).
@@ -93,6 +92,34 @@ pub enum TableError {
     },
     #[error("table export: building rows: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+}
+
+impl From<LogError> for TableError {
+    /// A segment that does not read as whole batches is damaged; a read
+    /// that fails is I/O.
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Corrupt {
+                path,
+                position,
+                source,
+            } => TableError::Damaged {
+                path: path.display().to_string(),
+                position,
+                message: source.to_string(),
+            },
+            LogError::Io { op, path, source } => TableError::Io {
+                op,
+                path: path.display().to_string(),
+                source,
+            },
+            other => TableError::Io {
+                op: "read",
+                path: String::new(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        }
+    }
 }
 
 /// One Parquet file an export wrote.
@@ -244,11 +271,6 @@ pub fn export_segment(
         let path = path.display().to_string();
         move |source| TableError::Io { op, path, source }
     };
-    let damaged = |position: u64, message: String| TableError::Damaged {
-        path: log.display().to_string(),
-        position,
-        message,
-    };
     std::fs::create_dir_all(out_dir).map_err(io("create", out_dir))?;
     let file = File::open(log).map_err(io("open", log))?;
     let size = file.metadata().map_err(io("stat", log))?.len();
@@ -261,29 +283,19 @@ pub fn export_segment(
         .build();
     let mut days: BTreeMap<String, DayFile> = BTreeMap::new();
     let mut pos = 0u64;
-    let mut header = [0u8; BATCH_HEADER_LEN];
-    while pos + BATCH_HEADER_LEN as u64 <= size {
-        file.read_exact_at(&mut header, pos)
-            .map_err(io("read", log))?;
-        let h = BatchHeader::parse(&header).map_err(|e| damaged(pos, e.to_string()))?;
-        let len = h.total_len();
-        if pos + len as u64 > size {
-            return Err(damaged(pos, "a batch is cut short".into()));
-        }
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, pos).map_err(io("read", log))?;
+    for batch in file_batches(&file, log, size) {
+        let (h, bytes) = batch?;
         let at = pos;
-        pos += len as u64;
+        pos += bytes.len() as u64;
         if h.is_control() {
             continue;
         }
-        let mut bytes = Bytes::from(buf);
-        let set = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            RecordBatchDecoder::decode(&mut bytes)
-        }))
-        .map_err(|_| damaged(at, "the batch does not decode".into()))?
-        .map_err(|e| damaged(at, e.to_string()))?;
-        for r in set.records.iter().filter(|r| !r.control) {
+        let records = decode_records(&bytes).map_err(|message| TableError::Damaged {
+            path: log.display().to_string(),
+            position: at,
+            message,
+        })?;
+        for r in records.iter().filter(|r| !r.control) {
             let date = utc_date(r.timestamp);
             let day = match days.get_mut(&date) {
                 Some(d) => d,
@@ -335,9 +347,6 @@ pub fn export_segment(
                 day.flush(&schema)?;
             }
         }
-    }
-    if pos != size {
-        return Err(damaged(pos, "a batch is cut short".into()));
     }
     let mut out = Vec::with_capacity(days.len());
     for (_, mut day) in days {

@@ -474,6 +474,20 @@ fn put_varlong(out: &mut Vec<u8>, value: i64) {
     out.push(v as u8);
 }
 
+/// The records of a whole batch, decompressed; an error (never a panic)
+/// when it does not decode.
+pub fn decode_records(
+    batch: &bytes::Bytes,
+) -> Result<Vec<kafka_protocol::records::Record>, String> {
+    let mut bytes = batch.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)
+    }))
+    .map_err(|_| "the batch does not decode".to_string())?
+    .map(|set| set.records)
+    .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,22 +56,19 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use tiering::TokenBucket;
 
 use super::batch::{BatchError, BatchHeader};
 use super::checkpoint::{self, sync_dir, write_atomic};
 use super::segment::{
-    file_name, remove_if_exists, HeaderWalker, LoadedSegment, SealedSegment, SegmentState,
-    INDEX_SUFFIX, LOG_SUFFIX, MAX_RELATIVE_OFFSET, TIME_INDEX_SUFFIX,
+    file_name, remove_if_exists, LoadedSegment, SealedSegment, SegmentState, INDEX_SUFFIX,
+    LOG_SUFFIX, MAX_RELATIVE_OFFSET, TIME_INDEX_SUFFIX,
 };
 use super::{Log, LogError};
 
@@ -750,34 +747,13 @@ pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogErro
 
 /// The batches of a segment file, in order, with their bytes.
 fn batches(source: &Source) -> impl Iterator<Item = Result<(BatchHeader, Bytes), LogError>> + '_ {
-    let mut walker = HeaderWalker::new(&source.file, &source.path, 0, source.size);
-    std::iter::from_fn(move || {
-        let (pos, header) = match walker.next_header() {
-            Ok(Some(found)) => found,
-            Ok(None) => return None,
-            Err(e) => return Some(Err(e)),
-        };
-        let mut buf = vec![0u8; header.total_len()];
-        Some(
-            source
-                .file
-                .read_exact_at(&mut buf, pos)
-                .map(|()| (header, Bytes::from(buf)))
-                .map_err(|e| LogError::io("read", &source.path, e)),
-        )
-    })
+    super::segment::file_batches(&source.file, &source.path, source.size)
 }
 
 /// The records of a batch; None when it does not decode (it is then kept
 /// as it is and takes no part in the map).
 fn decode(batch: &Bytes) -> Option<Vec<Record>> {
-    let mut bytes = batch.clone();
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        RecordBatchDecoder::decode(&mut bytes)
-    }))
-    .ok()?
-    .ok()
-    .map(|set| set.records)
+    super::batch::decode_records(batch).ok()
 }
 
 /// What of `batch` a pass keeps: the batch itself, nothing, or its kept

@@ -175,6 +175,29 @@ impl<'a> HeaderWalker<'a> {
     }
 }
 
+/// The batches of the first `size` bytes of a segment file, in order, with
+/// their bytes (a batch that runs past `size` is [`LogError::Corrupt`]).
+pub(crate) fn file_batches<'a>(
+    file: &'a File,
+    path: &'a Path,
+    size: u64,
+) -> impl Iterator<Item = Result<(BatchHeader, Bytes), LogError>> + 'a {
+    let mut walker = HeaderWalker::new(file, path, 0, size);
+    std::iter::from_fn(move || {
+        let (pos, header) = match walker.next_header() {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut buf = vec![0u8; header.total_len()];
+        Some(
+            file.read_exact_at(&mut buf, pos)
+                .map(|()| (header, Bytes::from(buf)))
+                .map_err(|e| LogError::io("read", path, e)),
+        )
+    })
+}
+
 /// See [`SegmentCore::read_start`].
 enum ReadStart {
     /// `offset` is past this segment.
