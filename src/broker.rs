@@ -34,6 +34,7 @@ pub mod scrub;
 pub mod table_export;
 pub mod tier;
 pub mod tier_compaction;
+pub mod tier_stage;
 
 pub use crate::clock::now_ms;
 
@@ -290,6 +291,17 @@ impl Broker {
                 // Moved to other brokers: the tier is theirs now.
                 tracing::info!(partition = %p.name(), "replica moved away; local copy removed");
                 continue;
+            }
+            if p.topic_config().table {
+                // The table goes with its topic.
+                let (tier, topic, index, name) =
+                    (self.tier.clone(), p.topic.clone(), p.index, p.name());
+                tokio::spawn(async move {
+                    let deleted = table_export::delete_partition_table(&tier, &topic, index).await;
+                    if let Err(e) = deleted {
+                        tracing::warn!(partition = %name, error = %e, "deleting the table of a deleted topic failed");
+                    }
+                });
             }
             if let Some(remote) = p.remote().cloned() {
                 // Manifest first, then objects; what fails is left to orphan

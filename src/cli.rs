@@ -1,5 +1,5 @@
 //! The `strata` client subcommands: `topic`, `group`, `produce`, `consume`,
-//! `tier`, `cluster`, `user`, `acl`.
+//! `tier`, `table`, `cluster`, `user`, `acl`.
 //!
 //! Overview: each subcommand connects with [`crate::client::Client`] (never
 //! broker internals), prints a human table by default or JSON with
@@ -18,6 +18,7 @@ mod group;
 mod log_dirs;
 mod output;
 mod produce;
+mod table;
 mod tier;
 mod tier_cost;
 mod topic;
@@ -52,6 +53,8 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Tiered storage: per-partition status, restore a topic from the tier, repair a manifest
     Tier(tier::TierArgs),
+    /// Topics as tables (strata.table.enable): status of the Parquet files, backfill of older history
+    Table(table::TableArgs),
     /// Brokers and the metadata quorum
     Cluster(cluster::ClusterArgs),
     /// Users with SASL/SCRAM credentials: create, delete, list
@@ -182,6 +185,7 @@ pub fn run(cmd: Command) -> ExitCode {
             Command::Produce(a) => produce::run(a).await,
             Command::Consume(a) => consume::run(a).await,
             Command::Tier(a) => tier::run(a).await,
+            Command::Table(a) => table::run(a).await,
             Command::Cluster(a) => cluster::run(a).await,
             Command::User(a) => user::run(a).await,
             Command::Acl(a) => acl::run(a).await,

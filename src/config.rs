@@ -13,7 +13,7 @@
 pub mod listeners;
 pub mod topic;
 
-pub use topic::TopicConfig;
+pub use topic::{TableRetention, TopicConfig};
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};

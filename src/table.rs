@@ -4,11 +4,21 @@
 //!
 //! # Layout
 //!
-//! `<tier prefix>/tables/<topic>/dt=YYYY-MM-DD/partition=N/<base offset:020>.parquet`
-//! (Hive-style): one file per segment and UTC day of its records'
-//! timestamps (a segment that spans midnight gives two files of the same
-//! name under two days). Names are deterministic, so exporting a segment
-//! again (after a crash) overwrites its files with the same rows.
+//! `<tier prefix>/tables/<topic>/dt=YYYY-MM-DD/partition=N/<from:020>-<to:020>.parquet`
+//! (Hive-style): one file per exported offset range `[from, to)` and UTC
+//! day of its records' timestamps (a range that spans midnight gives two
+//! files of the same name under two days). Names are deterministic, so
+//! exporting a range again (after a crash) overwrites its files with the
+//! same rows.
+//!
+//! Progress is the partition's [`Checkpoint`], an object in the store
+//! beside the files (`tables/<topic>/_strata/partition=N.json`; engines
+//! skip directories that begin with `_`): every file of a range whose `to`
+//! is at most its `exported_to` is complete. A file with `from` at or after
+//! it is left over from an export that did not finish and is removed before
+//! the export goes on (see `broker::table_export`), so after a crash or a
+//! leader change (whose segments end at other offsets) the table never
+//! holds an offset twice.
 //!
 //! # Columns
 //!
@@ -45,12 +55,12 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use crate::log::batch::decode_records;
 use crate::log::{file_batches, LogError};
 
-/// The partition file holding the offset after the last segment whose
-/// table files are all in the store (written by the broker's export).
+/// The partition file holding a copy of the checkpoint's `exported_to`, for
+/// local retention (which keeps a table topic's segments until exported).
 pub const CHECKPOINT_FILE: &str = "table-export-checkpoint";
 
-/// The offset after the last segment of the partition in `dir` whose table
-/// files are all in the store; None before the first.
+/// The local copy of the offset up to which the partition in `dir` is
+/// exported; None before the first export.
 pub fn exported_to(dir: &Path) -> Option<i64> {
     std::fs::read_to_string(dir.join(CHECKPOINT_FILE))
         .ok()?
@@ -122,6 +132,69 @@ impl From<LogError> for TableError {
     }
 }
 
+/// A partition's export progress, kept in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// The first offset the export took (a backfill adds the history
+    /// before it).
+    pub start: i64,
+    /// Every offset below this is in the table.
+    pub exported_to: i64,
+}
+
+/// The object name of `topic`'s `partition`'s [`Checkpoint`].
+pub fn checkpoint_name(topic: &str, partition: i32) -> String {
+    format!("{TABLES_DIR}/{topic}/_strata/partition={partition}.json")
+}
+
+/// The directory of `topic`'s table.
+pub fn table_dir(topic: &str) -> String {
+    format!("{TABLES_DIR}/{topic}")
+}
+
+/// A table file named by [`object_name`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileName {
+    pub date: String,
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+}
+
+impl FileName {
+    /// Parses an object name of `topic`'s table; None for any other name.
+    pub fn parse(topic: &str, name: &str) -> Option<FileName> {
+        let rest = name.strip_prefix(&table_dir(topic))?.strip_prefix("/dt=")?;
+        let (date, rest) = rest.split_once("/partition=")?;
+        let (partition, file) = rest.split_once('/')?;
+        let (from, to) = file.strip_suffix(".parquet")?.split_once('-')?;
+        Some(FileName {
+            date: date.to_string(),
+            partition: partition.parse().ok()?,
+            from: from.parse().ok()?,
+            to: to.parse().ok()?,
+        })
+    }
+
+    /// The first millisecond after the file's day.
+    pub fn day_end_ms(&self) -> Option<i64> {
+        let mut parts = self.date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+        let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
+        Some((days_from_civil(y, m, d) + 1) * 86_400_000)
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// One Parquet file an export wrote.
 #[derive(Debug, Clone)]
 pub struct TableFile {
@@ -165,10 +238,10 @@ fn header_fields() -> Fields {
     ])
 }
 
-/// The object name of the file of `topic`'s `partition` segment at
-/// `base_offset` for the UTC day `date` (`YYYY-MM-DD`).
-pub fn object_name(topic: &str, partition: i32, date: &str, base_offset: i64) -> String {
-    format!("{TABLES_DIR}/{topic}/dt={date}/partition={partition}/{base_offset:020}.parquet")
+/// The object name of the file of `topic`'s `partition` offsets
+/// `[from, to)` for the UTC day `date` (`YYYY-MM-DD`).
+pub fn object_name(topic: &str, partition: i32, date: &str, from: i64, to: i64) -> String {
+    format!("{TABLES_DIR}/{topic}/dt={date}/partition={partition}/{from:020}-{to:020}.parquet")
 }
 
 /// The UTC day of a timestamp in ms, `YYYY-MM-DD`.
@@ -257,14 +330,15 @@ impl DayFile {
     }
 }
 
-/// Writes the records of the segment file `log` (of `topic`'s `partition`,
-/// based at `base_offset`) as Parquet files in `out_dir`, one per UTC day
-/// of their timestamps. Blocking.
+/// Writes the records at offsets `[from, to)` of the segment file `log`
+/// (of `topic`'s `partition`) as Parquet files in `out_dir`, one per UTC
+/// day of their timestamps. Blocking.
 pub fn export_segment(
     log: &Path,
     topic: &str,
     partition: i32,
-    base_offset: i64,
+    from: i64,
+    to: i64,
     out_dir: &Path,
 ) -> Result<Vec<TableFile>, TableError> {
     let io = |op: &'static str, path: &Path| {
@@ -287,7 +361,7 @@ pub fn export_segment(
         let (h, bytes) = batch?;
         let at = pos;
         pos += bytes.len() as u64;
-        if h.is_control() {
+        if h.is_control() || h.last_offset() < from || h.base_offset >= to {
             continue;
         }
         let records = decode_records(&bytes).map_err(|message| TableError::Damaged {
@@ -295,13 +369,16 @@ pub fn export_segment(
             position: at,
             message,
         })?;
-        for r in records.iter().filter(|r| !r.control) {
+        for r in records
+            .iter()
+            .filter(|r| !r.control && r.offset >= from && r.offset < to)
+        {
             let date = utc_date(r.timestamp);
             let day = match days.get_mut(&date) {
                 Some(d) => d,
                 None => {
-                    let name = object_name(topic, partition, &date, base_offset);
-                    let path = out_dir.join(format!("{date}-{base_offset:020}.parquet"));
+                    let name = object_name(topic, partition, &date, from, to);
+                    let path = out_dir.join(format!("{date}-{from:020}-{to:020}.parquet"));
                     let f = File::create(&path).map_err(io("create", &path))?;
                     let writer = ArrowWriter::try_new(f, schema.clone(), Some(props.clone()))
                         .map_err(|source| TableError::Parquet {
@@ -402,25 +479,41 @@ mod tests {
         let seg = tiering::testkit::TestSegment::write(dir.path(), 100, 40, 5, 20, 1_000_000)
             .expect("segment");
         let log = dir.path().join(format!("{:020}.log", 100));
+        let to = seg.last_offset + 1;
         let files =
-            export_segment(&log, "orders", 3, 100, &dir.path().join("out")).expect("export");
+            export_segment(&log, "orders", 3, 100, to, &dir.path().join("out")).expect("export");
         assert_eq!(files.len(), 1);
         assert_eq!(
             files[0].name,
-            "tables/orders/dt=1970-01-01/partition=3/00000000000000000100.parquet"
+            "tables/orders/dt=1970-01-01/partition=3/00000000000000000100-00000000000000000300.parquet"
+        );
+        assert_eq!(
+            FileName::parse("orders", &files[0].name),
+            Some(FileName {
+                date: "1970-01-01".into(),
+                partition: 3,
+                from: 100,
+                to: 300
+            })
         );
         assert_eq!(files[0].rows, 200);
         let rows = read_back(&files);
         let offsets: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        assert_eq!(offsets, (100..=seg.last_offset).collect::<Vec<_>>());
+        assert_eq!(offsets, (100..to).collect::<Vec<_>>());
         assert!(rows
             .iter()
             .all(|r| r.1.as_ref().is_some_and(|v| v.len() == 20) && r.2 == 0));
+        // A range inside the segment takes only its offsets, even those in
+        // the middle of a batch.
+        let part = export_segment(&log, "orders", 3, 103, 157, &dir.path().join("part"))
+            .expect("export part");
+        let offsets: Vec<i64> = read_back(&part).iter().map(|r| r.0).collect();
+        assert_eq!(offsets, (103..157).collect::<Vec<_>>());
         // A cut-short segment is refused, naming the file.
         let bytes = std::fs::read(&log).expect("read");
         let cut = dir.path().join("cut.log");
         std::fs::write(&cut, &bytes[..bytes.len() - 7]).expect("write");
-        let e = export_segment(&cut, "orders", 3, 100, &dir.path().join("out2"))
+        let e = export_segment(&cut, "orders", 3, 100, to, &dir.path().join("out2"))
             .expect_err("cut short");
         assert!(matches!(e, TableError::Damaged { .. }), "{e}");
         assert!(e.to_string().contains("cut.log"), "{e}");
@@ -433,5 +526,25 @@ mod tests {
         assert_eq!(utc_date(951_782_400_000), "2000-02-29");
         assert_eq!(utc_date(1_700_000_000_000), "2023-11-14");
         assert_eq!(utc_date(4_102_444_800_000), "2100-01-01");
+        for ms in [0, 951_782_400_000, 1_700_000_000_000, 4_102_444_800_000] {
+            let name = FileName {
+                date: utc_date(ms),
+                partition: 0,
+                from: 0,
+                to: 1,
+            };
+            assert_eq!(name.day_end_ms(), Some(ms - ms % 86_400_000 + 86_400_000));
+        }
+        assert_eq!(
+            FileName::parse("orders", "tables/orders/_strata/partition=0.json"),
+            None
+        );
+        assert_eq!(
+            FileName::parse(
+                "orders",
+                "tables/order/dt=1970-01-01/partition=0/1-2.parquet"
+            ),
+            None
+        );
     }
 }

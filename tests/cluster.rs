@@ -1190,11 +1190,34 @@ fn a_clean_stop_hands_leadership_over_at_once() {
 fn a_new_leader_continues_the_tier_where_the_old_one_stopped() {
     let tier = tempfile::tempdir().expect("tier dir");
     let tier_url = format!("file://{}", tier.path().display());
-    tier_continues_under_a_new_leader(&["--tier-url", &tier_url], &[], || {
-        let dir = common::find_tier_partition_dir(tier.path(), "tiered").expect("tier dir");
-        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).expect("manifest"))
+    let table = tier.path().join("tables/tiered");
+    tier_continues_under_a_new_leader(
+        &["--tier-url", &tier_url],
+        &[],
+        || {
+            let dir = common::find_tier_partition_dir(tier.path(), "tiered").expect("tier dir");
+            serde_json::from_str(
+                &std::fs::read_to_string(dir.join("manifest.json")).expect("manifest"),
+            )
             .expect("manifest json")
-    });
+        },
+        || {
+            let checkpoint = std::fs::read(table.join("_strata/partition=0.json")).ok();
+            let mut files = Vec::new();
+            let mut dirs = vec![table.clone()];
+            while let Some(d) = dirs.pop() {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    let path = e.path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else if path.extension().is_some_and(|x| x == "parquet") {
+                        files.push(std::fs::read(&path).expect("table file").into());
+                    }
+                }
+            }
+            (checkpoint.map(Into::into), files)
+        },
+    );
 }
 
 /// The same on LocalStack S3, the manifest read from the bucket.
@@ -1224,15 +1247,35 @@ fn a_new_leader_continues_the_s3_tier_where_the_old_one_stopped() {
             let bytes = common::s3::get_bytes(&s3, &bucket, &key);
             serde_json::from_slice(&bytes).expect("manifest json")
         },
+        || {
+            let keys = common::s3::list_keys(&s3, &bucket, "strata/tables/tiered/");
+            let checkpoint = keys
+                .iter()
+                .find(|k| k.ends_with("_strata/partition=0.json"))
+                .map(|k| common::s3::get_bytes(&s3, &bucket, k));
+            let files = keys
+                .iter()
+                .filter(|k| k.ends_with(".parquet"))
+                .map(|k| common::s3::get_bytes(&s3, &bucket, k))
+                .collect();
+            (checkpoint, files)
+        },
     );
 }
 
 /// The body of the two tests above: `tier` names the tier (flags), `envs`
-/// the brokers' environment, `manifest` reads partition 0's manifest.
+/// the brokers' environment, `manifest` reads partition 0's manifest and
+/// `table` the topic's table (partition 0's checkpoint and every file).
+///
+/// The topic is also a table (`strata.table.enable`): the new leader, whose
+/// segments end at other offsets and whose older ones local retention
+/// removed, continues the table where the old leader's checkpoint stopped,
+/// so the table holds every offset below its checkpoint exactly once.
 fn tier_continues_under_a_new_leader(
     tier: &[&str],
     envs: &[(&str, &str)],
     manifest: impl Fn() -> serde_json::Value,
+    table: impl Fn() -> (Option<bytes::Bytes>, Vec<bytes::Bytes>),
 ) {
     let mut extra: Vec<&str> = tier.to_vec();
     extra.extend(["--tier-interval-ms", "200"]);
@@ -1243,7 +1286,11 @@ fn tier_continues_under_a_new_leader(
         "tiered",
         1,
         3,
-        &[("segment.bytes", "4096"), ("local.retention.bytes", "1")],
+        &[
+            ("segment.bytes", "4096"),
+            ("local.retention.bytes", "1"),
+            ("strata.table.enable", "true"),
+        ],
     );
     let full = |m: &BTreeMap<i32, (i32, Vec<i32>)>| m[&0].0 > 0 && m[&0].1 == vec![1, 2, 3];
     let leader = wait_for(&brokers[0], "tiered", "led, ISR full", full)[&0].0;
@@ -1335,6 +1382,35 @@ fn tier_continues_under_a_new_leader(
         assert_eq!(w[1].0, w[0].1 + 1, "segments {w:?} leave a gap or overlap");
     }
     assert!(segments.last().map(|s| s.1) >= Some(last));
+    // The table: every offset below the checkpoint once, with its record.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exported = loop {
+        let (checkpoint, _) = table();
+        let exported = checkpoint.map_or(-1, |c| {
+            let c: serde_json::Value = serde_json::from_slice(&c).expect("checkpoint json");
+            c["exported_to"].as_i64().expect("exported_to")
+        });
+        if exported > last {
+            break exported;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "table exported to {exported}, tier at {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut rows = common::table::Rows::new();
+    for file in table().1 {
+        common::table::parquet_rows(file, &mut rows);
+    }
+    for o in 0..exported {
+        let row = rows.get(&(0, o));
+        assert!(row.is_some(), "offset {o} missing from the table");
+        if let Some(v) = acked.get(&o) {
+            let value = row.and_then(|r| r.1.clone());
+            assert_eq!(value.as_deref(), Some(v.as_bytes()), "table row at {o}");
+        }
+    }
     brokers[(leader - 1) as usize].restart();
     common::wait_ready(&brokers[(leader - 1) as usize].admin_addr());
 

@@ -6,39 +6,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type};
-use arrow_array::Array;
 use common::clients::{self, TestRecord};
+use common::table::{parquet_rows, Rows};
 use common::Broker;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-/// (key, value, header count) by (partition, offset).
-type Rows = BTreeMap<(i32, i64), (Option<Vec<u8>>, Option<Vec<u8>>, usize)>;
-
-fn parquet_rows(body: bytes::Bytes, rows: &mut Rows) {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(body)
-        .expect("a parquet file")
-        .build()
-        .expect("reader");
-    for batch in reader {
-        let batch = batch.expect("row batch");
-        let partitions = batch.column(0).as_primitive::<Int32Type>();
-        let offsets = batch.column(1).as_primitive::<Int64Type>();
-        let keys = batch.column(4).as_binary::<i32>();
-        let values = batch.column(5).as_binary::<i32>();
-        let headers = batch.column(6).as_list::<i32>();
-        for i in 0..batch.num_rows() {
-            let bin = |a: &arrow_array::BinaryArray| (!a.is_null(i)).then(|| a.value(i).to_vec());
-            let at = (partitions.value(i), offsets.value(i));
-            let row = (bin(keys), bin(values), headers.value(i).len());
-            assert!(rows.insert(at, row).is_none(), "offset {at:?} twice");
-        }
-    }
-}
 
 #[test]
 fn a_table_topic_on_s3_holds_exactly_the_produced_rows() {
@@ -102,7 +74,9 @@ fn a_table_topic_on_s3_holds_exactly_the_produced_rows() {
     let keys = common::s3::list_keys(&s3, &bucket, &prefix);
     assert!(!keys.is_empty(), "no table files under {prefix}");
     let mut got = Rows::new();
-    for key in &keys {
+    let checkpoints = keys.iter().filter(|k| k.contains("/_strata/")).count();
+    assert_eq!(checkpoints, 2, "a checkpoint per partition: {keys:?}");
+    for key in keys.iter().filter(|k| !k.contains("/_strata/")) {
         let rest = key.strip_prefix(&prefix).expect("under the prefix");
         let parts: Vec<&str> = rest.split('/').collect();
         assert!(

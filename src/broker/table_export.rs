@@ -1,26 +1,49 @@
 //! The broker side of topics as tables (`strata.table.enable`): after a
 //! sealed segment is in the tier, the leader writes its records as Parquet
-//! (`crate::table`) from the local copy and puts the files beside the tier.
+//! (`crate::table`) and puts the files beside the tier.
 //!
-//! Progress is the partition's `table-export-checkpoint` (the offset after
-//! the last exported segment), written once every file of a segment is in
-//! the store. A crash before that exports the segment again on the next
-//! pass: the files have the same names and rows, so they are overwritten,
-//! never doubled. Local retention keeps a table topic's segments until they
-//! are exported. Export runs in a loop of its own ([`run`]), every tier
-//! interval, so a long export never holds up uploads.
+//! # Data flow
+//!
+//! Each round (every tier interval, in a loop of its own so a long export
+//! never holds up uploads) the leader of each table partition:
+//! 1. reads the partition's [`Checkpoint`] from the store. Without one, the
+//!    table starts at the first local sealed segment (older history is
+//!    `strata table backfill`'s);
+//! 2. once per leadership (on start, after a crash, after a leader change)
+//!    removes the files of ranges at or after `exported_to`: they are left
+//!    over from an export that did not reach its checkpoint, and their
+//!    range may end elsewhere than the new leader's segments do;
+//! 3. exports the offsets from `exported_to` up to the tier's end, one range
+//!    at a time: from the local sealed segment that holds them, or, when
+//!    local retention or another leader's copy left no such segment, from
+//!    the tier segment, staged through the tier's reader. After each range
+//!    it puts the files, then the checkpoint (and a local copy, which local
+//!    retention reads: it keeps a table topic's segments until exported);
+//! 4. applies `strata.table.retention.ms` to the partition's files (after
+//!    an export that wrote files, and every log retention check interval).
+//!
+//! # Failures
+//!
+//! A crash or a failed put before the checkpoint exports the range again
+//! later: the same leader writes the same names with the same rows, and a
+//! new leader first removes them (step 2). A slow store slows only this
+//! loop. A damaged segment fails the round, is counted and logged, and is
+//! tried again.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiering::{TierError, TierStore};
+use tiering::{RemotePartition, TierError, TierStore};
 use tokio_util::sync::CancellationToken;
 
-use super::Broker;
+use super::tier_stage::{stage_segment, StageError};
+use super::{now_ms, Broker};
 
+use crate::config::TableRetention;
 use crate::partition::{Partition, PartitionError};
-use crate::table::{self, TableError};
+use crate::table::{self, Checkpoint, FileName, TableError, TableFile};
 
 /// Where exports stage their files, under the data dir.
 pub const STAGING_DIR: &str = "table-export";
@@ -34,6 +57,10 @@ pub enum ExportError {
     Tier(#[from] TierError),
     #[error(transparent)]
     Partition(#[from] PartitionError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error("table export: checkpoint {name} does not parse: {message}")]
+    Checkpoint { name: String, message: String },
     #[error("table export: {op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -53,11 +80,25 @@ fn write_exported_to(dir: &Path, offset: i64) -> Result<(), ExportError> {
     })
 }
 
+/// What the loop remembers of a partition it leads.
+#[derive(Debug, Clone, Copy)]
+struct Led {
+    /// The leader epoch whose leftovers were removed.
+    epoch: i32,
+    /// When retention was last applied.
+    retained_ms: i64,
+}
+
 /// Exports the table topics' partitions this broker leads, every tier
 /// interval, until `shutdown`.
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
-    let _ = std::fs::remove_dir_all(broker.config.data_dir.join(STAGING_DIR));
+    let staging = broker.config.data_dir.join(STAGING_DIR);
+    let _ = std::fs::remove_dir_all(&staging);
     let every = Duration::from_millis(broker.config.tier.interval_ms);
+    // Table retention runs after each export that wrote files and at
+    // least every log retention check interval.
+    let retain_every = broker.config.log_retention_check_interval_ms as i64;
+    let mut led: HashMap<String, Led> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -67,20 +108,47 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
             if shutdown.is_cancelled() {
                 return;
             }
-            if p.is_leader() && p.topic_config().table && p.config().tier.enabled {
-                export_table(&broker, &p).await;
+            if !(p.is_leader() && p.topic_config().table && p.config().tier.enabled) {
+                led.remove(&p.name());
+                continue;
             }
+            let known = led.get(&p.name()).copied();
+            let fresh = known.is_none_or(|l| l.epoch != p.leader_epoch());
+            let Some(done) = export_table(&broker, &p, &staging, fresh, &shutdown).await else {
+                continue;
+            };
+            let mut now = Led {
+                epoch: p.leader_epoch(),
+                retained_ms: known.filter(|_| !fresh).map_or(i64::MIN, |l| l.retained_ms),
+            };
+            if done.segments > 0 || now.retained_ms <= now_ms() - retain_every {
+                match retain(&broker.tier, &p).await {
+                    Ok(removed) => {
+                        now.retained_ms = now_ms();
+                        broker.metrics.table_retention_removed_files.inc_by(removed);
+                    }
+                    Err(e) => {
+                        broker.metrics.table_export_errors.inc();
+                        tracing::warn!(partition = %p.name(), error = %e, "table retention failed; tried again at the next tier pass");
+                    }
+                }
+            }
+            led.insert(p.name(), now);
         }
     }
 }
 
-/// Writes `p`'s newly tiered segments as Parquet; a failure is logged and
-/// counted, and the segments are tried again on the next round (local
-/// retention keeps them meanwhile).
-async fn export_table(broker: &Broker, p: &Partition) {
-    let staging = broker.config.data_dir.join(STAGING_DIR);
+/// Writes `p`'s newly tiered offsets as Parquet; a failure is logged and
+/// counted (None), and the offsets are tried again on the next round.
+async fn export_table(
+    broker: &Broker,
+    p: &Partition,
+    staging: &Path,
+    fresh: bool,
+    cancel: &CancellationToken,
+) -> Option<Exported> {
     let m = &broker.metrics;
-    match export(p, &broker.tier, &staging).await {
+    match export(p, &broker.tier, staging, fresh, cancel).await {
         Ok(done) => {
             m.table_export_segments.inc_by(done.segments);
             m.table_export_files.inc_by(done.files);
@@ -90,16 +158,20 @@ async fn export_table(broker: &Broker, p: &Partition) {
                 tracing::info!(
                     partition = %p.name(),
                     segments = done.segments,
+                    from_tier = done.from_tier,
                     files = done.files,
                     rows = done.rows,
                     bytes = done.bytes,
                     "segments exported as parquet"
                 );
             }
+            Some(done)
         }
+        Err(ExportError::Tier(e)) if e.is_cancelled() => None,
         Err(e) => {
             m.table_export_errors.inc();
             tracing::warn!(partition = %p.name(), error = %e, "table export failed; retried at the next tier pass");
+            None
         }
     }
 }
@@ -107,66 +179,269 @@ async fn export_table(broker: &Broker, p: &Partition) {
 /// What one pass exported.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Exported {
+    /// Offset ranges exported (one per segment).
     pub segments: u64,
+    /// Of those, ranges read back from the tier.
+    pub from_tier: u64,
     pub files: u64,
     pub rows: u64,
     pub bytes: u64,
 }
 
-/// Exports `p`'s sealed segments that are in the tier and not yet in its
-/// table, oldest first, staging files under `staging`.
+/// Reads `topic`'s `partition`'s checkpoint; None when there is none.
+pub async fn read_checkpoint(
+    tier: &TierStore,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<Checkpoint>, ExportError> {
+    let name = table::checkpoint_name(topic, partition);
+    let Some(body) = tier.get_if_exists(&name).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| ExportError::Checkpoint {
+            name,
+            message: e.to_string(),
+        })
+}
+
+/// The files of `topic`'s `partition` in the store, with their sizes.
+pub async fn partition_files(
+    tier: &TierStore,
+    topic: &str,
+    partition: i32,
+) -> Result<Vec<(String, FileName, u64)>, ExportError> {
+    Ok(tier
+        .list(&table::table_dir(topic))
+        .await?
+        .into_iter()
+        .filter_map(|(name, size)| {
+            let f = FileName::parse(topic, &name)?;
+            (f.partition == partition).then_some((name, f, size))
+        })
+        .collect())
+}
+
+/// Puts the files of one exported range (removing the staged copies);
+/// adds them to `done`.
+pub async fn put_files(
+    tier: &TierStore,
+    files: &[TableFile],
+    done: &mut Exported,
+) -> Result<(), ExportError> {
+    for f in files {
+        let body = tokio::fs::read(&f.path)
+            .await
+            .map_err(|source| ExportError::Io {
+                op: "read",
+                path: f.path.display().to_string(),
+                source,
+            })?;
+        done.bytes += body.len() as u64;
+        tier.put(&f.name, body.into()).await?;
+        let _ = tokio::fs::remove_file(&f.path).await;
+        done.files += 1;
+        done.rows += f.rows;
+    }
+    done.segments += 1;
+    Ok(())
+}
+
+/// Exports `[from, to)` of the segment file `log` in the blocking pool.
+pub async fn export_file(
+    log: PathBuf,
+    topic: String,
+    partition: i32,
+    (from, to): (i64, i64),
+    out_dir: PathBuf,
+) -> Result<Vec<TableFile>, ExportError> {
+    let path = log.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        table::export_segment(&log, &topic, partition, from, to, &out_dir)
+    })
+    .await
+    .map_err(|e| ExportError::Io {
+        op: "export",
+        path,
+        source: std::io::Error::other(e.to_string()),
+    })?
+    .map_err(ExportError::from)
+}
+
+/// Stages the part of `remote`'s tier segment holding `next` (from `next`,
+/// below `end`) and exports it; returns its files and the offset after
+/// them. None when the tier holds nothing in `[next, end)`.
+pub async fn export_from_tier(
+    remote: &RemotePartition,
+    (topic, partition): (&str, i32),
+    (next, end): (i64, i64),
+    out_dir: &Path,
+    cancel: &CancellationToken,
+) -> Result<Option<(Vec<TableFile>, i64)>, ExportError> {
+    let manifest = remote.manifest().await?;
+    let Some(seg) = manifest
+        .segments
+        .iter()
+        .find(|s| s.last_offset >= next)
+        .filter(|s| s.base_offset.max(next) < end)
+    else {
+        return Ok(None);
+    };
+    tokio::fs::create_dir_all(out_dir)
+        .await
+        .map_err(|source| ExportError::Io {
+            op: "create",
+            path: out_dir.display().to_string(),
+            source,
+        })?;
+    let from = next.max(seg.base_offset);
+    let staged = out_dir.join(format!("{from:020}.staged"));
+    let result = async {
+        stage_segment(remote, seg, from, &staged, cancel).await?;
+        let to = (seg.last_offset + 1).min(end);
+        export_file(
+            staged.clone(),
+            topic.to_string(),
+            partition,
+            (from, to),
+            out_dir.to_path_buf(),
+        )
+        .await
+        .map(|files| (files, to))
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&staged).await;
+    result.map(Some)
+}
+
+/// Exports `p`'s offsets from its checkpoint up to the tier's end, staging
+/// files under `staging`. `fresh`: first export of this leadership, which
+/// first removes what an unfinished export left.
 pub async fn export(
     p: &Partition,
     tier: &TierStore,
     staging: &Path,
+    fresh: bool,
+    cancel: &CancellationToken,
 ) -> Result<Exported, ExportError> {
     let mut done = Exported::default();
-    let Some(tiered) = p.tier_last_offset() else {
+    let (Some(tiered), Some(remote)) = (p.tier_last_offset(), p.remote()) else {
         return Ok(done);
     };
-    let mut next = table::exported_to(p.dir()).unwrap_or(i64::MIN);
+    let checkpoint = match read_checkpoint(tier, &p.topic, p.index).await? {
+        Some(c) => c,
+        None => match p.sealed_segments().first() {
+            Some(first) => Checkpoint {
+                start: first.base_offset,
+                exported_to: first.base_offset,
+            },
+            None => return Ok(done),
+        },
+    };
+    if fresh {
+        for (name, f, _) in partition_files(tier, &p.topic, p.index).await? {
+            if f.from >= checkpoint.exported_to {
+                tracing::info!(partition = %p.name(), file = %name, "removing a table file of an unfinished export");
+                tier.delete(&name).await?;
+            }
+        }
+    }
     let out_dir = staging.join(p.name());
-    for seg in p.sealed_segments() {
-        if seg.next_offset <= next {
-            continue;
+    let mut next = checkpoint.exported_to;
+    while next <= tiered {
+        if cancel.is_cancelled() {
+            return Err(TierError::Cancelled.into());
         }
-        if seg.next_offset - 1 > tiered {
-            break;
-        }
-        let (log, topic, index, base) = (
-            seg.log_path.clone(),
-            p.topic.clone(),
-            p.index,
-            seg.base_offset,
-        );
-        let dir = out_dir.clone();
-        let files = tokio::task::spawn_blocking(move || {
-            table::export_segment(&log, &topic, index, base, &dir)
-        })
-        .await
-        .map_err(|e| ExportError::Io {
-            op: "export",
-            path: seg.log_path.display().to_string(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
-        for f in &files {
-            let body = tokio::fs::read(&f.path)
-                .await
-                .map_err(|source| ExportError::Io {
-                    op: "read",
-                    path: f.path.display().to_string(),
-                    source,
-                })?;
-            done.bytes += body.len() as u64;
-            tier.put(&f.name, body.into()).await?;
-            let _ = tokio::fs::remove_file(&f.path).await;
-            done.files += 1;
-            done.rows += f.rows;
-        }
-        write_exported_to(p.dir(), seg.next_offset)?;
-        next = seg.next_offset;
-        done.segments += 1;
-        tracing::debug!(partition = %p.name(), base_offset = base, files = files.len(), "segment exported as parquet");
+        let local = p
+            .sealed_segments()
+            .into_iter()
+            .find(|s| s.base_offset <= next && next < s.next_offset);
+        let (files, to) = match local {
+            Some(seg) if seg.next_offset - 1 > tiered => break,
+            Some(seg) => {
+                let range = (next, seg.next_offset);
+                let files = export_file(
+                    seg.log_path.clone(),
+                    p.topic.clone(),
+                    p.index,
+                    range,
+                    out_dir.clone(),
+                )
+                .await?;
+                (files, seg.next_offset)
+            }
+            None => {
+                let at = (p.topic.as_str(), p.index);
+                match export_from_tier(remote, at, (next, i64::MAX), &out_dir, cancel).await? {
+                    Some(exported) => {
+                        done.from_tier += 1;
+                        exported
+                    }
+                    None => break,
+                }
+            }
+        };
+        put_files(tier, &files, &mut done).await?;
+        let advanced = Checkpoint {
+            start: checkpoint.start,
+            exported_to: to,
+        };
+        let body = serde_json::to_vec(&advanced).expect("a checkpoint serializes");
+        tier.put(&table::checkpoint_name(&p.topic, p.index), body.into())
+            .await?;
+        write_exported_to(p.dir(), to)?;
+        tracing::debug!(partition = %p.name(), from = next, to, files = files.len(), "range exported as parquet");
+        next = to;
     }
     Ok(done)
+}
+
+/// Removes `p`'s table files that `strata.table.retention.ms` no longer
+/// keeps; returns how many.
+async fn retain(tier: &TierStore, p: &Partition) -> Result<u64, ExportError> {
+    let retention = p.topic_config().table_retention;
+    let tier_start = match (retention, p.remote()) {
+        (TableRetention::Forever, _) => return Ok(0),
+        (TableRetention::FollowTier, Some(remote)) => match remote.log_start_offset().await? {
+            Some(start) => start,
+            None => return Ok(0),
+        },
+        (TableRetention::FollowTier, None) => return Ok(0),
+        (TableRetention::Ms(_), _) => i64::MIN,
+    };
+    let now = now_ms();
+    let mut removed = 0;
+    for (name, f, _) in partition_files(tier, &p.topic, p.index).await? {
+        let expired = match retention {
+            TableRetention::Ms(ms) => f
+                .day_end_ms()
+                .is_some_and(|end| end.saturating_add(ms) <= now),
+            _ => f.to <= tier_start,
+        };
+        if expired {
+            tier.delete(&name).await?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(partition = %p.name(), files = removed, "table files past retention removed");
+    }
+    Ok(removed)
+}
+
+/// Removes `topic`'s `partition`'s table (files and checkpoint), when the
+/// topic is deleted.
+pub async fn delete_partition_table(
+    tier: &TierStore,
+    topic: &str,
+    partition: i32,
+) -> Result<usize, ExportError> {
+    let files = partition_files(tier, topic, partition).await?;
+    for (name, _, _) in &files {
+        tier.delete(name).await?;
+    }
+    tier.delete(&table::checkpoint_name(topic, partition))
+        .await?;
+    Ok(files.len())
 }

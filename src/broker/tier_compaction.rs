@@ -41,22 +41,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tiering::{Manifest, ObjectKind, RemotePartition, SegmentMeta, SegmentUpload, TierError};
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{now_ms, Broker};
-use crate::log::batch::BatchHeader;
 use crate::log::cleaner::{self, CleanPlan, Compaction, StagedSegment};
 use crate::partition::Partition;
 
 /// Dirty bytes one pass takes at most (the clean part is staged whole, and
 /// is at most the partition's live key set).
 pub const MAX_DIRTY_BYTES: u64 = 1 << 30;
-
-/// Bytes asked of the tier per read while staging.
-const STAGE_READ_BYTES: u64 = 1 << 20;
 
 /// Staging directories live here, under the data dir.
 pub const STAGING_DIR: &str = "tier-compaction";
@@ -74,8 +68,8 @@ pub enum CompactionError {
         path: String,
         source: std::io::Error,
     },
-    #[error("tier compaction: a staged batch is damaged at offset {offset}: {message}")]
-    Damaged { offset: i64, message: String },
+    #[error(transparent)]
+    Stage(#[from] super::tier_stage::StageError),
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CompactionError {
@@ -276,7 +270,8 @@ async fn pass(
     let mut next_offset = sel.log_start;
     for (i, seg) in sel.run.iter().enumerate() {
         let path = stage.join(format!("src-{i}.log"));
-        let (base, bytes) = stage_segment(remote, seg, next_offset, &path, cancel).await?;
+        let (base, bytes) =
+            super::tier_stage::stage_segment(remote, seg, next_offset, &path, cancel).await?;
         read_bytes += bytes;
         next_offset = seg.last_offset + 1;
         staged.push(StagedSegment {
@@ -375,59 +370,4 @@ async fn pass(
         written_bytes,
         swapped: after.is_some(),
     })
-}
-
-/// Copies the batches of `seg` at or after `from` (the previous segment's
-/// end: segments may overlap) into `path`, reading through the tier's
-/// reader; returns the first staged offset and the bytes read.
-async fn stage_segment(
-    remote: &RemotePartition,
-    seg: &SegmentMeta,
-    from: i64,
-    path: &Path,
-    cancel: &CancellationToken,
-) -> Result<(i64, u64), CompactionError> {
-    let mut file = tokio::fs::File::create(path)
-        .await
-        .map_err(io_err("create", path))?;
-    let mut offset = seg.base_offset.max(from);
-    let mut first: Option<i64> = None;
-    let mut read = 0u64;
-    'reads: while offset <= seg.last_offset {
-        if cancel.is_cancelled() {
-            return Err(TierError::Cancelled.into());
-        }
-        let bytes: Bytes = remote.read(offset, STAGE_READ_BYTES).await?;
-        read += bytes.len() as u64;
-        let mut at = 0usize;
-        let mut progressed = false;
-        while at < bytes.len() {
-            let h = BatchHeader::parse(&bytes[at..]).map_err(|e| CompactionError::Damaged {
-                offset,
-                message: e.to_string(),
-            })?;
-            let len = h.total_len();
-            let batch = bytes.get(at..at + len).ok_or(CompactionError::Damaged {
-                offset,
-                message: "batch is truncated".into(),
-            })?;
-            at += len;
-            if h.base_offset > seg.last_offset {
-                // The next segment's: this one has nothing more.
-                break 'reads;
-            }
-            if h.last_offset() < offset {
-                continue;
-            }
-            first.get_or_insert(h.base_offset);
-            file.write_all(batch).await.map_err(io_err("write", path))?;
-            offset = h.last_offset() + 1;
-            progressed = true;
-        }
-        if !progressed {
-            break;
-        }
-    }
-    file.sync_all().await.map_err(io_err("sync", path))?;
-    Ok((first.unwrap_or(seg.base_offset.max(from)), read))
 }

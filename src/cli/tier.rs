@@ -84,8 +84,8 @@ struct RestoreArgs {
 /// A topic's partitions in the tier, read directly with the broker's tier
 /// settings (`scrub`, `repair`).
 #[derive(Args, Debug)]
-struct InTierArgs {
-    topic: String,
+pub(super) struct InTierArgs {
+    pub(super) topic: String,
     /// Only this partition [default: every partition the tier holds]
     #[arg(long)]
     partition: Option<i32>,
@@ -155,16 +155,17 @@ fn open_tier(settings: crate::config::ServeArgs) -> anyhow::Result<(tiering::Tie
 }
 
 /// A topic's copy in the tier (one cluster's, one topic id).
-struct InTier {
-    topic: String,
-    cluster: String,
+pub(super) struct InTier {
+    pub(super) tier: tiering::TierStore,
+    pub(super) topic: String,
+    pub(super) cluster: String,
     /// The partitions to work on: `--partition`, or every one the tier
     /// holds, each with its handle.
-    partitions: Vec<(i32, tiering::RemotePartition)>,
+    pub(super) partitions: Vec<(i32, tiering::RemotePartition)>,
 }
 
 /// Opens the tier with the broker settings of `args` and finds its topic.
-async fn open_in_tier(args: InTierArgs) -> anyhow::Result<InTier> {
+pub(super) async fn open_in_tier(args: InTierArgs) -> anyhow::Result<InTier> {
     let (tier, tier_url) = open_tier(*args.settings)?;
     let topic = args.topic;
     let mut found = tier.find_remote_topic(&topic).await?;
@@ -201,6 +202,7 @@ async fn open_in_tier(args: InTierArgs) -> anyhow::Result<InTier> {
         })
         .collect();
     Ok(InTier {
+        tier,
         topic: remote.topic,
         cluster,
         partitions,
@@ -212,6 +214,7 @@ async fn scrub(args: ScrubArgs, out: Output) -> anyhow::Result<()> {
         topic,
         cluster,
         partitions,
+        ..
     } = open_in_tier(args.target).await?;
     let limiter = tiering::RateLimiter::new(args.bytes_per_second);
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -277,6 +280,7 @@ async fn repair(args: RepairArgs, out: Output) -> anyhow::Result<()> {
         topic,
         cluster,
         partitions,
+        ..
     } = open_in_tier(args.target).await?;
     let mut reports = Vec::new();
     let mut failed = 0;

@@ -268,6 +268,12 @@ pub const SPECS: &[Spec] = &[
         no_effect: None,
     },
     Spec {
+        name: "strata.table.retention.ms",
+        kind: Kind::Long { min: -2 },
+        default: Default::Fixed("-2"),
+        no_effect: None,
+    },
+    Spec {
         name: "retention.bytes",
         kind: Kind::Long { min: -1 },
         default: Default::Fixed("-1"),
@@ -479,6 +485,20 @@ impl Source {
     }
 }
 
+/// How long a table topic's Parquet files stay (`strata.table.retention.ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TableRetention {
+    /// -2 (the default): a file goes once tier retention has deleted all
+    /// its offsets.
+    #[default]
+    FollowTier,
+    /// -1: files stay.
+    Forever,
+    /// A file goes once its day ended this many ms ago, whatever the tier
+    /// keeps.
+    Ms(i64),
+}
+
 /// A topic's configs, resolved once from the defaults, the dynamic broker
 /// configs and the topic's own, in that order. The fields are the configs
 /// the broker applies, parsed; every config (applied or not) is kept as
@@ -501,6 +521,8 @@ pub struct TopicConfig {
     /// `strata.table.enable`: uploaded segments are also written as
     /// Parquet beside the tier (see `crate::table`).
     pub table: bool,
+    /// `strata.table.retention.ms`: how long table files stay.
+    pub table_retention: TableRetention,
     /// `segment.bytes`
     pub segment_bytes: u64,
     /// `segment.ms` (None: never roll by time).
@@ -587,6 +609,11 @@ impl TopicConfig {
             local_retention_bytes: local("local.retention.bytes", retention_bytes),
             remote_storage: !name.starts_with("__") && text("remote.storage.enable") != "false",
             table: text("strata.table.enable") == "true",
+            table_retention: match int("strata.table.retention.ms") {
+                -2 => TableRetention::FollowTier,
+                -1 => TableRetention::Forever,
+                ms => TableRetention::Ms(ms.max(0)),
+            },
             segment_bytes: int("segment.bytes").max(14) as u64,
             segment_ms: opt(int("segment.ms")),
             index_interval_bytes: int("index.interval.bytes").clamp(0, i64::from(u32::MAX)) as u32,

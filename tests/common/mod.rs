@@ -19,6 +19,7 @@ pub mod pki;
 pub mod raw;
 pub mod s3;
 pub mod segments;
+pub mod table;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};

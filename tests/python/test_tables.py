@@ -4,13 +4,16 @@ once its segments are in the tier, DuckDB and pyarrow read the Parquet
 files beside the tier and return exactly the produced rows (partitions,
 offsets, timestamps, keys, values, headers), each file under the UTC day of
 its rows. A kill -9 during export, repeated, leaves no duplicate or missing
-offset.
+offset. `strata table backfill` adds the history tiered before the switch
+was on, `strata table status` counts the table, and retention
+(`strata.table.retention.ms`, or the tier's) removes files.
 """
 
 import datetime
 import json
 import pathlib
 import re
+import subprocess
 import time
 import urllib.request
 
@@ -20,7 +23,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, serving
+from conftest import Broker, serving, strata_bin
 
 TIMEOUT = 30
 DAY_MS = 86_400_000
@@ -198,3 +201,141 @@ def test_kill9_during_export_leaves_no_duplicate_or_missing_offset(tmp_path, top
         raise
     finally:
         b.kill()
+
+
+def table_cli(b, tier, *args):
+    """`strata table ...` with the broker's tier settings; its JSON."""
+    out = subprocess.run(
+        [str(strata_bin()), "table", *args, "--output", "json",
+         "--tier-url", f"file://{tier}", "--data-dir", str(b.workdir / "cli")],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def file_ranges(tier_root, topic):
+    """(dt, from, to) of every table file, from its name."""
+    out = []
+    for f in files_of(tier_root, topic):
+        lo, hi = f.stem.split("-")
+        out.append((f.parent.parent.name.removeprefix("dt="), int(lo), int(hi)))
+    return out
+
+
+def alter(b, topic, **configs):
+    from confluent_kafka.admin import ConfigResource, ConfigEntry, AlterConfigOpType
+    a = AdminClient({"bootstrap.servers": b.bootstrap, "broker.address.family": "v4"})
+    r = ConfigResource("topic", topic, incremental_configs=[
+        ConfigEntry(k.replace("_", "."), v, incremental_operation=AlterConfigOpType.SET)
+        for k, v in configs.items()])
+    for f in a.incremental_alter_configs([r]).values():
+        f.result(TIMEOUT)
+
+
+def low_watermark(b, topic):
+    """The topic's partition 0 log start offset, from `strata tier status`."""
+    out = subprocess.run(
+        [str(strata_bin()), "tier", "status", topic, "--output", "json", "-b", b.bootstrap],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return next(r["log_start_offset"] for r in json.loads(out.stdout)
+                if r["topic"] == topic and r["partition"] == 0)
+
+
+def yesterday(day):
+    return (datetime.date.fromisoformat(day) - datetime.timedelta(days=1)).isoformat()
+
+
+def wait_for(what, check, timeout=120):
+    deadline = time.time() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.time() < deadline, what
+        time.sleep(0.3)
+
+
+def test_backfill_status_and_retention_of_a_table(tmp_path, topic_name):
+    tier = tmp_path / "tier"
+    topic = topic_name("tablelife")
+    for b in serving(Broker(tmp_path / "b", ARGS + ["--tier-url", f"file://{tier}"]).start()):
+        # History first, tiered and gone from local disk, before the switch.
+        a = AdminClient({"bootstrap.servers": b.bootstrap, "broker.address.family": "v4"})
+        a.create_topics([NewTopic(topic, 1, 1, config={
+            "remote.storage.enable": "true", "segment.bytes": "65536", "segment.ms": "500",
+            "local.retention.ms": "0"})])[topic].result(TIMEOUT)
+        sent = produce(b, topic, 2000)
+        first_segment = b.data_dir / f"{topic}-0" / f"{0:020}.log"
+        assert first_segment.exists()
+        wait_for("history tiered and trimmed locally", lambda: not first_segment.exists())
+        alter(b, topic, strata_table_enable="true")
+        sent.update(produce(b, topic, 2000, first=2000))
+        status = wait_for("the leader's first exports", lambda: [
+            p for p in table_cli(b, tier, "status", topic)["partitions"]
+            if p["exported_to"] is not None and p["lag_segments"] == 0])[0]
+        start = status["first_offset"]
+        assert start > 0, status
+        assert min(o for _, o in read_pyarrow(tier, topic)) == start
+        # Backfill: the history below the table's start, from the tier.
+        done = table_cli(b, tier, "backfill", topic)["partitions"][0]
+        assert done["rows"] == start and done["replaced_files"] == 0, done
+        exported = table_cli(b, tier, "status", topic)["partitions"][0]["exported_to"]
+        got = read_pyarrow(tier, topic)
+        assert {k for k in sent if k[1] < exported} <= set(got)
+        # A second backfill replaces the first's files: still each offset once.
+        again = table_cli(b, tier, "backfill", topic)["partitions"][0]
+        assert again["rows"] == start and again["replaced_files"] == done["files"], again
+        got = read_pyarrow(tier, topic)
+        assert all(sent[k] == row for k, row in got.items())
+        status = table_cli(b, tier, "status", topic)["partitions"][0]
+        assert status["rows"] == len(got) and status["first_offset"] == 0, status
+        assert status["files"] == len(files_of(tier, topic)), status
+
+        # Switched off, the table stops and local retention no longer waits
+        # for it; switched on again, it goes on from its checkpoint, reading
+        # what local disk no longer has from the tier.
+        alter(b, topic, strata_table_enable="false")
+        paused = table_cli(b, tier, "status", topic)["partitions"][0]["exported_to"]
+        sent.update(produce(b, topic, 2000, first=4000))
+        gone = b.data_dir / f"{topic}-0" / f"{paused:020}.log"
+        wait_for("segments trimmed locally while the table is off", lambda: not gone.exists())
+        alter(b, topic, strata_table_enable="true")
+        wait_for("the table past the pause", lambda: table_cli(
+            b, tier, "status", topic)["partitions"][0]["exported_to"] > paused)
+        assert re.search(r"segments exported as parquet.*from_tier=[1-9]", b.logs())
+        exported = table_cli(b, tier, "status", topic)["partitions"][0]["exported_to"]
+        got = read_pyarrow(tier, topic)
+        assert {k for k in sent if k[1] < exported} <= set(got)
+        assert all(sent[k] == row for k, row in got.items())
+
+        # By time: the days that ended go, today's stay, whatever the tier
+        # keeps.
+        today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+        assert {d for d, _, _ in file_ranges(tier, topic)} == {today, yesterday(today)}
+        alter(b, topic, strata_table_retention_ms="0")
+        wait_for("yesterday's files removed", lambda: {
+            d for d, _, _ in file_ranges(tier, topic)} == {today})
+        removed = metric(b, "strata_table_retention_removed_files_total")
+        assert removed > 0
+
+        # Kept forever while the tier trims all but its newest segments.
+        before = file_ranges(tier, topic)
+        alter(b, topic, strata_table_retention_ms="-1", retention_bytes="1")
+        low = wait_for("tier retention", lambda: low_watermark(b, topic))
+        time.sleep(1)  # several table retention rounds
+        assert file_ranges(tier, topic) == before
+        # Following the tier: the files below its start go; the rows it
+        # keeps stay.
+        alter(b, topic, strata_table_retention_ms="-2")
+        wait_for("files below the tier's start removed", lambda: all(
+            hi > low for _, _, hi in file_ranges(tier, topic)))
+        assert metric(b, "strata_table_retention_removed_files_total") > removed
+        got = read_pyarrow(tier, topic)
+        assert {k for k in sent if k[1] >= low and sent[k][2] > time.time() * 1000 - DAY_MS / 2} \
+            <= set(got), "a row the tier keeps left the table"
+        assert metric(b, "strata_table_export_errors_total") == 0
+
+        # Deleting the topic deletes its table.
+        a.delete_topics([topic])[topic].result(TIMEOUT)
+        wait_for("the table deleted", lambda: not any(table_dir(tier, topic).rglob("*.*")))

@@ -85,6 +85,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -330,14 +331,58 @@ impl TierStore {
         result.bytes().await.map_err(store_err("get", &path))
     }
 
-    /// Deletes one object.
-    pub async fn delete(&self, name: &str) -> Result<(), TierError> {
+    /// Reads one whole object; None when there is none.
+    pub async fn get_if_exists(&self, name: &str) -> Result<Option<Bytes>, TierError> {
+        let path = self.path(name);
+        match self.inner.store.get(&path).await {
+            Ok(result) => Ok(Some(result.bytes().await.map_err(store_err("get", &path))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_err("get", &path)(e)),
+        }
+    }
+
+    /// Reads bytes `range` of one object.
+    pub async fn get_range(
+        &self,
+        name: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, TierError> {
         let path = self.path(name);
         self.inner
             .store
-            .delete(&path)
+            .get_range(&path, range)
             .await
-            .map_err(store_err("delete", &path))
+            .map_err(store_err("get", &path))
+    }
+
+    /// Every object under `prefix` (a directory name under the tier
+    /// prefix), as (name under the tier prefix, size), sorted by name.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, TierError> {
+        let dir = self.path(prefix);
+        let skip = self.inner.prefix.parts().count();
+        let mut listing = self.inner.store.list(Some(&dir));
+        let mut out = Vec::new();
+        while let Some(item) = listing.next().await {
+            let meta = item.map_err(store_err("list", &dir))?;
+            let name: Vec<String> = meta
+                .location
+                .parts()
+                .skip(skip)
+                .map(|p| p.as_ref().to_string())
+                .collect();
+            out.push((name.join("/"), meta.size));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Deletes one object (one that is gone already counts as deleted).
+    pub async fn delete(&self, name: &str) -> Result<(), TierError> {
+        let path = self.path(name);
+        match self.inner.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_err("delete", &path)(e)),
+        }
     }
 
     /// Start-up check: write, read back and delete a probe object, so a
