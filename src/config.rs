@@ -11,6 +11,7 @@
 //! [`TopicConfig`].
 
 pub mod listeners;
+pub mod table_schema;
 pub mod topic;
 
 pub use topic::{TableRetention, TopicConfig};

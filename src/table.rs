@@ -26,7 +26,15 @@
 //! `timestamp_type` (`CreateTime` or `LogAppendTime`), `key` and `value`
 //! (binary, null for a null key or value), `headers` (list of
 //! `{key: utf8, value: binary}`), `producer_id` (int64, -1 without one).
-//! Control batches are not rows. Files are zstd-compressed, with row groups
+//! Control batches are not rows.
+//!
+//! With `strata.table.value.format=json`, each value is also parsed as a
+//! JSON object and its fields projected into the typed columns of
+//! `strata.table.value.schema` (`crate::config::table_schema`), after the
+//! fixed ones, plus `value_error` (utf8): null when the value matched, else
+//! why not (not JSON, not an object, a field of another type). A field that
+//! does not match is null in its row; a missing field is null without an
+//! error; the export never stops on a value. Files are zstd-compressed, with row groups
 //! of at most [`ROW_GROUP_ROWS`] rows and page statistics, so engines skip by
 //! offset and time.
 //!
@@ -42,8 +50,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
-    TimestampMillisecondBuilder,
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
+    StringBuilder, StructBuilder, TimestampMillisecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
@@ -52,6 +60,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
+use crate::config::table_schema::{FieldType, ValueSchema};
 use crate::log::batch::decode_records;
 use crate::log::{file_batches, LogError};
 
@@ -205,9 +214,10 @@ pub struct TableFile {
     pub rows: u64,
 }
 
-/// The schema of every table file.
-pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
+/// The schema of a table's files: the fixed columns, then with a value
+/// schema its typed columns and `value_error`.
+pub fn schema(value: Option<&ValueSchema>) -> SchemaRef {
+    let mut fields = vec![
         Field::new("partition", DataType::Int32, false),
         Field::new("offset", DataType::Int64, false),
         Field::new(
@@ -228,7 +238,173 @@ pub fn schema() -> SchemaRef {
             false,
         ),
         Field::new("producer_id", DataType::Int64, false),
-    ]))
+    ];
+    if let Some(value) = value {
+        for (name, ty) in &value.fields {
+            fields.push(Field::new(name, arrow_type(*ty), true));
+        }
+        fields.push(Field::new("value_error", DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+fn arrow_type(ty: FieldType) -> DataType {
+    match ty {
+        FieldType::Boolean => DataType::Boolean,
+        FieldType::Int32 => DataType::Int32,
+        FieldType::Int64 => DataType::Int64,
+        FieldType::Float64 => DataType::Float64,
+        FieldType::Utf8 => DataType::Utf8,
+        FieldType::TimestampMs => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+    }
+}
+
+/// The builder of one typed column.
+enum Typed {
+    Boolean(BooleanBuilder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Utf8(StringBuilder),
+    TimestampMs(TimestampMillisecondBuilder),
+}
+
+impl Typed {
+    fn new(ty: FieldType) -> Typed {
+        match ty {
+            FieldType::Boolean => Typed::Boolean(BooleanBuilder::new()),
+            FieldType::Int32 => Typed::Int32(Int32Builder::new()),
+            FieldType::Int64 => Typed::Int64(Int64Builder::new()),
+            FieldType::Float64 => Typed::Float64(Float64Builder::new()),
+            FieldType::Utf8 => Typed::Utf8(StringBuilder::new()),
+            FieldType::TimestampMs => {
+                Typed::TimestampMs(TimestampMillisecondBuilder::new().with_timezone("UTC"))
+            }
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Typed::Boolean(b) => b.append_null(),
+            Typed::Int32(b) => b.append_null(),
+            Typed::Int64(b) => b.append_null(),
+            Typed::Float64(b) => b.append_null(),
+            Typed::Utf8(b) => b.append_null(),
+            Typed::TimestampMs(b) => b.append_null(),
+        }
+    }
+
+    /// Appends `v` if it has the column's type (JSON null counts); false,
+    /// with a null appended, when it does not.
+    fn append(&mut self, v: &serde_json::Value) -> bool {
+        use serde_json::Value as J;
+        match (self, v) {
+            (b, J::Null) => {
+                b.append_null();
+                return true;
+            }
+            (Typed::Boolean(b), J::Bool(x)) => b.append_value(*x),
+            (Typed::Int32(b), J::Number(n))
+                if n.as_i64().and_then(|x| i32::try_from(x).ok()).is_some() =>
+            {
+                b.append_value(n.as_i64().unwrap_or_default() as i32)
+            }
+            (Typed::Int64(b), J::Number(n)) if n.as_i64().is_some() => {
+                b.append_value(n.as_i64().unwrap_or_default())
+            }
+            (Typed::Float64(b), J::Number(n)) if n.as_f64().is_some() => {
+                b.append_value(n.as_f64().unwrap_or_default())
+            }
+            (Typed::Utf8(b), J::String(x)) => b.append_value(x),
+            (Typed::TimestampMs(b), J::Number(n)) if n.as_i64().is_some() => {
+                b.append_value(n.as_i64().unwrap_or_default())
+            }
+            (b, _) => {
+                b.append_null();
+                return false;
+            }
+        }
+        true
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Typed::Boolean(b) => Arc::new(b.finish()),
+            Typed::Int32(b) => Arc::new(b.finish()),
+            Typed::Int64(b) => Arc::new(b.finish()),
+            Typed::Float64(b) => Arc::new(b.finish()),
+            Typed::Utf8(b) => Arc::new(b.finish()),
+            Typed::TimestampMs(b) => Arc::new(TimestampMillisecondBuilder::finish(b)),
+        }
+    }
+}
+
+/// The typed columns of a value schema and the error column.
+struct Projection {
+    schema: Arc<ValueSchema>,
+    columns: Vec<Typed>,
+    error: StringBuilder,
+}
+
+impl Projection {
+    fn new(schema: Arc<ValueSchema>) -> Projection {
+        Projection {
+            columns: schema.fields.iter().map(|(_, t)| Typed::new(*t)).collect(),
+            schema,
+            error: StringBuilder::new(),
+        }
+    }
+
+    /// Projects one record's value into the typed columns.
+    fn append(&mut self, value: Option<&[u8]>) {
+        let fail = |p: &mut Projection, why: String| {
+            p.columns.iter_mut().for_each(Typed::append_null);
+            p.error.append_value(why);
+        };
+        let Some(bytes) = value else {
+            self.columns.iter_mut().for_each(Typed::append_null);
+            self.error.append_null();
+            return;
+        };
+        let map = match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(other) => return fail(self, format!("not a JSON object: {}", json_kind(&other))),
+            Err(e) => return fail(self, format!("not JSON: {e}")),
+        };
+        let mut error = None;
+        for ((name, ty), column) in self.schema.fields.iter().zip(&mut self.columns) {
+            match map.get(name) {
+                None => column.append_null(),
+                Some(v) => {
+                    if !column.append(v) && error.is_none() {
+                        error = Some(format!(
+                            "field {name:?}: expected {ty}, got {}",
+                            json_kind(v)
+                        ));
+                    }
+                }
+            }
+        }
+        self.error.append_option(error);
+    }
+
+    fn finish(&mut self, into: &mut Vec<ArrayRef>) {
+        into.extend(self.columns.iter_mut().map(Typed::finish));
+        into.push(Arc::new(self.error.finish()));
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value as J;
+    match v {
+        J::Null => "null",
+        J::Bool(_) => "a boolean",
+        J::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        J::Number(_) => "a number",
+        J::String(_) => "a string",
+        J::Array(_) => "an array",
+        J::Object(_) => "an object",
+    }
 }
 
 fn header_fields() -> Fields {
@@ -269,12 +445,13 @@ struct Rows {
     value: BinaryBuilder,
     headers: ListBuilder<StructBuilder>,
     producer_id: Int64Builder,
+    projection: Option<Projection>,
     count: usize,
     bytes: usize,
 }
 
 impl Rows {
-    fn new() -> Rows {
+    fn new(value: Option<&Arc<ValueSchema>>) -> Rows {
         Rows {
             partition: Int32Builder::new(),
             offset: Int64Builder::new(),
@@ -284,13 +461,14 @@ impl Rows {
             value: BinaryBuilder::new(),
             headers: ListBuilder::new(StructBuilder::from_fields(header_fields(), 0)),
             producer_id: Int64Builder::new(),
+            projection: value.map(|v| Projection::new(v.clone())),
             count: 0,
             bytes: 0,
         }
     }
 
     fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch, TableError> {
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.partition.finish()),
             Arc::new(self.offset.finish()),
             Arc::new(self.timestamp.finish()),
@@ -300,6 +478,9 @@ impl Rows {
             Arc::new(self.headers.finish()),
             Arc::new(self.producer_id.finish()),
         ];
+        if let Some(p) = &mut self.projection {
+            p.finish(&mut columns);
+        }
         self.count = 0;
         self.bytes = 0;
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
@@ -330,17 +511,32 @@ impl DayFile {
     }
 }
 
-/// Writes the records at offsets `[from, to)` of the segment file `log`
-/// (of `topic`'s `partition`) as Parquet files in `out_dir`, one per UTC
-/// day of their timestamps. Blocking.
+/// What to export: the table's topic and partition, the offsets `[from,
+/// to)`, and the value schema of a JSON projection.
+#[derive(Debug, Clone)]
+pub struct Range {
+    pub topic: String,
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+    pub value: Option<Arc<ValueSchema>>,
+}
+
+/// Writes the records of `range` in the segment file `log` as Parquet
+/// files in `out_dir`, one per UTC day of their timestamps. Blocking.
 pub fn export_segment(
     log: &Path,
-    topic: &str,
-    partition: i32,
-    from: i64,
-    to: i64,
+    range: &Range,
     out_dir: &Path,
 ) -> Result<Vec<TableFile>, TableError> {
+    let Range {
+        topic,
+        partition,
+        from,
+        to,
+        value,
+    } = range;
+    let (partition, from, to) = (*partition, *from, *to);
     let io = |op: &'static str, path: &Path| {
         let path = path.display().to_string();
         move |source| TableError::Io { op, path, source }
@@ -348,7 +544,7 @@ pub fn export_segment(
     std::fs::create_dir_all(out_dir).map_err(io("create", out_dir))?;
     let file = File::open(log).map_err(io("open", log))?;
     let size = file.metadata().map_err(io("stat", log))?.len();
-    let schema = schema();
+    let schema = schema(value.as_deref());
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -387,7 +583,7 @@ pub fn export_segment(
                         })?;
                     days.entry(date).or_insert(DayFile {
                         writer,
-                        rows: Rows::new(),
+                        rows: Rows::new(value.as_ref()),
                         total: 0,
                         path,
                         name,
@@ -416,6 +612,9 @@ pub fn export_segment(
             }
             rows.headers.append(true);
             rows.producer_id.append_value(r.producer_id);
+            if let Some(p) = &mut rows.projection {
+                p.append(r.value.as_deref());
+            }
             rows.count += 1;
             rows.bytes +=
                 r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
@@ -472,6 +671,74 @@ mod tests {
         rows
     }
 
+    fn orders(from: i64, to: i64) -> Range {
+        Range {
+            topic: "orders".into(),
+            partition: 3,
+            from,
+            to,
+            value: None,
+        }
+    }
+
+    #[test]
+    fn json_values_project_into_typed_columns_and_mismatches_into_the_error_column() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+        use arrow_array::Array;
+        let schema = ValueSchema::parse(
+            r#"{"id": "int64", "name": "utf8", "score": "float64", "ok": "bool", "at": "timestamp[ms]"}"#,
+        )
+        .expect("schema");
+        let mut p = Projection::new(Arc::new(schema));
+        for value in [
+            Some(
+                &br#"{"id": 7, "name": "a", "score": 1.5, "ok": true, "at": 1000, "extra": [1]}"#[..],
+            ),
+            Some(br#"{"id": "seven", "name": "b", "score": 2}"#),
+            Some(b"not json"),
+            Some(b"[1, 2]"),
+            None,
+            Some(br#"{"id": null}"#),
+        ] {
+            p.append(value);
+        }
+        let mut columns = Vec::new();
+        p.finish(&mut columns);
+        // Columns in name order: at, id, name, ok, score, then value_error.
+        assert_eq!(columns.len(), 6);
+        let at = columns[0].as_primitive::<TimestampMillisecondType>();
+        let id = columns[1].as_primitive::<Int64Type>();
+        let name = columns[2].as_string::<i32>();
+        let ok = columns[3].as_boolean();
+        let score = columns[4].as_primitive::<Float64Type>();
+        let error = columns[5].as_string::<i32>();
+        assert_eq!(
+            (
+                at.value(0),
+                id.value(0),
+                name.value(0),
+                ok.value(0),
+                score.value(0)
+            ),
+            (1000, 7, "a", true, 1.5)
+        );
+        assert!(error.is_null(0));
+        // A field of another type is null, named in the error; the rest stay.
+        assert!(id.is_null(1) && name.value(1) == "b" && score.value(1) == 2.0);
+        assert_eq!(
+            error.value(1),
+            r#"field "id": expected int64, got a string"#
+        );
+        assert!(error.value(2).starts_with("not JSON"), "{}", error.value(2));
+        assert_eq!(error.value(3), "not a JSON object: an array");
+        for row in [2, 3, 4, 5] {
+            assert!((0..5).all(|c| columns[c].is_null(row)), "row {row}");
+        }
+        // A null value (a tombstone) or a JSON null is no error.
+        assert!(error.is_null(4) && error.is_null(5));
+    }
+
     #[test]
     fn a_segment_becomes_one_file_per_day_with_every_record() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -481,7 +748,7 @@ mod tests {
         let log = dir.path().join(format!("{:020}.log", 100));
         let to = seg.last_offset + 1;
         let files =
-            export_segment(&log, "orders", 3, 100, to, &dir.path().join("out")).expect("export");
+            export_segment(&log, &orders(100, to), &dir.path().join("out")).expect("export");
         assert_eq!(files.len(), 1);
         assert_eq!(
             files[0].name,
@@ -505,15 +772,15 @@ mod tests {
             .all(|r| r.1.as_ref().is_some_and(|v| v.len() == 20) && r.2 == 0));
         // A range inside the segment takes only its offsets, even those in
         // the middle of a batch.
-        let part = export_segment(&log, "orders", 3, 103, 157, &dir.path().join("part"))
-            .expect("export part");
+        let part =
+            export_segment(&log, &orders(103, 157), &dir.path().join("part")).expect("export part");
         let offsets: Vec<i64> = read_back(&part).iter().map(|r| r.0).collect();
         assert_eq!(offsets, (103..157).collect::<Vec<_>>());
         // A cut-short segment is refused, naming the file.
         let bytes = std::fs::read(&log).expect("read");
         let cut = dir.path().join("cut.log");
         std::fs::write(&cut, &bytes[..bytes.len() - 7]).expect("write");
-        let e = export_segment(&cut, "orders", 3, 100, to, &dir.path().join("out2"))
+        let e = export_segment(&cut, &orders(100, to), &dir.path().join("out2"))
             .expect_err("cut short");
         assert!(matches!(e, TableError::Damaged { .. }), "{e}");
         assert!(e.to_string().contains("cut.log"), "{e}");

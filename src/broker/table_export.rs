@@ -43,7 +43,7 @@ use super::{now_ms, Broker};
 
 use crate::config::TableRetention;
 use crate::partition::{Partition, PartitionError};
-use crate::table::{self, Checkpoint, FileName, TableError, TableFile};
+use crate::table::{self, Checkpoint, FileName, Range, TableError, TableFile};
 
 /// Where exports stage their files, under the data dir.
 pub const STAGING_DIR: &str = "table-export";
@@ -248,37 +248,33 @@ pub async fn put_files(
     Ok(())
 }
 
-/// Exports `[from, to)` of the segment file `log` in the blocking pool.
+/// Exports `range` of the segment file `log` in the blocking pool.
 pub async fn export_file(
     log: PathBuf,
-    topic: String,
-    partition: i32,
-    (from, to): (i64, i64),
+    range: Range,
     out_dir: PathBuf,
 ) -> Result<Vec<TableFile>, ExportError> {
     let path = log.display().to_string();
-    tokio::task::spawn_blocking(move || {
-        table::export_segment(&log, &topic, partition, from, to, &out_dir)
-    })
-    .await
-    .map_err(|e| ExportError::Io {
-        op: "export",
-        path,
-        source: std::io::Error::other(e.to_string()),
-    })?
-    .map_err(ExportError::from)
+    tokio::task::spawn_blocking(move || table::export_segment(&log, &range, &out_dir))
+        .await
+        .map_err(|e| ExportError::Io {
+            op: "export",
+            path,
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map_err(ExportError::from)
 }
 
-/// Stages the part of `remote`'s tier segment holding `next` (from `next`,
-/// below `end`) and exports it; returns its files and the offset after
-/// them. None when the tier holds nothing in `[next, end)`.
+/// Stages the part of `remote`'s tier segment holding `within.from` (from
+/// there, below `within.to`) and exports it; returns its files and the
+/// offset after them. None when the tier holds nothing in `within`.
 pub async fn export_from_tier(
     remote: &RemotePartition,
-    (topic, partition): (&str, i32),
-    (next, end): (i64, i64),
+    within: &Range,
     out_dir: &Path,
     cancel: &CancellationToken,
 ) -> Result<Option<(Vec<TableFile>, i64)>, ExportError> {
+    let (next, end) = (within.from, within.to);
     let manifest = remote.manifest().await?;
     let Some(seg) = manifest
         .segments
@@ -300,15 +296,14 @@ pub async fn export_from_tier(
     let result = async {
         stage_segment(remote, seg, from, &staged, cancel).await?;
         let to = (seg.last_offset + 1).min(end);
-        export_file(
-            staged.clone(),
-            topic.to_string(),
-            partition,
-            (from, to),
-            out_dir.to_path_buf(),
-        )
-        .await
-        .map(|files| (files, to))
+        let range = Range {
+            from,
+            to,
+            ..within.clone()
+        };
+        export_file(staged.clone(), range, out_dir.to_path_buf())
+            .await
+            .map(|files| (files, to))
     }
     .await;
     let _ = tokio::fs::remove_file(&staged).await;
@@ -349,6 +344,13 @@ pub async fn export(
     }
     let out_dir = staging.join(p.name());
     let mut next = checkpoint.exported_to;
+    let table = Range {
+        topic: p.topic.clone(),
+        partition: p.index,
+        from: next,
+        to: i64::MAX,
+        value: p.topic_config().table_value.clone(),
+    };
     while next <= tiered {
         if cancel.is_cancelled() {
             return Err(TierError::Cancelled.into());
@@ -360,20 +362,20 @@ pub async fn export(
         let (files, to) = match local {
             Some(seg) if seg.next_offset - 1 > tiered => break,
             Some(seg) => {
-                let range = (next, seg.next_offset);
-                let files = export_file(
-                    seg.log_path.clone(),
-                    p.topic.clone(),
-                    p.index,
-                    range,
-                    out_dir.clone(),
-                )
-                .await?;
+                let range = Range {
+                    from: next,
+                    to: seg.next_offset,
+                    ..table.clone()
+                };
+                let files = export_file(seg.log_path.clone(), range, out_dir.clone()).await?;
                 (files, seg.next_offset)
             }
             None => {
-                let at = (p.topic.as_str(), p.index);
-                match export_from_tier(remote, at, (next, i64::MAX), &out_dir, cancel).await? {
+                let within = Range {
+                    from: next,
+                    ..table.clone()
+                };
+                match export_from_tier(remote, &within, &out_dir, cancel).await? {
                     Some(exported) => {
                         done.from_tier += 1;
                         exported

@@ -3,6 +3,8 @@
 //! settings `strata serve` reads (flags, `STRATA_*`, `--config` file), like
 //! `strata tier scrub`.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -15,6 +17,8 @@ use super::{ConnectArgs, Output};
 use crate::broker::table_export::{
     export_from_tier, partition_files, put_files, read_checkpoint, Exported,
 };
+use crate::config::table_schema::{projection, ValueSchema};
+use crate::table::Range;
 
 #[derive(Args, Debug)]
 pub struct TableArgs {
@@ -176,6 +180,7 @@ async fn backfill_partition(
     partition: i32,
     remote: &RemotePartition,
     staging: &std::path::Path,
+    value: Option<Arc<ValueSchema>>,
 ) -> anyhow::Result<(Exported, usize)> {
     let Some(checkpoint) = read_checkpoint(tier, topic, partition).await? else {
         anyhow::bail!(
@@ -193,18 +198,16 @@ async fn backfill_partition(
     }
     let cancel = CancellationToken::new();
     let mut done = Exported::default();
-    let mut next = i64::MIN;
-    while let Some((files, to)) = export_from_tier(
-        remote,
-        (topic, partition),
-        (next, checkpoint.start),
-        staging,
-        &cancel,
-    )
-    .await?
-    {
+    let mut within = Range {
+        topic: topic.to_string(),
+        partition,
+        from: i64::MIN,
+        to: checkpoint.start,
+        value,
+    };
+    while let Some((files, to)) = export_from_tier(remote, &within, staging, &cancel).await? {
         put_files(tier, &files, &mut done).await?;
-        next = to;
+        within.from = to;
     }
     Ok((done, removed))
 }
@@ -212,9 +215,34 @@ async fn backfill_partition(
 async fn backfill(target: InTier, out: Output) -> anyhow::Result<()> {
     let staging =
         std::env::temp_dir().join(format!("strata-table-backfill-{}", std::process::id()));
+    // The projection of JSON values, from the topic's configs in the tier.
+    let configs = target
+        .tier
+        .read_topic_meta(&target.cluster, &target.remote)
+        .await?
+        .map(|m| m.configs)
+        .unwrap_or_default();
+    let config = |k: &str, default: &'static str| {
+        configs
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    };
+    let value = projection(
+        &config("strata.table.value.format", "binary"),
+        &config("strata.table.value.schema", "{}"),
+    );
     let mut rows = Vec::new();
     for (p, remote) in &target.partitions {
-        let done = backfill_partition(&target.tier, &target.topic, *p, remote, &staging).await;
+        let done = backfill_partition(
+            &target.tier,
+            &target.topic,
+            *p,
+            remote,
+            &staging,
+            value.clone(),
+        )
+        .await;
         if done.is_err() {
             let _ = std::fs::remove_dir_all(&staging);
         }

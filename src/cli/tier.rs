@@ -159,6 +159,8 @@ pub(super) struct InTier {
     pub(super) tier: tiering::TierStore,
     pub(super) topic: String,
     pub(super) cluster: String,
+    /// The topic as the tier's listing found it.
+    pub(super) remote: tiering::RemoteTopic,
     /// The partitions to work on: `--partition`, or every one the tier
     /// holds, each with its handle.
     pub(super) partitions: Vec<(i32, tiering::RemotePartition)>,
@@ -203,7 +205,8 @@ pub(super) async fn open_in_tier(args: InTierArgs) -> anyhow::Result<InTier> {
         .collect();
     Ok(InTier {
         tier,
-        topic: remote.topic,
+        topic: remote.topic.clone(),
+        remote,
         cluster,
         partitions,
     })

@@ -31,6 +31,8 @@ pub enum Kind {
     },
     /// A comma-separated list (any items).
     List,
+    /// A table's value schema (`super::table_schema`).
+    ValueSchema,
 }
 
 impl Kind {
@@ -38,7 +40,7 @@ impl Kind {
     pub fn code(self) -> i8 {
         match self {
             Kind::Boolean => 1,
-            Kind::OneOf(_) | Kind::Text => 2,
+            Kind::OneOf(_) | Kind::Text | Kind::ValueSchema => 2,
             Kind::Int { .. } => 3,
             Kind::Long { .. } => 5,
             Kind::Double { .. } => 6,
@@ -268,6 +270,18 @@ pub const SPECS: &[Spec] = &[
         no_effect: None,
     },
     Spec {
+        name: "strata.table.value.format",
+        kind: Kind::OneOf(&["binary", "json"]),
+        default: Default::Fixed("binary"),
+        no_effect: None,
+    },
+    Spec {
+        name: "strata.table.value.schema",
+        kind: Kind::ValueSchema,
+        default: Default::Fixed("{}"),
+        no_effect: None,
+    },
+    Spec {
         name: "strata.table.retention.ms",
         kind: Kind::Long { min: -2 },
         default: Default::Fixed("-2"),
@@ -442,6 +456,9 @@ fn check_kind(key: &str, kind: Kind, value: &str) -> Result<(), String> {
             }
         }
         Kind::Text | Kind::List => Ok(()),
+        Kind::ValueSchema => super::table_schema::ValueSchema::parse(value)
+            .map(|_| ())
+            .map_err(|e| format!("invalid value for {key}: {e}. value={value:?}")),
         Kind::Int { min, max } => match value.trim().parse::<i64>() {
             Ok(v) if v >= min && v <= max => Ok(()),
             _ => bad(format!("an integer from {min} to {max}")),
@@ -523,6 +540,9 @@ pub struct TopicConfig {
     pub table: bool,
     /// `strata.table.retention.ms`: how long table files stay.
     pub table_retention: TableRetention,
+    /// With `strata.table.value.format=json`, the typed columns of
+    /// `strata.table.value.schema` (None: values stay binary only).
+    pub table_value: Option<std::sync::Arc<super::table_schema::ValueSchema>>,
     /// `segment.bytes`
     pub segment_bytes: u64,
     /// `segment.ms` (None: never roll by time).
@@ -609,6 +629,10 @@ impl TopicConfig {
             local_retention_bytes: local("local.retention.bytes", retention_bytes),
             remote_storage: !name.starts_with("__") && text("remote.storage.enable") != "false",
             table: text("strata.table.enable") == "true",
+            table_value: super::table_schema::projection(
+                text("strata.table.value.format"),
+                text("strata.table.value.schema"),
+            ),
             table_retention: match int("strata.table.retention.ms") {
                 -2 => TableRetention::FollowTier,
                 -1 => TableRetention::Forever,

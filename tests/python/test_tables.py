@@ -339,3 +339,69 @@ def test_backfill_status_and_retention_of_a_table(tmp_path, topic_name):
         # Deleting the topic deletes its table.
         a.delete_topics([topic])[topic].result(TIMEOUT)
         wait_for("the table deleted", lambda: not any(table_dir(tier, topic).rglob("*.*")))
+
+
+def test_json_values_project_into_typed_columns(tmp_path, topic_name):
+    tier = tmp_path / "tier"
+    topic = topic_name("tabletyped")
+    schema = '{"id": "int64", "name": "utf8", "score": "float64", "ok": "bool"}'
+    for b in serving(Broker(tmp_path / "b", ARGS + ["--tier-url", f"file://{tier}"]).start()):
+        a = AdminClient({"bootstrap.servers": b.bootstrap, "broker.address.family": "v4"})
+        # A schema that shadows a table column, or names an unknown type, is
+        # refused with the key named.
+        for bad in ['{"offset": "int64"}', '{"id": "int128"}', "id int64"]:
+            f = a.create_topics([NewTopic(topic, 1, 1, config={
+                "strata.table.enable": "true", "strata.table.value.format": "json",
+                "strata.table.value.schema": bad})])[topic]
+            try:
+                f.result(TIMEOUT)
+                raise AssertionError(f"schema {bad!r} accepted")
+            except Exception as e:  # noqa: BLE001 - the KafkaException of the refusal
+                assert "strata.table.value.schema" in str(e), e
+        a.create_topics([NewTopic(topic, 1, 1, config={
+            "strata.table.enable": "true", "remote.storage.enable": "true",
+            "segment.bytes": "65536", "segment.ms": "500",
+            "strata.table.value.format": "json", "strata.table.value.schema": schema,
+        })])[topic].result(TIMEOUT)
+        p = Producer({"bootstrap.servers": b.bootstrap, "broker.address.family": "v4",
+                      "acks": "all", "linger.ms": 5})
+        values = []
+        for i in range(1200):
+            if i % 100 == 1:
+                v = b"{not json"
+            elif i % 100 == 2:
+                v = json.dumps({"id": f"n{i}", "name": f"n{i}"}).encode()
+            elif i % 100 == 3:
+                v = None
+            else:
+                v = json.dumps({"id": i, "name": f"n{i}", "score": i / 4, "ok": i % 2 == 0,
+                                "extra": {"nested": [i]}}).encode()
+            values.append(v)
+            p.produce(topic, key=str(i).encode(), value=v)
+            p.poll(0)
+        assert p.flush(60) == 0
+        # Everything but the active segment is exported: wait for it.
+        wait_exported(b, 1000)
+        glob = str(table_dir(tier, topic) / "**" / "*.parquet")
+        rows = duckdb.connect().execute(
+            "select \"offset\", id, name, score, ok, value_error from read_parquet(?) "
+            "order by \"offset\"", [glob]).fetchall()
+        assert len(rows) >= 1000
+        for off, id_, name, score, ok, error in rows:
+            i = off
+            if i % 100 == 1:
+                assert (id_, name, score, ok) == (None, None, None, None)
+                assert error.startswith("not JSON"), error
+            elif i % 100 == 2:
+                assert (id_, name) == (None, f"n{i}")
+                assert error == 'field "id": expected int64, got a string'
+            elif i % 100 == 3:
+                assert (id_, name, score, ok, error) == (None, None, None, None, None)
+            else:
+                assert (id_, name, score, ok, error) == (i, f"n{i}", i / 4, i % 2 == 0, None)
+        # The typed columns are typed: DuckDB sums and filters them as such.
+        total = duckdb.connect().execute(
+            "select sum(id), count(*) filter (where ok) from read_parquet(?)", [glob]).fetchone()
+        assert total[0] == sum(r[1] for r in rows if r[1] is not None)
+        assert total[1] == sum(1 for r in rows if r[4])
+        assert metric(b, "strata_table_export_errors_total") == 0
