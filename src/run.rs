@@ -424,6 +424,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     ));
     tasks.spawn(crate::broker::table_export::run(
         broker.clone(),
+        uploader.clone(),
         shutdown.child_token(),
     ));
     tasks.spawn(rebalance_leaders(broker.clone(), shutdown.child_token()));

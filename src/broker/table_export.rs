@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiering::{RemotePartition, TierError, TierStore};
+use tiering::{RateLimiter, RemotePartition, TierError, TierStore, Uploader};
 use tokio_util::sync::CancellationToken;
 
 use super::tier_stage::{stage_segment, StageError};
@@ -91,7 +91,7 @@ struct Led {
 
 /// Exports the table topics' partitions this broker leads, every tier
 /// interval, until `shutdown`.
-pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
+pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: CancellationToken) {
     let staging = broker.config.data_dir.join(STAGING_DIR);
     let _ = std::fs::remove_dir_all(&staging);
     let every = Duration::from_millis(broker.config.tier.interval_ms);
@@ -114,7 +114,8 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
             }
             let known = led.get(&p.name()).copied();
             let fresh = known.is_none_or(|l| l.epoch != p.leader_epoch());
-            let Some(done) = export_table(&broker, &p, &staging, fresh, &shutdown).await else {
+            let exported = export_table(&broker, &p, &staging, fresh, &uploader, &shutdown);
+            let Some(done) = exported.await else {
                 continue;
             };
             let mut now = Led {
@@ -145,10 +146,12 @@ async fn export_table(
     p: &Partition,
     staging: &Path,
     fresh: bool,
+    uploader: &Uploader,
     cancel: &CancellationToken,
 ) -> Option<Exported> {
     let m = &broker.metrics;
-    match export(p, &broker.tier, staging, fresh, cancel).await {
+    let limiter = uploader.limiter();
+    match export(p, &broker.tier, staging, fresh, limiter, cancel).await {
         Ok(done) => {
             m.table_export_segments.inc_by(done.segments);
             m.table_export_files.inc_by(done.files);
@@ -223,23 +226,20 @@ pub async fn partition_files(
         .collect())
 }
 
-/// Puts the files of one exported range (removing the staged copies);
-/// adds them to `done`.
+/// Puts the files of one exported range (removing the staged copies),
+/// streamed from disk in parts when large and at most as fast as
+/// `limiter` (the upload bandwidth limit) lets; adds them to `done`.
 pub async fn put_files(
     tier: &TierStore,
     files: &[TableFile],
     done: &mut Exported,
+    limiter: &RateLimiter,
+    cancel: &CancellationToken,
 ) -> Result<(), ExportError> {
     for f in files {
-        let body = tokio::fs::read(&f.path)
-            .await
-            .map_err(|source| ExportError::Io {
-                op: "read",
-                path: f.path.display().to_string(),
-                source,
-            })?;
-        done.bytes += body.len() as u64;
-        tier.put(&f.name, body.into()).await?;
+        done.bytes += tier
+            .put_local_file(&f.name, &f.path, cancel, limiter)
+            .await?;
         let _ = tokio::fs::remove_file(&f.path).await;
         done.files += 1;
         done.rows += f.rows;
@@ -311,13 +311,15 @@ pub async fn export_from_tier(
 }
 
 /// Exports `p`'s offsets from its checkpoint up to the tier's end, staging
-/// files under `staging`. `fresh`: first export of this leadership, which
-/// first removes what an unfinished export left.
+/// files under `staging`, putting them no faster than `limiter`. `fresh`:
+/// first export of this leadership, which first removes what an
+/// unfinished export left.
 pub async fn export(
     p: &Partition,
     tier: &TierStore,
     staging: &Path,
     fresh: bool,
+    limiter: &RateLimiter,
     cancel: &CancellationToken,
 ) -> Result<Exported, ExportError> {
     let mut done = Exported::default();
@@ -384,7 +386,7 @@ pub async fn export(
                 }
             }
         };
-        put_files(tier, &files, &mut done).await?;
+        put_files(tier, &files, &mut done, limiter, cancel).await?;
         let advanced = Checkpoint {
             start: checkpoint.start,
             exported_to: to,

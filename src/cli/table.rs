@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use tiering::{RemotePartition, TierStore};
+use tiering::{RateLimiter, RemotePartition, TierStore};
 use tokio_util::sync::CancellationToken;
 
 use super::output::{print_json, Columns};
@@ -38,14 +38,26 @@ enum TableCommand {
     /// uploaded before strata.table.enable was set) as table files, read
     /// from the bucket with the broker's tier settings. Run it again to
     /// redo it: it first removes what an earlier backfill wrote
-    Backfill(InTierArgs),
+    Backfill(BackfillArgs),
+}
+
+#[derive(Args, Debug)]
+struct BackfillArgs {
+    #[command(flatten)]
+    target: InTierArgs,
+    /// Write at most this many bytes of table files per second (0: no limit)
+    #[arg(long, default_value_t = 0)]
+    bytes_per_second: u64,
 }
 
 pub async fn run(args: TableArgs) -> anyhow::Result<()> {
     let out = args.conn.output;
     match args.cmd {
         TableCommand::Status(target) => status(open_in_tier(target).await?, out).await,
-        TableCommand::Backfill(target) => backfill(open_in_tier(target).await?, out).await,
+        TableCommand::Backfill(b) => {
+            let limiter = RateLimiter::new(b.bytes_per_second);
+            backfill(open_in_tier(b.target).await?, &limiter, out).await
+        }
     }
 }
 
@@ -181,6 +193,7 @@ async fn backfill_partition(
     remote: &RemotePartition,
     staging: &std::path::Path,
     value: Option<Arc<ValueSchema>>,
+    limiter: &RateLimiter,
 ) -> anyhow::Result<(Exported, usize)> {
     let Some(checkpoint) = read_checkpoint(tier, topic, partition).await? else {
         anyhow::bail!(
@@ -206,13 +219,13 @@ async fn backfill_partition(
         value,
     };
     while let Some((files, to)) = export_from_tier(remote, &within, staging, &cancel).await? {
-        put_files(tier, &files, &mut done).await?;
+        put_files(tier, &files, &mut done, limiter, &cancel).await?;
         within.from = to;
     }
     Ok((done, removed))
 }
 
-async fn backfill(target: InTier, out: Output) -> anyhow::Result<()> {
+async fn backfill(target: InTier, limiter: &RateLimiter, out: Output) -> anyhow::Result<()> {
     let staging =
         std::env::temp_dir().join(format!("strata-table-backfill-{}", std::process::id()));
     // The projection of JSON values, from the topic's configs in the tier.
@@ -241,6 +254,7 @@ async fn backfill(target: InTier, out: Output) -> anyhow::Result<()> {
             remote,
             &staging,
             value.clone(),
+            limiter,
         )
         .await;
         if done.is_err() {

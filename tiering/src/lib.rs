@@ -303,7 +303,7 @@ impl TierStore {
         RemotePartition::new(self.clone(), key, writer_cluster.to_string())
     }
 
-    fn path(&self, name: &str) -> ObjectPath {
+    pub(crate) fn path(&self, name: &str) -> ObjectPath {
         let name = ObjectPath::from(name);
         ObjectPath::from_iter(self.inner.prefix.parts().chain(name.parts()))
     }
@@ -526,6 +526,46 @@ mod tests {
         s.put("a/b", Bytes::from_static(b"xyz")).await.expect("put");
         assert_eq!(s.get("a/b").await.expect("get"), Bytes::from_static(b"xyz"));
         s.probe("t1").await.expect("probe");
+    }
+
+    #[tokio::test]
+    async fn local_files_are_put_whole_or_in_parts_and_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = TierOptions {
+            multipart_threshold: 1 << 20,
+            multipart_part_size: 5 << 20,
+            ..TierOptions::default()
+        };
+        let s = TierStore::from_url_with("memory://", options).expect("memory store");
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let limiter = RateLimiter::unlimited();
+        // Below the multipart threshold, and in three parts.
+        for (name, len) in [("t/small", 1000usize), ("t/large", (12 << 20) + 17)] {
+            let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let path = dir.path().join("f");
+            std::fs::write(&path, &body).expect("write");
+            let size = s
+                .put_local_file(name, &path, &cancel, &limiter)
+                .await
+                .expect("put");
+            assert_eq!(size, len as u64);
+            assert_eq!(s.get(name).await.expect("get"), Bytes::from(body.clone()));
+            assert_eq!(
+                s.get_range(name, 10..20).await.expect("range"),
+                Bytes::from(body[10..20].to_vec())
+            );
+        }
+        assert_eq!(
+            s.list("t").await.expect("list"),
+            vec![
+                ("t/large".to_string(), (12 << 20) + 17),
+                ("t/small".to_string(), 1000)
+            ]
+        );
+        assert_eq!(s.get_if_exists("t/none").await.expect("get"), None);
+        s.delete("t/small").await.expect("delete");
+        s.delete("t/small").await.expect("a second delete is no error");
+        assert_eq!(s.list("t").await.expect("list").len(), 1);
     }
 
     #[tokio::test]

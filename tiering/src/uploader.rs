@@ -151,6 +151,11 @@ impl Uploader {
         Uploader { inner }
     }
 
+    /// The upload bandwidth limit, for other writes that share it.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+
     /// Uploads queued or running.
     pub fn pending(&self) -> usize {
         lock(&self.inner.queue).pending()

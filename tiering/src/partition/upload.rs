@@ -17,7 +17,7 @@ use crate::manifest::{AddOutcome, Manifest, ObjectKind, ObjectRef, SegmentMeta};
 use crate::metrics::TierMetrics;
 use crate::store::cancellable;
 use crate::throttle::RateLimiter;
-use crate::TierError;
+use crate::{TierError, TierStore};
 use std::sync::Arc;
 
 /// A sealed segment as the broker describes it: offsets, timestamps, epoch,
@@ -409,7 +409,11 @@ impl RemotePartition {
                 scan: BatchScan::new(upload.size, Some((upload.base_offset, upload.last_offset))),
             });
             written.push(dest.clone());
-            let w = self.put_file(file, &dest, checks, cancel, limiter).await?;
+            let w = self
+                .inner
+                .tier
+                .put_file(file, &dest, checks, cancel, limiter)
+                .await?;
             if kind == ObjectKind::Log && w.size != upload.size {
                 return Err(invalid("log file changed while it was uploaded"));
             }
@@ -419,7 +423,10 @@ impl RemotePartition {
                 written.push(dest.clone());
                 let crc = crc32c::crc32c(&crcs);
                 let size = crcs.len() as u64;
-                self.put_small(&dest, crcs, cancel, limiter).await?;
+                self.inner
+                    .tier
+                    .put_small(&dest, crcs, cancel, limiter)
+                    .await?;
                 objects.insert(
                     ObjectKind::Crcs,
                     ObjectRef {
@@ -444,7 +451,10 @@ impl RemotePartition {
             written.push(dest.clone());
             let crc = crc32c::crc32c(&body);
             let size = body.len() as u64;
-            self.put_small(&dest, body, cancel, limiter).await?;
+            self.inner
+                .tier
+                .put_small(&dest, body, cancel, limiter)
+                .await?;
             objects.insert(
                 kind,
                 ObjectRef {
@@ -478,7 +488,9 @@ impl RemotePartition {
             }
         }
     }
+}
 
+impl TierStore {
     async fn put_small(
         &self,
         dest: &ObjectPath,
@@ -488,7 +500,7 @@ impl RemotePartition {
     ) -> Result<(), TierError> {
         let len = body.len() as u64;
         limiter.acquire(len, Some(cancel)).await?;
-        let store = &self.inner.tier.inner.store;
+        let store = &self.inner.store;
         let started = std::time::Instant::now();
         cancellable(Some(cancel), async {
             store
@@ -497,8 +509,8 @@ impl RemotePartition {
                 .map_err(store_err("put", dest))
         })
         .await?;
-        self.metrics().put_latency.observe(started.elapsed());
-        TierMetrics::add(&self.metrics().bytes_uploaded, len);
+        self.inner.metrics.put_latency.observe(started.elapsed());
+        TierMetrics::add(&self.inner.metrics.bytes_uploaded, len);
         Ok(())
     }
 
@@ -514,7 +526,7 @@ impl RemotePartition {
         cancel: &CancellationToken,
         limiter: &RateLimiter,
     ) -> Result<Written, TierError> {
-        let opts = &self.inner.tier.inner.options;
+        let opts = &self.inner.options;
         let mut f = tokio::fs::File::open(file)
             .await
             .map_err(io_err("open", file))?;
@@ -546,7 +558,7 @@ impl RemotePartition {
                 chunk_crcs,
             });
         }
-        let store = &self.inner.tier.inner.store;
+        let store = &self.inner.store;
         let upload = cancellable(Some(cancel), async {
             store
                 .put_multipart(dest)
@@ -612,12 +624,27 @@ impl RemotePartition {
                 .map_err(store_err("complete_multipart", dest))
         })
         .await?;
-        TierMetrics::add(&self.metrics().bytes_uploaded, size);
+        TierMetrics::add(&self.inner.metrics.bytes_uploaded, size);
         Ok(Written {
             size,
             crc,
             chunk_crcs,
         })
+    }
+
+    /// Writes the local file `file` as the object `name` (under the tier
+    /// prefix), in parts when it is large so memory stays bounded, at most
+    /// as fast as `limiter` lets; returns its size.
+    pub async fn put_local_file(
+        &self,
+        name: &str,
+        file: &Path,
+        cancel: &CancellationToken,
+        limiter: &RateLimiter,
+    ) -> Result<u64, TierError> {
+        let dest = self.path(name);
+        let w = self.put_file(file, &dest, None, cancel, limiter).await?;
+        Ok(w.size)
     }
 }
 
