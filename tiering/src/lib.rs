@@ -564,7 +564,9 @@ mod tests {
         );
         assert_eq!(s.get_if_exists("t/none").await.expect("get"), None);
         s.delete("t/small").await.expect("delete");
-        s.delete("t/small").await.expect("a second delete is no error");
+        s.delete("t/small")
+            .await
+            .expect("a second delete is no error");
         assert_eq!(s.list("t").await.expect("list").len(), 1);
     }
 

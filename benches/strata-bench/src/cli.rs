@@ -134,6 +134,13 @@ pub struct Args {
     /// while the cleaner runs beside produce to a delete topic, same run.
     #[arg(long, conflicts_with_all = ["brokers", "bootstrap", "tls"])]
     pub compaction: bool,
+    /// What topics as tables cost: the export's throughput (MB of tiered
+    /// segment turned into Parquet per second, --produce-bytes of 1 KiB
+    /// records on 16 partitions) beside the disk's sequential read +
+    /// write, and acks=1 produce to a tiered table topic beside a tiered
+    /// topic without a table, same run (tier on file:// in the work dir)
+    #[arg(long, conflicts_with_all = ["brokers", "bootstrap", "tls", "compaction"])]
+    pub table_export: bool,
     /// Keep the work directory (broker data and logs) at the end.
     #[arg(long)]
     pub keep: bool,

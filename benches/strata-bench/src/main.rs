@@ -16,6 +16,7 @@ mod kafka;
 mod reference;
 mod report;
 mod stats;
+mod table_export;
 mod tables;
 mod tier;
 mod tls;
@@ -69,6 +70,7 @@ fn run(a: &Args) -> Result<()> {
         Some(n) => cluster::run(a, &plan, &work, usize::from(n)),
         None if a.tls => tls::run(a, &plan, &work),
         None if a.compaction => compaction::run(a, &plan, &work),
+        None if a.table_export => table_export::run(a, &plan, &work),
         None => workloads::run_in(a, &plan, &work).and_then(|r| report_all(a, &plan, &r)),
     };
     if a.keep || result.is_err() {
