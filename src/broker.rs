@@ -69,6 +69,9 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub metadata: Metadata,
     pub tier: tiering::TierStore,
+    /// Where topics as tables keep their files: the tier, or the store of
+    /// `--table-url`.
+    pub tables: tiering::TierStore,
     /// This broker's registration: where other brokers and the clients of
     /// each listener reach it.
     pub me: crate::metadata::BrokerInfo,
@@ -141,6 +144,7 @@ impl Broker {
             writeback,
             config,
             metadata,
+            tables: tier.clone(),
             tier,
             me,
             inter_broker_security: crate::client::Security::default(),
@@ -295,7 +299,7 @@ impl Broker {
             if p.topic_config().table {
                 // The table goes with its topic.
                 let (tier, topic, index, name) =
-                    (self.tier.clone(), p.topic.clone(), p.index, p.name());
+                    (self.tables.clone(), p.topic.clone(), p.index, p.name());
                 tokio::spawn(async move {
                     let deleted = table_export::delete_partition_table(&tier, &topic, index).await;
                     if let Err(e) = deleted {

@@ -246,6 +246,12 @@ pub struct ServeArgs {
     /// Object-store URL of the tier: file:///path, s3://bucket/prefix or memory:// [default: file://DATA_DIR/tier, DATA_DIR being --data-dir]
     #[arg(long, env = "STRATA_TIER_URL")]
     pub tier_url: Option<String>,
+    /// Object-store URL under which topics as tables (strata.table.enable)
+    /// keep their Parquet files, in `tables/<topic>/`: file:///path,
+    /// s3://bucket/prefix (the tier's S3 settings) or memory:// [default:
+    /// the tier's URL]
+    #[arg(long, env = "STRATA_TABLE_URL")]
+    pub table_url: Option<String>,
     /// S3 endpoint of an s3:// tier, e.g. http://127.0.0.1:4566 [default: AWS_ENDPOINT_URL, else AWS]
     #[arg(long, env = "STRATA_TIER_S3_ENDPOINT")]
     pub tier_s3_endpoint: Option<String>,
@@ -432,6 +438,8 @@ pub struct BrokerConfig {
     pub log_retention_check_interval_ms: u64,
     pub log_cleaner: CleanerSettings,
     pub tier_url: String,
+    /// `--table-url` (None: tables go beside the tier).
+    pub table_url: Option<String>,
     pub tier: TierSettings,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -460,6 +468,27 @@ impl BrokerConfig {
             disk_cache_dir: t.cache_dir.clone(),
             disk_cache_bytes: t.cache_disk_bytes,
             ..Default::default()
+        }
+    }
+
+    /// The store that holds topics as tables: `tier` itself, or the store of
+    /// `--table-url` (the tier's S3 settings, no read cache of its own
+    /// worth the name: tables are written, not read, by the broker).
+    pub fn table_store(
+        &self,
+        tier: &tiering::TierStore,
+    ) -> Result<tiering::TierStore, tiering::TierError> {
+        match &self.table_url {
+            None => Ok(tier.clone()),
+            Some(url) => {
+                let base = self.tier_options();
+                let options = tiering::TierOptions {
+                    disk_cache_dir: None,
+                    memory_cache_bytes: base.chunk_size * 2,
+                    ..base
+                };
+                tiering::TierStore::from_url_with(url, options)
+            }
         }
     }
 
@@ -845,6 +874,7 @@ impl BrokerConfig {
             log_retention_check_interval_ms,
             log_cleaner,
             tier_url,
+            table_url: a.table_url,
             tier,
             log_level: a.log_level.unwrap_or_else(|| "info".to_string()),
             log_format,
@@ -996,6 +1026,7 @@ impl ServeArgs {
                 .or(file.log_cleaner_io_max_bytes_per_second),
             log_cleaner_backoff_ms: self.log_cleaner_backoff_ms.or(file.log_cleaner_backoff_ms),
             tier_url: self.tier_url.or(file.tier_url),
+            table_url: self.table_url.or(file.table_url),
             tier_s3_endpoint: self.tier_s3_endpoint.or(file.tier_s3_endpoint),
             tier_s3_region: self.tier_s3_region.or(file.tier_s3_region),
             tier_s3_sse: self.tier_s3_sse.or(file.tier_s3_sse),

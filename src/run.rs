@@ -323,7 +323,20 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         tracing::error!(tier_url = %tier.url(), error = %why, "tier is unusable; serving local data, uploads wait and tiered reads answer an error until it answers");
     }
 
+    let tables = config.table_store(&tier).with_context(|| {
+        format!(
+            "invalid table settings. table-url={}",
+            config.table_url.as_deref().unwrap_or_default()
+        )
+    })?;
+    if let Some(url) = &config.table_url {
+        if let Err(why) = probe_tier(&tables, config.node_id).await {
+            tracing::error!(table_url = %url, error = %why, "table store is unusable; table exports fail and are tried again until it answers");
+        }
+    }
+
     let mut broker = Broker::new(config.clone(), metadata, tier, me);
+    broker.tables = tables;
     broker.inter_broker_security = inter_broker_security;
     let broker = Arc::new(broker);
     broker.fetchers.attach(&broker);

@@ -123,7 +123,7 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
                 retained_ms: known.filter(|_| !fresh).map_or(i64::MIN, |l| l.retained_ms),
             };
             if done.segments > 0 || now.retained_ms <= now_ms() - retain_every {
-                match retain(&broker.tier, &p).await {
+                match retain(&broker.tables, &p).await {
                     Ok(removed) => {
                         now.retained_ms = now_ms();
                         broker.metrics.table_retention_removed_files.inc_by(removed);
@@ -151,7 +151,7 @@ async fn export_table(
 ) -> Option<Exported> {
     let m = &broker.metrics;
     let limiter = uploader.limiter();
-    match export(p, &broker.tier, staging, fresh, limiter, cancel).await {
+    match export(p, &broker.tables, staging, fresh, limiter, cancel).await {
         Ok(done) => {
             m.table_export_segments.inc_by(done.segments);
             m.table_export_files.inc_by(done.files);

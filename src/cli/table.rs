@@ -132,7 +132,7 @@ async fn status(target: InTier, out: Output) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (p, remote) in &target.partitions {
         rows.push(
-            partition_status(&target.tier, &target.topic, *p, remote)
+            partition_status(&target.tables, &target.topic, *p, remote)
                 .await
                 .with_context(|| format!("status of the table of {}-{p}", target.topic))?,
         );
@@ -248,7 +248,7 @@ async fn backfill(target: InTier, limiter: &RateLimiter, out: Output) -> anyhow:
     let mut rows = Vec::new();
     for (p, remote) in &target.partitions {
         let done = backfill_partition(
-            &target.tier,
+            &target.tables,
             &target.topic,
             *p,
             remote,

@@ -144,6 +144,13 @@ pub async fn run(args: TierArgs) -> anyhow::Result<()> {
 /// cache: building one empties its directory, which may be a running
 /// broker's); and its URL.
 fn open_tier(settings: crate::config::ServeArgs) -> anyhow::Result<(tiering::TierStore, String)> {
+    let (tier, config) = open_tier_with_config(settings)?;
+    Ok((tier, config.tier_url))
+}
+
+fn open_tier_with_config(
+    settings: crate::config::ServeArgs,
+) -> anyhow::Result<(tiering::TierStore, crate::config::BrokerConfig)> {
     let config = crate::config::BrokerConfig::load(settings)?;
     let options = tiering::TierOptions {
         disk_cache_dir: None,
@@ -151,12 +158,14 @@ fn open_tier(settings: crate::config::ServeArgs) -> anyhow::Result<(tiering::Tie
     };
     let tier = tiering::TierStore::from_url_with(&config.tier_url, options)
         .with_context(|| format!("invalid tier settings. tier-url={}", config.tier_url))?;
-    Ok((tier, config.tier_url))
+    Ok((tier, config))
 }
 
 /// A topic's copy in the tier (one cluster's, one topic id).
 pub(super) struct InTier {
     pub(super) tier: tiering::TierStore,
+    /// Where the topic's table is (`--table-url`, or the tier).
+    pub(super) tables: tiering::TierStore,
     pub(super) topic: String,
     pub(super) cluster: String,
     /// The topic as the tier's listing found it.
@@ -168,7 +177,14 @@ pub(super) struct InTier {
 
 /// Opens the tier with the broker settings of `args` and finds its topic.
 pub(super) async fn open_in_tier(args: InTierArgs) -> anyhow::Result<InTier> {
-    let (tier, tier_url) = open_tier(*args.settings)?;
+    let (tier, config) = open_tier_with_config(*args.settings)?;
+    let tables = config.table_store(&tier).with_context(|| {
+        format!(
+            "invalid table settings. table-url={}",
+            config.table_url.as_deref().unwrap_or_default()
+        )
+    })?;
+    let tier_url = config.tier_url;
     let topic = args.topic;
     let mut found = tier.find_remote_topic(&topic).await?;
     if let Some(c) = &args.from_cluster {
@@ -204,6 +220,7 @@ pub(super) async fn open_in_tier(args: InTierArgs) -> anyhow::Result<InTier> {
         })
         .collect();
     Ok(InTier {
+        tables,
         tier,
         topic: remote.topic.clone(),
         remote,
