@@ -185,18 +185,13 @@ fn write_json(
         })
         .collect();
     let report = json!({
-        "tool": "strata-bench",
-        "version": env!("CARGO_PKG_VERSION"),
-        "command": std::env::args().collect::<Vec<_>>(),
-        "quick": a.quick,
         "brokers": brokers,
         "record_bytes": size,
         "partitions": partitions,
         "replication": runs,
         "overhead": overheads,
     });
-    std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("write {}", path.display()))
+    crate::report::write_mode_json(a, path, report)
 }
 
 /// A free loopback address for a controller listener.

@@ -203,15 +203,9 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         size / 1e6,
         after / 1e6
     );
-    if let Some(bytes) = rss {
-        println!("broker peak RSS: {:.0} MiB", bytes as f64 / 1048576.0);
-    }
+    crate::report::print_peak_rss(rss);
     if let Some(path) = &a.json {
         let report = json!({
-            "tool": "strata-bench",
-            "version": env!("CARGO_PKG_VERSION"),
-            "command": std::env::args().collect::<Vec<_>>(),
-            "quick": a.quick,
             "cleaner_mb_per_sec": cleaner_mb_s,
             "disk_copy_mb_per_sec": disk.mb_per_sec(),
             "dirty_bytes": size,
@@ -220,8 +214,7 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             "produce_compact_over_delete": with / without,
             "produce_compact_idle_over_delete": idle / without,
         });
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("write {}", path.display()))?;
+        crate::report::write_mode_json(a, path, report)?;
     }
     Ok(())
 }

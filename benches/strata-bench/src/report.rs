@@ -400,6 +400,30 @@ fn machine_json() -> Value {
 /// every figure, so the report says how busy it was.
 pub static LOADAVG_AT_START: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
+/// Writes the report of a one-figure-set mode (`--brokers`, `--tls`,
+/// `--compaction`, `--table-export`) to `path`: the tool's header fields,
+/// then `figures`' own.
+pub fn write_mode_json(a: &Args, path: &std::path::Path, figures: Value) -> Result<()> {
+    let mut report = json!({
+        "tool": "strata-bench",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": std::env::args().collect::<Vec<_>>(),
+        "quick": a.quick,
+    });
+    if let (Some(r), Value::Object(f)) = (report.as_object_mut(), figures) {
+        r.extend(f);
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("write {}", path.display()))
+}
+
+/// Prints the broker's peak RSS, when known.
+pub fn print_peak_rss(rss: Option<u64>) {
+    if let Some(bytes) = rss {
+        println!("broker peak RSS: {:.0} MiB", bytes as f64 / 1048576.0);
+    }
+}
+
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()

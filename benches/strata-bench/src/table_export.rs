@@ -207,22 +207,16 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
     );
     println!(
         "\nthe backlog's export was at most {:.0}% done when a produce ended (below 100%: it ran through the whole produce)",
-        overlaps.iter().copied().fold(0.0, f64::max) * 100.0
+        overlap * 100.0
     );
     println!(
         "\n{:.1} MB of segments became {:.1} MB of Parquet in {files} files",
         size / 1e6,
         parquet / 1e6
     );
-    if let Some(bytes) = rss {
-        println!("broker peak RSS: {:.0} MiB", bytes as f64 / 1048576.0);
-    }
+    crate::report::print_peak_rss(rss);
     if let Some(path) = &a.json {
         let report = json!({
-            "tool": "strata-bench",
-            "version": env!("CARGO_PKG_VERSION"),
-            "command": std::env::args().collect::<Vec<_>>(),
-            "quick": a.quick,
             "export_mb_per_sec": export_mb_s,
             "disk_copy_mb_per_sec": disk.mb_per_sec(),
             "segment_bytes": size,
@@ -231,8 +225,7 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             "produce_table_over_no_table": with / without,
             "export_share_during_produce": overlap,
         });
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("write {}", path.display()))?;
+        crate::report::write_mode_json(a, path, report)?;
     }
     Ok(())
 }

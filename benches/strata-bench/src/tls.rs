@@ -232,13 +232,8 @@ fn write_json(a: &Args, path: &Path, runs: &[Run]) -> Result<()> {
         })
         .collect();
     let report = json!({
-        "tool": "strata-bench",
-        "version": env!("CARGO_PKG_VERSION"),
-        "command": std::env::args().collect::<Vec<_>>(),
-        "quick": a.quick,
         "tls": rows,
         "ssl_over_plaintext": ratios,
     });
-    std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("write {}", path.display()))
+    crate::report::write_mode_json(a, path, report)
 }
