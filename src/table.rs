@@ -25,7 +25,9 @@
 //! `partition` (int32), `offset` (int64), `timestamp` (timestamp ms, UTC),
 //! `timestamp_type` (`CreateTime` or `LogAppendTime`), `key` and `value`
 //! (binary, null for a null key or value), `headers` (list of
-//! `{key: utf8, value: binary}`), `producer_id` (int64, -1 without one).
+//! `{key: utf8, value: binary}`, in the record's order, headers that share
+//! a key each kept: records are read with `log::batch::stored_records`),
+//! `producer_id` (int64, -1 without one).
 //! Control batches are not rows.
 //!
 //! With `strata.table.value.format=json`, each value is also parsed as a
@@ -55,13 +57,12 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
-use kafka_protocol::records::TimestampType;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::config::table_schema::{FieldType, ValueSchema};
-use crate::log::batch::decode_records;
+use crate::log::batch::stored_records;
 use crate::log::{file_batches, LogError};
 
 /// The partition file holding a copy of the checkpoint's `exported_to`, for
@@ -560,15 +561,12 @@ pub fn export_segment(
         if h.is_control() || h.last_offset() < from || h.base_offset >= to {
             continue;
         }
-        let records = decode_records(&bytes).map_err(|message| TableError::Damaged {
+        let records = stored_records(&bytes, &h).map_err(|message| TableError::Damaged {
             path: log.display().to_string(),
             position: at,
             message,
         })?;
-        for r in records
-            .iter()
-            .filter(|r| !r.control && r.offset >= from && r.offset < to)
-        {
+        for r in records.iter().filter(|r| r.offset >= from && r.offset < to) {
             let date = utc_date(r.timestamp);
             let day = match days.get_mut(&date) {
                 Some(d) => d,
@@ -594,9 +592,10 @@ pub fn export_segment(
             rows.partition.append_value(partition);
             rows.offset.append_value(r.offset);
             rows.timestamp.append_value(r.timestamp);
-            rows.timestamp_type.append_value(match r.timestamp_type {
-                TimestampType::Creation => "CreateTime",
-                TimestampType::LogAppend => "LogAppendTime",
+            rows.timestamp_type.append_value(if h.is_log_append_time() {
+                "LogAppendTime"
+            } else {
+                "CreateTime"
             });
             rows.key.append_option(r.key.as_deref());
             rows.value.append_option(r.value.as_deref());
@@ -604,14 +603,14 @@ pub fn export_segment(
                 let s = rows.headers.values();
                 s.field_builder::<StringBuilder>(0)
                     .expect("header key column")
-                    .append_value(k.as_str());
+                    .append_value(String::from_utf8_lossy(k));
                 s.field_builder::<BinaryBuilder>(1)
                     .expect("header value column")
                     .append_option(v.as_deref());
                 s.append(true);
             }
             rows.headers.append(true);
-            rows.producer_id.append_value(r.producer_id);
+            rows.producer_id.append_value(h.producer_id);
             if let Some(p) = &mut rows.projection {
                 p.append(r.value.as_deref());
             }

@@ -474,6 +474,110 @@ fn put_varlong(out: &mut Vec<u8>, value: i64) {
     out.push(v as u8);
 }
 
+/// A zigzag varint (Kafka's record fields) and its length in bytes.
+pub fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
+    let mut raw = 0u64;
+    for (i, b) in bytes.iter().take(10).enumerate() {
+        raw |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(((raw >> 1) as i64 ^ -((raw & 1) as i64), i + 1));
+        }
+    }
+    None
+}
+
+/// One record as the batch stores it, with every header in order
+/// (kafka-protocol's decoder keeps headers in a map, so two with one key
+/// become one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<bytes::Bytes>,
+    pub value: Option<bytes::Bytes>,
+    pub headers: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
+}
+
+/// The records of the whole batch `batch` (whose header is `h`),
+/// decompressed; an error (never a panic) when they do not parse.
+pub fn stored_records(batch: &bytes::Bytes, h: &BatchHeader) -> Result<Vec<StoredRecord>, String> {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    let mut body = batch.slice(BATCH_HEADER_LEN.min(batch.len())..);
+    let keep = |b: &mut bytes::Bytes| Ok(b.clone());
+    let records =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match h.compression() {
+            0 => Ok(body.clone()),
+            1 => Gzip::decompress(&mut body, keep).map_err(|e| e.to_string()),
+            2 => Snappy::decompress(&mut body, keep).map_err(|e| e.to_string()),
+            3 => Lz4::decompress(&mut body, keep).map_err(|e| e.to_string()),
+            4 => Zstd::decompress(&mut body, keep).map_err(|e| e.to_string()),
+            c => Err(format!("unknown compression codec {c}")),
+        }))
+        .map_err(|_| "the batch does not decompress".to_string())??;
+    let count = usize::try_from(h.records_count).map_err(|_| "negative record count")?;
+    let mut out = Vec::with_capacity(count.min(records.len()));
+    let mut at = 0usize;
+    let bad = |what: &str, i: usize| format!("record {i}: {what}");
+    for i in 0..count {
+        let field = |at: &mut usize| -> Result<i64, String> {
+            let (v, n) = read_varint(records.get(*at..).unwrap_or_default())
+                .ok_or_else(|| bad("a length or delta is cut short", i))?;
+            *at += n;
+            Ok(v)
+        };
+        let len = field(&mut at)?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| at.checked_add(l))
+            .filter(|e| *e <= records.len())
+            .ok_or_else(|| bad("its length runs past the batch", i))?;
+        at += 1; // attributes
+        let timestamp_delta = field(&mut at)?;
+        let offset_delta = field(&mut at)?;
+        let bytes_field = |at: &mut usize| -> Result<Option<bytes::Bytes>, String> {
+            let len = field(at)?;
+            if len < 0 {
+                return Ok(None);
+            }
+            let stop = usize::try_from(len)
+                .ok()
+                .and_then(|l| at.checked_add(l))
+                .filter(|e| *e <= end)
+                .ok_or_else(|| bad("a field runs past the record", i))?;
+            let got = records.slice(*at..stop);
+            *at = stop;
+            Ok(Some(got))
+        };
+        let key = bytes_field(&mut at)?;
+        let value = bytes_field(&mut at)?;
+        let header_count = field(&mut at)?;
+        let mut headers = Vec::with_capacity(usize::try_from(header_count).unwrap_or(0).min(64));
+        for _ in 0..header_count.max(0) {
+            let k = bytes_field(&mut at)?.ok_or_else(|| bad("a header has a null key", i))?;
+            let v = bytes_field(&mut at)?;
+            headers.push((k, v));
+        }
+        if at != end {
+            return Err(bad("its fields do not fill its length", i));
+        }
+        out.push(StoredRecord {
+            offset: h.base_offset + offset_delta,
+            timestamp: if h.is_log_append_time() {
+                h.max_timestamp
+            } else {
+                h.base_timestamp + timestamp_delta
+            },
+            key,
+            value,
+            headers,
+        });
+    }
+    if at != records.len() {
+        return Err("bytes after the last record".to_string());
+    }
+    Ok(out)
+}
+
 /// The records of a whole batch, decompressed; an error (never a panic)
 /// when it does not decode.
 pub fn decode_records(
@@ -492,6 +596,132 @@ pub fn decode_records(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A batch of `values` (keys k0, k1, ...; headers h=i and g=value) in
+    /// codec `compression`, encoded by kafka-protocol.
+    fn encoded(values: &[Option<Vec<u8>>], compression: u8, log_append: bool) -> bytes::Bytes {
+        use kafka_protocol::protocol::StrBytes;
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: -1,
+                producer_id: 7,
+                producer_epoch: 0,
+                timestamp_type: if log_append {
+                    TimestampType::LogAppend
+                } else {
+                    TimestampType::Creation
+                },
+                offset: 100 + i as i64,
+                sequence: i as i32,
+                timestamp: 5_000 - i as i64,
+                key: (i % 3 != 0).then(|| bytes::Bytes::from(format!("k{i}"))),
+                value: v.clone().map(bytes::Bytes::from),
+                headers: [
+                    (StrBytes::from_string(format!("h{i}")), None),
+                    (
+                        StrBytes::from_static_str("g"),
+                        v.clone().map(bytes::Bytes::from),
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut out = bytes::BytesMut::new();
+        let compression = match compression {
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            _ => Compression::None,
+        };
+        RecordBatchEncoder::encode(
+            &mut out,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .expect("encode");
+        out.freeze()
+    }
+
+    proptest! {
+        /// Stored records read as kafka-protocol decodes them, in every
+        /// codec; a cut batch never panics.
+        #[test]
+        fn stored_records_match_the_decoder(
+            values in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)), 1..20),
+            codec in 0u8..5,
+            log_append in any::<bool>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let batch = encoded(&values, codec, log_append);
+            let h = BatchHeader::parse(&batch).expect("header");
+            let got = stored_records(&batch, &h).expect("stored records");
+            let want = decode_records(&batch).expect("decoded");
+            prop_assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                prop_assert_eq!(g.offset, w.offset);
+                prop_assert_eq!(g.timestamp, w.timestamp);
+                prop_assert_eq!(&g.key, &w.key);
+                prop_assert_eq!(&g.value, &w.value);
+                let headers: Vec<(bytes::Bytes, Option<bytes::Bytes>)> = w
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (bytes::Bytes::copy_from_slice(k.as_bytes()), v.clone()))
+                    .collect();
+                prop_assert_eq!(&g.headers, &headers);
+            }
+            let short = batch.slice(..BATCH_HEADER_LEN + cut.index(batch.len() - BATCH_HEADER_LEN));
+            // Cut short: an error uncompressed; compressed, a codec may
+            // not notice a cut frame trailer (the batch CRC, checked
+            // before, does), but nothing panics.
+            let cut_result = stored_records(&short, &h);
+            prop_assert!(codec != 0 || cut_result.is_err());
+        }
+    }
+
+    #[test]
+    fn stored_records_keep_headers_that_share_a_key() {
+        // Headers h0 and g: renamed in place to g and g (same length), as a
+        // producer may send them; kafka-protocol's map keeps one.
+        let mut batch = encoded(&[Some(b"v".to_vec())], 0, false).to_vec();
+        let at = batch
+            .windows(2)
+            .position(|w| w == b"h0")
+            .expect("header key");
+        batch[at..at + 2].copy_from_slice(b"g\0");
+        // "g\0" is not "g": shorten by rewriting the length prefix instead.
+        let at_len = at - 1;
+        assert_eq!(batch[at_len], 4); // zigzag of 2
+        batch[at_len] = 2; // zigzag of 1
+        batch.remove(at + 1);
+        // The record's length prefix and the batch length shrink by one.
+        let record_len = BATCH_HEADER_LEN;
+        let (len, n) = read_varint(&batch[record_len..]).expect("record length");
+        let mut prefix = Vec::new();
+        put_varlong(&mut prefix, len - 1);
+        assert_eq!(prefix.len(), n);
+        batch[record_len..record_len + n].copy_from_slice(&prefix);
+        let batch_length = i32::from_be_bytes(batch[8..12].try_into().unwrap()) - 1;
+        batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        let batch = bytes::Bytes::from(batch);
+        let h = BatchHeader::parse(&batch).expect("header");
+        let got = stored_records(&batch, &h).expect("stored records");
+        let keys: Vec<&[u8]> = got[0].headers.iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(keys, vec![b"g".as_slice(), b"g".as_slice()]);
+        assert_eq!(got[0].headers[1].1.as_deref(), Some(b"v".as_slice()));
+    }
 
     fn sample() -> Vec<u8> {
         build_batch(&[

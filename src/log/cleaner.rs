@@ -886,34 +886,22 @@ pub fn check_keyed(records: &Bytes, max_batch_bytes: usize) -> Result<(), BatchE
 fn first_keyless(batch: &[u8], count: i32) -> Option<Option<usize>> {
     let mut at = super::BATCH_HEADER_LEN;
     for i in 0..usize::try_from(count).ok()? {
-        let (len, n) = varint(batch.get(at..)?)?;
+        let (len, n) = super::batch::read_varint(batch.get(at..)?)?;
         let body = at + n;
         let end = body.checked_add(usize::try_from(len).ok()?)?;
         let record = batch.get(body..end)?;
         // attributes (1 byte), timestampDelta, offsetDelta, keyLength.
         let mut pos = 1;
         for _ in 0..2 {
-            pos += varint(record.get(pos..)?)?.1;
+            pos += super::batch::read_varint(record.get(pos..)?)?.1;
         }
-        let (key_len, _) = varint(record.get(pos..)?)?;
+        let (key_len, _) = super::batch::read_varint(record.get(pos..)?)?;
         if key_len < 0 {
             return Some(Some(i));
         }
         at = end;
     }
     (at == batch.len()).then_some(None)
-}
-
-/// A zigzag varint (Kafka's record fields) and its length in bytes.
-fn varint(bytes: &[u8]) -> Option<(i64, usize)> {
-    let mut raw = 0u64;
-    for (i, b) in bytes.iter().take(10).enumerate() {
-        raw |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(((raw >> 1) as i64 ^ -((raw & 1) as i64), i + 1));
-        }
-    }
-    None
 }
 
 #[cfg(test)]
