@@ -328,12 +328,19 @@ pub async fn export(
     };
     let checkpoint = match read_checkpoint(tier, &p.topic, p.index).await? {
         Some(c) => c,
-        None => match p.sealed_segments().first() {
-            Some(first) => Checkpoint {
+        // A table exported before progress moved to the store goes on
+        // after what its leader's local checkpoint says it exported (those
+        // files keep their older names, `<base offset>.parquet`).
+        None => match (table::exported_to(p.dir()), p.sealed_segments().first()) {
+            (Some(exported), _) => Checkpoint {
+                start: exported,
+                exported_to: exported,
+            },
+            (None, Some(first)) => Checkpoint {
                 start: first.base_offset,
                 exported_to: first.base_offset,
             },
-            None => return Ok(done),
+            (None, None) => return Ok(done),
         },
     };
     if fresh {

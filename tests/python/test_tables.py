@@ -430,3 +430,42 @@ def test_json_values_project_into_typed_columns(tmp_path, topic_name):
 
         wait_for("table status counts the rows DuckDB reads", lambda: status_rows() == duckdb.connect(
         ).execute("select count(*) from read_parquet(?)", [glob]).fetchone()[0] >= 1000)
+
+
+def test_a_table_exported_before_progress_moved_to_the_store_goes_on_without_doubling(
+        tmp_path, topic_name):
+    """A table whose files have the older names (`<base offset>.parquet`)
+    and whose progress is only in the leader's local checkpoint: the export
+    goes on after it, and no offset is written twice."""
+    tier = tmp_path / "tier"
+    topic = topic_name("tableold")
+    b = Broker(tmp_path / "b", ARGS + ["--tier-url", f"file://{tier}"])
+    try:
+        b.start()
+        create_table_topic(b, topic, partitions=1)
+        sent = produce(b, topic, 1500)
+        wait_exported(b, 1)
+        b.stop()
+        # The older layout: no checkpoint object, files named by base.
+        (table_dir(tier, topic) / "_strata" / "partition=0.json").unlink()
+        for f in files_of(tier, topic):
+            f.rename(f.with_name(f"{int(f.stem.split('-')[0]):020}.parquet"))
+        old = len(read_pyarrow(tier, topic))
+        assert old > 0
+        b.start()
+        sent.update(produce(b, topic, 1500, first=1500))
+        deadline = time.time() + 120
+        while True:
+            got = read_pyarrow(tier, topic)  # fails on a duplicate offset
+            if len(got) == len(sent):
+                break
+            assert time.time() < deadline, f"{len(got)} of {len(sent)} rows in the table"
+            time.sleep(0.5)
+        assert got == sent
+        b.stop()
+        assert not b.error_lines(), b.error_lines()
+    except BaseException:
+        print(b.log_tail())
+        raise
+    finally:
+        b.kill()
