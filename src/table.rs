@@ -81,6 +81,8 @@ pub fn exported_to(dir: &Path) -> Option<i64> {
 
 pub use tiering::TABLES_DIR;
 
+pub mod iceberg;
+
 /// Most rows in one row group.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// A row group is closed once its size reaches this.

@@ -1215,7 +1215,13 @@ fn a_new_leader_continues_the_tier_where_the_old_one_stopped() {
                     }
                 }
             }
-            (checkpoint.map(Into::into), files)
+            let get = |name: &str| std::fs::read(tier.path().join(name)).ok().map(Into::into);
+            let root = format!("{tier_url}/");
+            let iceberg = common::table::iceberg_files(&get, &root, "tables/tiered")
+                .keys()
+                .map(|uri| get(uri.strip_prefix(&root).expect("under the tier")).expect("a file"))
+                .collect();
+            (checkpoint.map(Into::into), files, iceberg)
         },
     );
 }
@@ -1258,14 +1264,24 @@ fn a_new_leader_continues_the_s3_tier_where_the_old_one_stopped() {
                 .filter(|k| k.ends_with(".parquet"))
                 .map(|k| common::s3::get_bytes(&s3, &bucket, k))
                 .collect();
-            (checkpoint, files)
+            let get = |key: &str| {
+                keys.contains(&key.to_string())
+                    .then(|| common::s3::get_bytes(&s3, &bucket, key))
+            };
+            let root = format!("s3://{bucket}/");
+            let iceberg = common::table::iceberg_files(&get, &root, "strata/tables/tiered")
+                .keys()
+                .map(|uri| common::s3::get_bytes(&s3, &bucket, uri.strip_prefix(&root).unwrap()))
+                .collect();
+            (checkpoint, files, iceberg)
         },
     );
 }
 
 /// The body of the two tests above: `tier` names the tier (flags), `envs`
 /// the brokers' environment, `manifest` reads partition 0's manifest and
-/// `table` the topic's table (partition 0's checkpoint and every file).
+/// `table` the topic's table (partition 0's checkpoint, every file, and the
+/// files the Iceberg table's current snapshot names).
 ///
 /// The topic is also a table (`strata.table.enable`): the new leader, whose
 /// segments end at other offsets and whose older ones local retention
@@ -1275,7 +1291,7 @@ fn tier_continues_under_a_new_leader(
     tier: &[&str],
     envs: &[(&str, &str)],
     manifest: impl Fn() -> serde_json::Value,
-    table: impl Fn() -> (Option<bytes::Bytes>, Vec<bytes::Bytes>),
+    table: impl Fn() -> (Option<bytes::Bytes>, Vec<bytes::Bytes>, Vec<bytes::Bytes>),
 ) {
     let mut extra: Vec<&str> = tier.to_vec();
     extra.extend(["--tier-interval-ms", "200"]);
@@ -1385,7 +1401,7 @@ fn tier_continues_under_a_new_leader(
     // The table: every offset below the checkpoint once, with its record.
     let deadline = Instant::now() + Duration::from_secs(60);
     let exported = loop {
-        let (checkpoint, _) = table();
+        let (checkpoint, _, _) = table();
         let exported = checkpoint.map_or(-1, |c| {
             let c: serde_json::Value = serde_json::from_slice(&c).expect("checkpoint json");
             c["exported_to"].as_i64().expect("exported_to")
@@ -1410,6 +1426,30 @@ fn tier_continues_under_a_new_leader(
             let value = row.and_then(|r| r.1.clone());
             assert_eq!(value.as_deref(), Some(v.as_bytes()), "table row at {o}");
         }
+    }
+    // The Iceberg table's snapshot catches up with the files: the same
+    // rows, each once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Both read at once: an export may still add a file meanwhile.
+        let (_, files, named) = table();
+        let (mut all, mut snapshot) = (common::table::Rows::new(), common::table::Rows::new());
+        for file in files {
+            common::table::parquet_rows(file, &mut all);
+        }
+        for file in named {
+            common::table::parquet_rows(file, &mut snapshot);
+        }
+        if snapshot == all {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the iceberg table has {} rows of {}",
+            snapshot.len(),
+            all.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
     brokers[(leader - 1) as usize].restart();
     common::wait_ready(&brokers[(leader - 1) as usize].admin_addr());

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::clients::{self, TestRecord};
-use common::table::{parquet_rows, Rows};
+use common::table::{iceberg_files, parquet_rows, Rows};
 use common::Broker;
 
 #[test]
@@ -76,7 +76,10 @@ fn a_table_topic_on_s3_holds_exactly_the_produced_rows() {
     let mut got = Rows::new();
     let checkpoints = keys.iter().filter(|k| k.contains("/_strata/")).count();
     assert_eq!(checkpoints, 2, "a checkpoint per partition: {keys:?}");
-    for key in keys.iter().filter(|k| !k.contains("/_strata/")) {
+    for key in keys
+        .iter()
+        .filter(|k| !k.contains("/_strata/") && !k.contains("/metadata/"))
+    {
         let rest = key.strip_prefix(&prefix).expect("under the prefix");
         let parts: Vec<&str> = rest.split('/').collect();
         assert!(
@@ -93,5 +96,35 @@ fn a_table_topic_on_s3_holds_exactly_the_produced_rows() {
         got == want,
         "the table's rows differ from the produced ones"
     );
+
+    // The Iceberg metadata in the bucket names every file once, at its
+    // s3:// location, with its row count.
+    let parquet: Vec<&String> = keys.iter().filter(|k| k.ends_with(".parquet")).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let files = loop {
+        let get = |key: &str| {
+            common::s3::list_keys(&s3, &bucket, key)
+                .contains(&key.to_string())
+                .then(|| common::s3::get_bytes(&s3, &bucket, key))
+        };
+        let table = prefix.trim_end_matches('/');
+        let files = iceberg_files(&get, &format!("s3://{bucket}/"), table);
+        if files.len() == parquet.len() {
+            break files;
+        }
+        assert!(Instant::now() < deadline, "iceberg names {files:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut total = 0;
+    for key in parquet {
+        let rows = files
+            .get(&format!("s3://{bucket}/{key}"))
+            .unwrap_or_else(|| panic!("{key} not in the iceberg table: {files:?}"));
+        let mut one = Rows::new();
+        parquet_rows(common::s3::get_bytes(&s3, &bucket, key), &mut one);
+        assert_eq!(*rows, one.len() as u64, "{key}");
+        total += rows;
+    }
+    assert_eq!(total, records.len() as u64);
     broker.assert_no_error_logs();
 }

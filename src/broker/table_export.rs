@@ -30,7 +30,7 @@
 //! loop. A damaged segment fails the round, is counted and logged, and is
 //! tried again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,8 +41,10 @@ use tokio_util::sync::CancellationToken;
 use super::tier_stage::{stage_segment, StageError};
 use super::{now_ms, Broker};
 
+use crate::config::table_schema::ValueSchema;
 use crate::config::TableRetention;
 use crate::partition::{Partition, PartitionError};
+use crate::table::iceberg::{self, IcebergError};
 use crate::table::{self, Checkpoint, FileName, Range, TableError, TableFile};
 
 /// Where exports stage their files, under the data dir.
@@ -59,8 +61,8 @@ pub enum ExportError {
     Partition(#[from] PartitionError),
     #[error(transparent)]
     Stage(#[from] StageError),
-    #[error("table export: checkpoint {name} does not parse: {message}")]
-    Checkpoint { name: String, message: String },
+    #[error(transparent)]
+    Iceberg(#[from] IcebergError),
     #[error("table export: {op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -99,6 +101,9 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
     // least every log retention check interval.
     let retain_every = broker.config.log_retention_check_interval_ms as i64;
     let mut led: HashMap<String, Led> = HashMap::new();
+    // Topics whose Iceberg metadata may be behind their files, with their
+    // value projection: kept until a sync succeeds.
+    let mut behind: HashMap<String, Option<Arc<ValueSchema>>> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -114,16 +119,25 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
             }
             let known = led.get(&p.name()).copied();
             let fresh = known.is_none_or(|l| l.epoch != p.leader_epoch());
+            let value = p.topic_config().table_value.clone();
+            if fresh {
+                // A crash may have left files committed by their checkpoint
+                // but not yet in the Iceberg metadata.
+                behind.insert(p.topic.clone(), value.clone());
+            }
             let exported = export_table(&broker, &p, &staging, fresh, &uploader, &shutdown);
             let Some(done) = exported.await else {
                 continue;
             };
+            if done.segments > 0 {
+                behind.insert(p.topic.clone(), value);
+            }
             let mut now = Led {
                 epoch: p.leader_epoch(),
                 retained_ms: known.filter(|_| !fresh).map_or(i64::MIN, |l| l.retained_ms),
             };
             if done.segments > 0 || now.retained_ms <= now_ms() - retain_every {
-                match retain(&broker.tables, &p).await {
+                match retain(&broker, &p).await {
                     Ok(removed) => {
                         now.retained_ms = now_ms();
                         broker.metrics.table_retention_removed_files.inc_by(removed);
@@ -135,6 +149,46 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
                 }
             }
             led.insert(p.name(), now);
+        }
+        let topics: Vec<(String, Option<Arc<ValueSchema>>)> = behind.drain().collect();
+        for (topic, value) in topics {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let synced = sync_table(&broker, &topic, value.as_deref(), &HashSet::new()).await;
+            if synced.is_err() {
+                behind.insert(topic, value);
+            }
+        }
+    }
+}
+
+/// Brings `topic`'s Iceberg metadata up to its files, leaving out
+/// `dropping`; logs and counts what it did.
+async fn sync_table(
+    broker: &Broker,
+    topic: &str,
+    value: Option<&ValueSchema>,
+    dropping: &HashSet<String>,
+) -> Result<(), IcebergError> {
+    match iceberg::sync(&broker.tables, topic, value, dropping).await {
+        Ok(done) => {
+            if let Some(version) = done.version {
+                broker.metrics.table_iceberg_commits.inc();
+                tracing::info!(
+                    topic,
+                    version,
+                    added_files = done.added,
+                    removed_files = done.removed,
+                    "iceberg snapshot committed"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            broker.metrics.table_export_errors.inc();
+            tracing::warn!(topic, error = %e, "iceberg commit failed; tried again at the next tier pass");
+            Err(e)
         }
     }
 }
@@ -191,23 +245,7 @@ pub struct Exported {
     pub bytes: u64,
 }
 
-/// Reads `topic`'s `partition`'s checkpoint; None when there is none.
-pub async fn read_checkpoint(
-    tier: &TierStore,
-    topic: &str,
-    partition: i32,
-) -> Result<Option<Checkpoint>, ExportError> {
-    let name = table::checkpoint_name(topic, partition);
-    let Some(body) = tier.get_if_exists(&name).await? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| ExportError::Checkpoint {
-            name,
-            message: e.to_string(),
-        })
-}
+pub use crate::table::iceberg::read_checkpoint;
 
 /// The files of `topic`'s `partition` in the store, with their sizes.
 pub async fn partition_files(
@@ -410,7 +448,7 @@ pub async fn export(
 
 /// Removes `p`'s table files that `strata.table.retention.ms` no longer
 /// keeps; returns how many.
-async fn retain(tier: &TierStore, p: &Partition) -> Result<u64, ExportError> {
+async fn retain(broker: &Broker, p: &Partition) -> Result<u64, ExportError> {
     let retention = p.topic_config().table_retention;
     let tier_start = match (retention, p.remote()) {
         (TableRetention::Forever, _) => return Ok(0),
@@ -422,32 +460,42 @@ async fn retain(tier: &TierStore, p: &Partition) -> Result<u64, ExportError> {
         (TableRetention::Ms(_), _) => i64::MIN,
     };
     let now = now_ms();
-    let mut removed = 0;
-    for (name, f, _) in partition_files(tier, &p.topic, p.index).await? {
-        let expired = match retention {
+    let mut expired = HashSet::new();
+    for (name, f, _) in partition_files(&broker.tables, &p.topic, p.index).await? {
+        let past = match retention {
             TableRetention::Ms(ms) => f
                 .day_end_ms()
                 .is_some_and(|end| end.saturating_add(ms) <= now),
             _ => f.to <= tier_start,
         };
-        if expired {
-            tier.delete(&name).await?;
-            removed += 1;
+        if past {
+            expired.insert(name);
         }
     }
-    if removed > 0 {
-        tracing::info!(partition = %p.name(), files = removed, "table files past retention removed");
+    if expired.is_empty() {
+        return Ok(0);
     }
-    Ok(removed)
+    // Out of the Iceberg table first, so no snapshot names a missing file.
+    let value = p.topic_config().table_value.clone();
+    sync_table(broker, &p.topic, value.as_deref(), &expired).await?;
+    for name in &expired {
+        broker.tables.delete(name).await?;
+    }
+    tracing::info!(partition = %p.name(), files = expired.len(), "table files past retention removed");
+    Ok(expired.len() as u64)
 }
 
 /// Removes `topic`'s `partition`'s table (files and checkpoint), when the
-/// topic is deleted.
+/// topic is deleted; partition 0's replicas remove the Iceberg metadata,
+/// first.
 pub async fn delete_partition_table(
     tier: &TierStore,
     topic: &str,
     partition: i32,
 ) -> Result<usize, ExportError> {
+    if partition == 0 {
+        iceberg::delete_table(tier, topic).await?;
+    }
     let files = partition_files(tier, topic, partition).await?;
     for (name, _, _) in &files {
         tier.delete(name).await?;

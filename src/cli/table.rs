@@ -3,6 +3,7 @@
 //! settings `strata serve` reads (flags, `STRATA_*`, `--config` file), like
 //! `strata tier scrub`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -11,13 +12,14 @@ use serde_json::json;
 use tiering::{RateLimiter, RemotePartition, TierStore};
 use tokio_util::sync::CancellationToken;
 
-use super::output::{print_json, Columns};
+use super::output::{print_json, print_str, Columns};
 use super::tier::{open_in_tier, InTier, InTierArgs};
 use super::{ConnectArgs, Output};
 use crate::broker::table_export::{
     export_from_tier, partition_files, put_files, read_checkpoint, Exported,
 };
 use crate::config::table_schema::{projection, ValueSchema};
+use crate::table::iceberg;
 use crate::table::Range;
 
 #[derive(Args, Debug)]
@@ -78,22 +80,6 @@ struct PartitionTable {
     lag_segments: usize,
 }
 
-/// Rows of a Parquet object, from its footer (two ranged reads).
-async fn parquet_rows(tier: &TierStore, name: &str, size: u64) -> anyhow::Result<i64> {
-    use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
-    let damaged = || format!("table file {name} is not a whole parquet file");
-    anyhow::ensure!(size >= 12, damaged());
-    let tail = tier.get_range(name, size - 8..size).await?;
-    let tail: [u8; 8] = tail.as_ref().try_into().with_context(damaged)?;
-    let len = FooterTail::try_new(&tail)
-        .with_context(damaged)?
-        .metadata_length() as u64;
-    anyhow::ensure!(len + 12 <= size, damaged());
-    let footer = tier.get_range(name, size - 8 - len..size - 8).await?;
-    let meta = ParquetMetaDataReader::decode_metadata(&footer).with_context(damaged)?;
-    Ok(meta.file_metadata().num_rows())
-}
-
 async fn partition_status(
     tier: &TierStore,
     topic: &str,
@@ -122,7 +108,7 @@ async fn partition_status(
     for (name, f, size) in partition_files(tier, topic, partition).await? {
         t.files += 1;
         t.bytes += size;
-        t.rows += parquet_rows(tier, &name, size).await?;
+        t.rows += iceberg::parquet_rows(tier, topic, &name, size).await? as i64;
         t.first_offset = Some(t.first_offset.map_or(f.from, |o: i64| o.min(f.from)));
     }
     Ok(t)
@@ -137,11 +123,32 @@ async fn status(target: InTier, out: Output) -> anyhow::Result<()> {
                 .with_context(|| format!("status of the table of {}-{p}", target.topic))?,
         );
     }
+    // The Iceberg table's current snapshot: (version, snapshot, files, rows).
+    let snapshot = iceberg::load(&target.tables, &target.topic)
+        .await?
+        .map(|(version, meta)| {
+            let current = meta.current_snapshot();
+            let total = |k: &str| {
+                current
+                    .and_then(|s| s.summary().additional_properties.get(k))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let files = total("total-data-files");
+            let rows = total("total-records");
+            (version, current.map(|s| s.snapshot_id()), files, rows)
+        });
     let text = |o: Option<i64>| o.map_or_else(|| "-".to_string(), |o| o.to_string());
     match out {
         Output::Json => print_json(&json!({
             "topic": target.topic,
             "cluster_id": target.cluster,
+            "iceberg": snapshot.map(|(version, id, files, rows)| json!({
+                "metadata_version": version,
+                "snapshot_id": id,
+                "files": files,
+                "rows": rows,
+            })),
             "partitions": rows.iter().map(|t| json!({
                 "partition": t.partition,
                 "files": t.files,
@@ -179,7 +186,15 @@ async fn status(target: InTier, out: Output) -> anyhow::Result<()> {
                     t.lag_segments.to_string(),
                 ]);
             }
-            c.print()
+            let line = match snapshot {
+                Some((version, id, files, rows)) => format!(
+                    "iceberg: metadata v{version}, snapshot {}, {files} files, {rows} rows\n",
+                    text(id)
+                ),
+                None => "iceberg: no metadata yet\n".to_string(),
+            };
+            c.print()?;
+            print_str(&line)
         }
     }
 }
@@ -201,13 +216,19 @@ async fn backfill_partition(
         );
     };
     // What an earlier backfill wrote: a compaction of the tier since may
-    // have changed the segments, and with them the ranges.
-    let mut removed = 0;
-    for (name, f, _) in partition_files(tier, topic, partition).await? {
-        if f.to <= checkpoint.start {
-            tier.delete(&name).await?;
-            removed += 1;
-        }
+    // have changed the segments, and with them the ranges. Out of the
+    // Iceberg table first, so no snapshot names a missing file.
+    let earlier: HashSet<String> = partition_files(tier, topic, partition)
+        .await?
+        .into_iter()
+        .filter(|(_, f, _)| f.to <= checkpoint.start)
+        .map(|(name, _, _)| name)
+        .collect();
+    if !earlier.is_empty() {
+        iceberg::sync(tier, topic, value.as_deref(), &earlier).await?;
+    }
+    for name in &earlier {
+        tier.delete(name).await?;
     }
     let cancel = CancellationToken::new();
     let mut done = Exported::default();
@@ -216,13 +237,14 @@ async fn backfill_partition(
         partition,
         from: i64::MIN,
         to: checkpoint.start,
-        value,
+        value: value.clone(),
     };
     while let Some((files, to)) = export_from_tier(remote, &within, staging, &cancel).await? {
         put_files(tier, &files, &mut done, limiter, &cancel).await?;
         within.from = to;
     }
-    Ok((done, removed))
+    iceberg::sync(tier, topic, value.as_deref(), &HashSet::new()).await?;
+    Ok((done, earlier.len()))
 }
 
 async fn backfill(target: InTier, limiter: &RateLimiter, out: Output) -> anyhow::Result<()> {

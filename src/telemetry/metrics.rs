@@ -108,6 +108,7 @@ pub struct Metrics {
     pub table_export_bytes: Counter,
     pub table_export_errors: Counter,
     pub table_retention_removed_files: Counter,
+    pub table_iceberg_commits: Counter,
     pub table_export_lag_segments: Family<PartitionLabels, Gauge>,
     pub tier_compaction_read_bytes: Counter,
     pub tier_compaction_written_bytes: Counter,
@@ -184,6 +185,7 @@ impl Metrics {
             table_export_bytes: Counter::default(),
             table_export_errors: Counter::default(),
             table_retention_removed_files: Counter::default(),
+            table_iceberg_commits: Counter::default(),
             table_export_lag_segments: Family::default(),
             tier_compaction_read_bytes: Counter::default(),
             tier_compaction_written_bytes: Counter::default(),
@@ -377,6 +379,11 @@ impl Metrics {
             "strata_table_retention_removed_files",
             "Table files removed by strata.table.retention.ms (or with the tier's retention)",
             m.table_retention_removed_files.clone(),
+        );
+        registry.register(
+            "strata_table_iceberg_commits",
+            "Snapshots committed to table topics' Iceberg metadata",
+            m.table_iceberg_commits.clone(),
         );
         registry.register(
             "strata_table_export_lag_segments",

@@ -31,3 +31,46 @@ pub fn parquet_rows(body: bytes::Bytes, rows: &mut Rows) {
         }
     }
 }
+
+/// The data files of the current snapshot of the Iceberg table whose
+/// directory is object `table` (`.../tables/<topic>`), as (location, row
+/// count), read with the `iceberg` crate's spec types; empty before the
+/// first commit. `get` reads an object by name (None when missing);
+/// `root` is the location prefix of names (`s3://bucket/`, `file:///dir/`).
+pub fn iceberg_files(
+    get: &dyn Fn(&str) -> Option<bytes::Bytes>,
+    root: &str,
+    table: &str,
+) -> BTreeMap<String, u64> {
+    use iceberg::spec::{FormatVersion, Manifest, ManifestList, TableMetadata};
+    let mut out = BTreeMap::new();
+    let Some(version) = get(&format!("{table}/metadata/version-hint.text")) else {
+        return out;
+    };
+    let version = String::from_utf8(version.to_vec()).expect("a utf-8 hint");
+    let meta = get(&format!(
+        "{table}/metadata/v{}.metadata.json",
+        version.trim()
+    ))
+    .expect("the version the hint names");
+    let meta: TableMetadata = serde_json::from_slice(&meta).expect("table metadata parses");
+    let Some(snapshot) = meta.current_snapshot() else {
+        return out;
+    };
+    let name = |uri: &str| -> String {
+        uri.strip_prefix(root)
+            .unwrap_or_else(|| panic!("{uri} is not under {root}"))
+            .to_string()
+    };
+    let list = get(&name(snapshot.manifest_list())).expect("the manifest list");
+    let list = ManifestList::parse_with_version(&list, FormatVersion::V2).expect("manifest list");
+    for m in list.entries() {
+        let body = get(&name(&m.manifest_path)).expect("a manifest");
+        let manifest = Manifest::parse_avro(&body).expect("manifest");
+        for e in manifest.entries().iter().filter(|e| e.is_alive()) {
+            let again = out.insert(e.file_path().to_string(), e.record_count());
+            assert!(again.is_none(), "{} twice", e.file_path());
+        }
+    }
+    out
+}

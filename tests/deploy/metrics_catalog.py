@@ -70,6 +70,7 @@ CATALOG: dict[str, tuple[str, frozenset[str]]] = {
     "strata_table_export_bytes_total": (COUNTER, frozenset()),
     "strata_table_export_errors_total": (COUNTER, frozenset()),
     "strata_table_retention_removed_files_total": (COUNTER, frozenset()),
+    "strata_table_iceberg_commits_total": (COUNTER, frozenset()),
     "strata_table_export_lag_segments": (GAUGE, frozenset({"topic", "partition"})),
     "strata_tier_compaction_read_bytes_total": (COUNTER, frozenset()),
     "strata_tier_compaction_written_bytes_total": (COUNTER, frozenset()),

@@ -128,6 +128,47 @@ def read_pyarrow(tier_root, topic):
     return rows
 
 
+def iceberg_table(tier_root, topic):
+    """The topic's Iceberg table, through pyiceberg, from the version the
+    hint names."""
+    from pyiceberg.table import StaticTable
+    meta = table_dir(tier_root, topic) / "metadata"
+    version = int((meta / "version-hint.text").read_text())
+    return StaticTable.from_metadata(f"file://{meta}/v{version}.metadata.json")
+
+
+def read_iceberg(tier_root, topic):
+    """{(partition, offset): (key, value, ts, headers)} from pyiceberg's
+    scan of the current snapshot; fails on an offset seen twice."""
+    rows = {}
+    for r in iceberg_table(tier_root, topic).scan().to_arrow().to_pylist():
+        key = (r["partition"], r["offset"])
+        assert key not in rows, f"offset {key} twice in the iceberg table"
+        ts = int(r["timestamp"].timestamp() * 1000)
+        headers = [(h["key"], h["value"]) for h in r["headers"]]
+        rows[key] = (r["key"], r["value"], ts, headers)
+    return rows
+
+
+def wait_iceberg(tier_root, topic, sent, timeout=120):
+    """Waits until the Iceberg table holds exactly `sent`."""
+    deadline = time.time() + timeout
+    while True:
+        got = read_iceberg(tier_root, topic) if (
+            table_dir(tier_root, topic) / "metadata" / "version-hint.text").exists() else {}
+        if len(got) == len(sent):
+            break
+        assert time.time() < deadline, f"{len(got)} of {len(sent)} rows in the iceberg table"
+        time.sleep(0.5)
+    assert got == sent
+
+
+def iceberg_matches_files(tier_root, topic):
+    """Whether pyiceberg's scan returns exactly the rows of every Parquet
+    file (once no export is running, every file is committed)."""
+    return read_iceberg(tier_root, topic) == read_pyarrow(tier_root, topic)
+
+
 def test_a_table_topic_reads_back_in_duckdb_and_pyarrow(tmp_path, topic_name):
     tier = tmp_path / "tier"
     topic = topic_name("table")
@@ -167,8 +208,13 @@ def test_a_table_topic_reads_back_in_duckdb_and_pyarrow(tmp_path, topic_name):
             "select count(*) filter (where cast(dt as varchar) = strftime(timestamp, '%Y-%m-%d')), "
             "count(*) from read_parquet(?, hive_partitioning = true)", [glob]).fetchone()
         assert per_dir == (len(sent), len(sent))
-        hive = ds.dataset(table_dir(tier, topic), format="parquet", partitioning="hive").to_table()
+        # The Iceberg metadata is not Parquet: directory readers skip it.
+        hive = ds.dataset(table_dir(tier, topic), format="parquet", partitioning="hive",
+                          ignore_prefixes=[".", "_", "metadata"]).to_table()
         assert hive.num_rows == len(sent)
+        # pyiceberg reads the same rows from the Iceberg table.
+        wait_iceberg(tier, topic, sent)
+        assert metric(b, "strata_table_iceberg_commits_total") >= 1
         assert metric(b, "strata_table_export_errors_total") == 0
         assert export_lag(b, topic) == {0: 0.0, 1: 0.0}
 
@@ -195,6 +241,8 @@ def test_kill9_during_export_leaves_no_duplicate_or_missing_offset(tmp_path, top
             assert time.time() < deadline, f"{len(got)} of {len(sent)} rows in the table"
             time.sleep(0.5)
         assert got == sent
+        # Every kill left the Iceberg table whole: it ends with every row once.
+        wait_iceberg(tier, topic, sent)
         b.stop()
         assert not b.error_lines(), b.error_lines()
     except BaseException:
@@ -298,6 +346,10 @@ def test_backfill_status_and_retention_of_a_table(tmp_path, topic_name):
                 len(read_pyarrow(tier, topic)), len(files_of(tier, topic)))
 
         wait_for("table status agrees with the files", status_agrees)
+        # The Iceberg table holds the same rows, backfill included, and
+        # status reports its snapshot.
+        wait_for("the iceberg table holds the files' rows", lambda: iceberg_matches_files(tier, topic))
+        assert table_cli(b, tier, "status", topic)["iceberg"]["rows"] == len(read_pyarrow(tier, topic))
 
         # Switched off, the table stops and local retention no longer waits
         # for it; switched on again, it goes on from its checkpoint, reading
@@ -325,6 +377,7 @@ def test_backfill_status_and_retention_of_a_table(tmp_path, topic_name):
             d for d, _, _ in file_ranges(tier, topic)} == {today})
         removed = metric(b, "strata_table_retention_removed_files_total")
         assert removed > 0
+        wait_for("the iceberg table without yesterday", lambda: iceberg_matches_files(tier, topic))
 
         # Kept forever while the tier trims all but its newest segments.
         before = file_ranges(tier, topic)
@@ -341,6 +394,7 @@ def test_backfill_status_and_retention_of_a_table(tmp_path, topic_name):
         got = read_pyarrow(tier, topic)
         assert {k for k in sent if k[1] >= low and sent[k][2] > time.time() * 1000 - DAY_MS / 2} \
             <= set(got), "a row the tier keeps left the table"
+        wait_for("the iceberg table follows the tier", lambda: iceberg_matches_files(tier, topic))
         assert metric(b, "strata_table_export_errors_total") == 0
 
         # Deleting the topic deletes its table.
@@ -431,6 +485,21 @@ def test_json_values_project_into_typed_columns(tmp_path, topic_name):
         wait_for("table status counts the rows DuckDB reads", lambda: status_rows() == duckdb.connect(
         ).execute("select count(*) from read_parquet(?)", [glob]).fetchone()[0] >= 1000)
 
+        # pyiceberg reads the same typed columns from the Iceberg table.
+        columns = ("offset", "id", "name", "score", "ok", "value_error")
+
+        def iceberg_typed():
+            scan = iceberg_table(lake, topic).scan(selected_fields=columns).to_arrow()
+            files = duckdb.connect().execute(
+                f"select {', '.join(chr(34) + c + chr(34) for c in columns)} "
+                "from read_parquet(?) order by \"offset\"", [glob]).fetchall()
+            return sorted(tuple(r[c] for c in columns) for r in scan.to_pylist()) == files
+
+        wait_for("pyiceberg reads the typed columns", iceberg_typed)
+        schema = iceberg_table(lake, topic).schema()
+        assert str(schema.find_field("id").field_type) == "long"
+        assert str(schema.find_field("ok").field_type) == "boolean"
+
 
 def test_a_table_exported_before_progress_moved_to_the_store_goes_on_without_doubling(
         tmp_path, topic_name):
@@ -462,6 +531,8 @@ def test_a_table_exported_before_progress_moved_to_the_store_goes_on_without_dou
             assert time.time() < deadline, f"{len(got)} of {len(sent)} rows in the table"
             time.sleep(0.5)
         assert got == sent
+        # The Iceberg table holds both layouts' files, each row once.
+        wait_iceberg(tier, topic, sent)
         b.stop()
         assert not b.error_lines(), b.error_lines()
     except BaseException:

@@ -319,6 +319,32 @@ impl TierStore {
         Ok(())
     }
 
+    /// Writes one whole object unless one of that name exists; false when
+    /// one does (another writer got there first).
+    pub async fn put_new(&self, name: &str, data: Bytes) -> Result<bool, TierError> {
+        let path = self.path(name);
+        let inner = &self.inner;
+        let put = store::put_conditional(
+            inner.store.as_ref(),
+            inner.conditional,
+            &inner.manifest_lock,
+            &path,
+            data,
+            None,
+        );
+        match put.await {
+            Ok(_) => Ok(true),
+            Err(TierError::ManifestConflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The absolute location of object `name`, as engines that read the
+    /// store name it: `file:///abs/path/name`, `s3://bucket/prefix/name`.
+    pub fn uri(&self, name: &str) -> String {
+        format!("{}/{name}", self.inner.url.trim_end_matches('/'))
+    }
+
     /// Reads one whole object.
     pub async fn get(&self, name: &str) -> Result<Bytes, TierError> {
         let path = self.path(name);
