@@ -128,6 +128,19 @@ def read_pyarrow(tier_root, topic):
     return rows
 
 
+def wait_table_holds(tier_root, topic, sent, timeout=120):
+    """Waits until the table's files hold exactly `sent`; fails at once on
+    an offset written twice."""
+    deadline = time.time() + timeout
+    while True:
+        got = read_pyarrow(tier_root, topic)
+        if len(got) == len(sent):
+            break
+        assert time.time() < deadline, f"{len(got)} of {len(sent)} rows in the table"
+        time.sleep(0.5)
+    assert got == sent
+
+
 def iceberg_table(tier_root, topic):
     """The topic's Iceberg table, through pyiceberg, from the version the
     hint names."""
@@ -233,14 +246,7 @@ def test_kill9_during_export_leaves_no_duplicate_or_missing_offset(tmp_path, top
             b.kill()
             b.start()
         # After the last restart everything is exported once.
-        deadline = time.time() + 120
-        while True:
-            got = read_pyarrow(tier, topic)  # fails on a duplicate offset
-            if len(got) == len(sent):
-                break
-            assert time.time() < deadline, f"{len(got)} of {len(sent)} rows in the table"
-            time.sleep(0.5)
-        assert got == sent
+        wait_table_holds(tier, topic, sent)
         # Every kill left the Iceberg table whole: it ends with every row once.
         wait_iceberg(tier, topic, sent)
         b.stop()
@@ -523,14 +529,7 @@ def test_a_table_exported_before_progress_moved_to_the_store_goes_on_without_dou
         assert old > 0
         b.start()
         sent.update(produce(b, topic, 1500, first=1500))
-        deadline = time.time() + 120
-        while True:
-            got = read_pyarrow(tier, topic)  # fails on a duplicate offset
-            if len(got) == len(sent):
-                break
-            assert time.time() < deadline, f"{len(got)} of {len(sent)} rows in the table"
-            time.sleep(0.5)
-        assert got == sent
+        wait_table_holds(tier, topic, sent)
         # The Iceberg table holds both layouts' files, each row once.
         wait_iceberg(tier, topic, sent)
         b.stop()
