@@ -103,9 +103,10 @@ else
   localstack/with-s3.sh cargo test --workspace --no-fail-fast -- --test-threads=2 || rust_rc=$?
 fi
 
-step "pytest tests/python"
+step "pytest tests/python (with LocalStack S3)"
 py_rc=0
-STRATA_BIN="$ROOT/target/debug/strata" .venv/bin/pytest -q --timeout=600 tests/python || py_rc=$?
+STRATA_BIN="$ROOT/target/debug/strata" localstack/with-s3.sh \
+  .venv/bin/pytest -q --timeout=600 tests/python || py_rc=$?
 
 step "pytest tests/deploy"
 deploy_rc=0

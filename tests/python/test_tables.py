@@ -11,13 +11,16 @@ was on, `strata table status` counts the table, and retention
 
 import datetime
 import json
+import os
 import pathlib
 import re
 import subprocess
 import time
 import urllib.request
+import uuid
 
 import duckdb
+import pytest
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from confluent_kafka import Producer
@@ -539,3 +542,56 @@ def test_a_table_exported_before_progress_moved_to_the_store_goes_on_without_dou
         raise
     finally:
         b.kill()
+
+
+def test_pyiceberg_reads_a_table_on_s3(tmp_path, topic_name, monkeypatch):
+    """A table topic tiered to LocalStack S3: pyiceberg, reading the
+    metadata and files from the bucket, returns exactly the produced rows."""
+    endpoint = os.environ.get("STRATA_TEST_S3_ENDPOINT")
+    if not endpoint:
+        pytest.skip("needs LocalStack: run under localstack/with-s3.sh (tests/run.sh does)")
+    from pyarrow import fs
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                 "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    s3 = fs.S3FileSystem(endpoint_override=endpoint, access_key="test", secret_key="test",
+                         region="us-east-1", allow_bucket_creation=True,
+                         scheme="https" if endpoint.startswith("https") else "http")
+    bucket = f"tables-{uuid.uuid4().hex[:12]}"
+    s3.create_dir(bucket)
+    topic = topic_name("tables3")
+    args = ARGS + ["--tier-url", f"s3://{bucket}/strata", "--tier-s3-endpoint", endpoint]
+    for b in serving(Broker(tmp_path / "b", args).start()):
+        create_table_topic(b, topic)
+        sent = produce(b, topic, 2000)
+        wait_exported(b, len(sent))
+        meta = f"{bucket}/strata/tables/{topic}/metadata"
+
+        def iceberg_rows():
+            from pyiceberg.table import StaticTable
+            try:
+                with s3.open_input_stream(f"{meta}/version-hint.text") as f:
+                    version = int(f.read().decode())
+            except FileNotFoundError:
+                return {}
+            table = StaticTable.from_metadata(f"s3://{meta}/v{version}.metadata.json", properties={
+                "s3.endpoint": endpoint, "s3.access-key-id": "test",
+                "s3.secret-access-key": "test", "s3.region": "us-east-1"})
+            rows = {}
+            for r in table.scan().to_arrow().to_pylist():
+                key = (r["partition"], r["offset"])
+                assert key not in rows, f"offset {key} twice in the iceberg table"
+                headers = [(h["key"], h["value"]) for h in r["headers"]]
+                rows[key] = (r["key"], r["value"], int(r["timestamp"].timestamp() * 1000), headers)
+            return rows
+
+        got = {}
+
+        def complete():
+            got.clear()
+            got.update(iceberg_rows())
+            return len(got) == len(sent)
+
+        wait_for("every row in the iceberg table on S3", complete)
+        assert got == sent
+        assert metric(b, "strata_table_export_errors_total") == 0
