@@ -155,6 +155,15 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
             if shutdown.is_cancelled() {
                 return;
             }
+            // A topic deleted (or switched off) since leaves no metadata
+            // behind its deletion.
+            let table = broker
+                .all_partitions()
+                .into_iter()
+                .any(|p| p.topic == topic && p.is_leader() && p.topic_config().table);
+            if !table {
+                continue;
+            }
             let synced = sync_table(&broker, &topic, value.as_deref(), &HashSet::new()).await;
             if synced.is_err() {
                 behind.insert(topic, value);
