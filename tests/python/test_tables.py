@@ -131,17 +131,22 @@ def read_pyarrow(tier_root, topic):
     return rows
 
 
-def wait_table_holds(tier_root, topic, sent, timeout=120):
-    """Waits until the table's files hold exactly `sent`; fails at once on
-    an offset written twice."""
+def wait_rows(read, sent, where, timeout=120):
+    """Waits until `read()` returns as many rows as `sent`, then checks they
+    are exactly `sent` (the readers fail at once on an offset seen twice)."""
     deadline = time.time() + timeout
     while True:
-        got = read_pyarrow(tier_root, topic)
+        got = read()
         if len(got) == len(sent):
             break
-        assert time.time() < deadline, f"{len(got)} of {len(sent)} rows in the table"
+        assert time.time() < deadline, f"{len(got)} of {len(sent)} rows in {where}"
         time.sleep(0.5)
     assert got == sent
+
+
+def wait_table_holds(tier_root, topic, sent):
+    """Waits until the table's files hold exactly `sent`."""
+    wait_rows(lambda: read_pyarrow(tier_root, topic), sent, "the table")
 
 
 def iceberg_table(tier_root, topic):
@@ -166,17 +171,11 @@ def read_iceberg(tier_root, topic):
     return rows
 
 
-def wait_iceberg(tier_root, topic, sent, timeout=120):
+def wait_iceberg(tier_root, topic, sent):
     """Waits until the Iceberg table holds exactly `sent`."""
-    deadline = time.time() + timeout
-    while True:
-        got = read_iceberg(tier_root, topic) if (
-            table_dir(tier_root, topic) / "metadata" / "version-hint.text").exists() else {}
-        if len(got) == len(sent):
-            break
-        assert time.time() < deadline, f"{len(got)} of {len(sent)} rows in the iceberg table"
-        time.sleep(0.5)
-    assert got == sent
+    hint = table_dir(tier_root, topic) / "metadata" / "version-hint.text"
+    wait_rows(lambda: read_iceberg(tier_root, topic) if hint.exists() else {}, sent,
+              "the iceberg table")
 
 
 def iceberg_matches_files(tier_root, topic):
@@ -585,13 +584,5 @@ def test_pyiceberg_reads_a_table_on_s3(tmp_path, topic_name, monkeypatch):
                 rows[key] = (r["key"], r["value"], int(r["timestamp"].timestamp() * 1000), headers)
             return rows
 
-        got = {}
-
-        def complete():
-            got.clear()
-            got.update(iceberg_rows())
-            return len(got) == len(sent)
-
-        wait_for("every row in the iceberg table on S3", complete)
-        assert got == sent
+        wait_rows(iceberg_rows, sent, "the iceberg table on S3")
         assert metric(b, "strata_table_export_errors_total") == 0
