@@ -523,6 +523,11 @@ impl Log {
         self.log_start_offset
     }
 
+    /// Base offset of the oldest segment.
+    pub fn first_segment_base(&self) -> i64 {
+        self.cores().next().map_or(0, SegmentCore::base_offset)
+    }
+
     /// Base offset of the active segment (it changes when the log rolls).
     pub fn active_base_offset(&self) -> i64 {
         self.active.core().base_offset()

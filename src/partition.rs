@@ -34,6 +34,7 @@ pub mod replica;
 mod replication;
 pub mod snapshot;
 mod tier;
+pub mod txn_index;
 
 pub use tier::TIER_MANIFEST_COPY;
 
@@ -50,8 +51,8 @@ use crate::log::batch::{check_client_batches, validate_batches, BatchError, Batc
 use crate::log::{Log, LogConfig, LogError};
 use crate::zerocopy::FileRegion;
 use epochs::LeaderEpochCache;
-use producer_state::{BatchIdentity, ProducerStateTable, SequenceCheck};
-use rebuild::{identity, rebuild_state, store_epochs};
+use producer_state::{AbortedTxn, BatchIdentity, ProducerStateTable, SequenceCheck};
+use rebuild::{identities, rebuild_state, store_epochs};
 use tier::tier_offsets;
 
 /// Errors of partition operations, mapped to Kafka codes by the API layer.
@@ -251,6 +252,10 @@ pub enum ReadMode {
 pub struct PartitionRead {
     pub data: ReadData,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    /// For a `read_committed` read: the aborted transactions within the
+    /// data, whose records the consumer drops.
+    pub aborted: Vec<AbortedTxn>,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
 }
@@ -480,14 +485,68 @@ impl Partition {
         }
     }
 
-    /// Validates and appends a produce payload (one or more record batches).
+    /// Validates and appends a produce payload (one or more record batches)
+    /// outside any transaction: transactional batches are refused.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendResult, PartitionError> {
+        self.append_checked(records, now_ms, false)
+    }
+
+    /// [`Self::append`] for a produce its transaction coordinator has
+    /// verified: transactional batches are taken and open (or continue)
+    /// the producer's transaction here.
+    pub fn append_transactional(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+    ) -> Result<AppendResult, PartitionError> {
+        self.append_checked(records, now_ms, true)
+    }
+
+    /// Appends a coordinator's COMMIT or ABORT marker for the producer's
+    /// transaction (WriteTxnMarkers). A marker from an epoch older than the
+    /// producer's is refused as fenced.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: crate::log::batch::ControlType,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendResult, PartitionError> {
+        let batch = crate::log::batch::marker_batch(
+            producer_id,
+            producer_epoch,
+            marker,
+            coordinator_epoch,
+            now_ms,
+        );
+        let batch = Bytes::from(batch);
+        let headers = validate_batches(&batch, usize::MAX)?;
+        self.append_headers(&batch, headers, now_ms)
+    }
+
+    fn append_checked(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+        transactional: bool,
+    ) -> Result<AppendResult, PartitionError> {
         self.check_leader()?;
         let max = self.lock().config.max_message_bytes;
         let headers = validate_batches(records, max)?;
-        check_client_batches(&headers)?;
+        check_client_batches(&headers, transactional)?;
+        self.append_headers(records, headers, now_ms)
+    }
+
+    fn append_headers(
+        &self,
+        records: &Bytes,
+        headers: Vec<BatchHeader>,
+        now_ms: i64,
+    ) -> Result<AppendResult, PartitionError> {
+        self.check_leader()?;
         let result = self.with_log(|log, producers, config| {
-            let ids: Vec<BatchIdentity> = headers.iter().map(identity).collect();
+            let ids: Vec<BatchIdentity> = identities(records, &headers);
             for (i, id) in ids.iter().enumerate() {
                 match producers.check(id) {
                     SequenceCheck::Append => {}
@@ -573,6 +632,9 @@ impl Partition {
             return;
         };
         snapshot::remove_outside(&self.dir, log.log_start_offset(), log.log_end_offset());
+        txn_index::remove_below(&self.dir, log.first_segment_base());
+        let end = log.log_end_offset();
+        st.producers.retain_aborted(start, end);
         if st.epochs.truncate_from_start(start) {
             store_epochs(&self.dir, &st.epochs);
         }
@@ -702,8 +764,22 @@ impl Partition {
         max_bytes: usize,
         mode: ReadMode,
     ) -> Result<PartitionRead, PartitionError> {
-        self.with_log(|log, _, _| {
+        self.read_isolated(offset, max_bytes, mode, false)
+    }
+
+    /// [`Self::read`]; `read_committed` reads only up to the last stable
+    /// offset and lists the aborted transactions in the data.
+    pub fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        mode: ReadMode,
+        read_committed: bool,
+    ) -> Result<PartitionRead, PartitionError> {
+        self.with_log(|log, producers, _| {
             let hwm = *self.high_watermark.borrow();
+            let lso = producers.last_stable_offset(hwm);
+            let upper = if read_committed { lso } else { hwm };
             let (log_start, data) = match self.locate_in(log, offset) {
                 Location::OutOfRange {
                     log_start,
@@ -716,13 +792,15 @@ impl Partition {
                     })
                 }
                 Location::Tier => (self.log_start_in(log), ReadData::InTier),
-                Location::Local if offset >= hwm || max_bytes == 0 => {
+                Location::Local if offset >= upper || max_bytes == 0 => {
                     (self.log_start_in(log), ReadData::Bytes(Bytes::new()))
                 }
                 Location::Local => {
                     let data = match mode {
-                        ReadMode::Bytes => ReadData::Bytes(log.read(offset, max_bytes, hwm)?.data),
-                        ReadMode::File => match log.read_region(offset, max_bytes, hwm)? {
+                        ReadMode::Bytes => {
+                            ReadData::Bytes(log.read(offset, max_bytes, upper)?.data)
+                        }
+                        ReadMode::File => match log.read_region(offset, max_bytes, upper)? {
                             Some((region, next)) if region.len > 0 => ReadData::File {
                                 region,
                                 offsets: (next - offset).max(0) as u64,
@@ -733,9 +811,21 @@ impl Partition {
                     (self.log_start_in(log), data)
                 }
             };
+            let aborted = match (&data, read_committed) {
+                (_, false) => Vec::new(),
+                (ReadData::Bytes(b), true) => data_end(b)
+                    .map(|end| producers.aborted_between(offset, end))
+                    .unwrap_or_default(),
+                (ReadData::File { offsets, .. }, true) => {
+                    producers.aborted_between(offset, offset + *offsets as i64)
+                }
+                (ReadData::InTier, true) => Vec::new(),
+            };
             Ok(PartitionRead {
                 data,
                 high_watermark: hwm,
+                last_stable_offset: lso,
+                aborted,
                 log_start_offset: log_start,
                 log_end_offset: log.log_end_offset(),
             })
@@ -749,6 +839,23 @@ impl Partition {
             tier if tier >= 0 => tier.min(local),
             _ => local,
         }
+    }
+
+    /// The last stable offset: `read_committed` consumers read below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hwm = *self.high_watermark.borrow();
+        self.lock().producers.last_stable_offset(hwm)
+    }
+
+    /// The aborted transactions a read of `[from, to)` reports (a read from
+    /// the tier).
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.lock().producers.aborted_between(from, to)
+    }
+
+    /// How many transactions are open in this partition.
+    pub fn open_transactions(&self) -> usize {
+        self.lock().producers.open_txns()
     }
 
     /// Subscribes to high-watermark changes (fetch long-poll).
@@ -991,9 +1098,26 @@ impl Partition {
             return Ok(());
         };
         let leo = log.log_end_offset();
-        self.persist_snapshot(leo, &st.producers.encode(leo));
+        if self.persist_txn_index(&st.producers, log.active_base_offset(), leo) {
+            self.persist_snapshot(leo, &st.producers.encode(leo));
+        }
         Ok(log.close()?)
     }
+}
+
+/// The offset after the last whole batch of `data` (whole batches, as a
+/// read returns them), `None` when there is none.
+fn data_end(data: &[u8]) -> Option<i64> {
+    let mut pos = 0usize;
+    let mut end = None;
+    while let Some(h) = data.get(pos..).and_then(|d| BatchHeader::parse(d).ok()) {
+        if h.total_len() == 0 || pos + h.total_len() > data.len() {
+            break;
+        }
+        end = Some(h.next_offset());
+        pos += h.total_len();
+    }
+    end
 }
 
 /// Decodes the batch holding `offset` and returns (offset, timestamp) of its
@@ -1016,3 +1140,5 @@ fn first_record_matching(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;

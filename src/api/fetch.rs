@@ -26,8 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -252,23 +254,25 @@ async fn read_remote(
                     p.read_remote(offset, budget.max(1), zero_copy).await
                 }
             });
-            (i, p, task)
+            (i, p, offset, task)
         })
         .collect();
     let deadline = tokio::time::Instant::now() + wait;
     let mut bytes = 0;
     let mut any_error = false;
-    for (i, p, task) in tasks {
+    for (i, p, offset, task) in tasks {
         let pd = &mut parts[i].1;
         pd.high_watermark = p.high_watermark();
-        pd.last_stable_offset = pd.high_watermark;
+        pd.last_stable_offset = p.last_stable_offset();
         pd.log_start_offset = p.log_start_offset();
         match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(Ok(read))) => {
                 p.remote_read_answered();
                 bytes += read.len as usize;
                 if read_committed {
-                    pd.aborted_transactions = Some(vec![]);
+                    // Tiered segments lie below the last stable offset.
+                    let end = offset + read.offsets as i64;
+                    pd.aborted_transactions = Some(aborted_list(&p.aborted_between(offset, end)));
                 }
                 pd.records = Some(bytes::Bytes::new());
                 regions[i] = Some((read.pieces, read.offsets));
@@ -381,13 +385,13 @@ fn read_all(
                 } else {
                     let budget = (t.max_bytes.max(0) as usize).min(remaining);
                     let budget = if claimed { budget } else { budget.max(1) };
-                    match p.read(t.offset, budget, mode) {
+                    match p.read_isolated(t.offset, budget, mode, read_committed) {
                         Ok(r) => {
                             pd.high_watermark = r.high_watermark;
-                            pd.last_stable_offset = r.high_watermark;
+                            pd.last_stable_offset = r.last_stable_offset;
                             pd.log_start_offset = r.log_start_offset;
                             if read_committed {
-                                pd.aborted_transactions = Some(vec![]);
+                                pd.aborted_transactions = Some(aborted_list(&r.aborted));
                             }
                             // Bytes found here, and bytes set aside for the tier.
                             let (found, set_aside) = match r.data {
@@ -424,7 +428,7 @@ fn read_all(
                             pd.error_code = partition_error_code(&e);
                             pd.high_watermark = p.high_watermark();
                             pd.log_start_offset = p.log_start_offset();
-                            pd.last_stable_offset = pd.high_watermark;
+                            pd.last_stable_offset = p.last_stable_offset();
                             g.any_error = true;
                         }
                     }
@@ -438,6 +442,20 @@ fn read_all(
         g.regions.push(region);
     }
     g
+}
+
+/// Aborted transactions as a fetch response lists them.
+fn aborted_list(
+    aborted: &[crate::partition::producer_state::AbortedTxn],
+) -> Vec<AbortedTransaction> {
+    aborted
+        .iter()
+        .map(|a| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(a.producer_id))
+                .with_first_offset(a.first_offset)
+        })
+        .collect()
 }
 
 /// Kafka's byte limits on the response as a whole: only the first

@@ -19,6 +19,8 @@ use crate::broker::Broker;
 use crate::partition::{Partition, PartitionError};
 
 pub const LATEST: i64 = -1;
+/// ListOffsets' `isolation_level` for read_committed (v2+).
+const READ_COMMITTED: i8 = 1;
 pub const EARLIEST: i64 = -2;
 pub const MAX_TIMESTAMP: i64 = -3;
 pub const EARLIEST_LOCAL: i64 = -4;
@@ -68,6 +70,10 @@ pub async fn list_offsets(
                 r.leader_epoch = p.leader_epoch();
             }
             match lp.timestamp {
+                // read_committed consumers start at the last stable offset.
+                LATEST if version >= 2 && req.isolation_level == READ_COMMITTED => {
+                    r.offset = p.last_stable_offset()
+                }
                 LATEST => r.offset = p.high_watermark(),
                 EARLIEST => r.offset = p.log_start_offset(),
                 EARLIEST_LOCAL => r.offset = p.local_log_start_offset(),

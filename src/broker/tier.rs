@@ -138,7 +138,9 @@ async fn tend(
         return Ok(());
     }
     let uploaded = p.tier_last_offset().unwrap_or(-1);
-    let hwm = p.high_watermark();
+    // Below the last stable offset, as Kafka's tiered storage: a tiered
+    // segment holds no transaction still undecided.
+    let hwm = p.last_stable_offset();
     let sealed = p.sealed_segments();
     // A segment refused as damaged stops uploads at it while the local log
     // still holds it (DeleteRecords past it drops it, and uploads go on).
@@ -272,10 +274,10 @@ pub async fn upload_on_shutdown(broker: &Broker, uploader: &Uploader, timeout: D
             }
         }
     }
-    // Whether the tier lacks no sealed segment of `p` below its high
-    // watermark.
+    // Whether the tier lacks no sealed segment of `p` below its last
+    // stable offset.
     let whole = |p: &Partition| {
-        let (tiered, hwm) = (p.tier_last_offset().unwrap_or(-1), p.high_watermark());
+        let (tiered, hwm) = (p.tier_last_offset().unwrap_or(-1), p.last_stable_offset());
         !p.sealed_segments()
             .iter()
             .any(|s| s.next_offset - 1 > tiered && s.next_offset <= hwm)

@@ -293,15 +293,108 @@ pub fn set_log_append_time(batch: &mut [u8]) {
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// What a control batch says (the `type` in its record's key, Kafka's
+/// `ControlRecordType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    /// A transaction's ABORT marker (type 0).
+    Abort,
+    /// A transaction's COMMIT marker (type 1).
+    Commit,
+    /// Any other control record (Kafka uses them for its own quorum), or one
+    /// whose key does not parse: no transaction marker.
+    Other(i16),
+}
+
+/// Bytes of a control record's key: `version: i16, type: i16`.
+const CONTROL_KEY_LEN: usize = 4;
+/// Bytes of a transaction marker's value: `version: i16, coordinator_epoch: i32`.
+const MARKER_VALUE_LEN: usize = 6;
+
+impl ControlType {
+    fn code(self) -> i16 {
+        match self {
+            ControlType::Abort => 0,
+            ControlType::Commit => 1,
+            ControlType::Other(c) => c,
+        }
+    }
+}
+
+/// The control type of the whole control batch `batch` (header first):
+/// read from its first record's key, which Kafka writes uncompressed.
+/// Anything that does not parse is `Other(-1)`; never panics.
+pub fn control_type(batch: &[u8]) -> ControlType {
+    let unknown = ControlType::Other(-1);
+    let Some(records) = batch.get(BATCH_HEADER_LEN..) else {
+        return unknown;
+    };
+    let mut at = 0usize;
+    // length, attributes (1 byte), timestamp delta, offset delta, key length
+    let mut field = |skip: usize| -> Option<i64> {
+        at += skip;
+        let (v, n) = read_varint(records.get(at..)?)?;
+        at += n;
+        Some(v)
+    };
+    let parsed = (|| {
+        field(0)?;
+        field(1)?;
+        field(0)?;
+        let key_len = field(0)?;
+        Some(key_len)
+    })();
+    match parsed {
+        Some(len) if len >= CONTROL_KEY_LEN as i64 => {
+            let Some(key) = records.get(at..at + CONTROL_KEY_LEN) else {
+                return unknown;
+            };
+            match i16::from_be_bytes([key[2], key[3]]) {
+                0 => ControlType::Abort,
+                1 => ControlType::Commit,
+                other => ControlType::Other(other),
+            }
+        }
+        _ => unknown,
+    }
+}
+
+/// A transaction marker as the coordinator writes it: a transactional
+/// control batch of one record (key `version 0, type`, value `version 0,
+/// coordinator_epoch`) from `producer_id` at `producer_epoch`, base
+/// offset 0 (the log assigns it), no sequence.
+pub fn marker_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: ControlType,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    let mut key = [0u8; CONTROL_KEY_LEN];
+    key[2..].copy_from_slice(&marker.code().to_be_bytes());
+    let mut value = [0u8; MARKER_VALUE_LEN];
+    value[2..].copy_from_slice(&coordinator_epoch.to_be_bytes());
+    build_batch_with(
+        TRANSACTIONAL_BIT | CONTROL_BIT,
+        producer_id,
+        producer_epoch,
+        -1,
+        &[(Some(&key), Some(&value), timestamp)],
+    )
+}
+
 /// Refuses batches clients may not write: control batches (only a
-/// transaction coordinator writes markers, as in Kafka) and transactional
-/// batches (transactions are not supported yet, so no marker could ever
-/// end them).
-pub fn check_client_batches(headers: &[BatchHeader]) -> Result<(), BatchError> {
+/// transaction coordinator writes markers, as in Kafka) and, unless
+/// `transactional` (the produce belongs to a transaction the coordinator
+/// knows), transactional batches, which no marker would ever end.
+pub fn check_client_batches(
+    headers: &[BatchHeader],
+    transactional: bool,
+) -> Result<(), BatchError> {
     for h in headers {
         let reason = if h.is_control() {
             "clients may not write control batches"
-        } else if h.is_transactional() {
+        } else if h.is_transactional() && !transactional {
             "transactional batches are not supported by this broker yet"
         } else {
             continue;
@@ -410,6 +503,7 @@ pub fn build_batch(records: &[TestRecord<'_>]) -> Vec<u8> {
 
 /// Like [`build_batch`] with explicit attributes and producer fields. The
 /// records are always written uncompressed, whatever `attributes` says.
+/// Also builds the coordinator's markers ([`marker_batch`]).
 #[doc(hidden)]
 pub fn build_batch_with(
     attributes: i16,
@@ -596,6 +690,37 @@ pub fn decode_records(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn markers_are_transactional_control_batches_that_say_their_type() {
+        for kind in [ControlType::Abort, ControlType::Commit] {
+            let b = marker_batch(7, 3, kind, 11, 1_000);
+            let headers = validate_batches(&b, usize::MAX).expect("valid");
+            let h = headers[0];
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.records_count),
+                (7, 3, 1)
+            );
+            assert_eq!(control_type(&b), kind);
+        }
+        // Kafka's other control records, and a body that does not parse.
+        let other = build_batch_with(0x30, 7, 0, -1, &[(Some(&[0, 0, 0, 3]), None, 0)]);
+        assert_eq!(control_type(&other), ControlType::Other(3));
+        let short = build_batch_with(0x30, 7, 0, -1, &[(Some(&[0]), None, 0)]);
+        assert_eq!(control_type(&short), ControlType::Other(-1));
+        assert_eq!(control_type(&[1, 2, 3]), ControlType::Other(-1));
+    }
+
+    proptest! {
+        #[test]
+        fn control_type_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let mut b = marker_batch(1, 0, ControlType::Commit, 0, 0);
+            b.truncate(BATCH_HEADER_LEN);
+            b.extend_from_slice(&tail);
+            let _ = control_type(&b);
+        }
+    }
 
     /// A batch of `values` (keys k0, k1, ...; headers h=i and g=value) in
     /// codec `compression`, encoded by kafka-protocol.

@@ -8,21 +8,36 @@
 //! DUPLICATE_SEQUENCE_NUMBER, a gap is an OUT_OF_ORDER_SEQUENCE_NUMBER and an
 //! older epoch is INVALID_PRODUCER_EPOCH.
 //!
+//! Transactions: a producer's first transactional batch opens its
+//! transaction at that batch's offset; the coordinator's marker (a control
+//! batch, COMMIT or ABORT) closes it. The last stable offset (LSO) is the
+//! first offset of the oldest transaction still open, or whose marker is not
+//! yet below the high watermark, capped at the high watermark:
+//! `read_committed` consumers read up to it. Every aborted transaction is
+//! kept as an [`AbortedTxn`] (by its marker's offset) so that fetches can
+//! tell consumers which records to drop; they persist per segment in
+//! `.txnindex` files (`txn_index.rs`), not in the snapshot.
+//!
 //! Consistency: pure data, mutated only under the partition's lock, in append
 //! order.
 //!
 //! Crash safety: the table is persisted as snapshots at segment boundaries
 //! ([`ProducerStateTable::encode`], files in `snapshot.rs`); at start it is
-//! loaded from the newest snapshot and the batch headers after it are
-//! replayed ([`ProducerStateTable::observe`]).
+//! loaded from the newest snapshot and the batches after it are replayed
+//! ([`ProducerStateTable::observe`]), which also rebuilds the open
+//! transactions and the aborted ones whose markers are in that range.
 //!
-//! Snapshot format (big-endian): `version: u16 = 1`, `crc32c: u32` of all
+//! Snapshot format (big-endian): `version: u16 = 2`, `crc32c: u32` of all
 //! that follows, `offset: i64` (the state is that of every batch below it),
 //! `producers: u32`, then per producer `producer_id: i64`, `epoch: i16`,
-//! `batches: u8` and per cached batch `base_sequence: i32`,
-//! `last_sequence: i32`, `base_offset: i64`, `last_offset: i64`.
+//! `open_txn_first_offset: i64` (-1: none; absent in version 1), `batches:
+//! u8` and per cached batch `base_sequence: i32`, `last_sequence: i32`,
+//! `base_offset: i64`, `last_offset: i64`. Version 1 snapshots (written
+//! before transactions existed) are read as having no open transaction.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use crate::log::batch::ControlType;
 
 /// How many recent batches per producer are kept for duplicate detection
 /// (Kafka allows 5 in-flight requests per idempotent producer).
@@ -30,13 +45,25 @@ pub const CACHED_BATCHES: usize = 5;
 
 const NO_PRODUCER_ID: i64 = -1;
 
-/// One appended batch as far as idempotence is concerned.
+/// What kind of batch, as far as transactions are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// Outside any transaction.
+    Plain,
+    /// Records of a transaction.
+    Transactional,
+    /// A control batch: a coordinator's marker or another control record.
+    Control(ControlType),
+}
+
+/// One appended batch as far as idempotence and transactions are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchIdentity {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
     pub last_sequence: i32,
+    pub kind: BatchKind,
 }
 
 impl BatchIdentity {
@@ -52,7 +79,12 @@ impl BatchIdentity {
             producer_epoch,
             base_sequence,
             last_sequence: last,
+            kind: BatchKind::Plain,
         }
+    }
+
+    pub fn with_kind(self, kind: BatchKind) -> Self {
+        BatchIdentity { kind, ..self }
     }
 
     pub fn is_idempotent(&self) -> bool {
@@ -72,6 +104,22 @@ struct CachedBatch {
 struct ProducerEntry {
     epoch: i16,
     recent: VecDeque<CachedBatch>,
+    /// First offset of the producer's open transaction.
+    open_txn: Option<i64>,
+}
+
+/// A transaction its coordinator aborted, as fetches report it and as
+/// Kafka's `.txnindex` entries hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    /// Offset of the transaction's first batch.
+    pub first_offset: i64,
+    /// Offset of its ABORT marker.
+    pub last_offset: i64,
+    /// The LSO once it was aborted: every transaction aborted later began
+    /// at or after it.
+    pub last_stable_offset: i64,
 }
 
 impl ProducerEntry {
@@ -99,6 +147,13 @@ pub enum SequenceCheck {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// (first offset, producer id) of every open transaction.
+    open: BTreeSet<(i64, i64)>,
+    /// (first offset, marker offset) of transactions closed since the
+    /// LSO was last computed with a high watermark past their marker.
+    closing: BTreeSet<(i64, i64)>,
+    /// Aborted transactions by marker offset.
+    aborted: BTreeMap<i64, AbortedTxn>,
 }
 
 fn next_sequence(seq: i32) -> i32 {
@@ -124,6 +179,16 @@ impl ProducerStateTable {
 
     /// Checks `batch` against the producer's state; does not change it.
     pub fn check(&self, batch: &BatchIdentity) -> SequenceCheck {
+        if let BatchKind::Control(_) = batch.kind {
+            // A marker from an older epoch than the producer's is a zombie's.
+            return match self.producers.get(&batch.producer_id) {
+                Some(e) if batch.producer_epoch < e.epoch => SequenceCheck::InvalidEpoch {
+                    current: e.epoch,
+                    got: batch.producer_epoch,
+                },
+                _ => SequenceCheck::Append,
+            };
+        }
         if !batch.is_idempotent() {
             return SequenceCheck::Append;
         }
@@ -181,15 +246,28 @@ impl ProducerStateTable {
     }
 
     /// Records an appended batch (after a successful append, and while
-    /// replaying the log at start).
-    pub fn observe(&mut self, batch: &BatchIdentity, base_offset: i64, last_offset: i64) {
+    /// replaying the log at start). Returns the transaction an ABORT
+    /// marker ended.
+    pub fn observe(
+        &mut self,
+        batch: &BatchIdentity,
+        base_offset: i64,
+        last_offset: i64,
+    ) -> Option<AbortedTxn> {
+        if let BatchKind::Control(marker) = batch.kind {
+            return self.observe_marker(batch, marker, base_offset);
+        }
         if !batch.is_idempotent() {
-            return;
+            return None;
         }
         let entry = self.producers.entry(batch.producer_id).or_default();
         if batch.producer_epoch != entry.epoch {
             entry.epoch = batch.producer_epoch;
             entry.recent.clear();
+        }
+        if batch.kind == BatchKind::Transactional && entry.open_txn.is_none() {
+            entry.open_txn = Some(base_offset);
+            self.open.insert((base_offset, batch.producer_id));
         }
         entry.recent.push_back(CachedBatch {
             base_sequence: batch.base_sequence,
@@ -200,12 +278,112 @@ impl ProducerStateTable {
         while entry.recent.len() > CACHED_BATCHES {
             entry.recent.pop_front();
         }
+        None
+    }
+
+    /// A control batch at `offset`: a COMMIT or ABORT marker closes the
+    /// producer's open transaction (a marker for a transaction with no
+    /// records here closes nothing). A marker's newer epoch is the
+    /// producer's from then on.
+    fn observe_marker(
+        &mut self,
+        batch: &BatchIdentity,
+        marker: ControlType,
+        offset: i64,
+    ) -> Option<AbortedTxn> {
+        if matches!(marker, ControlType::Other(_)) || batch.producer_id == NO_PRODUCER_ID {
+            return None;
+        }
+        let entry = self.producers.entry(batch.producer_id).or_default();
+        if batch.producer_epoch > entry.epoch {
+            entry.epoch = batch.producer_epoch;
+            entry.recent.clear();
+        }
+        let first = entry.open_txn.take()?;
+        self.open.remove(&(first, batch.producer_id));
+        self.closing.insert((first, offset));
+        if marker != ControlType::Abort {
+            return None;
+        }
+        let aborted = AbortedTxn {
+            producer_id: batch.producer_id,
+            first_offset: first,
+            last_offset: offset,
+            last_stable_offset: self.open.first().map_or(offset + 1, |&(o, _)| o),
+        };
+        self.aborted.insert(offset, aborted);
+        Some(aborted)
+    }
+
+    /// The last stable offset under the high watermark `hwm`: the first
+    /// offset of the oldest transaction open or closed by a marker at or
+    /// above `hwm`, or `hwm` itself. Forgets closings below `hwm`.
+    pub fn last_stable_offset(&mut self, hwm: i64) -> i64 {
+        self.closing.retain(|&(_, marker)| marker >= hwm);
+        let open = self.open.first().map(|&(o, _)| o);
+        let closing = self.closing.first().map(|&(o, _)| o);
+        [open, closing].into_iter().flatten().fold(hwm, i64::min)
+    }
+
+    /// Whether the producer has a transaction open in this partition.
+    pub fn has_open_txn(&self, producer_id: i64) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.open_txn.is_some())
+    }
+
+    /// How many transactions are open in this partition.
+    pub fn open_txns(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The aborted transactions a read of `[from, to)` must report: those
+    /// whose marker is at or after `from` and whose first batch is before
+    /// `to`, in marker order.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let mut out = Vec::new();
+        for a in self.aborted.range(from..).map(|(_, a)| a) {
+            if a.first_offset < to {
+                out.push(*a);
+            }
+            // Every later abort began at or after this one's LSO.
+            if a.last_stable_offset >= to {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The aborted transactions whose markers are in `[from, to)` (one
+    /// segment's `.txnindex`).
+    pub fn aborted_markers_in(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        if from >= to {
+            return Vec::new();
+        }
+        self.aborted.range(from..to).map(|(_, a)| *a).collect()
+    }
+
+    /// Adds aborted transactions read from a `.txnindex` file.
+    pub fn add_aborted(&mut self, entries: impl IntoIterator<Item = AbortedTxn>) {
+        for a in entries {
+            self.aborted.insert(a.last_offset, a);
+        }
+    }
+
+    /// Keeps only the aborted transactions whose markers are in
+    /// `[from, to)` (after the log start moved, or a truncation).
+    pub fn retain_aborted(&mut self, from: i64, to: i64) {
+        self.aborted
+            .retain(|&marker, _| marker >= from && marker < to);
     }
 }
 
-const SNAPSHOT_VERSION: u16 = 1;
+const SNAPSHOT_VERSION: u16 = 2;
+/// Snapshots written before transactions: no open-transaction field.
+const SNAPSHOT_VERSION_1: u16 = 1;
 const SNAPSHOT_HEADER: usize = 2 + 4 + 8 + 4;
 const PRODUCER_LEN: usize = 8 + 2 + 1;
+const OPEN_TXN_LEN: usize = 8;
 const BATCH_LEN: usize = 4 + 4 + 8 + 8;
 
 /// Why a snapshot could not be decoded.
@@ -233,7 +411,7 @@ impl ProducerStateTable {
         let mut ids: Vec<&i64> = self.producers.keys().collect();
         ids.sort_unstable();
         let mut body = Vec::with_capacity(
-            12 + self.producers.len() * (PRODUCER_LEN + CACHED_BATCHES * BATCH_LEN),
+            12 + self.producers.len() * (PRODUCER_LEN + OPEN_TXN_LEN + CACHED_BATCHES * BATCH_LEN),
         );
         body.extend_from_slice(&offset.to_be_bytes());
         body.extend_from_slice(&(ids.len() as u32).to_be_bytes());
@@ -241,6 +419,7 @@ impl ProducerStateTable {
             let e = &self.producers[id];
             body.extend_from_slice(&id.to_be_bytes());
             body.extend_from_slice(&e.epoch.to_be_bytes());
+            body.extend_from_slice(&e.open_txn.unwrap_or(-1).to_be_bytes());
             body.push(e.recent.len() as u8);
             for b in &e.recent {
                 body.extend_from_slice(&b.base_sequence.to_be_bytes());
@@ -264,7 +443,7 @@ impl ProducerStateTable {
         }
         let mut r = Reader(bytes);
         let version = u16::from_be_bytes(r.take()?);
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_1 {
             return Err(SnapshotError(format!("unknown version. version={version}")));
         }
         let crc = u32::from_be_bytes(r.take()?);
@@ -285,6 +464,11 @@ impl ProducerStateTable {
         for _ in 0..count {
             let id = i64::from_be_bytes(r.take()?);
             let epoch = i16::from_be_bytes(r.take()?);
+            let open_txn = if version == SNAPSHOT_VERSION_1 {
+                None
+            } else {
+                Some(i64::from_be_bytes(r.take()?)).filter(|o| *o >= 0)
+            };
             let [n] = r.take::<1>()?;
             if n as usize > CACHED_BATCHES {
                 return Err(SnapshotError(format!(
@@ -300,7 +484,17 @@ impl ProducerStateTable {
                     last_offset: i64::from_be_bytes(r.take()?),
                 });
             }
-            table.producers.insert(id, ProducerEntry { epoch, recent });
+            if let Some(first) = open_txn {
+                table.open.insert((first, id));
+            }
+            table.producers.insert(
+                id,
+                ProducerEntry {
+                    epoch,
+                    recent,
+                    open_txn,
+                },
+            );
         }
         if !r.0.is_empty() {
             return Err(SnapshotError(format!("{} trailing bytes", r.0.len())));
@@ -413,6 +607,55 @@ mod tests {
                 last_offset: 11
             }
         );
+    }
+
+    #[test]
+    fn a_version_1_snapshot_reads_as_having_no_open_transaction() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&40i64.to_be_bytes()); // offset
+        body.extend_from_slice(&1u32.to_be_bytes()); // producers
+        body.extend_from_slice(&7i64.to_be_bytes());
+        body.extend_from_slice(&2i16.to_be_bytes());
+        body.push(1);
+        for v in [3i32, 4] {
+            body.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [30i64, 31] {
+            body.extend_from_slice(&v.to_be_bytes());
+        }
+        let mut bytes = 1u16.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        let (offset, t) = ProducerStateTable::decode(&bytes).expect("decode");
+        assert_eq!(offset, 40);
+        assert!(!t.has_open_txn(7));
+        assert_eq!(
+            t.check(&BatchIdentity::new(7, 2, 3, 2)),
+            SequenceCheck::Duplicate {
+                base_offset: 30,
+                last_offset: 31
+            }
+        );
+    }
+
+    #[test]
+    fn open_transactions_round_trip_through_a_snapshot() {
+        let mut t = ProducerStateTable::new();
+        let txn = |pid, seq| BatchIdentity::new(pid, 0, seq, 1).with_kind(BatchKind::Transactional);
+        t.observe(&txn(7, 0), 5, 5);
+        t.observe(&txn(8, 0), 6, 6);
+        t.observe(&txn(7, 1), 7, 7);
+        assert_eq!(t.last_stable_offset(100), 5);
+        let (_, mut back) = ProducerStateTable::decode(&t.encode(8)).expect("decode");
+        assert!(back.has_open_txn(7) && back.has_open_txn(8));
+        assert_eq!(back.last_stable_offset(100), 5);
+        let abort =
+            BatchIdentity::new(7, 0, -1, 1).with_kind(BatchKind::Control(ControlType::Abort));
+        let aborted = back.observe(&abort, 8, 8).expect("aborted");
+        assert_eq!((aborted.first_offset, aborted.last_stable_offset), (5, 6));
+        // The marker is not below the high watermark yet: still unstable.
+        assert_eq!(back.last_stable_offset(8), 5);
+        assert_eq!(back.last_stable_offset(9), 6);
     }
 
     #[test]

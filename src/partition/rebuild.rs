@@ -6,10 +6,12 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use super::producer_state::BatchKind;
 use super::{
-    snapshot, BatchHeader, BatchIdentity, LeaderEpochCache, Partition, PartitionError,
+    snapshot, txn_index, BatchHeader, BatchIdentity, LeaderEpochCache, Partition, PartitionError,
     ProducerStateTable, SegmentState,
 };
+use crate::log::batch::control_type;
 use crate::log::{Log, SealedSegmentInfo};
 
 impl Partition {
@@ -29,10 +31,13 @@ impl Partition {
         Ok(out?)
     }
 
-    /// Writes the producer snapshot at the active segment's base when the
-    /// log rolled since `active_before` (fsynced: once tiered segments are
-    /// deleted, the snapshot is what remains of their producer state). A
-    /// failed write is logged; the tier path rebuilds missing snapshots.
+    /// Writes the sealed segment's aborted transactions and then the
+    /// producer snapshot at the active segment's base when the log rolled
+    /// since `active_before` (fsynced: once tiered segments are deleted,
+    /// the snapshot is what remains of their producer state). A failed
+    /// write is logged; the tier path rebuilds missing snapshots, and a
+    /// missing transaction index leaves no snapshot after it, so the next
+    /// open replays its segment.
     pub(super) fn snapshot_if_rolled(
         &self,
         log: &Log,
@@ -43,7 +48,27 @@ impl Partition {
         if base == active_before {
             return;
         }
-        self.persist_snapshot(base, &producers.encode(base));
+        if self.persist_txn_index(producers, active_before, base) {
+            self.persist_snapshot(base, &producers.encode(base));
+        }
+    }
+
+    /// Writes the `.txnindex` of the segment `[base, next)`; false (logged)
+    /// when that failed.
+    pub(super) fn persist_txn_index(
+        &self,
+        producers: &ProducerStateTable,
+        base: i64,
+        next: i64,
+    ) -> bool {
+        let entries = producers.aborted_markers_in(base, next);
+        match txn_index::write(&self.dir, base, &entries) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(partition = %self.name(), base, error = %e, "transaction index not written");
+                false
+            }
+        }
     }
 
     /// Writes the producer snapshot at `offset`; a failure is logged (open
@@ -69,13 +94,15 @@ impl Partition {
             let start = log.log_start_offset();
             let (from, mut table) = snapshot::latest(&self.dir, start, seg.next_offset)
                 .unwrap_or_else(|| (start, ProducerStateTable::new()));
-            replay(log, from, seg.next_offset, |h| {
-                table.observe(&identity(h), h.base_offset, h.last_offset())
+            replay(log, from, seg.next_offset, |h, id| {
+                table.observe(id, h.base_offset, h.last_offset());
             })?;
             Ok(table)
         })?;
         let bytes = table.encode(seg.next_offset);
-        self.persist_snapshot(seg.next_offset, &bytes);
+        if self.persist_txn_index(&table, seg.base_offset, seg.next_offset) {
+            self.persist_snapshot(seg.next_offset, &bytes);
+        }
         Ok(SegmentState {
             producer_snapshot: Bytes::from(bytes),
             leader_epochs,
@@ -83,13 +110,38 @@ impl Partition {
     }
 }
 
-pub(super) fn identity(h: &BatchHeader) -> BatchIdentity {
+/// The batch `batch` (header `h`, whole batch bytes) as the producer
+/// table sees it: a control batch's marker is read from its record.
+pub(super) fn identity(h: &BatchHeader, batch: &[u8]) -> BatchIdentity {
+    let kind = if h.is_control() {
+        BatchKind::Control(control_type(batch))
+    } else if h.is_transactional() {
+        BatchKind::Transactional
+    } else {
+        BatchKind::Plain
+    };
     BatchIdentity::new(
         h.producer_id,
         h.producer_epoch,
         h.base_sequence,
         h.last_offset_delta + 1,
     )
+    .with_kind(kind)
+}
+
+/// The identities of the batches of `records` (whose headers are
+/// `headers`, in order).
+pub(super) fn identities(records: &[u8], headers: &[BatchHeader]) -> Vec<BatchIdentity> {
+    let mut pos = 0usize;
+    headers
+        .iter()
+        .map(|h| {
+            let end = (pos + h.total_len()).min(records.len());
+            let id = identity(h, records.get(pos..end).unwrap_or_default());
+            pos = end;
+            id
+        })
+        .collect()
 }
 
 /// Persists the epoch cache; a failure is logged (the cache is rebuilt
@@ -102,10 +154,12 @@ pub(super) fn store_epochs(dir: &Path, epochs: &LeaderEpochCache) {
 
 /// The producer table and leader-epoch cache at open: the newest valid
 /// snapshot within the log plus the batch headers after it (all of the log
-/// when there is none), and the epoch checkpoint (rebuilt from the same
-/// headers, starting with the first batch's epoch, when it is missing or
-/// unreadable). Snapshots outside the log are removed first. The flag says
-/// whether the epochs differ from the stored checkpoint.
+/// when there is none), with the aborted transactions of the `.txnindex`
+/// files, and the epoch checkpoint (rebuilt from the same headers,
+/// starting with the first batch's epoch, when it is missing or
+/// unreadable). Snapshots and transaction indexes outside the log are
+/// removed first. The flag says whether the epochs differ from the stored
+/// checkpoint.
 pub(super) fn rebuild_state(
     dir: &Path,
     log: &Log,
@@ -121,13 +175,14 @@ pub(super) fn rebuild_state(
     let mut epochs = stored.unwrap_or_default();
     let (from, mut table) =
         snapshot::latest(dir, start, end).unwrap_or_else(|| (start, ProducerStateTable::new()));
+    table.add_aborted(txn_index::load(dir, log.first_segment_base(), end));
     if rebuild_epochs && from > start {
-        replay(log, start, start + 1, |h| {
+        replay(log, start, start + 1, |h, _| {
             epochs.assign(h.partition_leader_epoch, start);
         })?;
     }
-    replay(log, from, end, |h| {
-        table.observe(&identity(h), h.base_offset, h.last_offset());
+    replay(log, from, end, |h, id| {
+        table.observe(id, h.base_offset, h.last_offset());
         if rebuild_epochs {
             epochs.assign(h.partition_leader_epoch, h.base_offset);
         }
@@ -136,13 +191,14 @@ pub(super) fn rebuild_state(
     Ok((table, epochs, rebuild_epochs || truncated))
 }
 
-/// Calls `f` with the header of every batch from the one holding `from`
-/// up to (not including) the batch that starts at or after `to`.
+/// Calls `f` with the header and identity of every batch from the one
+/// holding `from` up to (not including) the batch that starts at or after
+/// `to`.
 pub(super) fn replay(
     log: &Log,
     from: i64,
     to: i64,
-    mut f: impl FnMut(&BatchHeader),
+    mut f: impl FnMut(&BatchHeader, &BatchIdentity),
 ) -> Result<(), PartitionError> {
     let end = to.min(log.log_end_offset());
     let mut offset = from.max(log.log_start_offset());
@@ -165,7 +221,7 @@ pub(super) fn replay(
             if h.base_offset >= end {
                 return Ok(());
             }
-            f(&h);
+            f(&h, &identity(&h, &data[pos..pos + len]));
             offset = h.last_offset() + 1;
             advanced = true;
             pos += len;

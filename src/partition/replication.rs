@@ -25,7 +25,7 @@ use bytes::Bytes;
 
 use super::replica::{BrokerId, ReplicaError, Role};
 use super::{
-    identity, store_epochs, validate_batches, Partition, PartitionError, PartitionRead, ReadData,
+    identities, store_epochs, validate_batches, Partition, PartitionError, PartitionRead, ReadData,
     State,
 };
 
@@ -249,9 +249,9 @@ impl Partition {
         // segment's base.
         self.snapshot_if_rolled(log, producers, active_before);
         let mut epochs_changed = false;
-        for h in &headers {
+        for (h, id) in headers.iter().zip(identities(records, &headers)) {
             epochs_changed |= epochs.assign(h.partition_leader_epoch, h.base_offset);
-            producers.observe(&identity(h), h.base_offset, h.last_offset());
+            producers.observe(&id, h.base_offset, h.last_offset());
         }
         if epochs_changed {
             store_epochs(&self.dir, epochs);
@@ -419,7 +419,7 @@ impl Partition {
         offset: i64,
         max_bytes: usize,
     ) -> Result<PartitionRead, PartitionError> {
-        self.with_log(|log, _, _| {
+        self.with_log(|log, producers, _| {
             let leo = log.log_end_offset();
             let start = log.log_start_offset();
             if offset < start || offset > leo {
@@ -434,9 +434,12 @@ impl Partition {
             } else {
                 log.read(offset, max_bytes, leo)?.data
             };
+            let hwm = self.high_watermark();
             Ok(PartitionRead {
                 data: ReadData::Bytes(data),
-                high_watermark: self.high_watermark(),
+                high_watermark: hwm,
+                last_stable_offset: producers.last_stable_offset(hwm),
+                aborted: Vec::new(),
                 log_start_offset: self.log_start_in(log),
                 log_end_offset: leo,
             })

@@ -30,13 +30,18 @@ pub fn path(dir: &Path, offset: i64) -> PathBuf {
 
 /// Offsets of the snapshot files in `dir`, ascending.
 pub fn list(dir: &Path) -> Vec<i64> {
+    list_named(dir, SUFFIX)
+}
+
+/// Offsets of the files `<offset, 20 digits><suffix>` in `dir`, ascending.
+pub(super) fn list_named(dir: &Path, suffix: &str) -> Vec<i64> {
     let mut out: Vec<i64> = fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let name = e.file_name();
-            let digits = name.to_str()?.strip_suffix(SUFFIX)?.to_owned();
+            let digits = name.to_str()?.strip_suffix(suffix)?.to_owned();
             (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
                 .then(|| digits.parse().ok())
                 .flatten()
@@ -49,13 +54,19 @@ pub fn list(dir: &Path) -> Vec<i64> {
 /// Writes `bytes` (an encoded table) as the snapshot at `offset`: a
 /// temporary file, fsynced, then renamed.
 pub fn write(dir: &Path, offset: i64, bytes: &[u8]) -> std::io::Result<()> {
-    let dest = path(dir, offset);
-    let tmp = dest.with_extension("snapshot.tmp");
+    write_durably(&path(dir, offset), bytes)
+}
+
+/// Writes `bytes` to `dest` through `<dest>.tmp`, fsynced, then renamed.
+pub(super) fn write_durably(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = dest.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_data()?;
     drop(f);
-    fs::rename(&tmp, &dest)
+    fs::rename(&tmp, dest)
 }
 
 /// The snapshot at exactly `offset`, if present and valid.
