@@ -28,6 +28,7 @@ pub mod producer_id;
 mod reassign;
 pub mod replica_fetch;
 pub mod sasl;
+pub mod txn;
 pub mod users;
 pub mod versions;
 
@@ -349,6 +350,35 @@ fn error_codes(r: &ResponseKind) -> Vec<i16> {
             r.responses.iter().map(|t| t.error_code).collect()
         }
         ResponseKind::InitProducerId(r) => vec![r.error_code],
+        ResponseKind::AddOffsetsToTxn(r) => vec![r.error_code],
+        ResponseKind::EndTxn(r) => vec![r.error_code],
+        ResponseKind::AddPartitionsToTxn(r) => std::iter::once(r.error_code)
+            .chain(
+                r.results_by_topic_v3_and_below
+                    .iter()
+                    .chain(
+                        r.results_by_transaction
+                            .iter()
+                            .flat_map(|t| t.topic_results.iter()),
+                    )
+                    .flat_map(|t| {
+                        t.results_by_partition
+                            .iter()
+                            .map(|p| p.partition_error_code)
+                    }),
+            )
+            .collect(),
+        ResponseKind::TxnOffsetCommit(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        ResponseKind::WriteTxnMarkers(r) => r
+            .markers
+            .iter()
+            .flat_map(|m| m.topics.iter())
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
         ResponseKind::AlterPartitionReassignments(r) => std::iter::once(r.error_code)
             .chain(
                 r.responses
@@ -532,6 +562,25 @@ async fn dispatch(
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(group_offsets::offset_fetch(broker, r, v, caller))
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn(broker, r, v, caller).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn(broker, r, v, caller).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end_txn(broker, r, v, caller).await),
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(broker, r, v, caller).await)
+        }
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(txn::write_txn_markers(broker, r, v, caller).await)
+        }
+        RequestKind::DescribeTransactions(r) => ResponseKind::DescribeTransactions(
+            txn::describe_transactions(broker, r, v, caller).await,
+        ),
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(txn::list_transactions(broker, r, v, caller))
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(group_offsets::offset_delete(broker, r, v, caller).await)

@@ -35,6 +35,7 @@ pub mod table_export;
 pub mod tier;
 pub mod tier_compaction;
 pub mod tier_stage;
+mod txn_log;
 
 pub use crate::clock::now_ms;
 
@@ -83,6 +84,11 @@ pub struct Broker {
     pub tier_fetch_limiter: Arc<tiering::RateLimiter>,
     /// The group coordinator (consumer groups and committed offsets).
     pub groups: crate::group::Coordinator,
+    /// The transaction coordinator.
+    pub txns: crate::txn::Coordinator,
+    /// Connections to other brokers for WriteTxnMarkers and the
+    /// verification of transactional produces, by broker id.
+    txn_links: std::sync::Mutex<HashMap<i32, Arc<crate::client::Connection>>>,
     /// The fetchers copying the partitions this broker follows.
     pub fetchers: crate::broker::replication::Fetchers,
     /// Where partitions live, and the sync rounds of `acks=all`.
@@ -139,6 +145,8 @@ impl Broker {
             Arc::new(tiering::RateLimiter::new(config.tier.fetch_bytes_per_sec));
         Broker {
             groups,
+            txns: crate::txn::Coordinator::new(crate::txn::TxnConfig::from_broker(&config)),
+            txn_links: std::sync::Mutex::new(HashMap::new()),
             fetchers: crate::broker::replication::Fetchers::default(),
             log_dir,
             writeback,

@@ -162,6 +162,15 @@ pub struct ServeArgs {
     /// Replicas of __consumer_offsets, capped at the cluster's brokers (the voters or the registered brokers, whichever are more); it is created once that many run (offsets.topic.replication.factor) [default: 3]
     #[arg(long, env = "STRATA_OFFSETS_TOPIC_REPLICATION_FACTOR")]
     pub offsets_topic_replication_factor: Option<i16>,
+    /// Longest transaction timeout a transactional producer may ask for (transaction.max.timeout.ms) [default: 900000]
+    #[arg(long, env = "STRATA_TRANSACTION_MAX_TIMEOUT_MS")]
+    pub transaction_max_timeout_ms: Option<i32>,
+    /// How often the transaction coordinator aborts transactions past their timeout (transaction.abort.timed.out.transaction.cleanup.interval.ms) [default: 10000]
+    #[arg(long, env = "STRATA_TRANSACTION_ABORT_CHECK_INTERVAL_MS")]
+    pub transaction_abort_check_interval_ms: Option<u64>,
+    /// How long a transactional id without a transaction is kept (transactional.id.expiration.ms) [default: 604800000]
+    #[arg(long, env = "STRATA_TRANSACTIONAL_ID_EXPIRATION_MS")]
+    pub transactional_id_expiration_ms: Option<i64>,
     /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600]
     #[arg(long, env = "STRATA_SOCKET_REQUEST_MAX_BYTES")]
     pub socket_request_max_bytes: Option<u32>,
@@ -419,6 +428,9 @@ pub struct BrokerConfig {
     /// None: min(3, running brokers).
     pub default_replication_factor: Option<i16>,
     pub offsets_topic_replication_factor: i16,
+    pub transaction_max_timeout_ms: i32,
+    pub transaction_abort_check_interval_ms: u64,
+    pub transactional_id_expiration_ms: i64,
     pub socket_request_max_bytes: u32,
     pub zero_copy: bool,
     pub sync_rounds_syncfs: bool,
@@ -598,6 +610,22 @@ impl BrokerConfig {
         let offsets_topic_replication_factor = at_least(
             "offsets-topic-replication-factor",
             a.offsets_topic_replication_factor.unwrap_or(3),
+            1,
+        )?;
+        let transaction_max_timeout_ms = at_least(
+            "transaction-max-timeout-ms",
+            a.transaction_max_timeout_ms.unwrap_or(900_000),
+            1,
+        )?;
+        let transaction_abort_check_interval_ms = at_least(
+            "transaction-abort-check-interval-ms",
+            a.transaction_abort_check_interval_ms.unwrap_or(10_000),
+            10,
+        )?;
+        let transactional_id_expiration_ms = at_least(
+            "transactional-id-expiration-ms",
+            a.transactional_id_expiration_ms
+                .unwrap_or(7 * 24 * 3_600_000),
             1,
         )?;
         let socket_request_max_bytes = at_least(
@@ -855,6 +883,9 @@ impl BrokerConfig {
             num_partitions,
             default_replication_factor,
             offsets_topic_replication_factor,
+            transaction_max_timeout_ms,
+            transaction_abort_check_interval_ms,
+            transactional_id_expiration_ms,
             socket_request_max_bytes,
             zero_copy: a.zero_copy.unwrap_or(true),
             sync_rounds_syncfs: a.sync_rounds_syncfs.unwrap_or(true),
@@ -986,6 +1017,15 @@ impl ServeArgs {
             offsets_topic_replication_factor: self
                 .offsets_topic_replication_factor
                 .or(file.offsets_topic_replication_factor),
+            transaction_max_timeout_ms: self
+                .transaction_max_timeout_ms
+                .or(file.transaction_max_timeout_ms),
+            transaction_abort_check_interval_ms: self
+                .transaction_abort_check_interval_ms
+                .or(file.transaction_abort_check_interval_ms),
+            transactional_id_expiration_ms: self
+                .transactional_id_expiration_ms
+                .or(file.transactional_id_expiration_ms),
             socket_request_max_bytes: self
                 .socket_request_max_bytes
                 .or(file.socket_request_max_bytes),

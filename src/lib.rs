@@ -20,5 +20,6 @@ pub mod security;
 pub mod server;
 pub mod table;
 pub mod telemetry;
+pub mod txn;
 pub mod writeback;
 pub mod zerocopy;

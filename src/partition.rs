@@ -853,6 +853,11 @@ impl Partition {
         self.lock().producers.aborted_between(from, to)
     }
 
+    /// Whether the producer has a transaction open in this partition.
+    pub fn has_open_txn(&self, producer_id: i64) -> bool {
+        self.lock().producers.has_open_txn(producer_id)
+    }
+
     /// How many transactions are open in this partition.
     pub fn open_transactions(&self) -> usize {
         self.lock().producers.open_txns()

@@ -414,6 +414,10 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
         broker.clone(),
         shutdown.child_token(),
     ));
+    tasks.spawn(crate::txn::coordinator::run_timers(
+        broker.clone(),
+        shutdown.child_token(),
+    ));
     tasks.spawn(watch_metadata(
         broker.clone(),
         metadata_changes,
@@ -459,6 +463,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     controlled_shutdown(&broker).await;
     // Parked JoinGroup/SyncGroup requests would hold the listener's drain.
     broker.groups.shutdown();
+    broker.txns.shutdown();
     broker.fetchers.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(15), server_task).await;
     tasks.close();

@@ -333,3 +333,174 @@ fn every_advertised_version_is_served() {
     }
     broker.assert_no_error_logs();
 }
+
+/// The transaction APIs at every advertised version, each on a transaction
+/// of its own: InitProducerId with a transactional id, AddPartitionsToTxn
+/// (clients' v0-3, brokers' verify-only v4+), AddOffsetsToTxn,
+/// TxnOffsetCommit, EndTxn, WriteTxnMarkers, DescribeTransactions and
+/// ListTransactions.
+#[test]
+fn every_advertised_transaction_version_is_served() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    let broker = Broker::start();
+    let mut c = RawConn::connect(&broker.bootstrap());
+    let topic = common::topic_name("txn-versions");
+    common::clients::create_topic(&broker.bootstrap(), &topic, 1, &[]);
+    let txn_id = |s: String| TransactionalId(StrBytes::from_string(s));
+    let init = |c: &mut RawConn, id: &str, v: i16| -> (i64, i16) {
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(Some(txn_id(id.to_string())))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let r: InitProducerIdResponse = c.roundtrip(ApiKey::InitProducerId, v, &req);
+        assert_eq!(r.error_code, 0, "InitProducerId v{v} for {id}");
+        (r.producer_id.0, r.producer_epoch)
+    };
+    let latest = |c: &mut RawConn, key| *range(c, key).end();
+    let add = |c: &mut RawConn, id: &str, (pid, epoch): (i64, i16), v: i16| {
+        let req = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(txn_id(id.to_string()))
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(name(&topic))
+                .with_partitions(vec![0])]);
+        let r: AddPartitionsToTxnResponse = c.roundtrip(ApiKey::AddPartitionsToTxn, v, &req);
+        let code = r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
+        assert_eq!(code, 0, "AddPartitionsToTxn v{v}");
+    };
+    let group = "txn-versions-group";
+    let add_offsets = |c: &mut RawConn, id: &str, (pid, epoch): (i64, i16), v: i16| {
+        let req = AddOffsetsToTxnRequest::default()
+            .with_transactional_id(txn_id(id.to_string()))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_group_id(GroupId(StrBytes::from_static_str(group)));
+        let r: AddOffsetsToTxnResponse = c.roundtrip(ApiKey::AddOffsetsToTxn, v, &req);
+        assert_eq!(r.error_code, 0, "AddOffsetsToTxn v{v}");
+    };
+
+    let init_latest = latest(&mut c, ApiKey::InitProducerId);
+    let add_latest = 3;
+    for v in range(&mut c, ApiKey::InitProducerId) {
+        let (pid, epoch) = init(&mut c, &format!("init-{v}"), v);
+        assert!(pid >= 0 && epoch == 0, "InitProducerId v{v}");
+    }
+    for v in range(&mut c, ApiKey::AddPartitionsToTxn).filter(|v| *v <= 3) {
+        let id = format!("add-{v}");
+        let producer = init(&mut c, &id, init_latest);
+        add(&mut c, &id, producer, v);
+    }
+    // The brokers' form: verify that the partition is in the transaction.
+    let producer = init(&mut c, "verified", init_latest);
+    add(&mut c, "verified", producer, add_latest);
+    for v in range(&mut c, ApiKey::AddPartitionsToTxn).filter(|v| *v >= 4) {
+        let req = AddPartitionsToTxnRequest::default().with_transactions(vec![
+            AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(txn_id("verified".into()))
+                .with_producer_id(ProducerId(producer.0))
+                .with_producer_epoch(producer.1)
+                .with_verify_only(true)
+                .with_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(name(&topic))
+                    .with_partitions(vec![0])]),
+        ]);
+        let r: AddPartitionsToTxnResponse = c.roundtrip(ApiKey::AddPartitionsToTxn, v, &req);
+        assert_eq!(r.error_code, 0, "AddPartitionsToTxn v{v}");
+        let code = r.results_by_transaction[0].topic_results[0].results_by_partition[0]
+            .partition_error_code;
+        assert_eq!(code, 0, "AddPartitionsToTxn v{v} verify");
+    }
+    for v in range(&mut c, ApiKey::AddOffsetsToTxn) {
+        let id = format!("offsets-{v}");
+        let producer = init(&mut c, &id, init_latest);
+        add_offsets(&mut c, &id, producer, v);
+    }
+    for v in range(&mut c, ApiKey::TxnOffsetCommit) {
+        let id = format!("txn-commit-{v}");
+        let (pid, epoch) = init(&mut c, &id, init_latest);
+        let add_offsets_latest = latest(&mut c, ApiKey::AddOffsetsToTxn);
+        add_offsets(&mut c, &id, (pid, epoch), add_offsets_latest);
+        let req = TxnOffsetCommitRequest::default()
+            .with_transactional_id(txn_id(id.clone()))
+            .with_group_id(GroupId(StrBytes::from_static_str(group)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(name(&topic))
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(v as i64)])]);
+        let r: TxnOffsetCommitResponse = c.roundtrip(ApiKey::TxnOffsetCommit, v, &req);
+        assert_eq!(
+            r.topics[0].partitions[0].error_code, 0,
+            "TxnOffsetCommit v{v}"
+        );
+    }
+    for v in range(&mut c, ApiKey::EndTxn) {
+        let id = format!("end-{v}");
+        let (pid, epoch) = init(&mut c, &id, init_latest);
+        add(&mut c, &id, (pid, epoch), add_latest);
+        let req = EndTxnRequest::default()
+            .with_transactional_id(txn_id(id.clone()))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(v % 2 == 0);
+        let r: EndTxnResponse = c.roundtrip(ApiKey::EndTxn, v, &req);
+        assert_eq!(r.error_code, 0, "EndTxn v{v}");
+    }
+    for v in range(&mut c, ApiKey::WriteTxnMarkers) {
+        let req =
+            WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                .with_producer_id(ProducerId(producer.0))
+                .with_producer_epoch(producer.1)
+                .with_transaction_result(false)
+                .with_coordinator_epoch(0)
+                .with_topics(vec![WritableTxnMarkerTopic::default()
+                    .with_name(name(&topic))
+                    .with_partition_indexes(vec![0])])]);
+        let r: WriteTxnMarkersResponse = c.roundtrip(ApiKey::WriteTxnMarkers, v, &req);
+        let code = r.markers[0].topics[0].partitions[0].error_code;
+        assert_eq!(code, 0, "WriteTxnMarkers v{v}");
+    }
+    for v in range(&mut c, ApiKey::DescribeTransactions) {
+        let req = DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![txn_id("verified".into()), txn_id("unknown".into())]);
+        let r: DescribeTransactionsResponse = c.roundtrip(ApiKey::DescribeTransactions, v, &req);
+        let s = &r.transaction_states[0];
+        assert_eq!(
+            (s.error_code, s.transaction_state.as_str(), s.producer_id.0),
+            (0, "Ongoing", producer.0),
+            "DescribeTransactions v{v}"
+        );
+        assert_eq!(s.topics[0].partitions, vec![0]);
+        assert_eq!(
+            r.transaction_states[1].error_code, 105,
+            "TRANSACTIONAL_ID_NOT_FOUND"
+        );
+    }
+    for v in range(&mut c, ApiKey::ListTransactions) {
+        let req = ListTransactionsRequest::default()
+            .with_state_filters(vec![StrBytes::from_static_str("Ongoing")])
+            .with_duration_filter(-1);
+        let r: ListTransactionsResponse = c.roundtrip(ApiKey::ListTransactions, v, &req);
+        assert_eq!(r.error_code, 0, "ListTransactions v{v}");
+        let ids: Vec<&str> = r
+            .transaction_states
+            .iter()
+            .map(|s| s.transactional_id.0.as_str())
+            .collect();
+        assert!(ids.contains(&"verified"), "ListTransactions v{v}: {ids:?}");
+        assert!(!ids.contains(&"init-0"), "an Empty id is filtered out");
+    }
+}

@@ -101,10 +101,18 @@ pub async fn find_coordinator(
         vec![req.key.to_string()]
     };
     // A group's coordinator leads the group's partition of the offsets
-    // topic, which the first FindCoordinator creates. Transactional ids
-    // are refused later (InitProducerId), so this node answers for them.
+    // topic, a transactional id's the id's partition of the transaction
+    // state topic; the first FindCoordinator creates the topic.
     let offsets_topic = if req.key_type == 0 {
-        broker.groups.prepare(broker).await
+        broker
+            .groups
+            .prepare(broker)
+            .await
+            .map_err(|e| e.to_string())
+    } else if req.key_type == 1 {
+        <Broker as crate::txn::TxnHost>::ensure_topic(broker)
+            .await
+            .map_err(|e| e.to_string())
     } else {
         Ok(())
     };
@@ -132,15 +140,17 @@ pub async fn find_coordinator(
                 Some(caller.denied_message(Operation::Describe, rt, key)),
             ));
         }
+        if let Err(e) = &offsets_topic {
+            return Err((Code::CoordinatorNotAvailable.code(), Some(e.clone())));
+        }
         if req.key_type == 1 {
             return broker
-                .me
-                .endpoint(listener)
-                .map(|(host, port)| (broker.node_id(), host, port))
+                .txn_coordinator(key)
+                .and_then(|b| {
+                    b.endpoint(listener)
+                        .map(|(host, port)| (b.node_id, host, port))
+                })
                 .ok_or((Code::CoordinatorNotAvailable.code(), None));
-        }
-        if let Err(e) = &offsets_topic {
-            return Err((Code::CoordinatorNotAvailable.code(), Some(e.to_string())));
         }
         match broker.group_coordinator(key) {
             Some(b)

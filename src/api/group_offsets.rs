@@ -49,66 +49,35 @@ pub async fn offset_commit(
     let group_id = req.group_id.0.to_string();
     // READ on the group, then READ on each topic.
     let group_denied = !caller.allows(Operation::Read, ResourceType::Group, &group_id);
-    let view = broker.view();
     let now = broker.groups.now().wall_ms;
-    let max_metadata = broker.groups.config().offset_metadata_max_bytes;
     let expire = (version <= 4 && req.retention_time_ms >= 0)
         .then(|| now.saturating_add(req.retention_time_ms));
-    // (topic index, partition index) of each partition that passed the edge
-    // checks, with its offset; the others already have their code.
-    let mut codes: Vec<(TopicName, Vec<(i32, i16)>)> = Vec::with_capacity(req.topics.len());
-    let mut valid: Vec<(usize, usize)> = Vec::new();
-    let mut offsets: Vec<(String, i32, OffsetValue)> = Vec::new();
-    for (ti, t) in req.topics.iter().enumerate() {
-        let topic = t.name.0.to_string();
-        let topic_denied =
-            !group_denied && !caller.allows(Operation::Read, ResourceType::Topic, &topic);
-        let mut parts = Vec::with_capacity(t.partitions.len());
-        for (pi, p) in t.partitions.iter().enumerate() {
-            let metadata = p
-                .committed_metadata
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            let code = if group_denied {
-                EdgeCode(Code::GroupAuthorizationFailed.code())
-            } else if topic_denied {
-                EdgeCode(Code::TopicAuthorizationFailed.code())
-            } else if !partition_exists(&view, &topic, p.partition_index) {
-                GroupError::UnknownTopicOrPartition {
-                    topic: topic.clone(),
+    let asked = req
+        .topics
+        .iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| CommitAsked {
                     partition: p.partition_index,
-                }
-                .into()
-            } else if metadata.len() > max_metadata {
-                GroupError::OffsetMetadataTooLarge {
-                    size: metadata.len(),
-                    max: max_metadata,
-                }
-                .into()
-            } else {
-                valid.push((ti, pi));
-                offsets.push((
-                    topic.clone(),
-                    p.partition_index,
-                    OffsetValue {
-                        offset: p.committed_offset,
-                        leader_epoch: if version >= 6 {
-                            p.committed_leader_epoch
-                        } else {
-                            -1
-                        },
-                        metadata,
-                        commit_timestamp: now,
-                        expire_timestamp: expire,
+                    offset: p.committed_offset,
+                    leader_epoch: if version >= 6 {
+                        p.committed_leader_epoch
+                    } else {
+                        -1
                     },
-                ));
-                EdgeCode(NONE)
-            };
-            parts.push((p.partition_index, code.0));
-        }
-        codes.push((t.name.clone(), parts));
-    }
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                })
+                .collect();
+            (t.name.clone(), parts)
+        })
+        .collect();
+    let Checked {
+        mut codes,
+        valid,
+        offsets,
+    } = check_commit(broker, caller, group_denied, asked, expire);
     let result = if group_denied {
         Ok(())
     } else {
@@ -149,6 +118,89 @@ pub async fn offset_commit(
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// One partition's offset an OffsetCommit or TxnOffsetCommit asks for.
+pub struct CommitAsked {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// What the edge checks of a commit found.
+pub struct Checked {
+    /// Every partition with its code so far, by topic.
+    pub codes: Vec<(TopicName, Vec<(i32, i16)>)>,
+    /// (topic index, partition index) of each partition that passed.
+    pub valid: Vec<(usize, usize)>,
+    /// Their offsets, in the same order.
+    pub offsets: Vec<(String, i32, OffsetValue)>,
+}
+
+/// The edge checks of OffsetCommit and TxnOffsetCommit: READ on each topic
+/// (after the group's, `group_denied`), the partition exists, metadata
+/// within `offset.metadata.max.bytes`.
+pub fn check_commit(
+    broker: &Broker,
+    caller: &Caller,
+    group_denied: bool,
+    asked: Vec<(TopicName, Vec<CommitAsked>)>,
+    expire: Option<i64>,
+) -> Checked {
+    let view = broker.view();
+    let now = broker.groups.now().wall_ms;
+    let max_metadata = broker.groups.config().offset_metadata_max_bytes;
+    let mut codes: Vec<(TopicName, Vec<(i32, i16)>)> = Vec::with_capacity(asked.len());
+    let mut valid: Vec<(usize, usize)> = Vec::new();
+    let mut offsets: Vec<(String, i32, OffsetValue)> = Vec::new();
+    for (ti, (name, asked_parts)) in asked.into_iter().enumerate() {
+        let topic = name.0.to_string();
+        let topic_denied =
+            !group_denied && !caller.allows(Operation::Read, ResourceType::Topic, &topic);
+        let mut parts = Vec::with_capacity(asked_parts.len());
+        for (pi, p) in asked_parts.into_iter().enumerate() {
+            let metadata = p.metadata.unwrap_or_default();
+            let code = if group_denied {
+                EdgeCode(Code::GroupAuthorizationFailed.code())
+            } else if topic_denied {
+                EdgeCode(Code::TopicAuthorizationFailed.code())
+            } else if !partition_exists(&view, &topic, p.partition) {
+                GroupError::UnknownTopicOrPartition {
+                    topic: topic.clone(),
+                    partition: p.partition,
+                }
+                .into()
+            } else if metadata.len() > max_metadata {
+                GroupError::OffsetMetadataTooLarge {
+                    size: metadata.len(),
+                    max: max_metadata,
+                }
+                .into()
+            } else {
+                valid.push((ti, pi));
+                offsets.push((
+                    topic.clone(),
+                    p.partition,
+                    OffsetValue {
+                        offset: p.offset,
+                        leader_epoch: p.leader_epoch,
+                        metadata,
+                        commit_timestamp: now,
+                        expire_timestamp: expire,
+                    },
+                ));
+                EdgeCode(NONE)
+            };
+            parts.push((p.partition, code.0));
+        }
+        codes.push((name, parts));
+    }
+    Checked {
+        codes,
+        valid,
+        offsets,
+    }
 }
 
 /// An error code for the edge checks above.

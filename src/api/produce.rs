@@ -28,6 +28,34 @@ use crate::security::Caller;
 /// retry, so one line per 10 s, with the count suppressed.
 static APPEND_FAILED_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
 
+/// A produce of transactional id `id`: its first write to a partition in
+/// a transaction is checked with the coordinator (KIP-890), so a
+/// partition never added to the transaction cannot open one there that
+/// no marker would close. Later writes of the same open transaction pass.
+async fn verify_transactional(
+    broker: &Broker,
+    id: &str,
+    topic: &str,
+    partition: &Partition,
+    records: &bytes::Bytes,
+) -> Result<(), (i16, String)> {
+    let Ok(h) = crate::log::batch::BatchHeader::parse(records) else {
+        // The append refuses it with the reason.
+        return Ok(());
+    };
+    if !h.is_transactional() || partition.has_open_txn(h.producer_id) {
+        return Ok(());
+    }
+    broker
+        .verify_txn_produce(
+            id,
+            h.producer_id,
+            h.producer_epoch,
+            &(topic.to_string(), partition.index),
+        )
+        .await
+}
+
 fn failed(index: i32, code: i16, msg: Option<String>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
@@ -83,24 +111,27 @@ pub async fn handle(
         let denied = (topic.is_some() || version < 13)
             && !caller.allows(Operation::Write, ResourceType::Topic, name);
         for pd in &td.partition_data {
-            let code_msg: Option<(i16, String)> = if denied {
-                Some((
-                    Code::TopicAuthorizationFailed.code(),
-                    caller.denied_message(Operation::Write, ResourceType::Topic, name),
-                ))
-            } else if req.transactional_id.is_some() {
-                Some((
-                    Code::UnsupportedVersion.code(),
-                    "transactions are not supported by this broker yet".into(),
-                ))
-            } else if !(-1..=1).contains(&acks) {
-                Some((
-                    Code::InvalidRequiredAcks.code(),
-                    format!("acks must be 0, 1 or -1. acks={acks}"),
-                ))
-            } else {
-                None
-            };
+            let code_msg: Option<(i16, String)> =
+                if denied {
+                    Some((
+                        Code::TopicAuthorizationFailed.code(),
+                        caller.denied_message(Operation::Write, ResourceType::Topic, name),
+                    ))
+                } else if let Some(id) = req.transactional_id.as_ref().filter(|id| {
+                    !caller.allows(Operation::Write, ResourceType::TransactionalId, id)
+                }) {
+                    Some((
+                        Code::TransactionalIdAuthorizationFailed.code(),
+                        caller.denied_message(Operation::Write, ResourceType::TransactionalId, id),
+                    ))
+                } else if !(-1..=1).contains(&acks) {
+                    Some((
+                        Code::InvalidRequiredAcks.code(),
+                        format!("acks must be 0, 1 or -1. acks={acks}"),
+                    ))
+                } else {
+                    None
+                };
             if let Some((code, msg)) = code_msg {
                 parts.push(failed(pd.index, code, Some(msg)));
                 continue;
@@ -192,7 +223,19 @@ pub async fn handle(
                     continue;
                 }
             }
-            match partition.append(records, now_ms()) {
+            let appended = match req.transactional_id.as_ref() {
+                None => partition.append(records, now_ms()),
+                Some(id) => {
+                    if let Err((code, msg)) =
+                        verify_transactional(broker, id, &topic.name, &partition, records).await
+                    {
+                        parts.push(failed(pd.index, code, Some(msg)));
+                        continue;
+                    }
+                    partition.append_transactional(records, now_ms())
+                }
+            };
+            match appended {
                 Ok(r) => {
                     // A replicated leader's high watermark waits for its
                     // own fsync, whatever the acks.

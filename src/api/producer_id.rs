@@ -1,11 +1,12 @@
-//! InitProducerId for idempotent producers.
+//! InitProducerId for idempotent and transactional producers.
 //!
-//! Every call without a transactional id gets a fresh producer id with epoch
-//! 0, taken from a block the controller allocated to this broker, as Kafka
-//! does. Transactional ids are refused with UNSUPPORTED_VERSION (the
-//! feature is missing, not a permission) until transactions exist. With
-//! the ACL authorizer an idempotent producer needs IDEMPOTENT_WRITE on the
-//! cluster or WRITE on some topic (KIP-679).
+//! Without a transactional id every call gets a fresh producer id with
+//! epoch 0, taken from a block the controller allocated to this broker, as
+//! Kafka does. With the ACL authorizer an idempotent producer needs
+//! IDEMPOTENT_WRITE on the cluster or WRITE on some topic (KIP-679). With
+//! a transactional id the id's coordinator answers (`txn/`): the id's
+//! producer id at a new epoch, which fences older producers of the id;
+//! that needs WRITE on the transactional id.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
@@ -17,17 +18,32 @@ use crate::security::Caller;
 pub async fn handle(
     broker: &Broker,
     req: InitProducerIdRequest,
-    _version: i16,
+    version: i16,
     caller: &Caller,
 ) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
-        tracing::info!(
-            "InitProducerId with a transactional id refused: transactions are not supported yet"
-        );
-        return resp.with_error_code(Code::UnsupportedVersion.code());
+    if let Some(id) = req.transactional_id.as_ref().map(|i| i.0.to_string()) {
+        if !caller.allows(Operation::Write, ResourceType::TransactionalId, &id) {
+            return resp.with_error_code(Code::TransactionalIdAuthorizationFailed.code());
+        }
+        // KIP-360: a producer that had an id asks for that id's next epoch.
+        let expected = (version >= 3 && req.producer_id.0 >= 0)
+            .then_some((req.producer_id.0, req.producer_epoch));
+        return match broker
+            .txns
+            .init_producer_id(broker, &id, req.transaction_timeout_ms, expected)
+            .await
+        {
+            Ok((pid, epoch)) => resp
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch),
+            Err(e) => {
+                tracing::debug!(transactional_id = %id, error = %e, "InitProducerId refused");
+                resp.with_error_code(e.code().code())
+            }
+        };
     }
     if !caller.allows_cluster(Operation::IdempotentWrite)
         && !caller.allows_any(Operation::Write, ResourceType::Topic)

@@ -51,6 +51,18 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // Transactions. AddPartitionsToTxn v4-5 is the brokers' batched and
+    // verify-only form (KIP-890 part 1). EndTxn v5 and TxnOffsetCommit v5
+    // belong to KIP-890 part 2 (an epoch bump per transaction), which is
+    // not offered. ListTransactions v2's regular expression filter is not
+    // taken.
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
     // SASL: handshake v0 (tokens then come as bare frames) and v1
     // (tokens in SaslAuthenticate); authenticate v1+ carries the session
     // lifetime (KIP-368).

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::Broker;
-use crate::group::log::{decode_records, Appended, GroupLog};
-use crate::group::records::{encode_batch, partition_for, KeyValue, OFFSETS_TOPIC};
+use crate::group::log::{decode_entries, Appended, Entry, GroupLog};
+use crate::group::records::{
+    encode_batch, encode_txn_batch, partition_for, KeyValue, OFFSETS_TOPIC,
+};
 use crate::group::{Coordinator, GroupConfig, GroupError};
 use crate::log::batch::BatchError;
 use crate::metadata::{Command, CommandResult};
@@ -100,6 +102,13 @@ impl Broker {
     /// still starting does not create a topic of one replica); refused
     /// while fewer brokers run (clients retry FindCoordinator).
     fn offsets_topic_replication_factor(&self) -> Result<i16, GroupError> {
+        self.internal_topic_replication_factor()
+            .map_err(|message| GroupError::OffsetsTopicUnavailable { message })
+    }
+
+    /// The replication factor of an internal topic (`__consumer_offsets`,
+    /// `__transaction_state`): as the offsets topic's.
+    pub(super) fn internal_topic_replication_factor(&self) -> Result<i16, String> {
         let view = self.view();
         let voters = self
             .config
@@ -111,11 +120,9 @@ impl Broker {
             usize::from(self.config.offsets_topic_replication_factor.unsigned_abs()).min(cluster);
         let running = view.live_brokers().len();
         if running < rf {
-            return Err(GroupError::OffsetsTopicUnavailable {
-                message: format!(
-                    "the offsets topic is created once {rf} brokers run (offsets.topic.replication.factor, capped at the cluster's brokers). running={running}"
-                ),
-            });
+            return Err(format!(
+                "internal topics are created once {rf} brokers run (offsets.topic.replication.factor, capped at the cluster's brokers). running={running}"
+            ));
         }
         Ok(rf as i16)
     }
@@ -229,25 +236,17 @@ impl GroupLog for Broker {
         records: &[KeyValue],
         now_ms: i64,
     ) -> Result<Appended, GroupError> {
-        let (index, p) = self.offsets_partition(group)?;
-        let batch = encode_batch(records, now_ms)
-            .map_err(|message| GroupError::OffsetsTopicUnavailable { message })?;
-        match p.append(&batch, now_ms) {
-            Ok(r) => Ok(Appended {
-                partition: index,
-                end_offset: r.last_offset + 1,
-            }),
-            Err(source @ PartitionError::Batch(BatchError::TooLarge { .. })) => {
-                Err(GroupError::CommitTooLarge {
-                    partition: index,
-                    source: Box::new(source),
-                })
-            }
-            Err(source) => Err(GroupError::Storage {
-                partition: index,
-                source: Box::new(source),
-            }),
-        }
+        self.append_offsets(group, records, None, now_ms)
+    }
+
+    fn append_txn(
+        &self,
+        group: &str,
+        records: &[KeyValue],
+        producer: (i64, i16),
+        now_ms: i64,
+    ) -> Result<Appended, GroupError> {
+        self.append_offsets(group, records, Some(producer), now_ms)
     }
 
     async fn wait_durable(&self, appended: Appended) -> Result<(), GroupError> {
@@ -273,11 +272,7 @@ impl GroupLog for Broker {
             .unwrap_or(0)
     }
 
-    fn read(
-        &self,
-        partition: i32,
-        offset: i64,
-    ) -> Result<Option<(Vec<KeyValue>, i64)>, GroupError> {
+    fn read(&self, partition: i32, offset: i64) -> Result<Option<(Vec<Entry>, i64)>, GroupError> {
         // Another broker leads it: its records are replayed there.
         let led_here = self
             .view()
@@ -304,7 +299,7 @@ impl GroupLog for Broker {
                     source: Box::new(source),
                 })?;
         match read.data {
-            ReadData::Bytes(data) => Ok(decode_records(data, offset)),
+            ReadData::Bytes(data) => Ok(decode_entries(data, offset)),
             // Internal topics stay local; nothing of them is in the tier.
             ReadData::File { .. } | ReadData::InTier => Ok(None),
         }
@@ -316,5 +311,44 @@ impl GroupLog for Broker {
 
     fn metadata_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.metadata.subscribe())
+    }
+}
+
+impl Broker {
+    /// Appends offset records of `group` to its partition, as a
+    /// transactional batch of `producer` when there is one.
+    fn append_offsets(
+        &self,
+        group: &str,
+        records: &[KeyValue],
+        producer: Option<(i64, i16)>,
+        now_ms: i64,
+    ) -> Result<Appended, GroupError> {
+        let (index, p) = self.offsets_partition(group)?;
+        let batch = match producer {
+            None => encode_batch(records, now_ms),
+            Some(producer) => encode_txn_batch(records, now_ms, producer),
+        }
+        .map_err(|message| GroupError::OffsetsTopicUnavailable { message })?;
+        let appended = match producer {
+            None => p.append(&batch, now_ms),
+            Some(_) => p.append_transactional(&batch, now_ms),
+        };
+        match appended {
+            Ok(r) => Ok(Appended {
+                partition: index,
+                end_offset: r.last_offset + 1,
+            }),
+            Err(source @ PartitionError::Batch(BatchError::TooLarge { .. })) => {
+                Err(GroupError::CommitTooLarge {
+                    partition: index,
+                    source: Box::new(source),
+                })
+            }
+            Err(source) => Err(GroupError::Storage {
+                partition: index,
+                source: Box::new(source),
+            }),
+        }
     }
 }

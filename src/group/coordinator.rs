@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::GroupConfig;
 use super::error::GroupError;
-use super::log::GroupLog;
+use super::log::{Entry, GroupLog};
 use super::records::partition_for;
 use super::records::OffsetValue;
 use super::records::{
@@ -154,6 +154,19 @@ pub struct Coordinator {
     /// Wall clock at a tokio instant: `now()` derives the wall clock from
     /// tokio's clock, so paused-time tests see both move together.
     epoch: (tokio::time::Instant, i64),
+    /// Offsets of open transactions (TxnOffsetCommit), by offsets
+    /// partition and producer id: applied at the COMMIT marker, dropped
+    /// at the ABORT.
+    txn_offsets: Mutex<HashMap<(i32, i64), Vec<PendingOffset>>>,
+}
+
+/// An offset a transaction committed, not yet decided.
+#[derive(Debug, Clone)]
+struct PendingOffset {
+    group: String,
+    topic: String,
+    partition: i32,
+    value: OffsetValue,
 }
 
 impl Coordinator {
@@ -169,6 +182,7 @@ impl Coordinator {
             ownership: std::sync::RwLock::new(Ownership::default()),
             loading: tokio::sync::Mutex::new(()),
             epoch: (tokio::time::Instant::now(), wall_clock()),
+            txn_offsets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -632,7 +646,7 @@ impl Coordinator {
             .collect();
         for (partition, epoch) in pending {
             let started = std::time::Instant::now();
-            let (groups, stats) = match self.replay_partition(log, partition).await {
+            let (groups, open_txns, stats) = match self.replay_partition(log, partition).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(partition, error = %e, "cannot load consumer groups of an offsets partition");
@@ -655,6 +669,12 @@ impl Coordinator {
                 map.insert(id, Slot::new(g));
             }
             drop(map);
+            let mut txn = self.txn_offsets();
+            txn.retain(|(p, _), _| *p != partition);
+            for (producer_id, offsets) in open_txns {
+                txn.insert((partition, producer_id), offsets);
+            }
+            drop(txn);
             drop(o);
             let elapsed_ms = started.elapsed().as_millis() as u64;
             if stats.records > 0 {
@@ -685,22 +705,53 @@ impl Coordinator {
         }
     }
 
-    /// The groups recorded in one offsets partition.
+    /// The groups recorded in one offsets partition, and the offsets of
+    /// transactions still open there (by producer id). A transaction's
+    /// records count once its COMMIT marker follows them.
     async fn replay_partition<L: GroupLog>(
         &self,
         log: &L,
         partition: i32,
-    ) -> Result<(HashMap<String, Group>, LoadStats), GroupError> {
+    ) -> Result<
+        (
+            HashMap<String, Group>,
+            Vec<(i64, Vec<PendingOffset>)>,
+            LoadStats,
+        ),
+        GroupError,
+    > {
         let now = self.now();
         let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut open: HashMap<i64, Vec<KeyValue>> = HashMap::new();
         let mut stats = LoadStats::default();
         let mut offset = 0;
-        while let Some((records, next)) = log.read(partition, offset)? {
-            for (key, value) in records {
-                stats.records += 1;
-                if let Err(e) = replay(&mut groups, &key, value.as_ref(), now) {
-                    stats.skipped += 1;
-                    tracing::warn!(partition, error = %e, "skipping an unreadable __consumer_offsets record");
+        let apply = |groups: &mut HashMap<String, Group>,
+                     stats: &mut LoadStats,
+                     (key, value): KeyValue| {
+            stats.records += 1;
+            if let Err(e) = replay(groups, &key, value.as_ref(), now) {
+                stats.skipped += 1;
+                tracing::warn!(partition, error = %e, "skipping an unreadable __consumer_offsets record");
+            }
+        };
+        while let Some((entries, next)) = log.read(partition, offset)? {
+            for entry in entries {
+                match entry {
+                    Entry::Record(r) => apply(&mut groups, &mut stats, r),
+                    Entry::Txn {
+                        producer_id,
+                        record,
+                    } => open.entry(producer_id).or_default().push(record),
+                    Entry::Marker {
+                        producer_id,
+                        commit,
+                    } => {
+                        for r in open.remove(&producer_id).unwrap_or_default() {
+                            if commit {
+                                apply(&mut groups, &mut stats, r);
+                            }
+                        }
+                    }
                 }
             }
             offset = next;
@@ -709,7 +760,50 @@ impl Coordinator {
         groups.retain(|_, g| !(g.is_removable() && g.generation() == 0));
         stats.groups = groups.len();
         stats.offsets = groups.values().map(|g| g.offsets().len()).sum();
-        Ok((groups, stats))
+        let open_txns = open
+            .into_iter()
+            .map(|(producer_id, records)| {
+                let offsets = records
+                    .iter()
+                    .filter_map(|(k, v)| pending_offset(k, v.as_ref()))
+                    .collect();
+                (producer_id, offsets)
+            })
+            .collect();
+        Ok((groups, open_txns, stats))
+    }
+
+    fn txn_offsets(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, i64), Vec<PendingOffset>>> {
+        self.txn_offsets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A transaction marker reached offsets partition `partition`: the
+    /// producer's transactional offsets there are committed or dropped.
+    pub fn complete_txn_offsets(&self, partition: i32, producer_id: i64, commit: bool) {
+        let Some(offsets) = self.txn_offsets().remove(&(partition, producer_id)) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        for o in offsets {
+            if let Some(slot) = self.slot(&o.group, true) {
+                let mut inner = slot.lock();
+                if inner.group.state() != GroupState::Dead {
+                    inner.group.commit_offset(&o.topic, o.partition, o.value);
+                }
+            }
+        }
+    }
+
+    /// Whether a transaction holds an undecided offset of the group's
+    /// `topic`/`partition` (OffsetFetch with require_stable answers
+    /// UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_txn_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.txn_offsets()
+            .values()
+            .flatten()
+            .any(|o| o.group == group && o.topic == topic && o.partition == partition)
     }
 
     /// Answers every parked request with NOT_COORDINATOR and refuses new ones.
@@ -847,6 +941,23 @@ fn tombstones(group: &Group) -> Vec<KeyValue> {
         None,
     ));
     out
+}
+
+/// The offset a transactional record commits, if it is an offset record.
+fn pending_offset(key: &Bytes, value: Option<&Bytes>) -> Option<PendingOffset> {
+    match decode_key(key).ok()? {
+        RecordKey::Offset {
+            group,
+            topic,
+            partition,
+        } => Some(PendingOffset {
+            group,
+            topic,
+            partition,
+            value: decode_offset_value(value?).ok()?,
+        }),
+        RecordKey::Group { .. } => None,
+    }
 }
 
 /// Applies one record of `__consumer_offsets` to the groups being loaded.

@@ -385,16 +385,35 @@ pub type KeyValue = (Bytes, Option<Bytes>);
 /// Encodes records as one uncompressed magic-v2 record batch, ready for
 /// `Partition::append`.
 pub fn encode_batch(records: &[KeyValue], now_ms: i64) -> Result<Bytes, String> {
+    encode_batch_of(records, now_ms, None)
+}
+
+/// [`encode_batch`] as a transactional batch of `(producer id, epoch)`
+/// (TxnOffsetCommit), for `Partition::append_transactional`.
+pub fn encode_txn_batch(
+    records: &[KeyValue],
+    now_ms: i64,
+    producer: (i64, i16),
+) -> Result<Bytes, String> {
+    encode_batch_of(records, now_ms, Some(producer))
+}
+
+fn encode_batch_of(
+    records: &[KeyValue],
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) -> Result<Bytes, String> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (k, v))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // Non-idempotent: base sequence -1. The encoder keeps records

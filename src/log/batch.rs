@@ -395,7 +395,7 @@ pub fn check_client_batches(
         let reason = if h.is_control() {
             "clients may not write control batches"
         } else if h.is_transactional() && !transactional {
-            "transactional batches are not supported by this broker yet"
+            "transactional batches need the transactional id of a transaction (transactional.id)"
         } else {
             continue;
         };

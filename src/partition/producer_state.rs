@@ -257,7 +257,11 @@ impl ProducerStateTable {
         if let BatchKind::Control(marker) = batch.kind {
             return self.observe_marker(batch, marker, base_offset);
         }
-        if !batch.is_idempotent() {
+        // Transactional batches without a sequence (offsets a transaction
+        // commits) still open the transaction.
+        let transactional =
+            batch.kind == BatchKind::Transactional && batch.producer_id != NO_PRODUCER_ID;
+        if !batch.is_idempotent() && !transactional {
             return None;
         }
         let entry = self.producers.entry(batch.producer_id).or_default();
@@ -265,9 +269,12 @@ impl ProducerStateTable {
             entry.epoch = batch.producer_epoch;
             entry.recent.clear();
         }
-        if batch.kind == BatchKind::Transactional && entry.open_txn.is_none() {
+        if transactional && entry.open_txn.is_none() {
             entry.open_txn = Some(base_offset);
             self.open.insert((base_offset, batch.producer_id));
+        }
+        if !batch.is_idempotent() {
+            return None;
         }
         entry.recent.push_back(CachedBatch {
             base_sequence: batch.base_sequence,

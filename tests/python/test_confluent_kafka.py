@@ -257,21 +257,3 @@ def test_describe_reports_authorized_operations(broker, topic_name):
     cops = set(cluster.authorized_operations or [])
     for op in (AclOperation.DESCRIBE, AclOperation.CREATE, AclOperation.IDEMPOTENT_WRITE):
         assert op in cops, (op, cops)
-
-
-def test_transactional_producer_is_told_the_feature_is_missing(broker):
-    """Transactions are not built yet: init_transactions fails with an error
-    that says so (unsupported), not with an authorization failure."""
-    from confluent_kafka import KafkaException
-
-    p = Producer({
-        "bootstrap.servers": broker.bootstrap,
-        "broker.address.family": "v4",
-        "transactional.id": "py-txn-missing",
-    })
-    with pytest.raises(KafkaException) as e:
-        p.init_transactions(5)
-    err = e.value.args[0]
-    assert err.code() != KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, err
-    assert "authoriz" not in err.str().lower(), err
-    assert "unsupported" in err.str().lower() or err.code() == KafkaError.UNSUPPORTED_VERSION, err

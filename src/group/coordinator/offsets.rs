@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Coordinator, GroupError, GroupLog, GroupState, TopicOffsets};
+use super::{Coordinator, GroupError, GroupLog, GroupState, PendingOffset, TopicOffsets};
 use crate::group::records::{encode_key, encode_offset_value, KeyValue, OffsetValue, RecordKey};
 use crate::group::state::{Group, Now};
 
@@ -20,6 +20,39 @@ impl Coordinator {
         instance_id: Option<&str>,
         generation: i32,
         offsets: Vec<(String, i32, OffsetValue)>,
+    ) -> Result<(), GroupError> {
+        self.commit_offsets_as(
+            log,
+            group_id,
+            (member_id, instance_id, generation),
+            offsets,
+            None,
+        )
+        .await
+    }
+
+    /// TxnOffsetCommit: as [`Self::commit_offsets`], but the records go in
+    /// a transactional batch of `producer` and count only once its
+    /// transaction commits ([`Self::complete_txn_offsets`]).
+    pub async fn commit_txn_offsets<L: GroupLog>(
+        &self,
+        log: &L,
+        group_id: &str,
+        member: (&str, Option<&str>, i32),
+        offsets: Vec<(String, i32, OffsetValue)>,
+        producer: (i64, i16),
+    ) -> Result<(), GroupError> {
+        self.commit_offsets_as(log, group_id, member, offsets, Some(producer))
+            .await
+    }
+
+    async fn commit_offsets_as<L: GroupLog>(
+        &self,
+        log: &L,
+        group_id: &str,
+        (member_id, instance_id, generation): (&str, Option<&str>, i32),
+        offsets: Vec<(String, i32, OffsetValue)>,
+        producer: Option<(i64, i16)>,
     ) -> Result<(), GroupError> {
         self.check_open_for(group_id)?;
         if offsets.is_empty() {
@@ -65,7 +98,11 @@ impl Coordinator {
                     )
                 })
                 .collect();
-            match log.append(group_id, &records, now.wall_ms) {
+            let appended = match producer {
+                None => log.append(group_id, &records, now.wall_ms),
+                Some(p) => log.append_txn(group_id, &records, p, now.wall_ms),
+            };
+            match appended {
                 Ok(a) => a,
                 Err(e) => {
                     self.drop_if_unused(group_id, &slot, &mut inner, now);
@@ -74,6 +111,21 @@ impl Coordinator {
             }
         };
         self.wait_durable(log, appended).await?;
+        if let Some((producer_id, _)) = producer {
+            let pending = offsets
+                .into_iter()
+                .map(|(topic, partition, value)| PendingOffset {
+                    group: group_id.to_string(),
+                    topic,
+                    partition,
+                    value,
+                });
+            self.txn_offsets()
+                .entry((appended.partition, producer_id))
+                .or_default()
+                .extend(pending);
+            return Ok(());
+        }
         let mut inner = slot.lock();
         if inner.group.state() != GroupState::Dead {
             for (topic, partition, v) in offsets {

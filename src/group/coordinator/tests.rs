@@ -14,7 +14,7 @@ const PARTITIONS: i32 = 4;
 
 /// `__consumer_offsets` in memory: one Vec of records per partition.
 struct MemLog {
-    parts: Mutex<Vec<Vec<KeyValue>>>,
+    parts: Mutex<Vec<Vec<Entry>>>,
     deleted_topics: Mutex<BTreeSet<String>>,
     metadata: tokio::sync::watch::Sender<u64>,
 }
@@ -36,6 +36,16 @@ impl MemLog {
         self.metadata.send_modify(|v| *v += 1);
     }
 
+    /// A transaction marker of `producer_id` on `group`'s partition.
+    fn marker(&self, group: &str, producer_id: i64, commit: bool) -> i32 {
+        let p = partition_for(group, PARTITIONS);
+        self.parts.lock().unwrap()[p as usize].push(Entry::Marker {
+            producer_id,
+            commit,
+        });
+        p
+    }
+
     fn records(&self) -> usize {
         self.parts.lock().unwrap().iter().map(Vec::len).sum()
     }
@@ -54,7 +64,26 @@ impl GroupLog for MemLog {
     ) -> Result<Appended, GroupError> {
         let p = partition_for(group, PARTITIONS);
         let mut parts = self.parts.lock().unwrap();
-        parts[p as usize].extend(records.iter().cloned());
+        parts[p as usize].extend(records.iter().cloned().map(Entry::Record));
+        Ok(Appended {
+            partition: p,
+            end_offset: parts[p as usize].len() as i64,
+        })
+    }
+
+    fn append_txn(
+        &self,
+        group: &str,
+        records: &[KeyValue],
+        (producer_id, _): (i64, i16),
+        _now_ms: i64,
+    ) -> Result<Appended, GroupError> {
+        let p = partition_for(group, PARTITIONS);
+        let mut parts = self.parts.lock().unwrap();
+        parts[p as usize].extend(records.iter().cloned().map(|record| Entry::Txn {
+            producer_id,
+            record,
+        }));
         Ok(Appended {
             partition: p,
             end_offset: parts[p as usize].len() as i64,
@@ -69,11 +98,7 @@ impl GroupLog for MemLog {
         PARTITIONS
     }
 
-    fn read(
-        &self,
-        partition: i32,
-        offset: i64,
-    ) -> Result<Option<(Vec<KeyValue>, i64)>, GroupError> {
+    fn read(&self, partition: i32, offset: i64) -> Result<Option<(Vec<Entry>, i64)>, GroupError> {
         let parts = self.parts.lock().unwrap();
         let p = &parts[partition as usize];
         if offset as usize >= p.len() {
@@ -570,4 +595,66 @@ async fn a_parked_join_is_answered_when_its_partition_moves() {
         Err(GroupError::NotCoordinator)
     ));
     stop.cancel();
+}
+
+fn committed(c: &Coordinator, group: &str, topic: &str, partition: i32) -> Option<i64> {
+    let got = c
+        .fetch_offsets(group, Some(vec![(topic.to_string(), vec![partition])]))
+        .expect("fetch");
+    got[0].1[0].1.as_ref().map(|v| v.offset)
+}
+
+#[tokio::test(start_paused = true)]
+async fn transactional_offsets_count_at_the_commit_marker_live_and_after_a_load() {
+    let log = MemLog::new();
+    let (c, _t1) = start(&log).await;
+    // Two transactions of producers 7 and 8 commit offsets of group g.
+    c.commit_txn_offsets(
+        &*log,
+        "g",
+        ("", None, -1),
+        vec![("t".into(), 0, offset(10, ""))],
+        (7, 0),
+    )
+    .await
+    .expect("txn commit 7");
+    c.commit_txn_offsets(
+        &*log,
+        "g",
+        ("", None, -1),
+        vec![("t".into(), 1, offset(20, ""))],
+        (8, 0),
+    )
+    .await
+    .expect("txn commit 8");
+    assert_eq!(committed(&c, "g", "t", 0), None, "undecided");
+    assert!(c.has_pending_txn_offset("g", "t", 0));
+    let p = log.marker("g", 7, true);
+    c.complete_txn_offsets(p, 7, true);
+    assert_eq!(committed(&c, "g", "t", 0), Some(10));
+    assert!(!c.has_pending_txn_offset("g", "t", 0));
+    log.marker("g", 8, false);
+    c.complete_txn_offsets(p, 8, false);
+    assert_eq!(committed(&c, "g", "t", 1), None, "aborted");
+
+    // A new coordinator replays the same: 7's offset, not 8's.
+    let (c2, _t2) = start(&log).await;
+    assert_eq!(committed(&c2, "g", "t", 0), Some(10));
+    assert_eq!(committed(&c2, "g", "t", 1), None);
+
+    // An open transaction at load stays pending until its marker.
+    c2.commit_txn_offsets(
+        &*log,
+        "g",
+        ("", None, -1),
+        vec![("t".into(), 2, offset(30, ""))],
+        (9, 0),
+    )
+    .await
+    .expect("txn commit 9");
+    let (c3, _t3) = start(&log).await;
+    assert_eq!(committed(&c3, "g", "t", 2), None);
+    assert!(c3.has_pending_txn_offset("g", "t", 2));
+    c3.complete_txn_offsets(log.marker("g", 9, true), 9, true);
+    assert_eq!(committed(&c3, "g", "t", 2), Some(30));
 }
