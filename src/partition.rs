@@ -936,7 +936,9 @@ impl Partition {
         &self,
         now_ms: i64,
     ) -> Result<Option<crate::log::cleaner::CleanPlan>, PartitionError> {
-        let mut upper = self.high_watermark();
+        // Below the last stable offset: an undecided transaction's records
+        // neither supersede nor go.
+        let mut upper = self.last_stable_offset();
         let tier = self.lock().config.tier;
         if tier.read_replica {
             return Ok(None);
@@ -944,7 +946,18 @@ impl Partition {
         if tier.writes() {
             upper = upper.min(self.tier_last.load(Ordering::Acquire) + 1);
         }
-        self.with_log(|log, _, _| Ok(log.plan_clean(upper, now_ms)))
+        self.with_log(|log, producers, _| {
+            let mut plan = log.plan_clean(upper, now_ms);
+            if let Some(plan) = plan.as_mut() {
+                let aborted = producers
+                    .aborted_between(log.log_start_offset(), upper)
+                    .into_iter()
+                    .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+                    .collect();
+                plan.set_aborted(aborted);
+            }
+            Ok(plan)
+        })
     }
 
     /// The codec produced batches are stored in, and the batch size limit,

@@ -259,6 +259,9 @@ pub struct CleanPlan {
     pub dirty_ratio: f64,
     /// Whether the ratio or `max.compaction.lag.ms` calls for a pass.
     pub due: bool,
+    /// Aborted transactions as (producer id, first offset, marker offset):
+    /// their records supersede nothing and are dropped.
+    aborted: Vec<(i64, i64, i64)>,
 }
 
 /// The files a pass wrote, for [`Log::commit_clean`].
@@ -401,7 +404,23 @@ impl CleanPlan {
             now_ms,
             dirty_ratio,
             due,
+            aborted: Vec::new(),
         })
+    }
+
+    /// The aborted transactions of the cleaned range, as (producer id,
+    /// first offset, marker offset).
+    pub fn set_aborted(&mut self, aborted: Vec<(i64, i64, i64)>) {
+        self.aborted = aborted;
+    }
+
+    /// Whether `header` is a batch of an aborted transaction.
+    fn is_aborted(&self, header: &BatchHeader) -> bool {
+        header.is_transactional()
+            && !header.is_control()
+            && self.aborted.iter().any(|&(pid, first, marker)| {
+                pid == header.producer_id && (first..marker).contains(&header.base_offset)
+            })
     }
 
     /// A pass over `segments` (staged in `dir`, in offset order) with the
@@ -605,7 +624,10 @@ pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogErro
             let (header, bytes) = batch?;
             bytes_read += bytes.len() as u64;
             resources.throttle.spend(bytes.len() as u64);
-            if header.last_offset() < plan.first_dirty || header.is_control() {
+            if header.last_offset() < plan.first_dirty
+                || header.is_control()
+                || plan.is_aborted(&header)
+            {
                 continue;
             }
             let Some(records) = decode(&bytes) else {
@@ -683,14 +705,18 @@ pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogErro
                 let (header, bytes) = batch?;
                 bytes_read += bytes.len() as u64;
                 resources.throttle.spend(bytes.len() as u64);
-                let kept = retain(
-                    &header,
-                    bytes,
-                    &map,
-                    map_end,
-                    plan.first_dirty,
-                    drop_tombstones,
-                );
+                let kept = if plan.is_aborted(&header) {
+                    Vec::new()
+                } else {
+                    retain(
+                        &header,
+                        bytes,
+                        &map,
+                        map_end,
+                        plan.first_dirty,
+                        drop_tombstones,
+                    )
+                };
                 for b in kept {
                     let h = BatchHeader::parse(&b).map_err(|source| LogError::Corrupt {
                         path: path.clone(),

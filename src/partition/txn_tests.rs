@@ -210,6 +210,87 @@ fn a_truncation_below_a_marker_reopens_its_transaction() {
     assert_eq!(p.open_transactions(), 1);
 }
 
+/// A compacted partition: an aborted transaction's records supersede
+/// nothing and go at the next pass; an open transaction's stay.
+#[test]
+fn compaction_drops_aborted_records_and_keeps_what_they_would_supersede() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = LogDir {
+        path: dir.path().to_path_buf(),
+        durability: Durability::new(false, SyncMetrics::new(Histogram::new([0.01]))),
+        node_id: 1,
+    };
+    let topic = TopicConfig::with(
+        "t",
+        &[
+            ("segment.bytes", "200"),
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("retention.ms", "-1"),
+            ("remote.storage.enable", "false"),
+        ],
+    );
+    let config =
+        PartitionConfig::from_topic(Arc::new(topic), &crate::writeback::Writeback::default());
+    let p = Partition::open(&log_dir, "t", Uuid::from_u128(9), 0, 0, config, None).expect("open");
+    let keyed = |attributes: i16, pid: i64, seq: i32, key: &str, value: &str| {
+        Bytes::from(build_batch_with(
+            attributes,
+            pid,
+            0,
+            seq,
+            &[(Some(key.as_bytes()), Some(value.as_bytes()), 1_000)],
+        ))
+    };
+    p.append(&keyed(0, -1, -1, "k", "committed"), 0)
+        .expect("plain");
+    p.append_transactional(&keyed(TRANSACTIONAL, 7, 0, "k", "aborted"), 0)
+        .expect("txn");
+    p.append_marker(7, 0, ControlType::Abort, 0, 0)
+        .expect("abort");
+    for i in 0..6 {
+        p.append(&keyed(0, -1, -1, &format!("x{i}"), "filler"), 0)
+            .expect("filler");
+    }
+    p.append_transactional(&keyed(TRANSACTIONAL, 8, 0, "k", "open"), 0)
+        .expect("open txn");
+    for i in 6..12 {
+        p.append(&keyed(0, -1, -1, &format!("x{i}"), "filler"), 0)
+            .expect("filler");
+    }
+    let plan = p
+        .clean_plan(crate::clock::now_ms())
+        .expect("plan")
+        .expect("a plan");
+    let resources = crate::log::cleaner::Resources {
+        dedupe_bytes: 1 << 20,
+        throttle: crate::log::cleaner::Throttle::new(None),
+    };
+    p.clean(&plan, &resources).expect("clean");
+    let mut values = Vec::new();
+    let mut at = 0;
+    loop {
+        let r = p.read(at, 1 << 20, ReadMode::Bytes).expect("read");
+        let data = bytes_of(&r);
+        let Some(end) = data_end(&data) else { break };
+        let mut pos = 0;
+        while pos < data.len() {
+            let h = BatchHeader::parse(&data[pos..]).expect("header");
+            let batch = data.slice(pos..pos + h.total_len());
+            if !h.is_control() {
+                for rec in crate::log::batch::stored_records(&batch, &h).expect("records") {
+                    if rec.key.as_deref() == Some(b"k".as_slice()) {
+                        values.push(String::from_utf8(rec.value.unwrap().to_vec()).unwrap());
+                    }
+                }
+            }
+            pos += h.total_len();
+        }
+        at = end;
+    }
+    assert_eq!(values, vec!["committed".to_string(), "open".to_string()]);
+}
+
 /// One step of a random history.
 #[derive(Debug, Clone)]
 enum Op {
