@@ -331,6 +331,9 @@ pub struct Partition {
     follower_lag: AtomicI64,
     /// When a cleaner pass last replaced segments (ms), -1 never.
     last_clean_ms: AtomicI64,
+    /// Tiered segments whose `.txnindex` object was read into the
+    /// producer table's aborted transactions.
+    tier_txn_loaded: Mutex<std::collections::BTreeSet<i64>>,
 }
 
 /// `replica.lag.time.max.ms` (Kafka's default).
@@ -449,6 +452,7 @@ impl Partition {
             replicated: AtomicBool::new(false),
             follower_lag: AtomicI64::new(0),
             last_clean_ms: AtomicI64::new(-1),
+            tier_txn_loaded: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 

@@ -270,8 +270,15 @@ async fn read_remote(
                 p.remote_read_answered();
                 bytes += read.len as usize;
                 if read_committed {
-                    // Tiered segments lie below the last stable offset.
+                    // Tiered segments lie below the last stable offset;
+                    // their aborted transactions come with them.
                     let end = offset + read.offsets as i64;
+                    if let Err(e) = p.load_tier_aborted(offset, end).await {
+                        tracing::warn!(partition = %p.name(), error = %e, "tier transaction index unreadable");
+                        pd.error_code = partition_error_code(&e);
+                        any_error = true;
+                        continue;
+                    }
                     pd.aborted_transactions = Some(aborted_list(&p.aborted_between(offset, end)));
                 }
                 pd.records = Some(bytes::Bytes::new());

@@ -268,6 +268,14 @@ async fn pass(
     let mut staged = Vec::with_capacity(sel.run.len());
     let mut read_bytes = 0u64;
     let mut next_offset = sel.log_start;
+    // The run's aborted transactions: their records go, and the rewritten
+    // segments carry the entries of the markers they keep.
+    let mut aborted = Vec::new();
+    for seg in &sel.run {
+        if let Some(bytes) = remote.segment_object(seg, ObjectKind::Txnindex).await? {
+            aborted.extend(crate::partition::txn_index::decode(&bytes).0);
+        }
+    }
     for (i, seg) in sel.run.iter().enumerate() {
         let path = stage.join(format!("src-{i}.log"));
         let (base, bytes) =
@@ -291,9 +299,15 @@ async fn pass(
         log.index_interval_bytes,
         now,
     )?;
-    let Some(plan) = plan else {
+    let Some(mut plan) = plan else {
         return Ok(Report::default());
     };
+    plan.set_aborted(
+        aborted
+            .iter()
+            .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+            .collect(),
+    );
     let resources = cleaner::Resources {
         dedupe_bytes: usize::try_from(settings.dedupe_buffer_size).unwrap_or(usize::MAX),
         throttle: cleaner::Throttle::new(Some(settings.io_max_bytes_per_second).filter(|r| *r > 0)),
@@ -324,6 +338,18 @@ async fn pass(
             continue;
         };
         let small = |kind| remote.segment_object(last_input, kind);
+        let kept: Vec<_> = aborted
+            .iter()
+            .filter(|a| (out.base..out.next).contains(&a.last_offset))
+            .copied()
+            .collect();
+        let txn_index = if kept.is_empty() {
+            None
+        } else {
+            crate::partition::txn_index::write(stage, out.base, &kept)
+                .map_err(io_err("write", stage))?;
+            Some(crate::partition::txn_index::path(stage, out.base))
+        };
         let upload = SegmentUpload {
             base_offset: out.base,
             last_offset: out.next - 1,
@@ -338,7 +364,7 @@ async fn pass(
             time_index: out.time_index,
             producer_snapshot: small(ObjectKind::Snapshot).await?,
             leader_epochs: small(ObjectKind::Epochs).await?,
-            txn_index: None,
+            txn_index,
         };
         let uploaded_at = inputs.iter().map(|s| s.uploaded_at_ms).max().unwrap_or(now);
         uploads.push((upload, uploaded_at));

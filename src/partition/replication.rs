@@ -348,6 +348,7 @@ impl Partition {
         }
         let (table, rebuilt, _) = super::rebuild_state(&self.dir, log)?;
         *producers = table;
+        self.forget_tier_aborted();
         *epochs = rebuilt;
         self.sync_end.fetch_min(leo, Ordering::AcqRel);
         self.durable.send_modify(|d| d.offset = d.offset.min(leo));

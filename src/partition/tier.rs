@@ -30,11 +30,68 @@ impl Partition {
             time_index: seg.time_index_path.clone(),
             producer_snapshot: Some(state.producer_snapshot),
             leader_epochs: Some(state.leader_epochs),
-            // Partitions refuse control and transactional batches, so no
-            // segment holds an aborted transaction: Kafka's `.txnindex`
-            // would be empty, and no object is written for it.
-            txn_index: None,
+            // Only segments holding ABORT markers have a `.txnindex`
+            // (segment_state wrote it before the snapshot at their end).
+            txn_index: Some(super::txn_index::path(&self.dir, seg.base_offset))
+                .filter(|p| p.exists()),
         })
+    }
+
+    /// The producer table was replaced: the tier's aborted transactions
+    /// are read again when needed.
+    pub(super) fn forget_tier_aborted(&self) {
+        self.tier_txn_loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Before a `read_committed` read of `[from, to)` from the tier: the
+    /// aborted transactions of the tiered segments from the one holding
+    /// `from` on, from their `.txnindex` objects (each read once, then
+    /// kept with the partition's own), until one says no later abort can
+    /// begin before `to`.
+    pub async fn load_tier_aborted(&self, from: i64, to: i64) -> Result<(), PartitionError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let manifest = remote.manifest().await.map_err(|e| self.tier_err(e))?;
+        for seg in manifest.segments.iter().filter(|s| s.last_offset >= from) {
+            if seg.object(tiering::ObjectKind::Txnindex).is_none() {
+                continue;
+            }
+            let loaded = self
+                .tier_txn_loaded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&seg.base_offset);
+            if !loaded {
+                let bytes = remote
+                    .segment_object(seg, tiering::ObjectKind::Txnindex)
+                    .await
+                    .map_err(|e| self.tier_err(e))?
+                    .unwrap_or_default();
+                let (entries, bad) = super::txn_index::decode(&bytes);
+                if bad > 0 {
+                    tracing::warn!(partition = %self.name(), base = seg.base_offset, bad, "tier transaction index entries skipped");
+                }
+                self.lock().producers.add_aborted(entries);
+                self.tier_txn_loaded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(seg.base_offset);
+            }
+            let complete = self
+                .lock()
+                .producers
+                .aborted_markers_in(seg.base_offset, seg.last_offset + 1)
+                .iter()
+                .any(|a| a.last_offset >= from && a.last_stable_offset >= to);
+            if complete {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// When the tier's manifest was last read or confirmed (ms since the
@@ -192,6 +249,7 @@ impl Partition {
         log.reset_to(next)?;
         snapshot::remove_outside(&self.dir, next, next);
         st.producers = producers;
+        self.forget_tier_aborted();
         self.persist_snapshot(next, &st.producers.encode(next));
         st.epochs = epochs;
         st.epochs.truncate_from_end(next);

@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from conftest import Broker, serving
+from test_cluster import cluster  # noqa: F401 (the fixture)
 from test_confluent_kafka import create_topic
 
 TIMEOUT = 30
@@ -210,6 +211,149 @@ def test_consume_transform_produce_is_exactly_once_across_kill9(tmp_path, topic_
         duplicates = len(values) - len(set(values))
         lost = total - len(set(values))
         assert (duplicates, lost) == (0, 0), f"duplicates={duplicates}, lost={lost}"
+        b.stop()
+        errors = b.error_lines()
+        assert not errors, "broker logged ERROR lines:\n" + "\n".join(errors)
+    except BaseException:
+        print(b.log_tail())
+        raise
+    finally:
+        b.kill()
+
+
+def java_hash(s):
+    h = 0
+    for ch in s:
+        h = (31 * h + ord(ch)) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def test_transactions_on_a_cluster_through_coordinator_kills(cluster):
+    """Three brokers, a topic of 6 partitions with 3 replicas (leaders on
+    every broker, so markers go to other brokers with WriteTxnMarkers and
+    produces are verified with a remote coordinator). Mid-transaction the
+    broker that coordinates the transactional id is killed (kill -9) and
+    restarted; the transaction then commits or aborts with the next
+    coordinator. read_committed readers see exactly the committed records."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from test_cluster import TIMEOUT as CLUSTER_TIMEOUT, conf, full, wait_until
+
+    brokers = cluster
+    topic = "txn-cluster"
+    admin = AdminClient(conf(brokers))
+    admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=3)],
+                        operation_timeout=CLUSTER_TIMEOUT)[topic].result(CLUSTER_TIMEOUT)
+    wait_until(brokers, topic, "every partition led, ISR full",
+               lambda m: len(m) == 6 and all(l > 0 and isr == [1, 2, 3] for l, isr in m.values()))
+    txn_id = f"cluster-{uuid.uuid4().hex[:6]}"
+    p = Producer(conf(brokers, **{"transactional.id": txn_id, "linger.ms": 5,
+                                  "message.timeout.ms": 120000,
+                                  "transaction.timeout.ms": 120000}))
+    p.init_transactions(CLUSTER_TIMEOUT)
+    committed, aborted, kills = [], [], 0
+    for t in range(8):
+        values = [f"t{t}-{i}" for i in range(60)]
+        p.begin_transaction()
+        for i, v in enumerate(values):
+            p.produce(topic, v.encode(), partition=i % 6)
+        assert p.flush(CLUSTER_TIMEOUT) == 0
+        if t % 2 == 1:
+            state = AdminClient(conf(brokers)).list_topics("__transaction_state", timeout=10)
+            parts = state.topics["__transaction_state"].partitions
+            index = abs(java_hash(txn_id)) % len(parts)
+            leader = parts[index].leader
+            victim = brokers[leader - 1]
+            victim.kill()
+            kills += 1
+            victim.start()
+        while True:
+            try:
+                if t % 3 == 2:
+                    p.abort_transaction(CLUSTER_TIMEOUT)
+                    aborted += values
+                else:
+                    p.commit_transaction(CLUSTER_TIMEOUT)
+                    committed += values
+                break
+            except KafkaException as e:
+                err = e.args[0]
+                if err.retriable():
+                    continue
+                if err.txn_requires_abort():
+                    p.abort_transaction(CLUSTER_TIMEOUT)
+                    aborted += values
+                    break
+                raise
+        wait_until(brokers, topic, "every partition led, ISR full",
+                   lambda m: len(m) == 6 and all(l > 0 and isr == [1, 2, 3] for l, isr in m.values()))
+    assert kills == 4
+    assert committed, "some transactions committed"
+
+    class Reader:
+        bootstrap = ",".join(b.listen for b in brokers)
+
+    got = read_all(Reader, topic, 6, "read_committed", expect=len(committed), timeout=CLUSTER_TIMEOUT)
+    time.sleep(1)
+    assert sorted(got) == sorted(committed)
+    everything = read_all(Reader, topic, 6, "read_uncommitted",
+                          expect=len(committed) + len(aborted), timeout=CLUSTER_TIMEOUT)
+    assert set(everything) >= set(committed)
+
+
+def test_read_committed_from_the_tier_after_local_deletion_and_restart(tmp_path, topic_name):
+    """Aborted and committed transactions on small segments that go to a
+    file:// tier and leave the local disk: each segment with an ABORT
+    marker carries its .txnindex object, and after a restart (nothing of
+    those segments left locally) a read_committed reader replaying from
+    offset 0 through the tier sees exactly the committed records."""
+    tier = tmp_path / "tier"
+    args = ["--tier-url", f"file://{tier}", "--tier-interval-ms", "200",
+            "--log-retention-check-interval-ms", "200"]
+    b = Broker(tmp_path / "b", args).start().wait_ready()
+    try:
+        topic = topic_name("txn-tier")
+        create_topic(b, topic, 2, config={"segment.bytes": "4096", "local.retention.bytes": "1"})
+        p = txn_producer(b, f"tier-{uuid.uuid4().hex[:6]}")
+        committed = []
+        for t in range(12):
+            values = [f"t{t}-{i}-" + "x" * 200 for i in range(20)]
+            p.begin_transaction()
+            for i, v in enumerate(values):
+                p.produce(topic, v.encode(), partition=i % 2)
+            assert p.flush(TIMEOUT) == 0
+            if t % 3 == 1:
+                p.abort_transaction(TIMEOUT)
+            else:
+                p.commit_transaction(TIMEOUT)
+                committed += values
+        # A plain record after the last marker, so the segment holding it
+        # can seal and go too.
+        plain = Producer({"bootstrap.servers": b.bootstrap, "broker.address.family": "v4"})
+        for i in range(40):
+            plain.produce(topic, ("tail-" + "y" * 200).encode(), partition=i % 2)
+        plain.flush(TIMEOUT)
+        committed += ["tail-" + "y" * 200] * 40
+        deadline = time.time() + TIMEOUT
+        while time.time() < deadline:
+            indexes = list(tier.rglob("*.txnindex"))
+            if len(indexes) >= 2:
+                break
+            time.sleep(0.2)
+        assert len(indexes) >= 2, f"txnindex objects in the tier: {indexes}"
+        # Local retention took the tiered segments off the disk.
+        deadline = time.time() + TIMEOUT
+        while time.time() < deadline:
+            local = list((b.data_dir / f"{topic}-0").glob("*.log"))
+            if len(local) <= 2:
+                break
+            time.sleep(0.2)
+        assert len(local) <= 2, f"local segments left: {local}"
+        assert len(list(tier.rglob("*.log"))) > 4
+        b.stop()
+        b = Broker(tmp_path / "b", args).start().wait_ready()
+        got = read_all(b, topic, 2, "read_committed", expect=len(committed))
+        time.sleep(1)
+        assert sorted(got) == sorted(committed)
         b.stop()
         errors = b.error_lines()
         assert not errors, "broker logged ERROR lines:\n" + "\n".join(errors)
