@@ -145,7 +145,15 @@ impl Broker {
             Arc::new(tiering::RateLimiter::new(config.tier.fetch_bytes_per_sec));
         Broker {
             groups,
-            txns: crate::txn::Coordinator::new(crate::txn::TxnConfig::from_broker(&config)),
+            txns: crate::txn::Coordinator::new(
+                crate::txn::TxnConfig::from_broker(&config),
+                crate::txn::coordinator::TxnCounters {
+                    commits: metrics.txn_commits.clone(),
+                    aborts: metrics.txn_aborts.clone(),
+                    timed_out: metrics.txn_timed_out.clone(),
+                    load_seconds: metrics.txn_coordinator_load_seconds.clone(),
+                },
+            ),
             txn_links: std::sync::Mutex::new(HashMap::new()),
             fetchers: crate::broker::replication::Fetchers::default(),
             log_dir,
@@ -536,6 +544,7 @@ impl Broker {
     /// Refreshes the per-partition gauges before a scrape.
     pub async fn refresh_gauges(&self) {
         let m = &self.metrics;
+        m.txn_ongoing.set(self.txns.ongoing() as i64);
         m.log_end_offset.clear();
         m.log_start_offset.clear();
         m.log_size_bytes.clear();

@@ -109,6 +109,11 @@ pub struct Metrics {
     pub table_export_errors: Counter,
     pub table_retention_removed_files: Counter,
     pub table_iceberg_commits: Counter,
+    pub txn_commits: Counter,
+    pub txn_aborts: Counter,
+    pub txn_timed_out: Counter,
+    pub txn_ongoing: Gauge,
+    pub txn_coordinator_load_seconds: Histogram,
     pub table_export_lag_segments: Family<PartitionLabels, Gauge>,
     pub tier_compaction_read_bytes: Counter,
     pub tier_compaction_written_bytes: Counter,
@@ -186,6 +191,11 @@ impl Metrics {
             table_export_errors: Counter::default(),
             table_retention_removed_files: Counter::default(),
             table_iceberg_commits: Counter::default(),
+            txn_commits: Counter::default(),
+            txn_aborts: Counter::default(),
+            txn_timed_out: Counter::default(),
+            txn_ongoing: Gauge::default(),
+            txn_coordinator_load_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             table_export_lag_segments: Family::default(),
             tier_compaction_read_bytes: Counter::default(),
             tier_compaction_written_bytes: Counter::default(),
@@ -384,6 +394,31 @@ impl Metrics {
             "strata_table_iceberg_commits",
             "Snapshots committed to table topics' Iceberg metadata",
             m.table_iceberg_commits.clone(),
+        );
+        registry.register(
+            "strata_txn_commits",
+            "Transactions this broker's coordinator committed (markers written)",
+            m.txn_commits.clone(),
+        );
+        registry.register(
+            "strata_txn_aborts",
+            "Transactions this broker's coordinator aborted (markers written), timeouts and fencing included",
+            m.txn_aborts.clone(),
+        );
+        registry.register(
+            "strata_txn_timed_out",
+            "Transactions the coordinator aborted because they ran past transaction.timeout.ms",
+            m.txn_timed_out.clone(),
+        );
+        registry.register(
+            "strata_txn_ongoing",
+            "Transactions open or being completed on this broker's coordinator",
+            m.txn_ongoing.clone(),
+        );
+        registry.register(
+            "strata_txn_coordinator_load_seconds",
+            "Time to load a __transaction_state partition when this broker starts to lead it",
+            m.txn_coordinator_load_seconds.clone(),
         );
         registry.register(
             "strata_table_export_lag_segments",

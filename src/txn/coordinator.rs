@@ -3,7 +3,10 @@
 //! after the record of the change is committed (module docs of `txn.rs`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,15 +46,14 @@ impl Shard {
     }
 }
 
-/// Counters for the metrics.
-#[derive(Debug, Default)]
+/// The coordinator's metrics (shared with the broker's registry).
+#[derive(Debug, Clone)]
 pub struct TxnCounters {
-    pub commits: AtomicU64,
-    pub aborts: AtomicU64,
-    pub timed_out: AtomicU64,
-    /// Milliseconds spent loading state partitions, and how many loads.
-    pub load_ms: AtomicU64,
-    pub loads: AtomicU64,
+    pub commits: Counter,
+    pub aborts: Counter,
+    pub timed_out: Counter,
+    /// Seconds to load a state partition.
+    pub load_seconds: Histogram,
 }
 
 /// One transaction as `strata txn` and DescribeTransactions show it.
@@ -76,7 +78,7 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(config: TxnConfig) -> Coordinator {
+    pub fn new(config: TxnConfig, counters: TxnCounters) -> Coordinator {
         Coordinator {
             config,
             shards: Mutex::new(HashMap::new()),
@@ -85,7 +87,7 @@ impl Coordinator {
             decided: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
             closed: AtomicBool::new(false),
-            counters: TxnCounters::default(),
+            counters,
         }
     }
 
@@ -170,8 +172,9 @@ impl Coordinator {
         });
         self.shards().insert(index, shard.clone());
         let ms = started.elapsed().as_millis() as u64;
-        self.counters.load_ms.fetch_add(ms, Ordering::Relaxed);
-        self.counters.loads.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .load_seconds
+            .observe(started.elapsed().as_secs_f64());
         tracing::info!(
             partition = index,
             leader_epoch = epoch,
@@ -462,7 +465,7 @@ impl Coordinator {
                     };
                     if me.write(host.as_ref(), &shard, &next).await.is_ok() {
                         tracing::info!(transactional_id = %id, producer_id = next.producer_id, timeout_ms = meta.timeout_ms, "aborting a transaction past its timeout");
-                        me.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                        me.counters.timed_out.inc();
                         *current = Some(next);
                     }
                 } else if state::expired(&meta, now, me.config.id_expiration_ms) {
@@ -542,7 +545,7 @@ impl Coordinator {
                             } else {
                                 &me.counters.aborts
                             };
-                            counter.fetch_add(1, Ordering::Relaxed);
+                            counter.inc();
                             *current = Some(done);
                         }
                     }

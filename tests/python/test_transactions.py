@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from conftest import Broker, serving
 from test_cluster import cluster  # noqa: F401 (the fixture)
+from test_compaction import metric
 from test_confluent_kafka import create_topic
 
 TIMEOUT = 30
@@ -103,6 +104,11 @@ def test_commit_and_abort_with_read_committed_and_uncommitted(broker, topic_name
     assert sorted(everything) == sorted(committed + aborted + [f"open-{i}" for i in range(5)])
     got = read_all(broker, topic, 3, "read_committed", expect=len(committed) + 5)
     assert sorted(got) == sorted(committed + [f"open-{i}" for i in range(5)])
+    # Three commits and two aborts, markers written.
+    assert metric(broker, "strata_txn_commits_total") == 3
+    assert metric(broker, "strata_txn_aborts_total") == 2
+    assert metric(broker, "strata_txn_ongoing") == 0
+    assert metric(broker, "strata_txn_coordinator_load_seconds_count") >= 1
 
 
 def test_a_second_producer_fences_the_first_and_aborts_its_transaction(broker, topic_name):
@@ -146,6 +152,7 @@ def test_a_lapsed_transaction_is_aborted_and_the_lso_moves_on(quick_timeouts, to
     got = read_all(broker, topic, 1, "read_committed", expect=1, timeout=TIMEOUT)
     assert got == ["kept"], "the coordinator aborted the lapsed transaction"
     assert "aborting a transaction past its timeout" in broker.logs()
+    assert metric(broker, "strata_txn_timed_out_total") == 1
 
 
 def test_consume_transform_produce_is_exactly_once_across_kill9(tmp_path, topic_name):
