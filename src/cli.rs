@@ -22,6 +22,7 @@ mod table;
 mod tier;
 mod tier_cost;
 mod topic;
+mod txn;
 mod user;
 
 use std::io::IsTerminal;
@@ -47,6 +48,8 @@ pub enum Command {
     Topic(TopicArgs),
     /// List consumer groups; describe members, committed offsets and lag
     Group(GroupArgs),
+    /// Transactional ids: list them, describe one's transaction
+    Txn(txn::TxnArgs),
     /// Produce records read from stdin or a file, one per line (kcat -P)
     Produce(ProduceArgs),
     /// Print records of a topic to stdout (kcat -C)
@@ -182,6 +185,7 @@ pub fn run(cmd: Command) -> ExitCode {
         match cmd {
             Command::Topic(a) => topic::run(a).await,
             Command::Group(a) => group::run(a).await,
+            Command::Txn(a) => txn::run(a).await,
             Command::Produce(a) => produce::run(a).await,
             Command::Consume(a) => consume::run(a).await,
             Command::Tier(a) => tier::run(a).await,

@@ -26,6 +26,7 @@ mod error;
 mod groups;
 mod records;
 mod security;
+mod txns;
 pub mod versions;
 
 use std::collections::{BTreeMap, HashMap};
@@ -49,6 +50,7 @@ pub use data::{
 pub use error::{ClientError, KafkaCode};
 pub use groups::{CommittedOffset, GroupDescription, GroupListing, GroupMember, MemberAssignment};
 pub use records::{BatchCompression, ConsumedRecord, ProduceRecord};
+pub use txns::{TxnDescription, TxnListing};
 
 pub use conn::ConnOptions;
 pub use security::{read_properties, SaslLogin, Security};

@@ -73,10 +73,20 @@ impl Client {
     /// The broker coordinating `group`; retried while the coordinator is
     /// loading or not yet available.
     pub async fn find_coordinator(&self, group: &str) -> Result<BrokerInfo, ClientError> {
+        self.find_coordinator_of(group, GROUP_KEY).await
+    }
+
+    /// The broker coordinating `key` of `key_type` (0 a group, 1 a
+    /// transactional id); retried while it is loading or not available.
+    pub(super) async fn find_coordinator_of(
+        &self,
+        key: &str,
+        key_type: i8,
+    ) -> Result<BrokerInfo, ClientError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.find_coordinator_once(group).await {
+            match self.find_coordinator_once(key, key_type).await {
                 Err(e) if e.is_retriable() && attempt < COORDINATOR_ATTEMPTS => {
                     tokio::time::sleep(COORDINATOR_BACKOFF).await;
                 }
@@ -85,7 +95,11 @@ impl Client {
         }
     }
 
-    async fn find_coordinator_once(&self, group: &str) -> Result<BrokerInfo, ClientError> {
+    async fn find_coordinator_once(
+        &self,
+        group: &str,
+        key_type: i8,
+    ) -> Result<BrokerInfo, ClientError> {
         let conn = self.any_conn().await?;
         let version = conn.version::<FindCoordinatorRequest>()?;
         let key = StrBytes::from_string(group.to_owned());
@@ -96,12 +110,17 @@ impl Client {
             req = req.with_key(key);
         }
         if version >= 1 {
-            req = req.with_key_type(GROUP_KEY);
+            req = req.with_key_type(key_type);
         }
         let resp = conn
             .send_version(&req, version, self.options.request_timeout)
             .await?;
-        let resource = || format!("group={group}");
+        let what = if key_type == GROUP_KEY {
+            "group"
+        } else {
+            "transactional_id"
+        };
+        let resource = || format!("{what}={group}");
         let (code, message, node_id, host, port) = if version >= 4 {
             let c = resp
                 .coordinators

@@ -4,13 +4,15 @@ fencing of a zombie producer, the coordinator's timeout, and
 consume-transform-produce with send_offsets_to_transaction across kill -9.
 """
 
+import json
+import subprocess
 import time
 import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from conftest import Broker, serving
+from conftest import Broker, serving, strata_bin
 from test_cluster import cluster  # noqa: F401 (the fixture)
 from test_compaction import metric
 from test_confluent_kafka import create_topic
@@ -111,6 +113,15 @@ def test_commit_and_abort_with_read_committed_and_uncommitted(broker, topic_name
     assert metric(broker, "strata_txn_coordinator_load_seconds_count") >= 1
 
 
+def txn_cli(broker, *args):
+    """`strata txn ...` against `broker`; its JSON."""
+    out = subprocess.run(
+        [strata_bin(), "txn", *args, "--output", "json", "--bootstrap", broker.bootstrap],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def test_a_second_producer_fences_the_first_and_aborts_its_transaction(broker, topic_name):
     topic = topic_name("fence")
     create_topic(broker, topic, 1)
@@ -122,6 +133,15 @@ def test_a_second_producer_fences_the_first_and_aborts_its_transaction(broker, t
     new = txn_producer(broker, txn_id)
     new.begin_transaction()
     new.produce(topic, b"fresh")
+    new.flush(TIMEOUT)
+    # `strata txn` shows the new producer's open transaction.
+    listed = txn_cli(broker, "list")
+    mine = [t for t in listed if t["transactional_id"] == txn_id]
+    assert len(mine) == 1 and mine[0]["state"] == "Ongoing", listed
+    described = txn_cli(broker, "describe", txn_id)
+    assert described["state"] == "Ongoing"
+    assert described["producer_epoch"] == 2, "init, the fencing abort, the new init"
+    assert described["partitions"] == [f"{topic}-0"]
     new.commit_transaction(TIMEOUT)
     with pytest.raises(KafkaException) as e:
         old.produce(topic, b"late")
