@@ -57,3 +57,25 @@ def test_kafkajs_produces_and_consumes_in_a_group_over_scram(scram_broker, mecha
     refused = json.loads(r.stdout.strip().splitlines()[-1])
     assert refused["error"] == "KafkaJSSASLAuthenticationError", refused
     assert "SASL authentication failed" in scram_broker.logs()
+
+
+def test_kafkajs_transactions_commit_abort_and_send_offsets(broker):
+    """kafkajs' own transactional producer: a commit, an abort, and a commit
+    with sendOffsets; its read_committed consumer sees exactly the two
+    committed transactions, and the offset committed in the transaction is
+    the group's."""
+    node = shutil.which("node")
+    assert node, "node is required: install Node.js (tests/run.sh checks for it)"
+    topic = f"kafkajs-txn-{uuid.uuid4().hex[:8]}"
+    subprocess.run([strata_bin(), "topic", "create", topic, "--partitions", "1",
+                    "--bootstrap", broker.bootstrap],
+                   check=True, capture_output=True, timeout=60)
+    r = subprocess.run([node, str(NODE_DIR / "txn.js"), broker.bootstrap, topic,
+                        f"js-{uuid.uuid4().hex[:6]}"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    expected = [f"c{i}" for i in range(20)] + [f"d{i}" for i in range(20)]
+    assert out["consumed"] == expected
+    committed = {p["partition"]: p["offset"] for t in out["offsets"] for p in t["partitions"]}
+    assert committed == {0: "7"}

@@ -1,0 +1,166 @@
+//! Transactions with the rdkafka crate (librdkafka) against the real
+//! broker: commit and abort seen by read_committed and read_uncommitted
+//! consumers, and commits that survive a kill -9 right after EndTxn
+//! answered (the markers are written by the coordinator after the
+//! restart, from its prepared state).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::clients::{consumer, create_topic, producer};
+use common::Broker;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn txn_producer(bootstrap: &str, id: &str) -> FutureProducer {
+    let p = producer(bootstrap, &[("transactional.id", id)]);
+    p.init_transactions(TIMEOUT).expect("init_transactions");
+    p
+}
+
+/// Sends `values` to `partitions` round robin inside the open transaction
+/// and waits for every delivery.
+fn send(p: &FutureProducer, topic: &str, partitions: i32, values: &[String]) {
+    let futures: Vec<_> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            p.send_result(
+                FutureRecord::<(), _>::to(topic)
+                    .payload(v.as_bytes())
+                    .partition(i as i32 % partitions),
+            )
+            .expect("enqueue")
+        })
+        .collect();
+    for f in futures {
+        common::clients::block_on(f)
+            .expect("delivery future")
+            .expect("delivered");
+    }
+}
+
+/// Values of `topic` from offset 0 with `isolation`: polls until `expect`
+/// arrived, then a second more for any that should not be there.
+fn read(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+    expect: usize,
+) -> Vec<String> {
+    let c: BaseConsumer = consumer(bootstrap, &[("isolation.level", isolation)]);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("add partition");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut grace: Option<Instant> = None;
+    while Instant::now() < deadline && grace.is_none_or(|g| Instant::now() < g) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+        if out.len() >= expect && grace.is_none() {
+            grace = Some(Instant::now() + Duration::from_secs(1));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn values(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
+}
+
+#[test]
+fn commits_are_read_and_aborts_are_dropped_by_read_committed_only() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = common::topic_name("txn");
+    create_topic(&bootstrap, &topic, 2, &[]);
+    let p = txn_producer(&bootstrap, &common::topic_name("rs-txn"));
+    let mut committed = Vec::new();
+    let mut all = Vec::new();
+    for t in 0..6 {
+        let v = values(&format!("t{t}"), 25);
+        p.begin_transaction().expect("begin");
+        send(&p, &topic, 2, &v);
+        if t % 2 == 0 {
+            p.commit_transaction(TIMEOUT).expect("commit");
+            committed.extend(v.iter().cloned());
+        } else {
+            p.abort_transaction(TIMEOUT).expect("abort");
+        }
+        all.extend(v);
+    }
+    committed.sort();
+    all.sort();
+    assert_eq!(
+        read(&bootstrap, &topic, 2, "read_committed", committed.len()),
+        committed
+    );
+    assert_eq!(
+        read(&bootstrap, &topic, 2, "read_uncommitted", all.len()),
+        all
+    );
+    broker.assert_no_error_logs();
+}
+
+#[test]
+fn commits_answered_before_a_kill_9_are_completed_after_the_restart() {
+    let mut broker = Broker::start();
+    let topic = common::topic_name("txn-crash");
+    create_topic(&broker.bootstrap(), &topic, 3, &[]);
+    let id = common::topic_name("rs-crash");
+    let mut committed = Vec::new();
+    let mut opened = Vec::new();
+    for cycle in 0..5 {
+        let bootstrap = broker.bootstrap();
+        let p = txn_producer(&bootstrap, &id);
+        // One transaction committed, then one left open: kill -9 as soon
+        // as EndTxn answered, before its markers may be written.
+        let v = values(&format!("c{cycle}"), 30);
+        p.begin_transaction().expect("begin");
+        send(&p, &topic, 3, &v);
+        p.commit_transaction(TIMEOUT).expect("commit");
+        committed.extend(v);
+        let open = values(&format!("o{cycle}"), 10);
+        p.begin_transaction().expect("begin");
+        send(&p, &topic, 3, &open);
+        opened.extend(open);
+        broker.kill9();
+        drop(p);
+        broker.restart();
+    }
+    // The next producer of the id aborts the open transaction.
+    let _p = txn_producer(&broker.bootstrap(), &id);
+    committed.sort();
+    let got = read(
+        &broker.bootstrap(),
+        &topic,
+        3,
+        "read_committed",
+        committed.len(),
+    );
+    assert_eq!(got, committed, "exactly the committed records");
+    // acks=all: the open transactions' records were durable and stay in
+    // the log, aborted.
+    let mut all: Vec<String> = committed.iter().chain(&opened).cloned().collect();
+    all.sort();
+    let got = read(
+        &broker.bootstrap(),
+        &topic,
+        3,
+        "read_uncommitted",
+        all.len(),
+    );
+    assert_eq!(got, all);
+    broker.assert_no_error_logs();
+}
