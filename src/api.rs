@@ -579,6 +579,9 @@ async fn dispatch(
         RequestKind::DescribeTransactions(r) => ResponseKind::DescribeTransactions(
             txn::describe_transactions(broker, r, v, caller).await,
         ),
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(txn::describe_producers(broker, r, v, caller))
+        }
         RequestKind::ListTransactions(r) => {
             ResponseKind::ListTransactions(txn::list_transactions(broker, r, v, caller))
         }

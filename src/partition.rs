@@ -857,6 +857,12 @@ impl Partition {
         self.lock().producers.aborted_between(from, to)
     }
 
+    /// The producers with state here (DescribeProducers): (producer id,
+    /// epoch, last sequence, first offset of the open transaction or -1).
+    pub fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        self.lock().producers.producers()
+    }
+
     /// Whether the producer has a transaction open in this partition.
     pub fn has_open_txn(&self, producer_id: i64) -> bool {
         self.lock().producers.has_open_txn(producer_id)

@@ -489,6 +489,45 @@ fn every_advertised_transaction_version_is_served() {
             "TRANSACTIONAL_ID_NOT_FOUND"
         );
     }
+    // The transactions' offsets are undecided: a consumer asking for
+    // stable offsets is told to retry (KIP-447); one that does not gets
+    // the last committed offset (none).
+    for require_stable in [true, false] {
+        use kafka_protocol::messages::offset_fetch_request::{
+            OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+        };
+        let req = OffsetFetchRequest::default()
+            .with_require_stable(require_stable)
+            .with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(StrBytes::from_static_str(group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                    .with_name(name(&topic))
+                    .with_partition_indexes(vec![0])]))]);
+        let r: OffsetFetchResponse = c.roundtrip(ApiKey::OffsetFetch, 8, &req);
+        let p = &r.groups[0].topics[0].partitions[0];
+        let expected = if require_stable { 88 } else { 0 };
+        assert_eq!((p.error_code, p.committed_offset), (expected, -1));
+    }
+    for v in range(&mut c, ApiKey::DescribeProducers) {
+        use kafka_protocol::messages::describe_producers_request::TopicRequest;
+        let req = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+            .with_name(name(&topic))
+            .with_partition_indexes(vec![0, 7])]);
+        let r: DescribeProducersResponse = c.roundtrip(ApiKey::DescribeProducers, v, &req);
+        let parts = &r.topics[0].partitions;
+        assert_eq!(parts[0].error_code, 0, "DescribeProducers v{v}");
+        // The marker WriteTxnMarkers wrote made `producer` known there.
+        let p = parts[0]
+            .active_producers
+            .iter()
+            .find(|p| p.producer_id.0 == producer.0)
+            .expect("the marker's producer");
+        assert_eq!(
+            (p.producer_epoch, p.current_txn_start_offset),
+            (i32::from(producer.1), -1)
+        );
+        assert_eq!(parts[1].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    }
     for v in range(&mut c, ApiKey::ListTransactions) {
         let req = ListTransactionsRequest::default()
             .with_state_filters(vec![StrBytes::from_static_str("Ongoing")])

@@ -268,6 +268,12 @@ pub fn offset_fetch(
     version: i16,
     caller: &Caller,
 ) -> OffsetFetchResponse {
+    // KIP-447: a consumer that asks for stable offsets is told to retry
+    // while a transaction holds an undecided offset of the partition.
+    let require_stable = version >= 7 && req.require_stable;
+    let stable = |group: &str, topic: &str, p: i32| {
+        !(require_stable && broker.groups.has_pending_txn_offset(group, topic, p))
+    };
     if version >= 8 {
         let groups = req
             .groups
@@ -286,11 +292,16 @@ pub fn offset_fetch(
                             .into_iter()
                             .map(|((name, parts), code)| {
                                 OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(StrBytes::from_string(name)))
+                                    .with_name(TopicName(StrBytes::from_string(name.clone())))
                                     .with_partitions(
                                         parts
                                             .into_iter()
                                             .map(|(p, v)| {
+                                                let (v, code) = if stable(&id, &name, p) {
+                                                    (v, code)
+                                                } else {
+                                                    (None, Code::UnstableOffsetCommit.code())
+                                                };
                                                 OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
                                                     .with_committed_offset(
@@ -341,11 +352,16 @@ pub fn offset_fetch(
                 partition_code
             };
             OffsetFetchResponseTopic::default()
-                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_name(TopicName(StrBytes::from_string(name.clone())))
                 .with_partitions(
                     parts
                         .into_iter()
                         .map(|(p, v)| {
+                            let (v, partition_code) = if stable(&group_id, &name, p) {
+                                (v, partition_code)
+                            } else {
+                                (None, Code::UnstableOffsetCommit.code())
+                            };
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(v.as_ref().map_or(-1, |v| v.offset))

@@ -1,13 +1,16 @@
 //! Transactions: AddPartitionsToTxn (the clients' v0-3 and the brokers'
 //! batched, verify-only v4-5), AddOffsetsToTxn, EndTxn, TxnOffsetCommit,
 //! WriteTxnMarkers (coordinator to partition leaders),
-//! DescribeTransactions and ListTransactions. InitProducerId with a
+//! DescribeTransactions, ListTransactions and DescribeProducers. InitProducerId with a
 //! transactional id is in `producer_id.rs`. The coordinator's rules are in
 //! `txn/`; this module checks ACLs and maps its errors to Kafka codes.
 
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::describe_producers_response::{
+    PartitionResponse, ProducerState, TopicResponse,
 };
 use kafka_protocol::messages::describe_transactions_response::{
     TopicData, TransactionState as DescribedTxn,
@@ -21,10 +24,11 @@ use kafka_protocol::messages::write_txn_markers_response::{
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
-    EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
-    TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
-    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TopicName, TransactionalId,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -415,6 +419,63 @@ pub async fn write_txn_markers(
         );
     }
     WriteTxnMarkersResponse::default().with_markers(markers)
+}
+
+// ----- DescribeProducers ---------------------------------------------------
+
+/// The producers of partitions this broker leads: id, epoch, last
+/// sequence and the first offset of an open transaction. READ on the topic.
+pub fn describe_producers(
+    broker: &Broker,
+    req: DescribeProducersRequest,
+    _version: i16,
+    caller: &Caller,
+) -> DescribeProducersResponse {
+    let view = broker.view();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let denied = !caller.allows(Operation::Read, ResourceType::Topic, &name);
+            let info = view.topic(&name);
+            let partitions = t
+                .partition_indexes
+                .into_iter()
+                .map(|index| {
+                    let r = PartitionResponse::default().with_partition_index(index);
+                    if denied {
+                        return r.with_error_code(Code::TopicAuthorizationFailed.code());
+                    }
+                    let served = match info {
+                        Some(i) => broker.leader_partition(i, index),
+                        None => Err(crate::broker::NotServed::UnknownPartition),
+                    };
+                    match served {
+                        Err(why) => r.with_error_code(super::error::not_served_code(why)),
+                        Ok(p) => r.with_active_producers(
+                            p.producers()
+                                .into_iter()
+                                .map(|(id, epoch, seq, txn_start)| {
+                                    ProducerState::default()
+                                        .with_producer_id(ProducerId(id))
+                                        .with_producer_epoch(i32::from(epoch))
+                                        .with_last_sequence(seq)
+                                        .with_last_timestamp(-1)
+                                        .with_coordinator_epoch(-1)
+                                        .with_current_txn_start_offset(txn_start)
+                                })
+                                .collect(),
+                        ),
+                    }
+                })
+                .collect();
+            TopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DescribeProducersResponse::default().with_topics(topics)
 }
 
 // ----- DescribeTransactions / ListTransactions -----------------------------

@@ -63,6 +63,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::DescribeProducers, 0, 0),
     // SASL: handshake v0 (tokens then come as bare frames) and v1
     // (tokens in SaslAuthenticate); authenticate v1+ carries the session
     // lifetime (KIP-368).

@@ -332,6 +332,25 @@ impl ProducerStateTable {
         [open, closing].into_iter().flatten().fold(hwm, i64::min)
     }
 
+    /// Every producer with state here, by id: (producer id, epoch, last
+    /// sequence or -1, first offset of its open transaction or -1).
+    pub fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        let mut out: Vec<(i64, i16, i32, i64)> = self
+            .producers
+            .iter()
+            .map(|(id, e)| {
+                (
+                    *id,
+                    e.epoch,
+                    e.last_sequence().unwrap_or(-1),
+                    e.open_txn.unwrap_or(-1),
+                )
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Whether the producer has a transaction open in this partition.
     pub fn has_open_txn(&self, producer_id: i64) -> bool {
         self.producers
