@@ -92,6 +92,10 @@ pub enum PartitionError {
     },
     #[error("partition is closed. partition={partition}")]
     Closed { partition: String },
+    /// A transaction marker came between a transactional produce's
+    /// verification and its append: verify again.
+    #[error("a transaction marker came after the produce was verified. partition={partition}")]
+    MarkerSinceVerified { partition: String },
     /// The replica refuses (not the leader, or a stale or unknown epoch).
     #[error("{source}. partition={partition}")]
     Replica {
@@ -492,18 +496,28 @@ impl Partition {
     /// Validates and appends a produce payload (one or more record batches)
     /// outside any transaction: transactional batches are refused.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendResult, PartitionError> {
-        self.append_checked(records, now_ms, false)
+        self.append_checked(records, now_ms, None)
     }
 
     /// [`Self::append`] for a produce its transaction coordinator has
     /// verified: transactional batches are taken and open (or continue)
-    /// the producer's transaction here.
+    /// the producer's transaction here. With `guard` (the
+    /// [`Self::marker_guard`] taken before the verification) the append is
+    /// refused with `MarkerSinceVerified` if a marker came since, so a
+    /// transaction aborted meanwhile is never opened again here.
     pub fn append_transactional(
         &self,
         records: &Bytes,
         now_ms: i64,
+        guard: Option<u64>,
     ) -> Result<AppendResult, PartitionError> {
-        self.append_checked(records, now_ms, true)
+        self.append_checked(records, now_ms, Some(guard))
+    }
+
+    /// The guard of a transactional produce's verification: how many
+    /// markers the partition has seen.
+    pub fn marker_guard(&self) -> u64 {
+        self.lock().producers.markers_seen()
     }
 
     /// Appends a coordinator's COMMIT or ABORT marker for the producer's
@@ -526,20 +540,22 @@ impl Partition {
         );
         let batch = Bytes::from(batch);
         let headers = validate_batches(&batch, usize::MAX)?;
-        self.append_headers(&batch, headers, now_ms)
+        self.append_headers(&batch, headers, now_ms, None)
     }
 
+    /// `transactional`: None outside a transaction, else the verification
+    /// guard, if any.
     fn append_checked(
         &self,
         records: &Bytes,
         now_ms: i64,
-        transactional: bool,
+        transactional: Option<Option<u64>>,
     ) -> Result<AppendResult, PartitionError> {
         self.check_leader()?;
         let max = self.lock().config.max_message_bytes;
         let headers = validate_batches(records, max)?;
-        check_client_batches(&headers, transactional)?;
-        self.append_headers(records, headers, now_ms)
+        check_client_batches(&headers, transactional.is_some())?;
+        self.append_headers(records, headers, now_ms, transactional.flatten())
     }
 
     fn append_headers(
@@ -547,9 +563,15 @@ impl Partition {
         records: &Bytes,
         headers: Vec<BatchHeader>,
         now_ms: i64,
+        guard: Option<u64>,
     ) -> Result<AppendResult, PartitionError> {
         self.check_leader()?;
         let result = self.with_log(|log, producers, config| {
+            if guard.is_some_and(|g| g != producers.markers_seen()) {
+                return Err(PartitionError::MarkerSinceVerified {
+                    partition: self.name(),
+                });
+            }
             let ids: Vec<BatchIdentity> = identities(records, &headers);
             for (i, id) in ids.iter().enumerate() {
                 match producers.check(id) {

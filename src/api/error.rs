@@ -20,6 +20,8 @@ pub fn partition_error_code(e: &PartitionError) -> i16 {
         PartitionError::OffsetOutOfRange { .. } => Code::OffsetOutOfRange.code(),
         PartitionError::Sync { .. } => Code::KafkaStorageError.code(),
         PartitionError::Closed { .. } => Code::NotLeaderOrFollower.code(),
+        // Retriable: the produce is verified again.
+        PartitionError::MarkerSinceVerified { .. } => Code::ConcurrentTransactions.code(),
         PartitionError::Replica { source, .. } => match source {
             crate::partition::replica::ReplicaError::NotLeader { .. }
             | crate::partition::replica::ReplicaError::NotFollower

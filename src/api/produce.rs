@@ -28,6 +28,30 @@ use crate::security::Caller;
 /// retry, so one line per 10 s, with the count suppressed.
 static APPEND_FAILED_LOG: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
 
+/// Appends a produce of transactional id `id`, verified first; verified
+/// again if a marker came meanwhile (the transaction may have been aborted
+/// by its coordinator), so an aborted transaction is never opened again.
+async fn append_in_txn(
+    broker: &Broker,
+    id: &str,
+    topic: &str,
+    partition: &Partition,
+    records: &bytes::Bytes,
+) -> Result<Result<crate::partition::AppendResult, crate::partition::PartitionError>, (i16, String)>
+{
+    let mut tries = 0;
+    loop {
+        let guard = partition.marker_guard();
+        verify_transactional(broker, id, topic, partition, records).await?;
+        match partition.append_transactional(records, now_ms(), Some(guard)) {
+            Err(crate::partition::PartitionError::MarkerSinceVerified { .. }) if tries < 5 => {
+                tries += 1;
+            }
+            r => return Ok(r),
+        }
+    }
+}
+
 /// A produce of transactional id `id`: its first write to a partition in
 /// a transaction is checked with the coordinator (KIP-890), so a
 /// partition never added to the transaction cannot open one there that
@@ -226,13 +250,13 @@ pub async fn handle(
             let appended = match req.transactional_id.as_ref() {
                 None => partition.append(records, now_ms()),
                 Some(id) => {
-                    if let Err((code, msg)) =
-                        verify_transactional(broker, id, &topic.name, &partition, records).await
-                    {
-                        parts.push(failed(pd.index, code, Some(msg)));
-                        continue;
+                    match append_in_txn(broker, id, &topic.name, &partition, records).await {
+                        Ok(r) => r,
+                        Err((code, msg)) => {
+                            parts.push(failed(pd.index, code, Some(msg)));
+                            continue;
+                        }
                     }
-                    partition.append_transactional(records, now_ms())
                 }
             };
             match appended {

@@ -332,7 +332,7 @@ impl Broker {
         .map_err(|message| GroupError::OffsetsTopicUnavailable { message })?;
         let appended = match producer {
             None => p.append(&batch, now_ms),
-            Some(_) => p.append_transactional(&batch, now_ms),
+            Some(_) => p.append_transactional(&batch, now_ms, None),
         };
         match appended {
             Ok(r) => Ok(Appended {

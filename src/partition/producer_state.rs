@@ -154,6 +154,9 @@ pub struct ProducerStateTable {
     closing: BTreeSet<(i64, i64)>,
     /// Aborted transactions by marker offset.
     aborted: BTreeMap<i64, AbortedTxn>,
+    /// Markers seen since the table was built (not persisted): a produce
+    /// verified with the coordinator appends only if none came meanwhile.
+    markers_seen: u64,
 }
 
 fn next_sequence(seq: i32) -> i32 {
@@ -301,6 +304,7 @@ impl ProducerStateTable {
         if matches!(marker, ControlType::Other(_)) || batch.producer_id == NO_PRODUCER_ID {
             return None;
         }
+        self.markers_seen += 1;
         let entry = self.producers.entry(batch.producer_id).or_default();
         if batch.producer_epoch > entry.epoch {
             entry.epoch = batch.producer_epoch;
@@ -349,6 +353,12 @@ impl ProducerStateTable {
             .collect();
         out.sort_unstable();
         out
+    }
+
+    /// How many transaction markers this table has seen (the guard of a
+    /// verified transactional produce).
+    pub fn markers_seen(&self) -> u64 {
+        self.markers_seen
     }
 
     /// Whether the producer has a transaction open in this partition.

@@ -49,7 +49,7 @@ impl Producers {
 }
 
 fn txn(p: &Partition, ps: &mut Producers, pid: i64, records: usize) -> AppendResult {
-    p.append_transactional(&ps.batch(pid, true, records), 0)
+    p.append_transactional(&ps.batch(pid, true, records), 0, None)
         .expect("transactional append")
 }
 
@@ -91,7 +91,7 @@ fn clients_cannot_write_transactional_batches_outside_a_transaction_or_markers()
         0,
     ));
     let err = p
-        .append_transactional(&control, 0)
+        .append_transactional(&control, 0, None)
         .expect_err("a client's control batch");
     assert!(
         matches!(err, PartitionError::Batch(BatchError::NotAllowed { .. })),
@@ -175,6 +175,32 @@ fn bytes_of(r: &PartitionRead) -> Bytes {
 }
 
 #[test]
+fn a_marker_after_the_verification_refuses_the_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path());
+    let mut ps = Producers::default();
+    let guard = p.marker_guard();
+    txn(&p, &mut ps, 7, 1);
+    marker(&p, 7, ControlType::Abort);
+    let batch = ps.batch(7, true, 1);
+    let err = p
+        .append_transactional(&batch, 0, Some(guard))
+        .expect_err("a marker came since the verification");
+    assert!(
+        matches!(err, PartitionError::MarkerSinceVerified { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        p.open_transactions(),
+        0,
+        "the aborted transaction stays closed"
+    );
+    let fresh = p.marker_guard();
+    p.append_transactional(&batch, 0, Some(fresh))
+        .expect("verified again");
+}
+
+#[test]
 fn a_marker_from_an_older_epoch_is_fenced() {
     let dir = tempfile::tempdir().unwrap();
     let p = open(dir.path());
@@ -244,7 +270,7 @@ fn compaction_drops_aborted_records_and_keeps_what_they_would_supersede() {
     };
     p.append(&keyed(0, -1, -1, "k", "committed"), 0)
         .expect("plain");
-    p.append_transactional(&keyed(TRANSACTIONAL, 7, 0, "k", "aborted"), 0)
+    p.append_transactional(&keyed(TRANSACTIONAL, 7, 0, "k", "aborted"), 0, None)
         .expect("txn");
     p.append_marker(7, 0, ControlType::Abort, 0, 0)
         .expect("abort");
@@ -252,7 +278,7 @@ fn compaction_drops_aborted_records_and_keeps_what_they_would_supersede() {
         p.append(&keyed(0, -1, -1, &format!("x{i}"), "filler"), 0)
             .expect("filler");
     }
-    p.append_transactional(&keyed(TRANSACTIONAL, 8, 0, "k", "open"), 0)
+    p.append_transactional(&keyed(TRANSACTIONAL, 8, 0, "k", "open"), 0, None)
         .expect("open txn");
     for i in 6..12 {
         p.append(&keyed(0, -1, -1, &format!("x{i}"), "filler"), 0)

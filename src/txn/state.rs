@@ -214,7 +214,12 @@ pub fn init_producer_id(
             // The bump was written but its answer lost: answer it again.
             return Ok(InitOutcome::Write(meta.clone()));
         }
-        if pid != meta.producer_id || epoch != meta.producer_epoch {
+        // A producer whose transaction the coordinator aborted at a bumped
+        // epoch (a timeout) may take up the id again (KIP-588).
+        let recovering = pid == meta.producer_id
+            && epoch == meta.last_producer_epoch
+            && meta.state == TxnState::CompleteAbort;
+        if !recovering && (pid != meta.producer_id || epoch != meta.producer_epoch) {
             return Err(TxnError::ProducerFenced {
                 id: id.to_string(),
                 current: meta.producer_epoch,
@@ -596,6 +601,13 @@ mod tests {
             end_txn(&done, 42, 0, true, 60_030),
             Err(TxnError::ProducerFenced { .. })
         ));
+        // It may take up the id again at a new epoch (KIP-588).
+        let InitOutcome::Write(again) =
+            init_producer_id("t", Some(&done), 60_000, Some((42, 0)), 60_040, || 43).expect("init")
+        else {
+            panic!("expected a write");
+        };
+        assert_eq!((again.producer_epoch, again.state), (2, TxnState::Empty));
         assert_eq!(timed_out(&fresh(), i64::MAX / 2, || 43), None);
     }
 

@@ -141,6 +141,12 @@ pub struct Args {
     /// topic without a table, same run (tier on file:// in the work dir)
     #[arg(long, conflicts_with_all = ["brokers", "bootstrap", "tls", "compaction"])]
     pub table_export: bool,
+    /// What transactions cost the producer: a transactional producer
+    /// (transactions of 1,000 records, --produce-bytes of 1 KiB records on
+    /// 16 partitions) beside an idempotent producer (acks=all), alternating
+    /// rounds on one broker; the ratio of their MB/s
+    #[arg(long, conflicts_with_all = ["brokers", "bootstrap", "tls", "compaction", "table_export"])]
+    pub transactions: bool,
     /// Keep the work directory (broker data and logs) at the end.
     #[arg(long)]
     pub keep: bool,

@@ -51,7 +51,7 @@ pub fn secure(bootstrap: &str, props: Props) {
     s.push((bootstrap.to_string(), props));
 }
 
-fn base_config(bootstrap: &str) -> ClientConfig {
+pub fn base_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4")

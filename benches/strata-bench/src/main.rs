@@ -20,6 +20,7 @@ mod table_export;
 mod tables;
 mod tier;
 mod tls;
+mod transactions;
 mod workloads;
 
 use std::process::ExitCode;
@@ -71,6 +72,7 @@ fn run(a: &Args) -> Result<()> {
         None if a.tls => tls::run(a, &plan, &work),
         None if a.compaction => compaction::run(a, &plan, &work),
         None if a.table_export => table_export::run(a, &plan, &work),
+        None if a.transactions => transactions::run(a, &plan, &work),
         None => workloads::run_in(a, &plan, &work).and_then(|r| report_all(a, &plan, &r)),
     };
     if a.keep || result.is_err() {
