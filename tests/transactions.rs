@@ -114,6 +114,46 @@ fn commits_are_read_and_aborts_are_dropped_by_read_committed_only() {
 }
 
 #[test]
+fn list_offsets_latest_is_the_last_stable_offset_for_read_committed() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = common::topic_name("txn-lso");
+    create_topic(&bootstrap, &topic, 1, &[]);
+    common::clients::produce(
+        &bootstrap,
+        &topic,
+        &(0..3)
+            .map(|i| common::clients::TestRecord::value(format!("plain-{i}")))
+            .collect::<Vec<_>>(),
+    );
+    let p = txn_producer(&bootstrap, &common::topic_name("rs-lso"));
+    p.begin_transaction().expect("begin");
+    send(&p, &topic, 1, &values("open", 2));
+    let mut raw = common::raw::RawConn::connect(&bootstrap);
+    let latest = |raw: &mut common::raw::RawConn, isolation| {
+        raw.list_offset_isolated(&topic, 0, -1, isolation)
+    };
+    assert_eq!(
+        latest(&mut raw, 0),
+        5,
+        "read_uncommitted: the high watermark"
+    );
+    assert_eq!(
+        latest(&mut raw, 1),
+        3,
+        "read_committed: the open transaction's start"
+    );
+    p.commit_transaction(TIMEOUT).expect("commit");
+    // The marker lands after EndTxn answered.
+    let deadline = Instant::now() + TIMEOUT;
+    while latest(&mut raw, 1) != 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!((latest(&mut raw, 0), latest(&mut raw, 1)), (6, 6));
+    broker.assert_no_error_logs();
+}
+
+#[test]
 fn commits_answered_before_a_kill_9_are_completed_after_the_restart() {
     let mut broker = Broker::start();
     let topic = common::topic_name("txn-crash");

@@ -94,11 +94,7 @@ pub async fn offset_commit(
             .await
     };
     if let Err(e) = result {
-        log_error("OffsetCommit", &group_id, &e);
-        let code = group_error_code(&e);
-        for (ti, pi) in valid {
-            codes[ti].1[pi].1 = code;
-        }
+        fail_valid(&mut codes, &valid, "OffsetCommit", &group_id, &e);
     }
     let topics = codes
         .into_iter()
@@ -136,6 +132,22 @@ pub struct Checked {
     pub valid: Vec<(usize, usize)>,
     /// Their offsets, in the same order.
     pub offsets: Vec<(String, i32, OffsetValue)>,
+}
+
+/// The coordinator refused the partitions that passed the edge checks
+/// (`valid`, indexes into `codes`): each gets `e`'s code.
+pub fn fail_valid(
+    codes: &mut [(TopicName, Vec<(i32, i16)>)],
+    valid: &[(usize, usize)],
+    api: &str,
+    group: &str,
+    e: &GroupError,
+) {
+    log_error(api, group, e);
+    let code = group_error_code(e);
+    for &(ti, pi) in valid {
+        codes[ti].1[pi].1 = code;
+    }
 }
 
 /// The edge checks of OffsetCommit and TxnOffsetCommit: READ on each topic

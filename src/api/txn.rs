@@ -33,8 +33,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::error::{Code, NONE};
-use super::group::{group_error_code, log_error};
-use super::group_offsets::{check_commit, Checked, CommitAsked};
+use super::group_offsets::{check_commit, fail_valid, Checked, CommitAsked};
 use crate::broker::Broker;
 use crate::group::records::{partition_for, OFFSETS_TOPIC};
 use crate::security::acl::{Operation, ResourceType};
@@ -341,11 +340,7 @@ pub async fn txn_offset_commit(
             )
             .await;
         if let Err(e) = r {
-            log_error("TxnOffsetCommit", &group_id, &e);
-            let code = group_error_code(&e);
-            for (ti, pi) in valid {
-                codes[ti].1[pi].1 = code;
-            }
+            fail_valid(&mut codes, &valid, "TxnOffsetCommit", &group_id, &e);
         }
     }
     let topics = codes

@@ -97,17 +97,53 @@ impl Broker {
         self.groups.set_ownership(ownership);
     }
 
-    /// `offsets.topic.replication.factor` capped at the cluster's size (its
-    /// voters or its registered brokers, whichever are more, so a cluster
-    /// still starting does not create a topic of one replica); refused
-    /// while fewer brokers run (clients retry FindCoordinator).
-    fn offsets_topic_replication_factor(&self) -> Result<i16, GroupError> {
-        self.internal_topic_replication_factor()
-            .map_err(|message| GroupError::OffsetsTopicUnavailable { message })
+    /// Creates internal topic `name` (compacted, kept forever, replicated
+    /// as [`Self::internal_topic_replication_factor`] says) with
+    /// `partitions` and `segment_bytes`, then opens its partitions here.
+    /// A topic another broker created meanwhile is fine.
+    pub(super) async fn create_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        segment_bytes: u64,
+    ) -> Result<(), String> {
+        let replication_factor = self.internal_topic_replication_factor()?;
+        let configs: BTreeMap<String, String> = [
+            ("cleanup.policy", "compact".to_string()),
+            ("retention.ms", "-1".to_string()),
+            ("segment.bytes", segment_bytes.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let result = self
+            .metadata
+            .propose(Command::CreateTopic {
+                name: name.to_string(),
+                id: Uuid::new_v4(),
+                partitions,
+                replication_factor,
+                configs,
+                assignments: None,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        match result {
+            CommandResult::Ok => {
+                tracing::info!(topic = name, partitions, "created an internal topic")
+            }
+            CommandResult::TopicAlreadyExists => {}
+            other => return Err(format!("topic creation refused: {other:?}")),
+        }
+        self.reconcile().await.map_err(|e| e.to_string())
     }
 
     /// The replication factor of an internal topic (`__consumer_offsets`,
-    /// `__transaction_state`): as the offsets topic's.
+    /// `__transaction_state`): `offsets.topic.replication.factor` capped at
+    /// the cluster's size (its voters or its registered brokers, whichever
+    /// are more, so a cluster still starting does not create a topic of one
+    /// replica); refused while fewer brokers run (clients retry
+    /// FindCoordinator).
     pub(super) fn internal_topic_replication_factor(&self) -> Result<i16, String> {
         let view = self.view();
         let voters = self
@@ -188,37 +224,14 @@ impl GroupLog for Broker {
         }
         let unavailable = |message: String| GroupError::OffsetsTopicUnavailable { message };
         if self.view().topic(OFFSETS_TOPIC).is_none() {
-            let replication_factor = self.offsets_topic_replication_factor()?;
             let cfg = GroupConfig::from_broker(&self.config);
-            let configs: BTreeMap<String, String> = [
-                ("cleanup.policy", "compact".to_string()),
-                ("retention.ms", "-1".to_string()),
-                ("segment.bytes", cfg.offsets_topic_segment_bytes.to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            let result = self
-                .metadata
-                .propose(Command::CreateTopic {
-                    name: OFFSETS_TOPIC.to_string(),
-                    id: Uuid::new_v4(),
-                    partitions: cfg.offsets_topic_partitions,
-                    replication_factor,
-                    configs,
-                    assignments: None,
-                })
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            match result {
-                CommandResult::Ok => tracing::info!(
-                    topic = OFFSETS_TOPIC,
-                    partitions = cfg.offsets_topic_partitions,
-                    "created the offsets topic"
-                ),
-                CommandResult::TopicAlreadyExists => {}
-                other => return Err(unavailable(format!("topic creation refused: {other:?}"))),
-            }
+            self.create_internal_topic(
+                OFFSETS_TOPIC,
+                cfg.offsets_topic_partitions,
+                cfg.offsets_topic_segment_bytes,
+            )
+            .await
+            .map_err(unavailable)?;
         }
         self.reconcile()
             .await

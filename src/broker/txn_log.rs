@@ -20,20 +20,20 @@ use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, ProducerId, TopicName, TransactionalId, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::StrBytes;
-use uuid::Uuid;
 
 use super::{now_ms, Broker};
 use crate::api::error::Code;
 use crate::client::{ConnOptions, Connection};
 use crate::group::records::OFFSETS_TOPIC;
 use crate::log::batch::ControlType;
-use crate::metadata::{Command, CommandResult};
 use crate::partition::ReadData;
 use crate::txn::records::TXN_STATE_TOPIC;
 use crate::txn::{Coordinator, CoordinatorError, KeyValue, Marker, TxnHost, TxnPartition};
 
 /// How much of a state partition one load step reads.
 const READ_CHUNK: usize = 1 << 20;
+/// transaction.state.log.segment.bytes (Kafka's default).
+const STATE_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
 
 impl Broker {
     /// The broker that coordinates transactional id `id`: the leader of
@@ -289,46 +289,13 @@ impl TxnHost for Broker {
         if self.view().topic(TXN_STATE_TOPIC).is_some() {
             return Ok(());
         }
-        let unavailable = CoordinatorError::Unavailable;
-        let replication_factor = self
-            .internal_topic_replication_factor()
-            .map_err(unavailable)?;
-        let configs: BTreeMap<String, String> = [
-            ("cleanup.policy", "compact"),
-            ("retention.ms", "-1"),
-            ("segment.bytes", "104857600"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let partitions = self.txns.config().partitions;
-        let result = self
-            .metadata
-            .propose(Command::CreateTopic {
-                name: TXN_STATE_TOPIC.to_string(),
-                id: Uuid::new_v4(),
-                partitions,
-                replication_factor,
-                configs,
-                assignments: None,
-            })
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        match result {
-            CommandResult::Ok => {
-                tracing::info!(
-                    topic = TXN_STATE_TOPIC,
-                    partitions,
-                    "created the transaction state topic"
-                )
-            }
-            CommandResult::TopicAlreadyExists => {}
-            other => return Err(unavailable(format!("topic creation refused: {other:?}"))),
-        }
-        self.reconcile()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        Ok(())
+        self.create_internal_topic(
+            TXN_STATE_TOPIC,
+            self.txns.config().partitions,
+            STATE_SEGMENT_BYTES,
+        )
+        .await
+        .map_err(CoordinatorError::Unavailable)
     }
 
     fn partitions(&self) -> i32 {

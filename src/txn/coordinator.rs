@@ -20,6 +20,11 @@ use crate::group::records::partition_for;
 
 type Slot = Arc<AsyncMutex<Option<TxnMeta>>>;
 
+/// How long EndTxn (and an InitProducerId that aborts an earlier
+/// producer's transaction) waits for the markers after the decision is
+/// durable; past it the answer goes and the markers follow.
+const COMPLETION_WAIT: Duration = Duration::from_secs(5);
+
 /// The ids of one state partition, loaded at one leader epoch.
 struct Shard {
     index: i32,
@@ -73,6 +78,8 @@ pub struct Coordinator {
     /// are to be written.
     decided: Mutex<Vec<(Arc<Shard>, Slot, TxnMeta)>>,
     wake: tokio::sync::Notify,
+    /// Woken whenever a transaction completed.
+    completed: tokio::sync::Notify,
     closed: AtomicBool,
     pub counters: TxnCounters,
 }
@@ -86,6 +93,7 @@ impl Coordinator {
             completing: Mutex::new(HashSet::new()),
             decided: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
+            completed: tokio::sync::Notify::new(),
             closed: AtomicBool::new(false),
             counters,
         }
@@ -264,7 +272,11 @@ impl Coordinator {
                 );
                 *current = Some(meta.clone());
                 drop(current);
-                self.decided(&shard, slot, meta);
+                self.decided(&shard, slot.clone(), meta.clone());
+                // Once the abort completed, this producer's epoch is next.
+                if self.wait_completed(&slot, &meta).await {
+                    return Box::pin(self.init_producer_id(host, id, timeout_ms, expected)).await;
+                }
                 Err(TxnError::ConcurrentTransactions(id.to_string()).into())
             }
         }
@@ -367,8 +379,31 @@ impl Coordinator {
                 self.write(host, &shard, &next).await?;
                 *current = Some(next.clone());
                 drop(current);
-                self.decided(&shard, slot, next);
+                self.decided(&shard, slot.clone(), next.clone());
+                // The decision is durable: the answer waits (a while) for
+                // the markers too, so the producer's next transaction does
+                // not find this one still completing, and readers see it.
+                self.wait_completed(&slot, &next).await;
                 Ok(())
+            }
+        }
+    }
+
+    /// Waits until the transaction `prepared` completed (true), or
+    /// [`COMPLETION_WAIT`] passed or the coordinator closed (false).
+    async fn wait_completed(&self, slot: &Slot, prepared: &TxnMeta) -> bool {
+        let deadline = tokio::time::Instant::now() + COMPLETION_WAIT;
+        loop {
+            let notified = self.completed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if slot.lock().await.as_ref() != Some(prepared) {
+                return true;
+            }
+            if self.closed.load(Ordering::Acquire)
+                || tokio::time::timeout_at(deadline, notified).await.is_err()
+            {
+                return false;
             }
         }
     }
@@ -423,6 +458,7 @@ impl Coordinator {
     pub fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
         self.wake.notify_one();
+        self.completed.notify_waiters();
     }
 
     /// One pass of the timer: drops shards this broker no longer leads,
@@ -547,6 +583,7 @@ impl Coordinator {
                             };
                             counter.inc();
                             *current = Some(done);
+                            me.completed.notify_waiters();
                         }
                     }
                 }

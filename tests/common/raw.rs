@@ -281,12 +281,24 @@ impl RawConn {
     /// -2 earliest, -4 earliest local, -5 latest tiered): the offset, -1
     /// on an error.
     pub fn list_offset(&mut self, topic: &str, partition: i32, timestamp: i64) -> i64 {
+        self.list_offset_isolated(topic, partition, timestamp, 0)
+    }
+
+    /// [`Self::list_offset`] with an isolation level (1: read_committed).
+    pub fn list_offset_isolated(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+        isolation_level: i8,
+    ) -> i64 {
         use kafka_protocol::messages::list_offsets_request::{
             ListOffsetsPartition, ListOffsetsTopic,
         };
         use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, ListOffsetsResponse};
         let req = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation_level)
             .with_topics(vec![ListOffsetsTopic::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
                 .with_partitions(vec![ListOffsetsPartition::default()

@@ -4,6 +4,7 @@ fencing of a zombie producer, the coordinator's timeout, and
 consume-transform-produce with send_offsets_to_transaction across kill -9.
 """
 
+import contextlib
 import json
 import subprocess
 import time
@@ -32,6 +33,48 @@ def txn_producer(broker, txn_id, **extra):
     p = Producer(conf)
     p.init_transactions(TIMEOUT)
     return p
+
+
+class Restarting:
+    """A broker a test restarts on its directory: `b` is the one running."""
+
+    def __init__(self, start):
+        self.start = start
+        self.b = start()
+
+    def restart(self, kill):
+        """kill -9 (or, without `kill`, stop) and start again."""
+        if kill:
+            self.b.kill()
+        else:
+            self.b.stop()
+        self.b = self.start()
+        return self.b
+
+
+@contextlib.contextmanager
+def restarting(start):
+    """`start()` starts the broker. At the end the broker then running is
+    stopped and must have logged no ERROR line; its log tail is printed
+    when anything fails, and it is killed in any case."""
+    r = Restarting(start)
+    try:
+        yield r
+        r.b.stop()
+        errors = r.b.error_lines()
+        assert not errors, "broker logged ERROR lines:\n" + "\n".join(errors)
+    except BaseException:
+        print(r.b.log_tail())
+        raise
+    finally:
+        r.b.kill()
+
+
+def open_txn(p, topic, value):
+    """Begins a transaction and sends one record in it (not committed)."""
+    p.begin_transaction()
+    p.produce(topic, value)
+    assert p.flush(TIMEOUT) == 0
 
 
 def read_all(broker, topic, partitions, isolation, expect=None, group=None, timeout=TIMEOUT):
@@ -127,13 +170,9 @@ def test_a_second_producer_fences_the_first_and_aborts_its_transaction(broker, t
     create_topic(broker, topic, 1)
     txn_id = f"fence-{uuid.uuid4().hex[:6]}"
     old = txn_producer(broker, txn_id)
-    old.begin_transaction()
-    old.produce(topic, b"zombie")
-    old.flush(TIMEOUT)
+    open_txn(old, topic, b"zombie")
     new = txn_producer(broker, txn_id)
-    new.begin_transaction()
-    new.produce(topic, b"fresh")
-    new.flush(TIMEOUT)
+    open_txn(new, topic, b"fresh")
     # `strata txn` shows the new producer's open transaction.
     listed = txn_cli(broker, "list")
     mine = [t for t in listed if t["transactional_id"] == txn_id]
@@ -161,9 +200,7 @@ def test_a_lapsed_transaction_is_aborted_and_the_lso_moves_on(quick_timeouts, to
     topic = topic_name("lapse")
     create_topic(broker, topic, 1)
     p = txn_producer(broker, f"lapse-{uuid.uuid4().hex[:6]}", **{"transaction.timeout.ms": 2000, "message.timeout.ms": 2000})
-    p.begin_transaction()
-    p.produce(topic, b"abandoned")
-    p.flush(TIMEOUT)
+    open_txn(p, topic, b"abandoned")
     # Another producer's committed record lands after the abandoned one.
     q = txn_producer(broker, f"other-{uuid.uuid4().hex[:6]}")
     q.begin_transaction()
@@ -181,8 +218,8 @@ def test_consume_transform_produce_is_exactly_once_across_kill9(tmp_path, topic_
     before it commits. After every restart a new processor with the same
     transactional id fences the old one and goes on from the committed
     offsets. In the end the output holds every input record exactly once."""
-    b = Broker(tmp_path).start()
-    try:
+    with restarting(lambda: Broker(tmp_path).start().wait_ready()) as r:
+        b = r.b
         src, dst = topic_name("in"), topic_name("out")
         create_topic(b, src, 3)
         create_topic(b, dst, 3)
@@ -228,9 +265,8 @@ def test_consume_transform_produce_is_exactly_once_across_kill9(tmp_path, topic_
             c.close()
             if finished:
                 break
-            b.kill()
             crashes += 1
-            b = Broker(tmp_path).start().wait_ready()
+            b = r.restart(kill=True)
             del p
         assert crashes >= 10, f"only {crashes} crashes"
         out = read_all(b, dst, 3, "read_committed", expect=total)
@@ -238,14 +274,6 @@ def test_consume_transform_produce_is_exactly_once_across_kill9(tmp_path, topic_
         duplicates = len(values) - len(set(values))
         lost = total - len(set(values))
         assert (duplicates, lost) == (0, 0), f"duplicates={duplicates}, lost={lost}"
-        b.stop()
-        errors = b.error_lines()
-        assert not errors, "broker logged ERROR lines:\n" + "\n".join(errors)
-    except BaseException:
-        print(b.log_tail())
-        raise
-    finally:
-        b.kill()
 
 
 def java_hash(s):
@@ -336,8 +364,8 @@ def test_read_committed_from_the_tier_after_local_deletion_and_restart(tmp_path,
     tier = tmp_path / "tier"
     args = ["--tier-url", f"file://{tier}", "--tier-interval-ms", "200",
             "--log-retention-check-interval-ms", "200"]
-    b = Broker(tmp_path / "b", args).start().wait_ready()
-    try:
+    with restarting(lambda: Broker(tmp_path / "b", args).start().wait_ready()) as r:
+        b = r.b
         topic = topic_name("txn-tier")
         create_topic(b, topic, 2, config={"segment.bytes": "4096", "local.retention.bytes": "1"})
         p = txn_producer(b, f"tier-{uuid.uuid4().hex[:6]}")
@@ -376,16 +404,36 @@ def test_read_committed_from_the_tier_after_local_deletion_and_restart(tmp_path,
             time.sleep(0.2)
         assert len(local) <= 2, f"local segments left: {local}"
         assert len(list(tier.rglob("*.log"))) > 4
-        b.stop()
-        b = Broker(tmp_path / "b", args).start().wait_ready()
+        b = r.restart(kill=False)
         got = read_all(b, topic, 2, "read_committed", expect=len(committed))
         time.sleep(1)
         assert sorted(got) == sorted(committed)
-        b.stop()
-        errors = b.error_lines()
-        assert not errors, "broker logged ERROR lines:\n" + "\n".join(errors)
-    except BaseException:
-        print(b.log_tail())
-        raise
-    finally:
-        b.kill()
+
+
+def test_an_idle_transactional_id_expires(tmp_path, topic_name):
+    """transactional.id.expiration.ms: an id without a transaction for that
+    long is forgotten (a tombstone in __transaction_state); one with an
+    open transaction is not."""
+    args = ["--transactional-id-expiration-ms", "1500", "--transaction-abort-check-interval-ms", "200"]
+    for b in serving(Broker(tmp_path, args).start()):
+        topic = topic_name("expire")
+        create_topic(b, topic, 1)
+        idle, busy = f"idle-{uuid.uuid4().hex[:6]}", f"busy-{uuid.uuid4().hex[:6]}"
+        p = txn_producer(b, idle)
+        p.begin_transaction()
+        p.produce(topic, b"done")
+        p.commit_transaction(TIMEOUT)
+        q = txn_producer(b, busy)
+        open_txn(q, topic, b"open")
+        deadline = time.time() + TIMEOUT
+        ids = None
+        while time.time() < deadline:
+            ids = {t["transactional_id"] for t in txn_cli(b, "list")}
+            if idle not in ids:
+                break
+            time.sleep(0.2)
+        assert idle not in ids and busy in ids, ids
+        out = subprocess.run([strata_bin(), "txn", "describe", idle, "--bootstrap", b.bootstrap],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "transactional_id" in out.stderr, out.stderr
+        q.commit_transaction(TIMEOUT)

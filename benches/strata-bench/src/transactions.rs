@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::json;
 
 use crate::broker::{self, Broker};
@@ -47,7 +47,8 @@ fn produce(
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("compression.type", "none")
-        .set("message.timeout.ms", "120000")
+        // At most transaction.timeout.ms (librdkafka's default 60 s).
+        .set("message.timeout.ms", "60000")
         .set("queue.buffering.max.messages", "100000")
         .set("queue.buffering.max.kbytes", "262144")
         .set("batch.size", "1000000");
@@ -58,7 +59,15 @@ fn produce(
             format!("strata-bench-{}-{topic}", std::process::id()),
         );
     }
-    let producer: ThreadedProducer<_> = config.create().context("create producer")?;
+    // Delivery reports are events the application serves: polled here,
+    // and drained before each commit (commit_transaction's own flush waits
+    // for them in 100 ms steps, which alone would cap the rate).
+    let producer: BaseProducer = config.create().context("create producer")?;
+    let drain = |p: &BaseProducer| {
+        while p.in_flight_count() > 0 {
+            p.poll(Duration::from_millis(1));
+        }
+    };
     if transactional {
         producer
             .init_transactions(TIMEOUT)
@@ -71,6 +80,7 @@ fn produce(
     for i in 0..records {
         if transactional && i % TXN_RECORDS == 0 {
             if i > 0 {
+                drain(&producer);
                 producer.commit_transaction(TIMEOUT).context("commit")?;
                 transactions += 1;
             }
@@ -80,22 +90,22 @@ fn produce(
         let mut record = BaseRecord::<[u8], [u8]>::to(topic)
             .payload(&pool[off..off + RECORD_BYTES])
             .partition((i % PARTITIONS as u64) as i32);
+        producer.poll(Duration::ZERO);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    std::thread::sleep(Duration::from_micros(100));
+                    producer.poll(Duration::from_millis(1));
                 }
                 Err((e, _)) => return Err(anyhow!("produce to {topic}: {e}")),
             }
         }
     }
+    drain(&producer);
     if transactional {
         producer.commit_transaction(TIMEOUT).context("commit")?;
         transactions += 1;
-    } else {
-        producer.flush(TIMEOUT).context("flush")?;
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu = mark.cpu();
