@@ -90,7 +90,9 @@ impl CoordinatorError {
             CoordinatorError::NotCoordinator => Code::NotCoordinator,
             CoordinatorError::LoadInProgress => Code::CoordinatorLoadInProgress,
             CoordinatorError::Unavailable(_) => Code::CoordinatorNotAvailable,
-            CoordinatorError::UnknownId(_) => Code::TransactionalIdNotFound,
+            // As Kafka answers a transaction request of an id it does not
+            // know (DescribeTransactions says TRANSACTIONAL_ID_NOT_FOUND).
+            CoordinatorError::UnknownId(_) => Code::InvalidProducerIdMapping,
         }
     }
 }

@@ -153,6 +153,112 @@ fn list_offsets_latest_is_the_last_stable_offset_for_read_committed() {
     broker.assert_no_error_logs();
 }
 
+/// Requests a transaction refuses, each with its Kafka code: a produce to a
+/// partition never added (KIP-890), wrong producer ids and epochs, an
+/// unknown id, a timeout above the maximum, the other outcome after a
+/// commit, and a fenced producer.
+#[test]
+fn bad_transaction_requests_get_clear_errors() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    const INVALID_TXN_STATE: i16 = 48;
+    const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+    const PRODUCER_FENCED: i16 = 90;
+
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = common::topic_name("txn-bad");
+    create_topic(&bootstrap, &topic, 2, &[]);
+    let mut c = common::raw::RawConn::connect(&bootstrap);
+    let id = |s: &str| TransactionalId(StrBytes::from_string(s.to_string()));
+    let init = |c: &mut common::raw::RawConn, timeout_ms: i32| {
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(Some(id("bad")))
+            .with_transaction_timeout_ms(timeout_ms)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let r: InitProducerIdResponse = c.roundtrip(ApiKey::InitProducerId, 4, &req);
+        (r.error_code, r.producer_id.0, r.producer_epoch)
+    };
+    let (code, pid, epoch) = init(&mut c, 60_000);
+    assert_eq!((code, epoch), (0, 0));
+    assert_eq!(init(&mut c, 900_001).0, INVALID_TRANSACTION_TIMEOUT);
+    let (_, pid, epoch) = {
+        let again = init(&mut c, 60_000);
+        assert_eq!((again.1, again.2), (pid, 1), "a new init bumps the epoch");
+        again
+    };
+    let produce = |c: &mut common::raw::RawConn, partition: i32, seq: i32, epoch: i16| {
+        let batch = common::raw::producer_batch(pid, epoch, seq, 1, "bad", true, false);
+        let req = ProduceRequest::default()
+            .with_transactional_id(Some(id("bad")))
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch))])]);
+        let r: ProduceResponse = c.roundtrip(ApiKey::Produce, 9, &req);
+        r.responses[0].partition_responses[0].error_code
+    };
+    assert_eq!(produce(&mut c, 0, 0, epoch), INVALID_TXN_STATE, "not added");
+    let add = |c: &mut common::raw::RawConn, txn: &str, pid: i64, epoch: i16| {
+        let req = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(id(txn))
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                .with_partitions(vec![0])]);
+        let r: AddPartitionsToTxnResponse = c.roundtrip(ApiKey::AddPartitionsToTxn, 3, &req);
+        r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+    };
+    assert_eq!(add(&mut c, "bad", pid, epoch), 0);
+    assert_eq!(
+        produce(&mut c, 1, 0, epoch),
+        INVALID_TXN_STATE,
+        "partition 1 was not added"
+    );
+    assert_eq!(produce(&mut c, 0, 0, epoch), 0, "partition 0 was");
+    assert_eq!(
+        add(&mut c, "bad", pid + 1, epoch),
+        INVALID_PRODUCER_ID_MAPPING
+    );
+    assert_eq!(
+        add(&mut c, "never-seen", pid, epoch),
+        INVALID_PRODUCER_ID_MAPPING
+    );
+    let end = |c: &mut common::raw::RawConn, epoch: i16, commit: bool| {
+        let req = EndTxnRequest::default()
+            .with_transactional_id(id("bad"))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(commit);
+        let r: EndTxnResponse = c.roundtrip(ApiKey::EndTxn, 3, &req);
+        r.error_code
+    };
+    assert_eq!(
+        end(&mut c, epoch + 1, true),
+        PRODUCER_FENCED,
+        "a future epoch"
+    );
+    assert_eq!(end(&mut c, epoch, true), 0);
+    assert_eq!(end(&mut c, epoch, true), 0, "a retried commit");
+    assert_eq!(
+        end(&mut c, epoch, false),
+        INVALID_TXN_STATE,
+        "an abort after the commit"
+    );
+    // A new producer of the id fences this one.
+    assert_eq!(init(&mut c, 60_000).2, epoch + 1);
+    assert_eq!(add(&mut c, "bad", pid, epoch), PRODUCER_FENCED);
+    broker.assert_no_error_logs();
+}
+
 #[test]
 fn commits_answered_before_a_kill_9_are_completed_after_the_restart() {
     let mut broker = Broker::start();

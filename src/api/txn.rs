@@ -514,6 +514,9 @@ pub async fn describe_transactions(
                     .with_producer_epoch(meta.producer_epoch)
                     .with_topics(topics);
             }
+            Err(CoordinatorError::UnknownId(_)) => {
+                s = s.with_error_code(Code::TransactionalIdNotFound.code())
+            }
             Err(e) => s = s.with_error_code(e.code().code()),
         }
         states.push(s);

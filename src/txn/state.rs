@@ -474,6 +474,34 @@ mod tests {
     }
 
     #[test]
+    fn the_other_outcome_while_one_is_being_written_and_a_dead_id_are_invalid() {
+        let m = ongoing();
+        let EndOutcome::Prepare(commit) = end_txn(&m, 42, 0, true, 20).expect("end") else {
+            panic!("expected a prepare");
+        };
+        assert!(matches!(
+            end_txn(&commit, 42, 0, false, 21),
+            Err(TxnError::InvalidTxnState {
+                state: "PrepareCommit",
+                ..
+            })
+        ));
+        let mut dead = m.clone();
+        dead.state = TxnState::Dead;
+        for c in [true, false] {
+            assert!(matches!(
+                end_txn(&dead, 42, 0, c, 21),
+                Err(TxnError::InvalidTxnState { state: "Dead", .. })
+            ));
+        }
+        assert_eq!(timed_out(&dead, i64::MAX / 2, || 43), None);
+        assert!(
+            !expired(&dead, i64::MAX / 2, 1),
+            "a dead id is already gone"
+        );
+    }
+
+    #[test]
     fn end_txn_without_a_transaction_is_invalid() {
         for commit in [true, false] {
             assert!(matches!(
