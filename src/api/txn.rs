@@ -380,33 +380,43 @@ pub async fn write_txn_markers(
             commit: m.transaction_result,
             coordinator_epoch: m.coordinator_epoch,
         };
-        let mut topics = Vec::with_capacity(m.topics.len());
-        for t in m.topics {
-            let mut parts = Vec::with_capacity(t.partition_indexes.len());
-            for p in t.partition_indexes {
-                let code = if !allowed {
-                    Code::ClusterAuthorizationFailed.code()
-                } else {
-                    match broker
-                        .write_marker_locally(t.name.0.as_str(), p, marker)
-                        .await
-                    {
-                        Ok(()) => NONE,
-                        Err(code) => code,
-                    }
-                };
-                parts.push(
-                    WritableTxnMarkerPartitionResult::default()
-                        .with_partition_index(p)
-                        .with_error_code(code),
-                );
-            }
-            topics.push(
+        // All of a marker's partitions are appended before any is awaited,
+        // so they share one sync round.
+        let writes = m.topics.iter().flat_map(|t| {
+            t.partition_indexes.iter().map(move |&p| async move {
+                if !allowed {
+                    return Code::ClusterAuthorizationFailed.code();
+                }
+                match broker
+                    .write_marker_locally(t.name.0.as_str(), p, marker)
+                    .await
+                {
+                    Ok(()) => NONE,
+                    Err(code) => code,
+                }
+            })
+        });
+        let mut codes = futures::future::join_all(writes).await.into_iter();
+        let topics = m
+            .topics
+            .into_iter()
+            .map(|t| {
+                let parts = t
+                    .partition_indexes
+                    .iter()
+                    .map(|&p| {
+                        WritableTxnMarkerPartitionResult::default()
+                            .with_partition_index(p)
+                            .with_error_code(
+                                codes.next().unwrap_or(Code::UnknownServerError.code()),
+                            )
+                    })
+                    .collect();
                 WritableTxnMarkerTopicResult::default()
                     .with_name(t.name)
-                    .with_partitions(parts),
-            );
-        }
+                    .with_partitions(parts)
+            })
+            .collect();
         markers.push(
             WritableTxnMarkerResult::default()
                 .with_producer_id(m.producer_id)

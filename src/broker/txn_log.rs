@@ -54,7 +54,8 @@ impl Broker {
     /// partition the group coordinator then applies the transaction's
     /// offsets. A marker fenced by a newer producer epoch is done (that
     /// epoch's own marker closed the transaction here). The error is a
-    /// Kafka code.
+    /// Kafka code. The marker is appended before the first await, so
+    /// callers that join several of these share one sync round.
     pub async fn write_marker_locally(
         &self,
         topic: &str,
@@ -400,9 +401,17 @@ impl TxnHost for Broker {
             if leader != me {
                 return self.send_markers(leader, marker, parts).await;
             }
+            // Every marker is appended on the first poll, so one sync
+            // round commits them all; then each is awaited.
+            let written = futures::future::join_all(
+                parts
+                    .iter()
+                    .map(|(topic, index)| self.write_marker_locally(topic, *index, marker)),
+            )
+            .await;
             let mut failed = Vec::new();
-            for (topic, index) in parts {
-                if let Err(code) = self.write_marker_locally(&topic, index, marker).await {
+            for ((topic, index), result) in parts.into_iter().zip(written) {
+                if let Err(code) = result {
                     tracing::debug!(topic = %topic, partition = index, code, "marker not written");
                     failed.push((topic, index));
                 }
