@@ -147,6 +147,15 @@ pub struct Args {
     /// rounds on one broker; the ratio of their MB/s
     #[arg(long, conflicts_with_all = ["brokers", "bootstrap", "tls", "compaction", "table_export"])]
     pub transactions: bool,
+    /// The broker's own ceiling without a client library: raw protocol
+    /// drivers (pipelined Produce of pre-encoded batches, acks=1 and
+    /// acks=all, --produce-bytes; pipelined Fetch of what acks=1 wrote,
+    /// --consume-bytes in all) beside the loopback copy, loopback sendfile
+    /// and fdatasync'd disk write, and the librdkafka consumer against
+    /// Strata beside the same consumer against librdkafka's mock broker.
+    /// With --bootstrap, drives that broker instead of starting Strata
+    #[arg(long, conflicts_with_all = ["brokers", "tls", "compaction", "table_export", "transactions"])]
+    pub raw: bool,
     /// Keep the work directory (broker data and logs) at the end.
     #[arg(long)]
     pub keep: bool,

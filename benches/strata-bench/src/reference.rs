@@ -37,9 +37,23 @@ impl Transfer {
 /// was given) or the system's default.
 pub fn loopback_copy(bytes: u64, congestion: Option<&str>) -> Result<Transfer> {
     let buf = crate::kafka::payload_pool(BUF);
-    loopback(bytes, congestion, |mut s| {
+    loopback(bytes, congestion, None, |mut s| {
         write_chunks(&mut s, &buf, bytes, |_| Ok(()))
     })
+}
+
+/// [`loopback_copy`] whose receiver writes what it reads to a new file in
+/// `dir` (buffered writes, no sync): what receiving and storing costs the
+/// machine, the floor under an acks=1 produce. The file is removed.
+pub fn loopback_to_file(dir: &Path, bytes: u64, congestion: Option<&str>) -> Result<Transfer> {
+    let path = dir.join(format!("strata-bench-store-{}.tmp", std::process::id()));
+    let file = File::create(&path).with_context(|| format!("create {}", path.display()))?;
+    let buf = crate::kafka::payload_pool(BUF);
+    let t = loopback(bytes, congestion, Some(file), |mut s| {
+        write_chunks(&mut s, &buf, bytes, |_| Ok(()))
+    });
+    let _ = std::fs::remove_file(&path);
+    t
 }
 
 /// Writes `bytes` to `w` in writes of `buf`'s length (the last one
@@ -80,7 +94,7 @@ pub fn loopback_sendfile(dir: &Path, bytes: u64, congestion: Option<&str>) -> Re
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
-    loopback(bytes, congestion, |s| {
+    loopback(bytes, congestion, None, |s| {
         rt.block_on(async {
             s.set_nonblocking(true)?;
             let s = tokio::net::TcpStream::from_std(s)?;
@@ -101,11 +115,13 @@ pub fn loopback_sendfile(dir: &Path, bytes: u64, congestion: Option<&str>) -> Re
 }
 
 /// One loopback TCP connection: `send` gets the connected socket and sends
-/// `bytes` on it; a thread reads them with 1 MiB reads. The time runs from
-/// connect to the last byte received.
+/// `bytes` on it; a thread reads them with 1 MiB reads, writing each to
+/// `store` when given. The time runs from connect to the last byte
+/// received (and stored).
 fn loopback(
     bytes: u64,
     congestion: Option<&str>,
+    mut store: Option<File>,
     send: impl FnOnce(TcpStream) -> Result<()>,
 ) -> Result<Transfer> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -118,6 +134,9 @@ fn loopback(
             let n = s.read(&mut buf)?;
             if n == 0 {
                 return Ok(got);
+            }
+            if let Some(f) = store.as_mut() {
+                f.write_all(&buf[..n])?;
             }
             got += n as u64;
         }

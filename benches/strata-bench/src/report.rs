@@ -76,7 +76,7 @@ impl Ratio {
             self.ratio() <= bound
         })
     }
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         json!({
             "name": self.name,
             "value": self.value,
@@ -401,7 +401,7 @@ fn machine_json() -> Value {
 pub static LOADAVG_AT_START: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Writes the report of a one-figure-set mode (`--brokers`, `--tls`,
-/// `--compaction`, `--table-export`) to `path`: the tool's header fields,
+/// `--compaction`, `--table-export`, `--transactions`, `--raw`) to `path`: the tool's header fields,
 /// then `figures`' own.
 pub fn write_mode_json(a: &Args, path: &std::path::Path, figures: Value) -> Result<()> {
     let mut report = json!({

@@ -434,6 +434,19 @@ fn references_table(r: &Results) {
 
 /// The figures with a target, and the headline ones.
 fn targets_table(ratios: &[Ratio]) {
+    let shown: Vec<&Ratio> = ratios
+        .iter()
+        .filter(|r| {
+            r.target.is_some()
+                || r.name.contains("1024 B acks=all 16")
+                || r.reference_name.starts_with("librdkafka")
+        })
+        .collect();
+    ratios_table(&shown);
+}
+
+/// Each figure beside its reference, their ratio and its target.
+pub fn ratios_table(ratios: &[&Ratio]) {
     let mut t = Table::new(&[
         ("figure", false),
         ("value", true),
@@ -443,11 +456,7 @@ fn targets_table(ratios: &[Ratio]) {
         ("target", true),
         ("met", false),
     ]);
-    for r in ratios.iter().filter(|r| {
-        r.target.is_some()
-            || r.name.contains("1024 B acks=all 16")
-            || r.reference_name.starts_with("librdkafka")
-    }) {
+    for r in ratios {
         t.row(vec![
             format!("{} ({})", r.name, r.unit),
             f2(r.value),

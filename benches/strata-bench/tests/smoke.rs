@@ -225,3 +225,41 @@ fn quick_compaction_run_measures_the_cleaner() {
     number(&v, "produce_compact_over_delete");
     number(&v, "produce_compact_idle_over_delete");
 }
+
+#[test]
+fn quick_raw_run_sets_each_driver_beside_its_reference() {
+    let (stdout, v) = run_quick("raw", &["--raw"]);
+    assert!(stdout.contains("## Raw protocol drivers"), "{stdout}");
+    let ratios = v["ratios"].as_array().expect("ratios");
+    let names: Vec<&str> = ratios
+        .iter()
+        .map(|r| {
+            number(r, "value");
+            number(r, "reference");
+            number(r, "ratio");
+            r["name"].as_str().expect("name")
+        })
+        .collect();
+    for want in [
+        "raw hot fetch",
+        "raw produce acks=1",
+        "raw produce acks=all",
+        "librdkafka consumer",
+    ] {
+        assert!(names.contains(&want), "{want} missing: {names:?}");
+    }
+    let rounds = v["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 3, "{rounds:?}");
+    for r in rounds {
+        for driver in ["produce_acks_1", "produce_acks_all", "fetch"] {
+            assert!(number(&r[driver], "bytes") > 0.0, "{driver}: {r}");
+            assert!(number(&r[driver], "requests") > 0.0, "{driver}: {r}");
+            number(&r[driver], "request_latency.p99_ms");
+        }
+        // The fetch driver reads back at least what acks=1 wrote.
+        assert!(
+            number(&r["fetch"], "bytes") >= number(&r["produce_acks_1"], "bytes"),
+            "{r}"
+        );
+    }
+}
