@@ -20,6 +20,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use futures::{StreamExt, TryStreamExt};
+
 use tokio::sync::Mutex as AsyncMutex;
 use uuid::Uuid;
 
@@ -112,6 +114,11 @@ pub struct Broker {
 
 /// Manifests read at once when partitions open.
 const TIER_REFRESH_CONCURRENCY: usize = 64;
+
+/// Partitions opened (or closed) at once at start-up and on metadata
+/// changes: each open of an idle partition is mostly waiting for fsyncs of
+/// its checkpoints, which overlap on the disk.
+pub(crate) const PARALLEL_OPENS: usize = 16;
 
 /// How long a request waits for the tier before going on without it (the
 /// tier loop and later requests try again).
@@ -341,8 +348,9 @@ impl Broker {
                 });
             }
         }
-        // Open new ones (blocking file I/O: recovery may scan segments).
-        let mut opened = Vec::new();
+        // Open new ones (blocking file I/O: recovery may scan segments,
+        // checkpoints are fsynced), several at a time.
+        let mut opening = Vec::new();
         for (key, (topic, epoch)) in &wanted {
             if let Some(existing) = self.partition(key.0, key.1) {
                 existing.set_config(self.partition_config(topic));
@@ -380,20 +388,27 @@ impl Broker {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&(name.clone(), index));
-            let p = tokio::task::spawn_blocking(move || {
-                let p = Partition::open(&log_dir, &name, id, index, epoch, cfg, remote)?;
-                if replicated {
-                    p.forget_high_watermark(checkpointed);
-                }
-                Ok::<_, crate::partition::PartitionError>(p)
-            })
-            .await
-            .map_err(|e| BrokerError::Io {
-                path: dir.display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
-            opened.push((*key, Arc::new(p)));
+            let key = *key;
+            opening.push(async move {
+                let p = tokio::task::spawn_blocking(move || {
+                    let p = Partition::open(&log_dir, &name, id, index, epoch, cfg, remote)?;
+                    if replicated {
+                        p.forget_high_watermark(checkpointed);
+                    }
+                    Ok::<_, crate::partition::PartitionError>(p)
+                })
+                .await
+                .map_err(|e| BrokerError::Io {
+                    path: dir.display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
+                Ok::<_, BrokerError>((key, Arc::new(p)))
+            });
         }
+        let opened: Vec<_> = futures::stream::iter(opening)
+            .buffer_unordered(PARALLEL_OPENS)
+            .try_collect()
+            .await?;
         // The tier's offsets of every new partition, read at once and
         // bounded: a hanging object store must not hold up start-up or
         // metadata changes (CreateTopics waits for this). The tier loop
@@ -857,12 +872,22 @@ impl Broker {
     }
 
     /// Flushes and closes every partition (clean shutdown).
+    /// Closes every partition, [`PARALLEL_OPENS`] at a time (each close
+    /// waits for its fsyncs).
     pub fn close_all(&self) {
-        for p in self.all_partitions() {
-            if let Err(e) = p.close() {
-                tracing::warn!(partition = %p.name(), error = %e, "closing partition failed");
+        let partitions = std::sync::Mutex::new(self.all_partitions().into_iter());
+        let next = || partitions.lock().unwrap_or_else(|e| e.into_inner()).next();
+        std::thread::scope(|s| {
+            for _ in 0..PARALLEL_OPENS {
+                s.spawn(|| {
+                    while let Some(p) = next() {
+                        if let Err(e) = p.close() {
+                            tracing::warn!(partition = %p.name(), error = %e, "closing partition failed");
+                        }
+                    }
+                });
             }
-        }
+        });
     }
 }
 

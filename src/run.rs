@@ -236,6 +236,7 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     }
     println!("admin listener bound to {admin_addr}");
     tracing::info!(%kafka_addr, %admin_addr, data_dir = %config.data_dir.display(), "strata starting");
+    raise_open_files_limit();
 
     let admin_state = server::admin::AdminState::default();
     let admin_task = tokio::spawn(server::admin::run(
@@ -687,5 +688,36 @@ async fn reprobe_tier(broker: Arc<Broker>, shutdown: CancellationToken) {
             }
             Err(why) => broker.set_tier_down(Some(why)),
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: every partition
+/// holds a file descriptor per segment, so thousands of partitions need
+/// more than the usual soft default (1,024). The limit is logged.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = match (limit.current, limit.maximum) {
+        (Some(current), maximum) if maximum.is_none_or(|m| m > current) => {
+            let new = Rlimit {
+                current: maximum,
+                maximum,
+            };
+            match setrlimit(Resource::Nofile, new) {
+                Ok(()) => maximum,
+                Err(e) => {
+                    tracing::warn!(current, error = %e, "cannot raise the open files limit");
+                    Some(current)
+                }
+            }
+        }
+        (current, _) => current,
+    };
+    match raised {
+        Some(n) => tracing::info!(
+            open_files_limit = n,
+            "open files limit (one descriptor per segment of each partition)"
+        ),
+        None => tracing::info!("open files limit: unlimited"),
     }
 }

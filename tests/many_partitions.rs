@@ -82,3 +82,34 @@ fn thousand_partitions() {
     );
     broker.assert_no_error_logs();
 }
+
+/// A descriptor per segment: the broker raises its soft limit on open
+/// files to the hard one at start, and logs it.
+#[test]
+fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    let broker = Broker::builder().soft_open_files_limit(512).start();
+    // The limit is raised (and logged) just after the listeners are bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !broker.logs().contains("open files limit") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            broker.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", broker.pid())).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // "Max open files <soft> <hard> files"
+    assert_eq!(fields[3], fields[4], "{line}");
+    assert_ne!(fields[3], "512", "{line}");
+    assert!(
+        broker.logs().contains("open files limit"),
+        "{}",
+        broker.log_tail()
+    );
+}

@@ -23,6 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tiering::{RetentionPolicy, TierError, Uploader};
 use tokio_util::sync::CancellationToken;
 
@@ -261,19 +262,29 @@ pub async fn upload_on_shutdown(broker: &Broker, uploader: &Uploader, timeout: D
         .into_iter()
         .filter(|p| p.is_leader() && p.remote().is_some() && p.config().tier.writes())
         .collect();
-    let mut sealed = 0usize;
-    for p in &led {
-        if let Err(e) = publish_topic_meta(broker, p).await {
-            tracing::warn!(partition = %p.name(), error = %e, "cannot write the topic's configs to the tier at shutdown");
-        }
-        match p.seal_active() {
-            Ok(true) => sealed += 1,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(partition = %p.name(), error = %e, "cannot seal the active segment for the shutdown upload");
+    // Sealing waits for fsyncs: several partitions at once.
+    let sealed = futures::stream::iter(led.iter().cloned())
+        .map(|p| async move {
+            if let Err(e) = publish_topic_meta(broker, &p).await {
+                tracing::warn!(partition = %p.name(), error = %e, "cannot write the topic's configs to the tier at shutdown");
             }
-        }
-    }
+            let sealing = Arc::clone(&p);
+            match tokio::task::spawn_blocking(move || sealing.seal_active()).await {
+                Ok(Ok(sealed)) => sealed,
+                Ok(Err(e)) => {
+                    tracing::warn!(partition = %p.name(), error = %e, "cannot seal the active segment for the shutdown upload");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %p.name(), error = %e, "sealing the active segment for the shutdown upload failed");
+                    false
+                }
+            }
+        })
+        .buffer_unordered(crate::broker::PARALLEL_OPENS)
+        .filter(|sealed| std::future::ready(*sealed))
+        .count()
+        .await;
     // Whether the tier lacks no sealed segment of `p` below its last
     // stable offset.
     let whole = |p: &Partition| {

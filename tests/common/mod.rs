@@ -126,6 +126,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// Only the soft limit on open files (`ulimit -S -n`); the hard one
+    /// stays as it is.
+    pub fn soft_open_files_limit(mut self, n: u64) -> Self {
+        self.ulimits.push(format!("-S -n {n}"));
+        self
+    }
+
     /// Run the broker under `ulimit -f` (largest file it may write, KiB):
     /// writes past it fail as on a full disk.
     pub fn file_size_limit_kib(mut self, kib: u64) -> Self {
