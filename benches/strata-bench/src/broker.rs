@@ -199,8 +199,34 @@ impl Broker {
     /// Stops and starts again on the same data directory (new ports).
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
+        self.start_again()
+    }
+
+    /// Starts the stopped broker again on the same data directory (new
+    /// ports) and waits until it is ready.
+    pub fn start_again(&mut self) -> Result<()> {
         self.spawn()?;
         self.wait_ready()
+    }
+
+    /// SIGKILL (a crash), and waits for the process to end.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Resident set size of the running broker process (VmRSS), bytes.
+    pub fn rss(&self) -> Option<u64> {
+        proc_status_kib(self.pid()?, "VmRSS:").map(|k| k * 1024)
+    }
+
+    /// Open file descriptors of the running broker process.
+    pub fn open_fds(&self) -> Option<usize> {
+        let dir = std::fs::read_dir(format!("/proc/{}/fd", self.pid()?)).ok()?;
+        Some(dir.count())
     }
 
     /// Peak resident set size of the running broker process (VmHWM), bytes.

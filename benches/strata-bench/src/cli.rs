@@ -156,6 +156,20 @@ pub struct Args {
     /// With --bootstrap, drives that broker instead of starting Strata
     #[arg(long, conflicts_with_all = ["brokers", "tls", "compaction", "table_export", "transactions"])]
     pub raw: bool,
+    /// How one broker scales with partitions: for each of
+    /// --partition-counts, a fresh broker, a topic of that many partitions
+    /// (creation timed), RSS and file descriptors per idle partition, an
+    /// acks=1 produce at --partition-rate-mb over every partition (p99),
+    /// and the time to stop and to be ready again after a stop and after a
+    /// kill -9
+    #[arg(long, conflicts_with_all = ["brokers", "bootstrap", "tls", "compaction", "table_export", "transactions", "raw"])]
+    pub partition_scaling: bool,
+    /// Partition counts of --partition-scaling.
+    #[arg(long, value_delimiter = ',', default_value = "16,1000,10000")]
+    pub partition_counts: Vec<i32>,
+    /// Total produce rate of --partition-scaling, MB/s of 1 KiB records.
+    #[arg(long, default_value_t = 16.0)]
+    pub partition_rate_mb: f64,
     /// Keep the work directory (broker data and logs) at the end.
     #[arg(long)]
     pub keep: bool,

@@ -13,6 +13,7 @@ mod compaction;
 mod cpu;
 mod http;
 mod kafka;
+mod partitions;
 mod raw;
 mod reference;
 mod report;
@@ -75,6 +76,7 @@ fn run(a: &Args) -> Result<()> {
         None if a.table_export => table_export::run(a, &plan, &work),
         None if a.transactions => transactions::run(a, &plan, &work),
         None if a.raw => raw::run(a, &plan, &work),
+        None if a.partition_scaling => partitions::run(a, &plan, &work),
         None => workloads::run_in(a, &plan, &work).and_then(|r| report_all(a, &plan, &r)),
     };
     if a.keep || result.is_err() {

@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 use crate::broker::{self, Broker};
 use crate::cli::{say, Args, Plan};
 use crate::cpu::{Cpu, Mark};
-use crate::kafka::{self, ProduceSpec};
+use crate::kafka;
 use crate::reference::{self, Transfer};
 use crate::report::Ratio;
 use crate::stats::Summary;
@@ -519,7 +519,6 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
     let cc = a.tcp_congestion_control.as_deref();
     let disk_dir = work.join("disk");
     std::fs::create_dir_all(&disk_dir)?;
-    let consume_records = (plan.consume_bytes / a.consume_record_size as u64).max(1);
     let mut rounds = Vec::new();
     for round in 0..ROUNDS {
         let name = |kind: &str| format!("raw{}-{round}-{kind}", std::process::id());
@@ -549,26 +548,16 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
 
         // The librdkafka consumer, against Strata and against its own
         // in-process mock broker, over the same records.
-        let spec = |topic: &str| ProduceSpec {
-            topic: topic.to_string(),
-            partitions: a.consume_partitions,
-            record_bytes: a.consume_record_size,
-            records: consume_records,
-            acks: "1".into(),
-            linger_ms: a.linger_ms,
-            rate: None,
-            keys: None,
-        };
         let ct = name("consume");
         kafka::create_topic(&bs, &ct, a.consume_partitions, &[])?;
-        kafka::produce(&bs, &spec(&ct), Instant::now(), false, false, None)?;
+        crate::workloads::fill_replay_set(a, plan, &bs, &ct, None)?;
         let consume = kafka::consume_all(&bs, &ct, a.consume_partitions, pid)?;
         kafka::delete_topic(&bs, &ct)?;
         let mock_consume = {
             let mock = rdkafka::mocking::MockCluster::new(1)?;
             mock.create_topic(&ct, a.consume_partitions, 1)?;
             let mbs = mock.bootstrap_servers();
-            kafka::produce(&mbs, &spec(&ct), Instant::now(), false, false, None)?;
+            crate::workloads::fill_replay_set(a, plan, &mbs, &ct, None)?;
             kafka::consume_all(&mbs, &ct, a.consume_partitions, None)?
         };
         say(format!(

@@ -280,19 +280,8 @@ pub fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<Results> {
             ("local.retention.bytes", local.to_string()),
         ]
     };
-    let consume_records = (plan.consume_bytes / a.consume_record_size as u64).max(1);
     let fill = |bootstrap: &str, topic: &str, pid: Option<u32>| -> Result<ProduceResult> {
-        let spec = ProduceSpec {
-            topic: topic.to_string(),
-            partitions: a.consume_partitions,
-            record_bytes: a.consume_record_size,
-            records: consume_records,
-            acks: "1".into(),
-            linger_ms: a.linger_ms,
-            rate: None,
-            keys: None,
-        };
-        kafka::produce(bootstrap, &spec, Instant::now(), false, false, pid)
+        fill_replay_set(a, plan, bootstrap, topic, pid)
     };
     let managed_configs = if file_broker.is_some() {
         tier_configs(-1)
@@ -563,4 +552,27 @@ pub fn unix_ms() -> u128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0)
+}
+
+/// Writes the replay set (--consume-bytes of --consume-record-size records
+/// over --consume-partitions, acks=1, as fast as the client goes) to
+/// `topic`, which exists.
+pub fn fill_replay_set(
+    a: &Args,
+    plan: &Plan,
+    bootstrap: &str,
+    topic: &str,
+    pid: Option<u32>,
+) -> Result<ProduceResult> {
+    let spec = ProduceSpec {
+        topic: topic.to_string(),
+        partitions: a.consume_partitions,
+        record_bytes: a.consume_record_size,
+        records: (plan.consume_bytes / a.consume_record_size as u64).max(1),
+        acks: "1".into(),
+        linger_ms: a.linger_ms,
+        rate: None,
+        keys: None,
+    };
+    kafka::produce(bootstrap, &spec, Instant::now(), false, false, pid)
 }

@@ -263,3 +263,33 @@ fn quick_raw_run_sets_each_driver_beside_its_reference() {
         );
     }
 }
+
+#[test]
+fn quick_partition_scaling_run_measures_each_count() {
+    let (stdout, v) = run_quick(
+        "partitions",
+        &["--partition-scaling", "--partition-counts", "4,40"],
+    );
+    assert!(stdout.contains("## Partition scaling"), "{stdout}");
+    let scales = v["scales"].as_array().expect("scales");
+    let counts: Vec<i64> = scales
+        .iter()
+        .map(|s| {
+            for figure in [
+                "create_seconds",
+                "rss_bytes_per_partition",
+                "fds_per_partition",
+                "produce_p99_ms",
+                "mock_broker_produce_p99_ms",
+                "clean_stop_seconds",
+                "ready_after_stop_seconds",
+                "ready_after_kill_seconds",
+            ] {
+                assert!(number(s, figure) >= 0.0, "{figure}: {s}");
+            }
+            assert!(number(s, "produce_mb_per_sec") > 0.0, "{s}");
+            s["partitions"].as_i64().expect("partitions")
+        })
+        .collect();
+    assert_eq!(counts, vec![4, 40]);
+}
