@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::{StreamExt, TryStreamExt};
-
 use tokio::sync::Mutex as AsyncMutex;
 use uuid::Uuid;
 
@@ -871,9 +870,8 @@ impl Broker {
         }
     }
 
-    /// Flushes and closes every partition (clean shutdown).
-    /// Closes every partition, [`PARALLEL_OPENS`] at a time (each close
-    /// waits for its fsyncs).
+    /// Flushes and closes every partition (clean shutdown),
+    /// `PARALLEL_OPENS` at a time (each close waits for its fsyncs).
     pub fn close_all(&self) {
         let partitions = std::sync::Mutex::new(self.all_partitions().into_iter());
         let next = || partitions.lock().unwrap_or_else(|e| e.into_inner()).next();
