@@ -666,6 +666,18 @@ impl Partition {
         }
     }
 
+    /// Joins the broker's next sync round unless one already started covers
+    /// everything below `offset`. A handler calls it at the append, before
+    /// its answer waits: answers leave in request order, so a wait that
+    /// asked only when first polled would ask only once the answers before
+    /// it are out, and pipelined acks=all requests would take one round
+    /// after the other instead of sharing them.
+    pub fn sync_to(self: &Arc<Self>, offset: i64) {
+        if self.sync_end.load(Ordering::Acquire) < offset {
+            self.durability.request(self);
+        }
+    }
+
     /// Waits until everything below `offset` is on stable storage: joins
     /// the broker's next sync round unless one already started covers it.
     /// Fails when a round for this partition fails after the wait began.
@@ -683,9 +695,7 @@ impl Partition {
             if let Some(e) = failed {
                 return Err(self.sync_failure(&e));
             }
-            if self.sync_end.load(Ordering::Acquire) < offset {
-                self.durability.request(self);
-            }
+            self.sync_to(offset);
             if rx.changed().await.is_err() {
                 return Err(PartitionError::Closed {
                     partition: self.name(),

@@ -270,6 +270,7 @@ pub async fn handle(
                         (r.last_offset - r.base_offset + 1).max(0) as u64,
                     );
                     if acks == -1 {
+                        partition.sync_to(r.last_offset + 1);
                         pending.push((
                             responses.len(),
                             parts.len(),

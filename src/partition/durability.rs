@@ -340,6 +340,34 @@ mod tests {
         }
     }
 
+    /// `sync_to` at the append starts the round: the append becomes durable
+    /// though no wait is polled (an answer queued behind earlier ones is
+    /// polled only when they are out).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sync_to_starts_a_round_without_a_waiter() {
+        let dir = tempfile::tempdir().unwrap();
+        let ps = partitions(dir.path(), 2);
+        let mut rx = ps[0].durable.subscribe();
+        let end = ps[0].append(&one_record(), 0).expect("append").last_offset + 1;
+        ps[1].append(&one_record(), 0).expect("append");
+        ps[0].sync_to(end);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            rx.wait_for(|d| d.offset >= end),
+        )
+        .await
+        .expect("a round ran")
+        .expect("partition open");
+        // Only the partition that asked was synced; one already covered
+        // asks for nothing.
+        assert_eq!(ps[1].durable.borrow().offset, 0);
+        let rounds = ps[0].durable.borrow().round;
+        ps[0].sync_to(end);
+        tokio::task::yield_now().await;
+        assert!(!ps[0].sync_queued.load(Ordering::Acquire));
+        assert_eq!(ps[0].durable.borrow().round, rounds);
+    }
+
     /// Two brokers in one process: each one's partitions are synced by its
     /// own rounds and counted by its own counters.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,7 @@ use crate::kafka;
 use crate::reference::{self, Transfer};
 use crate::report::Ratio;
 use crate::stats::Summary;
+use crate::workloads::BrokerSplit;
 
 const ROUNDS: usize = 3;
 const PARTITIONS: i32 = 16;
@@ -51,6 +52,13 @@ const BATCH_RECORDS: usize = 64;
 const PRODUCE_CONNECTIONS: usize = 2;
 /// Produce requests in flight on each connection.
 const PRODUCE_DEPTH: usize = 4;
+/// The most unanswered requests on a connection of a paced run: enough
+/// that a slow answer delays the requests behind it (whose latency then
+/// counts from when they were due) rather than holding back the schedule.
+const PACED_DEPTH: usize = 256;
+/// The paced acks=all run's rate, as a fraction of the round's acks=all
+/// maximum.
+const PACED_FRACTION: f64 = 0.5;
 const FETCH_CONNECTIONS: usize = 4;
 /// librdkafka's default max.partition.fetch.bytes.
 const PARTITION_MAX_BYTES: i32 = 1 << 20;
@@ -213,18 +221,52 @@ async fn connect(addr: &str) -> Result<TcpStream> {
     Ok(s)
 }
 
-/// Sends `requests` copies of `frame` (ids 0, 1, ..) with at most
-/// `PRODUCE_DEPTH` unanswered; returns each request's latency.
-async fn produce_conn(addr: String, mut frame: BytesMut, requests: u64) -> Result<Vec<u32>> {
+/// Sends `requests` copies of `frame` (ids 0, 1, ..); returns each
+/// request's latency. Without `interval`, as fast as answers come with at
+/// most `PRODUCE_DEPTH` unanswered. With it, request `id` is due at
+/// `id * interval` from the start (at most `PACED_DEPTH` unanswered); a
+/// request the broker held back counts from when it was due, so time spent
+/// queued behind a slow answer is counted too.
+async fn produce_conn(
+    addr: String,
+    mut frame: BytesMut,
+    requests: u64,
+    interval: Option<Duration>,
+) -> Result<Vec<u32>> {
     let (mut rd, mut wr) = connect(&addr).await?.into_split();
     // The channel's capacity is the pipeline depth: a send time is queued
     // before each request and taken when its answer comes.
-    let (sent_tx, mut sent_rx) = mpsc::channel::<Instant>(PRODUCE_DEPTH);
+    let depth = if interval.is_some() {
+        PACED_DEPTH
+    } else {
+        PRODUCE_DEPTH
+    };
+    let (sent_tx, mut sent_rx) = mpsc::channel::<Instant>(depth);
     let writer = async move {
+        let start = Instant::now();
+        // When the previous request was written. A request whose due time
+        // passed while the one before it was still being written was held
+        // back by the broker (a full socket or pipeline) and counts from
+        // when it was due; one the timer woke late (tokio's timer ticks
+        // every millisecond) counts from when it was sent.
+        let mut written = start;
         for id in 0..requests {
-            sent_tx.send(Instant::now()).await?;
+            let sent = match interval {
+                Some(every) => {
+                    let due = start + every * u32::try_from(id).unwrap_or(u32::MAX);
+                    tokio::time::sleep_until(due.into()).await;
+                    if written > due {
+                        due
+                    } else {
+                        Instant::now()
+                    }
+                }
+                None => Instant::now(),
+            };
+            sent_tx.send(sent).await?;
             set_correlation(&mut frame, id as i32);
             wr.write_all(&frame).await?;
+            written = Instant::now();
         }
         anyhow::Ok(())
     };
@@ -254,13 +296,15 @@ async fn produce_conn(addr: String, mut frame: BytesMut, requests: u64) -> Resul
 }
 
 /// Produces at least `bytes` of record batches to `topic` with `acks`
-/// (1 or -1), spread evenly over the partitions and the connections.
+/// (1 or -1), spread evenly over the partitions and the connections; at
+/// `rate` bytes per second if given, else as fast as the broker answers.
 fn produce(
     rt: &tokio::runtime::Runtime,
     addr: &str,
     topic: &str,
     acks: i16,
     bytes: u64,
+    rate: Option<f64>,
     pid: Option<u32>,
 ) -> Result<DriverRun> {
     let pool = kafka::payload_pool(64 << 10);
@@ -288,12 +332,16 @@ fn produce(
                 )]);
         frames.push(frame(&req, PRODUCE_VERSION)?);
     }
+    // Each connection carries its share of the rate.
+    let interval = rate.map(|r| {
+        Duration::from_secs_f64(per_request as f64 * PRODUCE_CONNECTIONS as f64 / r.max(1.0))
+    });
     let mark = Mark::now(pid);
     let start = Instant::now();
     let latencies = rt.block_on(async {
         let runs = frames
             .into_iter()
-            .map(|f| tokio::spawn(produce_conn(addr.to_string(), f, requests)));
+            .map(|f| tokio::spawn(produce_conn(addr.to_string(), f, requests, interval)));
         let mut all = Vec::new();
         for r in futures::future::join_all(runs).await {
             all.extend(r??);
@@ -479,9 +527,95 @@ fn fetch(
     })
 }
 
+/// acks=all at a fraction of the round's maximum, beside the disk's own
+/// group commit at the same byte rate.
+struct PacedRun {
+    /// Bytes per second asked for.
+    rate: f64,
+    run: DriverRun,
+    /// The broker's histograms over the run (empty for a broker given with
+    /// --bootstrap).
+    split: BrokerSplit,
+    /// A write per millisecond and fdatasync back to back, at `rate`.
+    disk: Summary,
+}
+
+impl PacedRun {
+    /// The driver's p99 over the disk's: both exact, and the driver's
+    /// includes the loopback and the answer's way back.
+    fn ratio(&self) -> f64 {
+        self.run.latency.p99_ms / self.disk.p99_ms
+    }
+
+    /// The broker's Produce p99, the same with reading and queueing, the
+    /// sync round p99 (bucket bounds) and the partitions a round.
+    fn broker_cells(&self) -> [String; 4] {
+        let p99 = |s: &Option<crate::stats::BucketSummary>| {
+            s.as_ref()
+                .map_or("n/a".into(), |s| format!("<= {:.2} ms", s.p99_ms))
+        };
+        [
+            p99(&self.split.produce),
+            p99(&self.split.produce_total),
+            p99(&self.split.rounds),
+            self.split
+                .round_partitions
+                .map_or("n/a".into(), |n| format!("{n:.1}")),
+        ]
+    }
+
+    fn split_text(&self) -> String {
+        let [produce, total, rounds, parts] = self.broker_cells();
+        format!(
+            "broker Produce p99 {produce}, with reading and queueing {total}, sync round p99 {rounds} ({parts} partitions a round)"
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "rate_mb_per_sec": self.rate / 1e6,
+            "driver": self.run.json(),
+            "broker": self.split.json(),
+            "disk_group_commit_latency": self.disk.json(),
+            "p99_over_disk_p99": self.ratio(),
+        })
+    }
+}
+
+/// Produces acks=all to a new topic `topic` at `PACED_FRACTION` of `max`'s
+/// rate for `plan.e2e_seconds`, between two scrapes of `broker`'s
+/// histograms, then takes the disk's group commit at the same rate.
+#[allow(clippy::too_many_arguments)]
+fn paced_acks_all(
+    rt: &tokio::runtime::Runtime,
+    bs: &str,
+    broker: Option<&Broker>,
+    max: &DriverRun,
+    plan: &Plan,
+    disk_dir: &Path,
+    pid: Option<u32>,
+    topic: &str,
+) -> Result<PacedRun> {
+    let rate = max.mb_per_sec() * 1e6 * PACED_FRACTION;
+    kafka::create_topic(bs, topic, PARTITIONS, &[])?;
+    let bytes = (rate * plan.e2e_seconds) as u64;
+    let (run, split) = BrokerSplit::around(broker, || {
+        produce(rt, bs, topic, -1, bytes, Some(rate), pid)
+    })?;
+    kafka::delete_topic(bs, topic)?;
+    let disk = reference::paced_sync_latency(disk_dir, rate, plan.e2e_seconds)?;
+    Ok(PacedRun {
+        rate,
+        run,
+        split,
+        disk,
+    })
+}
+
 struct Round {
     acks1: DriverRun,
     acks_all: DriverRun,
+    paced: PacedRun,
     fetch: DriverRun,
     loopback: Transfer,
     loopback_store: Transfer,
@@ -525,8 +659,18 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         let (t1, tall) = (name("acks1"), name("acksall"));
         kafka::create_topic(&bs, &t1, PARTITIONS, &[])?;
         kafka::create_topic(&bs, &tall, PARTITIONS, &[])?;
-        let acks1 = produce(&rt, &bs, &t1, 1, plan.produce_bytes, pid)?;
-        let acks_all = produce(&rt, &bs, &tall, -1, plan.produce_bytes, pid)?;
+        let acks1 = produce(&rt, &bs, &t1, 1, plan.produce_bytes, None, pid)?;
+        let acks_all = produce(&rt, &bs, &tall, -1, plan.produce_bytes, None, pid)?;
+        let paced = paced_acks_all(
+            &rt,
+            &bs,
+            started.as_ref(),
+            &acks_all,
+            plan,
+            &disk_dir,
+            pid,
+            &name("paced"),
+        )?;
         let ends: Vec<i64> = kafka::watermarks(&bs, &t1, PARTITIONS)?
             .into_iter()
             .map(|(_, high)| high)
@@ -561,6 +705,14 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             kafka::consume_all(&mbs, &ct, a.consume_partitions, None)?
         };
         say(format!(
+            "round {}: acks=all at {:.1} MB/s: p99 {:.2} ms against the disk's group commit {:.2} ms; {}",
+            round + 1,
+            paced.rate / 1e6,
+            paced.run.latency.p99_ms,
+            paced.disk.p99_ms,
+            paced.split_text(),
+        ));
+        say(format!(
             "round {}: produce acks=1 {:.1} MB/s, acks=all {:.1} MB/s, fetch {:.1} MB/s; loopback copy {:.1}, into a file {:.1}, sendfile {:.1}, disk fdatasync'd {:.1} MB/s; librdkafka consumer {:.1} MB/s (mock broker {:.1})",
             round + 1,
             acks1.mb_per_sec(),
@@ -576,6 +728,7 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         rounds.push(Round {
             acks1,
             acks_all,
+            paced,
             fetch: fetched,
             loopback,
             loopback_store,
@@ -614,6 +767,11 @@ fn report(a: &Args, rounds: &[Round], rss: Option<u64>) -> Result<()> {
             reference,
             target: bound.map(|b| (b, true)),
         };
+    // The paced run's figure is the median round's (by its ratio), not the
+    // best: both sides are tails.
+    let mut paced: Vec<&PacedRun> = rounds.iter().map(|r| &r.paced).collect();
+    paced.sort_by(|x, y| x.ratio().total_cmp(&y.ratio()));
+    let median = paced[paced.len() / 2];
     let ratios = [
         ratio(
             "raw hot fetch",
@@ -643,6 +801,17 @@ fn report(a: &Args, rounds: &[Round], rss: Option<u64>) -> Result<()> {
             transfer(|r| &r.disk_sync),
             Some(0.60),
         ),
+        Ratio {
+            name: format!(
+                "raw produce acks=all p99 at {:.0} MB/s (half the max; median round)",
+                median.rate / 1e6
+            ),
+            value: median.run.latency.p99_ms,
+            unit: "ms",
+            reference_name: "disk group commit p99, same rate".into(),
+            reference: median.disk.p99_ms,
+            target: Some((2.0, false)),
+        },
         ratio(
             "librdkafka consumer",
             consumed(|r| &r.consume),
@@ -675,6 +844,23 @@ fn report(a: &Args, rounds: &[Round], rss: Option<u64>) -> Result<()> {
             );
         }
     }
+    println!("\n| round | acks=all paced MB/s | driver p50 ms | driver p99 ms | driver p99.9 ms | disk group commit p50 ms | disk p99 ms | broker Produce p99 | with reading and queueing p99 | sync round p99 | partitions a round | p99 / disk p99 |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (i, r) in rounds.iter().enumerate() {
+        let p = &r.paced;
+        let [produce, total, round_p99, parts] = p.broker_cells();
+        println!(
+            "| {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {produce} | {total} | {round_p99} | {parts} | {:.2} |",
+            i + 1,
+            p.run.mb_per_sec(),
+            p.run.latency.p50_ms,
+            p.run.latency.p99_ms,
+            p.run.latency.p999_ms,
+            p.disk.p50_ms,
+            p.disk.p99_ms,
+            p.ratio(),
+        );
+    }
     println!(
         "\nProduce: {PRODUCE_CONNECTIONS} connections, {PRODUCE_DEPTH} requests in flight on each, {} partitions per request. Fetch: {FETCH_CONNECTIONS} connections, one request per partition in flight, {PARTITION_MAX_BYTES} B per partition.",
         PARTITIONS as usize / PRODUCE_CONNECTIONS
@@ -687,6 +873,7 @@ fn report(a: &Args, rounds: &[Round], rss: Option<u64>) -> Result<()> {
                 json!({
                     "produce_acks_1": r.acks1.json(),
                     "produce_acks_all": r.acks_all.json(),
+                    "produce_acks_all_paced": r.paced.json(),
                     "fetch": r.fetch.json(),
                     "loopback_copy_mb_per_sec": r.loopback.mb_per_sec(),
                     "loopback_into_file_mb_per_sec": r.loopback_store.mb_per_sec(),

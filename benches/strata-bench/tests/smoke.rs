@@ -261,7 +261,33 @@ fn quick_raw_run_sets_each_driver_beside_its_reference() {
             number(&r["fetch"], "bytes") >= number(&r["produce_acks_1"], "bytes"),
             "{r}"
         );
+        // acks=all paced at half the round's maximum, with the broker's
+        // histograms over it and the disk's group commit at that rate.
+        let paced = &r["produce_acks_all_paced"];
+        assert!(number(paced, "driver.bytes") > 0.0, "{paced}");
+        let asked = number(paced, "rate_mb_per_sec");
+        let max = number(&r["produce_acks_all"], "mb_per_sec");
+        assert!(asked > 0.0 && asked <= max * 0.5 + 1e-9, "{asked} of {max}");
+        assert!(
+            number(paced, "broker.produce_request.samples") > 0.0,
+            "{paced}"
+        );
+        assert!(number(paced, "broker.sync_round.samples") > 0.0, "{paced}");
+        assert!(
+            number(paced, "disk_group_commit_latency.p99_ms") > 0.0,
+            "{paced}"
+        );
     }
+    let tail = ratios
+        .iter()
+        .find(|r| {
+            r["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("raw produce acks=all p99"))
+        })
+        .expect("the acks=all tail ratio");
+    assert_eq!(tail["unit"], "ms", "{tail}");
+    assert_eq!(tail["target"], "<= 2", "{tail}");
 }
 
 #[test]
