@@ -164,6 +164,19 @@ pub struct Args {
     /// kill -9
     #[arg(long, conflicts_with_all = ["brokers", "bootstrap", "tls", "compaction", "table_export", "transactions", "raw"])]
     pub partition_scaling: bool,
+    /// Long replay from the tier: --consume-bytes of --consume-record-size
+    /// records to a topic whose local retention is one segment from its
+    /// creation (the set lives only in the tier once uploaded), on
+    /// file:// and, with --s3-endpoint, --s3-replay-bytes on s3://; each
+    /// read first, warm, and cold (restarted broker, empty cache) beside raw
+    /// reads of the same objects, with GETs per MiB and the broker's peak
+    /// RSS against the tier cache bound
+    #[arg(long, conflicts_with_all = ["brokers", "bootstrap", "tls", "compaction", "table_export", "transactions", "raw", "partition_scaling"])]
+    pub long_replay: bool,
+    /// Bytes --long-replay writes to and replays from s3:// [default:
+    /// 2 GiB; with --quick 16 MiB].
+    #[arg(long)]
+    pub s3_replay_bytes: Option<u64>,
     /// Partition counts of --partition-scaling.
     #[arg(long, value_delimiter = ',', default_value = "16,1000,10000")]
     pub partition_counts: Vec<i32>,
@@ -182,6 +195,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 /// Sizes after applying --quick.
+#[derive(Clone)]
 pub struct Plan {
     pub produce_bytes: u64,
     pub consume_bytes: u64,

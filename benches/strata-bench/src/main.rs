@@ -16,6 +16,7 @@ mod kafka;
 mod partitions;
 mod raw;
 mod reference;
+mod replay;
 mod report;
 mod stats;
 mod table_export;
@@ -77,6 +78,7 @@ fn run(a: &Args) -> Result<()> {
         None if a.transactions => transactions::run(a, &plan, &work),
         None if a.raw => raw::run(a, &plan, &work),
         None if a.partition_scaling => partitions::run(a, &plan, &work),
+        None if a.long_replay => replay::run(a, &plan, &work),
         None => workloads::run_in(a, &plan, &work).and_then(|r| report_all(a, &plan, &r)),
     };
     if a.keep || result.is_err() {

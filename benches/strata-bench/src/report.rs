@@ -90,7 +90,7 @@ impl Ratio {
     }
 }
 
-fn tier_json(t: &TierRun) -> Value {
+pub fn tier_json(t: &TierRun) -> Value {
     json!({
         "first_read": consume_json(&t.first),
         "warm": consume_json(&t.warm),
@@ -102,11 +102,35 @@ fn tier_json(t: &TierRun) -> Value {
         "warm_zero_copy_bytes": t.warm_zero_copy_bytes,
         "cold_bytes_downloaded": t.cold_downloaded,
         "cold_gets": t.cold_gets,
-        "cold_gets_per_mib": t.cold_gets / (t.cold.bytes as f64 / (1u64 << 20) as f64).max(1e-9),
+        "cold_gets_per_mib": t.cold_gets_per_mib(),
         "broker_peak_rss_bytes": t.rss_first_process,
         "cold_broker_peak_rss_bytes": t.rss_cold_process,
         "cache_capacity_bytes": t.cache_bytes,
     })
+}
+
+/// A tier run's cold replay beside raw reads of the same objects, and the
+/// restarted broker's peak RSS beside the tier cache bound.
+pub fn cold_ratios(t: &TierRun) -> Vec<Ratio> {
+    let mut ratios = vec![Ratio {
+        name: format!("cold replay ({})", t.backend),
+        value: t.cold.mb_per_sec(),
+        unit: "MB/s",
+        reference_name: t.raw_name.into(),
+        reference: t.raw.mb_per_sec(),
+        target: (t.backend == "s3").then_some((0.80, true)),
+    }];
+    if let Some(rss) = t.rss_cold_process {
+        ratios.push(Ratio {
+            name: format!("broker peak RSS, cold replay ({})", t.backend),
+            value: rss as f64 / MIB as f64,
+            unit: "MiB",
+            reference_name: "tier cache capacity + 256 MiB".into(),
+            reference: (t.cache_bytes + 256 * MIB) as f64 / MIB as f64,
+            target: Some((1.0, false)),
+        });
+    }
+    ratios
 }
 
 /// Each figure beside its reference, with the target on their ratio where
@@ -183,14 +207,7 @@ pub fn ratios(a: &Args, r: &Results) -> Vec<Ratio> {
         }
     }
     for t in tiers {
-        ratios.push(Ratio {
-            name: format!("cold replay ({})", t.backend),
-            value: t.cold.mb_per_sec(),
-            unit: "MB/s",
-            reference_name: t.raw_name.into(),
-            reference: t.raw.mb_per_sec(),
-            target: (t.backend == "s3").then_some((0.80, true)),
-        });
+        ratios.extend(cold_ratios(t));
         ratios.push(Ratio {
             name: format!("warm replay ({})", t.backend),
             value: t.warm.mb_per_sec(),
@@ -199,16 +216,6 @@ pub fn ratios(a: &Args, r: &Results) -> Vec<Ratio> {
             reference: hot.mb_per_sec(),
             target: Some((0.70, true)),
         });
-        if let Some(rss) = t.rss_cold_process {
-            ratios.push(Ratio {
-                name: format!("broker peak RSS, cold replay ({})", t.backend),
-                value: rss as f64 / MIB as f64,
-                unit: "MiB",
-                reference_name: "tier cache capacity + 256 MiB".into(),
-                reference: (t.cache_bytes + 256 * MIB) as f64 / MIB as f64,
-                target: Some((1.0, false)),
-            });
-        }
     }
     for (
         spec,

@@ -230,7 +230,7 @@ fn consume_table(r: &Results, consume_record_size: usize) {
             "{}:// cold replay: {} object-store GETs, {:.3} per MiB replayed (one per 4 MiB chunk is 0.25, plus index and manifest reads)",
             tr.backend,
             tr.cold_gets,
-            tr.cold_gets / (tr.cold.bytes as f64 / (1u64 << 20) as f64).max(1e-9)
+            tr.cold_gets_per_mib()
         );
     }
 }

@@ -32,6 +32,17 @@ pub struct TierRun {
     pub cache_bytes: u64,
 }
 
+impl TierRun {
+    /// Object-store GETs of the cold replay per MiB it read.
+    pub fn cold_gets_per_mib(&self) -> f64 {
+        gets_per_mib(self.cold_gets, self.cold.bytes)
+    }
+}
+
+fn gets_per_mib(gets: f64, bytes: u64) -> f64 {
+    gets / (bytes as f64 / MIB as f64).max(1e-9)
+}
+
 /// Waits until every sealed segment of `topic` is in the tier (copy lag 0)
 /// and, with `local_limit`, until every partition's local log has been cut
 /// to at most that many bytes and no longer starts at offset 0.
@@ -161,7 +172,7 @@ pub fn tier_run(
         "{backend}: cold tier read {:.1} MB/s, {} GETs ({:.3} per MiB replayed), broker peak RSS {:.0} MiB",
         cold.mb_per_sec(),
         cold_gets,
-        cold_gets / (cold.bytes as f64 / MIB as f64).max(1e-9),
+        gets_per_mib(cold_gets, cold.bytes),
         rss_cold_process.unwrap_or(0) as f64 / MIB as f64
     ));
     let raw_t = raw(topic)?;

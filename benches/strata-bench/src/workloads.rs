@@ -56,18 +56,7 @@ pub fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<Results> {
         (None, None) => Some(broker::find_strata_bin()?),
     };
     let mut file_broker = match &strata_bin {
-        Some(bin) => {
-            let dir = work.join("file-broker");
-            let tier = format!("file://{}", dir.join("tier").display());
-            say(format!("starting {} (tier {tier})", bin.display()));
-            let b = Broker::start(bin, &dir, broker_args(a, plan, &tier, &dir), Vec::new())?;
-            say(format!(
-                "broker at {}, log {}",
-                b.bootstrap,
-                b.log_path().display()
-            ));
-            Some(b)
-        }
+        Some(bin) => Some(start_file_broker(a, plan, bin, &work.join("file-broker"))?),
         None => None,
     };
     if a.bootstrap.is_some() && a.s3_endpoint.is_some() {
@@ -341,40 +330,15 @@ pub fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<Results> {
     // 5. The tier: file:// on the broker above, then s3:// on its own broker.
     let mut tiers = Vec::new();
     if let Some(b) = file_broker.as_mut().filter(|_| !a.no_tier) {
-        let tier_root = b.data_dir().join("tier");
-        let run = tier::tier_run(a, plan, b, &consume_topic, "file", &|topic| {
-            let objs = reference::file_tier_objects(&tier_root, topic, a.consume_partitions)?;
-            reference::read_files(&objs, a.tier_chunk_bytes, a.raw_read_threads)
-        })?;
+        let raw = file_tier_reads(a, b);
+        let run = tier::tier_run(a, plan, b, &consume_topic, "file", &raw)?;
         tiers.push(run);
     }
     let rss_file_broker = file_broker.as_ref().and_then(Broker::peak_rss);
     drop(file_broker);
     if let (Some(bin), Some(endpoint), false) = (&strata_bin, &a.s3_endpoint, a.no_tier) {
-        let s3 = reference::S3::new(endpoint, &a.s3_bucket)?;
-        s3.create_bucket()?;
-        let s3_prefix = format!("bench-{}-{}", std::process::id(), unix_ms());
-        let url = format!("s3://{}/{s3_prefix}", a.s3_bucket);
-        say(format!(
-            "starting {} (tier {url} at {endpoint})",
-            bin.display()
-        ));
-        let dir = work.join("s3-broker");
-        let mut args = broker_args(a, plan, &url, &dir);
-        args.extend(["--tier-s3-endpoint".to_string(), endpoint.clone()]);
-        let envs = [
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .to_vec();
-        let mut b = Broker::start(bin, &dir, args, envs)?;
-        say(format!(
-            "broker at {}, log {}",
-            b.bootstrap,
-            b.log_path().display()
-        ));
+        let (mut b, s3, s3_prefix) =
+            start_s3_broker(a, plan, bin, endpoint, &work.join("s3-broker"))?;
         let topic = format!("{prefix}-replay-s3");
         kafka::create_topic(
             &b.bootstrap,
@@ -383,10 +347,8 @@ pub fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<Results> {
             &tier_configs(-1),
         )?;
         fill(&b.bootstrap, &topic, b.pid())?;
-        let run = tier::tier_run(a, plan, &mut b, &topic, "s3", &|topic| {
-            let objs = s3.tier_objects(&s3_prefix, topic, a.consume_partitions)?;
-            s3.read_objects(&objs, a.tier_chunk_bytes, a.raw_read_threads)
-        })?;
+        let raw = s3_tier_reads(a, &s3, &s3_prefix);
+        let run = tier::tier_run(a, plan, &mut b, &topic, "s3", &raw)?;
         tiers.push(run);
     }
 
@@ -405,6 +367,80 @@ pub fn run_in(a: &Args, plan: &Plan, work: &Path) -> Result<Results> {
         tiers,
         rss_file_broker,
     })
+}
+
+/// Starts `bin` with its data in `dir` and its tier on `file://` in
+/// `dir/tier`.
+pub fn start_file_broker(a: &Args, plan: &Plan, bin: &Path, dir: &Path) -> Result<Broker> {
+    let tier = format!("file://{}", dir.join("tier").display());
+    say(format!("starting {} (tier {tier})", bin.display()));
+    let b = Broker::start(bin, dir, broker_args(a, plan, &tier, dir), Vec::new())?;
+    say(format!(
+        "broker at {}, log {}",
+        b.bootstrap,
+        b.log_path().display()
+    ));
+    Ok(b)
+}
+
+/// Starts `bin` with its data in `dir` and its tier under a new prefix of
+/// `--s3-bucket` at `endpoint` (created if missing; LocalStack's test
+/// credentials); returns the broker, an S3 client for the raw reads and
+/// the prefix.
+pub fn start_s3_broker(
+    a: &Args,
+    plan: &Plan,
+    bin: &Path,
+    endpoint: &str,
+    dir: &Path,
+) -> Result<(Broker, reference::S3, String)> {
+    let s3 = reference::S3::new(endpoint, &a.s3_bucket)?;
+    s3.create_bucket()?;
+    let s3_prefix = format!("bench-{}-{}", std::process::id(), unix_ms());
+    let url = format!("s3://{}/{s3_prefix}", a.s3_bucket);
+    say(format!(
+        "starting {} (tier {url} at {endpoint})",
+        bin.display()
+    ));
+    let mut args = broker_args(a, plan, &url, dir);
+    args.extend(["--tier-s3-endpoint".to_string(), endpoint.to_string()]);
+    let envs = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec();
+    let b = Broker::start(bin, dir, args, envs)?;
+    say(format!(
+        "broker at {}, log {}",
+        b.bootstrap,
+        b.log_path().display()
+    ));
+    Ok((b, s3, s3_prefix))
+}
+
+/// The raw reference of a `file://` tier broker started by
+/// [`start_file_broker`]: preads of a topic's segment files.
+pub fn file_tier_reads<'a>(a: &'a Args, b: &Broker) -> impl Fn(&str) -> Result<Transfer> + 'a {
+    let root = b.data_dir().join("tier");
+    move |topic| {
+        let objs = reference::file_tier_objects(&root, topic, a.consume_partitions)?;
+        reference::read_files(&objs, a.tier_chunk_bytes, a.raw_read_threads)
+    }
+}
+
+/// The raw reference of an `s3://` tier: ranged GETs of a topic's segment
+/// objects under `prefix`.
+pub fn s3_tier_reads<'a>(
+    a: &'a Args,
+    s3: &'a reference::S3,
+    prefix: &'a str,
+) -> impl Fn(&str) -> Result<Transfer> + 'a {
+    move |topic| {
+        let objs = s3.tier_objects(prefix, topic, a.consume_partitions)?;
+        s3.read_objects(&objs, a.tier_chunk_bytes, a.raw_read_threads)
+    }
 }
 
 /// The tier arguments of a broker whose data directory is `dir`.

@@ -319,3 +319,42 @@ fn quick_partition_scaling_run_measures_each_count() {
         .collect();
     assert_eq!(counts, vec![4, 40]);
 }
+
+#[test]
+fn quick_long_replay_reads_the_set_from_the_tier_alone() {
+    let s3 = std::env::var("STRATA_TEST_S3_ENDPOINT")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let mut args = vec!["--long-replay"];
+    if let Some(endpoint) = &s3 {
+        args.extend(["--s3-endpoint", endpoint]);
+    }
+    let (stdout, v) = run_quick("replay", &args);
+    assert!(stdout.contains("## Long replay from the tier"), "{stdout}");
+    let tiers = v["tiers"].as_array().expect("tiers");
+    let backends: Vec<&str> = tiers
+        .iter()
+        .map(|t| t["backend"].as_str().expect("backend"))
+        .collect();
+    let want: &[&str] = if s3.is_some() {
+        &["file", "s3"]
+    } else {
+        &["file"]
+    };
+    assert_eq!(backends, want, "{v}");
+    for t in tiers {
+        let r = &t["replay"];
+        // The whole quick set (16 MiB) came back cold, through GETs.
+        assert!(number(r, "cold.bytes") >= (16 << 20) as f64, "{r}");
+        assert!(number(r, "cold_gets") > 0.0, "{r}");
+        assert!(number(r, "raw_reads.mb_per_sec") > 0.0, "{r}");
+        number(r, "cold_broker_peak_rss_bytes");
+    }
+    let names: Vec<&str> = v["ratios"]
+        .as_array()
+        .expect("ratios")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert!(names.contains(&"cold replay (file)"), "{names:?}");
+}
