@@ -10,8 +10,13 @@
 //! returned untouched. Memory that is really written is still bounded by
 //! the request size limits.
 //!
-//! This is one of the two modules allowed `unsafe` (the other does
-//! sendfile): implementing `GlobalAlloc` cannot be done without it.
+//! At start the broker also bounds glibc's malloc arenas
+//! ([`limit_malloc_arenas`]), so memory freed on many threads is not kept
+//! in many arenas.
+//!
+//! This is one of the modules allowed `unsafe` (with `zerocopy` and
+//! `writeback`): implementing `GlobalAlloc` and calling `mallopt` cannot be
+//! done without it.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -101,9 +106,61 @@ unsafe impl GlobalAlloc for GuardedAlloc {
     }
 }
 
+/// How many arenas glibc's malloc may create: one per core (at least
+/// two), unless the operator set `MALLOC_ARENA_MAX` (`env`), which wins.
+///
+/// Why: glibc creates up to 8 arenas per core, and memory a thread frees
+/// goes back to that thread's arena, which keeps it for reuse instead of
+/// returning it to the system. The tier cache's chunks (4 MiB) are
+/// allocated and freed on many threads (the runtime's workers, the
+/// blocking pool), so with many arenas freed chunks stayed behind in each:
+/// replaying 4-10 GiB from the tier through a 1 GiB cache, the broker's
+/// RSS rose 140-200 MiB above the cache plus 256 MiB. With one arena per
+/// core it stayed under that bound at the same throughput.
+fn arena_limit(env: Option<&std::ffi::OsStr>, cores: usize) -> Option<usize> {
+    match env {
+        Some(v) if !v.is_empty() => None,
+        _ => Some(cores.max(2)),
+    }
+}
+
+/// Applies [`arena_limit`] to this process's malloc (glibc only); returns
+/// the limit set, `None` when the environment sets it or the C library is
+/// not glibc. Called first in `main`, before any other thread exists.
+pub fn limit_malloc_arenas() -> Option<usize> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let limit = arena_limit(std::env::var_os("MALLOC_ARENA_MAX").as_deref(), cores)?;
+    set_arena_max(limit)
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn set_arena_max(limit: usize) -> Option<usize> {
+    let n = libc::c_int::try_from(limit).ok()?;
+    // SAFETY: mallopt takes two integers and changes only malloc's own
+    // settings; M_ARENA_MAX bounds arenas created from now on.
+    let ok = unsafe { libc::mallopt(libc::M_ARENA_MAX, n) };
+    (ok == 1).then_some(limit)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn set_arena_max(_limit: usize) -> Option<usize> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arenas_are_one_per_core_unless_the_environment_says() {
+        use std::ffi::OsStr;
+        assert_eq!(arena_limit(None, 8), Some(8));
+        assert_eq!(arena_limit(None, 1), Some(2));
+        assert_eq!(arena_limit(Some(OsStr::new("")), 4), Some(4));
+        assert_eq!(arena_limit(Some(OsStr::new("16")), 4), None);
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        assert_eq!(set_arena_max(4), Some(4));
+    }
 
     #[test]
     fn huge_reservation_is_lazy_and_small_ones_round_trip() {

@@ -31,6 +31,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any other thread exists, so none has an arena of its own yet.
+    let arenas = strata::alloc::limit_malloc_arenas();
     let cli: Cli = strata::cli::parse_args();
     match cli.command {
         Command::Serve(args) => {
@@ -42,6 +44,12 @@ fn main() -> ExitCode {
                 }
             };
             let _telemetry = strata::telemetry::init(&config);
+            match strata::alloc::limit_malloc_arenas() {
+                Some(arenas) => tracing::info!(arenas, "malloc arenas limited"),
+                None => tracing::info!(
+                    "malloc arenas left as the C library or MALLOC_ARENA_MAX sets them"
+                ),
+            }
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("strata")

@@ -338,10 +338,17 @@ impl ReadCache {
             }
             Ok(bytes)
         };
-        self.mem
+        let filled = self
+            .mem
             .try_get_with(key, fill)
             .await
-            .map_err(TierError::from_shared)
+            .map_err(TierError::from_shared);
+        // Apply the insert now, evicting what no longer fits: moka applies
+        // writes in batches (64 entries, or after a few hundred ms), and a
+        // batch of 4 MiB chunks held past the capacity is 256 MiB of memory
+        // the bound does not count.
+        self.mem.run_pending_tasks().await;
+        filled
     }
 }
 
@@ -579,6 +586,35 @@ fn decode_entry(key: &CacheKey, raw: Bytes) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    /// Each fill is applied at once: the cache's weighed size counts every
+    /// chunk filled so far and never passes the capacity, though moka
+    /// would otherwise apply inserts only 64 at a time.
+    #[tokio::test]
+    async fn fills_are_weighed_and_evicted_at_once() {
+        const CHUNK: u64 = 64 << 10;
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = ObjectPath::from("t/0/00000000000000000000.log");
+        let body = vec![7u8; (40 * CHUNK) as usize];
+        store.put(&path, PutPayload::from(body)).await.expect("put");
+        let capacity = 10 * CHUNK + 10 * (path.as_ref().len() as u64 + ENTRY_OVERHEAD);
+        let cache =
+            ReadCache::new(capacity, None, 0, Arc::new(TierMetrics::default())).expect("cache");
+        let weight = u64::from(weigh(&ReadCache::chunk_key(&path, 0), CHUNK));
+        for i in 0..40u64 {
+            cache
+                .chunk(&store, &path, 40 * CHUNK, i, CHUNK, None)
+                .await
+                .expect("chunk");
+            let held = cache.mem.weighted_size();
+            assert!(held <= capacity, "chunk {i}: {held} > {capacity}");
+            if i < 10 {
+                assert_eq!(held, (i + 1) * weight, "chunk {i}");
+            }
+        }
+    }
 
     #[test]
     fn disk_entries_round_trip_and_reject_foreign_or_torn() {
