@@ -44,7 +44,7 @@ fn main() -> ExitCode {
                 }
             };
             let _telemetry = strata::telemetry::init(&config);
-            match strata::alloc::limit_malloc_arenas() {
+            match arenas {
                 Some(arenas) => tracing::info!(arenas, "malloc arenas limited"),
                 None => tracing::info!(
                     "malloc arenas left as the C library or MALLOC_ARENA_MAX sets them"
