@@ -144,6 +144,7 @@ impl ReadCache {
         let evictions = metrics.clone();
         let mem = Cache::builder()
             .max_capacity(memory_bytes)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .weigher(|k: &CacheKey, v: &Bytes| weigh(k, v.len() as u64))
             .eviction_listener(move |_k, _v, cause| {
                 if cause.was_evicted() {
