@@ -144,6 +144,9 @@ impl ReadCache {
         let evictions = metrics.clone();
         let mem = Cache::builder()
             .max_capacity(memory_bytes)
+            // Least recently used, not moka's TinyLFU: TinyLFU may turn a
+            // chunk away as it is filled when the cache is full, and a replay
+            // longer than the cache then fetched prefetched chunks again.
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .weigher(|k: &CacheKey, v: &Bytes| weigh(k, v.len() as u64))
             .eviction_listener(move |_k, _v, cause| {

@@ -584,7 +584,9 @@ impl PacedRun {
 
 /// Produces acks=all to a new topic `topic` at `PACED_FRACTION` of `max`'s
 /// rate for `plan.e2e_seconds`, between two scrapes of `broker`'s
-/// histograms, then takes the disk's group commit at the same rate.
+/// histograms, then takes the disk's group commit at the same rate. The
+/// filesystem is synced first, as the disk reference starts with nothing
+/// dirty.
 #[allow(clippy::too_many_arguments)]
 fn paced_acks_all(
     rt: &tokio::runtime::Runtime,
@@ -597,6 +599,9 @@ fn paced_acks_all(
     topic: &str,
 ) -> Result<PacedRun> {
     let rate = max.mb_per_sec() * 1e6 * PACED_FRACTION;
+    // The acks=1 run left up to --produce-bytes to write back, and every
+    // sync round (a syncfs) would wait for it.
+    crate::workloads::sync_fs(broker.map_or(disk_dir, Broker::data_dir));
     kafka::create_topic(bs, topic, PARTITIONS, &[])?;
     let bytes = (rate * plan.e2e_seconds) as u64;
     let (run, split) = BrokerSplit::around(broker, || {

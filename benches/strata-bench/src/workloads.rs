@@ -489,13 +489,19 @@ fn settle_after_delete(data_dir: &Path, topic: &str) {
             "{topic}: partition directories still there after 60 s"
         ));
     }
+    sync_fs(data_dir);
+}
+
+/// Writes out everything dirty on the filesystem holding `dir` (`sync -f`),
+/// so the next run does not wait behind the last one's write-back.
+pub fn sync_fs(dir: &Path) {
     match std::process::Command::new("sync")
         .arg("-f")
-        .arg(data_dir)
+        .arg(dir)
         .status()
     {
         Ok(s) if s.success() => {}
-        other => say(format!("sync -f {}: {other:?}", data_dir.display())),
+        other => say(format!("sync -f {}: {other:?}", dir.display())),
     }
 }
 
