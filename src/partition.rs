@@ -39,7 +39,7 @@ pub mod txn_index;
 pub use tier::TIER_MANIFEST_COPY;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -314,6 +314,15 @@ pub struct Partition {
     tier_start: AtomicI64,
     /// Last offset in the tier, -1 when nothing is tiered.
     tier_last: AtomicI64,
+    /// On a follower, the tier's last offset as its leader last told it
+    /// (-1: nothing told): a manifest cached here that ends before it is
+    /// stale and is read again.
+    leader_tier_last: AtomicI64,
+    /// The leader epoch at which this broker last read the manifest from
+    /// the store as the partition's leader (-1: never): a new leader reads
+    /// it before its first upload, as the copy it cached as a follower may
+    /// be old.
+    tier_read_epoch: AtomicI32,
     /// Since when reads from the tier have run past fetches' waits with no
     /// answer (`None` once one answers): how long the object store has
     /// been silent for this partition.
@@ -444,6 +453,8 @@ impl Partition {
             remote,
             tier_start: AtomicI64::new(tier_start),
             tier_last: AtomicI64::new(tier_last),
+            leader_tier_last: AtomicI64::new(-1),
+            tier_read_epoch: AtomicI32::new(-1),
             remote_silent_since: Mutex::new(None),
             tier_refreshed_ms: AtomicI64::new(-1),
             tier_scrub_damaged: AtomicI64::new(0),

@@ -1325,13 +1325,13 @@ fn tier_continues_under_a_new_leader(
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let mut c = common::raw::RawConn::connect(&b.bootstrap());
-            let last = c.list_offset("tiered", 0, -5);
-            if last >= offset {
+            let (code, last) = c.list_offset_answer("tiered", 0, -5, 0);
+            if code == 0 && last >= offset {
                 return last;
             }
             assert!(
                 Instant::now() < deadline,
-                "tier stuck at {last}, waiting for {offset}"
+                "tier stuck at {last} (error code {code}), waiting for {offset}"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -1374,6 +1374,38 @@ fn tier_continues_under_a_new_leader(
     // The new leader uploads past everything but its active segment.
     let last = tiered_past(&brokers[(next - 1) as usize], end - 200);
     assert!(last > first);
+    // It read the manifest from the store before its first upload, not the
+    // copy it cached as a follower: no upload raced a newer manifest.
+    let conflicts = brokers[(next - 1) as usize]
+        .metrics()
+        .get("strata_tier_manifest_conflicts_total")
+        .copied();
+    assert_eq!(conflicts, Some(0.0), "manifest conflicts on the new leader");
+    // The other follower learns of the uploads from the new leader's fetch
+    // answers, reads the manifest again and drops the segments it covers:
+    // of the ~190 segments, it keeps about those the tier lacks.
+    let third = (0..3)
+        .find(|i| *i as i32 + 1 != leader && *i as i32 + 1 != next)
+        .expect("a third broker");
+    let local_dir = brokers[third].data_dir().join("tiered-0");
+    let local_segments = || {
+        std::fs::read_dir(&local_dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while local_segments() > 40 {
+        assert!(
+            Instant::now() < deadline,
+            "the follower keeps {} local segments the tier covers",
+            local_segments()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let got = clients::consume_ranges(&live, "tiered", &[(0, 0, end)], clients::OP_TIMEOUT);
     let read = by_offset(&got);
     assert_eq!(read.len(), got.len(), "an offset read twice");

@@ -10,7 +10,9 @@
 //! not the high watermark, in memory (a follower's fetch is small next to
 //! a consumer's, and never reads the tier: an offset below the local log
 //! answers OFFSET_OUT_OF_RANGE). The request long-polls on the partitions'
-//! log ends.
+//! log ends. From version 12 each partition also carries the tier's last
+//! offset in a tagged field (`broker::replication::TIER_LAST_TAG`), so the
+//! follower knows when its copy of the manifest is stale.
 
 use crate::security::acl::Operation;
 use crate::security::Caller;
@@ -137,6 +139,9 @@ pub async fn handle(
                             pd.high_watermark = r.high_watermark;
                             pd.last_stable_offset = r.high_watermark;
                             pd.log_start_offset = r.log_start_offset;
+                            if let (true, Some(tiered)) = (version >= 12, p.tier_last_offset()) {
+                                crate::broker::replication::set_tier_last(&mut pd, tiered);
+                            }
                             if let ReadData::Bytes(b) = r.data {
                                 total += b.len();
                                 pd.records = Some(b);

@@ -22,6 +22,11 @@
 //! for its local log start and the follower restarts there, after the
 //! tier when the tier holds what lies between.
 //!
+//! The leader's answer to a follower also carries the tier's last offset
+//! (a tagged field of Strata's own, [`TIER_LAST_TAG`], that Kafka's
+//! decoders skip): a follower whose cached manifest ends before it reads
+//! the manifest again and drops the local segments it covers.
+//!
 //! [`run_isr_updates`] is the leader's half: once a second it asks the
 //! controller (AlterPartition) to drop followers that fell behind for
 //! `replica.lag.time.max.ms` from the ISR and to add caught-up ones.
@@ -31,6 +36,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -57,6 +63,25 @@ const BACKOFF: Duration = Duration::from_millis(300);
 const ISR_REVIEW_EVERY: Duration = Duration::from_secs(1);
 
 type Key = (Uuid, i32);
+
+/// The tag of the tier's last offset (8 bytes, big-endian) in a partition
+/// of a Fetch answer to a follower (flexible versions, 12 and later).
+/// Far above the tags Kafka assigns, so none of them collides with it.
+pub const TIER_LAST_TAG: i32 = 0x5354_0001;
+
+/// The tier's last offset a Fetch answer's partition carries, if any.
+pub fn tier_last_of(pd: &PartitionData) -> Option<i64> {
+    let raw = pd.unknown_tagged_fields.get(&TIER_LAST_TAG)?;
+    Some(i64::from_be_bytes(raw.as_ref().try_into().ok()?))
+}
+
+/// Puts the tier's last offset `offset` in a Fetch answer's partition.
+pub fn set_tier_last(pd: &mut PartitionData, offset: i64) {
+    pd.unknown_tagged_fields.insert(
+        TIER_LAST_TAG,
+        bytes::Bytes::copy_from_slice(&offset.to_be_bytes()),
+    );
+}
 
 /// A partition a fetcher copies.
 struct Followed {
@@ -515,6 +540,9 @@ async fn fetch_once(
                 }
             }
             p.on_leader_high_watermark(pd.high_watermark);
+            if let Some(tiered) = tier_last_of(pd) {
+                p.note_leader_tier_last(tiered);
+            }
         }
     }
     // What the next fetch reports must be durable.
@@ -581,6 +609,39 @@ pub async fn run_isr_updates(broker: Arc<Broker>, cancel: CancellationToken) {
                     tracing::debug!(partition = %p.name(), error = %e, "ISR change not proposed");
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+    use kafka_protocol::messages::FetchResponse;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    /// The tier's last offset survives the wire in every flexible version,
+    /// beside the known tagged fields, and an answer without it has none.
+    #[test]
+    fn tier_last_offset_crosses_the_wire_as_a_tagged_field() {
+        for version in 12..=16i16 {
+            let mut pd = PartitionData::default()
+                .with_partition_index(3)
+                .with_high_watermark(100);
+            pd.diverging_epoch.epoch = 4;
+            set_tier_last(&mut pd, 4242);
+            let plain = PartitionData::default().with_partition_index(4);
+            let resp = FetchResponse::default().with_responses(vec![
+                FetchableTopicResponse::default().with_partitions(vec![pd, plain]),
+            ]);
+            let mut buf = bytes::BytesMut::new();
+            resp.encode(&mut buf, version).expect("encode");
+            let back = FetchResponse::decode(&mut buf.freeze(), version).expect("decode");
+            let parts = &back.responses[0].partitions;
+            assert_eq!(tier_last_of(&parts[0]), Some(4242), "v{version}");
+            assert_eq!(parts[0].diverging_epoch.epoch, 4, "v{version}");
+            assert_eq!(parts[0].high_watermark, 100, "v{version}");
+            assert_eq!(tier_last_of(&parts[1]), None, "v{version}");
         }
     }
 }

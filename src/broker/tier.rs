@@ -124,7 +124,11 @@ async fn tend(
     if !config.tier.enabled {
         return Ok(());
     }
-    p.refresh_tier().await?;
+    if p.tier_pass_rereads() && !config.tier.read_replica {
+        p.reread_tier().await?;
+    } else {
+        p.refresh_tier().await?;
+    }
     if config.tier.read_replica {
         // Another cluster writes this tier; a read replica only follows it.
         return Ok(());
@@ -134,7 +138,8 @@ async fn tend(
     remote.check_owner().await?;
     if !p.is_leader() {
         // Only the leader uploads, trims the tier and collects orphans; a
-        // follower drops local segments the manifest covers.
+        // follower drops local segments the manifest covers (read again
+        // above when the leader's fetch answers tell of a newer one).
         p.apply_local_retention(now_ms())?;
         return Ok(());
     }

@@ -135,11 +135,48 @@ impl Partition {
     /// source cluster writes it) and follows it the same way: its local
     /// log stays empty, after the tier's last offset.
     pub async fn refresh_tier(&self) -> Result<(), PartitionError> {
+        self.load_tier(false).await
+    }
+
+    /// [`Self::refresh_tier`] with the manifest read from the store, not
+    /// the copy cached here: on a new leader before its first upload, and
+    /// on a follower whose leader's tier is ahead of its copy (see
+    /// [`Self::tier_pass_rereads`]).
+    pub async fn reread_tier(&self) -> Result<(), PartitionError> {
+        self.load_tier(true).await?;
+        if self.is_leader() {
+            self.tier_read_epoch
+                .store(self.leader_epoch(), Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Whether a tier pass must read the manifest from the store first: a
+    /// leader that has not read it since it took the lead at its epoch (a
+    /// follower's cached copy does not follow the old leader's uploads),
+    /// or a follower whose leader told it of tiered offsets past its copy
+    /// (so it can drop the local segments they cover).
+    pub fn tier_pass_rereads(&self) -> bool {
+        if self.is_leader() {
+            self.tier_read_epoch.load(Ordering::Acquire) != self.leader_epoch()
+        } else {
+            let told = self.leader_tier_last.load(Ordering::Acquire);
+            told > self.tier_last.load(Ordering::Acquire)
+        }
+    }
+
+    /// On a follower: the tier's last offset as the leader's latest fetch
+    /// answer gave it.
+    pub fn note_leader_tier_last(&self, offset: i64) {
+        self.leader_tier_last.store(offset, Ordering::Release);
+    }
+
+    async fn load_tier(&self, reread: bool) -> Result<(), PartitionError> {
         let Some(remote) = &self.remote else {
             return Ok(());
         };
         let read_replica = self.config().tier.read_replica;
-        let manifest = if read_replica {
+        let manifest = if read_replica || reread {
             remote.refresh().await
         } else {
             remote.manifest().await

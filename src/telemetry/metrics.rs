@@ -797,6 +797,11 @@ impl prometheus_client::collector::Collector for TierCollector {
                 &m.scrub_reuploads,
             ),
             (
+                "strata_tier_manifest_conflicts",
+                "Tier manifest writes that found the manifest changed since it was read, and read it again",
+                &m.manifest_conflicts,
+            ),
+            (
                 "strata_tier_not_owner_writes",
                 "Tier manifest writes refused because another cluster took the partition over",
                 &m.not_owner_writes,

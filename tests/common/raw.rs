@@ -292,6 +292,20 @@ impl RawConn {
         timestamp: i64,
         isolation_level: i8,
     ) -> i64 {
+        match self.list_offset_answer(topic, partition, timestamp, isolation_level) {
+            (0, offset) => offset,
+            _ => -1,
+        }
+    }
+
+    /// ListOffsets' answer for one partition: (error code, offset).
+    pub fn list_offset_answer(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+        isolation_level: i8,
+    ) -> (i16, i64) {
         use kafka_protocol::messages::list_offsets_request::{
             ListOffsetsPartition, ListOffsetsTopic,
         };
@@ -307,10 +321,7 @@ impl RawConn {
                     .with_timestamp(timestamp)])]);
         let resp: ListOffsetsResponse = self.roundtrip(ApiKey::ListOffsets, 9, &req);
         let p = &resp.topics[0].partitions[0];
-        if p.error_code != 0 {
-            return -1;
-        }
-        p.offset
+        (p.error_code, p.offset)
     }
 
     /// Topic ids from Metadata (a version >= 10, which carries them).

@@ -44,6 +44,7 @@ CATALOG: dict[str, tuple[str, frozenset[str]]] = {
     "strata_tier_bytes_downloaded_total": (COUNTER, frozenset()),
     "strata_tier_upload_errors_total": (COUNTER, frozenset()),
     "strata_tier_read_errors_total": (COUNTER, frozenset()),
+    "strata_tier_manifest_conflicts_total": (COUNTER, frozenset()),
     "strata_tier_cache_hits_total": (COUNTER, frozenset()),
     "strata_tier_cache_misses_total": (COUNTER, frozenset()),
     "strata_tier_cache_evictions_total": (COUNTER, frozenset()),
