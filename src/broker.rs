@@ -112,7 +112,7 @@ pub struct Broker {
 }
 
 /// Manifests read at once when partitions open.
-const TIER_REFRESH_CONCURRENCY: usize = 64;
+pub(crate) const TIER_REFRESH_CONCURRENCY: usize = 64;
 
 /// Partitions opened (or closed) at once at start-up and on metadata
 /// changes: each open of an idle partition is mostly waiting for fsyncs of

@@ -323,6 +323,9 @@ pub struct Partition {
     /// it before its first upload, as the copy it cached as a follower may
     /// be old.
     tier_read_epoch: AtomicI32,
+    /// The leader's word (`leader_tier_last`) when this follower last
+    /// read the manifest from the store: read once per word.
+    tier_reread_for: AtomicI64,
     /// Since when reads from the tier have run past fetches' waits with no
     /// answer (`None` once one answers): how long the object store has
     /// been silent for this partition.
@@ -455,6 +458,7 @@ impl Partition {
             tier_last: AtomicI64::new(tier_last),
             leader_tier_last: AtomicI64::new(-1),
             tier_read_epoch: AtomicI32::new(-1),
+            tier_reread_for: AtomicI64::new(-1),
             remote_silent_since: Mutex::new(None),
             tier_refreshed_ms: AtomicI64::new(-1),
             tier_scrub_damaged: AtomicI64::new(0),

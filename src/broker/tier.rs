@@ -52,7 +52,9 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
         }
         let collect_orphans = pass % ORPHAN_EVERY == 0;
         pass += 1;
-        for p in broker.all_partitions() {
+        let partitions = broker.all_partitions();
+        reread_manifests(&partitions, &shutdown).await;
+        for p in partitions {
             if shutdown.is_cancelled() {
                 return;
             }
@@ -76,6 +78,34 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
             }
         }
         broker.metrics.tier_passes.inc();
+    }
+}
+
+/// Reads from the store, several at once, the manifests a pass must not
+/// take from the cache ([`Partition::tier_pass_rereads`]): after a
+/// leadership change they are many (every partition a stopped broker led),
+/// and one after the other they would hold up the pass. A read that fails
+/// is tried again, and reported, by the partition's own pass.
+async fn reread_manifests(partitions: &[Arc<Partition>], shutdown: &CancellationToken) {
+    let stale: Vec<Arc<Partition>> = partitions
+        .iter()
+        .filter(|p| p.config().tier.enabled && p.tier_pass_rereads())
+        .cloned()
+        .collect();
+    if stale.is_empty() {
+        return;
+    }
+    let reads = futures::stream::iter(stale)
+        .map(|p: Arc<Partition>| async move {
+            if let Err(e) = p.reread_tier().await {
+                tracing::debug!(partition = %p.name(), error = %e, "manifest read failed; the pass tries again");
+            }
+        })
+        .buffer_unordered(crate::broker::TIER_REFRESH_CONCURRENCY)
+        .count();
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = reads => {}
     }
 }
 
@@ -124,7 +154,7 @@ async fn tend(
     if !config.tier.enabled {
         return Ok(());
     }
-    if p.tier_pass_rereads() && !config.tier.read_replica {
+    if p.tier_pass_rereads() {
         p.reread_tier().await?;
     } else {
         p.refresh_tier().await?;

@@ -221,3 +221,53 @@ async fn a_restart_after_the_tier_continues_offsets_and_producer_state() {
     let next = p.append(&idempotent(seq + 1, b"new"), 0).expect("append");
     assert_eq!(next.base_offset, tier_last + 1);
 }
+
+/// A follower's cached manifest does not follow its leader's uploads: it
+/// reads the manifest from the store once per offset its leader tells it
+/// of beyond its copy, and, taking the lead, once at its new epoch.
+#[tokio::test]
+async fn a_stale_manifest_copy_is_read_again_once_per_word_and_per_epoch() {
+    let tier_dir = tempfile::tempdir().unwrap();
+    let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = open(leader_dir.path(), Some(tier(tier_dir.path())));
+    let follower = open(follower_dir.path(), Some(tier(tier_dir.path())));
+    follower.become_follower(1, 1).expect("follow");
+    follower.refresh_tier().await.expect("first read");
+    assert!(!follower.tier_pass_rereads(), "nothing told yet");
+
+    for seq in 0..10 {
+        leader
+            .append(&idempotent(seq, &[b'v'; 100]), 0)
+            .expect("append");
+    }
+    tier_all_sealed(&leader).await;
+    let last = leader.tier_last_offset().expect("tiered");
+    follower.refresh_tier().await.expect("cached");
+    assert_eq!(follower.tier_last_offset(), None, "the cached copy");
+
+    follower.note_leader_tier_last(last);
+    assert!(follower.tier_pass_rereads());
+    follower.reread_tier().await.expect("reread");
+    assert_eq!(follower.tier_last_offset(), Some(last));
+    assert!(!follower.tier_pass_rereads());
+
+    // A word the manifest does not bear out (the manifest's owner caps
+    // what counts): one read, then none until the next word.
+    follower.note_leader_tier_last(last + 100);
+    assert!(follower.tier_pass_rereads());
+    follower.reread_tier().await.expect("reread");
+    assert_eq!(follower.tier_last_offset(), Some(last));
+    assert!(!follower.tier_pass_rereads());
+    follower.note_leader_tier_last(last + 200);
+    assert!(follower.tier_pass_rereads());
+
+    follower
+        .become_leader(2, [0].into_iter().collect(), true, 0)
+        .expect("lead");
+    assert!(
+        follower.tier_pass_rereads(),
+        "a new leader reads it at its epoch"
+    );
+    follower.reread_tier().await.expect("reread");
+    assert!(!follower.tier_pass_rereads());
+}

@@ -143,25 +143,29 @@ impl Partition {
     /// on a follower whose leader's tier is ahead of its copy (see
     /// [`Self::tier_pass_rereads`]).
     pub async fn reread_tier(&self) -> Result<(), PartitionError> {
-        self.load_tier(true).await?;
-        if self.is_leader() {
-            self.tier_read_epoch
-                .store(self.leader_epoch(), Ordering::Release);
-        }
-        Ok(())
+        self.load_tier(true).await
     }
 
     /// Whether a tier pass must read the manifest from the store first: a
     /// leader that has not read it since it took the lead at its epoch (a
     /// follower's cached copy does not follow the old leader's uploads),
     /// or a follower whose leader told it of tiered offsets past its copy
-    /// (so it can drop the local segments they cover).
+    /// (so it can drop the local segments they cover), once per offset it
+    /// is told: a copy that still ends before it (another cluster took the
+    /// partition over, and only the part below the local log counts) waits
+    /// for the leader's next word.
     pub fn tier_pass_rereads(&self) -> bool {
+        if self.remote.is_none() || self.config().tier.read_replica {
+            // Without a tier nothing is read; a read replica reads the
+            // manifest from the store at every pass anyway.
+            return false;
+        }
         if self.is_leader() {
             self.tier_read_epoch.load(Ordering::Acquire) != self.leader_epoch()
         } else {
             let told = self.leader_tier_last.load(Ordering::Acquire);
             told > self.tier_last.load(Ordering::Acquire)
+                && told != self.tier_reread_for.load(Ordering::Acquire)
         }
     }
 
@@ -176,7 +180,12 @@ impl Partition {
             return Ok(());
         };
         let read_replica = self.config().tier.read_replica;
-        let manifest = if read_replica || reread {
+        let from_store = read_replica || reread || remote.cached_manifest().is_none();
+        // Taken before the read: a read that starts once this broker leads
+        // at an epoch sees everything the leaders before it wrote.
+        let leading_at = self.is_leader().then(|| self.leader_epoch());
+        let told = self.leader_tier_last.load(Ordering::Acquire);
+        let manifest = if from_store {
             remote.refresh().await
         } else {
             remote.manifest().await
@@ -194,6 +203,12 @@ impl Partition {
         }
         self.tier_start.store(readable_start, Ordering::Release);
         self.tier_last.store(last, Ordering::Release);
+        if from_store {
+            if let Some(epoch) = leading_at {
+                self.tier_read_epoch.store(epoch, Ordering::Release);
+            }
+            self.tier_reread_for.store(told, Ordering::Release);
+        }
         if ours && last >= 0 && self.log_end_offset() <= last {
             self.restart_after_tier(remote, last).await?;
         }
