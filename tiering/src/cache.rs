@@ -29,6 +29,7 @@ use object_store::{GetOptions, GetRange, ObjectStore};
 
 use crate::error::store_err;
 use crate::metrics::TierMetrics;
+use crate::pool::BufferPool;
 use crate::TierError;
 
 /// Chunk number that marks a whole object.
@@ -127,8 +128,13 @@ struct DiskCache {
 pub(crate) struct ReadCache {
     mem: Cache<CacheKey, Bytes>,
     disk: Option<Arc<DiskCache>>,
+    /// Buffers of whole chunks, used again once the cache let them go.
+    buffers: BufferPool,
     metrics: Arc<TierMetrics>,
 }
+
+/// Free chunk buffers kept for the next fills (32 MiB of 4 MiB chunks).
+const FREE_BUFFERS: usize = 8;
 
 fn weigh(key: &CacheKey, len: u64) -> u32 {
     u32::try_from(len + key.path.len() as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
@@ -185,7 +191,12 @@ impl ReadCache {
                 }))
             }
         };
-        Ok(ReadCache { mem, disk, metrics })
+        Ok(ReadCache {
+            mem,
+            disk,
+            buffers: BufferPool::new(FREE_BUFFERS),
+            metrics,
+        })
     }
 
     /// Bytes held in memory (after pending maintenance).
@@ -232,8 +243,11 @@ impl ReadCache {
             },
             None => Check::Nothing,
         };
-        self.get_or_fill(key, store, path, Some(start..end), check)
-            .await
+        let fill = Fill::Range {
+            range: start..end,
+            whole: end - start == chunk_size,
+        };
+        self.get_or_fill(key, store, path, fill, check).await
     }
 
     /// Whether chunks can come from a disk directory.
@@ -296,7 +310,7 @@ impl ReadCache {
             path: Arc::from(path.as_ref()),
             chunk: WHOLE,
         };
-        self.get_or_fill(key, store, path, None, Check::Whole { size, crc })
+        self.get_or_fill(key, store, path, Fill::Object, Check::Whole { size, crc })
             .await
     }
 
@@ -316,7 +330,7 @@ impl ReadCache {
         key: CacheKey,
         store: &Arc<dyn ObjectStore>,
         path: &ObjectPath,
-        range: Option<std::ops::Range<u64>>,
+        what: Fill,
         check: Check,
     ) -> Result<Bytes, TierError> {
         if let Some(hit) = self.mem.get(&key).await {
@@ -333,7 +347,12 @@ impl ReadCache {
                     return Ok(bytes);
                 }
             }
-            let bytes = fetch(store, path, range.clone(), &self.metrics).await?;
+            let bytes = match what {
+                Fill::Object => fetch(store, path, None, &self.metrics).await?,
+                Fill::Range { range, whole } => {
+                    fetch_into(store, path, range, &self.buffers, whole, &self.metrics).await?
+                }
+            };
             check.verify(path, &bytes, &self.metrics)?;
             if let Some(disk) = &self.disk {
                 let disk = Arc::clone(disk);
@@ -408,6 +427,96 @@ impl Check {
 }
 
 /// One GET (ranged when `range` is set), checking the body's length.
+/// What a cache fill reads: a whole object, or a range of one (a chunk,
+/// `whole` unless it is an object's shorter last one).
+enum Fill {
+    Object,
+    Range {
+        range: std::ops::Range<u64>,
+        whole: bool,
+    },
+}
+
+/// [`fetch`] of `range` into a buffer of `pool` (see [`BufferPool`]): a
+/// local file is read straight into it, a stream copied into it.
+async fn fetch_into(
+    store: &Arc<dyn ObjectStore>,
+    path: &ObjectPath,
+    range: std::ops::Range<u64>,
+    pool: &BufferPool,
+    whole: bool,
+    metrics: &TierMetrics,
+) -> Result<Bytes, TierError> {
+    use futures::StreamExt;
+    use object_store::GetResultPayload;
+    TierMetrics::add(&metrics.get_requests, 1);
+    let want = range.end - range.start;
+    let short = |actual: u64| TierError::ShortRead {
+        path: path.to_string(),
+        expected: want,
+        actual,
+    };
+    let opts = GetOptions::new().with_range(Some(GetRange::Bounded(range.clone())));
+    let started = std::time::Instant::now();
+    let result = async {
+        let r = store
+            .get_opts(path, opts)
+            .await
+            .map_err(store_err("get", path))?;
+        let mut buf = pool.take(usize::try_from(want).map_err(|_| short(0))?, whole);
+        match r.payload {
+            GetResultPayload::File(file, local) => {
+                let at = r.range.start;
+                let read = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    file.read_exact_at(&mut buf, at).map(|()| buf)
+                })
+                .await
+                .map_err(|e| TierError::Io {
+                    op: "read",
+                    path: local.display().to_string(),
+                    source: std::io::Error::other(e),
+                })?;
+                match read {
+                    Ok(buf) => Ok(buf),
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(short(0)),
+                    Err(source) => Err(TierError::Io {
+                        op: "read",
+                        path: local.display().to_string(),
+                        source,
+                    }),
+                }
+            }
+            GetResultPayload::Stream(mut parts) => {
+                let mut at = 0usize;
+                while let Some(part) = parts.next().await {
+                    let part = part.map_err(store_err("get", path))?;
+                    let Some(to) = buf.get_mut(at..at + part.len()) else {
+                        return Err(short((at + part.len()) as u64));
+                    };
+                    to.copy_from_slice(&part);
+                    at += part.len();
+                }
+                if at != buf.len() {
+                    return Err(short(at as u64));
+                }
+                Ok(buf)
+            }
+        }
+    }
+    .await;
+    metrics.get_latency.observe(started.elapsed());
+    let buf = match result {
+        Ok(b) => b,
+        Err(e) => {
+            TierMetrics::add(&metrics.store_errors, 1);
+            return Err(e);
+        }
+    };
+    TierMetrics::add(&metrics.bytes_downloaded, want);
+    Ok(pool.freeze(buf, whole))
+}
+
 pub(crate) async fn fetch(
     store: &Arc<dyn ObjectStore>,
     path: &ObjectPath,

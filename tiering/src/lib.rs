@@ -100,6 +100,7 @@ pub mod manifest;
 pub mod metrics;
 mod multipart;
 mod partition;
+mod pool;
 mod store;
 pub mod testkit;
 mod throttle;
