@@ -89,7 +89,7 @@ pub async fn run(broker: Arc<Broker>, uploader: Uploader, shutdown: Cancellation
 async fn reread_manifests(partitions: &[Arc<Partition>], shutdown: &CancellationToken) {
     let stale: Vec<Arc<Partition>> = partitions
         .iter()
-        .filter(|p| p.config().tier.enabled && p.tier_pass_rereads())
+        .filter(|p| p.tier_pass_rereads(&p.config().tier))
         .cloned()
         .collect();
     if stale.is_empty() {
@@ -154,7 +154,7 @@ async fn tend(
     if !config.tier.enabled {
         return Ok(());
     }
-    if p.tier_pass_rereads() {
+    if p.tier_pass_rereads(&config.tier) {
         p.reread_tier().await?;
     } else {
         p.refresh_tier().await?;

@@ -233,7 +233,10 @@ async fn a_stale_manifest_copy_is_read_again_once_per_word_and_per_epoch() {
     let follower = open(follower_dir.path(), Some(tier(tier_dir.path())));
     follower.become_follower(1, 1).expect("follow");
     follower.refresh_tier().await.expect("first read");
-    assert!(!follower.tier_pass_rereads(), "nothing told yet");
+    assert!(
+        !follower.tier_pass_rereads(&follower.config().tier),
+        "nothing told yet"
+    );
 
     for seq in 0..10 {
         leader
@@ -246,28 +249,28 @@ async fn a_stale_manifest_copy_is_read_again_once_per_word_and_per_epoch() {
     assert_eq!(follower.tier_last_offset(), None, "the cached copy");
 
     follower.note_leader_tier_last(last);
-    assert!(follower.tier_pass_rereads());
+    assert!(follower.tier_pass_rereads(&follower.config().tier));
     follower.reread_tier().await.expect("reread");
     assert_eq!(follower.tier_last_offset(), Some(last));
-    assert!(!follower.tier_pass_rereads());
+    assert!(!follower.tier_pass_rereads(&follower.config().tier));
 
     // A word the manifest does not bear out (the manifest's owner caps
     // what counts): one read, then none until the next word.
     follower.note_leader_tier_last(last + 100);
-    assert!(follower.tier_pass_rereads());
+    assert!(follower.tier_pass_rereads(&follower.config().tier));
     follower.reread_tier().await.expect("reread");
     assert_eq!(follower.tier_last_offset(), Some(last));
-    assert!(!follower.tier_pass_rereads());
+    assert!(!follower.tier_pass_rereads(&follower.config().tier));
     follower.note_leader_tier_last(last + 200);
-    assert!(follower.tier_pass_rereads());
+    assert!(follower.tier_pass_rereads(&follower.config().tier));
 
     follower
         .become_leader(2, [0].into_iter().collect(), true, 0)
         .expect("lead");
     assert!(
-        follower.tier_pass_rereads(),
+        follower.tier_pass_rereads(&follower.config().tier),
         "a new leader reads it at its epoch"
     );
     follower.reread_tier().await.expect("reread");
-    assert!(!follower.tier_pass_rereads());
+    assert!(!follower.tier_pass_rereads(&follower.config().tier));
 }

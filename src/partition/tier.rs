@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::{
     rebuild::store_epochs, snapshot, LeaderEpochCache, Partition, PartitionError,
-    ProducerStateTable, State,
+    ProducerStateTable, State, TierPolicy,
 };
 
 impl Partition {
@@ -153,9 +153,10 @@ impl Partition {
     /// (so it can drop the local segments they cover), once per offset it
     /// is told: a copy that still ends before it (another cluster took the
     /// partition over, and only the part below the local log counts) waits
-    /// for the leader's next word.
-    pub fn tier_pass_rereads(&self) -> bool {
-        if self.remote.is_none() || self.config().tier.read_replica {
+    /// for the leader's next word. `tier` is the partition's tier policy
+    /// (the caller has its config at hand).
+    pub fn tier_pass_rereads(&self, tier: &TierPolicy) -> bool {
+        if self.remote.is_none() || !tier.enabled || tier.read_replica {
             // Without a tier nothing is read; a read replica reads the
             // manifest from the store at every pass anyway.
             return false;

@@ -449,7 +449,6 @@ async fn fetch_into(
 ) -> Result<Bytes, TierError> {
     use futures::StreamExt;
     use object_store::GetResultPayload;
-    TierMetrics::add(&metrics.get_requests, 1);
     let want = range.end - range.start;
     let short = |actual: u64| TierError::ShortRead {
         path: path.to_string(),
@@ -457,8 +456,7 @@ async fn fetch_into(
         actual,
     };
     let opts = GetOptions::new().with_range(Some(GetRange::Bounded(range.clone())));
-    let started = std::time::Instant::now();
-    let result = async {
+    let buf = timed_get(metrics, async {
         let r = store
             .get_opts(path, opts)
             .await
@@ -503,18 +501,26 @@ async fn fetch_into(
                 Ok(buf)
             }
         }
-    }
-    .await;
-    metrics.get_latency.observe(started.elapsed());
-    let buf = match result {
-        Ok(b) => b,
-        Err(e) => {
-            TierMetrics::add(&metrics.store_errors, 1);
-            return Err(e);
-        }
-    };
-    TierMetrics::add(&metrics.bytes_downloaded, want);
+    })
+    .await?;
     Ok(pool.freeze(buf, whole))
+}
+
+/// One GET as the tier's metrics count it: a request, its latency, an
+/// error on failure and the body's bytes on success.
+async fn timed_get<B: AsRef<[u8]>>(
+    metrics: &TierMetrics,
+    get: impl std::future::Future<Output = Result<B, TierError>>,
+) -> Result<B, TierError> {
+    TierMetrics::add(&metrics.get_requests, 1);
+    let started = std::time::Instant::now();
+    let result = get.await;
+    metrics.get_latency.observe(started.elapsed());
+    match &result {
+        Ok(body) => TierMetrics::add(&metrics.bytes_downloaded, body.as_ref().len() as u64),
+        Err(_) => TierMetrics::add(&metrics.store_errors, 1),
+    }
+    result
 }
 
 pub(crate) async fn fetch(
@@ -523,25 +529,15 @@ pub(crate) async fn fetch(
     range: Option<std::ops::Range<u64>>,
     metrics: &TierMetrics,
 ) -> Result<Bytes, TierError> {
-    TierMetrics::add(&metrics.get_requests, 1);
     let opts = GetOptions::new().with_range(range.clone().map(GetRange::Bounded));
-    let started = std::time::Instant::now();
-    let result = async {
+    let bytes = timed_get(metrics, async {
         let r = store
             .get_opts(path, opts)
             .await
             .map_err(store_err("get", path))?;
         r.bytes().await.map_err(store_err("get", path))
-    }
-    .await;
-    metrics.get_latency.observe(started.elapsed());
-    let bytes = match result {
-        Ok(b) => b,
-        Err(e) => {
-            TierMetrics::add(&metrics.store_errors, 1);
-            return Err(e);
-        }
-    };
+    })
+    .await?;
     if let Some(r) = range {
         let want = r.end - r.start;
         if bytes.len() as u64 != want {
@@ -552,7 +548,6 @@ pub(crate) async fn fetch(
             });
         }
     }
-    TierMetrics::add(&metrics.bytes_downloaded, bytes.len() as u64);
     Ok(bytes)
 }
 
