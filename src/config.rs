@@ -191,6 +191,12 @@ pub struct ServeArgs {
     /// kernel [default: 1048576]
     #[arg(long, env = "STRATA_LOG_WRITEBACK_BYTES")]
     pub log_writeback_bytes: Option<u64>,
+    /// Segment files held open at once, over all partitions: a segment's
+    /// file opens at its first read or write, and the least recently used
+    /// close beyond this many (reads in flight keep theirs) [default: half
+    /// the open files limit]
+    #[arg(long, env = "STRATA_MAX_OPEN_SEGMENT_FILES")]
+    pub max_open_segment_files: Option<u64>,
     /// TCP congestion control of client connections, e.g. cubic (set on
     /// the Kafka listener, whose connections inherit it; one of
     /// /proc/sys/net/ipv4/tcp_available_congestion_control) [default: the
@@ -435,6 +441,8 @@ pub struct BrokerConfig {
     pub zero_copy: bool,
     pub sync_rounds_syncfs: bool,
     pub log_writeback_bytes: u64,
+    /// None: half the open files limit.
+    pub max_open_segment_files: Option<u64>,
     pub tcp_congestion_control: Option<String>,
     pub queued_max_request_bytes: u64,
     pub connection_max_request_bytes: u64,
@@ -653,6 +661,10 @@ impl BrokerConfig {
             a.connections_max_idle_ms.unwrap_or(600_000),
             1,
         )?;
+        let max_open_segment_files = a
+            .max_open_segment_files
+            .map(|n| at_least("max-open-segment-files", n, 1))
+            .transpose()?;
         let max_connections = at_least(
             "max-connections",
             a.max_connections.unwrap_or(i32::MAX as u32),
@@ -890,6 +902,7 @@ impl BrokerConfig {
             zero_copy: a.zero_copy.unwrap_or(true),
             sync_rounds_syncfs: a.sync_rounds_syncfs.unwrap_or(true),
             log_writeback_bytes: a.log_writeback_bytes.unwrap_or(1 << 20),
+            max_open_segment_files,
             tcp_congestion_control,
             queued_max_request_bytes,
             connection_max_request_bytes,
@@ -1032,6 +1045,7 @@ impl ServeArgs {
             zero_copy: self.zero_copy.or(file.zero_copy),
             sync_rounds_syncfs: self.sync_rounds_syncfs.or(file.sync_rounds_syncfs),
             log_writeback_bytes: self.log_writeback_bytes.or(file.log_writeback_bytes),
+            max_open_segment_files: self.max_open_segment_files.or(file.max_open_segment_files),
             tcp_congestion_control: self.tcp_congestion_control.or(file.tcp_congestion_control),
             queued_max_request_bytes: self
                 .queued_max_request_bytes

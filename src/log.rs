@@ -62,6 +62,7 @@
 pub mod batch;
 pub(crate) mod checkpoint;
 pub mod cleaner;
+pub mod files;
 pub mod index;
 pub mod recompress;
 mod recovery;
@@ -481,7 +482,7 @@ impl Log {
     /// Fails once an fsync of the log has failed.
     pub fn sync_handle(&self) -> Result<(Arc<File>, i64), LogError> {
         self.check_sync_ok()?;
-        Ok((Arc::clone(self.active.core().file()), self.log_end_offset()))
+        Ok((self.active.core().open()?, self.log_end_offset()))
     }
 
     /// Records that an fsync of this log failed (here, or on a file from

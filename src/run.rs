@@ -236,7 +236,8 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     }
     println!("admin listener bound to {admin_addr}");
     tracing::info!(%kafka_addr, %admin_addr, data_dir = %config.data_dir.display(), "strata starting");
-    raise_open_files_limit();
+    let open_files_limit = raise_open_files_limit();
+    budget_segment_files(config.max_open_segment_files, open_files_limit);
 
     let admin_state = server::admin::AdminState::default();
     let admin_task = tokio::spawn(server::admin::run(
@@ -691,10 +692,11 @@ async fn reprobe_tier(broker: Arc<Broker>, shutdown: CancellationToken) {
     }
 }
 
-/// Raises the soft limit on open files to the hard one: every partition
-/// holds a file descriptor per segment, so thousands of partitions need
-/// more than the usual soft default (1,024). The limit is logged.
-fn raise_open_files_limit() {
+/// Raises the soft limit on open files to the hard one: segment files
+/// need descriptors (up to `--max-open-segment-files`), so thousands of
+/// partitions need more than the usual soft default (1,024). Returns and
+/// logs the limit (None: unlimited).
+fn raise_open_files_limit() -> Option<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
     let raised = match (limit.current, limit.maximum) {
@@ -714,10 +716,33 @@ fn raise_open_files_limit() {
         (current, _) => current,
     };
     match raised {
-        Some(n) => tracing::info!(
-            open_files_limit = n,
-            "open files limit (one descriptor per segment of each partition)"
-        ),
+        Some(n) => tracing::info!(open_files_limit = n, "open files limit"),
         None => tracing::info!("open files limit: unlimited"),
     }
+    raised
+}
+
+/// Sets how many segment files stay open: `configured`, else half the
+/// open files limit (the other half for connections, the tier's cache
+/// and checkpoints).
+fn budget_segment_files(configured: Option<u64>, open_files_limit: Option<u64>) {
+    let budget = configured.or(open_files_limit.map(|n| (n / 2).max(1)));
+    let files = crate::log::files::OpenFiles::global();
+    if let Some(budget) = budget {
+        files.set_budget(usize::try_from(budget).unwrap_or(usize::MAX));
+    }
+    if let (Some(budget), Some(limit)) = (configured, open_files_limit) {
+        if budget >= limit {
+            tracing::warn!(
+                max_open_segment_files = budget,
+                open_files_limit = limit,
+                "max-open-segment-files is not below the open files limit: \
+                 connections may find no descriptor left"
+            );
+        }
+    }
+    tracing::info!(
+        max_open_segment_files = budget,
+        "segment files open at once at most (the least recently used close)"
+    );
 }

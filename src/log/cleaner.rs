@@ -237,6 +237,10 @@ struct Source {
     /// The next segment's base: this one covers `[base, next)`.
     next: i64,
     path: PathBuf,
+    /// The segment's file id ([`SegmentCore::file_id`]): tells the segment
+    /// read from a later one at the same base offset.
+    id: u64,
+    /// Held open for the pass (a file the log closes meanwhile stays open).
     file: Arc<File>,
     size: u64,
     /// Largest batch max timestamp, if any batch has one.
@@ -268,9 +272,9 @@ pub struct CleanPlan {
 #[derive(Debug)]
 pub struct Cleaned {
     dir: PathBuf,
-    /// The segments replaced: base offset and the file read (to tell it
-    /// from another at the same base offset).
-    replaced: Vec<(i64, Arc<File>)>,
+    /// The segments replaced: base offset and the file id of the segment
+    /// read (to tell it from another at the same base offset).
+    replaced: Vec<(i64, u64)>,
     new: Vec<(i64, LoadedSegment)>,
     first_dirty: i64,
     pub bytes_read: u64,
@@ -446,6 +450,7 @@ impl CleanPlan {
                 base: s.base,
                 next: s.next,
                 path: s.path.clone(),
+                id: super::files::new_id(),
                 file: Arc::new(file),
                 size,
                 max_timestamp: s.max_timestamp,
@@ -530,17 +535,22 @@ impl Log {
                 break;
             }
             let modified_ms = core
-                .file()
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
+                .modified()
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map_or(now_ms, |d| d.as_millis() as i64);
+            let file = match core.open() {
+                Ok(file) => file,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open a segment to clean; the pass waits");
+                    return None;
+                }
+            };
             sources.push(Source {
                 base: core.base_offset(),
                 next,
                 path: core.path().to_path_buf(),
-                file: Arc::clone(core.file()),
+                id: core.file_id(),
+                file,
                 size: core.size(),
                 max_timestamp,
                 modified_ms,
@@ -563,7 +573,7 @@ impl Log {
         self.check_sync_ok()?;
         // The same files, in a row: the same segments (a file is never
         // shared by two).
-        let holds = |s: &SealedSegment, (_, f): &(i64, Arc<File>)| Arc::ptr_eq(s.core().file(), f);
+        let holds = |s: &SealedSegment, (_, id): &(i64, u64)| s.core().file_id() == *id;
         let start = cleaned
             .replaced
             .first()
@@ -699,7 +709,7 @@ pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogErro
         let mut out = BufWriter::new(&file);
         let mut state = SegmentState::new(base);
         for source in group {
-            replaced.push((source.base, Arc::clone(&source.file)));
+            replaced.push((source.base, source.id));
             let drop_tombstones = source.modified_ms < horizon;
             for batch in batches(source) {
                 let (header, bytes) = batch?;

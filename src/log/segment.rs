@@ -7,8 +7,9 @@
 //! the write path. [`SealedSegment`] is read-only. Rolling turns the first into
 //! the second ([`ActiveSegment::prepare_seal`] then
 //! [`ActiveSegment::into_sealed`]). Both read through [`SegmentCore`] with
-//! positional reads (`read_at`), so reads need only `&self`, and hold the file
-//! as an `Arc<File>` for a future sendfile path.
+//! positional reads (`read_at`), so reads need only `&self`. A segment's file
+//! is a [`SegmentFile`]: opened at its first use and closed again when the
+//! broker holds more segment files open than its budget (`files`).
 //!
 //! [`SegmentState`] is the pure bookkeeping (size, next offset, max timestamp,
 //! indexes) shared by the append path and by recovery, so both index a
@@ -42,6 +43,7 @@ use bytes::Bytes;
 
 use super::batch::{BatchError, BatchHeader, BATCH_HEADER_LEN, NO_TIMESTAMP};
 use super::checkpoint::{sync_dir, write_atomic};
+use super::files::{OpenFiles, SegmentFile};
 use super::index::{OffsetIndex, TimeIndex};
 use super::{LogConfig, LogError};
 use crate::zerocopy::FileRegion;
@@ -288,8 +290,7 @@ impl SegmentState {
 /// A segment's file and state; the read path of both segment kinds.
 #[derive(Debug)]
 pub(crate) struct SegmentCore {
-    path: PathBuf,
-    file: Arc<File>,
+    file: Arc<SegmentFile>,
     pub(crate) state: SegmentState,
 }
 
@@ -300,7 +301,7 @@ impl SegmentCore {
         if let Some((timestamp, _)) = self.state.max_timestamp() {
             return Some(timestamp);
         }
-        let modified = self.file.metadata().and_then(|m| m.modified()).ok()?;
+        let modified = self.modified()?;
         let since_epoch = modified.duration_since(UNIX_EPOCH).ok()?;
         i64::try_from(since_epoch.as_millis()).ok()
     }
@@ -317,16 +318,27 @@ impl SegmentCore {
         self.state.size
     }
 
-    pub(crate) fn file(&self) -> &Arc<File> {
-        &self.file
+    /// The file, opened if it is closed. Call only under the log's lock.
+    pub(crate) fn open(&self) -> Result<Arc<File>, LogError> {
+        self.file.open()
+    }
+
+    /// Tells this segment from any other, also one later at its path.
+    pub(crate) fn file_id(&self) -> u64 {
+        self.file.id()
+    }
+
+    /// The file's modification time (a stat of its path: no descriptor).
+    pub(crate) fn modified(&self) -> Option<std::time::SystemTime> {
+        fs::metadata(self.path()).and_then(|m| m.modified()).ok()
     }
 
     /// Position and header of the batch containing `offset`, walking headers
     /// forward from the offset index. None if `offset` is past this segment.
     pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let (_, start) = self.state.offset_index.lookup(offset);
-        let mut walker =
-            HeaderWalker::new(&self.file, &self.path, u64::from(start), self.state.size);
+        let file = self.open()?;
+        let mut walker = HeaderWalker::new(&file, self.path(), u64::from(start), self.state.size);
         while let Some((pos, header)) = walker.next_header()? {
             if header.last_offset() >= offset {
                 return Ok(Some((pos, header)));
@@ -355,13 +367,13 @@ impl SegmentCore {
         };
         let want = (limit - start).min(max_bytes as u64);
         let mut buf = vec![0u8; usize::try_from(want).unwrap_or(0)];
-        self.file
-            .read_exact_at(&mut buf, start)
-            .map_err(|e| LogError::io("read", &self.path, e))?;
+        let file = self.open()?;
+        file.read_exact_at(&mut buf, start)
+            .map_err(|e| LogError::io("read", self.path(), e))?;
         let mut end = 0usize;
         while let Some(rest) = buf.get(end..).filter(|r| r.len() >= BATCH_HEADER_LEN) {
             let header = BatchHeader::parse(rest).map_err(|source| LogError::Corrupt {
-                path: self.path.clone(),
+                path: self.path().to_path_buf(),
                 position: start + end as u64,
                 source,
             })?;
@@ -374,12 +386,15 @@ impl SegmentCore {
             // KIP-74: the first batch is returned whole even above max_bytes.
             let len = first.total_len();
             if start + len as u64 > self.state.size {
-                return Err(corrupt(&self.path, start, "batch extends past segment end"));
+                return Err(corrupt(
+                    self.path(),
+                    start,
+                    "batch extends past segment end",
+                ));
             }
             buf.resize(len, 0);
-            self.file
-                .read_exact_at(&mut buf, start)
-                .map_err(|e| LogError::io("read", &self.path, e))?;
+            file.read_exact_at(&mut buf, start)
+                .map_err(|e| LogError::io("read", self.path(), e))?;
             end = len;
         }
         buf.truncate(end);
@@ -396,8 +411,9 @@ impl SegmentCore {
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<Option<(FileRegion, i64)>, LogError> {
+        let file = self.open()?;
         let region = |position, len| FileRegion {
-            file: self.file.clone(),
+            file: Arc::clone(&file),
             position,
             len,
         };
@@ -424,7 +440,7 @@ impl SegmentCore {
         {
             (end, next) = (u64::from(p), o);
         }
-        let mut walker = HeaderWalker::new(&self.file, &self.path, end, limit);
+        let mut walker = HeaderWalker::new(&file, self.path(), end, limit);
         while let Some((pos, header)) = walker.next_header()? {
             if header.base_offset >= max_offset || pos + header.total_len() as u64 > budget_end {
                 next = header.base_offset;
@@ -437,7 +453,11 @@ impl SegmentCore {
             // KIP-74: the first batch is returned whole even above max_bytes.
             end = start + first.total_len() as u64;
             if end > self.state.size {
-                return Err(corrupt(&self.path, start, "batch extends past segment end"));
+                return Err(corrupt(
+                    self.path(),
+                    start,
+                    "batch extends past segment end",
+                ));
             }
             next = first.last_offset() + 1;
         }
@@ -484,8 +504,8 @@ impl SegmentCore {
             .lookup(timestamp)
             .map_or(self.state.base_offset, |(_, offset)| offset);
         let (_, start) = self.state.offset_index.lookup(from_time.max(min_offset));
-        let mut walker =
-            HeaderWalker::new(&self.file, &self.path, u64::from(start), self.state.size);
+        let file = self.open()?;
+        let mut walker = HeaderWalker::new(&file, self.path(), u64::from(start), self.state.size);
         while let Some((_, header)) = walker.next_header()? {
             if header.last_offset() >= min_offset && header.max_timestamp >= timestamp {
                 return Ok(Some((
@@ -498,23 +518,27 @@ impl SegmentCore {
     }
 
     pub(crate) fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     pub(crate) fn index_path(&self) -> PathBuf {
-        self.path.with_extension(INDEX_SUFFIX)
+        self.path().with_extension(INDEX_SUFFIX)
     }
 
     pub(crate) fn time_index_path(&self) -> PathBuf {
-        self.path.with_extension(TIME_INDEX_SUFFIX)
+        self.path().with_extension(TIME_INDEX_SUFFIX)
     }
 
     fn write_index_files(&self) -> Result<(), LogError> {
-        write_indexes(&self.path, &self.state)
+        write_indexes(self.path(), &self.state)
     }
 
     fn delete_files(&self) -> Result<(), LogError> {
-        for path in [self.path.clone(), self.index_path(), self.time_index_path()] {
+        for path in [
+            self.path().to_path_buf(),
+            self.index_path(),
+            self.time_index_path(),
+        ] {
             remove_if_exists(&path)?;
         }
         Ok(())
@@ -582,8 +606,7 @@ impl ActiveSegment {
             ));
         }
         let core = SegmentCore {
-            path,
-            file: Arc::new(file),
+            file: SegmentFile::opened(path, file, OpenFiles::global()),
             state: SegmentState::new(base_offset),
         };
         // Stale indexes of an earlier segment with this base would be wrong.
@@ -595,10 +618,11 @@ impl ActiveSegment {
 
     /// Wraps a loaded segment.
     pub(crate) fn from_loaded(loaded: LoadedSegment) -> Result<Self, LogError> {
-        let core = loaded.into_core();
+        let core = loaded.into_core(true);
         let mut rolling_base_ms = None;
         if !core.state.is_empty() {
-            let mut walker = HeaderWalker::new(&core.file, &core.path, 0, core.state.size);
+            let file = core.open()?;
+            let mut walker = HeaderWalker::new(&file, core.path(), 0, core.state.size);
             if let Some((_, first)) = walker.next_header()? {
                 rolling_base_ms = (first.max_timestamp >= 0).then_some(first.max_timestamp);
             }
@@ -668,11 +692,12 @@ impl ActiveSegment {
         config: &LogConfig,
     ) -> Result<(), LogError> {
         let start = self.core.state.size;
-        if let Err(e) = write_all_vectored_at(&self.core.file, parts, start) {
-            if let Err(cut) = self.core.file.set_len(start) {
-                tracing::warn!(file = %self.core.path.display(), error = %cut, "cannot cut back a failed append");
+        let file = self.core.open()?;
+        if let Err(e) = write_all_vectored_at(&file, parts, start) {
+            if let Err(cut) = file.set_len(start) {
+                tracing::warn!(file = %self.core.path().display(), error = %cut, "cannot cut back a failed append");
             }
-            return Err(LogError::io("append", &self.core.path, e));
+            return Err(LogError::io("append", self.core.path(), e));
         }
         let mut pos = start;
         for header in headers {
@@ -695,17 +720,22 @@ impl ActiveSegment {
             return;
         }
         let from = std::mem::replace(&mut self.writeback_from, end);
-        if let Err(e) = writeback.start(&self.core.file, from, end - from) {
-            tracing::debug!(file = %self.core.path.display(), error = %e, "write-back not started");
+        let started = self.core.open().and_then(|file| {
+            writeback
+                .start(&file, from, end - from)
+                .map_err(|e| LogError::io("write-back", self.core.path(), e))
+        });
+        if let Err(e) = started {
+            tracing::debug!(error = %e, "write-back not started");
         }
     }
 
     /// fdatasync of the log file.
     pub(crate) fn sync(&self) -> Result<(), LogError> {
         self.core
-            .file
+            .open()?
             .sync_data()
-            .map_err(|e| LogError::io("sync", &self.core.path, e))
+            .map_err(|e| LogError::io("sync", self.core.path(), e))
     }
 
     /// Makes the segment durable: final time index entry, fsync of the log,
@@ -727,10 +757,10 @@ impl ActiveSegment {
         let Some((cut, header)) = self.core.find_batch(offset)? else {
             return Ok(self.core.state.next_offset);
         };
-        self.core
-            .file
-            .set_len(cut)
-            .map_err(|e| LogError::io("truncate", &self.core.path, e))?;
+        let file = self.core.open()?;
+        let path = Arc::clone(&self.core.file);
+        file.set_len(cut)
+            .map_err(|e| LogError::io("truncate", path.path(), e))?;
         let state = &mut self.core.state;
         let new_next = header.base_offset;
         state.offset_index.truncate_to(new_next);
@@ -743,7 +773,7 @@ impl ActiveSegment {
             .offset_index
             .last()
             .map_or(0, |(_, pos)| u64::from(pos));
-        let mut walker = HeaderWalker::new(&self.core.file, &self.core.path, start, cut);
+        let mut walker = HeaderWalker::new(&file, path.path(), start, cut);
         while let Some((_, h)) = walker.next_header()? {
             if h.max_timestamp > state.max_timestamp {
                 state.max_timestamp = h.max_timestamp;
@@ -771,9 +801,10 @@ pub(crate) struct SealedSegment {
 }
 
 impl SealedSegment {
+    /// Wraps a loaded segment; its file closes, to open at its first use.
     pub(crate) fn from_loaded(loaded: LoadedSegment) -> Self {
         SealedSegment {
-            core: loaded.into_core(),
+            core: loaded.into_core(false),
         }
     }
 
@@ -816,10 +847,16 @@ pub(crate) struct LoadedSegment {
 }
 
 impl LoadedSegment {
-    fn into_core(self) -> SegmentCore {
+    /// Its core, keeping the file open or closing it until its next use.
+    fn into_core(self, keep_open: bool) -> SegmentCore {
+        let files = OpenFiles::global();
+        let file = if keep_open {
+            SegmentFile::opened(self.path, self.file, files)
+        } else {
+            SegmentFile::closed(self.path, files)
+        };
         SegmentCore {
-            path: self.path,
-            file: Arc::new(self.file),
+            file,
             state: self.state,
         }
     }

@@ -523,9 +523,8 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// Exports the tier's own counters (kept as atomics in the `tiering`
-    /// crate) at every scrape.
-    /// Registers the counters of the broker's sync rounds and write-back.
+    /// Registers the counters of the broker's sync rounds, write-back and
+    /// open segment files.
     pub fn register_storage(
         &mut self,
         sync: &crate::partition::durability::SyncMetrics,
@@ -546,8 +545,21 @@ impl Metrics {
             "Partitions synced by acks=all sync rounds, summed over rounds",
             sync.round_partitions.clone(),
         );
+        let files = crate::log::files::OpenFiles::global();
+        self.registry.register(
+            "strata_log_open_segment_files",
+            "Segment files open now (at most --max-open-segment-files, besides reads in flight)",
+            files.open_gauge().clone(),
+        );
+        self.registry.register(
+            "strata_log_segment_file_opens",
+            "Segment files opened: at a first use, or again after closing beyond the budget",
+            files.opens_counter().clone(),
+        );
     }
 
+    /// Exports the tier's own counters (kept as atomics in the `tiering`
+    /// crate) at every scrape.
     pub fn register_tier(
         &mut self,
         tier: std::sync::Arc<tiering::TierMetrics>,
@@ -922,6 +934,8 @@ mod tests {
             "strata_sync_round_duration_seconds_bucket",
             "strata_sync_round_partitions_total",
             "strata_log_writeback_started_bytes_total",
+            "strata_log_open_segment_files",
+            "strata_log_segment_file_opens_total",
             "strata_partitions",
             "strata_under_replicated_partitions",
             "strata_under_min_isr_partitions",

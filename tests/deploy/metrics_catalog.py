@@ -58,6 +58,8 @@ CATALOG: dict[str, tuple[str, frozenset[str]]] = {
     "strata_tier_scrub_reuploads_total": (COUNTER, frozenset()),
     "strata_tier_scrub_damaged_segments": (GAUGE, frozenset({"topic", "partition"})),
     "strata_tier_view_age_seconds": (GAUGE, frozenset({"topic", "partition"})),
+    "strata_log_open_segment_files": (GAUGE, frozenset()),
+    "strata_log_segment_file_opens_total": (COUNTER, frozenset()),
     "strata_log_cleaner_passes_total": (COUNTER, frozenset()),
     "strata_log_cleaner_read_bytes_total": (COUNTER, frozenset()),
     "strata_log_cleaner_written_bytes_total": (COUNTER, frozenset()),

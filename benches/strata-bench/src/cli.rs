@@ -177,7 +177,8 @@ pub struct Args {
     /// 2 GiB; with --quick 16 MiB].
     #[arg(long)]
     pub s3_replay_bytes: Option<u64>,
-    /// Partition counts of --partition-scaling.
+    /// Partition counts of --partition-scaling (above 10,000 the broker is
+    /// started with --max-partitions-per-request raised to the count).
     #[arg(long, value_delimiter = ',', default_value = "16,1000,10000")]
     pub partition_counts: Vec<i32>,
     /// Total produce rate of --partition-scaling, MB/s of 1 KiB records.

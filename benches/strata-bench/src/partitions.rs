@@ -4,7 +4,9 @@
 //! tool, and the tool measures:
 //! - the time CreateTopics takes until every partition has a leader;
 //! - the broker's RSS and open file descriptors per idle partition (the
-//!   growth from before the topic to after it, over the count);
+//!   growth from before the topic to after it, over the count), and the
+//!   segment files it holds open after the produce (at most its
+//!   `--max-open-segment-files`, by default half the open files limit);
 //! - the same total produce rate (`--partition-rate-mb`, 1 KiB records,
 //!   acks=1, round robin over every partition, `--e2e-seconds`): the
 //!   client's delivery-report p99 and the broker's own Produce p99 (read to
@@ -29,16 +31,8 @@ use crate::kafka::{self, ProduceSpec};
 use crate::stats::BucketSummary;
 
 const RECORD_BYTES: usize = 1024;
-/// Descriptors a broker holds besides its segments (sockets, metadata).
-const FD_HEADROOM: u64 = 1000;
-
-/// The hard limit on open files this process has, which the broker it
-/// starts inherits and raises its soft limit to.
-fn open_files_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(4)?.parse().ok()
-}
+/// The broker's default cap on partitions per CreateTopics request.
+const MAX_PARTITIONS_PER_REQUEST: i32 = 10_000;
 
 struct Scale {
     partitions: i32,
@@ -50,7 +44,7 @@ struct Scale {
     mock_p99_ms: f64,
     mb_per_sec: f64,
     stop_secs: f64,
-    shutdown_upload: bool,
+    open_segment_files: Option<f64>,
     ready_after_stop_secs: f64,
     ready_after_kill_secs: f64,
     rss_after_restart: Option<u64>,
@@ -68,22 +62,11 @@ fn one(a: &Args, plan: &Plan, work: &Path, partitions: i32) -> Result<Scale> {
         None => broker::find_strata_bin()?,
     };
     let dir = work.join(format!("broker-{partitions}"));
-    // The shutdown upload seals every active segment, so the restart opens
-    // two segments per partition; where that does not fit the open files
-    // limit the broker inherits, the stop leaves the active segments.
-    let shutdown_upload = 2 * u64::try_from(partitions).unwrap_or(0) + FD_HEADROOM
-        <= open_files_limit().unwrap_or(u64::MAX);
-    let args = if shutdown_upload {
-        Vec::new()
+    // The whole topic in one CreateTopics request.
+    let args = if partitions > MAX_PARTITIONS_PER_REQUEST {
+        vec![format!("--max-partitions-per-request={partitions}")]
     } else {
-        say(format!(
-            "{partitions} partitions: 2 descriptors per partition exceed the open files limit ({}); no shutdown upload",
-            open_files_limit().unwrap_or(0)
-        ));
-        vec![
-            "--tier-shutdown-upload-timeout-ms".to_string(),
-            "0".to_string(),
-        ]
+        Vec::new()
     };
     let mut b = Broker::start(&bin, &dir, args, Vec::new())?;
     let topic = format!("scale{}-{partitions}", std::process::id());
@@ -117,6 +100,7 @@ fn one(a: &Args, plan: &Plan, work: &Path, partitions: i32) -> Result<Scale> {
     let before = b.metrics()?;
     let produced = kafka::produce(&b.bootstrap, &spec, Instant::now(), false, true, b.pid())?;
     let after = b.metrics()?;
+    let open_segment_files = after.get("strata_log_open_segment_files").copied();
     let broker_p99_ms = BucketSummary::between(
         &before,
         &after,
@@ -125,10 +109,11 @@ fn one(a: &Args, plan: &Plan, work: &Path, partitions: i32) -> Result<Scale> {
     )
     .map(|s| s.p99_ms);
     say(format!(
-        "{partitions} partitions: produce {:.1} MB/s, p99 {:.2} ms (broker {})",
+        "{partitions} partitions: produce {:.1} MB/s, p99 {:.2} ms (broker {}); {} segment files open",
         produced.mb_per_sec(),
         produced.latency.p99_ms,
-        broker_p99_ms.map_or("-".into(), |p| format!("{p:.2} ms"))
+        broker_p99_ms.map_or("-".into(), |p| format!("{p:.2} ms")),
+        open_segment_files.map_or("-".into(), |n| format!("{n:.0}")),
     ));
 
     // The same producer at the same rate against librdkafka's in-process
@@ -170,7 +155,7 @@ fn one(a: &Args, plan: &Plan, work: &Path, partitions: i32) -> Result<Scale> {
         mock_p99_ms,
         mb_per_sec: produced.mb_per_sec(),
         stop_secs,
-        shutdown_upload,
+        open_segment_files,
         ready_after_stop_secs,
         ready_after_kill_secs,
         rss_after_restart,
@@ -186,7 +171,7 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
         "\n## Partition scaling: one broker, {} MB/s of {RECORD_BYTES} B records (acks=1) over every partition\n",
         a.partition_rate_mb
     );
-    println!("| partitions | create s | RSS KiB per partition | fds per partition | produce MB/s | produce p99 ms | broker Produce p99 ms | same producer, mock broker, p99 ms | clean stop s | shutdown upload | ready after stop s | ready after kill -9 s | RSS after restart MiB |");
+    println!("| partitions | create s | RSS KiB per partition | fds per partition | produce MB/s | produce p99 ms | broker Produce p99 ms | same producer, mock broker, p99 ms | clean stop s | segment files open | ready after stop s | ready after kill -9 s | RSS after restart MiB |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for s in &scales {
         println!(
@@ -200,7 +185,8 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             s.broker_p99_ms.map_or("-".into(), |p| format!("{p:.2}")),
             s.mock_p99_ms,
             s.stop_secs,
-            if s.shutdown_upload { "yes" } else { "no" },
+            s.open_segment_files
+                .map_or("-".into(), |n| format!("{n:.0}")),
             s.ready_after_stop_secs,
             s.ready_after_kill_secs,
             s.rss_after_restart
@@ -237,7 +223,7 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
                 "broker_produce_p99_ms": s.broker_p99_ms,
                 "mock_broker_produce_p99_ms": s.mock_p99_ms,
                 "clean_stop_seconds": s.stop_secs,
-                "shutdown_upload": s.shutdown_upload,
+                "open_segment_files": s.open_segment_files,
                 "ready_after_stop_seconds": s.ready_after_stop_secs,
                 "ready_after_kill_seconds": s.ready_after_kill_secs,
                 "rss_after_restart_bytes": s.rss_after_restart,

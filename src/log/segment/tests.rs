@@ -121,7 +121,10 @@ fn truncate_recomputes_state() {
     assert_eq!(state.next_offset, 20);
     assert_eq!(state.max_timestamp(), Some((1_009, 18)));
     let size = state.size;
-    assert_eq!(segment.core().file().metadata().unwrap().len(), size);
+    assert_eq!(
+        segment.core().open().unwrap().metadata().unwrap().len(),
+        size
+    );
     let (loaded, damage) = scan(dir.path(), 0, 300, false).unwrap();
     assert!(damage.is_none());
     assert_eq!(loaded.state.offset_index, state.offset_index);
