@@ -484,9 +484,7 @@ impl Cleaned {
                 next: loaded.state.next_offset,
                 size: loaded.state.size,
                 max_timestamp: loaded.state.max_timestamp().map(|(ts, _)| ts),
-                modified_ms: loaded
-                    .file
-                    .metadata()
+                modified_ms: fs::metadata(cleaned_path(&self.dir, *base, LOG_SUFFIX))
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -760,12 +758,14 @@ pub fn clean(plan: &CleanPlan, resources: &Resources) -> Result<Cleaned, LogErro
             let p = cleaned_path(&plan.dir, base, suffix);
             write_atomic(&p, &bytes).map_err(|e| LogError::io("write", &p, e))?;
         }
+        drop(file);
+        // Sealed: its file opens at its first use, at its final path.
         let final_path = plan.dir.join(file_name(base, LOG_SUFFIX));
         new.push((
             base,
             LoadedSegment {
                 path: final_path,
-                file,
+                file: None,
                 state,
             },
         ));

@@ -111,6 +111,9 @@ pub(crate) fn load(
             segment.finish_time_index();
             segment.write_index_files()?;
         }
+        if keeps_sealed {
+            segment.release_file();
+        }
         loaded.push(segment);
         if drop_later {
             for &later in &bases[i + 1..] {
@@ -218,6 +221,7 @@ pub(crate) fn scan(
             }
         }
     };
+    let file = Some(file);
     Ok((LoadedSegment { path, file, state }, damage))
 }
 
@@ -336,6 +340,7 @@ pub(crate) fn load_with_indexes(
         offset_index,
         time_index,
     };
+    let file = Some(file);
     Ok(LoadedSegment { path, file, state })
 }
 

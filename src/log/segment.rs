@@ -842,7 +842,9 @@ pub(super) fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
 #[derive(Debug)]
 pub(crate) struct LoadedSegment {
     pub(super) path: PathBuf,
-    pub(super) file: File,
+    /// Open while the segment is being loaded; None once released
+    /// ([`LoadedSegment::release_file`]).
+    pub(super) file: Option<File>,
     pub(crate) state: SegmentState,
 }
 
@@ -850,10 +852,9 @@ impl LoadedSegment {
     /// Its core, keeping the file open or closing it until its next use.
     fn into_core(self, keep_open: bool) -> SegmentCore {
         let files = OpenFiles::global();
-        let file = if keep_open {
-            SegmentFile::opened(self.path, self.file, files)
-        } else {
-            SegmentFile::closed(self.path, files)
+        let file = match self.file.filter(|_| keep_open) {
+            Some(file) => SegmentFile::opened(self.path, file, files),
+            None => SegmentFile::closed(self.path, files),
         };
         SegmentCore {
             file,
@@ -870,11 +871,24 @@ impl LoadedSegment {
         write_indexes(&self.path, &self.state)
     }
 
+    /// Closes the file: a sealed segment opens it again at its first use,
+    /// so a log's load holds one descriptor at a time, not one per segment.
+    pub(crate) fn release_file(&mut self) {
+        self.file = None;
+    }
+
     /// Cuts the file at `size` (after a scan found damage there) and fsyncs.
     pub(crate) fn truncate_file(&self, size: u64) -> Result<(), LogError> {
-        self.file
-            .set_len(size)
-            .and_then(|()| self.file.sync_all())
+        let opened;
+        let file = match &self.file {
+            Some(file) => file,
+            None => {
+                opened = open_rw(&self.path, false)?;
+                &opened
+            }
+        };
+        file.set_len(size)
+            .and_then(|()| file.sync_all())
             .map_err(|e| LogError::io("truncate", &self.path, e))
     }
 
