@@ -27,7 +27,7 @@
 //! segments over the paths of replaced ones, so a path may outlive the
 //! segment it named, never while the log still holds that segment.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -35,8 +35,18 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::segment::open_rw;
 use super::LogError;
+
+/// Opens a segment's file read-write (creating it if `create`).
+pub(super) fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| LogError::io("open", path, e))
+}
 
 /// The broker-wide set of open segment files and its budget.
 #[derive(Debug)]
@@ -47,8 +57,12 @@ pub struct OpenFiles {
     opens: Counter,
 }
 
+/// Ring entries of dropped segments kept before they are pruned, beyond
+/// twice the open files.
+const PRUNE_SLACK: usize = 1024;
+
 /// The CLOCK ring: every file opened and not closed here since (entries
-/// of dropped segments go at the next sweep).
+/// of dropped segments go at the next sweep or prune).
 #[derive(Debug, Default)]
 struct Ring {
     files: Vec<Weak<SegmentFile>>,
@@ -97,6 +111,11 @@ impl OpenFiles {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    #[cfg(test)]
+    fn ring_len(&self) -> usize {
+        self.ring().files.len()
+    }
+
     /// Counts `file`, just opened, and closes files beyond the budget.
     fn opened(&self, file: &Arc<SegmentFile>) {
         self.open.inc();
@@ -104,6 +123,14 @@ impl OpenFiles {
         let budget = self.budget();
         let mut ring = self.ring();
         ring.files.push(Arc::downgrade(file));
+        // Entries of dropped segments go at sweeps; with room to spare in
+        // the budget there are none, so drop them once they outnumber the
+        // open files (amortized: the ring at least doubles in between).
+        let open = usize::try_from(self.open.get()).unwrap_or(0);
+        if ring.files.len() > 2 * open + PRUNE_SLACK {
+            ring.files.retain(|f| f.strong_count() > 0);
+            ring.hand = 0;
+        }
         // Each entry's use bit is cleared at most once per turn of the
         // hand, so this ends within two turns.
         while ring.files.len() > budget {
@@ -308,6 +335,26 @@ mod tests {
         let third = SegmentFile::closed(paths[0].clone(), &set);
         third.open().unwrap();
         assert_eq!(open_count(&set), 1);
+    }
+
+    #[test]
+    fn dropped_segments_leave_no_entries_behind_when_nothing_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = OpenFiles::new(usize::MAX);
+        let path = files_in(dir.path(), 1).remove(0);
+        let kept = SegmentFile::closed(path.clone(), &set);
+        kept.open().unwrap();
+        for _ in 0..10 * PRUNE_SLACK {
+            let segment = SegmentFile::closed(path.clone(), &set);
+            segment.open().unwrap();
+        }
+        assert_eq!(open_count(&set), 1);
+        assert!(
+            set.ring_len() <= 4 + PRUNE_SLACK,
+            "{} entries for 1 open file",
+            set.ring_len()
+        );
+        assert!(kept.is_open());
     }
 
     #[test]

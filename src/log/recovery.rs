@@ -32,11 +32,11 @@ use std::path::Path;
 
 use super::batch::{verify_crc, BatchHeader, BATCH_HEADER_LEN, NO_TIMESTAMP};
 use super::checkpoint::{sync_dir, RecoveryCheckpoint, TMP_SUFFIX};
+use super::files::open_rw;
 use super::index::{OffsetIndex, TimeIndex};
 use super::segment::{
-    file_name, open_rw, parse_file_name, remove_if_exists, BlockReader, HeaderWalker,
-    LoadedSegment, SegmentState, INDEX_SUFFIX, LOG_SUFFIX, MAX_SEGMENT_BYTES, SCAN_BLOCK,
-    TIME_INDEX_SUFFIX,
+    file_name, parse_file_name, remove_if_exists, BlockReader, HeaderWalker, LoadedSegment,
+    SegmentState, INDEX_SUFFIX, LOG_SUFFIX, MAX_SEGMENT_BYTES, SCAN_BLOCK, TIME_INDEX_SUFFIX,
 };
 use super::LogError;
 

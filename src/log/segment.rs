@@ -32,7 +32,7 @@
 //! only when it is sealed or the log closes; after a crash they are rebuilt by
 //! [`scan`].
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ use bytes::Bytes;
 
 use super::batch::{BatchError, BatchHeader, BATCH_HEADER_LEN, NO_TIMESTAMP};
 use super::checkpoint::{sync_dir, write_atomic};
-use super::files::{OpenFiles, SegmentFile};
+use super::files::{open_rw, OpenFiles, SegmentFile};
 use super::index::{OffsetIndex, TimeIndex};
 use super::{LogConfig, LogError};
 use crate::zerocopy::FileRegion;
@@ -826,16 +826,6 @@ impl SealedSegment {
     pub(crate) fn delete(self) -> Result<(), LogError> {
         self.core.delete_files()
     }
-}
-
-pub(super) fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| LogError::io("open", path, e))
 }
 
 /// A segment found on disk, with its state loaded or rebuilt.

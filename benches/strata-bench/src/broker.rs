@@ -176,13 +176,18 @@ impl Broker {
 
     /// SIGTERM, then wait up to 60 s (SIGKILL after that).
     pub fn stop(&mut self) -> Result<()> {
+        self.stop_within(Duration::from_secs(60))
+    }
+
+    /// SIGTERM, then wait up to `limit` (SIGKILL after that).
+    pub fn stop_within(&mut self, limit: Duration) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + limit;
         loop {
             if child.try_wait()?.is_some() {
                 return Ok(());
@@ -190,7 +195,7 @@ impl Broker {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("broker did not stop within 60 s of SIGTERM; killed");
+                bail!("broker did not stop within {limit:?} of SIGTERM; killed");
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -7,6 +7,30 @@ use clap::Parser;
 
 pub const MIB: u64 = 1 << 20;
 
+/// A broker to compare with (`--peer NAME=HOST:PORT`).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub name: String,
+    pub addr: String,
+}
+
+fn parse_peer(s: &str) -> Result<Peer, String> {
+    let (name, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--peer {s}: expected NAME=HOST:PORT"))?;
+    if name.is_empty()
+        || addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    {
+        return Err(format!("--peer {s}: expected NAME=HOST:PORT"));
+    }
+    Ok(Peer {
+        name: name.to_string(),
+        addr: addr.to_string(),
+    })
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "strata-bench",
@@ -156,6 +180,12 @@ pub struct Args {
     /// With --bootstrap, drives that broker instead of starting Strata
     #[arg(long, conflicts_with_all = ["brokers", "tls", "compaction", "table_export", "transactions"])]
     pub raw: bool,
+    /// Another Kafka-compatible broker, NAME=HOST:PORT, started beforehand:
+    /// with --raw every round drives it too, right after (or before) the
+    /// Strata the tool starts, and the report gives Strata's figures as
+    /// ratios of the peer's.
+    #[arg(long, requires = "raw", conflicts_with = "bootstrap", value_parser = parse_peer)]
+    pub peer: Option<Peer>,
     /// How one broker scales with partitions: for each of
     /// --partition-counts, a fresh broker, a topic of that many partitions
     /// (creation timed), RSS and file descriptors per idle partition, an
@@ -228,4 +258,28 @@ impl Plan {
 
 pub fn say(msg: impl AsRef<str>) {
     eprintln!("[strata-bench] {}", msg.as_ref());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_a_name_and_an_address() {
+        let p = parse_peer("nisshi=127.0.0.1:19092").expect("peer");
+        assert_eq!(
+            (p.name.as_str(), p.addr.as_str()),
+            ("nisshi", "127.0.0.1:19092")
+        );
+        for bad in [
+            "nisshi",
+            "=127.0.0.1:9092",
+            "nisshi=127.0.0.1",
+            "n=:9092",
+            "n=h:port",
+        ] {
+            let e = parse_peer(bad).expect_err(bad);
+            assert!(e.contains("NAME=HOST:PORT"), "{bad}: {e}");
+        }
+    }
 }

@@ -173,7 +173,7 @@ impl Conn {
 pub fn get(url: &str) -> Result<(u16, String)> {
     let (addr, path) = split_url(url)?;
     let mut c = Conn::new(&addr);
-    c.timeout = Duration::from_secs(10);
+    c.timeout = Duration::from_secs(60);
     let mut body = Vec::new();
     let path = if path.is_empty() { "/" } else { &path };
     let status = c.request("GET", path, &[("Connection", "close")], &[], &mut body)?;

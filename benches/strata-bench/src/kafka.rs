@@ -373,9 +373,11 @@ pub fn produce(
                 .send(r)
                 .map_err(|(e, _)| anyhow!("produce to {}: {e}", spec.topic))?;
         }
-        producer
-            .flush(OP_TIMEOUT)
-            .context("flush warm-up records")?;
+        // librdkafka's own cost grows with the partitions it produces to.
+        let limit = OP_TIMEOUT.max(Duration::from_millis(
+            5 * u64::try_from(spec.partitions).unwrap_or(0),
+        ));
+        producer.flush(limit).context("flush warm-up records")?;
         producer.context().lat_us.lock().expect("lock").clear();
         *producer.context().windows.lock().expect("lock") = ClientSplit::default();
     }

@@ -135,7 +135,12 @@ fn one(a: &Args, plan: &Plan, work: &Path, partitions: i32) -> Result<Scale> {
         "{partitions} partitions: the same producer against librdkafka's mock broker: p99 {mock_p99_ms:.2} ms"
     ));
 
-    let ((), stop_secs) = timed(|| b.stop())?;
+    // A clean stop closes every partition (checkpoint fsyncs, 16 at a
+    // time) after the shutdown upload (30 s at most).
+    let stop_limit = std::time::Duration::from_secs(60).max(std::time::Duration::from_millis(
+        3 * u64::try_from(partitions).unwrap_or(0),
+    ));
+    let ((), stop_secs) = timed(|| b.stop_within(stop_limit))?;
     let ((), ready_after_stop_secs) = timed(|| b.start_again())?;
     let rss_after_restart = b.rss();
     b.kill()?;
@@ -143,7 +148,7 @@ fn one(a: &Args, plan: &Plan, work: &Path, partitions: i32) -> Result<Scale> {
     say(format!(
         "{partitions} partitions: clean stop {stop_secs:.1} s, ready {ready_after_stop_secs:.1} s after it, {ready_after_kill_secs:.1} s after a kill -9"
     ));
-    b.stop()?;
+    b.stop_within(stop_limit)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Scale {
         partitions,

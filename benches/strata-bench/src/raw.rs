@@ -16,6 +16,11 @@
 //! beside the same consumer against librdkafka's in-process mock broker
 //! (the client's own ceiling). Rounds alternate; each figure is the best
 //! of its rounds.
+//!
+//! With `--peer NAME=HOST:PORT` every round also drives another
+//! Kafka-compatible broker, started beforehand, with the same drivers and
+//! the same consumer, right after Strata (the peer first in every other
+//! round), and the report gives Strata's figures as ratios of the peer's.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,9 +28,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    FetchRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+    FetchRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
@@ -63,7 +69,9 @@ const FETCH_CONNECTIONS: usize = 4;
 /// librdkafka's default max.partition.fetch.bytes.
 const PARTITION_MAX_BYTES: i32 = 1 << 20;
 const PRODUCE_VERSION: i16 = 9;
-const FETCH_VERSION: i16 = 12;
+/// Fetch by topic ID (version 13 and later), as Kafka 3.x clients do.
+const FETCH_VERSION: i16 = 16;
+const METADATA_VERSION: i16 = 12;
 /// Where the correlation id sits in a request frame: after the length,
 /// the API key and the API version.
 const CORRELATION_AT: usize = 8;
@@ -383,15 +391,38 @@ fn whole_batches(records: &[u8]) -> (usize, Option<i64>) {
     (pos, next)
 }
 
-/// A Fetch request for one partition from `offset`.
-fn fetch_frame(topic: &str, partition: i32, offset: i64) -> Result<BytesMut> {
+/// The ID of `topic`, from a Metadata request.
+async fn topic_id(addr: &str, topic: &str) -> Result<uuid::Uuid> {
+    let mut conn = connect(addr).await?;
+    let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]));
+    conn.write_all(&frame(&req, METADATA_VERSION)?).await?;
+    let mut buf = BytesMut::new();
+    let answer = read_frame(&mut conn, &mut buf).await?;
+    let r = decode::<MetadataRequest>(answer, METADATA_VERSION, 0)?;
+    let t = r
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+        .with_context(|| format!("metadata without topic {topic}"))?;
+    ensure!(
+        t.error_code == 0 && !t.topic_id.is_nil(),
+        "metadata of {topic}: error code {}, topic ID {}",
+        t.error_code,
+        t.topic_id
+    );
+    Ok(t.topic_id)
+}
+
+/// A Fetch request for one partition of topic `id` from `offset`.
+fn fetch_frame(id: uuid::Uuid, partition: i32, offset: i64) -> Result<BytesMut> {
     let req = FetchRequest::default()
         .with_replica_id(kafka_protocol::messages::BrokerId(-1))
         .with_max_wait_ms(500)
         .with_min_bytes(1)
         .with_max_bytes(64 << 20)
         .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_topic_id(id)
             .with_partitions(vec![FetchPartition::default()
                 .with_partition(partition)
                 .with_fetch_offset(offset)
@@ -405,6 +436,7 @@ fn fetch_frame(topic: &str, partition: i32, offset: i64) -> Result<BytesMut> {
 async fn fetch_conn(
     addr: String,
     topic: String,
+    id: uuid::Uuid,
     parts: Vec<(i32, i64)>,
 ) -> Result<(u64, Vec<u32>)> {
     let (mut rd, mut wr) = connect(&addr).await?.into_split();
@@ -418,13 +450,12 @@ async fn fetch_conn(
         }
     }
     let writer = {
-        let topic = topic.clone();
         async move {
-            let mut id = 0i32;
+            let mut correlation = 0i32;
             while let Some((p, offset)) = ready_rx.recv().await {
-                let mut f = fetch_frame(&topic, p, offset)?;
-                set_correlation(&mut f, id);
-                id += 1;
+                let mut f = fetch_frame(id, p, offset)?;
+                set_correlation(&mut f, correlation);
+                correlation += 1;
                 sent_tx.send(Instant::now())?;
                 wr.write_all(&f).await?;
             }
@@ -499,6 +530,7 @@ fn fetch(
     let mark = Mark::now(pid);
     let start = Instant::now();
     let (bytes, mut latencies) = rt.block_on(async {
+        let id = topic_id(addr, topic).await?;
         let (mut bytes, mut all) = (0u64, Vec::new());
         for _ in 0..passes {
             let runs = (0..FETCH_CONNECTIONS).map(|c| {
@@ -506,7 +538,7 @@ fn fetch(
                     .into_iter()
                     .map(|p| (p, ends[p as usize]))
                     .collect();
-                tokio::spawn(fetch_conn(addr.to_string(), topic.to_string(), parts))
+                tokio::spawn(fetch_conn(addr.to_string(), topic.to_string(), id, parts))
             });
             for r in futures::future::join_all(runs).await {
                 let (b, l) = r??;
@@ -617,11 +649,64 @@ fn paced_acks_all(
     })
 }
 
+/// What the drivers and the librdkafka consumer measure on one broker in
+/// one round.
+struct Drive {
+    acks1: DriverRun,
+    acks_all: DriverRun,
+    fetch: DriverRun,
+    consume: kafka::ConsumeResult,
+}
+
+/// The produce and fetch drivers and the librdkafka consumer against the
+/// broker at `bs`, on topics named by `name`.
+fn drive(
+    a: &Args,
+    plan: &Plan,
+    rt: &tokio::runtime::Runtime,
+    bs: &str,
+    pid: Option<u32>,
+    name: &dyn Fn(&str) -> String,
+) -> Result<Drive> {
+    let (t1, tall) = (name("acks1"), name("acksall"));
+    kafka::create_topic(bs, &t1, PARTITIONS, &[])?;
+    kafka::create_topic(bs, &tall, PARTITIONS, &[])?;
+    let acks1 = produce(rt, bs, &t1, 1, plan.produce_bytes, None, pid)?;
+    let acks_all = produce(rt, bs, &tall, -1, plan.produce_bytes, None, pid)?;
+    let ends: Vec<i64> = kafka::watermarks(bs, &t1, PARTITIONS)?
+        .into_iter()
+        .map(|(_, high)| high)
+        .collect();
+    let passes = plan.consume_bytes.div_ceil(acks1.bytes).max(1);
+    let fetch = fetch(rt, bs, &t1, &ends, passes, pid)?;
+    ensure!(
+        fetch.bytes >= acks1.bytes * passes,
+        "the fetch driver read {} bytes of the {} written ({passes} passes)",
+        fetch.bytes,
+        acks1.bytes * passes
+    );
+    kafka::delete_topic(bs, &t1)?;
+    kafka::delete_topic(bs, &tall)?;
+    let ct = name("consume");
+    kafka::create_topic(bs, &ct, a.consume_partitions, &[])?;
+    crate::workloads::fill_replay_set(a, plan, bs, &ct, None)?;
+    let consume = kafka::consume_all(bs, &ct, a.consume_partitions, pid)?;
+    kafka::delete_topic(bs, &ct)?;
+    Ok(Drive {
+        acks1,
+        acks_all,
+        fetch,
+        consume,
+    })
+}
+
 struct Round {
     acks1: DriverRun,
     acks_all: DriverRun,
     paced: PacedRun,
     fetch: DriverRun,
+    /// The same drivers against `--peer`.
+    peer: Option<Drive>,
     loopback: Transfer,
     loopback_store: Transfer,
     sendfile: Transfer,
@@ -661,11 +746,28 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
     let mut rounds = Vec::new();
     for round in 0..ROUNDS {
         let name = |kind: &str| format!("raw{}-{round}-{kind}", std::process::id());
-        let (t1, tall) = (name("acks1"), name("acksall"));
-        kafka::create_topic(&bs, &t1, PARTITIONS, &[])?;
-        kafka::create_topic(&bs, &tall, PARTITIONS, &[])?;
-        let acks1 = produce(&rt, &bs, &t1, 1, plan.produce_bytes, None, pid)?;
-        let acks_all = produce(&rt, &bs, &tall, -1, plan.produce_bytes, None, pid)?;
+        let peer_name = |kind: &str| name(&format!("peer-{kind}"));
+        let drive_peer = || {
+            a.peer
+                .as_ref()
+                .map(|peer| {
+                    drive(a, plan, &rt, &peer.addr, None, &peer_name)
+                        .with_context(|| format!("drive the peer {}", peer.name))
+                })
+                .transpose()
+        };
+        // The peer first in every other round, so neither always runs on
+        // a machine the other just warmed (or filled).
+        let mut peer = if round % 2 == 1 { drive_peer()? } else { None };
+        let Drive {
+            acks1,
+            acks_all,
+            fetch: fetched,
+            consume,
+        } = drive(a, plan, &rt, &bs, pid, &name)?;
+        if round % 2 == 0 {
+            peer = drive_peer()?;
+        }
         let paced = paced_acks_all(
             &rt,
             &bs,
@@ -676,32 +778,14 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             pid,
             &name("paced"),
         )?;
-        let ends: Vec<i64> = kafka::watermarks(&bs, &t1, PARTITIONS)?
-            .into_iter()
-            .map(|(_, high)| high)
-            .collect();
-        let passes = plan.consume_bytes.div_ceil(acks1.bytes).max(1);
-        let fetched = fetch(&rt, &bs, &t1, &ends, passes, pid)?;
-        ensure!(
-            fetched.bytes >= acks1.bytes * passes,
-            "the fetch driver read {} bytes of the {} written ({passes} passes)",
-            fetched.bytes,
-            acks1.bytes * passes
-        );
-        kafka::delete_topic(&bs, &t1)?;
-        kafka::delete_topic(&bs, &tall)?;
         let loopback = reference::loopback_copy(plan.produce_bytes, cc)?;
         let loopback_store = reference::loopback_to_file(&disk_dir, plan.produce_bytes, cc)?;
         let sendfile = reference::loopback_sendfile(&disk_dir, fetched.bytes, cc)?;
         let disk_sync = reference::disk_write(&disk_dir, plan.produce_bytes, true)?;
 
-        // The librdkafka consumer, against Strata and against its own
-        // in-process mock broker, over the same records.
+        // The librdkafka consumer against its own in-process mock broker,
+        // over the same records as against Strata.
         let ct = name("consume");
-        kafka::create_topic(&bs, &ct, a.consume_partitions, &[])?;
-        crate::workloads::fill_replay_set(a, plan, &bs, &ct, None)?;
-        let consume = kafka::consume_all(&bs, &ct, a.consume_partitions, pid)?;
-        kafka::delete_topic(&bs, &ct)?;
         let mock_consume = {
             let mock = rdkafka::mocking::MockCluster::new(1)?;
             mock.create_topic(&ct, a.consume_partitions, 1)?;
@@ -730,11 +814,23 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
             consume.mb_per_sec(),
             mock_consume.mb_per_sec(),
         ));
+        if let (Some(p), Some(d)) = (&a.peer, &peer) {
+            say(format!(
+                "round {}: {}: produce acks=1 {:.1} MB/s, acks=all {:.1} MB/s, fetch {:.1} MB/s; librdkafka consumer {:.1} MB/s",
+                round + 1,
+                p.name,
+                d.acks1.mb_per_sec(),
+                d.acks_all.mb_per_sec(),
+                d.fetch.mb_per_sec(),
+                d.consume.mb_per_sec(),
+            ));
+        }
         rounds.push(Round {
             acks1,
             acks_all,
             paced,
             fetch: fetched,
+            peer,
             loopback,
             loopback_store,
             sendfile,
@@ -754,8 +850,100 @@ pub fn run(a: &Args, plan: &Plan, work: &Path) -> Result<()> {
     report(a, &rounds, rss)
 }
 
+impl Round {
+    /// This round's figures of Strata, as a peer's are kept.
+    fn drive(&self) -> Drive {
+        Drive {
+            acks1: self.acks1.clone(),
+            acks_all: self.acks_all.clone(),
+            fetch: self.fetch.clone(),
+            consume: self.consume.clone(),
+        }
+    }
+}
+
 fn best<T>(rounds: &[Round], f: impl Fn(&Round) -> &T, mb: impl Fn(&T) -> f64) -> f64 {
     rounds.iter().map(|r| mb(f(r))).fold(0.0, f64::max)
+}
+
+/// A figure set beside the peer's: its name, unit, whether higher is
+/// better, and its value in one round.
+type PeerFigure = (&'static str, &'static str, bool, fn(&Drive) -> f64);
+
+/// Strata's figures over the peer's, best round against best round (the
+/// lowest p99 for latencies); prints them as a table.
+fn peer_report(peer: &crate::cli::Peer, rounds: &[Round]) -> Vec<Ratio> {
+    let ours: Vec<Drive> = rounds.iter().map(Round::drive).collect();
+    let peers: Vec<&Drive> = rounds.iter().filter_map(|r| r.peer.as_ref()).collect();
+    let figures: [PeerFigure; 6] = [
+        ("raw produce acks=1", "MB/s", true, |d| d.acks1.mb_per_sec()),
+        ("raw produce acks=all", "MB/s", true, |d| {
+            d.acks_all.mb_per_sec()
+        }),
+        ("raw fetch", "MB/s", true, |d| d.fetch.mb_per_sec()),
+        ("librdkafka consumer", "MB/s", true, |d| {
+            d.consume.mb_per_sec()
+        }),
+        (
+            "raw produce acks=1 p99 (lower is better)",
+            "ms",
+            false,
+            |d| d.acks1.latency.p99_ms,
+        ),
+        (
+            "raw produce acks=all p99 (lower is better)",
+            "ms",
+            false,
+            |d| d.acks_all.latency.p99_ms,
+        ),
+    ];
+    let pick = |higher: bool, values: &mut dyn Iterator<Item = f64>| {
+        if higher {
+            values.fold(0.0, f64::max)
+        } else {
+            values.fold(f64::MAX, f64::min)
+        }
+    };
+    let ratios: Vec<Ratio> = figures
+        .iter()
+        .map(|&(name, unit, higher, f)| Ratio {
+            name: name.into(),
+            value: pick(higher, &mut ours.iter().map(f)),
+            unit,
+            reference_name: peer.name.clone(),
+            reference: pick(higher, &mut peers.iter().map(|d| f(d))),
+            target: None,
+        })
+        .collect();
+    if peers.is_empty() {
+        return Vec::new();
+    }
+    println!(
+        "\n## Strata against {} ({}), the same drivers in the same rounds\n",
+        peer.name, peer.addr
+    );
+    crate::tables::ratios_table(&ratios.iter().collect::<Vec<_>>());
+    println!("\n| round | broker | produce acks=1 MB/s | produce acks=all MB/s | fetch MB/s | librdkafka consumer MB/s | acks=1 p99 ms | acks=all p99 ms |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, r) in rounds.iter().enumerate() {
+        for (name, d) in [
+            ("Strata", Some(&ours[i])),
+            (peer.name.as_str(), r.peer.as_ref()),
+        ] {
+            let Some(d) = d else { continue };
+            println!(
+                "| {} | {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |",
+                i + 1,
+                d.acks1.mb_per_sec(),
+                d.acks_all.mb_per_sec(),
+                d.fetch.mb_per_sec(),
+                d.consume.mb_per_sec(),
+                d.acks1.latency.p99_ms,
+                d.acks_all.latency.p99_ms,
+            );
+        }
+    }
+    ratios
 }
 
 fn report(a: &Args, rounds: &[Round], rss: Option<u64>) -> Result<()> {
@@ -871,6 +1059,11 @@ fn report(a: &Args, rounds: &[Round], rss: Option<u64>) -> Result<()> {
         PARTITIONS as usize / PRODUCE_CONNECTIONS
     );
     crate::report::print_peak_rss(rss);
+    let peer_ratios = a
+        .peer
+        .as_ref()
+        .map(|peer| peer_report(peer, rounds))
+        .unwrap_or_default();
     if let Some(path) = &a.json {
         let rounds_json: Vec<_> = rounds
             .iter()
@@ -891,6 +1084,11 @@ fn report(a: &Args, rounds: &[Round], rss: Option<u64>) -> Result<()> {
             .collect();
         let report = json!({
             "ratios": ratios.iter().map(Ratio::json).collect::<Vec<_>>(),
+            "peer": a.peer.as_ref().map(|p| json!({
+                "name": p.name,
+                "addr": p.addr,
+                "ratios": peer_ratios.iter().map(Ratio::json).collect::<Vec<_>>(),
+            })),
             "rounds": rounds_json,
             "broker_peak_rss_bytes": rss,
         });
@@ -935,7 +1133,8 @@ mod tests {
 
     #[test]
     fn frames_carry_their_correlation_id() {
-        let mut f = fetch_frame("t", 2, 100).expect("frame");
+        let id = uuid::Uuid::from_u128(7);
+        let mut f = fetch_frame(id, 2, 100).expect("frame");
         set_correlation(&mut f, 77);
         let mut body = f.freeze();
         let len = body.get_i32() as usize;
@@ -944,6 +1143,7 @@ mod tests {
             .expect("header");
         assert_eq!(header.correlation_id, 77);
         let req = FetchRequest::decode(&mut body, FETCH_VERSION).expect("request");
+        assert_eq!(req.topics[0].topic_id, id);
         assert_eq!(req.topics[0].partitions[0].fetch_offset, 100);
     }
 

@@ -314,6 +314,9 @@ fn quick_partition_scaling_run_measures_each_count() {
                 assert!(number(s, figure) >= 0.0, "{figure}: {s}");
             }
             assert!(number(s, "produce_mb_per_sec") > 0.0, "{s}");
+            // Every partition's active segment was written to.
+            let partitions = number(s, "partitions");
+            assert!(number(s, "open_segment_files") >= partitions, "{s}");
             s["partitions"].as_i64().expect("partitions")
         })
         .collect();
@@ -357,4 +360,85 @@ fn quick_long_replay_reads_the_set_from_the_tier_alone() {
         .map(|r| r["name"].as_str().expect("name"))
         .collect();
     assert!(names.contains(&"cold replay (file)"), "{names:?}");
+}
+
+/// A broker process the test started; killed when dropped.
+struct Peer(std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts another Strata as the peer (any Kafka-compatible broker would
+/// do) on a fresh data dir; returns it and its Kafka address.
+fn start_peer(dir: &std::path::Path) -> (Peer, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(strata_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the peer");
+    let stdout = child.stdout.take().expect("stdout");
+    let peer = Peer(child);
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("kafka listener bound to ")
+                .map(str::to_string)
+        })
+        .expect("the peer's Kafka address");
+    // Keep reading its stdout so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (peer, addr)
+}
+
+#[test]
+fn quick_raw_run_against_a_peer_gives_ratios_of_its_figures() {
+    let dir = tempfile_dir("peer");
+    let (_peer, addr) = start_peer(&dir);
+    let (stdout, v) = run_quick("raw-peer", &["--raw", "--peer", &format!("other={addr}")]);
+    assert!(stdout.contains("## Strata against other"), "{stdout}");
+    assert_eq!(v["peer"]["name"], "other", "{}", v["peer"]);
+    let ratios = v["peer"]["ratios"].as_array().expect("peer ratios");
+    let names: Vec<&str> = ratios
+        .iter()
+        .map(|r| {
+            assert!(number(r, "value") > 0.0, "{r}");
+            assert!(number(r, "reference") > 0.0, "{r}");
+            assert_eq!(r["reference_name"], "other", "{r}");
+            r["name"].as_str().expect("name")
+        })
+        .collect();
+    for want in [
+        "raw produce acks=1",
+        "raw produce acks=all",
+        "raw fetch",
+        "librdkafka consumer",
+    ] {
+        assert!(names.contains(&want), "{want} missing: {names:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "strata-bench-smoke-{name}-data-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("peer data dir");
+    dir
 }

@@ -4,6 +4,7 @@
 use super::super::batch::{assign_offsets, build_batch, validate_batches};
 use super::super::recovery::{load_with_indexes, scan};
 use super::*;
+use std::fs::OpenOptions;
 
 fn batch_at(offset: i64, ts: i64, value_len: usize) -> (Vec<u8>, BatchHeader) {
     let value = vec![b'x'; value_len];
