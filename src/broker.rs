@@ -96,6 +96,8 @@ pub struct Broker {
     log_dir: partition::LogDir,
     /// Early write-back of appended data (`--log-writeback-bytes`).
     writeback: crate::writeback::Writeback,
+    /// The segment files open across this broker's logs, and their budget.
+    open_files: Arc<crate::log::files::OpenFiles>,
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     reconcile_lock: AsyncMutex<()>,
     producer_ids: std::sync::Mutex<(i64, i64)>,
@@ -139,7 +141,12 @@ impl Broker {
             partition::durability::SyncMetrics::new(crate::telemetry::metrics::latency_histogram()),
         );
         let writeback = crate::writeback::Writeback::new(config.log_writeback_bytes);
-        metrics.register_storage(durability.metrics(), &writeback);
+        let open_files = Arc::new(crate::log::files::OpenFiles::new(
+            config
+                .max_open_segment_files
+                .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        ));
+        metrics.register_storage(durability.metrics(), &writeback, &open_files);
         let config_data_dir = config.data_dir.clone();
         let log_dir = partition::LogDir {
             path: config.data_dir.clone(),
@@ -164,6 +171,7 @@ impl Broker {
             fetchers: crate::broker::replication::Fetchers::default(),
             log_dir,
             writeback,
+            open_files,
             config,
             metadata,
             tables: tier.clone(),
@@ -272,6 +280,7 @@ impl Broker {
         PartitionConfig::from_topic(
             Arc::new(self.effective_topic_config(topic)),
             &self.writeback,
+            &self.open_files,
         )
     }
 

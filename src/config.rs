@@ -441,7 +441,8 @@ pub struct BrokerConfig {
     pub zero_copy: bool,
     pub sync_rounds_syncfs: bool,
     pub log_writeback_bytes: u64,
-    /// None: half the open files limit.
+    /// None: half the open files limit (`serve` sets it so before the
+    /// broker starts; a broker given None keeps every file open).
     pub max_open_segment_files: Option<u64>,
     pub tcp_congestion_control: Option<String>,
     pub queued_max_request_bytes: u64,

@@ -163,6 +163,9 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// When appended bytes start their write-back (the broker's setting).
     pub writeback: crate::writeback::Writeback,
+    /// The broker's open segment files and their budget
+    /// (`--max-open-segment-files`), shared by all its logs.
+    pub files: Arc<files::OpenFiles>,
     /// `cleanup.policy` holds `compact`: the cleaner's settings. Offsets
     /// may then have gaps anywhere in the log (a follower copies its
     /// leader's cleaned batches as they are).
@@ -178,6 +181,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             index_interval_bytes: 4096,
             writeback: crate::writeback::Writeback::default(),
+            files: Arc::default(),
             compaction: None,
         }
     }
@@ -252,11 +256,13 @@ impl Log {
         };
         let mut loaded = recovery::load(dir, config.index_interval_bytes, recovery, gaps_below)?;
         let active = match loaded.pop() {
-            Some(last) => ActiveSegment::from_loaded(last)?,
-            None => ActiveSegment::create(dir, stored_start.unwrap_or(0))?,
+            Some(last) => ActiveSegment::from_loaded(last, &config.files)?,
+            None => ActiveSegment::create(dir, stored_start.unwrap_or(0), &config.files)?,
         };
-        let sealed: VecDeque<SealedSegment> =
-            loaded.into_iter().map(SealedSegment::from_loaded).collect();
+        let sealed: VecDeque<SealedSegment> = loaded
+            .into_iter()
+            .map(|l| SealedSegment::from_loaded(l, &config.files))
+            .collect();
         let first_base = sealed
             .front()
             .map_or(active.core().base_offset(), |s| s.core().base_offset());
@@ -759,7 +765,7 @@ impl Log {
             }
             return Err(e);
         }
-        let fresh = ActiveSegment::create(&self.dir, log_end_offset)?;
+        let fresh = ActiveSegment::create(&self.dir, log_end_offset, &self.config.files)?;
         let sealed = std::mem::replace(&mut self.active, fresh).into_sealed();
         self.sealed.push_back(sealed);
         self.recovery_point = log_end_offset;
@@ -774,7 +780,7 @@ impl Log {
         self.first_dirty = self.first_dirty.min(offset);
         self.write_recovery_point(false)?;
         self.set_log_start_offset(offset)?;
-        let fresh = ActiveSegment::create(&self.dir, offset)?;
+        let fresh = ActiveSegment::create(&self.dir, offset, &self.config.files)?;
         let old_active = std::mem::replace(&mut self.active, fresh);
         let mut result = Ok(());
         for segment in self.sealed.drain(..) {

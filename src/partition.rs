@@ -143,8 +143,12 @@ pub struct PartitionConfig {
 
 impl PartitionConfig {
     /// The settings of a partition of a topic configured as `topic`, with
-    /// the broker's write-back.
-    pub fn from_topic(topic: Arc<TopicConfig>, writeback: &crate::writeback::Writeback) -> Self {
+    /// the broker's write-back and open segment files.
+    pub fn from_topic(
+        topic: Arc<TopicConfig>,
+        writeback: &crate::writeback::Writeback,
+        files: &Arc<crate::log::files::OpenFiles>,
+    ) -> Self {
         let tier = TierPolicy {
             enabled: topic.remote_storage,
             local_retention_ms: topic.local_retention_ms,
@@ -170,6 +174,7 @@ impl PartitionConfig {
                 },
                 index_interval_bytes: topic.index_interval_bytes,
                 writeback: writeback.clone(),
+                files: Arc::clone(files),
                 compaction: topic.compaction.clone(),
             },
             max_message_bytes: topic.max_message_bytes,

@@ -175,7 +175,10 @@ async fn reload_on_sighup(what: Vec<Reloadable>) {
 }
 
 /// Runs a broker until `shutdown` is cancelled.
-pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve_until(
+    mut config: BrokerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir. path={}", config.data_dir.display()))?;
     let (security, reloadable) = load_security(&config)?;
@@ -237,7 +240,8 @@ pub async fn serve_until(config: BrokerConfig, shutdown: CancellationToken) -> a
     println!("admin listener bound to {admin_addr}");
     tracing::info!(%kafka_addr, %admin_addr, data_dir = %config.data_dir.display(), "strata starting");
     let open_files_limit = raise_open_files_limit();
-    budget_segment_files(config.max_open_segment_files, open_files_limit);
+    config.max_open_segment_files =
+        budget_segment_files(config.max_open_segment_files, open_files_limit);
 
     let admin_state = server::admin::AdminState::default();
     let admin_task = tokio::spawn(server::admin::run(
@@ -722,15 +726,11 @@ fn raise_open_files_limit() -> Option<u64> {
     raised
 }
 
-/// Sets how many segment files stay open: `configured`, else half the
-/// open files limit (the other half for connections, the tier's cache
-/// and checkpoints).
-fn budget_segment_files(configured: Option<u64>, open_files_limit: Option<u64>) {
+/// How many segment files stay open: `configured`, else half the open
+/// files limit (the other half for connections, the tier's cache and
+/// checkpoints); None: unbounded.
+fn budget_segment_files(configured: Option<u64>, open_files_limit: Option<u64>) -> Option<u64> {
     let budget = configured.or(open_files_limit.map(|n| (n / 2).max(1)));
-    let files = crate::log::files::OpenFiles::global();
-    if let Some(budget) = budget {
-        files.set_budget(usize::try_from(budget).unwrap_or(usize::MAX));
-    }
     if let (Some(budget), Some(limit)) = (configured, open_files_limit) {
         if budget >= limit {
             tracing::warn!(
@@ -745,4 +745,5 @@ fn budget_segment_files(configured: Option<u64>, open_files_limit: Option<u64>) 
         max_open_segment_files = budget,
         "segment files open at once at most (the least recently used close)"
     );
+    budget
 }

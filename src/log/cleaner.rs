@@ -607,7 +607,7 @@ impl Log {
         let fresh: Vec<SealedSegment> = cleaned
             .new
             .into_iter()
-            .map(|(_, loaded)| SealedSegment::from_loaded(loaded))
+            .map(|(_, loaded)| SealedSegment::from_loaded(loaded, &self.config.files))
             .collect();
         let old: Vec<SealedSegment> = self.sealed.drain(start..start + replaced).collect();
         for (i, segment) in fresh.into_iter().enumerate() {

@@ -4,8 +4,10 @@
 //!
 //! A [`SegmentFile`] names a segment's `.log` file and holds it open only
 //! while it is in use: the file opens at its first read or write, and
-//! [`OpenFiles`] keeps at most a budget of segment files open broker-wide
-//! (by default half the process's open files limit), closing the least
+//! [`OpenFiles`] keeps at most a budget of segment files open across a
+//! broker's logs (by default half the process's open files limit; each
+//! broker has its own, handed to its logs in their
+//! [`LogConfig`](super::LogConfig)), closing the least
 //! recently used beyond it. The choice is the CLOCK approximation of LRU: a
 //! file used since the hand last passed it gets another round, the first
 //! one not used is closed. So thousands of partitions with sealed segments
@@ -29,8 +31,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -48,13 +50,27 @@ pub(super) fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
         .map_err(|e| LogError::io("open", path, e))
 }
 
-/// The broker-wide set of open segment files and its budget.
+/// A broker's set of open segment files and its budget.
 #[derive(Debug)]
 pub struct OpenFiles {
-    budget: AtomicUsize,
+    budget: usize,
     ring: Mutex<Ring>,
     open: Gauge,
     opens: Counter,
+}
+
+/// Unbounded: logs opened outside a broker (tools, tests).
+impl Default for OpenFiles {
+    fn default() -> Self {
+        OpenFiles::new(usize::MAX)
+    }
+}
+
+/// Two sets are equal when they have the same budget (as log settings).
+impl PartialEq for OpenFiles {
+    fn eq(&self, other: &Self) -> bool {
+        self.budget == other.budget
+    }
 }
 
 /// Ring entries of dropped segments kept before they are pruned, beyond
@@ -71,29 +87,17 @@ struct Ring {
 
 impl OpenFiles {
     /// A set that keeps at most `budget` files open.
-    pub fn new(budget: usize) -> Arc<OpenFiles> {
-        Arc::new(OpenFiles {
-            budget: AtomicUsize::new(budget.max(1)),
+    pub fn new(budget: usize) -> OpenFiles {
+        OpenFiles {
+            budget: budget.max(1),
             ring: Mutex::new(Ring::default()),
             open: Gauge::default(),
             opens: Counter::default(),
-        })
-    }
-
-    /// The process's set, which every log uses; unbounded until the broker
-    /// sets its budget ([`OpenFiles::set_budget`]).
-    pub fn global() -> &'static Arc<OpenFiles> {
-        static GLOBAL: OnceLock<Arc<OpenFiles>> = OnceLock::new();
-        GLOBAL.get_or_init(|| OpenFiles::new(usize::MAX))
-    }
-
-    /// Sets the budget; files beyond it close as others open.
-    pub fn set_budget(&self, budget: usize) {
-        self.budget.store(budget.max(1), Ordering::Relaxed);
+        }
     }
 
     pub fn budget(&self) -> usize {
-        self.budget.load(Ordering::Relaxed)
+        self.budget
     }
 
     /// Segment files open here now (`strata_log_open_segment_files`).
@@ -268,7 +272,7 @@ mod tests {
     #[test]
     fn files_beyond_the_budget_close_and_open_again_when_used() {
         let dir = tempfile::tempdir().unwrap();
-        let set = OpenFiles::new(3);
+        let set = Arc::new(OpenFiles::new(3));
         let segments: Vec<_> = files_in(dir.path(), 8)
             .into_iter()
             .map(|p| SegmentFile::closed(p, &set))
@@ -297,7 +301,7 @@ mod tests {
     #[test]
     fn a_file_used_since_the_hand_passed_stays_open() {
         let dir = tempfile::tempdir().unwrap();
-        let set = OpenFiles::new(2);
+        let set = Arc::new(OpenFiles::new(2));
         let paths = files_in(dir.path(), 3);
         let hot = SegmentFile::closed(paths[0].clone(), &set);
         let cold = SegmentFile::closed(paths[1].clone(), &set);
@@ -317,7 +321,7 @@ mod tests {
     #[test]
     fn a_closed_file_in_use_stays_readable_and_drops_count_once() {
         let dir = tempfile::tempdir().unwrap();
-        let set = OpenFiles::new(1);
+        let set = Arc::new(OpenFiles::new(1));
         let paths = files_in(dir.path(), 2);
         let first = SegmentFile::closed(paths[0].clone(), &set);
         let held = first.open().unwrap();
@@ -340,7 +344,7 @@ mod tests {
     #[test]
     fn dropped_segments_leave_no_entries_behind_when_nothing_is_closed() {
         let dir = tempfile::tempdir().unwrap();
-        let set = OpenFiles::new(usize::MAX);
+        let set = Arc::new(OpenFiles::new(usize::MAX));
         let path = files_in(dir.path(), 1).remove(0);
         let kept = SegmentFile::closed(path.clone(), &set);
         kept.open().unwrap();
@@ -360,7 +364,7 @@ mod tests {
     #[test]
     fn a_missing_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let set = OpenFiles::new(4);
+        let set = Arc::new(OpenFiles::new(4));
         let path = dir.path().join("00000000000000000000.log");
         let segment = SegmentFile::closed(path, &set);
         let err = segment.open().unwrap_err().to_string();

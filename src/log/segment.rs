@@ -334,11 +334,15 @@ impl SegmentCore {
     }
 
     /// Position and header of the batch containing `offset`, walking headers
-    /// forward from the offset index. None if `offset` is past this segment.
-    pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    /// forward from the offset index in `file` (this segment's, as
+    /// [`SegmentCore::open`] gave it). None if `offset` is past this segment.
+    pub(crate) fn find_batch(
+        &self,
+        file: &File,
+        offset: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let (_, start) = self.state.offset_index.lookup(offset);
-        let file = self.open()?;
-        let mut walker = HeaderWalker::new(&file, self.path(), u64::from(start), self.state.size);
+        let mut walker = HeaderWalker::new(file, self.path(), u64::from(start), self.state.size);
         while let Some((pos, header)) = walker.next_header()? {
             if header.last_offset() >= offset {
                 return Ok(Some((pos, header)));
@@ -356,7 +360,8 @@ impl SegmentCore {
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<Option<Bytes>, LogError> {
-        let (start, first, limit) = match self.read_start(offset, max_offset)? {
+        let file = self.open()?;
+        let (start, first, limit) = match self.read_start(&file, offset, max_offset)? {
             ReadStart::Past => return Ok(None),
             ReadStart::AtMaxOffset(_) => return Ok(Some(Bytes::new())),
             ReadStart::At {
@@ -367,7 +372,6 @@ impl SegmentCore {
         };
         let want = (limit - start).min(max_bytes as u64);
         let mut buf = vec![0u8; usize::try_from(want).unwrap_or(0)];
-        let file = self.open()?;
         file.read_exact_at(&mut buf, start)
             .map_err(|e| LogError::io("read", self.path(), e))?;
         let mut end = 0usize;
@@ -417,7 +421,7 @@ impl SegmentCore {
             position,
             len,
         };
-        let (start, first, limit) = match self.read_start(offset, max_offset)? {
+        let (start, first, limit) = match self.read_start(&file, offset, max_offset)? {
             ReadStart::Past => return Ok(None),
             ReadStart::AtMaxOffset((position, first)) => {
                 return Ok(Some((region(position, 0), first.base_offset)))
@@ -468,8 +472,8 @@ impl SegmentCore {
     /// batches below `max_offset` can reach (no batch at or after an index
     /// entry with offset >= `max_offset` is returned, so nothing past its
     /// position is needed).
-    fn read_start(&self, offset: i64, max_offset: i64) -> Result<ReadStart, LogError> {
-        let Some((position, first)) = self.find_batch(offset)? else {
+    fn read_start(&self, file: &File, offset: i64, max_offset: i64) -> Result<ReadStart, LogError> {
+        let Some((position, first)) = self.find_batch(file, offset)? else {
             return Ok(ReadStart::Past);
         };
         if first.base_offset >= max_offset {
@@ -588,7 +592,11 @@ impl ActiveSegment {
     }
 
     /// Creates an empty segment at `base_offset` in `dir`.
-    pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Self, LogError> {
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: i64,
+        files: &Arc<OpenFiles>,
+    ) -> Result<Self, LogError> {
         let path = dir.join(file_name(base_offset, LOG_SUFFIX));
         let file = open_rw(&path, true)?;
         let len = file
@@ -606,7 +614,7 @@ impl ActiveSegment {
             ));
         }
         let core = SegmentCore {
-            file: SegmentFile::opened(path, file, OpenFiles::global()),
+            file: SegmentFile::opened(path, file, files),
             state: SegmentState::new(base_offset),
         };
         // Stale indexes of an earlier segment with this base would be wrong.
@@ -617,8 +625,11 @@ impl ActiveSegment {
     }
 
     /// Wraps a loaded segment.
-    pub(crate) fn from_loaded(loaded: LoadedSegment) -> Result<Self, LogError> {
-        let core = loaded.into_core(true);
+    pub(crate) fn from_loaded(
+        loaded: LoadedSegment,
+        files: &Arc<OpenFiles>,
+    ) -> Result<Self, LogError> {
+        let core = loaded.into_core(true, files);
         let mut rolling_base_ms = None;
         if !core.state.is_empty() {
             let file = core.open()?;
@@ -754,10 +765,10 @@ impl ActiveSegment {
     /// Drops the batch containing `offset` and everything after it. Returns
     /// the new next offset (the dropped batch's base offset).
     pub(crate) fn truncate_to(&mut self, offset: i64) -> Result<i64, LogError> {
-        let Some((cut, header)) = self.core.find_batch(offset)? else {
+        let file = self.core.open()?;
+        let Some((cut, header)) = self.core.find_batch(&file, offset)? else {
             return Ok(self.core.state.next_offset);
         };
-        let file = self.core.open()?;
         let path = Arc::clone(&self.core.file);
         file.set_len(cut)
             .map_err(|e| LogError::io("truncate", path.path(), e))?;
@@ -802,9 +813,9 @@ pub(crate) struct SealedSegment {
 
 impl SealedSegment {
     /// Wraps a loaded segment; its file closes, to open at its first use.
-    pub(crate) fn from_loaded(loaded: LoadedSegment) -> Self {
+    pub(crate) fn from_loaded(loaded: LoadedSegment, files: &Arc<OpenFiles>) -> Self {
         SealedSegment {
-            core: loaded.into_core(false),
+            core: loaded.into_core(false, files),
         }
     }
 
@@ -840,8 +851,7 @@ pub(crate) struct LoadedSegment {
 
 impl LoadedSegment {
     /// Its core, keeping the file open or closing it until its next use.
-    fn into_core(self, keep_open: bool) -> SegmentCore {
-        let files = OpenFiles::global();
+    fn into_core(self, keep_open: bool, files: &Arc<OpenFiles>) -> SegmentCore {
         let file = match self.file.filter(|_| keep_open) {
             Some(file) => SegmentFile::opened(self.path, file, files),
             None => SegmentFile::closed(self.path, files),

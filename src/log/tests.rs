@@ -253,6 +253,39 @@ fn rolls_on_segment_bytes_and_reads_across_segments() {
 }
 
 #[test]
+fn each_log_config_brings_its_own_open_files_budget() {
+    // Two brokers' logs in one process: each counts and closes its own.
+    let dir = tempfile::tempdir().unwrap();
+    let tight = Arc::new(files::OpenFiles::new(2));
+    let loose = Arc::new(files::OpenFiles::new(1_000));
+    let mut logs = Vec::new();
+    for (name, files) in [("tight", &tight), ("loose", &loose)] {
+        let config = LogConfig {
+            files: Arc::clone(files),
+            ..small_segments(1_000)
+        };
+        let mut log = Log::open(&dir.path().join(name), config).unwrap();
+        let mut stored = Vec::new();
+        for i in 0..20 {
+            stored.extend_from_slice(&append(&mut log, &batch(2, 1_000 + i, 100)).1);
+        }
+        logs.push((log, stored));
+    }
+    for (log, stored) in &logs {
+        assert!(log.segment_count() > 5);
+        assert_eq!(&read_all(log), stored);
+    }
+    assert_eq!(tight.open_gauge().get(), 2, "the tight budget holds");
+    let segments = i64::try_from(logs[1].0.segment_count()).unwrap();
+    assert_eq!(
+        loose.open_gauge().get(),
+        segments,
+        "the loose one keeps all"
+    );
+    assert!(tight.opens_counter().get() > loose.opens_counter().get());
+}
+
+#[test]
 fn oversized_append_goes_to_a_fresh_segment() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_segments(500)).unwrap();

@@ -303,6 +303,7 @@ mod tests {
                     PartitionConfig::from_topic(
                         Arc::new(crate::config::TopicConfig::with("__rounds", &[])),
                         &crate::writeback::Writeback::default(),
+                        &Arc::default(),
                     ),
                     None,
                 )

@@ -29,7 +29,11 @@ fn config() -> PartitionConfig {
             ("local.retention.bytes", "0"),
         ],
     );
-    PartitionConfig::from_topic(Arc::new(topic), &crate::writeback::Writeback::default())
+    PartitionConfig::from_topic(
+        Arc::new(topic),
+        &crate::writeback::Writeback::default(),
+        &Arc::default(),
+    )
 }
 
 const TOPIC_ID: Uuid = Uuid::from_u128(0x5742_7a7a);

@@ -23,8 +23,11 @@ fn open(dir: &Path) -> Arc<Partition> {
     };
     // Small segments: a few batches seal several.
     let topic = TopicConfig::with("t", &[("segment.bytes", "400"), ("retention.ms", "-1")]);
-    let config =
-        PartitionConfig::from_topic(Arc::new(topic), &crate::writeback::Writeback::default());
+    let config = PartitionConfig::from_topic(
+        Arc::new(topic),
+        &crate::writeback::Writeback::default(),
+        &Arc::default(),
+    );
     let id = Uuid::from_u128(0x0074_786e);
     Arc::new(Partition::open(&log_dir, "t", id, 0, 0, config, None).expect("open"))
 }
@@ -256,8 +259,11 @@ fn compaction_drops_aborted_records_and_keeps_what_they_would_supersede() {
             ("remote.storage.enable", "false"),
         ],
     );
-    let config =
-        PartitionConfig::from_topic(Arc::new(topic), &crate::writeback::Writeback::default());
+    let config = PartitionConfig::from_topic(
+        Arc::new(topic),
+        &crate::writeback::Writeback::default(),
+        &Arc::default(),
+    );
     let p = Partition::open(&log_dir, "t", Uuid::from_u128(9), 0, 0, config, None).expect("open");
     let keyed = |attributes: i16, pid: i64, seq: i32, key: &str, value: &str| {
         Bytes::from(build_batch_with(

@@ -529,6 +529,7 @@ impl Metrics {
         &mut self,
         sync: &crate::partition::durability::SyncMetrics,
         writeback: &crate::writeback::Writeback,
+        files: &crate::log::files::OpenFiles,
     ) {
         self.registry.register(
             "strata_log_writeback_started_bytes",
@@ -545,7 +546,6 @@ impl Metrics {
             "Partitions synced by acks=all sync rounds, summed over rounds",
             sync.round_partitions.clone(),
         );
-        let files = crate::log::files::OpenFiles::global();
         self.registry.register(
             "strata_log_open_segment_files",
             "Segment files open now (at most --max-open-segment-files, besides reads in flight)",
@@ -915,6 +915,7 @@ mod tests {
         m.register_storage(
             &crate::partition::durability::SyncMetrics::new(latency_histogram()),
             &crate::writeback::Writeback::new(1 << 20),
+            &crate::log::files::OpenFiles::default(),
         );
         m.observe_request("Produce", 9, 0.001);
         m.observe_error("Produce", "CorruptMessage");

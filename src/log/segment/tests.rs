@@ -41,7 +41,7 @@ fn vectored_write_covers_more_slices_than_one_call_takes() {
 }
 
 fn filled(dir: &Path, base: i64, batches: usize, interval: u32) -> ActiveSegment {
-    let mut segment = ActiveSegment::create(dir, base).unwrap();
+    let mut segment = ActiveSegment::create(dir, base, &Arc::default()).unwrap();
     let mut offset = base;
     let config = LogConfig {
         index_interval_bytes: interval,
@@ -80,11 +80,12 @@ fn append_indexes_and_finds_batches() {
     let core = segment.core();
     assert_eq!(core.next_offset(), 50 + 80);
     assert!(core.state.offset_index.len() > 3);
+    let file = core.open().unwrap();
     for offset in 50..130 {
-        let (_, header) = core.find_batch(offset).unwrap().unwrap();
+        let (_, header) = core.find_batch(&file, offset).unwrap().unwrap();
         assert!(header.base_offset <= offset && offset <= header.last_offset());
     }
-    assert!(core.find_batch(130).unwrap().is_none());
+    assert!(core.find_batch(&file, 130).unwrap().is_none());
     // Time index: strictly increasing max timestamps at index points.
     assert_eq!(core.state.max_timestamp(), Some((1_039, 128)));
     assert_eq!(core.find_timestamp(1_010, 0).unwrap(), Some((70, 1_010)));
@@ -98,7 +99,8 @@ fn read_respects_limits() {
     let dir = tempfile::tempdir().unwrap();
     let segment = filled(dir.path(), 0, 10, 0);
     let core = segment.core();
-    let one = core.find_batch(0).unwrap().unwrap().1.total_len();
+    let file = core.open().unwrap();
+    let one = core.find_batch(&file, 0).unwrap().unwrap().1.total_len();
     let all = core.read(0, usize::MAX, i64::MAX).unwrap().unwrap();
     assert_eq!(all.len(), 10 * one);
     let two = core.read(3, 2 * one + 5, i64::MAX).unwrap().unwrap();

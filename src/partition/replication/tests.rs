@@ -22,7 +22,11 @@ const TOPIC_ID: Uuid = Uuid::from_u128(0x7265_706c);
 
 fn config() -> PartitionConfig {
     let topic = TopicConfig::with("r", &[("segment.bytes", "400"), ("retention.ms", "-1")]);
-    PartitionConfig::from_topic(Arc::new(topic), &crate::writeback::Writeback::default())
+    PartitionConfig::from_topic(
+        Arc::new(topic),
+        &crate::writeback::Writeback::default(),
+        &Arc::default(),
+    )
 }
 
 fn open(dir: &Path, node_id: BrokerId) -> Arc<Partition> {
