@@ -647,7 +647,12 @@ impl Partition {
             let mut next = info.base_offset;
             for (h, id) in headers.iter().zip(&ids) {
                 let last = next + h.last_offset_delta as i64;
-                producers.observe(id, next, last);
+                // With LogAppendTime the batch is stored with the broker's.
+                let id = match info.log_append_time {
+                    -1 => *id,
+                    at => id.with_max_timestamp(at),
+                };
+                producers.observe(&id, next, last);
                 next = last + 1;
             }
             let leo = log.log_end_offset();
@@ -909,9 +914,8 @@ impl Partition {
         self.lock().producers.aborted_between(from, to)
     }
 
-    /// The producers with state here (DescribeProducers): (producer id,
-    /// epoch, last sequence, first offset of the open transaction or -1).
-    pub fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
+    /// The producers with state here (DescribeProducers), by id.
+    pub fn producers(&self) -> Vec<producer_state::ProducerView> {
         self.lock().producers.producers()
     }
 

@@ -459,13 +459,17 @@ fn every_advertised_transaction_version_is_served() {
         let r: EndTxnResponse = c.roundtrip(ApiKey::EndTxn, v, &req);
         assert_eq!(r.error_code, 0, "EndTxn v{v}");
     }
+    let markers_from_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
     for v in range(&mut c, ApiKey::WriteTxnMarkers) {
         let req =
             WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
                 .with_producer_id(ProducerId(producer.0))
                 .with_producer_epoch(producer.1)
                 .with_transaction_result(false)
-                .with_coordinator_epoch(0)
+                .with_coordinator_epoch(5)
                 .with_topics(vec![WritableTxnMarkerTopic::default()
                     .with_name(name(&topic))
                     .with_partition_indexes(vec![0])])]);
@@ -525,6 +529,13 @@ fn every_advertised_transaction_version_is_served() {
         assert_eq!(
             (p.producer_epoch, p.current_txn_start_offset),
             (i32::from(producer.1), -1)
+        );
+        // Its last write is that marker: its coordinator epoch and time.
+        assert_eq!(p.coordinator_epoch, 5, "DescribeProducers v{v}");
+        assert!(
+            p.last_timestamp >= markers_from_ms,
+            "last timestamp {} before the markers ({markers_from_ms})",
+            p.last_timestamp
         );
         assert_eq!(parts[1].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
     }

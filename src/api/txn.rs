@@ -461,14 +461,14 @@ pub fn describe_producers(
                         Ok(p) => r.with_active_producers(
                             p.producers()
                                 .into_iter()
-                                .map(|(id, epoch, seq, txn_start)| {
+                                .map(|v| {
                                     ProducerState::default()
-                                        .with_producer_id(ProducerId(id))
-                                        .with_producer_epoch(i32::from(epoch))
-                                        .with_last_sequence(seq)
-                                        .with_last_timestamp(-1)
-                                        .with_coordinator_epoch(-1)
-                                        .with_current_txn_start_offset(txn_start)
+                                        .with_producer_id(ProducerId(v.producer_id))
+                                        .with_producer_epoch(i32::from(v.epoch))
+                                        .with_last_sequence(v.last_sequence)
+                                        .with_last_timestamp(v.last_timestamp)
+                                        .with_coordinator_epoch(v.coordinator_epoch)
+                                        .with_current_txn_start_offset(v.txn_start_offset)
                                 })
                                 .collect(),
                         ),

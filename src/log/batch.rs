@@ -321,41 +321,65 @@ impl ControlType {
     }
 }
 
-/// The control type of the whole control batch `batch` (header first):
-/// read from its first record's key, which Kafka writes uncompressed.
-/// Anything that does not parse is `Other(-1)`; never panics.
-pub fn control_type(batch: &[u8]) -> ControlType {
-    let unknown = ControlType::Other(-1);
-    let Some(records) = batch.get(BATCH_HEADER_LEN..) else {
-        return unknown;
+/// The varint at `*at` in `buf`, moving `at` past it.
+fn varint_at(buf: &[u8], at: &mut usize) -> Option<i64> {
+    let (v, n) = read_varint(buf.get(*at..)?)?;
+    *at += n;
+    Some(v)
+}
+
+/// The varint-length-prefixed bytes at `*at` in `buf` (`Some(None)` for a
+/// null, negative length), moving `at` past them.
+fn varbytes_at<'a>(buf: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
+    let Ok(len) = usize::try_from(varint_at(buf, at)?) else {
+        return Some(None);
     };
+    let bytes = buf.get(*at..at.checked_add(len)?)?;
+    *at += len;
+    Some(Some(bytes))
+}
+
+/// The key and value of the first record of the control batch `batch`
+/// (header first), which Kafka writes uncompressed; None if it does not
+/// parse (never panics).
+fn control_record(batch: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    let records = batch.get(BATCH_HEADER_LEN..)?;
     let mut at = 0usize;
-    // length, attributes (1 byte), timestamp delta, offset delta, key length
-    let mut field = |skip: usize| -> Option<i64> {
-        at += skip;
-        let (v, n) = read_varint(records.get(at..)?)?;
-        at += n;
-        Some(v)
-    };
-    let parsed = (|| {
-        field(0)?;
-        field(1)?;
-        field(0)?;
-        let key_len = field(0)?;
-        Some(key_len)
-    })();
-    match parsed {
-        Some(len) if len >= CONTROL_KEY_LEN as i64 => {
-            let Some(key) = records.get(at..at + CONTROL_KEY_LEN) else {
-                return unknown;
-            };
+    // length, attributes (1 byte), timestamp delta, offset delta
+    varint_at(records, &mut at)?;
+    at += 1;
+    varint_at(records, &mut at)?;
+    varint_at(records, &mut at)?;
+    let key = varbytes_at(records, &mut at)??;
+    let value = varbytes_at(records, &mut at)?;
+    Some((key, value))
+}
+
+/// The control type of the whole control batch `batch` (header first):
+/// read from its first record's key. Anything that does not parse is
+/// `Other(-1)`; never panics.
+pub fn control_type(batch: &[u8]) -> ControlType {
+    match control_record(batch) {
+        Some((key, _)) if key.len() >= CONTROL_KEY_LEN => {
             match i16::from_be_bytes([key[2], key[3]]) {
                 0 => ControlType::Abort,
                 1 => ControlType::Commit,
                 other => ControlType::Other(other),
             }
         }
-        _ => unknown,
+        _ => ControlType::Other(-1),
+    }
+}
+
+/// The coordinator epoch a transaction marker (the control batch
+/// `batch`, header first) carries in its value; -1 if it has none that
+/// parses.
+pub fn marker_coordinator_epoch(batch: &[u8]) -> i32 {
+    match control_record(batch) {
+        Some((_, Some(value))) if value.len() >= MARKER_VALUE_LEN => {
+            i32::from_be_bytes([value[2], value[3], value[4], value[5]])
+        }
+        _ => -1,
     }
 }
 
@@ -703,10 +727,12 @@ mod tests {
                 (7, 3, 1)
             );
             assert_eq!(control_type(&b), kind);
+            assert_eq!(marker_coordinator_epoch(&b), 11);
         }
         // Kafka's other control records, and a body that does not parse.
         let other = build_batch_with(0x30, 7, 0, -1, &[(Some(&[0, 0, 0, 3]), None, 0)]);
         assert_eq!(control_type(&other), ControlType::Other(3));
+        assert_eq!(marker_coordinator_epoch(&other), -1, "no value");
         let short = build_batch_with(0x30, 7, 0, -1, &[(Some(&[0]), None, 0)]);
         assert_eq!(control_type(&short), ControlType::Other(-1));
         assert_eq!(control_type(&[1, 2, 3]), ControlType::Other(-1));
@@ -719,6 +745,7 @@ mod tests {
             b.truncate(BATCH_HEADER_LEN);
             b.extend_from_slice(&tail);
             let _ = control_type(&b);
+            let _ = marker_coordinator_epoch(&b);
         }
     }
 

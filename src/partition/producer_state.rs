@@ -27,13 +27,16 @@
 //! ([`ProducerStateTable::observe`]), which also rebuilds the open
 //! transactions and the aborted ones whose markers are in that range.
 //!
-//! Snapshot format (big-endian): `version: u16 = 2`, `crc32c: u32` of all
+//! Snapshot format (big-endian): `version: u16 = 3`, `crc32c: u32` of all
 //! that follows, `offset: i64` (the state is that of every batch below it),
 //! `producers: u32`, then per producer `producer_id: i64`, `epoch: i16`,
-//! `open_txn_first_offset: i64` (-1: none; absent in version 1), `batches:
-//! u8` and per cached batch `base_sequence: i32`, `last_sequence: i32`,
-//! `base_offset: i64`, `last_offset: i64`. Version 1 snapshots (written
-//! before transactions existed) are read as having no open transaction.
+//! `open_txn_first_offset: i64` (-1: none; absent in version 1),
+//! `last_timestamp: i64` and `coordinator_epoch: i32` (-1: none; absent
+//! before version 3), `batches: u8` and per cached batch `base_sequence:
+//! i32`, `last_sequence: i32`, `base_offset: i64`, `last_offset: i64`.
+//! Version 1 snapshots (written before transactions existed) are read as
+//! having no open transaction; versions 1 and 2 as knowing no last
+//! timestamp or coordinator epoch.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -64,6 +67,10 @@ pub struct BatchIdentity {
     pub base_sequence: i32,
     pub last_sequence: i32,
     pub kind: BatchKind,
+    /// The batch's max timestamp as stored (-1: unknown).
+    pub max_timestamp: i64,
+    /// A transaction marker's coordinator epoch (-1 for other batches).
+    pub coordinator_epoch: i32,
 }
 
 impl BatchIdentity {
@@ -80,11 +87,27 @@ impl BatchIdentity {
             base_sequence,
             last_sequence: last,
             kind: BatchKind::Plain,
+            max_timestamp: -1,
+            coordinator_epoch: -1,
         }
     }
 
     pub fn with_kind(self, kind: BatchKind) -> Self {
         BatchIdentity { kind, ..self }
+    }
+
+    pub fn with_max_timestamp(self, max_timestamp: i64) -> Self {
+        BatchIdentity {
+            max_timestamp,
+            ..self
+        }
+    }
+
+    pub fn with_coordinator_epoch(self, coordinator_epoch: i32) -> Self {
+        BatchIdentity {
+            coordinator_epoch,
+            ..self
+        }
     }
 
     pub fn is_idempotent(&self) -> bool {
@@ -100,12 +123,43 @@ struct CachedBatch {
     last_offset: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
     recent: VecDeque<CachedBatch>,
     /// First offset of the producer's open transaction.
     open_txn: Option<i64>,
+    /// Max timestamp of the producer's last batch or marker (-1: none).
+    last_timestamp: i64,
+    /// Coordinator epoch of the last marker written for it (-1: none).
+    coordinator_epoch: i32,
+}
+
+impl Default for ProducerEntry {
+    fn default() -> Self {
+        ProducerEntry {
+            epoch: 0,
+            recent: VecDeque::new(),
+            open_txn: None,
+            last_timestamp: -1,
+            coordinator_epoch: -1,
+        }
+    }
+}
+
+/// A producer's state in a partition, as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerView {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Sequence of its last batch, -1 if none is cached.
+    pub last_sequence: i32,
+    /// Max timestamp of its last batch or marker, -1 if unknown.
+    pub last_timestamp: i64,
+    /// Coordinator epoch of its last marker, -1 if none.
+    pub coordinator_epoch: i32,
+    /// First offset of its open transaction, -1 if none.
+    pub txn_start_offset: i64,
 }
 
 /// A transaction its coordinator aborted, as fetches report it and as
@@ -272,6 +326,7 @@ impl ProducerStateTable {
             entry.epoch = batch.producer_epoch;
             entry.recent.clear();
         }
+        entry.last_timestamp = batch.max_timestamp;
         if transactional && entry.open_txn.is_none() {
             entry.open_txn = Some(base_offset);
             self.open.insert((base_offset, batch.producer_id));
@@ -310,6 +365,8 @@ impl ProducerStateTable {
             entry.epoch = batch.producer_epoch;
             entry.recent.clear();
         }
+        entry.last_timestamp = batch.max_timestamp;
+        entry.coordinator_epoch = batch.coordinator_epoch;
         let first = entry.open_txn.take()?;
         self.open.remove(&(first, batch.producer_id));
         self.closing.insert((first, offset));
@@ -336,22 +393,21 @@ impl ProducerStateTable {
         [open, closing].into_iter().flatten().fold(hwm, i64::min)
     }
 
-    /// Every producer with state here, by id: (producer id, epoch, last
-    /// sequence or -1, first offset of its open transaction or -1).
-    pub fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
-        let mut out: Vec<(i64, i16, i32, i64)> = self
+    /// Every producer with state here, by id.
+    pub fn producers(&self) -> Vec<ProducerView> {
+        let mut out: Vec<ProducerView> = self
             .producers
             .iter()
-            .map(|(id, e)| {
-                (
-                    *id,
-                    e.epoch,
-                    e.last_sequence().unwrap_or(-1),
-                    e.open_txn.unwrap_or(-1),
-                )
+            .map(|(id, e)| ProducerView {
+                producer_id: *id,
+                epoch: e.epoch,
+                last_sequence: e.last_sequence().unwrap_or(-1),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                txn_start_offset: e.open_txn.unwrap_or(-1),
             })
             .collect();
-        out.sort_unstable();
+        out.sort_unstable_by_key(|p| p.producer_id);
         out
     }
 
@@ -414,12 +470,16 @@ impl ProducerStateTable {
     }
 }
 
-const SNAPSHOT_VERSION: u16 = 2;
+const SNAPSHOT_VERSION: u16 = 3;
 /// Snapshots written before transactions: no open-transaction field.
 const SNAPSHOT_VERSION_1: u16 = 1;
+/// Snapshots without the last timestamp and coordinator epoch.
+const SNAPSHOT_VERSION_2: u16 = 2;
 const SNAPSHOT_HEADER: usize = 2 + 4 + 8 + 4;
 const PRODUCER_LEN: usize = 8 + 2 + 1;
 const OPEN_TXN_LEN: usize = 8;
+/// `last_timestamp: i64`, `coordinator_epoch: i32` (version 3).
+const LAST_WRITE_LEN: usize = 8 + 4;
 const BATCH_LEN: usize = 4 + 4 + 8 + 8;
 
 /// Why a snapshot could not be decoded.
@@ -447,7 +507,8 @@ impl ProducerStateTable {
         let mut ids: Vec<&i64> = self.producers.keys().collect();
         ids.sort_unstable();
         let mut body = Vec::with_capacity(
-            12 + self.producers.len() * (PRODUCER_LEN + OPEN_TXN_LEN + CACHED_BATCHES * BATCH_LEN),
+            12 + self.producers.len()
+                * (PRODUCER_LEN + OPEN_TXN_LEN + LAST_WRITE_LEN + CACHED_BATCHES * BATCH_LEN),
         );
         body.extend_from_slice(&offset.to_be_bytes());
         body.extend_from_slice(&(ids.len() as u32).to_be_bytes());
@@ -456,6 +517,8 @@ impl ProducerStateTable {
             body.extend_from_slice(&id.to_be_bytes());
             body.extend_from_slice(&e.epoch.to_be_bytes());
             body.extend_from_slice(&e.open_txn.unwrap_or(-1).to_be_bytes());
+            body.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            body.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
             body.push(e.recent.len() as u8);
             for b in &e.recent {
                 body.extend_from_slice(&b.base_sequence.to_be_bytes());
@@ -479,7 +542,10 @@ impl ProducerStateTable {
         }
         let mut r = Reader(bytes);
         let version = u16::from_be_bytes(r.take()?);
-        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_1 {
+        if !matches!(
+            version,
+            SNAPSHOT_VERSION | SNAPSHOT_VERSION_2 | SNAPSHOT_VERSION_1
+        ) {
             return Err(SnapshotError(format!("unknown version. version={version}")));
         }
         let crc = u32::from_be_bytes(r.take()?);
@@ -505,6 +571,11 @@ impl ProducerStateTable {
             } else {
                 Some(i64::from_be_bytes(r.take()?)).filter(|o| *o >= 0)
             };
+            let (last_timestamp, coordinator_epoch) = if version == SNAPSHOT_VERSION {
+                (i64::from_be_bytes(r.take()?), i32::from_be_bytes(r.take()?))
+            } else {
+                (-1, -1)
+            };
             let [n] = r.take::<1>()?;
             if n as usize > CACHED_BATCHES {
                 return Err(SnapshotError(format!(
@@ -529,6 +600,8 @@ impl ProducerStateTable {
                     epoch,
                     recent,
                     open_txn,
+                    last_timestamp,
+                    coordinator_epoch,
                 },
             );
         }
@@ -622,7 +695,7 @@ mod tests {
         let mut t = ProducerStateTable::new();
         let mut offset = 0i64;
         for &(pid, epoch, seq, count) in ops {
-            let id = BatchIdentity::new(pid, epoch, seq, count);
+            let id = BatchIdentity::new(pid, epoch, seq, count).with_max_timestamp(1_000 + offset);
             t.observe(&id, offset, offset + count as i64 - 1);
             offset += count as i64;
         }
@@ -672,6 +745,60 @@ mod tests {
                 last_offset: 31
             }
         );
+    }
+
+    #[test]
+    fn the_last_timestamp_and_coordinator_epoch_come_from_the_last_write() {
+        let mut t = ProducerStateTable::new();
+        let view = |t: &ProducerStateTable| t.producers()[0];
+        t.observe(&BatchIdentity::new(7, 0, 0, 1), 0, 0);
+        assert_eq!(
+            (view(&t).last_timestamp, view(&t).coordinator_epoch),
+            (-1, -1)
+        );
+        let txn = BatchIdentity::new(7, 0, 1, 2)
+            .with_kind(BatchKind::Transactional)
+            .with_max_timestamp(1_500);
+        t.observe(&txn, 1, 2);
+        assert_eq!(
+            (view(&t).last_timestamp, view(&t).txn_start_offset),
+            (1_500, 1)
+        );
+        let commit = BatchIdentity::new(7, 0, -1, 1)
+            .with_kind(BatchKind::Control(ControlType::Commit))
+            .with_max_timestamp(1_600)
+            .with_coordinator_epoch(4);
+        t.observe(&commit, 3, 3);
+        let v = view(&t);
+        assert_eq!(
+            (
+                v.last_sequence,
+                v.last_timestamp,
+                v.coordinator_epoch,
+                v.txn_start_offset
+            ),
+            (2, 1_600, 4, -1)
+        );
+        let (_, back) = ProducerStateTable::decode(&t.encode(4)).expect("decode");
+        assert_eq!(back.producers(), t.producers());
+    }
+
+    #[test]
+    fn a_version_2_snapshot_reads_as_knowing_no_last_write() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&40i64.to_be_bytes()); // offset
+        body.extend_from_slice(&1u32.to_be_bytes()); // producers
+        body.extend_from_slice(&7i64.to_be_bytes());
+        body.extend_from_slice(&2i16.to_be_bytes());
+        body.extend_from_slice(&35i64.to_be_bytes()); // open transaction
+        body.push(0);
+        let mut bytes = 2u16.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        let (_, t) = ProducerStateTable::decode(&bytes).expect("decode");
+        let v = t.producers()[0];
+        assert_eq!((v.producer_id, v.epoch, v.txn_start_offset), (7, 2, 35));
+        assert_eq!((v.last_timestamp, v.coordinator_epoch), (-1, -1));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::{
     snapshot, txn_index, BatchHeader, BatchIdentity, LeaderEpochCache, Partition, PartitionError,
     ProducerStateTable, SegmentState,
 };
-use crate::log::batch::control_type;
+use crate::log::batch::{control_type, marker_coordinator_epoch};
 use crate::log::{Log, SealedSegmentInfo};
 
 impl Partition {
@@ -113,12 +113,15 @@ impl Partition {
 /// The batch `batch` (header `h`, whole batch bytes) as the producer
 /// table sees it: a control batch's marker is read from its record.
 pub(super) fn identity(h: &BatchHeader, batch: &[u8]) -> BatchIdentity {
-    let kind = if h.is_control() {
-        BatchKind::Control(control_type(batch))
+    let (kind, coordinator_epoch) = if h.is_control() {
+        (
+            BatchKind::Control(control_type(batch)),
+            marker_coordinator_epoch(batch),
+        )
     } else if h.is_transactional() {
-        BatchKind::Transactional
+        (BatchKind::Transactional, -1)
     } else {
-        BatchKind::Plain
+        (BatchKind::Plain, -1)
     };
     BatchIdentity::new(
         h.producer_id,
@@ -127,6 +130,8 @@ pub(super) fn identity(h: &BatchHeader, batch: &[u8]) -> BatchIdentity {
         h.last_offset_delta + 1,
     )
     .with_kind(kind)
+    .with_max_timestamp(h.max_timestamp)
+    .with_coordinator_epoch(coordinator_epoch)
 }
 
 /// The identities of the batches of `records` (whose headers are
