@@ -19,7 +19,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -29,7 +29,7 @@ use object_store::{GetOptions, GetRange, ObjectStore};
 
 use crate::error::store_err;
 use crate::metrics::TierMetrics;
-use crate::pool::BufferPool;
+use crate::pool::{BufferPool, Frozen};
 use crate::TierError;
 
 /// Chunk number that marks a whole object.
@@ -126,15 +126,33 @@ struct DiskCache {
 }
 
 pub(crate) struct ReadCache {
-    mem: Cache<CacheKey, Bytes>,
+    /// Chunks and whole objects, weighed by the memory they hold.
+    mem: Cache<CacheKey, Frozen>,
     disk: Option<Arc<DiskCache>>,
     /// Buffers of whole chunks, used again once the cache let them go.
     buffers: BufferPool,
+    /// Prefetches in flight ([`ReadCache::start_prefetch`]).
+    prefetching: Arc<AtomicUsize>,
     metrics: Arc<TierMetrics>,
+}
+
+/// A prefetch in flight; it ends when this drops.
+pub(crate) struct Prefetching(Arc<AtomicUsize>);
+
+impl Drop for Prefetching {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Free chunk buffers kept for the next fills (32 MiB of 4 MiB chunks).
 const FREE_BUFFERS: usize = 8;
+
+/// Chunks fetched ahead of readers at once, over all partitions (32 MiB
+/// of 4 MiB chunks): what a prefetch holds is not yet in the cache's
+/// bound, and a replay of many partitions would otherwise fetch ahead for
+/// every one of them.
+const MAX_PREFETCHES: usize = 8;
 
 fn weigh(key: &CacheKey, len: u64) -> u32 {
     u32::try_from(len + key.path.len() as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
@@ -154,7 +172,7 @@ impl ReadCache {
             // chunk away as it is filled when the cache is full, and a replay
             // longer than the cache then fetched prefetched chunks again.
             .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .weigher(|k: &CacheKey, v: &Bytes| weigh(k, v.len() as u64))
+            .weigher(|k: &CacheKey, v: &Frozen| weigh(k, v.held))
             .eviction_listener(move |_k, _v, cause| {
                 if cause.was_evicted() {
                     TierMetrics::add(&evictions.cache_evictions, 1);
@@ -195,6 +213,7 @@ impl ReadCache {
             mem,
             disk,
             buffers: BufferPool::new(FREE_BUFFERS),
+            prefetching: Arc::new(AtomicUsize::new(0)),
             metrics,
         })
     }
@@ -245,9 +264,25 @@ impl ReadCache {
         };
         let fill = Fill::Range {
             range: start..end,
-            whole: end - start == chunk_size,
+            chunk_size,
         };
         self.get_or_fill(key, store, path, fill, check).await
+    }
+
+    /// Room for one more prefetch, if fewer than [`MAX_PREFETCHES`] are in
+    /// flight (else the reader fetches the chunk when it gets there).
+    pub(crate) fn start_prefetch(&self) -> Option<Prefetching> {
+        self.prefetching
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_PREFETCHES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Prefetching(Arc::clone(&self.prefetching)))
+    }
+
+    /// Whether the memory holds the entry.
+    pub(crate) fn in_memory(&self, key: &CacheKey) -> bool {
+        self.mem.contains_key(key)
     }
 
     /// Whether chunks can come from a disk directory.
@@ -335,36 +370,41 @@ impl ReadCache {
     ) -> Result<Bytes, TierError> {
         if let Some(hit) = self.mem.get(&key).await {
             TierMetrics::add(&self.metrics.cache_hits, 1);
-            return Ok(hit);
+            return Ok(hit.bytes);
         }
         TierMetrics::add(&self.metrics.cache_misses, 1);
         let fill_key = key.clone();
         let fill = async move {
             let key = fill_key;
+            let own = |bytes: Bytes| Frozen {
+                held: bytes.len() as u64,
+                bytes,
+            };
             if let Some(disk) = &self.disk {
                 if let Some(bytes) = disk.read(&key).await {
                     TierMetrics::add(&self.metrics.disk_cache_hits, 1);
-                    return Ok(bytes);
+                    return Ok(own(bytes));
                 }
             }
-            let bytes = match what {
-                Fill::Object => fetch(store, path, None, &self.metrics).await?,
-                Fill::Range { range, whole } => {
-                    fetch_into(store, path, range, &self.buffers, whole, &self.metrics).await?
+            let filled = match what {
+                Fill::Object => own(fetch(store, path, None, &self.metrics).await?),
+                Fill::Range { range, chunk_size } => {
+                    fetch_into(store, path, range, &self.buffers, chunk_size, &self.metrics).await?
                 }
             };
-            check.verify(path, &bytes, &self.metrics)?;
+            check.verify(path, &filled.bytes, &self.metrics)?;
             if let Some(disk) = &self.disk {
                 let disk = Arc::clone(disk);
-                let (key, bytes) = (key.clone(), bytes.clone());
+                let (key, bytes) = (key.clone(), filled.bytes.clone());
                 tokio::spawn(async move { disk.write(key, bytes).await });
             }
-            Ok(bytes)
+            Ok(filled)
         };
         let filled = self
             .mem
             .try_get_with(key, fill)
             .await
+            .map(|f| f.bytes)
             .map_err(TierError::from_shared);
         // Apply the insert now, evicting what no longer fits: moka applies
         // writes in batches (64 entries, or after a few hundred ms), and a
@@ -427,13 +467,13 @@ impl Check {
 }
 
 /// One GET (ranged when `range` is set), checking the body's length.
-/// What a cache fill reads: a whole object, or a range of one (a chunk,
-/// `whole` unless it is an object's shorter last one).
+/// What a cache fill reads: a whole object, or a range of one (a chunk
+/// of chunks of `chunk_size`, shorter if it is an object's last one).
 enum Fill {
     Object,
     Range {
         range: std::ops::Range<u64>,
-        whole: bool,
+        chunk_size: u64,
     },
 }
 
@@ -444,9 +484,9 @@ async fn fetch_into(
     path: &ObjectPath,
     range: std::ops::Range<u64>,
     pool: &BufferPool,
-    whole: bool,
+    chunk_size: u64,
     metrics: &TierMetrics,
-) -> Result<Bytes, TierError> {
+) -> Result<Frozen, TierError> {
     use futures::StreamExt;
     use object_store::GetResultPayload;
     let want = range.end - range.start;
@@ -456,18 +496,19 @@ async fn fetch_into(
         actual,
     };
     let opts = GetOptions::new().with_range(Some(GetRange::Bounded(range.clone())));
-    let buf = timed_get(metrics, async {
+    let filled = timed_get(metrics, async {
         let r = store
             .get_opts(path, opts)
             .await
             .map_err(store_err("get", path))?;
-        let mut buf = pool.take(usize::try_from(want).map_err(|_| short(0))?, whole);
+        let len = usize::try_from(want).map_err(|_| short(0))?;
+        let mut buf = pool.take(len, usize::try_from(chunk_size).unwrap_or(usize::MAX));
         match r.payload {
             GetResultPayload::File(file, local) => {
                 let at = r.range.start;
                 let read = tokio::task::spawn_blocking(move || {
                     use std::os::unix::fs::FileExt;
-                    file.read_exact_at(&mut buf, at).map(|()| buf)
+                    file.read_exact_at(&mut buf[..len], at).map(|()| buf)
                 })
                 .await
                 .map_err(|e| TierError::Io {
@@ -476,7 +517,7 @@ async fn fetch_into(
                     source: std::io::Error::other(e),
                 })?;
                 match read {
-                    Ok(buf) => Ok(buf),
+                    Ok(buf) => Ok(Filled { buf, len }),
                     Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(short(0)),
                     Err(source) => Err(TierError::Io {
                         op: "read",
@@ -489,21 +530,34 @@ async fn fetch_into(
                 let mut at = 0usize;
                 while let Some(part) = parts.next().await {
                     let part = part.map_err(store_err("get", path))?;
-                    let Some(to) = buf.get_mut(at..at + part.len()) else {
+                    let Some(to) = buf[..len].get_mut(at..at + part.len()) else {
                         return Err(short((at + part.len()) as u64));
                     };
                     to.copy_from_slice(&part);
                     at += part.len();
                 }
-                if at != buf.len() {
+                if at != len {
                     return Err(short(at as u64));
                 }
-                Ok(buf)
+                Ok(Filled { buf, len })
             }
         }
     })
     .await?;
-    Ok(pool.freeze(buf, whole))
+    let chunk_size = usize::try_from(chunk_size).unwrap_or(usize::MAX);
+    Ok(pool.freeze(filled.buf, filled.len, chunk_size))
+}
+
+/// A buffer whose first `len` bytes a GET filled.
+struct Filled {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Filled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// One GET as the tier's metrics count it: a request, its latency, an
@@ -722,6 +776,48 @@ mod tests {
                 assert_eq!(held, (i + 1) * weight, "chunk {i}");
             }
         }
+    }
+
+    /// An object's last chunk of at least half a chunk weighs a whole
+    /// chunk's buffer, which it holds; a shorter one its own bytes.
+    #[tokio::test]
+    async fn a_last_chunk_weighs_the_buffer_it_holds() {
+        const CHUNK: u64 = 64 << 10;
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let cache =
+            ReadCache::new(1 << 30, None, 0, Arc::new(TierMetrics::default())).expect("cache");
+        for (name, size, held) in [("a", CHUNK + CHUNK / 2, CHUNK), ("b", CHUNK + 100, 100)] {
+            let path = ObjectPath::from(format!("t/0/{name}.log"));
+            store
+                .put(&path, PutPayload::from(vec![7u8; size as usize]))
+                .await
+                .expect("put");
+            let before = cache.memory_bytes().await;
+            let last = cache
+                .chunk(&store, &path, size, 1, CHUNK, None)
+                .await
+                .expect("chunk");
+            assert_eq!(last.len() as u64, size - CHUNK);
+            assert!(last.iter().all(|b| *b == 7));
+            let key = ReadCache::chunk_key(&path, 1);
+            assert_eq!(
+                cache.memory_bytes().await - before,
+                u64::from(weigh(&key, held)),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn prefetches_in_flight_are_bounded() {
+        let cache =
+            ReadCache::new(1 << 20, None, 0, Arc::new(TierMetrics::default())).expect("cache");
+        let slots: Vec<Prefetching> = (0..MAX_PREFETCHES)
+            .map(|_| cache.start_prefetch().expect("room"))
+            .collect();
+        assert!(cache.start_prefetch().is_none());
+        drop(slots);
+        assert!(cache.start_prefetch().is_some());
     }
 
     #[test]

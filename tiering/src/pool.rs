@@ -6,9 +6,12 @@
 //! process grows past the cache's bound as the replay goes on. Here a
 //! chunk's buffer goes back to a short free list when the last reference
 //! to the chunk's bytes drops (the cache evicted it and no read holds a
-//! slice of it), and the next fill takes it from there. Only whole chunks
-//! are pooled: an object's last, shorter chunk gets a buffer of its own
-//! size, so the cache's weight (the bytes' length) stays what it holds.
+//! slice of it), and the next fill takes it from there. An object's last,
+//! shorter chunk is pooled too when it is at least half a chunk: it then
+//! holds a whole chunk's buffer, and the cache weighs it by that buffer
+//! ([`Frozen::held`]), so the bound counts what is really held. A shorter
+//! one gets a buffer of its own size, so small segments do not each pin a
+//! whole chunk.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -22,6 +25,19 @@ pub(crate) struct BufferPool {
 struct Inner {
     free: Mutex<Vec<Vec<u8>>>,
     keep: usize,
+}
+
+/// Whether a chunk of `len` bytes (of chunks of `chunk_size`) gets a
+/// pooled buffer: a whole chunk, or a last one of at least half a chunk.
+fn pooled(len: usize, chunk_size: usize) -> bool {
+    len <= chunk_size && len >= chunk_size.div_ceil(2)
+}
+
+/// A chunk's bytes and the bytes of memory they hold (their buffer's).
+#[derive(Debug, Clone)]
+pub(crate) struct Frozen {
+    pub bytes: Bytes,
+    pub held: u64,
 }
 
 /// A chunk's buffer: back to its pool when the chunk's bytes are dropped.
@@ -66,34 +82,45 @@ impl BufferPool {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A buffer of `len` bytes whose contents are unspecified (the caller
-    /// overwrites all of them). For a `whole` chunk, a free buffer of that
-    /// length if there is one; a full list that has none drops its oldest
-    /// (the chunk size changed).
-    pub(crate) fn take(&self, len: usize, whole: bool) -> Vec<u8> {
-        if whole {
-            let mut free = self.free_list();
-            if let Some(i) = free.iter().position(|b| b.len() == len) {
-                // Written before, whole: nothing to zero.
-                return free.swap_remove(i);
-            }
-            if free.len() >= self.inner.keep && !free.is_empty() {
-                free.remove(0);
-            }
+    /// A buffer for `len` bytes of a chunk of `chunk_size`, whose contents
+    /// are unspecified (the caller overwrites its first `len` bytes). For
+    /// a chunk worth pooling, a buffer of `chunk_size` bytes, free in the
+    /// list if one is; a full list that has none drops its oldest (the
+    /// chunk size changed). Else a buffer of `len` bytes.
+    pub(crate) fn take(&self, len: usize, chunk_size: usize) -> Vec<u8> {
+        if !pooled(len, chunk_size) {
+            return vec![0; len];
         }
-        vec![0; len]
+        let mut free = self.free_list();
+        if let Some(i) = free.iter().position(|b| b.len() == chunk_size) {
+            // Written before, whole: nothing to zero.
+            return free.swap_remove(i);
+        }
+        if free.len() >= self.inner.keep && !free.is_empty() {
+            free.remove(0);
+        }
+        vec![0; chunk_size]
     }
 
-    /// `buf` as bytes; a `whole` chunk's buffer comes back here when they
-    /// are dropped.
-    pub(crate) fn freeze(&self, buf: Vec<u8>, whole: bool) -> Bytes {
-        if !whole {
-            return Bytes::from(buf);
+    /// The first `len` bytes of `buf` (from [`BufferPool::take`] with the
+    /// same `len` and `chunk_size`); a pooled buffer comes back here when
+    /// they are dropped.
+    pub(crate) fn freeze(&self, buf: Vec<u8>, len: usize, chunk_size: usize) -> Frozen {
+        let held = buf.len() as u64;
+        if !pooled(len, chunk_size) || buf.len() < len {
+            let mut buf = buf;
+            buf.truncate(len);
+            return Frozen {
+                held: buf.len() as u64,
+                bytes: Bytes::from(buf),
+            };
         }
-        Bytes::from_owner(Pooled {
+        let bytes = Bytes::from_owner(Pooled {
             buf,
             pool: Arc::downgrade(&self.inner),
         })
+        .slice(..len);
+        Frozen { bytes, held }
     }
 
     /// Free buffers held.
@@ -108,28 +135,47 @@ mod tests {
     use super::*;
 
     /// A whole chunk's buffer comes back once the last slice of its bytes
-    /// is dropped, and the next whole chunk of its length reuses it; a
-    /// shorter last chunk's buffer is its own.
+    /// is dropped, and the next chunk of that size reuses it.
     #[test]
     fn a_buffer_is_used_again_once_its_bytes_are_gone() {
         let pool = BufferPool::new(2);
-        let mut buf = pool.take(1024, true);
+        let mut buf = pool.take(1024, 1024);
         buf.fill(7);
         let first = buf.as_ptr();
-        let bytes = pool.freeze(buf, true);
-        let slice = bytes.slice(10..20);
-        drop(bytes);
+        let frozen = pool.freeze(buf, 1024, 1024);
+        assert_eq!(frozen.held, 1024);
+        let slice = frozen.bytes.slice(10..20);
+        drop(frozen);
         assert_eq!(pool.free(), 0, "a slice still holds it");
         assert_eq!(&slice[..], &[7u8; 10]);
         drop(slice);
         assert_eq!(pool.free(), 1);
-        let short = pool.take(512, false);
-        assert_eq!(short.len(), 512);
-        drop(pool.freeze(short, false));
-        assert_eq!(pool.free(), 1, "a last chunk's buffer is not kept");
-        let again = pool.take(1024, true);
+        let again = pool.take(1024, 1024);
         assert_eq!(again.as_ptr(), first);
         assert_eq!(again.len(), 1024);
+    }
+
+    /// A last chunk of at least half a chunk holds a whole chunk's buffer
+    /// (and says so); a shorter one has a buffer of its own size.
+    #[test]
+    fn a_last_chunk_is_pooled_when_it_is_at_least_half_a_chunk() {
+        let pool = BufferPool::new(2);
+        let mut buf = pool.take(700, 1024);
+        assert_eq!(buf.len(), 1024);
+        buf[..700].fill(3);
+        let frozen = pool.freeze(buf, 700, 1024);
+        assert_eq!((frozen.bytes.len(), frozen.held), (700, 1024));
+        assert!(frozen.bytes.iter().all(|b| *b == 3));
+        drop(frozen);
+        assert_eq!(pool.free(), 1);
+        let short = pool.take(300, 1024);
+        assert_eq!(short.len(), 300);
+        let frozen = pool.freeze(short, 300, 1024);
+        assert_eq!((frozen.bytes.len(), frozen.held), (300, 300));
+        drop(frozen);
+        assert_eq!(pool.free(), 1, "a short last chunk's buffer is not kept");
+        assert_eq!(pool.take(1024, 1024).len(), 1024);
+        assert_eq!(pool.free(), 0, "the whole chunk took the kept one");
     }
 
     /// The pool keeps at most `keep` buffers; the rest are freed. Another
@@ -137,16 +183,16 @@ mod tests {
     #[test]
     fn at_most_keep_buffers_are_kept() {
         let pool = BufferPool::new(2);
-        let all: Vec<Bytes> = (0..5)
-            .map(|_| pool.freeze(pool.take(64, true), true))
+        let all: Vec<Frozen> = (0..5)
+            .map(|_| pool.freeze(pool.take(64, 64), 64, 64))
             .collect();
         drop(all);
         assert_eq!(pool.free(), 2);
-        let other = pool.take(128, true);
+        let other = pool.take(128, 128);
         assert_eq!(other.len(), 128);
         assert_eq!(pool.free(), 1, "the oldest made room");
-        drop(pool.freeze(other, true));
-        assert_eq!(pool.take(128, true).len(), 128);
+        drop(pool.freeze(other, 128, 128));
+        assert_eq!(pool.take(128, 128).len(), 128);
         assert_eq!(pool.free(), 1);
     }
 }

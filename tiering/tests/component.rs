@@ -616,6 +616,57 @@ async fn cache_stays_within_its_byte_bound() {
     assert!(m.cache_hits.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }
 
+#[tokio::test]
+async fn a_sequential_reader_finds_the_next_segment_prefetched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segs = three_segments(dir.path());
+    // One chunk a segment: nothing ahead within a segment, so whatever is
+    // prefetched is the next segment's.
+    let options = TierOptions {
+        chunk_size: 16 << 20,
+        prefetch_chunks: 1,
+        memory_cache_bytes: 64 << 20,
+        ..small_options()
+    };
+    let tier = TierStore::from_url_with("memory://", options).expect("tier");
+    let part = tier.partition(key("t", 0));
+    upload_all(&part, &segs, 1).await;
+    let m = tier.metrics();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    // A read of the first segment, then one from the start of the second
+    // (sequential): the third's chunk is fetched ahead.
+    part.read(0, u64::MAX).await.expect("read a");
+    let b = part
+        .read(segs[1].base_offset, u64::MAX)
+        .await
+        .expect("read b");
+    assert_eq!(&b[..], &segs[1].log[..]);
+    // Every segment's chunk in the cache once the prefetch is done.
+    let all = all_logs(&segs).len() as u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tier.cache_memory_bytes().await < all {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no prefetch of the next segment: {} prefetches, {} of {all} bytes cached",
+            load(&m.prefetches),
+            tier.cache_memory_bytes().await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(load(&m.prefetches), 1);
+    let gets = load(&m.get_requests);
+    let c = part
+        .read(segs[2].base_offset, u64::MAX)
+        .await
+        .expect("read c");
+    assert_eq!(&c[..], &segs[2].log[..]);
+    assert_eq!(
+        load(&m.get_requests),
+        gets,
+        "the third segment came from the cache"
+    );
+}
+
 /// Replays the whole tier from `from` with `read_pieces`: the bytes (file
 /// ranges read back) and how many of them were file ranges.
 async fn replay_pieces(part: &tiering::RemotePartition, max_bytes: u64) -> (Vec<u8>, u64) {

@@ -82,6 +82,35 @@ impl SegmentReader {
         })
     }
 
+    /// Fetches chunk `i` into the cache in the background, unless it is
+    /// in memory already, or will be read from the disk cache as a file
+    /// range when its turn comes (loading it into memory now would only
+    /// cost memory), or the cache has all the prefetches in flight it
+    /// allows.
+    fn prefetch(&self, i: u64) {
+        let tier = Arc::clone(&self.part.inner.tier.inner);
+        let key = ReadCache::chunk_key(&self.path, i);
+        if tier.cache.in_memory(&key) || (self.files && tier.cache.on_disk(&key)) {
+            return;
+        }
+        let Some(slot) = tier.cache.start_prefetch() else {
+            return;
+        };
+        let path = self.path.clone();
+        let (size, chunk, crc) = (self.size, self.chunk, self.expected_crc(i));
+        TierMetrics::add(&tier.metrics.prefetches, 1);
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = tier
+                .cache
+                .chunk(&tier.store, &path, size, i, chunk, crc)
+                .await
+            {
+                tracing::debug!(error = %e, path = %path, chunk = i, "prefetch failed");
+            }
+        });
+    }
+
     fn expected_crc(&self, i: u64) -> Option<u32> {
         let c = self.crcs.as_ref()?;
         let at = (i * 4) as usize;
@@ -405,7 +434,7 @@ impl RemotePartition {
         // records up to its last offset were cleaned away): the next
         // segment then has the next batch.
         let mut read = RemoteRead::default();
-        for seg in &manifest.segments[from..] {
+        for (i, seg) in manifest.segments.iter().enumerate().skip(from) {
             let mut r = SegmentReader::open(self, seg, files).await?;
             match self.read_batches(&mut r, seg, offset, max_bytes).await {
                 Ok((found, start)) => {
@@ -413,7 +442,8 @@ impl RemotePartition {
                         read = found;
                         continue;
                     }
-                    self.note_read(seg, &r, start, start + found.len);
+                    let following = &manifest.segments[i + 1..];
+                    self.note_read(seg, &r, start, start + found.len, following, files);
                     return Ok(found);
                 }
                 Err(e) => {
@@ -524,8 +554,19 @@ impl RemotePartition {
 
     /// Remembers where a read ended and prefetches the following chunks
     /// when reads are sequential: this read starts where the last one ended,
-    /// or at the start of a segment after a read of another segment.
-    fn note_read(&self, seg: &SegmentMeta, r: &SegmentReader, start: u64, end: u64) {
+    /// or at the start of a segment after a read of another segment. The
+    /// chunks ahead run on into the `following` segments, so a replay does
+    /// not wait at each segment's start for its first chunk (and its chunk
+    /// CRCs).
+    fn note_read(
+        &self,
+        seg: &SegmentMeta,
+        r: &SegmentReader,
+        start: u64,
+        end: u64,
+        following: &[SegmentMeta],
+        files: bool,
+    ) {
         let sequential = {
             let mut last = lock(&self.inner.last_read);
             let seq = match last.as_ref() {
@@ -544,22 +585,30 @@ impl RemotePartition {
         let from = (end - 1) / r.chunk + 1;
         let to = (from + ahead).min(chunks);
         for i in from..to {
-            let tier = Arc::clone(&self.inner.tier.inner);
-            if r.files && tier.cache.on_disk(&ReadCache::chunk_key(&r.path, i)) {
-                // Read from the disk cache as a file range when its turn
-                // comes; loading it into memory now would only cost memory.
-                continue;
+            r.prefetch(i);
+        }
+        let mut left = ahead - (to.saturating_sub(from));
+        for next in following {
+            if left == 0 {
+                break;
             }
-            let path = r.path.clone();
-            let (size, chunk, crc) = (r.size, r.chunk, r.expected_crc(i));
-            TierMetrics::add(&tier.metrics.prefetches, 1);
+            let n = next
+                .object(ObjectKind::Log)
+                .map_or(0, |log| {
+                    log.size.div_ceil(next.chunk_size.unwrap_or(r.chunk).max(1))
+                })
+                .min(left);
+            left -= n;
+            let (part, next) = (self.clone(), next.clone());
             tokio::spawn(async move {
-                if let Err(e) = tier
-                    .cache
-                    .chunk(&tier.store, &path, size, i, chunk, crc)
-                    .await
-                {
-                    tracing::debug!(error = %e, path = %path, chunk = i, "prefetch failed");
+                match SegmentReader::open(&part, &next, files).await {
+                    Ok(r) => (0..n.min(r.size.div_ceil(r.chunk))).for_each(|i| r.prefetch(i)),
+                    Err(e) => tracing::debug!(
+                        error = %e,
+                        partition = %part.inner.name,
+                        base_offset = next.base_offset,
+                        "prefetch of the next segment failed"
+                    ),
                 }
             });
         }
