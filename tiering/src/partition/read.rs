@@ -588,7 +588,10 @@ impl RemotePartition {
             r.prefetch(i);
         }
         let mut left = ahead - (to.saturating_sub(from));
-        for next in following {
+        // Each segment looked at takes at least one of the chunks left,
+        // unless it is empty.
+        let looked_at = usize::try_from(left).unwrap_or(usize::MAX);
+        for next in following.iter().take(looked_at) {
             if left == 0 {
                 break;
             }
@@ -598,6 +601,9 @@ impl RemotePartition {
                     log.size.div_ceil(next.chunk_size.unwrap_or(r.chunk).max(1))
                 })
                 .min(left);
+            if n == 0 {
+                continue;
+            }
             left -= n;
             let (part, next) = (self.clone(), next.clone());
             tokio::spawn(async move {
