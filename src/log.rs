@@ -255,6 +255,11 @@ impl Log {
             first_dirty
         };
         let mut loaded = recovery::load(dir, config.index_interval_bytes, recovery, gaps_below)?;
+        // Nothing on disk yet: the checkpoint written at open (that the
+        // log may be written, so a crash means recovery) waits for the
+        // first roll, as a crash before it finds no checkpoint, and
+        // recovers the active segment from its start either way.
+        let fresh = recovery.is_none() && loaded.is_empty();
         let active = match loaded.pop() {
             Some(last) => ActiveSegment::from_loaded(last, &config.files)?,
             None => ActiveSegment::create(dir, stored_start.unwrap_or(0), &config.files)?,
@@ -291,7 +296,12 @@ impl Log {
         } else {
             log.delete_sealed_below_start()?;
         }
-        if let Err(e) = log.write_recovery_point(false) {
+        let written = if fresh {
+            Ok(())
+        } else {
+            log.write_recovery_point(false)
+        };
+        if let Err(e) = written {
             // A full (or read-only) disk must not keep the broker from
             // serving what it holds: nothing is written from here on, so the
             // checkpoint on disk stays true.

@@ -409,19 +409,29 @@ impl Partition {
     ) -> Result<Partition, PartitionError> {
         let dir = log_dir.path.join(dir_name(topic, index));
         let log = Log::open(&dir, config.log.clone())?;
-        let meta = format!("version: 0\ntopic_id: {topic_id}\n");
-        if read_topic_id(&dir) != Some(topic_id) {
-            crate::log::checkpoint::write_atomic(&dir.join(PARTITION_METADATA), meta.as_bytes())
-                .map_err(|source| PartitionError::Sync {
-                    partition: dir_name(topic, index),
-                    source,
-                })?;
-        }
         let (producers, mut epochs, epochs_changed) = rebuild_state(&dir, &log)?;
         let leo = log.log_end_offset();
         // As Kafka's leader does on taking over: its epoch starts at the
         // log end.
-        if epochs.assign(leader_epoch, leo) || epochs_changed {
+        let epochs_changed = epochs.assign(leader_epoch, leo) || epochs_changed;
+        if read_topic_id(&dir) != Some(topic_id) {
+            // The topic id (a new partition), with the epochs if they
+            // changed: one fsync of the directory for both.
+            let meta = format!("version: 0\ntopic_id: {topic_id}\n");
+            let (meta_path, epochs_path) =
+                (dir.join(PARTITION_METADATA), LeaderEpochCache::path(&dir));
+            let epochs_text = epochs.encode();
+            let mut files: Vec<(&Path, &[u8])> = vec![(&meta_path, meta.as_bytes())];
+            if epochs_changed {
+                files.push((&epochs_path, epochs_text.as_bytes()));
+            }
+            crate::log::checkpoint::write_atomic_all(&files).map_err(|source| {
+                PartitionError::Sync {
+                    partition: dir_name(topic, index),
+                    source,
+                }
+            })?;
+        } else if epochs_changed {
             store_epochs(&dir, &epochs);
         }
         // The tier's offsets as last known here, until the manifest is read:

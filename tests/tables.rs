@@ -102,11 +102,7 @@ fn a_table_topic_on_s3_holds_exactly_the_produced_rows() {
     let parquet: Vec<&String> = keys.iter().filter(|k| k.ends_with(".parquet")).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     let files = loop {
-        let get = |key: &str| {
-            common::s3::list_keys(&s3, &bucket, key)
-                .contains(&key.to_string())
-                .then(|| common::s3::get_bytes(&s3, &bucket, key))
-        };
+        let get = |key: &str| common::s3::try_get_bytes(&s3, &bucket, key);
         let table = prefix.trim_end_matches('/');
         let files = iceberg_files(&get, &format!("s3://{bucket}/"), table);
         if files.len() == parquet.len() {

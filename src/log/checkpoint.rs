@@ -143,17 +143,27 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// Replaces `path` with `bytes` atomically and durably (tmp, fsync, rename,
 /// fsync of the directory).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = tmp_path(path);
-    {
-        let mut file = File::create(&tmp)?;
+    write_atomic_all(&[(path, bytes)])
+}
+
+/// [`write_atomic`] of several files of one directory, with one fsync of
+/// the directory for all: every tmp file written and fsynced, then each
+/// renamed, then the directory fsynced. A crash leaves each file old or
+/// new, as [`write_atomic`] does.
+pub(crate) fn write_atomic_all(files: &[(&Path, &[u8])]) -> io::Result<()> {
+    for (path, bytes) in files {
+        let mut file = File::create(tmp_path(path))?;
         file.write_all(bytes)?;
         file.sync_all()?;
     }
-    fs::rename(&tmp, path)?;
-    match path.parent() {
-        Some(dir) => sync_dir(dir),
-        None => Ok(()),
+    let mut dirs: Vec<&Path> = Vec::new();
+    for (path, _) in files {
+        fs::rename(tmp_path(path), path)?;
+        if let Some(dir) = path.parent().filter(|d| !dirs.contains(d)) {
+            dirs.push(dir);
+        }
     }
+    dirs.into_iter().try_for_each(sync_dir)
 }
 
 /// fsyncs a directory so that created, renamed and removed entries persist.
@@ -196,6 +206,25 @@ mod tests {
         assert_eq!(decode_log_start(&encode_log_start(77)), Some(77));
         assert_eq!(decode_log_start("version=1\nlog_start_offset=x\n"), None);
         assert_eq!(decode_log_start("garbage"), None);
+    }
+
+    #[test]
+    fn several_files_replace_theirs_and_leave_no_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, b"old").unwrap();
+        write_atomic_all(&[(&a, b"new a"), (&b, b"new b")]).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"new a");
+        assert_eq!(fs::read(&b).unwrap(), b"new b");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A directory that is not there: an error, and nothing renamed.
+        let missing = dir.path().join("no").join("c");
+        assert!(write_atomic_all(&[(&a, b"newer"), (&missing, b"c")]).is_err());
+        assert_eq!(fs::read(&a).unwrap(), b"new a");
     }
 
     #[test]

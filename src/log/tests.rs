@@ -253,6 +253,27 @@ fn rolls_on_segment_bytes_and_reads_across_segments() {
 }
 
 #[test]
+fn a_new_log_writes_its_checkpoint_at_the_first_roll_and_recovers_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join(RECOVERY_CHECKPOINT_FILE);
+    let mut log = Log::open(dir.path(), small_segments(1_000)).unwrap();
+    assert!(!checkpoint.exists(), "nothing to checkpoint in a new log");
+    let mut stored = Vec::new();
+    stored.extend_from_slice(&append(&mut log, &batch(2, 1_000, 100)).1);
+    // A crash before the first roll: the reopen recovers the segment.
+    drop(log);
+    let mut log = Log::open(dir.path(), small_segments(1_000)).unwrap();
+    assert_eq!(read_all(&log), stored);
+    assert!(checkpoint.exists(), "a log with data writes it at open");
+    for i in 1..20 {
+        stored.extend_from_slice(&append(&mut log, &batch(2, 1_000 + i, 100)).1);
+    }
+    drop(log);
+    let log = Log::open(dir.path(), small_segments(1_000)).unwrap();
+    assert_eq!(read_all(&log), stored);
+}
+
+#[test]
 fn each_log_config_brings_its_own_open_files_budget() {
     // Two brokers' logs in one process: each counts and closes its own.
     let dir = tempfile::tempdir().unwrap();
@@ -863,7 +884,11 @@ proptest! {
         // Without the checkpoint every segment is scanned; with it, only the
         // active one, so only that one may be damaged.
         let target = if rescan_all {
-            fs::remove_file(dir.path().join(RECOVERY_CHECKPOINT_FILE)).unwrap();
+            // (A log that never rolled has none yet.)
+            match fs::remove_file(dir.path().join(RECOVERY_CHECKPOINT_FILE)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.unwrap(),
+            }
             which_file.index(files.len())
         } else {
             files.len() - 1

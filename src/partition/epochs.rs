@@ -178,7 +178,7 @@ impl LeaderEpochCache {
         Ok(LeaderEpochCache { entries })
     }
 
-    fn path(dir: &Path) -> PathBuf {
+    pub(crate) fn path(dir: &Path) -> PathBuf {
         dir.join(CHECKPOINT_FILE)
     }
 

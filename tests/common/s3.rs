@@ -79,16 +79,18 @@ pub fn list_sizes(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<(S
 
 /// The bytes of one object.
 pub fn get_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bytes::Bytes {
+    try_get_bytes(s3, bucket, key).unwrap_or_else(|| panic!("no object {key}"))
+}
+
+/// The bytes of one object, None if there is no such key.
+pub fn try_get_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<bytes::Bytes> {
     // One runtime for the request and its body: the body streams on it.
     super::clients::block_on(async {
-        let out = s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .expect("get object");
-        out.body.collect().await.expect("object body").into_bytes()
+        match s3.get_object().bucket(bucket).key(key).send().await {
+            Ok(out) => Some(out.body.collect().await.expect("object body").into_bytes()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => None,
+            Err(e) => panic!("get object {key}: {e}"),
+        }
     })
 }
 
