@@ -255,10 +255,11 @@ impl Log {
             first_dirty
         };
         let mut loaded = recovery::load(dir, config.index_interval_bytes, recovery, gaps_below)?;
-        // Nothing on disk yet: the checkpoint written at open (that the
-        // log may be written, so a crash means recovery) waits for the
-        // first roll, as a crash before it finds no checkpoint, and
-        // recovers the active segment from its start either way.
+        // A log that opens with data writes its recovery checkpoint now. A
+        // new log has nothing to checkpoint: its first checkpoint comes at
+        // the first roll. A crash before then finds no checkpoint, and
+        // recovery reads the active segment from its start, as it would
+        // with one.
         let fresh = recovery.is_none() && loaded.is_empty();
         let active = match loaded.pop() {
             Some(last) => ActiveSegment::from_loaded(last, &config.files)?,

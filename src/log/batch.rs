@@ -355,32 +355,33 @@ fn control_record(batch: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
     Some((key, value))
 }
 
-/// The control type of the whole control batch `batch` (header first):
-/// read from its first record's key. Anything that does not parse is
-/// `Other(-1)`; never panics.
-pub fn control_type(batch: &[u8]) -> ControlType {
-    match control_record(batch) {
-        Some((key, _)) if key.len() >= CONTROL_KEY_LEN => {
-            match i16::from_be_bytes([key[2], key[3]]) {
-                0 => ControlType::Abort,
-                1 => ControlType::Commit,
-                other => ControlType::Other(other),
-            }
-        }
-        _ => ControlType::Other(-1),
-    }
+/// The control type of the whole control batch `batch` (header first),
+/// read from its first record's key, and the coordinator epoch a
+/// transaction marker carries in its value. A key that does not parse is
+/// `Other(-1)`, a value that does not parse -1; never panics.
+pub fn control_marker(batch: &[u8]) -> (ControlType, i32) {
+    let Some((key, value)) = control_record(batch) else {
+        return (ControlType::Other(-1), -1);
+    };
+    let kind = match key.get(..CONTROL_KEY_LEN) {
+        Some(key) => match i16::from_be_bytes([key[2], key[3]]) {
+            0 => ControlType::Abort,
+            1 => ControlType::Commit,
+            other => ControlType::Other(other),
+        },
+        None => ControlType::Other(-1),
+    };
+    let epoch = match value.and_then(|v| v.get(..MARKER_VALUE_LEN)) {
+        Some(v) => i32::from_be_bytes([v[2], v[3], v[4], v[5]]),
+        None => -1,
+    };
+    (kind, epoch)
 }
 
-/// The coordinator epoch a transaction marker (the control batch
-/// `batch`, header first) carries in its value; -1 if it has none that
-/// parses.
-pub fn marker_coordinator_epoch(batch: &[u8]) -> i32 {
-    match control_record(batch) {
-        Some((_, Some(value))) if value.len() >= MARKER_VALUE_LEN => {
-            i32::from_be_bytes([value[2], value[3], value[4], value[5]])
-        }
-        _ => -1,
-    }
+/// The control type of the whole control batch `batch` (header first);
+/// see [`control_marker`].
+pub fn control_type(batch: &[u8]) -> ControlType {
+    control_marker(batch).0
 }
 
 /// A transaction marker as the coordinator writes it: a transactional
@@ -726,13 +727,15 @@ mod tests {
                 (h.producer_id, h.producer_epoch, h.records_count),
                 (7, 3, 1)
             );
-            assert_eq!(control_type(&b), kind);
-            assert_eq!(marker_coordinator_epoch(&b), 11);
+            assert_eq!(control_marker(&b), (kind, 11));
         }
         // Kafka's other control records, and a body that does not parse.
         let other = build_batch_with(0x30, 7, 0, -1, &[(Some(&[0, 0, 0, 3]), None, 0)]);
-        assert_eq!(control_type(&other), ControlType::Other(3));
-        assert_eq!(marker_coordinator_epoch(&other), -1, "no value");
+        assert_eq!(
+            control_marker(&other),
+            (ControlType::Other(3), -1),
+            "no value"
+        );
         let short = build_batch_with(0x30, 7, 0, -1, &[(Some(&[0]), None, 0)]);
         assert_eq!(control_type(&short), ControlType::Other(-1));
         assert_eq!(control_type(&[1, 2, 3]), ControlType::Other(-1));
@@ -744,8 +747,7 @@ mod tests {
             let mut b = marker_batch(1, 0, ControlType::Commit, 0, 0);
             b.truncate(BATCH_HEADER_LEN);
             b.extend_from_slice(&tail);
-            let _ = control_type(&b);
-            let _ = marker_coordinator_epoch(&b);
+            let _ = control_marker(&b);
         }
     }
 

@@ -11,7 +11,7 @@ use super::{
     snapshot, txn_index, BatchHeader, BatchIdentity, LeaderEpochCache, Partition, PartitionError,
     ProducerStateTable, SegmentState,
 };
-use crate::log::batch::{control_type, marker_coordinator_epoch};
+use crate::log::batch::control_marker;
 use crate::log::{Log, SealedSegmentInfo};
 
 impl Partition {
@@ -114,10 +114,8 @@ impl Partition {
 /// table sees it: a control batch's marker is read from its record.
 pub(super) fn identity(h: &BatchHeader, batch: &[u8]) -> BatchIdentity {
     let (kind, coordinator_epoch) = if h.is_control() {
-        (
-            BatchKind::Control(control_type(batch)),
-            marker_coordinator_epoch(batch),
-        )
+        let (kind, epoch) = control_marker(batch);
+        (BatchKind::Control(kind), epoch)
     } else if h.is_transactional() {
         (BatchKind::Transactional, -1)
     } else {

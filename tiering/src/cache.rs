@@ -490,6 +490,7 @@ async fn fetch_into(
     use futures::StreamExt;
     use object_store::GetResultPayload;
     let want = range.end - range.start;
+    let chunk_size = usize::try_from(chunk_size).unwrap_or(usize::MAX);
     let short = |actual: u64| TierError::ShortRead {
         path: path.to_string(),
         expected: want,
@@ -502,7 +503,7 @@ async fn fetch_into(
             .await
             .map_err(store_err("get", path))?;
         let len = usize::try_from(want).map_err(|_| short(0))?;
-        let mut buf = pool.take(len, usize::try_from(chunk_size).unwrap_or(usize::MAX));
+        let mut buf = pool.take(len, chunk_size);
         match r.payload {
             GetResultPayload::File(file, local) => {
                 let at = r.range.start;
@@ -544,7 +545,6 @@ async fn fetch_into(
         }
     })
     .await?;
-    let chunk_size = usize::try_from(chunk_size).unwrap_or(usize::MAX);
     Ok(pool.freeze(filled.buf, filled.len, chunk_size))
 }
 

@@ -106,8 +106,9 @@ impl BufferPool {
     /// same `len` and `chunk_size`); a pooled buffer comes back here when
     /// they are dropped.
     pub(crate) fn freeze(&self, buf: Vec<u8>, len: usize, chunk_size: usize) -> Frozen {
+        debug_assert!(buf.len() >= len, "a buffer from take holds len bytes");
         let held = buf.len() as u64;
-        if !pooled(len, chunk_size) || buf.len() < len {
+        if !pooled(len, chunk_size) {
             let mut buf = buf;
             buf.truncate(len);
             return Frozen {

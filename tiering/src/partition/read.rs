@@ -587,37 +587,46 @@ impl RemotePartition {
         for i in from..to {
             r.prefetch(i);
         }
-        let mut left = ahead - (to.saturating_sub(from));
-        // Each segment looked at takes at least one of the chunks left,
-        // unless it is empty.
-        let looked_at = usize::try_from(left).unwrap_or(usize::MAX);
-        for next in following.iter().take(looked_at) {
-            if left == 0 {
-                break;
-            }
-            let n = next
-                .object(ObjectKind::Log)
-                .map_or(0, |log| {
-                    log.size.div_ceil(next.chunk_size.unwrap_or(r.chunk).max(1))
-                })
-                .min(left);
-            if n == 0 {
-                continue;
-            }
-            left -= n;
-            let (part, next) = (self.clone(), next.clone());
-            tokio::spawn(async move {
-                match SegmentReader::open(&part, &next, files).await {
-                    Ok(r) => (0..n.min(r.size.div_ceil(r.chunk))).for_each(|i| r.prefetch(i)),
-                    Err(e) => tracing::debug!(
-                        error = %e,
-                        partition = %part.inner.name,
-                        base_offset = next.base_offset,
-                        "prefetch of the next segment failed"
-                    ),
-                }
-            });
+        let mut left = ahead - to.saturating_sub(from);
+        if left == 0 {
+            return;
         }
+        // The chunks left go to the following segments, in order, each
+        // counted by its own reader. Each non-empty segment takes at least
+        // one chunk, so no more are looked at than chunks are left.
+        let following: Vec<SegmentMeta> = following
+            .iter()
+            .filter(|s| s.object(ObjectKind::Log).is_some_and(|log| log.size > 0))
+            .take(usize::try_from(left).unwrap_or(usize::MAX))
+            .cloned()
+            .collect();
+        if following.is_empty() {
+            return;
+        }
+        let part = self.clone();
+        tokio::spawn(async move {
+            for next in &following {
+                if left == 0 {
+                    break;
+                }
+                match SegmentReader::open(&part, next, files).await {
+                    Ok(r) => {
+                        let n = left.min(r.size.div_ceil(r.chunk));
+                        (0..n).for_each(|i| r.prefetch(i));
+                        left -= n;
+                    }
+                    Err(e) => {
+                        tracing::debug!(
+                            error = %e,
+                            partition = %part.inner.name,
+                            base_offset = next.base_offset,
+                            "prefetch of the next segment failed"
+                        );
+                        break;
+                    }
+                }
+            }
+        });
     }
 
     /// The first batch whose max timestamp is `>= ts` at or after the log
