@@ -217,6 +217,11 @@ pub struct ClusterView {
     /// The ACLs the authorizer reads (CreateAcls, DeleteAcls).
     #[serde(default)]
     pub acls: std::collections::BTreeSet<crate::security::acl::AclBinding>,
+    /// Brokers unregistered ([`Command::UnregisterBroker`]) and not
+    /// registered again since: the metadata leader removes them from the
+    /// metadata log's learners.
+    #[serde(default)]
+    pub unregistered: std::collections::BTreeSet<i32>,
 }
 
 /// A SCRAM mechanism, with Kafka's code in the SCRAM admin APIs.
@@ -392,6 +397,11 @@ pub enum Command {
     DeleteAcls {
         filters: Vec<crate::security::acl::AclFilter>,
     },
+    /// Removes a stopped broker's registration for good (Kafka's
+    /// UnregisterBroker): refused while it runs (unfenced) or hosts a
+    /// replica. The metadata leader then removes it from the metadata
+    /// log's learners once it has been silent for a session.
+    UnregisterBroker { node_id: i32 },
 }
 
 /// What a reassignment request did to one partition.
@@ -462,6 +472,13 @@ pub enum CommandResult {
     /// The ACLs each filter of [`Command::DeleteAcls`] removed.
     AclsDeleted {
         per_filter: Vec<Vec<crate::security::acl::AclBinding>>,
+    },
+    /// [`Command::UnregisterBroker`] of a broker that is not registered.
+    BrokerNotRegistered,
+    /// [`Command::UnregisterBroker`] of a broker that still runs, or
+    /// still hosts replicas.
+    BrokerStillHosting {
+        reason: String,
     },
     /// Any other malformed command (bad broker id, non-positive count, ...).
     InvalidRequest {

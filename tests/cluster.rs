@@ -2272,6 +2272,106 @@ fn strata_cluster_drain_empties_a_broker() {
     }
 }
 
+/// `strata <args> --output json -b <b>`: exit status, stdout, stderr.
+fn strata_json(b: &Broker, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = std::process::Command::new(common::strata_bin())
+        .args(args)
+        .args(["--output", "json", "-b", &b.bootstrap()])
+        .output()
+        .expect("run strata");
+    let stdout = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.success(),
+        stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `strata cluster remove-broker` (UnregisterBroker) removes a broker for
+/// good once it is stopped and drained, and only then: a running broker,
+/// one that hosts replicas, a voter and an unknown id are refused with
+/// the reason. The removed broker leaves the metadata log's learners, the
+/// records stay readable, and it may come back by starting again.
+#[test]
+fn strata_cluster_remove_broker_unregisters_a_stopped_drained_broker() {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let mut brokers = brokers(4, 3);
+    let first = bootstrap(&brokers[..3]);
+    let admin = clients::admin(&first);
+    let named: &[&[i32]] = &[&[1, 4], &[4, 2]];
+    let r = futures::executor::block_on(admin.create_topics(
+        [&NewTopic::new(
+            "leaving",
+            2,
+            TopicReplication::Variable(named),
+        )],
+        &clients::admin_opts(),
+    ))
+    .expect("CreateTopics");
+    assert!(r[0].is_ok(), "{r:?}");
+    let records: Vec<TestRecord> = (0..100)
+        .map(|i| TestRecord::value(format!("l-{i:03}")).in_partition(i % 2))
+        .collect();
+    let placed = clients::produce(&bootstrap(&brokers), "leaving", &records);
+    let mut last = brokers.pop().expect("broker 4");
+    let remove = |id: &str| strata_json(&brokers[0], &["cluster", "remove-broker", "--broker", id]);
+    let refused = |id: &str, why: &str| {
+        let (ok, _, err) = remove(id);
+        assert!(!ok && err.contains(why), "remove-broker {id}: {err}");
+    };
+    refused("4", "running");
+    refused("1", "voter");
+    refused("9", "not registered");
+
+    // Stopped (it hands over its leaderships), it still hosts replicas.
+    last.stop();
+    refused("4", "drain it first");
+    let (ok, moves, err) = strata_json(
+        &brokers[0],
+        &["cluster", "drain", "--broker", "4", "--wait"],
+    );
+    assert!(ok, "drain: {err}");
+    assert_eq!(moves.as_array().map(Vec::len), Some(2), "{moves}");
+    let (ok, out, err) = remove("4");
+    assert!(ok, "remove-broker 4: {err}");
+    assert_eq!(out, serde_json::json!({ "removed": 4 }));
+
+    // Gone from the brokers clients see, and from the quorum's learners
+    // once its session (2 s) has passed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = cluster_status(&brokers[0]);
+        let brokers_seen = s["brokers"].as_array().unwrap().len();
+        let observers = s["quorum"]["observers"].as_array().unwrap().len();
+        if brokers_seen == 3 && observers == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still there: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = clients::consume_ranges(
+        &first,
+        "leaving",
+        &[(0, 0, 50), (1, 0, 50)],
+        Duration::from_secs(60),
+    );
+    let mut read: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    for c in &got {
+        read.insert((c.partition, c.offset), value_of(c));
+    }
+    for ((p, o), r) in placed.iter().zip(&records) {
+        let want = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
+        assert_eq!(read.get(&(*p, *o)), Some(&want), "{p}@{o}");
+    }
+
+    // Started again, it joins as a learner and registers.
+    last.restart();
+    common::wait_ready(&last.admin_addr());
+    let s = cluster_status(&brokers[0]);
+    assert_eq!(s["brokers"].as_array().unwrap().len(), 4, "{s}");
+    assert_eq!(s["quorum"]["observers"][0]["node_id"], 4, "{s}");
+}
+
 /// A network partition: each broker in its own network namespace, the
 /// leader of a replicated partition cut off from both other brokers (its
 /// followers and the rest of the metadata quorum) while the clients still

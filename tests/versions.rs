@@ -266,6 +266,19 @@ fn every_advertised_version_is_served() {
         assert_eq!(p.error_code, 84, "ElectLeaders v{v}: ELECTION_NOT_NEEDED");
     }
 
+    // No broker 99: refused by name, nothing changed.
+    for v in range(&mut c, ApiKey::UnregisterBroker) {
+        use kafka_protocol::messages::{
+            BrokerId, UnregisterBrokerRequest, UnregisterBrokerResponse,
+        };
+        let req = UnregisterBrokerRequest::default().with_broker_id(BrokerId(99));
+        let r: UnregisterBrokerResponse = c.roundtrip(ApiKey::UnregisterBroker, v, &req);
+        assert_eq!(
+            r.error_code, 102,
+            "UnregisterBroker v{v}: BROKER_ID_NOT_REGISTERED"
+        );
+    }
+
     for v in range(&mut c, ApiKey::InitProducerId) {
         let req = InitProducerIdRequest::default()
             .with_transactional_id(None)

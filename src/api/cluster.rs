@@ -1,4 +1,4 @@
-//! DescribeCluster and DescribeLogDirs.
+//! DescribeCluster, DescribeLogDirs and UnregisterBroker.
 
 use std::collections::BTreeMap;
 
@@ -8,13 +8,14 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 };
 use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
-    DescribeLogDirsResponse, TopicName,
+    DescribeLogDirsResponse, TopicName, UnregisterBrokerRequest, UnregisterBrokerResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::error::Code;
 use super::metadata::broker_list;
 use crate::broker::Broker;
+use crate::metadata::{Command, CommandResult};
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::security::Caller;
 
@@ -61,6 +62,53 @@ pub fn describe_cluster(
         })
         .collect();
     resp
+}
+
+/// Removes a stopped, drained broker from the cluster for good (`strata
+/// cluster remove-broker`, Kafka's Admin `unregisterBroker`). A metadata
+/// voter cannot be removed: changing the voters is not supported.
+pub async fn unregister_broker(
+    broker: &Broker,
+    req: UnregisterBrokerRequest,
+    _version: i16,
+    caller: &Caller,
+) -> UnregisterBrokerResponse {
+    let refused = |code: Code, message: String| {
+        tracing::info!(node_id = req.broker_id.0, code = code.code(), %message, "broker not unregistered");
+        UnregisterBrokerResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(StrBytes::from_string(message)))
+    };
+    if !caller.allows_cluster(Operation::Alter) {
+        return refused(
+            Code::ClusterAuthorizationFailed,
+            "unregistering a broker takes ALTER on the cluster".to_string(),
+        );
+    }
+    let node_id = req.broker_id.0;
+    if broker.metadata.is_voter(node_id) {
+        return refused(
+            Code::InvalidRequest,
+            format!("the broker is a metadata voter; voters cannot be removed. node_id={node_id}"),
+        );
+    }
+    match broker
+        .metadata
+        .propose(Command::UnregisterBroker { node_id })
+        .await
+    {
+        Ok(CommandResult::Ok) => {
+            tracing::info!(node_id, "broker unregistered");
+            UnregisterBrokerResponse::default()
+        }
+        Ok(CommandResult::BrokerNotRegistered) => refused(
+            Code::BrokerIdNotRegistered,
+            format!("the broker is not registered. node_id={node_id}"),
+        ),
+        Ok(CommandResult::BrokerStillHosting { reason }) => refused(Code::InvalidRequest, reason),
+        Ok(other) => refused(Code::UnknownServerError, format!("{other:?}")),
+        Err(e) => refused(Code::NotController, e.to_string()),
+    }
 }
 
 /// The local data dir, and the tier as a second, remote "log dir" whose

@@ -35,6 +35,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::UnregisterBroker, 0, 0),
     // Group coordinator: every version kafka-protocol 0.18 decodes. The
     // KIP-848 fields of OffsetCommit v9 / OffsetFetch v9 (member epochs)
     // only concern the new consumer protocol; classic groups use them as

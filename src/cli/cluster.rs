@@ -1,4 +1,4 @@
-//! `strata cluster status`, `drain` and `reassignments`.
+//! `strata cluster status`, `drain`, `remove-broker` and `reassignments`.
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -28,6 +28,12 @@ enum ClusterCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Remove a stopped broker that hosts no replica (drain it, then stop it) from the cluster for good; a metadata voter cannot be removed
+    RemoveBroker {
+        /// The broker to remove
+        #[arg(long)]
+        broker: i32,
+    },
     /// Partition reassignments in progress: replicas, and those joining and leaving
     Reassignments,
 }
@@ -37,6 +43,13 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     match args.cmd {
         ClusterCommand::Drain { broker, wait } => {
             drain(&client, args.conn.output, broker, wait).await
+        }
+        ClusterCommand::RemoveBroker { broker } => {
+            client.unregister_broker(broker).await?;
+            match args.conn.output {
+                Output::Json => print_json(&json!({ "removed": broker })),
+                Output::Table => super::output::print_str(&format!("broker {broker} removed\n")),
+            }
         }
         ClusterCommand::Reassignments => {
             let ongoing = client.list_partition_reassignments().await?;

@@ -528,6 +528,21 @@ impl Client {
             .collect())
     }
 
+    /// UnregisterBroker: removes a stopped, drained broker from the
+    /// cluster.
+    pub async fn unregister_broker(&self, broker_id: i32) -> Result<(), ClientError> {
+        use kafka_protocol::messages::{BrokerId, UnregisterBrokerRequest};
+        let conn = self.admin_conn().await?;
+        let req = UnregisterBrokerRequest::default().with_broker_id(BrokerId(broker_id));
+        let resp = conn.send(&req).await?;
+        error::check(
+            resp.error_code,
+            "unregister broker",
+            || format!("broker={broker_id}"),
+            resp.error_message.as_deref(),
+        )
+    }
+
     /// ListPartitionReassignments: every move in progress.
     pub async fn list_partition_reassignments(
         &self,

@@ -136,7 +136,41 @@ impl ClusterView {
                     .collect();
                 CommandResult::AclsDeleted { per_filter }
             }
+            Command::UnregisterBroker { node_id } => self.unregister_broker(*node_id),
         }
+    }
+
+    /// Removes a stopped broker that hosts no replica (replicas joining
+    /// or leaving by reassignment count as hosted).
+    fn unregister_broker(&mut self, node_id: i32) -> CommandResult {
+        if !self.brokers.contains_key(&node_id) {
+            return CommandResult::BrokerNotRegistered;
+        }
+        if !self.fenced.contains(&node_id) {
+            return CommandResult::BrokerStillHosting {
+                reason: format!(
+                    "the broker is running (unfenced); stop it first. node_id={node_id}"
+                ),
+            };
+        }
+        let hosted = self
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.replicas.contains(&node_id))
+            .count();
+        if hosted > 0 {
+            return CommandResult::BrokerStillHosting {
+                reason: format!(
+                    "the broker still hosts replicas; drain it first. node_id={node_id}, replicas={hosted}"
+                ),
+            };
+        }
+        self.brokers.remove(&node_id);
+        self.fenced.remove(&node_id);
+        self.shut_down.remove(&node_id);
+        self.unregistered.insert(node_id);
+        CommandResult::Ok
     }
 
     fn register_broker(&mut self, broker: &BrokerInfo) -> CommandResult {
@@ -153,6 +187,7 @@ impl ClusterView {
         // A broker that registers is running.
         self.fenced.remove(&broker.node_id);
         self.shut_down.remove(&broker.node_id);
+        self.unregistered.remove(&broker.node_id);
         CommandResult::Ok
     }
 
@@ -858,6 +893,72 @@ mod tests {
         );
         assert_eq!(view.brokers.len(), 1);
         assert_eq!(view.brokers[&1], moved);
+    }
+
+    #[test]
+    fn only_a_stopped_broker_that_hosts_nothing_is_unregistered() {
+        let mut view = view_with_brokers(&[1, 2, 3, 4]);
+        let t = Command::CreateTopic {
+            name: "t".to_string(),
+            id: id(1),
+            partitions: -1,
+            replication_factor: -1,
+            configs: BTreeMap::new(),
+            assignments: Some(vec![vec![1, 4], vec![2, 3]]),
+        };
+        assert_eq!(view.apply(&t), CommandResult::Ok);
+        let unregister =
+            |view: &mut ClusterView, node_id| view.apply(&Command::UnregisterBroker { node_id });
+        assert_eq!(unregister(&mut view, 9), CommandResult::BrokerNotRegistered);
+        let running = unregister(&mut view, 3);
+        assert!(
+            matches!(&running, CommandResult::BrokerStillHosting { reason } if reason.contains("running")),
+            "{running:?}"
+        );
+        assert_eq!(
+            view.apply(&Command::ControlledShutdown { node_id: 4 }),
+            CommandResult::Ok
+        );
+        let hosting = unregister(&mut view, 4);
+        assert!(
+            matches!(&hosting, CommandResult::BrokerStillHosting { reason } if reason.contains("replicas=1")),
+            "{hosting:?}"
+        );
+        assert!(view.brokers.contains_key(&4), "refused: still registered");
+        // Moved off (the move completes once the new replica is in sync).
+        let moved = view.apply(&Command::Reassign {
+            partitions: vec![(id(1), 0, Some(vec![1, 2]))],
+        });
+        assert_eq!(
+            moved,
+            CommandResult::Reassignments {
+                outcomes: vec![ReassignOutcome::Done]
+            }
+        );
+        let p = &view.topics["t"].partitions[0];
+        let (leader, leader_epoch) = (p.leader, p.leader_epoch);
+        assert_eq!(
+            view.apply(&Command::AlterPartition {
+                topic_id: id(1),
+                partition: 0,
+                leader,
+                leader_epoch,
+                isr: vec![1, 2],
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(view.topics["t"].partitions[0].replicas, vec![1, 2]);
+        assert_eq!(unregister(&mut view, 4), CommandResult::Ok);
+        assert!(!view.brokers.contains_key(&4));
+        assert!(!view.fenced.contains(&4) && !view.shut_down.contains(&4));
+        assert!(view.unregistered.contains(&4));
+        assert_eq!(unregister(&mut view, 4), CommandResult::BrokerNotRegistered);
+        // It may come back: registering again takes it off the list.
+        assert_eq!(
+            view.apply(&Command::RegisterBroker(broker(4))),
+            CommandResult::Ok
+        );
+        assert!(view.unregistered.is_empty());
     }
 
     #[test]

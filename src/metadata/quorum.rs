@@ -127,6 +127,10 @@ impl network::Handler for Controller {
             .membership()
             .get_node(&node_id)
             .is_some_and(|n| n.addr == addr);
+        // A broker joining counts as heard from: an unregistered broker
+        // starting again has a session to register before the leader
+        // would remove it from the learners again.
+        self.liveness.seen(node_id);
         if known {
             return Ok(());
         }
@@ -338,6 +342,7 @@ impl Metadata {
                     self.liveness.seen(self.node_id);
                     let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
                     self.fence_silent(session, since).await;
+                    self.remove_unregistered_learners(session, since).await;
                 }
                 (Some(l), Some(addr)) => {
                     leading_since = None;
@@ -394,6 +399,65 @@ impl Metadata {
                 tracing::warn!(node_id = id, error = %e, "cannot change a broker's fence");
             }
         }
+    }
+
+    /// On the leader: removes from the metadata log's learners the
+    /// unregistered brokers silent for `session` (counted from `since` at
+    /// the earliest), so the log is no longer replicated to them. Voters
+    /// stay: changing the voters is not supported.
+    async fn remove_unregistered_learners(&self, session: Duration, since: tokio::time::Instant) {
+        let view = self.view();
+        if view.unregistered.is_empty() {
+            return;
+        }
+        let raft = self.raft();
+        let learners: Vec<NodeId> = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .learner_ids()
+            .collect();
+        let now = tokio::time::Instant::now();
+        let gone: std::collections::BTreeSet<NodeId> = learners
+            .into_iter()
+            .filter(|id| i32::try_from(*id).is_ok_and(|id| view.unregistered.contains(&id)))
+            .filter(|id| {
+                let last = self.liveness.last_seen(*id).map_or(since, |s| s.max(since));
+                now.saturating_duration_since(last) > session
+            })
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        match raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(gone.clone()), false)
+            .await
+        {
+            Ok(_) => tracing::info!(
+                node_ids = ?gone,
+                "removed unregistered brokers from the metadata log's learners"
+            ),
+            Err(e) => tracing::warn!(
+                node_ids = ?gone,
+                error = %e,
+                "cannot remove unregistered brokers from the metadata log's learners"
+            ),
+        }
+    }
+
+    /// Whether `node_id` is a voter of the metadata quorum.
+    pub fn is_voter(&self, node_id: i32) -> bool {
+        let Ok(id) = NodeId::try_from(node_id) else {
+            return false;
+        };
+        self.raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == id)
     }
 
     /// The quorum's status if this node leads it (no network).
