@@ -395,6 +395,7 @@ fn error_codes(r: &ResponseKind) -> Vec<i16> {
             .collect(),
         ResponseKind::ApiVersions(r) => vec![r.error_code],
         ResponseKind::UnregisterBroker(r) => vec![r.error_code],
+        ResponseKind::AddRaftVoter(r) => vec![r.error_code],
         ResponseKind::SaslHandshake(r) => vec![r.error_code],
         ResponseKind::SaslAuthenticate(r) => vec![r.error_code],
         ResponseKind::DescribeUserScramCredentials(r) => std::iter::once(r.error_code)
@@ -521,6 +522,9 @@ async fn dispatch(
         }
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(elect::elect_leaders(broker, r, v, caller).await)
+        }
+        RequestKind::AddRaftVoter(r) => {
+            ResponseKind::AddRaftVoter(cluster::add_raft_voter(broker, r, v, caller).await)
         }
         RequestKind::UnregisterBroker(r) => {
             ResponseKind::UnregisterBroker(cluster::unregister_broker(broker, r, v, caller).await)

@@ -135,7 +135,7 @@ pub struct ServeArgs {
     /// Security of the controller listener: PLAINTEXT, or SSL, where every voter presents its --ssl-certificate-file and requires the others' certificates signed by --ssl-client-ca-file [default: PLAINTEXT]
     #[arg(long, env = "STRATA_CONTROLLER_SECURITY_PROTOCOL")]
     pub controller_security_protocol: Option<String>,
-    /// The metadata voters as ID@HOST:PORT,... (Kafka's controller.quorum.voters); a node outside them follows the metadata log as a learner [default: this node alone]
+    /// The metadata voters as ID@HOST:PORT,... (Kafka's controller.quorum.voters); a node outside them follows the metadata log as a learner. Once started, the stored membership wins: the list must name voters of it (`strata cluster add-voter` adds more) [default: this node alone]
     #[arg(long, env = "STRATA_CONTROLLER_QUORUM_VOTERS")]
     pub controller_quorum_voters: Option<String>,
     /// A broker the quorum's leader has not heard from this long is fenced: no new partitions, left out of Metadata (broker.session.timeout.ms) [default: 9000]

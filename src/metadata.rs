@@ -536,12 +536,14 @@ pub enum MetadataError {
     Poisoned,
     #[error("node id does not fit a kafka broker id. node_id={node_id}")]
     InvalidNodeId { node_id: NodeId },
+    #[error("cannot make the node a metadata voter: {reason}. node_id={node_id}")]
+    AddVoter { node_id: NodeId, reason: String },
     #[error("node is not a voter of the persisted metadata membership. node_id={node_id}, voters={voters:?}")]
     NotAVoter {
         node_id: NodeId,
         voters: Vec<NodeId>,
     },
-    #[error("the metadata directory belongs to another quorum of voters; changing the voters is not supported. stored={stored:?}, configured={configured:?}")]
+    #[error("the metadata directory belongs to another quorum of voters: every configured voter must be a voter of the stored membership, and a node started alone its only voter. stored={stored:?}, configured={configured:?}")]
     VotersChanged {
         stored: Vec<NodeId>,
         configured: Vec<NodeId>,
@@ -809,6 +811,7 @@ impl Metadata {
             dir,
             node_id,
             &expected,
+            voters.is_none(),
             Arc::clone(&config),
             Arc::clone(&publisher),
             tls.clone(),
@@ -894,6 +897,7 @@ impl Metadata {
             &r.dir,
             self.node_id,
             &expected,
+            r.voters.is_none(),
             Arc::clone(&r.config),
             Arc::clone(&self.publisher),
             r.tls.clone(),
@@ -1093,6 +1097,7 @@ async fn open_raft(
     dir: &Path,
     node_id: NodeId,
     expected_voters: &std::collections::BTreeSet<NodeId>,
+    alone: bool,
     config: Arc<Config>,
     publisher: Arc<Publisher>,
     tls: Option<network::ControllerTls>,
@@ -1109,8 +1114,16 @@ async fn open_raft(
         }
         // A directory written by another quorum (a single node started
         // with a voter list, or the reverse) would split the cluster in
-        // two histories or wait forever for voters it does not know.
-        if &voters != expected_voters {
+        // two histories or wait forever for voters it does not know. A
+        // quorum that grew (voters added since) still holds every voter
+        // configured: the stored membership wins. A node alone must be
+        // the only voter.
+        let refused = if alone {
+            &voters != expected_voters
+        } else {
+            !expected_voters.is_subset(&voters)
+        };
+        if refused {
             return Err(MetadataError::VotersChanged {
                 stored: voters.into_iter().collect(),
                 configured: expected_voters.iter().copied().collect(),

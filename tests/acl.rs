@@ -358,18 +358,20 @@ fn acls_decide_what_each_principal_may_do_and_survive_a_restart() {
     );
     assert!(!ok);
     assert!(err.contains("CLUSTER_AUTHORIZATION_FAILED"), "{err}");
-    // As does unregistering a broker.
-    let out = std::process::Command::new(common::strata_bin())
-        .args(["cluster", "remove-broker", "--broker", "1"])
-        .args(["--bootstrap", &broker.listener("SASL_PLAINTEXT")])
-        .arg("--command-config")
-        .arg(&alice_props)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run strata");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("CLUSTER_AUTHORIZATION_FAILED"), "{err}");
+    // As do unregistering a broker and adding a metadata voter.
+    for cmd in ["remove-broker", "add-voter"] {
+        let out = std::process::Command::new(common::strata_bin())
+            .args(["cluster", cmd, "--broker", "1"])
+            .args(["--bootstrap", &broker.listener("SASL_PLAINTEXT")])
+            .arg("--command-config")
+            .arg(&alice_props)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run strata");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd}");
+        assert!(err.contains("CLUSTER_AUTHORIZATION_FAILED"), "{cmd}: {err}");
+    }
     // Bad ACLs are refused with a message naming the field.
     let (ok, _, err) = acl(
         &broker,

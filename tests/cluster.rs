@@ -299,6 +299,60 @@ fn value_of(c: &clients::Consumed) -> String {
     String::from_utf8(c.record.value.clone().expect("a value").to_vec()).expect("utf-8")
 }
 
+/// Creates `topic` with the replicas `named` (one list per partition).
+fn create_assigned(bootstrap: &str, topic: &str, named: &[&[i32]]) {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let admin = clients::admin(bootstrap);
+    let r = futures::executor::block_on(admin.create_topics(
+        [&NewTopic::new(
+            topic,
+            named.len() as i32,
+            TopicReplication::Variable(named),
+        )],
+        &clients::admin_opts(),
+    ))
+    .expect("CreateTopics");
+    assert!(r[0].is_ok(), "{r:?}");
+}
+
+/// `n` records `{prefix}-{i:04}` spread over `partitions`, produced to
+/// `topic`: the records and where each landed.
+fn produce_spread(
+    bootstrap: &str,
+    topic: &str,
+    prefix: &str,
+    n: usize,
+    partitions: usize,
+) -> (Vec<TestRecord>, Vec<(i32, i64)>) {
+    let records: Vec<TestRecord> = (0..n)
+        .map(|i| {
+            TestRecord::value(format!("{prefix}-{i:04}")).in_partition((i % partitions) as i32)
+        })
+        .collect();
+    let placed = clients::produce(bootstrap, topic, &records);
+    (records, placed)
+}
+
+/// Every record of [`produce_spread`] reads back from `bootstrap` at the
+/// offset it was placed at.
+fn assert_all_read(bootstrap: &str, topic: &str, records: &[TestRecord], placed: &[(i32, i64)]) {
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for (p, o) in placed {
+        let end = ends.entry(*p).or_default();
+        *end = (*end).max(o + 1);
+    }
+    let ranges: Vec<(i32, i64, i64)> = ends.iter().map(|(p, end)| (*p, 0, *end)).collect();
+    let got = clients::consume_ranges(bootstrap, topic, &ranges, Duration::from_secs(60));
+    let mut read: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    for c in &got {
+        read.insert((c.partition, c.offset), value_of(c));
+    }
+    for ((p, o), r) in placed.iter().zip(records) {
+        let want = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
+        assert_eq!(read.get(&(*p, *o)), Some(&want), "{p}@{o}");
+    }
+}
+
 /// Consumed records of one partition: value by offset.
 fn by_offset(got: &[clients::Consumed]) -> BTreeMap<i64, String> {
     got.iter().map(|c| (c.offset, value_of(c))).collect()
@@ -522,20 +576,24 @@ fn cluster_status_shows_brokers_and_the_quorum() {
     assert_eq!(s["quorum"]["voters"].as_array().unwrap().len(), 1, "{s}");
 }
 
+/// The node ids of the quorum's `key` ("voters" or "observers") in a
+/// `strata cluster status --output json`.
+fn quorum_ids(status: &serde_json::Value, key: &str) -> Vec<i64> {
+    status["quorum"][key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["node_id"].as_i64().unwrap())
+        .collect()
+}
+
 /// A broker outside the voters follows the metadata log as a learner: it
 /// leads partitions like the others and shows as an observer of the quorum.
 #[test]
 fn a_fourth_broker_joins_as_a_learner() {
     let brokers = brokers(4, 3);
     let s = cluster_status(&brokers[3]);
-    let ids = |key: &str| -> Vec<i64> {
-        s["quorum"][key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["node_id"].as_i64().unwrap())
-            .collect()
-    };
+    let ids = |key: &str| quorum_ids(&s, key);
     assert_eq!(ids("voters"), vec![1, 2, 3], "{s}");
     assert_eq!(ids("observers"), vec![4], "{s}");
     assert_eq!(s["brokers"].as_array().unwrap().len(), 4, "{s}");
@@ -2213,25 +2271,10 @@ fn a_broker_waiting_for_its_quorum_stops_on_sigterm() {
 /// `strata cluster reassignments` then lists nothing in progress.
 #[test]
 fn strata_cluster_drain_empties_a_broker() {
-    use rdkafka::admin::{NewTopic, TopicReplication};
     let brokers = three_brokers();
     let all = bootstrap(&brokers);
-    let named: &[&[i32]] = &[&[1, 3], &[3, 2], &[2, 3]];
-    let admin = clients::admin(&all);
-    let r = futures::executor::block_on(admin.create_topics(
-        [&NewTopic::new(
-            "drained",
-            3,
-            TopicReplication::Variable(named),
-        )],
-        &clients::admin_opts(),
-    ))
-    .expect("CreateTopics");
-    assert!(r[0].is_ok(), "{r:?}");
-    let records: Vec<TestRecord> = (0..300)
-        .map(|i| TestRecord::value(format!("d-{i:04}")).in_partition(i % 3))
-        .collect();
-    let placed = clients::produce(&all, "drained", &records);
+    create_assigned(&all, "drained", &[&[1, 3], &[3, 2], &[2, 3]]);
+    let (records, placed) = produce_spread(&all, "drained", "d", 300, 3);
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(common::strata_bin())
             .args(args)
@@ -2256,20 +2299,7 @@ fn strata_cluster_drain_empties_a_broker() {
         "{now:?}"
     );
     // Every record, at its offset.
-    let got = clients::consume_ranges(
-        &bootstrap(&brokers[..2]),
-        "drained",
-        &[(0, 0, 100), (1, 0, 100), (2, 0, 100)],
-        Duration::from_secs(60),
-    );
-    let mut read: BTreeMap<(i32, i64), String> = BTreeMap::new();
-    for c in &got {
-        read.insert((c.partition, c.offset), value_of(c));
-    }
-    for ((p, o), r) in placed.iter().zip(&records) {
-        let want = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
-        assert_eq!(read.get(&(*p, *o)), Some(&want), "{p}@{o}");
-    }
+    assert_all_read(&bootstrap(&brokers[..2]), "drained", &records, &placed);
 }
 
 /// `strata <args> --output json -b <b>`: exit status, stdout, stderr.
@@ -2294,25 +2324,10 @@ fn strata_json(b: &Broker, args: &[&str]) -> (bool, serde_json::Value, String) {
 /// records stay readable, and it may come back by starting again.
 #[test]
 fn strata_cluster_remove_broker_unregisters_a_stopped_drained_broker() {
-    use rdkafka::admin::{NewTopic, TopicReplication};
     let mut brokers = brokers(4, 3);
     let first = bootstrap(&brokers[..3]);
-    let admin = clients::admin(&first);
-    let named: &[&[i32]] = &[&[1, 4], &[4, 2]];
-    let r = futures::executor::block_on(admin.create_topics(
-        [&NewTopic::new(
-            "leaving",
-            2,
-            TopicReplication::Variable(named),
-        )],
-        &clients::admin_opts(),
-    ))
-    .expect("CreateTopics");
-    assert!(r[0].is_ok(), "{r:?}");
-    let records: Vec<TestRecord> = (0..100)
-        .map(|i| TestRecord::value(format!("l-{i:03}")).in_partition(i % 2))
-        .collect();
-    let placed = clients::produce(&bootstrap(&brokers), "leaving", &records);
+    create_assigned(&first, "leaving", &[&[1, 4], &[4, 2]]);
+    let (records, placed) = produce_spread(&bootstrap(&brokers), "leaving", "l", 100, 2);
     let mut last = brokers.pop().expect("broker 4");
     let remove = |id: &str| strata_json(&brokers[0], &["cluster", "remove-broker", "--broker", id]);
     let refused = |id: &str, why: &str| {
@@ -2349,20 +2364,7 @@ fn strata_cluster_remove_broker_unregisters_a_stopped_drained_broker() {
         assert!(Instant::now() < deadline, "still there: {s}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let got = clients::consume_ranges(
-        &first,
-        "leaving",
-        &[(0, 0, 50), (1, 0, 50)],
-        Duration::from_secs(60),
-    );
-    let mut read: BTreeMap<(i32, i64), String> = BTreeMap::new();
-    for c in &got {
-        read.insert((c.partition, c.offset), value_of(c));
-    }
-    for ((p, o), r) in placed.iter().zip(&records) {
-        let want = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
-        assert_eq!(read.get(&(*p, *o)), Some(&want), "{p}@{o}");
-    }
+    assert_all_read(&first, "leaving", &records, &placed);
 
     // Started again, it joins as a learner and registers.
     last.restart();
@@ -2370,6 +2372,82 @@ fn strata_cluster_remove_broker_unregisters_a_stopped_drained_broker() {
     let s = cluster_status(&brokers[0]);
     assert_eq!(s["brokers"].as_array().unwrap().len(), 4, "{s}");
     assert_eq!(s["quorum"]["observers"][0]["node_id"], 4, "{s}");
+}
+
+/// A single node grows into a cluster: restarted with a controller
+/// listener as the one voter, joined by two brokers as learners, which
+/// `strata cluster add-voter` makes voters. `strata cluster drain` then
+/// moves the first node's partitions to the new brokers, and the cluster
+/// keeps its quorum and every record when the first node is killed.
+#[test]
+fn a_single_node_grows_into_a_cluster_of_three_voters() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let kafka = common::free_addr();
+    let mut alone = Broker::builder()
+        .data_dir(data.path())
+        .listen(kafka.clone())
+        .start();
+    create_assigned(&alone.bootstrap(), "grown", &[&[1], &[1]]);
+    let (records, placed) = produce_spread(&alone.bootstrap(), "grown", "g", 100, 2);
+    alone.stop();
+    drop(alone);
+
+    let controllers: Vec<String> = (0..3).map(|_| common::free_addr()).collect();
+    let voters = format!("1@{}", controllers[0]);
+    let start = |id: usize, b: common::BrokerBuilder| {
+        b.args([
+            "--node-id".to_string(),
+            id.to_string(),
+            "--controller-listen".to_string(),
+            controllers[id - 1].clone(),
+            "--controller-quorum-voters".to_string(),
+            voters.clone(),
+            "--broker-session-timeout-ms".to_string(),
+            "2000".to_string(),
+        ])
+        .start()
+    };
+    let mut first = start(1, Broker::builder().data_dir(data.path()).listen(kafka));
+    common::wait_ready(&first.admin_addr());
+    let others: Vec<Broker> = (2..=3)
+        .map(|id| start(id, Broker::builder().listen(common::free_addr())))
+        .collect();
+    for b in &others {
+        common::wait_ready(&b.admin_addr());
+    }
+    for id in ["2", "3"] {
+        let (ok, out, err) = strata_json(&first, &["cluster", "add-voter", "--broker", id]);
+        assert!(ok, "add-voter {id}: {err}");
+        assert_eq!(out["voter"].to_string(), id, "{out}");
+    }
+    let s = cluster_status(&others[0]);
+    let ids = |key: &str| quorum_ids(&s, key);
+    assert_eq!(ids("voters"), vec![1, 2, 3], "{s}");
+    assert!(ids("observers").is_empty(), "{s}");
+
+    // The first node's partitions move to the new brokers.
+    let (ok, moves, err) = strata_json(&first, &["cluster", "drain", "--broker", "1", "--wait"]);
+    assert!(ok, "drain: {err}");
+    assert_eq!(moves.as_array().map(Vec::len), Some(2), "{moves}");
+
+    // Without the first node: a quorum still, and every record.
+    first.kill9();
+    let rest = bootstrap(&others);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Refused until the two elect a leader.
+        let (_, s, _) = strata_json(&others[0], &["cluster", "status"]);
+        if s["quorum"]["leader_id"]
+            .as_i64()
+            .is_some_and(|l| l == 2 || l == 3)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new metadata leader: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    clients::create_topic(&others[0].bootstrap(), "after", 2, &[]);
+    assert_all_read(&rest, "grown", &records, &placed);
 }
 
 /// A network partition: each broker in its own network namespace, the

@@ -279,6 +279,18 @@ fn every_advertised_version_is_served() {
         );
     }
 
+    // A broker running alone has no quorum to add a voter to.
+    for v in range(&mut c, ApiKey::AddRaftVoter) {
+        use kafka_protocol::messages::{AddRaftVoterRequest, AddRaftVoterResponse};
+        let req = AddRaftVoterRequest::default()
+            .with_cluster_id(None)
+            .with_voter_id(2);
+        let r: AddRaftVoterResponse = c.roundtrip(ApiKey::AddRaftVoter, v, &req);
+        assert_eq!(r.error_code, 42, "AddRaftVoter v{v}: INVALID_REQUEST");
+        let msg = r.error_message.as_deref().unwrap_or_default().to_string();
+        assert!(msg.contains("runs alone"), "AddRaftVoter v{v}: {msg}");
+    }
+
     for v in range(&mut c, ApiKey::InitProducerId) {
         let req = InitProducerIdRequest::default()
             .with_transactional_id(None)

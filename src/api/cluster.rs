@@ -1,4 +1,4 @@
-//! DescribeCluster, DescribeLogDirs and UnregisterBroker.
+//! DescribeCluster, DescribeLogDirs, UnregisterBroker and AddRaftVoter.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +7,9 @@ use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
-    DescribeLogDirsResponse, TopicName, UnregisterBrokerRequest, UnregisterBrokerResponse,
+    AddRaftVoterRequest, AddRaftVoterResponse, BrokerId, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName,
+    UnregisterBrokerRequest, UnregisterBrokerResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -108,6 +109,57 @@ pub async fn unregister_broker(
         Ok(CommandResult::BrokerStillHosting { reason }) => refused(Code::InvalidRequest, reason),
         Ok(other) => refused(Code::UnknownServerError, format!("{other:?}")),
         Err(e) => refused(Code::NotController, e.to_string()),
+    }
+}
+
+/// Makes a broker that follows the metadata log as a learner a voter of
+/// the metadata quorum (`strata cluster add-voter`, Kafka's AddRaftVoter):
+/// how a single node grows into a cluster. The voter is reached at the
+/// controller address it joined with; the request's directory id and
+/// listeners are not used (Strata's controllers have no directory ids).
+pub async fn add_raft_voter(
+    broker: &Broker,
+    req: AddRaftVoterRequest,
+    _version: i16,
+    caller: &Caller,
+) -> AddRaftVoterResponse {
+    let node_id = req.voter_id;
+    let refused = |code: Code, message: String| {
+        tracing::info!(node_id, code = code.code(), %message, "voter not added");
+        AddRaftVoterResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(StrBytes::from_string(message)))
+    };
+    if !caller.allows_cluster(Operation::Alter) {
+        return refused(
+            Code::ClusterAuthorizationFailed,
+            "adding a metadata voter takes ALTER on the cluster".to_string(),
+        );
+    }
+    let cluster_id = broker.view().cluster_id.clone();
+    // Null or empty: not checked.
+    if let Some(asked) = req
+        .cluster_id
+        .as_deref()
+        .filter(|c| !c.is_empty() && **c != *cluster_id)
+    {
+        return refused(
+            Code::InconsistentClusterId,
+            format!("another cluster. asked={asked}, cluster_id={cluster_id}"),
+        );
+    }
+    let Ok(id) = u64::try_from(node_id) else {
+        return refused(
+            Code::InvalidRequest,
+            format!("a voter id must not be negative. node_id={node_id}"),
+        );
+    };
+    match broker.metadata.add_voter(id).await {
+        Ok(()) => AddRaftVoterResponse::default(),
+        Err(e @ crate::metadata::MetadataError::AddVoter { .. }) => {
+            refused(Code::InvalidRequest, e.to_string())
+        }
+        Err(e) => refused(Code::RequestTimedOut, e.to_string()),
     }
 }
 

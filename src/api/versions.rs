@@ -36,6 +36,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::UnregisterBroker, 0, 0),
+    (ApiKey::AddRaftVoter, 0, 0),
     // Group coordinator: every version kafka-protocol 0.18 decodes. The
     // KIP-848 fields of OffsetCommit v9 / OffsetFetch v9 (member epochs)
     // only concern the new consumer protocol; classic groups use them as

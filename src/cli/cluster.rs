@@ -1,4 +1,5 @@
-//! `strata cluster status`, `drain`, `remove-broker` and `reassignments`.
+//! `strata cluster status`, `drain`, `remove-broker`, `add-voter` and
+//! `reassignments`.
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -34,6 +35,12 @@ enum ClusterCommand {
         #[arg(long)]
         broker: i32,
     },
+    /// Make a broker that follows the metadata log (a learner) a voter of the metadata quorum (AddRaftVoter): how a single node grows into a cluster
+    AddVoter {
+        /// The broker to make a voter
+        #[arg(long)]
+        broker: i32,
+    },
     /// Partition reassignments in progress: replicas, and those joining and leaving
     Reassignments,
 }
@@ -49,6 +56,13 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             match args.conn.output {
                 Output::Json => print_json(&json!({ "removed": broker })),
                 Output::Table => super::output::print_str(&format!("broker {broker} removed\n")),
+            }
+        }
+        ClusterCommand::AddVoter { broker } => {
+            client.add_raft_voter(broker).await?;
+            match args.conn.output {
+                Output::Json => print_json(&json!({ "voter": broker })),
+                Output::Table => super::output::print_str(&format!("broker {broker} is a voter\n")),
             }
         }
         ClusterCommand::Reassignments => {

@@ -543,6 +543,23 @@ impl Client {
         )
     }
 
+    /// AddRaftVoter: makes a broker that follows the metadata log a voter.
+    pub async fn add_raft_voter(&self, broker_id: i32) -> Result<(), ClientError> {
+        use kafka_protocol::messages::AddRaftVoterRequest;
+        let conn = self.admin_conn().await?;
+        let req = AddRaftVoterRequest::default()
+            .with_cluster_id(None)
+            .with_voter_id(broker_id)
+            .with_timeout_ms(duration_ms(self.options.request_timeout));
+        let resp = conn.send(&req).await?;
+        error::check(
+            resp.error_code,
+            "add voter",
+            || format!("broker={broker_id}"),
+            resp.error_message.as_deref(),
+        )
+    }
+
     /// ListPartitionReassignments: every move in progress.
     pub async fn list_partition_reassignments(
         &self,

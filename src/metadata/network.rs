@@ -92,6 +92,10 @@ pub(crate) enum Request {
         node_id: NodeId,
         addr: String,
     },
+    /// Make this learner a voter (AddRaftVoter), for the leader to do.
+    AddVoter {
+        node_id: NodeId,
+    },
 }
 
 /// The answer to a [`Request`] of the same name.
@@ -110,6 +114,8 @@ pub(crate) enum Response {
     QuorumStatus(Option<super::QuorumStatus>),
     /// Added as a learner, or why not (not the leader, say).
     Join(Result<(), ProposeRefused>),
+    /// A voter now, or why not.
+    AddVoter(Result<(), ProposeRefused>),
 }
 
 /// Why a forwarded proposal was not committed.
@@ -356,6 +362,11 @@ pub(crate) trait Handler: Send + Sync + 'static {
         node_id: NodeId,
         addr: String,
     ) -> impl std::future::Future<Output = Result<(), ProposeRefused>> + Send;
+    /// Makes the learner `node_id` a voter (on the leader).
+    fn add_voter(
+        &self,
+        node_id: NodeId,
+    ) -> impl std::future::Future<Output = Result<(), ProposeRefused>> + Send;
 }
 
 /// Serves the controller listener until `cancel`: each connection in its
@@ -434,6 +445,7 @@ async fn serve_connection<H: Handler>(
                 Response::QuorumStatus(super::QuorumStatus::of(&handler.raft()))
             }
             Request::Join { node_id, addr } => Response::Join(handler.join(node_id, addr).await),
+            Request::AddVoter { node_id } => Response::AddVoter(handler.add_voter(node_id).await),
         };
         write_frame(&mut stream, &resp).await?;
     }

@@ -146,11 +146,51 @@ impl network::Handler for Controller {
         }
     }
 
+    async fn add_voter(&self, node_id: NodeId) -> Result<(), network::ProposeRefused> {
+        promote(&self.raft.load_full(), node_id).await
+    }
+
     async fn propose(&self, cmd: Command) -> Result<(u64, CommandResult), network::ProposeRefused> {
         match self.raft.load_full().client_write(cmd).await {
             Ok(r) => Ok((r.log_id.index, r.data)),
             Err(e) => Err(refused(e)),
         }
+    }
+}
+
+/// Makes the learner `node_id` a voter (on the leader): joint consensus,
+/// committed before it returns. A voter already is left as it is; a node
+/// that never joined as a learner is refused.
+async fn promote(raft: &Raft<TypeConfig>, node_id: NodeId) -> Result<(), network::ProposeRefused> {
+    let (voter, learner) = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let known = (
+            membership.voter_ids().any(|v| v == node_id),
+            membership.learner_ids().any(|l| l == node_id),
+        );
+        known
+    };
+    if voter {
+        return Ok(());
+    }
+    if !learner {
+        return Err(network::ProposeRefused {
+            leader: None,
+            message: "the node does not follow the metadata log; start it with --controller-quorum-voters naming the current voters, then add it".to_string(),
+        });
+    }
+    let ids = std::collections::BTreeSet::from([node_id]);
+    match raft
+        .change_membership(openraft::ChangeMembers::AddVoterIds(ids), false)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(node_id, "a learner became a metadata voter");
+            Ok(())
+        }
+        Err(e) => Err(refused(e)),
     }
 }
 
@@ -198,7 +238,16 @@ impl Metadata {
             .await
             .map_err(MetadataError::raft("check initialized"))?;
         let first = voters.keys().next() == Some(&node_id);
-        if !voters.contains_key(&node_id) {
+        // A voter added since the voters were configured (the quorum grew)
+        // is in the stored membership already; it has nobody to ask.
+        let stored_voter = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == node_id);
+        if !voters.contains_key(&node_id) && !stored_voter {
             self.join_as_learner(&voters).await;
         }
         if !initialized && first {
@@ -225,6 +274,7 @@ impl Metadata {
                 Err(e) => return Err(MetadataError::raft("wait for a leader")(e)),
             }
         }
+        self.update_own_address().await;
         loop {
             match self
                 .propose(Command::InitCluster {
@@ -241,6 +291,79 @@ impl Metadata {
         }
         tracing::info!(node_id, cluster_id = %self.view().cluster_id, "joined the metadata quorum");
         Ok(())
+    }
+
+    /// A node that ran alone and now starts as a voter of a quorum (the
+    /// first step of growing it into a cluster) still has its old address
+    /// in the membership, which the other nodes would call: as the leader,
+    /// it sets its controller address there.
+    async fn update_own_address(&self) {
+        let raft = self.raft();
+        let stored = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            if m.current_leader != Some(self.node_id) {
+                return;
+            }
+            m.membership_config
+                .membership()
+                .get_node(&self.node_id)
+                .map(|n| n.addr.clone())
+        };
+        let addr = &self.reopen.raft_addr;
+        if stored.as_ref() == Some(addr) {
+            return;
+        }
+        let nodes = BTreeMap::from([(self.node_id, BasicNode::new(addr.clone()))]);
+        match raft
+            .change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
+            .await
+        {
+            Ok(_) => tracing::info!(
+                node_id = self.node_id,
+                old = ?stored,
+                new = %addr,
+                "this node's controller address in the metadata membership changed"
+            ),
+            Err(e) => tracing::warn!(
+                node_id = self.node_id,
+                error = %e,
+                "cannot set this node's controller address in the metadata membership"
+            ),
+        }
+    }
+
+    /// Makes the learner `node_id` a voter of the metadata quorum (Kafka's
+    /// AddRaftVoter), on the leader or forwarded to it. A voter already is
+    /// left as it is.
+    pub async fn add_voter(&self, node_id: NodeId) -> Result<(), MetadataError> {
+        if self.reopen.voters.is_none() {
+            return Err(MetadataError::AddVoter {
+                node_id,
+                reason: "this node runs alone; restart it with --controller-listen and itself as the one voter of --controller-quorum-voters first".to_string(),
+            });
+        }
+        let refused = |r: network::ProposeRefused| MetadataError::AddVoter {
+            node_id,
+            reason: r.message,
+        };
+        if self.is_leader() {
+            return promote(&self.raft(), node_id).await.map_err(refused);
+        }
+        let (_, mut peer) = self.leader_peer()?;
+        match peer
+            .call(
+                &network::Request::AddVoter { node_id },
+                network::PROPOSE_TIMEOUT,
+            )
+            .await?
+        {
+            network::Response::AddVoter(r) => r.map_err(refused),
+            other => Err(MetadataError::Raft {
+                op: "add voter",
+                source: format!("unexpected answer: {other:?}").into(),
+            }),
+        }
     }
 
     /// Asks the voters, in turn, to add this node as a learner until the
@@ -532,19 +655,25 @@ impl Metadata {
         }
     }
 
-    /// The quorum as its leader sees it: from this node if it leads, else
-    /// asked of the leader over the controller transport.
-    pub async fn quorum_status(&self) -> Result<QuorumStatus, MetadataError> {
-        if let Some(status) = QuorumStatus::of(&self.raft()) {
-            return Ok(status);
-        }
+    /// The metadata leader this node knows, and a connection to make to it.
+    fn leader_peer(&self) -> Result<(NodeId, network::Peer), MetadataError> {
         let (leader, addr) = self.leader();
         let (Some(leader), Some(addr)) = (leader, addr) else {
             return Err(MetadataError::NoLeader {
                 node_id: self.node_id,
             });
         };
-        let mut peer = network::Peer::new(leader, addr, self.reopen.tls.clone());
+        let peer = network::Peer::new(leader, addr, self.reopen.tls.clone());
+        Ok((leader, peer))
+    }
+
+    /// The quorum as its leader sees it: from this node if it leads, else
+    /// asked of the leader over the controller transport.
+    pub async fn quorum_status(&self) -> Result<QuorumStatus, MetadataError> {
+        if let Some(status) = QuorumStatus::of(&self.raft()) {
+            return Ok(status);
+        }
+        let (leader, mut peer) = self.leader_peer()?;
         match peer
             .call(&network::Request::QuorumStatus, Duration::from_secs(5))
             .await?

@@ -495,3 +495,88 @@ async fn a_node_outside_the_voters_follows_as_a_learner() {
         m.shutdown().await.ok();
     }
 }
+
+/// A single node grows into a quorum of three: restarted as the one voter
+/// of a quorum (its address in the membership becomes its controller
+/// listener's), two brokers join as learners and are made voters, one
+/// forwarded through a node that does not lead. The three then survive
+/// the loss of the first, and nodes still configured with the first
+/// voter list (a subset of the stored voters) restart, including one that
+/// became a voter since, while the first is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_grows_into_a_quorum_of_three() {
+    let (q, listeners) = Quorum3::new().await;
+    let mut listeners = listeners.into_iter();
+    let alone = open(q.dirs[0].path()).await;
+    let topic = Uuid::from_u128(7);
+    assert_eq!(alone.propose(broker(1)).await.unwrap(), CommandResult::Ok);
+    assert_eq!(
+        alone
+            .propose(create("before", topic, 1, &[]))
+            .await
+            .unwrap(),
+        CommandResult::Ok
+    );
+    let refused = alone.add_voter(2).await.expect_err("alone");
+    assert!(refused.to_string().contains("runs alone"), "{refused}");
+    alone.shutdown().await.expect("shutdown");
+    drop(alone);
+
+    let first: BTreeMap<NodeId, String> = [(1, q.addrs[&1].clone())].into();
+    let open_as = |id: NodeId, listener: tokio::net::TcpListener| {
+        let quorum = super::Quorum::Voters {
+            voters: first.clone(),
+            listener,
+            tls: None,
+        };
+        Metadata::open_quorum(q.dirs[(id - 1) as usize].path(), id, quorum)
+    };
+    let one = open_as(1, listeners.next().unwrap()).await.expect("open 1");
+    let status = one.quorum_status().await.expect("status");
+    assert_eq!(status.voters.len(), 1);
+    assert_eq!(status.voters[0].addr, q.addrs[&1], "address updated");
+    let not_joined = one.add_voter(2).await.expect_err("not a learner yet");
+    assert!(
+        not_joined.to_string().contains("does not follow"),
+        "{not_joined}"
+    );
+    let two = open_as(2, listeners.next().unwrap()).await.expect("open 2");
+    let three = open_as(3, listeners.next().unwrap()).await.expect("open 3");
+    one.add_voter(2).await.expect("2 a voter");
+    three.add_voter(3).await.expect("3 a voter, forwarded");
+    one.add_voter(3).await.expect("a voter already");
+    let status = one.quorum_status().await.expect("status");
+    let ids = |v: &[VoterStatus]| v.iter().map(|s| s.node_id).collect::<Vec<_>>();
+    assert_eq!(ids(&status.voters), vec![1, 2, 3]);
+    assert!(status.observers.is_empty(), "{status:?}");
+
+    // The first goes; two and three elect a leader and commit.
+    one.shutdown().await.expect("shutdown 1");
+    drop(one);
+    let after = producer_block(&two, 10).await;
+    // Two restarts with the first voter list while the first is down: a
+    // voter of the stored membership, it asks nobody to join.
+    two.shutdown().await.expect("shutdown 2");
+    drop(two);
+    let l2 = tokio::net::TcpListener::bind(&q.addrs[&2]).await.unwrap();
+    let two = tokio::time::timeout(Duration::from_secs(30), open_as(2, l2))
+        .await
+        .expect("reopened without the first voter")
+        .expect("open 2");
+    assert!(two.view().topic("before").is_some());
+    producer_block(&three, 10).await;
+    // The first comes back with its old voter list and catches up.
+    let l1 = tokio::net::TcpListener::bind(&q.addrs[&1]).await.unwrap();
+    let one = open_as(1, l1).await.expect("reopen 1");
+    let mut watch = one.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        watch.wait_for(|_| one.view().next_producer_id >= after + 20),
+    )
+    .await
+    .expect("caught up")
+    .expect("watch");
+    for m in [one, two, three] {
+        m.shutdown().await.expect("shutdown");
+    }
+}
