@@ -45,7 +45,9 @@ fn filter(config: &BrokerConfig) -> (EnvFilter, Option<String>) {
     // they cannot reach, at every election and heartbeat, as an error; the controller transport says so
     // itself, once in a while, as a warning (a voter down is a normal
     // state of a cluster), and the metadata module logs a core that stops.
-    const QUIET: &str = "openraft=warn,openraft::core::raft_core=off,openraft::replication=off";
+    // Its replication handler warns of every failed heartbeat and append
+    // to a node down (twice a second); the transport's line says it.
+    const QUIET: &str = "openraft=warn,openraft::core::raft_core=off,openraft::replication=off,openraft::engine::handler::replication_handler=error";
     let directive = if config.log_level.contains("openraft") {
         config.log_level.clone()
     } else {

@@ -574,11 +574,9 @@ pub async fn run_isr_updates(broker: Arc<Broker>, cancel: CancellationToken) {
             if !p.is_replicated() || !p.is_leader() {
                 continue;
             }
-            let Some(mut isr) = p.isr_change(now) else {
+            let Some(isr) = p.isr_change(now) else {
                 continue;
             };
-            // A follower that a reassignment removed may have fetched last:
-            // only the view's replicas can be in sync.
             let view = broker.view();
             let Some(info) = view
                 .topic_by_id(p.topic_id)
@@ -586,7 +584,7 @@ pub async fn run_isr_updates(broker: Arc<Broker>, cancel: CancellationToken) {
             else {
                 continue;
             };
-            isr.retain(|b| info.replicas.contains(b));
+            let isr = isr_to_propose(isr, broker.node_id(), &info.replicas, &view.fenced);
             if isr == p.isr().unwrap_or_default() {
                 continue;
             }
@@ -613,12 +611,52 @@ pub async fn run_isr_updates(broker: Arc<Broker>, cancel: CancellationToken) {
     }
 }
 
+/// The ISR a leader proposes from the one its followers' fetches call for
+/// (`fetched`, holding the leader `me`, which stays): only the view's
+/// replicas (a follower that a reassignment removed may have fetched
+/// last), and no fenced broker. A follower that stopped is fenced at once (a controlled
+/// shutdown) while its last fetches still count as caught up for
+/// `replica.lag.time.max.ms`; the controller refuses an ISR that adds a
+/// fenced broker, so proposing it would keep every other follower out
+/// of the ISR until then.
+fn isr_to_propose(
+    mut fetched: BTreeSet<i32>,
+    me: i32,
+    replicas: &[i32],
+    fenced: &BTreeSet<i32>,
+) -> BTreeSet<i32> {
+    fetched.retain(|b| *b == me || (replicas.contains(b) && !fenced.contains(b)));
+    fetched
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
     use kafka_protocol::messages::FetchResponse;
     use kafka_protocol::protocol::{Decodable, Encodable};
+
+    /// A caught-up follower joins although a stopped (fenced) one still
+    /// counts as caught up; a removed replica does not come back.
+    #[test]
+    fn the_proposed_isr_leaves_out_fenced_brokers_and_non_replicas() {
+        let fetched = BTreeSet::from([1, 3, 4, 5]);
+        let replicas = [1, 3, 4];
+        let fenced = BTreeSet::from([4]);
+        assert_eq!(
+            isr_to_propose(fetched, 1, &replicas, &fenced),
+            BTreeSet::from([1, 3])
+        );
+        assert_eq!(
+            isr_to_propose(BTreeSet::from([1, 3]), 1, &replicas, &BTreeSet::new()),
+            BTreeSet::from([1, 3])
+        );
+        // The leader stays, whatever the view says of it.
+        assert_eq!(
+            isr_to_propose(BTreeSet::from([1]), 1, &replicas, &BTreeSet::from([1])),
+            BTreeSet::from([1])
+        );
+    }
 
     /// The tier's last offset survives the wire in every flexible version,
     /// beside the known tagged fields, and an answer without it has none.
