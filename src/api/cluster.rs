@@ -67,7 +67,7 @@ pub fn describe_cluster(
 
 /// Removes a stopped, drained broker from the cluster for good (`strata
 /// cluster remove-broker`, Kafka's Admin `unregisterBroker`). A metadata
-/// voter cannot be removed: changing the voters is not supported.
+/// voter cannot be removed: voters are only ever added.
 pub async fn unregister_broker(
     broker: &Broker,
     req: UnregisterBrokerRequest,

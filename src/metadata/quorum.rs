@@ -527,7 +527,7 @@ impl Metadata {
     /// On the leader: removes from the metadata log's learners the
     /// unregistered brokers silent for `session` (counted from `since` at
     /// the earliest), so the log is no longer replicated to them. Voters
-    /// stay: changing the voters is not supported.
+    /// stay: voters are only ever added.
     async fn remove_unregistered_learners(&self, session: Duration, since: tokio::time::Instant) {
         let view = self.view();
         if view.unregistered.is_empty() {
